@@ -1,0 +1,22 @@
+"""Market data: loaders for every bundled format, validation and quality findings."""
+
+from tradebook.data.catalog import BUNDLED_FILES, BundledFile, bundled_data_dir, iter_bundled, load_bundled
+from tradebook.data.loaders import (
+    MarketData,
+    QualityFinding,
+    from_frame,
+    load,
+    load_bars,
+    load_book,
+    load_depth,
+    load_quote_bars,
+    load_quotes,
+    load_trades,
+)
+from tradebook.data.schemas import SPECS, DataKind
+
+__all__ = [
+    "BUNDLED_FILES", "BundledFile", "DataKind", "MarketData", "QualityFinding", "SPECS", "bundled_data_dir",
+    "from_frame", "iter_bundled", "load", "load_bars", "load_book", "load_bundled", "load_depth",
+    "load_quote_bars", "load_quotes", "load_trades",
+]

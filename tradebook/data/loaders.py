@@ -1,0 +1,715 @@
+"""Load market-data files into validated, normalised frames.
+
+A file either loads whole or is refused with an error that names the file, the line
+and what was expected. Data that is dirty but usable (crossed quotes in a retail FX
+feed, pre-open auction states, bad prints in daily bars) loads unchanged and comes
+with a list of :class:`QualityFinding`: tradebook reports, it never cleans silently.
+
+Every frame is in plain price units with int64 UTC nanosecond times (``ts_ns``) and
+keeps the file's row order, which matters for rows sharing a timestamp.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from tradebook.data.schemas import ALIASES, SPECS, DataKind, KindSpec
+from tradebook.errors import DataError, SchemaError
+from tradebook.model.instruments import AssetClass, Instrument, get_instrument
+from tradebook.model.time import MAX_PLAUSIBLE_NS, MIN_PLAUSIBLE_NS, NS_PER_DAY, ns_to_iso
+
+Severity = Literal["info", "warning"]
+
+_PANDAS_DTYPES = {"int": "int64", "Int": "Int64", "float": "float64", "str": "str", "flag": "Int64"}
+_EXPECTED = {
+    "int": "an integer",
+    "Int": "an integer or empty",
+    "float": "a number",
+    "str": "text",
+    "flag": "0 or 1",
+}
+_TIME_TEXT_COLUMNS = ("ts_iso", "timestamp", "time", "datetime")
+
+
+@dataclass(frozen=True)
+class QualityFinding:
+    """Something worth knowing about data that was nevertheless loaded as it is."""
+
+    severity: Severity
+    code: str
+    message: str
+    count: int = 0
+    first_line: int | None = None
+
+    def __str__(self) -> str:
+        return f"[{self.severity}] {self.code}: {self.message}"
+
+
+@dataclass(frozen=True)
+class MarketData:
+    """A validated market-data frame for one instrument, with where it came from."""
+
+    kind: DataKind
+    instrument_id: str
+    frame: pd.DataFrame
+    source: str
+    content_hash: str
+    findings: tuple[QualityFinding, ...] = field(default=())
+    bar_ns: int | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.frame)
+
+    @property
+    def first_ts_ns(self) -> int | None:
+        return int(self.frame["ts_ns"].iloc[0]) if len(self.frame) else None
+
+    @property
+    def last_ts_ns(self) -> int | None:
+        return int(self.frame["ts_ns"].iloc[-1]) if len(self.frame) else None
+
+    def quality_report(self) -> str:
+        lines = [f"{self.source}: {self.rows:,} rows of {self.kind} for {self.instrument_id}"]
+        lines += [f"  {finding}" for finding in self.findings] or ["  no findings"]
+        return "\n".join(lines)
+
+
+# -- public entry points -------------------------------------------------------------
+def load(
+    path: str | Path,
+    kind: DataKind | str,
+    instrument_id: str,
+    *,
+    bar_seconds: int | None = None,
+    instruments: Mapping[str, Instrument] | None = None,
+) -> MarketData:
+    """Load one CSV (optionally gzip-compressed) of ``kind`` for ``instrument_id``."""
+    kind = _parse_kind(kind)
+    instrument = get_instrument(instrument_id, dict(instruments) if instruments is not None else None)
+    path = Path(path)
+    source = path.name
+    if not path.is_file():
+        raise DataError(f"no such file: {path}", source=source)
+    raw_bytes = path.read_bytes()
+    content_hash = hashlib.sha256(raw_bytes).hexdigest()
+    frame = _read_csv(path, SPECS[kind], source)
+    return _validate(frame, kind, instrument, source, content_hash, bar_seconds)
+
+
+def from_frame(
+    frame: pd.DataFrame,
+    kind: DataKind | str,
+    instrument_id: str,
+    *,
+    source: str = "<frame>",
+    bar_seconds: int | None = None,
+    instruments: Mapping[str, Instrument] | None = None,
+) -> MarketData:
+    """Validate a DataFrame already in memory, with the same rules as a file."""
+    kind = _parse_kind(kind)
+    instrument = get_instrument(instrument_id, dict(instruments) if instruments is not None else None)
+    frame = _rename_aliases(frame.reset_index(drop=True).copy(), SPECS[kind])
+    _require_columns(list(frame.columns), SPECS[kind], source)
+    frame = _coerce_frame(frame, SPECS[kind], source)
+    content_hash = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).values.tobytes()).hexdigest()
+    return _validate(frame, kind, instrument, source, content_hash, bar_seconds)
+
+
+def load_quotes(path: str | Path, instrument_id: str, **kw) -> MarketData:
+    return load(path, DataKind.QUOTES, instrument_id, **kw)
+
+
+def load_trades(path: str | Path, instrument_id: str, **kw) -> MarketData:
+    return load(path, DataKind.TRADES, instrument_id, **kw)
+
+
+def load_bars(path: str | Path, instrument_id: str, *, bar_seconds: int, **kw) -> MarketData:
+    return load(path, DataKind.TRADE_BARS, instrument_id, bar_seconds=bar_seconds, **kw)
+
+
+def load_quote_bars(path: str | Path, instrument_id: str, *, bar_seconds: int, **kw) -> MarketData:
+    return load(path, DataKind.QUOTE_BARS, instrument_id, bar_seconds=bar_seconds, **kw)
+
+
+def load_depth(path: str | Path, instrument_id: str, **kw) -> MarketData:
+    return load(path, DataKind.DEPTH, instrument_id, **kw)
+
+
+def load_book(path: str | Path, instrument_id: str, **kw) -> MarketData:
+    return load(path, DataKind.BOOK, instrument_id, **kw)
+
+
+# -- reading -------------------------------------------------------------------------
+def _parse_kind(kind: DataKind | str) -> DataKind:
+    try:
+        return DataKind(kind)
+    except ValueError:
+        raise DataError(f"unknown data kind {kind!r}; expected one of {', '.join(k.value for k in DataKind)}") from None
+
+
+def _read_header(path: Path, source: str) -> list[str]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+            header = handle.readline()
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        raise DataError(f"cannot read the file as UTF-8 CSV{' (gzip)' if path.suffix == '.gz' else ''}: {exc}",
+                        source=source) from exc
+    if not header.strip():
+        raise DataError("empty file: expected a header row", source=source, line=1)
+    return [column.strip() for column in header.rstrip("\r\n").split(",")]
+
+
+def _canonical_name(column: str, spec: KindSpec) -> str:
+    if column in spec.required or column in spec.optional:
+        return column
+    alias = ALIASES.get(column)
+    if alias is not None and (alias in spec.required or alias in spec.optional):
+        return alias
+    return column
+
+
+def _rename_aliases(frame: pd.DataFrame, spec: KindSpec) -> pd.DataFrame:
+    return frame.rename(columns={c: _canonical_name(c, spec) for c in frame.columns})
+
+
+def _require_columns(columns: list[str], spec: KindSpec, source: str) -> None:
+    duplicated = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicated:
+        raise SchemaError(f"duplicated columns {duplicated}", source=source, line=1)
+    present = set(columns)
+    missing = [c for c in spec.required if c not in present]
+    if "ts_ns" in missing and any(c in present for c in _TIME_TEXT_COLUMNS):
+        missing.remove("ts_ns")  # derived from an ISO-8601 column below
+    if missing:
+        raise SchemaError(
+            f"missing required column(s) {missing} for {spec.kind} data; expected at least "
+            f"{list(spec.required)} (optional: {list(spec.optional)}), found {columns}",
+            source=source,
+            line=1,
+        )
+
+
+def _read_csv(path: Path, spec: KindSpec, source: str) -> pd.DataFrame:
+    header = _read_header(path, source)
+    canonical = [_canonical_name(c, spec) for c in header]
+    _require_columns(canonical, spec, source)
+    dtypes = {
+        raw: _PANDAS_DTYPES[spec.column_type(canon)]
+        for raw, canon in zip(header, canonical)
+        if canon in spec.required or canon in spec.optional
+    }
+    text_columns = {raw: "str" for raw in header if raw not in dtypes}
+    try:
+        frame = pd.read_csv(
+            path,
+            dtype=dtypes | text_columns,
+            keep_default_na=False,
+            na_values=[""],
+            skipinitialspace=False,
+        )
+    except pd.errors.ParserError as exc:
+        raise _parser_error(exc, source) from exc
+    except (ValueError, TypeError, OverflowError):
+        # The fast typed parse failed: parse everything as text to name the bad cell.
+        frame = _read_as_text(path, source)
+        frame.columns = canonical
+        _coerce_frame(frame, spec, source)  # raises with the line
+        raise  # pragma: no cover - _coerce_frame always raises when the typed parse failed
+    except pd.errors.EmptyDataError as exc:
+        raise DataError("empty file: expected a header row", source=source, line=1) from exc
+    frame.columns = canonical
+    return frame
+
+
+def _read_as_text(path: Path, source: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.ParserError as exc:
+        raise _parser_error(exc, source) from exc
+
+
+def _parser_error(exc: Exception, source: str) -> DataError:
+    import re
+
+    text = str(exc)
+    match = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if match:
+        expected, line, saw = (int(g) for g in match.groups())
+        return DataError(f"malformed CSV: expected {expected} fields, saw {saw}", source=source, line=line)
+    return DataError(f"malformed CSV: {text.strip()}", source=source)
+
+
+def _coerce_frame(frame: pd.DataFrame, spec: KindSpec, source: str) -> pd.DataFrame:
+    """Convert each known column to its type; name the first cell that does not fit."""
+    for column in list(frame.columns):
+        if column not in spec.required and column not in spec.optional:
+            continue
+        ctype = spec.column_type(column)
+        series = frame[column]
+        target = _PANDAS_DTYPES[ctype]
+        if ctype == "str":
+            frame[column] = series.astype("str").where(series.notna(), None) if series.dtype != "str" else series
+            continue
+        try:
+            frame[column] = series.astype(target)
+            continue
+        except (ValueError, TypeError, OverflowError):
+            pass
+        as_text = series.astype("str")
+        numeric = pd.to_numeric(series, errors="coerce")
+        if ctype in ("int", "Int", "flag"):
+            bad = series.notna() & (numeric.isna() | (numeric % 1 != 0))
+            if ctype == "int":
+                bad |= series.isna()
+        else:
+            bad = series.notna() & numeric.isna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            value = series.iloc[i]
+            shown = "an empty value" if pd.isna(value) else repr(as_text.iloc[i])
+            raise SchemaError(
+                f"column {column!r} holds {shown}; expected {_EXPECTED[ctype]}", source=source, line=i + 2
+            )
+        frame[column] = numeric.astype(target)
+    return frame
+
+
+# -- validation ----------------------------------------------------------------------
+def _fail(message: str, source: str, index: int | None = None) -> DataError:
+    return DataError(message, source=source, line=None if index is None else index + 2)
+
+
+def _first(mask: np.ndarray | pd.Series) -> int:
+    return int(np.flatnonzero(np.asarray(mask))[0])
+
+
+def _validate(
+    frame: pd.DataFrame,
+    kind: DataKind,
+    instrument: Instrument,
+    source: str,
+    content_hash: str,
+    bar_seconds: int | None,
+) -> MarketData:
+    spec = SPECS[kind]
+    if len(frame) == 0:
+        raise DataError(f"no data rows: expected at least one row of {kind}", source=source)
+    frame = _derive_ts_ns(frame, source)
+    _check_symbol(frame, instrument, source)
+    findings: list[QualityFinding] = []
+    extra = [c for c in frame.columns if c not in spec.required and c not in spec.optional
+             and c not in spec.informational and c not in _TIME_TEXT_COLUMNS]
+    if extra:
+        findings.append(QualityFinding("info", "ignored_columns", f"columns not used by tradebook: {extra}"))
+    if kind is DataKind.TRADES:
+        frame = _derive_aggressor(frame, source)
+    keep = [c for c in spec.columns if c in frame.columns]
+    frame = frame[keep].reset_index(drop=True)
+
+    _check_nulls(frame, spec, source)
+    ts = frame["ts_ns"].to_numpy()
+    out_of_range = (ts < MIN_PLAUSIBLE_NS) | (ts >= MAX_PLAUSIBLE_NS)
+    if out_of_range.any():
+        i = _first(out_of_range)
+        raise _fail(f"ts_ns {ts[i]} is outside 1970..2100; expected int64 nanoseconds since the epoch, UTC",
+                    source, i)
+    backwards = np.diff(ts) < 0
+    if backwards.any():
+        i = _first(backwards) + 1
+        raise _fail(
+            f"time goes backwards: ts_ns {ts[i]} ({ns_to_iso(ts[i])}) follows {ts[i - 1]} ({ns_to_iso(ts[i - 1])}); "
+            "expected non-decreasing ts_ns", source, i)
+    for column in spec.prices:
+        if column in frame.columns:
+            values = frame[column].to_numpy(dtype="float64", na_value=np.nan)
+            present = ~np.isnan(values) if column in spec.nullable else np.ones(len(values), bool)
+            bad = present & (~np.isfinite(values) | (values <= 0))
+            if bad.any():
+                i = _first(bad)
+                raise _fail(f"{column} is {values[i]}; expected a positive finite price", source, i)
+    for column in spec.sizes:
+        if column in frame.columns:
+            values = frame[column].to_numpy(dtype="float64", na_value=np.nan)
+            present = ~np.isnan(values)
+            if column not in spec.nullable and not present.all():
+                i = _first(~present)
+                raise _fail(f"{column} is NaN; expected a size >= 0", source, i)
+            bad = present & (~np.isfinite(values) | (values < 0))
+            if bad.any():
+                i = _first(bad)
+                raise _fail(f"{column} is {values[i]}; expected a finite size >= 0", source, i)
+    for column, allowed in spec.choices.items():
+        if column in frame.columns:
+            values = frame[column]
+            bad = values.notna() & ~values.isin(allowed)
+            if bad.any():
+                i = _first(bad)
+                raise _fail(f"{column} is {values.iloc[i]!r}; expected one of {sorted(allowed)}", source, i)
+    for column in frame.columns:
+        if column in spec.optional and spec.optional[column] == "flag":
+            values = frame[column]
+            bad = values.notna() & ~values.isin([0, 1])
+            if bad.any():
+                i = _first(bad)
+                raise _fail(f"{column} is {values.iloc[i]}; expected 0 or 1", source, i)
+            frame[column] = values.astype("boolean")
+
+    bar_ns = None
+    if kind in (DataKind.TRADE_BARS, DataKind.QUOTE_BARS):
+        if bar_seconds is None or bar_seconds <= 0:
+            raise DataError(f"{kind} need bar_seconds > 0 (60 for minute bars, 86400 for daily)", source=source)
+        bar_ns = int(bar_seconds) * 1_000_000_000
+    if kind is DataKind.ADJUSTMENT_FACTORS:
+        for column in ("price_factor", "split_factor"):
+            values = frame[column].to_numpy()
+            bad = ~np.isfinite(values) | (values <= 0)
+            if bad.any():
+                i = _first(bad)
+                raise _fail(f"{column} is {values[i]}; expected a positive factor", source, i)
+
+    findings += _KIND_CHECKS.get(kind, _no_checks)(frame, instrument, source, bar_ns)
+    findings += _common_findings(frame, instrument, spec)
+    return MarketData(
+        kind=kind,
+        instrument_id=instrument.instrument_id,
+        frame=frame,
+        source=source,
+        content_hash=content_hash,
+        findings=tuple(findings),
+        bar_ns=bar_ns,
+    )
+
+
+def _derive_ts_ns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Fill ``ts_ns`` from an ISO column when absent; check the two agree when both exist."""
+    text_column = next((c for c in _TIME_TEXT_COLUMNS if c in frame.columns), None)
+    if text_column is None:
+        return frame
+    text = frame[text_column]
+    if text.isna().any():
+        i = _first(text.isna())
+        raise _fail(f"{text_column} is empty; expected an ISO-8601 instant with 'Z' or an offset", source, i)
+    text = text.astype("str")
+    aware = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
+    if not aware.all():
+        i = _first(~aware)
+        raise _fail(
+            f"{text_column} {text.iloc[i]!r} is a naive datetime; expected a UTC offset or 'Z' "
+            "(tradebook never guesses a time zone)", source, i)
+    try:
+        parsed = pd.to_datetime(text, utc=True, format="ISO8601")
+    except (ValueError, TypeError) as exc:
+        # find the first unparseable value for the message
+        for i, value in enumerate(text):
+            try:
+                pd.Timestamp(value)
+            except (ValueError, TypeError):
+                raise _fail(f"{text_column} {value!r} is not an ISO-8601 instant", source, i) from exc
+        raise DataError(f"{text_column}: {exc}", source=source) from exc
+    # pandas 3 keeps the parsed unit (ms, us...); pin nanoseconds before the int cast.
+    derived = parsed.dt.as_unit("ns").astype("int64").to_numpy()
+    if "ts_ns" not in frame.columns:
+        frame = frame.assign(ts_ns=derived)
+    else:
+        mismatch = frame["ts_ns"].to_numpy() != derived
+        if mismatch.any():
+            i = _first(mismatch)
+            raise _fail(f"ts_ns {frame['ts_ns'].iloc[i]} and {text_column} {text.iloc[i]!r} disagree "
+                        f"({ns_to_iso(derived[i])}); expected the same instant", source, i)
+    return frame
+
+
+def _check_symbol(frame: pd.DataFrame, instrument: Instrument, source: str) -> None:
+    if "symbol" not in frame.columns:
+        return
+    symbols = frame["symbol"]
+    wrong = symbols.notna() & (symbols.astype("str").str.replace("-", "") != instrument.symbol.replace("-", ""))
+    if wrong.any():
+        i = _first(wrong)
+        raise _fail(f"symbol {symbols.iloc[i]!r} does not match instrument {instrument.instrument_id} "
+                    f"(symbol {instrument.symbol!r}); was the file loaded under the wrong instrument?", source, i)
+
+
+def _derive_aggressor(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    if "buyer_is_maker" not in frame.columns:
+        return frame
+    maker = pd.to_numeric(frame["buyer_is_maker"], errors="coerce")
+    bad = maker.isna() | ~maker.isin([0, 1])
+    if bad.any():
+        i = _first(bad)
+        raise _fail(f"buyer_is_maker is {frame['buyer_is_maker'].iloc[i]!r}; expected 0 or 1", source, i)
+    implied = np.where(maker.to_numpy() == 1, "SELL", "BUY")
+    if "aggressor_side" not in frame.columns:
+        return frame.assign(aggressor_side=pd.array(implied, dtype="str"))
+    disagree = frame["aggressor_side"].to_numpy(dtype=object) != implied
+    if disagree.any():
+        i = _first(disagree)
+        raise _fail(f"aggressor_side {frame['aggressor_side'].iloc[i]!r} contradicts buyer_is_maker "
+                    f"{int(maker.iloc[i])}; expected {implied[i]}", source, i)
+    return frame
+
+
+def _check_nulls(frame: pd.DataFrame, spec: KindSpec, source: str) -> None:
+    for column in frame.columns:
+        if column in spec.nullable:
+            continue
+        missing = frame[column].isna()
+        if missing.any():
+            i = _first(missing)
+            raise _fail(f"{column} is empty or NaN; expected {_EXPECTED[spec.column_type(column)]}", source, i)
+
+
+# -- findings ------------------------------------------------------------------------
+def _no_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
+    return []
+
+
+def _tick_array(instrument: Instrument, prices: np.ndarray) -> np.ndarray:
+    ticks = np.full(prices.shape, float(instrument.tick_size))
+    for threshold, tick in instrument.tick_schedule:
+        ticks = np.where(prices >= float(threshold), float(tick), ticks)
+    return ticks
+
+
+def _off_tick_count(instrument: Instrument, prices: np.ndarray) -> int:
+    prices = prices[~np.isnan(prices)]
+    steps = prices / _tick_array(instrument, prices)
+    return int((np.abs(steps - np.round(steps)) > 1e-6).sum())
+
+
+def _crossed_findings(bid: np.ndarray, ask: np.ndarray, ts: np.ndarray, what: str) -> list[QualityFinding]:
+    findings = []
+    crossed = bid > ask
+    locked = bid == ask
+    n = len(bid)
+    if crossed.any():
+        first = _first(crossed)
+        last = int(np.flatnonzero(crossed)[-1])
+        findings.append(QualityFinding(
+            "warning", "crossed_quotes",
+            f"{int(crossed.sum()):,} of {n:,} {what} are crossed (bid > ask, {crossed.mean():.2%}), "
+            f"from {ns_to_iso(ts[first])} to {ns_to_iso(ts[last])}; do not calibrate spreads on these rows",
+            count=int(crossed.sum()), first_line=first + 2))
+    if locked.any():
+        first = _first(locked)
+        findings.append(QualityFinding(
+            "warning" if locked.mean() > 0.01 else "info", "locked_quotes",
+            f"{int(locked.sum()):,} of {n:,} {what} are locked (bid = ask, {locked.mean():.2%})",
+            count=int(locked.sum()), first_line=first + 2))
+    return findings
+
+
+def _quote_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
+    bid, ask = frame["bid_px"].to_numpy(), frame["ask_px"].to_numpy()
+    findings = _crossed_findings(bid, ask, frame["ts_ns"].to_numpy(), "quotes")
+    for column in ("bid_sz", "ask_sz"):
+        if column in frame.columns:
+            sizes = frame[column].to_numpy(dtype="float64", na_value=np.nan)
+            if np.isnan(sizes).all():
+                findings.append(QualityFinding("info", "no_sizes", f"{column} is empty on every row: no sizes"))
+            elif (sizes == 0).any():
+                findings.append(QualityFinding("warning", "zero_size", f"{int((sizes == 0).sum()):,} quotes with "
+                                               f"{column} = 0", count=int((sizes == 0).sum()),
+                                               first_line=_first(sizes == 0) + 2))
+    if "bid_sz" not in frame.columns and "ask_sz" not in frame.columns:
+        findings.append(QualityFinding("info", "no_sizes", "the file has no bid/ask sizes"))
+    return findings
+
+
+def _book_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
+    findings = _crossed_findings(frame["bid_px_0"].to_numpy(), frame["ask_px_0"].to_numpy(),
+                                 frame["ts_ns"].to_numpy(), "book rows (top level)")
+    levels = sorted(int(c.rsplit("_", 1)[1]) for c in frame.columns if c.startswith("bid_px_"))
+    for level in levels[1:]:
+        for side, worse in (("bid", np.greater), ("ask", np.less)):
+            inner = frame[f"{side}_px_{level - 1}"].to_numpy(dtype="float64", na_value=np.nan)
+            outer = frame[f"{side}_px_{level}"].to_numpy(dtype="float64", na_value=np.nan)
+            bad = ~np.isnan(outer) & ~np.isnan(inner) & ~worse(inner, outer)
+            if bad.any():
+                i = _first(bad)
+                raise _fail(f"{side} level {level} price {outer[i]} is not behind level {level - 1} ({inner[i]}); "
+                            "expected levels ordered from the touch outwards", source, i)
+    return findings
+
+
+def _mbp1_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
+    return _crossed_findings(frame["bid_px"].to_numpy(), frame["ask_px"].to_numpy(), frame["ts_ns"].to_numpy(),
+                             "top-of-book states")
+
+
+def _ohlc_check(frame: pd.DataFrame, prefix: str, source: str) -> None:
+    o, h, l, c = (frame[f"{prefix}{name}"].to_numpy() for name in ("open", "high", "low", "close"))
+    bad = (h < np.maximum(o, c)) | (l > np.minimum(o, c)) | (l > h)
+    if bad.any():
+        i = _first(bad)
+        raise _fail(f"inconsistent {prefix or 'trade '}bar: open {o[i]}, high {h[i]}, low {l[i]}, close {c[i]}; "
+                    "expected low <= open, close <= high", source, i)
+
+
+def _trade_bar_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
+    _ohlc_check(frame, "", source)
+    findings = _bar_grid_findings(frame, bar_ns)
+    if bar_ns is not None and bar_ns >= NS_PER_DAY and len(frame) > 1:
+        o, h, l, c = (frame[n].to_numpy() for n in ("open", "high", "low", "close"))
+        ratio = o[1:] / c[:-1]
+        gaps = np.flatnonzero((ratio > 1.25) | (ratio < 0.75)) + 1
+        if len(gaps):
+            listed = ", ".join(f"{ns_to_iso(frame['ts_ns'].iloc[i])[:10]} x{ratio[i - 1]:.3f}" for i in gaps[:8])
+            findings.append(QualityFinding(
+                "warning", "overnight_gap",
+                f"{len(gaps)} overnight open/previous-close ratios beyond +/-25% (splits in raw prices, bad prints "
+                f"or real moves; adjust with the factor file): {listed}", count=len(gaps), first_line=int(gaps[0]) + 2))
+        body_hi, body_lo = np.maximum(o, c), np.minimum(o, c)
+        spikes = np.flatnonzero((h > body_hi * 1.12) | (l < body_lo / 1.12))
+        if len(spikes):
+            listed = ", ".join(ns_to_iso(frame["ts_ns"].iloc[i])[:10] for i in spikes[:8])
+            findings.append(QualityFinding(
+                "warning", "high_low_spike",
+                f"{len(spikes)} bars with a high or low more than 12% outside the open-close range (some real, many "
+                f"bad prints; filter before range-based volatility): {listed}{' ...' if len(spikes) > 8 else ''}",
+                count=len(spikes), first_line=int(spikes[0]) + 2))
+    return findings
+
+
+def _quote_bar_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
+    _ohlc_check(frame, "bid_", source)
+    _ohlc_check(frame, "ask_", source)
+    findings = _crossed_findings(frame["bid_close"].to_numpy(), frame["ask_close"].to_numpy(),
+                                 frame["ts_ns"].to_numpy(), "bar closes")
+    return findings + _bar_grid_findings(frame, bar_ns)
+
+
+def _bar_grid_findings(frame: pd.DataFrame, bar_ns: int | None) -> list[QualityFinding]:
+    if bar_ns is None or bar_ns >= NS_PER_DAY:
+        return []
+    ts = frame["ts_ns"].to_numpy()
+    off_grid = ts % bar_ns != 0
+    findings = []
+    if off_grid.any():
+        findings.append(QualityFinding("warning", "off_grid_bars", f"{int(off_grid.sum()):,} bar starts are not on "
+                                       f"the {bar_ns // 1_000_000_000}s grid", count=int(off_grid.sum()),
+                                       first_line=_first(off_grid) + 2))
+    repeated = np.diff(ts) == 0
+    if repeated.any():
+        findings.append(QualityFinding("warning", "repeated_bars", f"{int(repeated.sum()):,} bars share a start "
+                                       "time with the previous bar", count=int(repeated.sum()),
+                                       first_line=_first(repeated) + 3))
+    return findings
+
+
+def _trade_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
+    findings = []
+    size = frame["size"].to_numpy()
+    if (size == 0).any():
+        findings.append(QualityFinding("warning", "zero_size", f"{int((size == 0).sum()):,} trades of size 0",
+                                       count=int((size == 0).sum()), first_line=_first(size == 0) + 2))
+    if "aggressor_side" in frame.columns:
+        none = (frame["aggressor_side"] == "NONE").to_numpy(dtype=bool, na_value=False)
+        if none.any():
+            findings.append(QualityFinding("info", "no_aggressor", f"{int(none.sum()):,} trades carry no aggressor "
+                                           "side (auction prints)", count=int(none.sum()), first_line=_first(none) + 2))
+    else:
+        findings.append(QualityFinding("info", "no_aggressor", "no aggressor side: infer it from the prevailing "
+                                       "quote when needed"))
+    if "suspicious" in frame.columns:
+        flagged = frame["suspicious"].to_numpy(dtype=bool, na_value=False)
+        if flagged.any():
+            findings.append(QualityFinding("warning", "suspicious_trades", f"{int(flagged.sum()):,} trades flagged "
+                                           "suspicious by the vendor", count=int(flagged.sum()),
+                                           first_line=_first(flagged) + 2))
+    return findings
+
+
+def _depth_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
+    findings = []
+    snapshot = (frame["kind"] == "snapshot").to_numpy(dtype=bool)
+    if not snapshot.any():
+        findings.append(QualityFinding("warning", "no_snapshot", "no snapshot rows: the book cannot be rebuilt "
+                                       "from diffs alone"))
+        return findings
+    snap_ids = frame.loc[snapshot, "last_update_id"].unique()
+    first_snap = _first(snapshot)
+    snapshot_id = int(frame["last_update_id"].iloc[first_snap])
+    diffs = frame.loc[~snapshot, ["first_update_id", "last_update_id"]].drop_duplicates()
+    if diffs["first_update_id"].isna().any():
+        i = _first(~snapshot & frame["first_update_id"].isna().to_numpy())
+        raise _fail("first_update_id is empty on a diff row; expected an integer", source, i)
+    stale = diffs["last_update_id"] <= snapshot_id
+    live = diffs[~stale]
+    if len(live):
+        first_u, last_u = int(live["first_update_id"].iloc[0]), int(live["last_update_id"].iloc[0])
+        bridged = first_u <= snapshot_id + 1 <= last_u
+        breaks = int((live["first_update_id"].to_numpy()[1:] != live["last_update_id"].to_numpy()[:-1] + 1).sum())
+        if not bridged:
+            findings.append(QualityFinding("warning", "depth_not_bridged", f"no diff bridges the snapshot "
+                                           f"(lastUpdateId {snapshot_id}); the rebuilt book may be wrong"))
+        if breaks:
+            findings.append(QualityFinding("warning", "depth_sequence_break", f"{breaks} breaks in the diff "
+                                           "update-id sequence after the snapshot", count=breaks))
+    findings.append(QualityFinding(
+        "info", "depth_layout",
+        f"{len(snap_ids)} snapshot(s) ({int(snapshot.sum()):,} rows), {len(diffs):,} diff messages; "
+        f"{int(stale.sum()):,} diff messages precede the snapshot id {snapshot_id} and are dropped when rebuilding",
+        count=int(stale.sum())))
+    return findings
+
+
+_KIND_CHECKS = {
+    DataKind.QUOTES: _quote_checks,
+    DataKind.TRADES: _trade_checks,
+    DataKind.TRADE_BARS: _trade_bar_checks,
+    DataKind.QUOTE_BARS: _quote_bar_checks,
+    DataKind.DEPTH: _depth_checks,
+    DataKind.BOOK: _book_checks,
+    DataKind.MBP1: _mbp1_checks,
+}
+
+
+def _common_findings(frame: pd.DataFrame, instrument: Instrument, spec: KindSpec) -> list[QualityFinding]:
+    findings = []
+    ts = frame["ts_ns"].to_numpy()
+    repeated = int((np.diff(ts) == 0).sum())
+    if repeated and spec.kind not in (DataKind.DEPTH, DataKind.TRADE_BARS, DataKind.QUOTE_BARS):
+        findings.append(QualityFinding("info", "repeated_timestamps",
+                                       f"{repeated:,} rows share their timestamp with the previous row "
+                                       "(file order kept)", count=repeated))
+    off_tick = sum(_off_tick_count(instrument, frame[c].to_numpy(dtype="float64", na_value=np.nan))
+                   for c in spec.prices if c in frame.columns)
+    if off_tick and spec.kind is not DataKind.ADJUSTMENT_FACTORS:
+        findings.append(QualityFinding("warning", "off_tick_prices",
+                                       f"{off_tick:,} prices are not on {instrument.instrument_id}'s tick grid "
+                                       f"(tick {instrument.tick_size})", count=off_tick))
+    if "ts_event_ns" in frame.columns:
+        event = frame["ts_event_ns"].to_numpy(dtype="float64", na_value=np.nan)
+        ok = ~np.isnan(event)
+        if ok.any():
+            offset_ms = float(np.median(ts[ok] - event[ok])) / 1e6
+            severity: Severity = "warning" if abs(offset_ms) > 1000 else "info"
+            findings.append(QualityFinding(severity, "clock_offset",
+                                           f"median ts_ns - ts_event_ns = {offset_ms:,.3f} ms"
+                                           + (" (capture clock is not the exchange clock: use ts_ns for order, "
+                                              "not for latency)" if severity == "warning" else "")))
+    if instrument.asset_class is AssetClass.EQUITY and len(ts) and spec.kind is not DataKind.ADJUSTMENT_FACTORS \
+            and not (spec.kind is DataKind.TRADE_BARS and len(ts) > 1 and np.median(np.diff(ts)) >= NS_PER_DAY):
+        local = pd.DatetimeIndex(ts.astype("datetime64[ns]"), tz="UTC").tz_convert(instrument.trading_hours.timezone)
+        minutes = local.hour * 60 + local.minute
+        hours = instrument.trading_hours
+        regular = (minutes >= hours.open.hour * 60 + hours.open.minute) & (
+            minutes < hours.close.hour * 60 + hours.close.minute)
+        outside = int((~regular).sum())
+        if outside:
+            findings.append(QualityFinding("info", "extended_hours",
+                                           f"{outside:,} rows ({outside / len(ts):.1%}) fall outside regular hours "
+                                           f"{hours.open:%H:%M}-{hours.close:%H:%M} {hours.timezone}; spreads there "
+                                           "are much wider: filter to regular hours for calibration", count=outside))
+    return findings

@@ -1,0 +1,64 @@
+"""The one error hierarchy of tradebook.
+
+Every error tradebook raises on purpose derives from :class:`TradebookError`, so a
+notebook can catch them all with one ``except`` and the CLI can print them as a
+single readable line. Messages name what was wrong, where, and what was expected.
+"""
+
+from __future__ import annotations
+
+
+class TradebookError(Exception):
+    """Base of every error tradebook raises on purpose."""
+
+
+class ConfigError(TradebookError, ValueError):
+    """A configuration value is missing or invalid."""
+
+
+class ConformanceError(TradebookError, ValueError):
+    """A price or quantity does not conform to the instrument's tick, lot, minimum size or notional."""
+
+
+class UnknownInstrumentError(TradebookError, KeyError):
+    """An instrument id that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DataError(TradebookError, ValueError):
+    """A market-data file or frame cannot be used as it is.
+
+    ``source`` names the file (or frame); ``line`` the 1-based line of the file
+    (the header is line 1, the first data row line 2) when one row is to blame.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None) -> None:
+        self.source = source
+        self.line = line
+        where = ""
+        if source is not None:
+            where = f"{source}"
+            if line is not None:
+                where += f", line {line}"
+            where += ": "
+        elif line is not None:
+            where = f"line {line}: "
+        super().__init__(where + message)
+
+
+class SchemaError(DataError):
+    """Columns missing, unexpected, or of the wrong type."""
+
+
+class StoreError(TradebookError):
+    """The DuckDB store cannot do what was asked."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store file."""
+
+
+class MigrationError(StoreError):
+    """The store's schema cannot be brought to the version this code expects."""
