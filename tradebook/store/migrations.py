@@ -1,0 +1,246 @@
+"""Versioned schema migrations of the DuckDB store.
+
+Each migration runs in one transaction with the row that records it in
+``schema_migrations``, so a store is always at exactly one version. Migrations are
+append-only: never edit one that has shipped, add the next.
+
+Times are BIGINT int64 UTC nanoseconds. Market data is DOUBLE (analytics use
+float64 and a CSV value read into a double reads back bit-identical). The order and
+accounting path uses DECIMAL(38, 12): tick and lot arithmetic must be exact.
+Bulk market-data tables carry no index: ``(dataset_id, row_no)`` is unique by
+construction and keeps the file order of rows that share a timestamp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+_MONEY = "DECIMAL(38, 12)"
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "instruments, datasets, quality findings and market data",
+        (
+            """
+            CREATE TABLE instruments (
+                instrument_id VARCHAR PRIMARY KEY,
+                symbol VARCHAR NOT NULL,
+                venue VARCHAR NOT NULL,
+                asset_class VARCHAR NOT NULL,
+                currency VARCHAR NOT NULL,
+                base_currency VARCHAR,
+                tick_size DECIMAL(38, 12) NOT NULL CHECK (tick_size > 0),
+                tick_schedule VARCHAR NOT NULL DEFAULT '[]',
+                lot_size DECIMAL(38, 12) NOT NULL CHECK (lot_size > 0),
+                min_quantity DECIMAL(38, 12) NOT NULL CHECK (min_quantity >= 0),
+                min_notional DECIMAL(38, 12) NOT NULL CHECK (min_notional >= 0),
+                multiplier DECIMAL(38, 12) NOT NULL CHECK (multiplier > 0),
+                trading_hours VARCHAR NOT NULL,
+                description VARCHAR NOT NULL DEFAULT ''
+            )
+            """,
+            "CREATE SEQUENCE dataset_id_seq START 1",
+            """
+            CREATE TABLE datasets (
+                dataset_id INTEGER PRIMARY KEY DEFAULT nextval('dataset_id_seq'),
+                instrument_id VARCHAR NOT NULL,
+                kind VARCHAR NOT NULL,
+                source VARCHAR NOT NULL,
+                content_hash VARCHAR NOT NULL,
+                bar_ns BIGINT,
+                row_count BIGINT NOT NULL CHECK (row_count > 0),
+                first_ts_ns BIGINT NOT NULL,
+                last_ts_ns BIGINT NOT NULL,
+                loaded_at_ns BIGINT NOT NULL,
+                UNIQUE (instrument_id, kind, content_hash)
+            )
+            """,
+            """
+            CREATE TABLE data_quality (
+                dataset_id INTEGER NOT NULL,
+                severity VARCHAR NOT NULL CHECK (severity IN ('info', 'warning')),
+                code VARCHAR NOT NULL,
+                message VARCHAR NOT NULL,
+                count BIGINT NOT NULL,
+                first_line BIGINT
+            )
+            """,
+            """
+            CREATE TABLE quotes (
+                dataset_id INTEGER NOT NULL, row_no BIGINT NOT NULL, instrument_id VARCHAR NOT NULL,
+                ts_ns BIGINT NOT NULL, ts_event_ns BIGINT, update_id BIGINT,
+                bid_px DOUBLE NOT NULL CHECK (bid_px > 0), bid_sz DOUBLE CHECK (bid_sz >= 0),
+                ask_px DOUBLE NOT NULL CHECK (ask_px > 0), ask_sz DOUBLE CHECK (ask_sz >= 0),
+                bid_venue VARCHAR, ask_venue VARCHAR
+            )
+            """,
+            """
+            CREATE TABLE trades (
+                dataset_id INTEGER NOT NULL, row_no BIGINT NOT NULL, instrument_id VARCHAR NOT NULL,
+                ts_ns BIGINT NOT NULL, ts_event_ns BIGINT, ts_trade_ns BIGINT, trade_id BIGINT, sequence BIGINT,
+                price DOUBLE NOT NULL CHECK (price > 0), size DOUBLE NOT NULL CHECK (size >= 0),
+                aggressor_side VARCHAR CHECK (aggressor_side IN ('BUY', 'SELL', 'NONE')),
+                venue VARCHAR, conditions VARCHAR, flags BIGINT, suspicious BOOLEAN
+            )
+            """,
+            """
+            CREATE TABLE trade_bars (
+                dataset_id INTEGER NOT NULL, row_no BIGINT NOT NULL, instrument_id VARCHAR NOT NULL,
+                bar_ns BIGINT NOT NULL CHECK (bar_ns > 0), ts_ns BIGINT NOT NULL,
+                open DOUBLE NOT NULL CHECK (open > 0), high DOUBLE NOT NULL, low DOUBLE NOT NULL CHECK (low > 0),
+                close DOUBLE NOT NULL CHECK (close > 0), volume DOUBLE NOT NULL CHECK (volume >= 0),
+                CHECK (low <= high)
+            )
+            """,
+            """
+            CREATE TABLE quote_bars (
+                dataset_id INTEGER NOT NULL, row_no BIGINT NOT NULL, instrument_id VARCHAR NOT NULL,
+                bar_ns BIGINT NOT NULL CHECK (bar_ns > 0), ts_ns BIGINT NOT NULL,
+                bid_open DOUBLE NOT NULL, bid_high DOUBLE NOT NULL, bid_low DOUBLE NOT NULL CHECK (bid_low > 0),
+                bid_close DOUBLE NOT NULL, last_bid_size DOUBLE NOT NULL CHECK (last_bid_size >= 0),
+                ask_open DOUBLE NOT NULL, ask_high DOUBLE NOT NULL, ask_low DOUBLE NOT NULL CHECK (ask_low > 0),
+                ask_close DOUBLE NOT NULL, last_ask_size DOUBLE NOT NULL CHECK (last_ask_size >= 0)
+            )
+            """,
+            """
+            CREATE TABLE adjustment_factors (
+                dataset_id INTEGER NOT NULL, row_no BIGINT NOT NULL, instrument_id VARCHAR NOT NULL,
+                ts_ns BIGINT NOT NULL,
+                price_factor DOUBLE NOT NULL CHECK (price_factor > 0),
+                split_factor DOUBLE NOT NULL CHECK (split_factor > 0),
+                reference_price DOUBLE NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE depth_updates (
+                dataset_id INTEGER NOT NULL, row_no BIGINT NOT NULL, instrument_id VARCHAR NOT NULL,
+                ts_ns BIGINT NOT NULL, ts_event_ns BIGINT,
+                kind VARCHAR NOT NULL CHECK (kind IN ('snapshot', 'diff')),
+                first_update_id BIGINT, last_update_id BIGINT NOT NULL,
+                side VARCHAR NOT NULL CHECK (side IN ('bid', 'ask')),
+                price DOUBLE NOT NULL CHECK (price > 0), qty DOUBLE NOT NULL CHECK (qty >= 0)
+            )
+            """,
+            """
+            CREATE TABLE book_levels (
+                dataset_id INTEGER NOT NULL, row_no BIGINT NOT NULL, instrument_id VARCHAR NOT NULL,
+                ts_ns BIGINT NOT NULL, ts_event_ns BIGINT, level SMALLINT NOT NULL CHECK (level >= 0),
+                bid_px DOUBLE CHECK (bid_px > 0), bid_sz DOUBLE CHECK (bid_sz >= 0),
+                ask_px DOUBLE CHECK (ask_px > 0), ask_sz DOUBLE CHECK (ask_sz >= 0)
+            )
+            """,
+            """
+            CREATE TABLE mbp1_events (
+                dataset_id INTEGER NOT NULL, row_no BIGINT NOT NULL, instrument_id VARCHAR NOT NULL,
+                ts_ns BIGINT NOT NULL, ts_event_ns BIGINT,
+                action VARCHAR NOT NULL, side VARCHAR NOT NULL,
+                price DOUBLE NOT NULL, size DOUBLE NOT NULL CHECK (size >= 0),
+                flags BIGINT, sequence BIGINT,
+                bid_px DOUBLE NOT NULL, bid_sz DOUBLE NOT NULL, bid_ct BIGINT,
+                ask_px DOUBLE NOT NULL, ask_sz DOUBLE NOT NULL, ask_ct BIGINT
+            )
+            """,
+        ),
+    ),
+    Migration(
+        2,
+        "orders, order events, fills, positions and fill-model calibrations",
+        (
+            f"""
+            CREATE TABLE orders (
+                client_order_id VARCHAR PRIMARY KEY,
+                intent_id VARCHAR NOT NULL,
+                strategy_id VARCHAR NOT NULL,
+                account_id VARCHAR NOT NULL,
+                mode VARCHAR NOT NULL CHECK (mode IN ('paper', 'live')),
+                venue VARCHAR NOT NULL,
+                instrument_id VARCHAR NOT NULL,
+                side VARCHAR NOT NULL CHECK (side IN ('buy', 'sell')),
+                order_type VARCHAR NOT NULL,
+                time_in_force VARCHAR NOT NULL,
+                quantity {_MONEY} NOT NULL CHECK (quantity > 0),
+                limit_price {_MONEY},
+                stop_price {_MONEY},
+                parent_order_id VARCHAR,
+                venue_order_id VARCHAR,
+                status VARCHAR NOT NULL,
+                filled_quantity {_MONEY} NOT NULL DEFAULT 0,
+                avg_fill_price {_MONEY},
+                ts_init BIGINT NOT NULL,
+                ts_last BIGINT NOT NULL,
+                tags VARCHAR NOT NULL DEFAULT '{{}}'
+            )
+            """,
+            "CREATE SEQUENCE order_event_seq START 1",
+            f"""
+            CREATE TABLE order_events (
+                event_seq BIGINT PRIMARY KEY DEFAULT nextval('order_event_seq'),
+                client_order_id VARCHAR NOT NULL,
+                event_type VARCHAR NOT NULL,
+                ts_event BIGINT NOT NULL,
+                ts_init BIGINT NOT NULL,
+                venue_order_id VARCHAR,
+                quantity {_MONEY},
+                price {_MONEY},
+                reason VARCHAR,
+                payload VARCHAR NOT NULL DEFAULT '{{}}'
+            )
+            """,
+            f"""
+            CREATE TABLE fills (
+                fill_id VARCHAR PRIMARY KEY,
+                client_order_id VARCHAR NOT NULL,
+                venue_order_id VARCHAR,
+                account_id VARCHAR NOT NULL,
+                strategy_id VARCHAR NOT NULL,
+                instrument_id VARCHAR NOT NULL,
+                side VARCHAR NOT NULL CHECK (side IN ('buy', 'sell')),
+                quantity {_MONEY} NOT NULL CHECK (quantity > 0),
+                price {_MONEY} NOT NULL,
+                fee {_MONEY} NOT NULL DEFAULT 0,
+                fee_currency VARCHAR NOT NULL,
+                liquidity VARCHAR NOT NULL CHECK (liquidity IN ('maker', 'taker')),
+                ts_event BIGINT NOT NULL,
+                ts_init BIGINT NOT NULL
+            )
+            """,
+            f"""
+            CREATE TABLE positions (
+                account_id VARCHAR NOT NULL,
+                strategy_id VARCHAR NOT NULL,
+                instrument_id VARCHAR NOT NULL,
+                quantity {_MONEY} NOT NULL,
+                avg_price {_MONEY},
+                realized_pnl {_MONEY} NOT NULL DEFAULT 0,
+                ts_last BIGINT NOT NULL,
+                PRIMARY KEY (account_id, strategy_id, instrument_id)
+            )
+            """,
+            """
+            CREATE TABLE calibrations (
+                calibration_id VARCHAR PRIMARY KEY,
+                instrument_id VARCHAR NOT NULL,
+                version INTEGER NOT NULL CHECK (version > 0),
+                created_at_ns BIGINT NOT NULL,
+                data_start_ns BIGINT NOT NULL,
+                data_end_ns BIGINT NOT NULL,
+                dataset_ids VARCHAR NOT NULL,
+                params VARCHAR NOT NULL,
+                diagnostics VARCHAR NOT NULL,
+                UNIQUE (instrument_id, version)
+            )
+            """,
+        ),
+    ),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version

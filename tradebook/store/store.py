@@ -1,0 +1,538 @@
+"""The DuckDB store: one file per workspace, one writer, reads as DataFrames.
+
+DuckDB lets one process hold a file read-write, or several hold it read-only, never
+both. The process that runs a session owns the writer; everything else reads through
+it. A lock held by another process surfaces as :class:`StoreLockedError` naming the
+holder, never as DuckDB's raw message.
+
+Writes are transactional: a load or an order write either lands whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from tradebook.data.loaders import MarketData
+from tradebook.data.schemas import SPECS, DataKind
+from tradebook.errors import MigrationError, StoreError, StoreLockedError, UnknownInstrumentError
+from tradebook.model.instruments import BUNDLED_INSTRUMENTS, AssetClass, Instrument, TradingHours
+from tradebook.model.time import now_ns, ns_to_iso
+from tradebook.store.migrations import LATEST_VERSION, MIGRATIONS
+
+DEFAULT_STORE_PATH = "tradebook.duckdb"
+
+TABLE_FOR_KIND: dict[DataKind, str] = {
+    DataKind.QUOTES: "quotes",
+    DataKind.TRADES: "trades",
+    DataKind.TRADE_BARS: "trade_bars",
+    DataKind.QUOTE_BARS: "quote_bars",
+    DataKind.ADJUSTMENT_FACTORS: "adjustment_factors",
+    DataKind.DEPTH: "depth_updates",
+    DataKind.BOOK: "book_levels",
+    DataKind.MBP1: "mbp1_events",
+}
+
+_PANDAS_READ_DTYPES = {"int": "int64", "Int": "Int64", "float": "float64", "str": "str", "flag": "boolean"}
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    dataset_id: int
+    rows: int
+    created: bool  # False when the same content was already stored
+
+
+def default_store_path() -> Path:
+    return Path(os.environ.get("TRADEBOOK_STORE", DEFAULT_STORE_PATH))
+
+
+def open_store(path: str | Path | None = None, *, read_only: bool = False) -> Store:
+    """Open (creating and migrating when needed) the workspace store."""
+    return Store(path, read_only=read_only)
+
+
+class Store:
+    """A tradebook workspace in one DuckDB file.
+
+    ``Store(path)`` opens read-write, creating the file and bringing its schema to the
+    latest version. ``Store(path, read_only=True)`` needs an existing, current file.
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        read_only: bool = False,
+        target_version: int | None = None,
+    ) -> None:
+        self.path = Path(path) if path is not None else default_store_path()
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        if read_only and not self.path.exists():
+            raise StoreError(f"no store at {self.path}; open it read-write once to create it")
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            raise _translate_io_error(exc, self.path) from exc
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open {self.path} as a DuckDB store: {exc}") from exc
+        try:
+            self._migrate(LATEST_VERSION if target_version is None else target_version)
+        except BaseException:
+            self._con.close()
+            raise
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None  # type: ignore[assignment]
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else "read-write"
+        return f"Store({str(self.path)!r}, {mode}, schema v{self.schema_version})"
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            raise StoreError(f"the store {self.path} is closed")
+        return self._con
+
+    # -- schema -------------------------------------------------------------------------
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return self._current_version()
+
+    def _current_version(self) -> int:
+        exists = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+        ).fetchone()[0]
+        if not exists:
+            return 0
+        return int(self.con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0])
+
+    def _migrate(self, target: int) -> None:
+        if not 0 <= target <= LATEST_VERSION:
+            raise MigrationError(f"target schema version {target} is not between 0 and {LATEST_VERSION}")
+        current = self._current_version()
+        if current > LATEST_VERSION:
+            raise MigrationError(
+                f"{self.path} is at schema v{current}, newer than this tradebook (v{LATEST_VERSION}); "
+                "upgrade tradebook to open it"
+            )
+        if current >= target:
+            return
+        if self.read_only:
+            raise MigrationError(
+                f"{self.path} is at schema v{current} and this tradebook needs v{target}; "
+                "open it read-write once to migrate"
+            )
+        for migration in MIGRATIONS:
+            if current < migration.version <= target:
+                self._apply(migration)
+
+    def _apply(self, migration) -> None:
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at_ns BIGINT NOT NULL)"
+            )
+            for statement in migration.statements:
+                con.execute(statement)
+            con.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", [migration.version, migration.name, now_ns()])
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            con.execute("ROLLBACK")
+            raise MigrationError(f"migration v{migration.version} ({migration.name}) failed: {exc}") from exc
+
+    def migrations(self) -> pd.DataFrame:
+        return self.query("SELECT version, name, applied_at_ns FROM schema_migrations ORDER BY version")
+
+    # -- writing ------------------------------------------------------------------------
+    def _require_writer(self) -> None:
+        if self.read_only:
+            raise StoreError(f"{self.path} is open read-only; writes need the session that owns the store")
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Run writes atomically: all land on success, none on any exception."""
+        self._require_writer()
+        with self._lock:
+            con = self.con
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            else:
+                try:
+                    con.execute("COMMIT")
+                except duckdb.Error as exc:
+                    raise StoreError(f"commit failed, nothing was written: {exc}") from exc
+
+    def register_instruments(self, instruments: Iterable[Instrument] | None = None) -> int:
+        """Insert or update instrument specifications; returns how many changed."""
+        instruments = list(BUNDLED_INSTRUMENTS.values() if instruments is None else instruments)
+        changed = 0
+        with self.transaction() as con:
+            existing = {row[0]: row for row in con.execute("SELECT * FROM instruments").fetchall()}
+            for instrument in instruments:
+                row = _instrument_row(instrument)
+                old = existing.get(instrument.instrument_id)
+                if old is not None and _same_instrument_row(old, row):
+                    continue
+                if old is not None:
+                    con.execute("DELETE FROM instruments WHERE instrument_id = ?", [instrument.instrument_id])
+                con.execute(f"INSERT INTO instruments VALUES ({', '.join('?' * len(row))})", row)
+                changed += 1
+        return changed
+
+    def ingest(self, data: MarketData) -> IngestResult:
+        """Store a validated frame and its findings in one transaction.
+
+        Loading the same content for the same instrument and kind again is a no-op
+        that returns the existing dataset id.
+        """
+        self._require_writer()
+        if not isinstance(data, MarketData):
+            raise StoreError(f"ingest takes a MarketData from tradebook.data loaders, got {type(data).__name__}")
+        with self._lock:
+            self._ensure_instrument(data.instrument_id)
+            found = self.con.execute(
+                "SELECT dataset_id, row_count FROM datasets WHERE instrument_id = ? AND kind = ? AND content_hash = ?",
+                [data.instrument_id, str(data.kind), data.content_hash],
+            ).fetchone()
+            if found is not None:
+                return IngestResult(int(found[0]), int(found[1]), created=False)
+            table = TABLE_FOR_KIND[data.kind]
+            with self.transaction() as con:
+                dataset_id = int(con.execute(
+                    "INSERT INTO datasets (instrument_id, kind, source, content_hash, bar_ns, row_count, "
+                    "first_ts_ns, last_ts_ns, loaded_at_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING dataset_id",
+                    [data.instrument_id, str(data.kind), data.source, data.content_hash, data.bar_ns, data.rows,
+                     data.first_ts_ns, data.last_ts_ns, now_ns()],
+                ).fetchone()[0])
+                rows = _rows_for_table(data, dataset_id)
+                con.register("_incoming_rows", rows)
+                try:
+                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming_rows")
+                except duckdb.Error as exc:
+                    raise StoreError(f"storing {data.source} in {table} failed, nothing was written: {exc}") from exc
+                finally:
+                    con.unregister("_incoming_rows")
+                for finding in data.findings:
+                    con.execute(
+                        "INSERT INTO data_quality VALUES (?, ?, ?, ?, ?, ?)",
+                        [dataset_id, finding.severity, finding.code, finding.message, finding.count,
+                         finding.first_line],
+                    )
+            return IngestResult(dataset_id, data.rows, created=True)
+
+    def _ensure_instrument(self, instrument_id: str) -> None:
+        known = self.con.execute("SELECT 1 FROM instruments WHERE instrument_id = ?", [instrument_id]).fetchone()
+        if known is not None:
+            return
+        if instrument_id not in BUNDLED_INSTRUMENTS:
+            raise UnknownInstrumentError(
+                f"instrument {instrument_id!r} is not registered in {self.path}; call register_instruments first"
+            )
+        self.register_instruments([BUNDLED_INSTRUMENTS[instrument_id]])
+
+    # -- reading ------------------------------------------------------------------------
+    def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+        """Run a read query and return a DataFrame."""
+        with self._lock:
+            try:
+                return self.con.execute(sql, params or []).df()
+            except duckdb.Error as exc:
+                raise StoreError(f"query failed: {exc}") from exc
+
+    def instrument(self, instrument_id: str) -> Instrument:
+        with self._lock:
+            row = self.con.execute("SELECT * FROM instruments WHERE instrument_id = ?", [instrument_id]).fetchone()
+            if row is None:
+                known = [r[0] for r in self.con.execute("SELECT instrument_id FROM instruments ORDER BY 1").fetchall()]
+                raise UnknownInstrumentError(f"unknown instrument {instrument_id!r} in {self.path}; known: {known}")
+            columns = [d[0] for d in self.con.description]
+        return _instrument_from_row(dict(zip(columns, row)))
+
+    def instruments(self) -> pd.DataFrame:
+        return self.query("SELECT * FROM instruments ORDER BY instrument_id")
+
+    def datasets(self) -> pd.DataFrame:
+        return self.query("SELECT * FROM datasets ORDER BY dataset_id")
+
+    def findings(self, dataset_id: int | None = None) -> pd.DataFrame:
+        if dataset_id is None:
+            return self.query("SELECT * FROM data_quality ORDER BY dataset_id")
+        return self.query("SELECT * FROM data_quality WHERE dataset_id = ? ORDER BY dataset_id", [dataset_id])
+
+    def read(
+        self,
+        kind: DataKind | str,
+        instrument_id: str | None = None,
+        *,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        dataset_id: int | None = None,
+    ) -> pd.DataFrame:
+        """Market data of ``kind`` in the loader's canonical columns and dtypes, in time then file order.
+
+        ``start_ns`` is inclusive and ``end_ns`` exclusive.
+        """
+        kind = DataKind(kind)
+        spec = SPECS[kind]
+        table = TABLE_FOR_KIND[kind]
+        where, params = [], []
+        for clause, value in (("instrument_id = ?", instrument_id), ("dataset_id = ?", dataset_id),
+                              ("ts_ns >= ?", start_ns), ("ts_ns < ?", end_ns)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = f"SELECT * FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql += " ORDER BY ts_ns, dataset_id, row_no" + (", level" if kind is DataKind.BOOK else "")
+        frame = self.query(sql, params)
+        if kind is DataKind.BOOK:
+            frame = _book_to_wide(frame)
+        present_sets = self._present_columns(kind, frame)
+        columns = [c for c in spec.columns if c in present_sets]
+        out = frame[columns].reset_index(drop=True) if len(frame) else pd.DataFrame(
+            {c: pd.Series(dtype=_PANDAS_READ_DTYPES[spec.column_type(c)]) for c in columns})
+        for column in columns:
+            out[column] = _coerce_read(out[column], _PANDAS_READ_DTYPES[spec.column_type(column)])
+        return out
+
+    def _present_columns(self, kind: DataKind, frame: pd.DataFrame) -> set[str]:
+        """Columns worth returning: required ones, and optional ones holding any value."""
+        spec = SPECS[kind]
+        present = set(spec.required)
+        for column in spec.optional:
+            if column in frame.columns and frame[column].notna().any():
+                present.add(column)
+        return present
+
+    def quotes(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
+        return self.read(DataKind.QUOTES, instrument_id, **kw)
+
+    def trades(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
+        return self.read(DataKind.TRADES, instrument_id, **kw)
+
+    def bars(self, instrument_id: str | None = None, *, bar_seconds: int | None = None, **kw: Any) -> pd.DataFrame:
+        frame = self.read(DataKind.TRADE_BARS, instrument_id, **kw)
+        return frame if bar_seconds is None else self._filter_bar_size(frame, DataKind.TRADE_BARS, instrument_id,
+                                                                       bar_seconds, kw)
+
+    def quote_bars(self, instrument_id: str | None = None, *, bar_seconds: int | None = None,
+                   **kw: Any) -> pd.DataFrame:
+        frame = self.read(DataKind.QUOTE_BARS, instrument_id, **kw)
+        return frame if bar_seconds is None else self._filter_bar_size(frame, DataKind.QUOTE_BARS, instrument_id,
+                                                                       bar_seconds, kw)
+
+    def _filter_bar_size(self, frame, kind, instrument_id, bar_seconds, kw) -> pd.DataFrame:
+        ids = self.query("SELECT dataset_id FROM datasets WHERE kind = ? AND bar_ns = ?"
+                         + (" AND instrument_id = ?" if instrument_id else ""),
+                         [str(kind), int(bar_seconds) * 1_000_000_000] + ([instrument_id] if instrument_id else []))
+        parts = [self.read(kind, instrument_id, dataset_id=int(d), start_ns=kw.get("start_ns"),
+                           end_ns=kw.get("end_ns")) for d in ids["dataset_id"]]
+        if not parts:
+            return frame.iloc[0:0]
+        return pd.concat(parts, ignore_index=True).sort_values("ts_ns", kind="stable").reset_index(drop=True)
+
+    def depth(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
+        return self.read(DataKind.DEPTH, instrument_id, **kw)
+
+    def book(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
+        return self.read(DataKind.BOOK, instrument_id, **kw)
+
+    def mbp1(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
+        return self.read(DataKind.MBP1, instrument_id, **kw)
+
+    def adjustment_factors(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
+        return self.read(DataKind.ADJUSTMENT_FACTORS, instrument_id, **kw)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per dataset: instrument, kind, time range, rows and quality findings."""
+        frame = self.query(
+            """
+            SELECT d.dataset_id, d.instrument_id, i.asset_class, d.kind, d.bar_ns, d.source, d.row_count,
+                   d.first_ts_ns, d.last_ts_ns,
+                   count(q.code) FILTER (WHERE q.severity = 'warning') AS warnings,
+                   string_agg(q.code, ', ' ORDER BY q.code) FILTER (WHERE q.severity = 'warning') AS warning_codes
+            FROM datasets d
+            LEFT JOIN instruments i USING (instrument_id)
+            LEFT JOIN data_quality q USING (dataset_id)
+            GROUP BY ALL
+            ORDER BY d.instrument_id, d.kind, d.first_ts_ns
+            """
+        )
+        frame["first"] = [ns_to_iso(v) for v in frame["first_ts_ns"]]
+        frame["last"] = [ns_to_iso(v) for v in frame["last_ts_ns"]]
+        return frame
+
+
+# -- helpers ----------------------------------------------------------------------------
+def _translate_io_error(exc: duckdb.Error, path: Path) -> StoreError:
+    text = str(exc)
+    if "lock" in text.lower():
+        pid = re.search(r"PID (\d+)", text)
+        holder = f"process {pid.group(1)}" if pid else "another process"
+        return StoreLockedError(
+            f"the store {path} is in use by {holder}; DuckDB allows one writer or many readers. "
+            "Read through the session that owns it, or stop that session first"
+        )
+    return StoreError(f"cannot open {path}: {text}")
+
+
+def _hours_to_json(hours: TradingHours) -> str:
+    return json.dumps({
+        "timezone": hours.timezone,
+        "open": hours.open.isoformat(),
+        "close": hours.close.isoformat(),
+        "open_weekdays": sorted(hours.open_weekdays),
+        "extended_open": hours.extended_open.isoformat() if hours.extended_open else None,
+        "extended_close": hours.extended_close.isoformat() if hours.extended_close else None,
+        "calendar": hours.calendar,
+        "always_open": hours.always_open,
+    }, sort_keys=True)
+
+
+def _hours_from_json(text: str) -> TradingHours:
+    import datetime as dt
+
+    raw = json.loads(text)
+
+    def t(value: str | None) -> dt.time | None:
+        return dt.time.fromisoformat(value) if value else None
+
+    return TradingHours(
+        timezone=raw["timezone"],
+        open=t(raw["open"]),
+        close=t(raw["close"]),
+        open_weekdays=frozenset(raw["open_weekdays"]),
+        extended_open=t(raw["extended_open"]),
+        extended_close=t(raw["extended_close"]),
+        calendar=raw["calendar"],
+        always_open=raw["always_open"],
+    )
+
+
+def _instrument_row(instrument: Instrument) -> list[Any]:
+    return [
+        instrument.instrument_id,
+        instrument.symbol,
+        instrument.venue,
+        str(instrument.asset_class),
+        instrument.currency,
+        instrument.base_currency,
+        instrument.tick_size,
+        json.dumps([[str(p), str(t)] for p, t in instrument.tick_schedule]),
+        instrument.lot_size,
+        instrument.min_quantity,
+        instrument.min_notional,
+        instrument.multiplier,
+        _hours_to_json(instrument.trading_hours),
+        instrument.description,
+    ]
+
+
+def _same_instrument_row(old: tuple, new: list[Any]) -> bool:
+    return all((Decimal(a) == b) if isinstance(b, Decimal) else a == b for a, b in zip(old, new))
+
+
+def _instrument_from_row(row: dict[str, Any]) -> Instrument:
+    def exact(value: Any) -> Decimal:
+        return Decimal(value).normalize() if Decimal(value) != 0 else Decimal(0)
+
+    return Instrument(
+        instrument_id=row["instrument_id"],
+        symbol=row["symbol"],
+        venue=row["venue"],
+        asset_class=AssetClass(row["asset_class"]),
+        currency=row["currency"],
+        base_currency=row["base_currency"],
+        tick_size=exact(row["tick_size"]),
+        tick_schedule=tuple((Decimal(p), Decimal(t)) for p, t in json.loads(row["tick_schedule"])),
+        lot_size=exact(row["lot_size"]),
+        min_quantity=exact(row["min_quantity"]),
+        min_notional=exact(row["min_notional"]),
+        multiplier=exact(row["multiplier"]),
+        trading_hours=_hours_from_json(row["trading_hours"]),
+        description=row["description"],
+    )
+
+
+def _rows_for_table(data: MarketData, dataset_id: int) -> pd.DataFrame:
+    frame = data.frame
+    n = len(frame)
+    if data.kind is DataKind.BOOK:
+        levels = sorted(int(c.rsplit("_", 1)[1]) for c in frame.columns if c.startswith("bid_px_"))
+        parts = []
+        for level in levels:
+            part = pd.DataFrame({
+                "row_no": np.arange(n, dtype="int64"),
+                "ts_ns": frame["ts_ns"].to_numpy(),
+                "level": np.full(n, level, dtype="int16"),
+                "bid_px": frame[f"bid_px_{level}"].to_numpy(dtype="float64", na_value=np.nan),
+                "bid_sz": frame[f"bid_sz_{level}"].to_numpy(dtype="float64", na_value=np.nan),
+                "ask_px": frame[f"ask_px_{level}"].to_numpy(dtype="float64", na_value=np.nan),
+                "ask_sz": frame[f"ask_sz_{level}"].to_numpy(dtype="float64", na_value=np.nan),
+            })
+            if "ts_event_ns" in frame.columns:
+                part["ts_event_ns"] = frame["ts_event_ns"].to_numpy()
+            parts.append(part)
+        rows = pd.concat(parts, ignore_index=True)
+    else:
+        rows = frame.copy()
+        rows.insert(0, "row_no", np.arange(n, dtype="int64"))
+    rows.insert(0, "instrument_id", data.instrument_id)
+    rows.insert(0, "dataset_id", np.full(len(rows), dataset_id, dtype="int32"))
+    if data.bar_ns is not None:
+        rows["bar_ns"] = np.int64(data.bar_ns)
+    return rows
+
+
+def _book_to_wide(frame: pd.DataFrame) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    base = frame[frame["level"] == frame["level"].min()][["dataset_id", "row_no", "ts_ns", "ts_event_ns"]]
+    base = base.set_index(["dataset_id", "row_no"])
+    for level in sorted(frame["level"].unique()):
+        part = frame[frame["level"] == level].set_index(["dataset_id", "row_no"])
+        for column in ("bid_px", "bid_sz", "ask_px", "ask_sz"):
+            base[f"{column}_{level}"] = part[column]
+    return base.reset_index()
+
+
+def _coerce_read(series: pd.Series, dtype: str) -> pd.Series:
+    if dtype == "str":
+        return series.astype("str").where(series.notna(), np.nan) if series.dtype != "str" else series
+    if dtype == "boolean":
+        return series.astype("boolean")
+    return series.astype(dtype)
