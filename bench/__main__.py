@@ -1,0 +1,6 @@
+"""Run every benchmark in bench/."""
+
+from bench import ingest
+
+if __name__ == "__main__":
+    ingest.main()
