@@ -688,7 +688,8 @@ def _common_findings(frame: pd.DataFrame, instrument: Instrument, spec: KindSpec
     if off_tick and spec.kind is not DataKind.ADJUSTMENT_FACTORS:
         findings.append(QualityFinding("warning", "off_tick_prices",
                                        f"{off_tick:,} prices are not on {instrument.instrument_id}'s tick grid "
-                                       f"(tick {instrument.tick_size})", count=off_tick))
+                                       f"(tick {instrument.tick_size}): pre-2001 fractional prices, sub-penny or averaged prints; "
+                                       "orders are still conformed to the grid", count=off_tick))
     if "ts_event_ns" in frame.columns:
         event = frame["ts_event_ns"].to_numpy(dtype="float64", na_value=np.nan)
         ok = ~np.isnan(event)
