@@ -203,39 +203,37 @@ def _read_csv(path: Path, spec: KindSpec, source: str) -> pd.DataFrame:
     header = _read_header(path, source)
     canonical = [_canonical_name(c, spec) for c in header]
     _require_columns(canonical, spec, source)
+    # Floats parse natively. Integer columns are read as text and checked digit by
+    # digit: pandas would otherwise read one "123.0" cell as a float column and cast
+    # every 19-digit nanosecond timestamp through float64, silently losing precision.
     dtypes = {
-        raw: _PANDAS_DTYPES[spec.column_type(canon)]
+        raw: "float64" if (canon in spec.required or canon in spec.optional)
+        and spec.column_type(canon) == "float" else "str"
         for raw, canon in zip(header, canonical)
-        if canon in spec.required or canon in spec.optional
     }
-    text_columns = {raw: "str" for raw in header if raw not in dtypes}
+    read = dict(keep_default_na=False, na_values=[""], skip_blank_lines=False)
     try:
-        frame = pd.read_csv(
-            path,
-            dtype=dtypes | text_columns,
-            keep_default_na=False,
-            na_values=[""],
-            skipinitialspace=False,
-        )
+        frame = pd.read_csv(path, dtype=dtypes, **read)
     except pd.errors.ParserError as exc:
         raise _parser_error(exc, source) from exc
-    except (ValueError, TypeError, OverflowError):
-        # The fast typed parse failed: parse everything as text to name the bad cell.
-        frame = _read_as_text(path, source)
-        frame.columns = canonical
-        _coerce_frame(frame, spec, source)  # raises with the line
-        raise  # pragma: no cover - _coerce_frame always raises when the typed parse failed
     except pd.errors.EmptyDataError as exc:
         raise DataError("empty file: expected a header row", source=source, line=1) from exc
+    except (ValueError, TypeError, OverflowError) as exc:
+        # The typed parse failed on some float cell: parse everything as text to name it.
+        try:
+            frame = pd.read_csv(path, dtype=str, **read)
+        except pd.errors.ParserError as parse_exc:
+            raise _parser_error(parse_exc, source) from parse_exc
+        frame.columns = canonical
+        _coerce_frame(frame, spec, source)  # raises naming the line
+        raise SchemaError(f"cannot parse the file with the expected column types: {exc}", source=source) from exc
     frame.columns = canonical
-    return frame
-
-
-def _read_as_text(path: Path, source: str) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except pd.errors.ParserError as exc:
-        raise _parser_error(exc, source) from exc
+    # blank lines are kept so that line numbers stay true; only trailing ones are dropped
+    blank = frame.isna().all(axis=1).to_numpy()
+    if blank.any() and blank[-1]:
+        keep = len(blank) - int(np.argmin(blank[::-1])) if not blank.all() else 0
+        frame = frame.iloc[:keep]
+    return _coerce_frame(frame, spec, source)
 
 
 def _parser_error(exc: Exception, source: str) -> DataError:
@@ -249,6 +247,40 @@ def _parser_error(exc: Exception, source: str) -> DataError:
     return DataError(f"malformed CSV: {text.strip()}", source=source)
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _bad_cell(column: str, series: pd.Series, index: int, expected: str, source: str) -> SchemaError:
+    value = series.iloc[index]
+    shown = "an empty value" if pd.isna(value) else repr(str(value))
+    return SchemaError(f"column {column!r} holds {shown}; expected {expected}", source=source, line=index + 2)
+
+
+def _parse_integers(column: str, series: pd.Series, nullable: bool, source: str) -> pd.Series:
+    """Text to int64 (or nullable Int64), refusing decimals, exponents and values beyond int64."""
+    if pd.api.types.is_integer_dtype(series.dtype):
+        return series.astype("int64" if not nullable else "Int64")
+    present = series.notna().to_numpy()
+    text = series.astype("str").str.strip()
+    digits = text.str.fullmatch(r"[+-]?\d{1,19}").to_numpy(dtype=bool, na_value=False)
+    bad = present & ~digits
+    if bad.any():
+        raise _bad_cell(column, series, _first(bad), "an integer (digits only)", source)
+    if not nullable and not present.all():
+        raise _bad_cell(column, series, _first(~present), "an integer", source)
+    values = np.zeros(len(series), dtype="int64")
+    try:
+        values[present] = text[present].astype("int64").to_numpy()
+    except (OverflowError, ValueError):
+        for i in np.flatnonzero(present):
+            if abs(int(text.iloc[i])) > _INT64_MAX:
+                raise _bad_cell(column, series, int(i), "an integer within int64", source) from None
+        raise
+    if nullable:
+        return pd.Series(pd.arrays.IntegerArray(values, ~present), index=series.index)
+    return pd.Series(values, index=series.index)
+
+
 def _coerce_frame(frame: pd.DataFrame, spec: KindSpec, source: str) -> pd.DataFrame:
     """Convert each known column to its type; name the first cell that does not fit."""
     for column in list(frame.columns):
@@ -256,31 +288,23 @@ def _coerce_frame(frame: pd.DataFrame, spec: KindSpec, source: str) -> pd.DataFr
             continue
         ctype = spec.column_type(column)
         series = frame[column]
-        target = _PANDAS_DTYPES[ctype]
         if ctype == "str":
-            frame[column] = series.astype("str").where(series.notna(), None) if series.dtype != "str" else series
-            continue
-        try:
-            frame[column] = series.astype(target)
-            continue
-        except (ValueError, TypeError, OverflowError):
-            pass
-        as_text = series.astype("str")
-        numeric = pd.to_numeric(series, errors="coerce")
-        if ctype in ("int", "Int", "flag"):
-            bad = series.notna() & (numeric.isna() | (numeric % 1 != 0))
-            if ctype == "int":
-                bad |= series.isna()
+            frame[column] = series if series.dtype == "str" else series.astype("str").where(series.notna(), None)
+        elif ctype in ("int", "Int", "flag"):
+            frame[column] = _parse_integers(column, series, nullable=ctype != "int", source=source)
         else:
-            bad = series.notna() & numeric.isna()
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            value = series.iloc[i]
-            shown = "an empty value" if pd.isna(value) else repr(as_text.iloc[i])
-            raise SchemaError(
-                f"column {column!r} holds {shown}; expected {_EXPECTED[ctype]}", source=source, line=i + 2
-            )
-        frame[column] = numeric.astype(target)
+            if series.dtype != "float64":
+                numeric = pd.to_numeric(series, errors="coerce")
+                bad = (series.notna() & numeric.isna()).to_numpy()
+                if bad.any():
+                    raise _bad_cell(column, series, _first(bad), _EXPECTED[ctype], source)
+                series = numeric.astype("float64")
+            frame[column] = series
+        if ctype == "float":
+            values = frame[column].to_numpy(dtype="float64")
+            infinite_or_text_nan = ~np.isfinite(values) & ~np.isnan(values)
+            if infinite_or_text_nan.any():
+                raise _bad_cell(column, frame[column], _first(infinite_or_text_nan), "a finite number", source)
     return frame
 
 

@@ -93,7 +93,9 @@ class TradingHours:
         opens, closes = self.open, self.close
         if extended and self.extended_open is not None and self.extended_close is not None:
             opens, closes = self.extended_open, self.extended_close
-        local = dt.datetime.fromtimestamp(ts_ns / 1e9, tz=ZoneInfo(self.timezone))
+        # integer arithmetic: a float of ns-since-epoch cannot tell 09:29:59.999999999 from 09:30
+        seconds, nanos = divmod(int(ts_ns), 1_000_000_000)
+        local = dt.datetime.fromtimestamp(seconds, tz=ZoneInfo(self.timezone)).replace(microsecond=nanos // 1000)
         t, weekday = local.time(), local.weekday()
         if closes > opens:
             return weekday in self.open_weekdays and opens <= t < closes
@@ -201,7 +203,12 @@ class Instrument:
                 f"{self.instrument_id}: price {value} is not a multiple of the tick {tick}; "
                 f"nearest valid prices are {_floor(steps) * tick} and {(_floor(steps) + 1) * tick}"
             )
-        return (steps.to_integral_value(rounding=mode) * tick).quantize(tick)
+        conformed = (steps.to_integral_value(rounding=mode) * tick).quantize(tick)
+        if conformed <= 0 < value:
+            raise ConformanceError(
+                f"{self.instrument_id}: price {value} rounds to {conformed}, below the smallest tick {tick}"
+            )
+        return conformed
 
     # -- quantities ---------------------------------------------------------------
     def conform_quantity(

@@ -232,28 +232,39 @@ class Store:
             if found is not None:
                 return IngestResult(int(found[0]), int(found[1]), created=False)
             table = TABLE_FOR_KIND[data.kind]
-            with self.transaction() as con:
-                dataset_id = int(con.execute(
-                    "INSERT INTO datasets (instrument_id, kind, source, content_hash, bar_ns, row_count, "
-                    "first_ts_ns, last_ts_ns, loaded_at_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING dataset_id",
-                    [data.instrument_id, str(data.kind), data.source, data.content_hash, data.bar_ns, data.rows,
-                     data.first_ts_ns, data.last_ts_ns, now_ns()],
-                ).fetchone()[0])
-                rows = _rows_for_table(data, dataset_id)
-                con.register("_incoming_rows", rows)
-                try:
-                    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _incoming_rows")
-                except duckdb.Error as exc:
-                    raise StoreError(f"storing {data.source} in {table} failed, nothing was written: {exc}") from exc
-                finally:
-                    con.unregister("_incoming_rows")
-                for finding in data.findings:
-                    con.execute(
-                        "INSERT INTO data_quality VALUES (?, ?, ?, ?, ?, ?)",
-                        [dataset_id, finding.severity, finding.code, finding.message, finding.count,
-                         finding.first_line],
-                    )
+            rows_view = f"_incoming_{table}"
+            rows = _rows_for_table(data, 0)  # dataset_id is bound in the INSERT once known
+            columns = [c for c in rows.columns if c != "dataset_id"]
+            self.con.register(rows_view, rows)
+            try:
+                dataset_id = self._ingest_rows(data, table, rows_view, columns)
+            finally:
+                # after the transaction ended either way: unregistering inside an aborted
+                # transaction would fail and hide the real error
+                self.con.unregister(rows_view)
             return IngestResult(dataset_id, data.rows, created=True)
+
+    def _ingest_rows(self, data: MarketData, table: str, rows_view: str, column_list: list[str]) -> int:
+        with self.transaction() as con:
+            dataset_id = int(con.execute(
+                "INSERT INTO datasets (instrument_id, kind, source, content_hash, bar_ns, row_count, "
+                "first_ts_ns, last_ts_ns, loaded_at_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING dataset_id",
+                [data.instrument_id, str(data.kind), data.source, data.content_hash, data.bar_ns, data.rows,
+                 data.first_ts_ns, data.last_ts_ns, now_ns()],
+            ).fetchone()[0])
+            columns = ", ".join(column_list)
+            try:
+                con.execute(f"INSERT INTO {table} (dataset_id, {columns}) "
+                            f"SELECT ?, {columns} FROM {rows_view}", [dataset_id])
+            except duckdb.Error as exc:
+                raise StoreError(f"storing {data.source} in {table} failed, nothing was written: {exc}") from exc
+            for finding in data.findings:
+                con.execute(
+                    "INSERT INTO data_quality VALUES (?, ?, ?, ?, ?, ?)",
+                    [dataset_id, finding.severity, finding.code, finding.message, finding.count,
+                     finding.first_line],
+                )
+        return dataset_id
 
     def _ensure_instrument(self, instrument_id: str) -> None:
         known = self.con.execute("SELECT 1 FROM instruments WHERE instrument_id = ?", [instrument_id]).fetchone()

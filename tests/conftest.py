@@ -1,0 +1,115 @@
+"""Shared fixtures: bundled data loaded once, real DuckDB stores in tmp_path, subprocess helper.
+
+Everything here goes through tradebook's public API; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
+
+from tradebook.data import BUNDLED_FILES, MarketData, bundled_data_dir, load_bundled
+from tradebook.store import Store
+
+# Keep hypothesis inside tests/ (its caches are gitignored there too) and without an example database.
+set_hypothesis_home_dir(Path(__file__).parent / ".hypothesis")
+settings.register_profile("tradebook", database=None, deadline=None)
+settings.load_profile("tradebook")
+
+# Small bundled files used as seed data: a store that "already held data" before a rejected load.
+SMALL_TRADES = "cme_ESU4_trades_20240701T2358-20240702T0002.csv.gz"  # 120 rows
+SMALL_FX_QUOTES = "dukascopy_EURUSD_20260713T12_ticks.csv.gz"  # 3,551 rows
+
+
+def bundled_name(entry) -> str:
+    return Path(entry.path).name
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return bundled_data_dir()
+
+
+@pytest.fixture(scope="session")
+def bundled() -> Callable[[str], MarketData]:
+    """``bundled(file_name)`` -> MarketData, each bundled file loaded once per session."""
+    cache: dict[str, MarketData] = {}
+
+    def get(name: str) -> MarketData:
+        if name not in cache:
+            cache[name] = load_bundled(name)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def bundled_entries():
+    return {bundled_name(entry): entry for entry in BUNDLED_FILES}
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    """A fresh read-write store in tmp_path, closed after the test."""
+    s = Store(tmp_path / "x.duckdb")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def seeded_store(store, bundled) -> Store:
+    """A store that already holds data (quotes and trades), to check rejections leave it unchanged."""
+    store.ingest(bundled(SMALL_FX_QUOTES))
+    store.ingest(bundled(SMALL_TRADES))
+    return store
+
+
+def store_snapshot(store: Store) -> dict[str, object]:
+    """Everything a rejected write must leave alone: datasets, findings and row counts of every table."""
+    tables = store.query(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY table_name"
+    )["table_name"].tolist()
+    counts = {t: int(store.query(f'SELECT count(*) AS n FROM "{t}"')["n"].iloc[0]) for t in tables}
+    return {
+        "counts": counts,
+        "datasets": store.datasets().to_dict("records"),
+        "findings": store.findings().to_dict("records"),
+    }
+
+
+@pytest.fixture
+def snapshot() -> Callable[[Store], dict[str, object]]:
+    return store_snapshot
+
+
+@pytest.fixture
+def write_csv(tmp_path) -> Callable[..., Path]:
+    """``write_csv(name, text)`` writes a CSV (gzip-compressed when the name ends in .gz) and returns its path."""
+
+    def write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        data = text.encode("utf-8")
+        path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def run_python() -> Callable[..., subprocess.CompletedProcess]:
+    """Run ``code`` in a fresh interpreter of this virtualenv; returns the CompletedProcess."""
+
+    def run(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout
+        )
+
+    return run
+

@@ -1,0 +1,291 @@
+"""The DuckDB store: transactions, the single-writer lock, read-only mode, its own write defences, crash safety."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tradebook.data import DataKind, MarketData
+from tradebook.errors import StoreError, StoreLockedError, TradebookError, UnknownInstrumentError
+from tradebook.model import BUNDLED_INSTRUMENTS
+from tradebook.store import Store
+
+SMALL_QUOTES = "binance_spot_BTCUSDT_20210108T0000_l1_quotes.csv.gz"
+DEPTH_FILE = "binance_spot_btcusdt_20240808T2354-20240809T0005_l2_depth.csv.gz"
+
+
+def _count(store: Store, table: str, where: str = "") -> int:
+    return int(store.query(f"SELECT count(*) AS n FROM {table} {where}")["n"].iloc[0])
+
+
+# -- transactions ------------------------------------------------------------------------
+class TestTransaction:
+    def test_exception_rolls_everything_back(self, tmp_path, bundled):
+        path = tmp_path / "tx.duckdb"
+        with Store(path) as store:
+            store.ingest(bundled(SMALL_QUOTES))
+            quotes_before, instruments_before = _count(store, "quotes"), _count(store, "instruments")
+
+            class Boom(Exception):
+                pass
+
+            with pytest.raises(Boom):
+                with store.transaction() as con:
+                    con.execute("INSERT INTO data_quality VALUES (999, 'info', 'test', 'inside tx', 0, NULL)")
+                    con.execute("DELETE FROM quotes")
+                    con.execute("DELETE FROM instruments")
+                    assert con.execute("SELECT count(*) FROM quotes").fetchone()[0] == 0  # visible inside
+                    raise Boom()
+            assert _count(store, "data_quality", "WHERE dataset_id = 999") == 0
+            assert _count(store, "quotes") == quotes_before == 451
+            assert _count(store, "instruments") == instruments_before
+        with Store(path) as store:  # and nothing of it reached the file
+            assert _count(store, "data_quality", "WHERE dataset_id = 999") == 0
+            assert _count(store, "quotes") == 451
+
+    def test_success_commits_and_persists(self, tmp_path):
+        path = tmp_path / "tx.duckdb"
+        with Store(path) as store:
+            with store.transaction() as con:
+                con.execute("INSERT INTO data_quality VALUES (999, 'info', 'test', 'committed', 0, NULL)")
+        with Store(path) as store:
+            assert store.query("SELECT message FROM data_quality WHERE dataset_id = 999")["message"].tolist() == [
+                "committed"]
+
+    def test_store_is_usable_after_a_rollback(self, store, bundled):
+        with pytest.raises(KeyboardInterrupt):  # BaseException too
+            with store.transaction() as con:
+                con.execute("DELETE FROM instruments")
+                raise KeyboardInterrupt
+        result = store.ingest(bundled(SMALL_QUOTES))
+        assert result.created and _count(store, "quotes") == 451
+
+
+# -- the single-writer lock, across processes ------------------------------------------------
+LOCK_CHILD = """
+import sys
+from tradebook.store import Store
+try:
+    Store(sys.argv[1], read_only=sys.argv[2] == "ro").close()
+except Exception as exc:
+    print(type(exc).__name__)
+    print(exc)
+else:
+    print("opened")
+"""
+
+
+class TestLock:
+    @pytest.mark.parametrize("mode", ["rw", "ro"])
+    def test_second_process_gets_store_locked_error(self, store, run_python, mode):
+        result = run_python(LOCK_CHILD, str(store.path), mode)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0] == "StoreLockedError", result.stdout + result.stderr
+        message = "\n".join(lines[1:])
+        assert "in use" in message
+        assert str(store.path) in message
+        assert f"process {os.getpid()}" in message  # names the holder
+        assert "Conflicting lock" not in message  # DuckDB's raw text is translated
+
+    def test_released_after_close(self, tmp_path, run_python):
+        path = tmp_path / "x.duckdb"
+        Store(path).close()
+        result = run_python(LOCK_CHILD, str(path), "rw")
+        assert result.stdout.strip() == "opened", result.stdout + result.stderr
+
+    def test_locked_error_is_a_store_error(self):
+        assert issubclass(StoreLockedError, StoreError) and issubclass(StoreError, TradebookError)
+
+
+# -- read-only mode ------------------------------------------------------------------------
+class TestReadOnly:
+    def test_missing_file_read_only_is_a_store_error_and_creates_nothing(self, tmp_path):
+        path = tmp_path / "missing.duckdb"
+        with pytest.raises(StoreError, match="no store at"):
+            Store(path, read_only=True)
+        assert not path.exists()
+
+    def test_writes_are_refused_reads_work(self, tmp_path, bundled):
+        path = tmp_path / "ro.duckdb"
+        md = bundled(SMALL_QUOTES)
+        with Store(path) as store:
+            dataset_id = store.ingest(md).dataset_id
+        with Store(path, read_only=True) as store:
+            assert store.read_only
+            for write in (
+                lambda: store.ingest(md),
+                lambda: store.ingest(bundled("dukascopy_EURUSD_20260713T12_ticks.csv.gz")),
+                lambda: store.register_instruments(),
+                lambda: store.transaction().__enter__(),
+            ):
+                with pytest.raises(StoreError, match="read-only"):
+                    write()
+            pd.testing.assert_frame_equal(store.read("quotes", md.instrument_id, dataset_id=dataset_id), md.frame,
+                                          check_exact=True)
+            assert len(store.datasets()) == 1
+
+    def test_closed_store_refuses_everything(self, tmp_path):
+        store = Store(tmp_path / "c.duckdb")
+        store.close()
+        store.close()  # idempotent
+        with pytest.raises(StoreError, match="closed"):
+            store.datasets()
+
+
+# -- the store's own defences (data that did not come through a loader) ---------------------
+class TestIngestDefence:
+    @staticmethod
+    def _tampered(md: MarketData, column: str, value: float) -> MarketData:
+        frame = md.frame.copy()
+        frame.loc[5, column] = value
+        return dataclasses.replace(md, frame=frame)
+
+    @pytest.mark.parametrize(("column", "value"), [("bid_sz", -1.0), ("ask_sz", -0.5), ("bid_px", -1.0),
+                                                   ("ask_px", 0.0)])
+    def test_constraint_violation_leaves_the_store_unchanged(self, seeded_store, snapshot, bundled, column, value):
+        md = bundled(SMALL_QUOTES)  # not yet in the seeded store
+        # ingest registers a bundled instrument on first use, in its own transaction, before the data goes in;
+        # register them all first so that the snapshot isolates the data write
+        seeded_store.register_instruments()
+        before = snapshot(seeded_store)
+        with pytest.raises(StoreError, match="nothing was written"):
+            seeded_store.ingest(self._tampered(md, column, value))
+        after = snapshot(seeded_store)
+        assert after == before
+        assert after["counts"]["datasets"] == 2 and after["counts"]["quotes"] == 3551
+        # the store still works, and the good file goes in whole
+        result = seeded_store.ingest(md)
+        assert result.created and result.rows == 451
+        assert _count(seeded_store, "quotes", f"WHERE dataset_id = {result.dataset_id}") == 451
+
+    def test_negative_size_is_a_store_error(self, seeded_store, bundled):
+        with pytest.raises(StoreError, match="nothing was written"):
+            seeded_store.ingest(self._tampered(bundled(SMALL_QUOTES), "bid_sz", -1.0))
+
+    def test_not_market_data(self, store, bundled):
+        with pytest.raises(StoreError, match="MarketData"):
+            store.ingest(bundled(SMALL_QUOTES).frame)
+
+    def test_unknown_instrument(self, seeded_store, snapshot, bundled):
+        before = snapshot(seeded_store)
+        with pytest.raises(UnknownInstrumentError, match="NOPE.X"):
+            seeded_store.ingest(dataclasses.replace(bundled(SMALL_QUOTES), instrument_id="NOPE.X"))
+        assert snapshot(seeded_store) == before
+
+
+# -- reading -------------------------------------------------------------------------------
+class TestRead:
+    def test_time_window_start_inclusive_end_exclusive(self, store, bundled):
+        md = bundled(SMALL_QUOTES)
+        store.ingest(md)
+        ts = md.frame["ts_ns"]
+        start, end = int(ts.iloc[100]), int(ts.iloc[200])
+        window = store.quotes(md.instrument_id, start_ns=start, end_ns=end)
+        expected = md.frame[(ts >= start) & (ts < end)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(window, expected, check_exact=True)
+        assert int(window["ts_ns"].iloc[0]) == start and int(window["ts_ns"].iloc[-1]) < end
+
+    def test_two_datasets_of_one_kind_read_back_in_time_order(self, store, bundled):
+        a, b = bundled(SMALL_QUOTES), bundled("binance_spot_btcusdt_20240808T2354-20240809T0005_l1_quotes.csv.gz")
+        store.ingest(b)
+        store.ingest(a)
+        both = store.quotes("BTCUSDT.BINANCE")
+        assert len(both) == a.rows + b.rows
+        assert bool((np.diff(both["ts_ns"].to_numpy()) >= 0).all())
+        common = [c for c in both.columns if c in a.frame.columns]
+        pd.testing.assert_frame_equal(both.iloc[: a.rows][common].reset_index(drop=True), a.frame[common],
+                                      check_exact=True, check_dtype=False)
+
+    def test_empty_read_has_typed_columns(self, store):
+        empty = store.read(DataKind.TRADES, "BTCUSDT.BINANCE")
+        assert len(empty) == 0
+        assert empty["ts_ns"].dtype == "int64" and empty["price"].dtype == "float64"
+
+    def test_bad_sql_is_a_store_error(self, store):
+        with pytest.raises(StoreError, match="query failed"):
+            store.query("SELECT * FROM no_such_table")
+
+    def test_instruments_round_trip(self, store):
+        assert store.register_instruments() == len(BUNDLED_INSTRUMENTS)
+        assert store.register_instruments() == 0  # unchanged specs are not rewritten
+        for instrument_id, instrument in BUNDLED_INSTRUMENTS.items():
+            assert store.instrument(instrument_id) == instrument
+        with pytest.raises(UnknownInstrumentError):
+            store.instrument("NOPE.X")
+
+
+# -- crash safety: SIGKILL in the middle of a large ingest ------------------------------------
+KILL_CHILD = """
+import sys
+from tradebook.data import load_bundled
+from tradebook.store import Store
+store = Store(sys.argv[1])
+md = load_bundled(sys.argv[2])
+print("ready", flush=True)
+result = store.ingest(md)
+print("ingested", result.rows, flush=True)
+store.close()
+print("closed", flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+@pytest.mark.parametrize(
+    ("clock", "delay"),
+    [("after_start", 0.3), ("after_ready", 0.0), ("after_ready", 0.05), ("after_ready", 0.15),
+     ("after_ready", 0.3), ("after_start", 2.5)],
+    ids=lambda v: str(v),
+)
+def test_kill_9_during_ingest_leaves_all_or_nothing(tmp_path, bundled, clock, delay):
+    """``clock`` says when the delay starts: at process start, or once the child is about to ingest."""
+    md = bundled(DEPTH_FILE)
+    assert md.rows == 300_111
+    path = tmp_path / "killed.duckdb"
+    child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(path), DEPTH_FILE],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(60, child.kill)
+    watchdog.start()
+    try:
+        if clock == "after_ready":
+            assert child.stdout.readline().strip() == "ready", child.stderr.read()
+        time.sleep(delay)
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        out, err = child.communicate()
+    finally:
+        watchdog.cancel()
+    assert child.returncode in (-signal.SIGKILL, 0), err
+
+    with Store(path) as store:  # opens (and replays the WAL) after the crash
+        datasets = store.query("SELECT dataset_id, row_count, kind FROM datasets WHERE kind = 'depth'")
+        rows = _count(store, "depth_updates")
+        if "ingested" in out:  # ingest returned before the kill: committed data must survive SIGKILL
+            assert len(datasets) == 1
+        if len(datasets) == 0:
+            assert rows == 0
+            assert _count(store, "data_quality") == 0
+        else:
+            assert len(datasets) == 1
+            dataset_id, row_count = int(datasets["dataset_id"].iloc[0]), int(datasets["row_count"].iloc[0])
+            assert row_count == md.rows
+            assert rows == row_count  # never a partial table
+            stats = store.query(f"SELECT count(DISTINCT row_no) AS n, min(row_no) AS lo, max(row_no) AS hi "
+                                f"FROM depth_updates WHERE dataset_id = {dataset_id}")
+            assert stats.iloc[0].tolist() == [md.rows, 0, md.rows - 1]
+            assert _count(store, "data_quality", f"WHERE dataset_id = {dataset_id}") == len(md.findings)
+        # whichever way it went, the store takes the file now, exactly once
+        result = store.ingest(md)
+        assert result.created is (len(datasets) == 0)
+        assert _count(store, "depth_updates") == md.rows
