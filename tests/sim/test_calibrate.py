@@ -1,0 +1,86 @@
+"""The marketable-cost model: fitted on one half of real sweeps, measured on the other."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tradebook.data import load_bundled
+from tradebook.errors import DataError
+from tradebook.sim.book import ESH4_20231225_OPEN_NS
+from tradebook.sim.calibrate import calibrate_marketable, evaluate_marketable, fit_cost_curve
+from tradebook.sim.fill_model import FillModel, baseline_model
+from tradebook.sim.truth import sweeps
+
+
+@pytest.fixture(scope="module")
+def es_sweeps() -> pd.DataFrame:
+    book = load_bundled("cme_ESH4_book5_from_mbo_20231225.csv.gz").frame
+    book = book[book["ts_ns"] >= ESH4_20231225_OPEN_NS].reset_index(drop=True)
+    trades = load_bundled("cme_ESH4_trades_from_mbo_20231225.csv.gz").frame
+    return sweeps(trades, book)
+
+
+def _halves(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    cut = frame["ts_ns"].iloc[len(frame) // 2]
+    return frame[frame["ts_ns"] < cut], frame[frame["ts_ns"] >= cut]
+
+
+def test_curve_is_monotone_and_ordered(es_sweeps):
+    curve = fit_cost_curve(es_sweeps)
+    q05, q50, q95 = (np.asarray(q) for q in (curve.q05, curve.q50, curve.q95))
+    assert (np.diff(q50) >= 0).all() and (np.diff(q05) >= 0).all() and (np.diff(q95) >= 0).all()
+    assert (q05 <= q50).all() and (q50 <= q95).all()
+    # ES fills at the touch for sizes the touch can absorb
+    assert q50[0] == pytest.approx(1.0)
+
+
+def test_held_out_es_beats_touch_plus_slippage(es_sweeps):
+    fit, held_out = _halves(es_sweeps)
+    model = calibrate_marketable("ESH4.GLBX", 0.25, fit)
+    fidelity = evaluate_marketable(model, held_out)
+    assert fidelity.n == len(held_out)
+    assert fidelity.ratio_to_baseline_a <= 0.10
+    assert fidelity.coverage_closed >= 0.85 and fidelity.coverage_open <= 0.95
+    # the fixed-slippage baseline is off by about its 2 bps
+    assert fidelity.mae_touch_plus_slippage_bps == pytest.approx(2.0, abs=0.1)
+
+
+def test_model_round_trips_through_json(es_sweeps):
+    model = calibrate_marketable("ESH4.GLBX", 0.25, es_sweeps)
+    assert FillModel.from_json(model.to_json()) == model
+
+
+@given(st.floats(0.01, 500.0), st.floats(0.01, 500.0), st.floats(0.1, 50.0), st.floats(0.1, 100.0))
+def test_cost_grows_with_size(small, extra, half_spread, touch):
+    model = FillModel.from_json(_ES_MODEL_JSON)
+    sizes = np.array([small, small + extra])
+    costs = model.marketable_cost_bps(sizes, np.full(2, half_spread), np.full(2, touch))
+    assert costs[1] >= costs[0]
+
+
+def test_baseline_is_touch_plus_fixed_slippage():
+    costs = baseline_model("X", 0.01).marketable_cost_bps(np.array([1.0, 1e6]), np.array([0.5, 0.5]),
+                                                           np.array([10.0, 10.0]))
+    assert costs.tolist() == [2.5, 2.5]
+
+
+def test_no_usable_sweeps_is_refused(es_sweeps):
+    locked = es_sweeps.assign(half_spread_bps=0.0)
+    with pytest.raises(DataError, match="no usable sweeps"):
+        fit_cost_curve(locked)
+    with pytest.raises(DataError, match="lacks"):
+        fit_cost_curve(es_sweeps.drop(columns=["cost_bps"]))
+
+
+def _es_model_json() -> str:
+    book = load_bundled("cme_ESH4_book5_from_mbo_20231225.csv.gz").frame
+    book = book[book["ts_ns"] >= ESH4_20231225_OPEN_NS].reset_index(drop=True)
+    trades = load_bundled("cme_ESH4_trades_from_mbo_20231225.csv.gz").frame
+    return calibrate_marketable("ESH4.GLBX", 0.25, sweeps(trades, book)).to_json()
+
+
+_ES_MODEL_JSON = _es_model_json()
