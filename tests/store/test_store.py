@@ -172,6 +172,20 @@ class TestIngestDefence:
         with pytest.raises(StoreError, match="nothing was written"):
             seeded_store.ingest(self._tampered(bundled(SMALL_QUOTES), "bid_sz", -1.0))
 
+    @pytest.mark.xfail(
+        strict=True,
+        reason="package gap: the market-data tables guard prices with CHECK (px > 0) and sizes with "
+        "CHECK (sz >= 0), which +inf passes in DuckDB, so a MarketData built without a loader can store an "
+        "infinite price or size (migrations.py v1); the loader refuses both as 'expected a finite ...'",
+    )
+    @pytest.mark.parametrize("column", ["ask_px", "bid_sz"])
+    def test_infinite_values_are_refused(self, seeded_store, snapshot, bundled, column):
+        seeded_store.register_instruments()
+        before = snapshot(seeded_store)
+        with pytest.raises(StoreError):
+            seeded_store.ingest(self._tampered(bundled(SMALL_QUOTES), column, float("inf")))
+        assert snapshot(seeded_store) == before
+
     def test_not_market_data(self, store, bundled):
         with pytest.raises(StoreError, match="MarketData"):
             store.ingest(bundled(SMALL_QUOTES).frame)
@@ -289,3 +303,13 @@ def test_kill_9_during_ingest_leaves_all_or_nothing(tmp_path, bundled, clock, de
         result = store.ingest(md)
         assert result.created is (len(datasets) == 0)
         assert _count(store, "depth_updates") == md.rows
+
+
+def test_instruments_read_back_exactly_as_specified(store):
+    store.register_instruments()
+    for spec in BUNDLED_INSTRUMENTS.values():
+        stored = store.instrument(spec.instrument_id)
+        assert stored == spec
+        # same text too: a multiplier of 50 must not come back as 5E+1
+        for field in ("tick_size", "lot_size", "min_quantity", "min_notional", "multiplier"):
+            assert str(getattr(stored, field)) == str(getattr(spec, field)), (spec.instrument_id, field)

@@ -479,7 +479,9 @@ def _same_instrument_row(old: tuple, new: list[Any]) -> bool:
 
 def _instrument_from_row(row: dict[str, Any]) -> Instrument:
     def exact(value: Any) -> Decimal:
-        return Decimal(value).normalize() if Decimal(value) != 0 else Decimal(0)
+        # DECIMAL(38, 12) pads to 12 places; strip them without turning 50 into 5E+1
+        number = Decimal(value).normalize()
+        return number.quantize(Decimal(1)) if number.as_tuple().exponent > 0 else number
 
     return Instrument(
         instrument_id=row["instrument_id"],
