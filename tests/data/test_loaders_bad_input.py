@@ -355,3 +355,8 @@ def test_integer_overflow_is_a_schema_error(text, kind, write_csv):
     with pytest.raises(SchemaError) as info:
         load(write_csv("big.csv", text), kind, BTC)
     assert info.value.line == 3
+
+
+def test_utf8_byte_order_mark_is_accepted(write_csv):
+    text = "\ufeff" + "\n".join(",".join(line) for line in [HEADER, R1, R2, R3]) + "\n"
+    assert load_quotes(write_csv("bom.csv", text), BTC).rows == 3

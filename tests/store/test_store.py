@@ -172,12 +172,6 @@ class TestIngestDefence:
         with pytest.raises(StoreError, match="nothing was written"):
             seeded_store.ingest(self._tampered(bundled(SMALL_QUOTES), "bid_sz", -1.0))
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="package gap: the market-data tables guard prices with CHECK (px > 0) and sizes with "
-        "CHECK (sz >= 0), which +inf passes in DuckDB, so a MarketData built without a loader can store an "
-        "infinite price or size (migrations.py v1); the loader refuses both as 'expected a finite ...'",
-    )
     @pytest.mark.parametrize("column", ["ask_px", "bid_sz"])
     def test_infinite_values_are_refused(self, seeded_store, snapshot, bundled, column):
         seeded_store.register_instruments()

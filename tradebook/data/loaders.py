@@ -159,7 +159,7 @@ def _parse_kind(kind: DataKind | str) -> DataKind:
 def _read_header(path: Path, source: str) -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
             header = handle.readline()
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         raise DataError(f"cannot read the file as UTF-8 CSV{' (gzip)' if path.suffix == '.gz' else ''}: {exc}",
@@ -211,7 +211,7 @@ def _read_csv(path: Path, spec: KindSpec, source: str) -> pd.DataFrame:
         and spec.column_type(canon) == "float" else "str"
         for raw, canon in zip(header, canonical)
     }
-    read = dict(keep_default_na=False, na_values=[""], skip_blank_lines=False)
+    read = dict(keep_default_na=False, na_values=[""], skip_blank_lines=False, encoding="utf-8-sig")
     try:
         frame = pd.read_csv(path, dtype=dtypes, **read)
     except pd.errors.ParserError as exc:

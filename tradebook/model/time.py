@@ -17,8 +17,9 @@ NS_PER_SECOND = 1_000_000_000
 NS_PER_MINUTE = 60 * NS_PER_SECOND
 NS_PER_DAY = 86_400 * NS_PER_SECOND
 
-# Plausible range for market data and orders: 1970 .. 2100. A value outside it is
-# almost always a unit mistake (seconds, milliseconds or microseconds read as ns).
+# Plausible range for market data and orders: 1970 .. 2100. It catches negative values and
+# values beyond 2100 (e.g. ns multiplied again); seconds, ms or us read as ns land in 1970
+# and need a check against the data's expected dates instead.
 MIN_PLAUSIBLE_NS = 0
 MAX_PLAUSIBLE_NS = 4_102_444_800 * NS_PER_SECOND  # 2100-01-01T00:00Z
 

@@ -234,6 +234,7 @@ class Store:
             table = TABLE_FOR_KIND[data.kind]
             rows_view = f"_incoming_{table}"
             rows = _rows_for_table(data, 0)  # dataset_id is bound in the INSERT once known
+            _refuse_infinities(rows, data.source)  # DuckDB's CHECK (px > 0) lets +inf through
             columns = [c for c in rows.columns if c != "dataset_id"]
             self.con.register(rows_view, rows)
             try:
@@ -529,6 +530,15 @@ def _rows_for_table(data: MarketData, dataset_id: int) -> pd.DataFrame:
     if data.bar_ns is not None:
         rows["bar_ns"] = np.int64(data.bar_ns)
     return rows
+
+
+def _refuse_infinities(rows: pd.DataFrame, source: str) -> None:
+    for column in rows.columns:
+        if rows[column].dtype == "float64":
+            values = rows[column].to_numpy()
+            if np.isinf(values).any():
+                raise StoreError(f"storing {source} failed, nothing was written: {column} holds an infinite "
+                                 "value; expected finite prices and sizes")
 
 
 def _book_to_wide(frame: pd.DataFrame) -> pd.DataFrame:
