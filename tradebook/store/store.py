@@ -314,17 +314,22 @@ class Store:
         start_ns: int | None = None,
         end_ns: int | None = None,
         dataset_id: int | None = None,
+        bar_seconds: int | None = None,
     ) -> pd.DataFrame:
         """Market data of ``kind`` in the loader's canonical columns and dtypes, in time then file order.
 
-        ``start_ns`` is inclusive and ``end_ns`` exclusive.
+        ``start_ns`` is inclusive and ``end_ns`` exclusive; ``bar_seconds`` picks one bar
+        size among the bar datasets (daily, minute and second bars share a table).
         """
         kind = DataKind(kind)
         spec = SPECS[kind]
         table = TABLE_FOR_KIND[kind]
+        if bar_seconds is not None and kind not in (DataKind.TRADE_BARS, DataKind.QUOTE_BARS):
+            raise StoreError(f"bar_seconds applies to trade_bars and quote_bars, not {kind}")
+        bar_ns = None if bar_seconds is None else int(bar_seconds) * 1_000_000_000
         where, params = [], []
         for clause, value in (("instrument_id = ?", instrument_id), ("dataset_id = ?", dataset_id),
-                              ("ts_ns >= ?", start_ns), ("ts_ns < ?", end_ns)):
+                              ("ts_ns >= ?", start_ns), ("ts_ns < ?", end_ns), ("bar_ns = ?", bar_ns)):
             if value is not None:
                 where.append(clause)
                 params.append(value)
@@ -356,26 +361,11 @@ class Store:
     def trades(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
         return self.read(DataKind.TRADES, instrument_id, **kw)
 
-    def bars(self, instrument_id: str | None = None, *, bar_seconds: int | None = None, **kw: Any) -> pd.DataFrame:
-        frame = self.read(DataKind.TRADE_BARS, instrument_id, **kw)
-        return frame if bar_seconds is None else self._filter_bar_size(frame, DataKind.TRADE_BARS, instrument_id,
-                                                                       bar_seconds, kw)
+    def bars(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
+        return self.read(DataKind.TRADE_BARS, instrument_id, **kw)
 
-    def quote_bars(self, instrument_id: str | None = None, *, bar_seconds: int | None = None,
-                   **kw: Any) -> pd.DataFrame:
-        frame = self.read(DataKind.QUOTE_BARS, instrument_id, **kw)
-        return frame if bar_seconds is None else self._filter_bar_size(frame, DataKind.QUOTE_BARS, instrument_id,
-                                                                       bar_seconds, kw)
-
-    def _filter_bar_size(self, frame, kind, instrument_id, bar_seconds, kw) -> pd.DataFrame:
-        ids = self.query("SELECT dataset_id FROM datasets WHERE kind = ? AND bar_ns = ?"
-                         + (" AND instrument_id = ?" if instrument_id else ""),
-                         [str(kind), int(bar_seconds) * 1_000_000_000] + ([instrument_id] if instrument_id else []))
-        parts = [self.read(kind, instrument_id, dataset_id=int(d), start_ns=kw.get("start_ns"),
-                           end_ns=kw.get("end_ns")) for d in ids["dataset_id"]]
-        if not parts:
-            return frame.iloc[0:0]
-        return pd.concat(parts, ignore_index=True).sort_values("ts_ns", kind="stable").reset_index(drop=True)
+    def quote_bars(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
+        return self.read(DataKind.QUOTE_BARS, instrument_id, **kw)
 
     def depth(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
         return self.read(DataKind.DEPTH, instrument_id, **kw)
