@@ -27,6 +27,10 @@ class UnknownInstrumentError(TradebookError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class OrderError(TradebookError, ValueError):
+    """An order or order request that cannot be accepted (bad quantity, unknown order, wrong state)."""
+
+
 class DataError(TradebookError, ValueError):
     """A market-data file or frame cannot be used as it is.
 

@@ -253,10 +253,10 @@ def test_passive_trade_through_fills():
 
 
 def test_passive_vectorised_and_invalid_placements():
-    result = passive_outcomes(PASSIVE_QUOTES, PASSIVE_TRADES, np.array([50, 100, 1000, 1000]),
+    result = passive_outcomes(PASSIVE_QUOTES, PASSIVE_TRADES, np.array([50, 99, 1000, 1000]),
                               np.array(["buy", "buy", "buy", "sell"]), np.array([0, 0, 0, 2]),
                               1000, 0.01)
-    np.testing.assert_array_equal(result["valid"], [False, False, True, True])  # no quote strictly before
+    np.testing.assert_array_equal(result["valid"], [False, False, True, True])  # no quote at or before 50 and 99
     np.testing.assert_array_equal(result["filled"], [False, False, True, False])  # 100.03: never reached
     np.testing.assert_allclose(result["limit_px"], [NAN, NAN, 100.00, 100.03])
     with pytest.raises(DataError, match="distance_ticks"):

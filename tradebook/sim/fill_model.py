@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from tradebook.errors import ConfigError
+from tradebook.sim.orders import TakeParams
 
 # Order size over displayed touch size: below 1 the touch can absorb the order.
 SIZE_BUCKET_EDGES: tuple[float, ...] = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, float("inf"))
@@ -115,6 +116,7 @@ class FillModel:
     spread_profile: SpreadProfile | None = None
     price_improvement_share: float = 0.0  # share of touch-sized marketable fills printing inside the spread
     base_slippage_bps: float = 0.0  # extra cost added to every marketable fill; 0 once calibrated
+    max_take_over_touch: float = 50.0  # most one quote can fill, in touch sizes (calibrated: sweep p99)
 
     def marketable_cost_bps(
         self,
@@ -130,6 +132,16 @@ class FillModel:
             x = np.where(touch > 0, size / touch, np.inf)
         ratio = self.cost_curve.ratio(x, quantile)
         return np.asarray(half_spread_bps, dtype="float64") * ratio + self.base_slippage_bps
+
+    def take_params(self, lot: float) -> TakeParams:
+        """The marketable-cost table as arrays for the compiled matching code."""
+        return TakeParams(
+            edges=np.asarray(self.cost_curve.edges, dtype=np.float64),
+            ratios=np.asarray(self.cost_curve.q50, dtype=np.float64),
+            slippage_bps=float(self.base_slippage_bps),
+            max_take_over_touch=float(self.max_take_over_touch),
+            lot=float(lot),
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, allow_nan=True)

@@ -440,8 +440,8 @@ def passive_outcomes(
 ) -> pd.DataFrame:
     """Would a resting limit order placed at ``placement_ts_ns`` have been filled within the horizon?
 
-    The order rests ``distance_ticks`` behind the touch prevailing strictly before
-    placement (0 joins the best bid for a buy / best ask for a sell; 1 is one tick
+    The order rests ``distance_ticks`` behind the touch prevailing at placement
+    (quotes stamped at or before it) (0 joins the best bid for a buy / best ask for a sell; 1 is one tick
     worse...). Trades count when stamped in ``(placement, placement + horizon]``: a
     trade at the placement instant is taken to precede the order. It fills when
 
@@ -483,7 +483,7 @@ def passive_outcomes(
         raise DataError("horizon_ns must be positive integer nanoseconds")
     horizon = horizon.astype(np.int64)
 
-    quote = prevailing_quotes(quotes, placement)
+    quote = prevailing_quotes(quotes, placement, strictly_before=False)
     valid = quote["valid"]
     with np.errstate(invalid="ignore"):
         touch_ticks = np.where(sides > 0, np.rint(quote["bid_px"] / tick), np.rint(quote["ask_px"] / tick))
