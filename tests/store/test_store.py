@@ -307,3 +307,34 @@ def test_instruments_read_back_exactly_as_specified(store):
         # same text too: a multiplier of 50 must not come back as 5E+1
         for field in ("tick_size", "lot_size", "min_quantity", "min_notional", "multiplier"):
             assert str(getattr(stored, field)) == str(getattr(spec, field)), (spec.instrument_id, field)
+
+
+# -- calibrations ---------------------------------------------------------------------
+def test_calibrations_are_versioned_per_instrument_and_read_back(tmp_path):
+    path = tmp_path / "cal.duckdb"
+    with Store(path) as s:
+        first = s.save_calibration("ESU4.GLBX", '{"a": 1}', data_start_ns=1, data_end_ns=5, dataset_ids=[3, 2],
+                                   diagnostics={"mae": np.float64(0.5), "n": np.int64(7), "curve": np.arange(2)})
+        second = s.save_calibration("ESU4.GLBX", '{"a": 2}', data_start_ns=1, data_end_ns=9, dataset_ids=[2],
+                                    diagnostics={"mae": float("nan")})
+        other = s.save_calibration("IBM.XNYS", "{}", data_start_ns=0, data_end_ns=0, dataset_ids=[], diagnostics={})
+    assert (first.calibration_id, second.calibration_id, other.calibration_id) == (
+        "ESU4.GLBX@v1", "ESU4.GLBX@v2", "IBM.XNYS@v1")
+    with Store(path, read_only=True) as s:  # survives reopening
+        assert s.calibration("ESU4.GLBX").params == '{"a": 2}'  # latest by instrument
+        again = s.calibration("ESU4.GLBX@v1")
+        assert again.dataset_ids == (2, 3) and again.diagnostics == {"mae": 0.5, "n": 7, "curve": [0, 1]}
+        assert np.isnan(s.calibration("ESU4.GLBX@v2").diagnostics["mae"])
+        assert s.calibrations()["calibration_id"].tolist() == ["ESU4.GLBX@v1", "ESU4.GLBX@v2", "IBM.XNYS@v1"]
+        with pytest.raises(StoreError, match="no calibration 'ESU4.GLBX@v9'.*ESU4.GLBX@v1"):
+            s.calibration("ESU4.GLBX@v9")
+
+
+def test_calibration_refuses_bad_params_and_keeps_versions(store):
+    with pytest.raises(StoreError, match="not JSON"):
+        store.save_calibration("ESU4.GLBX", "{oops", data_start_ns=1, data_end_ns=2, dataset_ids=[], diagnostics={})
+    with pytest.raises(StoreError, match="reversed"):
+        store.save_calibration("ESU4.GLBX", "{}", data_start_ns=3, data_end_ns=2, dataset_ids=[], diagnostics={})
+    assert store.calibrations().empty
+    assert store.save_calibration("ESU4.GLBX", "{}", data_start_ns=1, data_end_ns=2, dataset_ids=[],
+                                  diagnostics={}).version == 1

@@ -40,7 +40,8 @@ def _check_sweeps(sweeps: pd.DataFrame, what: str) -> pd.DataFrame:
 
 
 def fit_cost_curve(sweeps: pd.DataFrame, edges: tuple[float, ...] = SIZE_BUCKET_EDGES,
-                   min_count: int = MIN_SWEEPS_PER_BUCKET) -> CostCurve:
+                   min_count: int = MIN_SWEEPS_PER_BUCKET,
+                   interval_levels: tuple[float, float] = (0.05, 0.95)) -> CostCurve:
     """Quantiles of cost / half-spread per size-over-touch bucket, monotone non-decreasing in size.
 
     Buckets with fewer than ``min_count`` sweeps borrow from their neighbours: smaller
@@ -49,6 +50,10 @@ def fit_cost_curve(sweeps: pd.DataFrame, edges: tuple[float, ...] = SIZE_BUCKET_
     carry a count of 0 so the report can say the value is extrapolated.
     """
     usable = _check_sweeps(sweeps, "fit_cost_curve")
+    low_level, high_level = interval_levels
+    if not 0 < low_level < 0.5 < high_level < 1:
+        raise DataError(f"interval_levels {interval_levels!r}; expected (low, high) with 0 < low < 0.5 < high < 1")
+    levels = (low_level, 0.5, high_level)
     ratio = (usable["cost_bps"] / usable["half_spread_bps"]).to_numpy()
     x = usable["size_over_touch"].to_numpy()
     n_buckets = len(edges) - 1
@@ -57,11 +62,11 @@ def fit_cost_curve(sweeps: pd.DataFrame, edges: tuple[float, ...] = SIZE_BUCKET_
     table = np.full((len(QUANTILES), n_buckets), np.nan)
     for b in range(n_buckets):
         if counts[b] >= min_count:
-            table[:, b] = np.quantile(ratio[bucket == b], QUANTILES)
+            table[:, b] = np.quantile(ratio[bucket == b], levels)
     populated = np.flatnonzero(~np.isnan(table[1]))
     if len(populated) == 0:
         # too few sweeps for any bucket: one pooled estimate for every size
-        table[:] = np.quantile(ratio, QUANTILES)[:, None]
+        table[:] = np.quantile(ratio, levels)[:, None]
         populated = np.arange(n_buckets)
     first, last = populated[0], populated[-1]
     table[:, :first] = table[:, [first]]
@@ -72,10 +77,48 @@ def fit_cost_curve(sweeps: pd.DataFrame, edges: tuple[float, ...] = SIZE_BUCKET_
     for b in range(first, last + 1):  # interior gaps: carry the smaller bucket forward
         if np.isnan(table[1, b]):
             table[:, b] = table[:, b - 1]
-    table = np.maximum.accumulate(table, axis=1)  # cost never falls as size grows
-    table = np.sort(table, axis=0)  # keep q05 <= q50 <= q95 after the monotone pass
+    # The median and the upper bound never fall as size grows; the lower bound is left as
+    # fitted: larger sweeps spread wider both ways (stale quotes, hidden liquidity), and
+    # lifting it would make their interval too narrow.
+    table[1:] = np.maximum.accumulate(table[1:], axis=1)
+    table[0] = np.minimum(table[0], table[1])  # keep q05 <= q50 <= q95
     counts_out = tuple(int(c) if c >= min_count else 0 for c in counts)
-    return CostCurve(tuple(float(e) for e in edges), *(tuple(float(v) for v in row) for row in table), counts_out)
+    return CostCurve(tuple(float(e) for e in edges), *(tuple(float(v) for v in row) for row in table), counts_out,
+                     interval_levels=(float(low_level), float(high_level)))
+
+
+# Interval levels tried when validating inside the fit slice, the nominal 90% first.
+_CANDIDATE_LEVELS = ((0.05, 0.95), (0.075, 0.925), (0.1, 0.9), (0.04, 0.96), (0.03, 0.97), (0.025, 0.975),
+                     (0.02, 0.98), (0.015, 0.985), (0.01, 0.99), (0.005, 0.995))
+
+
+def validated_interval_levels(sweeps: pd.DataFrame, target: float = 0.90) -> tuple[float, float]:
+    """Quantile levels whose interval covers closest to ``target`` of later sweeps, inside the fit data.
+
+    Sweeps are split by time (first 2/3 fit, last 1/3 check): costs drift, so quantiles
+    fitted on the past cover more or less of the future than their nominal 90%.
+    Choosing the levels on a held-back part of the *fit* slice keeps the evaluation
+    slice untouched (split-conformal calibration of the interval). Ties keep the
+    nominal levels: where most costs sit exactly at the half-spread, coverage hardly
+    moves with the levels.
+    """
+    usable = _check_sweeps(sweeps, "validated_interval_levels").sort_values("ts_ns", kind="stable")
+    cut = (2 * len(usable)) // 3
+    early, late = usable.iloc[:cut], usable.iloc[cut:]
+    if len(early) < MIN_SWEEPS_PER_BUCKET or len(late) < MIN_SWEEPS_PER_BUCKET:
+        return _CANDIDATE_LEVELS[0]
+    cost = late["cost_bps"].to_numpy()
+    hs, size, touch = (late[c].to_numpy() for c in ("half_spread_bps", "quantity", "touch_size"))
+    eps = 1e-9 * np.maximum(np.abs(cost), 1.0)
+    best, best_gap = _CANDIDATE_LEVELS[0], np.inf
+    for levels in _CANDIDATE_LEVELS:
+        model = FillModel("validation", 1.0, fit_cost_curve(early, interval_levels=levels))
+        low = model.marketable_cost_bps(size, hs, touch, 0.05)
+        high = model.marketable_cost_bps(size, hs, touch, 0.95)
+        gap = abs(np.mean((low - eps <= cost) & (cost <= high + eps)) - target)
+        if gap < best_gap - 1e-3:
+            best, best_gap = levels, gap
+    return best
 
 
 def calibrate_marketable(
@@ -86,10 +129,28 @@ def calibrate_marketable(
 ) -> FillModel:
     """A FillModel whose marketable costs are fitted from ``sweeps``."""
     usable = _check_sweeps(sweeps, f"calibrating {instrument_id}")
-    curve = fit_cost_curve(usable)
-    small = usable[usable["size_over_touch"] <= 1.0]
-    improvement = float(small["inside_spread"].mean()) if "inside_spread" in small and len(small) else 0.0
-    return FillModel(instrument_id, float(tick_size), curve, price_improvement_share=improvement, **model_fields)
+    curve = fit_cost_curve(usable, interval_levels=validated_interval_levels(usable))
+    share, ratio = price_improvement(usable)
+    reach = float(np.nanquantile(usable["size_over_touch"].to_numpy(dtype=np.float64), 0.99))
+    model_fields.setdefault("max_take_over_touch", max(1.0, reach))
+    return FillModel(instrument_id, float(tick_size), curve, price_improvement_share=share,
+                     price_improvement_ratio=ratio, **model_fields)
+
+
+def price_improvement(sweeps: pd.DataFrame) -> tuple[float, float]:
+    """How often touch-sized sweeps print inside the spread, and by how much (median, in half-spreads).
+
+    Hidden and midpoint liquidity make this common in US equities (a fill at the mid
+    improves by one half-spread); venues without it show ~0.
+    """
+    small = sweeps[sweeps["size_over_touch"] <= 1.0]
+    if not len(small) or "inside_spread" not in small:
+        return 0.0, 0.0
+    inside = small[small["inside_spread"].to_numpy(dtype=bool)]
+    if not len(inside):
+        return 0.0, 0.0
+    improvement = (inside["price_improvement_bps"] / inside["half_spread_bps"]).to_numpy()
+    return float(len(inside) / len(small)), float(np.median(improvement))
 
 
 @dataclass(frozen=True)
@@ -103,8 +164,10 @@ class MarketableFidelity:
     coverage_closed: float
     coverage_open: float
     mean_cost_bps: float
-    inside_spread_share_real: float
+    inside_spread_share_real: float  # of touch-sized sweeps (size <= touch)
     inside_spread_share_predicted: float
+    improvement_ratio_real: float  # median improvement of those inside, in half-spreads
+    improvement_ratio_predicted: float
 
     @property
     def ratio_to_baseline_a(self) -> float:
@@ -132,7 +195,7 @@ def evaluate_marketable(model: FillModel, sweeps: pd.DataFrame,
     baseline_a = baseline_model(model.instrument_id, model.tick_size, slippage_bps).marketable_cost_bps(size, hs, touch)
     # Costs at exactly the half-spread differ from its prediction only by float rounding.
     eps = 1e-9 * np.maximum(np.abs(cost), 1.0)
-    inside = usable["inside_spread"].to_numpy(dtype=bool) if "inside_spread" in usable else np.zeros(len(cost), bool)
+    share, ratio = price_improvement(usable)
     return MarketableFidelity(
         n=len(cost),
         mae_model_bps=float(np.mean(np.abs(cost - predicted))),
@@ -141,6 +204,8 @@ def evaluate_marketable(model: FillModel, sweeps: pd.DataFrame,
         coverage_closed=float(np.mean((low - eps <= cost) & (cost <= high + eps))),
         coverage_open=float(np.mean((low + eps < cost) & (cost < high - eps))),
         mean_cost_bps=float(np.mean(cost)),
-        inside_spread_share_real=float(inside.mean()),
+        inside_spread_share_real=share,
         inside_spread_share_predicted=float(model.price_improvement_share),
+        improvement_ratio_real=ratio,
+        improvement_ratio_predicted=float(model.price_improvement_ratio),
     )

@@ -14,8 +14,10 @@ JSON for the store, where calibrations are versioned per instrument.
 
 from __future__ import annotations
 
+import importlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +39,9 @@ class CostCurve:
     q50: tuple[float, ...]
     q95: tuple[float, ...]
     counts: tuple[int, ...]
+    # The quantile levels behind q05/q95: (0.05, 0.95) nominally, wider when validation
+    # inside the fit slice showed the nominal levels cover less than 90% out of sample.
+    interval_levels: tuple[float, float] = (0.05, 0.95)
 
     def __post_init__(self) -> None:
         n = len(self.edges) - 1
@@ -81,18 +86,6 @@ class LatencyModel:
         return ack.astype("int64"), fill.astype("int64")
 
 
-@dataclass(frozen=True)
-class SpreadProfile:
-    """Spread and top-of-book size by time of day (UTC buckets) and volatility regime (terciles)."""
-
-    bucket_minutes: int
-    vol_edges: tuple[float, ...]  # realised-volatility tercile edges (bps per sqrt(minute))
-    median_spread_bps: tuple[tuple[float, ...], ...]  # [time bucket][vol regime]
-    median_top_size: float
-    top_size_q05: float
-    top_size_q95: float
-
-
 # Venue fee defaults (public schedules, base tier); override per account in configuration.
 DEFAULT_FEES: dict[str, FeeSchedule] = {
     "BINANCE": FeeSchedule(maker_bps=10.0, taker_bps=10.0),
@@ -113,10 +106,16 @@ class FillModel:
     cost_curve: CostCurve
     fees: FeeSchedule = field(default_factory=FeeSchedule)
     latency: LatencyModel = field(default_factory=LatencyModel)
-    spread_profile: SpreadProfile | None = None
     price_improvement_share: float = 0.0  # share of touch-sized marketable fills printing inside the spread
+    price_improvement_ratio: float = 0.0  # median improvement of those, in half-spreads (0.5 = a quarter spread)
     base_slippage_bps: float = 0.0  # extra cost added to every marketable fill; 0 once calibrated
     max_take_over_touch: float = 50.0  # most one quote can fill, in touch sizes (calibrated: sweep p99)
+    # Fitted components, each a frozen dataclass with to_dict/from_dict (see COMPONENTS);
+    # None where the data could not support them (no depth, no trades).
+    spread_profile: Any = None  # tradebook.sim.profile.SpreadProfile
+    completion: Any = None  # tradebook.sim.profile.CompletionModel
+    depth: Any = None  # tradebook.sim.depth.DepthProfile
+    passive: Any = None  # tradebook.sim.passive.PassiveModel
 
     def marketable_cost_bps(
         self,
@@ -144,27 +143,42 @@ class FillModel:
         )
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, allow_nan=True)
+        raw = {f.name: getattr(self, f.name) for f in fields(self)}
+        raw["cost_curve"] = asdict(self.cost_curve)
+        raw["fees"] = asdict(self.fees)
+        raw["latency"] = asdict(self.latency)
+        for name in COMPONENTS:
+            value = raw[name]
+            raw[name] = None if value is None else value.to_dict()
+        return json.dumps(raw, sort_keys=True, allow_nan=True)
 
     @classmethod
     def from_json(cls, text: str) -> FillModel:
-        raw = json.loads(text)
-        curve = CostCurve(**{k: tuple(v) for k, v in raw.pop("cost_curve").items()})
-        profile = raw.pop("spread_profile")
-        return cls(
-            cost_curve=curve,
-            fees=FeeSchedule(**raw.pop("fees")),
-            latency=LatencyModel(**raw.pop("latency")),
-            spread_profile=None if profile is None else SpreadProfile(
-                bucket_minutes=profile["bucket_minutes"],
-                vol_edges=tuple(profile["vol_edges"]),
-                median_spread_bps=tuple(tuple(row) for row in profile["median_spread_bps"]),
-                median_top_size=profile["median_top_size"],
-                top_size_q05=profile["top_size_q05"],
-                top_size_q95=profile["top_size_q95"],
-            ),
-            **raw,
-        )
+        try:
+            raw = json.loads(text)
+            curve = raw.pop("cost_curve")
+            curve = CostCurve(**{k: tuple(v) for k, v in curve.items()})
+            components = {name: _component(name, raw.pop(name, None)) for name in COMPONENTS}
+            return cls(cost_curve=curve, fees=FeeSchedule(**raw.pop("fees")),
+                       latency=LatencyModel(**raw.pop("latency")), **components, **raw)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ConfigError(f"not a FillModel JSON: {exc}") from exc
+
+
+# Optional fitted parts of a FillModel: field -> (module, class); loaded on use.
+COMPONENTS: dict[str, tuple[str, str]] = {
+    "spread_profile": ("tradebook.sim.profile", "SpreadProfile"),
+    "completion": ("tradebook.sim.profile", "CompletionModel"),
+    "depth": ("tradebook.sim.depth", "DepthProfile"),
+    "passive": ("tradebook.sim.passive", "PassiveModel"),
+}
+
+
+def _component(name: str, raw: dict | None) -> Any:
+    if raw is None:
+        return None
+    module, cls = COMPONENTS[name]
+    return getattr(importlib.import_module(module), cls).from_dict(raw)
 
 
 def touch_only_curve() -> CostCurve:

@@ -49,6 +49,30 @@ _PANDAS_READ_DTYPES = {"int": "int64", "Int": "Int64", "float": "float64", "str"
 
 
 @dataclass(frozen=True)
+class CalibrationRecord:
+    """A stored fill-model calibration: which data it came from, its params JSON and fit diagnostics."""
+
+    calibration_id: str  # "<instrument_id>@v<version>"
+    instrument_id: str
+    version: int
+    created_at_ns: int
+    data_start_ns: int
+    data_end_ns: int
+    dataset_ids: tuple[int, ...]
+    params: str
+    diagnostics: dict[str, Any]
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars and arrays appear in diagnostics computed with numpy
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"diagnostics value {value!r} of type {type(value).__name__} is not JSON-serialisable")
+
+
+@dataclass(frozen=True)
 class IngestResult:
     dataset_id: int
     rows: int
@@ -378,6 +402,71 @@ class Store:
 
     def adjustment_factors(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
         return self.read(DataKind.ADJUSTMENT_FACTORS, instrument_id, **kw)
+
+    # -- calibrations --------------------------------------------------------------------
+    def save_calibration(
+        self,
+        instrument_id: str,
+        params: str,
+        *,
+        data_start_ns: int,
+        data_end_ns: int,
+        dataset_ids: Iterable[int],
+        diagnostics: dict[str, Any],
+    ) -> CalibrationRecord:
+        """Store a fitted fill model as the next version for ``instrument_id``.
+
+        ``params`` is the model's JSON (``FillModel.to_json()``); it is checked to parse.
+        Versions count up per instrument from 1 and are never overwritten, so a session
+        that names ``BTCUSDT.BINANCE@v3`` always gets the same model.
+        """
+        self._require_writer()
+        self._ensure_instrument(instrument_id)
+        try:
+            json.loads(params)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"calibration params for {instrument_id} are not JSON: {exc}") from exc
+        if not data_start_ns <= data_end_ns:
+            raise StoreError(f"calibration data range is empty or reversed: {data_start_ns} > {data_end_ns}")
+        ids = sorted({int(i) for i in dataset_ids})
+        diagnostics_text = json.dumps(diagnostics, sort_keys=True, default=_json_default)
+        with self.transaction() as con:
+            version = con.execute(
+                "SELECT coalesce(max(version), 0) + 1 FROM calibrations WHERE instrument_id = ?", [instrument_id]
+            ).fetchone()[0]
+            calibration_id = f"{instrument_id}@v{version}"
+            created = now_ns()
+            con.execute(
+                "INSERT INTO calibrations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [calibration_id, instrument_id, version, created, int(data_start_ns), int(data_end_ns),
+                 json.dumps(ids), params, diagnostics_text],
+            )
+        return CalibrationRecord(calibration_id, instrument_id, int(version), created, int(data_start_ns),
+                                 int(data_end_ns), tuple(ids), params, json.loads(diagnostics_text))
+
+    def calibration(self, name: str) -> CalibrationRecord:
+        """A stored calibration by id (``'BTCUSDT.BINANCE@v2'``) or the latest for an instrument id."""
+        with self._lock:
+            if "@v" in name:
+                row = self.con.execute("SELECT * FROM calibrations WHERE calibration_id = ?", [name]).fetchone()
+            else:
+                row = self.con.execute(
+                    "SELECT * FROM calibrations WHERE instrument_id = ? ORDER BY version DESC LIMIT 1", [name]
+                ).fetchone()
+        if row is None:
+            known = self.calibrations()["calibration_id"].tolist()
+            raise StoreError(f"no calibration {name!r} in {self.path}; stored: {known or 'none (run tradebook calibrate)'}")
+        (calibration_id, instrument_id, version, created, start, end, ids, params, diagnostics) = row
+        return CalibrationRecord(calibration_id, instrument_id, int(version), int(created), int(start), int(end),
+                                 tuple(json.loads(ids)), params, json.loads(diagnostics))
+
+    def calibrations(self, instrument_id: str | None = None) -> pd.DataFrame:
+        """Stored calibrations (without their params), newest version last per instrument."""
+        sql = ("SELECT calibration_id, instrument_id, version, created_at_ns, data_start_ns, data_end_ns, dataset_ids "
+               "FROM calibrations")
+        if instrument_id is None:
+            return self.query(sql + " ORDER BY instrument_id, version")
+        return self.query(sql + " WHERE instrument_id = ? ORDER BY version", [instrument_id])
 
     def summary(self) -> pd.DataFrame:
         """One row per dataset: instrument, kind, time range, rows and quality findings."""

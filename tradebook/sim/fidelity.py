@@ -1,0 +1,338 @@
+"""Calibrate fill models from stored history and measure them on data they were not fitted on.
+
+This is the front door of the simulator's calibration: gather one instrument's quotes,
+trades and depth (from the DuckDB store, or straight from the bundled files), cut them
+into a fit slice and an evaluation slice, fit every part of the FillModel on the first
+and score it, with the peers' two baselines, on the second:
+
+- marketable orders against real sweeps (MAE and 90% interval coverage, closed/open);
+- price improvement (how often and by how much fills print inside the spread);
+- book walks predicted from L1 alone against the real visible book (where depth exists);
+- passive fill probability against real outcomes (Brier score, reliability).
+
+Each target of issue 3 is checked and printed with "met" or "MISSED"; a part the data
+cannot support (no trades, no depth) is reported as not applicable, with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tradebook.data.catalog import BUNDLED_FILES, load_bundled
+from tradebook.data.schemas import DataKind
+from tradebook.errors import DataError
+from tradebook.model.instruments import Instrument, get_instrument
+from tradebook.sim.calibrate import MarketableFidelity, calibrate_marketable, evaluate_marketable
+from tradebook.sim.fill_model import (
+    DEFAULT_FEES,
+    EQUITY_FEES,
+    FeeSchedule,
+    FillModel,
+    LatencyModel,
+    touch_only_curve,
+)
+from tradebook.sim.truth import regular_hours_mask, sweeps
+
+# The bundled instruments with quote data good enough to calibrate on (FXCM is a dirty
+# retail feed, ~10% crossed: never calibrated, see data/README.md).
+CALIBRATABLE: tuple[str, ...] = ("BTCUSDT.BINANCE", "IBM.XNYS", "ESH4.GLBX", "ESU4.GLBX", "EURUSD.DUKASCOPY")
+NOT_CALIBRATABLE: dict[str, str] = {
+    "EURUSD.FXCM": "dirty retail feed (~10% crossed quotes); calibrating on it would teach the model bad prices",
+}
+_QUOTE_KINDS = (DataKind.QUOTES, DataKind.MBP1, DataKind.BOOK)  # in order of preference
+
+
+@dataclass(frozen=True)
+class InstrumentData:
+    """One instrument's history for calibration: an L1 view, trades and depth where there are any.
+
+    ``quotes`` has ``ts_ns, bid_px, ask_px, bid_sz, ask_sz`` (taken from an L1 file, the
+    top of an MBP-1 feed or level 0 of a top-N book) restricted to the regular session;
+    ``book`` keeps the full top-N book frame and ``depth`` the Binance diff stream when
+    the data has them. ``dataset_ids`` and the time range are the provenance a stored
+    calibration records.
+    """
+
+    instrument: Instrument
+    quotes: pd.DataFrame
+    trades: pd.DataFrame | None = None
+    depth: pd.DataFrame | None = None  # Binance L2 snapshot + diffs
+    book: pd.DataFrame | None = None  # top-N book rows (bid_px_0.. ask_sz_4)
+    dataset_ids: tuple[int, ...] = ()
+    sources: tuple[str, ...] = ()
+
+    @property
+    def instrument_id(self) -> str:
+        return self.instrument.instrument_id
+
+    @property
+    def start_ns(self) -> int:
+        return int(self.quotes["ts_ns"].iloc[0])
+
+    @property
+    def end_ns(self) -> int:
+        return int(self.quotes["ts_ns"].iloc[-1])
+
+    @property
+    def has_trades(self) -> bool:
+        return self.trades is not None and len(self.trades) > 0
+
+    @property
+    def has_depth(self) -> bool:
+        return (self.depth is not None and len(self.depth) > 0) or (self.book is not None and len(self.book) > 0)
+
+    def between(self, start_ns: int, end_ns: int) -> InstrumentData:
+        """The part of every frame stamped in ``[start_ns, end_ns)``.
+
+        Depth diffs are kept from the start: a Binance book can only be rebuilt from its
+        snapshot onwards, and rebuilding at a time reads only messages stamped before it.
+        """
+        def cut(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+            if frame is None:
+                return None
+            ts = frame["ts_ns"].to_numpy()
+            return frame[(ts >= start_ns) & (ts < end_ns)].reset_index(drop=True)
+
+        quotes = cut(self.quotes)
+        if quotes is None or not len(quotes):
+            raise DataError(f"{self.instrument_id}: no quotes between {start_ns} and {end_ns}")
+        return replace(self, quotes=quotes, trades=cut(self.trades), book=cut(self.book))
+
+    def split(self, fit_fraction: float = 0.5) -> tuple[InstrumentData, InstrumentData]:
+        """Fit on the first ``fit_fraction`` of the quotes' time span, evaluate on the rest."""
+        if not 0 < fit_fraction < 1:
+            raise DataError(f"fit_fraction is {fit_fraction!r}; expected a number strictly between 0 and 1")
+        cut = self.start_ns + int((self.end_ns - self.start_ns) * fit_fraction)
+        return self.between(self.start_ns, cut), self.between(cut, self.end_ns + 1)
+
+
+def _l1_view(frame: pd.DataFrame) -> pd.DataFrame:
+    suffix = "" if "bid_px" in frame.columns else "_0"
+    columns = {f"{name}{suffix}": name for name in ("bid_px", "ask_px", "bid_sz", "ask_sz")}
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"quote frame lacks {missing}; expected L1, MBP-1 or top-N book columns")
+    view = frame[["ts_ns", *columns]].rename(columns=columns)
+    return view.astype({"bid_px": "float64", "ask_px": "float64", "bid_sz": "float64", "ask_sz": "float64"})
+
+
+def _assemble(instrument: Instrument, frames: dict[DataKind, pd.DataFrame], dataset_ids: tuple[int, ...],
+              sources: tuple[str, ...]) -> InstrumentData:
+    quote_kind = next((k for k in _QUOTE_KINDS if k in frames and len(frames[k])), None)
+    if quote_kind is None:
+        raise DataError(f"{instrument.instrument_id}: no quotes (L1, MBP-1 or book) to calibrate from; "
+                        "load a quotes file first")
+    raw = frames[quote_kind]
+    quotes = _l1_view(raw)
+    # Outside the regular session (equity pre/post-market, the CME pre-open auction)
+    # quotes are wide or crossed and no paper order would trade there.
+    in_session = regular_hours_mask(quotes["ts_ns"].to_numpy(), instrument)
+    quotes = quotes[in_session].reset_index(drop=True)
+    bid, ask = quotes["bid_px"].to_numpy(), quotes["ask_px"].to_numpy()
+    if not len(quotes) or not (np.isfinite(bid) & np.isfinite(ask) & (bid < ask)).any():
+        raise DataError(f"{instrument.instrument_id}: no valid quote (two-sided, bid < ask) in the regular "
+                        f"session among {len(raw)} quote rows; cannot calibrate on crossed or empty quotes")
+    trades = frames.get(DataKind.TRADES)
+    if trades is not None and len(trades):
+        keep = regular_hours_mask(trades["ts_ns"].to_numpy(), instrument)
+        if "suspicious" in trades.columns:
+            keep &= ~trades["suspicious"].fillna(False).to_numpy(dtype=bool)
+        trades = trades[keep].reset_index(drop=True)
+    book = None
+    if quote_kind == DataKind.BOOK:
+        book = raw[regular_hours_mask(raw["ts_ns"].to_numpy(), instrument)].reset_index(drop=True)
+    return InstrumentData(instrument, quotes, trades if trades is not None and len(trades) else None,
+                          frames.get(DataKind.DEPTH), book, dataset_ids, sources)
+
+
+def bundled_instrument_data(instrument_id: str) -> InstrumentData:
+    """An instrument's calibration data read straight from the bundled files (no store needed).
+
+    Parser fixtures (the 46 s Binance 2021 files) are skipped: they are for tests only.
+    """
+    instrument = get_instrument(instrument_id)
+    frames: dict[DataKind, pd.DataFrame] = {}
+    sources = []
+    for entry in BUNDLED_FILES:
+        if entry.instrument_id != instrument_id or "fixture" in entry.note or entry.kind not in (
+                *_QUOTE_KINDS, DataKind.TRADES, DataKind.DEPTH):
+            continue
+        frames[entry.kind] = load_bundled(entry).frame
+        sources.append(entry.path)
+    if not frames:
+        raise DataError(f"no bundled data for {instrument_id}; instruments with quotes: {list(CALIBRATABLE)}")
+    return _assemble(instrument, frames, (), tuple(sources))
+
+
+def store_instrument_data(store: Any, instrument_id: str) -> InstrumentData:
+    """An instrument's calibration data from the store.
+
+    Where several quote datasets exist the largest is used, with the trades and depth
+    datasets that overlap its time range: calibrating across unrelated captures would
+    mix market regimes years apart.
+    """
+    instrument = store.instrument(instrument_id)
+    datasets = store.datasets()
+    mine = datasets[datasets["instrument_id"] == instrument_id]
+    quote_sets = mine[mine["kind"].isin([k.value for k in _QUOTE_KINDS])]
+    if quote_sets.empty:
+        raise DataError(f"{instrument_id}: the store {store.path} holds no quotes for it; "
+                        f"load them first (tradebook load <file> --instrument {instrument_id})")
+    main = quote_sets.sort_values(["row_count", "dataset_id"], ascending=[False, True]).iloc[0]
+    start, end = int(main["first_ts_ns"]), int(main["last_ts_ns"])
+    frames = {DataKind(main["kind"]): store.read(main["kind"], instrument_id, dataset_id=int(main["dataset_id"]))}
+    used = [int(main["dataset_id"])]
+    for kind in (DataKind.TRADES, DataKind.DEPTH):
+        overlapping = mine[(mine["kind"] == kind.value) & (mine["first_ts_ns"] <= end) & (mine["last_ts_ns"] >= start)]
+        if len(overlapping):
+            row = overlapping.sort_values("row_count", ascending=False).iloc[0]
+            frames[kind] = store.read(kind, instrument_id, dataset_id=int(row["dataset_id"]))
+            used.append(int(row["dataset_id"]))
+    return _assemble(instrument, frames, tuple(sorted(used)), tuple(f"store dataset {i}" for i in sorted(used)))
+
+
+def default_fees(instrument: Instrument) -> FeeSchedule:
+    """The venue's public base-tier fees (override per account in configuration)."""
+    venue = instrument.instrument_id.rsplit(".", 1)[-1]
+    if venue in DEFAULT_FEES:
+        return DEFAULT_FEES[venue]
+    return EQUITY_FEES
+
+
+# -- sweeps of one slice -------------------------------------------------------------------
+def instrument_sweeps(data: InstrumentData) -> pd.DataFrame:
+    """Real sweeps of ``data`` priced against the prevailing quote; empty when it has no trades."""
+    if not data.has_trades:
+        return pd.DataFrame()
+    return sweeps(data.trades, data.quotes)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A fitted FillModel with the provenance and fit diagnostics a stored calibration keeps."""
+
+    model: FillModel
+    data_start_ns: int
+    data_end_ns: int
+    dataset_ids: tuple[int, ...]
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+def calibrate_instrument(
+    data: InstrumentData,
+    *,
+    fees: FeeSchedule | None = None,
+    latency: LatencyModel | None = None,
+    seed: int = 0,
+) -> Calibration:
+    """Fit every part of the FillModel that ``data`` supports."""
+    instrument = data.instrument
+    tick = float(instrument.tick_size)
+    model_fields: dict[str, Any] = {"fees": fees or default_fees(instrument), "latency": latency or LatencyModel()}
+    diagnostics: dict[str, Any] = {"quotes": len(data.quotes), "trades": len(data.trades) if data.has_trades else 0,
+                                   "sources": list(data.sources)}
+    fit_sweeps = instrument_sweeps(data)
+    if len(fit_sweeps):
+        model = calibrate_marketable(instrument.instrument_id, tick, fit_sweeps, **model_fields)
+        diagnostics["sweeps"] = len(fit_sweeps)
+        diagnostics["cost_curve_counts"] = list(model.cost_curve.counts)
+        diagnostics["interval_levels"] = list(model.cost_curve.interval_levels)
+    else:
+        # No trades: costs of marketable orders are the touch (what quotes alone can say).
+        model = FillModel(instrument.instrument_id, tick, touch_only_curve(), **model_fields)
+        diagnostics["sweeps"] = 0
+        diagnostics["marketable"] = "no trades: marketable orders fill at the touch"
+    return Calibration(model, data.start_ns, data.end_ns, data.dataset_ids, diagnostics)
+
+
+# -- the report ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: float
+    rule: str
+    met: bool
+
+
+@dataclass(frozen=True)
+class InstrumentFidelity:
+    """One instrument's held-out scores and the issue targets they meet or miss."""
+
+    instrument_id: str
+    fit_range: tuple[int, int]
+    eval_range: tuple[int, int]
+    marketable: MarketableFidelity | None
+    not_applicable: dict[str, str] = field(default_factory=dict)
+    targets: tuple[Target, ...] = ()
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def all_met(self) -> bool:
+        return all(t.met for t in self.targets)
+
+
+def fidelity(fit: InstrumentData, held_out: InstrumentData, *, calibration: Calibration | None = None,
+             seed: int = 0) -> InstrumentFidelity:
+    """Fit on ``fit`` (unless a calibration is given) and score on ``held_out``."""
+    calibration = calibration or calibrate_instrument(fit, seed=seed)
+    model = calibration.model
+    not_applicable: dict[str, str] = {}
+    targets: list[Target] = []
+    marketable = None
+    held_sweeps = instrument_sweeps(held_out)
+    if len(held_sweeps) and calibration.diagnostics.get("sweeps", 0) > 0:
+        marketable = evaluate_marketable(model, held_sweeps)
+        for name, (value, rule, met) in marketable.targets().items():
+            targets.append(Target(f"sweeps: {name}", float(value), rule, bool(met)))
+    else:
+        not_applicable["marketable vs real sweeps"] = "no trades in the data: no real sweeps to score against"
+    return InstrumentFidelity(
+        held_out.instrument_id, (fit.start_ns, fit.end_ns), (held_out.start_ns, held_out.end_ns), marketable,
+        not_applicable, tuple(targets), {},
+    )
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def format_fidelity(results: list[InstrumentFidelity]) -> str:
+    """The fidelity report as plain text: per instrument, the figures, then each target met or MISSED."""
+    from tradebook.model.time import ns_to_iso
+
+    lines = ["Fill-model fidelity on held-out data (fit on one slice, scored on another)", ""]
+    for r in results:
+        lines.append(f"== {r.instrument_id}")
+        lines.append(f"   fit  {ns_to_iso(r.fit_range[0])} .. {ns_to_iso(r.fit_range[1])}")
+        lines.append(f"   eval {ns_to_iso(r.eval_range[0])} .. {ns_to_iso(r.eval_range[1])}")
+        m = r.marketable
+        if m is not None:
+            lines.append(f"   marketable, {m.n} real sweeps: MAE model {_fmt(m.mae_model_bps)} bps | baseline (a) "
+                         f"touch+2bps {_fmt(m.mae_touch_plus_slippage_bps)} | baseline (b) touch "
+                         f"{_fmt(m.mae_touch_bps)}; 90% interval covers {_fmt(m.coverage_closed)} closed, "
+                         f"{_fmt(m.coverage_open)} open")
+            lines.append(f"   price improvement (sweeps <= touch size): inside the spread {_fmt(m.inside_spread_share_real)}"
+                         f" real vs {_fmt(m.inside_spread_share_predicted)} predicted; median improvement "
+                         f"{_fmt(m.improvement_ratio_real)} vs {_fmt(m.improvement_ratio_predicted)} half-spreads")
+        for section in r.sections.values():
+            lines.extend(f"   {text}" for text in section.get("lines", []))
+        for name, reason in r.not_applicable.items():
+            lines.append(f"   {name}: not applicable ({reason})")
+        for t in r.targets:
+            verdict = "met" if t.met else "MISSED"
+            lines.append(f"   [{verdict:>6}] {t.name}: {_fmt(t.value, 4)} (target {t.rule})")
+        lines.append("")
+    missed = [(r.instrument_id, t.name) for r in results for t in r.targets if not t.met]
+    if missed:
+        lines.append(f"{len(missed)} target(s) MISSED:")
+        lines.extend(f"  - {inst}: {name}" for inst, name in missed)
+    else:
+        lines.append(f"All {sum(len(r.targets) for r in results)} targets met.")
+    return "\n".join(lines)
