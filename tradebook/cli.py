@@ -40,6 +40,28 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Print the datasets, instruments and data-quality warnings of a store.")
     _store_arg(info)
     info.add_argument("--findings", action="store_true", help="also list info-level findings")
+
+    calibrate = sub.add_parser("calibrate", help="fit fill models from stored history and store them, versioned",
+                               description="Fit the paper-fill simulator for each instrument with quotes in the "
+                                           "store (or those named) on all its data, store the models as new "
+                                           "calibration versions and print what was fitted.")
+    _store_arg(calibrate)
+    calibrate.add_argument("--instrument", action="append", default=None,
+                           help="instrument id to calibrate (repeatable; default: every instrument with quotes)")
+    calibrate.add_argument("--seed", type=int, default=0, help="seed for the sampled parts of the fit (default 0)")
+
+    fidelity = sub.add_parser("fidelity", help="fit on one slice of history, score on another, print the report",
+                              description="Fit each instrument on the first part of its stored data and measure "
+                                          "predicted costs and fill rates against what really happened in the "
+                                          "rest, next to the peers' baselines; every issue target is printed as "
+                                          "met or MISSED.")
+    _store_arg(fidelity)
+    fidelity.add_argument("--instrument", action="append", default=None,
+                          help="instrument id (repeatable; default: every instrument with quotes)")
+    fidelity.add_argument("--fit-fraction", type=float, default=0.5,
+                          help="share of each instrument's time span to fit on; the rest is scored (default 0.5)")
+    fidelity.add_argument("--seed", type=int, default=0, help="seed for sampled book walks and placements")
+    fidelity.add_argument("--strict", action="store_true", help="exit with status 1 when any target is missed")
     return parser
 
 
@@ -92,6 +114,23 @@ def _dispatch(args: argparse.Namespace) -> int:
                 for source, code, message in info.itertuples(index=False):
                     print(f"  {source}: {code}: {message}")
         return 0
+    if args.command == "calibrate":
+        from tradebook.sim.fidelity import format_calibrations, run_calibration
+        from tradebook.store import Store
+
+        with Store(args.store) as store:
+            records = run_calibration(store, args.instrument, seed=args.seed)
+            print(format_calibrations(store, records))
+            print(f"{len(records)} calibration(s) in {store.path}: {', '.join(r.calibration_id for r in records)}")
+        return 0
+    if args.command == "fidelity":
+        from tradebook.sim.fidelity import format_fidelity, run_fidelity
+        from tradebook.store import Store, default_store_path
+
+        with Store(args.store or default_store_path(), read_only=True) as store:
+            results = run_fidelity(store, args.instrument, fit_fraction=args.fit_fraction, seed=args.seed)
+        print(format_fidelity(results))
+        return 1 if args.strict and not all(r.all_met for r in results) else 0
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands first
 
 

@@ -336,3 +336,96 @@ def format_fidelity(results: list[InstrumentFidelity]) -> str:
     else:
         lines.append(f"All {sum(len(r.targets) for r in results)} targets met.")
     return "\n".join(lines)
+
+
+# -- store-level jobs (what the CLI and the notebooks call) -----------------------------------
+def calibratable_instruments(store: Any) -> list[str]:
+    """Instruments in ``store`` with quotes to calibrate on (known-dirty feeds left out)."""
+    datasets = store.datasets()
+    with_quotes = datasets[datasets["kind"].isin([k.value for k in _QUOTE_KINDS])]["instrument_id"]
+    return sorted(i for i in set(with_quotes) if i not in NOT_CALIBRATABLE)
+
+
+def _pick_instruments(store: Any, instruments: list[str] | None) -> list[str]:
+    available = calibratable_instruments(store)
+    if not instruments:
+        if not available:
+            raise DataError(f"the store {store.path} holds no quotes to calibrate on; run `tradebook demo` "
+                            "(loads the bundled data) or `tradebook load` first")
+        return available
+    for instrument_id in instruments:
+        if instrument_id in NOT_CALIBRATABLE:
+            raise DataError(f"{instrument_id} is not calibrated: {NOT_CALIBRATABLE[instrument_id]}")
+        store.instrument(instrument_id)  # UnknownInstrumentError with the known ids
+        if instrument_id not in available:
+            raise DataError(f"{instrument_id}: the store {store.path} holds no quotes for it; "
+                            f"instruments with quotes: {available}")
+    return list(instruments)
+
+
+def run_calibration(store: Any, instruments: list[str] | None = None, *, seed: int = 0) -> list[Any]:
+    """Fit each instrument on all its stored data and store the model as a new version.
+
+    Re-running on unchanged data does not pile up versions: when the newest stored
+    calibration has the same params and datasets it is returned instead.
+    """
+    records = []
+    for instrument_id in _pick_instruments(store, instruments):
+        data = store_instrument_data(store, instrument_id)
+        calibration = calibrate_instrument(data, seed=seed)
+        params = calibration.model.to_json()
+        stored = store.calibrations(instrument_id)
+        if len(stored):
+            latest = store.calibration(instrument_id)
+            if latest.params == params and latest.dataset_ids == tuple(data.dataset_ids):
+                records.append(latest)
+                continue
+        records.append(store.save_calibration(
+            instrument_id, params, data_start_ns=calibration.data_start_ns, data_end_ns=calibration.data_end_ns,
+            dataset_ids=data.dataset_ids, diagnostics=calibration.diagnostics))
+    return records
+
+
+def load_model(store: Any, name: str) -> FillModel:
+    """The FillModel of a stored calibration (``'IBM.XNYS@v2'``, or an instrument id for its latest)."""
+    return FillModel.from_json(store.calibration(name).params)
+
+
+def run_fidelity(store: Any, instruments: list[str] | None = None, *, fit_fraction: float = 0.5,
+                 seed: int = 0) -> list[InstrumentFidelity]:
+    """For each instrument: fit on the first ``fit_fraction`` of its stored data, score on the rest."""
+    results = []
+    for instrument_id in _pick_instruments(store, instruments):
+        fit, held_out = store_instrument_data(store, instrument_id).split(fit_fraction)
+        results.append(fidelity(fit, held_out, seed=seed))
+    return results
+
+
+def format_calibrations(store: Any, records: list[Any]) -> str:
+    """What was fitted: one block per stored calibration."""
+    from tradebook.model.time import ns_to_iso
+
+    lines = []
+    for record in records:
+        model = FillModel.from_json(record.params)
+        curve = model.cost_curve
+        lines.append(f"{record.calibration_id}: {ns_to_iso(record.data_start_ns)} .. {ns_to_iso(record.data_end_ns)}"
+                     f" (datasets {list(record.dataset_ids)}; {record.diagnostics.get('quotes', 0):,} quotes, "
+                     f"{record.diagnostics.get('sweeps', 0):,} sweeps)")
+        table = pd.DataFrame({
+            "size/touch from": [f"{e:g}" for e in curve.edges[:-1]],
+            "sweeps": curve.counts,
+            "cost q05 (half-spreads)": np.round(curve.q05, 3),
+            "median": np.round(curve.q50, 3),
+            "q95": np.round(curve.q95, 3),
+        })
+        lines.extend("   " + row for row in table.to_string(index=False).splitlines())
+        lines.append(f"   price improvement: {model.price_improvement_share:.1%} of touch-sized sweeps inside the "
+                     f"spread, by {model.price_improvement_ratio:.2f} half-spreads (median); fees {model.fees}; "
+                     f"latency median {model.latency.submit_to_ack_median_ns / 1e6:g} ms to ack")
+        for name in ("spread_profile", "completion", "depth", "passive"):
+            part = getattr(model, name)
+            if part is not None and hasattr(part, "summary"):
+                lines.append(f"   {name}: {part.summary()}")
+        lines.append("")
+    return "\n".join(lines)
