@@ -209,3 +209,51 @@ def evaluate_marketable(model: FillModel, sweeps: pd.DataFrame,
         improvement_ratio_real=ratio,
         improvement_ratio_predicted=float(model.price_improvement_ratio),
     )
+
+
+def marketable_by_size(model: FillModel, sweeps: pd.DataFrame,
+                       slippage_bps: float = DEFAULT_BASE_SLIPPAGE_BPS) -> pd.DataFrame:
+    """Real and predicted costs per size-over-touch bucket (the table behind the cost-curve plot).
+
+    One row per bucket with sweeps: ``size_over_touch`` (bucket's lower edge),
+    ``size_mid`` (a point inside it, for log axes), ``n``,
+    ``real_median_bps``, ``real_mean_bps``, ``model_median_bps``, ``model_q05_bps``,
+    ``model_q95_bps`` (medians over the bucket's sweeps of the per-sweep prediction),
+    ``baseline_a_bps``, ``baseline_b_bps`` and each one's MAE in the bucket.
+    """
+    usable = _check_sweeps(sweeps, f"costs by size for {model.instrument_id}")
+    cost = usable["cost_bps"].to_numpy()
+    hs, size, touch = (usable[c].to_numpy() for c in ("half_spread_bps", "quantity", "touch_size"))
+    predicted = {q: model.marketable_cost_bps(size, hs, touch, q) for q in QUANTILES}
+    baseline_a = hs + slippage_bps
+    bucket = model.cost_curve.bucket(usable["size_over_touch"].to_numpy())
+    frame = pd.DataFrame({"bucket": bucket, "cost": cost, "median": predicted[0.5], "q05": predicted[0.05],
+                          "q95": predicted[0.95], "a": baseline_a, "b": hs})
+    frame["err_model"] = (frame["cost"] - frame["median"]).abs()
+    frame["err_a"] = (frame["cost"] - frame["a"]).abs()
+    frame["err_b"] = (frame["cost"] - frame["b"]).abs()
+    grouped = frame.groupby("bucket")
+    out = pd.DataFrame({
+        "size_over_touch": [model.cost_curve.edges[b] for b in grouped.groups],
+        "size_mid": [_bucket_mid(model.cost_curve.edges, b) for b in grouped.groups],
+        "n": grouped.size().to_numpy(),
+        "real_median_bps": grouped["cost"].median().to_numpy(),
+        "real_mean_bps": grouped["cost"].mean().to_numpy(),
+        "model_median_bps": grouped["median"].median().to_numpy(),
+        "model_q05_bps": grouped["q05"].median().to_numpy(),
+        "model_q95_bps": grouped["q95"].median().to_numpy(),
+        "baseline_a_bps": grouped["a"].median().to_numpy(),
+        "baseline_b_bps": grouped["b"].median().to_numpy(),
+        "mae_model_bps": grouped["err_model"].mean().to_numpy(),
+        "mae_baseline_a_bps": grouped["err_a"].mean().to_numpy(),
+        "mae_baseline_b_bps": grouped["err_b"].mean().to_numpy(),
+    })
+    return out
+
+
+def _bucket_mid(edges: tuple[float, ...], b: int) -> float:
+    # a positive point inside the bucket, for log-scaled plots
+    low, high = edges[b], edges[b + 1]
+    if low <= 0:
+        return high / 2
+    return low * 1.5 if not np.isfinite(high) else float(np.sqrt(low * high))

@@ -27,7 +27,12 @@ from tradebook.data.catalog import BUNDLED_FILES, load_bundled
 from tradebook.data.schemas import DataKind
 from tradebook.errors import DataError
 from tradebook.model.instruments import Instrument, get_instrument
-from tradebook.sim.calibrate import MarketableFidelity, calibrate_marketable, evaluate_marketable
+from tradebook.sim.calibrate import (
+    MarketableFidelity,
+    calibrate_marketable,
+    evaluate_marketable,
+    marketable_by_size,
+)
 from tradebook.sim.fill_model import (
     DEFAULT_FEES,
     EQUITY_FEES,
@@ -212,6 +217,65 @@ def instrument_sweeps(data: InstrumentData) -> pd.DataFrame:
     return sweeps(data.trades, data.quotes)
 
 
+# Passive horizons per instrument: short enough to see many independent windows in the
+# sample, long enough for fills to happen at this instrument's activity.
+PASSIVE_HORIZONS_S: dict[str, tuple[int, ...]] = {
+    "BTCUSDT.BINANCE": (1, 5, 30),
+    "IBM.XNYS": (10, 60, 300),
+    "ESH4.GLBX": (5, 30, 120),
+    "ESU4.GLBX": (1, 5, 15),
+}
+DEFAULT_PASSIVE_HORIZONS_S = (1, 10, 60)
+PASSIVE_DISTANCES = (0, 1, 2, 5)
+PASSIVE_PLACEMENTS = 1500  # random resting orders per slice (each scored at every distance and horizon)
+BOOK_SAMPLES = 1500  # random times per slice at which the real book is walked
+_NS = 1_000_000_000
+
+
+def passive_horizons_ns(data: InstrumentData) -> tuple[int, ...]:
+    """The horizons resting orders are scored at, capped at a tenth of the data's span."""
+    chosen = PASSIVE_HORIZONS_S.get(data.instrument_id, DEFAULT_PASSIVE_HORIZONS_S)
+    span_s = max((data.end_ns - data.start_ns) / _NS, 1.0)
+    kept = tuple(h for h in chosen if h <= span_s / 10) or (max(1, int(span_s / 10)),)
+    return tuple(int(h * _NS) for h in kept)
+
+
+def passive_data(data: InstrumentData, rng: np.random.Generator, horizons_ns: tuple[int, ...],
+                 touch_size_unit: float | None = None) -> pd.DataFrame:
+    """Random resting orders over ``data`` with their real outcomes and L1 features.
+
+    Placements whose longest horizon would run past the slice's last quote are not
+    drawn: their outcome would be cut short (censored), not a miss.
+    """
+    from tradebook.sim.passive import passive_dataset
+
+    ts = data.quotes["ts_ns"].to_numpy()
+    mask = ts + max(horizons_ns) <= data.end_ns
+    return passive_dataset(data.quotes, data.trades if data.has_trades else None, data.instrument,
+                           PASSIVE_PLACEMENTS, rng, distances=PASSIVE_DISTANCES, horizons_ns=horizons_ns,
+                           mask=mask, touch_size_unit=touch_size_unit)
+
+
+def book_snapshots(data: InstrumentData, rng: np.random.Generator, n: int = BOOK_SAMPLES) -> Any:
+    """The real visible book at ``n`` random times of ``data`` (None when it has no depth)."""
+    from tradebook.sim.book import book5_snapshots, exclude_crossed_or_preopen, rebuild_binance_book
+
+    if data.depth is not None and len(data.depth):
+        depth = data.depth
+        snapshot_ts = int(depth.loc[depth["kind"] == "snapshot", "ts_ns"].max())
+        # a second after the snapshot the diffs have caught up; from the slice's own quotes on
+        start = max(data.start_ns, snapshot_ts + _NS)
+        if start >= data.end_ns:
+            return None
+        times = np.sort(rng.integers(start, data.end_ns, n))
+        # 1,000 levels: twenty typical tops reach a few hundred levels deep in BTCUSDT
+        return exclude_crossed_or_preopen(rebuild_binance_book(depth, times, levels=1000))
+    if data.book is not None and len(data.book):
+        times = np.sort(rng.integers(data.start_ns, data.end_ns, n))
+        return exclude_crossed_or_preopen(book5_snapshots(data.book, times))
+    return None
+
+
 @dataclass(frozen=True)
 class Calibration:
     """A fitted FillModel with the provenance and fit diagnostics a stored calibration keeps."""
@@ -221,6 +285,8 @@ class Calibration:
     data_end_ns: int
     dataset_ids: tuple[int, ...]
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    # intermediate fit data the fidelity report reuses (not stored)
+    work: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 def calibrate_instrument(
@@ -236,6 +302,12 @@ def calibrate_instrument(
     model_fields: dict[str, Any] = {"fees": fees or default_fees(instrument), "latency": latency or LatencyModel()}
     diagnostics: dict[str, Any] = {"quotes": len(data.quotes), "trades": len(data.trades) if data.has_trades else 0,
                                    "sources": list(data.sources)}
+    from tradebook.sim.depth import fit_depth_profile
+    from tradebook.sim.passive import fit_passive_model
+    from tradebook.sim.profile import fit_completion_model, fit_spread_profile
+
+    rng = np.random.default_rng(seed)
+    work: dict[str, Any] = {}
     fit_sweeps = instrument_sweeps(data)
     if len(fit_sweeps):
         model = calibrate_marketable(instrument.instrument_id, tick, fit_sweeps, **model_fields)
@@ -247,6 +319,23 @@ def calibrate_instrument(
         model = FillModel(instrument.instrument_id, tick, touch_only_curve(), **model_fields)
         diagnostics["sweeps"] = 0
         diagnostics["marketable"] = "no trades: marketable orders fill at the touch"
+    parts: dict[str, Any] = {
+        "spread_profile": fit_spread_profile(data.quotes, instrument),
+        "completion": fit_completion_model(data.quotes, data.trades if data.has_trades else None, instrument),
+    }
+    snapshots = book_snapshots(data, rng)
+    if snapshots is not None and len(snapshots):
+        parts["depth"] = fit_depth_profile(snapshots, tick, rng=rng, instrument_id=instrument.instrument_id)
+        diagnostics["book_samples"] = len(snapshots)
+    horizons = passive_horizons_ns(data)
+    passive_fit = passive_data(data, rng, horizons)
+    work["passive_fit"] = passive_fit
+    parts["passive"] = fit_passive_model(passive_fit, instrument_id=instrument.instrument_id)
+    diagnostics["passive_rows"] = len(passive_fit)
+    diagnostics["passive_horizons_s"] = [h / _NS for h in horizons]
+    diagnostics["passive_rule"] = passive_fit.attrs.get("rule", "")
+    model = replace(model, **parts)
+    return Calibration(model, data.start_ns, data.end_ns, data.dataset_ids, diagnostics, work)
     return Calibration(model, data.start_ns, data.end_ns, data.dataset_ids, diagnostics)
 
 
@@ -267,9 +356,12 @@ class InstrumentFidelity:
     fit_range: tuple[int, int]
     eval_range: tuple[int, int]
     marketable: MarketableFidelity | None
+    book_walk: Any = None  # tradebook.sim.depth.BookWalkFidelity
+    passive: Any = None  # tradebook.sim.passive.PassiveFidelity
     not_applicable: dict[str, str] = field(default_factory=dict)
     targets: tuple[Target, ...] = ()
-    sections: dict[str, Any] = field(default_factory=dict)
+    lines: tuple[str, ...] = ()  # further report lines (book walks, passive, profiles)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # what the plots draw
 
     @property
     def all_met(self) -> bool:
@@ -284,16 +376,77 @@ def fidelity(fit: InstrumentData, held_out: InstrumentData, *, calibration: Cali
     not_applicable: dict[str, str] = {}
     targets: list[Target] = []
     marketable = None
+    tables: dict[str, pd.DataFrame] = {}
+    report_lines: list[str] = []
     held_sweeps = instrument_sweeps(held_out)
     if len(held_sweeps) and calibration.diagnostics.get("sweeps", 0) > 0:
         marketable = evaluate_marketable(model, held_sweeps)
+        tables["marketable_by_size"] = marketable_by_size(model, held_sweeps)
         for name, (value, rule, met) in marketable.targets().items():
             targets.append(Target(f"sweeps: {name}", float(value), rule, bool(met)))
     else:
         not_applicable["marketable vs real sweeps"] = "no trades in the data: no real sweeps to score against"
+    rng = np.random.default_rng(seed + 1)  # not the fit's stream: evaluation samples differ from fit samples
+    book_walk = None
+    if model.depth is not None:
+        from tradebook.sim.depth import evaluate_book_walk
+        from tradebook.sim.truth import book_walk_truth
+
+        snapshots = book_snapshots(held_out, rng)
+        if snapshots is not None and len(snapshots):
+            from tradebook.sim.depth import DEFAULT_SIZES_REL_TOP
+
+            truth = book_walk_truth(snapshots, np.asarray(DEFAULT_SIZES_REL_TOP), rng, model.depth.typical_top_size)
+            book_walk = evaluate_book_walk(model.depth, truth)
+            tables["book_walk_by_size"] = book_walk.table()
+            report_lines.append(
+                f"book walks from L1 only, {book_walk.n:,} walks at {len(snapshots):,} times "
+                f"({book_walk.n_not_deep_enough:,} deeper than the visible book, not scored): MAE model "
+                f"{_fmt(book_walk.mae_model_bps)} bps | baseline (b) touch {_fmt(book_walk.mae_baseline_b_bps)}; "
+                f"90% interval covers {_fmt(book_walk.coverage_closed)} closed, {_fmt(book_walk.coverage_open)} open")
+            for name, (value, rule, met) in book_walk.targets().items():
+                targets.append(Target(f"book walks: {name}", float(value), rule, bool(met)))
+    if book_walk is None:
+        not_applicable["book walks"] = "no depth in the data: nothing to walk (L1 only)"
+    passive = None
+    if model.passive is not None:
+        from tradebook.sim.passive import evaluate_passive, fit_passive_baseline
+
+        passive_fit = calibration.work.get("passive_fit")
+        if passive_fit is None:  # a stored calibration: rebuild the fit slice's reference rates
+            passive_fit = passive_data(fit, np.random.default_rng(seed), model.passive.horizons_ns,
+                                       model.passive.touch_size_unit)
+        baseline = fit_passive_baseline(passive_fit)
+        held = passive_data(held_out, rng, model.passive.horizons_ns, model.passive.touch_size_unit)
+        passive = evaluate_passive(model.passive, baseline, held)
+        tables["passive_reliability"] = passive.reliability_table()
+        tables["passive_cells"] = passive.cell_table()
+        horizons = "/".join(f"{h / _NS:g}s" for h in model.passive.horizons_ns)
+        report_lines.append(
+            f"passive, {passive.n:,} held-out resting orders (distances {list(PASSIVE_DISTANCES)} ticks, horizons "
+            f"{horizons}, truth: {held.attrs.get('rule')}): fill rate {_fmt(passive.fill_rate)}; Brier model "
+            f"{_fmt(passive.brier_model, 4)} vs average rate by distance and horizon {_fmt(passive.brier_baseline, 4)}"
+            f" (skill {passive.brier_skill:+.1%})")
+        for name, (value, rule, met) in passive.targets().items():
+            targets.append(Target(f"passive: {name}", float(value), rule, bool(met)))
+    if model.spread_profile is not None:
+        table = model.spread_profile.table()
+        tables["spread_profile"] = table[(table["bucket"] >= 0) & (table["regime"] >= 0)].reset_index(drop=True)
+        predicted = float(np.nanmedian(model.spread_profile.expected_spread_bps(
+            held_out.quotes["ts_ns"].to_numpy(), np.full(len(held_out.quotes), np.nan))))
+        q = held_out.quotes
+        real = float(np.median(((q["ask_px"] - q["bid_px"]) / ((q["ask_px"] + q["bid_px"]) / 2) * 1e4).dropna()))
+        report_lines.append(f"spread: median {_fmt(real)} bps held out vs {_fmt(predicted)} predicted by time of day "
+                            f"(per quote update); 1-minute ATR {_fmt(model.spread_profile.atr_1m_bps)} bps in the fit")
+    if model.completion is not None:
+        c = model.completion
+        size = 10 * c.fill_size
+        report_lines.append(
+            f"completion: an order of 10 touches ({size:g}) fills in {int(c.partial_fills(size)[0])} parts over "
+            f"~{c.time_to_complete_ns(size)[0] / _NS:.1f} s at 10% participation (volume from {c.source})")
     return InstrumentFidelity(
         held_out.instrument_id, (fit.start_ns, fit.end_ns), (held_out.start_ns, held_out.end_ns), marketable,
-        not_applicable, tuple(targets), {},
+        book_walk, passive, not_applicable, tuple(targets), tuple(report_lines), tables,
     )
 
 
@@ -321,8 +474,7 @@ def format_fidelity(results: list[InstrumentFidelity]) -> str:
             lines.append(f"   price improvement (sweeps <= touch size): inside the spread {_fmt(m.inside_spread_share_real)}"
                          f" real vs {_fmt(m.inside_spread_share_predicted)} predicted; median improvement "
                          f"{_fmt(m.improvement_ratio_real)} vs {_fmt(m.improvement_ratio_predicted)} half-spreads")
-        for section in r.sections.values():
-            lines.extend(f"   {text}" for text in section.get("lines", []))
+        lines.extend(f"   {text}" for text in r.lines)
         for name, reason in r.not_applicable.items():
             lines.append(f"   {name}: not applicable ({reason})")
         for t in r.targets:

@@ -1,0 +1,793 @@
+"""Resting limit orders: will one placed now be filled within the horizon, and how sure are we?
+
+The truth comes from :func:`tradebook.sim.truth.passive_outcomes` where the feed has
+trades, and from :func:`quote_through_outcomes` where it has quotes only (spot FX): a
+resting buy at ``L`` fills when the offer comes down to ``L``. The model predicts that
+outcome at placement from what an L1 feed shows then (queue ahead, imbalance, spread,
+recent activity and volatility), one ridge logistic regression per (distance,
+horizon) cell whose penalty a forward test inside the fit data chooses (an infinite
+one leaves the cell's average rate). Its reference is :class:`PassiveBaseline`, the
+fill rate per cell alone; :func:`evaluate_passive` scores both on held-out
+placements (Brier score, reliability curve).
+
+Times are int64 UTC nanoseconds; a quote "at" placement is the last one stamped at or
+before it, as in :func:`passive_outcomes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numba
+import numpy as np
+import pandas as pd
+
+from tradebook.errors import DataError
+from tradebook.model.instruments import Instrument, get_instrument
+from tradebook.model.time import NS_PER_SECOND
+from tradebook.sim.book import as_ns_array, parse_side
+from tradebook.sim.truth import _quote_columns, passive_outcomes, trade_sides
+
+# Tolerance, in ticks, for a quote to count as "at" a limit price (as in truth.py).
+_TICK_TOL = 1e-6
+RELIABILITY_BINS = 10
+# A cell whose fit slice holds fewer fills (or fewer misses) than this predicts its
+# average rate: a regression on a handful of events only adds noise.
+MIN_EVENTS_PER_CELL = 8
+RIDGE_GRID: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)  # per independent horizon window
+VALIDATION_SHARE = 0.35  # the later part of the fit data that chooses each cell's penalty
+Z_CLIP = 4.0  # standardised features are held within +-4 standard deviations of the fit
+
+# The features the model reads, all known at placement from L1 (and trades, if any).
+FEATURES: tuple[str, ...] = (
+    "queue_rel_log",  # log(own-side touch size / typical touch size): the queue to get through
+    "imbalance",  # (bid_sz - ask_sz)/(bid_sz + ask_sz) times side: > 0 the own side is heavier
+    "spread_log",  # log(spread in ticks)
+    "gap_over_vol_log",  # log((distance + spread) / (recent volatility + 1)): how far the far touch must come
+    "vol_log",  # log(1 + realised volatility over the lookback in ticks)
+    "move_over_vol",  # mid change over the lookback / (volatility + 1), times side: > 0 the price ran away
+    "quote_rate_log",  # log(1 + quote updates per second over the lookback)
+    "trade_rate_log",  # log(1 + volume over the lookback / typical touch size); NaN without trades
+    "flow_imbalance",  # (buy - sell aggressor volume)/total over the lookback, times side; NaN without trades
+)
+
+# Shown beside the features, in natural units (the model reads their logs and ratios).
+_RAW_COLUMNS: tuple[str, ...] = ("spread_ticks", "vol_ticks", "move_ticks")
+
+
+# -- input checks --------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Quotes:
+    ts: np.ndarray
+    bid: np.ndarray
+    ask: np.ndarray
+    bid_sz: np.ndarray
+    ask_sz: np.ndarray
+    valid: np.ndarray
+
+
+def _l1(quotes: pd.DataFrame, what: str) -> _Quotes:
+    """The L1 arrays of ``quotes``, refusing a frame with no usable quote at all."""
+    if not isinstance(quotes, pd.DataFrame) or "ts_ns" not in quotes.columns:
+        raise DataError(f"{what}: quotes must be a DataFrame with ts_ns, bid_px, ask_px, bid_sz, ask_sz")
+    columns = _quote_columns(quotes)
+    if not len(quotes):
+        raise DataError(f"{what}: quotes frame is empty; expected at least one two-sided quote")
+    ts = quotes["ts_ns"].to_numpy(dtype=np.int64)
+    if (np.diff(ts) < 0).any():
+        raise DataError(f"{what}: quotes ts_ns goes backwards; expected non-decreasing ts_ns")
+    arrays = {}
+    for name, column in columns.items():
+        if column in quotes.columns:
+            arrays[name] = quotes[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            arrays[name] = np.full(len(quotes), np.nan)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(arrays["bid_px"]) & np.isfinite(arrays["ask_px"]) & (arrays["bid_px"] < arrays["ask_px"])
+    if not valid.any():
+        raise DataError(f"{what}: no valid quote among {len(quotes)} rows (every one is one-sided, crossed or "
+                        "locked); expected at least one with bid < ask")
+    return _Quotes(ts, arrays["bid_px"], arrays["ask_px"], arrays["bid_sz"], arrays["ask_sz"], valid)
+
+
+def _check_tick(tick: float) -> float:
+    try:
+        value = float(tick)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"tick is {tick!r}; expected the instrument's positive tick size") from exc
+    if not np.isfinite(value) or value <= 0:
+        raise DataError(f"tick is {tick!r}; expected the instrument's positive tick size")
+    return value
+
+
+def _order_arrays(n: int, side, distance_ticks, horizon_ns) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """side (+1/-1), distance (int ticks >= 0) and horizon (int ns > 0), one per placement."""
+    sides = np.array([parse_side(s) for s in np.broadcast_to(np.asarray(side, dtype=object), (n,))],
+                     dtype=np.int64)
+    distance = np.broadcast_to(np.asarray(distance_ticks), (n,))
+    if distance.size and (not np.issubdtype(distance.dtype, np.integer) or (distance < 0).any()):
+        raise DataError(f"distance_ticks must be integers >= 0 (0 = join the touch), got {distance_ticks!r}")
+    horizon = np.broadcast_to(np.asarray(horizon_ns), (n,))
+    if horizon.size and (not np.issubdtype(horizon.dtype, np.integer) or (horizon <= 0).any()):
+        raise DataError(f"horizon_ns must be positive integer nanoseconds, got {horizon_ns!r}")
+    return sides, distance.astype(np.int64), horizon.astype(np.int64)
+
+
+def _prevailing_row(ts: np.ndarray, when: np.ndarray) -> np.ndarray:
+    """Index of the last quote stamped at or before each time (-1 if none)."""
+    return np.searchsorted(ts, when, side="right") - 1
+
+
+# -- truth for quote-only feeds ----------------------------------------------------------
+def quote_through_outcomes(
+    quotes: pd.DataFrame,
+    placement_ts_ns: np.ndarray,
+    side: str | int | np.ndarray,
+    distance_ticks: int | np.ndarray,
+    horizon_ns: int | np.ndarray,
+    tick: float,
+) -> pd.DataFrame:
+    """Would a resting limit order have been filled, judged from quotes alone (feeds without trades)?
+
+    The order rests ``distance_ticks`` behind the touch prevailing at placement (quotes
+    stamped at or before it, as in :func:`passive_outcomes`). A resting buy at ``L``
+    fills when a quote stamped in ``(placement, placement + horizon]`` shows an ask at
+    or below ``L`` (someone now offers at our price, and we were there first); a sell
+    fills when the bid reaches ``L``. Nothing is said about the queue: joining the touch
+    (distance 0) fills only once the far side comes to it, which undercounts fills
+    that real trades at the touch would have given.
+
+    Same columns as :func:`passive_outcomes`: ``queue_ahead`` is the displayed size at
+    the touch for distance 0 (information only), ``filled_by`` is 'through' or '',
+    ``volume_at_price`` is NaN (no trades). ``attrs["rule"] = "quote_through"``.
+    """
+    book = _l1(quotes, "quote_through_outcomes")
+    tick = _check_tick(tick)
+    placement = as_ns_array(placement_ts_ns, "placement_ts_ns")
+    n = len(placement)
+    sides, distance, horizon = _order_arrays(n, side, distance_ticks, horizon_ns)
+
+    row = _prevailing_row(book.ts, placement)
+    safe = np.clip(row, 0, None)
+    valid = (row >= 0) & book.valid[safe]
+    touch = np.where(sides > 0, book.bid[safe], book.ask[safe])
+    with np.errstate(invalid="ignore"):
+        limit_ticks = np.where(valid, np.rint(touch / tick) - sides * distance, np.nan)
+    queue = np.where(valid & (distance == 0), np.where(sides > 0, book.bid_sz[safe], book.ask_sz[safe]), np.nan)
+
+    first = np.searchsorted(book.ts, placement, side="right")
+    last = np.searchsorted(book.ts, placement + horizon, side="right")
+    fill_index = _quote_through_kernel(valid, sides, limit_ticks, first, last, book.bid / tick, book.ask / tick,
+                                       _TICK_TOL)
+    filled = fill_index >= 0
+    time_to_fill = np.full(n, np.nan)
+    time_to_fill[filled] = (book.ts[fill_index[filled]] - placement[filled]).astype(np.float64)
+    frame = pd.DataFrame({
+        "placement_ts_ns": placement,
+        "side": sides,
+        "distance_ticks": distance,
+        "limit_px": limit_ticks * tick,
+        "valid": valid,
+        "queue_ahead": queue,
+        "filled": filled,
+        "time_to_fill_ns": time_to_fill,
+        "filled_by": np.where(filled, "through", ""),
+        "volume_at_price": np.full(n, np.nan),
+    })
+    frame.attrs["rule"] = "quote_through"
+    return frame
+
+
+@numba.njit(cache=True, nogil=True)
+def _quote_through_kernel(valid, sides, limit_ticks, first, last, bid_ticks, ask_ticks, tol):  # pragma: no cover
+    # First quote in each placement's window whose far side reaches the limit: a scan
+    # that stops at the fill, so the work is the quotes up to the fill, not the horizon.
+    n = len(valid)
+    fill_index = np.full(n, -1, dtype=np.int64)
+    for p in range(n):
+        if not valid[p]:
+            continue
+        limit = limit_ticks[p]
+        if sides[p] > 0:
+            for j in range(first[p], last[p]):
+                if ask_ticks[j] <= limit + tol:
+                    fill_index[p] = j
+                    break
+        else:
+            for j in range(first[p], last[p]):
+                if bid_ticks[j] >= limit - tol:
+                    fill_index[p] = j
+                    break
+    return fill_index
+
+
+# -- placements ------------------------------------------------------------------------
+def sample_placements(
+    quotes: pd.DataFrame, n: int, rng: np.random.Generator, *, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """``n`` placement times drawn uniformly in clock time over the spans where a valid quote stood.
+
+    Quote row ``i`` stands over ``[ts_i, ts_{i+1})``; rows that are one-sided, crossed
+    or locked, or where ``mask`` (one bool per quote row, e.g.
+    :func:`tradebook.sim.truth.regular_hours_mask` of ``quotes.ts_ns``) is False, are
+    never drawn. Uniform in time rather than per quote: a strategy decides on its own
+    clock, and a burst of updates would otherwise be sampled many times over. The last
+    row has no known end and is not drawn. Returns sorted int64 ns.
+    """
+    book = _l1(quotes, "sample_placements")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise DataError(f"n is {n!r}; expected a positive number of placements")
+    eligible = book.valid.copy()
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.dtype != bool or mask.shape != (len(book.ts),):
+            raise DataError(f"mask has dtype {mask.dtype} and shape {mask.shape}; expected one bool per quote row "
+                            f"({len(book.ts)},)")
+        eligible &= mask
+    duration = np.zeros(len(book.ts), dtype=np.int64)
+    duration[:-1] = np.diff(book.ts)
+    duration[~eligible] = 0
+    total = duration.sum()
+    if total <= 0:
+        raise DataError("sample_placements: no time span with a valid quote (inside the mask); expected at least "
+                        "two quotes with a valid, unmasked one before the last")
+    rows = rng.choice(len(duration), size=int(n), p=duration / total)
+    offset = np.floor(rng.random(int(n)) * duration[rows]).astype(np.int64)
+    return np.sort(book.ts[rows] + offset)
+
+
+# -- features --------------------------------------------------------------------------
+def typical_touch_size(quotes: pd.DataFrame) -> float:
+    """Median displayed size at the touch (both sides) over the valid quotes: the unit of queue and volume."""
+    book = _l1(quotes, "typical_touch_size")
+    sizes = np.concatenate([book.bid_sz[book.valid], book.ask_sz[book.valid]])
+    sizes = sizes[np.isfinite(sizes) & (sizes > 0)]
+    return float(np.median(sizes)) if len(sizes) else float("nan")
+
+
+def placement_features(
+    quotes: pd.DataFrame,
+    trades: pd.DataFrame | None,
+    placement_ts_ns: np.ndarray,
+    side: str | int | np.ndarray,
+    distance_ticks: int | np.ndarray,
+    horizon_ns: int | np.ndarray,
+    tick: float,
+    *,
+    lookback_ns: int | np.ndarray | None = None,
+    touch_size_unit: float | None = None,
+) -> pd.DataFrame:
+    """What L1 data shows at each placement: the inputs of :class:`PassiveModel` (columns :data:`FEATURES`).
+
+    The quote at placement is the last stamped at or before it; "recent" is the
+    ``lookback_ns`` before placement, by default the order's own horizon (the activity
+    of the last horizon is the best guide to the next one). Where the lookback reaches
+    back before the first quote, rates and volatility are scaled up from the time
+    there is. Sizes are in units of ``touch_size_unit`` (default
+    :func:`typical_touch_size` of ``quotes``; pass the fit slice's value to score new data
+    the same way). Without ``trades`` the trade columns are NaN.
+
+    Also returns ``placement_ts_ns``, ``side``, ``distance_ticks``, ``horizon_ns``,
+    ``horizon_s``, the natural-unit ``spread_ticks``, ``vol_ticks`` (realised volatility
+    over the lookback, scaled to its full length) and ``move_ticks``, and ``valid`` (a valid quote stood at placement; features of invalid
+    rows are NaN).
+    """
+    book = _l1(quotes, "placement_features")
+    tick = _check_tick(tick)
+    placement = as_ns_array(placement_ts_ns, "placement_ts_ns")
+    n = len(placement)
+    sides, distance, horizon = _order_arrays(n, side, distance_ticks, horizon_ns)
+    if lookback_ns is None:
+        lookback = horizon
+    else:
+        lookback = np.broadcast_to(np.asarray(lookback_ns), (n,))
+        if lookback.size and (not np.issubdtype(lookback.dtype, np.integer) or (lookback <= 0).any()):
+            raise DataError(f"lookback_ns must be positive integer nanoseconds, got {lookback_ns!r}")
+        lookback = lookback.astype(np.int64)
+    unit = typical_touch_size(quotes) if touch_size_unit is None else float(touch_size_unit)
+    if not np.isfinite(unit) or unit <= 0:
+        raise DataError(f"touch size unit is {unit!r}; expected a positive size (quotes need bid_sz/ask_sz)")
+
+    row = _prevailing_row(book.ts, placement)
+    safe = np.clip(row, 0, None)
+    valid = (row >= 0) & book.valid[safe]
+    bid_sz, ask_sz = book.bid_sz[safe], book.ask_sz[safe]
+    own_size = np.where(sides > 0, bid_sz, ask_sz)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        queue_rel_log = np.log(np.maximum(own_size, 0.01 * unit) / unit)
+        depth = bid_sz + ask_sz
+        imbalance = np.where(depth > 0, sides * (bid_sz - ask_sz) / depth, 0.0)
+        spread_ticks = (book.ask[safe] - book.bid[safe]) / tick
+
+    # The mid carried forward over invalid rows, in ticks, and its running sum of squared changes.
+    mid_ticks = np.where(book.valid, (book.bid + book.ask) / 2 / tick, np.nan)
+    mid_ticks = pd.Series(mid_ticks).ffill().bfill().to_numpy()
+    squared_moves = np.r_[0.0, np.cumsum(np.diff(mid_ticks) ** 2)]
+    start = placement - lookback
+    data_start = book.ts[0] if trades is None or not len(trades) else min(book.ts[0], int(trades["ts_ns"].iloc[0]))
+    # Time actually covered by data in the lookback: at least a millisecond, so rates stay finite.
+    covered = np.maximum(placement - np.maximum(start, data_start), 1_000_000).astype(np.float64)
+    stretch = lookback / covered  # > 1 only near the start of the data
+    row_then = _prevailing_row(book.ts, start)
+    safe_then = np.clip(row_then, 0, None)
+    variance = (squared_moves[safe] - squared_moves[safe_then]) * stretch
+    vol_ticks = np.sqrt(np.maximum(variance, 0.0))
+    move_ticks = sides * (mid_ticks[safe] - mid_ticks[safe_then])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gap_over_vol_log = np.log((distance + spread_ticks) / (vol_ticks + 1.0))
+    updates = (row - row_then).astype(np.float64)
+    quote_rate_log = np.log1p(updates / (covered / NS_PER_SECOND))
+
+    trade_rate_log = np.full(n, np.nan)
+    flow_imbalance = np.full(n, np.nan)
+    if trades is not None:
+        for column in ("ts_ns", "price", "size"):
+            if column not in trades.columns:
+                raise DataError(f"placement_features: trades frame lacks {column!r}; expected ts_ns, price, size")
+        trade_ts = trades["ts_ns"].to_numpy(dtype=np.int64)
+        if (np.diff(trade_ts) < 0).any():
+            raise DataError("placement_features: trades ts_ns goes backwards; expected non-decreasing ts_ns")
+        size = trades["size"].to_numpy(dtype=np.float64)
+        aggressor = trade_sides(trades, quotes).astype(np.float64) if len(trades) else np.zeros(0)
+        volume = np.r_[0.0, np.cumsum(size)]
+        signed = np.r_[0.0, np.cumsum(size * aggressor)]
+        now = np.searchsorted(trade_ts, placement, side="right")
+        then = np.searchsorted(trade_ts, start, side="right")
+        traded = volume[now] - volume[then]
+        trade_rate_log = np.log1p(traded * stretch / unit)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            flow_imbalance = np.where(traded > 0, sides * (signed[now] - signed[then]) / traded, 0.0)
+
+    values = {
+        "spread_ticks": spread_ticks, "vol_ticks": vol_ticks, "move_ticks": move_ticks,
+        "queue_rel_log": queue_rel_log, "imbalance": imbalance, "spread_log": np.log(spread_ticks),
+        "gap_over_vol_log": gap_over_vol_log, "vol_log": np.log1p(vol_ticks),
+        "move_over_vol": move_ticks / (vol_ticks + 1.0),
+        "quote_rate_log": quote_rate_log, "trade_rate_log": trade_rate_log, "flow_imbalance": flow_imbalance,
+    }
+    frame = pd.DataFrame({
+        "placement_ts_ns": placement, "side": sides, "distance_ticks": distance, "horizon_ns": horizon,
+        "horizon_s": horizon / NS_PER_SECOND, "valid": valid,
+    })
+    for name in _RAW_COLUMNS + FEATURES:
+        frame[name] = np.where(valid, values[name], np.nan)
+    frame.attrs["touch_size_unit"] = unit
+    return frame
+
+
+# -- the data set ------------------------------------------------------------------------
+def passive_dataset(
+    quotes: pd.DataFrame,
+    trades: pd.DataFrame | None,
+    instrument: Instrument | str,
+    n_placements: int,
+    rng: np.random.Generator,
+    *,
+    distances: tuple[int, ...] = (0, 1, 2, 5),
+    horizons_ns: tuple[int, ...] = (NS_PER_SECOND, 10 * NS_PER_SECOND, 60 * NS_PER_SECOND),
+    mask: np.ndarray | None = None,
+    order_qty: float = 0.0,
+    touch_size_unit: float | None = None,
+) -> pd.DataFrame:
+    """Outcomes and features of random resting orders: one row per (placement, distance, horizon).
+
+    Placements come from :func:`sample_placements` (``mask`` per quote row), each with
+    a random side. Outcomes are :func:`passive_outcomes` when ``trades`` is given (trade
+    through the limit, or the displayed queue traded away at it) and
+    :func:`quote_through_outcomes` otherwise. Only placements with a valid quote are
+    kept (``attrs["dropped_invalid"]`` counts the rest). Columns: the outcome columns,
+    ``horizon_ns``, ``horizon_s`` and :data:`FEATURES`; ``attrs["rule"]`` names the truth
+    and ``attrs["touch_size_unit"]`` the size unit of the features.
+    """
+    if isinstance(instrument, str):
+        instrument = get_instrument(instrument)
+    tick = float(instrument.tick_size)
+    distances = tuple(int(d) for d in distances)
+    horizons = tuple(int(h) for h in horizons_ns)
+    if not distances or not horizons:
+        raise DataError("passive_dataset needs at least one distance and one horizon")
+    placement = sample_placements(quotes, n_placements, rng, mask=mask)
+    sides = np.where(rng.random(len(placement)) < 0.5, 1, -1).astype(np.int64)
+    unit = typical_touch_size(quotes) if touch_size_unit is None else float(touch_size_unit)
+    parts = []
+    for horizon in horizons:
+        features = placement_features(quotes, trades, placement, sides, 0, np.int64(horizon), tick,
+                                      touch_size_unit=unit)
+        for distance in distances:
+            if trades is not None:
+                outcome = passive_outcomes(quotes, trades, placement, sides, np.int64(distance), np.int64(horizon),
+                                           tick, order_qty=order_qty)
+            else:
+                outcome = quote_through_outcomes(quotes, placement, sides, np.int64(distance), np.int64(horizon),
+                                                 tick)
+            part = outcome.copy()
+            part["horizon_ns"] = np.int64(horizon)
+            part["horizon_s"] = horizon / NS_PER_SECOND
+            for name in _RAW_COLUMNS + FEATURES:
+                part[name] = features[name].to_numpy()
+            # the one feature that depends on distance
+            with np.errstate(invalid="ignore", divide="ignore"):
+                part["gap_over_vol_log"] = np.log((distance + features["spread_ticks"].to_numpy())
+                                                  / (features["vol_ticks"].to_numpy() + 1.0))
+            parts.append(part)
+    frame = pd.concat(parts, ignore_index=True)
+    invalid = ~frame["valid"].to_numpy(dtype=bool)
+    frame = frame[~invalid].sort_values(["placement_ts_ns", "horizon_ns", "distance_ticks"], kind="stable")
+    frame = frame.reset_index(drop=True)
+    frame.attrs["dropped_invalid"] = int(invalid.sum())
+    frame.attrs["rule"] = "trades" if trades is not None else "quote_through"
+    frame.attrs["touch_size_unit"] = unit
+    return frame
+
+
+def time_split(dataset: pd.DataFrame, fraction: float = 0.5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fit and held-out parts of a :func:`passive_dataset` frame, split in time at ``fraction`` of its span.
+
+    Fit rows whose horizon reaches past the split are dropped, so no fit outcome reads
+    the market of the held-out part.
+    """
+    if not 0 < fraction < 1:
+        raise DataError(f"fraction is {fraction!r}; expected a share strictly between 0 and 1")
+    ts = dataset["placement_ts_ns"].to_numpy(dtype=np.int64)
+    if not len(ts):
+        raise DataError("time_split: dataset is empty")
+    cut = int(ts.min() + fraction * (ts.max() - ts.min()))
+    ends = ts + dataset["horizon_ns"].to_numpy(dtype=np.int64)
+    fit = dataset[ends <= cut].reset_index(drop=True)
+    held_out = dataset[ts > cut].reset_index(drop=True)
+    return fit, held_out
+
+
+# -- models ------------------------------------------------------------------------------
+def _check_dataset(frame: pd.DataFrame, what: str, need_outcome: bool = True) -> None:
+    needed = ["distance_ticks", "horizon_ns"] + (["filled"] if need_outcome else [])
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataError(f"{what}: frame lacks {missing}; build it with passive_dataset()")
+    if not len(frame):
+        raise DataError(f"{what}: no rows; expected placements with outcomes")
+
+
+def _cell_index(distance: np.ndarray, horizon: np.ndarray, distances: tuple[int, ...],
+                horizons: tuple[int, ...]) -> np.ndarray:
+    """Cell number ``d * len(horizons) + h`` of each row: the largest fitted distance at or below its own,
+    and the fitted horizon nearest in log time."""
+    d_index = np.searchsorted(np.asarray(distances), distance, side="right") - 1
+    if (d_index < 0).any():
+        raise DataError(f"distance {int(distance[d_index < 0][0])} is below the smallest fitted distance "
+                        f"{distances[0]}")
+    log_h = np.log(np.asarray(horizons, dtype=np.float64))
+    h_index = np.abs(np.log(horizon.astype(np.float64))[:, None] - log_h[None, :]).argmin(axis=1)
+    return d_index * len(horizons) + h_index
+
+
+@dataclass(frozen=True)
+class PassiveBaseline:
+    """The reference model: each (distance, horizon) cell's average fill rate in the fit slice."""
+
+    distances: tuple[int, ...]
+    horizons_ns: tuple[int, ...]
+    rates: tuple[float, ...]  # cell d * len(horizons) + h
+    counts: tuple[int, ...]
+
+    def fill_probability(self, frame: pd.DataFrame) -> np.ndarray:
+        _check_dataset(frame, "PassiveBaseline.fill_probability", need_outcome=False)
+        cell = _cell_index(frame["distance_ticks"].to_numpy(np.int64), frame["horizon_ns"].to_numpy(np.int64),
+                           self.distances, self.horizons_ns)
+        return np.asarray(self.rates)[cell]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> PassiveBaseline:
+        return cls(tuple(int(d) for d in raw["distances"]), tuple(int(h) for h in raw["horizons_ns"]),
+                   tuple(float(r) for r in raw["rates"]), tuple(int(c) for c in raw["counts"]))
+
+
+@dataclass(frozen=True)
+class PassiveCell:
+    """One (distance, horizon) cell: a logistic regression on standardised features."""
+
+    distance_ticks: int
+    horizon_ns: int
+    n: int
+    fill_rate: float
+    intercept: float
+    ridge: float  # the penalty the forward test chose; inf = the average rate alone
+    coefficients: tuple[float, ...]  # one per feature; 0 where the feature was not usable in the fit
+    means: tuple[float, ...]  # standardisation, and the value a missing feature takes
+    scales: tuple[float, ...]
+
+    def logit(self, x: np.ndarray) -> np.ndarray:
+        return self.intercept + _standardise(x, np.asarray(self.means), np.asarray(self.scales)) @ np.asarray(
+            self.coefficients)
+
+
+def _standardise(x: np.ndarray, means: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    # A missing feature sits at its fit mean; values far outside the fit range are held
+    # at the edge so a regime the fit never saw cannot drive the logit without bound.
+    z = (x - means) / scales
+    return np.clip(np.where(np.isfinite(z), z, 0.0), -Z_CLIP, Z_CLIP)
+
+
+@dataclass(frozen=True)
+class PassiveModel:
+    """Fill probability of a resting limit order at placement, from L1 features (see :data:`FEATURES`)."""
+
+    instrument_id: str
+    feature_names: tuple[str, ...]
+    distances: tuple[int, ...]
+    horizons_ns: tuple[int, ...]
+    cells: tuple[PassiveCell, ...]  # cell d * len(horizons) + h
+    touch_size_unit: float  # the size unit the features were computed in (pass it to placement_features)
+    rule: str = "trades"  # the truth it was fitted on: 'trades' or 'quote_through'
+
+    def fill_probability(self, frame: pd.DataFrame) -> np.ndarray:
+        """Predicted probability in [0, 1] that each row's order fills within its horizon.
+
+        Rows use the cell of the largest fitted distance at or below theirs and the fitted
+        horizon nearest in log time (an approximation outside the fitted grid).
+        """
+        _check_dataset(frame, "PassiveModel.fill_probability", need_outcome=False)
+        missing = [c for c in self.feature_names if c not in frame.columns]
+        if missing:
+            raise DataError(f"PassiveModel.fill_probability: frame lacks features {missing}; build it with "
+                            "placement_features() or passive_dataset()")
+        cell = _cell_index(frame["distance_ticks"].to_numpy(np.int64), frame["horizon_ns"].to_numpy(np.int64),
+                           self.distances, self.horizons_ns)
+        x = frame[list(self.feature_names)].to_numpy(dtype=np.float64, na_value=np.nan)
+        logit = np.empty(len(frame))
+        for c in np.unique(cell):
+            rows = cell == c
+            logit[rows] = self.cells[c].logit(x[rows])
+        return _probability(logit)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> PassiveModel:
+        try:
+            cells = tuple(PassiveCell(
+                int(c["distance_ticks"]), int(c["horizon_ns"]), int(c["n"]), float(c["fill_rate"]),
+                float(c["intercept"]), float(c["ridge"]), tuple(float(v) for v in c["coefficients"]),
+                tuple(float(v) for v in c["means"]), tuple(float(v) for v in c["scales"])) for c in raw["cells"])
+            return cls(str(raw["instrument_id"]), tuple(str(f) for f in raw["feature_names"]),
+                       tuple(int(d) for d in raw["distances"]), tuple(int(h) for h in raw["horizons_ns"]), cells,
+                       float(raw["touch_size_unit"]), str(raw.get("rule", "trades")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"not a PassiveModel dict: {exc!r}") from exc
+
+
+def _grid(frame: pd.DataFrame, distances, horizons_ns) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    distances = tuple(sorted({int(d) for d in (frame["distance_ticks"] if distances is None else distances)}))
+    horizons = tuple(sorted({int(h) for h in (frame["horizon_ns"] if horizons_ns is None else horizons_ns)}))
+    if any(d < 0 for d in distances) or any(h <= 0 for h in horizons):
+        raise DataError(f"distances must be >= 0 and horizons > 0, got {distances} and {horizons}")
+    return distances, horizons
+
+
+def _fit_rows(frame: pd.DataFrame, distances, horizons, what: str) -> tuple[np.ndarray, np.ndarray]:
+    distance = frame["distance_ticks"].to_numpy(np.int64)
+    horizon = frame["horizon_ns"].to_numpy(np.int64)
+    # fit only on rows of the grid's horizons; distances between grid points join the bucket below
+    on_grid = np.isin(horizon, horizons) & (distance >= distances[0])
+    cell = np.full(len(frame), -1, dtype=np.int64)
+    cell[on_grid] = _cell_index(distance[on_grid], horizon[on_grid], distances, horizons)
+    counts = np.bincount(cell[on_grid], minlength=len(distances) * len(horizons))
+    if (counts == 0).any():
+        empty = int(np.flatnonzero(counts == 0)[0])
+        raise DataError(f"{what}: no rows for distance {distances[empty // len(horizons)]} ticks, horizon "
+                        f"{horizons[empty % len(horizons)]} ns; expected every (distance, horizon) cell in the data")
+    return cell, counts
+
+
+def fit_passive_baseline(outcomes: pd.DataFrame, *, distances: tuple[int, ...] | None = None,
+                         horizons_ns: tuple[int, ...] | None = None) -> PassiveBaseline:
+    """The average fill rate per (distance, horizon) cell (default grid: the cells present in the data)."""
+    _check_dataset(outcomes, "fit_passive_baseline")
+    distances, horizons = _grid(outcomes, distances, horizons_ns)
+    cell, counts = _fit_rows(outcomes, distances, horizons, "fit_passive_baseline")
+    filled = outcomes["filled"].to_numpy(dtype=bool)
+    used = cell >= 0
+    fills = np.bincount(cell[used], weights=filled[used].astype(np.float64), minlength=len(counts))
+    return PassiveBaseline(distances, horizons, tuple(float(v) for v in fills / counts),
+                           tuple(int(c) for c in counts))
+
+
+def fit_passive_model(
+    outcomes_with_features: pd.DataFrame,
+    *,
+    distances: tuple[int, ...] | None = None,
+    horizons_ns: tuple[int, ...] | None = None,
+    features: tuple[str, ...] = FEATURES,
+    ridges: tuple[float, ...] = RIDGE_GRID,
+    validation_share: float = VALIDATION_SHARE,
+    instrument_id: str = "",
+) -> PassiveModel:
+    """One ridge-penalised logistic regression per (distance, horizon) cell, fitted by IRLS.
+
+    The grid defaults to the cells present in the data. Features are standardised per
+    cell (mean and scale stored in the model); a feature missing or constant in a cell
+    gets coefficient 0, and a missing value later sits at the cell's mean.
+
+    The penalty on the squared standardised coefficients is chosen per cell by a
+    forward test inside the fit data: fit on the earlier ``1 - validation_share`` of its
+    time span (rows whose horizon ends before the cut), score the Brier on the later
+    part, for each of ``ridges`` and for the average rate alone (an infinite penalty),
+    and refit the winner on every row. Outcomes of overlapping placements are strongly
+    correlated, so the fit holds far fewer independent events than rows, and features
+    that separated fills in the first minutes may say nothing later; the forward test
+    keeps a regression only where it helped on data it had not seen. A cell with fewer
+    than :data:`MIN_EVENTS_PER_CELL` fills or misses predicts its average rate.
+    """
+    frame = outcomes_with_features
+    _check_dataset(frame, "fit_passive_model")
+    missing = [c for c in (*features, "placement_ts_ns") if c not in frame.columns]
+    if missing:
+        raise DataError(f"fit_passive_model: frame lacks features or times {missing}; build it with passive_dataset()")
+    ridges = tuple(float(r) for r in ridges)
+    if any(not np.isfinite(r) or r < 0 for r in ridges):
+        raise DataError(f"ridges are {ridges!r}; expected finite penalties >= 0")
+    if not 0 < validation_share < 1:
+        raise DataError(f"validation_share is {validation_share!r}; expected a share strictly between 0 and 1")
+    distances, horizons = _grid(frame, distances, horizons_ns)
+    cell, counts = _fit_rows(frame, distances, horizons, "fit_passive_model")
+    x_all = frame[list(features)].to_numpy(dtype=np.float64, na_value=np.nan)
+    y_all = frame["filled"].to_numpy(dtype=bool).astype(np.float64)
+    ts_all = frame["placement_ts_ns"].to_numpy(dtype=np.int64)
+    cells = []
+    for c in range(len(counts)):
+        rows = cell == c
+        distance, horizon = distances[c // len(horizons)], horizons[c % len(horizons)]
+        x, y, ts = x_all[rows], y_all[rows], ts_all[rows]
+        # Penalties are per independent window, not per row: placements closer than the
+        # horizon share most of their future, so n rows carry about span/horizon draws.
+        independent = min(len(y), max(1.0, (ts.max() - ts.min()) / horizon))
+        overlap = len(y) / independent
+        ridge = _select_ridge(x, y, ts, horizon, tuple(r * overlap for r in ridges), validation_share)
+        cells.append(_fit_cell(x, y, distance, horizon, ridge))
+    unit = float(frame.attrs.get("touch_size_unit", np.nan))
+    rule = str(frame.attrs.get("rule", "trades"))
+    return PassiveModel(instrument_id, tuple(features), distances, horizons, tuple(cells),
+                        unit if np.isfinite(unit) else 0.0, rule)
+
+
+def _select_ridge(x: np.ndarray, y: np.ndarray, ts: np.ndarray, horizon: int, ridges: tuple[float, ...],
+                  validation_share: float) -> float:
+    """The penalty with the best forward-validated Brier score; inf (the average rate) unless one beats it."""
+    cut = ts.min() + (1 - validation_share) * (ts.max() - ts.min())
+    train, test = ts + horizon <= cut, ts > cut
+    if train.sum() < 2 or test.sum() < 2:
+        return float("inf")
+    best, best_score = float("inf"), float(np.mean((y[train].mean() - y[test]) ** 2))
+    for ridge in ridges:
+        trial = _fit_cell(x[train], y[train], 0, horizon, ridge)
+        score = float(np.mean((_probability(trial.logit(x[test])) - y[test]) ** 2))
+        if score < best_score:
+            best, best_score = ridge, score
+    return best
+
+
+def _probability(logit: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(logit, -40.0, 40.0)))
+
+
+def _fit_cell(x: np.ndarray, y: np.ndarray, distance: int, horizon: int, ridge: float) -> PassiveCell:
+    n, k = x.shape
+    rate = float(y.mean())
+    finite = np.isfinite(x)
+    with np.errstate(invalid="ignore"):
+        means = np.array([x[finite[:, j], j].mean() if finite[:, j].any() else 0.0 for j in range(k)])
+        scales = np.array([x[finite[:, j], j].std() if finite[:, j].any() else 0.0 for j in range(k)])
+    usable = scales > 1e-12
+    scales = np.where(usable, scales, 1.0)
+    coefficients = np.zeros(k)
+    fills = y.sum()
+    if min(fills, n - fills) < MIN_EVENTS_PER_CELL or not usable.any() or not np.isfinite(ridge):
+        clipped = min(max(rate, 1e-9), 1 - 1e-9)
+        return PassiveCell(distance, horizon, n, rate, float(np.log(clipped / (1 - clipped))), float("inf"),
+                           tuple(coefficients.tolist()), tuple(means.tolist()), tuple(scales.tolist()))
+    z = _standardise(x[:, usable], means[usable], scales[usable])
+    design = np.column_stack([np.ones(n), z])
+    penalty = np.full(design.shape[1], ridge)
+    penalty[0] = 0.0
+    beta = np.zeros(design.shape[1])
+    beta[0] = np.log(rate / (1 - rate))
+    for _ in range(100):  # Newton / IRLS on the penalised log-likelihood
+        p = _probability(design @ beta)
+        gradient = design.T @ (y - p) - penalty * beta
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + np.diag(penalty)
+        step = np.linalg.solve(hessian + 1e-9 * np.eye(len(beta)), gradient)
+        beta += step
+        if np.max(np.abs(step)) < 1e-8:
+            break
+    coefficients[usable] = beta[1:]
+    return PassiveCell(distance, horizon, n, rate, float(beta[0]), float(ridge), tuple(coefficients.tolist()),
+                       tuple(means.tolist()), tuple(scales.tolist()))
+
+
+# -- fidelity ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PassiveFidelity:
+    """Fill probabilities against real outcomes the model was not fitted on."""
+
+    n: int
+    fill_rate: float
+    brier_model: float
+    brier_baseline: float
+    # per cell: (distance_ticks, horizon_ns, n, observed rate, brier_model, brier_baseline)
+    cells: tuple[tuple[int, int, int, float, float, float], ...]
+    # per probability bin [i/10, (i+1)/10): (mean predicted, observed rate, count); NaN where empty
+    reliability_model: tuple[tuple[float, float, int], ...]
+    reliability_baseline: tuple[tuple[float, float, int], ...]
+
+    @property
+    def brier_skill(self) -> float:
+        """1 - model / baseline: the share of the baseline's error the model removes."""
+        return 1.0 - self.brier_model / self.brier_baseline if self.brier_baseline else float("nan")
+
+    def cell_table(self) -> pd.DataFrame:
+        return pd.DataFrame(list(self.cells), columns=["distance_ticks", "horizon_ns", "n", "fill_rate",
+                                                       "brier_model", "brier_baseline"])
+
+    def reliability_table(self) -> pd.DataFrame:
+        edges = np.linspace(0.0, 1.0, RELIABILITY_BINS + 1)
+        parts = []
+        for name, curve in (("model", self.reliability_model), ("baseline", self.reliability_baseline)):
+            part = pd.DataFrame(list(curve), columns=["mean_predicted", "observed_rate", "count"])
+            part.insert(0, "bin_high", edges[1:])
+            part.insert(0, "bin_low", edges[:-1])
+            part.insert(0, "model", name)
+            parts.append(part)
+        return pd.concat(parts, ignore_index=True)
+
+    def targets(self) -> dict[str, tuple[float, str, bool]]:
+        """The issue-3 passive target: (value, the rule, met?)."""
+        return {
+            "Brier vs average-rate model": (self.brier_model, f"< {self.brier_baseline:.4f}",
+                                            bool(self.brier_model < self.brier_baseline)),
+        }
+
+
+def reliability_curve(predicted: np.ndarray, observed: np.ndarray,
+                      bins: int = RELIABILITY_BINS) -> tuple[tuple[float, float, int], ...]:
+    """(mean predicted, observed rate, count) per equal-width probability bin; the last bin includes 1."""
+    predicted = np.asarray(predicted, dtype=np.float64)
+    observed = np.asarray(observed, dtype=np.float64)
+    index = np.clip((predicted * bins).astype(np.int64), 0, bins - 1)
+    count = np.bincount(index, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_predicted = np.bincount(index, weights=predicted, minlength=bins) / count
+        rate = np.bincount(index, weights=observed, minlength=bins) / count
+    return tuple((float(m), float(r), int(c)) for m, r, c in zip(mean_predicted, rate, count))
+
+
+def evaluate_passive(model: PassiveModel, baseline: PassiveBaseline,
+                     outcomes_with_features: pd.DataFrame) -> PassiveFidelity:
+    """Brier scores (overall and per cell) and reliability curves of the model and the average-rate baseline."""
+    frame = outcomes_with_features
+    _check_dataset(frame, "evaluate_passive")
+    if "valid" in frame.columns and not frame["valid"].to_numpy(dtype=bool).all():
+        raise DataError("evaluate_passive: frame holds invalid placements (no valid quote); keep valid rows only")
+    y = frame["filled"].to_numpy(dtype=bool).astype(np.float64)
+    p_model = model.fill_probability(frame)
+    p_base = baseline.fill_probability(frame)
+    error_model, error_base = (p_model - y) ** 2, (p_base - y) ** 2
+    cells = []
+    keys = frame[["distance_ticks", "horizon_ns"]].to_numpy(np.int64)
+    for distance, horizon in sorted({(int(d), int(h)) for d, h in keys}):
+        rows = (keys[:, 0] == distance) & (keys[:, 1] == horizon)
+        cells.append((distance, horizon, int(rows.sum()), float(y[rows].mean()), float(error_model[rows].mean()),
+                      float(error_base[rows].mean())))
+    return PassiveFidelity(
+        n=len(y),
+        fill_rate=float(y.mean()),
+        brier_model=float(error_model.mean()),
+        brier_baseline=float(error_base.mean()),
+        cells=tuple(cells),
+        reliability_model=reliability_curve(p_model, y),
+        reliability_baseline=reliability_curve(p_base, y),
+    )
