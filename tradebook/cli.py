@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="instrument id (repeatable; default: every instrument with quotes)")
     fidelity.add_argument("--fit-fraction", type=float, default=0.5,
                           help="share of each instrument's time span to fit on; the rest is scored (default 0.5)")
+    fidelity.add_argument("--eval-on", default=None, metavar="INSTRUMENT",
+                          help="fit one --instrument on all its data and score it on all of INSTRUMENT's "
+                               "(another contract, venue or day)")
     fidelity.add_argument("--seed", type=int, default=0, help="seed for sampled book walks and placements")
     fidelity.add_argument("--strict", action="store_true", help="exit with status 1 when any target is missed")
     return parser
@@ -128,7 +131,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from tradebook.store import Store, default_store_path
 
         with Store(args.store or default_store_path(), read_only=True) as store:
-            results = run_fidelity(store, args.instrument, fit_fraction=args.fit_fraction, seed=args.seed)
+            results = run_fidelity(store, args.instrument, fit_fraction=args.fit_fraction, seed=args.seed,
+                                   eval_instrument=args.eval_on)
         print(format_fidelity(results))
         return 1 if args.strict and not all(r.all_met for r in results) else 0
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands first

@@ -25,7 +25,7 @@ import pandas as pd
 
 from tradebook.data.catalog import BUNDLED_FILES, load_bundled
 from tradebook.data.schemas import DataKind
-from tradebook.errors import DataError
+from tradebook.errors import DataError, UnknownInstrumentError
 from tradebook.model.instruments import Instrument, get_instrument
 from tradebook.sim.calibrate import (
     MarketableFidelity,
@@ -362,6 +362,7 @@ class InstrumentFidelity:
     targets: tuple[Target, ...] = ()
     lines: tuple[str, ...] = ()  # further report lines (book walks, passive, profiles)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # what the plots draw
+    fit_instrument_id: str = ""  # set when the model was fitted on another instrument
 
     @property
     def all_met(self) -> bool:
@@ -447,6 +448,7 @@ def fidelity(fit: InstrumentData, held_out: InstrumentData, *, calibration: Cali
     return InstrumentFidelity(
         held_out.instrument_id, (fit.start_ns, fit.end_ns), (held_out.start_ns, held_out.end_ns), marketable,
         book_walk, passive, not_applicable, tuple(targets), tuple(report_lines), tables,
+        fit.instrument_id if fit.instrument_id != held_out.instrument_id else "",
     )
 
 
@@ -462,7 +464,8 @@ def format_fidelity(results: list[InstrumentFidelity]) -> str:
 
     lines = ["Fill-model fidelity on held-out data (fit on one slice, scored on another)", ""]
     for r in results:
-        lines.append(f"== {r.instrument_id}")
+        lines.append(f"== {r.instrument_id}" + (f" (model fitted on {r.fit_instrument_id})"
+                                                 if r.fit_instrument_id else ""))
         lines.append(f"   fit  {ns_to_iso(r.fit_range[0])} .. {ns_to_iso(r.fit_range[1])}")
         lines.append(f"   eval {ns_to_iso(r.eval_range[0])} .. {ns_to_iso(r.eval_range[1])}")
         m = r.marketable
@@ -508,7 +511,10 @@ def _pick_instruments(store: Any, instruments: list[str] | None) -> list[str]:
     for instrument_id in instruments:
         if instrument_id in NOT_CALIBRATABLE:
             raise DataError(f"{instrument_id} is not calibrated: {NOT_CALIBRATABLE[instrument_id]}")
-        store.instrument(instrument_id)  # UnknownInstrumentError with the known ids
+        try:
+            store.instrument(instrument_id)
+        except UnknownInstrumentError:
+            get_instrument(instrument_id)  # unknown anywhere: UnknownInstrumentError with close matches
         if instrument_id not in available:
             raise DataError(f"{instrument_id}: the store {store.path} holds no quotes for it; "
                             f"instruments with quotes: {available}")
@@ -544,8 +550,19 @@ def load_model(store: Any, name: str) -> FillModel:
 
 
 def run_fidelity(store: Any, instruments: list[str] | None = None, *, fit_fraction: float = 0.5,
-                 seed: int = 0) -> list[InstrumentFidelity]:
-    """For each instrument: fit on the first ``fit_fraction`` of its stored data, score on the rest."""
+                 seed: int = 0, eval_instrument: str | None = None) -> list[InstrumentFidelity]:
+    """For each instrument: fit on the first ``fit_fraction`` of its stored data, score on the rest.
+
+    With ``eval_instrument`` the one instrument named is fitted on all its data and
+    scored on all of ``eval_instrument``'s (another contract, venue or day).
+    """
+    if eval_instrument is not None:
+        chosen = _pick_instruments(store, instruments)
+        if len(chosen) != 1:
+            raise DataError(f"scoring on {eval_instrument} needs exactly one instrument to fit on, got {chosen}")
+        target = _pick_instruments(store, [eval_instrument])[0]
+        fit = store_instrument_data(store, chosen[0])
+        return [fidelity(fit, store_instrument_data(store, target), seed=seed)]
     results = []
     for instrument_id in _pick_instruments(store, instruments):
         fit, held_out = store_instrument_data(store, instrument_id).split(fit_fraction)
