@@ -61,6 +61,15 @@ after its expiry. Cancel: a working order is cancelled when the request arrives
 and is treated as newly arrived (it may be marketable now).
 
 Fees per fill come from the model's venue fees by liquidity role.
+
+Two consequences worth knowing. A taker buy never fills below the bid in force nor a
+taker sell above the ask; a maker fills at its own limit, and on feeds whose quote and
+trade streams are not in sync (Binance bookTicker against trades) a trade can print
+through a resting limit while the quote still shows the touch beyond it, so a maker buy
+can fill below the *recorded* bid: the trades are the truth there (the passive rule).
+With ``base_slippage_bps > 0`` a limit exactly at the far touch counts as marketable
+but cannot take (the slippage puts the price past the limit), so it keeps waiting to
+take rather than resting with a queue place; calibrated models have no base slippage.
 """
 
 from __future__ import annotations
@@ -133,8 +142,9 @@ class OrderSpec:
     expire_ts_ns: int = -1  # -1: never (GTC); set for DAY by make_order
 
 
-def _side(side: Side | str | int) -> int:
-    if isinstance(side, (int, np.integer)) and not isinstance(side, bool) and int(side) in (1, -1):
+def _side(side: Side | str | int | float) -> int:
+    # +1/-1 also as floats: a side column holding NaN on cancel rows is float64
+    if isinstance(side, (int, float, np.integer, np.floating)) and not isinstance(side, bool) and side in (1, -1):
         return int(side)
     text = str(side).strip().lower()
     if text in ("buy", "b"):

@@ -27,7 +27,7 @@ from tradebook.errors import DataError
 from tradebook.model.instruments import Instrument, get_instrument
 from tradebook.model.time import NS_PER_SECOND
 from tradebook.sim.book import as_ns_array, parse_side
-from tradebook.sim.truth import _quote_columns, passive_outcomes, trade_sides
+from tradebook.sim.truth import quote_columns, passive_outcomes, trade_sides
 
 # Tolerance, in ticks, for a quote to count as "at" a limit price (as in truth.py).
 _TICK_TOL = 1e-6
@@ -71,7 +71,7 @@ def _l1(quotes: pd.DataFrame, what: str) -> _Quotes:
     """The L1 arrays of ``quotes``, refusing a frame with no usable quote at all."""
     if not isinstance(quotes, pd.DataFrame) or "ts_ns" not in quotes.columns:
         raise DataError(f"{what}: quotes must be a DataFrame with ts_ns, bid_px, ask_px, bid_sz, ask_sz")
-    columns = _quote_columns(quotes)
+    columns = quote_columns(quotes)
     if not len(quotes):
         raise DataError(f"{what}: quotes frame is empty; expected at least one two-sided quote")
     ts = quotes["ts_ns"].to_numpy(dtype=np.int64)

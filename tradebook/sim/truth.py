@@ -33,7 +33,7 @@ _TICK_TOL = 1e-6
 
 
 # -- quotes --------------------------------------------------------------------------
-def _quote_columns(quotes: pd.DataFrame) -> dict[str, str]:
+def quote_columns(quotes: pd.DataFrame) -> dict[str, str]:
     """Map bid_px/ask_px/bid_sz/ask_sz to the frame's columns (an L1 frame, an MBP-1 frame or a top-N book)."""
     for suffix in ("", "_0"):
         if f"bid_px{suffix}" in quotes.columns and f"ask_px{suffix}" in quotes.columns:
@@ -57,7 +57,7 @@ def prevailing_quotes(
 
     ``quotes`` may be an L1 frame (``bid_px``...) or a top-N book (``bid_px_0``...).
     """
-    columns = _quote_columns(quotes)
+    columns = quote_columns(quotes)
     when = as_ns_array(ts_ns, "ts_ns")
     quote_ts = quotes["ts_ns"].to_numpy(dtype=np.int64)
     if (np.diff(quote_ts) < 0).any():

@@ -1,0 +1,832 @@
+"""Event-driven face of the paper-fill simulator: orders filled against a feed as it arrives.
+
+:class:`SimEngine` is what the paper venue runs on a live or recorded feed: submit,
+cancel and replace requests go in with their timestamps, quotes and trades go in as
+they arrive (one row or a batch of rows at a time), fills come out. It implements the
+matching rules written in :mod:`tradebook.sim.orders` (the contract; read them there)
+and gives the same fills as the vectorized face (:mod:`tradebook.sim.vectorized`),
+because both take liquidity with :func:`~tradebook.sim.orders.take_liquidity` and draw
+latencies with :func:`~tradebook.sim.orders.latency_ns`. :func:`replay` runs the engine
+over recorded frames and returns a :class:`SimResult`.
+
+Speed: a batch of quotes is not walked row by row in Python. A compiled scan
+(:func:`_next_event`) finds the next row at which anything can happen to a working
+order (a valid quote while an order is taking, a stop's trigger, a quote through a
+resting limit on a feed without trades, a trade at or through a resting limit that
+fills it) and stops before the next request arrival or expiry; Python handles that
+event and the scan goes on. Trades at a resting limit that only shorten the queue
+ahead are applied inside the scan.
+
+Readings of the rules where they leave room (the vectorized face makes the same ones):
+
+- Invalid quotes (crossed, locked, one-sided, no sizes) are skipped: nothing takes,
+  triggers, rests or fills at them. An order that becomes active with no valid quote
+  in force waits for the next valid one (IOC and FOK are cancelled instead); a limit
+  order is then marketable or rests with its queue from that quote.
+- IOC and FOK apply when an order becomes active: its arrival (or a replace), or for
+  stops the trigger. A triggered stop-limit is a limit order arriving at the trigger
+  quote: marketable there, or resting with its queue from that quote.
+- Queue at a resting limit: trades at the limit with the other side as aggressor
+  shorten the queue ahead one trade at a time; the part of a trade beyond the queue
+  fills the order in whole lots (floored per trade; the last fill completes it).
+  Prices are "at" the limit within ``PRICE_RTOL`` (relative); marketable, stop and
+  quote-through tests compare exactly (prices are on the tick grid).
+- A cancel or replace reaching the venue before its order does has no effect (the
+  venue does not know the order yet); one reaching a completed order is too late.
+  A replace whose new quantity does not exceed what has filled is ignored. Only limit
+  and stop-limit orders can be replaced (their limit and/or quantity).
+- An order expires at its expiry time (``done_ts_ns`` is the expiry), before any
+  event stamped at or after it; an order arriving at or after its expiry is expired.
+- A feed without trades (``feed_has_trades=False``; in :func:`replay`, ``trades``
+  None or empty) fills resting orders by the quote rule only.
+- Fees: ``|quantity * price * multiplier|`` times the role's bps, plus the per-unit
+  charge. Fills are listed by (ts_ns, order), in the order they happened.
+- :func:`replay` processes every request (also those arriving after the last data
+  row, against the last quote) and ends at the later of the last data row and the
+  last arrival. A request row's ``expire_ts_ns`` >= 0 overrides the order's expiry
+  (a good-till-time order); -1 or empty keeps the time in force's own.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
+
+import numba
+import numpy as np
+import pandas as pd
+
+from tradebook.errors import ConfigError, DataError, OrderError
+from tradebook.model.instruments import Instrument, get_instrument
+from tradebook.sim.book import as_ns_array
+from tradebook.sim.fill_model import FillModel
+from tradebook.sim.orders import (
+    PRICE_RTOL,
+    OrderSpec,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+    latency_ns,
+    make_order,
+    take_liquidity,
+)
+from tradebook.sim.truth import quote_columns, aggressor_from_column, trade_sides
+
+# One row per order request; shared with the vectorized face (tradebook.sim.vectorized).
+REQUEST_COLUMNS = ("ts_ns", "action", "order_ref", "side", "quantity", "order_type", "limit_px", "stop_px", "tif",
+                   "expire_ts_ns")
+FILL_COLUMNS = ("order_id", "ts_ns", "report_ts_ns", "side", "quantity", "price", "liquidity", "fee")
+ORDER_COLUMNS = ("order_id", "side", "order_type", "tif", "quantity", "limit_px", "stop_px", "status", "filled_qty",
+                 "avg_price", "submit_ts_ns", "arrival_ts_ns", "done_ts_ns")
+ACTIONS = ("submit", "cancel", "replace")
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """Fills and final order states of a replay, keyed by the caller's ``order_ref``."""
+
+    fills: pd.DataFrame
+    orders: pd.DataFrame
+
+
+_NEVER = int(np.iinfo(np.int64).max)
+_LOT_DUST = 1e-9  # a remainder below this many lots is float dust: the order is complete
+_LOT_SLACK = 1e-6  # trade size beyond the queue, in lots, is floored with this slack
+
+# What a working order waits for (its phase).
+_NONE, _TAKING, _RESTING, _STOP = 0, 1, 2, 3
+
+
+# -- compiled scan ----------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True)
+def _next_event(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz, t_ts, t_px, t_sz, t_aggressor, iq, it, bound,
+                thresholds, resting):  # pragma: no cover - compiled
+    """First quote (kind 0) or trade (kind 1) stamped before ``bound`` that needs Python; kind 2: none.
+
+    Quotes and trades are merged in time order, quotes first at equal times.
+    ``thresholds``: [any order taking, lowest buy stop, highest sell stop, highest
+    resting buy limit, lowest resting sell limit] (the last two for feeds without
+    trades; neutral values when there is none). ``resting``: one row per resting
+    order on a feed with trades, (side, limit, queue ahead or NaN); trades that only
+    shorten a queue are applied here (column 2 is updated in place).
+    """
+    n_q, n_t, m = len(q_ts), len(t_ts), resting.shape[0]
+    taking = thresholds[0] > 0.5
+    buy_stop, sell_stop, buy_limit, sell_limit = thresholds[1], thresholds[2], thresholds[3], thresholds[4]
+    never = np.iinfo(np.int64).max
+    while True:
+        tq = q_ts[iq] if iq < n_q else never
+        tt = t_ts[it] if it < n_t else never
+        if iq < n_q and tq <= tt:
+            if tq >= bound:
+                return 2, iq, it
+            bid, ask = q_bid[iq], q_ask[iq]
+            if bid < ask and q_bid_sz[iq] > 0.0 and q_ask_sz[iq] > 0.0 and math.isfinite(bid) \
+                    and math.isfinite(ask):
+                if taking or ask >= buy_stop or bid <= sell_stop or ask <= buy_limit or bid >= sell_limit:
+                    return 0, iq, it
+            iq += 1
+        elif it < n_t:
+            if tt >= bound:
+                return 2, iq, it
+            px, size, aggressor = t_px[it], t_sz[it], t_aggressor[it]
+            act = False
+            for r in range(m):
+                side, limit, queue = resting[r, 0], resting[r, 1], resting[r, 2]
+                tol = PRICE_RTOL * abs(limit)
+                if (side > 0 and px < limit - tol) or (side < 0 and px > limit + tol):
+                    act = True
+                    break
+                if abs(px - limit) <= tol and aggressor == -side and not math.isnan(queue):
+                    if not (queue > 0.0 and size <= queue):
+                        act = True
+                        break
+            if act:
+                return 1, iq, it
+            for r in range(m):
+                side, limit, queue = resting[r, 0], resting[r, 1], resting[r, 2]
+                if abs(px - limit) <= PRICE_RTOL * abs(limit) and aggressor == -side and not math.isnan(queue):
+                    resting[r, 2] = queue - size
+            it += 1
+        else:
+            return 2, iq, it
+
+
+# -- order state --------------------------------------------------------------------------
+class _Order:
+    __slots__ = ("oid", "k", "side", "order_type", "tif", "quantity", "limit", "stop", "expire", "remaining",
+                 "filled", "notional", "queue", "phase", "triggered", "status", "submit_ts", "arrival_ts", "done_ts",
+                 "report_latency", "slot")
+
+    def __init__(self, oid: int, k: int, spec: OrderSpec, ts_ns: int, report_latency: int) -> None:
+        self.oid, self.k = oid, k
+        self.side = spec.side
+        self.order_type = spec.order_type
+        self.tif = spec.tif
+        self.quantity = spec.quantity
+        self.limit = spec.limit_px
+        self.stop = spec.stop_px
+        self.expire = spec.expire_ts_ns
+        self.remaining = spec.quantity
+        self.filled = 0.0
+        self.notional = 0.0
+        self.queue = math.nan
+        self.phase = _NONE
+        self.triggered = False
+        self.status = OrderStatus.PENDING
+        self.submit_ts, self.arrival_ts, self.done_ts = ts_ns, -1, -1
+        self.report_latency = report_latency
+        self.slot = -1
+
+    @property
+    def has_limit(self) -> bool:
+        return self.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+
+    def record(self) -> dict:
+        return {
+            "order_id": self.oid, "side": self.side, "order_type": self.order_type.value, "tif": self.tif.value,
+            "quantity": self.quantity, "limit_px": self.limit, "stop_px": self.stop, "status": self.status.value,
+            "filled_qty": self.filled, "avg_price": self.notional / self.filled if self.filled > 0 else math.nan,
+            "submit_ts_ns": self.submit_ts, "arrival_ts_ns": self.arrival_ts, "done_ts_ns": self.done_ts,
+        }
+
+
+def _as_float_array(values, what: str, n: int | None) -> np.ndarray:
+    array = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    if array.ndim != 1:
+        raise DataError(f"{what} must be a scalar or a 1-D array, got shape {array.shape}")
+    if n is not None and len(array) != n:
+        raise DataError(f"{what} has {len(array)} values for {n} timestamps; expected one per ts_ns")
+    return array
+
+
+def _non_decreasing(ts: np.ndarray, what: str) -> None:
+    backwards = np.flatnonzero(np.diff(ts) < 0)
+    if len(backwards):
+        row = int(backwards[0]) + 1
+        raise DataError(f"{what} ts_ns goes backwards at row {row} ({ts[row - 1]} then {ts[row]}); "
+                        "expected non-decreasing ts_ns")
+
+
+_EMPTY_I64 = np.zeros(0, np.int64)
+_EMPTY_F64 = np.zeros(0, np.float64)
+
+
+class SimEngine:
+    """Fills orders for one instrument against quotes and trades as they arrive.
+
+    Requests (:meth:`submit`, :meth:`cancel`, :meth:`replace`) are numbered 0, 1, 2...
+    in the order they are made and reach the venue after their submit-to-ack latency;
+    market data stamped at or before an arrival is processed before it, so a request
+    waits until data stamped later arrives or :meth:`advance_to` says time has passed.
+    Timestamps never go backwards: data batches are non-decreasing and start at or
+    after the last data or :meth:`advance_to` time; requests are stamped at or after
+    the last request and the last data. ``on_fill(fill)`` and ``on_status(order)``,
+    when given, are called with a fill's record and an order's record as they happen.
+    """
+
+    def __init__(self, model: FillModel, instrument: Instrument | str, *, seed: int = 0,
+                 feed_has_trades: bool = True, on_fill: Callable[[dict], None] | None = None,
+                 on_status: Callable[[dict], None] | None = None) -> None:
+        if isinstance(instrument, str):
+            instrument = get_instrument(instrument)
+        if model.instrument_id != instrument.instrument_id:
+            raise ConfigError(f"fill model is for {model.instrument_id}; expected one for {instrument.instrument_id}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ConfigError(f"seed is {seed!r}; expected an integer >= 0")
+        self.model = model
+        self.instrument = instrument
+        self.seed = int(seed)
+        self.feed_has_trades = bool(feed_has_trades)
+        self._on_fill, self._on_status = on_fill, on_status
+        take = model.take_params(float(instrument.lot_size))
+        self._take_args = (take.edges, take.ratios, take.slippage_bps, take.max_take_over_touch, take.lot)
+        self._lot = take.lot
+        self._multiplier = float(instrument.multiplier)
+        fees = model.fees
+        self._maker_bps, self._taker_bps, self._per_unit = float(fees.maker_bps), float(fees.taker_bps), \
+            float(fees.per_unit)
+        lat = model.latency
+        self._ack_median, self._fill_median, self._sigma = int(lat.submit_to_ack_median_ns), \
+            int(lat.ack_to_fill_median_ns), float(lat.sigma)
+
+        self._orders: list[_Order] = []
+        self._n_requests = 0
+        self._pending: list[tuple] = []  # heap of (arrival, k, action, order id, new quantity, new limit)
+        self._expiries: list[tuple[int, int]] = []  # heap of (expiry, order id) of working orders
+        self._active: dict[int, _Order] = {}  # working orders at the venue
+        self._fills: list[tuple] = []
+        self._clock = -_NEVER  # latest data / advance_to time seen
+        self._last_request_ts = -_NEVER
+        self._bid = self._ask = self._bid_sz = self._ask_sz = math.nan
+        self._valid = False
+        self._dirty = True
+        self._thresholds = np.zeros(5)
+        self._resting = np.zeros((0, 3))
+        self._resting_orders: list[_Order] = []
+
+    # -- requests ------------------------------------------------------------------------
+    def _request_time(self, ts_ns: int) -> int:
+        if isinstance(ts_ns, bool) or not isinstance(ts_ns, (int, np.integer)):
+            raise DataError(f"request ts_ns is {ts_ns!r}; expected int64 nanoseconds since the epoch, UTC")
+        ts = int(ts_ns)
+        if ts < self._last_request_ts or ts < self._clock:
+            raise DataError(f"request at ts_ns {ts} goes backwards: requests up to {self._last_request_ts} and "
+                            f"market data up to {self._clock} were already given; expected a later time")
+        return ts
+
+    def _enqueue(self, ts: int, action: str, oid: int, quantity: float = math.nan, limit: float = math.nan) -> int:
+        k = self._n_requests
+        self._n_requests += 1
+        self._last_request_ts = ts
+        arrival = ts + int(latency_ns(self.seed, k, 0, self._ack_median, self._sigma))
+        heapq.heappush(self._pending, (arrival, k, action, oid, quantity, limit))
+        return k
+
+    def submit(self, order: OrderSpec, ts_ns: int) -> int:
+        """Submit ``order`` (built by :func:`~tradebook.sim.orders.make_order`) at ``ts_ns``; returns its id."""
+        if not isinstance(order, OrderSpec):
+            raise OrderError(f"order is a {type(order).__name__}; expected an OrderSpec from make_order()")
+        if order.instrument_id != self.instrument.instrument_id:
+            raise OrderError(f"order is for {order.instrument_id}; this engine fills {self.instrument.instrument_id}")
+        ts = self._request_time(ts_ns)
+        oid = len(self._orders)
+        k = self._n_requests
+        report = int(latency_ns(self.seed, k, 1, self._fill_median, self._sigma))
+        self._orders.append(_Order(oid, k, order, ts, report))
+        self._enqueue(ts, "submit", oid)
+        return oid
+
+    def _known(self, order_id: int) -> _Order:
+        if isinstance(order_id, bool) or not isinstance(order_id, (int, np.integer)) \
+                or not 0 <= int(order_id) < len(self._orders):
+            raise OrderError(f"order id {order_id!r} unknown; expected one returned by submit() "
+                             f"(0..{len(self._orders) - 1})")
+        return self._orders[int(order_id)]
+
+    def cancel(self, order_id: int, ts_ns: int) -> None:
+        """Request the cancellation of ``order_id`` at ``ts_ns`` (too late if it completes before arriving)."""
+        order = self._known(order_id)
+        self._enqueue(self._request_time(ts_ns), "cancel", order.oid)
+
+    def replace(self, order_id: int, ts_ns: int, *, limit_px: float | None = None,
+                quantity: float | None = None) -> None:
+        """Request a new limit and/or total quantity for a limit or stop-limit order, at ``ts_ns``."""
+        order = self._known(order_id)
+        ts = self._request_time(ts_ns)
+        new_quantity, new_limit = self._checked_replace(order, limit_px, quantity, ts)
+        self._enqueue(ts, "replace", order.oid, new_quantity, new_limit)
+
+    def _checked_replace(self, order: _Order, limit_px, quantity, ts_ns: int) -> tuple[float, float]:
+        given_qty, given_limit = _given(quantity), _given(limit_px)
+        if not (given_qty or given_limit):
+            raise OrderError(f"replace of order {order.oid} changes nothing; expected a new limit_px or quantity")
+        if not order.has_limit:
+            raise OrderError(f"replace of order {order.oid}, a {order.order_type.value} order; expected a limit or "
+                             "stop-limit order (replace moves a limit price)")
+        checked = make_order(self.instrument, order.side, quantity if given_qty else order.quantity,
+                             order.order_type, limit_px=limit_px if given_limit else order.limit,
+                             stop_px=None if math.isnan(order.stop) else order.stop, tif=order.tif, ts_ns=ts_ns)
+        return (checked.quantity if given_qty else math.nan), (checked.limit_px if given_limit else math.nan)
+
+    # -- market data ---------------------------------------------------------------------
+    def _data_time(self, ts_ns, what: str) -> np.ndarray:
+        ts = as_ns_array(ts_ns, f"{what} ts_ns")
+        if len(ts) > 1:
+            _non_decreasing(ts, what)
+        if len(ts) and ts[0] < self._clock:
+            raise DataError(f"{what} ts_ns {int(ts[0])} goes backwards: data or advance_to up to {self._clock} "
+                            "was already processed; expected non-decreasing ts_ns")
+        return ts
+
+    def on_quotes(self, ts_ns, bid_px, ask_px, bid_sz, ask_sz) -> None:
+        """Process L1 quotes: scalars for one quote, or equal-length 1-D arrays for a batch in time order."""
+        ts = self._data_time(ts_ns, "quotes")
+        n = len(ts)
+        columns = [_as_float_array(v, name, n) for v, name in
+                   ((bid_px, "bid_px"), (ask_px, "ask_px"), (bid_sz, "bid_sz"), (ask_sz, "ask_sz"))]
+        self._run(ts, *columns, _EMPTY_I64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64)
+
+    def on_trades(self, ts_ns, price, size, aggressor) -> None:
+        """Process trades (aggressor +1 buyer, -1 seller, 0 unknown): scalars or 1-D arrays in time order."""
+        if not self.feed_has_trades:
+            raise ConfigError("this engine was built with feed_has_trades=False (resting orders fill by the quote "
+                              "rule); expected no trades, or build it with feed_has_trades=True")
+        ts = self._data_time(ts_ns, "trades")
+        n = len(ts)
+        px = _as_float_array(price, "price", n)
+        sz = _as_float_array(size, "size", n)
+        side = _as_float_array(aggressor, "aggressor", n)
+        if not np.isin(side, (-1.0, 0.0, 1.0)).all():
+            raise DataError("trade aggressor must be +1 (buyer), -1 (seller) or 0 (unknown)")
+        self._run(_EMPTY_I64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64, ts, px, sz, side)
+
+    def advance_to(self, ts_ns: int) -> None:
+        """Let time pass to ``ts_ns`` with no new data: requests arriving and orders expiring by then are processed."""
+        if isinstance(ts_ns, bool) or not isinstance(ts_ns, (int, np.integer)):
+            raise DataError(f"advance_to ts_ns is {ts_ns!r}; expected int64 nanoseconds since the epoch, UTC")
+        ts = int(ts_ns)
+        if ts < self._clock:
+            raise DataError(f"advance_to({ts}) goes backwards: data or advance_to up to {self._clock} was already "
+                            "processed; expected a later time")
+        while True:
+            arrival = self._pending[0][0] if self._pending else _NEVER
+            expiry = self._next_expiry()
+            if min(arrival, expiry) > ts or min(arrival, expiry) == _NEVER:
+                break
+            self._time_event(arrival, expiry)
+        self._clock = ts
+
+    # -- the loop ------------------------------------------------------------------------
+    def _next_expiry(self) -> int:
+        heap = self._expiries
+        while heap and self._orders[heap[0][1]].status is not OrderStatus.WORKING:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else _NEVER
+
+    def _run(self, q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz, t_ts, t_px, t_sz, t_aggressor) -> None:
+        n_q, n_t = len(q_ts), len(t_ts)
+        iq = it = 0
+        applied = -1  # last quote row made the prevailing quote
+        while True:
+            arrival = self._pending[0][0] if self._pending else _NEVER
+            expiry = self._next_expiry()
+            bound = expiry if expiry <= arrival else min(arrival + 1, _NEVER)
+            if self._dirty:
+                self._rebuild()
+            kind, iq, it = _next_event(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz, t_ts, t_px, t_sz, t_aggressor,
+                                       iq, it, bound, self._thresholds, self._resting)
+            if kind == 0:
+                self._set_quote(q_bid[iq], q_ask[iq], q_bid_sz[iq], q_ask_sz[iq])
+                applied = iq
+                self._on_quote(int(q_ts[iq]))
+                iq += 1
+            elif kind == 1:
+                self._on_trade(int(t_ts[it]), float(t_px[it]), float(t_sz[it]), int(t_aggressor[it]))
+                it += 1
+            else:
+                if iq - 1 > applied:
+                    applied = iq - 1
+                    self._set_quote(q_bid[applied], q_ask[applied], q_bid_sz[applied], q_ask_sz[applied])
+                if iq >= n_q and it >= n_t:
+                    break
+                self._time_event(arrival, expiry)  # the next data row is stamped at or after it
+        last = max(int(q_ts[-1]) if n_q else -_NEVER, int(t_ts[-1]) if n_t else -_NEVER)
+        self._clock = max(self._clock, last)
+
+    def _set_quote(self, bid, ask, bid_sz, ask_sz) -> None:
+        self._bid, self._ask, self._bid_sz, self._ask_sz = float(bid), float(ask), float(bid_sz), float(ask_sz)
+        self._valid = bid < ask and bid_sz > 0.0 and ask_sz > 0.0 and math.isfinite(bid) and math.isfinite(ask)
+
+    def _rebuild(self) -> None:
+        # Thresholds of the compiled scan from the working orders' phases.
+        taking, buy_stop, sell_stop, buy_limit, sell_limit = 0.0, math.inf, -math.inf, -math.inf, math.inf
+        resting: list[_Order] = []
+        for order in self._active.values():
+            if order.phase == _TAKING:
+                taking = 1.0
+            elif order.phase == _STOP:
+                if order.side > 0:
+                    buy_stop = min(buy_stop, order.stop)
+                else:
+                    sell_stop = max(sell_stop, order.stop)
+            elif order.phase == _RESTING:
+                if self.feed_has_trades:
+                    resting.append(order)
+                elif order.side > 0:
+                    buy_limit = max(buy_limit, order.limit)
+                else:
+                    sell_limit = min(sell_limit, order.limit)
+        for order in self._resting_orders:  # queues live in the array while an order rests
+            if order.slot >= 0:
+                order.queue = float(self._resting[order.slot, 2])
+                order.slot = -1
+        table = np.empty((len(resting), 3))
+        for slot, order in enumerate(resting):
+            order.slot = slot
+            table[slot] = (order.side, order.limit, order.queue)
+        self._thresholds = np.array([taking, buy_stop, sell_stop, buy_limit, sell_limit])
+        self._resting = table
+        self._resting_orders = resting
+        self._dirty = False
+
+    def _time_event(self, arrival: int, expiry: int) -> None:
+        if expiry <= arrival:
+            _, oid = heapq.heappop(self._expiries)
+            self._finish(self._orders[oid], OrderStatus.EXPIRED, expiry)
+            return
+        arrival, k, action, oid, quantity, limit = heapq.heappop(self._pending)
+        order = self._orders[oid]
+        if action == "submit":
+            order.arrival_ts = arrival
+            if 0 <= order.expire <= arrival:
+                self._finish(order, OrderStatus.EXPIRED, order.expire)
+                return
+            self._set_status(order, OrderStatus.WORKING)
+            self._arrive(order, arrival)
+            if order.status is OrderStatus.WORKING:
+                self._active[oid] = order
+                self._dirty = True
+                if order.expire >= 0:
+                    heapq.heappush(self._expiries, (order.expire, oid))
+            return
+        if order.status is not OrderStatus.WORKING:
+            return  # too late (completed) or too early (the venue does not know the order yet)
+        if action == "cancel":
+            self._finish(order, OrderStatus.CANCELLED, arrival)
+            return
+        if not math.isnan(quantity):
+            if quantity - order.filled <= _LOT_DUST * self._lot:
+                return  # the new total must exceed what has filled: refused
+            order.quantity = quantity
+            order.remaining = quantity - order.filled
+        if not math.isnan(limit):
+            order.limit = limit
+        self._leave_phase(order)
+        self._arrive(order, arrival)
+
+    # -- matching ------------------------------------------------------------------------
+    def _leave_phase(self, order: _Order) -> None:
+        if order.phase == _RESTING and order.slot >= 0:
+            order.slot = -1
+        order.phase = _NONE
+        order.queue = math.nan
+        self._dirty = True
+
+    def _arrive(self, order: _Order, ts: int) -> None:
+        if order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and not order.triggered:
+            if not self._stop_triggered(order):
+                order.phase = _STOP
+                return
+            order.triggered = True
+        self._activate(order, ts)
+
+    def _stop_triggered(self, order: _Order) -> bool:
+        if not self._valid:
+            return False
+        return (order.side > 0 and self._ask >= order.stop) or (order.side < 0 and self._bid <= order.stop)
+
+    def _marketable(self, order: _Order) -> bool:
+        return (order.side > 0 and order.limit >= self._ask) or (order.side < 0 and order.limit <= self._bid)
+
+    def _take_quote(self, order: _Order) -> tuple[float, float]:
+        limit = order.limit if order.has_limit else math.nan
+        return take_liquidity(order.side, order.remaining, limit, self._bid, self._ask, self._bid_sz, self._ask_sz,
+                              *self._take_args)
+
+    def _activate(self, order: _Order, ts: int) -> None:
+        # The order becomes active at ts (arrival, replace or a stop's trigger): IOC and FOK decide here.
+        tif = order.tif
+        if not self._valid:
+            if tif in (TimeInForce.IOC, TimeInForce.FOK):
+                self._finish(order, OrderStatus.CANCELLED, ts)
+            else:
+                order.phase = _TAKING
+            return
+        if tif is TimeInForce.FOK:
+            if order.has_limit and not self._marketable(order):
+                self._finish(order, OrderStatus.CANCELLED, ts)
+                return
+            qty, price = self._take_quote(order)
+            if not qty > 0.0 or order.remaining - qty > _LOT_DUST * self._lot:
+                self._finish(order, OrderStatus.CANCELLED, ts)
+                return
+            self._fill(order, ts, order.remaining, price, maker=False)
+            return
+        order.phase = _TAKING
+        self._step_taking(order, ts)
+        if tif is TimeInForce.IOC and order.status is OrderStatus.WORKING:
+            self._finish(order, OrderStatus.CANCELLED, ts)
+
+    def _step_taking(self, order: _Order, ts: int) -> None:
+        # At a valid quote: take while marketable, rest from the first moment it is not.
+        if order.has_limit and not self._marketable(order):
+            self._rest(order)
+            return
+        qty, price = self._take_quote(order)
+        if qty > 0.0:
+            self._fill(order, ts, qty, price, maker=False)
+
+    def _rest(self, order: _Order) -> None:
+        # Queue ahead from the quote that made the order passive: the touch size when it
+        # joins the touch, nothing when it improves it, unknown behind it (not in L1).
+        touch, size = (self._bid, self._bid_sz) if order.side > 0 else (self._ask, self._ask_sz)
+        if abs(order.limit - touch) <= PRICE_RTOL * abs(touch):
+            order.queue = size
+        elif order.side * (order.limit - touch) > 0.0:
+            order.queue = 0.0
+        else:
+            order.queue = math.nan
+        order.phase = _RESTING
+        order.slot = -1
+        self._dirty = True
+
+    def _on_quote(self, ts: int) -> None:
+        for order in list(self._active.values()):
+            phase = order.phase
+            if phase == _TAKING:
+                self._step_taking(order, ts)
+            elif phase == _STOP:
+                if self._stop_triggered(order):
+                    order.triggered = True
+                    self._dirty = True
+                    self._activate(order, ts)
+            elif phase == _RESTING and not self.feed_has_trades:
+                if (order.side > 0 and self._ask <= order.limit) or (order.side < 0 and self._bid >= order.limit):
+                    self._fill(order, ts, order.remaining, order.limit, maker=True)
+
+    def _on_trade(self, ts: int, price: float, size: float, aggressor: int) -> None:
+        table = self._resting
+        for order in list(self._resting_orders):
+            if order.phase != _RESTING or order.slot < 0 or order.status is not OrderStatus.WORKING:
+                continue
+            side, limit, slot = order.side, order.limit, order.slot
+            tol = PRICE_RTOL * abs(limit)
+            if (side > 0 and price < limit - tol) or (side < 0 and price > limit + tol):
+                # printed through the limit: the order would have been hit first
+                self._fill(order, ts, order.remaining, limit, maker=True)
+                continue
+            queue = table[slot, 2]
+            if abs(price - limit) <= tol and aggressor == -side and not math.isnan(queue):
+                extra = size
+                if queue > 0.0:
+                    if size <= queue:
+                        table[slot, 2] = queue - size
+                        extra = 0.0
+                    else:
+                        table[slot, 2] = 0.0
+                        extra = size - queue
+                if extra > 0.0:
+                    qty = min(math.floor(extra / self._lot + _LOT_SLACK) * self._lot, order.remaining)
+                    if order.remaining - qty <= _LOT_DUST * self._lot:
+                        qty = order.remaining
+                    if qty > 0.0:
+                        self._fill(order, ts, qty, limit, maker=True)
+
+    def _fill(self, order: _Order, ts: int, qty: float, price: float, *, maker: bool) -> None:
+        notional = qty * price * self._multiplier
+        bps = self._maker_bps if maker else self._taker_bps
+        fee = abs(notional) * bps / 1e4 + abs(qty) * self._per_unit
+        self._fills.append((order.oid, ts, ts + order.report_latency, order.side, qty, price,
+                            "maker" if maker else "taker", fee))
+        order.filled += qty
+        order.notional += qty * price
+        order.remaining -= qty
+        if self._on_fill is not None:
+            self._on_fill(dict(zip(FILL_COLUMNS, self._fills[-1])))
+        if order.remaining <= _LOT_DUST * self._lot:
+            order.remaining = 0.0
+            self._finish(order, OrderStatus.FILLED, ts)
+
+    def _set_status(self, order: _Order, status: OrderStatus) -> None:
+        order.status = status
+        if self._on_status is not None:
+            self._on_status(order.record())
+
+    def _finish(self, order: _Order, status: OrderStatus, ts: int) -> None:
+        order.done_ts = ts
+        if order.phase != _NONE:
+            self._leave_phase(order)
+        if self._active.pop(order.oid, None) is not None:
+            self._dirty = True
+        self._set_status(order, status)
+
+    # -- results -------------------------------------------------------------------------
+    @property
+    def fills(self) -> pd.DataFrame:
+        """Every fill so far, by (ts_ns, order_id): ``FILL_COLUMNS``."""
+        frame = pd.DataFrame.from_records(self._fills, columns=list(FILL_COLUMNS)) if self._fills else \
+            pd.DataFrame({c: pd.Series(dtype=d) for c, d in zip(FILL_COLUMNS, _FILL_DTYPES)})
+        frame = frame.astype(dict(zip(FILL_COLUMNS, _FILL_DTYPES)))
+        return frame.sort_values(["ts_ns", "order_id"], kind="stable").reset_index(drop=True)
+
+    @property
+    def orders(self) -> pd.DataFrame:
+        """Every order's current state: ``ORDER_COLUMNS`` (times -1 where not reached)."""
+        frame = pd.DataFrame([o.record() for o in self._orders], columns=list(ORDER_COLUMNS))
+        return frame.astype(dict(zip(ORDER_COLUMNS, _ORDER_DTYPES)))
+
+    def order(self, order_id: int) -> dict:
+        """One order's current state (the fields of :attr:`orders`)."""
+        return self._known(order_id).record()
+
+
+_FILL_DTYPES = ("int64", "int64", "int64", "int64", "float64", "float64", "str", "float64")
+_ORDER_DTYPES = ("int64", "int64", "str", "str", "float64", "float64", "float64", "str", "float64",
+                 "float64", "int64", "int64", "int64")
+
+
+def _given(value) -> bool:
+    if value is None or value is pd.NA:
+        return False
+    try:
+        return not (isinstance(value, (float, np.floating)) and math.isnan(value))
+    except TypeError:
+        return True
+
+
+# -- frames in, SimResult out ----------------------------------------------------------------
+def requests_frame(requests: pd.DataFrame | list[dict]) -> pd.DataFrame:
+    """Requests with every ``REQUEST_COLUMNS`` column (defaults filled), stably sorted by ``ts_ns``.
+
+    Row position after the sort is the request number ``k``. Needs ``ts_ns``, ``action``
+    and ``order_ref``; refuses unknown columns and empty or non-integer times (DataError).
+    """
+    frame = pd.DataFrame(requests) if not isinstance(requests, pd.DataFrame) else requests
+    missing = [c for c in ("ts_ns", "action", "order_ref") if c not in frame.columns]
+    if missing:
+        raise DataError(f"requests frame lacks {missing}; expected columns {list(REQUEST_COLUMNS)}")
+    unknown = [c for c in frame.columns if c not in REQUEST_COLUMNS]
+    if unknown:
+        raise DataError(f"requests frame has unknown columns {unknown}; expected {list(REQUEST_COLUMNS)}")
+    if frame["ts_ns"].isna().any():
+        raise DataError("requests ts_ns has empty values; expected int64 UTC ns for every request")
+    ts = as_ns_array(frame["ts_ns"].to_numpy(), "requests ts_ns")
+    out = pd.DataFrame({"ts_ns": ts})
+    defaults = {"action": None, "order_ref": None, "side": None, "quantity": math.nan, "order_type": "market",
+                "limit_px": math.nan, "stop_px": math.nan, "tif": "gtc", "expire_ts_ns": -1}
+    for name in REQUEST_COLUMNS[1:]:
+        out[name] = frame[name].to_numpy() if name in frame.columns else defaults[name]
+    out["expire_ts_ns"] = pd.to_numeric(out["expire_ts_ns"]).fillna(-1).astype(np.int64)
+    return out.sort_values("ts_ns", kind="stable").reset_index(drop=True)
+
+
+def quote_arrays(quotes: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """(ts_ns, bid_px, ask_px, bid_sz, ask_sz) from an L1 frame or a top-N book; refuses unusable quote sets."""
+    if not isinstance(quotes, pd.DataFrame):
+        raise DataError(f"quotes is a {type(quotes).__name__}; expected a pandas DataFrame")
+    columns = quote_columns(quotes)
+    if "ts_ns" not in quotes.columns:
+        raise DataError(f"quotes frame lacks ts_ns; found {list(quotes.columns)}")
+    if not len(quotes):
+        raise DataError("quotes frame is empty; expected at least one valid quote (finite bid < ask, sizes > 0)")
+    ts = as_ns_array(quotes["ts_ns"].to_numpy(), "quotes ts_ns")
+    _non_decreasing(ts, "quotes")
+    values = []
+    for name in ("bid_px", "ask_px", "bid_sz", "ask_sz"):
+        column = columns[name]
+        if column not in quotes.columns:
+            raise DataError(f"quotes frame lacks {column}; expected bid/ask prices and sizes")
+        values.append(quotes[column].to_numpy(dtype=np.float64, na_value=np.nan))
+    bid, ask, bid_sz, ask_sz = values
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(bid) & np.isfinite(ask) & (bid < ask) & (bid_sz > 0) & (ask_sz > 0)
+    if not valid.any():
+        raise DataError(f"none of the {len(ts)} quotes is valid (all crossed, locked, one-sided or without sizes); "
+                        "expected at least one with finite bid < ask and positive sizes")
+    return ts, bid, ask, bid_sz, ask_sz
+
+
+def trade_arrays(trades: pd.DataFrame, quotes: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """(ts_ns, price, size, aggressor) with the aggressor from ``aggressor``, ``aggressor_side`` or inferred."""
+    if not isinstance(trades, pd.DataFrame):
+        raise DataError(f"trades is a {type(trades).__name__}; expected a pandas DataFrame")
+    missing = [c for c in ("ts_ns", "price", "size") if c not in trades.columns]
+    if missing:
+        raise DataError(f"trades frame lacks {missing}; expected columns ts_ns, price, size (and an aggressor)")
+    ts = as_ns_array(trades["ts_ns"].to_numpy(), "trades ts_ns")
+    _non_decreasing(ts, "trades")
+    if "aggressor" in trades.columns:
+        aggressor = trades["aggressor"].to_numpy(dtype=np.float64, na_value=0.0)
+        if not np.isin(aggressor, (-1.0, 0.0, 1.0)).all():
+            raise DataError("trades aggressor must be +1 (buyer), -1 (seller) or 0 (unknown)")
+    elif "aggressor_side" in trades.columns:
+        aggressor = aggressor_from_column(trades).astype(np.float64)
+    else:
+        aggressor = trade_sides(trades, quotes).astype(np.float64)
+    return (ts, trades["price"].to_numpy(dtype=np.float64, na_value=np.nan),
+            trades["size"].to_numpy(dtype=np.float64, na_value=np.nan), aggressor)
+
+
+def replay(model: FillModel, instrument: Instrument | str, quotes: pd.DataFrame, trades: pd.DataFrame | None,
+           requests: pd.DataFrame, *, seed: int = 0) -> SimResult:
+    """Run the event engine over recorded ``quotes`` (and ``trades``; None for a feed without) and ``requests``.
+
+    ``requests`` has ``REQUEST_COLUMNS`` (see :func:`requests_frame`); fills and orders
+    come back keyed by ``order_ref``. Every request is checked before anything runs:
+    DataError for unusable frames (empty or no valid quote, times going backwards,
+    missing columns), OrderError for unknown actions or order_refs and bad quantities,
+    ConformanceError for prices or sizes off the instrument's grids.
+    """
+    if isinstance(instrument, str):
+        instrument = get_instrument(instrument)
+    q = quote_arrays(quotes)
+    has_trades = trades is not None and len(trades) > 0
+    t = trade_arrays(trades, quotes) if has_trades else (_EMPTY_I64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64)
+    table = requests_frame(requests)
+    engine = SimEngine(model, instrument, seed=seed, feed_has_trades=has_trades)
+    refs: list = []
+    ids: dict = {}
+    make = _order_maker(instrument)
+    for k, row in enumerate(table.itertuples(index=False)):
+        action = str(row.action).strip().lower()
+        ref = row.order_ref
+        if action not in ACTIONS:
+            raise OrderError(f"request {k} (order_ref {ref!r}): action {row.action!r} unknown; expected one of "
+                             f"{list(ACTIONS)}")
+        if not _given(ref):
+            raise OrderError(f"request {k}: order_ref is empty; expected the caller's id of the order")
+        if action == "submit":
+            if ref in ids:
+                raise OrderError(f"request {k}: order_ref {ref!r} submitted twice; expected one submit per order")
+            spec = make(row)
+            ids[ref] = engine.submit(spec, int(row.ts_ns))
+            refs.append(ref)
+            continue
+        if ref not in ids:
+            raise OrderError(f"request {k}: {action} for order_ref {ref!r}, which was not submitted before it; "
+                             "expected the order_ref of an earlier submit")
+        if action == "cancel":
+            engine.cancel(ids[ref], int(row.ts_ns))
+        else:
+            engine.replace(ids[ref], int(row.ts_ns), limit_px=row.limit_px if _given(row.limit_px) else None,
+                           quantity=row.quantity if _given(row.quantity) else None)
+    engine._run(*q, *t)
+    last_arrival = max((entry[0] for entry in engine._pending), default=-_NEVER)
+    engine.advance_to(max(engine._clock, last_arrival))
+    ref_array = np.asarray(refs, dtype=object)
+    try:
+        ref_array = ref_array.astype(np.int64)
+    except (TypeError, ValueError):
+        pass  # non-integer refs are kept as given
+    fills = engine.fills
+    fills.insert(0, "order_ref", ref_array[fills.pop("order_id").to_numpy()] if len(fills) else
+                 pd.Series(dtype=ref_array.dtype))
+    orders = engine.orders
+    orders.insert(0, "order_ref", ref_array[orders.pop("order_id").to_numpy()] if len(orders) else
+                  pd.Series(dtype=ref_array.dtype))
+    return SimResult(fills=fills, orders=orders)
+
+
+def _order_maker(instrument: Instrument) -> Callable:
+    # make_order does Decimal work per call; most orders of a replay repeat a few shapes.
+    cache: dict[tuple, OrderSpec] = {}
+
+    def make(row) -> OrderSpec:
+        side = row.side
+        if isinstance(side, (float, np.floating)) and side in (1.0, -1.0):
+            side = int(side)  # a side column holding NaN on cancel rows is float
+        order_type = row.order_type if _given(row.order_type) else OrderType.MARKET
+        tif = row.tif if _given(row.tif) else TimeInForce.GTC
+        limit = row.limit_px if _given(row.limit_px) else None
+        stop = row.stop_px if _given(row.stop_px) else None
+        key = (side, row.quantity, str(order_type), limit, stop, str(tif))
+        day = str(tif).strip().lower() == TimeInForce.DAY.value
+        try:
+            spec = None if day else cache.get(key)
+        except TypeError:  # unhashable input: no caching
+            spec, key = None, None
+        if spec is None:
+            spec = make_order(instrument, side, row.quantity, order_type, limit_px=limit, stop_px=stop, tif=tif,
+                              ts_ns=int(row.ts_ns))
+            if not day and key is not None:
+                cache[key] = spec
+        expire = int(row.expire_ts_ns)
+        if expire >= 0:
+            spec = dataclass_replace(spec, expire_ts_ns=expire)
+        return spec
+
+    return make

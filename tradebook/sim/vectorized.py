@@ -1,0 +1,783 @@
+"""Vectorized face of the paper-fill simulator: one compiled pass over the merged event stream.
+
+Research replays many orders over long histories; this module does it in a single
+numba loop over quotes, trades and request arrivals merged in time order (quotes
+before trades at equal times, market data stamped at or before an arrival before
+the request), with every order's state in arrays. It implements the matching rules
+written in :mod:`tradebook.sim.orders` (read them there: they are the contract) and
+must give the same fills as the event engine (:mod:`tradebook.sim.engine`) on the
+same orders and data; both take liquidity through
+:func:`~tradebook.sim.orders.take_liquidity` and draw latencies with
+:func:`~tradebook.sim.orders.latency_ns`, so prices and times never differ for
+implementation reasons.
+
+Two entry points:
+
+- :func:`replay_vectorized` - frames in, :class:`~tradebook.sim.engine.SimResult` out,
+  with the same input checks as the engine;
+- :func:`replay_arrays` - the compiled core on plain arrays (trusted input: no checks),
+  what benchmarks and bulk research drive.
+
+Decisions where the rules leave room (the engine should make the same ones):
+a cancel or replace reaching the venue before its order does has no effect (the
+venue does not know the order yet); a replace whose new quantity does not exceed
+what has filled is ignored; IOC and FOK apply when an order becomes active (its
+arrival, or its trigger for stops); a limit order meeting no valid quote waits for
+one (IOC/FOK: cancelled); on feeds without trades a resting order fills at the
+first *valid* quote whose opposite touch reaches its limit; an expired order is
+done at its expiry time; a request row's ``expire_ts_ns`` >= 0 overrides the time in
+force's expiry (good till that time); invalid quotes (crossed, locked, one-sided,
+without sizes, non-finite) are skipped: nothing takes, triggers or fills at them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import pandas as pd
+
+from tradebook.errors import ConfigError, DataError, OrderError
+from tradebook.model.instruments import Instrument, get_instrument
+from tradebook.sim.engine import REQUEST_COLUMNS, SimResult
+from tradebook.sim.fill_model import FillModel
+from tradebook.sim.orders import (
+    ORDER_TYPE_CODE,
+    PRICE_RTOL,
+    TIF_CODE,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+    latency_ns,
+    make_order,
+    take_liquidity,
+)
+from tradebook.sim.truth import quote_columns, aggressor_from_column, trade_sides
+
+ACTION_CODE = {"submit": 0, "cancel": 1, "replace": 2}
+STATUS_NAMES = tuple(s.value for s in OrderStatus)
+_NEVER = np.iinfo(np.int64).max
+
+# Compiled-code constants (module-level ints are frozen into the compiled functions).
+_SUBMIT, _CANCEL, _REPLACE = 0, 1, 2
+_MARKET, _LIMIT, _STOP, _STOP_LIMIT = (ORDER_TYPE_CODE[t] for t in OrderType)
+_DAY, _GTC, _IOC, _FOK = (TIF_CODE[t] for t in TimeInForce)
+_PENDING, _WORKING, _FILLED, _CANCELLED, _EXPIRED, _REJECTED = range(len(OrderStatus))
+_PH_NONE, _PH_TAKING, _PH_RESTING, _PH_STOP = 0, 1, 2, 3  # what an order at the venue is waiting for
+# int64 order state columns
+_I_SIDE, _I_TYPE, _I_TIF, _I_EXPIRE, _I_SUBMIT_K, _I_STATUS, _I_PHASE, _I_TRIGGERED, _I_ARRIVAL, _I_DONE, \
+    _I_REPORT_LATENCY = range(11)
+# float64 order state columns
+_F_QTY, _F_LIMIT, _F_STOP, _F_REMAINING, _F_FILLED, _F_NOTIONAL, _F_QUEUE = range(7)
+# float64 parameter slots
+_P_SLIPPAGE, _P_MAX_TAKE, _P_LOT, _P_MAKER_BPS, _P_TAKER_BPS, _P_PER_UNIT, _P_MULTIPLIER = range(7)
+# a remainder below this many lots is float dust: the order is complete
+_LOT_DUST = 1e-9
+# trade size over the queue, in lots, is floored with this slack (float dust from queue arithmetic)
+_LOT_SLACK = 1e-6
+
+
+# -- plain-array containers -----------------------------------------------------------
+@dataclass(frozen=True)
+class QuoteArrays:
+    ts_ns: np.ndarray  # int64, non-decreasing
+    bid_px: np.ndarray
+    ask_px: np.ndarray
+    bid_sz: np.ndarray
+    ask_sz: np.ndarray
+
+
+@dataclass(frozen=True)
+class TradeArrays:
+    ts_ns: np.ndarray  # int64, non-decreasing
+    price: np.ndarray
+    size: np.ndarray
+    aggressor: np.ndarray  # int8: +1 buyer, -1 seller, 0 unknown
+
+
+@dataclass(frozen=True)
+class RequestArrays:
+    """One row per request, in request-number order (k = row); orders are numbered 0..n-1.
+
+    Submit rows carry the order's conformed fields; replace rows the new quantity and
+    limit (NaN = unchanged); cancel rows only ``ts_ns``, ``action`` and ``order``.
+    """
+
+    ts_ns: np.ndarray  # int64, non-decreasing
+    action: np.ndarray  # int8: 0 submit, 1 cancel, 2 replace
+    order: np.ndarray  # int64 order number
+    side: np.ndarray  # int8 +1 / -1
+    order_type: np.ndarray  # int8 ORDER_TYPE_CODE
+    tif: np.ndarray  # int8 TIF_CODE
+    quantity: np.ndarray
+    limit_px: np.ndarray
+    stop_px: np.ndarray
+    expire_ts_ns: np.ndarray  # int64, -1 = never
+
+
+@dataclass(frozen=True)
+class ArrayParams:
+    """What the compiled core needs from a FillModel and an Instrument."""
+
+    edges: np.ndarray
+    ratios: np.ndarray
+    slippage_bps: float
+    max_take_over_touch: float
+    lot: float
+    maker_bps: float
+    taker_bps: float
+    per_unit_fee: float
+    multiplier: float
+    ack_median_ns: int
+    fill_median_ns: int
+    latency_sigma: float
+
+    @classmethod
+    def from_model(cls, model: FillModel, instrument: Instrument) -> ArrayParams:
+        take = model.take_params(float(instrument.lot_size))
+        return cls(
+            edges=take.edges, ratios=take.ratios, slippage_bps=take.slippage_bps,
+            max_take_over_touch=take.max_take_over_touch, lot=take.lot,
+            maker_bps=float(model.fees.maker_bps), taker_bps=float(model.fees.taker_bps),
+            per_unit_fee=float(model.fees.per_unit), multiplier=float(instrument.multiplier),
+            ack_median_ns=int(model.latency.submit_to_ack_median_ns),
+            fill_median_ns=int(model.latency.ack_to_fill_median_ns), latency_sigma=float(model.latency.sigma),
+        )
+
+
+@dataclass(frozen=True)
+class FillArrays:
+    """Fills sorted by (ts_ns, submit request, sequence)."""
+
+    order: np.ndarray
+    ts_ns: np.ndarray
+    report_ts_ns: np.ndarray
+    quantity: np.ndarray
+    price: np.ndarray
+    maker: np.ndarray  # bool
+    fee: np.ndarray
+
+
+@dataclass(frozen=True)
+class OrderArrays:
+    """Final state per order number: status codes index ``STATUS_NAMES``; -1 = no time."""
+
+    status: np.ndarray
+    filled_qty: np.ndarray
+    avg_price: np.ndarray
+    arrival_ts_ns: np.ndarray
+    done_ts_ns: np.ndarray
+    quantity: np.ndarray  # after replaces
+    limit_px: np.ndarray  # after replaces
+
+
+def replay_arrays(quotes: QuoteArrays, trades: TradeArrays | None, requests: RequestArrays, params: ArrayParams,
+                  *, seed: int = 0) -> tuple[FillArrays, OrderArrays]:
+    """The compiled replay on plain arrays (trusted input; :func:`replay_vectorized` checks frames).
+
+    ``trades`` None (or empty) selects the quote rule for resting orders (feeds without trades).
+    """
+    if trades is None:
+        trades = TradeArrays(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, np.int8))
+    n_orders = int(requests.order.max()) + 1 if len(requests.order) else 0
+    float_params = np.array([params.slippage_bps, params.max_take_over_touch, params.lot, params.maker_bps,
+                             params.taker_bps, params.per_unit_fee, params.multiplier], dtype=np.float64)
+    fill_int, fill_float, n_fills, order_int, order_float = _replay(
+        quotes.ts_ns, quotes.bid_px, quotes.ask_px, quotes.bid_sz, quotes.ask_sz,
+        trades.ts_ns, trades.price, trades.size, trades.aggressor.astype(np.int8), len(trades.ts_ns) > 0,
+        requests.ts_ns, requests.action, requests.order, requests.side, requests.order_type, requests.tif,
+        requests.quantity, requests.limit_px, requests.stop_px, requests.expire_ts_ns, n_orders,
+        params.edges, params.ratios, float_params,
+        np.int64(params.ack_median_ns), np.int64(params.fill_median_ns), float(params.latency_sigma), np.int64(seed))
+    fill_int, fill_float = fill_int[:n_fills], fill_float[:n_fills]
+    order_col = fill_int[:, 0]
+    submit_k = order_int[order_col, _I_SUBMIT_K] if n_fills else np.zeros(0, np.int64)
+    rank = np.lexsort((np.arange(n_fills), submit_k, fill_int[:, 1]))
+    fill_int, fill_float = fill_int[rank], fill_float[rank]
+    fills = FillArrays(order=fill_int[:, 0].copy(), ts_ns=fill_int[:, 1].copy(), report_ts_ns=fill_int[:, 2].copy(),
+                       quantity=fill_float[:, 0].copy(), price=fill_float[:, 1].copy(),
+                       maker=fill_float[:, 2] > 0.5, fee=fill_float[:, 3].copy())
+    filled = order_float[:, _F_FILLED]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        avg = np.where(filled > 0, order_float[:, _F_NOTIONAL] / np.where(filled > 0, filled, 1.0), np.nan)
+    orders = OrderArrays(status=order_int[:, _I_STATUS].copy(), filled_qty=filled.copy(), avg_price=avg,
+                         arrival_ts_ns=order_int[:, _I_ARRIVAL].copy(), done_ts_ns=order_int[:, _I_DONE].copy(),
+                         quantity=order_float[:, _F_QTY].copy(), limit_px=order_float[:, _F_LIMIT].copy())
+    return fills, orders
+
+
+# -- compiled core --------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True)
+def _record_fill(oi, of, fi, ff, n, o, ts, qty, px, maker, p):  # pragma: no cover - compiled
+    if n == fi.shape[0]:
+        fi2 = np.empty((2 * n + 16, fi.shape[1]), dtype=np.int64)
+        ff2 = np.empty((2 * n + 16, ff.shape[1]), dtype=np.float64)
+        fi2[:n] = fi[:n]
+        ff2[:n] = ff[:n]
+        fi, ff = fi2, ff2
+    fi[n, 0] = o
+    fi[n, 1] = ts
+    fi[n, 2] = ts + oi[o, _I_REPORT_LATENCY]
+    ff[n, 0] = qty
+    ff[n, 1] = px
+    ff[n, 2] = 1.0 if maker else 0.0
+    notional = qty * px * p[_P_MULTIPLIER]
+    bps = p[_P_MAKER_BPS] if maker else p[_P_TAKER_BPS]
+    ff[n, 3] = abs(notional) * bps / 1e4 + abs(qty) * p[_P_PER_UNIT]
+    of[o, _F_FILLED] += qty
+    of[o, _F_NOTIONAL] += qty * px
+    of[o, _F_REMAINING] -= qty
+    if of[o, _F_REMAINING] <= _LOT_DUST * p[_P_LOT]:
+        of[o, _F_REMAINING] = 0.0
+        oi[o, _I_STATUS] = _FILLED
+        oi[o, _I_DONE] = ts
+        oi[o, _I_PHASE] = _PH_NONE
+    return fi, ff, n + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _end(oi, o, ts, status):  # pragma: no cover - compiled
+    oi[o, _I_STATUS] = status
+    oi[o, _I_DONE] = ts
+    oi[o, _I_PHASE] = _PH_NONE
+
+
+@numba.njit(cache=True, nogil=True)
+def _has_limit(oi, o):  # pragma: no cover - compiled
+    t = oi[o, _I_TYPE]
+    return t == _LIMIT or t == _STOP_LIMIT
+
+
+@numba.njit(cache=True, nogil=True)
+def _marketable(side, limit, bid, ask):  # pragma: no cover - compiled
+    return (side > 0 and limit >= ask) or (side < 0 and limit <= bid)
+
+
+@numba.njit(cache=True, nogil=True)
+def _take(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p):  # pragma: no cover - compiled
+    limit = of[o, _F_LIMIT] if _has_limit(oi, o) else np.nan
+    qty, px = take_liquidity(oi[o, _I_SIDE], of[o, _F_REMAINING], limit, bid, ask, bid_sz, ask_sz,
+                             edges, ratios, p[_P_SLIPPAGE], p[_P_MAX_TAKE], p[_P_LOT])
+    if qty > 0.0:
+        fi, ff, n = _record_fill(oi, of, fi, ff, n, o, ts, qty, px, False, p)
+    return fi, ff, n
+
+
+@numba.njit(cache=True, nogil=True)
+def _rest(oi, of, o, bid, ask, bid_sz, ask_sz):  # pragma: no cover - compiled
+    # Queue ahead from the quote that made the order passive: the touch size when it
+    # joins the touch, nothing when it improves it, unknown behind it (not in L1).
+    side = oi[o, _I_SIDE]
+    limit = of[o, _F_LIMIT]
+    touch = bid if side > 0 else ask
+    size = bid_sz if side > 0 else ask_sz
+    oi[o, _I_PHASE] = _PH_RESTING
+    if abs(limit - touch) <= PRICE_RTOL * abs(touch):
+        of[o, _F_QUEUE] = size
+    elif side * (limit - touch) > 0.0:
+        of[o, _F_QUEUE] = 0.0
+    else:
+        of[o, _F_QUEUE] = np.nan
+
+
+@numba.njit(cache=True, nogil=True)
+def _step_taking(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p):  # pragma: no cover
+    # An active order at a valid quote: take while marketable, rest from the first moment it is not.
+    if _has_limit(oi, o) and not _marketable(oi[o, _I_SIDE], of[o, _F_LIMIT], bid, ask):
+        _rest(oi, of, o, bid, ask, bid_sz, ask_sz)
+        return fi, ff, n
+    return _take(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p)
+
+
+@numba.njit(cache=True, nogil=True)
+def _activate(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios, p):  # pragma: no cover
+    # The order becomes active at ts (arrival, replace, or a stop's trigger): IOC and FOK decide here.
+    tif = oi[o, _I_TIF]
+    if not valid:
+        if tif == _IOC or tif == _FOK:
+            _end(oi, o, ts, _CANCELLED)
+        else:
+            oi[o, _I_PHASE] = _PH_TAKING
+        return fi, ff, n
+    if tif == _FOK:
+        side = oi[o, _I_SIDE]
+        limit = of[o, _F_LIMIT] if _has_limit(oi, o) else np.nan
+        if not math.isnan(limit) and not _marketable(side, limit, bid, ask):
+            _end(oi, o, ts, _CANCELLED)
+            return fi, ff, n
+        qty, px = take_liquidity(side, of[o, _F_REMAINING], limit, bid, ask, bid_sz, ask_sz,
+                                 edges, ratios, p[_P_SLIPPAGE], p[_P_MAX_TAKE], p[_P_LOT])
+        if not (qty > 0.0) or of[o, _F_REMAINING] - qty > _LOT_DUST * p[_P_LOT]:
+            _end(oi, o, ts, _CANCELLED)
+            return fi, ff, n
+        return _record_fill(oi, of, fi, ff, n, o, ts, of[o, _F_REMAINING], px, False, p)
+    oi[o, _I_PHASE] = _PH_TAKING
+    fi, ff, n = _step_taking(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p)
+    if tif == _IOC and oi[o, _I_STATUS] == _WORKING:
+        _end(oi, o, ts, _CANCELLED)
+    return fi, ff, n
+
+
+@numba.njit(cache=True, nogil=True)
+def _stop_triggered(oi, of, o, valid, bid, ask):  # pragma: no cover - compiled
+    if not valid:
+        return False
+    stop = of[o, _F_STOP]
+    return (oi[o, _I_SIDE] > 0 and ask >= stop) or (oi[o, _I_SIDE] < 0 and bid <= stop)
+
+
+@numba.njit(cache=True, nogil=True)
+def _arrive(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios, p):  # pragma: no cover
+    t = oi[o, _I_TYPE]
+    if (t == _STOP or t == _STOP_LIMIT) and oi[o, _I_TRIGGERED] == 0:
+        if not _stop_triggered(oi, of, o, valid, bid, ask):
+            oi[o, _I_PHASE] = _PH_STOP
+            return fi, ff, n
+        oi[o, _I_TRIGGERED] = 1
+    return _activate(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios, p)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lots_of(x, lot):  # pragma: no cover - compiled
+    return math.floor(x / lot + _LOT_SLACK) * lot
+
+
+@numba.njit(cache=True, nogil=True)
+def _watch(oi, of, live, n_live, has_trades, watch):  # pragma: no cover - compiled
+    # What makes a valid quote matter to the live orders, in ``watch``: [orders taking,
+    # lowest buy stop, highest sell stop, highest resting buy limit, lowest resting sell
+    # limit] (the last two only on feeds without trades; neutral values when none).
+    watch[0], watch[1], watch[2], watch[3], watch[4] = 0.0, np.inf, -np.inf, -np.inf, np.inf
+    for i in range(n_live):
+        o = live[i]
+        phase = oi[o, _I_PHASE]
+        buy = oi[o, _I_SIDE] > 0
+        if phase == _PH_TAKING:
+            watch[0] += 1.0
+        elif phase == _PH_STOP:
+            if buy:
+                watch[1] = min(watch[1], of[o, _F_STOP])
+            else:
+                watch[2] = max(watch[2], of[o, _F_STOP])
+        elif phase == _PH_RESTING and not has_trades:
+            if buy:
+                watch[3] = max(watch[3], of[o, _F_LIMIT])
+            else:
+                watch[4] = min(watch[4], of[o, _F_LIMIT])
+
+
+@numba.njit(cache=True, nogil=True)
+def _quote_matters(bid, ask, bid_sz, ask_sz, watch):  # pragma: no cover - compiled
+    if not (bid < ask and bid_sz > 0.0 and ask_sz > 0.0 and math.isfinite(bid) and math.isfinite(ask)):
+        return False
+    return watch[0] > 0.0 or ask >= watch[1] or bid <= watch[2] or ask <= watch[3] or bid >= watch[4]
+
+
+@numba.njit(cache=True, nogil=True)
+def _replay(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz,
+            t_ts, t_px, t_sz, t_aggressor, has_trades,
+            r_ts, r_action, r_order, r_side, r_type, r_tif, r_qty, r_limit, r_stop, r_expire, n_orders,
+            edges, ratios, p, ack_median, fill_median, sigma, seed):  # pragma: no cover - compiled
+    n_q, n_t, n_r = len(q_ts), len(t_ts), len(r_ts)
+    lot = p[_P_LOT]
+    oi = np.zeros((n_orders, 11), dtype=np.int64)
+    of = np.full((n_orders, 7), np.nan)
+    oi[:, _I_ARRIVAL] = -1
+    oi[:, _I_DONE] = -1
+    oi[:, _I_STATUS] = _PENDING
+    # request arrivals, and the order in which the venue sees them (arrival, then request number)
+    arrival = np.empty(n_r, dtype=np.int64)
+    for k in range(n_r):
+        arrival[k] = r_ts[k] + latency_ns(seed, k, 0, ack_median, sigma)
+        if r_action[k] == _SUBMIT:
+            o = r_order[k]
+            oi[o, _I_SIDE] = r_side[k]
+            oi[o, _I_TYPE] = r_type[k]
+            oi[o, _I_TIF] = r_tif[k]
+            oi[o, _I_EXPIRE] = r_expire[k]
+            oi[o, _I_SUBMIT_K] = k
+            oi[o, _I_REPORT_LATENCY] = latency_ns(seed, k, 1, fill_median, sigma)
+            of[o, _F_QTY] = r_qty[k]
+            of[o, _F_LIMIT] = r_limit[k]
+            of[o, _F_STOP] = r_stop[k]
+            of[o, _F_REMAINING] = r_qty[k]
+            of[o, _F_FILLED] = 0.0
+            of[o, _F_NOTIONAL] = 0.0
+    by_arrival = np.argsort(arrival, kind="mergesort")
+
+    fi = np.empty((max(16, n_r), 3), dtype=np.int64)
+    ff = np.empty((max(16, n_r), 4), dtype=np.float64)
+    n = 0
+    live = np.empty(max(1, n_orders), dtype=np.int64)  # orders at the venue, not complete
+    slot = np.full(max(1, n_orders), -1, dtype=np.int64)
+    n_live = 0
+    next_expiry = _NEVER
+    watch = np.empty(5)  # see _watch
+    _watch(oi, of, live, 0, has_trades, watch)
+    bid = ask = bid_sz = ask_sz = np.nan
+    valid = False
+    iq = it = ir = 0
+    while iq < n_q or it < n_t or ir < n_r:
+        tq = q_ts[iq] if iq < n_q else _NEVER
+        tt = t_ts[it] if it < n_t else _NEVER
+        tr = arrival[by_arrival[ir]] if ir < n_r else _NEVER
+        if iq < n_q and tq <= tt and tq <= tr:
+            kind, ts = 0, tq
+        elif it < n_t and tt <= tr:
+            kind, ts = 1, tt
+        else:
+            kind, ts = 2, tr
+
+        if ts >= next_expiry:  # orders expire before any event stamped at or after their expiry
+            i = 0
+            next_expiry = _NEVER
+            while i < n_live:
+                o = live[i]
+                e = oi[o, _I_EXPIRE]
+                if 0 <= e <= ts:
+                    _end(oi, o, e, _EXPIRED)
+                    n_live -= 1
+                    live[i] = live[n_live]
+                    slot[live[i]] = i
+                    slot[o] = -1
+                    continue
+                if e >= 0 and e < next_expiry:
+                    next_expiry = e
+                i += 1
+            _watch(oi, of, live, n_live, has_trades, watch)
+
+        if kind == 0:
+            if watch[0] == 0.0:
+                # No order is taking: skip the quotes no order acts on, up to the next trade,
+                # arrival or expiry (the last one skipped is the quote in force then).
+                bound = tt if tt < tr else tr
+                if next_expiry - 1 < bound:
+                    bound = next_expiry - 1
+                j = iq
+                if watch[1] == np.inf and watch[2] == -np.inf and watch[3] == -np.inf and watch[4] == np.inf:
+                    while j + 1 < n_q and q_ts[j + 1] <= bound:  # no order looks at quotes at all
+                        j += 1
+                else:
+                    while j + 1 < n_q and q_ts[j + 1] <= bound and not _quote_matters(
+                            q_bid[j], q_ask[j], q_bid_sz[j], q_ask_sz[j], watch):
+                        j += 1
+                iq = j
+                ts = q_ts[iq]
+            bid, ask, bid_sz, ask_sz = q_bid[iq], q_ask[iq], q_bid_sz[iq], q_ask_sz[iq]
+            valid = bid < ask and bid_sz > 0.0 and ask_sz > 0.0 and math.isfinite(bid) and math.isfinite(ask)
+            iq += 1
+            if not valid:
+                continue
+            i = 0
+            while i < n_live:
+                o = live[i]
+                phase = oi[o, _I_PHASE]
+                if phase == _PH_TAKING:
+                    fi, ff, n = _step_taking(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p)
+                elif phase == _PH_STOP:
+                    if _stop_triggered(oi, of, o, valid, bid, ask):
+                        oi[o, _I_TRIGGERED] = 1
+                        fi, ff, n = _activate(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz,
+                                              edges, ratios, p)
+                elif phase == _PH_RESTING and not has_trades:
+                    # no trades in the feed: the opposite touch reaching the limit fills the remainder
+                    side, limit = oi[o, _I_SIDE], of[o, _F_LIMIT]
+                    if (side > 0 and ask <= limit) or (side < 0 and bid >= limit):
+                        fi, ff, n = _record_fill(oi, of, fi, ff, n, o, ts, of[o, _F_REMAINING], limit, True, p)
+                if oi[o, _I_STATUS] != _WORKING:
+                    n_live -= 1
+                    live[i] = live[n_live]
+                    slot[live[i]] = i
+                    slot[o] = -1
+                    continue
+                i += 1
+            _watch(oi, of, live, n_live, has_trades, watch)
+        elif kind == 1:
+            px, size, aggressor = t_px[it], t_sz[it], t_aggressor[it]
+            it += 1
+            i = 0
+            while i < n_live:
+                o = live[i]
+                if oi[o, _I_PHASE] == _PH_RESTING:
+                    side, limit = oi[o, _I_SIDE], of[o, _F_LIMIT]
+                    tol = PRICE_RTOL * abs(limit)
+                    if (side > 0 and px < limit - tol) or (side < 0 and px > limit + tol):
+                        # printed through the limit: the order would have been hit first
+                        fi, ff, n = _record_fill(oi, of, fi, ff, n, o, ts, of[o, _F_REMAINING], limit, True, p)
+                    elif abs(px - limit) <= tol and aggressor == -side and not math.isnan(of[o, _F_QUEUE]):
+                        extra = size
+                        queue = of[o, _F_QUEUE]
+                        if queue > 0.0:
+                            if size <= queue:
+                                of[o, _F_QUEUE] = queue - size
+                                extra = 0.0
+                            else:
+                                of[o, _F_QUEUE] = 0.0
+                                extra = size - queue
+                        if extra > 0.0:
+                            remaining = of[o, _F_REMAINING]
+                            qty = min(_lots_of(extra, lot), remaining)
+                            if remaining - qty <= _LOT_DUST * lot:
+                                qty = remaining
+                            if qty > 0.0:
+                                fi, ff, n = _record_fill(oi, of, fi, ff, n, o, ts, qty, limit, True, p)
+                    if oi[o, _I_STATUS] != _WORKING:
+                        n_live -= 1
+                        live[i] = live[n_live]
+                        slot[live[i]] = i
+                        slot[o] = -1
+                        continue
+                i += 1
+        else:
+            k = by_arrival[ir]
+            ir += 1
+            o = r_order[k]
+            action = r_action[k]
+            if action == _SUBMIT:
+                oi[o, _I_ARRIVAL] = ts
+                e = oi[o, _I_EXPIRE]
+                if 0 <= e <= ts:
+                    _end(oi, o, e, _EXPIRED)
+                    continue
+                oi[o, _I_STATUS] = _WORKING
+                fi, ff, n = _arrive(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios, p)
+                if oi[o, _I_STATUS] == _WORKING:
+                    slot[o] = n_live
+                    live[n_live] = o
+                    n_live += 1
+                    if 0 <= e < next_expiry:
+                        next_expiry = e
+            elif oi[o, _I_STATUS] == _WORKING:  # a cancel or replace for an order the venue works
+                if action == _CANCEL:
+                    _end(oi, o, ts, _CANCELLED)
+                else:
+                    new_qty, new_limit = r_qty[k], r_limit[k]
+                    if not math.isnan(new_qty):
+                        if new_qty - of[o, _F_FILLED] <= _LOT_DUST * lot:
+                            continue  # must exceed what has filled: the replace is refused
+                        of[o, _F_QTY] = new_qty
+                        of[o, _F_REMAINING] = new_qty - of[o, _F_FILLED]
+                    if not math.isnan(new_limit):
+                        of[o, _F_LIMIT] = new_limit
+                    of[o, _F_QUEUE] = np.nan
+                    fi, ff, n = _arrive(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios,
+                                        p)
+                if oi[o, _I_STATUS] != _WORKING:
+                    j = slot[o]
+                    n_live -= 1
+                    live[j] = live[n_live]
+                    slot[live[j]] = j
+                    slot[o] = -1
+            _watch(oi, of, live, n_live, has_trades, watch)
+    return fi, ff, n, oi, of
+
+
+# -- frames in, SimResult out ----------------------------------------------------------
+def replay_vectorized(model: FillModel, instrument: Instrument | str, quotes: pd.DataFrame,
+                      trades: pd.DataFrame | None, requests: pd.DataFrame, *, seed: int = 0) -> SimResult:
+    """Replay ``requests`` against ``quotes`` (and ``trades``, None for feeds without) in one compiled pass.
+
+    Same checks as the event engine: empty or all-invalid quotes, times going backwards
+    and missing columns raise DataError; unknown order_ref, unknown actions and bad
+    quantities OrderError; prices off the tick grid or sizes off the lot grid
+    ConformanceError (through :func:`tradebook.sim.orders.make_order`).
+    """
+    if isinstance(instrument, str):
+        instrument = get_instrument(instrument)
+    if model.instrument_id != instrument.instrument_id:
+        raise ConfigError(f"fill model is for {model.instrument_id}; expected one for {instrument.instrument_id}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed is {seed!r}; expected an integer >= 0")
+    quote_arrays = quote_arrays_from(quotes)
+    trade_arrays = trade_arrays_from(trades, quotes) if trades is not None and len(trades) else None
+    request_arrays, table = request_arrays_from(requests, instrument)
+    fills, orders = replay_arrays(quote_arrays, trade_arrays, request_arrays,
+                                  ArrayParams.from_model(model, instrument), seed=seed)
+    refs = table["order_ref"]
+    side = table["side"]
+    fill_frame = pd.DataFrame({
+        "order_ref": refs[fills.order],
+        "ts_ns": fills.ts_ns,
+        "report_ts_ns": fills.report_ts_ns,
+        "side": side[fills.order],
+        "quantity": fills.quantity,
+        "price": fills.price,
+        "liquidity": np.where(fills.maker, "maker", "taker"),
+        "fee": fills.fee,
+    })
+    order_frame = pd.DataFrame({
+        "order_ref": refs,
+        "side": side,
+        "order_type": table["order_type"],
+        "tif": table["tif"],
+        "quantity": orders.quantity,
+        "limit_px": orders.limit_px,
+        "stop_px": table["stop_px"],
+        "status": np.asarray(STATUS_NAMES, dtype=object)[orders.status],
+        "filled_qty": orders.filled_qty,
+        "avg_price": orders.avg_price,
+        "submit_ts_ns": table["submit_ts_ns"],
+        "arrival_ts_ns": orders.arrival_ts_ns,
+        "done_ts_ns": orders.done_ts_ns,
+    })
+    return SimResult(fills=fill_frame, orders=order_frame)
+
+
+def _require(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"{what} is a {type(frame).__name__}; expected a pandas DataFrame")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{what} frame lacks {missing}; expected columns {list(columns)}")
+
+
+def _non_decreasing(ts: np.ndarray, what: str) -> None:
+    backwards = np.flatnonzero(np.diff(ts) < 0)
+    if len(backwards):
+        row = int(backwards[0]) + 1
+        raise DataError(f"{what} ts_ns goes backwards at row {row} ({ts[row - 1]} then {ts[row]}); "
+                        "expected non-decreasing ts_ns")
+
+
+def quote_arrays_from(quotes: pd.DataFrame) -> QuoteArrays:
+    """Checked quote arrays: refuses empty frames, frames with no valid quote and times going backwards."""
+    if not isinstance(quotes, pd.DataFrame):
+        raise DataError(f"quotes is a {type(quotes).__name__}; expected a pandas DataFrame")
+    columns = quote_columns(quotes)  # an L1 frame or a top-N book (bid_px_0...)
+    _require(quotes, ("ts_ns", *columns.values()), "quotes")
+    if not len(quotes):
+        raise DataError("quotes frame is empty; expected at least one valid quote (finite bid < ask, sizes > 0)")
+    ts = quotes["ts_ns"].to_numpy(dtype=np.int64)
+    _non_decreasing(ts, "quotes")
+    arrays = QuoteArrays(ts, *(quotes[columns[c]].to_numpy(dtype=np.float64, na_value=np.nan)
+                               for c in ("bid_px", "ask_px", "bid_sz", "ask_sz")))
+    with np.errstate(invalid="ignore"):
+        valid = (np.isfinite(arrays.bid_px) & np.isfinite(arrays.ask_px) & (arrays.bid_px < arrays.ask_px)
+                 & (arrays.bid_sz > 0) & (arrays.ask_sz > 0))
+    if not valid.any():
+        raise DataError(f"none of the {len(ts)} quotes is valid (all crossed, locked, one-sided or without "
+                        "sizes); expected at least one with finite bid < ask and positive sizes")
+    return arrays
+
+
+def trade_arrays_from(trades: pd.DataFrame, quotes: pd.DataFrame) -> TradeArrays:
+    """Checked trade arrays; the aggressor from ``aggressor`` (+1/-1/0), ``aggressor_side`` or inferred."""
+    _require(trades, ("ts_ns", "price", "size"), "trades")
+    ts = trades["ts_ns"].to_numpy(dtype=np.int64)
+    _non_decreasing(ts, "trades")
+    if "aggressor" in trades.columns:
+        aggressor = trades["aggressor"].to_numpy(dtype=np.int64, na_value=0)
+        if not np.isin(aggressor, (-1, 0, 1)).all():
+            raise DataError("trades aggressor must be +1 (buyer), -1 (seller) or 0 (unknown)")
+        aggressor = aggressor.astype(np.int8)
+    elif "aggressor_side" in trades.columns:
+        aggressor = aggressor_from_column(trades)
+    else:
+        aggressor = trade_sides(trades, quotes)
+    return TradeArrays(ts, trades["price"].to_numpy(dtype=np.float64, na_value=np.nan),
+                       trades["size"].to_numpy(dtype=np.float64, na_value=np.nan), aggressor)
+
+
+def _given(value) -> bool:
+    if value is None or value is pd.NA:
+        return False
+    return not (isinstance(value, (float, np.floating)) and math.isnan(value))
+
+
+def request_arrays_from(requests: pd.DataFrame, instrument: Instrument) -> tuple[RequestArrays, dict[str, np.ndarray]]:
+    """Validate requests (via make_order) and number them: k = row after a stable sort by ts_ns.
+
+    Returns the arrays for the compiled core and, per order number, its ``order_ref``,
+    ``side``, ``order_type``, ``tif``, ``stop_px`` and ``submit_ts_ns`` for the report.
+    """
+    _require(requests, ("ts_ns", "action", "order_ref"), "requests")
+    unknown_columns = [c for c in requests.columns if c not in REQUEST_COLUMNS]
+    if unknown_columns:
+        raise DataError(f"requests frame has unknown columns {unknown_columns}; expected {list(REQUEST_COLUMNS)}")
+    if requests["ts_ns"].isna().any():
+        raise DataError("requests ts_ns has empty values; expected int64 UTC ns for every request")
+    ordered = requests.sort_values("ts_ns", kind="stable").reset_index(drop=True)
+    n = len(ordered)
+
+    def column(name: str) -> list:
+        return ordered[name].tolist() if name in ordered.columns else [None] * n
+
+    ts = ordered["ts_ns"].to_numpy(dtype=np.int64)
+    action = np.zeros(n, np.int8)
+    order = np.zeros(n, np.int64)
+    side = np.zeros(n, np.int8)
+    kind = np.zeros(n, np.int8)
+    tif = np.zeros(n, np.int8)
+    qty = np.full(n, np.nan)
+    limit = np.full(n, np.nan)
+    stop = np.full(n, np.nan)
+    expire = np.full(n, -1, np.int64)
+    specs: dict[object, tuple[int, object]] = {}  # order_ref -> (order number, OrderSpec)
+    submit_ts: list[int] = []
+    for k, (a, ref, s, q, t, lp, sp, f, e) in enumerate(zip(
+            column("action"), column("order_ref"), column("side"), column("quantity"), column("order_type"),
+            column("limit_px"), column("stop_px"), column("tif"), column("expire_ts_ns"))):
+        name = str(a).strip().lower()
+        if name not in ACTION_CODE:
+            raise OrderError(f"request {k} (order_ref {ref!r}): action {a!r} unknown; expected one of "
+                             f"{list(ACTION_CODE)}")
+        if not _given(ref):
+            raise OrderError(f"request {k}: order_ref is empty; expected the caller's id of the order")
+        action[k] = ACTION_CODE[name]
+        if name == "submit":
+            if ref in specs:
+                raise OrderError(f"request {k}: order_ref {ref!r} submitted twice; expected one submit per order")
+            if isinstance(s, (float, np.floating)) and s in (1.0, -1.0):
+                s = int(s)  # a side column holding NaN on cancel rows is float
+            spec = make_order(instrument, s, q, t if _given(t) else OrderType.MARKET,
+                              limit_px=lp if _given(lp) else None, stop_px=sp if _given(sp) else None,
+                              tif=f if _given(f) else TimeInForce.GTC, ts_ns=int(ts[k]))
+            specs[ref] = (len(specs), spec)
+            submit_ts.append(int(ts[k]))
+            number = specs[ref][0]
+            side[k], kind[k], tif[k] = spec.side, ORDER_TYPE_CODE[spec.order_type], TIF_CODE[spec.tif]
+            qty[k], limit[k], stop[k], expire[k] = spec.quantity, spec.limit_px, spec.stop_px, spec.expire_ts_ns
+            if _given(e) and int(e) >= 0:
+                expire[k] = int(e)  # a good-till-time order: the row's expiry overrides the time in force's
+        else:
+            if ref not in specs:
+                raise OrderError(f"request {k}: {name} for order_ref {ref!r}, which was not submitted before it; "
+                                 "expected the order_ref of an earlier submit")
+            number, spec = specs[ref]
+            if name == "replace":
+                new_qty, new_limit = _given(q), _given(lp)
+                if not (new_qty or new_limit):
+                    raise OrderError(f"request {k}: replace of order_ref {ref!r} changes nothing; expected a new "
+                                     "limit_px or quantity")
+                if spec.order_type not in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+                    raise OrderError(f"request {k}: replace of order_ref {ref!r}, a {spec.order_type.value} order; "
+                                     "expected a limit or stop-limit order (replace moves a limit price)")
+                checked = make_order(instrument, spec.side, q if new_qty else spec.quantity, spec.order_type,
+                                     limit_px=lp if new_limit else (None if math.isnan(spec.limit_px) else
+                                                                    spec.limit_px),
+                                     stop_px=None if math.isnan(spec.stop_px) else spec.stop_px, tif=spec.tif,
+                                     ts_ns=int(ts[k]))
+                qty[k] = checked.quantity if new_qty else np.nan
+                limit[k] = checked.limit_px if new_limit else np.nan
+        order[k] = number
+    table = _order_table(specs, submit_ts)
+    return RequestArrays(ts, action, order, side, kind, tif, qty, limit, stop, expire), table
+
+
+def _order_table(specs: dict, submit_ts: list[int]) -> dict[str, np.ndarray]:
+    rows = sorted(specs.items(), key=lambda item: item[1][0])
+    refs = np.array([ref for ref, _ in rows], dtype=object)
+    try:
+        refs = refs.astype(np.int64)
+    except (TypeError, ValueError):
+        pass  # non-integer ids are kept as given
+    return {
+        "order_ref": refs,
+        "side": np.array([spec.side for _, (_, spec) in rows], dtype=np.int64),
+        "order_type": np.array([spec.order_type.value for _, (_, spec) in rows], dtype=object),
+        "tif": np.array([spec.tif.value for _, (_, spec) in rows], dtype=object),
+        "stop_px": np.array([spec.stop_px for _, (_, spec) in rows], dtype=np.float64),
+        "submit_ts_ns": np.array(submit_ts, dtype=np.int64),
+    }
