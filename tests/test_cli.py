@@ -76,3 +76,13 @@ def test_calibrate_on_an_empty_store_says_what_to_do(tmp_path):
     result = tradebook("calibrate", "--store", str(tmp_path / "empty.duckdb"))
     assert result.returncode == 2
     assert "holds no quotes to calibrate on; run `tradebook demo`" in result.stderr
+
+
+def test_fidelity_on_a_fresh_store_with_bundled_data(tmp_path):
+    path = tmp_path / "fresh.duckdb"
+    missing = tradebook("fidelity", "--store", str(path))
+    assert missing.returncode == 2 and "run `tradebook demo` first, or pass --bundled" in missing.stderr
+    assert not path.exists()
+    result = tradebook("fidelity", "--store", str(path), "--bundled", "--instrument", "ESU4.GLBX", "--strict")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "bundled data: 37 file(s) loaded" in result.stdout and "== ESU4.GLBX" in result.stdout

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tradebook.errors import TradebookError
+from tradebook.errors import StoreError, TradebookError
 
 
 def _store_arg(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--instrument", action="append", default=None,
                            help="instrument id to calibrate (repeatable; default: every instrument with quotes)")
     calibrate.add_argument("--seed", type=int, default=0, help="seed for the sampled parts of the fit (default 0)")
+    calibrate.add_argument("--bundled", action="store_true",
+                           help="load the bundled data into the store first (files already there are skipped)")
 
     fidelity = sub.add_parser("fidelity", help="fit on one slice of history, score on another, print the report",
                               description="Fit each instrument on the first part of its stored data and measure "
@@ -65,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "(another contract, venue or day)")
     fidelity.add_argument("--seed", type=int, default=0, help="seed for sampled book walks and placements")
     fidelity.add_argument("--strict", action="store_true", help="exit with status 1 when any target is missed")
+    fidelity.add_argument("--bundled", action="store_true",
+                          help="load the bundled data into the store first (files already there are skipped)")
     return parser
 
 
@@ -122,6 +126,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from tradebook.store import Store
 
         with Store(args.store) as store:
+            _load_bundled_if_asked(store, args)
             records = run_calibration(store, args.instrument, seed=args.seed)
             print(format_calibrations(store, records))
             print(f"{len(records)} calibration(s) in {store.path}: {', '.join(r.calibration_id for r in records)}")
@@ -130,12 +135,26 @@ def _dispatch(args: argparse.Namespace) -> int:
         from tradebook.sim.fidelity import format_fidelity, run_fidelity
         from tradebook.store import Store, default_store_path
 
-        with Store(args.store or default_store_path(), read_only=True) as store:
+        path = args.store or default_store_path()
+        if not args.bundled and not Path(path).exists():
+            raise StoreError(f"no store at {path}: run `tradebook demo` first, or pass --bundled to load the "
+                             "bundled data into it")
+        with Store(path, read_only=not args.bundled) as store:
+            _load_bundled_if_asked(store, args)
             results = run_fidelity(store, args.instrument, fit_fraction=args.fit_fraction, seed=args.seed,
                                    eval_instrument=args.eval_on)
         print(format_fidelity(results))
         return 1 if args.strict and not all(r.all_met for r in results) else 0
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands first
+
+
+def _load_bundled_if_asked(store, args: argparse.Namespace) -> None:
+    if args.bundled:
+        from tradebook.demo import load_bundled_into
+
+        outcomes = load_bundled_into(store)
+        new = sum(o.created for o in outcomes)
+        print(f"bundled data: {new} file(s) loaded, {len(outcomes) - new} already in {store.path}\n")
 
 
 if __name__ == "__main__":
