@@ -1,0 +1,145 @@
+"""An append-only, fsync'd write-ahead journal: what "durable on disk" means on the order path.
+
+A single-row DuckDB insert costs about 0.8 ms at the median and 3 ms at p99 on these
+machines; an append to a file followed by ``fdatasync`` about 0.2 ms and 0.3 ms. So the
+order path makes each intent and each fill durable in a journal *before* acting on it,
+and a background flush copies journal records into DuckDB in batches. On restart the
+journal is replayed and whatever DuckDB lacks is written again (records carry ids, so
+applying one twice is harmless).
+
+Format: one record per line, ``<crc32 hex8> <json>\\n``. A torn last line (the process
+died mid-write) fails its checksum or has no newline and is dropped on open, and the
+file is truncated back to the last whole record, so a crash never leaves a record that
+half-exists. Any other damaged line is an error: the journal is the source of truth and
+corrupt data is worse than no data.
+
+Decimals are written as strings (``{"$d": "0.001"}``) so amounts survive exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import zlib
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from tradebook.errors import StoreError
+
+
+class JournalCorruptError(StoreError):
+    """A journal line in the middle of the file does not check out: refuse to guess."""
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return {"$d": str(value)}
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and "$d" in value:
+            return Decimal(value["$d"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+class Journal:
+    """Append records durably; read them back in order.
+
+    ``sync=False`` skips ``fdatasync`` (tests of logic, replays whose durability does
+    not matter); the order path always syncs. One writer per file: the session that
+    owns the store owns its journals. Thread-safe appends.
+    """
+
+    def __init__(self, path: str | Path, *, sync: bool = True) -> None:
+        self.path = Path(path)
+        self.sync = sync
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._records = self._recover()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def _recover(self) -> int:
+        """Count whole records, truncating a torn tail left by a crash."""
+        if not self.path.exists():
+            return 0
+        data = self.path.read_bytes()
+        good_end, count, position = 0, 0, 0
+        while position < len(data):
+            newline = data.find(b"\n", position)
+            if newline < 0:
+                break  # torn tail: no newline
+            line = data[position:newline]
+            if not self._valid(line):
+                if newline + 1 < len(data):
+                    raise JournalCorruptError(
+                        f"journal {self.path}: record {count + 1} (byte {position}) fails its checksum and more "
+                        "records follow it; refusing to guess what was written")
+                break  # a damaged last line: torn write
+            count += 1
+            position = good_end = newline + 1
+        if good_end < len(data):
+            with open(self.path, "r+b") as handle:
+                handle.truncate(good_end)
+                handle.flush()
+                os.fsync(handle.fileno())
+        return count
+
+    @staticmethod
+    def _valid(line: bytes) -> bool:
+        if len(line) < 10 or line[8:9] != b" ":
+            return False
+        try:
+            return int(line[:8], 16) == zlib.crc32(line[9:])
+        except ValueError:
+            return False
+
+    def __len__(self) -> int:
+        return self._records
+
+    def append(self, record: dict[str, Any]) -> int:
+        """Write ``record`` and make it durable; returns its 1-based position in the journal."""
+        body = json.dumps(_encode(record), separators=(",", ":"), allow_nan=False).encode("utf-8")
+        line = b"%08x " % zlib.crc32(body) + body + b"\n"
+        with self._lock:
+            if self._fd < 0:
+                raise StoreError(f"journal {self.path} is closed")
+            os.write(self._fd, line)
+            if self.sync:
+                os.fdatasync(self._fd)
+            self._records += 1
+            return self._records
+
+    def records(self, start: int = 0) -> Iterator[dict[str, Any]]:
+        """Every record from position ``start`` (0-based) on, as written."""
+        with open(self.path, "rb") as handle:
+            for index, line in enumerate(handle):
+                if index < start:
+                    continue
+                line = line.rstrip(b"\n")
+                if not self._valid(line):
+                    return  # a record being written right now
+                yield _decode(json.loads(line[9:]))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

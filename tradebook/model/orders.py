@@ -1,0 +1,297 @@
+"""Signals, order intents, orders and their lifecycle, fills and order events.
+
+The lifecycle is a transition table: applying an event looks up (current status,
+event) in :data:`TRANSITIONS` and raises :class:`IllegalTransitionError` when the
+pair is not there, so a bug surfaces at the first wrong step rather than in a
+position report days later. No order reaches ``filled`` without having been
+``submitted``: ``pending`` (intent durable, not yet sent) only leads to
+``submitted`` or to ``rejected`` (refused before it left).
+
+Money and quantities on the order path are :class:`~decimal.Decimal`: tick and lot
+arithmetic must be exact, and position and P&L sums must not drift. Times are int64
+UTC nanoseconds; events carry the venue's time (``ts_event_ns``) and ours
+(``ts_init_ns``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from enum import StrEnum
+
+from tradebook.errors import OrderError
+from tradebook.model.instruments import Side
+
+
+class OrderType(StrEnum):
+    MARKET = "market"
+    LIMIT = "limit"
+    STOP = "stop"
+    STOP_LIMIT = "stop_limit"
+
+
+class TimeInForce(StrEnum):
+    DAY = "day"
+    GTC = "gtc"
+    IOC = "ioc"
+    FOK = "fok"
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"  # intent durable, not sent yet
+    SUBMITTED = "submitted"  # sent; the venue has not answered
+    ACCEPTED = "accepted"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    PENDING_CANCEL = "pending_cancel"
+    PENDING_REPLACE = "pending_replace"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+TERMINAL_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
+
+
+class OrderEventType(StrEnum):
+    SUBMITTED = "submitted"  # we sent it
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    FILLED = "filled"  # a fill (partial or complete: the quantities decide)
+    CANCEL_REQUESTED = "cancel_requested"
+    CANCELLED = "cancelled"
+    CANCEL_REJECTED = "cancel_rejected"
+    REPLACE_REQUESTED = "replace_requested"
+    REPLACED = "replaced"
+    REPLACE_REJECTED = "replace_rejected"
+    EXPIRED = "expired"
+
+
+S, E = OrderStatus, OrderEventType
+# The working status an order returns to when a pending cancel/replace is answered:
+# resolved by what has filled (see next_status).
+_WORKING = "working"
+_FILL = "fill"
+
+TRANSITIONS: dict[tuple[OrderStatus, OrderEventType], str] = {
+    (S.PENDING, E.SUBMITTED): S.SUBMITTED,
+    (S.PENDING, E.REJECTED): S.REJECTED,  # refused by risk or by us before it left
+    (S.PENDING, E.CANCELLED): S.CANCELLED,  # cancelled before it was sent (halt, flatten)
+    (S.SUBMITTED, E.ACCEPTED): S.ACCEPTED,
+    (S.SUBMITTED, E.REJECTED): S.REJECTED,
+    (S.SUBMITTED, E.FILLED): _FILL,  # some venues fill a market order without a separate ack
+    (S.SUBMITTED, E.CANCEL_REQUESTED): S.PENDING_CANCEL,
+    (S.SUBMITTED, E.CANCELLED): S.CANCELLED,
+    (S.SUBMITTED, E.EXPIRED): S.EXPIRED,
+}
+for _status in (S.ACCEPTED, S.PARTIALLY_FILLED):
+    TRANSITIONS.update({
+        (_status, E.ACCEPTED): _status,  # a repeated ack (after reconnect) changes nothing
+        (_status, E.FILLED): _FILL,
+        (_status, E.CANCEL_REQUESTED): S.PENDING_CANCEL,
+        (_status, E.REPLACE_REQUESTED): S.PENDING_REPLACE,
+        (_status, E.CANCELLED): S.CANCELLED,
+        (_status, E.EXPIRED): S.EXPIRED,
+    })
+TRANSITIONS.update({
+    (S.PENDING_CANCEL, E.CANCELLED): S.CANCELLED,
+    (S.PENDING_CANCEL, E.CANCEL_REJECTED): _WORKING,
+    (S.PENDING_CANCEL, E.FILLED): _FILL,  # fills race the cancel; the order stays pending-cancel until answered
+    (S.PENDING_CANCEL, E.ACCEPTED): S.PENDING_CANCEL,
+    (S.PENDING_CANCEL, E.EXPIRED): S.EXPIRED,
+    (S.PENDING_REPLACE, E.REPLACED): _WORKING,
+    (S.PENDING_REPLACE, E.REPLACE_REJECTED): _WORKING,
+    (S.PENDING_REPLACE, E.FILLED): _FILL,
+    (S.PENDING_REPLACE, E.ACCEPTED): S.PENDING_REPLACE,
+    (S.PENDING_REPLACE, E.CANCELLED): S.CANCELLED,
+    (S.PENDING_REPLACE, E.EXPIRED): S.EXPIRED,
+})
+del _status
+
+
+class IllegalTransitionError(OrderError):
+    """An event that the order's current status does not allow (a bug or a confused venue)."""
+
+
+def next_status(status: OrderStatus, event: OrderEventType, *, filled_qty: Decimal, quantity: Decimal) -> OrderStatus:
+    """The status after ``event``; ``filled_qty`` is the cumulative fill *after* the event."""
+    target = TRANSITIONS.get((OrderStatus(status), OrderEventType(event)))
+    if target is None:
+        raise IllegalTransitionError(f"order in status {status} cannot take event {event}; allowed: "
+                                     f"{sorted(e.value for (s, e) in TRANSITIONS if s == status) or 'none (final)'}")
+    if filled_qty > quantity:
+        raise IllegalTransitionError(f"fills of {filled_qty} exceed the order quantity {quantity}")
+    if target == _FILL:
+        if status in (S.PENDING_CANCEL, S.PENDING_REPLACE):
+            return S.FILLED if filled_qty == quantity else OrderStatus(status)
+        return S.FILLED if filled_qty == quantity else S.PARTIALLY_FILLED
+    if target == _WORKING:
+        return S.PARTIALLY_FILLED if filled_qty > 0 else S.ACCEPTED
+    return OrderStatus(target)
+
+
+# -- what flows along the order path --------------------------------------------------------
+@dataclass(frozen=True)
+class Signal:
+    """A strategy's wish to trade: direction, conviction and the statistics sizing needs.
+
+    ``strength`` in [0, 1] (above 0.9 the router sends a market order); ``win_rate``,
+    ``avg_win`` and ``avg_loss`` (positive returns per trade) feed Half-Kelly sizing;
+    ``signal_id`` must be unique per strategy: the intent id, and so the client order
+    id, derive from it, so a re-run notebook cell cannot send the same order twice.
+    """
+
+    strategy_id: str
+    signal_id: str
+    instrument_id: str
+    side: Side
+    ts_ns: int
+    strength: float = 0.5
+    win_rate: float | None = None
+    avg_win: float | None = None
+    avg_loss: float | None = None
+    urgency: str = "normal"  # 'low' | 'normal' | 'high'
+    stop_loss: Decimal | None = None  # attach a protective stop at this price to the entry
+    quantity: Decimal | None = None  # set to bypass sizing (an explicit order size)
+
+
+def client_order_id_for(intent_id: str) -> str:
+    """A venue-safe client order id derived from the intent id: 32 chars of [0-9a-z].
+
+    Fits every venue's rules (Binance: at most 36 of ``[.A-Z:/a-z0-9_-]``; Alpaca: at
+    most 128; IB: ``orderRef`` text). Derived, never random, so sending an intent twice
+    is refused by the venue as a duplicate instead of trading twice.
+    """
+    return "tb" + hashlib.blake2b(intent_id.encode("utf-8"), digest_size=15).hexdigest()
+
+
+@dataclass(frozen=True)
+class OrderIntent:
+    """An order the path has decided to send, before risk has passed it: conformed and durable first."""
+
+    intent_id: str
+    strategy_id: str
+    account_id: str
+    instrument_id: str
+    side: Side
+    quantity: Decimal
+    order_type: OrderType
+    time_in_force: TimeInForce
+    ts_ns: int
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    parent_id: str | None = None  # the parent intent of an algo child (TWAP/VWAP slice, retry)
+    reduce_only: bool = False
+    stop_loss: Decimal | None = None  # protective stop submitted once the entry fills
+    reason: str = ""  # why this order (router rule, algo slice, retry n, flatten)
+
+    @property
+    def client_order_id(self) -> str:
+        return client_order_id_for(self.intent_id)
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One execution: ``fill_id`` is the venue's execution id, unique per venue."""
+
+    fill_id: str
+    client_order_id: str
+    instrument_id: str
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    fee: Decimal
+    liquidity: str  # 'maker' | 'taker'
+    ts_event_ns: int
+    ts_init_ns: int
+
+
+@dataclass(frozen=True)
+class OrderEvent:
+    """Something that happened to an order, at the venue or on our side."""
+
+    client_order_id: str
+    event_type: OrderEventType
+    ts_event_ns: int
+    ts_init_ns: int
+    venue_order_id: str | None = None
+    fill: Fill | None = None
+    reason: str = ""
+    quantity: Decimal | None = None  # replace: the new total quantity
+    limit_price: Decimal | None = None  # replace: the new limit
+    stop_price: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Order:
+    """An order's current state: its intent plus what the venue has said so far."""
+
+    intent: OrderIntent
+    status: OrderStatus = OrderStatus.PENDING
+    filled_qty: Decimal = Decimal(0)
+    avg_price: Decimal | None = None
+    fees: Decimal = Decimal(0)
+    venue_order_id: str | None = None
+    quantity: Decimal | None = None  # current total quantity (a replace may change it); None = the intent's
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    last_ts_ns: int = 0
+    reason: str = ""  # why it was rejected, cancelled or expired
+    fill_ids: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def client_order_id(self) -> str:
+        return self.intent.client_order_id
+
+    @property
+    def total_quantity(self) -> Decimal:
+        return self.quantity if self.quantity is not None else self.intent.quantity
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.total_quantity - self.filled_qty
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    def apply(self, event: OrderEvent) -> Order:
+        """The order after ``event``; IllegalTransitionError if the lifecycle forbids it.
+
+        A fill already applied (same ``fill_id``) is ignored: venues repeat fills after a
+        reconnect, and counting one twice would double a position.
+        """
+        if event.client_order_id != self.client_order_id:
+            raise OrderError(f"event for {event.client_order_id} applied to order {self.client_order_id}")
+        changes: dict = {"last_ts_ns": max(self.last_ts_ns, event.ts_event_ns)}
+        filled = self.filled_qty
+        if event.event_type == OrderEventType.FILLED:
+            fill = event.fill
+            if fill is None:
+                raise OrderError(f"{self.client_order_id}: a filled event without its fill")
+            if fill.fill_id in self.fill_ids:
+                return self
+            if fill.quantity <= 0:
+                raise OrderError(f"{self.client_order_id}: fill {fill.fill_id} has quantity {fill.quantity}")
+            filled = self.filled_qty + fill.quantity
+            notional = (self.avg_price or Decimal(0)) * self.filled_qty + fill.price * fill.quantity
+            changes.update(filled_qty=filled, avg_price=notional / filled, fees=self.fees + fill.fee,
+                           fill_ids=self.fill_ids | {fill.fill_id})
+        total = self.total_quantity
+        if event.event_type == OrderEventType.REPLACED:
+            total = event.quantity if event.quantity is not None else total
+            changes.update(quantity=total)
+            if event.limit_price is not None:
+                changes["limit_price"] = event.limit_price
+            if event.stop_price is not None:
+                changes["stop_price"] = event.stop_price
+        status = next_status(self.status, event.event_type, filled_qty=filled, quantity=total)
+        changes["status"] = status
+        if event.venue_order_id:
+            changes["venue_order_id"] = event.venue_order_id
+        if event.reason and event.event_type in (OrderEventType.REJECTED, OrderEventType.CANCELLED,
+                                                 OrderEventType.EXPIRED, OrderEventType.CANCEL_REJECTED,
+                                                 OrderEventType.REPLACE_REJECTED):
+            changes["reason"] = event.reason
+        return replace(self, **changes)
