@@ -1,0 +1,207 @@
+"""Market-data feeds for sessions: recorded quotes replayed at any speed, bars turned into quotes.
+
+A session consumes a feed as a sequence of :class:`FeedBatch` es, each covering one
+step of *session time* (one second by default) for every instrument, in time order.
+The replay feed paces batches against the wall clock by ``speed`` (``None``: as fast as
+possible, so thirty trading days of paper trading run in minutes; ``60``: one minute of
+market time per wall second).
+
+Where only bars exist, :func:`quotes_from_bars` builds a quote per bar from its close
+with a spread taken from a calibration (or a given spread in bps); such quotes carry
+``synthetic=True`` and the feed says so (``FeedBatch.synthetic``): fills against them
+are estimates, not replays.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from tradebook.errors import DataError
+
+_QUOTE_FIELDS = ("ts_ns", "bid_px", "ask_px", "bid_sz", "ask_sz")
+_TRADE_FIELDS = ("ts_ns", "price", "size", "aggressor")
+
+
+@dataclass(frozen=True)
+class QuoteArrays:
+    ts_ns: np.ndarray
+    bid_px: np.ndarray
+    ask_px: np.ndarray
+    bid_sz: np.ndarray
+    ask_sz: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts_ns)
+
+
+@dataclass(frozen=True)
+class TradeArrays:
+    ts_ns: np.ndarray
+    price: np.ndarray
+    size: np.ndarray
+    aggressor: np.ndarray  # +1 buy, -1 sell, 0 unknown
+
+    def __len__(self) -> int:
+        return len(self.ts_ns)
+
+
+@dataclass(frozen=True)
+class FeedBatch:
+    """Everything stamped in ``[start_ns, end_ns)``, per instrument."""
+
+    start_ns: int
+    end_ns: int
+    quotes: dict[str, QuoteArrays] = field(default_factory=dict)
+    trades: dict[str, TradeArrays] = field(default_factory=dict)
+    synthetic: frozenset[str] = frozenset()  # instruments whose quotes were built from bars
+
+    def last_quote(self, instrument_id: str) -> tuple[int, float, float, float, float] | None:
+        """(ts, bid, ask, bid size, ask size) of the last quote of ``instrument_id`` in the batch."""
+        q = self.quotes.get(instrument_id)
+        if q is None or not len(q):
+            return None
+        return int(q.ts_ns[-1]), float(q.bid_px[-1]), float(q.ask_px[-1]), float(q.bid_sz[-1]), float(q.ask_sz[-1])
+
+
+def _quote_arrays(instrument_id: str, frame: pd.DataFrame) -> QuoteArrays:
+    suffix = "" if "bid_px" in frame.columns else "_0"
+    names = {f: f if f == "ts_ns" else f"{f}{suffix}" for f in _QUOTE_FIELDS}
+    missing = [c for c in names.values() if c not in frame.columns]
+    if missing:
+        raise DataError(f"quotes of {instrument_id} lack {missing}; expected ts_ns, bid_px, ask_px, bid_sz, ask_sz")
+    ts = frame["ts_ns"].to_numpy(dtype=np.int64)
+    if len(ts) and (np.diff(ts) < 0).any():
+        raise DataError(f"quotes of {instrument_id}: ts_ns goes backwards; expected time order")
+    return QuoteArrays(ts, *(frame[names[f]].to_numpy(dtype=np.float64, na_value=np.nan) for f in _QUOTE_FIELDS[1:]))
+
+
+def _trade_arrays(instrument_id: str, frame: pd.DataFrame) -> TradeArrays:
+    for column in ("ts_ns", "price", "size"):
+        if column not in frame.columns:
+            raise DataError(f"trades of {instrument_id} lack {column!r}; expected ts_ns, price, size")
+    ts = frame["ts_ns"].to_numpy(dtype=np.int64)
+    if len(ts) and (np.diff(ts) < 0).any():
+        raise DataError(f"trades of {instrument_id}: ts_ns goes backwards; expected time order")
+    if "aggressor" in frame.columns:
+        aggressor = frame["aggressor"].to_numpy(dtype=np.int8)
+    elif "aggressor_side" in frame.columns:
+        text = frame["aggressor_side"].to_numpy(dtype=object, na_value="NONE")
+        aggressor = np.where(text == "BUY", 1, np.where(text == "SELL", -1, 0)).astype(np.int8)
+    else:
+        aggressor = np.zeros(len(ts), dtype=np.int8)
+    return TradeArrays(ts, frame["price"].to_numpy(dtype=np.float64), frame["size"].to_numpy(dtype=np.float64),
+                       aggressor)
+
+
+def _slice(arrays, lo: int, hi: int):
+    return type(arrays)(*(getattr(arrays, f)[lo:hi] for f in arrays.__dataclass_fields__))
+
+
+class ReplayFeed:
+    """Recorded quotes (and trades) of several instruments replayed in time order, in steps.
+
+    ``speed``: ``None`` replays as fast as the consumer takes batches; a number paces
+    batches so that ``speed`` seconds of market time pass per wall-clock second.
+    ``synthetic``: instrument ids whose quotes came from bars (labelled in every batch).
+    """
+
+    def __init__(
+        self,
+        quotes: Mapping[str, pd.DataFrame],
+        trades: Mapping[str, pd.DataFrame] | None = None,
+        *,
+        step_ns: int = 1_000_000_000,
+        speed: float | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        synthetic: frozenset[str] | set[str] = frozenset(),
+    ) -> None:
+        if not quotes:
+            raise DataError("a replay feed needs quotes for at least one instrument")
+        if step_ns <= 0:
+            raise DataError(f"step_ns is {step_ns}; expected a positive number of nanoseconds")
+        if speed is not None and not speed > 0:
+            raise DataError(f"speed is {speed!r}; expected a positive factor (or None: as fast as possible)")
+        self.quotes = {i: _quote_arrays(i, f) for i, f in quotes.items()}
+        self.trades = {i: _trade_arrays(i, f) for i, f in (trades or {}).items()}
+        unknown = set(self.trades) - set(self.quotes)
+        if unknown:
+            raise DataError(f"trades given for {sorted(unknown)} without quotes; every instrument needs quotes")
+        if all(len(q) == 0 for q in self.quotes.values()):
+            raise DataError("a replay feed needs at least one quote; all quote sets are empty")
+        self.step_ns = int(step_ns)
+        self.speed = speed
+        self.synthetic = frozenset(synthetic)
+        first = min(int(q.ts_ns[0]) for q in self.quotes.values() if len(q))
+        last = max(int(q.ts_ns[-1]) for q in self.quotes.values() if len(q))
+        self.start_ns = first if start_ns is None else int(start_ns)
+        self.end_ns = last + 1 if end_ns is None else int(end_ns)
+
+    @property
+    def instruments(self) -> list[str]:
+        return sorted(self.quotes)
+
+    def batches(self, from_ns: int | None = None) -> Iterator[FeedBatch]:
+        """Batches from ``from_ns`` (a resume point: the end of the last batch processed) to the end."""
+        start = self.start_ns if from_ns is None else max(int(from_ns), self.start_ns)
+        # steps stay on the feed's grid so a resumed replay cuts batches where the first run did
+        offset = (start - self.start_ns) % self.step_ns
+        t = start - offset
+        wall_start, market_start = time.monotonic(), t
+        q_pos = {i: int(np.searchsorted(q.ts_ns, start, side="left")) for i, q in self.quotes.items()}
+        t_pos = {i: int(np.searchsorted(a.ts_ns, start, side="left")) for i, a in self.trades.items()}
+        while t < self.end_ns:
+            end = min(t + self.step_ns, self.end_ns)
+            batch_quotes, batch_trades = {}, {}
+            for i, q in self.quotes.items():
+                hi = int(np.searchsorted(q.ts_ns, end, side="left"))
+                if hi > q_pos[i]:
+                    batch_quotes[i] = _slice(q, q_pos[i], hi)
+                    q_pos[i] = hi
+            for i, a in self.trades.items():
+                hi = int(np.searchsorted(a.ts_ns, end, side="left"))
+                if hi > t_pos[i]:
+                    batch_trades[i] = _slice(a, t_pos[i], hi)
+                    t_pos[i] = hi
+            if self.speed is not None:
+                due = wall_start + (end - market_start) / 1e9 / self.speed
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            yield FeedBatch(max(t, start), end, batch_quotes, batch_trades, self.synthetic & set(batch_quotes))
+            t = end
+
+
+def quotes_from_bars(bars: pd.DataFrame, *, bar_ns: int, spread_bps: float | np.ndarray,
+                     top_size: float) -> pd.DataFrame:
+    """One quote per bar, stamped at the bar's end (its close is known only then), around the close.
+
+    ``spread_bps`` (scalar or one per bar) and ``top_size`` should come from a
+    calibration (``FillModel.spread_profile``: expected spread by time of day and the
+    median top-of-book size) rather than a guess. Every row has ``synthetic = True``.
+    """
+    for column in ("ts_ns", "close"):
+        if column not in bars.columns:
+            raise DataError(f"bars lack {column!r}; expected trade bars with ts_ns and close")
+    if bar_ns <= 0:
+        raise DataError(f"bar_ns is {bar_ns}; expected the bar length in nanoseconds")
+    if not np.isfinite(top_size) or top_size <= 0:
+        raise DataError(f"top_size is {top_size!r}; expected the calibrated median top-of-book size (> 0)")
+    spread = np.broadcast_to(np.asarray(spread_bps, dtype=np.float64), (len(bars),))
+    if not np.isfinite(spread).all() or (spread <= 0).any():
+        raise DataError("spread_bps must be positive and finite for every bar")
+    close = bars["close"].to_numpy(dtype=np.float64)
+    half = close * spread / 2e4
+    return pd.DataFrame({
+        "ts_ns": bars["ts_ns"].to_numpy(dtype=np.int64) + int(bar_ns),
+        "bid_px": close - half,
+        "ask_px": close + half,
+        "bid_sz": np.full(len(bars), float(top_size)),
+        "ask_sz": np.full(len(bars), float(top_size)),
+        "synthetic": np.ones(len(bars), dtype=bool),
+    })
