@@ -188,6 +188,14 @@ def small(btc) -> Slice:
 request_sets = st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 25), st.integers(0, 1_000))
 
 
+def _drawn_replay(small: Slice, drawn: tuple[int, int, int]) -> tuple[pd.DataFrame, int, SimResult]:
+    """The requests a drawn (rng seed, order count, latency seed) makes on ``small``, the seed, and their replay."""
+    rng_seed, n_orders, seed = drawn
+    requests = mixed_requests(small, np.random.default_rng(rng_seed), n_orders)
+    return requests, seed, replay_vectorized(small.model, small.instrument, small.quotes, small.trades, requests,
+                                             seed=seed)
+
+
 def _quote_bounds(quotes: pd.DataFrame, ts_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Lowest bid and highest ask among the quotes that can be in force at each time.
 
@@ -209,9 +217,7 @@ def _quote_bounds(quotes: pd.DataFrame, ts_ns: np.ndarray) -> tuple[np.ndarray, 
 @settings(max_examples=50)
 @given(request_sets)
 def test_fills_respect_limits_touch_and_quantity(small, drawn):
-    rng_seed, n_orders, seed = drawn
-    requests = mixed_requests(small, np.random.default_rng(rng_seed), n_orders)
-    result = replay_vectorized(small.model, small.instrument, small.quotes, small.trades, requests, seed=seed)
+    requests, seed, result = _drawn_replay(small, drawn)
     # the loosest limit an order had (a replace may have moved it between fills)
     limits = requests[requests["limit_px"].notna()] if "limit_px" in requests else requests.iloc[:0]
     loosest = pd.concat([limits.groupby("order_ref")["limit_px"].max().rename("high"),
@@ -263,9 +269,7 @@ def models(btc, ibm) -> dict:
 @settings(max_examples=40)
 @given(request_sets)
 def test_same_seed_same_fills_and_the_faces_agree(small, drawn):
-    rng_seed, n_orders, seed = drawn
-    requests = mixed_requests(small, np.random.default_rng(rng_seed), n_orders)
-    first = replay_vectorized(small.model, small.instrument, small.quotes, small.trades, requests, seed=seed)
+    requests, seed, first = _drawn_replay(small, drawn)
     again = replay_vectorized(small.model, small.instrument, small.quotes, small.trades, requests, seed=seed)
     pd.testing.assert_frame_equal(first.fills, again.fills)
     pd.testing.assert_frame_equal(first.orders, again.orders)

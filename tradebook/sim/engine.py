@@ -52,8 +52,6 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from dataclasses import replace as dataclass_replace
 
 import numba
 import numpy as np
@@ -63,38 +61,34 @@ from tradebook.errors import ConfigError, DataError, OrderError
 from tradebook.model.instruments import Instrument, get_instrument
 from tradebook.sim.book import as_ns_array
 from tradebook.sim.fill_model import FillModel
-from tradebook.sim.orders import (
+from tradebook.sim.orders import (  # noqa: F401 - frame helpers and columns re-exported for compatibility
+    ACTIONS,
+    FILL_COLUMNS,
+    LOT_DUST,
+    NEVER_NS,
+    ORDER_COLUMNS,
     PRICE_RTOL,
+    REQUEST_COLUMNS,
     OrderSpec,
     OrderStatus,
     OrderType,
+    SimResult,
     TimeInForce,
+    check_non_decreasing,
+    checked_instrument,
+    checked_replace,
+    is_given,
     latency_ns,
-    make_order,
+    order_maker,
+    order_refs,
+    quote_arrays,
+    request_action,
+    requests_frame,
+    queue_ahead,
     take_liquidity,
+    trade_arrays,
+    trade_at_limit,
 )
-from tradebook.sim.truth import quote_columns, aggressor_from_column, trade_sides
-
-# One row per order request; shared with the vectorized face (tradebook.sim.vectorized).
-REQUEST_COLUMNS = ("ts_ns", "action", "order_ref", "side", "quantity", "order_type", "limit_px", "stop_px", "tif",
-                   "expire_ts_ns")
-FILL_COLUMNS = ("order_id", "ts_ns", "report_ts_ns", "side", "quantity", "price", "liquidity", "fee")
-ORDER_COLUMNS = ("order_id", "side", "order_type", "tif", "quantity", "limit_px", "stop_px", "status", "filled_qty",
-                 "avg_price", "submit_ts_ns", "arrival_ts_ns", "done_ts_ns")
-ACTIONS = ("submit", "cancel", "replace")
-
-
-@dataclass(frozen=True)
-class SimResult:
-    """Fills and final order states of a replay, keyed by the caller's ``order_ref``."""
-
-    fills: pd.DataFrame
-    orders: pd.DataFrame
-
-
-_NEVER = int(np.iinfo(np.int64).max)
-_LOT_DUST = 1e-9  # a remainder below this many lots is float dust: the order is complete
-_LOT_SLACK = 1e-6  # trade size beyond the queue, in lots, is floored with this slack
 
 # What a working order waits for (its phase).
 _NONE, _TAKING, _RESTING, _STOP = 0, 1, 2, 3
@@ -203,14 +197,6 @@ def _as_float_array(values, what: str, n: int | None) -> np.ndarray:
     return array
 
 
-def _non_decreasing(ts: np.ndarray, what: str) -> None:
-    backwards = np.flatnonzero(np.diff(ts) < 0)
-    if len(backwards):
-        row = int(backwards[0]) + 1
-        raise DataError(f"{what} ts_ns goes backwards at row {row} ({ts[row - 1]} then {ts[row]}); "
-                        "expected non-decreasing ts_ns")
-
-
 _EMPTY_I64 = np.zeros(0, np.int64)
 _EMPTY_F64 = np.zeros(0, np.float64)
 
@@ -231,12 +217,7 @@ class SimEngine:
     def __init__(self, model: FillModel, instrument: Instrument | str, *, seed: int = 0,
                  feed_has_trades: bool = True, on_fill: Callable[[dict], None] | None = None,
                  on_status: Callable[[dict], None] | None = None) -> None:
-        if isinstance(instrument, str):
-            instrument = get_instrument(instrument)
-        if model.instrument_id != instrument.instrument_id:
-            raise ConfigError(f"fill model is for {model.instrument_id}; expected one for {instrument.instrument_id}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ConfigError(f"seed is {seed!r}; expected an integer >= 0")
+        instrument = checked_instrument(model, instrument, seed)
         self.model = model
         self.instrument = instrument
         self.seed = int(seed)
@@ -259,8 +240,8 @@ class SimEngine:
         self._expiries: list[tuple[int, int]] = []  # heap of (expiry, order id) of working orders
         self._active: dict[int, _Order] = {}  # working orders at the venue
         self._fills: list[tuple] = []
-        self._clock = -_NEVER  # latest data / advance_to time seen
-        self._last_request_ts = -_NEVER
+        self._clock = -NEVER_NS  # latest data / advance_to time seen
+        self._last_request_ts = -NEVER_NS
         self._bid = self._ask = self._bid_sz = self._ask_sz = math.nan
         self._valid = False
         self._dirty = True
@@ -321,22 +302,15 @@ class SimEngine:
         self._enqueue(ts, "replace", order.oid, new_quantity, new_limit)
 
     def _checked_replace(self, order: _Order, limit_px, quantity, ts_ns: int) -> tuple[float, float]:
-        given_qty, given_limit = _given(quantity), _given(limit_px)
-        if not (given_qty or given_limit):
-            raise OrderError(f"replace of order {order.oid} changes nothing; expected a new limit_px or quantity")
-        if not order.has_limit:
-            raise OrderError(f"replace of order {order.oid}, a {order.order_type.value} order; expected a limit or "
-                             "stop-limit order (replace moves a limit price)")
-        checked = make_order(self.instrument, order.side, quantity if given_qty else order.quantity,
-                             order.order_type, limit_px=limit_px if given_limit else order.limit,
-                             stop_px=None if math.isnan(order.stop) else order.stop, tif=order.tif, ts_ns=ts_ns)
-        return (checked.quantity if given_qty else math.nan), (checked.limit_px if given_limit else math.nan)
+        current = OrderSpec(self.instrument.instrument_id, order.side, order.quantity, order.order_type,
+                            limit_px=order.limit, stop_px=order.stop, tif=order.tif)
+        return checked_replace(self.instrument, current, limit_px, quantity, ts_ns, f"replace of order {order.oid}")
 
     # -- market data ---------------------------------------------------------------------
     def _data_time(self, ts_ns, what: str) -> np.ndarray:
         ts = as_ns_array(ts_ns, f"{what} ts_ns")
         if len(ts) > 1:
-            _non_decreasing(ts, what)
+            check_non_decreasing(ts, what)
         if len(ts) and ts[0] < self._clock:
             raise DataError(f"{what} ts_ns {int(ts[0])} goes backwards: data or advance_to up to {self._clock} "
                             "was already processed; expected non-decreasing ts_ns")
@@ -373,9 +347,9 @@ class SimEngine:
             raise DataError(f"advance_to({ts}) goes backwards: data or advance_to up to {self._clock} was already "
                             "processed; expected a later time")
         while True:
-            arrival = self._pending[0][0] if self._pending else _NEVER
+            arrival = self._pending[0][0] if self._pending else NEVER_NS
             expiry = self._next_expiry()
-            if min(arrival, expiry) > ts or min(arrival, expiry) == _NEVER:
+            if min(arrival, expiry) > ts or min(arrival, expiry) == NEVER_NS:
                 break
             self._time_event(arrival, expiry)
         self._clock = ts
@@ -385,16 +359,16 @@ class SimEngine:
         heap = self._expiries
         while heap and self._orders[heap[0][1]].status is not OrderStatus.WORKING:
             heapq.heappop(heap)
-        return heap[0][0] if heap else _NEVER
+        return heap[0][0] if heap else NEVER_NS
 
     def _run(self, q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz, t_ts, t_px, t_sz, t_aggressor) -> None:
         n_q, n_t = len(q_ts), len(t_ts)
         iq = it = 0
         applied = -1  # last quote row made the prevailing quote
         while True:
-            arrival = self._pending[0][0] if self._pending else _NEVER
+            arrival = self._pending[0][0] if self._pending else NEVER_NS
             expiry = self._next_expiry()
-            bound = expiry if expiry <= arrival else min(arrival + 1, _NEVER)
+            bound = expiry if expiry <= arrival else min(arrival + 1, NEVER_NS)
             if self._dirty:
                 self._rebuild()
             kind, iq, it = _next_event(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz, t_ts, t_px, t_sz, t_aggressor,
@@ -414,7 +388,7 @@ class SimEngine:
                 if iq >= n_q and it >= n_t:
                     break
                 self._time_event(arrival, expiry)  # the next data row is stamped at or after it
-        last = max(int(q_ts[-1]) if n_q else -_NEVER, int(t_ts[-1]) if n_t else -_NEVER)
+        last = max(int(q_ts[-1]) if n_q else -NEVER_NS, int(t_ts[-1]) if n_t else -NEVER_NS)
         self._clock = max(self._clock, last)
 
     def _set_quote(self, bid, ask, bid_sz, ask_sz) -> None:
@@ -479,7 +453,7 @@ class SimEngine:
             self._finish(order, OrderStatus.CANCELLED, arrival)
             return
         if not math.isnan(quantity):
-            if quantity - order.filled <= _LOT_DUST * self._lot:
+            if quantity - order.filled <= LOT_DUST * self._lot:
                 return  # the new total must exceed what has filled: refused
             order.quantity = quantity
             order.remaining = quantity - order.filled
@@ -531,7 +505,7 @@ class SimEngine:
                 self._finish(order, OrderStatus.CANCELLED, ts)
                 return
             qty, price = self._take_quote(order)
-            if not qty > 0.0 or order.remaining - qty > _LOT_DUST * self._lot:
+            if not qty > 0.0 or order.remaining - qty > LOT_DUST * self._lot:
                 self._finish(order, OrderStatus.CANCELLED, ts)
                 return
             self._fill(order, ts, order.remaining, price, maker=False)
@@ -551,15 +525,8 @@ class SimEngine:
             self._fill(order, ts, qty, price, maker=False)
 
     def _rest(self, order: _Order) -> None:
-        # Queue ahead from the quote that made the order passive: the touch size when it
-        # joins the touch, nothing when it improves it, unknown behind it (not in L1).
-        touch, size = (self._bid, self._bid_sz) if order.side > 0 else (self._ask, self._ask_sz)
-        if abs(order.limit - touch) <= PRICE_RTOL * abs(touch):
-            order.queue = size
-        elif order.side * (order.limit - touch) > 0.0:
-            order.queue = 0.0
-        else:
-            order.queue = math.nan
+        # queue ahead from the quote that made the order passive
+        order.queue = float(queue_ahead(order.side, order.limit, self._bid, self._ask, self._bid_sz, self._ask_sz))
         order.phase = _RESTING
         order.slot = -1
         self._dirty = True
@@ -591,20 +558,9 @@ class SimEngine:
                 continue
             queue = table[slot, 2]
             if abs(price - limit) <= tol and aggressor == -side and not math.isnan(queue):
-                extra = size
-                if queue > 0.0:
-                    if size <= queue:
-                        table[slot, 2] = queue - size
-                        extra = 0.0
-                    else:
-                        table[slot, 2] = 0.0
-                        extra = size - queue
-                if extra > 0.0:
-                    qty = min(math.floor(extra / self._lot + _LOT_SLACK) * self._lot, order.remaining)
-                    if order.remaining - qty <= _LOT_DUST * self._lot:
-                        qty = order.remaining
-                    if qty > 0.0:
-                        self._fill(order, ts, qty, limit, maker=True)
+                table[slot, 2], qty = trade_at_limit(size, queue, order.remaining, self._lot)
+                if qty > 0.0:
+                    self._fill(order, ts, qty, limit, maker=True)
 
     def _fill(self, order: _Order, ts: int, qty: float, price: float, *, maker: bool) -> None:
         notional = qty * price * self._multiplier
@@ -617,7 +573,7 @@ class SimEngine:
         order.remaining -= qty
         if self._on_fill is not None:
             self._on_fill(dict(zip(FILL_COLUMNS, self._fills[-1])))
-        if order.remaining <= _LOT_DUST * self._lot:
+        if order.remaining <= LOT_DUST * self._lot:
             order.remaining = 0.0
             self._finish(order, OrderStatus.FILLED, ts)
 
@@ -659,88 +615,7 @@ _ORDER_DTYPES = ("int64", "int64", "str", "str", "float64", "float64", "float64"
                  "float64", "int64", "int64", "int64")
 
 
-def _given(value) -> bool:
-    if value is None or value is pd.NA:
-        return False
-    try:
-        return not (isinstance(value, (float, np.floating)) and math.isnan(value))
-    except TypeError:
-        return True
-
-
 # -- frames in, SimResult out ----------------------------------------------------------------
-def requests_frame(requests: pd.DataFrame | list[dict]) -> pd.DataFrame:
-    """Requests with every ``REQUEST_COLUMNS`` column (defaults filled), stably sorted by ``ts_ns``.
-
-    Row position after the sort is the request number ``k``. Needs ``ts_ns``, ``action``
-    and ``order_ref``; refuses unknown columns and empty or non-integer times (DataError).
-    """
-    frame = pd.DataFrame(requests) if not isinstance(requests, pd.DataFrame) else requests
-    missing = [c for c in ("ts_ns", "action", "order_ref") if c not in frame.columns]
-    if missing:
-        raise DataError(f"requests frame lacks {missing}; expected columns {list(REQUEST_COLUMNS)}")
-    unknown = [c for c in frame.columns if c not in REQUEST_COLUMNS]
-    if unknown:
-        raise DataError(f"requests frame has unknown columns {unknown}; expected {list(REQUEST_COLUMNS)}")
-    if frame["ts_ns"].isna().any():
-        raise DataError("requests ts_ns has empty values; expected int64 UTC ns for every request")
-    ts = as_ns_array(frame["ts_ns"].to_numpy(), "requests ts_ns")
-    out = pd.DataFrame({"ts_ns": ts})
-    defaults = {"action": None, "order_ref": None, "side": None, "quantity": math.nan, "order_type": "market",
-                "limit_px": math.nan, "stop_px": math.nan, "tif": "gtc", "expire_ts_ns": -1}
-    for name in REQUEST_COLUMNS[1:]:
-        out[name] = frame[name].to_numpy() if name in frame.columns else defaults[name]
-    out["expire_ts_ns"] = pd.to_numeric(out["expire_ts_ns"]).fillna(-1).astype(np.int64)
-    return out.sort_values("ts_ns", kind="stable").reset_index(drop=True)
-
-
-def quote_arrays(quotes: pd.DataFrame) -> tuple[np.ndarray, ...]:
-    """(ts_ns, bid_px, ask_px, bid_sz, ask_sz) from an L1 frame or a top-N book; refuses unusable quote sets."""
-    if not isinstance(quotes, pd.DataFrame):
-        raise DataError(f"quotes is a {type(quotes).__name__}; expected a pandas DataFrame")
-    columns = quote_columns(quotes)
-    if "ts_ns" not in quotes.columns:
-        raise DataError(f"quotes frame lacks ts_ns; found {list(quotes.columns)}")
-    if not len(quotes):
-        raise DataError("quotes frame is empty; expected at least one valid quote (finite bid < ask, sizes > 0)")
-    ts = as_ns_array(quotes["ts_ns"].to_numpy(), "quotes ts_ns")
-    _non_decreasing(ts, "quotes")
-    values = []
-    for name in ("bid_px", "ask_px", "bid_sz", "ask_sz"):
-        column = columns[name]
-        if column not in quotes.columns:
-            raise DataError(f"quotes frame lacks {column}; expected bid/ask prices and sizes")
-        values.append(quotes[column].to_numpy(dtype=np.float64, na_value=np.nan))
-    bid, ask, bid_sz, ask_sz = values
-    with np.errstate(invalid="ignore"):
-        valid = np.isfinite(bid) & np.isfinite(ask) & (bid < ask) & (bid_sz > 0) & (ask_sz > 0)
-    if not valid.any():
-        raise DataError(f"none of the {len(ts)} quotes is valid (all crossed, locked, one-sided or without sizes); "
-                        "expected at least one with finite bid < ask and positive sizes")
-    return ts, bid, ask, bid_sz, ask_sz
-
-
-def trade_arrays(trades: pd.DataFrame, quotes: pd.DataFrame) -> tuple[np.ndarray, ...]:
-    """(ts_ns, price, size, aggressor) with the aggressor from ``aggressor``, ``aggressor_side`` or inferred."""
-    if not isinstance(trades, pd.DataFrame):
-        raise DataError(f"trades is a {type(trades).__name__}; expected a pandas DataFrame")
-    missing = [c for c in ("ts_ns", "price", "size") if c not in trades.columns]
-    if missing:
-        raise DataError(f"trades frame lacks {missing}; expected columns ts_ns, price, size (and an aggressor)")
-    ts = as_ns_array(trades["ts_ns"].to_numpy(), "trades ts_ns")
-    _non_decreasing(ts, "trades")
-    if "aggressor" in trades.columns:
-        aggressor = trades["aggressor"].to_numpy(dtype=np.float64, na_value=0.0)
-        if not np.isin(aggressor, (-1.0, 0.0, 1.0)).all():
-            raise DataError("trades aggressor must be +1 (buyer), -1 (seller) or 0 (unknown)")
-    elif "aggressor_side" in trades.columns:
-        aggressor = aggressor_from_column(trades).astype(np.float64)
-    else:
-        aggressor = trade_sides(trades, quotes).astype(np.float64)
-    return (ts, trades["price"].to_numpy(dtype=np.float64, na_value=np.nan),
-            trades["size"].to_numpy(dtype=np.float64, na_value=np.nan), aggressor)
-
-
 def replay(model: FillModel, instrument: Instrument | str, quotes: pd.DataFrame, trades: pd.DataFrame | None,
            requests: pd.DataFrame, *, seed: int = 0) -> SimResult:
     """Run the event engine over recorded ``quotes`` (and ``trades``; None for a feed without) and ``requests``.
@@ -755,43 +630,27 @@ def replay(model: FillModel, instrument: Instrument | str, quotes: pd.DataFrame,
         instrument = get_instrument(instrument)
     q = quote_arrays(quotes)
     has_trades = trades is not None and len(trades) > 0
-    t = trade_arrays(trades, quotes) if has_trades else (_EMPTY_I64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64)
+    t = _engine_trades(trades, quotes) if has_trades else (_EMPTY_I64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64)
     table = requests_frame(requests)
     engine = SimEngine(model, instrument, seed=seed, feed_has_trades=has_trades)
     refs: list = []
     ids: dict = {}
-    make = _order_maker(instrument)
+    make = order_maker(instrument)
     for k, row in enumerate(table.itertuples(index=False)):
-        action = str(row.action).strip().lower()
         ref = row.order_ref
-        if action not in ACTIONS:
-            raise OrderError(f"request {k} (order_ref {ref!r}): action {row.action!r} unknown; expected one of "
-                             f"{list(ACTIONS)}")
-        if not _given(ref):
-            raise OrderError(f"request {k}: order_ref is empty; expected the caller's id of the order")
+        action = request_action(k, row.action, ref, ids)
         if action == "submit":
-            if ref in ids:
-                raise OrderError(f"request {k}: order_ref {ref!r} submitted twice; expected one submit per order")
-            spec = make(row)
-            ids[ref] = engine.submit(spec, int(row.ts_ns))
+            ids[ref] = engine.submit(make(row), int(row.ts_ns))
             refs.append(ref)
-            continue
-        if ref not in ids:
-            raise OrderError(f"request {k}: {action} for order_ref {ref!r}, which was not submitted before it; "
-                             "expected the order_ref of an earlier submit")
-        if action == "cancel":
+        elif action == "cancel":
             engine.cancel(ids[ref], int(row.ts_ns))
         else:
-            engine.replace(ids[ref], int(row.ts_ns), limit_px=row.limit_px if _given(row.limit_px) else None,
-                           quantity=row.quantity if _given(row.quantity) else None)
+            engine.replace(ids[ref], int(row.ts_ns), limit_px=row.limit_px if is_given(row.limit_px) else None,
+                           quantity=row.quantity if is_given(row.quantity) else None)
     engine._run(*q, *t)
-    last_arrival = max((entry[0] for entry in engine._pending), default=-_NEVER)
+    last_arrival = max((entry[0] for entry in engine._pending), default=-NEVER_NS)
     engine.advance_to(max(engine._clock, last_arrival))
-    ref_array = np.asarray(refs, dtype=object)
-    try:
-        ref_array = ref_array.astype(np.int64)
-    except (TypeError, ValueError):
-        pass  # non-integer refs are kept as given
+    ref_array = order_refs(refs)
     fills = engine.fills
     fills.insert(0, "order_ref", ref_array[fills.pop("order_id").to_numpy()] if len(fills) else
                  pd.Series(dtype=ref_array.dtype))
@@ -801,32 +660,7 @@ def replay(model: FillModel, instrument: Instrument | str, quotes: pd.DataFrame,
     return SimResult(fills=fills, orders=orders)
 
 
-def _order_maker(instrument: Instrument) -> Callable:
-    # make_order does Decimal work per call; most orders of a replay repeat a few shapes.
-    cache: dict[tuple, OrderSpec] = {}
-
-    def make(row) -> OrderSpec:
-        side = row.side
-        if isinstance(side, (float, np.floating)) and side in (1.0, -1.0):
-            side = int(side)  # a side column holding NaN on cancel rows is float
-        order_type = row.order_type if _given(row.order_type) else OrderType.MARKET
-        tif = row.tif if _given(row.tif) else TimeInForce.GTC
-        limit = row.limit_px if _given(row.limit_px) else None
-        stop = row.stop_px if _given(row.stop_px) else None
-        key = (side, row.quantity, str(order_type), limit, stop, str(tif))
-        day = str(tif).strip().lower() == TimeInForce.DAY.value
-        try:
-            spec = None if day else cache.get(key)
-        except TypeError:  # unhashable input: no caching
-            spec, key = None, None
-        if spec is None:
-            spec = make_order(instrument, side, row.quantity, order_type, limit_px=limit, stop_px=stop, tif=tif,
-                              ts_ns=int(row.ts_ns))
-            if not day and key is not None:
-                cache[key] = spec
-        expire = int(row.expire_ts_ns)
-        if expire >= 0:
-            spec = dataclass_replace(spec, expire_ts_ns=expire)
-        return spec
-
-    return make
+def _engine_trades(trades: pd.DataFrame, quotes: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    # the compiled scan and on_trades take the aggressor as float64
+    ts, price, size, aggressor = trade_arrays(trades, quotes)
+    return ts, price, size, aggressor.astype(np.float64)

@@ -75,7 +75,9 @@ take rather than resting with a queue place; calibrated models have no base slip
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from decimal import Decimal
 from enum import IntEnum, StrEnum
 
@@ -83,28 +85,26 @@ import numba
 import numpy as np
 import pandas as pd
 
-from tradebook.errors import OrderError
-from tradebook.model.instruments import Instrument, Side
+from tradebook.errors import ConfigError, DataError, OrderError
+from tradebook.model.instruments import Instrument, Side, get_instrument
+from tradebook.model.orders import OrderType, TimeInForce
+from tradebook.sim.book import as_ns_array
+from tradebook.sim.truth import aggressor_from_column, quote_columns, trade_sides
 
 # A price this close (relative) to another is the same price: float prices from CSVs.
 PRICE_RTOL = 1e-9
-
-
-class OrderType(StrEnum):
-    MARKET = "market"
-    LIMIT = "limit"
-    STOP = "stop"
-    STOP_LIMIT = "stop_limit"
-
-
-class TimeInForce(StrEnum):
-    DAY = "day"
-    GTC = "gtc"
-    IOC = "ioc"
-    FOK = "fok"
+# No time yet / never: the largest int64 nanosecond stamp.
+NEVER_NS = int(np.iinfo(np.int64).max)
+# A remainder below this many lots is float dust: the order is complete.
+LOT_DUST = 1e-9
+# Trade size beyond the queue, in lots, is floored with this slack (float dust from queue arithmetic).
+LOT_SLACK = 1e-6
 
 
 class OrderStatus(StrEnum):
+    """A simulated order's state at the simulated venue (the order manager's lifecycle is richer:
+    :class:`tradebook.model.orders.OrderStatus`)."""
+
     PENDING = "pending"  # submitted, not yet at the venue
     WORKING = "working"  # at the venue, not complete
     FILLED = "filled"
@@ -121,6 +121,24 @@ class Liquidity(IntEnum):
 # Integer codes for the compiled path (same order as the enums above).
 ORDER_TYPE_CODE = {t: i for i, t in enumerate(OrderType)}
 TIF_CODE = {t: i for i, t in enumerate(TimeInForce)}
+STATUS_NAMES = tuple(s.value for s in OrderStatus)  # status code -> name
+
+# Request frames, and what both faces return: one row per order request, fill and order.
+ACTIONS = ("submit", "cancel", "replace")
+ACTION_CODE = {a: i for i, a in enumerate(ACTIONS)}
+REQUEST_COLUMNS = ("ts_ns", "action", "order_ref", "side", "quantity", "order_type", "limit_px", "stop_px", "tif",
+                   "expire_ts_ns")
+FILL_COLUMNS = ("order_id", "ts_ns", "report_ts_ns", "side", "quantity", "price", "liquidity", "fee")
+ORDER_COLUMNS = ("order_id", "side", "order_type", "tif", "quantity", "limit_px", "stop_px", "status", "filled_qty",
+                 "avg_price", "submit_ts_ns", "arrival_ts_ns", "done_ts_ns")
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """Fills and final order states of a replay, keyed by the caller's ``order_ref``."""
+
+    fills: pd.DataFrame
+    orders: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -250,6 +268,186 @@ def _close_weekdays(hours) -> set[int]:
     return {(d + 1) % 7 for d in hours.open_weekdays}
 
 
+# -- frames in: the checks both faces make ---------------------------------------------
+def checked_instrument(model, instrument: Instrument | str, seed) -> Instrument:
+    """``instrument`` (looked up when given by id) after checking the fill ``model`` is for it and ``seed`` >= 0."""
+    if isinstance(instrument, str):
+        instrument = get_instrument(instrument)
+    if model.instrument_id != instrument.instrument_id:
+        raise ConfigError(f"fill model is for {model.instrument_id}; expected one for {instrument.instrument_id}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed is {seed!r}; expected an integer >= 0")
+    return instrument
+
+
+def is_given(value) -> bool:
+    """False for an empty cell (None, pd.NA, NaN), True for anything else."""
+    if value is None or value is pd.NA:
+        return False
+    try:
+        return not (isinstance(value, (float, np.floating)) and math.isnan(value))
+    except TypeError:
+        return True
+
+
+def check_non_decreasing(ts: np.ndarray, what: str) -> None:
+    """DataError naming the first row where ``ts`` goes backwards."""
+    backwards = np.flatnonzero(np.diff(ts) < 0)
+    if len(backwards):
+        row = int(backwards[0]) + 1
+        raise DataError(f"{what} ts_ns goes backwards at row {row} ({ts[row - 1]} then {ts[row]}); "
+                        "expected non-decreasing ts_ns")
+
+
+def quote_arrays(quotes: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """(ts_ns, bid_px, ask_px, bid_sz, ask_sz) from an L1 frame or a top-N book; refuses unusable quote sets."""
+    if not isinstance(quotes, pd.DataFrame):
+        raise DataError(f"quotes is a {type(quotes).__name__}; expected a pandas DataFrame")
+    columns = quote_columns(quotes)
+    if "ts_ns" not in quotes.columns:
+        raise DataError(f"quotes frame lacks ts_ns; found {list(quotes.columns)}")
+    if not len(quotes):
+        raise DataError("quotes frame is empty; expected at least one valid quote (finite bid < ask, sizes > 0)")
+    ts = as_ns_array(quotes["ts_ns"].to_numpy(), "quotes ts_ns")
+    check_non_decreasing(ts, "quotes")
+    values = []
+    for name in ("bid_px", "ask_px", "bid_sz", "ask_sz"):
+        column = columns[name]
+        if column not in quotes.columns:
+            raise DataError(f"quotes frame lacks {column}; expected bid/ask prices and sizes")
+        values.append(quotes[column].to_numpy(dtype=np.float64, na_value=np.nan))
+    bid, ask, bid_sz, ask_sz = values
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(bid) & np.isfinite(ask) & (bid < ask) & (bid_sz > 0) & (ask_sz > 0)
+    if not valid.any():
+        raise DataError(f"none of the {len(ts)} quotes is valid (all crossed, locked, one-sided or without sizes); "
+                        "expected at least one with finite bid < ask and positive sizes")
+    return ts, bid, ask, bid_sz, ask_sz
+
+
+def trade_arrays(trades: pd.DataFrame, quotes: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    """(ts_ns, price, size, aggressor int8) with the aggressor from ``aggressor``, ``aggressor_side`` or inferred."""
+    if not isinstance(trades, pd.DataFrame):
+        raise DataError(f"trades is a {type(trades).__name__}; expected a pandas DataFrame")
+    missing = [c for c in ("ts_ns", "price", "size") if c not in trades.columns]
+    if missing:
+        raise DataError(f"trades frame lacks {missing}; expected columns ts_ns, price, size (and an aggressor)")
+    ts = as_ns_array(trades["ts_ns"].to_numpy(), "trades ts_ns")
+    check_non_decreasing(ts, "trades")
+    if "aggressor" in trades.columns:
+        aggressor = trades["aggressor"].to_numpy(dtype=np.float64, na_value=0.0)
+        if not np.isin(aggressor, (-1.0, 0.0, 1.0)).all():
+            raise DataError("trades aggressor must be +1 (buyer), -1 (seller) or 0 (unknown)")
+        aggressor = aggressor.astype(np.int8)
+    elif "aggressor_side" in trades.columns:
+        aggressor = aggressor_from_column(trades)
+    else:
+        aggressor = trade_sides(trades, quotes)
+    return (ts, trades["price"].to_numpy(dtype=np.float64, na_value=np.nan),
+            trades["size"].to_numpy(dtype=np.float64, na_value=np.nan), aggressor)
+
+
+def requests_frame(requests: pd.DataFrame | list[dict]) -> pd.DataFrame:
+    """Requests with every ``REQUEST_COLUMNS`` column (defaults filled), stably sorted by ``ts_ns``.
+
+    Row position after the sort is the request number ``k``. Needs ``ts_ns``, ``action``
+    and ``order_ref``; refuses unknown columns and empty or non-integer times (DataError).
+    """
+    frame = pd.DataFrame(requests) if not isinstance(requests, pd.DataFrame) else requests
+    missing = [c for c in ("ts_ns", "action", "order_ref") if c not in frame.columns]
+    if missing:
+        raise DataError(f"requests frame lacks {missing}; expected columns {list(REQUEST_COLUMNS)}")
+    unknown = [c for c in frame.columns if c not in REQUEST_COLUMNS]
+    if unknown:
+        raise DataError(f"requests frame has unknown columns {unknown}; expected {list(REQUEST_COLUMNS)}")
+    if frame["ts_ns"].isna().any():
+        raise DataError("requests ts_ns has empty values; expected int64 UTC ns for every request")
+    ts = as_ns_array(frame["ts_ns"].to_numpy(), "requests ts_ns")
+    out = pd.DataFrame({"ts_ns": ts})
+    defaults = {"action": None, "order_ref": None, "side": None, "quantity": math.nan, "order_type": "market",
+                "limit_px": math.nan, "stop_px": math.nan, "tif": "gtc", "expire_ts_ns": -1}
+    for name in REQUEST_COLUMNS[1:]:
+        out[name] = frame[name].to_numpy() if name in frame.columns else defaults[name]
+    out["expire_ts_ns"] = pd.to_numeric(out["expire_ts_ns"]).fillna(-1).astype(np.int64)
+    return out.sort_values("ts_ns", kind="stable").reset_index(drop=True)
+
+
+def request_action(k: int, action, ref, submitted) -> str:
+    """The checked action name of request ``k`` for ``ref``; ``submitted``: the order_refs submitted before it."""
+    name = str(action).strip().lower()
+    if name not in ACTION_CODE:
+        raise OrderError(f"request {k} (order_ref {ref!r}): action {action!r} unknown; expected one of "
+                         f"{list(ACTIONS)}")
+    if not is_given(ref):
+        raise OrderError(f"request {k}: order_ref is empty; expected the caller's id of the order")
+    if name == "submit":
+        if ref in submitted:
+            raise OrderError(f"request {k}: order_ref {ref!r} submitted twice; expected one submit per order")
+    elif ref not in submitted:
+        raise OrderError(f"request {k}: {name} for order_ref {ref!r}, which was not submitted before it; "
+                         "expected the order_ref of an earlier submit")
+    return name
+
+
+def order_refs(refs: list) -> np.ndarray:
+    """The caller's order_refs as an array: int64 when they all are integers, else as given (object)."""
+    array = np.asarray(refs, dtype=object)
+    try:
+        return array.astype(np.int64)
+    except (TypeError, ValueError):
+        return array  # non-integer refs are kept as given
+
+
+def order_maker(instrument: Instrument) -> Callable:
+    """``make(row) -> OrderSpec`` for a submit row of :func:`requests_frame` (its ``expire_ts_ns`` >= 0 wins)."""
+    # make_order does Decimal work per call; most orders of a replay repeat a few shapes.
+    cache: dict[tuple, OrderSpec] = {}
+
+    def make(row) -> OrderSpec:
+        side = row.side
+        if isinstance(side, (float, np.floating)) and side in (1.0, -1.0):
+            side = int(side)  # a side column holding NaN on cancel rows is float
+        order_type = row.order_type if is_given(row.order_type) else OrderType.MARKET
+        tif = row.tif if is_given(row.tif) else TimeInForce.GTC
+        limit = row.limit_px if is_given(row.limit_px) else None
+        stop = row.stop_px if is_given(row.stop_px) else None
+        key = (side, row.quantity, str(order_type), limit, stop, str(tif))
+        day = str(tif).strip().lower() == TimeInForce.DAY.value
+        try:
+            spec = None if day else cache.get(key)
+        except TypeError:  # unhashable input: no caching
+            spec, key = None, None
+        if spec is None:
+            spec = make_order(instrument, side, row.quantity, order_type, limit_px=limit, stop_px=stop, tif=tif,
+                              ts_ns=int(row.ts_ns))
+            if not day and key is not None:
+                cache[key] = spec
+        expire = int(row.expire_ts_ns)
+        if expire >= 0:
+            spec = dataclass_replace(spec, expire_ts_ns=expire)
+        return spec
+
+    return make
+
+
+def checked_replace(instrument: Instrument, order: OrderSpec, limit_px, quantity, ts_ns: int,
+                    what: str) -> tuple[float, float]:
+    """(new total quantity, new limit) of a replace of ``order``, NaN where unchanged; OrderError when it cannot be.
+
+    ``what`` names the replace in messages (e.g. "replace of order 3").
+    """
+    given_qty, given_limit = is_given(quantity), is_given(limit_px)
+    if not (given_qty or given_limit):
+        raise OrderError(f"{what} changes nothing; expected a new limit_px or quantity")
+    if order.order_type not in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+        raise OrderError(f"{what}, a {order.order_type.value} order; expected a limit or stop-limit order "
+                         "(replace moves a limit price)")
+    checked = make_order(instrument, order.side, quantity if given_qty else order.quantity, order.order_type,
+                         limit_px=limit_px if given_limit else order.limit_px,
+                         stop_px=None if math.isnan(order.stop_px) else order.stop_px, tif=order.tif, ts_ns=ts_ns)
+    return (checked.quantity if given_qty else math.nan), (checked.limit_px if given_limit else math.nan)
+
+
 # -- shared compiled primitives -------------------------------------------------------
 @dataclass(frozen=True)
 class TakeParams:
@@ -303,6 +501,43 @@ def take_liquidity(side, remaining, limit, bid, ask, bid_sz, ask_sz,
             smaller = qty - lot
         qty = smaller
     return 0.0, np.nan
+
+
+@numba.njit(cache=True, nogil=True)
+def queue_ahead(side, limit, bid, ask, bid_sz, ask_sz):  # pragma: no cover - compiled
+    """Queue ahead of an order starting to rest at ``limit``, from the quote in force.
+
+    The touch size when it joins the touch, nothing when it improves it, NaN (unknown)
+    behind it: depth behind the touch is not in L1.
+    """
+    touch = bid if side > 0 else ask
+    if abs(limit - touch) <= PRICE_RTOL * abs(touch):
+        return bid_sz if side > 0 else ask_sz
+    if side * (limit - touch) > 0.0:
+        return 0.0
+    return np.nan
+
+
+@numba.njit(cache=True, nogil=True)
+def trade_at_limit(size, queue, remaining, lot):  # pragma: no cover - compiled
+    """(queue left, quantity filled) when a trade of ``size`` prints at a resting order's limit.
+
+    For a trade with the aggressor on the other side and a known ``queue`` ahead: the
+    trade consumes the queue first, the part beyond it fills the order in whole lots
+    (floored with ``LOT_SLACK``; a remainder under ``LOT_DUST`` lots completes it).
+    """
+    extra = size
+    if queue > 0.0:
+        if size <= queue:
+            return queue - size, 0.0
+        extra = size - queue
+        queue = 0.0
+    if not extra > 0.0:
+        return queue, 0.0
+    qty = min(math.floor(extra / lot + LOT_SLACK) * lot, remaining)
+    if remaining - qty <= LOT_DUST * lot:
+        qty = remaining
+    return queue, qty
 
 
 @numba.njit(cache=True, nogil=True)

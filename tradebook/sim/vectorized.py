@@ -13,7 +13,7 @@ implementation reasons.
 
 Two entry points:
 
-- :func:`replay_vectorized` - frames in, :class:`~tradebook.sim.engine.SimResult` out,
+- :func:`replay_vectorized` - frames in, :class:`~tradebook.sim.orders.SimResult` out,
   with the same input checks as the engine;
 - :func:`replay_arrays` - the compiled core on plain arrays (trusted input: no checks),
   what benchmarks and bulk research drive.
@@ -39,29 +39,29 @@ import numba
 import numpy as np
 import pandas as pd
 
-from tradebook.errors import ConfigError, DataError, OrderError
-from tradebook.model.instruments import Instrument, get_instrument
-from tradebook.sim.engine import REQUEST_COLUMNS, SimResult
+from tradebook.model.instruments import Instrument
+from tradebook.sim import orders as contract
 from tradebook.sim.fill_model import FillModel
-from tradebook.sim.orders import (
+from tradebook.sim.orders import (  # noqa: F401 - ACTION_CODE, STATUS_NAMES re-exported
+    ACTION_CODE,
+    ACTIONS,
+    LOT_DUST,
+    NEVER_NS,
     ORDER_TYPE_CODE,
     PRICE_RTOL,
+    STATUS_NAMES,
     TIF_CODE,
     OrderStatus,
     OrderType,
     TimeInForce,
     latency_ns,
-    make_order,
+    queue_ahead,
     take_liquidity,
+    trade_at_limit,
 )
-from tradebook.sim.truth import quote_columns, aggressor_from_column, trade_sides
-
-ACTION_CODE = {"submit": 0, "cancel": 1, "replace": 2}
-STATUS_NAMES = tuple(s.value for s in OrderStatus)
-_NEVER = np.iinfo(np.int64).max
 
 # Compiled-code constants (module-level ints are frozen into the compiled functions).
-_SUBMIT, _CANCEL, _REPLACE = 0, 1, 2
+_SUBMIT, _CANCEL, _REPLACE = (ACTION_CODE[a] for a in ACTIONS)
 _MARKET, _LIMIT, _STOP, _STOP_LIMIT = (ORDER_TYPE_CODE[t] for t in OrderType)
 _DAY, _GTC, _IOC, _FOK = (TIF_CODE[t] for t in TimeInForce)
 _PENDING, _WORKING, _FILLED, _CANCELLED, _EXPIRED, _REJECTED = range(len(OrderStatus))
@@ -73,10 +73,6 @@ _I_SIDE, _I_TYPE, _I_TIF, _I_EXPIRE, _I_SUBMIT_K, _I_STATUS, _I_PHASE, _I_TRIGGE
 _F_QTY, _F_LIMIT, _F_STOP, _F_REMAINING, _F_FILLED, _F_NOTIONAL, _F_QUEUE = range(7)
 # float64 parameter slots
 _P_SLIPPAGE, _P_MAX_TAKE, _P_LOT, _P_MAKER_BPS, _P_TAKER_BPS, _P_PER_UNIT, _P_MULTIPLIER = range(7)
-# a remainder below this many lots is float dust: the order is complete
-_LOT_DUST = 1e-9
-# trade size over the queue, in lots, is floored with this slack (float dust from queue arithmetic)
-_LOT_SLACK = 1e-6
 
 
 # -- plain-array containers -----------------------------------------------------------
@@ -229,7 +225,7 @@ def _record_fill(oi, of, fi, ff, n, o, ts, qty, px, maker, p):  # pragma: no cov
     of[o, _F_FILLED] += qty
     of[o, _F_NOTIONAL] += qty * px
     of[o, _F_REMAINING] -= qty
-    if of[o, _F_REMAINING] <= _LOT_DUST * p[_P_LOT]:
+    if of[o, _F_REMAINING] <= LOT_DUST * p[_P_LOT]:
         of[o, _F_REMAINING] = 0.0
         oi[o, _I_STATUS] = _FILLED
         oi[o, _I_DONE] = ts
@@ -267,19 +263,9 @@ def _take(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p):
 
 @numba.njit(cache=True, nogil=True)
 def _rest(oi, of, o, bid, ask, bid_sz, ask_sz):  # pragma: no cover - compiled
-    # Queue ahead from the quote that made the order passive: the touch size when it
-    # joins the touch, nothing when it improves it, unknown behind it (not in L1).
-    side = oi[o, _I_SIDE]
-    limit = of[o, _F_LIMIT]
-    touch = bid if side > 0 else ask
-    size = bid_sz if side > 0 else ask_sz
+    # queue ahead from the quote that made the order passive
     oi[o, _I_PHASE] = _PH_RESTING
-    if abs(limit - touch) <= PRICE_RTOL * abs(touch):
-        of[o, _F_QUEUE] = size
-    elif side * (limit - touch) > 0.0:
-        of[o, _F_QUEUE] = 0.0
-    else:
-        of[o, _F_QUEUE] = np.nan
+    of[o, _F_QUEUE] = queue_ahead(oi[o, _I_SIDE], of[o, _F_LIMIT], bid, ask, bid_sz, ask_sz)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -309,7 +295,7 @@ def _activate(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, 
             return fi, ff, n
         qty, px = take_liquidity(side, of[o, _F_REMAINING], limit, bid, ask, bid_sz, ask_sz,
                                  edges, ratios, p[_P_SLIPPAGE], p[_P_MAX_TAKE], p[_P_LOT])
-        if not (qty > 0.0) or of[o, _F_REMAINING] - qty > _LOT_DUST * p[_P_LOT]:
+        if not (qty > 0.0) or of[o, _F_REMAINING] - qty > LOT_DUST * p[_P_LOT]:
             _end(oi, o, ts, _CANCELLED)
             return fi, ff, n
         return _record_fill(oi, of, fi, ff, n, o, ts, of[o, _F_REMAINING], px, False, p)
@@ -340,11 +326,6 @@ def _arrive(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ra
 
 
 @numba.njit(cache=True, nogil=True)
-def _lots_of(x, lot):  # pragma: no cover - compiled
-    return math.floor(x / lot + _LOT_SLACK) * lot
-
-
-@numba.njit(cache=True, nogil=True)
 def _watch(oi, of, live, n_live, has_trades, watch):  # pragma: no cover - compiled
     # What makes a valid quote matter to the live orders, in ``watch``: [orders taking,
     # lowest buy stop, highest sell stop, highest resting buy limit, lowest resting sell
@@ -366,6 +347,17 @@ def _watch(oi, of, live, n_live, has_trades, watch):  # pragma: no cover - compi
                 watch[3] = max(watch[3], of[o, _F_LIMIT])
             else:
                 watch[4] = min(watch[4], of[o, _F_LIMIT])
+
+
+@numba.njit(cache=True, nogil=True)
+def _drop_live(live, slot, i, n_live):  # pragma: no cover - compiled
+    # live[i] leaves the live orders: the last one takes its place; returns the new count
+    o = live[i]
+    n_live -= 1
+    live[i] = live[n_live]
+    slot[live[i]] = i
+    slot[o] = -1
+    return n_live
 
 
 @numba.njit(cache=True, nogil=True)
@@ -413,16 +405,16 @@ def _replay(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz,
     live = np.empty(max(1, n_orders), dtype=np.int64)  # orders at the venue, not complete
     slot = np.full(max(1, n_orders), -1, dtype=np.int64)
     n_live = 0
-    next_expiry = _NEVER
+    next_expiry = NEVER_NS
     watch = np.empty(5)  # see _watch
     _watch(oi, of, live, 0, has_trades, watch)
     bid = ask = bid_sz = ask_sz = np.nan
     valid = False
     iq = it = ir = 0
     while iq < n_q or it < n_t or ir < n_r:
-        tq = q_ts[iq] if iq < n_q else _NEVER
-        tt = t_ts[it] if it < n_t else _NEVER
-        tr = arrival[by_arrival[ir]] if ir < n_r else _NEVER
+        tq = q_ts[iq] if iq < n_q else NEVER_NS
+        tt = t_ts[it] if it < n_t else NEVER_NS
+        tr = arrival[by_arrival[ir]] if ir < n_r else NEVER_NS
         if iq < n_q and tq <= tt and tq <= tr:
             kind, ts = 0, tq
         elif it < n_t and tt <= tr:
@@ -432,16 +424,13 @@ def _replay(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz,
 
         if ts >= next_expiry:  # orders expire before any event stamped at or after their expiry
             i = 0
-            next_expiry = _NEVER
+            next_expiry = NEVER_NS
             while i < n_live:
                 o = live[i]
                 e = oi[o, _I_EXPIRE]
                 if 0 <= e <= ts:
                     _end(oi, o, e, _EXPIRED)
-                    n_live -= 1
-                    live[i] = live[n_live]
-                    slot[live[i]] = i
-                    slot[o] = -1
+                    n_live = _drop_live(live, slot, i, n_live)
                     continue
                 if e >= 0 and e < next_expiry:
                     next_expiry = e
@@ -487,10 +476,7 @@ def _replay(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz,
                     if (side > 0 and ask <= limit) or (side < 0 and bid >= limit):
                         fi, ff, n = _record_fill(oi, of, fi, ff, n, o, ts, of[o, _F_REMAINING], limit, True, p)
                 if oi[o, _I_STATUS] != _WORKING:
-                    n_live -= 1
-                    live[i] = live[n_live]
-                    slot[live[i]] = i
-                    slot[o] = -1
+                    n_live = _drop_live(live, slot, i, n_live)
                     continue
                 i += 1
             _watch(oi, of, live, n_live, has_trades, watch)
@@ -507,27 +493,11 @@ def _replay(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz,
                         # printed through the limit: the order would have been hit first
                         fi, ff, n = _record_fill(oi, of, fi, ff, n, o, ts, of[o, _F_REMAINING], limit, True, p)
                     elif abs(px - limit) <= tol and aggressor == -side and not math.isnan(of[o, _F_QUEUE]):
-                        extra = size
-                        queue = of[o, _F_QUEUE]
-                        if queue > 0.0:
-                            if size <= queue:
-                                of[o, _F_QUEUE] = queue - size
-                                extra = 0.0
-                            else:
-                                of[o, _F_QUEUE] = 0.0
-                                extra = size - queue
-                        if extra > 0.0:
-                            remaining = of[o, _F_REMAINING]
-                            qty = min(_lots_of(extra, lot), remaining)
-                            if remaining - qty <= _LOT_DUST * lot:
-                                qty = remaining
-                            if qty > 0.0:
-                                fi, ff, n = _record_fill(oi, of, fi, ff, n, o, ts, qty, limit, True, p)
+                        of[o, _F_QUEUE], qty = trade_at_limit(size, of[o, _F_QUEUE], of[o, _F_REMAINING], lot)
+                        if qty > 0.0:
+                            fi, ff, n = _record_fill(oi, of, fi, ff, n, o, ts, qty, limit, True, p)
                     if oi[o, _I_STATUS] != _WORKING:
-                        n_live -= 1
-                        live[i] = live[n_live]
-                        slot[live[i]] = i
-                        slot[o] = -1
+                        n_live = _drop_live(live, slot, i, n_live)
                         continue
                 i += 1
         else:
@@ -555,7 +525,7 @@ def _replay(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz,
                 else:
                     new_qty, new_limit = r_qty[k], r_limit[k]
                     if not math.isnan(new_qty):
-                        if new_qty - of[o, _F_FILLED] <= _LOT_DUST * lot:
+                        if new_qty - of[o, _F_FILLED] <= LOT_DUST * lot:
                             continue  # must exceed what has filled: the replace is refused
                         of[o, _F_QTY] = new_qty
                         of[o, _F_REMAINING] = new_qty - of[o, _F_FILLED]
@@ -565,18 +535,14 @@ def _replay(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz,
                     fi, ff, n = _arrive(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios,
                                         p)
                 if oi[o, _I_STATUS] != _WORKING:
-                    j = slot[o]
-                    n_live -= 1
-                    live[j] = live[n_live]
-                    slot[live[j]] = j
-                    slot[o] = -1
+                    n_live = _drop_live(live, slot, slot[o], n_live)
             _watch(oi, of, live, n_live, has_trades, watch)
     return fi, ff, n, oi, of
 
 
 # -- frames in, SimResult out ----------------------------------------------------------
 def replay_vectorized(model: FillModel, instrument: Instrument | str, quotes: pd.DataFrame,
-                      trades: pd.DataFrame | None, requests: pd.DataFrame, *, seed: int = 0) -> SimResult:
+                      trades: pd.DataFrame | None, requests: pd.DataFrame, *, seed: int = 0) -> contract.SimResult:
     """Replay ``requests`` against ``quotes`` (and ``trades``, None for feeds without) in one compiled pass.
 
     Same checks as the event engine: empty or all-invalid quotes, times going backwards
@@ -584,16 +550,11 @@ def replay_vectorized(model: FillModel, instrument: Instrument | str, quotes: pd
     quantities OrderError; prices off the tick grid or sizes off the lot grid
     ConformanceError (through :func:`tradebook.sim.orders.make_order`).
     """
-    if isinstance(instrument, str):
-        instrument = get_instrument(instrument)
-    if model.instrument_id != instrument.instrument_id:
-        raise ConfigError(f"fill model is for {model.instrument_id}; expected one for {instrument.instrument_id}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed is {seed!r}; expected an integer >= 0")
-    quote_arrays = quote_arrays_from(quotes)
-    trade_arrays = trade_arrays_from(trades, quotes) if trades is not None and len(trades) else None
-    request_arrays, table = request_arrays_from(requests, instrument)
-    fills, orders = replay_arrays(quote_arrays, trade_arrays, request_arrays,
+    instrument = contract.checked_instrument(model, instrument, seed)
+    quote_set = quote_arrays_from(quotes)
+    trade_set = trade_arrays_from(trades, quotes) if trades is not None and len(trades) else None
+    request_set, table = request_arrays_from(requests, instrument)
+    fills, orders = replay_arrays(quote_set, trade_set, request_set,
                                   ArrayParams.from_model(model, instrument), seed=seed)
     refs = table["order_ref"]
     side = table["side"]
@@ -622,68 +583,17 @@ def replay_vectorized(model: FillModel, instrument: Instrument | str, quotes: pd
         "arrival_ts_ns": orders.arrival_ts_ns,
         "done_ts_ns": orders.done_ts_ns,
     })
-    return SimResult(fills=fill_frame, orders=order_frame)
-
-
-def _require(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise DataError(f"{what} is a {type(frame).__name__}; expected a pandas DataFrame")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"{what} frame lacks {missing}; expected columns {list(columns)}")
-
-
-def _non_decreasing(ts: np.ndarray, what: str) -> None:
-    backwards = np.flatnonzero(np.diff(ts) < 0)
-    if len(backwards):
-        row = int(backwards[0]) + 1
-        raise DataError(f"{what} ts_ns goes backwards at row {row} ({ts[row - 1]} then {ts[row]}); "
-                        "expected non-decreasing ts_ns")
+    return contract.SimResult(fills=fill_frame, orders=order_frame)
 
 
 def quote_arrays_from(quotes: pd.DataFrame) -> QuoteArrays:
     """Checked quote arrays: refuses empty frames, frames with no valid quote and times going backwards."""
-    if not isinstance(quotes, pd.DataFrame):
-        raise DataError(f"quotes is a {type(quotes).__name__}; expected a pandas DataFrame")
-    columns = quote_columns(quotes)  # an L1 frame or a top-N book (bid_px_0...)
-    _require(quotes, ("ts_ns", *columns.values()), "quotes")
-    if not len(quotes):
-        raise DataError("quotes frame is empty; expected at least one valid quote (finite bid < ask, sizes > 0)")
-    ts = quotes["ts_ns"].to_numpy(dtype=np.int64)
-    _non_decreasing(ts, "quotes")
-    arrays = QuoteArrays(ts, *(quotes[columns[c]].to_numpy(dtype=np.float64, na_value=np.nan)
-                               for c in ("bid_px", "ask_px", "bid_sz", "ask_sz")))
-    with np.errstate(invalid="ignore"):
-        valid = (np.isfinite(arrays.bid_px) & np.isfinite(arrays.ask_px) & (arrays.bid_px < arrays.ask_px)
-                 & (arrays.bid_sz > 0) & (arrays.ask_sz > 0))
-    if not valid.any():
-        raise DataError(f"none of the {len(ts)} quotes is valid (all crossed, locked, one-sided or without "
-                        "sizes); expected at least one with finite bid < ask and positive sizes")
-    return arrays
+    return QuoteArrays(*contract.quote_arrays(quotes))
 
 
 def trade_arrays_from(trades: pd.DataFrame, quotes: pd.DataFrame) -> TradeArrays:
     """Checked trade arrays; the aggressor from ``aggressor`` (+1/-1/0), ``aggressor_side`` or inferred."""
-    _require(trades, ("ts_ns", "price", "size"), "trades")
-    ts = trades["ts_ns"].to_numpy(dtype=np.int64)
-    _non_decreasing(ts, "trades")
-    if "aggressor" in trades.columns:
-        aggressor = trades["aggressor"].to_numpy(dtype=np.int64, na_value=0)
-        if not np.isin(aggressor, (-1, 0, 1)).all():
-            raise DataError("trades aggressor must be +1 (buyer), -1 (seller) or 0 (unknown)")
-        aggressor = aggressor.astype(np.int8)
-    elif "aggressor_side" in trades.columns:
-        aggressor = aggressor_from_column(trades)
-    else:
-        aggressor = trade_sides(trades, quotes)
-    return TradeArrays(ts, trades["price"].to_numpy(dtype=np.float64, na_value=np.nan),
-                       trades["size"].to_numpy(dtype=np.float64, na_value=np.nan), aggressor)
-
-
-def _given(value) -> bool:
-    if value is None or value is pd.NA:
-        return False
-    return not (isinstance(value, (float, np.floating)) and math.isnan(value))
+    return TradeArrays(*contract.trade_arrays(trades, quotes))
 
 
 def request_arrays_from(requests: pd.DataFrame, instrument: Instrument) -> tuple[RequestArrays, dict[str, np.ndarray]]:
@@ -692,19 +602,9 @@ def request_arrays_from(requests: pd.DataFrame, instrument: Instrument) -> tuple
     Returns the arrays for the compiled core and, per order number, its ``order_ref``,
     ``side``, ``order_type``, ``tif``, ``stop_px`` and ``submit_ts_ns`` for the report.
     """
-    _require(requests, ("ts_ns", "action", "order_ref"), "requests")
-    unknown_columns = [c for c in requests.columns if c not in REQUEST_COLUMNS]
-    if unknown_columns:
-        raise DataError(f"requests frame has unknown columns {unknown_columns}; expected {list(REQUEST_COLUMNS)}")
-    if requests["ts_ns"].isna().any():
-        raise DataError("requests ts_ns has empty values; expected int64 UTC ns for every request")
-    ordered = requests.sort_values("ts_ns", kind="stable").reset_index(drop=True)
+    ordered = contract.requests_frame(requests)
     n = len(ordered)
-
-    def column(name: str) -> list:
-        return ordered[name].tolist() if name in ordered.columns else [None] * n
-
-    ts = ordered["ts_ns"].to_numpy(dtype=np.int64)
+    ts = ordered["ts_ns"].to_numpy()
     action = np.zeros(n, np.int8)
     order = np.zeros(n, np.int64)
     side = np.zeros(n, np.int8)
@@ -716,63 +616,29 @@ def request_arrays_from(requests: pd.DataFrame, instrument: Instrument) -> tuple
     expire = np.full(n, -1, np.int64)
     specs: dict[object, tuple[int, object]] = {}  # order_ref -> (order number, OrderSpec)
     submit_ts: list[int] = []
-    for k, (a, ref, s, q, t, lp, sp, f, e) in enumerate(zip(
-            column("action"), column("order_ref"), column("side"), column("quantity"), column("order_type"),
-            column("limit_px"), column("stop_px"), column("tif"), column("expire_ts_ns"))):
-        name = str(a).strip().lower()
-        if name not in ACTION_CODE:
-            raise OrderError(f"request {k} (order_ref {ref!r}): action {a!r} unknown; expected one of "
-                             f"{list(ACTION_CODE)}")
-        if not _given(ref):
-            raise OrderError(f"request {k}: order_ref is empty; expected the caller's id of the order")
+    make = contract.order_maker(instrument)
+    for k, row in enumerate(ordered.itertuples(index=False)):
+        ref = row.order_ref
+        name = contract.request_action(k, row.action, ref, specs)
         action[k] = ACTION_CODE[name]
         if name == "submit":
-            if ref in specs:
-                raise OrderError(f"request {k}: order_ref {ref!r} submitted twice; expected one submit per order")
-            if isinstance(s, (float, np.floating)) and s in (1.0, -1.0):
-                s = int(s)  # a side column holding NaN on cancel rows is float
-            spec = make_order(instrument, s, q, t if _given(t) else OrderType.MARKET,
-                              limit_px=lp if _given(lp) else None, stop_px=sp if _given(sp) else None,
-                              tif=f if _given(f) else TimeInForce.GTC, ts_ns=int(ts[k]))
+            spec = make(row)
             specs[ref] = (len(specs), spec)
             submit_ts.append(int(ts[k]))
-            number = specs[ref][0]
             side[k], kind[k], tif[k] = spec.side, ORDER_TYPE_CODE[spec.order_type], TIF_CODE[spec.tif]
             qty[k], limit[k], stop[k], expire[k] = spec.quantity, spec.limit_px, spec.stop_px, spec.expire_ts_ns
-            if _given(e) and int(e) >= 0:
-                expire[k] = int(e)  # a good-till-time order: the row's expiry overrides the time in force's
-        else:
-            if ref not in specs:
-                raise OrderError(f"request {k}: {name} for order_ref {ref!r}, which was not submitted before it; "
-                                 "expected the order_ref of an earlier submit")
-            number, spec = specs[ref]
-            if name == "replace":
-                new_qty, new_limit = _given(q), _given(lp)
-                if not (new_qty or new_limit):
-                    raise OrderError(f"request {k}: replace of order_ref {ref!r} changes nothing; expected a new "
-                                     "limit_px or quantity")
-                if spec.order_type not in (OrderType.LIMIT, OrderType.STOP_LIMIT):
-                    raise OrderError(f"request {k}: replace of order_ref {ref!r}, a {spec.order_type.value} order; "
-                                     "expected a limit or stop-limit order (replace moves a limit price)")
-                checked = make_order(instrument, spec.side, q if new_qty else spec.quantity, spec.order_type,
-                                     limit_px=lp if new_limit else (None if math.isnan(spec.limit_px) else
-                                                                    spec.limit_px),
-                                     stop_px=None if math.isnan(spec.stop_px) else spec.stop_px, tif=spec.tif,
-                                     ts_ns=int(ts[k]))
-                qty[k] = checked.quantity if new_qty else np.nan
-                limit[k] = checked.limit_px if new_limit else np.nan
-        order[k] = number
+        elif name == "replace":
+            what = f"request {k}: replace of order_ref {ref!r}"
+            qty[k], limit[k] = contract.checked_replace(instrument, specs[ref][1], row.limit_px, row.quantity,
+                                                        int(ts[k]), what)
+        order[k] = specs[ref][0]
     table = _order_table(specs, submit_ts)
     return RequestArrays(ts, action, order, side, kind, tif, qty, limit, stop, expire), table
 
 
 def _order_table(specs: dict, submit_ts: list[int]) -> dict[str, np.ndarray]:
     rows = sorted(specs.items(), key=lambda item: item[1][0])
-    refs = np.array([ref for ref, _ in rows], dtype=object)
-    try:
-        refs = refs.astype(np.int64)
-    except (TypeError, ValueError):
-        pass  # non-integer ids are kept as given
+    refs = contract.order_refs([ref for ref, _ in rows])
     return {
         "order_ref": refs,
         "side": np.array([spec.side for _, (_, spec) in rows], dtype=np.int64),
