@@ -367,3 +367,13 @@ class TestTradingHours:
         opens, closes = to_ns("2024-07-01T09:30:00-04:00"), to_ns("2024-07-01T16:00:00-04:00")
         assert [hours.is_open(opens - 1), hours.is_open(opens), hours.is_open(closes - 1), hours.is_open(closes)] \
             == [False, True, True, False]
+
+
+def test_numpy_scalars_convert_exactly():
+    import numpy as np
+
+    from tradebook.model.instruments import to_decimal
+
+    assert to_decimal(np.float64(1.5), "x") == Decimal("1.5")
+    assert to_decimal(np.float64(0.1), "x") == Decimal("0.1")
+    assert to_decimal(np.int64(2**62 + 1), "x") == Decimal(2**62 + 1)  # never through float

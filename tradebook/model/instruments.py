@@ -12,6 +12,7 @@ import datetime as dt
 import difflib
 import enum
 import math
+import numbers
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Literal
@@ -44,12 +45,12 @@ def to_decimal(value: Decimal | int | float | str, what: str = "value") -> Decim
         raise ConformanceError(f"{what} must be a number, got the bool {value!r}")
     if isinstance(value, Decimal):
         result = value
-    elif isinstance(value, int):
-        result = Decimal(value)
+    elif isinstance(value, numbers.Integral):
+        result = Decimal(int(value))  # numpy integers too: exact, never through float
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise ConformanceError(f"{what} must be finite, got {value!r}")
-        result = Decimal(repr(value))
+        result = Decimal(repr(float(value)))  # float(): numpy floats repr as 'np.float64(...)'
     elif isinstance(value, str):
         try:
             result = Decimal(value.strip())

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from tradebook.sim.fill_model import DictRecord
 from tradebook.errors import DataError
 from tradebook.sim.book import BookSnapshots, parse_side, typical_top_size
 from tradebook.sim.truth import book_walk_truth
@@ -321,7 +322,7 @@ def fit_depth_profile(
 
 # -- fidelity ----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class BookWalkFidelity:
+class BookWalkFidelity(DictRecord):
     """Predicted book walks against true ones (rows the visible book could not hold are counted, not scored).
 
     Baseline (b) is the touch alone: the whole quantity at the touch price (cost =
@@ -361,12 +362,6 @@ class BookWalkFidelity:
             "mean_cost_bps": self.mean_cost_by_size,
         })
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> BookWalkFidelity:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
 _TRUTH_COLUMNS = ("side", "quantity", "bid_px", "ask_px", "bid_sz", "ask_sz", "half_spread_bps", "cost_bps",

@@ -369,6 +369,11 @@ class InstrumentFidelity:
         return all(t.met for t in self.targets)
 
 
+def _targets(part: str, scores: Any) -> list[Target]:
+    return [Target(f"{part}: {name}", float(value), rule, bool(met))
+            for name, (value, rule, met) in scores.targets().items()]
+
+
 def fidelity(fit: InstrumentData, held_out: InstrumentData, *, calibration: Calibration | None = None,
              seed: int = 0) -> InstrumentFidelity:
     """Fit on ``fit`` (unless a calibration is given) and score on ``held_out``."""
@@ -383,8 +388,7 @@ def fidelity(fit: InstrumentData, held_out: InstrumentData, *, calibration: Cali
     if len(held_sweeps) and calibration.diagnostics.get("sweeps", 0) > 0:
         marketable = evaluate_marketable(model, held_sweeps)
         tables["marketable_by_size"] = marketable_by_size(model, held_sweeps)
-        for name, (value, rule, met) in marketable.targets().items():
-            targets.append(Target(f"sweeps: {name}", float(value), rule, bool(met)))
+        targets.extend(_targets("sweeps", marketable))
     else:
         not_applicable["marketable vs real sweeps"] = "no trades in the data: no real sweeps to score against"
     rng = np.random.default_rng(seed + 1)  # not the fit's stream: evaluation samples differ from fit samples
@@ -405,8 +409,7 @@ def fidelity(fit: InstrumentData, held_out: InstrumentData, *, calibration: Cali
                 f"({book_walk.n_not_deep_enough:,} deeper than the visible book, not scored): MAE model "
                 f"{_fmt(book_walk.mae_model_bps)} bps | baseline (b) touch {_fmt(book_walk.mae_baseline_b_bps)}; "
                 f"90% interval covers {_fmt(book_walk.coverage_closed)} closed, {_fmt(book_walk.coverage_open)} open")
-            for name, (value, rule, met) in book_walk.targets().items():
-                targets.append(Target(f"book walks: {name}", float(value), rule, bool(met)))
+            targets.extend(_targets("book walks", book_walk))
     if book_walk is None:
         not_applicable["book walks"] = "no depth in the data: nothing to walk (L1 only)"
     passive = None
@@ -428,8 +431,7 @@ def fidelity(fit: InstrumentData, held_out: InstrumentData, *, calibration: Cali
             f"{horizons}, truth: {held.attrs.get('rule')}): fill rate {_fmt(passive.fill_rate)}; Brier model "
             f"{_fmt(passive.brier_model, 4)} vs average rate by distance and horizon {_fmt(passive.brier_baseline, 4)}"
             f" (skill {passive.brier_skill:+.1%})")
-        for name, (value, rule, met) in passive.targets().items():
-            targets.append(Target(f"passive: {name}", float(value), rule, bool(met)))
+        targets.extend(_targets("passive", passive))
     if model.spread_profile is not None:
         table = model.spread_profile.table()
         tables["spread_profile"] = table[(table["bucket"] >= 0) & (table["regime"] >= 0)].reset_index(drop=True)

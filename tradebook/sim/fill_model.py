@@ -21,13 +21,29 @@ from typing import Any
 
 import numpy as np
 
-from tradebook.errors import ConfigError
+from tradebook.errors import ConfigError, DataError
 from tradebook.sim.orders import TakeParams
 
 # Order size over displayed touch size: below 1 the touch can absorb the order.
 SIZE_BUCKET_EDGES: tuple[float, ...] = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, float("inf"))
 QUANTILES = (0.05, 0.5, 0.95)
 DEFAULT_BASE_SLIPPAGE_BPS = 2.0  # 0.02%: what peers add to the touch; used when nothing is calibrated
+
+
+class DictRecord:
+    """``to_dict``/``from_dict`` for frozen dataclasses of floats, ints and tuples (JSON lists come back as tuples)."""
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able values (NaN allowed), for FillModel and the store."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Any:
+        try:
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        except (TypeError, KeyError) as error:
+            raise DataError(f"not a {cls.__name__} dict ({error}); expected the keys of {cls.__name__}.to_dict()") \
+                from error
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from tradebook.sim.fill_model import DictRecord
 from tradebook.errors import DataError
 from tradebook.model.instruments import Instrument, get_instrument
 from tradebook.model.time import NS_PER_DAY
@@ -191,7 +192,7 @@ _CELL_FIELDS = ("bucket", "regime", "n_quotes", "time_s", "spread_bps_q05", "spr
 
 
 @dataclass(frozen=True)
-class SpreadProfile:
+class SpreadProfile(DictRecord):
     """Time-weighted spread and touch-size quantiles by UTC time-of-day bucket and volatility regime.
 
     One *cell* per (bucket, regime) with data, plus pooled cells: ``regime == -1``
@@ -277,16 +278,6 @@ class SpreadProfile:
                 out[i] = overall
         return out
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> SpreadProfile:
-        try:
-            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-        except TypeError as error:
-            raise DataError(f"not a SpreadProfile dict ({error}); expected the keys of SpreadProfile.to_dict()") \
-                from error
 
 
 def fit_spread_profile(
@@ -368,7 +359,7 @@ def fit_spread_profile(
 
 # -- completion of orders larger than the touch ------------------------------------------------
 @dataclass(frozen=True)
-class CompletionModel:
+class CompletionModel(DictRecord):
     """How an order larger than the displayed liquidity completes: partial fills and time.
 
     An order of ``q`` is worked in fills of one typical touch (``fill_size``, the
@@ -442,16 +433,6 @@ class CompletionModel:
             volume_time = np.where(rate > 0, q / (participation * rate) * NS_PER_S, np.nan)
         return np.fmax(volume_time, refill_time)  # fmax: a missing term (NaN) leaves the other
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> CompletionModel:
-        try:
-            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-        except TypeError as error:
-            raise DataError(f"not a CompletionModel dict ({error}); expected the keys of CompletionModel.to_dict()") \
-                from error
 
 
 def _recovery_times(event_ts: np.ndarray, event_side: np.ndarray, ts: np.ndarray, sizes: dict[int, np.ndarray],
