@@ -1,0 +1,595 @@
+"""Pre-trade risk, the kill switch and the venue circuit breaker.
+
+:class:`PreTradeRisk` decides, for one conformed :class:`~tradebook.model.orders.OrderIntent`,
+whether it may go now (``accept``), must wait for a better book (``defer``) or must not go
+(``reject``). It runs every check in this fixed order and answers with the first failure,
+so the reason a notebook shows is always the most fundamental one:
+
+1. ``kill_switch``   halted: everything is rejected; reduce-only: only orders that reduce
+                     the position (without flipping it) pass.
+2. ``quote``         the reference quote: none, crossed or locked, or older than
+                     ``max_quote_age_ms`` -> reject ("stale or crossed quote").
+3. ``price_collar``  a limit price more than ``price_collar_bps`` from the mid on the
+                     aggressive side (buy above, sell below), or a stop price that far on the
+                     side where it would trigger at once (buy stop below, sell stop above)
+                     -> reject. A protective stop far from the market is not a fat finger.
+4. ``spread``        spread wider than ``max_spread_bps`` or far touch (price x size x
+                     multiplier) thinner than ``min_touch_notional`` -> ``spread_action``
+                     (defer or reject). Unknown touch sizes (quotes made from bars) skip the
+                     thin-book half.
+5. ``max_position``  absolute position after the order above the instrument's quantity or
+                     notional limit -> reject.
+6. ``exposure``      gross notional per asset class and overall after the order above its
+                     limit -> reject. The order's instrument is valued at the order's limit
+                     price, else at the far touch (or the stop price when farther); other
+                     positions at ``ctx.prices``. Notional converts to the account currency
+                     (``par_currencies`` 1:1, others through ``ctx.fx_rates``).
+7. ``order_rate``    ``max_orders_per_minute`` already sent in the last 60 s -> reject.
+8. ``daily_loss``    today's P&L at or below ``-daily_loss_limit`` -> reject, and the kill
+                     switch is set to halted.
+9. ``pdt``           an equity margin account under ``pdt_equity_threshold`` that already
+                     made ``max_day_trades`` day trades in ``pdt_window_days`` business days
+                     -> the next day trade is rejected.
+
+Orders that reduce the absolute position are never blocked by the position and exposure
+limits (5, 6): cutting risk must always be possible. A malformed intent (no limit price on a
+limit order, a price off the tick, NaN or non-positive size) is not a risk decision: it raises
+OrderError or ConformanceError.
+
+An accepted order counts toward the order rate only when the order manager calls
+:meth:`PreTradeRisk.record_sent` (a deferred or never-sent order must not eat the budget).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+
+from tradebook.config import RiskConfig, SpreadAction
+from tradebook.errors import OrderError
+from tradebook.model.instruments import BUNDLED_INSTRUMENTS, AssetClass, Instrument, Side, get_instrument
+from tradebook.model.orders import OrderIntent, OrderType
+from tradebook.model.time import NS_PER_SECOND
+
+RATE_WINDOW_NS = 60 * NS_PER_SECOND
+BPS = Decimal(10_000)
+CHECK_ORDER = ("kill_switch", "quote", "price_collar", "spread", "max_position", "exposure", "order_rate",
+               "daily_loss", "pdt")
+STALE_OR_CROSSED = "stale or crossed quote"
+
+
+# -- values -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReferenceQuote:
+    """The last quote of the intent's instrument; sizes None when unknown (quotes made from bars)."""
+
+    bid: Decimal
+    ask: Decimal
+    bid_sz: Decimal | None
+    ask_sz: Decimal | None
+    ts_ns: int
+
+    @property
+    def mid(self) -> Decimal:
+        return (self.bid + self.ask) / 2
+
+
+@dataclass(frozen=True)
+class RiskContext:
+    """What the risk checks need to know at ``now_ns``, gathered by the caller (portfolio, feed, venue).
+
+    ``positions`` are signed (long > 0) per instrument id; ``prices`` mark them for
+    notional; ``instruments`` resolves ids of held positions to their asset class and
+    multiplier (None: the bundled registry). ``recent_order_ts_ns``, when given, replaces
+    the checker's own record of sent orders (e.g. restored from the order log after a
+    restart). ``equity`` is the account's equity (also the PDT equity); ``daily_pnl`` is
+    realised + unrealised since the start of the trading day. ``is_day_trade``: this order
+    would close (or open and close) a position opened the same day.
+    """
+
+    now_ns: int
+    equity: Decimal
+    daily_pnl: Decimal
+    quote: ReferenceQuote | None
+    positions: Mapping[str, Decimal] = field(default_factory=dict)
+    prices: Mapping[str, Decimal] = field(default_factory=dict)
+    instruments: Mapping[str, Instrument] | None = None
+    recent_order_ts_ns: tuple[int, ...] | None = None
+    day_trades_last_5_days: int = 0
+    margin_account: bool | None = None  # None: risk.equity_margin_account from the config
+    is_day_trade: bool = False
+    fx_rates: Mapping[str, Decimal] = field(default_factory=dict)  # currency -> account currency per unit
+
+
+class RiskAction(StrEnum):
+    ACCEPT = "accept"
+    REJECT = "reject"
+    DEFER = "defer"
+
+
+@dataclass(frozen=True)
+class RiskDecision:
+    action: RiskAction
+    check: str  # which check decided (one of CHECK_ORDER), "all" when accepted
+    reason: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.action is RiskAction.ACCEPT
+
+
+# -- kill switch --------------------------------------------------------------------------------
+class KillSwitchMode(StrEnum):
+    NORMAL = "normal"
+    HALTED = "halted"  # no new orders at all
+    REDUCE_ONLY = "reduce_only"  # only orders that reduce a position
+
+
+@dataclass(frozen=True)
+class KillSwitchTransition:
+    ts_ns: int
+    from_mode: KillSwitchMode
+    to_mode: KillSwitchMode
+    flatten_requested: bool
+    reason: str
+
+
+class KillSwitch:
+    """Trading's master switch: normal, halted or reduce-only, plus a flatten request.
+
+    The switch holds state; the order manager acts on it (cancels working orders and
+    closes positions when ``flatten_requested``, then calls :meth:`flatten_done`).
+    :meth:`request_flatten` also sets reduce-only, so the closing orders pass risk while
+    nothing new opens. Every change is appended to :attr:`transitions` with its time and
+    reason and passed to subscribers. Thread-safe: a notebook cell may halt while the
+    session's loop checks orders.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._mode = KillSwitchMode.NORMAL
+        self._flatten = False
+        self._reason = ""
+        self._transitions: list[KillSwitchTransition] = []
+        self._subscribers: list[Callable[[KillSwitchTransition], None]] = []
+
+    @property
+    def mode(self) -> KillSwitchMode:
+        return self._mode
+
+    @property
+    def flatten_requested(self) -> bool:
+        return self._flatten
+
+    @property
+    def reason(self) -> str:
+        """Why the switch is in its current mode."""
+        return self._reason
+
+    @property
+    def transitions(self) -> tuple[KillSwitchTransition, ...]:
+        with self._lock:
+            return tuple(self._transitions)
+
+    def subscribe(self, callback: Callable[[KillSwitchTransition], None]) -> None:
+        """Call ``callback(transition)`` on every change (the order manager cancels on halt/flatten)."""
+        self._subscribers.append(callback)
+
+    def halt(self, reason: str, ts_ns: int | None = None) -> None:
+        self._set(KillSwitchMode.HALTED, self._flatten, reason, ts_ns)
+
+    def reduce_only(self, reason: str, ts_ns: int | None = None) -> None:
+        self._set(KillSwitchMode.REDUCE_ONLY, self._flatten, reason, ts_ns)
+
+    def resume(self, reason: str = "resumed by hand", ts_ns: int | None = None) -> None:
+        """Back to normal trading; clears a pending flatten request."""
+        self._set(KillSwitchMode.NORMAL, False, reason, ts_ns)
+
+    def request_flatten(self, reason: str, ts_ns: int | None = None) -> None:
+        """Ask for every working order cancelled and every position closed; switches to reduce-only."""
+        self._set(KillSwitchMode.REDUCE_ONLY, True, reason, ts_ns)
+
+    def flatten_done(self, reason: str = "flat", ts_ns: int | None = None) -> None:
+        """The order manager is flat: the request is cleared, the mode (reduce-only) stays."""
+        self._set(self._mode, False, reason, ts_ns)
+
+    def _set(self, mode: KillSwitchMode, flatten: bool, reason: str, ts_ns: int | None) -> None:
+        if not isinstance(reason, str) or not reason.strip():
+            raise OrderError("a kill switch change needs a reason (it goes into the transition log)")
+        ts = time.time_ns() if ts_ns is None else int(ts_ns)
+        with self._lock:
+            if mode == self._mode and flatten == self._flatten:
+                return  # already there: the first reason stands
+            transition = KillSwitchTransition(ts, self._mode, mode, flatten, reason)
+            self._mode, self._flatten, self._reason = mode, flatten, reason
+            self._transitions.append(transition)
+        for callback in list(self._subscribers):
+            callback(transition)
+
+
+# -- circuit breaker ----------------------------------------------------------------------------
+class BreakerState(StrEnum):
+    CLOSED = "closed"  # calls go through
+    OPEN = "open"  # calls refused until the cool-down has passed
+    HALF_OPEN = "half_open"  # one trial call in flight; its outcome closes or reopens
+
+
+@dataclass(frozen=True)
+class BreakerTransition:
+    ts_ns: int
+    from_state: BreakerState
+    to_state: BreakerState
+    reason: str
+
+
+class CircuitBreaker:
+    """Stops calling a venue that keeps failing; tries again after a cool-down.
+
+    Closed -> open after ``failures`` consecutive failures. Once ``cooldown_s`` has passed,
+    :meth:`allow` lets exactly one call through (half-open); its success closes the
+    breaker, its failure reopens it for another cool-down. When the breaker opens and
+    ``kill_switch`` is given with ``trip_kill_switch``, trading is halted ("repeated venue
+    failures"); closing the breaker does not resume trading: a person decides that.
+    Times are explicit int64 ns so replay and tests drive it with their own clock.
+    """
+
+    def __init__(self, failures: int = 5, cooldown_s: float = 30.0, *, kill_switch: KillSwitch | None = None,
+                 trip_kill_switch: bool = True, venue: str = "venue") -> None:
+        if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:
+            raise OrderError(f"CircuitBreaker failures {failures!r}: expected an integer >= 1")
+        if isinstance(cooldown_s, bool) or not isinstance(cooldown_s, (int, float)) or not cooldown_s > 0:
+            raise OrderError(f"CircuitBreaker cooldown_s {cooldown_s!r}: expected a positive number of seconds")
+        self.failures = failures
+        self.cooldown_ns = int(round(cooldown_s * NS_PER_SECOND))
+        self.kill_switch = kill_switch
+        self.trip_kill_switch = trip_kill_switch
+        self.venue = venue
+        self._lock = threading.Lock()
+        self._state = BreakerState.CLOSED
+        self._consecutive = 0
+        self._opened_at: int | None = None
+        self._trial_in_flight = False
+        self._transitions: list[BreakerTransition] = []
+
+    @classmethod
+    def from_config(cls, risk: RiskConfig, kill_switch: KillSwitch | None = None,
+                    venue: str = "venue") -> CircuitBreaker:
+        return cls(risk.breaker_failures, risk.breaker_cooldown_s, kill_switch=kill_switch,
+                   trip_kill_switch=risk.breaker_trips_kill_switch, venue=venue)
+
+    @property
+    def state(self) -> BreakerState:
+        return self._state
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._consecutive
+
+    @property
+    def transitions(self) -> tuple[BreakerTransition, ...]:
+        with self._lock:
+            return tuple(self._transitions)
+
+    def allow(self, ts_ns: int) -> bool:
+        """Whether a call to the venue may be made at ``ts_ns`` (half-open: the one trial only)."""
+        with self._lock:
+            if self._state is BreakerState.CLOSED:
+                return True
+            if self._state is BreakerState.OPEN:
+                assert self._opened_at is not None
+                if ts_ns - self._opened_at < self.cooldown_ns:
+                    return False
+                self._move(ts_ns, BreakerState.HALF_OPEN,
+                           f"cool-down of {self.cooldown_ns / NS_PER_SECOND:g} s passed: one trial call")
+                self._trial_in_flight = True
+                return True
+            if self._trial_in_flight:
+                return False
+            self._trial_in_flight = True
+            return True
+
+    def record_success(self, ts_ns: int) -> None:
+        with self._lock:
+            self._consecutive = 0
+            if self._state is BreakerState.HALF_OPEN:
+                self._trial_in_flight = False
+                self._opened_at = None
+                self._move(ts_ns, BreakerState.CLOSED, "trial call succeeded")
+            # a late success while open (a call made before it opened) proves little: stay open
+
+    def record_failure(self, ts_ns: int, reason: str = "") -> None:
+        trip = None
+        with self._lock:
+            self._consecutive += 1
+            detail = f" (last: {reason})" if reason else ""
+            if self._state is BreakerState.HALF_OPEN:
+                self._trial_in_flight = False
+                self._opened_at = ts_ns
+                trip = f"repeated venue failures: {self.venue} failed its trial call after the cool-down{detail}"
+                self._move(ts_ns, BreakerState.OPEN, trip)
+            elif self._state is BreakerState.CLOSED and self._consecutive >= self.failures:
+                self._opened_at = ts_ns
+                trip = (f"repeated venue failures: {self.venue} failed {self._consecutive} consecutive calls"
+                        f"{detail}")
+                self._move(ts_ns, BreakerState.OPEN, trip)
+        if trip is not None and self.kill_switch is not None and self.trip_kill_switch:
+            self.kill_switch.halt(trip, ts_ns)
+
+    def _move(self, ts_ns: int, to: BreakerState, reason: str) -> None:
+        self._transitions.append(BreakerTransition(ts_ns, self._state, to, reason))
+        self._state = to
+
+
+# -- pre-trade risk -----------------------------------------------------------------------------
+def reduces_position(position: Decimal, side: Side, quantity: Decimal) -> bool:
+    """Whether the order shrinks the absolute position without flipping it."""
+    if position > 0:
+        return side is Side.SELL and quantity <= position
+    if position < 0:
+        return side is Side.BUY and quantity <= -position
+    return False
+
+
+def _bps(value: Decimal) -> str:
+    return f"{float(value):.1f} bps"
+
+
+class PreTradeRisk:
+    """The pre-trade checks of one account (see the module docstring for their order)."""
+
+    def __init__(self, config: RiskConfig | None = None, kill_switch: KillSwitch | None = None) -> None:
+        self.config = RiskConfig() if config is None else config
+        self.kill_switch = KillSwitch() if kill_switch is None else kill_switch
+        self._sent: deque[int] = deque()
+        self._lock = threading.Lock()
+
+    # -- the order-rate record -------------------------------------------------------------
+    def record_sent(self, ts_ns: int) -> None:
+        """An accepted order left for the venue at ``ts_ns``: it counts toward the order rate."""
+        with self._lock:
+            self._sent.append(int(ts_ns))
+            self._prune(int(ts_ns))
+
+    def orders_in_window(self, now_ns: int, recent: tuple[int, ...] | None = None) -> int:
+        """Orders sent in the 60 s up to ``now_ns`` (from ``recent`` if given, else those recorded)."""
+        start = now_ns - RATE_WINDOW_NS
+        if recent is not None:
+            return sum(1 for t in recent if start < t <= now_ns)
+        with self._lock:
+            self._prune(now_ns)
+            return sum(1 for t in self._sent if t <= now_ns)
+
+    def _prune(self, now_ns: int) -> None:
+        start = now_ns - RATE_WINDOW_NS
+        while self._sent and self._sent[0] <= start:
+            self._sent.popleft()
+
+    # -- the checks ---------------------------------------------------------------------------
+    def check(self, intent: OrderIntent, instrument: Instrument, ctx: RiskContext) -> RiskDecision:
+        """Run every check in order; the first failure decides, else accept."""
+        self._validate(intent, instrument)
+        signed = intent.quantity if intent.side is Side.BUY else -intent.quantity
+        position = ctx.positions.get(instrument.instrument_id, Decimal(0))
+        reducing = reduces_position(position, intent.side, intent.quantity)
+        for step in (self._check_kill_switch(intent, instrument, position, reducing),
+                     self._check_quote(instrument, ctx)):
+            if step is not None:
+                return step
+        quote = ctx.quote
+        assert quote is not None
+        for check in (self._check_collar, self._check_spread):
+            if (decision := check(intent, instrument, quote)) is not None:
+                return decision
+        if not reducing:
+            ref_price = self._reference_price(intent, quote)
+            if (decision := self._check_position(intent, instrument, position, signed, ref_price)) is not None:
+                return decision
+            if (decision := self._check_exposure(instrument, ctx, position, signed, ref_price)) is not None:
+                return decision
+        for decision in (self._check_rate(ctx), self.check_daily_loss(ctx.daily_pnl, ctx.now_ns),
+                         self._check_pdt(instrument, ctx)):
+            if decision is not None:
+                return decision
+        return RiskDecision(RiskAction.ACCEPT, "all", f"passed {len(CHECK_ORDER)} checks")
+
+    def check_daily_loss(self, daily_pnl: Decimal, ts_ns: int) -> RiskDecision | None:
+        """Reject (and halt) when today's P&L has reached the loss limit; the session also calls it on marks."""
+        limit = self.config.daily_loss_limit
+        if limit is None or daily_pnl > -limit:
+            return None
+        reason = f"daily loss limit: P&L today {daily_pnl} <= -{limit} {self.config.account_currency}"
+        if self.kill_switch.mode is not KillSwitchMode.HALTED:
+            self.kill_switch.halt(reason, ts_ns)
+        return RiskDecision(RiskAction.REJECT, "daily_loss", f"{reason}; kill switch halted")
+
+    @staticmethod
+    def _validate(intent: OrderIntent, instrument: Instrument) -> None:
+        if intent.instrument_id != instrument.instrument_id:
+            raise OrderError(f"intent {intent.intent_id} is for {intent.instrument_id}, checked against "
+                             f"{instrument.instrument_id}")
+        quantity = intent.quantity
+        if not isinstance(quantity, Decimal) or not quantity.is_finite() or quantity <= 0:
+            raise OrderError(f"intent {intent.intent_id}: quantity {quantity!r} must be a positive finite Decimal")
+        instrument.conform_quantity(quantity)  # on the lot, at or above the minimum
+        needs_limit = intent.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+        needs_stop = intent.order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
+        for name, needed, price in (("limit_price", needs_limit, intent.limit_price),
+                                    ("stop_price", needs_stop, intent.stop_price)):
+            if needed and price is None:
+                raise OrderError(f"intent {intent.intent_id}: a {intent.order_type} order needs a {name}")
+            if price is not None:
+                if not isinstance(price, Decimal):
+                    raise OrderError(f"intent {intent.intent_id}: {name} {price!r} must be a Decimal")
+                instrument.conform_price(price)  # on the tick (ConformanceError names the neighbours)
+        if needs_limit:
+            instrument.check_notional(intent.limit_price, quantity)  # type: ignore[arg-type]
+
+    def _check_kill_switch(self, intent: OrderIntent, instrument: Instrument, position: Decimal,
+                           reducing: bool) -> RiskDecision | None:
+        mode = self.kill_switch.mode
+        if mode is KillSwitchMode.HALTED:
+            return RiskDecision(RiskAction.REJECT, "kill_switch", f"kill switch halted: {self.kill_switch.reason}")
+        if mode is KillSwitchMode.REDUCE_ONLY and not reducing:
+            return RiskDecision(RiskAction.REJECT, "kill_switch",
+                                f"kill switch reduce-only ({self.kill_switch.reason}): {intent.side} "
+                                f"{intent.quantity} {instrument.instrument_id} would not reduce the position "
+                                f"{position:+}")
+        return None
+
+    def _check_quote(self, instrument: Instrument, ctx: RiskContext) -> RiskDecision | None:
+        quote, iid = ctx.quote, instrument.instrument_id
+        problem = None
+        if quote is None:
+            problem = f"no quote for {iid} to check the order against"
+        elif not (quote.bid.is_finite() and quote.ask.is_finite()) or quote.bid <= 0 or quote.ask <= 0:
+            problem = f"{iid} quote bid {quote.bid} / ask {quote.ask} is not a positive price pair"
+        elif quote.bid > quote.ask:
+            problem = f"{iid} quote is crossed: bid {quote.bid} > ask {quote.ask}"
+        elif quote.bid == quote.ask:
+            problem = f"{iid} quote is locked: bid {quote.bid} = ask {quote.ask}"
+        else:
+            age_ns = ctx.now_ns - quote.ts_ns
+            if age_ns > self.config.max_quote_age_ms * 1_000_000:
+                problem = (f"{iid} quote is {age_ns / NS_PER_SECOND:.3f} s old, older than "
+                           f"max_quote_age_ms {self.config.max_quote_age_ms}")
+        if problem is None:
+            return None
+        return RiskDecision(RiskAction.REJECT, "quote", f"{STALE_OR_CROSSED}: {problem}")
+
+    def _check_collar(self, intent: OrderIntent, instrument: Instrument,
+                      quote: ReferenceQuote) -> RiskDecision | None:
+        mid = quote.mid
+        collar = Decimal(repr(self.config.price_collar_bps))
+        buy = intent.side is Side.BUY
+        if intent.limit_price is not None:
+            # distance in the aggressive direction: above mid for a buy, below for a sell
+            distance = (intent.limit_price - mid if buy else mid - intent.limit_price) / mid * BPS
+            if distance > collar:
+                where = "above" if buy else "below"
+                return RiskDecision(RiskAction.REJECT, "price_collar",
+                                    f"price collar: {intent.side} limit {intent.limit_price} is {_bps(distance)} "
+                                    f"{where} mid {mid} of {instrument.instrument_id}; collar {collar} bps")
+        if intent.stop_price is not None:
+            # a stop far on its triggering side fires at once: buy stop below mid, sell stop above
+            distance = (mid - intent.stop_price if buy else intent.stop_price - mid) / mid * BPS
+            if distance > collar:
+                where = "below" if buy else "above"
+                return RiskDecision(RiskAction.REJECT, "price_collar",
+                                    f"price collar: {intent.side} stop {intent.stop_price} is {_bps(distance)} "
+                                    f"{where} mid {mid} of {instrument.instrument_id} and would trigger at once; "
+                                    f"collar {collar} bps")
+        return None
+
+    def _check_spread(self, intent: OrderIntent, instrument: Instrument,
+                      quote: ReferenceQuote) -> RiskDecision | None:
+        action = RiskAction.DEFER if self.config.spread_action is SpreadAction.DEFER else RiskAction.REJECT
+        verdict = "deferred" if action is RiskAction.DEFER else "rejected"
+        spread = (quote.ask - quote.bid) / quote.mid * BPS
+        max_spread = Decimal(repr(self.config.max_spread_bps))
+        if spread > max_spread:
+            return RiskDecision(action, "spread", f"spread {_bps(spread)} on {instrument.instrument_id} "
+                                                  f"(bid {quote.bid}, ask {quote.ask}) > max {max_spread} bps: "
+                                                  f"{verdict}")
+        buy = intent.side is Side.BUY
+        size, price, touch = (quote.ask_sz, quote.ask, "ask") if buy else (quote.bid_sz, quote.bid, "bid")
+        if size is not None:
+            notional = price * size * instrument.multiplier
+            if notional < self.config.min_touch_notional:
+                return RiskDecision(action, "spread",
+                                    f"thin book on {instrument.instrument_id}: {touch} {size} @ {price} = {notional} "
+                                    f"{instrument.currency} < min_touch_notional {self.config.min_touch_notional}: "
+                                    f"{verdict}")
+        return None
+
+    @staticmethod
+    def _reference_price(intent: OrderIntent, quote: ReferenceQuote) -> Decimal:
+        if intent.limit_price is not None:
+            return intent.limit_price
+        far = quote.ask if intent.side is Side.BUY else quote.bid
+        if intent.stop_price is not None:
+            return max(far, intent.stop_price)  # a stop fills around its trigger: value it at the larger
+        return far
+
+    def _fx(self, currency: str, ctx: RiskContext) -> Decimal | None:
+        if currency == self.config.account_currency or currency in self.config.par_currencies:
+            return Decimal(1)
+        return ctx.fx_rates.get(currency)
+
+    def _check_position(self, intent: OrderIntent, instrument: Instrument, position: Decimal, signed: Decimal,
+                        ref_price: Decimal) -> RiskDecision | None:
+        limit = self.config.max_position.limit_for(instrument.instrument_id)
+        after = abs(position + signed)
+        iid = instrument.instrument_id
+        what = f"(now {position:+}, {intent.side} {intent.quantity})"
+        if limit.quantity is not None and after > limit.quantity:
+            return RiskDecision(RiskAction.REJECT, "max_position",
+                                f"max position: {iid} position after the order would be {after} > limit "
+                                f"{limit.quantity} {what}")
+        if limit.notional is not None:
+            notional = instrument.notional(ref_price, after)
+            if notional > limit.notional:
+                return RiskDecision(RiskAction.REJECT, "max_position",
+                                    f"max position: {iid} position after the order would be {after} x {ref_price} = "
+                                    f"{notional} {instrument.currency} > limit {limit.notional} {what}")
+        return None
+
+    def _check_exposure(self, instrument: Instrument, ctx: RiskContext, position: Decimal, signed: Decimal,
+                        ref_price: Decimal) -> RiskDecision | None:
+        registry = BUNDLED_INSTRUMENTS if ctx.instruments is None else ctx.instruments
+        account = self.config.account_currency
+        fx = self._fx(instrument.currency, ctx)
+        if fx is None:
+            return RiskDecision(RiskAction.REJECT, "exposure", f"exposure: no rate from {instrument.currency} to "
+                                                               f"{account} in the risk context")
+        per_class: dict[AssetClass, Decimal] = {}
+        for iid, held in ctx.positions.items():
+            if iid == instrument.instrument_id or held == 0:
+                continue
+            other = get_instrument(iid, registry)
+            mark, rate = ctx.prices.get(iid), self._fx(other.currency, ctx)
+            if mark is None or rate is None:
+                missing = "no price" if mark is None else f"no rate from {other.currency} to {account}"
+                return RiskDecision(RiskAction.REJECT, "exposure",
+                                    f"exposure: {missing} for the held position {held:+} {iid}; cannot value it")
+            per_class[other.asset_class] = per_class.get(other.asset_class, Decimal(0)) + \
+                other.notional(mark, abs(held)) * rate
+        order_notional = instrument.notional(ref_price, abs(position + signed)) * fx
+        per_class[instrument.asset_class] = per_class.get(instrument.asset_class, Decimal(0)) + order_notional
+        class_total = per_class[instrument.asset_class]
+        class_limit = self.config.max_exposure_per_asset_class.get(instrument.asset_class)
+        if class_limit is not None and class_total > class_limit:
+            return RiskDecision(RiskAction.REJECT, "exposure",
+                                f"exposure: {instrument.asset_class} gross notional after the order would be "
+                                f"{class_total:.2f} {account} > limit {class_limit}")
+        gross = sum(per_class.values(), Decimal(0))
+        gross_limit = self.config.max_gross_exposure
+        if gross_limit is not None and gross > gross_limit:
+            return RiskDecision(RiskAction.REJECT, "exposure",
+                                f"exposure: gross notional after the order would be {gross:.2f} {account} > limit "
+                                f"{gross_limit}")
+        return None
+
+    def _check_rate(self, ctx: RiskContext) -> RiskDecision | None:
+        sent = self.orders_in_window(ctx.now_ns, ctx.recent_order_ts_ns)
+        limit = self.config.max_orders_per_minute
+        if sent >= limit:
+            return RiskDecision(RiskAction.REJECT, "order_rate",
+                                f"order rate: {sent} orders sent in the last 60 s, max_orders_per_minute {limit}")
+        return None
+
+    def _check_pdt(self, instrument: Instrument, ctx: RiskContext) -> RiskDecision | None:
+        cfg = self.config
+        margin = cfg.equity_margin_account if ctx.margin_account is None else ctx.margin_account
+        if (instrument.asset_class is not AssetClass.EQUITY or not margin or not ctx.is_day_trade
+                or ctx.equity >= cfg.pdt_equity_threshold or ctx.day_trades_last_5_days < cfg.max_day_trades):
+            return None
+        return RiskDecision(RiskAction.REJECT, "pdt",
+                            f"pattern day trader rule: {ctx.day_trades_last_5_days} day trades in the last "
+                            f"{cfg.pdt_window_days} business days and equity {ctx.equity} < "
+                            f"{cfg.pdt_equity_threshold} in a margin account; this would be day trade "
+                            f"{ctx.day_trades_last_5_days + 1} (max {cfg.max_day_trades})")
