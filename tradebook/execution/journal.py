@@ -108,15 +108,19 @@ class Journal:
     def __len__(self) -> int:
         return self._records
 
-    def append(self, record: dict[str, Any]) -> int:
-        """Write ``record`` and make it durable; returns its 1-based position in the journal."""
+    def append(self, record: dict[str, Any], *, sync: bool | None = None) -> int:
+        """Write ``record`` (durable unless ``sync=False``); returns its 1-based position in the journal.
+
+        ``sync=False`` for one record suits what can be re-derived after a crash (an
+        acknowledgement is asked for again); the next synced record makes it durable too.
+        """
         body = json.dumps(_encode(record), separators=(",", ":"), allow_nan=False).encode("utf-8")
         line = b"%08x " % zlib.crc32(body) + body + b"\n"
         with self._lock:
             if self._fd < 0:
                 raise StoreError(f"journal {self.path} is closed")
             os.write(self._fd, line)
-            if self.sync:
+            if self.sync if sync is None else (sync and self.sync):
                 os.fdatasync(self._fd)
             self._records += 1
             return self._records

@@ -107,6 +107,10 @@ TRANSITIONS.update({
     (S.PENDING_REPLACE, E.CANCELLED): S.CANCELLED,
     (S.PENDING_REPLACE, E.EXPIRED): S.EXPIRED,
 })
+# A cancel or replace that lost the race against a fill or an expiry is answered with a
+# rejection after the order has finished: it changes nothing.
+TRANSITIONS.update({(_done, _event): _done for _done in TERMINAL_STATUSES
+                    for _event in (E.CANCEL_REJECTED, E.REPLACE_REJECTED)})
 del _status
 
 
