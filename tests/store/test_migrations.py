@@ -44,7 +44,8 @@ def test_upgrade_from_every_earlier_version_keeps_data(tmp_path, bundled, versio
     with Store(path, target_version=version) as store:
         assert store.schema_version == version
         if version >= 1:
-            assert "orders" not in _tables_of(store)  # v2 not yet applied
+            if version < 2:
+                assert "orders" not in _tables_of(store)  # v2 not yet applied
             quotes, trades = bundled(SMALL_QUOTES), bundled(SMALL_BOOK_TRADES)
             ids = {SMALL_QUOTES: store.ingest(quotes).dataset_id, SMALL_BOOK_TRADES: store.ingest(trades).dataset_id}
             datasets = store.datasets()

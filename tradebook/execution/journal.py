@@ -34,24 +34,20 @@ class JournalCorruptError(StoreError):
     """A journal line in the middle of the file does not check out: refuse to guess."""
 
 
-def _encode(value: Any) -> Any:
+def _encode_default(value: Any) -> Any:
+    # json calls this only for what it cannot write itself: Decimals, exactly, as text
     if isinstance(value, Decimal):
         return {"$d": str(value)}
-    if isinstance(value, dict):
-        return {k: _encode(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_encode(v) for v in value]
+    raise TypeError(f"journal records hold JSON values and Decimals, not {type(value).__name__}: {value!r}")
+
+
+def _decode_object(value: dict[str, Any]) -> Any:
+    if len(value) == 1 and "$d" in value:
+        return Decimal(value["$d"])
     return value
 
 
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict):
-        if len(value) == 1 and "$d" in value:
-            return Decimal(value["$d"])
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    return value
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_encode_default)
 
 
 class Journal:
@@ -114,7 +110,7 @@ class Journal:
         ``sync=False`` for one record suits what can be re-derived after a crash (an
         acknowledgement is asked for again); the next synced record makes it durable too.
         """
-        body = json.dumps(_encode(record), separators=(",", ":"), allow_nan=False).encode("utf-8")
+        body = _ENCODER.encode(record).encode("utf-8")
         line = b"%08x " % zlib.crc32(body) + body + b"\n"
         with self._lock:
             if self._fd < 0:
@@ -134,7 +130,7 @@ class Journal:
                 line = line.rstrip(b"\n")
                 if not self._valid(line):
                     return  # a record being written right now
-                yield _decode(json.loads(line[9:]))
+                yield json.loads(line[9:], object_hook=_decode_object)
 
     def close(self) -> None:
         with self._lock:

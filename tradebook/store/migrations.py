@@ -241,6 +241,36 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        3,
+        "order path: journal offsets, alerts, order reasons and fees",
+        (
+            # Why an order was rejected, cancelled or expired (risk rejections are orders in
+            # status 'rejected' with the check that refused them), and the fees it paid.
+            "ALTER TABLE orders ADD COLUMN reason VARCHAR NOT NULL DEFAULT ''",
+            f"ALTER TABLE orders ADD COLUMN fees {_MONEY} NOT NULL DEFAULT 0",
+            # Where in the write-ahead journal an event came from: the journal is the source
+            # of truth and the store a copy, so every copied row says which record it is.
+            "ALTER TABLE order_events ADD COLUMN journal_position BIGINT",
+            f"ALTER TABLE positions ADD COLUMN fees {_MONEY} NOT NULL DEFAULT 0",
+            """
+            CREATE TABLE journal_offsets (
+                journal VARCHAR PRIMARY KEY,
+                position BIGINT NOT NULL CHECK (position >= 0),
+                updated_at_ns BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE alerts (
+                ts_ns BIGINT NOT NULL,
+                kind VARCHAR NOT NULL,
+                message VARCHAR NOT NULL,
+                source VARCHAR NOT NULL DEFAULT '',
+                journal_position BIGINT
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

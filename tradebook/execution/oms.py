@@ -1,0 +1,998 @@
+"""The order manager: write-ahead, idempotent, one append-only event log.
+
+The one rule: **nothing reaches a venue that is not durable on disk first.** Every
+intent is appended to the write-ahead :class:`~tradebook.execution.journal.Journal`
+(``fdatasync``) before :meth:`VenuePort.submit` is called, and every event the venue
+sends back (acks, fills, cancels) is journaled before it changes an order or the
+portfolio; fills are fdatasync'd before they move a position (see ``SYNC_POLICIES``
+for why acks need not wait for the disk). The journal is the source of truth; DuckDB is a copy written in batches by
+:meth:`OrderManager.flush` (explicitly, or from a background thread every
+``flush_interval_ms``), never on the hot path: a single DuckDB insert costs more than
+the whole order path may take.
+
+Idempotence: the client order id derives from the intent id, and the manager refuses
+to send an intent whose client order id it already knows (in memory or from the
+journal), returning the existing order instead. A re-run notebook cell sends nothing.
+
+Crash recovery: constructing a manager replays its journal (no venue calls) and so
+rebuilds orders, fills and the portfolio exactly; :meth:`OrderManager.recover` then
+copies into DuckDB what it lacks. Orders whose last journaled state is ``pending``,
+``submitted``, ``pending_cancel`` or ``pending_replace`` are in an unknown state
+(:meth:`unresolved`): they count as working, and no new order for their instrument
+is sent (:meth:`blocked_instruments`) until :meth:`reconcile` asks the venue.
+
+Journal records (one JSON object per line): ``intent`` (an order is created),
+``event`` (an :class:`OrderEvent`, fills included), ``orphan`` (an event for an
+order we do not know), ``illegal`` (an event the lifecycle refused; audit only),
+``adjustment`` (a position adopted from the venue by reconciliation, booked as a
+synthetic fill) and ``alert``.
+
+Threads: the hot path runs on the session's event loop; ``flush`` may run on its own
+thread. One lock guards the in-memory state; it is held only for journal appends and
+in-memory updates, never across an ``await`` or a DuckDB write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+
+from tradebook.errors import ConfigError, OrderError, StoreError, UnknownInstrumentError
+from tradebook.execution.journal import Journal
+from tradebook.model.instruments import Instrument, Side, get_instrument
+from tradebook.model.orders import (
+    Fill,
+    IllegalTransitionError,
+    Order,
+    OrderEvent,
+    OrderEventType,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+    client_order_id_for,
+)
+from tradebook.model.time import now_ns
+from tradebook.portfolio import Portfolio
+from tradebook.store.store import OrderPathBatch, Store
+from tradebook.venues.base import VenueOrderState, VenuePort
+
+log = logging.getLogger(__name__)
+
+E, S = OrderEventType, OrderStatus
+UNKNOWN_STATE_STATUSES = frozenset({S.PENDING, S.SUBMITTED, S.PENDING_CANCEL, S.PENDING_REPLACE})
+RECONCILIATION_STRATEGY = "_reconciliation"  # positions adopted from the venue are booked here
+DEFAULT_FLUSH_INTERVAL_MS = 200
+# Which journal records wait for fdatasync. Intents (before they are sent) and fills (before
+# they move a position) always do. Acks, cancel/replace requests and answers need not: one
+# lost in a power failure leaves its order in an older state that reconcile() resolves from
+# the venue, and a kill -9 loses nothing written. "all" syncs every record.
+SYNC_POLICIES = frozenset({"intents_and_fills", "all"})
+DEFAULT_FILL_LOOKBACK_NS = 300 * 1_000_000_000  # venue clocks differ from ours; ask for fills a bit earlier
+
+_INTENT_FIELDS = tuple(f.name for f in dataclasses.fields(OrderIntent))
+_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(OrderEvent) if f.name != "fill")
+_FILL_FIELDS = tuple(f.name for f in dataclasses.fields(Fill))
+
+
+@dataclass(frozen=True)
+class Alert:
+    """Something a human should look at: a reconciliation mismatch, an orphan event, a failed send."""
+
+    ts_ns: int
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    orders: int
+    fills: int
+    unresolved: tuple[str, ...]  # client order ids whose state is unknown until reconciled
+    orphans: int
+    records_flushed: int
+
+
+OrderListener = Callable[[Order], None]
+FillListener = Callable[[Fill, Order], None]
+
+
+class OrderManager:
+    """Orders, fills and positions of one venue account, with a write-ahead journal.
+
+    ``instruments`` maps instrument ids to :class:`Instrument` (a mapping or a lookup
+    function; the bundled registry by default). ``clock`` returns int64 UTC ns (the
+    session's clock: wall time live, replay time in a replay). ``mode`` must agree with
+    the venue (a live venue needs ``mode='live'`` and the other way round).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        journal: Journal,
+        venue: VenuePort,
+        portfolio: Portfolio,
+        *,
+        mode: str = "paper",
+        clock: Callable[[], int] = now_ns,
+        instruments: Mapping[str, Instrument] | Callable[[str], Instrument] | None = None,
+        flush_interval_ms: int = DEFAULT_FLUSH_INTERVAL_MS,
+        journal_name: str | None = None,
+        sync_policy: str = "intents_and_fills",
+        on_order: OrderListener | None = None,
+        on_fill: FillListener | None = None,
+    ) -> None:
+        if mode not in ("paper", "live"):
+            raise ConfigError(f"mode must be 'paper' or 'live', got {mode!r}")
+        if bool(getattr(venue, "is_live", False)) != (mode == "live"):
+            raise ConfigError(f"mode {mode!r} does not match the venue {venue.name!r} "
+                              f"(is_live={venue.is_live}); a live venue needs mode='live', a paper one 'paper'")
+        if sync_policy not in SYNC_POLICIES:
+            raise ConfigError(f"sync_policy must be one of {sorted(SYNC_POLICIES)}, got {sync_policy!r}")
+        if flush_interval_ms <= 0:
+            raise ConfigError(f"flush_interval_ms must be positive, got {flush_interval_ms}")
+        self.store = store
+        self.journal = journal
+        self.venue = venue
+        self.portfolio = portfolio
+        self.mode = mode
+        self.clock = clock
+        self.flush_interval_ms = flush_interval_ms
+        self.sync_policy = sync_policy
+        self.journal_name = journal_name or journal.path.name
+        self._lookup = _instrument_lookup(instruments)
+        self._instrument_cache: dict[str, Instrument] = {}
+        self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()
+        self._orders: dict[str, Order] = {}
+        self._created_ns: dict[str, int] = {}
+        self._fills: list[tuple[Fill, str, str]] = []  # (fill, account_id, strategy_id)
+        self._fill_ids: set[str] = set()
+        self._orphans: list[OrderEvent] = []
+        self._orphans_reported = 0
+        self._alerts: list[Alert] = []
+        self._unresolved: set[str] = set()
+        self._replace_requests: dict[str, OrderEvent] = {}
+        self._pending: list[tuple[int, dict[str, Any]]] = []  # journal records not yet in DuckDB
+        self._order_listeners: list[OrderListener] = [on_order] if on_order else []
+        self._fill_listeners: list[FillListener] = [on_fill] if on_fill else []
+        self._tasks: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flusher: threading.Thread | None = None
+        self._stop_flusher = threading.Event()
+        self.last_flush_error: BaseException | None = None
+        self._replay()
+
+    # -- listeners ----------------------------------------------------------------------
+    def subscribe(self, *, on_order: OrderListener | None = None, on_fill: FillListener | None = None) -> None:
+        """Call ``on_order(order)`` after every order change and ``on_fill(fill, order)`` after every fill."""
+        if on_order:
+            self._order_listeners.append(on_order)
+        if on_fill:
+            self._fill_listeners.append(on_fill)
+
+    # -- commands -----------------------------------------------------------------------
+    async def submit(self, intent: OrderIntent) -> Order:
+        """Make ``intent`` durable, then send it; an intent already known returns its order and sends nothing."""
+        self._remember_loop()
+        if not isinstance(intent, OrderIntent):
+            raise OrderError(f"submit takes an OrderIntent, got {type(intent).__name__}")
+        coid = intent.client_order_id
+        with self._lock:
+            existing = self._orders.get(coid)
+            if existing is not None:
+                if dataclasses.replace(existing.intent, ts_ns=intent.ts_ns) != intent:
+                    log.warning("intent %s was submitted before with different terms; keeping the first: %s",
+                                intent.intent_id, existing.intent)
+                return existing
+            self._validate_intent(intent)
+            self._check_not_blocked(intent.instrument_id)
+            created = self.clock()
+            self._append({"kind": "intent", "ts": created, "intent": _intent_to_dict(intent)})
+            self._orders[coid] = Order(intent)
+            self._created_ns[coid] = created
+            self._apply_own(OrderEvent(coid, E.SUBMITTED, created, created))
+        await self._send(intent)
+        return self._orders[coid]
+
+    async def _send(self, intent: OrderIntent) -> None:
+        coid = intent.client_order_id
+        try:
+            await self.venue.submit(intent)
+        except asyncio.CancelledError:
+            with self._lock:
+                self._unresolved.add(coid)  # it may or may not have left: ask the venue before trusting it
+            raise
+        except Exception as exc:  # noqa: BLE001 - any venue failure rejects the order, with its reason
+            with self._lock:
+                if self._orders[coid].status is S.SUBMITTED:
+                    ts = self.clock()
+                    self._apply_own(OrderEvent(coid, E.REJECTED, ts, ts, reason=f"venue error: {exc}"))
+                else:  # the venue answered before failing: its events decide
+                    log.warning("venue %s raised after answering %s: %s", self.venue.name, coid, exc)
+
+    def reject(self, intent: OrderIntent, reason: str) -> Order:
+        """Record an intent refused before it left (risk, kill switch): durable, never sent.
+
+        Idempotent like :meth:`submit`: an intent already known returns its order unchanged.
+        """
+        if not reason:
+            raise OrderError("a rejection needs its reason (which check refused the order, and why)")
+        coid = intent.client_order_id
+        with self._lock:
+            existing = self._orders.get(coid)
+            if existing is not None:
+                return existing
+            self._validate_intent(intent)
+            created = self.clock()
+            self._append({"kind": "intent", "ts": created, "intent": _intent_to_dict(intent)})
+            self._orders[coid] = Order(intent)
+            self._created_ns[coid] = created
+            return self._apply_own(OrderEvent(coid, E.REJECTED, created, created, reason=reason))
+
+    async def cancel(self, client_order_id: str) -> Order:
+        """Ask the venue to cancel; an order never sent is cancelled here and then."""
+        self._remember_loop()
+        with self._lock:
+            order = self.order(client_order_id)
+            if order.is_done:
+                raise OrderError(f"order {client_order_id} is already {order.status}; there is nothing to cancel")
+            if order.status is S.PENDING_CANCEL:
+                return order
+            ts = self.clock()
+            if order.status is S.PENDING:
+                self._unresolved.discard(client_order_id)
+                return self._apply_own(OrderEvent(client_order_id, E.CANCELLED, ts, ts,
+                                                  reason="cancelled before it was sent"))
+            self._apply_own(OrderEvent(client_order_id, E.CANCEL_REQUESTED, ts, ts))
+        try:
+            await self.venue.cancel(client_order_id)
+        except Exception as exc:  # noqa: BLE001
+            with self._lock:
+                if self._orders[client_order_id].status is S.PENDING_CANCEL:
+                    ts = self.clock()
+                    self._apply_own(OrderEvent(client_order_id, E.CANCEL_REJECTED, ts, ts,
+                                               reason=f"venue error: {exc}"))
+        return self._orders[client_order_id]
+
+    async def replace(self, client_order_id: str, *, quantity: Decimal | None = None,
+                      limit_price: Decimal | None = None, stop_price: Decimal | None = None) -> Order:
+        """Ask the venue to change a working order's total quantity and/or prices."""
+        self._remember_loop()
+        if quantity is None and limit_price is None and stop_price is None:
+            raise OrderError(f"replace of {client_order_id} changes nothing; give quantity, limit_price or stop_price")
+        with self._lock:
+            order = self.order(client_order_id)
+            instrument = self._instrument(order.intent.instrument_id)
+            if quantity is not None:
+                _check_decimal(quantity, "replace quantity", client_order_id)
+                instrument.conform_quantity(quantity)
+                if quantity <= order.filled_qty:
+                    raise OrderError(f"replace of {client_order_id}: quantity {quantity} must exceed what has "
+                                     f"filled ({order.filled_qty})")
+            for name, price in (("limit_price", limit_price), ("stop_price", stop_price)):
+                if price is not None:
+                    _check_decimal(price, f"replace {name}", client_order_id, positive=False)
+                    instrument.conform_price(price)
+            if limit_price is not None and order.intent.order_type not in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+                raise OrderError(f"{client_order_id} is a {order.intent.order_type} order; it has no limit price")
+            if stop_price is not None and order.intent.order_type not in (OrderType.STOP, OrderType.STOP_LIMIT):
+                raise OrderError(f"{client_order_id} is a {order.intent.order_type} order; it has no stop price")
+            ts = self.clock()
+            request = OrderEvent(client_order_id, E.REPLACE_REQUESTED, ts, ts, quantity=quantity,
+                                 limit_price=limit_price, stop_price=stop_price)
+            self._apply_own(request)
+        try:
+            await self.venue.replace(client_order_id, quantity=quantity, limit_price=limit_price,
+                                     stop_price=stop_price)
+        except Exception as exc:  # noqa: BLE001
+            with self._lock:
+                if self._orders[client_order_id].status is S.PENDING_REPLACE:
+                    ts = self.clock()
+                    self._apply_own(OrderEvent(client_order_id, E.REPLACE_REJECTED, ts, ts,
+                                               reason=f"venue error: {exc}"))
+        return self._orders[client_order_id]
+
+    async def cancel_all(self, instrument_id: str | None = None) -> list[Order]:
+        """Cancel every working order (of one instrument, or all); returns the orders asked to cancel."""
+        with self._lock:
+            targets = [o.client_order_id for o in self._orders.values()
+                       if not o.is_done and o.status is not S.PENDING_CANCEL
+                       and (instrument_id is None or o.intent.instrument_id == instrument_id)]
+        result = []
+        for coid in targets:
+            try:
+                result.append(await self.cancel(coid))
+            except IllegalTransitionError as exc:  # e.g. a replace in flight: the venue answers it first
+                self._raise_alert("cancel_failed", f"could not cancel {coid}: {exc}")
+        return result
+
+    async def flatten(self, request_id: str, *, instrument_id: str | None = None,
+                      cancel_timeout_s: float = 2.0) -> list[Order]:
+        """Kill switch: cancel working orders, then close every net position with market orders.
+
+        Closing intents are reduce-only, with ids derived from ``request_id`` (calling
+        flatten again with the same id sends nothing new). Per instrument only the net
+        position is traded: it is taken from the strategies holding it on the net side,
+        so two strategies that offset each other are not both closed.
+        """
+        if not request_id:
+            raise OrderError("flatten needs a request id (it makes the closing orders idempotent)")
+        await self.cancel_all(instrument_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cancel_timeout_s
+        while loop.time() < deadline and any(
+                o.status is S.PENDING_CANCEL for o in self.working_orders()
+                if instrument_id is None or o.intent.instrument_id == instrument_id):
+            await asyncio.sleep(0.001)  # cancels are answered as events; fills may still arrive meanwhile
+        intents = self._closing_intents(request_id, instrument_id)
+        orders = []
+        for intent in intents:
+            try:
+                orders.append(await self.submit(intent))
+            except OrderError as exc:
+                self._raise_alert("flatten_failed", f"flatten {request_id}: {intent.instrument_id}: {exc}")
+        return orders
+
+    def _closing_intents(self, request_id: str, instrument_id: str | None) -> list[OrderIntent]:
+        account = self.venue.account_id
+        ts = self.clock()
+        intents = []
+        with self._lock:
+            for (acct, inst), net in sorted(self.portfolio.net_positions(account).items()):
+                if instrument_id is not None and inst != instrument_id:
+                    continue
+                holders = sorted((p for p in self.portfolio.positions()
+                                  if p.account_id == acct and p.instrument_id == inst and p.quantity * net > 0),
+                                 key=lambda p: (-abs(p.quantity), p.strategy_id))
+                left = abs(net)
+                for position in holders:
+                    quantity = min(left, abs(position.quantity))
+                    if quantity <= 0:
+                        break
+                    left -= quantity
+                    intents.append(OrderIntent(
+                        intent_id=f"{request_id}:flatten:{acct}:{position.strategy_id}:{inst}",
+                        strategy_id=position.strategy_id, account_id=acct, instrument_id=inst,
+                        side=Side.SELL if net > 0 else Side.BUY, quantity=quantity,
+                        order_type=OrderType.MARKET, time_in_force=TimeInForce.DAY, ts_ns=ts,
+                        reduce_only=True, reason=f"flatten {request_id}"))
+        return intents
+
+    # -- events from the venue ----------------------------------------------------------
+    def on_event(self, event: OrderEvent) -> None:
+        """The handler given to ``venue.connect``: journal, apply, book fills, notify."""
+        with self._lock:
+            coid = event.client_order_id
+            order = self._orders.get(coid)
+            if order is None:
+                self._append({"kind": "orphan", "event": _event_to_dict(event)}, durable=event.fill is not None)
+                self._orphans.append(event)
+                log.warning("event for unknown order %s from %s: %s", coid, self.venue.name, event.event_type)
+                return
+            if event.fill is not None and event.fill.fill_id in self._fill_ids:
+                return  # a repeated fill (after a reconnect): already booked
+            if event.event_type is E.REPLACED and event.quantity is None and event.limit_price is None \
+                    and event.stop_price is None and coid in self._replace_requests:
+                asked = self._replace_requests[coid]  # venues that confirm without repeating the new terms
+                event = dataclasses.replace(event, quantity=asked.quantity, limit_price=asked.limit_price,
+                                            stop_price=asked.stop_price)
+            try:
+                if event.fill is not None:
+                    self._check_fill(order, event.fill)
+                updated = order.apply(event)
+            except OrderError as exc:
+                self._append({"kind": "illegal", "event": _event_to_dict(event), "error": str(exc)}, durable=False)
+                raise
+            self._unresolved.discard(coid)  # the venue spoke about it: its state is known again
+            self._commit(event, updated)
+        self._notify(event, updated)
+        self._after_event(order, updated)
+
+    # -- core ---------------------------------------------------------------------------
+    def _apply_own(self, event: OrderEvent) -> Order:
+        """Journal and apply an event we decided (submitted, cancel requested, reconciled...); under the lock."""
+        updated = self._orders[event.client_order_id].apply(event)
+        self._commit(event, updated)
+        self._notify(event, updated)
+        return updated
+
+    def _commit(self, event: OrderEvent, updated: Order, *, journal: bool = True) -> None:
+        coid = event.client_order_id
+        if journal:
+            self._append({"kind": "event", "event": _event_to_dict(event)}, durable=event.fill is not None)
+        self._orders[coid] = updated
+        if event.event_type is E.REPLACE_REQUESTED:
+            self._replace_requests[coid] = event
+        elif event.event_type in (E.REPLACED, E.REPLACE_REJECTED):
+            self._replace_requests.pop(coid, None)
+        if event.fill is not None:
+            fill = event.fill
+            intent = updated.intent
+            self.portfolio.apply_fill(fill, self._instrument(intent.instrument_id), intent.account_id,
+                                      intent.strategy_id)
+            self._fills.append((fill, intent.account_id, intent.strategy_id))
+            self._fill_ids.add(fill.fill_id)
+
+    def _append(self, record: dict[str, Any], *, durable: bool = True) -> int:
+        if durable or self.sync_policy == "all" or not self.journal.sync:
+            position = self.journal.append(record)
+        else:
+            # Written (a kill -9 keeps it: it is in the OS cache) but not fdatasync'd: the
+            # next durable record syncs it too. This manager is the journal's only writer,
+            # and the lock is held, so switching the journal's sync off here is safe.
+            self.journal.sync = False
+            try:
+                position = self.journal.append(record)
+            finally:
+                self.journal.sync = True
+        self._pending.append((position, record))
+        return position
+
+    def _notify(self, event: OrderEvent, order: Order) -> None:
+        for listener in self._order_listeners:
+            try:
+                listener(order)
+            except Exception:  # a notebook callback must not break the order path
+                log.exception("on_order listener failed for %s", order.client_order_id)
+        if event.fill is not None:
+            for fill_listener in self._fill_listeners:
+                try:
+                    fill_listener(event.fill, order)
+                except Exception:
+                    log.exception("on_fill listener failed for %s", event.fill.fill_id)
+
+    def _after_event(self, before: Order, after: Order) -> None:
+        """Attach the protective stop once an entry with ``stop_loss`` is done filling."""
+        if after.is_done and not before.is_done and after.filled_qty > 0 and after.intent.stop_loss is not None:
+            stop = _stop_intent(after, self.clock())
+            if stop.client_order_id not in self._orders:
+                self._spawn(self.submit(stop))
+
+    def _spawn(self, coroutine) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            task = loop.create_task(coroutine)
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+        elif self._loop is not None and self._loop.is_running():
+            asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        else:
+            coroutine.close()
+            self._raise_alert("stop_not_sent", "a protective stop is due but no event loop runs; "
+                                               "reconcile() will send it")
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._raise_alert("stop_not_sent", f"sending a protective stop failed: {task.exception()}")
+
+    def _remember_loop(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+
+    def _raise_alert(self, kind: str, message: str) -> Alert:
+        alert = Alert(self.clock(), kind, message)
+        with self._lock:
+            self._append({"kind": "alert", "alert": dataclasses.asdict(alert)})
+            self._alerts.append(alert)
+        log.warning("alert %s: %s", kind, message)
+        return alert
+
+    # -- validation ---------------------------------------------------------------------
+    def _instrument(self, instrument_id: str) -> Instrument:
+        instrument = self._instrument_cache.get(instrument_id)
+        if instrument is None:
+            instrument = self._lookup(instrument_id)
+            self._instrument_cache[instrument_id] = instrument
+        return instrument
+
+    def _validate_intent(self, intent: OrderIntent) -> Instrument:
+        where = f"intent {intent.intent_id!r}"
+        if not intent.intent_id or not intent.strategy_id:
+            raise OrderError(f"{where}: intent_id and strategy_id must not be empty")
+        if intent.account_id != self.venue.account_id:
+            raise OrderError(f"{where}: account {intent.account_id!r} is not the venue's account "
+                             f"{self.venue.account_id!r}")
+        instrument = self._instrument(intent.instrument_id)
+        if intent.side not in (Side.BUY, Side.SELL):
+            raise OrderError(f"{where}: side must be buy or sell, got {intent.side!r}")
+        if intent.order_type not in tuple(OrderType) or intent.time_in_force not in tuple(TimeInForce):
+            raise OrderError(f"{where}: unknown order type {intent.order_type!r} or time in force "
+                             f"{intent.time_in_force!r}")
+        if not isinstance(intent.ts_ns, int) or isinstance(intent.ts_ns, bool) or intent.ts_ns < 0:
+            raise OrderError(f"{where}: ts_ns must be int ns since the epoch, got {intent.ts_ns!r}")
+        _check_decimal(intent.quantity, "quantity", where)
+        instrument.conform_quantity(intent.quantity)
+        needs_limit = intent.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+        needs_stop = intent.order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
+        for name, price, needed in (("limit_price", intent.limit_price, needs_limit),
+                                    ("stop_price", intent.stop_price, needs_stop)):
+            if needed and price is None:
+                raise OrderError(f"{where}: a {intent.order_type} order needs a {name}")
+            if not needed and price is not None:
+                raise OrderError(f"{where}: a {intent.order_type} order takes no {name}, got {price}")
+            if price is not None:
+                _check_decimal(price, name, where, positive=False)
+                instrument.conform_price(price)
+        if intent.stop_loss is not None:
+            _check_decimal(intent.stop_loss, "stop_loss", where, positive=False)
+            instrument.conform_price(intent.stop_loss)
+        reference = intent.limit_price or intent.stop_price or self.portfolio.last_price(intent.instrument_id)
+        if reference is not None and not intent.reduce_only:  # closing a position is never refused for size
+            instrument.check_notional(reference, intent.quantity)
+        return instrument
+
+    def _check_fill(self, order: Order, fill: Fill) -> None:
+        if fill.instrument_id != order.intent.instrument_id or fill.side != order.intent.side:
+            raise OrderError(f"fill {fill.fill_id} ({fill.side} {fill.instrument_id}) does not match order "
+                             f"{order.client_order_id} ({order.intent.side} {order.intent.instrument_id})")
+        for name in ("quantity", "price", "fee"):
+            value = getattr(fill, name)
+            if not isinstance(value, Decimal) or not value.is_finite():
+                raise OrderError(f"fill {fill.fill_id}: {name} must be a finite Decimal, got {value!r}")
+
+    def _check_not_blocked(self, instrument_id: str) -> None:
+        blocking = sorted(c for c in self._unresolved if self._orders[c].intent.instrument_id == instrument_id)
+        if blocking:
+            raise OrderError(f"no new order for {instrument_id}: order(s) {', '.join(blocking)} are in an unknown "
+                             "state after a fault; run reconcile() to resolve them first")
+
+    # -- views --------------------------------------------------------------------------
+    def order(self, client_order_id: str) -> Order:
+        try:
+            return self._orders[client_order_id]
+        except KeyError:
+            raise OrderError(f"no order {client_order_id!r} in this order manager") from None
+
+    def order_for_intent(self, intent_id: str) -> Order:
+        return self.order(client_order_id_for(intent_id))
+
+    def orders(self) -> list[Order]:
+        with self._lock:
+            return list(self._orders.values())
+
+    def working_orders(self) -> list[Order]:
+        """Orders not final yet (orders in an unknown state included: they may still trade)."""
+        with self._lock:
+            return [o for o in self._orders.values() if not o.is_done]
+
+    def unresolved(self) -> list[Order]:
+        with self._lock:
+            return [self._orders[c] for c in sorted(self._unresolved)]
+
+    def blocked_instruments(self) -> set[str]:
+        with self._lock:
+            return {self._orders[c].intent.instrument_id for c in self._unresolved}
+
+    def orphans(self) -> list[OrderEvent]:
+        with self._lock:
+            return list(self._orphans)
+
+    def alerts(self) -> list[Alert]:
+        with self._lock:
+            return list(self._alerts)
+
+    def orders_frame(self) -> pd.DataFrame:
+        """One row per order, current state; money and quantities as Decimal."""
+        columns = ["client_order_id", "intent_id", "strategy_id", "account_id", "instrument_id", "side",
+                   "order_type", "time_in_force", "quantity", "filled_qty", "remaining", "limit_price", "stop_price",
+                   "avg_price", "fees", "status", "reason", "venue_order_id", "parent_id", "reduce_only",
+                   "ts_init_ns", "ts_last_ns"]
+        with self._lock:
+            rows = [[o.client_order_id, o.intent.intent_id, o.intent.strategy_id, o.intent.account_id,
+                     o.intent.instrument_id, str(o.intent.side), str(o.intent.order_type),
+                     str(o.intent.time_in_force), o.total_quantity, o.filled_qty, o.remaining,
+                     o.limit_price if o.limit_price is not None else o.intent.limit_price,
+                     o.stop_price if o.stop_price is not None else o.intent.stop_price, o.avg_price, o.fees,
+                     str(o.status), o.reason, o.venue_order_id, o.intent.parent_id, o.intent.reduce_only,
+                     self._created_ns[o.client_order_id], max(o.last_ts_ns, self._created_ns[o.client_order_id])]
+                    for o in self._orders.values()]
+        return pd.DataFrame(rows, columns=columns)
+
+    def fills_frame(self) -> pd.DataFrame:
+        columns = [*_FILL_FIELDS, "account_id", "strategy_id"]
+        with self._lock:
+            rows = [[getattr(f, name) for name in _FILL_FIELDS] + [account, strategy]
+                    for f, account, strategy in self._fills]
+        frame = pd.DataFrame(rows, columns=columns)
+        frame["side"] = frame["side"].astype(str) if len(frame) else frame["side"]
+        return frame
+
+    # -- persistence --------------------------------------------------------------------
+    def flush(self) -> int:
+        """Copy journal records not yet in DuckDB into the order tables, in one transaction.
+
+        Returns how many journal records were written. Safe to call from any thread and
+        any number of times: the store keeps the journal position it holds.
+        """
+        with self._flush_lock:
+            with self._lock:
+                records, self._pending = self._pending, []
+                if not records:
+                    return 0
+                touched = {r["event"]["client_order_id"] for _, r in records if r["kind"] == "event"}
+                touched |= {client_order_id_for(r["intent"]["intent_id"]) for _, r in records if r["kind"] == "intent"}
+                orders = [(self._orders[c], self._created_ns[c]) for c in touched if c in self._orders]
+                keys = set()
+                for fill, account, strategy in self._fills_in(records):
+                    keys.add((account, strategy, fill.instrument_id))
+                positions = [p for p in (self.portfolio.position(*k) for k in sorted(keys)) if p is not None]
+            try:
+                batch = self._batch(records, orders, positions)
+                self.store.write_order_path(batch)
+            except BaseException:
+                with self._lock:
+                    self._pending = records + self._pending
+                raise
+            return len(records)
+
+    def _fills_in(self, records: list[tuple[int, dict[str, Any]]]):
+        for _, record in records:
+            if record["kind"] == "event" and record["event"].get("fill") is not None:
+                fill = _fill_from_dict(record["event"]["fill"])
+                order = self._orders[fill.client_order_id]
+                yield fill, order.intent.account_id, order.intent.strategy_id
+            elif record["kind"] == "adjustment":
+                yield _fill_from_dict(record["fill"]), record["account_id"], record["strategy_id"]
+
+    def _batch(self, records, orders, positions) -> OrderPathBatch:
+        order_rows = tuple(self._order_row(order, created) for order, created in orders)
+        events, fills, alerts = [], [], []
+        for position, record in records:
+            kind = record["kind"]
+            if kind == "intent":
+                intent = record["intent"]
+                events.append({"client_order_id": client_order_id_for(intent["intent_id"]), "event_type": "intent",
+                               "ts_event": record["ts"], "ts_init": record["ts"], "quantity": intent["quantity"],
+                               "price": intent["limit_price"] if intent["limit_price"] is not None
+                               else intent["stop_price"], "reason": intent["reason"],
+                               "payload": "{}", "journal_position": position})
+            elif kind in ("event", "orphan", "illegal"):
+                event = record["event"]
+                fill = event.get("fill")
+                extra = {"orphan": True} if kind == "orphan" else {"illegal": record["error"]} if kind == "illegal" \
+                    else {}
+                if fill is not None:
+                    extra["fill_id"] = fill["fill_id"]
+                if event["stop_price"] is not None:
+                    extra["stop_price"] = str(event["stop_price"])
+                events.append({"client_order_id": event["client_order_id"], "event_type": event["event_type"],
+                               "ts_event": event["ts_event_ns"], "ts_init": event["ts_init_ns"],
+                               "venue_order_id": event["venue_order_id"],
+                               "quantity": fill["quantity"] if fill else event["quantity"],
+                               "price": fill["price"] if fill else event["limit_price"],
+                               "reason": event["reason"], "payload": json.dumps(extra, sort_keys=True),
+                               "journal_position": position})
+                if fill is not None and kind == "event":
+                    order = self._orders[event["client_order_id"]]
+                    fills.append(self._fill_row(fill, event["venue_order_id"], order.intent.account_id,
+                                                order.intent.strategy_id))
+            elif kind == "adjustment":
+                fills.append(self._fill_row(record["fill"], None, record["account_id"], record["strategy_id"]))
+            elif kind == "alert":
+                alerts.append({**record["alert"], "source": "oms", "journal_position": position})
+        position_rows = tuple({"account_id": p.account_id, "strategy_id": p.strategy_id,
+                               "instrument_id": p.instrument_id, "quantity": p.quantity, "avg_price": p.avg_price,
+                               "realized_pnl": p.realised_pnl, "ts_last": p.ts_last_ns, "fees": p.fees}
+                              for p in positions)
+        return OrderPathBatch(self.journal_name, records[0][0], records[-1][0], order_rows, tuple(events),
+                              tuple(fills), position_rows, tuple(alerts))
+
+    def _order_row(self, order: Order, created: int) -> dict[str, Any]:
+        intent = order.intent
+        tags = {"reduce_only": intent.reduce_only, "why": intent.reason}
+        if intent.stop_loss is not None:
+            tags["stop_loss"] = str(intent.stop_loss)
+        return {"client_order_id": order.client_order_id, "intent_id": intent.intent_id,
+                "strategy_id": intent.strategy_id, "account_id": intent.account_id, "mode": self.mode,
+                "venue": self.venue.name, "instrument_id": intent.instrument_id, "side": str(intent.side),
+                "order_type": str(intent.order_type), "time_in_force": str(intent.time_in_force),
+                "quantity": order.total_quantity,
+                "limit_price": order.limit_price if order.limit_price is not None else intent.limit_price,
+                "stop_price": order.stop_price if order.stop_price is not None else intent.stop_price,
+                "parent_order_id": client_order_id_for(intent.parent_id) if intent.parent_id else None,
+                "venue_order_id": order.venue_order_id, "status": str(order.status),
+                "filled_quantity": order.filled_qty, "avg_fill_price": order.avg_price, "ts_init": created,
+                "ts_last": max(order.last_ts_ns, created), "tags": json.dumps(tags, sort_keys=True),
+                "reason": order.reason, "fees": order.fees}
+
+    def _fill_row(self, fill: dict[str, Any], venue_order_id, account_id: str, strategy_id: str) -> dict[str, Any]:
+        currency = self._instrument(fill["instrument_id"]).currency
+        return {"fill_id": fill["fill_id"], "client_order_id": fill["client_order_id"],
+                "venue_order_id": venue_order_id, "account_id": account_id, "strategy_id": strategy_id,
+                "instrument_id": fill["instrument_id"], "side": fill["side"], "quantity": fill["quantity"],
+                "price": fill["price"], "fee": fill["fee"], "fee_currency": currency,
+                "liquidity": fill["liquidity"], "ts_event": fill["ts_event_ns"], "ts_init": fill["ts_init_ns"]}
+
+    def start(self) -> None:
+        """Start the background flush (every ``flush_interval_ms``); idempotent."""
+        if self._flusher is not None and self._flusher.is_alive():
+            return
+        self._stop_flusher.clear()
+        self._flusher = threading.Thread(target=self._flush_loop, name="tradebook-oms-flush", daemon=True)
+        self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while not self._stop_flusher.wait(self.flush_interval_ms / 1000):
+            try:
+                self.flush()
+                self.last_flush_error = None
+            except Exception as exc:  # the journal holds everything; the next flush retries
+                self.last_flush_error = exc
+                log.exception("order-path flush to %s failed; will retry", self.store.path)
+
+    def close(self, *, flush: bool = True) -> None:
+        """Stop the background flush and (by default) write what the store lacks. The journal stays open."""
+        self._stop_flusher.set()
+        if self._flusher is not None:
+            self._flusher.join()
+            self._flusher = None
+        if flush:
+            self.flush()
+
+    # -- recovery -----------------------------------------------------------------------
+    def _replay(self) -> None:
+        """Rebuild orders, fills and the portfolio from the journal (no venue calls)."""
+        stored = self.store.journal_position(self.journal_name)
+        if stored > len(self.journal):
+            raise StoreError(f"the store holds {stored} records of journal {self.journal_name!r} but the journal has "
+                             f"only {len(self.journal)}; is this the journal of this store?")
+        with self._lock:
+            for index, record in enumerate(self.journal.records()):
+                position = index + 1
+                try:
+                    self._replay_record(record)
+                except (OrderError, KeyError, ValueError) as exc:
+                    raise StoreError(f"journal {self.journal.path}: record {position} cannot be replayed: {exc}; "
+                                     "refusing to guess the order state") from exc
+                if position > stored:
+                    self._pending.append((position, record))
+            self._unresolved = {c for c, o in self._orders.items() if o.status in UNKNOWN_STATE_STATUSES}
+
+    def _replay_record(self, record: dict[str, Any]) -> None:
+        kind = record["kind"]
+        if kind == "intent":
+            intent = _intent_from_dict(record["intent"])
+            self._orders[intent.client_order_id] = Order(intent)
+            self._created_ns[intent.client_order_id] = int(record["ts"])
+        elif kind == "event":
+            event = _event_from_dict(record["event"])
+            if event.fill is not None and event.fill.fill_id in self._fill_ids:
+                return
+            self._commit(event, self._orders[event.client_order_id].apply(event), journal=False)
+        elif kind == "orphan":
+            self._orphans.append(_event_from_dict(record["event"]))
+        elif kind == "adjustment":
+            fill = _fill_from_dict(record["fill"])
+            self.portfolio.apply_fill(fill, self._instrument(fill.instrument_id), record["account_id"],
+                                      record["strategy_id"])
+            self._fills.append((fill, record["account_id"], record["strategy_id"]))
+            self._fill_ids.add(fill.fill_id)
+        elif kind == "alert":
+            self._alerts.append(Alert(**record["alert"]))
+            if record["alert"]["kind"] == "orphan_event":
+                self._orphans_reported += 1
+        elif kind != "illegal":
+            raise ValueError(f"unknown record kind {kind!r}")
+
+    def recover(self) -> RecoveryReport:
+        """After a start or a crash: write into DuckDB what it lacks, and say what needs reconciling.
+
+        The journal was replayed when this manager was built; orders in an unknown
+        state are listed in the report and block their instruments until :meth:`reconcile`.
+        """
+        flushed = self.flush()
+        with self._lock:
+            return RecoveryReport(orders=len(self._orders), fills=len(self._fills),
+                                  unresolved=tuple(sorted(self._unresolved)), orphans=len(self._orphans),
+                                  records_flushed=flushed)
+
+    async def reconcile(self, *, adopt_venue: bool = False,
+                        fill_lookback_ns: int = DEFAULT_FILL_LOOKBACK_NS) -> list[Alert]:
+        """Compare working orders and positions with the venue's; fix what can be fixed, alert on the rest.
+
+        Missing fills are applied (by ``fill_id``, once); a venue's final state that we
+        lack is adopted (reason ``'reconciled'``); an order the venue never received is
+        sent now if it was still ``pending``, or rejected ``'never reached the venue'``
+        if it was ``submitted``. Position mismatches raise alerts; with
+        ``adopt_venue=True`` the venue's positions are adopted, booked as synthetic fills
+        at the last price under the strategy ``_reconciliation`` (logged and journaled).
+        """
+        self._remember_loop()
+        alerts: list[Alert] = []
+        with self._lock:
+            candidates = [o.client_order_id for o in self._orders.values() if not o.is_done]
+            since = min((self._created_ns[c] for c in candidates), default=self.clock()) - fill_lookback_ns
+        venue_fills: dict[str, list[Fill]] = {}
+        for fill in await self.venue.fills(max(since, 0)):
+            venue_fills.setdefault(fill.client_order_id, []).append(fill)
+        to_send: list[OrderIntent] = []
+        for coid in candidates:
+            state = await self.venue.order_status(coid)
+            with self._lock:
+                self._reconcile_order(coid, state, venue_fills.get(coid, []), alerts, to_send)
+        for intent in to_send:
+            await self._send(intent)
+        with self._lock:
+            for event in self._orphans[self._orphans_reported:]:
+                alerts.append(self._raise_alert("orphan_event", f"{event.event_type} for unknown order "
+                                                f"{event.client_order_id} (venue order {event.venue_order_id})"))
+            self._orphans_reported = len(self._orphans)
+            # entries whose protective stop was due when the process stopped
+            stops = [_stop_intent(o, self.clock()) for o in self._orders.values()
+                     if o.is_done and o.filled_qty > 0 and o.intent.stop_loss is not None]
+        for stop in stops:
+            if stop.client_order_id not in self._orders:
+                await self.submit(stop)
+        alerts.extend(await self._reconcile_positions(adopt_venue))
+        return alerts
+
+    def _reconcile_order(self, coid: str, state: VenueOrderState | None, fills: list[Fill],
+                         alerts: list[Alert], to_send: list[OrderIntent]) -> None:
+        order = self._orders[coid]
+        ts = self.clock()
+
+        def adopt(event_type: OrderEventType, reason: str = "reconciled", **kw: Any) -> None:
+            event = OrderEvent(coid, event_type, ts, ts, venue_order_id=state.venue_order_id if state else None,
+                               reason=reason, **kw)
+            try:
+                self._apply_own(event)
+            except IllegalTransitionError as exc:
+                alerts.append(self._raise_alert("reconcile_conflict", f"{coid}: the venue says {event_type} but "
+                                                f"our order is {self._orders[coid].status}: {exc}"))
+
+        if state is None:
+            if order.status is S.PENDING:
+                self._apply_own(OrderEvent(coid, E.SUBMITTED, ts, ts, reason="reconciled: sent after restart"))
+                to_send.append(order.intent)
+            elif order.status is S.SUBMITTED:
+                adopt(E.REJECTED, "never reached the venue")
+            else:
+                alerts.append(self._raise_alert("order_unknown_to_venue", f"{coid} is {order.status} here but the "
+                                                "venue does not know it; marked cancelled"))
+                adopt(E.CANCELLED, "reconciled: unknown to the venue")
+            self._unresolved.discard(coid)
+            return
+        if order.status is S.PENDING:
+            adopt(E.SUBMITTED)
+        for fill in sorted(fills, key=lambda f: (f.ts_event_ns, f.fill_id)):
+            if fill.fill_id in self._fill_ids:
+                continue
+            try:
+                self._check_fill(self._orders[coid], fill)
+                adopt(E.FILLED, fill=fill)
+            except OrderError as exc:
+                alerts.append(self._raise_alert("reconcile_conflict", f"{coid}: venue fill {fill.fill_id}: {exc}"))
+        order = self._orders[coid]
+        if order.filled_qty != state.filled_qty:
+            alerts.append(self._raise_alert("fill_mismatch", f"{coid}: filled {order.filled_qty} here, "
+                                            f"{state.filled_qty} at the venue (fills missing from its fill list)"))
+        venue_status = OrderStatus(state.status)
+        if venue_status in (S.CANCELLED, S.REJECTED, S.EXPIRED) and order.status is not venue_status:
+            adopt({S.CANCELLED: E.CANCELLED, S.REJECTED: E.REJECTED, S.EXPIRED: E.EXPIRED}[venue_status])
+        elif venue_status in (S.ACCEPTED, S.PARTIALLY_FILLED):
+            if order.status is S.SUBMITTED:
+                adopt(E.ACCEPTED)
+            elif order.status is S.PENDING_CANCEL:
+                adopt(E.CANCEL_REJECTED, "reconciled: the venue still has it working")
+            elif order.status is S.PENDING_REPLACE:
+                asked = self._replace_requests.get(coid)
+                done = asked is not None and all(
+                    want is None or want == have for want, have in ((asked.quantity, state.quantity),
+                                                                   (asked.limit_price, state.limit_price),
+                                                                   (asked.stop_price, state.stop_price)))
+                if done:
+                    adopt(E.REPLACED, quantity=asked.quantity, limit_price=asked.limit_price,
+                          stop_price=asked.stop_price)
+                else:
+                    adopt(E.REPLACE_REJECTED, "reconciled: the venue kept the old terms")
+        self._unresolved.discard(coid)
+
+    async def _reconcile_positions(self, adopt_venue: bool) -> list[Alert]:
+        account = self.venue.account_id
+        theirs = {k: v for k, v in (await self.venue.positions()).items() if v != 0}
+        alerts = []
+        with self._lock:
+            ours = {inst: qty for (_, inst), qty in self.portfolio.net_positions(account).items()}
+            for inst in sorted(set(ours) | set(theirs)):
+                mine, venue_qty = ours.get(inst, Decimal(0)), theirs.get(inst, Decimal(0))
+                if mine == venue_qty:
+                    continue
+                alerts.append(self._raise_alert("position_mismatch", f"{account} {inst}: {mine} here, {venue_qty} "
+                                                f"at {self.venue.name}"))
+                if adopt_venue:
+                    alert = self._adopt_position(account, inst, venue_qty - mine)
+                    alerts.append(alert)
+        return alerts
+
+    def _adopt_position(self, account: str, instrument_id: str, difference: Decimal) -> Alert:
+        try:
+            instrument = self._instrument(instrument_id)
+        except UnknownInstrumentError as exc:
+            return self._raise_alert("adopt_failed", f"cannot adopt {instrument_id}: {exc}")
+        price = self.portfolio.last_price(instrument_id)
+        if price is None:
+            return self._raise_alert("adopt_failed", f"cannot adopt the venue's {instrument_id} position: no price "
+                                                     "known to book it at; mark the instrument first")
+        ts = self.clock()
+        fill = Fill(fill_id=f"reconciliation:{account}:{instrument_id}:{ts}", client_order_id="reconciliation",
+                    instrument_id=instrument_id, side=Side.BUY if difference > 0 else Side.SELL,
+                    quantity=abs(difference), price=price, fee=Decimal(0), liquidity="taker", ts_event_ns=ts,
+                    ts_init_ns=ts)
+        self._append({"kind": "adjustment", "account_id": account, "strategy_id": RECONCILIATION_STRATEGY,
+                      "fill": _fill_to_dict(fill)})
+        self.portfolio.apply_fill(fill, instrument, account, RECONCILIATION_STRATEGY)
+        self._fills.append((fill, account, RECONCILIATION_STRATEGY))
+        self._fill_ids.add(fill.fill_id)
+        return self._raise_alert("position_adopted", f"{account} {instrument_id}: adopted the venue's position "
+                                                     f"({difference:+} at {price})")
+
+
+# -- helpers --------------------------------------------------------------------------------
+def _instrument_lookup(instruments) -> Callable[[str], Instrument]:
+    if instruments is None:
+        return get_instrument
+    if callable(instruments) and not isinstance(instruments, Mapping):
+        return instruments
+    return lambda instrument_id: get_instrument(instrument_id, dict(instruments))
+
+
+def _check_decimal(value: Any, name: str, where: str, *, positive: bool = True) -> None:
+    if not isinstance(value, Decimal):
+        raise OrderError(f"{where}: {name} must be a Decimal, got {type(value).__name__} {value!r}")
+    if not value.is_finite():
+        raise OrderError(f"{where}: {name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise OrderError(f"{where}: {name} must be positive, got {value}")
+
+
+def _stop_intent(entry: Order, ts_ns: int) -> OrderIntent:
+    intent = entry.intent
+    return OrderIntent(
+        intent_id=f"{intent.intent_id}:stop", strategy_id=intent.strategy_id, account_id=intent.account_id,
+        instrument_id=intent.instrument_id, side=Side.SELL if intent.side == Side.BUY else Side.BUY,
+        quantity=entry.filled_qty, order_type=OrderType.STOP, time_in_force=TimeInForce.GTC, ts_ns=ts_ns,
+        stop_price=intent.stop_loss, parent_id=intent.intent_id, reduce_only=True,
+        reason=f"stop-loss of {intent.intent_id}")
+
+
+def _intent_to_dict(intent: OrderIntent) -> dict[str, Any]:
+    return {name: getattr(intent, name) for name in _INTENT_FIELDS}
+
+
+def _intent_from_dict(data: dict[str, Any]) -> OrderIntent:
+    return OrderIntent(**{**data, "side": Side(data["side"]), "order_type": OrderType(data["order_type"]),
+                          "time_in_force": TimeInForce(data["time_in_force"])})
+
+
+def _fill_to_dict(fill: Fill) -> dict[str, Any]:
+    return {name: getattr(fill, name) for name in _FILL_FIELDS}
+
+
+def _fill_from_dict(data: dict[str, Any]) -> Fill:
+    return Fill(**{**data, "side": Side(data["side"])})
+
+
+def _event_to_dict(event: OrderEvent) -> dict[str, Any]:
+    data = {name: getattr(event, name) for name in _EVENT_FIELDS}
+    data["fill"] = _fill_to_dict(event.fill) if event.fill is not None else None
+    return data
+
+
+def _event_from_dict(data: dict[str, Any]) -> OrderEvent:
+    fill = data.get("fill")
+    return OrderEvent(**{**data, "event_type": OrderEventType(data["event_type"]),
+                         "fill": _fill_from_dict(fill) if fill is not None else None})

@@ -1,0 +1,311 @@
+"""Positions, cash, P&L and exposure: what the fills add up to.
+
+Positions are kept per account, per strategy, per instrument
+(``account_id -> strategy_id -> instrument_id -> Position``) and netted per instrument
+on demand (:meth:`Portfolio.net_position`). Everything is :class:`~decimal.Decimal`:
+a position is a sum of fills, and a float sum drifts away from the venue's.
+
+Accounting conventions (the ones brokers use):
+
+- **Average price** moves only when a position grows; reducing it realises
+  ``(exit - average) x quantity x multiplier``; a fill that crosses zero closes the old
+  position at the fill price and opens the remainder at the same price (a flip).
+- **Fees** are charged to cash at each fill and to the position they belong to;
+  ``Position.realised_pnl`` is *net* of every fee paid on the position's fills
+  (``gross_realised_pnl`` is the price difference alone).
+- **Cash**: for cash instruments (equities, spot crypto and FX) a buy pays its notional
+  and a sell receives it; for futures no notional changes hands, only realised P&L
+  (variation margin) and fees touch cash.
+- **Equity** = cash + market value of cash instruments + unrealised P&L of futures,
+  at the last mark (a fill price counts as a mark when it is the newest price known).
+- No currency conversion yet: every instrument's P&L is counted in the portfolio's
+  currency (USDT-quoted crypto is treated as USD).
+
+Marks are market data, not order-path records: they are not journaled, so after a
+restart unrealised P&L is at the last fill price until the feed marks again.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+import pandas as pd
+
+from tradebook.errors import OrderError
+from tradebook.model.instruments import AssetClass, Instrument, Side
+from tradebook.model.orders import Fill
+
+ZERO = Decimal(0)
+DEFAULT_CHECKPOINT_NS = 60 * 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """One strategy's position in one instrument of one account (signed: negative is short)."""
+
+    account_id: str
+    strategy_id: str
+    instrument_id: str
+    asset_class: AssetClass
+    multiplier: Decimal
+    quantity: Decimal = ZERO
+    avg_price: Decimal | None = None
+    realised_pnl: Decimal = ZERO  # net of fees
+    fees: Decimal = ZERO
+    ts_last_ns: int = 0
+
+    @property
+    def gross_realised_pnl(self) -> Decimal:
+        return self.realised_pnl + self.fees
+
+    @property
+    def is_flat(self) -> bool:
+        return self.quantity == 0
+
+    def unrealised_pnl(self, mark: Decimal | None) -> Decimal:
+        if self.quantity == 0 or mark is None or self.avg_price is None:
+            return ZERO
+        return (mark - self.avg_price) * self.quantity * self.multiplier
+
+    def notional(self, mark: Decimal | None) -> Decimal:
+        """Gross exposure: |quantity| x price x multiplier (the average price when unmarked)."""
+        price = mark if mark is not None else self.avg_price
+        if self.quantity == 0 or price is None:
+            return ZERO
+        return abs(self.quantity * price) * self.multiplier
+
+
+class Portfolio:
+    """Cash, positions and P&L of one portfolio (one currency) across accounts and strategies.
+
+    ``apply_fill`` is idempotent per ``fill_id`` (venues repeat fills after a reconnect).
+    ``checkpoint_ns`` is the grid on which equity is remembered for :meth:`daily_pnl`
+    (default one minute): P&L since an instant on that grid (a session or day start) is
+    exact; an instant off the grid is taken at the grid point before it.
+    Thread-safe: the order manager applies fills on the event loop while a flush thread
+    and a dashboard read.
+    """
+
+    def __init__(self, starting_cash: Decimal, currency: str = "USD", *,
+                 checkpoint_ns: int = DEFAULT_CHECKPOINT_NS) -> None:
+        if not isinstance(starting_cash, Decimal) or not starting_cash.is_finite():
+            raise OrderError(f"starting_cash must be a finite Decimal, got {starting_cash!r}")
+        if checkpoint_ns <= 0:
+            raise OrderError(f"checkpoint_ns must be positive, got {checkpoint_ns}")
+        self.starting_cash = starting_cash
+        self.currency = currency
+        self.checkpoint_ns = int(checkpoint_ns)
+        self._cash = starting_cash
+        self._positions: dict[str, dict[str, dict[str, Position]]] = {}
+        self._marks: dict[str, tuple[Decimal, int]] = {}  # instrument -> (price, ts_ns)
+        self._fill_ids: set[str] = set()
+        self._lock = threading.RLock()
+        # equity just before the first change in each grid cell that saw a change (for daily_pnl)
+        self._checkpoint_cells: list[int] = []
+        self._checkpoint_equity: list[Decimal] = []
+        self._last_ts_ns = 0
+
+    # -- changes ------------------------------------------------------------------------
+    def apply_fill(self, fill: Fill, instrument: Instrument, account_id: str, strategy_id: str) -> bool:
+        """Book a fill; returns False (and changes nothing) when ``fill_id`` was booked before."""
+        _check_fill(fill, instrument)
+        with self._lock:
+            if fill.fill_id in self._fill_ids:
+                return False
+            self._checkpoint(fill.ts_event_ns)
+            book = self._positions.setdefault(account_id, {}).setdefault(strategy_id, {})
+            old = book.get(instrument.instrument_id) or Position(
+                account_id, strategy_id, instrument.instrument_id, instrument.asset_class, instrument.multiplier)
+            new, realised_gross = _book(old, fill, instrument.multiplier)
+            book[instrument.instrument_id] = new
+            signed = fill.quantity if fill.side == Side.BUY else -fill.quantity
+            if instrument.asset_class is AssetClass.FUTURE:
+                self._cash += realised_gross - fill.fee
+            else:
+                self._cash -= signed * fill.price * instrument.multiplier + fill.fee
+            self._fill_ids.add(fill.fill_id)
+            mark = self._marks.get(instrument.instrument_id)
+            if mark is None or fill.ts_event_ns >= mark[1]:
+                self._marks[instrument.instrument_id] = (fill.price, fill.ts_event_ns)
+            return True
+
+    def mark(self, instrument_id: str, price: Decimal, ts_ns: int) -> None:
+        """Mark ``instrument_id`` to ``price`` (a mid, last or settlement); an older mark is ignored."""
+        if not isinstance(price, Decimal) or not price.is_finite():
+            raise OrderError(f"mark for {instrument_id} must be a finite Decimal, got {price!r}")
+        with self._lock:
+            last = self._marks.get(instrument_id)
+            if last is not None and ts_ns < last[1]:
+                return
+            self._checkpoint(ts_ns)
+            self._marks[instrument_id] = (price, int(ts_ns))
+
+    def _checkpoint(self, ts_ns: int) -> None:
+        """Remember the equity before the first change of each new grid cell."""
+        ts_ns = max(int(ts_ns), self._last_ts_ns)  # a venue-timed fill may lag the last mark
+        cell = ts_ns // self.checkpoint_ns
+        if not self._checkpoint_cells or self._checkpoint_cells[-1] != cell:
+            self._checkpoint_cells.append(cell)
+            self._checkpoint_equity.append(self._equity())
+        self._last_ts_ns = ts_ns
+
+    # -- reads --------------------------------------------------------------------------
+    @property
+    def cash(self) -> Decimal:
+        return self._cash
+
+    def last_price(self, instrument_id: str) -> Decimal | None:
+        mark = self._marks.get(instrument_id)
+        return mark[0] if mark else None
+
+    def position(self, account_id: str, strategy_id: str, instrument_id: str) -> Position | None:
+        return self._positions.get(account_id, {}).get(strategy_id, {}).get(instrument_id)
+
+    def positions(self) -> list[Position]:
+        """Every position ever opened (flat ones included: they carry realised P&L)."""
+        with self._lock:
+            return list(self._iter())
+
+    def _iter(self) -> Iterator[Position]:
+        for strategies in self._positions.values():
+            for instruments in strategies.values():
+                yield from instruments.values()
+
+    def net_position(self, account_id: str, instrument_id: str) -> Decimal:
+        """The account's position in ``instrument_id`` summed over its strategies."""
+        with self._lock:
+            return sum((book[instrument_id].quantity for book in self._positions.get(account_id, {}).values()
+                        if instrument_id in book), ZERO)
+
+    def net_positions(self, account_id: str | None = None) -> dict[tuple[str, str], Decimal]:
+        """Non-zero net positions keyed (account_id, instrument_id)."""
+        totals: dict[tuple[str, str], Decimal] = {}
+        with self._lock:
+            for p in self._iter():
+                if account_id is None or p.account_id == account_id:
+                    key = (p.account_id, p.instrument_id)
+                    totals[key] = totals.get(key, ZERO) + p.quantity
+        return {k: v for k, v in totals.items() if v != 0}
+
+    @property
+    def realised_pnl(self) -> Decimal:
+        """Realised P&L of every position, net of all fees."""
+        with self._lock:
+            return sum((p.realised_pnl for p in self._iter()), ZERO)
+
+    @property
+    def fees(self) -> Decimal:
+        with self._lock:
+            return sum((p.fees for p in self._iter()), ZERO)
+
+    @property
+    def unrealised_pnl(self) -> Decimal:
+        with self._lock:
+            return sum((p.unrealised_pnl(self.last_price(p.instrument_id)) for p in self._iter()), ZERO)
+
+    @property
+    def equity(self) -> Decimal:
+        with self._lock:
+            return self._equity()
+
+    def _equity(self) -> Decimal:
+        value = self._cash
+        for p in self._iter():
+            if p.quantity == 0:
+                continue
+            mark = self.last_price(p.instrument_id)
+            if p.asset_class is AssetClass.FUTURE:
+                value += p.unrealised_pnl(mark)
+            else:
+                value += p.quantity * (mark if mark is not None else p.avg_price) * p.multiplier
+        return value
+
+    def equity_at(self, ts_ns: int) -> Decimal:
+        """Equity as of ``ts_ns`` (exact on the checkpoint grid; see the class docstring)."""
+        cell = int(ts_ns) // self.checkpoint_ns
+        with self._lock:
+            # the first cell at or after ts that saw a change holds the equity before it;
+            # nothing changed between ts and that cell
+            index = bisect.bisect_left(self._checkpoint_cells, cell)
+            if index < len(self._checkpoint_cells):
+                return self._checkpoint_equity[index]
+            return self._equity()
+
+    def daily_pnl(self, since_ns: int) -> Decimal:
+        """Equity change since ``since_ns`` (realised, unrealised and fees; for the daily loss limit)."""
+        return self.equity - self.equity_at(since_ns)
+
+    def exposure_by_asset_class(self) -> dict[AssetClass, Decimal]:
+        """Gross notional (|quantity| x price x multiplier of net positions) per asset class."""
+        totals: dict[AssetClass, Decimal] = {}
+        with self._lock:
+            classes = {p.instrument_id: (p.asset_class, p.multiplier) for p in self._iter()}
+            for (_, instrument_id), quantity in self.net_positions().items():
+                asset_class, multiplier = classes[instrument_id]
+                price = self.last_price(instrument_id)
+                if price is None:
+                    continue
+                totals[asset_class] = totals.get(asset_class, ZERO) + abs(quantity * price) * multiplier
+        return totals
+
+    @property
+    def gross_exposure(self) -> Decimal:
+        return sum(self.exposure_by_asset_class().values(), ZERO)
+
+    def positions_frame(self) -> pd.DataFrame:
+        """One row per position: quantities and money as Decimal (exact), times as int ns."""
+        columns = ["account_id", "strategy_id", "instrument_id", "asset_class", "quantity", "avg_price",
+                   "mark_price", "market_value", "unrealised_pnl", "realised_pnl", "fees", "ts_last_ns"]
+        rows = []
+        with self._lock:
+            for p in self._iter():
+                mark = self.last_price(p.instrument_id)
+                rows.append([p.account_id, p.strategy_id, p.instrument_id, str(p.asset_class), p.quantity,
+                             p.avg_price, mark, p.quantity * mark * p.multiplier if mark is not None else None,
+                             p.unrealised_pnl(mark), p.realised_pnl, p.fees, p.ts_last_ns])
+        return pd.DataFrame(rows, columns=columns)
+
+    def __repr__(self) -> str:
+        return (f"Portfolio(cash={self._cash} {self.currency}, equity={self.equity}, "
+                f"positions={len(self.net_positions())})")
+
+
+def _check_fill(fill: Fill, instrument: Instrument) -> None:
+    if fill.instrument_id != instrument.instrument_id:
+        raise OrderError(f"fill {fill.fill_id} is for {fill.instrument_id}, booked against {instrument.instrument_id}")
+    for name in ("quantity", "price", "fee"):
+        value = getattr(fill, name)
+        if not isinstance(value, Decimal) or not value.is_finite():
+            raise OrderError(f"fill {fill.fill_id}: {name} must be a finite Decimal, got {value!r}")
+    if fill.quantity <= 0:
+        raise OrderError(f"fill {fill.fill_id}: quantity must be positive, got {fill.quantity}")
+    if fill.side not in (Side.BUY, Side.SELL):
+        raise OrderError(f"fill {fill.fill_id}: side must be buy or sell, got {fill.side!r}")
+
+
+def _book(old: Position, fill: Fill, multiplier: Decimal) -> tuple[Position, Decimal]:
+    """The position after ``fill`` and the gross P&L it realised."""
+    signed = fill.quantity if fill.side == Side.BUY else -fill.quantity
+    quantity, avg = old.quantity, old.avg_price
+    realised = ZERO
+    if quantity == 0 or (quantity > 0) == (signed > 0):
+        # opening or adding: the average moves
+        new_qty = quantity + signed
+        avg = fill.price if quantity == 0 else (avg * quantity + fill.price * signed) / new_qty
+    else:
+        closed = min(abs(signed), abs(quantity))
+        direction = 1 if quantity > 0 else -1
+        realised = (fill.price - avg) * closed * direction * multiplier
+        new_qty = quantity + signed
+        if new_qty == 0:
+            avg = None
+        elif (new_qty > 0) != (quantity > 0):
+            avg = fill.price  # flipped: the remainder opened at this fill's price
+    new = replace(old, quantity=new_qty, avg_price=avg, realised_pnl=old.realised_pnl + realised - fill.fee,
+                  fees=old.fees + fill.fee, ts_last_ns=max(old.ts_last_ns, fill.ts_event_ns))
+    return new, realised
+
