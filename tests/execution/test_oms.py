@@ -514,10 +514,10 @@ class CrashingJournal(Journal):
         super().__init__(path)
         self.crash_at = crash_at
 
-    def append(self, record):
+    def append(self, record, *, sync=None):
         if len(self) + 1 == self.crash_at:
             raise Crash()
-        return super().append(record)
+        return super().append(record, sync=sync)
 
 
 @run

@@ -106,6 +106,11 @@ OrderListener = Callable[[Order], None]
 FillListener = Callable[[Fill, Order], None]
 
 
+# How venues word the refusal of a client order id they already hold (the paper venue,
+# Binance -2010 "Duplicate order sent.", Alpaca 422 "client_order_id must be unique").
+DUPLICATE_REASON = "duplicate client order id"
+
+
 class OrderManager:
     """Orders, fills and positions of one venue account, with a write-ahead journal.
 
@@ -381,6 +386,15 @@ class OrderManager:
                 return
             if event.fill is not None and event.fill.fill_id in self._fill_ids:
                 return  # a repeated fill (after a reconnect): already booked
+            if event.event_type is E.REJECTED and event.reason.startswith(DUPLICATE_REASON) \
+                    and order.status is not OrderStatus.PENDING:
+                # We sent an order the venue already holds (a resend after a fault): the refusal
+                # is about the copy, not the order. Its state is whatever the venue says:
+                # reconciliation asks.
+                self._append({"kind": "duplicate", "event": _event_to_dict(event)}, durable=False)
+                self._unresolved.add(coid)
+                log.warning("venue %s already holds %s; reconciling its state", self.venue.name, coid)
+                return
             if event.event_type is E.REPLACED and event.quantity is None and event.limit_price is None \
                     and event.stop_price is None and coid in self._replace_requests:
                 asked = self._replace_requests[coid]  # venues that confirm without repeating the new terms
@@ -428,13 +442,8 @@ class OrderManager:
             position = self.journal.append(record)
         else:
             # Written (a kill -9 keeps it: it is in the OS cache) but not fdatasync'd: the
-            # next durable record syncs it too. This manager is the journal's only writer,
-            # and the lock is held, so switching the journal's sync off here is safe.
-            self.journal.sync = False
-            try:
-                position = self.journal.append(record)
-            finally:
-                self.journal.sync = True
+            # next durable record syncs it too.
+            position = self.journal.append(record, sync=False)
         self._pending.append((position, record))
         return position
 
