@@ -8,6 +8,7 @@ from tradebook.errors import (
     ConfigError,
     ConformanceError,
     DataError,
+    OrderError,
     SchemaError,
     StoreError,
     StoreLockedError,
@@ -20,21 +21,26 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AssetClass", "BUNDLED_INSTRUMENTS", "ConfigError", "ConformanceError", "DataError", "Instrument", "SchemaError",
-    "Side", "Store", "StoreError", "StoreLockedError", "TradebookError", "UnknownInstrumentError", "data",
-    "get_instrument", "ns_to_iso", "open_store", "to_ns",
+    "OrderError", "Session", "Side", "Signal", "Store", "StoreError", "StoreLockedError", "TradebookError",
+    "UnknownInstrumentError", "data", "get_instrument", "load_config", "ns_to_iso", "open_store", "to_ns",
 ]
+
+_LAZY = {
+    "Store": ("tradebook.store", "Store"),
+    "open_store": ("tradebook.store", "open_store"),
+    "Session": ("tradebook.session", "Session"),
+    "Signal": ("tradebook.model.orders", "Signal"),
+    "load_config": ("tradebook.config", "load_config"),
+}
 
 
 def __getattr__(name: str):
     # Lazy so that `import tradebook` does not pull in pandas-heavy modules until used.
-    if name == "Store":
-        from tradebook.store import Store
+    if name in _LAZY:
+        import importlib
 
-        return Store
-    if name == "open_store":
-        from tradebook.store import open_store
-
-        return open_store
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module), attribute)
     if name == "data":
         import tradebook.data as data
 
