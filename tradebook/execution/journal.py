@@ -14,6 +14,18 @@ half-exists. Any other damaged line is an error: the journal is the source of tr
 corrupt data is worse than no data.
 
 Decimals are written as strings (``{"$d": "0.001"}``) so amounts survive exactly.
+
+Group commit: ``append(record, sync=False)`` writes without waiting for the disk and
+:meth:`Journal.commit` makes everything written so far durable with one ``fdatasync``
+(``fdatasync`` covers the whole file). A writer that must be durable only before it
+*speaks* (the paper venue: before it delivers events) appends unsynced and commits once
+at that boundary, instead of paying one fsync per record.
+
+Encoding uses orjson when it is installed (a dependency of ccxt; about 6x faster than
+the json module on these records), else the json module; both write the same compact
+JSON. One difference: orjson writes a NaN or infinite float as ``null`` where json
+refuses it; the order path writes no floats (amounts are Decimals, times ints), and
+checking every record for them would cost more than the encoding saves.
 """
 
 from __future__ import annotations
@@ -49,6 +61,20 @@ def _decode_object(value: dict[str, Any]) -> Any:
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_encode_default)
 
+try:  # about 1 us a record instead of 6: the order path writes several records per order
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson comes with ccxt
+    _orjson = None
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    try:
+        if _orjson is None:
+            return _ENCODER.encode(record).encode("utf-8")
+        return _orjson.dumps(record, default=_encode_default)
+    except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
+        raise StoreError(f"journal records hold JSON values and Decimals only; refused {record!r}: {exc}") from exc
+
 
 class Journal:
     """Append records durably; read them back in order.
@@ -64,6 +90,7 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._records = self._recover()
+        self._dirty = False  # records written since the last fdatasync
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def _recover(self) -> int:
@@ -110,7 +137,7 @@ class Journal:
         ``sync=False`` for one record suits what can be re-derived after a crash (an
         acknowledgement is asked for again); the next synced record makes it durable too.
         """
-        body = _ENCODER.encode(record).encode("utf-8")
+        body = _encode(record)
         line = b"%08x " % zlib.crc32(body) + body + b"\n"
         with self._lock:
             if self._fd < 0:
@@ -118,8 +145,24 @@ class Journal:
             os.write(self._fd, line)
             if self.sync if sync is None else (sync and self.sync):
                 os.fdatasync(self._fd)
+                self._dirty = False
+            else:
+                self._dirty = True
             self._records += 1
             return self._records
+
+    def commit(self) -> bool:
+        """Make every record written so far durable (one ``fdatasync``); returns whether one was needed.
+
+        Free when nothing was appended unsynced since the last sync, and a no-op for a
+        ``sync=False`` journal.
+        """
+        with self._lock:
+            if not self._dirty or not self.sync or self._fd < 0:
+                return False
+            os.fdatasync(self._fd)
+            self._dirty = False
+            return True
 
     def records(self, start: int = 0) -> Iterator[dict[str, Any]]:
         """Every record from position ``start`` (0-based) on, as written."""

@@ -362,7 +362,10 @@ class PreTradeRisk:
             return sum(1 for t in recent if start < t <= now_ns)
         with self._lock:
             self._prune(now_ns)
-            return sum(1 for t in self._sent if t <= now_ns)
+            sent = self._sent
+            if not sent or sent[-1] <= now_ns:
+                return len(sent)  # the usual case: nothing recorded after now; no walk over the window
+            return sum(1 for t in sent if t <= now_ns)
 
     def _prune(self, now_ns: int) -> None:
         start = now_ns - RATE_WINDOW_NS

@@ -1,0 +1,367 @@
+"""Order-path latency and replay throughput: signal -> intent durable -> venue ack -> fill durable.
+
+What one measured order is (issue 4, Done-when 5). The real parts, nothing stubbed:
+a :class:`~tradebook.store.Store` in a temp dir holding the bundled BTCUSDT capture and
+its calibration; the real :class:`OrderManager` with its fsync'd journal and its
+background DuckDB flush thread running (every 200 ms, as in a session); the real
+:class:`PaperVenue` with its own fsync'd journal, filling with the calibrated model.
+The model's latency is set to zero so the venue's answer comes from the data alone.
+
+Per order, the clock runs from the moment the signal enters the path until the fill is
+durable in the order manager's journal and booked in the portfolio:
+
+1. *pre-trade*: reference quote -> sizing -> router (strength 0.95: a market order) ->
+   pre-trade risk (every check runs) -> circuit breaker, the steps of ``Session._on_signal``;
+2. *submit*: ``OrderManager.submit`` journals the intent (fdatasync) and only then calls
+   ``PaperVenue.submit`` (the venue journals its receipt);
+3. *ack + fill*: the next recorded quote is fed to the venue (a request stamped at the
+   last quote's time waits for later data; zero latency means it arrives with the very
+   next quote). The venue acknowledges and fills, journals both, delivers the events;
+   the order manager journals the fill (fdatasync) and books it. The order's status is
+   checked to be ``filled`` before the clock stops.
+
+Orders alternate buy and sell of 0.001 BTC (a cash account cannot sell short), one per
+quote of the capture tiled in time. Risk limits that would stop a 100,000-order
+stream by design are widened (order rate, daily loss from fees, thin-book filter) so that
+every check still runs and passes.
+
+fsyncs are counted by timing ``os.fdatasync`` (what the journals call); the DuckDB flush
+thread's share is the difference between runs with it on and off, plus its measured busy time.
+
+Replay throughput: the same order manager + venue, one market order per recorded
+quote, journals synced and not (throwaway replays may skip fsync), and a whole
+``Session`` replaying the capture with a strategy that signals on every batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import gc
+import os
+import tempfile
+import threading
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tradebook.config import RiskConfig, TradebookConfig
+from tradebook.data import load_bundled
+from tradebook.execution.journal import Journal
+from tradebook.execution.oms import OrderManager
+from tradebook.execution.risk import CircuitBreaker, KillSwitch, PreTradeRisk, ReferenceQuote, RiskAction, RiskContext
+from tradebook.execution.router import OrderRouter, QuoteSnapshot
+from tradebook.execution.sizing import sizer_from_config
+from tradebook.model.calendars import is_trading
+from tradebook.model.instruments import Side
+from tradebook.model.orders import OrderStatus, Signal
+from tradebook.portfolio import Portfolio
+from tradebook.sim.fidelity import load_model, run_calibration
+from tradebook.sim.fill_model import LatencyModel
+from tradebook.store import Store
+from tradebook.venues.paper import PaperVenue
+
+CAPTURE = "binance_spot_btcusdt_20240808T2354-20240809T0005_"
+INSTRUMENT = "BTCUSDT.BINANCE"
+QUANTITY = Decimal("0.001")
+ORDERS = 100_000
+QUICK_ORDERS = 10_000
+TARGET_P99_MS = 2.0
+TARGET_REPLAY_OPS = 10_000
+_NS = 1_000_000_000
+
+
+# -- fsync accounting ---------------------------------------------------------------------------------------------------
+class FsyncMeter:
+    """Counts and times ``os.fdatasync`` calls (the journals' only sync) on the measuring thread."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.ns = 0
+        self._real = os.fdatasync
+        self._thread = threading.get_ident()
+
+    def __enter__(self) -> FsyncMeter:
+        real, meter = self._real, self
+
+        def timed(fd: int) -> None:
+            start = time.perf_counter_ns()
+            real(fd)
+            if threading.get_ident() == meter._thread:
+                meter.count += 1
+                meter.ns += time.perf_counter_ns() - start
+
+        os.fdatasync = timed
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.fdatasync = self._real
+
+
+# -- the workload -------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Workload:
+    store: Store
+    model: object
+    instrument: object
+    quotes: pd.DataFrame  # capture quotes, valid ones only
+    trades: pd.DataFrame
+
+
+def workload(tmp: Path) -> Workload:
+    store = Store(tmp / "bench.duckdb")
+    quotes, trades = load_bundled(CAPTURE + "l1_quotes.csv.gz"), load_bundled(CAPTURE + "trades.csv.gz")
+    store.ingest(quotes)
+    store.ingest(trades)
+    run_calibration(store, [INSTRUMENT])
+    model = load_model(store, INSTRUMENT)
+    # zero latency: the ack and the fill come with the first quote after the submit
+    model = dataclasses.replace(model, latency=LatencyModel(0, 0, 0.0))
+    q = quotes.frame
+    ok = (q["bid_px"] < q["ask_px"]) & (q["bid_sz"] > 0) & (q["ask_sz"] > 0)
+    return Workload(store, model, store.instrument(INSTRUMENT), q[ok].reset_index(drop=True), trades.frame)
+
+
+def tiled_quotes(quotes: pd.DataFrame, rows: int) -> tuple[np.ndarray, ...]:
+    """``rows`` quotes: the capture repeated, each copy shifted past the previous one."""
+    ts = quotes["ts_ns"].to_numpy(np.int64)
+    span = int(ts[-1] - ts[0])
+    shift = span + span // (len(ts) - 1)
+    copies = -(-rows // len(ts))
+    tiled_ts = (ts[None, :] + (np.arange(copies, dtype=np.int64) * shift)[:, None]).ravel()[:rows]
+    columns = [np.tile(quotes[c].to_numpy(np.float64), copies)[:rows] for c in ("bid_px", "ask_px", "bid_sz", "ask_sz")]
+    return (tiled_ts, *columns)
+
+
+def bench_config() -> TradebookConfig:
+    # every check runs; the limits a 100k-order stream of 60-dollar round trips would hit by design are widened
+    risk = RiskConfig(max_orders_per_minute=100_000_000, daily_loss_limit=None, min_touch_notional=Decimal(0))
+    return dataclasses.replace(TradebookConfig(), risk=risk)
+
+
+class Rig:
+    """One order manager + paper venue on a fresh state dir, and the pre-trade steps of a session."""
+
+    def __init__(self, work: Workload, state: Path, *, sync: bool, flush_thread: bool) -> None:
+        self.work = work
+        self.now = 0
+        clock = lambda: self.now  # noqa: E731 - the replay clock
+        self.venue = PaperVenue(state / "paper", models={INSTRUMENT: work.model},
+                                instruments={INSTRUMENT: work.instrument}, clock=clock, sync=sync,
+                                starting_cash=Decimal(1_000_000))
+        self.portfolio = Portfolio(Decimal(1_000_000))
+        self.oms = OrderManager(work.store, Journal(state / "oms.journal", sync=sync), self.venue, self.portfolio,
+                                clock=clock, instruments={INSTRUMENT: work.instrument},
+                                journal_name=f"bench-{state.name}")
+        config = bench_config()
+        self.config = config
+        self.kill_switch = KillSwitch()
+        self.risk = PreTradeRisk(config.risk, self.kill_switch)
+        self.breaker = CircuitBreaker.from_config(config.risk, self.kill_switch, self.venue.name)
+        self.sizer = sizer_from_config(config)
+        self.router = OrderRouter(_router_config(config), instruments={INSTRUMENT: work.instrument})
+        self.instruments = {INSTRUMENT: work.instrument}
+        self.flush_thread = flush_thread
+        self.quote: tuple = ()
+        self.flush_busy_ns = 0
+        self.flushes = 0
+        real_flush = self.oms.flush
+
+        def timed_flush() -> int:
+            start = time.perf_counter_ns()
+            try:
+                return real_flush()
+            finally:
+                self.flush_busy_ns += time.perf_counter_ns() - start
+                self.flushes += 1
+
+        self.oms.flush = timed_flush  # measured, not changed
+
+    async def open(self) -> None:
+        await self.venue.connect(self.oms.on_event)
+        self.oms.recover()
+        if self.flush_thread:
+            self.oms.start()
+
+    async def close(self) -> None:
+        self.oms.close(flush=True)
+        await self.venue.close()
+
+    def feed(self, ts: int, bid: float, ask: float, bid_sz: float, ask_sz: float) -> None:
+        self.now = ts
+        self.venue.on_quotes(INSTRUMENT, ts, bid, ask, bid_sz, ask_sz)
+        self.quote = (ts, bid, ask, bid_sz, ask_sz)
+        self.portfolio.mark(INSTRUMENT, Decimal(repr((bid + ask) / 2)), ts)
+
+    async def signal(self, signal: Signal):
+        """Session._on_signal + Session._send for one signal; returns the order (None if not sent)."""
+        instrument = self.work.instrument
+        if not is_trading(instrument, self.now):
+            return None
+        ts, bid, ask, bid_sz, ask_sz = self.quote
+        snapshot = QuoteSnapshot.from_quote(INSTRUMENT, ts, bid, ask, bid_sz, ask_sz)
+        decision = self.sizer.size(signal, instrument, snapshot.mid, self.portfolio.equity)
+        plan = self.router.route(signal, decision.quantity, snapshot, instrument, account_id=self.venue.account_id,
+                                 adv=None, volatility_bps=0.0, ts_ns=self.now)
+        intent = plan.intents[0]
+        reference = ReferenceQuote(Decimal(repr(bid)), Decimal(repr(ask)), Decimal(repr(bid_sz)),
+                                   Decimal(repr(ask_sz)), ts)
+        prices = {i: p for i in self.instruments if (p := self.portfolio.last_price(i)) is not None}
+        positions = {inst: q for (_, inst), q in self.portfolio.net_positions(self.venue.account_id).items()}
+        ctx = RiskContext(now_ns=self.now, equity=self.portfolio.equity, daily_pnl=Decimal(0), quote=reference,
+                          positions=positions, prices=prices, instruments=self.instruments)
+        verdict = self.risk.check(intent, instrument, ctx)
+        if verdict.action is not RiskAction.ACCEPT:
+            raise AssertionError(f"bench order refused by risk: {verdict}")
+        if not self.breaker.allow(self.now):
+            raise AssertionError("bench order refused by the breaker")
+        order = await self.oms.submit(intent)
+        self.risk.record_sent(self.now)
+        self.breaker.record_success(self.now)
+        return order
+
+
+def _router_config(config: TradebookConfig):
+    from tradebook.session import router_config
+
+    return router_config(config)
+
+
+# -- latency ------------------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class LatencyResult:
+    total_ns: np.ndarray
+    submit_ns: np.ndarray
+    fill_ns: np.ndarray
+    fsync_ns: np.ndarray
+    fsyncs: np.ndarray
+    wall_s: float
+    flush_busy_s: float
+    flushes: int
+
+
+async def _latency_run(work: Workload, state: Path, orders: int, *, flush_thread: bool) -> LatencyResult:
+    rig = Rig(work, state, sync=True, flush_thread=flush_thread)
+    await rig.open()
+    ts, bid, ask, bid_sz, ask_sz = tiled_quotes(work.quotes, orders + 1)
+    total, sub, fil, fs_ns, fs_n = (np.zeros(orders, np.int64) for _ in range(5))
+    rig.feed(int(ts[0]), float(bid[0]), float(ask[0]), float(bid_sz[0]), float(ask_sz[0]))
+    clock = time.perf_counter_ns
+    wall = time.perf_counter()
+    with FsyncMeter() as meter:
+        for i in range(orders):
+            signal = Signal("bench", f"s{i}", INSTRUMENT, Side.BUY if i % 2 == 0 else Side.SELL, rig.now,
+                            strength=0.95, quantity=QUANTITY)
+            n0, f0 = meter.count, meter.ns
+            t0 = clock()
+            order = await rig.signal(signal)
+            t1 = clock()  # submit returned: the intent is durable and the venue has received the order
+            j = i + 1
+            rig.feed(int(ts[j]), float(bid[j]), float(ask[j]), float(bid_sz[j]), float(ask_sz[j]))
+            t2 = clock()  # the venue acknowledged and filled; the fill is durable in the OMS journal
+            total[i], sub[i], fil[i] = t2 - t0, t1 - t0, t2 - t1
+            fs_ns[i], fs_n[i] = meter.ns - f0, meter.count - n0
+            if rig.oms.order(order.client_order_id).status is not OrderStatus.FILLED:
+                raise AssertionError(f"order {i} is {rig.oms.order(order.client_order_id).status}, expected filled")
+    wall = time.perf_counter() - wall
+    await rig.close()
+    return LatencyResult(total, sub, fil, fs_ns, fs_n, wall, rig.flush_busy_ns / 1e9, rig.flushes)
+
+
+# -- replay throughput ---------------------------------------------------------------------------------------------------
+async def _replay_run(work: Workload, state: Path, orders: int, *, sync: bool, chunk: int = 50) -> float:
+    """Orders per second: ``chunk`` signals at a quote, then the next ``chunk`` recorded quotes fill them.
+
+    Buys and sells alternate by chunk (a cash account cannot sell what has not filled yet).
+    The clock includes the background DuckDB flush and the final one: the store holds every
+    order, event and fill when it stops.
+    """
+    rig = Rig(work, state, sync=sync, flush_thread=True)
+    await rig.open()
+    ts, bid, ask, bid_sz, ask_sz = tiled_quotes(work.quotes, orders + 1)
+    rig.feed(int(ts[0]), float(bid[0]), float(ask[0]), float(bid_sz[0]), float(ask_sz[0]))
+    start = time.perf_counter()
+    sent = []
+    for first in range(0, orders, chunk):
+        side = Side.BUY if (first // chunk) % 2 == 0 else Side.SELL
+        for i in range(first, min(first + chunk, orders)):
+            sent.append(await rig.signal(Signal("bench", f"r{i}", INSTRUMENT, side, rig.now, strength=0.95,
+                                                quantity=QUANTITY)))
+        end = min(first + chunk, orders) + 1
+        rig.now = int(ts[end - 1])
+        rig.venue.on_quotes(INSTRUMENT, ts[first + 1:end], bid[first + 1:end], ask[first + 1:end],
+                            bid_sz[first + 1:end], ask_sz[first + 1:end])
+        rig.quote = (int(ts[end - 1]), float(bid[end - 1]), float(ask[end - 1]), float(bid_sz[end - 1]),
+                     float(ask_sz[end - 1]))
+        rig.portfolio.mark(INSTRUMENT, Decimal(repr(float(bid[end - 1] + ask[end - 1]) / 2)), rig.now)
+    await rig.close()
+    elapsed = time.perf_counter() - start
+    filled = sum(1 for o in sent if rig.oms.order(o.client_order_id).status is OrderStatus.FILLED)
+    if filled != orders:
+        raise AssertionError(f"replay: {filled} of {orders} orders filled")
+    return orders / elapsed
+
+
+def _pct(values_ns: np.ndarray) -> dict[str, float]:
+    ms = values_ns / 1e6
+    return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
+            "p99.9": float(np.percentile(ms, 99.9)), "max": float(ms.max())}
+
+
+def _fmt(p: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:6.3f}" for k, v in p.items()) + " ms"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.order_path")
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ORDERS:,} orders instead of {ORDERS:,}")
+    parser.add_argument("--orders", type=int, default=None, help="orders in the latency run")
+    parser.add_argument("--interference", action="store_true",
+                        help="also run the latency test with the DuckDB flush thread off (default with --quick)")
+    args = parser.parse_args(argv)
+    orders = args.orders or (QUICK_ORDERS if args.quick else ORDERS)
+    replay_orders = min(orders, 20_000)
+    print(f"Order path: signal -> sizing -> router -> risk -> intent durable -> paper venue ack -> fill durable "
+          f"({INSTRUMENT}, calibrated model, zero latency, market orders)")
+    with tempfile.TemporaryDirectory(prefix="tb-order-path-") as tmp:
+        tmp_path = Path(tmp)
+        t = time.perf_counter()
+        work = workload(tmp_path)
+        print(f"  setup (ingest + calibrate) {time.perf_counter() - t:.1f} s")
+        runs = (True, False) if (args.interference or args.quick) else (True,)
+        p99 = None
+        for flush in runs:
+            gc.collect()
+            result = asyncio.run(_latency_run(work, tmp_path / f"lat-{flush}", orders, flush_thread=flush))
+            p = _pct(result.total_ns)
+            p99 = p["p99"] if flush else p99
+            print(f"  {orders:,} orders, journals synced, DuckDB flush thread {'on ' if flush else 'off'} "
+                  f"({result.wall_s:.0f} s):")
+            print(f"    signal -> fill durable     {_fmt(p)}")
+            print(f"    signal -> submit returned  {_fmt(_pct(result.submit_ns))}   (pre-trade, intent durable, "
+                  "venue receipt)")
+            print(f"    next quote -> fill durable {_fmt(_pct(result.fill_ns))}   (venue ack + fill, OMS fill durable)")
+            fsync_share = result.fsync_ns.sum() / result.total_ns.sum()
+            print(f"    fdatasync per order {result.fsyncs.mean():.2f} ({np.percentile(result.fsync_ns, 50) / 1e6:.3f} "
+                  f"ms at p50): {fsync_share:.0%} of the time, Python {1 - fsync_share:.0%}; flush thread busy "
+                  f"{result.flush_busy_s:.1f} s of {result.wall_s:.0f} s ({result.flushes} flushes)")
+        rates = {}
+        for sync in (False, True):
+            gc.collect()
+            rates[sync] = asyncio.run(_replay_run(work, tmp_path / f"replay-{sync}", replay_orders, sync=sync))
+            print(f"  replay, {replay_orders:,} orders over recorded quotes, journals {'synced' if sync else 'not synced'}"
+                  f": {rates[sync]:,.0f} orders/s")
+        print(f"  target p99 < {TARGET_P99_MS} ms with both writes durable: {p99:.3f} ms -> "
+              f"{'met' if p99 < TARGET_P99_MS else 'MISSED'}")
+        best = max(rates.values())
+        print(f"  target >= {TARGET_REPLAY_OPS:,} orders/s in replay: {rates[False]:,.0f} (not synced), "
+              f"{rates[True]:,.0f} (synced) -> {'met' if best >= TARGET_REPLAY_OPS else 'MISSED'}")
+        work.store.close()
+
+
+if __name__ == "__main__":
+    main()
