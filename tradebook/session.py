@@ -19,6 +19,21 @@ where it stopped: intents already durable are not sent again (their client order
 derive from them), fills the venue recorded are applied once, and positions agree with
 the venue's.
 
+Session time is the market data's time: the end of the last batch processed (a replay
+feed's batches, or those a notebook or test hands to :meth:`Session.step` when there is
+no feed). Every order-path timestamp, risk check and algo release uses it, so a replay
+of recorded quotes behaves as it did live, only faster.
+
+What a notebook hands in is checked before anything is written: :meth:`Session.submit`
+raises a :class:`~tradebook.errors.TradebookError` naming what was wrong (a NaN or
+negative size, an unknown or uncalibrated instrument, a price off the tick, a reference
+quote that is missing, crossed or stale) and stores nothing. A signal a *strategy*
+yields in the loop with the same faults is not allowed to stop the session: it is
+recorded as a ``rejected`` decision with the reason. Rules of the market and of risk are
+not errors: an order refused by pre-trade risk, the kill switch or the breaker is stored
+as a rejected order with its reason and never sent; a signal outside the exchange's
+hours is recorded as a rejected decision.
+
 Paper is the default and the only mode that needs nothing more: a live session needs a
 live venue adapter, credentials from the environment and :meth:`Session.arm_live`.
 """
@@ -28,10 +43,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -42,24 +59,36 @@ import pandas as pd
 
 from tradebook.config import SessionMode, TradebookConfig
 from tradebook.data.feeds import FeedBatch, ReplayFeed
-from tradebook.errors import ConfigError, OrderError, TradebookError
+from tradebook.errors import ConfigError, DataError, OrderError, TradebookError, UnknownInstrumentError
+from tradebook.execution.algos import VwapSchedule
 from tradebook.execution.journal import Journal
 from tradebook.execution.oms import Alert, OrderManager
-from tradebook.execution.risk import CircuitBreaker, KillSwitch, PreTradeRisk, ReferenceQuote, RiskAction, RiskContext
+from tradebook.execution.risk import (
+    STALE_OR_CROSSED,
+    BreakerState,
+    CircuitBreaker,
+    KillSwitch,
+    KillSwitchTransition,
+    PreTradeRisk,
+    ReferenceQuote,
+    RiskAction,
+    RiskContext,
+)
 from tradebook.execution.router import OrderRouter, QuoteSnapshot, RouterConfig
 from tradebook.execution.sizing import sizer_from_config
 from tradebook.model.calendars import is_trading
-from tradebook.model.instruments import Instrument
+from tradebook.model.instruments import Instrument, Side
 from tradebook.model.orders import Order, OrderIntent, OrderStatus, Signal
-from tradebook.model.time import now_ns
+from tradebook.model.time import NS_PER_SECOND, ns_to_iso
 from tradebook.portfolio import Portfolio
 from tradebook.venues.base import VenuePort
 
 log = logging.getLogger(__name__)
 
 Strategy = Callable[[FeedBatch, "SessionView"], Iterable[Signal]]
-_NS = 1_000_000_000
+_NS = NS_PER_SECOND
 _VOL_WINDOW = 60  # batch-end mids kept per instrument for the volatility that widens offsets
+MAX_DEFERRED_STEPS = 30  # a deferred order is retried this many steps, then rejected
 
 
 class SessionState(StrEnum):
@@ -106,8 +135,9 @@ class _Scheduled:
 @dataclass
 class _Deferred:
     intent: OrderIntent
-    signal: Signal
+    signal: Signal | None  # None: an intent submitted as it was
     first_ts_ns: int
+    reason: str  # why the spread filter held it
     attempts: int = 0
 
 
@@ -121,16 +151,43 @@ def router_config(config: TradebookConfig) -> RouterConfig:
                         max_quote_age_s=config.risk.max_quote_age_ms / 1000)
 
 
+def oms_journal_name(store_path: str | Path, state_dir: str | Path) -> str:
+    """The name under which the store keeps its copy of a session's order journal.
+
+    The journal's path relative to the store's folder (absolute when outside it), so that
+    several sessions (state directories) can write into one store without mixing their
+    journal offsets, and moving a workspace folder as a whole keeps the names.
+    """
+    journal = Path(os.path.abspath(Path(state_dir) / "oms.journal"))
+    base = Path(os.path.abspath(store_path)).parent
+    try:
+        return journal.relative_to(base).as_posix()
+    except ValueError:
+        return journal.as_posix()
+
+
+def new_run_id(prefix: str = "run") -> str:
+    """A fresh name for a paper run (``run-20260101T120000-3f2a``): UTC time plus a random suffix."""
+    stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S")
+    return f"{prefix}-{stamp}-{os.urandom(2).hex()}"
+
+
 class Session:
     """Paper (default) or live trading from a notebook, with the loop in a background thread.
 
     ``store``: an open :class:`~tradebook.store.Store` (the session writes to it).
     ``calibrations``: the fill models the paper venue uses (``'BTCUSDT.BINANCE@v1'`` or an
-    instrument id for its latest calibration). ``feed``: a :class:`ReplayFeed` (recorded
-    quotes at any speed); without one, the session is driven by :meth:`on_batch` calls.
+    instrument id for its latest calibration); their instruments are the ones the session
+    trades. ``feed``: a :class:`ReplayFeed` (recorded quotes at any speed); without one,
+    the session is driven by :meth:`step` (or the coroutine :meth:`on_batch`).
     ``strategy``: called with each batch and a :class:`SessionView`, returns signals.
     ``adv``: average daily volume per instrument for the router (default: the calibrated
-    completion model's estimate). ``sync=False`` skips fsync (throwaway research replays).
+    completion model's estimate). ``volume_profiles``: intraday volume shares by minute of
+    day per instrument (:func:`~tradebook.execution.algos.intraday_volume_profile`); an
+    instrument with one is worked by VWAP instead of TWAP when the router slices (see
+    :meth:`_vwap_schedule`). ``sync=False`` skips fsync (throwaway research replays).
+    ``clock``: int64 UTC ns for order-path timestamps; default session time (see the
+    module docstring).
     """
 
     def __init__(
@@ -146,13 +203,36 @@ class Session:
         starting_cash: Decimal = Decimal("100000"),
         seed: int = 0,
         adv: Mapping[str, Decimal] | None = None,
+        volume_profiles: Mapping[str, pd.Series] | None = None,
         sync: bool = True,
         clock: Callable[[], int] | None = None,
     ) -> None:
-        self.config = config or TradebookConfig()
+        # everything a caller hands in is checked before anything is created on disk
+        self.config = config if config is not None else TradebookConfig()
+        if not isinstance(self.config, TradebookConfig):
+            raise ConfigError(f"config must be a TradebookConfig (tradebook.load_config(path) reads one), "
+                              f"got {type(config).__name__}")
         if self.config.session.mode is SessionMode.LIVE:
             raise ConfigError("session.mode is 'live': a session starts in paper; arm live trading explicitly "
                               "with Session.arm_live(venue, confirm=<account id>) once a live adapter is set up")
+        if isinstance(starting_cash, bool) or not isinstance(starting_cash, (Decimal, int)) \
+                or not Decimal(starting_cash).is_finite() or Decimal(starting_cash) < 0:
+            raise ConfigError(f"starting_cash is {starting_cash!r}; expected a finite Decimal >= 0")
+        if feed is not None and not isinstance(feed, ReplayFeed):
+            raise ConfigError(f"feed must be a ReplayFeed (or None to drive the session with step()), "
+                              f"got {type(feed).__name__}")
+        if strategy is not None and not callable(strategy):
+            raise ConfigError(f"strategy must be callable as strategy(batch, view), got {type(strategy).__name__}")
+        names = [calibrations] if isinstance(calibrations, str) else list(calibrations)
+        if venue is None and not names:
+            raise ConfigError("a paper session needs calibrations (e.g. ['BTCUSDT.BINANCE@v1']) for its "
+                              "fill models; run `tradebook calibrate` first")
+        self.adv = {i: _positive_decimal(v, f"adv[{i!r}]") for i, v in (adv or {}).items()}
+        self.volume_profiles = dict(volume_profiles or {})
+        for instrument_id, profile in self.volume_profiles.items():
+            if not isinstance(profile, pd.Series) or profile.empty:
+                raise ConfigError(f"volume_profiles[{instrument_id!r}] must be a non-empty pandas Series of volume "
+                                  "shares by minute of day (see algos.intraday_volume_profile)")
         self.store = store
         self.account_id = self.config.session.account_id
         self.state_dir = Path(state_dir) if state_dir is not None else Path(f"{store.path}.session")
@@ -160,49 +240,53 @@ class Session:
         self.strategy = strategy
         self._replay = feed is not None
         self._now = feed.start_ns if feed is not None else 0
-        self._clock = clock or (self._replay_clock if self._replay else now_ns)
-        names = list(calibrations)
+        self._last_end_ns = 0
+        self._clock = clock or self._session_clock
+        self.instruments: dict[str, Instrument] = {}
+        self._models: dict[str, Any] = {}
+        from tradebook.sim.fidelity import load_model
+
+        for name in names:  # unknown calibration or instrument: an error before anything is written
+            model = load_model(store, name)
+            self._models[model.instrument_id] = model
+            self.instruments[model.instrument_id] = store.instrument(model.instrument_id)
         if venue is None:
-            if not names:
-                raise ConfigError("a paper session needs calibrations (e.g. ['BTCUSDT.BINANCE@v1']) for its "
-                                  "fill models; run `tradebook calibrate` first")
             from tradebook.venues.paper import PaperVenue
 
             venue = PaperVenue.from_store(store, names, self.state_dir / "paper", account_id=self.account_id,
                                           starting_cash=Decimal(starting_cash), seed=seed, clock=self._clock,
                                           sync=sync)
         self.venue = venue
-        self.instruments: dict[str, Instrument] = {}
-        self._models: dict[str, Any] = {}
-        for name in names:
-            from tradebook.sim.fidelity import load_model
-
-            model = load_model(store, name)
-            self._models[model.instrument_id] = model
-            self.instruments[model.instrument_id] = store.instrument(model.instrument_id)
         self.portfolio = Portfolio(Decimal(starting_cash), currency=self.config.risk.account_currency)
         self._journal = Journal(self.state_dir / "session.journal", sync=sync)
+        self.oms_journal_name = oms_journal_name(store.path, self.state_dir)
         self.oms = OrderManager(store, Journal(self.state_dir / "oms.journal", sync=sync), venue, self.portfolio,
-                                mode="paper", clock=self._clock, instruments=self._instrument)
+                                mode="paper", clock=self._clock, instruments=self._instrument,
+                                journal_name=self.oms_journal_name)
         self.kill_switch = KillSwitch()
         self.risk = PreTradeRisk(self.config.risk, self.kill_switch)
         self.breaker = CircuitBreaker.from_config(self.config.risk, self.kill_switch, venue.name)
         self.sizer = sizer_from_config(self.config)
         self.router = OrderRouter(router_config(self.config), instruments=self.instruments)
-        self.adv = dict(adv or {})
         for instrument_id, model in self._models.items():
             completion = getattr(model, "completion", None)
-            if instrument_id not in self.adv and completion is not None and math.isfinite(completion.adv_proxy):
+            if instrument_id not in self.adv and completion is not None and math.isfinite(completion.adv_proxy) \
+                    and completion.adv_proxy > 0:
                 self.adv[instrument_id] = Decimal(repr(float(completion.adv_proxy)))
         self.decisions: list[Decision] = []
+        self._decided: set[tuple[str, str]] = set()
         self.alerts: list[Alert] = []
         self._quotes: dict[str, tuple[int, float, float, float, float]] = {}
         self._mids: dict[str, deque[float]] = {}
         self._scheduled: list[_Scheduled] = []
         self._deferred: list[_Deferred] = []
+        self._flatten_request: tuple[str, str] | None = None  # (request id, reason) until closing orders are out
+        self._equity_curve: list[tuple[int, Decimal, Decimal, Decimal, Decimal]] = []  # one point a minute
         self._day_start_ns = 0
         self._day_start_equity = self.portfolio.equity
         self._resume_ns = self._recover_session_journal()
+        # every kill-switch change (by hand, daily loss, the breaker) is journaled: a restart keeps it
+        self.kill_switch.subscribe(self._journal_kill_switch)
         self.state = SessionState.CREATED
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -216,23 +300,38 @@ class Session:
     def _recover_session_journal(self) -> int | None:
         resume = None
         for record in self._journal.records():
-            if record["kind"] == "batch":
+            kind = record["kind"]
+            if kind == "batch":
                 resume = record["end_ns"]
-                self._now = max(self._now, record["end_ns"])
-            elif record["kind"] == "decision":
-                self.decisions.append(Decision(**{**record["decision"],
-                                                  "client_order_ids": tuple(record["decision"]["client_order_ids"])}))
-            elif record["kind"] == "kill_switch":
-                mode = record["mode"]
+                self._now = max(self._now, record["end_ns"] - 1)
+                self._last_end_ns = max(self._last_end_ns, record["end_ns"])
+            elif kind == "decision":
+                decision = Decision(**{**record["decision"],
+                                       "client_order_ids": tuple(record["decision"]["client_order_ids"])})
+                self.decisions.append(decision)
+                self._decided.add((decision.strategy_id, decision.signal_id))
+            elif kind == "kill_switch":
+                mode, reason, ts = record["mode"], record["reason"], record["ts_ns"]
                 if mode == "halted":
-                    self.kill_switch.halt(record["reason"], record["ts_ns"])
+                    self.kill_switch.halt(reason, ts)
                 elif mode == "reduce_only":
-                    self.kill_switch.reduce_only(record["reason"], record["ts_ns"])
+                    self.kill_switch.reduce_only(reason, ts)
                 else:
-                    self.kill_switch.resume(record["reason"], record["ts_ns"])
+                    self.kill_switch.resume(reason, ts)
+            elif kind == "flatten":
+                self._flatten_request = (record["request_id"], record["reason"])
+                self.kill_switch.request_flatten(record["reason"], record["ts_ns"])
+            elif kind == "flatten_done":
+                self._flatten_request = None
+                self.kill_switch.flatten_done(record["reason"], record["ts_ns"])
         return resume
 
-    def _replay_clock(self) -> int:
+    def _journal_kill_switch(self, transition: KillSwitchTransition) -> None:
+        if transition.to_mode is not transition.from_mode:
+            self._journal.append({"kind": "kill_switch", "mode": str(transition.to_mode),
+                                  "reason": transition.reason, "ts_ns": transition.ts_ns})
+
+    def _session_clock(self) -> int:
         return self._now
 
     def _instrument(self, instrument_id: str) -> Instrument:
@@ -241,6 +340,13 @@ class Session:
             instrument = self.store.instrument(instrument_id)  # UnknownInstrumentError names the known ones
             self.instruments[instrument_id] = instrument
         return instrument
+
+    def _tradable(self, instrument_id: str) -> Instrument:
+        """The instrument of an order or signal: one this session has a fill model (calibration) for."""
+        if self._models and instrument_id not in self._models:
+            raise UnknownInstrumentError(f"{instrument_id!r} is not traded in this session: expected one of "
+                                         f"{sorted(self._models)} (the instruments of its calibrations)")
+        return self._instrument(instrument_id)
 
     # -- control (from notebook cells) ----------------------------------------------------
     def start(self, *, wait: bool = False, timeout: float | None = None) -> Session:
@@ -265,6 +371,18 @@ class Session:
             raise self.error
         return self.state
 
+    def wait_until(self, ts_ns: int, timeout: float | None = 60) -> SessionState:
+        """Block until session time reaches ``ts_ns`` (int64 UTC ns) or the session ends."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._now < ts_ns and not self._done.is_set():
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"session time is {ns_to_iso(self._now)} after {timeout} s; waited for "
+                                   f"{ns_to_iso(ts_ns)} (state {self.state})")
+            self._done.wait(0.01)
+        if self.error is not None:
+            raise self.error
+        return self.state
+
     def pause(self) -> None:
         """Stop consuming the feed; working orders stay working."""
         self._running.clear()
@@ -285,26 +403,55 @@ class Session:
         if self.state not in (SessionState.FINISHED, SessionState.FAILED):
             self.state = SessionState.STOPPED
 
+    def step(self, batch: FeedBatch, timeout: float = 60) -> None:
+        """A session without a feed: process one batch of market data now, and return when it is done.
+
+        The batch moves session time to its end: the venue sees its quotes and trades,
+        positions are marked, due algo slices and deferred orders go, the strategy runs.
+        Batches must come in time order.
+        """
+        if self.feed is not None:
+            raise ConfigError("this session replays its feed; step() drives a session started without one")
+        if not isinstance(batch, FeedBatch):
+            raise DataError(f"step takes a FeedBatch, got {type(batch).__name__}")
+        if batch.end_ns <= batch.start_ns or batch.start_ns < self._last_end_ns:
+            raise DataError(f"batch [{batch.start_ns}, {batch.end_ns}) starts before the end of the last one "
+                            f"({self._last_end_ns}) or is empty; expected batches in time order")
+        self._call(self.on_batch(batch), timeout)
+
     def halt(self, reason: str = "halted by hand") -> None:
         """Kill switch: no new orders (working orders stay; see :meth:`flatten`)."""
         self._call(self._set_kill_switch("halted", reason))
 
     def reduce_only(self, reason: str = "reduce-only by hand") -> None:
+        """Kill switch: only orders that reduce a position pass."""
         self._call(self._set_kill_switch("reduce_only", reason))
 
     def resume_trading(self, reason: str = "resumed by hand") -> None:
+        """Kill switch back to normal (also after the breaker or the daily loss limit halted trading)."""
         self._call(self._set_kill_switch("normal", reason))
 
     def flatten(self, reason: str = "flatten by hand") -> list[Order]:
-        """Kill switch: cancel every working order, close every position with market orders."""
+        """Kill switch: cancel every working order, then close every position with market orders.
+
+        Sets reduce-only. The closing orders go as soon as no cancel is unanswered: at
+        once when nothing was working, else at the next step of session time (the
+        venue answers cancels as its time moves). Returns the orders asked to cancel
+        and the closing orders sent so far; all of them are in :meth:`orders`.
+        """
         return self._call(self._flatten(reason))
 
     def submit(self, item: Signal | OrderIntent) -> list[Order]:
-        """Send a signal (sized, routed, risk-checked) or a ready intent (risk-checked) through the order path."""
+        """Send a signal (sized, routed, risk-checked) or a ready intent (risk-checked) through the order path.
+
+        Returns the orders it produced (none when the signal sized to nothing, was deferred
+        by the spread filter or fell outside market hours: see :meth:`decisions_frame`).
+        Bad input raises and stores nothing (see the module docstring).
+        """
         if isinstance(item, Signal):
-            return self._call(self._on_signal(item))
+            return self._call(self._on_signal(item, raise_errors=True))
         if isinstance(item, OrderIntent):
-            return self._call(self._send(item, None))
+            return self._call(self._submit_intent(item))
         raise OrderError(f"submit takes a Signal or an OrderIntent, got {type(item).__name__}")
 
     def arm_live(self, venue: VenuePort, *, confirm: str) -> None:
@@ -318,11 +465,10 @@ class Session:
 
     # -- views ---------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        from tradebook.model.time import ns_to_iso
-
+        now = self._clock()
         return {
             "state": str(self.state), "mode": "paper", "venue": self.venue.name, "account": self.account_id,
-            "session_time": ns_to_iso(self._clock()) if self._clock() else None,
+            "session_time": ns_to_iso(now) if now else None,
             "kill_switch": str(self.kill_switch.mode), "breaker": str(self.breaker.state),
             "working_orders": len(self.oms.working_orders()), "orders": len(self.oms.orders()),
             "fills": len(self.oms.fills_frame()), "cash": self.portfolio.cash, "equity": self.portfolio.equity,
@@ -341,13 +487,35 @@ class Session:
         return self.portfolio.positions_frame()
 
     def decisions_frame(self) -> pd.DataFrame:
-        return pd.DataFrame([d.__dict__ for d in self.decisions])
+        columns = ["ts_ns", "strategy_id", "signal_id", "instrument_id", "outcome", "reason", "client_order_ids"]
+        return pd.DataFrame([d.__dict__ for d in self.decisions], columns=columns)
+
+    def equity_frame(self) -> pd.DataFrame:
+        """Equity, cash and P&L once a minute of session time (and now), as float64 for plots and analysis."""
+        p = self.portfolio
+        points = [*self._equity_curve]
+        if self._now and (not points or points[-1][0] != self._now):
+            points.append((self._now, p.equity, p.cash, p.realised_pnl, p.unrealised_pnl))
+        frame = pd.DataFrame(points, columns=["ts_ns", "equity", "cash", "realised_pnl", "unrealised_pnl"])
+        for column in ("equity", "cash", "realised_pnl", "unrealised_pnl"):
+            frame[column] = frame[column].astype("float64")
+        frame.insert(0, "time", pd.to_datetime(frame["ts_ns"].astype("int64"), unit="ns", utc=True).dt.floor("us"))
+        return frame
+
+    def scheduled(self) -> pd.DataFrame:
+        """Algo slices not released yet: parent, child id, release time, quantity."""
+        rows = [(s.parent.parent_id, s.parent.child_id(s.child.index), s.release_ts_ns, s.child.quantity)
+                for s in sorted(self._scheduled, key=lambda s: (s.release_ts_ns, s.child.index))]
+        return pd.DataFrame(rows, columns=["parent_id", "intent_id", "release_ts_ns", "quantity"])
 
     # -- the loop --------------------------------------------------------------------------
     def _call(self, coroutine: Any, timeout: float = 60) -> Any:
         if self._loop is None or not self._thread or not self._thread.is_alive():
             coroutine.close()
-            raise ConfigError(f"the session is not running (state {self.state}); call start() first")
+            if self._thread is None:
+                raise ConfigError(f"the session is not running (state {self.state}); call start() first")
+            raise ConfigError(f"the session has ended (state {self.state}); its orders, fills and positions "
+                              "stay readable; start a new Session to trade again")
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     def _run(self) -> None:
@@ -361,13 +529,13 @@ class Session:
             log.exception("session loop failed")
         finally:
             self._ready.set()
-            self._done.set()
             try:
                 self.oms.close(flush=True)
             except TradebookError as exc:
                 log.error("final flush failed: %s", exc)
             loop.run_until_complete(self.venue.close())
             loop.close()
+            self._done.set()
 
     async def _main(self) -> None:
         await self.venue.connect(self.oms.on_event)
@@ -378,7 +546,7 @@ class Session:
         self._ready.set()
         if self.feed is None:
             while not self._stop.is_set():
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.02)
             return
         for batch in self.feed.batches(from_ns=self._resume_ns):
             while not self._running.is_set() and not self._stop.is_set():
@@ -395,22 +563,33 @@ class Session:
         self._now = max(self._now, batch.start_ns)
         for instrument_id in sorted(set(batch.quotes) | set(batch.trades)):
             await self._feed_venue(instrument_id, batch)
-        self._now = batch.end_ns - 1
-        for instrument_id, quotes in batch.quotes.items():
+        self._now = max(self._now, batch.end_ns - 1)
+        self._last_end_ns = max(self._last_end_ns, batch.end_ns)
+        advance = getattr(self.venue, "advance_to", None)
+        venue_now = getattr(self.venue, "now_ns", None)
+        if advance is not None and (venue_now is None or venue_now < self._now):
+            advance(self._now)  # nothing happened until the batch's end: requests arrive, orders expire
+        if self.oms.unresolved():  # orders in an unknown state block their instrument: ask the venue
+            self.alerts.extend(await self.oms.reconcile())
+        for instrument_id in batch.quotes:
             last = batch.last_quote(instrument_id)
+            if last is None:
+                continue
             self._quotes[instrument_id] = last
             ts, bid, ask = last[0], last[1], last[2]
-            if np.isfinite(bid) and np.isfinite(ask) and bid < ask:
+            if np.isfinite(bid) and np.isfinite(ask) and 0 < bid < ask:
                 mid = (bid + ask) / 2
                 self.portfolio.mark(instrument_id, Decimal(repr(mid)), ts)
                 self._mids.setdefault(instrument_id, deque(maxlen=_VOL_WINDOW)).append(mid)
-        await self._check_daily_loss()
+        self._sample_equity()
+        self._check_daily_loss()
+        await self._close_positions_if_flattening()
         await self._release_due()
         if self.strategy is not None:
             view = SessionView(self._now, dict(self._quotes), self._net_positions(), self.portfolio.equity,
                                len(self.oms.working_orders()))
             for signal in self.strategy(batch, view) or ():
-                await self._on_signal(signal)
+                await self._on_signal(signal, raise_errors=False)
         self._journal.append({"kind": "batch", "end_ns": batch.end_ns})
 
     async def _feed_venue(self, instrument_id: str, batch: FeedBatch) -> None:
@@ -439,17 +618,67 @@ class Session:
                                      trades.aggressor[ti:tj])
                 ti = tj
 
+    # -- checks of what comes in -----------------------------------------------------------------
+    def _check_signal(self, signal: Signal) -> Instrument:
+        """The signal's own fields (not the market's): OrderError / UnknownInstrumentError naming the fault."""
+        if not isinstance(signal, Signal):
+            raise OrderError(f"a strategy must yield Signals, got {type(signal).__name__}")
+        for name in ("strategy_id", "signal_id"):
+            value = getattr(signal, name)
+            if not isinstance(value, str) or not value.strip():
+                raise OrderError(f"signal {name} is {value!r}: expected a non-empty string (the client order id "
+                                 "derives from strategy_id and signal_id)")
+        where = f"signal {signal.strategy_id}:{signal.signal_id}"
+        if not isinstance(signal.side, Side):
+            raise OrderError(f"{where}: side is {signal.side!r}; expected Side.BUY or Side.SELL")
+        strength = signal.strength
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength) \
+                or not 0 <= strength <= 1:
+            raise OrderError(f"{where}: strength is {strength!r}; expected a number in [0, 1]")
+        quantity = signal.quantity
+        if quantity is not None:
+            if isinstance(quantity, bool) or not isinstance(quantity, (Decimal, int)):
+                raise OrderError(f"{where}: quantity is {quantity!r}; expected a Decimal (exact units)")
+            if not Decimal(quantity).is_finite() or Decimal(quantity) <= 0:
+                raise OrderError(f"{where}: quantity is {quantity}; expected a positive finite Decimal")
+        return self._tradable(signal.instrument_id)
+
+    def _reference_snapshot(self, instrument_id: str) -> QuoteSnapshot:
+        """The last quote of ``instrument_id`` as a usable reference: DataError when missing, crossed or stale."""
+        quote = self._quotes.get(instrument_id)
+        if quote is None:
+            raise DataError(f"{STALE_OR_CROSSED}: no quote for {instrument_id} yet at {ns_to_iso(self._now)}; "
+                            "expected market data before the first order")
+        ts, bid, ask, bid_sz, ask_sz = quote
+        if not (np.isfinite(bid) and np.isfinite(ask)) or bid <= 0 or ask <= 0 or bid >= ask:
+            kind = "locked" if bid == ask else "crossed" if bid > ask else "invalid"
+            raise DataError(f"{STALE_OR_CROSSED}: the last {instrument_id} quote ({ns_to_iso(ts)}) is {kind}: "
+                            f"bid {bid} / ask {ask}; expected bid < ask to price an order against")
+        max_age_ns = self.config.risk.max_quote_age_ms * 1_000_000
+        if self._now - ts > max_age_ns:
+            raise DataError(f"{STALE_OR_CROSSED}: the last {instrument_id} quote is {(self._now - ts) / _NS:.3f} s "
+                            f"old at {ns_to_iso(self._now)}; expected at most risk.max_quote_age_ms "
+                            f"{self.config.risk.max_quote_age_ms} ms")
+        return QuoteSnapshot.from_quote(instrument_id, ts, bid, ask, max(bid_sz, 0.0) if np.isfinite(bid_sz) else 0,
+                                        max(ask_sz, 0.0) if np.isfinite(ask_sz) else 0)
+
+    def _hours_problem(self, instrument: Instrument) -> str | None:
+        extended = self.config.session.extended_hours
+        if is_trading(instrument, self._now, extended_hours=extended):
+            return None
+        calendar = instrument.trading_hours.calendar or "trading hours"
+        return (f"market hours: {instrument.instrument_id} is not trading at {ns_to_iso(self._now)} "
+                f"(exchange calendar {calendar}; extended hours {'on' if extended else 'off'})")
+
     # -- the order path ----------------------------------------------------------------------
     def _record(self, signal: Signal, outcome: str, reason: str, orders: Iterable[Order] = ()) -> None:
         decision = Decision(self._now, signal.strategy_id, signal.signal_id, signal.instrument_id, outcome, reason,
                             tuple(o.client_order_id for o in orders))
         self.decisions.append(decision)
+        self._decided.add((decision.strategy_id, decision.signal_id))
         self._journal.append({"kind": "decision", "decision": {**decision.__dict__,
                                                                "client_order_ids": list(decision.client_order_ids)}},
                              sync=False)
-
-    def _reference(self, instrument_id: str) -> tuple[int, float, float, float, float] | None:
-        return self._quotes.get(instrument_id)
 
     def _volatility_bps(self, instrument_id: str) -> float:
         mids = self._mids.get(instrument_id)
@@ -458,64 +687,108 @@ class Session:
         returns = np.diff(np.log(np.asarray(mids)))
         return float(np.std(returns) * 1e4)
 
-    async def _on_signal(self, signal: Signal) -> list[Order]:
-        instrument = self._instrument(signal.instrument_id)
+    def _vwap_schedule(self, instrument_id: str, quantity: Decimal) -> VwapSchedule | None:
+        """VWAP for an instrument with a volume profile: longer for larger orders.
+
+        ``router.vwap_min_minutes`` at the slicing threshold (``twap_adv_fraction`` of ADV),
+        one more minute per further fifth of the threshold, at most ``vwap_max_minutes``.
+        """
+        profile = self.volume_profiles.get(instrument_id)
+        adv = self.adv.get(instrument_id)
+        if profile is None or adv is None:
+            return None
+        r = self.config.router
+        threshold = adv * Decimal(repr(r.twap_adv_fraction))
+        extra = int((quantity / threshold - 1) * 5) if quantity > threshold else 0
+        return VwapSchedule(min(max(r.vwap_min_minutes + extra, r.vwap_min_minutes), r.vwap_max_minutes), profile)
+
+    async def _on_signal(self, signal: Signal, *, raise_errors: bool) -> list[Order]:
+        """Size, route and send one signal. ``raise_errors``: a notebook's submit (bad input raises, nothing
+        stored); else a strategy's signal, whose faults are recorded as a rejected decision."""
+        try:
+            instrument = self._check_signal(signal)
+        except TradebookError as exc:
+            if raise_errors or not isinstance(signal, Signal):
+                raise
+            self._record(signal, "rejected", f"{type(exc).__name__}: {exc}")
+            return []
         base = f"{signal.strategy_id}:{signal.signal_id}"
         existing = [o for o in self.oms.orders()
                     if o.intent.intent_id == base or o.intent.intent_id.startswith(base + ":")]
         if existing:  # a re-run cell or a replay resumed after a crash: this signal was handled
+            if (signal.strategy_id, signal.signal_id) not in self._decided:
+                # the process stopped after the orders were durable and before the decision was written
+                outcome = "sent" if any(o.status is not OrderStatus.REJECTED for o in existing) else "rejected"
+                self._record(signal, outcome, "recovered after a restart: its orders were already durable", existing)
             return existing
-        quote = self._reference(signal.instrument_id)
-        if quote is None:
-            self._record(signal, "rejected", f"no quote for {signal.instrument_id} yet")
-            return []
-        if not is_trading(instrument, self._now, extended_hours=self.config.session.extended_hours):
-            self._record(signal, "rejected", f"{signal.instrument_id} is not trading at this time (exchange "
-                                             "calendar; extended hours "
-                                             f"{'on' if self.config.session.extended_hours else 'off'})")
-            return []
-        ts, bid, ask, bid_sz, ask_sz = quote
-        try:
-            snapshot = QuoteSnapshot.from_quote(signal.instrument_id, ts, bid, ask, bid_sz, ask_sz)
-        except TradebookError as exc:
-            self._record(signal, "rejected", f"reference quote unusable: {exc}")
-            return []
-        decision = self.sizer.size(signal, instrument, snapshot.mid, self.portfolio.equity)
-        if decision.quantity is None:
-            self._record(signal, "no order", decision.reason)
+        if (signal.strategy_id, signal.signal_id) in self._decided:
+            return []  # decided before (no order, deferred, rejected): deciding again would repeat it
+        hours = self._hours_problem(instrument)
+        if hours is not None:
+            self._record(signal, "rejected", hours)
             return []
         try:
+            snapshot = self._reference_snapshot(signal.instrument_id)
+            decision = self.sizer.size(signal, instrument, snapshot.mid, self.portfolio.equity)
+            if decision.quantity is None:
+                self._record(signal, "no order", decision.reason)
+                return []
             plan = self.router.route(signal, decision.quantity, snapshot, instrument, account_id=self.account_id,
                                      adv=self.adv.get(signal.instrument_id),
-                                     volatility_bps=self._volatility_bps(signal.instrument_id), ts_ns=self._now)
+                                     volatility_bps=self._volatility_bps(signal.instrument_id), ts_ns=self._now,
+                                     schedule=self._vwap_schedule(signal.instrument_id, decision.quantity))
         except TradebookError as exc:
-            self._record(signal, "rejected", f"router: {exc}")
+            if raise_errors:
+                raise
+            self._record(signal, "rejected", f"{type(exc).__name__}: {exc}")
             return []
         if plan.algo is not None:
             released = {intent.intent_id for intent in plan.intents}
             for child in plan.children:
                 if plan.algo.child_id(child.index) not in released:
                     self._scheduled.append(_Scheduled(child.release_ts_ns, plan.algo, child, signal))
-        orders = []
+        orders: list[Order] = []
+        deferred = False
         for intent in plan.intents:
-            orders.extend(await self._send(intent, signal))
-        outcome = "sent" if any(o.status is not OrderStatus.REJECTED for o in orders) else "rejected"
-        if not orders and plan.algo is not None:
+            sent = await self._send(intent, signal)
+            deferred = deferred or not sent
+            orders.extend(sent)
+        why = f"sizing: {decision.reason}; router {plan.rule}: {plan.explanation}"
+        if plan.algo is not None and not orders and not deferred:
             outcome = "scheduled"
-        self._record(signal, outcome, f"{plan.rule}: {plan.explanation}", orders)
+        elif deferred and not orders:
+            outcome = "deferred"
+            why = f"{why}; {self._deferred[-1].reason if self._deferred else 'deferred'}"
+        elif any(o.status is not OrderStatus.REJECTED for o in orders):
+            outcome = "sent"
+        else:
+            outcome = "rejected"
+            why = f"{why}; {'; '.join(o.reason for o in orders)}"
+        self._record(signal, outcome, why, orders)
         return orders
+
+    async def _submit_intent(self, intent: OrderIntent) -> list[Order]:
+        """A ready intent from a notebook: checked like a signal's (bad input raises, nothing stored)."""
+        instrument = self._tradable(intent.instrument_id)
+        try:
+            return [self.oms.order(intent.client_order_id)]  # sent before: nothing new
+        except OrderError:
+            pass
+        self._reference_snapshot(intent.instrument_id)
+        self.risk.check(intent, instrument, self._risk_context(intent.instrument_id))  # malformed: raises
+        return await self._send(intent, None)
 
     def _net_positions(self) -> dict[str, Decimal]:
         return {inst: qty for (acct, inst), qty in self.portfolio.net_positions(self.account_id).items()}
 
     def _risk_context(self, instrument_id: str) -> RiskContext:
-        quote = self._reference(instrument_id)
+        quote = self._quotes.get(instrument_id)
         reference = None
         if quote is not None and all(np.isfinite(quote[1:3])):
             ts, bid, ask, bid_sz, ask_sz = quote
             reference = ReferenceQuote(Decimal(repr(bid)), Decimal(repr(ask)),
-                                       Decimal(repr(bid_sz)) if bid_sz > 0 else None,
-                                       Decimal(repr(ask_sz)) if ask_sz > 0 else None, ts)
+                                       Decimal(repr(bid_sz)) if np.isfinite(bid_sz) and bid_sz > 0 else None,
+                                       Decimal(repr(ask_sz)) if np.isfinite(ask_sz) and ask_sz > 0 else None, ts)
         prices = {i: p for i in self.instruments if (p := self.portfolio.last_price(i)) is not None}
         return RiskContext(now_ns=self._now, equity=self.portfolio.equity, daily_pnl=self._daily_pnl(),
                            quote=reference, positions=self._net_positions(), prices=prices,
@@ -525,27 +798,51 @@ class Session:
         day = self._now // (86_400 * _NS) * 86_400 * _NS
         if day != self._day_start_ns:
             self._day_start_ns = day
-            self._day_start_equity = self.portfolio.equity_at(day) if hasattr(self.portfolio, "equity_at") \
-                else self.portfolio.equity
+            self._day_start_equity = self.portfolio.equity_at(day)
         return self.portfolio.equity - self._day_start_equity
 
-    async def _send(self, intent: OrderIntent, signal: Signal | None) -> list[Order]:
-        """Risk, breaker, then the order manager (which makes the intent durable before the venue sees it)."""
+    def _breaker_open(self) -> bool:
+        """The breaker refuses calls now (looked at without using up a half-open trial)."""
+        state = self.breaker.state
+        if state is BreakerState.HALF_OPEN:
+            return True  # its one trial is in flight
+        if state is BreakerState.OPEN:
+            opened = self.breaker.transitions[-1].ts_ns
+            return self._now - opened < self.breaker.cooldown_ns
+        return False
+
+    async def _send(self, intent: OrderIntent, signal: Signal | None, deferred: _Deferred | None = None) -> list[Order]:
+        """Hours, breaker, risk, then the order manager (which makes the intent durable before the venue sees it).
+
+        Returns [] when the spread filter deferred the order (it is tried again at the next steps).
+        """
         try:
-            existing = self.oms.order(intent.client_order_id)
+            return [self.oms.order(intent.client_order_id)]
         except OrderError:
-            existing = None
-        if existing is not None:
-            return [existing]
+            pass
         instrument = self._instrument(intent.instrument_id)
+        hours = self._hours_problem(instrument)
+        if hours is not None:
+            return [self.oms.reject(intent, hours)]
+        if self._breaker_open():
+            return [self.oms.reject(intent, f"circuit breaker open after repeated venue failures "
+                                            f"({self.venue.name}): {self.breaker.transitions[-1].reason}")]
         decision = self.risk.check(intent, instrument, self._risk_context(intent.instrument_id))
-        if decision.action is RiskAction.DEFER and signal is not None:
-            self._deferred.append(_Deferred(intent, signal, self._now))  # tried again at the next steps
+        if decision.action is RiskAction.DEFER:
+            if deferred is None:
+                deferred = _Deferred(intent, signal, self._now, decision.reason)
+            deferred.reason = decision.reason
+            self._deferred.append(deferred)  # the same entry: its attempts keep counting
+            log.info("deferred %s: %s", intent.intent_id, decision.reason)
             return []
         if not decision.accepted:
             return [self.oms.reject(intent, f"risk {decision.check}: {decision.reason}")]
-        if not self.breaker.allow(self._now):
-            return [self.oms.reject(intent, f"circuit breaker open after venue failures ({self.venue.name})")]
+        if intent.instrument_id in self.oms.blocked_instruments():
+            return [self.oms.reject(intent, f"{intent.instrument_id} has orders in an unknown state after a fault; "
+                                            "no new order until reconciliation resolves them")]
+        if not self.breaker.allow(self._now):  # the half-open trial went to another order meanwhile
+            return [self.oms.reject(intent, f"circuit breaker open after repeated venue failures "
+                                            f"({self.venue.name})")]
         order = await self.oms.submit(intent)
         self.risk.record_sent(self._now)
         if order.status is OrderStatus.REJECTED and order.reason.startswith("venue error"):
@@ -555,42 +852,79 @@ class Session:
         return [order]
 
     async def _release_due(self) -> None:
-        due = [s for s in self._scheduled if s.release_ts_ns <= self._now]
+        due = sorted((s for s in self._scheduled if s.release_ts_ns <= self._now),
+                     key=lambda s: (s.release_ts_ns, s.child.index))
         self._scheduled = [s for s in self._scheduled if s.release_ts_ns > self._now]
         for item in due:
-            quote = self._reference(item.parent.intent.instrument_id)
-            if quote is None:
+            instrument_id = item.parent.intent.instrument_id
+            try:
+                snapshot = self._reference_snapshot(instrument_id)
+                intent = self.router.price_child(item.parent, item.child, snapshot,
+                                                 adv=self.adv.get(instrument_id),
+                                                 volatility_bps=self._volatility_bps(instrument_id),
+                                                 ts_ns=self._now)
+            except DataError as exc:  # no usable quote right now: the slice waits a second
+                log.info("slice %s waits: %s", item.parent.child_id(item.child.index), exc)
                 self._scheduled.append(replace(item, release_ts_ns=self._now + _NS))
                 continue
-            snapshot = QuoteSnapshot.from_quote(item.parent.intent.instrument_id, *quote)
-            intent = self.router.price_child(item.parent, item.child, snapshot,
-                                             adv=self.adv.get(item.parent.intent.instrument_id),
-                                             volatility_bps=self._volatility_bps(item.parent.intent.instrument_id),
-                                             ts_ns=self._now)
             await self._send(intent, item.signal)
         deferred, self._deferred = self._deferred, []
-        for item in deferred:
-            item.attempts += 1
-            if item.attempts > 30:
-                self.oms.reject(item.intent, "deferred for 30 steps: the spread or book never allowed it")
+        for entry in deferred:
+            entry.attempts += 1
+            if entry.attempts > MAX_DEFERRED_STEPS:
+                self.oms.reject(entry.intent, f"deferred for {MAX_DEFERRED_STEPS} steps: the spread or book never "
+                                              "allowed it")
                 continue
-            await self._send(item.intent, item.signal)
+            await self._send(entry.intent, entry.signal, entry)
 
-    async def _check_daily_loss(self) -> None:
-        tripped = self.risk.check_daily_loss(self._daily_pnl(), self._now)
-        if tripped is not None and not tripped.accepted:
-            self._journal.append({"kind": "kill_switch", "mode": "halted", "reason": tripped.reason,
-                                  "ts_ns": self._now})
+    def _sample_equity(self) -> None:
+        """Remember equity at the first step of each minute of session time (for the equity curve)."""
+        minute = self._now // (60 * _NS)
+        if not self._equity_curve or self._equity_curve[-1][0] // (60 * _NS) != minute:
+            p = self.portfolio
+            self._equity_curve.append((self._now, p.equity, p.cash, p.realised_pnl, p.unrealised_pnl))
+
+    def _check_daily_loss(self) -> None:
+        self.risk.check_daily_loss(self._daily_pnl(), self._now)  # halts the kill switch (journaled) once
 
     async def _set_kill_switch(self, mode: str, reason: str) -> None:
         {"halted": self.kill_switch.halt, "reduce_only": self.kill_switch.reduce_only,
          "normal": self.kill_switch.resume}[mode](reason, self._now)
-        self._journal.append({"kind": "kill_switch", "mode": mode, "reason": reason, "ts_ns": self._now})
+        if mode == "normal" and self._flatten_request is not None:
+            self._flatten_request = None
+            self._journal.append({"kind": "flatten_done", "reason": reason, "ts_ns": self._now})
 
     async def _flatten(self, reason: str) -> list[Order]:
+        request_id = f"flatten:{self._now}"
         self.kill_switch.request_flatten(reason, self._now)
-        self._journal.append({"kind": "kill_switch", "mode": "reduce_only", "reason": reason, "ts_ns": self._now})
+        self._flatten_request = (request_id, reason)
+        self._journal.append({"kind": "flatten", "request_id": request_id, "reason": reason, "ts_ns": self._now})
         self._scheduled.clear()
-        self._deferred.clear()
-        orders = await self.oms.flatten(f"flatten:{self._now}", cancel_timeout_s=0.5)
+        dropped, self._deferred = self._deferred, []
+        for entry in dropped:  # never sent: recorded as refused, so the deferral has an end in the log
+            self.oms.reject(entry.intent, f"flatten ({reason}): a deferred order is not sent")
+        cancelled = await self.oms.cancel_all()
+        closing = await self._close_positions_if_flattening()
+        return [*cancelled, *closing]
+
+    async def _close_positions_if_flattening(self) -> list[Order]:
+        """The flatten's closing orders, once every cancel it asked for has been answered."""
+        if self._flatten_request is None:
+            return []
+        if any(o.status is OrderStatus.PENDING_CANCEL for o in self.oms.working_orders()):
+            return []  # the venue answers at its next step of time
+        request_id, reason = self._flatten_request
+        orders = await self.oms.flatten(request_id, cancel_timeout_s=0)
+        self._flatten_request = None
+        self.kill_switch.flatten_done(f"flatten sent {len(orders)} closing order(s)", self._now)
+        self._journal.append({"kind": "flatten_done", "reason": reason, "ts_ns": self._now})
         return orders
+
+
+def _positive_decimal(value: Any, what: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (Decimal, int, float)):
+        raise ConfigError(f"{what} is {value!r}; expected a positive number")
+    number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if not number.is_finite() or number <= 0:
+        raise ConfigError(f"{what} is {value!r}; expected a positive finite number")
+    return number
