@@ -546,3 +546,54 @@ def test_invalid_configuration_and_session_arguments_are_refused_before_anything
         Session(store, calibrations=["ETHUSDT.BINANCE"], state_dir=state)
     assert not state.exists()
     assert footprint(store, tmp_path) == before
+
+
+# -- retries of algo slices -------------------------------------------------------------------
+def flat_batches(start_ns: int, seconds: int, bid: str = "60000.00", ask: str = "60000.50") -> list[FeedBatch]:
+    """A quiet market: one quote a second, no trades, so a resting order never fills by the trade rule."""
+    out = []
+    for i in range(seconds):
+        ts = np.array([start_ns + i * SECOND], dtype=np.int64)
+        quotes = QuoteArrays(ts, np.array([float(bid)]), np.array([float(ask)]), np.array([5.0]), np.array([5.0]))
+        out.append(FeedBatch(start_ns + i * SECOND, start_ns + (i + 1) * SECOND, {BTC: quotes}))
+    return out
+
+
+def test_an_unfilled_slice_is_cancelled_and_retried_one_tick_more_aggressive(store, tmp_path, sessions, batches):
+    s = start(store, tmp_path, sessions, adv={BTC: Decimal("10")})
+    quiet = flat_batches(batches[0].start_ns, 200)
+    steps(s, quiet, 0, 3)
+    s.submit(signal("rt", strength=0.5, quantity="0.5"))  # 5 % of ADV: TWAP of 5 x 0.1, 60 s apart
+    first = s.oms.order_for_intent("nb:rt:slice:1")
+    assert first.intent.limit_price == Decimal("60000.49")  # improve: bid + offset, capped one tick under the ask
+    steps(s, quiet, 3, 3 + 61)  # a minute without a fill: the slice is cancelled, then retried
+    assert str(s.oms.order(first.client_order_id).status) == "cancelled"
+    retried = s.oms.order_for_intent("nb:rt:slice:1:retry:1")
+    assert retried.intent.limit_price == Decimal("60000.50")  # one tick more aggressive: now at the ask
+    steps(s, quiet, 64, 70)
+    retried = s.oms.order(retried.client_order_id)
+    assert str(retried.status) == "filled" and retried.avg_price == Decimal("60000.50")
+
+
+class SliceRejectingVenue(PaperVenue):
+    """A venue that refuses every algo slice (as a broker would refuse an order type it does not take)."""
+
+    async def submit(self, intent: OrderIntent) -> None:
+        if ":slice:" in intent.intent_id:
+            raise ConnectionError("order refused by the venue")
+        await super().submit(intent)
+
+
+def test_a_slice_rejected_three_more_times_is_escalated_with_an_alert(store, tmp_path, sessions, batches):
+    venue = SliceRejectingVenue.from_store(store, [BTC], tmp_path / "state" / "paper")
+    config = TradebookConfig(risk=RiskConfig(breaker_failures=10))
+    s = start(store, tmp_path, sessions, adv={BTC: Decimal("10")}, venue=venue, config=config)
+    quiet = flat_batches(batches[0].start_ns, 20)
+    steps(s, quiet, 0, 3)
+    s.submit(signal("esc", strength=0.5, quantity="0.5"))
+    steps(s, quiet, 3, 8)
+    ids = s.orders().sort_values("ts_init_ns")["intent_id"].tolist()
+    assert ids == ["nb:esc:slice:1"] + [f"nb:esc:slice:1:retry:{n}" for n in (1, 2, 3)]
+    assert set(s.orders()["status"]) == {"rejected"}
+    [alert] = [a for a in s.alerts if a.kind == "escalation"]
+    assert alert.message.startswith("nb:esc:slice:1: rejected after 3 retries") and "0.1" in alert.message

@@ -60,7 +60,7 @@ import pandas as pd
 from tradebook.config import SessionMode, TradebookConfig
 from tradebook.data.feeds import FeedBatch, ReplayFeed
 from tradebook.errors import ConfigError, DataError, OrderError, TradebookError, UnknownInstrumentError
-from tradebook.execution.algos import VwapSchedule
+from tradebook.execution.algos import Escalation, RetryPolicy, VwapSchedule
 from tradebook.execution.journal import Journal
 from tradebook.execution.oms import Alert, OrderManager
 from tradebook.execution.risk import (
@@ -130,6 +130,18 @@ class _Scheduled:
     parent: Any  # algos.ParentOrder
     child: Any  # algos.ScheduledChild
     signal: Signal
+
+
+@dataclass
+class _Child:
+    """An algo slice at the venue, watched so that a rejected or unfilled one is retried."""
+
+    intent: OrderIntent
+    signal: Signal | None
+    released_ts_ns: int
+    interval_s: float
+    attempt: int = 0  # retries so far
+    cancelling: bool = False  # cancelled for a retry; the retry goes once the venue confirms
 
 
 @dataclass
@@ -279,6 +291,8 @@ class Session:
         self._quotes: dict[str, tuple[int, float, float, float, float]] = {}
         self._mids: dict[str, deque[float]] = {}
         self._scheduled: list[_Scheduled] = []
+        self._children: dict[str, _Child] = {}
+        self.retry_policy = RetryPolicy(max_retries=self.config.router.max_retries)
         self._deferred: list[_Deferred] = []
         self._flatten_request: tuple[str, str] | None = None  # (request id, reason) until closing orders are out
         self._equity_curve: list[tuple[int, Decimal, Decimal, Decimal, Decimal]] = []  # one point a minute
@@ -753,6 +767,8 @@ class Session:
             sent = await self._send(intent, signal)
             deferred = deferred or not sent
             orders.extend(sent)
+            if plan.algo is not None:
+                self._watch_children(sent, intent, signal, plan.algo)
         why = f"sizing: {decision.reason}; router {plan.rule}: {plan.explanation}"
         if plan.algo is not None and not orders and not deferred:
             outcome = "scheduled"
@@ -867,7 +883,8 @@ class Session:
                 log.info("slice %s waits: %s", item.parent.child_id(item.child.index), exc)
                 self._scheduled.append(replace(item, release_ts_ns=self._now + _NS))
                 continue
-            await self._send(intent, item.signal)
+            self._watch_children(await self._send(intent, item.signal), intent, item.signal, item.parent)
+        await self._retry_children()
         deferred, self._deferred = self._deferred, []
         for entry in deferred:
             entry.attempts += 1
@@ -876,6 +893,56 @@ class Session:
                                               "allowed it")
                 continue
             await self._send(entry.intent, entry.signal, entry)
+
+    def _watch_children(self, orders: list[Order], intent: OrderIntent, signal: Signal | None, parent: Any) -> None:
+        interval = float(getattr(parent.schedule, "interval_s", 60.0))
+        for order in orders:
+            if not order.reason.startswith("risk"):  # a risk refusal is final: retrying cannot help
+                self._children[order.client_order_id] = _Child(intent, signal, self._now, interval)
+
+    async def _retry_children(self) -> None:
+        """Re-price and resend algo slices the venue rejected or that outlived their interval unfilled.
+
+        At most ``router.max_retries`` times each (one tick more aggressive per try, see
+        :class:`RetryPolicy`); then the slice is escalated: an alert, and the rest of it is
+        left undone rather than chased.
+        """
+        for coid, child in list(self._children.items()):
+            order = self.oms.order(coid)
+            if order.status is OrderStatus.FILLED:
+                del self._children[coid]
+                continue
+            rejected_by_venue = order.status is OrderStatus.REJECTED and not order.reason.startswith("risk")
+            finished_short = order.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED) and order.remaining > 0
+            if not (rejected_by_venue or finished_short):
+                if not order.is_done and not child.cancelling and self.retry_policy.is_unfilled(
+                        child.released_ts_ns, self._now, interval_s=child.interval_s):
+                    child.cancelling = True
+                    await self.oms.cancel(coid)
+                continue
+            del self._children[coid]
+            instrument = self._instrument(order.intent.instrument_id)
+            try:
+                snapshot = self._reference_snapshot(instrument.instrument_id)
+            except DataError:
+                self._children[coid] = child  # no usable quote now: look again next step
+                continue
+            attempt = child.attempt + 1
+            outcome = self.retry_policy.retry(child.intent, attempt, snapshot, self._now, instrument=instrument,
+                                              quantity=order.remaining,
+                                              reason="rejected" if rejected_by_venue else "unfilled")
+            if isinstance(outcome, Escalation):
+                alert = Alert(self._now, "escalation", f"{outcome.intent_id}: {outcome.reason} after "
+                                                       f"{outcome.attempts} retries; {order.remaining} left undone")
+                self.alerts.append(alert)
+                self._journal.append({"kind": "alert", "ts_ns": alert.ts_ns, "alert_kind": alert.kind,
+                                      "message": alert.message})
+                log.warning("escalation: %s", alert.message)
+                continue
+            for retried in await self._send(outcome, child.signal):
+                if not retried.reason.startswith("risk"):
+                    self._children[retried.client_order_id] = _Child(outcome, child.signal, self._now,
+                                                                     child.interval_s, attempt)
 
     def _sample_equity(self) -> None:
         """Remember equity at the first step of each minute of session time (for the equity curve)."""
