@@ -328,7 +328,8 @@ def test_twap_releases_five_children_sixty_seconds_apart(store, tmp_path, sessio
     assert s.scheduled()[["intent_id", "release_ts_ns", "quantity"]].values.tolist() == \
         [[f"nb:twap:slice:{i}", t0 + (i - 1) * 60 * SECOND, Decimal("0.10000")] for i in range(2, 6)]
     steps(s, batches, 3, 3 + 4 * 60)
-    children = s.orders().sort_values("ts_init_ns")
+    every = s.orders().sort_values("ts_init_ns")
+    children = every[~every["intent_id"].str.contains(":retry:")]  # unfilled slices are retried (next test)
     assert children["intent_id"].tolist() == [f"nb:twap:slice:{i}" for i in range(1, 6)]
     assert children["ts_init_ns"].tolist() == [t0 + i * 60 * SECOND for i in range(5)]
     assert set(children["quantity"]) == {Decimal("0.1")} and set(children["order_type"]) == {"limit"}
@@ -352,7 +353,8 @@ def test_vwap_slices_follow_the_volume_profile(store, tmp_path, sessions, batche
     s.submit(signal("vwap", strength=0.5, quantity="0.11"))
     assert "vwap over 5 slices" in s.decisions_frame().iloc[-1]["reason"]
     steps(s, batches, 3, 3 + 4 * 60)
-    children = s.orders().sort_values("ts_init_ns")
+    every = s.orders().sort_values("ts_init_ns")
+    children = every[~every["intent_id"].str.contains(":retry:")]
     assert children[["intent_id", "quantity", "ts_init_ns"]].values.tolist() == [
         [f"nb:vwap:slice:{i + 1}", Decimal(q), t0 + i * 60 * SECOND]
         for i, q in enumerate(["0.011", "0.022", "0.033", "0.022", "0.022"])]
