@@ -62,7 +62,7 @@ from tradebook.data.feeds import FeedBatch, ReplayFeed
 from tradebook.errors import ConfigError, DataError, OrderError, TradebookError, UnknownInstrumentError
 from tradebook.execution.algos import Escalation, RetryPolicy, VwapSchedule
 from tradebook.execution.journal import Journal
-from tradebook.execution.oms import Alert, OrderManager
+from tradebook.execution.oms import Alert, OrderManager, intent_from_record, intent_to_record
 from tradebook.execution.risk import (
     STALE_OR_CROSSED,
     BreakerState,
@@ -313,9 +313,12 @@ class Session:
     # -- state that survives a restart ----------------------------------------------------
     def _recover_session_journal(self) -> int | None:
         resume = None
+        deferred: dict[str, _Deferred] = {}  # deferrals by client order id, with the steps tried since
         for record in self._journal.records():
             kind = record["kind"]
             if kind == "batch":
+                for entry in deferred.values():
+                    entry.attempts += 1
                 resume = record["end_ns"]
                 self._now = max(self._now, record["end_ns"] - 1)
                 self._last_end_ns = max(self._last_end_ns, record["end_ns"])
@@ -338,6 +341,12 @@ class Session:
             elif kind == "flatten_done":
                 self._flatten_request = None
                 self.kill_switch.flatten_done(record["reason"], record["ts_ns"])
+            elif kind == "deferred":
+                intent = intent_from_record(record["intent"])
+                deferred.setdefault(intent.client_order_id, _Deferred(intent, None, record["ts_ns"], record["reason"],
+                                                                      attempts=-1))  # its own step is no retry
+        known = {o.client_order_id for o in self.oms.orders()}  # sent or refused since: settled
+        self._deferred = [entry for coid, entry in deferred.items() if coid not in known]
         return resume
 
     def _journal_kill_switch(self, transition: KillSwitchTransition) -> None:
@@ -847,6 +856,9 @@ class Session:
         if decision.action is RiskAction.DEFER:
             if deferred is None:
                 deferred = _Deferred(intent, signal, self._now, decision.reason)
+                # journaled: a restart retries it instead of forgetting the signal it came from
+                self._journal.append({"kind": "deferred", "intent": intent_to_record(intent), "ts_ns": self._now,
+                                      "reason": decision.reason})
             deferred.reason = decision.reason
             self._deferred.append(deferred)  # the same entry: its attempts keep counting
             log.info("deferred %s: %s", intent.intent_id, decision.reason)

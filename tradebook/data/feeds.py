@@ -149,6 +149,8 @@ class ReplayFeed:
     def batches(self, from_ns: int | None = None) -> Iterator[FeedBatch]:
         """Batches from ``from_ns`` (a resume point: the end of the last batch processed) to the end."""
         start = self.start_ns if from_ns is None else max(int(from_ns), self.start_ns)
+        if start >= self.end_ns:
+            return  # resumed at the end (the last batch was processed): nothing is left
         # steps stay on the feed's grid so a resumed replay cuts batches where the first run did
         offset = (start - self.start_ns) % self.step_ns
         t = start - offset

@@ -8,7 +8,8 @@ portfolio; fills are fdatasync'd before they move a position (see ``SYNC_POLICIE
 for why acks need not wait for the disk). The journal is the source of truth; DuckDB is a copy written in batches by
 :meth:`OrderManager.flush` (explicitly, or from a background thread every
 ``flush_interval_ms``), never on the hot path: a single DuckDB insert costs more than
-the whole order path may take.
+the whole order path may take. A flush first makes the journal durable up to what it
+copies, so the store is never ahead of the journal, even after a power loss.
 
 Idempotence: the client order id derives from the intent id, and the manager refuses
 to send an intent whose client order id it already knows (in memory or from the
@@ -641,6 +642,10 @@ class OrderManager:
                 positions = [p for p in (self.portfolio.position(*k) for k in sorted(keys)) if p is not None]
             try:
                 batch = self._batch(records, orders, positions)
+                # The store must never hold a record the journal could still lose: acks are
+                # appended without fdatasync, and a DuckDB commit is durable. After a power
+                # loss, a store ahead of its journal refuses to start (see _replay).
+                self.journal.commit()
                 self.store.write_order_path(batch)
             except BaseException:
                 with self._lock:
@@ -978,13 +983,17 @@ def _stop_intent(entry: Order, ts_ns: int) -> OrderIntent:
         reason=f"stop-loss of {intent.intent_id}")
 
 
-def _intent_to_dict(intent: OrderIntent) -> dict[str, Any]:
+def intent_to_record(intent: OrderIntent) -> dict[str, Any]:
+    """An intent as a journal value (the journal keeps its Decimals exact); :func:`intent_from_record` reverses it."""
     return {name: getattr(intent, name) for name in _INTENT_FIELDS}
 
 
-def _intent_from_dict(data: dict[str, Any]) -> OrderIntent:
+def intent_from_record(data: dict[str, Any]) -> OrderIntent:
     return OrderIntent(**{**data, "side": Side(data["side"]), "order_type": OrderType(data["order_type"]),
                           "time_in_force": TimeInForce(data["time_in_force"])})
+
+
+_intent_to_dict, _intent_from_dict = intent_to_record, intent_from_record
 
 
 def _fill_to_dict(fill: Fill) -> dict[str, Any]:
