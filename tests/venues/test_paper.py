@@ -174,12 +174,12 @@ def test_market_order_fills_at_the_model_price_with_its_fee(tmp_path, model, fra
     at = arrival(model, request_ts, 0)
     accepted, filled = recorder.of(buy)
     assert (accepted.event_type, accepted.ts_event_ns, accepted.ts_init_ns, accepted.venue_order_id) == \
-        (OrderEventType.ACCEPTED, at, INIT_CLOCK, "paper-1")
+        (OrderEventType.ACCEPTED, at, INIT_CLOCK, f"{venue.order_id_prefix}-1")
     quote = quote_at(quotes, at)
     ask = dec(quote["ask_px"])
     fill = filled.fill
     assert filled.event_type is OrderEventType.FILLED and filled.ts_event_ns == at
-    assert (fill.fill_id, fill.quantity, fill.price, fill.liquidity) == ("paper-1-1", Decimal("0.01"), ask, "taker")
+    assert (fill.fill_id, fill.quantity, fill.price, fill.liquidity) == (f"{venue.order_id_prefix}-1-1", Decimal("0.01"), ask, "taker")
     assert fill.fee == Decimal("0.01") * ask * TEN_BPS
     assert recorder.orders[buy.client_order_id].status is OrderStatus.FILLED
 
@@ -359,13 +359,13 @@ def test_restart_recovers_the_books_and_working_orders_still_fill(tmp_path, mode
     assert recorder_after.of(resting, OrderEventType.ACCEPTED) == []  # acknowledged before the crash
     (filled,) = recorder_after.of(resting, OrderEventType.FILLED)
     trade = first_trade_through(trades, arrival(model, resume_ts, 0), limit)
-    assert (filled.ts_event_ns, filled.fill.price, filled.fill.fill_id) == (int(trade["ts_ns"]), limit, "paper-2-1")
+    assert (filled.ts_event_ns, filled.fill.price, filled.fill.fill_id) == (int(trade["ts_ns"]), limit, f"{restarted.order_id_prefix}-2-1")
     assert [e.event_type for e in recorder_after.of(late)] == [OrderEventType.ACCEPTED]
     assert recorder_after.of(late)[0].ts_event_ns == arrival(model, resume_ts, 1)
     assert run(restarted.positions()) == {BTC: Decimal("0.02")}
     assert run(restarted.account()).cash == books[1] - Decimal("0.01") * limit - filled.fill.fee
     assert recorder_after.orders[resting.client_order_id].status is OrderStatus.FILLED
-    assert [f.fill_id for f in run(restarted.fills())] == ["paper-1-1", "paper-2-1"]
+    assert [f.fill_id for f in run(restarted.fills())] == [f"{restarted.order_id_prefix}-{n}-1" for n in (1, 2)]
 
 
 # -- bad input ------------------------------------------------------------------------------
@@ -455,7 +455,7 @@ def test_restart_keeps_a_partial_fill_and_resends_pending_cancels_and_replaces(t
     replaced, second = recorder.of(joined)[-2:]
     assert (replaced.event_type, replaced.quantity) == (OrderEventType.REPLACED, Decimal("0.2"))
     assert (second.fill.fill_id, second.fill.quantity, second.fill.price, second.ts_event_ns) == \
-        ("paper-1-2", Decimal("0.15"), Decimal("100.00"), t + 4)
+        (f"{restarted.order_id_prefix}-1-2", Decimal("0.15"), Decimal("100.00"), t + 4)
     assert recorder.orders[joined.client_order_id].status is OrderStatus.FILLED
     assert recorder.orders[doomed.client_order_id].status is OrderStatus.CANCELLED
     assert recorder.unapplied == []
@@ -495,3 +495,13 @@ def test_futures_are_margined_per_contract_and_realise_pnl_in_cash(tmp_path):
     assert run(venue.positions()) == {es: Decimal("-1")}
     assert run(venue.account()).cash == Decimal("20000") - Decimal("1.40") + realised - Decimal("2.80")
     assert run(venue.account()).equity == run(venue.account()).cash + (Decimal("5510.00") - Decimal("5510.125")) * 50
+
+
+def test_two_books_of_one_account_never_share_order_or_fill_ids(tmp_path, model):
+    first = PaperVenue(tmp_path / "a", models={BTC: model})
+    second = PaperVenue(tmp_path / "b", models={BTC: model})
+    assert first.order_id_prefix != second.order_id_prefix  # one store may hold both books' fills
+    assert first.order_id_prefix.startswith("paper-")
+    prefix = first.order_id_prefix
+    run(first.close())
+    assert PaperVenue(tmp_path / "a", models={BTC: model}).order_id_prefix == prefix  # kept across restarts

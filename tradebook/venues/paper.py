@@ -133,6 +133,7 @@ Refusal reasons brokers give for what this venue refuses: duplicate id (Alpaca 4
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -333,9 +334,18 @@ class PaperVenue(VenuePort):
         if len(self._journal):
             self._recover()
         else:
+            # Venue order ids (and the fill ids made from them) carry this book's own id:
+            # two paper books of the same account name (another state_dir) in one store
+            # must not produce the same fill id, or one's fills would shadow the other's.
+            self.book_id = os.urandom(3).hex()
             self._write({"kind": "open", "account_id": account_id, "currency": self.currency,
-                         "starting_cash": cash, "ts": 0})
+                         "starting_cash": cash, "ts": 0, "book_id": self.book_id})
         self._restore_working_orders()
+
+    @property
+    def order_id_prefix(self) -> str:
+        """What this book's venue order ids start with: ``<account>-<book id>``."""
+        return f"{self.account_id}-{self.book_id}" if self.book_id else self.account_id
 
     def _slot(self, instrument_id: str, model: FillModel, instruments: Mapping[str, Instrument] | None,
               feed_has_trades: bool | Mapping[str, bool] | None) -> _Slot:
@@ -584,7 +594,7 @@ class PaperVenue(VenuePort):
                 self._reject(coid, ts, f"ConformanceError: {exc} (market order valued at {reference})")
                 return
         order = _VenueOrder(
-            client_order_id=coid, venue_order_id=f"{self.account_id}-{self._next_order_number}",
+            client_order_id=coid, venue_order_id=f"{self.order_id_prefix}-{self._next_order_number}",
             instrument_id=intent.instrument_id, side=side, order_type=order_type, time_in_force=tif,
             quantity=quantity, limit_price=limit, stop_price=stop,
             expire_ts_ns=int(spec.expire_ts_ns), reference_price=reference, received_ts_ns=ts,
@@ -1018,6 +1028,7 @@ class PaperVenue(VenuePort):
             raise ConfigError(f"{self._journal.path} holds account {header['account_id']} in {header['currency']}; "
                               f"expected {self.account_id} in {self.currency} (use another state_dir)")
         self._cash = header["starting_cash"]
+        self.book_id = header.get("book_id", "")
         latest = 0
         for position, record in enumerate(records, start=2):
             latest = max(latest, int(record.get("ts", 0)))
