@@ -292,6 +292,7 @@ class Session:
         self._mids: dict[str, deque[float]] = {}
         self._scheduled: list[_Scheduled] = []
         self._children: dict[str, _Child] = {}
+        self._reconciled_day = -1
         self.retry_policy = RetryPolicy(max_retries=self.config.router.max_retries)
         self._deferred: list[_Deferred] = []
         self._flatten_request: tuple[str, str] | None = None  # (request id, reason) until closing orders are out
@@ -565,6 +566,7 @@ class Session:
         self.oms.recover()
         self.oms.start()
         self.alerts.extend(await self.oms.reconcile())
+        self._reconciled_day = self._now // (86_400 * _NS) if self._now else -1
         self.state = SessionState.RUNNING if self._running.is_set() else SessionState.PAUSED
         self._ready.set()
         if self.feed is None:
@@ -592,7 +594,11 @@ class Session:
         venue_now = getattr(self.venue, "now_ns", None)
         if advance is not None and (venue_now is None or venue_now < self._now):
             advance(self._now)  # nothing happened until the batch's end: requests arrive, orders expire
-        if self.oms.unresolved():  # orders in an unknown state block their instrument: ask the venue
+        day = self._now // (86_400 * _NS)
+        if self.oms.unresolved() or day != self._reconciled_day:
+            # orders in an unknown state block their instrument, and books are compared once a
+            # session day: ask the venue
+            self._reconciled_day = day
             self.alerts.extend(await self.oms.reconcile())
         for instrument_id in batch.quotes:
             last = batch.last_quote(instrument_id)
