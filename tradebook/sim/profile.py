@@ -280,6 +280,23 @@ class SpreadProfile(DictRecord):
 
 
 
+def _in_force(quotes: pd.DataFrame, inst: Instrument, bucket_minutes: int, mask: np.ndarray | None,
+              what: str) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Quote arrays and the (start, duration, row) segments during which a valid quote was in force.
+
+    Segments are cut at time-of-day bucket edges so each weighs into one bucket; only
+    segments inside ``mask`` (the regular session by default) with a valid quote count.
+    """
+    q = _quote_arrays(quotes, what)
+    ts = q["ts_ns"]
+    starts, duration, rows = _segments(ts, bucket_minutes * NS_PER_MINUTE)
+    use = _mask_for(ts, starts, rows, inst, mask, what) & q["valid"][rows] & (duration > 0)
+    if not use.any():
+        raise DataError(f"{what}: no valid quote (two-sided, bid < ask) was in force for any time inside the mask "
+                        f"among {len(ts)} quotes; expected quotes with 0 < bid < ask")
+    return q, ts, starts[use], duration[use], rows[use]
+
+
 def fit_spread_profile(
     quotes: pd.DataFrame,
     instrument: Instrument | str,
@@ -300,14 +317,7 @@ def fit_spread_profile(
     bucket_minutes = _check_bucket_minutes(bucket_minutes)
     inst = _instrument(instrument)
     tick = float(inst.tick_size)
-    q = _quote_arrays(quotes, what)
-    ts = q["ts_ns"]
-    starts, duration, rows = _segments(ts, bucket_minutes * NS_PER_MINUTE)
-    use = _mask_for(ts, starts, rows, inst, mask, what) & q["valid"][rows] & (duration > 0)
-    if not use.any():
-        raise DataError(f"{what}: no valid quote (two-sided, bid < ask) was in force for any time inside the mask "
-                        f"among {len(ts)} quotes; expected quotes with 0 < bid < ask")
-    starts, duration, rows = starts[use], duration[use], rows[use]
+    q, ts, starts, duration, rows = _in_force(quotes, inst, bucket_minutes, mask, what)
     weight = duration / NS_PER_S
     bid, ask = q["bid_px"][rows], q["ask_px"][rows]
     mid = (bid + ask) / 2
@@ -471,14 +481,7 @@ def fit_completion_model(
     what = "fit_completion_model"
     bucket_minutes = _check_bucket_minutes(bucket_minutes)
     inst = _instrument(instrument)
-    q = _quote_arrays(quotes, what)
-    ts = q["ts_ns"]
-    starts, duration, rows = _segments(ts, bucket_minutes * NS_PER_MINUTE)
-    use = _mask_for(ts, starts, rows, inst, mask, what) & q["valid"][rows] & (duration > 0)
-    if not use.any():
-        raise DataError(f"{what}: no valid quote (two-sided, bid < ask) was in force for any time inside the mask "
-                        f"among {len(ts)} quotes; expected quotes with 0 < bid < ask")
-    starts, duration, rows = starts[use], duration[use], rows[use]
+    q, ts, starts, duration, rows = _in_force(quotes, inst, bucket_minutes, mask, what)
     weight = duration / NS_PER_S
     sizes = {1: q["ask_sz"], -1: q["bid_sz"]}  # a buyer takes the ask, a seller the bid
     medians = {side: float(_weighted_quantiles(size[rows], weight, (0.5,))[0]) for side, size in sizes.items()}
