@@ -86,3 +86,16 @@ def test_bad_bars_are_refused():
         quotes_from_bars(bars, bar_ns=60 * S, spread_bps=1.0, top_size=0.0)
     with pytest.raises(DataError, match="spread_bps"):
         quotes_from_bars(bars, bar_ns=60 * S, spread_bps=np.nan, top_size=1.0)
+
+
+def test_quiet_stretches_pass_as_one_batch_on_the_grid():
+    day = 86_400 * S
+    quotes = _quotes([0, 1, 3 * day + 5, 3 * day + S + 7])  # a long weekend between two busy seconds
+    batches = list(ReplayFeed({"A": quotes}).batches())
+    assert [(b.start_ns, b.end_ns) for b in batches] == [(0, S), (S, 3 * day), (3 * day, 3 * day + S),
+                                                          (3 * day + S, 3 * day + S + 8)]
+    assert not batches[1].quotes  # the weekend: time passes, nothing happens
+    every = list(ReplayFeed({"A": quotes}, skip_idle=False).batches())
+    assert len(every) == 3 * 86_400 + 2
+    with pytest.raises(DataError, match="idle_ns"):
+        ReplayFeed({"A": quotes}, idle_ns=S)

@@ -108,6 +108,9 @@ class ReplayFeed:
     ``speed``: ``None`` replays as fast as the consumer takes batches; a number paces
     batches so that ``speed`` seconds of market time pass per wall-clock second.
     ``synthetic``: instrument ids whose quotes came from bars (labelled in every batch).
+    ``skip_idle``: a stretch without any data at least ``idle_ns`` long (default: a
+    minute, or two steps; nights, weekends, daily bars) passes as one empty batch instead
+    of one per step, so thirty trading days replay in minutes; ``False`` yields every step.
     """
 
     def __init__(
@@ -120,6 +123,8 @@ class ReplayFeed:
         start_ns: int | None = None,
         end_ns: int | None = None,
         synthetic: frozenset[str] | set[str] = frozenset(),
+        skip_idle: bool = True,
+        idle_ns: int | None = None,
     ) -> None:
         if not quotes:
             raise DataError("a replay feed needs quotes for at least one instrument")
@@ -134,6 +139,10 @@ class ReplayFeed:
             raise DataError(f"trades given for {sorted(unknown)} without quotes; every instrument needs quotes")
         if all(len(q) == 0 for q in self.quotes.values()):
             raise DataError("a replay feed needs at least one quote; all quote sets are empty")
+        if idle_ns is not None and idle_ns < 2 * step_ns:
+            raise DataError(f"idle_ns is {idle_ns}; expected at least two steps ({2 * step_ns} ns)")
+        idle = max(60_000_000_000, 2 * int(step_ns)) if idle_ns is None else int(idle_ns)
+        self.skip_idle_ns = idle if skip_idle else None
         self.step_ns = int(step_ns)
         self.speed = speed
         self.synthetic = frozenset(synthetic)
@@ -141,6 +150,11 @@ class ReplayFeed:
         last = max(int(q.ts_ns[-1]) for q in self.quotes.values() if len(q))
         self.start_ns = first if start_ns is None else int(start_ns)
         self.end_ns = last + 1 if end_ns is None else int(end_ns)
+
+    def _next_data_ns(self, q_pos: dict[str, int], t_pos: dict[str, int]) -> int:
+        upcoming = [int(q.ts_ns[q_pos[i]]) for i, q in self.quotes.items() if q_pos[i] < len(q)]
+        upcoming += [int(a.ts_ns[t_pos[i]]) for i, a in self.trades.items() if t_pos[i] < len(a)]
+        return min(upcoming) if upcoming else self.end_ns
 
     @property
     def instruments(self) -> list[str]:
@@ -159,6 +173,11 @@ class ReplayFeed:
         t_pos = {i: int(np.searchsorted(a.ts_ns, start, side="left")) for i, a in self.trades.items()}
         while t < self.end_ns:
             end = min(t + self.step_ns, self.end_ns)
+            if self.skip_idle_ns is not None:
+                upcoming = self._next_data_ns(q_pos, t_pos)
+                if upcoming - t >= self.skip_idle_ns and upcoming < self.end_ns:
+                    # a quiet stretch (a night, a weekend): one empty batch spans it, on the grid
+                    end = t + (upcoming - t) // self.step_ns * self.step_ns
             batch_quotes, batch_trades = {}, {}
             for i, q in self.quotes.items():
                 hi = int(np.searchsorted(q.ts_ns, end, side="left"))
