@@ -688,7 +688,7 @@ class OrderManager:
                                "venue_order_id": event["venue_order_id"],
                                "quantity": fill["quantity"] if fill else event["quantity"],
                                "price": fill["price"] if fill else event["limit_price"],
-                               "reason": event["reason"], "payload": json.dumps(extra, sort_keys=True),
+                               "reason": event["reason"], "payload": json.dumps(extra, sort_keys=True) if extra else "{}",
                                "journal_position": position})
                 if fill is not None and kind == "event":
                     order = self._orders[event["client_order_id"]]

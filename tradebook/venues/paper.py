@@ -26,7 +26,8 @@ with a :class:`~tradebook.model.orders.Fill` whose ``fill_id`` is ``"<venue_orde
 (unique, deterministic); ``cancelled`` (on request; IOC/FOK remainders, reason given),
 ``expired`` (DAY orders at the session close), ``replaced``/``replace_rejected``,
 ``cancel_rejected``; ``rejected`` at submit for bad orders, with the reason. Every state
-change is journaled (fsync'd) *before* its event is delivered, and events are delivered
+change is journaled, and made durable (one ``fdatasync`` for everything journaled since the
+last one: group commit) *before* its event is delivered or a query answers, and events are delivered
 after the engine has finished the call that produced them, so a handler may submit from
 inside an event. Events produced while no handler is connected are not replayed later:
 like a broker's stream, the venue's state (:meth:`~PaperVenue.fills`,
@@ -256,6 +257,7 @@ class _Slot:
     last_request_ns: int = -sim_orders.NEVER_NS
     processed_ns: int = -sim_orders.NEVER_NS  # requests arriving at or before this have been processed
     coids: dict[int, str] = field(default_factory=dict)  # engine order id -> client order id
+    fee_rates: tuple[Decimal, Decimal, Decimal] | None = None  # see PaperVenue._fee
 
 
 def _dec(value: float) -> Decimal:
@@ -404,6 +406,7 @@ class PaperVenue(VenuePort):
         """Stop delivering events and close the journal; working orders stay in it for the next PaperVenue."""
         with self._lock:
             self._handler = None
+            self._commit()
             self._closed = True
             self._journal.close()
 
@@ -434,25 +437,30 @@ class PaperVenue(VenuePort):
 
     async def order_status(self, client_order_id: str) -> VenueOrderState | None:
         with self._lock:
+            self._commit()  # answers only from durable state
             order = self._orders.get(client_order_id)
             return order.state() if order is not None else None
 
     async def open_orders(self) -> list[VenueOrderState]:
         with self._lock:
+            self._commit()  # answers only from durable state
             return [o.state() for o in self._working.values()]
 
     async def positions(self) -> dict[str, Decimal]:
         """Net signed position per instrument; flat instruments are left out."""
         with self._lock:
+            self._commit()  # answers only from durable state
             return {k: v for k, v in self._positions.items() if v != 0}
 
     async def account(self) -> AccountState:
         with self._lock:
+            self._commit()  # answers only from durable state
             return AccountState(account_id=self.account_id, currency=self.currency, cash=self._cash,
                                 equity=self._equity(), buying_power=self._buying_power())
 
     async def fills(self, since_ns: int = 0) -> list[Fill]:
         with self._lock:
+            self._commit()  # answers only from durable state
             return [f for f in self._fills if f.ts_event_ns >= since_ns]
 
     # -- market data (the venue's clock) -------------------------------------------------
@@ -740,19 +748,25 @@ class PaperVenue(VenuePort):
         if instrument.asset_class is not AssetClass.FUTURE and order.reference_price is None:
             return f"no quote yet for {order.instrument_id}: a market order cannot be valued against buying power"
         before = self._requirement(working)
-        after = self._requirement([*working, order])
-        needed = after - before
-        available = self._buying_power(working)
+        if instrument.asset_class in _MARGINED:
+            needed = self._requirement([*working, order]) - before
+        else:  # a spot buy reserves its own notional and fee, independent of the other orders
+            price = order.reference_price or _ZERO
+            needed = order.remaining * price * instrument.multiplier + self._fee(slot, order.remaining, price,
+                                                                                 maker=False)
+        available = self._cash + self._unrealised_margined() - before
         if needed > available:
             return (f"insufficient buying power: the order needs {needed:.2f} {self.currency}, "
                     f"{available:.2f} {self.currency} available")
         return ""
 
     def _fee(self, slot: _Slot, quantity: Decimal, price: Decimal, *, maker: bool) -> Decimal:
-        fees = slot.model.fees
-        bps = _dec(fees.maker_bps if maker else fees.taker_bps)
+        rates = slot.fee_rates
+        if rates is None:  # (maker bps, taker bps, per unit) as Decimals, converted once
+            fees = slot.model.fees
+            rates = slot.fee_rates = (_dec(fees.maker_bps), _dec(fees.taker_bps), _dec(fees.per_unit))
         notional = abs(quantity * price * slot.instrument.multiplier)
-        return notional * bps / _BPS + abs(quantity) * _dec(fees.per_unit)
+        return notional * rates[0 if maker else 1] / _BPS + abs(quantity) * rates[2]
 
     def _unit_margin(self, instrument: Instrument, price: Decimal | None) -> Decimal:
         if instrument.asset_class is AssetClass.FUTURE:
@@ -992,7 +1006,14 @@ class PaperVenue(VenuePort):
         if self._closed:
             raise StoreError(f"paper venue {self.account_id} is closed; build a new PaperVenue on {self.state_dir} "
                              "to resume")
-        self._journal.append(record)
+        # Group commit: written now (a kill -9 keeps it), made durable by _deliver's commit
+        # before any event derived from it leaves the venue, and before any query answers.
+        self._journal.append(record, sync=False)
+
+    def _commit(self) -> None:
+        """Make every journaled change durable (one fdatasync) before the venue tells anyone about it."""
+        if not self._closed:
+            self._journal.commit()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -1011,6 +1032,7 @@ class PaperVenue(VenuePort):
         self._delivering = True
         try:
             while self._outbox:
+                self._commit()  # free unless something was journaled since (a handler may re-enter the venue)
                 event = self._outbox.popleft()
                 if self._handler is not None:
                     self._handler(event)
