@@ -599,3 +599,23 @@ def test_a_slice_rejected_three_more_times_is_escalated_with_an_alert(store, tmp
     assert set(s.orders()["status"]) == {"rejected"}
     [alert] = [a for a in s.alerts if a.kind == "escalation"]
     assert alert.message.startswith("nb:esc:slice:1: rejected after 3 retries") and "0.1" in alert.message
+
+
+def test_a_restart_releases_the_slices_still_due_and_keeps_watching_the_sent_ones(store, tmp_path, sessions,
+                                                                                  batches):
+    quiet = flat_batches(batches[0].start_ns, 400)
+    s = start(store, tmp_path, sessions, adv={BTC: Decimal("10")})
+    steps(s, quiet, 0, 3)
+    s.submit(signal("rs", strength=0.5, quantity="0.5"))  # TWAP: 5 slices of 0.1, 60 s apart
+    steps(s, quiet, 3, 3 + 70)  # slice 1 cancelled and retried; slice 2 out
+    before = set(s.orders()["intent_id"])
+    assert {"nb:rs:slice:1", "nb:rs:slice:1:retry:1", "nb:rs:slice:2"} <= before
+    s.stop()  # as good as a crash for the in-memory schedule: only the journals remain
+    again = start(store, tmp_path, sessions, adv={BTC: Decimal("10")})
+    assert sorted(again.scheduled()["intent_id"]) == [f"nb:rs:slice:{i}" for i in (3, 4, 5)]
+    steps(again, quiet, 73, 73 + 4 * 60)
+    ids = set(again.orders()["intent_id"])
+    assert {f"nb:rs:slice:{i}" for i in range(1, 6)} <= ids  # every slice went, none twice (ids are unique)
+    assert "nb:rs:slice:2:retry:1" in ids  # slice 2, sent before the restart, was still watched and retried
+    filled = again.orders()[again.orders()["status"] == "filled"]
+    assert filled["filled_qty"].sum() == Decimal("0.5")  # the whole parent, once

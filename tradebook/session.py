@@ -60,7 +60,7 @@ import pandas as pd
 from tradebook.config import SessionMode, TradebookConfig
 from tradebook.data.feeds import FeedBatch, ReplayFeed
 from tradebook.errors import ConfigError, DataError, OrderError, TradebookError, UnknownInstrumentError
-from tradebook.execution.algos import Escalation, RetryPolicy, VwapSchedule
+from tradebook.execution.algos import Escalation, ParentOrder, RetryPolicy, ScheduledChild, TwapSchedule, VwapSchedule
 from tradebook.execution.journal import Journal
 from tradebook.execution.oms import Alert, OrderManager, intent_from_record, intent_to_record
 from tradebook.execution.risk import (
@@ -151,6 +151,23 @@ class _Deferred:
     first_ts_ns: int
     reason: str  # why the spread filter held it
     attempts: int = 0
+
+
+def _algo_record(parent: ParentOrder, children: Iterable[ScheduledChild], ts_ns: int) -> dict[str, Any]:
+    schedule = parent.schedule
+    if isinstance(schedule, TwapSchedule):
+        described: dict[str, Any] = {"type": "twap", "slices": schedule.slices, "interval_s": schedule.interval_s}
+    else:
+        described = {"type": "vwap", "duration_minutes": schedule.duration_minutes,
+                     "weights": [[m, w] for m, w in enumerate(schedule.minute_weights) if w > 0]}
+    return {"kind": "algo", "ts_ns": ts_ns, "parent": intent_to_record(parent.intent), "schedule": described,
+            "reference_price": parent.reference_price,
+            "children": [[c.index, c.release_ts_ns, c.quantity] for c in children]}
+
+
+def _retry_number(intent_id: str) -> int:
+    head, sep, tail = intent_id.rpartition(":retry:")
+    return int(tail) if sep and tail.isdigit() else 0
 
 
 def router_config(config: TradebookConfig) -> RouterConfig:
@@ -314,6 +331,7 @@ class Session:
     # -- state that survives a restart ----------------------------------------------------
     def _recover_session_journal(self) -> int | None:
         resume = None
+        algos: list[dict[str, Any]] = []
         deferred: dict[str, _Deferred] = {}  # deferrals by client order id, with the steps tried since
         for record in self._journal.records():
             kind = record["kind"]
@@ -342,13 +360,42 @@ class Session:
             elif kind == "flatten_done":
                 self._flatten_request = None
                 self.kill_switch.flatten_done(record["reason"], record["ts_ns"])
+            elif kind == "algo":
+                algos.append(record)
             elif kind == "deferred":
                 intent = intent_from_record(record["intent"])
                 deferred.setdefault(intent.client_order_id, _Deferred(intent, None, record["ts_ns"], record["reason"],
                                                                       attempts=-1))  # its own step is no retry
         known = {o.client_order_id for o in self.oms.orders()}  # sent or refused since: settled
         self._deferred = [entry for coid, entry in deferred.items() if coid not in known]
+        for record in algos:
+            self._restore_algo(record)
         return resume
+
+    def _restore_algo(self, record: dict[str, Any]) -> None:
+        """Bring back an algo's slices not sent yet, and watch the latest attempt of those sent."""
+        parent_intent = intent_from_record(record["parent"])
+        instrument = self._instrument(parent_intent.instrument_id)
+        schedule = record["schedule"]
+        if schedule["type"] == "twap":
+            plan_schedule: Any = TwapSchedule(slices=int(schedule["slices"]), interval_s=float(schedule["interval_s"]))
+        else:
+            profile = pd.Series({int(m): float(w) for m, w in schedule["weights"]})
+            plan_schedule = VwapSchedule(duration_minutes=int(schedule["duration_minutes"]), profile=profile)
+        parent = ParentOrder(parent_intent, plan_schedule, instrument, record.get("reference_price"))
+        interval = float(getattr(plan_schedule, "interval_s", 60.0))
+        by_intent = {o.intent.intent_id: o for o in self.oms.orders() if o.intent.parent_id == parent.parent_id}
+        for index, release_ts, quantity in record["children"]:
+            child_id = parent.child_id(int(index))
+            if child_id not in by_intent:
+                self._scheduled.append(_Scheduled(int(release_ts), parent, ScheduledChild(int(index), int(release_ts),
+                                                                                         quantity), None))
+                continue
+            attempts = [o for i, o in by_intent.items() if i == child_id or i.startswith(child_id + ":retry:")]
+            latest = max(attempts, key=lambda o: _retry_number(o.intent.intent_id))
+            if latest.status is not OrderStatus.FILLED:
+                self._children[latest.client_order_id] = _Child(
+                    latest.intent, None, latest.intent.ts_ns, interval, _retry_number(latest.intent.intent_id))
 
     def _journal_kill_switch(self, transition: KillSwitchTransition) -> None:
         if transition.to_mode is not transition.from_mode:
@@ -772,6 +819,8 @@ class Session:
             self._record(signal, "rejected", f"{type(exc).__name__}: {exc}")
             return []
         if plan.algo is not None:
+            # durable before any slice goes: a restart releases the slices still due
+            self._journal.append(_algo_record(plan.algo, plan.children, self._now))
             released = {intent.intent_id for intent in plan.intents}
             for child in plan.children:
                 if plan.algo.child_id(child.index) not in released:
