@@ -260,14 +260,8 @@ class OrderManager:
                 return self._apply_own(OrderEvent(client_order_id, E.CANCELLED, ts, ts,
                                                   reason="cancelled before it was sent"))
             self._apply_own(OrderEvent(client_order_id, E.CANCEL_REQUESTED, ts, ts))
-        try:
-            await self.venue.cancel(client_order_id)
-        except Exception as exc:  # noqa: BLE001
-            with self._lock:
-                if self._orders[client_order_id].status is S.PENDING_CANCEL:
-                    ts = self.clock()
-                    self._apply_own(OrderEvent(client_order_id, E.CANCEL_REJECTED, ts, ts,
-                                               reason=f"venue error: {exc}"))
+        await self._ask_venue(client_order_id, S.PENDING_CANCEL, E.CANCEL_REJECTED,
+                              self.venue.cancel(client_order_id))
         return self._orders[client_order_id]
 
     async def replace(self, client_order_id: str, *, quantity: Decimal | None = None,
@@ -297,16 +291,21 @@ class OrderManager:
             request = OrderEvent(client_order_id, E.REPLACE_REQUESTED, ts, ts, quantity=quantity,
                                  limit_price=limit_price, stop_price=stop_price)
             self._apply_own(request)
-        try:
-            await self.venue.replace(client_order_id, quantity=quantity, limit_price=limit_price,
-                                     stop_price=stop_price)
-        except Exception as exc:  # noqa: BLE001
-            with self._lock:
-                if self._orders[client_order_id].status is S.PENDING_REPLACE:
-                    ts = self.clock()
-                    self._apply_own(OrderEvent(client_order_id, E.REPLACE_REJECTED, ts, ts,
-                                               reason=f"venue error: {exc}"))
+        await self._ask_venue(client_order_id, S.PENDING_REPLACE, E.REPLACE_REJECTED,
+                              self.venue.replace(client_order_id, quantity=quantity, limit_price=limit_price,
+                                                 stop_price=stop_price))
         return self._orders[client_order_id]
+
+    async def _ask_venue(self, client_order_id: str, pending: OrderStatus, refused: OrderEventType,
+                         request: Any) -> None:
+        """Send a cancel or replace; a venue that fails to take it answers as a refusal would."""
+        try:
+            await request
+        except Exception as exc:  # noqa: BLE001 - any venue failure is a refusal of this request
+            with self._lock:
+                if self._orders[client_order_id].status is pending:
+                    ts = self.clock()
+                    self._apply_own(OrderEvent(client_order_id, refused, ts, ts, reason=f"venue error: {exc}"))
 
     async def cancel_all(self, instrument_id: str | None = None) -> list[Order]:
         """Cancel every working order (of one instrument, or all); returns the orders asked to cancel."""
