@@ -3,7 +3,9 @@
 What one measured order is (issue 4, Done-when 5). The real parts, nothing stubbed:
 a :class:`~tradebook.store.Store` in a temp dir holding the bundled BTCUSDT capture and
 its calibration; the real :class:`OrderManager` with its fsync'd journal and its
-background DuckDB flush thread running (every 200 ms, as in a session); the real
+background DuckDB flush thread running with a session's defaults (every 200 ms; once 256
+records or more wait at a tick, only when the path has been quiet for 5 ms or the oldest
+record is 5 s old: back-to-back orders are never quiet, so here it flushes every 5 s); the real
 :class:`PaperVenue` with its own fsync'd journal, filling with the calibrated model.
 The model's latency is set to zero so the venue's answer comes from the data alone.
 
@@ -24,6 +26,12 @@ Orders alternate buy and sell of 0.001 BTC (a cash account cannot sell short), o
 quote of the capture tiled in time. Risk limits that would stop a 100,000-order
 stream by design are widened (order rate, daily loss from fees, thin-book filter) so that
 every check still runs and passes.
+
+Garbage collection: after setup, ``gc.freeze()`` moves everything alive (the capture, the
+calibration, DuckDB's and pandas' module state) out of the collector's reach, so the
+occasional full collection walks only what the order path allocated since; in 10,000-order
+runs it cut the worst single order from ~110 ms to ~50 ms (p99 within noise). A session
+could do the same after loading (suggested for ``Session.start``).
 
 fsyncs are counted by timing ``os.fdatasync`` (what the journals call); the DuckDB flush
 thread's share is the difference between runs with it on and off, plus its measured busy time.
@@ -332,6 +340,8 @@ def main(argv: list[str] | None = None) -> None:
         t = time.perf_counter()
         work = workload(tmp_path)
         print(f"  setup (ingest + calibrate) {time.perf_counter() - t:.1f} s")
+        gc.collect()
+        gc.freeze()  # see the module doc: setup's objects are never garbage, stop re-scanning them
         runs = (True, False) if (args.interference or args.quick) else (True,)
         p99 = None
         for flush in runs:

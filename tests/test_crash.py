@@ -110,7 +110,7 @@ def read_journal(path: Path) -> tuple[list[dict[str, Any]], bool]:
     """Whole records of a journal file, and whether a torn last record follows them."""
     if not path.exists():
         return [], False
-    data = path.read_bytes()
+    data = path.read_bytes().rstrip(b"\0")  # NULs: space the journal reserved after its records
     records, position = [], 0
     while position < len(data):
         newline = data.find(b"\n", position)
@@ -409,13 +409,22 @@ class Launch:
 DEFERRED_MARK = b'"outcome":"deferred"'
 
 
+def _records_bytes(journal: Path) -> bytes:
+    """A journal's records: an open journal reserves space (NUL bytes) after them, so its size says nothing."""
+    return journal.read_bytes().rstrip(b"\0") if journal.exists() else b""
+
+
+def _records_end(journal: Path) -> int:
+    return len(_records_bytes(journal))
+
+
 def run_once(run_dir: Path, kill_after_s: float | None, kill_at_deferral: bool = False,
              crash_at: str | None = None) -> Launch:
     """Launch the runner; SIGKILL it after ``kill_after_s`` unless it has finished by then
     (``kill_at_deferral``: or as soon as the session journals a deferred signal; ``crash_at``:
     the runner kills itself at that write, see ``crash_runner.install_crash_point``)."""
     journal = run_dir / "state" / "session.journal"
-    size = journal.stat().st_size if journal.exists() else 0
+    size = _records_end(journal)
     with open(run_dir / "runner.log", "ab") as log:
         process = subprocess.Popen([sys.executable, str(RUNNER), str(run_dir / "store.duckdb"),
                                     str(run_dir / "state"), str(run_dir / "done.json")],
@@ -425,14 +434,12 @@ def run_once(run_dir: Path, kill_after_s: float | None, kill_at_deferral: bool =
     first_batch_s = None
     while True:
         elapsed = time.monotonic() - started
-        grown = journal.exists() and journal.stat().st_size > size
+        data = _records_bytes(journal)
+        grown = len(data) > size
         if first_batch_s is None and grown:
             first_batch_s = elapsed
-        if kill_at_deferral and grown:
-            with open(journal, "rb") as handle:
-                handle.seek(size)
-                if DEFERRED_MARK in handle.read():
-                    kill_after_s = elapsed
+        if kill_at_deferral and grown and DEFERRED_MARK in data[size:]:
+            kill_after_s = elapsed
         if process.poll() is not None:
             return Launch(False, process.returncode, elapsed, first_batch_s)
         if kill_after_s is not None and elapsed >= kill_after_s:

@@ -435,7 +435,9 @@ def test_equity_signal_outside_regular_hours_needs_extended_hours(store, tmp_pat
 def footprint(store: Store, state: Path) -> dict[str, int]:
     counts = {t: int(store.query(f"SELECT count(*) AS n FROM {t}")["n"].iloc[0])
               for t in ("orders", "order_events", "fills", "positions", "alerts")}
-    files = {p.relative_to(state).as_posix(): p.stat().st_size for p in state.rglob("*.journal")}
+    # records, not bytes: an open journal reserves space ahead of its records (a constant file size)
+    files = {p.relative_to(state).as_posix(): p.read_bytes().rstrip(b"\0").count(b"\n")
+             for p in state.rglob("*.journal")}
     return {**counts, **files}
 
 

@@ -72,3 +72,23 @@ def test_closed_journal_refuses_appends_and_bad_values(tmp_path):
     journal.close()
     with pytest.raises(StoreError, match="closed"):
         journal.append({"n": 1})
+
+
+def test_reserved_space_is_free_space_and_trimmed_on_close(tmp_path):
+    path = tmp_path / "j"
+    journal = Journal(path, preallocate_bytes=1 << 16)
+    journal.append({"n": 1})
+    journal.append({"n": 2})
+    records = path.read_bytes().rstrip(b"\0")
+    assert path.stat().st_size >= 1 << 16 > len(records)  # written into reserved space, not appended
+    reader = Journal(tmp_path / "copy", preallocate_bytes=0)  # an unrelated journal: no interference
+    reader.close()
+    # a process killed now leaves the NUL tail: reopening treats it as free space, not damage
+    crashed = tmp_path / "crashed"
+    crashed.write_bytes(path.read_bytes())
+    with Journal(crashed) as reopened:
+        assert [r["n"] for r in reopened.records()] == [1, 2]
+        reopened.append({"n": 3})
+    assert [r["n"] for r in Journal(crashed, preallocate_bytes=0).records()] == [1, 2, 3]
+    journal.close()
+    assert path.stat().st_size == len(records)  # close trims back to the records

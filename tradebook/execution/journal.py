@@ -26,6 +26,16 @@ the json module on these records), else the json module; both write the same com
 JSON. One difference: orjson writes a NaN or infinite float as ``null`` where json
 refuses it; the order path writes no floats (amounts are Decimals, times ints), and
 checking every record for them would cost more than the encoding saves.
+
+Preallocation: a synced journal reserves disk space ahead of its end
+(``preallocate_bytes``, 1 MiB at a time, with ``posix_fallocate``) and writes records
+into it in place. An ``fdatasync`` after an append that grows the file must also commit
+the new size and block allocation to the filesystem's own journal; one that only
+overwrites reserved space flushes the data alone: 118 us instead of 175 us at p50 on
+this machine's ext4 (3 syncs per order). The reserved tail reads as NUL bytes, which no
+record contains (JSON escapes control characters): on open, NULs after the last record
+are free space, not damage, and :meth:`Journal.close` (or interpreter exit) trims the
+file back to its records.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import weakref
 import zlib
 from collections.abc import Iterator
 from decimal import Decimal
@@ -76,6 +87,18 @@ def _encode(record: dict[str, Any]) -> bytes:
         raise StoreError(f"journal records hold JSON values and Decimals only; refused {record!r}: {exc}") from exc
 
 
+PREALLOCATE_BYTES = 1 << 20
+
+
+def _trim_and_close(fd: int, extent: list[int]) -> None:
+    """Cut the file back to its records (drop reserved space) and close it; at close or exit."""
+    try:
+        if extent[1] > extent[0]:
+            os.ftruncate(fd, extent[0])
+    finally:
+        os.close(fd)
+
+
 class Journal:
     """Append records durably; read them back in order.
 
@@ -84,20 +107,29 @@ class Journal:
     owns the store owns its journals. Thread-safe appends.
     """
 
-    def __init__(self, path: str | Path, *, sync: bool = True) -> None:
+    def __init__(self, path: str | Path, *, sync: bool = True, preallocate_bytes: int = PREALLOCATE_BYTES) -> None:
+        if preallocate_bytes < 0:
+            raise StoreError(f"preallocate_bytes must be >= 0, got {preallocate_bytes}")
         self.path = Path(path)
         self.sync = sync
+        self.preallocate_bytes = preallocate_bytes if sync else 0  # only a synced journal gains from it
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._records = self._recover()
+        self._records, end = self._recover()
         self._dirty = False  # records written since the last fdatasync
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        # [end of the records, end of the file]: shared with the exit hook that trims the reserved tail
+        self._extent = [end, end]
+        self._trim = weakref.finalize(self, _trim_and_close, self._fd, self._extent)
 
-    def _recover(self) -> int:
-        """Count whole records, truncating a torn tail left by a crash."""
+    def _recover(self) -> tuple[int, int]:
+        """Count whole records and find where they end, truncating a torn or reserved tail."""
         if not self.path.exists():
-            return 0
+            return 0, 0
         data = self.path.read_bytes()
+        size = len(data)
+        if data.endswith(b"\0"):
+            data = data.rstrip(b"\0")  # space reserved ahead of the records (see the module doc)
         good_end, count, position = 0, 0, 0
         while position < len(data):
             newline = data.find(b"\n", position)
@@ -112,12 +144,12 @@ class Journal:
                 break  # a damaged last line: torn write
             count += 1
             position = good_end = newline + 1
-        if good_end < len(data):
+        if good_end < size:
             with open(self.path, "r+b") as handle:
                 handle.truncate(good_end)
                 handle.flush()
                 os.fsync(handle.fileno())
-        return count
+        return count, good_end
 
     @staticmethod
     def _valid(line: bytes) -> bool:
@@ -142,7 +174,24 @@ class Journal:
         with self._lock:
             if self._fd < 0:
                 raise StoreError(f"journal {self.path} is closed")
-            os.write(self._fd, line)
+            extent = self._extent
+            end = extent[0]
+            if end + len(line) > extent[1] and self.preallocate_bytes:
+                grow = max(self.preallocate_bytes, len(line))
+                try:
+                    os.posix_fallocate(self._fd, extent[1], grow)
+                    extent[1] += grow
+                except OSError:  # a filesystem without it, or no room to reserve: plain appends still work
+                    self.preallocate_bytes = 0
+            written = os.pwrite(self._fd, line, end)
+            if written != len(line):  # a short write (disk full): never leave half a record behind
+                if end + written > extent[1]:
+                    os.ftruncate(self._fd, end)
+                else:
+                    os.pwrite(self._fd, b"\0" * written, end)
+                raise StoreError(f"journal {self.path}: wrote {written} of {len(line)} bytes (disk full?)")
+            extent[0] = end + len(line)
+            extent[1] = max(extent[1], extent[0])
             if self.sync if sync is None else (sync and self.sync):
                 os.fdatasync(self._fd)
                 self._dirty = False
@@ -176,9 +225,10 @@ class Journal:
                 yield json.loads(line[9:], object_hook=_decode_object)
 
     def close(self) -> None:
+        """Trim the reserved tail and close; the records are already on disk."""
         with self._lock:
             if self._fd >= 0:
-                os.close(self._fd)
+                self._trim()  # runs _trim_and_close once
                 self._fd = -1
 
     def __enter__(self) -> Journal:
