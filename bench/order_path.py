@@ -371,6 +371,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  target >= {TARGET_REPLAY_OPS:,} orders/s in replay: {rates[False]:,.0f} (not synced), "
               f"{rates[True]:,.0f} (synced) -> {'met' if best >= TARGET_REPLAY_OPS else 'MISSED'}")
         work.store.close()
+    gc.unfreeze()  # frozen objects are never freed: DuckDB's bindings would report them leaked at exit
+    gc.collect()
 
 
 if __name__ == "__main__":
