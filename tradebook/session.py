@@ -789,8 +789,11 @@ class Session:
             self._record(signal, "rejected", f"{type(exc).__name__}: {exc}")
             return []
         base = f"{signal.strategy_id}:{signal.signal_id}"
-        existing = [o for o in self.oms.orders()
-                    if o.intent.intent_id == base or o.intent.intent_id.startswith(base + ":")]
+        existing: list[Order] = []
+        if self._has_order_for(base) or self._has_order_for(f"{base}:slice:1"):
+            # rare (a re-run cell, a resumed replay): only then look at every order of this signal
+            existing = [o for o in self.oms.orders()
+                        if o.intent.intent_id == base or o.intent.intent_id.startswith(base + ":")]
         if existing:  # a re-run cell or a replay resumed after a crash: this signal was handled
             if (signal.strategy_id, signal.signal_id) not in self._decided:
                 # the process stopped after the orders were durable and before the decision was written
@@ -857,6 +860,13 @@ class Session:
         self._reference_snapshot(intent.instrument_id)
         self.risk.check(intent, instrument, self._risk_context(intent.instrument_id))  # malformed: raises
         return await self._send(intent, None)
+
+    def _has_order_for(self, intent_id: str) -> bool:
+        try:
+            self.oms.order_for_intent(intent_id)
+        except OrderError:
+            return False
+        return True
 
     def _net_positions(self) -> dict[str, Decimal]:
         return {inst: qty for (acct, inst), qty in self.portfolio.net_positions(self.account_id).items()}
