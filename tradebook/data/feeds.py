@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from tradebook.data.frames import aggressor_from_column, quote_columns
 from tradebook.errors import DataError
 
 _QUOTE_FIELDS = ("ts_ns", "bid_px", "ask_px", "bid_sz", "ask_sz")
@@ -69,8 +70,10 @@ class FeedBatch:
 
 
 def _quote_arrays(instrument_id: str, frame: pd.DataFrame) -> QuoteArrays:
-    suffix = "" if "bid_px" in frame.columns else "_0"
-    names = {f: f if f == "ts_ns" else f"{f}{suffix}" for f in _QUOTE_FIELDS}
+    try:
+        names = {"ts_ns": "ts_ns", **quote_columns(frame)}
+    except DataError as exc:
+        raise DataError(f"quotes of {instrument_id}: {exc}") from None
     missing = [c for c in names.values() if c not in frame.columns]
     if missing:
         raise DataError(f"quotes of {instrument_id} lack {missing}; expected ts_ns, bid_px, ask_px, bid_sz, ask_sz")
@@ -90,8 +93,7 @@ def _trade_arrays(instrument_id: str, frame: pd.DataFrame) -> TradeArrays:
     if "aggressor" in frame.columns:
         aggressor = frame["aggressor"].to_numpy(dtype=np.int8)
     elif "aggressor_side" in frame.columns:
-        text = frame["aggressor_side"].to_numpy(dtype=object, na_value="NONE")
-        aggressor = np.where(text == "BUY", 1, np.where(text == "SELL", -1, 0)).astype(np.int8)
+        aggressor = aggressor_from_column(frame)
     else:
         aggressor = np.zeros(len(ts), dtype=np.int8)
     return TradeArrays(ts, frame["price"].to_numpy(dtype=np.float64), frame["size"].to_numpy(dtype=np.float64),

@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from tradebook.sim.fill_model import DictRecord
 from tradebook.errors import DataError
 from tradebook.sim.book import BookSnapshots, parse_side, typical_top_size
+from tradebook.sim.fill_model import DictRecord
 from tradebook.sim.truth import book_walk_truth
 
 BPS = 1e4

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from tradebook.data.catalog import BUNDLED_FILES, load_bundled
+from tradebook.data.frames import quote_columns
 from tradebook.data.schemas import DataKind
 from tradebook.errors import DataError, UnknownInstrumentError
 from tradebook.model.instruments import Instrument, get_instrument
@@ -117,8 +118,7 @@ class InstrumentData:
 
 
 def _l1_view(frame: pd.DataFrame) -> pd.DataFrame:
-    suffix = "" if "bid_px" in frame.columns else "_0"
-    columns = {f"{name}{suffix}": name for name in ("bid_px", "ask_px", "bid_sz", "ask_sz")}
+    columns = {column: name for name, column in quote_columns(frame).items()}
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(f"quote frame lacks {missing}; expected L1, MBP-1 or top-N book columns")

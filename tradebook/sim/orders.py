@@ -85,11 +85,12 @@ import numba
 import numpy as np
 import pandas as pd
 
+from tradebook.data.frames import aggressor_from_column, quote_columns
 from tradebook.errors import ConfigError, DataError, OrderError
 from tradebook.model.instruments import Instrument, Side, get_instrument
 from tradebook.model.orders import OrderType, TimeInForce
 from tradebook.sim.book import as_ns_array
-from tradebook.sim.truth import aggressor_from_column, quote_columns, trade_sides
+from tradebook.sim.truth import trade_sides
 
 # A price this close (relative) to another is the same price: float prices from CSVs.
 PRICE_RTOL = 1e-9

@@ -23,11 +23,12 @@ import numba
 import numpy as np
 import pandas as pd
 
+from tradebook.data.frames import quote_columns
 from tradebook.errors import DataError
 from tradebook.model.instruments import Instrument, get_instrument
 from tradebook.model.time import NS_PER_SECOND
 from tradebook.sim.book import as_ns_array, parse_side
-from tradebook.sim.truth import quote_columns, passive_outcomes, trade_sides
+from tradebook.sim.truth import passive_outcomes, trade_sides
 
 # Tolerance, in ticks, for a quote to count as "at" a limit price (as in truth.py).
 _TICK_TOL = 1e-6

@@ -26,11 +26,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from tradebook.sim.fill_model import DictRecord
+from tradebook.data.frames import quote_columns
 from tradebook.errors import DataError
 from tradebook.model.instruments import Instrument, get_instrument
 from tradebook.model.time import NS_PER_DAY
 from tradebook.sim.book import as_ns_array
+from tradebook.sim.fill_model import DictRecord
 from tradebook.sim.truth import regular_hours_mask, trade_sides
 
 BPS = 1e4
@@ -52,20 +53,17 @@ def _quote_arrays(quotes: pd.DataFrame, what: str) -> dict[str, np.ndarray]:
     """ts_ns, bid/ask prices and sizes from an L1 frame (bid_px...) or a top-N book (bid_px_0...)."""
     if quotes is None or not len(quotes):
         raise DataError(f"{what}: the quotes frame is empty; expected L1 quotes (ts_ns, bid_px, ask_px, ...)")
-    for suffix in ("", "_0"):
-        if f"bid_px{suffix}" in quotes.columns and f"ask_px{suffix}" in quotes.columns:
-            break
-    else:
-        raise DataError(f"{what}: quotes lack bid/ask prices; expected columns bid_px and ask_px (or bid_px_0 and "
-                        f"ask_px_0 of a top-N book), found {list(quotes.columns)}")
+    try:
+        columns = quote_columns(quotes)
+    except DataError as exc:
+        raise DataError(f"{what}: {exc}") from None
     if "ts_ns" not in quotes.columns:
         raise DataError(f"{what}: quotes lack ts_ns; expected int64 UTC nanoseconds")
     ts = as_ns_array(quotes["ts_ns"].to_numpy(), "quotes ts_ns")
     if (np.diff(ts) < 0).any():
         raise DataError(f"{what}: quotes ts_ns goes backwards; expected non-decreasing ts_ns")
     out = {"ts_ns": ts}
-    for name in ("bid_px", "ask_px", "bid_sz", "ask_sz"):
-        column = f"{name}{suffix}"
+    for name, column in columns.items():
         out[name] = (quotes[column].to_numpy(dtype=np.float64, na_value=np.nan) if column in quotes.columns
                      else np.full(len(ts), np.nan))
     with np.errstate(invalid="ignore"):

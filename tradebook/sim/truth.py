@@ -21,6 +21,7 @@ import pandas as pd
 from tradebook.errors import DataError
 from tradebook.model.instruments import Instrument, get_instrument
 from tradebook.model.time import NS_PER_DAY
+from tradebook.data.frames import aggressor_from_column, quote_columns
 from tradebook.sim.book import BookSnapshots, as_ns_array, parse_side, walk_levels
 
 BPS = 1e4
@@ -33,15 +34,6 @@ _TICK_TOL = 1e-6
 
 
 # -- quotes --------------------------------------------------------------------------
-def quote_columns(quotes: pd.DataFrame) -> dict[str, str]:
-    """Map bid_px/ask_px/bid_sz/ask_sz to the frame's columns (an L1 frame, an MBP-1 frame or a top-N book)."""
-    for suffix in ("", "_0"):
-        if f"bid_px{suffix}" in quotes.columns and f"ask_px{suffix}" in quotes.columns:
-            return {name: f"{name}{suffix}" for name in ("bid_px", "ask_px", "bid_sz", "ask_sz")}
-    raise DataError(f"quotes frame lacks bid/ask prices; expected columns bid_px and ask_px (or bid_px_0 and "
-                    f"ask_px_0 of a top-N book), found {list(quotes.columns)}")
-
-
 def prevailing_quotes(
     quotes: pd.DataFrame, ts_ns: np.ndarray, *, strictly_before: bool = True
 ) -> dict[str, np.ndarray]:
@@ -84,14 +76,6 @@ def prevailing_quotes(
 
 
 # -- trade sides ---------------------------------------------------------------------
-def aggressor_from_column(trades: pd.DataFrame) -> np.ndarray:
-    """+1 BUY, -1 SELL, 0 NONE or empty, from the canonical ``aggressor_side`` column."""
-    if "aggressor_side" not in trades.columns:
-        raise DataError("trades frame has no aggressor_side column; infer sides with infer_aggressor()")
-    text = trades["aggressor_side"].to_numpy(dtype=object, na_value="NONE")
-    return np.where(text == "BUY", 1, np.where(text == "SELL", -1, 0)).astype(np.int8)
-
-
 def infer_aggressor(price: np.ndarray, quote: dict[str, np.ndarray], previous_price: np.ndarray) -> np.ndarray:
     """Lee-Ready style side of each trade: quote rule, then a strict tick rule; 0 = unknown.
 
