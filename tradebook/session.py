@@ -273,18 +273,14 @@ class Session:
         self._clock = clock or self._session_clock
         self.instruments: dict[str, Instrument] = {}
         self._models: dict[str, Any] = {}
-        from tradebook.sim.fidelity import load_model
+        from tradebook.venues.paper import PaperVenue, stored_models
 
-        for name in names:  # unknown calibration or instrument: an error before anything is written
-            model = load_model(store, name)
-            self._models[model.instrument_id] = model
-            self.instruments[model.instrument_id] = store.instrument(model.instrument_id)
+        if names:  # unknown calibration or instrument: an error before anything is written
+            self._models, self.instruments = stored_models(store, names)
         if venue is None:
-            from tradebook.venues.paper import PaperVenue
-
-            venue = PaperVenue.from_store(store, names, self.state_dir / "paper", account_id=self.account_id,
-                                          starting_cash=Decimal(starting_cash), seed=seed, clock=self._clock,
-                                          sync=sync)
+            venue = PaperVenue(self.state_dir / "paper", models=self._models, instruments=self.instruments,
+                               account_id=self.account_id, starting_cash=Decimal(starting_cash), seed=seed,
+                               clock=self._clock, sync=sync)
         self.venue = venue
         self.portfolio = Portfolio(Decimal(starting_cash), currency=self.config.risk.account_currency)
         self._journal = Journal(self.state_dir / "session.journal", sync=sync)

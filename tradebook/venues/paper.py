@@ -264,6 +264,26 @@ def _dec(value: float) -> Decimal:
     return Decimal(repr(float(value)))
 
 
+def stored_models(store: Any, calibrations: Iterable[str] | str) -> tuple[dict[str, FillModel], dict[str, Instrument]]:
+    """The fill models of stored calibrations (``'BTCUSDT.BINANCE@v1'``, or an instrument id for its latest),
+    with their instruments from the store; one calibration per instrument."""
+    from tradebook.sim.fidelity import load_model
+
+    names = [calibrations] if isinstance(calibrations, str) else list(calibrations)
+    if not names:
+        raise ConfigError("calibrations is empty; expected names like 'BTCUSDT.BINANCE@v1' or instrument ids")
+    models: dict[str, FillModel] = {}
+    instruments: dict[str, Instrument] = {}
+    for name in names:
+        model = load_model(store, name)
+        if model.instrument_id in models:
+            raise ConfigError(f"calibrations name {model.instrument_id} twice ({names}); expected one per "
+                              "instrument")
+        models[model.instrument_id] = model
+        instruments[model.instrument_id] = store.instrument(model.instrument_id)
+    return models, instruments
+
+
 class PaperVenue(VenuePort):
     """A paper broker account filled by the calibrated simulator, with durable state of its own.
 
@@ -378,20 +398,7 @@ class PaperVenue(VenuePort):
 
         The instruments come from the store too. Other keyword arguments as for the constructor.
         """
-        from tradebook.sim.fidelity import load_model
-
-        names = [calibrations] if isinstance(calibrations, str) else list(calibrations)
-        if not names:
-            raise ConfigError("calibrations is empty; expected names like 'BTCUSDT.BINANCE@v1' or instrument ids")
-        models: dict[str, FillModel] = {}
-        instruments: dict[str, Instrument] = {}
-        for name in names:
-            model = load_model(store, name)
-            if model.instrument_id in models:
-                raise ConfigError(f"calibrations name {model.instrument_id} twice ({names}); expected one per "
-                                  "instrument")
-            models[model.instrument_id] = model
-            instruments[model.instrument_id] = store.instrument(model.instrument_id)
+        models, instruments = stored_models(store, calibrations)
         return cls(state_dir, models=models, instruments=instruments, **kwargs)
 
     # -- the port ------------------------------------------------------------------------
