@@ -61,7 +61,7 @@ def install_crash_point(spec: str) -> None:
     """
     from collections import Counter
 
-    from tradebook.execution.journal import Journal
+    from tradebook.execution.journal import Journal, decode_record
     from tradebook.store.store import Store
 
     where, kind, nth = spec.split(":")
@@ -83,19 +83,28 @@ def install_crash_point(spec: str) -> None:
                 hit()
 
         Store._insert_rows = _insert_rows
+        copy_order_path = Store._copy_order_path  # events, fills, orders and alerts: one SQL copy
+
+        def _copy_order_path(con, batch, records_file, orders_file):
+            copy_order_path(con, batch, records_file, orders_file)
+            if kind in ("orders", "order_events", "fills", "alerts") and batch.records:
+                hit()
+
+        Store._copy_order_path = staticmethod(_copy_order_path)
         return
     names = {"oms": "oms.journal", "venue": "paper_venue.journal", "session": "session.journal"}
-    append = Journal.append
+    append = Journal.append_encoded  # every journal write goes through it
 
-    def append_then_maybe_die(self, record, *, sync=None):
-        position = append(self, record, sync=sync)
+    def append_then_maybe_die(self, bodies, *, sync=None):
+        position = append(self, bodies, sync=sync)
         if self.path.name == names[where]:
-            event = record.get("event") if record.get("kind") == "event" else None
-            if (event["event_type"] if event else record.get("kind")) == kind:
-                hit()
+            for record in map(decode_record, bodies):
+                event = record.get("event") if record.get("kind") == "event" else None
+                if (event["event_type"] if event else record.get("kind")) == kind:
+                    hit()
         return position
 
-    Journal.append = append_then_maybe_die
+    Journal.append_encoded = append_then_maybe_die
 
 
 def main(store_path: str, state_dir: str, done_file: str) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tradebook.errors import ConformanceError, OrderError, StoreError, UnknownInstrumentError
-from tradebook.execution.journal import Journal
+from tradebook.execution.journal import Journal, encode_record
 from tradebook.execution.oms import RECONCILIATION_STRATEGY, Alert, OrderManager
 from tradebook.model.instruments import Side
 from tradebook.model.orders import (
@@ -467,8 +467,8 @@ async def test_a_batch_that_leaves_a_gap_is_refused_whole(tmp_path):
     await rig.oms.submit(intent(1))
     rig.oms.flush()
     before = _store_rows(rig)
-    gap = OrderPathBatch("orders.journal", len(rig.journal) + 2, len(rig.journal) + 3,
-                         alerts=({"ts_ns": 1, "kind": "x", "message": "y", "source": "t", "journal_position": 7},))
+    alert = encode_record({"kind": "alert", "alert": {"ts_ns": 1, "kind": "x", "message": "y"}})
+    gap = OrderPathBatch("orders.journal", len(rig.journal) + 2, len(rig.journal) + 3, records=(alert, alert))
     with pytest.raises(StoreError, match="expected it to start at 5"):
         rig.store.write_order_path(gap)
     assert _store_rows(rig) == before and rig.rows("SELECT count(*) FROM alerts") == [(0,)]
@@ -514,10 +514,10 @@ class CrashingJournal(Journal):
         super().__init__(path)
         self.crash_at = crash_at
 
-    def append(self, record, *, sync=None):
-        if len(self) + 1 == self.crash_at:
+    def append_encoded(self, bodies, *, sync=None):  # every append goes through here
+        if len(self) < self.crash_at <= len(self) + len(bodies):
             raise Crash()
-        return super().append(record, sync=sync)
+        return super().append_encoded(bodies, sync=sync)
 
 
 @run

@@ -54,10 +54,11 @@ from decimal import Decimal
 from time import monotonic_ns
 from typing import Any
 
+import orjson
 import pandas as pd
 
 from tradebook.errors import ConfigError, OrderError, StoreError, UnknownInstrumentError
-from tradebook.execution.journal import Journal
+from tradebook.execution.journal import Journal, decode_record, encode_record
 from tradebook.model.instruments import Instrument, Side, get_instrument
 from tradebook.model.orders import (
     Fill,
@@ -191,7 +192,9 @@ class OrderManager:
         self._alerts: list[Alert] = []
         self._unresolved: set[str] = set()
         self._replace_requests: dict[str, OrderEvent] = {}
-        self._pending: list[tuple[int, dict[str, Any]]] = []  # journal records not yet in DuckDB
+        self._pending: list[tuple[int, bytes]] = []  # journal records not yet in DuckDB, as written
+        self._touched: set[str] = set()  # orders those records changed (their rows are rewritten)
+        self._touched_positions: set[tuple[str, str, str]] = set()  # (account, strategy, instrument) they moved
         self._order_listeners: list[OrderListener] = [on_order] if on_order else []
         self._fill_listeners: list[FillListener] = [on_fill] if on_fill else []
         self._tasks: set[asyncio.Task] = set()
@@ -226,7 +229,8 @@ class OrderManager:
             self._validate_intent(intent)
             self._check_not_blocked(intent.instrument_id)
             created = self.clock()
-            self._append({"kind": "intent", "ts": created, "intent": _intent_to_dict(intent)})
+            self._append({"kind": "intent", "ts": created, "client_order_id": coid, "intent": _intent_to_dict(intent)})
+            self._touched.add(coid)
             self._orders[coid] = Order(intent)
             self._created_ns[coid] = created
             self._apply_own(OrderEvent(coid, E.SUBMITTED, created, created))
@@ -263,7 +267,8 @@ class OrderManager:
                 return existing
             self._validate_intent(intent)
             created = self.clock()
-            self._append({"kind": "intent", "ts": created, "intent": _intent_to_dict(intent)})
+            self._append({"kind": "intent", "ts": created, "client_order_id": coid, "intent": _intent_to_dict(intent)})
+            self._touched.add(coid)
             self._orders[coid] = Order(intent)
             self._created_ns[coid] = created
             return self._apply_own(OrderEvent(coid, E.REJECTED, created, created, reason=reason))
@@ -447,6 +452,7 @@ class OrderManager:
         coid = event.client_order_id
         if journal:
             self._append({"kind": "event", "event": _event_to_dict(event)}, durable=event.fill is not None)
+            self._touched.add(coid)
         self._orders[coid] = updated
         if event.event_type is E.REPLACE_REQUESTED:
             self._replace_requests[coid] = event
@@ -459,19 +465,22 @@ class OrderManager:
                                       intent.strategy_id)
             self._fills.append((fill, intent.account_id, intent.strategy_id))
             self._fill_ids.add(fill.fill_id)
+            if journal:
+                self._touched_positions.add((intent.account_id, intent.strategy_id, fill.instrument_id))
 
     def _append(self, record: dict[str, Any], *, durable: bool = True) -> int:
+        body = encode_record(record)
         if durable or self.sync_policy == "all" or not self.journal.sync:
-            position = self.journal.append(record)
+            position = self.journal.append_encoded((body,))
         else:
             # Written (a kill -9 keeps it: it is in the OS cache) but not fdatasync'd: the
             # next durable record syncs it too.
-            position = self.journal.append(record, sync=False)
+            position = self.journal.append_encoded((body,), sync=False)
         now = monotonic_ns()
         if not self._pending:
             self._pending_since_ns = now
         self._last_record_ns = now
-        self._pending.append((position, record))
+        self._pending.append((position, body))  # the same bytes go to DuckDB: parsed there, not here
         return position
 
     def _notify(self, event: OrderEvent, order: Order) -> None:
@@ -652,22 +661,29 @@ class OrderManager:
         """Copy journal records not yet in DuckDB into the order tables, in one transaction.
 
         Returns how many journal records were written. Safe to call from any thread and
-        any number of times: the store keeps the journal position it holds.
+        any number of times: the store keeps the journal position it holds. The records
+        go as the journal wrote them and DuckDB parses them; Python builds one row per
+        order and per position the batch touched (orders are immutable, so the snapshot
+        taken under the lock is consistent).
         """
         with self._flush_lock:
             with self._lock:
                 records, self._pending = self._pending, []
                 if not records:
                     return 0
-                touched = {r["event"]["client_order_id"] for _, r in records if r["kind"] == "event"}
-                touched |= {client_order_id_for(r["intent"]["intent_id"]) for _, r in records if r["kind"] == "intent"}
+                touched, self._touched = self._touched, set()
+                keys, self._touched_positions = self._touched_positions, set()
                 orders = [(self._orders[c], self._created_ns[c]) for c in touched if c in self._orders]
-                keys = set()
-                for fill, account, strategy in self._fills_in(records):
-                    keys.add((account, strategy, fill.instrument_id))
                 positions = [p for p in (self.portfolio.position(*k) for k in sorted(keys)) if p is not None]
             try:
-                batch = self._batch(records, orders, positions)
+                batch = OrderPathBatch(
+                    self.journal_name, records[0][0], records[-1][0], tuple(body for _, body in records),
+                    tuple(orjson.dumps(self._order_row(order, created), default=_decimal_text)
+                          for order, created in orders),
+                    tuple({"account_id": p.account_id, "strategy_id": p.strategy_id, "instrument_id": p.instrument_id,
+                           "quantity": p.quantity, "avg_price": p.avg_price, "realized_pnl": p.realised_pnl,
+                           "ts_last": p.ts_last_ns, "fees": p.fees} for p in positions),
+                    tuple(sorted({(k[2], self._instrument(k[2]).currency) for k in keys})))
                 # The store must never hold a record the journal could still lose: acks are
                 # appended without fdatasync, and a DuckDB commit is durable. After a power
                 # loss, a store ahead of its journal refuses to start (see _replay).
@@ -676,61 +692,11 @@ class OrderManager:
             except BaseException:
                 with self._lock:
                     self._pending = records + self._pending
+                    self._touched |= touched
+                    self._touched_positions |= keys
                     self._pending_since_ns = 0  # due again at once: the background flush retries
                 raise
             return len(records)
-
-    def _fills_in(self, records: list[tuple[int, dict[str, Any]]]):
-        for _, record in records:
-            if record["kind"] == "event" and record["event"].get("fill") is not None:
-                fill = _fill_from_dict(record["event"]["fill"])
-                order = self._orders[fill.client_order_id]
-                yield fill, order.intent.account_id, order.intent.strategy_id
-            elif record["kind"] == "adjustment":
-                yield _fill_from_dict(record["fill"]), record["account_id"], record["strategy_id"]
-
-    def _batch(self, records, orders, positions) -> OrderPathBatch:
-        order_rows = tuple(self._order_row(order, created) for order, created in orders)
-        events, fills, alerts = [], [], []
-        for position, record in records:
-            kind = record["kind"]
-            if kind == "intent":
-                intent = record["intent"]
-                events.append({"client_order_id": client_order_id_for(intent["intent_id"]), "event_type": "intent",
-                               "ts_event": record["ts"], "ts_init": record["ts"], "quantity": intent["quantity"],
-                               "price": intent["limit_price"] if intent["limit_price"] is not None
-                               else intent["stop_price"], "reason": intent["reason"],
-                               "payload": "{}", "journal_position": position})
-            elif kind in ("event", "orphan", "illegal"):
-                event = record["event"]
-                fill = event.get("fill")
-                extra = {"orphan": True} if kind == "orphan" else {"illegal": record["error"]} if kind == "illegal" \
-                    else {}
-                if fill is not None:
-                    extra["fill_id"] = fill["fill_id"]
-                if event["stop_price"] is not None:
-                    extra["stop_price"] = str(event["stop_price"])
-                events.append({"client_order_id": event["client_order_id"], "event_type": event["event_type"],
-                               "ts_event": event["ts_event_ns"], "ts_init": event["ts_init_ns"],
-                               "venue_order_id": event["venue_order_id"],
-                               "quantity": fill["quantity"] if fill else event["quantity"],
-                               "price": fill["price"] if fill else event["limit_price"],
-                               "reason": event["reason"], "payload": json.dumps(extra, sort_keys=True) if extra else "{}",
-                               "journal_position": position})
-                if fill is not None and kind == "event":
-                    order = self._orders[event["client_order_id"]]
-                    fills.append(self._fill_row(fill, event["venue_order_id"], order.intent.account_id,
-                                                order.intent.strategy_id))
-            elif kind == "adjustment":
-                fills.append(self._fill_row(record["fill"], None, record["account_id"], record["strategy_id"]))
-            elif kind == "alert":
-                alerts.append({**record["alert"], "source": "oms", "journal_position": position})
-        position_rows = tuple({"account_id": p.account_id, "strategy_id": p.strategy_id,
-                               "instrument_id": p.instrument_id, "quantity": p.quantity, "avg_price": p.avg_price,
-                               "realized_pnl": p.realised_pnl, "ts_last": p.ts_last_ns, "fees": p.fees}
-                              for p in positions)
-        return OrderPathBatch(self.journal_name, records[0][0], records[-1][0], order_rows, tuple(events),
-                              tuple(fills), position_rows, tuple(alerts))
 
     def _order_row(self, order: Order, created: int) -> dict[str, Any]:
         intent = order.intent
@@ -748,15 +714,8 @@ class OrderManager:
                 "venue_order_id": order.venue_order_id, "status": str(order.status),
                 "filled_quantity": order.filled_qty, "avg_fill_price": order.avg_price, "ts_init": created,
                 "ts_last": max(order.last_ts_ns, created), "tags": json.dumps(tags, sort_keys=True),
-                "reason": order.reason, "fees": order.fees}
-
-    def _fill_row(self, fill: dict[str, Any], venue_order_id, account_id: str, strategy_id: str) -> dict[str, Any]:
-        currency = self._instrument(fill["instrument_id"]).currency
-        return {"fill_id": fill["fill_id"], "client_order_id": fill["client_order_id"],
-                "venue_order_id": venue_order_id, "account_id": account_id, "strategy_id": strategy_id,
-                "instrument_id": fill["instrument_id"], "side": fill["side"], "quantity": fill["quantity"],
-                "price": fill["price"], "fee": fill["fee"], "fee_currency": currency,
-                "liquidity": fill["liquidity"], "ts_event": fill["ts_event_ns"], "ts_init": fill["ts_init_ns"]}
+                "reason": order.reason, "fees": order.fees,
+                "currency": self._instrument(intent.instrument_id).currency}
 
     def start(self) -> None:
         """Start the background flush (every ``flush_interval_ms``); idempotent."""
@@ -805,16 +764,32 @@ class OrderManager:
             raise StoreError(f"the store holds {stored} records of journal {self.journal_name!r} but the journal has "
                              f"only {len(self.journal)}; is this the journal of this store?")
         with self._lock:
-            for index, record in enumerate(self.journal.records()):
+            for index, body in enumerate(self.journal.encoded()):
                 position = index + 1
+                record = decode_record(body)
                 try:
                     self._replay_record(record)
                 except (OrderError, KeyError, ValueError) as exc:
                     raise StoreError(f"journal {self.journal.path}: record {position} cannot be replayed: {exc}; "
                                      "refusing to guess the order state") from exc
                 if position > stored:
-                    self._pending.append((position, record))
+                    self._pending.append((position, body))
+                    self._touch_replayed(record)
             self._unresolved = {c for c, o in self._orders.items() if o.status in UNKNOWN_STATE_STATUSES}
+
+    def _touch_replayed(self, record: dict[str, Any]) -> None:
+        """What a replayed record not yet in the store changed: its rows go with the next flush."""
+        kind = record["kind"]
+        if kind == "intent":
+            self._touched.add(client_order_id_for(record["intent"]["intent_id"]))
+        elif kind == "event":
+            event = record["event"]
+            self._touched.add(event["client_order_id"])
+            if event.get("fill") is not None and event["client_order_id"] in self._orders:
+                intent = self._orders[event["client_order_id"]].intent
+                self._touched_positions.add((intent.account_id, intent.strategy_id, intent.instrument_id))
+        elif kind == "adjustment":
+            self._touched_positions.add((record["account_id"], record["strategy_id"], record["fill"]["instrument_id"]))
 
     def _replay_record(self, record: dict[str, Any]) -> None:
         kind = record["kind"]
@@ -991,11 +966,18 @@ class OrderManager:
         self.portfolio.apply_fill(fill, instrument, account, RECONCILIATION_STRATEGY)
         self._fills.append((fill, account, RECONCILIATION_STRATEGY))
         self._fill_ids.add(fill.fill_id)
+        self._touched_positions.add((account, RECONCILIATION_STRATEGY, instrument_id))
         return self._raise_alert("position_adopted", f"{account} {instrument_id}: adopted the venue's position "
                                                      f"({difference:+} at {price})")
 
 
 # -- helpers --------------------------------------------------------------------------------
+def _decimal_text(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return format(value, "f")  # plain digits: DuckDB casts the text to DECIMAL exactly
+    raise TypeError(f"order rows hold JSON values and Decimals, not {type(value).__name__}: {value!r}")
+
+
 def _instrument_lookup(instruments) -> Callable[[str], Instrument]:
     if instruments is None:
         return get_instrument

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -81,24 +82,30 @@ class IngestResult:
 
 @dataclass(frozen=True)
 class OrderPathBatch:
-    """Journal records ``first_position..position`` of one write-ahead journal, as rows for the order tables.
+    """Journal records ``first_position..position`` of one write-ahead journal, for the order tables.
 
     Written by :meth:`Store.write_order_path` in one transaction together with the
     journal offset, so a batch lands whole or not at all and a re-flush after a crash
-    starts where the store stopped. Row values: str, int, None or Decimal (money and
-    quantities, stored exactly as DECIMAL(38, 12)). ``orders`` and ``positions`` hold the
-    current state (upserted by key); ``events`` and ``alerts`` are appended; ``fills``
-    are inserted once per ``fill_id``.
+    starts where the store stopped.
+
+    ``records`` are the journal's own bytes (one JSON object per record, as
+    :func:`tradebook.execution.journal.encode_record` wrote it), in journal order:
+    DuckDB parses them itself, so a flush costs the writer's thread almost no Python
+    (and no GIL while DuckDB works). ``orders`` holds the current state of every order
+    the records touch, one JSON object per order with the ``orders`` columns (Decimals
+    as strings) plus ``currency`` (the fee currency of its fills); ``positions`` the
+    current state of the positions they moved (dicts with Decimals); ``currencies``
+    maps instruments of position adjustments to their currency. Events and alerts are
+    appended, orders and positions upserted by key, fills inserted once per ``fill_id``.
     """
 
     journal: str
     first_position: int
     position: int
-    orders: tuple[dict[str, Any], ...] = ()
-    events: tuple[dict[str, Any], ...] = ()
-    fills: tuple[dict[str, Any], ...] = ()
+    records: tuple[bytes, ...] = ()
+    orders: tuple[bytes, ...] = ()
     positions: tuple[dict[str, Any], ...] = ()
-    alerts: tuple[dict[str, Any], ...] = ()
+    currencies: tuple[tuple[str, str], ...] = ()
 
 
 # Columns of the order tables (migrations v2 and v3) as written from the order path; the
@@ -125,6 +132,85 @@ ORDER_PATH_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "alerts": (("ts_ns", "BIGINT"), ("kind", "VARCHAR"), ("message", "VARCHAR"), ("source", "VARCHAR"),
                ("journal_position", "BIGINT")),
 }
+
+
+def _sql_text(path: Path) -> str:
+    """A file path as a SQL string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+# The journal records' shape, for DuckDB to parse each line once into typed columns (keys
+# not listed are ignored, missing ones are NULL). Decimals are {"$d": "<exact text>"}.
+_DEC = 'STRUCT("$d" VARCHAR)'
+_FILL = (f"STRUCT(fill_id VARCHAR, client_order_id VARCHAR, instrument_id VARCHAR, side VARCHAR, quantity {_DEC}, "
+         f"price {_DEC}, fee {_DEC}, liquidity VARCHAR, ts_event_ns BIGINT, ts_init_ns BIGINT)")
+_RECORD_COLUMNS = {
+    "p": "BIGINT", "kind": "VARCHAR", "ts": "BIGINT", "client_order_id": "VARCHAR",
+    "intent": f"STRUCT(intent_id VARCHAR, quantity {_DEC}, limit_price {_DEC}, stop_price {_DEC}, reason VARCHAR)",
+    "event": (f"STRUCT(client_order_id VARCHAR, event_type VARCHAR, ts_event_ns BIGINT, ts_init_ns BIGINT, "
+              f"venue_order_id VARCHAR, reason VARCHAR, quantity {_DEC}, limit_price {_DEC}, stop_price {_DEC}, "
+              f"fill {_FILL})"),
+    "error": "VARCHAR", "alert": "STRUCT(ts_ns BIGINT, kind VARCHAR, message VARCHAR)",
+    "account_id": "VARCHAR", "strategy_id": "VARCHAR", "fill": _FILL,
+}
+
+
+def _money(field: str) -> str:
+    return f'CAST({field}."$d" AS DECIMAL(38, 12))'
+
+
+# One row per intent (an order is created) and per venue or own event, in journal order. An
+# intent record names its client order id; journals written before it did find it
+# through the order rows of the same batch.
+_ORDER_EVENTS_SQL = f"""
+INSERT INTO order_events (client_order_id, event_type, ts_event, ts_init, venue_order_id, quantity, price, reason,
+                          payload, journal_position)
+SELECT client_order_id, event_type, ts_event, ts_init, venue_order_id, quantity, price, reason, payload, p FROM (
+    SELECT COALESCE(j.client_order_id, o.client_order_id) AS client_order_id, 'intent' AS event_type,
+           ts AS ts_event, ts AS ts_init, NULL AS venue_order_id, {_money('intent.quantity')} AS quantity,
+           COALESCE({_money('intent.limit_price')}, {_money('intent.stop_price')}) AS price,
+           intent.reason AS reason, '{{}}' AS payload, p
+    FROM _op_records j LEFT JOIN _op_orders o ON o.intent_id = j.intent.intent_id
+    WHERE kind = 'intent'
+    UNION ALL
+    SELECT event.client_order_id, event.event_type, event.ts_event_ns, event.ts_init_ns, event.venue_order_id,
+           CASE WHEN event.fill IS NOT NULL THEN {_money('event.fill.quantity')} ELSE {_money('event.quantity')} END,
+           CASE WHEN event.fill IS NOT NULL THEN {_money('event.fill.price')} ELSE {_money('event.limit_price')} END,
+           event.reason,
+           '{{' || concat_ws(',',
+               CASE WHEN event.fill IS NOT NULL THEN '"fill_id":' || to_json(event.fill.fill_id) END,
+               CASE WHEN kind = 'illegal' THEN '"illegal":' || to_json(error) END,
+               CASE WHEN kind = 'orphan' THEN '"orphan":true' END,
+               CASE WHEN event.stop_price IS NOT NULL THEN '"stop_price":' || to_json(event.stop_price."$d") END
+           ) || '}}',
+           p
+    FROM _op_records WHERE kind IN ('event', 'orphan', 'illegal')
+) ORDER BY p
+"""
+# Fills of known orders take their account and strategy from the order; position
+# adjustments from reconciliation carry their own.
+_FILLS_SQL = f"""
+INSERT INTO fills (fill_id, client_order_id, venue_order_id, account_id, strategy_id, instrument_id, side, quantity,
+                   price, fee, fee_currency, liquidity, ts_event, ts_init)
+SELECT fill_id, client_order_id, venue_order_id, account_id, strategy_id, instrument_id, side, quantity, price, fee,
+       fee_currency, liquidity, ts_event, ts_init FROM (
+    SELECT event.fill.fill_id AS fill_id, event.fill.client_order_id AS client_order_id,
+           event.venue_order_id AS venue_order_id, o.account_id AS account_id, o.strategy_id AS strategy_id,
+           event.fill.instrument_id AS instrument_id, event.fill.side AS side,
+           {_money('event.fill.quantity')} AS quantity, {_money('event.fill.price')} AS price,
+           {_money('event.fill.fee')} AS fee, o.currency AS fee_currency, event.fill.liquidity AS liquidity,
+           event.fill.ts_event_ns AS ts_event, event.fill.ts_init_ns AS ts_init, p
+    FROM _op_records j LEFT JOIN _op_orders o ON o.client_order_id = j.event.client_order_id
+    WHERE kind = 'event' AND event.fill IS NOT NULL
+    UNION ALL
+    SELECT j.fill.fill_id, j.fill.client_order_id, NULL, j.account_id, j.strategy_id, j.fill.instrument_id, j.fill.side,
+           {_money('j.fill.quantity')}, {_money('j.fill.price')}, {_money('j.fill.fee')}, c.currency,
+           j.fill.liquidity, j.fill.ts_event_ns, j.fill.ts_init_ns, p
+    FROM _op_records j LEFT JOIN _op_currencies c ON c.instrument_id = j.fill.instrument_id
+    WHERE kind = 'adjustment'
+) ORDER BY p
+ON CONFLICT DO NOTHING
+"""
 
 
 def default_store_path() -> Path:
@@ -524,34 +610,81 @@ class Store:
         return int(rows[0][0]) if rows else 0
 
     def write_order_path(self, batch: OrderPathBatch) -> bool:
-        """Write one batch of order-path rows and advance the journal offset, atomically.
+        """Write one batch of order-path records and advance the journal offset, atomically.
 
         Returns False when the store already holds the batch (a re-flush after a crash);
         raises StoreError when the batch does not start right after what is stored (a gap
-        would lose records) and writes nothing.
+        would lose records), or when a record does not fit the tables, and writes nothing.
         """
         self._require_writer()
-        if batch.position < batch.first_position - 1 or batch.first_position < 1:
-            raise StoreError(f"journal batch {batch.first_position}..{batch.position} of {batch.journal} is empty "
-                             "or reversed; expected first_position >= 1 and position >= first_position - 1")
-        with self.transaction() as con:
-            # fetchall: a half-read result would block the inserts below (DuckDB 2.0)
-            rows = con.execute("SELECT position FROM journal_offsets WHERE journal = ?", [batch.journal]).fetchall()
-            stored = int(rows[0][0]) if rows else 0
-            if stored >= batch.position:
-                return False
-            if stored != batch.first_position - 1:
-                raise StoreError(
-                    f"journal {batch.journal}: the store holds records up to {stored} but the batch starts at "
-                    f"{batch.first_position}; expected it to start at {stored + 1} (nothing was written)")
-            self._insert_rows(con, "orders", batch.orders, "INSERT OR REPLACE INTO")
-            self._insert_rows(con, "order_events", batch.events, "INSERT INTO")
-            self._insert_rows(con, "fills", batch.fills, "INSERT INTO", "ON CONFLICT DO NOTHING")
-            self._insert_rows(con, "positions", batch.positions, "INSERT OR REPLACE INTO")
-            self._insert_rows(con, "alerts", batch.alerts, "INSERT INTO")
-            con.execute(
-                "INSERT OR REPLACE INTO journal_offsets VALUES (?, ?, ?)", [batch.journal, batch.position, now_ns()])
+        count = batch.position - batch.first_position + 1
+        if batch.first_position < 1 or count < 0 or len(batch.records) != count:
+            raise StoreError(f"journal batch {batch.first_position}..{batch.position} of {batch.journal} holds "
+                             f"{len(batch.records)} records; expected first_position >= 1 and one record per "
+                             "position")
+        with tempfile.TemporaryDirectory(prefix="tb-flush-") as tmp:
+            records_file, orders_file = Path(tmp) / "records.ndjson", Path(tmp) / "orders.ndjson"
+            # The journal's bytes, each with its position as a first key; written here, parsed by DuckDB
+            records_file.write_bytes(b"".join(
+                [b'{"p":%d,%b\n' % (position, body[1:])
+                 for position, body in enumerate(batch.records, batch.first_position)]))
+            orders_file.write_bytes(b"\n".join(batch.orders))
+            with self.transaction() as con:
+                # fetchall: a half-read result would block the inserts below (DuckDB 2.0)
+                rows = con.execute("SELECT position FROM journal_offsets WHERE journal = ?",
+                                   [batch.journal]).fetchall()
+                stored = int(rows[0][0]) if rows else 0
+                if stored >= batch.position:
+                    return False
+                if stored != batch.first_position - 1:
+                    raise StoreError(
+                        f"journal {batch.journal}: the store holds records up to {stored} but the batch starts at "
+                        f"{batch.first_position}; expected it to start at {stored + 1} (nothing was written)")
+                try:
+                    self._copy_order_path(con, batch, records_file, orders_file)
+                except duckdb.Error as exc:
+                    raise StoreError(f"writing journal {batch.journal} records {batch.first_position}.."
+                                     f"{batch.position} to the order tables failed, nothing was written: {exc}") \
+                        from exc
+                self._insert_rows(con, "positions", batch.positions, "INSERT OR REPLACE INTO")
+                con.execute("INSERT OR REPLACE INTO journal_offsets VALUES (?, ?, ?)",
+                            [batch.journal, batch.position, now_ns()])
         return True
+
+    @staticmethod
+    def _copy_order_path(con: duckdb.DuckDBPyConnection, batch: OrderPathBatch, records_file: Path,
+                         orders_file: Path) -> None:
+        """The SQL half of :meth:`write_order_path`: journal JSON -> order tables, inside its transaction."""
+        con.execute("DROP TABLE IF EXISTS _op_records; DROP TABLE IF EXISTS _op_orders; "
+                    "DROP TABLE IF EXISTS _op_currencies")
+        record_columns = ", ".join(f"'{name}': '{sql_type}'" for name, sql_type in _RECORD_COLUMNS.items())
+        con.execute(f"CREATE TEMP TABLE _op_records AS SELECT * FROM read_json({_sql_text(records_file)}, "
+                    f"format='newline_delimited', columns={{{record_columns}}})")
+        # the order rows as JSON text: Decimals as strings (cast below), times as integers
+        order_columns = [(name, "BIGINT" if sql_type == "BIGINT" else "VARCHAR")
+                         for name, sql_type in (*ORDER_PATH_COLUMNS["orders"], ("currency", "VARCHAR"))]
+        con.execute(f"CREATE TEMP TABLE _op_orders ({', '.join(f'{n} {t}' for n, t in order_columns)})")
+        if batch.orders:
+            spec = ", ".join(f"'{n}': '{t}'" for n, t in order_columns)
+            con.execute(f"INSERT INTO _op_orders SELECT * FROM read_json({_sql_text(orders_file)}, "
+                        f"format='newline_delimited', columns={{{spec}}})")
+        con.execute("CREATE TEMP TABLE _op_currencies (instrument_id VARCHAR, currency VARCHAR)")
+        if batch.currencies:
+            con.executemany("INSERT INTO _op_currencies VALUES (?, ?)", [list(c) for c in batch.currencies])
+        found = con.execute("SELECT count(*), min(p), max(p) FROM _op_records").fetchone()
+        if found[0] != len(batch.records) or (batch.records and found[1:] != (batch.first_position, batch.position)):
+            raise StoreError(f"journal {batch.journal}: DuckDB read {found[0]} records of the batch, expected "
+                             f"{len(batch.records)}")
+        casts = ", ".join(
+            f"CAST({name} AS {'DECIMAL(38, 12)' if sql_type == 'DECIMAL' else sql_type})"
+            for name, sql_type in ORDER_PATH_COLUMNS["orders"])
+        con.execute(f"INSERT OR REPLACE INTO orders ({', '.join(n for n, _ in ORDER_PATH_COLUMNS['orders'])}) "
+                    f"SELECT {casts} FROM _op_orders")
+        con.execute(_ORDER_EVENTS_SQL)
+        con.execute(_FILLS_SQL)
+        con.execute("INSERT INTO alerts SELECT alert.ts_ns, alert.kind, alert.message, 'oms', p FROM _op_records "
+                    "WHERE kind = 'alert' ORDER BY p")
+        con.execute("DROP TABLE _op_records; DROP TABLE _op_orders; DROP TABLE _op_currencies")
 
     def _insert_rows(self, con: duckdb.DuckDBPyConnection, table: str, rows: tuple[dict[str, Any], ...],
                      verb: str, suffix: str = "") -> None:
