@@ -48,7 +48,7 @@ import dataclasses
 import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from time import monotonic_ns
@@ -404,41 +404,75 @@ class OrderManager:
     # -- events from the venue ----------------------------------------------------------
     def on_event(self, event: OrderEvent) -> None:
         """The handler given to ``venue.connect``: journal, apply, book fills, notify."""
+        self.on_events((event,))
+
+    def on_events(self, events: Iterable[OrderEvent]) -> None:
+        """Several venue events at once (a venue that delivers in batches): one journal write for them all.
+
+        The same checks, records and effects as :meth:`on_event` for each event in turn,
+        but every record is written (and, if one carries a fill, made durable) with one
+        write and at most one ``fdatasync`` before any of them changes an order or the
+        portfolio. An event the lifecycle refuses is journaled as ``illegal`` and changes
+        nothing; the others still apply, and the first refusal is raised at the end.
+        """
+        staged: dict[str, Order] = {}  # orders as this batch leaves them
+        applied: list[tuple[OrderEvent, Order, Order]] = []  # (event, before, after)
+        bodies: list[bytes] = []
+        durable = False
+        refused: OrderError | None = None
         with self._lock:
-            coid = event.client_order_id
-            order = self._orders.get(coid)
-            if order is None:
-                self._append({"kind": "orphan", "event": _event_to_dict(event)}, durable=event.fill is not None)
-                self._orphans.append(event)
-                log.warning("event for unknown order %s from %s: %s", coid, self.venue.name, event.event_type)
-                return
-            if event.fill is not None and event.fill.fill_id in self._fill_ids:
-                return  # a repeated fill (after a reconnect): already booked
-            if event.event_type is E.REJECTED and event.reason.startswith(DUPLICATE_REASON) \
-                    and order.status is not OrderStatus.PENDING:
-                # We sent an order the venue already holds (a resend after a fault): the refusal
-                # is about the copy, not the order. Its state is whatever the venue says:
-                # reconciliation asks.
-                self._append({"kind": "duplicate", "event": _event_to_dict(event)}, durable=False)
-                self._unresolved.add(coid)
-                log.warning("venue %s already holds %s; reconciling its state", self.venue.name, coid)
-                return
-            if event.event_type is E.REPLACED and event.quantity is None and event.limit_price is None \
-                    and event.stop_price is None and coid in self._replace_requests:
-                asked = self._replace_requests[coid]  # venues that confirm without repeating the new terms
-                event = dataclasses.replace(event, quantity=asked.quantity, limit_price=asked.limit_price,
-                                            stop_price=asked.stop_price)
-            try:
+            fill_ids: set[str] = set()
+            for event in events:
+                coid = event.client_order_id
+                order = staged.get(coid) or self._orders.get(coid)
+                if order is None:
+                    bodies.append(encode_record({"kind": "orphan", "event": _event_to_dict(event)}))
+                    durable = durable or event.fill is not None
+                    self._orphans.append(event)
+                    log.warning("event for unknown order %s from %s: %s", coid, self.venue.name, event.event_type)
+                    continue
+                if event.fill is not None and (event.fill.fill_id in self._fill_ids or event.fill.fill_id in fill_ids):
+                    continue  # a repeated fill (after a reconnect): already booked
+                if event.event_type is E.REJECTED and event.reason.startswith(DUPLICATE_REASON) \
+                        and order.status is not OrderStatus.PENDING:
+                    # We sent an order the venue already holds (a resend after a fault): the refusal
+                    # is about the copy, not the order. Its state is whatever the venue says:
+                    # reconciliation asks.
+                    bodies.append(encode_record({"kind": "duplicate", "event": _event_to_dict(event)}))
+                    self._unresolved.add(coid)
+                    log.warning("venue %s already holds %s; reconciling its state", self.venue.name, coid)
+                    continue
+                if event.event_type is E.REPLACED and event.quantity is None and event.limit_price is None \
+                        and event.stop_price is None and coid in self._replace_requests:
+                    asked = self._replace_requests[coid]  # venues that confirm without repeating the new terms
+                    event = dataclasses.replace(event, quantity=asked.quantity, limit_price=asked.limit_price,
+                                                stop_price=asked.stop_price)
+                try:
+                    if event.fill is not None:
+                        self._check_fill(order, event.fill)
+                    updated = order.apply(event)
+                except OrderError as exc:
+                    bodies.append(encode_record({"kind": "illegal", "event": _event_to_dict(event),
+                                                 "error": str(exc)}))
+                    refused = refused or exc
+                    continue
+                bodies.append(encode_record({"kind": "event", "event": _event_to_dict(event)}))
                 if event.fill is not None:
-                    self._check_fill(order, event.fill)
-                updated = order.apply(event)
-            except OrderError as exc:
-                self._append({"kind": "illegal", "event": _event_to_dict(event), "error": str(exc)}, durable=False)
-                raise
-            self._unresolved.discard(coid)  # the venue spoke about it: its state is known again
-            self._commit(event, updated)
-        self._notify(event, updated)
-        self._after_event(order, updated)
+                    durable = True
+                    fill_ids.add(event.fill.fill_id)
+                staged[coid] = updated
+                applied.append((event, order, updated))
+            if bodies:
+                self._append_encoded(bodies, durable=durable)
+            for event, _, updated in applied:
+                self._unresolved.discard(event.client_order_id)  # the venue spoke about it: its state is known
+                self._touched.add(event.client_order_id)
+                self._commit(event, updated, journal=False, track=True)
+        for event, before, updated in applied:
+            self._notify(event, updated)
+            self._after_event(before, updated)
+        if refused is not None:
+            raise refused
 
     # -- core ---------------------------------------------------------------------------
     def _apply_own(self, event: OrderEvent) -> Order:
@@ -448,7 +482,11 @@ class OrderManager:
         self._notify(event, updated)
         return updated
 
-    def _commit(self, event: OrderEvent, updated: Order, *, journal: bool = True) -> None:
+    def _commit(self, event: OrderEvent, updated: Order, *, journal: bool = True, track: bool = False) -> None:
+        """Apply ``event`` (journaling it first unless ``journal=False``: already written, or replayed).
+
+        ``track``: the event was written by the caller and its rows go to the store with the next flush.
+        """
         coid = event.client_order_id
         if journal:
             self._append({"kind": "event", "event": _event_to_dict(event)}, durable=event.fill is not None)
@@ -465,22 +503,27 @@ class OrderManager:
                                       intent.strategy_id)
             self._fills.append((fill, intent.account_id, intent.strategy_id))
             self._fill_ids.add(fill.fill_id)
-            if journal:
+            if journal or track:
                 self._touched_positions.add((intent.account_id, intent.strategy_id, fill.instrument_id))
 
     def _append(self, record: dict[str, Any], *, durable: bool = True) -> int:
-        body = encode_record(record)
+        return self._append_encoded((encode_record(record),), durable=durable)
+
+    def _append_encoded(self, bodies: Sequence[bytes], *, durable: bool = True) -> int:
+        """Write records with one write; fdatasync'd if ``durable`` (or the policy syncs everything)."""
         if durable or self.sync_policy == "all" or not self.journal.sync:
-            position = self.journal.append_encoded((body,))
+            position = self.journal.append_encoded(bodies)
         else:
             # Written (a kill -9 keeps it: it is in the OS cache) but not fdatasync'd: the
             # next durable record syncs it too.
-            position = self.journal.append_encoded((body,), sync=False)
+            position = self.journal.append_encoded(bodies, sync=False)
         now = monotonic_ns()
         if not self._pending:
             self._pending_since_ns = now
         self._last_record_ns = now
-        self._pending.append((position, body))  # the same bytes go to DuckDB: parsed there, not here
+        first = position - len(bodies) + 1
+        # the same bytes go to DuckDB: parsed there, not here
+        self._pending.extend(zip(range(first, position + 1), bodies))
         return position
 
     def _notify(self, event: OrderEvent, order: Order) -> None:
