@@ -537,8 +537,7 @@ class Session:
             "state": str(self.state), "mode": "paper", "venue": self.venue.name, "account": self.account_id,
             "session_time": ns_to_iso(now) if now else None,
             "kill_switch": str(self.kill_switch.mode), "breaker": str(self.breaker.state),
-            "working_orders": len(self.oms.working_orders()), "orders": len(self.oms.orders()),
-            "fills": len(self.oms.fills_frame()), "cash": self.portfolio.cash, "equity": self.portfolio.equity,
+            **self.oms.counts(), "cash": self.portfolio.cash, "equity": self.portfolio.equity,
             "realised_pnl": self.portfolio.realised_pnl, "unrealised_pnl": self.portfolio.unrealised_pnl,
             "alerts": len(self.alerts) + len(self.oms.alerts()), "deferred": len(self._deferred),
             "scheduled_slices": len(self._scheduled),
@@ -659,7 +658,7 @@ class Session:
         await self._release_due()
         if self.strategy is not None:
             view = SessionView(self._now, dict(self._quotes), self._net_positions(), self.portfolio.equity,
-                               len(self.oms.working_orders()))
+                               self.oms.working_count())
             for signal in self.strategy(batch, view) or ():
                 await self._on_signal(signal, raise_errors=False)
         self._journal.append({"kind": "batch", "end_ns": batch.end_ns})

@@ -184,6 +184,7 @@ class OrderManager:
         self._lock = threading.RLock()
         self._flush_lock = threading.Lock()
         self._orders: dict[str, Order] = {}
+        self._working: dict[str, None] = {}  # orders not final yet, oldest first (kept, not scanned for)
         self._created_ns: dict[str, int] = {}
         self._fills: list[tuple[Fill, str, str]] = []  # (fill, account_id, strategy_id)
         self._fill_ids: set[str] = set()
@@ -231,7 +232,7 @@ class OrderManager:
             created = self.clock()
             self._append({"kind": "intent", "ts": created, "client_order_id": coid, "intent": _intent_to_dict(intent)})
             self._touched.add(coid)
-            self._orders[coid] = Order(intent)
+            self._set_order(coid, Order(intent))
             self._created_ns[coid] = created
             self._apply_own(OrderEvent(coid, E.SUBMITTED, created, created))
         await self._send(intent)
@@ -269,7 +270,7 @@ class OrderManager:
             created = self.clock()
             self._append({"kind": "intent", "ts": created, "client_order_id": coid, "intent": _intent_to_dict(intent)})
             self._touched.add(coid)
-            self._orders[coid] = Order(intent)
+            self._set_order(coid, Order(intent))
             self._created_ns[coid] = created
             return self._apply_own(OrderEvent(coid, E.REJECTED, created, created, reason=reason))
 
@@ -491,7 +492,7 @@ class OrderManager:
         if journal:
             self._append({"kind": "event", "event": _event_to_dict(event)}, durable=event.fill is not None)
             self._touched.add(coid)
-        self._orders[coid] = updated
+        self._set_order(coid, updated)
         if event.event_type is E.REPLACE_REQUESTED:
             self._replace_requests[coid] = event
         elif event.event_type in (E.REPLACED, E.REPLACE_REJECTED):
@@ -505,6 +506,13 @@ class OrderManager:
             self._fill_ids.add(fill.fill_id)
             if journal or track:
                 self._touched_positions.add((intent.account_id, intent.strategy_id, fill.instrument_id))
+
+    def _set_order(self, coid: str, order: Order) -> None:
+        self._orders[coid] = order
+        if order.is_done:
+            self._working.pop(coid, None)
+        else:
+            self._working[coid] = None
 
     def _append(self, record: dict[str, Any], *, durable: bool = True) -> int:
         return self._append_encoded((encode_record(record),), durable=durable)
@@ -655,7 +663,16 @@ class OrderManager:
     def working_orders(self) -> list[Order]:
         """Orders not final yet (orders in an unknown state included: they may still trade)."""
         with self._lock:
-            return [o for o in self._orders.values() if not o.is_done]
+            return [self._orders[c] for c in self._working]
+
+    def working_count(self) -> int:
+        """How many orders are not final yet; O(1)."""
+        return len(self._working)
+
+    def counts(self) -> dict[str, int]:
+        """Orders, working orders and fills so far, without building any of them."""
+        with self._lock:
+            return {"working_orders": len(self._working), "orders": len(self._orders), "fills": len(self._fills)}
 
     def unresolved(self) -> list[Order]:
         with self._lock:
@@ -838,7 +855,7 @@ class OrderManager:
         kind = record["kind"]
         if kind == "intent":
             intent = _intent_from_dict(record["intent"])
-            self._orders[intent.client_order_id] = Order(intent)
+            self._set_order(intent.client_order_id, Order(intent))
             self._created_ns[intent.client_order_id] = int(record["ts"])
         elif kind == "event":
             event = _event_from_dict(record["event"])
