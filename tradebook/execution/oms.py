@@ -93,6 +93,8 @@ DEFAULT_FLUSH_MAX_LAG_MS = 5_000  # under sustained flow, the store is at most t
 SYNC_POLICIES = frozenset({"intents_and_fills", "all"})
 DEFAULT_FILL_LOOKBACK_NS = 300 * 1_000_000_000  # venue clocks differ from ours; ask for fills a bit earlier
 
+_ORDER_TYPES = frozenset(OrderType)
+_TIMES_IN_FORCE = frozenset(TimeInForce)
 _INTENT_FIELDS = tuple(f.name for f in dataclasses.fields(OrderIntent))
 _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(OrderEvent) if f.name != "fill")
 _FILL_FIELDS = tuple(f.name for f in dataclasses.fields(Fill))
@@ -605,7 +607,7 @@ class OrderManager:
         instrument = self._instrument(intent.instrument_id)
         if intent.side not in (Side.BUY, Side.SELL):
             raise OrderError(f"{where}: side must be buy or sell, got {intent.side!r}")
-        if intent.order_type not in tuple(OrderType) or intent.time_in_force not in tuple(TimeInForce):
+        if intent.order_type not in _ORDER_TYPES or intent.time_in_force not in _TIMES_IN_FORCE:
             raise OrderError(f"{where}: unknown order type {intent.order_type!r} or time in force "
                              f"{intent.time_in_force!r}")
         if not isinstance(intent.ts_ns, int) or isinstance(intent.ts_ns, bool) or intent.ts_ns < 0:
