@@ -152,3 +152,19 @@ def test_fill_for_another_instrument_refused():
         p.mark("SPY.ARCX", 100.0, 1)  # type: ignore[arg-type]
     with pytest.raises(OrderError, match="starting_cash"):
         Portfolio(1000)  # type: ignore[arg-type]
+
+
+def test_equity_and_net_positions_follow_every_fill_and_mark():
+    p = Portfolio(D("10000"))
+    assert p.equity == D(10000) and p.net_positions() == {}
+    p.apply_fill(fill(1, SPY, "buy", "3", "100", "0.10"), SPY, "acct", "s1")
+    assert p.equity == D("9999.90") and p.net_positions("acct") == {("acct", "SPY.ARCX"): D(3)}
+    p.mark("SPY.ARCX", D("101"), 2_000_000_000)
+    assert p.equity == D("10002.90")
+    p.apply_fill(fill(3, SPY, "sell", "1", "102"), SPY, "acct", "s2")  # another strategy, newest price
+    assert p.net_positions("acct") == {("acct", "SPY.ARCX"): D(2)} == p.net_positions()
+    assert p.equity == D("9801.90") + 2 * D(102)
+    mine = p.net_positions("acct")
+    mine.clear()  # the caller's copy
+    assert p.net_positions("acct") == {("acct", "SPY.ARCX"): D(2)}
+    assert p.net_positions("other") == {}

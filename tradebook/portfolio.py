@@ -30,7 +30,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 
 import pandas as pd
@@ -108,29 +108,42 @@ class Portfolio:
         self._checkpoint_cells: list[int] = []
         self._checkpoint_equity: list[Decimal] = []
         self._last_ts_ns = 0
+        # reads the order path makes several times between two changes, kept until the next
+        # fill or mark: equity (None: not computed since) and net positions per account filter
+        self._equity_now: Decimal | None = None
+        self._net_now: dict[str | None, dict[tuple[str, str], Decimal]] = {}
 
     # -- changes ------------------------------------------------------------------------
     def apply_fill(self, fill: Fill, instrument: Instrument, account_id: str, strategy_id: str) -> bool:
         """Book a fill; returns False (and changes nothing) when ``fill_id`` was booked before."""
         _check_fill(fill, instrument)
+        instrument_id, multiplier = instrument.instrument_id, instrument.multiplier
         with self._lock:
             if fill.fill_id in self._fill_ids:
                 return False
             self._checkpoint(fill.ts_event_ns)
-            book = self._positions.setdefault(account_id, {}).setdefault(strategy_id, {})
-            old = book.get(instrument.instrument_id) or Position(
-                account_id, strategy_id, instrument.instrument_id, instrument.asset_class, instrument.multiplier)
-            new, realised_gross = _book(old, fill, instrument.multiplier)
-            book[instrument.instrument_id] = new
-            signed = fill.quantity if fill.side == Side.BUY else -fill.quantity
+            strategies = self._positions.get(account_id)
+            if strategies is None:
+                strategies = self._positions[account_id] = {}
+            book = strategies.get(strategy_id)
+            if book is None:
+                book = strategies[strategy_id] = {}
+            old = book.get(instrument_id)
+            if old is None:
+                old = Position(account_id, strategy_id, instrument_id, instrument.asset_class, multiplier)
+            new, realised_gross = _book(old, fill, multiplier)
+            book[instrument_id] = new
             if instrument.asset_class is AssetClass.FUTURE:
                 self._cash += realised_gross - fill.fee
             else:
-                self._cash -= signed * fill.price * instrument.multiplier + fill.fee
+                signed = fill.quantity if fill.side == Side.BUY else -fill.quantity
+                self._cash -= signed * fill.price * multiplier + fill.fee
             self._fill_ids.add(fill.fill_id)
-            mark = self._marks.get(instrument.instrument_id)
+            mark = self._marks.get(instrument_id)
             if mark is None or fill.ts_event_ns >= mark[1]:
-                self._marks[instrument.instrument_id] = (fill.price, fill.ts_event_ns)
+                self._marks[instrument_id] = (fill.price, fill.ts_event_ns)
+            self._equity_now = None
+            self._net_now.clear()
             return True
 
     def mark(self, instrument_id: str, price: Decimal, ts_ns: int) -> None:
@@ -143,6 +156,7 @@ class Portfolio:
                 return
             self._checkpoint(ts_ns)
             self._marks[instrument_id] = (price, int(ts_ns))
+            self._equity_now = None
 
     def _checkpoint(self, ts_ns: int) -> None:
         """Remember the equity before the first change of each new grid cell."""
@@ -183,13 +197,16 @@ class Portfolio:
 
     def net_positions(self, account_id: str | None = None) -> dict[tuple[str, str], Decimal]:
         """Non-zero net positions keyed (account_id, instrument_id)."""
-        totals: dict[tuple[str, str], Decimal] = {}
         with self._lock:
-            for p in self._iter():
-                if account_id is None or p.account_id == account_id:
-                    key = (p.account_id, p.instrument_id)
-                    totals[key] = totals.get(key, ZERO) + p.quantity
-        return {k: v for k, v in totals.items() if v != 0}
+            net = self._net_now.get(account_id)
+            if net is None:  # first read since the last fill
+                totals: dict[tuple[str, str], Decimal] = {}
+                for p in self._iter():
+                    if account_id is None or p.account_id == account_id:
+                        key = (p.account_id, p.instrument_id)
+                        totals[key] = totals.get(key, ZERO) + p.quantity
+                net = self._net_now[account_id] = {k: v for k, v in totals.items() if v != 0}
+            return dict(net)  # the caller's own copy
 
     @property
     def realised_pnl(self) -> Decimal:
@@ -213,6 +230,13 @@ class Portfolio:
             return self._equity()
 
     def _equity(self) -> Decimal:
+        value = self._equity_now
+        if value is None:  # first read since the last fill or mark
+            value = self._equity_now = self._value()
+        return value
+
+    def _value(self) -> Decimal:
+        """Cash plus what the positions are worth at the last marks."""
         value = self._cash
         for p in self._iter():
             if p.quantity == 0:
@@ -277,10 +301,13 @@ class Portfolio:
 def _check_fill(fill: Fill, instrument: Instrument) -> None:
     if fill.instrument_id != instrument.instrument_id:
         raise OrderError(f"fill {fill.fill_id} is for {fill.instrument_id}, booked against {instrument.instrument_id}")
-    for name in ("quantity", "price", "fee"):
-        value = getattr(fill, name)
-        if not isinstance(value, Decimal) or not value.is_finite():
-            raise OrderError(f"fill {fill.fill_id}: {name} must be a finite Decimal, got {value!r}")
+    quantity, price, fee = fill.quantity, fill.price, fill.fee
+    if not (quantity.__class__ is Decimal and price.__class__ is Decimal and fee.__class__ is Decimal
+            and quantity.is_finite() and price.is_finite() and fee.is_finite()):
+        # the slow walk only for what is not a plain finite Decimal: a subclass passes, the rest raise
+        for name, value in (("quantity", quantity), ("price", price), ("fee", fee)):
+            if not isinstance(value, Decimal) or not value.is_finite():
+                raise OrderError(f"fill {fill.fill_id}: {name} must be a finite Decimal, got {value!r}")
     if fill.quantity <= 0:
         raise OrderError(f"fill {fill.fill_id}: quantity must be positive, got {fill.quantity}")
     if fill.side not in (Side.BUY, Side.SELL):
@@ -305,7 +332,9 @@ def _book(old: Position, fill: Fill, multiplier: Decimal) -> tuple[Position, Dec
             avg = None
         elif (new_qty > 0) != (quantity > 0):
             avg = fill.price  # flipped: the remainder opened at this fill's price
-    new = replace(old, quantity=new_qty, avg_price=avg, realised_pnl=old.realised_pnl + realised - fill.fee,
-                  fees=old.fees + fill.fee, ts_last_ns=max(old.ts_last_ns, fill.ts_event_ns))
+    # a new Position field by field (dataclasses.replace, without its walk over the fields)
+    new = Position(old.account_id, old.strategy_id, old.instrument_id, old.asset_class, old.multiplier, new_qty, avg,
+                   old.realised_pnl + realised - fill.fee, old.fees + fill.fee,
+                   max(old.ts_last_ns, fill.ts_event_ns))
     return new, realised
 

@@ -382,3 +382,19 @@ def test_breaker_without_kill_switch_trip_and_from_config():
         CircuitBreaker(failures=0)
     with pytest.raises(OrderError, match="cooldown_s -1"):
         CircuitBreaker(cooldown_s=-1)
+
+
+def test_daily_loss_halts_even_when_the_order_rate_refuses_first():
+    risk = PreTradeRisk(RiskConfig(max_orders_per_minute=1, daily_loss_limit=D(1000)))
+    risk.record_sent(NOW - S)
+    decision = risk.check(intent(SPY, "buy", 10, limit="450.26"), SPY, ctx(SPY_QUOTE, daily_pnl=D(-1500)))
+    assert decision.check == "order_rate"  # the first failure decides ...
+    assert risk.kill_switch.mode is KillSwitchMode.HALTED  # ... and the loss limit still halts
+
+
+def test_a_replaced_config_applies_from_the_next_check():
+    risk = PreTradeRisk()
+    order = intent(SPY, "buy", 10, limit="450.26")
+    assert accepted(risk.check(order, SPY, ctx(SPY_QUOTE)))
+    risk.config = RiskConfig(max_spread_bps=0.1)  # the 0.22 bps SPY spread is now too wide
+    assert risk.check(order, SPY, ctx(SPY_QUOTE)).check == "spread"

@@ -40,3 +40,13 @@ def test_next_open_and_close():
 def test_unknown_calendar_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown exchange calendar 'XXXX'"):
         exchange_calendar("XXXX")
+
+
+def test_regular_session_boundaries_to_the_nanosecond():
+    ibm = get_instrument("IBM.XNYS")  # 2013-10-07: 09:30-16:00 New York = 13:30-20:00Z
+    open_ns, close_ns = to_ns("2013-10-07T13:30:00Z"), to_ns("2013-10-07T20:00:00Z")
+    assert is_trading(ibm, open_ns - 1) is False
+    assert is_trading(ibm, open_ns) is True
+    assert is_trading(ibm, close_ns - 1) is True
+    assert is_trading(ibm, close_ns) is False
+    assert is_trading(ibm, close_ns, extended_hours=True) is True  # post-market

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 
-from tradebook.config import RiskConfig, SpreadAction
+from tradebook.config import PositionLimit, RiskConfig, SpreadAction
 from tradebook.errors import OrderError
 from tradebook.model.instruments import BUNDLED_INSTRUMENTS, AssetClass, Instrument, Side, get_instrument
 from tradebook.model.orders import OrderIntent, OrderType
@@ -277,6 +277,8 @@ class CircuitBreaker:
 
     def allow(self, ts_ns: int) -> bool:
         """Whether a call to the venue may be made at ``ts_ns`` (half-open: the one trial only)."""
+        if self._state is BreakerState.CLOSED:
+            return True  # one read needs no lock: a failure landing now is ordered after this call either way
         with self._lock:
             if self._state is BreakerState.CLOSED:
                 return True
@@ -294,6 +296,8 @@ class CircuitBreaker:
             return True
 
     def record_success(self, ts_ns: int) -> None:
+        if self._state is BreakerState.CLOSED and self._consecutive == 0:
+            return  # nothing to reset (the usual case); a failure landing now is ordered after this success
         with self._lock:
             self._consecutive = 0
             if self._state is BreakerState.HALF_OPEN:
@@ -339,6 +343,36 @@ def _bps(value: Decimal) -> str:
     return f"{float(value):.1f} bps"
 
 
+_ZERO = Decimal(0)
+_ONE = Decimal(1)
+_NEEDS_LIMIT = frozenset({OrderType.LIMIT, OrderType.STOP_LIMIT})
+_NEEDS_STOP = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
+_ACCEPTED = RiskDecision(RiskAction.ACCEPT, "all", f"passed {len(CHECK_ORDER)} checks")  # frozen: one for all
+
+
+class _Limits:
+    """What the checks read from a RiskConfig, converted once (a RiskConfig is frozen)."""
+
+    __slots__ = ("config", "collar_bps", "max_spread_bps", "spread_action", "spread_verdict", "max_quote_age_ns",
+                 "position_limits", "class_limits")
+
+    def __init__(self, config: RiskConfig) -> None:
+        self.config = config
+        self.collar_bps = Decimal(repr(config.price_collar_bps))
+        self.max_spread_bps = Decimal(repr(config.max_spread_bps))
+        self.spread_action = RiskAction.DEFER if config.spread_action is SpreadAction.DEFER else RiskAction.REJECT
+        self.spread_verdict = "deferred" if self.spread_action is RiskAction.DEFER else "rejected"
+        self.max_quote_age_ns = config.max_quote_age_ms * 1_000_000
+        self.position_limits: dict[str, PositionLimit] = {}  # instrument id -> its limit, filled as asked
+        self.class_limits = dict(config.max_exposure_per_asset_class)
+
+    def position_limit(self, instrument_id: str) -> PositionLimit:
+        limit = self.position_limits.get(instrument_id)
+        if limit is None:
+            limit = self.position_limits[instrument_id] = self.config.max_position.limit_for(instrument_id)
+        return limit
+
+
 class PreTradeRisk:
     """The pre-trade checks of one account (see the module docstring for their order)."""
 
@@ -347,13 +381,22 @@ class PreTradeRisk:
         self.kill_switch = KillSwitch() if kill_switch is None else kill_switch
         self._sent: deque[int] = deque()
         self._lock = threading.Lock()
+        self._limits = _Limits(self.config)
+
+    def _limits_now(self) -> _Limits:
+        """The converted limits of the current config (rebuilt if ``config`` was swapped)."""
+        limits = self._limits
+        if limits.config is not self.config:
+            limits = self._limits = _Limits(self.config)
+        return limits
 
     # -- the order-rate record -------------------------------------------------------------
     def record_sent(self, ts_ns: int) -> None:
         """An accepted order left for the venue at ``ts_ns``: it counts toward the order rate."""
+        ts_ns = int(ts_ns)
         with self._lock:
-            self._sent.append(int(ts_ns))
-            self._prune(int(ts_ns))
+            self._sent.append(ts_ns)
+            self._prune(ts_ns)
 
     def orders_in_window(self, now_ns: int, recent: tuple[int, ...] | None = None) -> int:
         """Orders sent in the 60 s up to ``now_ns`` (from ``recent`` if given, else those recorded)."""
@@ -376,29 +419,34 @@ class PreTradeRisk:
     def check(self, intent: OrderIntent, instrument: Instrument, ctx: RiskContext) -> RiskDecision:
         """Run every check in order; the first failure decides, else accept."""
         self._validate(intent, instrument)
-        signed = intent.quantity if intent.side is Side.BUY else -intent.quantity
-        position = ctx.positions.get(instrument.instrument_id, Decimal(0))
-        reducing = reduces_position(position, intent.side, intent.quantity)
-        for step in (self._check_kill_switch(intent, instrument, position, reducing),
-                     self._check_quote(instrument, ctx)):
-            if step is not None:
-                return step
+        limits = self._limits_now()
+        quantity = intent.quantity
+        signed = quantity if intent.side is Side.BUY else -quantity
+        position = ctx.positions.get(instrument.instrument_id, _ZERO)
+        reducing = reduces_position(position, intent.side, quantity)
+        decision = self._check_kill_switch(intent, instrument, position, reducing)
+        if decision is None:
+            decision = self._check_quote(instrument, ctx, limits)
+        if decision is not None:
+            return decision
         quote = ctx.quote
         assert quote is not None
-        for check in (self._check_collar, self._check_spread):
-            if (decision := check(intent, instrument, quote)) is not None:
-                return decision
+        mid = quote.mid
+        decision = self._check_collar(intent, instrument, mid, limits) or \
+            self._check_spread(intent, instrument, quote, mid, limits)
+        if decision is not None:
+            return decision
         if not reducing:
             ref_price = self._reference_price(intent, quote)
-            if (decision := self._check_position(intent, instrument, position, signed, ref_price)) is not None:
-                return decision
-            if (decision := self._check_exposure(instrument, ctx, position, signed, ref_price)) is not None:
-                return decision
-        for decision in (self._check_rate(ctx), self.check_daily_loss(ctx.daily_pnl, ctx.now_ns),
-                         self._check_pdt(instrument, ctx)):
+            decision = self._check_position(intent, instrument, position, signed, ref_price, limits) or \
+                self._check_exposure(instrument, ctx, position, signed, ref_price, limits)
             if decision is not None:
                 return decision
-        return RiskDecision(RiskAction.ACCEPT, "all", f"passed {len(CHECK_ORDER)} checks")
+        # all three run: the daily loss check halts the kill switch even when the rate check refuses
+        rate = self._check_rate(ctx)
+        daily_loss = self.check_daily_loss(ctx.daily_pnl, ctx.now_ns)
+        pdt = self._check_pdt(instrument, ctx)
+        return rate or daily_loss or pdt or _ACCEPTED
 
     def check_daily_loss(self, daily_pnl: Decimal, ts_ns: int) -> RiskDecision | None:
         """Reject (and halt) when today's P&L has reached the loss limit; the session also calls it on marks."""
@@ -419,8 +467,10 @@ class PreTradeRisk:
         if not isinstance(quantity, Decimal) or not quantity.is_finite() or quantity <= 0:
             raise OrderError(f"intent {intent.intent_id}: quantity {quantity!r} must be a positive finite Decimal")
         instrument.conform_quantity(quantity)  # on the lot, at or above the minimum
-        needs_limit = intent.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
-        needs_stop = intent.order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
+        needs_limit = intent.order_type in _NEEDS_LIMIT
+        needs_stop = intent.order_type in _NEEDS_STOP
+        if not (needs_limit or needs_stop or intent.limit_price is not None or intent.stop_price is not None):
+            return  # a market order without prices: nothing more to check
         for name, needed, price in (("limit_price", needs_limit, intent.limit_price),
                                     ("stop_price", needs_stop, intent.stop_price)):
             if needed and price is None:
@@ -444,7 +494,7 @@ class PreTradeRisk:
                                 f"{position:+}")
         return None
 
-    def _check_quote(self, instrument: Instrument, ctx: RiskContext) -> RiskDecision | None:
+    def _check_quote(self, instrument: Instrument, ctx: RiskContext, limits: _Limits) -> RiskDecision | None:
         quote, iid = ctx.quote, instrument.instrument_id
         problem = None
         if quote is None:
@@ -457,17 +507,19 @@ class PreTradeRisk:
             problem = f"{iid} quote is locked: bid {quote.bid} = ask {quote.ask}"
         else:
             age_ns = ctx.now_ns - quote.ts_ns
-            if age_ns > self.config.max_quote_age_ms * 1_000_000:
+            if age_ns > limits.max_quote_age_ns:
                 problem = (f"{iid} quote is {age_ns / NS_PER_SECOND:.3f} s old, older than "
                            f"max_quote_age_ms {self.config.max_quote_age_ms}")
         if problem is None:
             return None
         return RiskDecision(RiskAction.REJECT, "quote", f"{STALE_OR_CROSSED}: {problem}")
 
-    def _check_collar(self, intent: OrderIntent, instrument: Instrument,
-                      quote: ReferenceQuote) -> RiskDecision | None:
-        mid = quote.mid
-        collar = Decimal(repr(self.config.price_collar_bps))
+    @staticmethod
+    def _check_collar(intent: OrderIntent, instrument: Instrument, mid: Decimal,
+                      limits: _Limits) -> RiskDecision | None:
+        if intent.limit_price is None and intent.stop_price is None:
+            return None  # a market order: no price to be far from the mid
+        collar = limits.collar_bps
         buy = intent.side is Side.BUY
         if intent.limit_price is not None:
             # distance in the aggressive direction: above mid for a buy, below for a sell
@@ -488,12 +540,11 @@ class PreTradeRisk:
                                     f"collar {collar} bps")
         return None
 
-    def _check_spread(self, intent: OrderIntent, instrument: Instrument,
-                      quote: ReferenceQuote) -> RiskDecision | None:
-        action = RiskAction.DEFER if self.config.spread_action is SpreadAction.DEFER else RiskAction.REJECT
-        verdict = "deferred" if action is RiskAction.DEFER else "rejected"
-        spread = (quote.ask - quote.bid) / quote.mid * BPS
-        max_spread = Decimal(repr(self.config.max_spread_bps))
+    def _check_spread(self, intent: OrderIntent, instrument: Instrument, quote: ReferenceQuote, mid: Decimal,
+                      limits: _Limits) -> RiskDecision | None:
+        action, verdict = limits.spread_action, limits.spread_verdict
+        spread = (quote.ask - quote.bid) / mid * BPS
+        max_spread = limits.max_spread_bps
         if spread > max_spread:
             return RiskDecision(action, "spread", f"spread {_bps(spread)} on {instrument.instrument_id} "
                                                   f"(bid {quote.bid}, ask {quote.ask}) > max {max_spread} bps: "
@@ -520,29 +571,30 @@ class PreTradeRisk:
 
     def _fx(self, currency: str, ctx: RiskContext) -> Decimal | None:
         if currency == self.config.account_currency or currency in self.config.par_currencies:
-            return Decimal(1)
+            return _ONE
         return ctx.fx_rates.get(currency)
 
-    def _check_position(self, intent: OrderIntent, instrument: Instrument, position: Decimal, signed: Decimal,
-                        ref_price: Decimal) -> RiskDecision | None:
-        limit = self.config.max_position.limit_for(instrument.instrument_id)
-        after = abs(position + signed)
+    @staticmethod
+    def _check_position(intent: OrderIntent, instrument: Instrument, position: Decimal, signed: Decimal,
+                        ref_price: Decimal, limits: _Limits) -> RiskDecision | None:
         iid = instrument.instrument_id
-        what = f"(now {position:+}, {intent.side} {intent.quantity})"
+        limit = limits.position_limit(iid)
+        after = abs(position + signed)
         if limit.quantity is not None and after > limit.quantity:
             return RiskDecision(RiskAction.REJECT, "max_position",
                                 f"max position: {iid} position after the order would be {after} > limit "
-                                f"{limit.quantity} {what}")
+                                f"{limit.quantity} (now {position:+}, {intent.side} {intent.quantity})")
         if limit.notional is not None:
             notional = instrument.notional(ref_price, after)
             if notional > limit.notional:
                 return RiskDecision(RiskAction.REJECT, "max_position",
                                     f"max position: {iid} position after the order would be {after} x {ref_price} = "
-                                    f"{notional} {instrument.currency} > limit {limit.notional} {what}")
+                                    f"{notional} {instrument.currency} > limit {limit.notional} "
+                                    f"(now {position:+}, {intent.side} {intent.quantity})")
         return None
 
     def _check_exposure(self, instrument: Instrument, ctx: RiskContext, position: Decimal, signed: Decimal,
-                        ref_price: Decimal) -> RiskDecision | None:
+                        ref_price: Decimal, limits: _Limits) -> RiskDecision | None:
         registry = BUNDLED_INSTRUMENTS if ctx.instruments is None else ctx.instruments
         account = self.config.account_currency
         fx = self._fx(instrument.currency, ctx)
@@ -559,17 +611,17 @@ class PreTradeRisk:
                 missing = "no price" if mark is None else f"no rate from {other.currency} to {account}"
                 return RiskDecision(RiskAction.REJECT, "exposure",
                                     f"exposure: {missing} for the held position {held:+} {iid}; cannot value it")
-            per_class[other.asset_class] = per_class.get(other.asset_class, Decimal(0)) + \
+            per_class[other.asset_class] = per_class.get(other.asset_class, _ZERO) + \
                 other.notional(mark, abs(held)) * rate
         order_notional = instrument.notional(ref_price, abs(position + signed)) * fx
-        per_class[instrument.asset_class] = per_class.get(instrument.asset_class, Decimal(0)) + order_notional
+        per_class[instrument.asset_class] = per_class.get(instrument.asset_class, _ZERO) + order_notional
         class_total = per_class[instrument.asset_class]
-        class_limit = self.config.max_exposure_per_asset_class.get(instrument.asset_class)
+        class_limit = limits.class_limits.get(instrument.asset_class)
         if class_limit is not None and class_total > class_limit:
             return RiskDecision(RiskAction.REJECT, "exposure",
                                 f"exposure: {instrument.asset_class} gross notional after the order would be "
                                 f"{class_total:.2f} {account} > limit {class_limit}")
-        gross = sum(per_class.values(), Decimal(0))
+        gross = sum(per_class.values(), _ZERO)
         gross_limit = self.config.max_gross_exposure
         if gross_limit is not None and gross > gross_limit:
             return RiskDecision(RiskAction.REJECT, "exposure",

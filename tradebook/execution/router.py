@@ -46,7 +46,7 @@ from tradebook.errors import ConfigError, ConformanceError, DataError, OrderErro
 from tradebook.execution.algos import ParentOrder, Schedule, ScheduledChild, TwapSchedule, child_orders
 from tradebook.model.instruments import Instrument, Side, get_instrument, to_decimal
 from tradebook.model.orders import OrderIntent, OrderType, Signal, TimeInForce
-from tradebook.model.time import NS_PER_SECOND, check_ns_range
+from tradebook.model.time import MAX_PLAUSIBLE_NS, MIN_PLAUSIBLE_NS, NS_PER_SECOND, check_ns_range
 
 BPS = Decimal(10_000)
 
@@ -64,45 +64,61 @@ class QuoteSnapshot:
     ask_sz: Decimal = Decimal(0)
 
     def __post_init__(self) -> None:
-        where = f"quote for {self.instrument_id} at {self.ts_ns}"
-        if isinstance(self.ts_ns, bool) or not isinstance(self.ts_ns, int):
-            raise DataError(f"{where}: ts_ns must be int UTC nanoseconds, got {type(self.ts_ns).__name__}")
-        check_ns_range(self.ts_ns, f"{where}: ts_ns")
+        # built once per order: the checks test the usual case first and format messages only to raise
+        ts = self.ts_ns
+        if ts.__class__ is not int and (isinstance(ts, bool) or not isinstance(ts, int)):
+            raise DataError(f"{self._where}: ts_ns must be int UTC nanoseconds, got {type(ts).__name__}")
+        if not MIN_PLAUSIBLE_NS <= ts < MAX_PLAUSIBLE_NS:
+            check_ns_range(ts, f"{self._where}: ts_ns")  # raises, naming the plausible range
+        bid, ask, bid_sz, ask_sz = self.bid, self.ask, self.bid_sz, self.ask_sz
+        if not (bid.__class__ is Decimal and ask.__class__ is Decimal and bid_sz.__class__ is Decimal
+                and ask_sz.__class__ is Decimal and bid.is_finite() and ask.is_finite() and bid_sz.is_finite()
+                and ask_sz.is_finite()):
+            self._check_numbers()
+        if bid <= 0 or ask <= 0:
+            raise DataError(f"{self._where}: bid and ask must be positive, got bid {bid} ask {ask}")
+        if bid_sz < 0 or ask_sz < 0:
+            raise DataError(f"{self._where}: sizes must not be negative, got {bid_sz} x {ask_sz}")
+        if bid >= ask:
+            kind = "locked" if bid == ask else "crossed"
+            raise DataError(f"{self._where}: {kind} quote (bid {bid} >= ask {ask}); "
+                            "a reference quote needs bid < ask")
+
+    @property
+    def _where(self) -> str:
+        return f"quote for {self.instrument_id} at {self.ts_ns}"
+
+    def _check_numbers(self) -> None:
+        """Each price and size is a finite Decimal (a subclass passes); DataError naming the first that is not."""
         for name in ("bid", "ask", "bid_sz", "ask_sz"):
             value = getattr(self, name)
             if not isinstance(value, Decimal):
-                raise DataError(f"{where}: {name} must be a Decimal (use QuoteSnapshot.from_quote to convert), "
+                raise DataError(f"{self._where}: {name} must be a Decimal (use QuoteSnapshot.from_quote to convert), "
                                 f"got {type(value).__name__}")
             if not value.is_finite():
-                raise DataError(f"{where}: {name} must be finite, got {value}")
-        if self.bid <= 0 or self.ask <= 0:
-            raise DataError(f"{where}: bid and ask must be positive, got bid {self.bid} ask {self.ask}")
-        if self.bid_sz < 0 or self.ask_sz < 0:
-            raise DataError(f"{where}: sizes must not be negative, got {self.bid_sz} x {self.ask_sz}")
-        if self.bid >= self.ask:
-            kind = "locked" if self.bid == self.ask else "crossed"
-            raise DataError(f"{where}: {kind} quote (bid {self.bid} >= ask {self.ask}); "
-                            "a reference quote needs bid < ask")
+                raise DataError(f"{self._where}: {name} must be finite, got {value}")
 
     @classmethod
     def from_quote(cls, instrument_id: str, ts_ns: int, bid: Decimal | float | str, ask: Decimal | float | str,
                    bid_sz: Decimal | float | str = 0, ask_sz: Decimal | float | str = 0) -> QuoteSnapshot:
         """Build a snapshot from numbers of any kind (e.g. a row of a quotes frame: floats go through repr)."""
         try:
-            # float(v): numpy's float64 is a float whose repr ('np.float64(1.5)') Decimal cannot read
-            values = {name: to_decimal(float(v) if isinstance(v, float) else v, name) for name, v in
-                      (("bid", bid), ("ask", ask), ("bid_sz", bid_sz), ("ask_sz", ask_sz))}
+            values = (_quote_number(bid, "bid"), _quote_number(ask, "ask"), _quote_number(bid_sz, "bid_sz"),
+                      _quote_number(ask_sz, "ask_sz"))
         except ConformanceError as exc:
             raise DataError(f"quote for {instrument_id} at {ts_ns}: {exc}") from exc
-        if isinstance(ts_ns, bool):
-            raise DataError(f"quote for {instrument_id}: ts_ns must be int nanoseconds, got {ts_ns!r}")
-        try:
-            ts = int(ts_ns)  # numpy int64 from a frame row
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"quote for {instrument_id}: ts_ns must be int nanoseconds, got {ts_ns!r}") from exc
-        if ts != ts_ns:
-            raise DataError(f"quote for {instrument_id}: ts_ns must be whole nanoseconds, got {ts_ns!r}")
-        return cls(instrument_id=instrument_id, ts_ns=ts, **values)
+        if ts_ns.__class__ is int:
+            ts = ts_ns
+        else:
+            if isinstance(ts_ns, bool):
+                raise DataError(f"quote for {instrument_id}: ts_ns must be int nanoseconds, got {ts_ns!r}")
+            try:
+                ts = int(ts_ns)  # numpy int64 from a frame row
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"quote for {instrument_id}: ts_ns must be int nanoseconds, got {ts_ns!r}") from exc
+            if ts != ts_ns:
+                raise DataError(f"quote for {instrument_id}: ts_ns must be whole nanoseconds, got {ts_ns!r}")
+        return cls(instrument_id, ts, *values)
 
     @property
     def mid(self) -> Decimal:
@@ -111,6 +127,13 @@ class QuoteSnapshot:
     @property
     def spread_bps(self) -> Decimal:
         return (self.ask - self.bid) / self.mid * BPS
+
+
+def _quote_number(value: Decimal | float | str, name: str) -> Decimal:
+    if value.__class__ is float:  # a plain float (the usual case): to_decimal reads its repr
+        return to_decimal(value, name)
+    # float(v): numpy's float64 is a float whose repr ('np.float64(1.5)') Decimal cannot read
+    return to_decimal(float(value) if isinstance(value, float) else value, name)
 
 
 # -- configuration and the plan ----------------------------------------------------------------
@@ -196,6 +219,9 @@ class RoutePlan:
 
 
 # -- the router ---------------------------------------------------------------------------------
+_MARKET_REASON = f"router:{RouteRule.MARKET}"
+
+
 class OrderRouter:
     """Turns a sized signal into a :class:`RoutePlan`; see the module docstring for the rules."""
 
@@ -232,19 +258,24 @@ class OrderRouter:
         vol = _check_volatility(volatility_bps)
         self._check_quote(quote, inst, ts_ns)
         entry_id = f"{signal.strategy_id}:{signal.signal_id}"
-        stop = self._protective_stop(signal, side, qty, quote, inst, entry_id, account_id, ts_ns)
-        base = dict(intent_id=entry_id, strategy_id=signal.strategy_id, account_id=account_id,
-                    instrument_id=inst.instrument_id, side=side, quantity=qty, ts_ns=ts_ns,
-                    stop_loss=stop.stop_price if stop else None)
+        stop = None if signal.stop_loss is None else \
+            self._protective_stop(signal, side, qty, quote, inst, entry_id, account_id, ts_ns)
+        stop_loss = stop.stop_price if stop else None
 
         if signal.strength > cfg.market_strength:
-            reference = quote.ask if side is Side.BUY else quote.bid
+            buy = side is Side.BUY
+            reference = quote.ask if buy else quote.bid
             inst.check_notional(reference, qty)
             why = (f"strength {signal.strength} > {cfg.market_strength}: market {side} {qty} "
-                   f"{inst.instrument_id} (reference {'ask' if side is Side.BUY else 'bid'} {reference})")
-            intent = OrderIntent(order_type=OrderType.MARKET, time_in_force=cfg.market_time_in_force,
-                                 reason=f"router:{RouteRule.MARKET}", **base)
+                   f"{inst.instrument_id} (reference {'ask' if buy else 'bid'} {reference})")
+            intent = OrderIntent(intent_id=entry_id, strategy_id=signal.strategy_id, account_id=account_id,
+                                 instrument_id=inst.instrument_id, side=side, quantity=qty,
+                                 order_type=OrderType.MARKET, time_in_force=cfg.market_time_in_force, ts_ns=ts_ns,
+                                 stop_loss=stop_loss, reason=_MARKET_REASON)
             return RoutePlan(RouteRule.MARKET, (intent,), None, stop, why)
+
+        base = dict(intent_id=entry_id, strategy_id=signal.strategy_id, account_id=account_id,
+                    instrument_id=inst.instrument_id, side=side, quantity=qty, ts_ns=ts_ns, stop_loss=stop_loss)
 
         spread = quote.spread_bps
         if spread <= to_decimal(cfg.wide_spread_bps) and adv_dec is not None \
@@ -377,6 +408,8 @@ class OrderRouter:
         if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength) \
                 or not 0 <= strength <= 1:
             raise OrderError(f"signal {signal.signal_id}: strength must be a number in [0, 1], got {strength!r}")
+        if signal.side.__class__ is Side:  # already a member: skip the enum lookup
+            return signal.side
         try:
             return Side(signal.side)
         except ValueError as exc:

@@ -57,9 +57,10 @@ def _check_inputs(signal: Signal, instrument: Instrument, price: Decimal, equity
 def _explicit(signal: Signal, instrument: Instrument, price: Decimal) -> SizingDecision:
     """A quantity the user gave: conform strictly (off-lot or too small raises ConformanceError)."""
     quantity = signal.quantity
-    if isinstance(quantity, bool) or not isinstance(quantity, (Decimal, int)):
-        raise OrderError(f"signal {signal.signal_id}: quantity {quantity!r} must be a Decimal")
-    quantity = Decimal(quantity)
+    if quantity.__class__ is not Decimal:  # an int (or a Decimal subclass) becomes a plain Decimal
+        if isinstance(quantity, bool) or not isinstance(quantity, (Decimal, int)):
+            raise OrderError(f"signal {signal.signal_id}: quantity {quantity!r} must be a Decimal")
+        quantity = Decimal(quantity)
     if not quantity.is_finite() or quantity <= 0:
         raise OrderError(f"signal {signal.signal_id}: quantity {quantity} must be positive and finite")
     conformed = instrument.conform_quantity(quantity, rounding="reject")

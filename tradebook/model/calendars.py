@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from tradebook.errors import ConfigError
-from tradebook.model.instruments import Instrument
+from tradebook.model.instruments import Instrument, TradingHours
+from tradebook.model.time import NS_PER_MINUTE
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,7 +55,6 @@ def _timestamp(ts_ns: int) -> pd.Timestamp:
     return pd.Timestamp(int(ts_ns), unit="ns", tz="UTC")
 
 
-@_quiet
 def is_trading(instrument: Instrument, ts_ns: int, *, extended_hours: bool = False) -> bool:
     """True when ``instrument`` can be traded at ``ts_ns`` (UTC ns).
 
@@ -64,23 +64,52 @@ def is_trading(instrument: Instrument, ts_ns: int, *, extended_hours: bool = Fal
     """
     hours = instrument.trading_hours
     if hours.always_open:
-        return True
+        return True  # crypto: asked once per order, answered without entering the warnings filter
     if not hours.calendar:
         return hours.is_open(ts_ns, extended=extended_hours)
-    calendar = exchange_calendar(hours.calendar)
-    moment = _timestamp(ts_ns)
+    ts = int(ts_ns)
     # both: the calendar knows holidays, the instrument's hours know daily breaks the
     # calendar does not model (CME's 16:00-17:00 CT maintenance halt)
-    if _within_bounds(calendar, moment) and calendar.is_open_on_minute(moment.floor("min")) \
-            and hours.is_open(int(ts_ns)):
+    if _calendar_open_at(hours.calendar, ts) and hours.is_open(ts):
         return True
     if extended_hours and hours.extended_open is not None and hours.extended_close is not None:
-        local = moment.tz_convert(hours.timezone)
-        day = local.tz_localize(None).normalize()
-        if not _within_bounds(calendar, moment) or not calendar.is_session(day):
-            return False
-        return hours.extended_open <= local.time() < hours.extended_close
+        return _extended_session_open(hours, ts)
     return False
+
+
+def _calendar_open_at(name: str, ts_ns: int) -> bool:
+    """Whether calendar ``name`` has its regular session open at ``ts_ns``; False outside its bounds.
+
+    The calendar answers per minute (~20 us a question), so each minute is asked once.
+    """
+    first, last = _calendar_bounds_ns(name)
+    return first <= ts_ns <= last and _open_on_minute(name, ts_ns - ts_ns % NS_PER_MINUTE)
+
+
+@lru_cache(maxsize=None)
+@_quiet
+def _calendar_bounds_ns(name: str) -> tuple[int, int]:
+    # calendars cover about twenty years back from today; outside that they raise
+    calendar = exchange_calendar(name)
+    return int(calendar.first_minute.value), int(calendar.last_minute.value)
+
+
+@lru_cache(maxsize=1 << 16)  # a calendar and a minute: immutable inputs; 2^16 minutes are ~45 days
+@_quiet
+def _open_on_minute(name: str, minute_ns: int) -> bool:
+    return bool(exchange_calendar(name).is_open_on_minute(_timestamp(minute_ns)))
+
+
+@_quiet
+def _extended_session_open(hours: TradingHours, ts_ns: int) -> bool:
+    """Pre- or post-market: between the extended open and close on a day the exchange is open."""
+    calendar = exchange_calendar(hours.calendar)
+    moment = _timestamp(ts_ns)
+    local = moment.tz_convert(hours.timezone)
+    day = local.tz_localize(None).normalize()
+    if not _within_bounds(calendar, moment) or not calendar.is_session(day):
+        return False
+    return hours.extended_open <= local.time() < hours.extended_close
 
 
 @_quiet

@@ -41,6 +41,16 @@ def to_decimal(value: Decimal | int | float | str, what: str = "value") -> Decim
     ``Decimal(0.1)`` would carry the binary error (0.1000000000000000055...);
     ``Decimal(repr(0.1))`` is the 0.1 the user typed.
     """
+    # the order path's two cases first (exact types: a bool or a numpy float takes the long way)
+    kind = value.__class__
+    if kind is Decimal:
+        if value.is_finite():
+            return value
+        raise ConformanceError(f"{what} must be finite, got {value!r}")
+    if kind is float:
+        if math.isfinite(value):
+            return Decimal(repr(value))
+        raise ConformanceError(f"{what} must be finite, got {value!r}")
     if isinstance(value, bool):
         raise ConformanceError(f"{what} must be a number, got the bool {value!r}")
     if isinstance(value, Decimal):
@@ -191,13 +201,17 @@ class Instrument:
         ``down`` and ``up`` round; ``passive`` rounds a buy down and a sell up, so
         the conformed price is never worse than the one asked for.
         """
-        value = to_decimal(price, f"{self.instrument_id} price")
+        if price.__class__ is Decimal and price.is_finite():  # the order path: no conversion, no label
+            value = price
+        else:
+            value = to_decimal(price, f"{self.instrument_id} price")
         if value <= 0 and self.asset_class is not AssetClass.FUTURE:
             raise ConformanceError(f"{self.instrument_id}: price must be positive, got {value}")
-        tick = self.tick_for(abs(value))
+        tick = self.tick_for(abs(value)) if self.tick_schedule else self.tick_size
         steps = value / tick
-        if steps == steps.to_integral_value():
-            return (steps.to_integral_value() * tick).quantize(tick)
+        whole = steps.to_integral_value()
+        if steps == whole:
+            return (whole * tick).quantize(tick)
         mode = _resolve_rounding(rounding, side, "price")
         if mode is None:
             raise ConformanceError(
@@ -219,18 +233,22 @@ class Instrument:
         rounding: Literal["reject", "down", "nearest"] = "reject",
     ) -> Decimal:
         """Return a positive ``quantity`` on the lot grid and at or above the minimum."""
-        value = to_decimal(quantity, f"{self.instrument_id} quantity")
+        if quantity.__class__ is Decimal and quantity.is_finite():  # the order path: no conversion, no label
+            value = quantity
+        else:
+            value = to_decimal(quantity, f"{self.instrument_id} quantity")
         if value <= 0:
             raise ConformanceError(f"{self.instrument_id}: quantity must be positive, got {value}")
-        steps = value / self.lot_size
-        if steps != steps.to_integral_value():
+        lot = self.lot_size
+        steps = value / lot
+        lots = steps.to_integral_value()
+        if steps != lots:
             if rounding == "reject":
                 raise ConformanceError(
-                    f"{self.instrument_id}: quantity {value} is not a multiple of the lot size {self.lot_size}"
+                    f"{self.instrument_id}: quantity {value} is not a multiple of the lot size {lot}"
                 )
-            mode = ROUND_FLOOR if rounding == "down" else ROUND_HALF_EVEN
-            steps = steps.to_integral_value(rounding=mode)
-        conformed = (steps.to_integral_value() * self.lot_size).quantize(self.lot_size)
+            lots = steps.to_integral_value(rounding=ROUND_FLOOR if rounding == "down" else ROUND_HALF_EVEN)
+        conformed = (lots * lot).quantize(lot)
         if conformed < self.min_quantity or conformed == 0:
             raise ConformanceError(
                 f"{self.instrument_id}: quantity {conformed} is below the minimum {self.min_quantity}"
@@ -242,7 +260,7 @@ class Instrument:
 
     def check_notional(self, price: Decimal, quantity: Decimal) -> None:
         """Refuse an order whose notional is below the venue's minimum."""
-        notional = self.notional(price, quantity)
+        notional = abs(price) * quantity * self.multiplier  # self.notional, inlined: once per order per stage
         if notional < self.min_notional:
             raise ConformanceError(
                 f"{self.instrument_id}: notional {notional} {self.currency} is below the minimum "
