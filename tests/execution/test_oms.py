@@ -508,7 +508,7 @@ def test_a_journal_shorter_than_the_store_is_refused(tmp_path):
 
 # -- recovery of orders in an unknown state, and reconciliation -------------------------------
 class CrashingJournal(Journal):
-    """A journal whose process dies right before its ``n``-th append."""
+    """A journal whose process dies right before its ``n``-th record is written."""
 
     def __init__(self, path: Path, crash_at: int) -> None:
         super().__init__(path)
@@ -516,6 +516,9 @@ class CrashingJournal(Journal):
 
     def append_encoded(self, bodies, *, sync=None):  # every append goes through here
         if len(self) < self.crash_at <= len(self) + len(bodies):
+            before = self.crash_at - len(self) - 1
+            if before:  # a torn write: the records ahead of the n-th one reached the disk
+                super().append_encoded(bodies[:before], sync=sync)
             raise Crash()
         return super().append_encoded(bodies, sync=sync)
 

@@ -232,11 +232,19 @@ class OrderManager:
             self._validate_intent(intent)
             self._check_not_blocked(intent.instrument_id)
             created = self.clock()
-            self._append({"kind": "intent", "ts": created, "client_order_id": coid, "intent": _intent_to_dict(intent)})
+            order = Order(intent)
+            submitted = OrderEvent(coid, E.SUBMITTED, created, created)
+            updated = order.apply(submitted)
+            # the intent and its "submitted" in one durable write, before the venue hears of it
+            self._append_encoded((
+                encode_record({"kind": "intent", "ts": created, "client_order_id": coid,
+                               "intent": _intent_to_dict(intent)}),
+                encode_record({"kind": "event", "event": _event_to_dict(submitted)})))
             self._touched.add(coid)
-            self._set_order(coid, Order(intent))
+            self._set_order(coid, order)
             self._created_ns[coid] = created
-            self._apply_own(OrderEvent(coid, E.SUBMITTED, created, created))
+            self._commit(submitted, updated, journal=False, track=True)
+            self._notify(submitted, updated)
         await self._send(intent)
         return self._orders[coid]
 
