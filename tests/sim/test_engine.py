@@ -16,7 +16,7 @@ import pytest
 from tradebook.data import load_bundled
 from tradebook.errors import ConfigError, ConformanceError, DataError, OrderError, UnknownInstrumentError
 from tradebook.model.instruments import get_instrument
-from tradebook.sim.engine import REQUEST_COLUMNS, SimEngine, SimResult, replay, requests_frame
+from tradebook.sim.engine import FILL_COLUMNS, REQUEST_COLUMNS, SimEngine, SimResult, replay, requests_frame
 from tradebook.sim.fill_model import (
     SIZE_BUCKET_EDGES,
     CostCurve,
@@ -25,7 +25,7 @@ from tradebook.sim.fill_model import (
     LatencyModel,
     touch_only_curve,
 )
-from tradebook.sim.orders import latency_ns, make_order
+from tradebook.sim.orders import latency_ns, make_order, request_latency_ns
 from tradebook.sim.truth import passive_outcomes, prevailing_quotes, regular_hours_mask
 
 BTC = get_instrument("BTCUSDT.BINANCE")
@@ -441,6 +441,34 @@ def test_callbacks_see_fills_and_status_changes():
     e.advance_to(T + 1)
     assert [f["price"] for f in seen_fills] == [100.02]
     assert [s["status"] for s in seen_status] == ["working", "filled"]
+
+
+def test_state_listeners_see_the_same_moments_as_the_record_callbacks():
+    """on_fill_state/on_status_state get the live order (and the fill's row) where on_fill/on_status get records."""
+    records, states = [], []
+    e = SimEngine(btc_model(max_take=0.5), BTC,
+                  on_fill=lambda f: records.append(("fill", f)), on_status=lambda o: records.append(("status", o)),
+                  on_fill_state=lambda o, row: states.append(("fill", dict(zip(FILL_COLUMNS, row)), o.filled)),
+                  on_status_state=lambda o: states.append(("status", o.status.value, o.filled)))
+    quotes(e, [(0, 100.00, 100.02, 1.0, 1.0)])
+    oid = e.submit(make_order(BTC, "buy", "1.0"), T + 1)  # takes 0.5 per quote: two fills
+    quotes(e, [(2, 100.00, 100.02, 1.0, 1.0), (3, 100.00, 100.03, 1.0, 1.0)])
+    assert [kind for kind, _ in records] == ["status", "fill", "fill", "status"]
+    assert [(kind, record if kind == "fill" else record["status"]) for kind, record in records] == \
+        [(kind, seen) for kind, seen, _ in states]
+    assert [filled for *_, filled in states] == [0.0, 0.5, 1.0, 1.0]  # the live order, as it is at each call
+    assert e.order_state(oid).record()["status"] == e.order(oid)["status"] == "filled"
+    with pytest.raises(OrderError, match="unknown"):
+        e.order_state(5)
+
+
+def test_request_latency_is_the_compiled_draw():
+    for median, sigma in ((0, 0.0), (2_000_000, 0.0), (2_000_000, -1.0), (2_000_000, 0.7), (10, 1e-9)):
+        for k in range(50):
+            for stream in (0, 1):
+                expected = int(latency_ns(3, k, stream, median, sigma))
+                assert request_latency_ns(3, k, stream, median, sigma) == expected
+                assert type(request_latency_ns(3, k, stream, median, sigma)) is int
 
 
 def request(**overrides) -> pd.DataFrame:

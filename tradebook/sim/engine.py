@@ -83,6 +83,7 @@ from tradebook.sim.orders import (  # noqa: F401 - frame helpers and columns re-
     order_refs,
     quote_arrays,
     request_action,
+    request_latency_ns,
     requests_frame,
     queue_ahead,
     take_liquidity,
@@ -150,15 +151,23 @@ def _next_event(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz, t_ts, t_px, t_sz, t_aggr
 
 
 # -- order state --------------------------------------------------------------------------
-class _Order:
-    __slots__ = ("oid", "k", "side", "order_type", "tif", "quantity", "limit", "stop", "expire", "remaining",
-                 "filled", "notional", "queue", "phase", "triggered", "status", "submit_ts", "arrival_ts", "done_ts",
-                 "report_latency", "slot")
+class EngineOrder:
+    """One order's live state inside the engine (what :meth:`SimEngine.order` reports as a dict).
+
+    Listeners given ``on_fill_state``/``on_status_state`` read it (``oid``, ``side``,
+    ``quantity``, ``limit``, ``stop``, ``filled``, ``remaining``, ``status``,
+    ``arrival_ts``, ``done_ts``...) during the call; they must never change it.
+    """
+
+    __slots__ = ("oid", "k", "side", "order_type", "has_limit", "tif", "quantity", "limit", "stop", "expire",
+                 "remaining", "filled", "notional", "queue", "phase", "triggered", "status", "submit_ts", "arrival_ts",
+                 "done_ts", "report_latency", "slot")
 
     def __init__(self, oid: int, k: int, spec: OrderSpec, ts_ns: int, report_latency: int) -> None:
         self.oid, self.k = oid, k
         self.side = spec.side
         self.order_type = spec.order_type
+        self.has_limit = spec.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)  # the type never changes
         self.tif = spec.tif
         self.quantity = spec.quantity
         self.limit = spec.limit_px
@@ -175,10 +184,6 @@ class _Order:
         self.report_latency = report_latency
         self.slot = -1
 
-    @property
-    def has_limit(self) -> bool:
-        return self.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
-
     def record(self) -> dict:
         return {
             "order_id": self.oid, "side": self.side, "order_type": self.order_type.value, "tif": self.tif.value,
@@ -189,6 +194,8 @@ class _Order:
 
 
 def _as_float_array(values, what: str, n: int | None) -> np.ndarray:
+    if values.__class__ is float and n == 1:
+        return np.array((values,))  # one row of a live feed: what the conversion below makes of it
     array = np.atleast_1d(np.asarray(values, dtype=np.float64))
     if array.ndim != 1:
         raise DataError(f"{what} must be a scalar or a 1-D array, got shape {array.shape}")
@@ -197,8 +204,13 @@ def _as_float_array(values, what: str, n: int | None) -> np.ndarray:
     return array
 
 
+_INT64_MIN = int(np.iinfo(np.int64).min)
 _EMPTY_I64 = np.zeros(0, np.int64)
 _EMPTY_F64 = np.zeros(0, np.float64)
+# The scan's inputs when no order works (what _rebuild computes then); the scan never writes to either:
+# thresholds are read only, and a resting table without rows has nothing to update.
+_NEUTRAL_THRESHOLDS = np.array([0.0, math.inf, -math.inf, -math.inf, math.inf])
+_NO_RESTING = np.zeros((0, 3))
 
 
 class SimEngine:
@@ -212,17 +224,24 @@ class SimEngine:
     after the last data or :meth:`advance_to` time; requests are stamped at or after
     the last request and the last data. ``on_fill(fill)`` and ``on_status(order)``,
     when given, are called with a fill's record and an order's record as they happen.
+    ``on_fill_state(order, fill_row)`` and ``on_status_state(order)`` are called at the
+    same moments (before the record callbacks) with the live :class:`EngineOrder` and the
+    fill's row (a tuple in ``FILL_COLUMNS`` order): no dict is built per event, for a
+    caller on the order path (the paper venue).
     """
 
     def __init__(self, model: FillModel, instrument: Instrument | str, *, seed: int = 0,
                  feed_has_trades: bool = True, on_fill: Callable[[dict], None] | None = None,
-                 on_status: Callable[[dict], None] | None = None) -> None:
+                 on_status: Callable[[dict], None] | None = None,
+                 on_fill_state: Callable[[EngineOrder, tuple], None] | None = None,
+                 on_status_state: Callable[[EngineOrder], None] | None = None) -> None:
         instrument = checked_instrument(model, instrument, seed)
         self.model = model
         self.instrument = instrument
         self.seed = int(seed)
         self.feed_has_trades = bool(feed_has_trades)
         self._on_fill, self._on_status = on_fill, on_status
+        self._on_fill_state, self._on_status_state = on_fill_state, on_status_state
         take = model.take_params(float(instrument.lot_size))
         self._take_args = (take.edges, take.ratios, take.slippage_bps, take.max_take_over_touch, take.lot)
         self._lot = take.lot
@@ -234,11 +253,11 @@ class SimEngine:
         self._ack_median, self._fill_median, self._sigma = int(lat.submit_to_ack_median_ns), \
             int(lat.ack_to_fill_median_ns), float(lat.sigma)
 
-        self._orders: list[_Order] = []
+        self._orders: list[EngineOrder] = []
         self._n_requests = 0
         self._pending: list[tuple] = []  # heap of (arrival, k, action, order id, new quantity, new limit)
         self._expiries: list[tuple[int, int]] = []  # heap of (expiry, order id) of working orders
-        self._active: dict[int, _Order] = {}  # working orders at the venue
+        self._active: dict[int, EngineOrder] = {}  # working orders at the venue
         self._fills: list[tuple] = []
         self._clock = -NEVER_NS  # latest data / advance_to time seen
         self._last_request_ts = -NEVER_NS
@@ -247,7 +266,7 @@ class SimEngine:
         self._dirty = True
         self._thresholds = np.zeros(5)
         self._resting = np.zeros((0, 3))
-        self._resting_orders: list[_Order] = []
+        self._resting_orders: list[EngineOrder] = []
 
     # -- requests ------------------------------------------------------------------------
     def _request_time(self, ts_ns: int) -> int:
@@ -263,7 +282,7 @@ class SimEngine:
         k = self._n_requests
         self._n_requests += 1
         self._last_request_ts = ts
-        arrival = ts + int(latency_ns(self.seed, k, 0, self._ack_median, self._sigma))
+        arrival = ts + request_latency_ns(self.seed, k, 0, self._ack_median, self._sigma)
         heapq.heappush(self._pending, (arrival, k, action, oid, quantity, limit))
         return k
 
@@ -276,12 +295,12 @@ class SimEngine:
         ts = self._request_time(ts_ns)
         oid = len(self._orders)
         k = self._n_requests
-        report = int(latency_ns(self.seed, k, 1, self._fill_median, self._sigma))
-        self._orders.append(_Order(oid, k, order, ts, report))
+        report = request_latency_ns(self.seed, k, 1, self._fill_median, self._sigma)
+        self._orders.append(EngineOrder(oid, k, order, ts, report))
         self._enqueue(ts, "submit", oid)
         return oid
 
-    def _known(self, order_id: int) -> _Order:
+    def _known(self, order_id: int) -> EngineOrder:
         if isinstance(order_id, bool) or not isinstance(order_id, (int, np.integer)) \
                 or not 0 <= int(order_id) < len(self._orders):
             raise OrderError(f"order id {order_id!r} unknown; expected one returned by submit() "
@@ -301,14 +320,17 @@ class SimEngine:
         new_quantity, new_limit = self._checked_replace(order, limit_px, quantity, ts)
         self._enqueue(ts, "replace", order.oid, new_quantity, new_limit)
 
-    def _checked_replace(self, order: _Order, limit_px, quantity, ts_ns: int) -> tuple[float, float]:
+    def _checked_replace(self, order: EngineOrder, limit_px, quantity, ts_ns: int) -> tuple[float, float]:
         current = OrderSpec(self.instrument.instrument_id, order.side, order.quantity, order.order_type,
                             limit_px=order.limit, stop_px=order.stop, tif=order.tif)
         return checked_replace(self.instrument, current, limit_px, quantity, ts_ns, f"replace of order {order.oid}")
 
     # -- market data ---------------------------------------------------------------------
     def _data_time(self, ts_ns, what: str) -> np.ndarray:
-        ts = as_ns_array(ts_ns, f"{what} ts_ns")
+        if ts_ns.__class__ is int and _INT64_MIN <= ts_ns <= NEVER_NS:
+            ts = np.array((ts_ns,), np.int64)  # one row of a live feed: what as_ns_array makes of it
+        else:
+            ts = as_ns_array(ts_ns, f"{what} ts_ns")
         if len(ts) > 1:
             check_non_decreasing(ts, what)
         if len(ts) and ts[0] < self._clock:
@@ -371,8 +393,12 @@ class SimEngine:
             bound = expiry if expiry <= arrival else min(arrival + 1, NEVER_NS)
             if self._dirty:
                 self._rebuild()
-            kind, iq, it = _next_event(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz, t_ts, t_px, t_sz, t_aggressor,
-                                       iq, it, bound, self._thresholds, self._resting)
+            next_row_ts = min(q_ts[iq] if iq < n_q else NEVER_NS, t_ts[it] if it < n_t else NEVER_NS)
+            if next_row_ts >= bound:
+                kind = 2  # what the scan answers at once when the next row is at or after the bound
+            else:
+                kind, iq, it = _next_event(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz, t_ts, t_px, t_sz, t_aggressor,
+                                           iq, it, bound, self._thresholds, self._resting)
             if kind == 0:
                 self._set_quote(q_bid[iq], q_ask[iq], q_bid_sz[iq], q_ask_sz[iq])
                 applied = iq
@@ -397,8 +423,13 @@ class SimEngine:
 
     def _rebuild(self) -> None:
         # Thresholds of the compiled scan from the working orders' phases.
+        if not self._active and not self._resting_orders:
+            # nothing working (a market order filled on arrival): the neutral scan, without building arrays
+            self._thresholds, self._resting = _NEUTRAL_THRESHOLDS, _NO_RESTING
+            self._dirty = False
+            return
         taking, buy_stop, sell_stop, buy_limit, sell_limit = 0.0, math.inf, -math.inf, -math.inf, math.inf
-        resting: list[_Order] = []
+        resting: list[EngineOrder] = []
         for order in self._active.values():
             if order.phase == _TAKING:
                 taking = 1.0
@@ -463,14 +494,14 @@ class SimEngine:
         self._arrive(order, arrival)
 
     # -- matching ------------------------------------------------------------------------
-    def _leave_phase(self, order: _Order) -> None:
+    def _leave_phase(self, order: EngineOrder) -> None:
         if order.phase == _RESTING and order.slot >= 0:
             order.slot = -1
         order.phase = _NONE
         order.queue = math.nan
         self._dirty = True
 
-    def _arrive(self, order: _Order, ts: int) -> None:
+    def _arrive(self, order: EngineOrder, ts: int) -> None:
         if order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and not order.triggered:
             if not self._stop_triggered(order):
                 order.phase = _STOP
@@ -478,20 +509,20 @@ class SimEngine:
             order.triggered = True
         self._activate(order, ts)
 
-    def _stop_triggered(self, order: _Order) -> bool:
+    def _stop_triggered(self, order: EngineOrder) -> bool:
         if not self._valid:
             return False
         return (order.side > 0 and self._ask >= order.stop) or (order.side < 0 and self._bid <= order.stop)
 
-    def _marketable(self, order: _Order) -> bool:
+    def _marketable(self, order: EngineOrder) -> bool:
         return (order.side > 0 and order.limit >= self._ask) or (order.side < 0 and order.limit <= self._bid)
 
-    def _take_quote(self, order: _Order) -> tuple[float, float]:
+    def _take_quote(self, order: EngineOrder) -> tuple[float, float]:
         limit = order.limit if order.has_limit else math.nan
         return take_liquidity(order.side, order.remaining, limit, self._bid, self._ask, self._bid_sz, self._ask_sz,
                               *self._take_args)
 
-    def _activate(self, order: _Order, ts: int) -> None:
+    def _activate(self, order: EngineOrder, ts: int) -> None:
         # The order becomes active at ts (arrival, replace or a stop's trigger): IOC and FOK decide here.
         tif = order.tif
         if not self._valid:
@@ -515,7 +546,7 @@ class SimEngine:
         if tif is TimeInForce.IOC and order.status is OrderStatus.WORKING:
             self._finish(order, OrderStatus.CANCELLED, ts)
 
-    def _step_taking(self, order: _Order, ts: int) -> None:
+    def _step_taking(self, order: EngineOrder, ts: int) -> None:
         # At a valid quote: take while marketable, rest from the first moment it is not.
         if order.has_limit and not self._marketable(order):
             self._rest(order)
@@ -524,7 +555,7 @@ class SimEngine:
         if qty > 0.0:
             self._fill(order, ts, qty, price, maker=False)
 
-    def _rest(self, order: _Order) -> None:
+    def _rest(self, order: EngineOrder) -> None:
         # queue ahead from the quote that made the order passive
         order.queue = float(queue_ahead(order.side, order.limit, self._bid, self._ask, self._bid_sz, self._ask_sz))
         order.phase = _RESTING
@@ -562,27 +593,31 @@ class SimEngine:
                 if qty > 0.0:
                     self._fill(order, ts, qty, limit, maker=True)
 
-    def _fill(self, order: _Order, ts: int, qty: float, price: float, *, maker: bool) -> None:
+    def _fill(self, order: EngineOrder, ts: int, qty: float, price: float, *, maker: bool) -> None:
         notional = qty * price * self._multiplier
         bps = self._maker_bps if maker else self._taker_bps
         fee = abs(notional) * bps / 1e4 + abs(qty) * self._per_unit
-        self._fills.append((order.oid, ts, ts + order.report_latency, order.side, qty, price,
-                            "maker" if maker else "taker", fee))
+        row = (order.oid, ts, ts + order.report_latency, order.side, qty, price, "maker" if maker else "taker", fee)
+        self._fills.append(row)
         order.filled += qty
         order.notional += qty * price
         order.remaining -= qty
+        if self._on_fill_state is not None:
+            self._on_fill_state(order, row)
         if self._on_fill is not None:
-            self._on_fill(dict(zip(FILL_COLUMNS, self._fills[-1])))
+            self._on_fill(dict(zip(FILL_COLUMNS, row)))
         if order.remaining <= LOT_DUST * self._lot:
             order.remaining = 0.0
             self._finish(order, OrderStatus.FILLED, ts)
 
-    def _set_status(self, order: _Order, status: OrderStatus) -> None:
+    def _set_status(self, order: EngineOrder, status: OrderStatus) -> None:
         order.status = status
+        if self._on_status_state is not None:
+            self._on_status_state(order)
         if self._on_status is not None:
             self._on_status(order.record())
 
-    def _finish(self, order: _Order, status: OrderStatus, ts: int) -> None:
+    def _finish(self, order: EngineOrder, status: OrderStatus, ts: int) -> None:
         order.done_ts = ts
         if order.phase != _NONE:
             self._leave_phase(order)
@@ -608,6 +643,10 @@ class SimEngine:
     def order(self, order_id: int) -> dict:
         """One order's current state (the fields of :attr:`orders`)."""
         return self._known(order_id).record()
+
+    def order_state(self, order_id: int) -> EngineOrder:
+        """One order's live state (read it, never change it): :meth:`order` without building a dict."""
+        return self._known(order_id)
 
 
 _FILL_DTYPES = ("int64", "int64", "int64", "int64", "float64", "float64", "str", "float64")

@@ -162,6 +162,8 @@ class OrderSpec:
 
 
 def _side(side: Side | str | int | float) -> int:
+    if side.__class__ is Side:  # the order path's case: what the text test below gives for it
+        return 1 if side is Side.BUY else -1
     # +1/-1 also as floats: a side column holding NaN on cancel rows is float64
     if isinstance(side, (int, float, np.integer, np.floating)) and not isinstance(side, bool) and side in (1, -1):
         return int(side)
@@ -202,14 +204,36 @@ def make_order(
     off the lot grid or below the minimum; prices off the tick grid; a limit order
     without a limit price or a market order with one; a notional below the minimum.
     """
-    try:
-        kind = OrderType(str(order_type).lower())
-    except ValueError:
-        raise OrderError(f"order type {order_type!r} unknown; expected one of {[t.value for t in OrderType]}") from None
-    try:
-        time_in_force = TimeInForce(str(tif).lower())
-    except ValueError:
-        raise OrderError(f"time in force {tif!r} unknown; expected one of {[t.value for t in TimeInForce]}") from None
+    return conformed_order(instrument, side, quantity, order_type, limit_px=limit_px, stop_px=stop_px, tif=tif,
+                           ts_ns=ts_ns)[0]
+
+
+_ORDER_TYPES = {t.value: t for t in OrderType}
+_TIMES_IN_FORCE = {t.value: t for t in TimeInForce}
+
+
+def conformed_order(
+    instrument: Instrument,
+    side: Side | str | int,
+    quantity: float | Decimal | str,
+    order_type: OrderType | str = OrderType.MARKET,
+    *,
+    limit_px: float | Decimal | str | None = None,
+    stop_px: float | Decimal | str | None = None,
+    tif: TimeInForce | str = TimeInForce.GTC,
+    ts_ns: int | None = None,
+) -> tuple[OrderSpec, Decimal, Decimal | None, Decimal | None]:
+    """:func:`make_order`, also giving the conformed quantity, limit and stop as Decimals (None where not given).
+
+    They are what ``instrument.conform_quantity``/``conform_price`` return for the same input,
+    for a caller that keeps Decimal books (the paper venue) and would otherwise conform twice.
+    """
+    kind = _ORDER_TYPES.get(str(order_type).lower())  # OrderType(name), without the enum call
+    if kind is None:
+        raise OrderError(f"order type {order_type!r} unknown; expected one of {[t.value for t in OrderType]}")
+    time_in_force = _TIMES_IN_FORCE.get(str(tif).lower())
+    if time_in_force is None:
+        raise OrderError(f"time in force {tif!r} unknown; expected one of {[t.value for t in TimeInForce]}")
     direction = _side(side)
     qty = _positive_quantity(quantity, instrument)
     needs_limit = kind in (OrderType.LIMIT, OrderType.STOP_LIMIT)
@@ -230,7 +254,7 @@ def make_order(
         if ts_ns is None:
             raise OrderError("a DAY order needs ts_ns (the submit time) to know which session it lives in")
         expire = day_expiry_ns(instrument, ts_ns)
-    return OrderSpec(
+    spec = OrderSpec(
         instrument_id=instrument.instrument_id,
         side=direction,
         quantity=float(qty),
@@ -240,6 +264,7 @@ def make_order(
         tif=time_in_force,
         expire_ts_ns=expire,
     )
+    return spec, qty, limit, stop
 
 
 def day_expiry_ns(instrument: Instrument, ts_ns: int) -> int:
@@ -566,3 +591,14 @@ def latency_ns(seed, request, stream, median_ns, sigma):  # pragma: no cover - c
     u2 = (np.float64(b >> np.uint64(11)) + 0.5) / 9007199254740992.0
     z = math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
     return np.int64(median_ns * math.exp(sigma * z))
+
+
+def request_latency_ns(seed: int, request: int, stream: int, median_ns: int, sigma: float) -> int:
+    """:func:`latency_ns` as a Python int, without the compiled call when latency has no spread.
+
+    ``sigma <= 0`` gives the median itself (what the compiled function returns then), so a
+    request on a zero-spread model costs no dispatch into compiled code.
+    """
+    if sigma <= 0.0:
+        return int(median_ns)
+    return int(latency_ns(seed, request, stream, median_ns, sigma))

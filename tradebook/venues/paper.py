@@ -133,13 +133,15 @@ Refusal reasons brokers give for what this venue refuses: duplicate id (Alpaca 4
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, ROUND_HALF_EVEN, Context, Decimal, getcontext
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -168,9 +170,9 @@ from tradebook.model.orders import (
 )
 from tradebook.model.time import now_ns
 from tradebook.sim import orders as sim_orders
-from tradebook.sim.engine import SimEngine
+from tradebook.sim.engine import EngineOrder, SimEngine
 from tradebook.sim.fill_model import FillModel
-from tradebook.sim.orders import LOT_DUST, OrderSpec, latency_ns, make_order, quote_arrays, trade_arrays
+from tradebook.sim.orders import LOT_DUST, OrderSpec, conformed_order, quote_arrays, request_latency_ns, trade_arrays
 from tradebook.venues.base import AccountState, EventHandler, VenueOrderState, VenuePort
 
 JOURNAL_NAME = "paper_venue.journal"
@@ -181,9 +183,13 @@ PAR_CURRENCIES: dict[str, frozenset[str]] = {"USD": frozenset({"USD", "USDT", "U
 _MARGINED = (AssetClass.FUTURE, AssetClass.FX_SPOT)
 _BPS = Decimal(10_000)
 _ZERO = Decimal(0)
+_CONFORMED_CACHE_SIZE = 1024  # order shapes remembered per instrument
+_FILL_MEMO_SIZE = 4096  # fill sizes and prices remembered per instrument, each
+# Exact arithmetic for the running sums of what working orders hold (never rounds: see PaperVenue._hold).
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
 
-@dataclass
+@dataclass(slots=True)
 class _VenueOrder:
     """One order as the venue holds it (mutable: the venue's book, journaled on every change)."""
 
@@ -213,6 +219,8 @@ class _VenueOrder:
     engine_id: int | None = None
     engine_offset: Decimal = _ZERO  # filled before the engine got the order (a restart): it holds the rest
     last_arrival_ns: int = -sim_orders.NEVER_NS
+    # while working: (remaining, terms) it adds to its instrument's running sums (PaperVenue._hold)
+    held: tuple[Decimal, tuple[Decimal, ...]] | None = None
 
     @property
     def sign(self) -> int:
@@ -246,22 +254,60 @@ class _VenueOrder:
             limit_price=self.limit_price, stop_price=self.stop_price)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Slot:
-    """One instrument's engine and the venue's bookkeeping of its requests."""
+    """One instrument's engine and the venue's bookkeeping of its requests and working orders."""
 
     instrument: Instrument
     model: FillModel
-    engine: SimEngine
+    engine: SimEngine | None = None  # set right after the slot: the engine's listeners are bound to it
     n_requests: int = 0  # mirrors the engine's request numbering (latency draws depend on it)
     last_request_ns: int = -sim_orders.NEVER_NS
     processed_ns: int = -sim_orders.NEVER_NS  # requests arriving at or before this have been processed
-    coids: dict[int, str] = field(default_factory=dict)  # engine order id -> client order id
-    fee_rates: tuple[Decimal, Decimal, Decimal] | None = None  # see PaperVenue._fee
+    orders: dict[int, _VenueOrder] = field(default_factory=dict)  # engine order id -> the venue's order
+    # What the fill path needs per fill, converted once:
+    margined: bool = False
+    fee_rates: tuple[Decimal, Decimal, Decimal] = (_ZERO, _ZERO, _ZERO)  # (maker bps, taker bps, per unit)
+    lot_dust: float = 0.0  # what the engine leaves of a completed order, at most
+    ack_median_ns: int = 0  # submit-to-ack latency (the venue stamps requests with the engine's draws)
+    latency_sigma: float = 0.0
+    # Running sums over the working orders (PaperVenue._hold and _release), exact, so that the buying-power
+    # and position checks of a new order do not rescan every working order:
+    n_held: int = 0  # working orders
+    buy_qty: Decimal = _ZERO  # remaining of working buys
+    sell_qty: Decimal = _ZERO  # remaining of working sells
+    reserved: Decimal = _ZERO  # spot: notional + taker fee of working buys; margined: taker fees of priced orders
+    unpriced: dict[str, _VenueOrder] = field(default_factory=dict)  # margined, no reference: fee at today's price
+    negative_terms: int = 0  # held values below zero (negative prices or fee rates): the sums prove nothing then
+    conformed: dict[tuple, tuple] = field(default_factory=dict)  # order shape -> PaperVenue._conformed's answer
+    # every order with a replace pending (and some answered since): _settle_replaces skips the scan without one
+    replacing: dict[str, _VenueOrder] = field(default_factory=dict)
+    fill_quantities: dict[float, Decimal] = field(default_factory=dict)  # engine fill size -> lots, as a Decimal
+    fill_prices: dict[float, Decimal] = field(default_factory=dict)  # engine fill price -> PaperVenue._fill_price
 
 
 def _dec(value: float) -> Decimal:
     return Decimal(repr(float(value)))
+
+
+@lru_cache(maxsize=64)
+def _price_steps(exponent: int) -> tuple[Decimal, Decimal]:
+    """(a hundredth of the tick's precision, the tick's precision) for a tick written with ``exponent``."""
+    return Decimal(1).scaleb(exponent - 2), Decimal(1).scaleb(exponent)
+
+
+def _remember(memo: dict[float, Decimal], raw: float, value: Decimal) -> None:
+    """Keep ``value``, converted from the engine's float ``raw``, in a small per-instrument memo."""
+    if not raw:
+        return  # 0.0 and -0.0 are one key but write differently: never remembered
+    if len(memo) >= _FILL_MEMO_SIZE:
+        memo.clear()
+    memo[raw] = value
+
+
+def _exact_enough(value: Decimal, prec: int) -> bool:
+    """Whether ``value``, written with its own exponent, has at most ``prec`` digits (see _surely_acceptable)."""
+    return len(value.as_tuple().digits) <= prec
 
 
 def stored_models(store: Any, calibrations: Iterable[str] | str) -> tuple[dict[str, FillModel], dict[str, Instrument]]:
@@ -340,6 +386,7 @@ class PaperVenue(VenuePort):
         self._outbox: deque[OrderEvent] = deque()
         self._delivering = False
         self._closed = False
+        self._uncommitted = False  # journaled since the last commit
         self._orders: dict[str, _VenueOrder] = {}  # every order received, by client order id
         self._working: dict[str, _VenueOrder] = {}  # the ones not done yet, in arrival order
         self._fills: list[Fill] = []
@@ -362,6 +409,7 @@ class PaperVenue(VenuePort):
             self.book_id = os.urandom(3).hex()
             self._write({"kind": "open", "account_id": account_id, "currency": self.currency,
                          "starting_cash": cash, "ts": 0, "book_id": self.book_id})
+        self._order_id_prefix = self.order_id_prefix  # the book id is known now; once per order otherwise
         self._restore_working_orders()
 
     @property
@@ -387,10 +435,15 @@ class PaperVenue(VenuePort):
             has_trades = instrument.asset_class is not AssetClass.FX_SPOT
         else:
             has_trades = bool(feed_has_trades)
-        engine = SimEngine(model, instrument, seed=self.seed, feed_has_trades=has_trades,
-                           on_fill=lambda record, iid=instrument_id: self._on_engine_fill(iid, record),
-                           on_status=lambda record, iid=instrument_id: self._on_engine_status(iid, record))
-        return _Slot(instrument=instrument, model=model, engine=engine)
+        fees, latency = model.fees, model.latency
+        slot = _Slot(instrument=instrument, model=model, margined=instrument.asset_class in _MARGINED,
+                     fee_rates=(_dec(fees.maker_bps), _dec(fees.taker_bps), _dec(fees.per_unit)),
+                     lot_dust=LOT_DUST * float(instrument.lot_size),
+                     ack_median_ns=int(latency.submit_to_ack_median_ns), latency_sigma=float(latency.sigma))
+        slot.engine = SimEngine(model, instrument, seed=self.seed, feed_has_trades=has_trades,
+                                on_fill_state=partial(self._on_engine_fill, slot),
+                                on_status_state=partial(self._on_engine_status, slot))
+        return slot
 
     @classmethod
     def from_store(cls, store: Any, calibrations: Iterable[str], state_dir: str | Path, **kwargs: Any) -> PaperVenue:
@@ -546,9 +599,9 @@ class PaperVenue(VenuePort):
         return slot
 
     def _after_data(self, instrument_id: str, slot: _Slot, ts_ns, *quote) -> None:
-        if np.ndim(ts_ns) == 0:  # one row, the live-feed case: no arrays
+        one_row = ts_ns.__class__ is int or np.ndim(ts_ns) == 0  # the live-feed case
+        if one_row:
             last = int(ts_ns)
-            quote = tuple((v,) for v in quote)
         else:
             if not len(ts_ns):
                 return
@@ -557,15 +610,28 @@ class PaperVenue(VenuePort):
         # requests arriving before the last row were processed; one at that time waits for more data
         slot.processed_ns = max(slot.processed_ns, last - 1)
         if quote:
-            bid, ask, bid_sz, ask_sz = (np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in quote)
-            with np.errstate(invalid="ignore"):
-                valid = np.flatnonzero(np.isfinite(bid) & np.isfinite(ask) & (bid < ask) & (bid_sz > 0)
-                                       & (ask_sz > 0))
-            if len(valid):
-                b, a = _dec(bid[valid[-1]]), _dec(ask[valid[-1]])
-                self._touch[instrument_id] = (b, a)
-                self._marks[instrument_id] = (b + a) / 2
+            bid, ask, bid_sz, ask_sz = quote
+            if one_row and bid.__class__ is float and ask.__class__ is float and bid_sz.__class__ is float \
+                    and ask_sz.__class__ is float:
+                # one quote in Python floats: the validity test below without arrays
+                if math.isfinite(bid) and math.isfinite(ask) and bid < ask and bid_sz > 0 and ask_sz > 0:
+                    self._note_touch(instrument_id, bid, ask)
+            else:
+                if one_row:
+                    quote = tuple((v,) for v in quote)
+                bid, ask, bid_sz, ask_sz = (np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in quote)
+                with np.errstate(invalid="ignore"):
+                    valid = np.flatnonzero(np.isfinite(bid) & np.isfinite(ask) & (bid < ask) & (bid_sz > 0)
+                                           & (ask_sz > 0))
+                if len(valid):
+                    self._note_touch(instrument_id, bid[valid[-1]], ask[valid[-1]])
         self._settle_replaces(slot)
+
+    def _note_touch(self, instrument_id: str, bid: float, ask: float) -> None:
+        """The last valid quote: the reference of market orders and the mark of positions."""
+        b, a = _dec(bid), _dec(ask)
+        self._touch[instrument_id] = (b, a)
+        self._marks[instrument_id] = (b + a) / 2
 
     # -- requests ------------------------------------------------------------------------
     def _reject(self, client_order_id: str, ts: int, reason: str, venue_order_id: str | None = None) -> None:
@@ -588,13 +654,13 @@ class PaperVenue(VenuePort):
             return
         ts, k = self._request_ts(slot, base_ts)
         try:
-            side = Side(str(intent.side).lower())
-            order_type, tif = OrderType(intent.order_type), TimeInForce(intent.time_in_force)
-            spec = make_order(slot.instrument, side, intent.quantity, order_type.value, limit_px=intent.limit_price,
-                              stop_px=intent.stop_price, tif=tif.value, ts_ns=ts)
-            quantity = slot.instrument.conform_quantity(intent.quantity)
-            limit = slot.instrument.conform_price(intent.limit_price) if intent.limit_price is not None else None
-            stop = slot.instrument.conform_price(intent.stop_price) if intent.stop_price is not None else None
+            # enum members as they are (what the conversions return for them), anything else converted
+            side = intent.side if intent.side.__class__ is Side else Side(str(intent.side).lower())
+            order_type = intent.order_type if intent.order_type.__class__ is OrderType else \
+                OrderType(intent.order_type)
+            tif = intent.time_in_force if intent.time_in_force.__class__ is TimeInForce else \
+                TimeInForce(intent.time_in_force)
+            spec, quantity, limit, stop = self._conformed(slot, intent, side, order_type, tif, ts)
         except (OrderError, ConformanceError, ValueError) as exc:
             self._reject(coid, ts, f"{type(exc).__name__}: {exc}")
             return
@@ -609,7 +675,7 @@ class PaperVenue(VenuePort):
                 self._reject(coid, ts, f"ConformanceError: {exc} (market order valued at {reference})")
                 return
         order = _VenueOrder(
-            client_order_id=coid, venue_order_id=f"{self.order_id_prefix}-{self._next_order_number}",
+            client_order_id=coid, venue_order_id=f"{self._order_id_prefix}-{self._next_order_number}",
             instrument_id=intent.instrument_id, side=side, order_type=order_type, time_in_force=tif,
             quantity=quantity, limit_price=limit, stop_price=stop,
             expire_ts_ns=int(spec.expire_ts_ns), reference_price=reference, received_ts_ns=ts,
@@ -627,14 +693,43 @@ class PaperVenue(VenuePort):
         self._next_order_number += 1
         self._orders[coid] = order
         self._working[coid] = order
+        self._hold(order, slot)
         self._send(slot, order, spec, ts, k)
+
+    @staticmethod
+    def _conformed(slot: _Slot, intent: OrderIntent, side: Side, order_type: OrderType, tif: TimeInForce,
+                   ts: int) -> tuple[OrderSpec, Decimal, Decimal | None, Decimal | None]:
+        """The engine's order and the conformed quantity, limit and stop (None where not given) of ``intent``.
+
+        Checked once for the engine and the books (:func:`~tradebook.sim.orders.conformed_order`).
+        Orders of a shape seen before come from the slot's cache, as in
+        :func:`~tradebook.sim.orders.order_maker`: for Decimal amounts the result depends on their
+        values alone, and on nothing else but the instrument, except a DAY order's expiry
+        (never cached). Refused shapes are never cached: they are checked, and refused, every time.
+        """
+        quantity, limit, stop = intent.quantity, intent.limit_price, intent.stop_price
+        key = None
+        if tif is not TimeInForce.DAY and quantity.__class__ is Decimal and quantity.is_finite() \
+                and (limit is None or (limit.__class__ is Decimal and limit.is_finite())) \
+                and (stop is None or (stop.__class__ is Decimal and stop.is_finite())):
+            key = (side, quantity, order_type, tif, limit, stop)
+            cached = slot.conformed.get(key)
+            if cached is not None:
+                return cached
+        result = conformed_order(slot.instrument, side, quantity, order_type.value, limit_px=limit, stop_px=stop,
+                                 tif=tif.value, ts_ns=ts)
+        if key is not None:
+            if len(slot.conformed) >= _CONFORMED_CACHE_SIZE:
+                slot.conformed.clear()  # sized orders rarely repeat: keep the cache small rather than clever
+            slot.conformed[key] = result
+        return result
 
     def _send(self, slot: _Slot, order: _VenueOrder, spec: OrderSpec, ts: int, k: int) -> None:
         oid = slot.engine.submit(spec, ts)
         self._count_request(slot, order, ts, k)
         order.engine_id = oid
         order.engine_offset = order.filled_qty
-        slot.coids[oid] = order.client_order_id
+        slot.orders[oid] = order
 
     def _request_ts(self, slot: _Slot, base_ts: int, order: _VenueOrder | None = None) -> tuple[int, int]:
         """(stamp, request number) of the next request on ``slot``: never before earlier requests nor, for
@@ -648,8 +743,7 @@ class PaperVenue(VenuePort):
         return ts, k
 
     def _latency(self, slot: _Slot, k: int) -> int:
-        lat = slot.model.latency
-        return int(latency_ns(self.seed, k, 0, int(lat.submit_to_ack_median_ns), float(lat.sigma)))
+        return request_latency_ns(self.seed, k, 0, slot.ack_median_ns, slot.latency_sigma)
 
     def _count_request(self, slot: _Slot, order: _VenueOrder, ts: int, k: int) -> int:
         slot.n_requests = k + 1
@@ -713,10 +807,10 @@ class PaperVenue(VenuePort):
             return refuse(f"the replace changes nothing (quantity {order.quantity}, limit {order.limit_price})")
         if new_qty is not None and new_qty <= order.filled_qty:
             return refuse(f"new quantity {new_qty} does not exceed the filled quantity {order.filled_qty}")
-        trial = _VenueOrder(**{**order.__dict__, "quantity": new_qty or order.quantity,
-                               "limit_price": new_limit or order.limit_price,
-                               "reference_price": new_limit or order.reference_price,
-                               "client_order_id": order.client_order_id + "#replace"})
+        trial = dataclasses.replace(order, quantity=new_qty or order.quantity,
+                                    limit_price=new_limit or order.limit_price,
+                                    reference_price=new_limit or order.reference_price,
+                                    client_order_id=order.client_order_id + "#replace", held=None)
         refusal = self._refusal(trial, slot, replacing=order)
         if refusal:
             return refuse(refusal)
@@ -731,11 +825,23 @@ class PaperVenue(VenuePort):
         self._write({"kind": "replace_request", "ts": ts, "client_order_id": client_order_id, "quantity": new_qty,
                      "limit_price": new_limit, "arrival_ns": arrival})
         order.replace_pending = (new_qty, new_limit, arrival)
+        slot.replacing[client_order_id] = order
         return None
 
     # -- checks before an order exists ------------------------------------------------------
     def _refusal(self, order: _VenueOrder, slot: _Slot, replacing: _VenueOrder | None = None) -> str:
-        """Why the account cannot take ``order`` (empty when it can)."""
+        """Why the account cannot take ``order`` (empty when it can).
+
+        A new order the running sums prove acceptable is passed without rescanning the working
+        orders; any other (a possible refusal, a replace, sums that cannot prove it) gets the full
+        check, which also words the reason.
+        """
+        if replacing is None and self._surely_acceptable(order, slot):
+            return ""
+        return self._refusal_by_scan(order, slot, replacing)
+
+    def _refusal_by_scan(self, order: _VenueOrder, slot: _Slot, replacing: _VenueOrder | None = None) -> str:
+        """The full check: what the working orders (but ``replacing``) hold, summed afresh."""
         instrument = slot.instrument
         position = self._positions.get(order.instrument_id, _ZERO)
         if order.reduce_only:
@@ -767,11 +873,140 @@ class PaperVenue(VenuePort):
                     f"{available:.2f} {self.currency} available")
         return ""
 
+    def _surely_acceptable(self, order: _VenueOrder, slot: _Slot) -> bool:
+        """True when the running sums prove the full check (:meth:`_refusal_by_scan`) passes ``order``.
+
+        The same tests on the same values, with what the working orders hold taken from the exact
+        running sums instead of a fresh sum. The full check sums in the decimal context (28
+        digits) and would round only if the sum needed more digits: with every term >= 0 each of
+        its partial sums has at most the digits of the exact total (no larger, no finer), so an
+        exact total within the context's precision (:func:`_exact_enough`) means the full check
+        sums without rounding, to the same value. False when it may refuse or this cannot be
+        proved: the full check then runs.
+        """
+        remaining = order.remaining
+        position = self._positions.get(order.instrument_id, _ZERO)
+        if order.reduce_only and not (position * order.sign < 0 and remaining <= abs(position)):
+            return False
+        prec = getcontext().prec
+        if not slot.margined and order.side is Side.SELL:  # a cash account sells what it holds
+            selling = slot.sell_qty
+            return not slot.negative_terms and _exact_enough(selling, prec) and not remaining > position - selling
+        if slot.instrument.asset_class is not AssetClass.FUTURE and order.reference_price is None:
+            return False
+        before = self._held_requirement(prec)
+        if before is None:
+            return False
+        if slot.margined:
+            without = self._margined_requirement(slot, prec)
+            with_order = self._margined_requirement(slot, prec, order)
+            if without is None or with_order is None:
+                return False
+            if not _exact_enough(_EXACT.add(_EXACT.subtract(before, without), with_order), prec):
+                return False
+            needed = with_order - without
+        else:  # a spot buy reserves its own notional and fee, independent of the other orders
+            price = order.reference_price or _ZERO
+            needed = remaining * price * slot.instrument.multiplier + self._fee(slot, remaining, price, maker=False)
+        return not needed > self._cash + self._unrealised_margined() - before
+
+    def _held_requirement(self, prec: int) -> Decimal | None:
+        """:meth:`_requirement` of all working orders from the running sums (exact; None if not provable)."""
+        total = _ZERO
+        for slot in self._slots.values():
+            if slot.negative_terms:
+                return None
+            if not slot.margined:
+                total = _EXACT.add(total, slot.reserved)
+            elif slot.n_held or self._positions.get(slot.instrument.instrument_id):
+                requirement = self._margined_requirement(slot, prec)
+                if requirement is None:
+                    return None
+                total = _EXACT.add(total, requirement)
+        return total if _exact_enough(total, prec) else None
+
+    def _margined_requirement(self, slot: _Slot, prec: int, extra: _VenueOrder | None = None) -> Decimal | None:
+        """One margined instrument's part of :meth:`_requirement` (exact), with ``extra`` working too; None
+        when the running sums cannot prove the full check's value."""
+        instrument = slot.instrument
+        instrument_id = instrument.instrument_id
+        buys, sells = slot.buy_qty, slot.sell_qty
+        if extra is not None:
+            if extra.side is Side.BUY:
+                buys = _EXACT.add(buys, extra.remaining)
+            else:
+                sells = _EXACT.add(sells, extra.remaining)
+        if not (_exact_enough(buys, prec) and _exact_enough(sells, prec)):
+            return None
+        position = self._positions.get(instrument_id, _ZERO)
+        reach = max(abs(position + buys), abs(position - sells))
+        price = self._marks.get(instrument_id) or next(
+            (o.reference_price for o in self._working.values()
+             if o.instrument_id == instrument_id and o.reference_price is not None),
+            extra.reference_price if extra is not None else None)
+        terms = [reach * self._unit_margin(instrument, price)]
+        terms.extend(self._fee(slot, o.remaining, price or _ZERO, maker=False) for o in slot.unpriced.values())
+        if extra is not None:
+            terms.append(self._fee(slot, extra.remaining, extra.reference_price or price or _ZERO, maker=False))
+        total = slot.reserved
+        for term in terms:
+            if term < 0:
+                return None
+            total = _EXACT.add(total, term)
+        return total
+
+    def _hold(self, order: _VenueOrder, slot: _Slot) -> None:
+        """Add a working order to its instrument's running sums, exactly as :meth:`_requirement` counts it.
+
+        Called whenever an order starts working or its remaining quantity or reference price
+        changes (after :meth:`_release`), so the sums always equal a fresh sum over the working
+        orders.
+        """
+        remaining = order.remaining
+        if order.side is Side.BUY:
+            slot.buy_qty = _EXACT.add(slot.buy_qty, remaining)
+        else:
+            slot.sell_qty = _EXACT.add(slot.sell_qty, remaining)
+        if slot.margined:
+            if order.reference_price:
+                terms: tuple[Decimal, ...] = (self._fee(slot, remaining, order.reference_price, maker=False),)
+            else:
+                terms = ()
+                slot.unpriced[order.client_order_id] = order  # its fee depends on the price at the check
+        elif order.side is Side.BUY:
+            price = order.reference_price or _ZERO
+            terms = (remaining * price * slot.instrument.multiplier, self._fee(slot, remaining, price, maker=False))
+        else:
+            terms = ()
+        negative = remaining < 0
+        for term in terms:
+            slot.reserved = _EXACT.add(slot.reserved, term)
+            negative += term < 0
+        slot.negative_terms += negative
+        slot.n_held += 1
+        order.held = (remaining, terms)
+
+    def _release(self, order: _VenueOrder) -> None:
+        """Take an order out of the running sums (what :meth:`_hold` added); nothing if it holds nothing."""
+        if order.held is None:
+            return
+        slot = self._slots[order.instrument_id]
+        remaining, terms = order.held
+        order.held = None
+        if order.side is Side.BUY:
+            slot.buy_qty = _EXACT.subtract(slot.buy_qty, remaining)
+        else:
+            slot.sell_qty = _EXACT.subtract(slot.sell_qty, remaining)
+        slot.unpriced.pop(order.client_order_id, None)
+        negative = remaining < 0
+        for term in terms:
+            slot.reserved = _EXACT.subtract(slot.reserved, term)
+            negative += term < 0
+        slot.negative_terms -= negative
+        slot.n_held -= 1
+
     def _fee(self, slot: _Slot, quantity: Decimal, price: Decimal, *, maker: bool) -> Decimal:
         rates = slot.fee_rates
-        if rates is None:  # (maker bps, taker bps, per unit) as Decimals, converted once
-            fees = slot.model.fees
-            rates = slot.fee_rates = (_dec(fees.maker_bps), _dec(fees.taker_bps), _dec(fees.per_unit))
         notional = abs(quantity * price * slot.instrument.multiplier)
         return notional * rates[0 if maker else 1] / _BPS + abs(quantity) * rates[2]
 
@@ -842,23 +1077,30 @@ class PaperVenue(VenuePort):
         return self._cash + self._unrealised_margined() - self._requirement(working)
 
     # -- engine callbacks: journal first, then queue the event ---------------------------
-    def _on_engine_fill(self, instrument_id: str, record: dict) -> None:
-        slot = self._slots[instrument_id]
-        order = self._orders[slot.coids[int(record["order_id"])]]
-        self._sync_replace(slot, order)
+    def _on_engine_fill(self, slot: _Slot, engine_order: EngineOrder, row: tuple) -> None:
+        """The engine filled ``engine_order``: ``row`` is the fill in ``FILL_COLUMNS`` order."""
+        order = slot.orders[engine_order.oid]
+        self._sync_replace(slot, order, engine_order)
         instrument = slot.instrument
-        quantity = (_dec(record["quantity"]) / instrument.lot_size).to_integral_value(ROUND_HALF_EVEN) \
-            * instrument.lot_size
-        engine_order = slot.engine.order(order.engine_id)
-        engine_left = engine_order["quantity"] - engine_order["filled_qty"]
-        if engine_left <= LOT_DUST * float(instrument.lot_size) or quantity > order.remaining:
+        _, ts, _, _, raw_quantity, raw_price, liquidity, _ = row
+        # the engine's floats as Decimals: the same few sizes and prices recur, so converted once each
+        quantity = slot.fill_quantities.get(raw_quantity)
+        if quantity is None:
+            quantity = (_dec(raw_quantity) / instrument.lot_size).to_integral_value(ROUND_HALF_EVEN) \
+                * instrument.lot_size
+            _remember(slot.fill_quantities, raw_quantity, quantity)
+        engine_left = engine_order.quantity - engine_order.filled
+        if engine_left <= slot.lot_dust or quantity > order.remaining:
             quantity = order.remaining  # the engine completed the order: the Decimal books close exactly
-        price = self._fill_price(instrument, float(record["price"]))
-        maker = record["liquidity"] == "maker"
+        price = slot.fill_prices.get(raw_price)
+        if price is None:
+            price = self._fill_price(instrument, float(raw_price))
+            _remember(slot.fill_prices, raw_price, price)
+        maker = liquidity == "maker"
         fee = self._fee(slot, quantity, price, maker=maker)
-        ts = int(record["ts_ns"])
+        ts = int(ts)
         fill = Fill(fill_id=f"{order.venue_order_id}-{order.n_fills + 1}", client_order_id=order.client_order_id,
-                    instrument_id=instrument_id, side=order.side, quantity=quantity, price=price, fee=fee,
+                    instrument_id=order.instrument_id, side=order.side, quantity=quantity, price=price, fee=fee,
                     liquidity="maker" if maker else "taker", ts_event_ns=ts, ts_init_ns=self._clock())
         cash, position, avg = self._after_fill(instrument, order.sign, quantity, price, fee)
         self._write({"kind": "fill", "ts": ts, "client_order_id": order.client_order_id, "fill_id": fill.fill_id,
@@ -872,9 +1114,10 @@ class PaperVenue(VenuePort):
     def _fill_price(instrument: Instrument, raw: float) -> Decimal:
         """The engine's float price as a Decimal: on the tick when it is one, else to a hundredth of its precision."""
         value = _dec(raw)
-        exponent = instrument.tick_for(abs(value)).as_tuple().exponent
-        fine = value.quantize(Decimal(1).scaleb(exponent - 2), ROUND_HALF_EVEN)
-        coarse = fine.quantize(Decimal(1).scaleb(exponent), ROUND_HALF_EVEN)
+        tick = instrument.tick_for(abs(value)) if instrument.tick_schedule else instrument.tick_size
+        fine_step, tick_step = _price_steps(tick.as_tuple().exponent)
+        fine = value.quantize(fine_step, ROUND_HALF_EVEN)
+        coarse = fine.quantize(tick_step, ROUND_HALF_EVEN)
         return coarse if coarse == fine else fine
 
     def _after_fill(self, instrument: Instrument, sign: int, quantity: Decimal, price: Decimal,
@@ -910,6 +1153,7 @@ class PaperVenue(VenuePort):
             self._avg_price.pop(fill.instrument_id, None)
         else:
             self._avg_price[fill.instrument_id] = avg
+        self._release(order)
         order.filled_qty += fill.quantity
         order.notional += fill.quantity * fill.price
         order.fees += fill.fee
@@ -917,32 +1161,35 @@ class PaperVenue(VenuePort):
         self._fills.append(fill)
         if order.filled_qty >= order.quantity:
             self._finish(order, OrderStatus.FILLED, "")
+        elif order.client_order_id in self._working:
+            self._hold(order, self._slots[order.instrument_id])
 
     def _finish(self, order: _VenueOrder, status: OrderStatus, reason: str) -> None:
         order.done_status = status
         self._working.pop(order.client_order_id, None)
+        self._release(order)
         order.reason = reason
         order.cancel_pending = False
         order.replace_pending = None
 
-    def _on_engine_status(self, instrument_id: str, record: dict) -> None:
-        slot = self._slots[instrument_id]
-        order = self._orders[slot.coids[int(record["order_id"])]]
-        self._sync_replace(slot, order)
-        status = record["status"]
-        if status == sim_orders.OrderStatus.WORKING.value:
+    def _on_engine_status(self, slot: _Slot, engine_order: EngineOrder) -> None:
+        """The engine changed ``engine_order``'s status."""
+        order = slot.orders[engine_order.oid]
+        self._sync_replace(slot, order, engine_order)
+        status = engine_order.status
+        if status is sim_orders.OrderStatus.WORKING:
             if order.acked:
                 return  # a recovered order arriving again: the venue acknowledged it before the restart
-            ts = int(record["arrival_ts_ns"])
+            ts = int(engine_order.arrival_ts)
             self._write({"kind": "accepted", "ts": ts, "client_order_id": order.client_order_id})
             order.acked = True
             self._outbox.append(OrderEvent(order.client_order_id, OrderEventType.ACCEPTED, ts, self._clock(),
                                            venue_order_id=order.venue_order_id))
-        elif status in (sim_orders.OrderStatus.CANCELLED.value, sim_orders.OrderStatus.EXPIRED.value):
+        elif status is sim_orders.OrderStatus.CANCELLED or status is sim_orders.OrderStatus.EXPIRED:
             if order.is_done:
                 return
-            ts = int(record["done_ts_ns"])
-            expired = status == sim_orders.OrderStatus.EXPIRED.value
+            ts = int(engine_order.done_ts)
+            expired = status is sim_orders.OrderStatus.EXPIRED
             reason = self._end_reason(order, expired)
             self._write({"kind": "expired" if expired else "cancelled", "ts": ts,
                          "client_order_id": order.client_order_id, "reason": reason})
@@ -966,14 +1213,18 @@ class PaperVenue(VenuePort):
             return "FOK: the whole quantity could not be filled at arrival"
         return "cancelled by the venue"
 
-    def _sync_replace(self, slot: _Slot, order: _VenueOrder) -> None:
-        """Report a replace the engine has applied (it applies them silently) before anything after it."""
+    def _sync_replace(self, slot: _Slot, order: _VenueOrder, engine_order: EngineOrder | None = None) -> None:
+        """Report a replace the engine has applied (it applies them silently) before anything after it.
+
+        ``engine_order``: the engine's state of ``order`` when the caller has it at hand.
+        """
         if order.replace_pending is None or order.engine_id is None:
             return
         new_qty, new_limit, arrival = order.replace_pending
-        engine_order = slot.engine.order(order.engine_id)
-        applied = (new_qty is None or engine_order["quantity"] == float(new_qty - order.engine_offset)) and \
-            (new_limit is None or engine_order["limit_px"] == float(new_limit))
+        if engine_order is None:
+            engine_order = slot.engine.order_state(order.engine_id)
+        applied = (new_qty is None or engine_order.quantity == float(new_qty - order.engine_offset)) and \
+            (new_limit is None or engine_order.limit == float(new_limit))
         if not applied:
             return
         self._write({"kind": "replaced", "ts": arrival, "client_order_id": order.client_order_id,
@@ -983,17 +1234,21 @@ class PaperVenue(VenuePort):
                                        venue_order_id=order.venue_order_id, quantity=order.quantity,
                                        limit_price=order.limit_price))
 
-    @staticmethod
-    def _apply_replace(order: _VenueOrder, new_qty: Decimal | None, new_limit: Decimal | None) -> None:
+    def _apply_replace(self, order: _VenueOrder, new_qty: Decimal | None, new_limit: Decimal | None) -> None:
+        self._release(order)
         if new_qty is not None:
             order.quantity = new_qty
         if new_limit is not None:
             order.limit_price = new_limit
             order.reference_price = new_limit
         order.replace_pending = None
+        if order.client_order_id in self._working:
+            self._hold(order, self._slots[order.instrument_id])
 
     def _settle_replaces(self, slot: _Slot) -> None:
         """After data: replaces the engine applied are reported; those it refused at arrival are rejected."""
+        if not slot.replacing:
+            return  # no replace pending on this instrument: no scan of the working orders on every quote
         for order in [o for o in self._working.values() if o.replace_pending is not None
                       and o.instrument_id == slot.instrument.instrument_id]:
             self._sync_replace(slot, order)
@@ -1007,6 +1262,8 @@ class PaperVenue(VenuePort):
             order.replace_pending = None
             self._outbox.append(OrderEvent(order.client_order_id, OrderEventType.REPLACE_REJECTED, arrival,
                                            self._clock(), venue_order_id=order.venue_order_id, reason=reason))
+        for coid in [c for c, o in slot.replacing.items() if o.replace_pending is None]:
+            del slot.replacing[coid]  # answered (or finished)
 
     # -- durability ------------------------------------------------------------------------
     def _write(self, record: dict[str, Any]) -> None:
@@ -1016,11 +1273,14 @@ class PaperVenue(VenuePort):
         # Group commit: written now (a kill -9 keeps it), made durable by _deliver's commit
         # before any event derived from it leaves the venue, and before any query answers.
         self._journal.append(record, sync=False)
+        self._uncommitted = True
 
     def _commit(self) -> None:
         """Make every journaled change durable (one fdatasync) before the venue tells anyone about it."""
-        if not self._closed:
+        # the venue is its journal's only writer: nothing written since the last commit, nothing to sync
+        if self._uncommitted and not self._closed:
             self._journal.commit()
+            self._uncommitted = False
 
     def _check_open(self) -> None:
         if self._closed:
@@ -1084,6 +1344,7 @@ class PaperVenue(VenuePort):
                 received_ts_ns=int(record["ts"]), reduce_only=bool(record["reduce_only"]))
             self._orders[order.client_order_id] = order
             self._working[order.client_order_id] = order
+            self._hold(order, slot)
             self._next_order_number += 1
             return
         order = self._orders[record["client_order_id"]]
@@ -1105,6 +1366,7 @@ class PaperVenue(VenuePort):
             order.cancel_pending = True
         elif kind == "replace_request":
             order.replace_pending = (record["quantity"], record["limit_price"], int(record["arrival_ns"]))
+            self._slots[order.instrument_id].replacing[order.client_order_id] = order
         elif kind == "replaced":
             self._apply_replace(order, record["quantity"], record["limit_price"])
         elif kind == "replace_rejected":
@@ -1157,3 +1419,4 @@ class PaperVenue(VenuePort):
             return
         arrival = self._count_request(slot, order, ts, k)
         order.replace_pending = (new_qty, new_limit, arrival)
+        slot.replacing[order.client_order_id] = order
