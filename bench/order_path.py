@@ -190,7 +190,7 @@ class Rig:
         self.oms.flush = timed_flush  # measured, not changed
 
     async def open(self) -> None:
-        await self.venue.connect(self.oms.on_event)
+        await self.venue.connect(self.oms.on_event, on_events=self.oms.on_events)
         self.oms.recover()
         if self.flush_thread:
             self.oms.start()

@@ -604,7 +604,7 @@ class Session:
             self._done.set()
 
     async def _main(self) -> None:
-        await self.venue.connect(self.oms.on_event)
+        await self.venue.connect(self.oms.on_event, on_events=self.oms.on_events)
         self.oms.recover()
         self.oms.start()
         self.alerts.extend(await self.oms.reconcile())

@@ -34,6 +34,7 @@ from decimal import Decimal
 from tradebook.model.orders import Fill, OrderEvent, OrderIntent, OrderStatus
 
 EventHandler = Callable[[OrderEvent], None]
+BatchEventHandler = Callable[[list[OrderEvent]], None]
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,14 @@ class VenuePort(ABC):
     is_live: bool = False  # paper venues and broker paper accounts are False
 
     @abstractmethod
-    async def connect(self, on_event: EventHandler) -> None:
-        """Open the session; from now on every order event goes to ``on_event``."""
+    async def connect(self, on_event: EventHandler, *, on_events: BatchEventHandler | None = None) -> None:
+        """Open the session; from now on every order event goes to ``on_event``.
+
+        ``on_events`` (optional): a handler for several events at once. A venue whose
+        events come in bursts (the paper venue answers a whole batch of market data at
+        once) may hand a burst to it as one list, in order, so the receiver can make them
+        durable with one write; a venue that streams events one by one ignores it.
+        """
 
     @abstractmethod
     async def close(self) -> None:

@@ -157,7 +157,7 @@ from tradebook.errors import (
     TradebookError,
     UnknownInstrumentError,
 )
-from tradebook.execution.journal import Journal, JournalCorruptError
+from tradebook.execution.journal import Journal, JournalCorruptError, encode_record
 from tradebook.model.instruments import AssetClass, Instrument, Side, get_instrument, to_decimal
 from tradebook.model.orders import (
     Fill,
@@ -173,7 +173,7 @@ from tradebook.sim import orders as sim_orders
 from tradebook.sim.engine import EngineOrder, SimEngine
 from tradebook.sim.fill_model import FillModel
 from tradebook.sim.orders import LOT_DUST, OrderSpec, conformed_order, quote_arrays, request_latency_ns, trade_arrays
-from tradebook.venues.base import AccountState, EventHandler, VenueOrderState, VenuePort
+from tradebook.venues.base import AccountState, BatchEventHandler, EventHandler, VenueOrderState, VenuePort
 
 JOURNAL_NAME = "paper_venue.journal"
 DEFAULT_FUTURES_INITIAL_MARGIN = Decimal("15000")  # per contract; about CME E-mini S&P 500 in 2024
@@ -386,7 +386,9 @@ class PaperVenue(VenuePort):
         self._outbox: deque[OrderEvent] = deque()
         self._delivering = False
         self._closed = False
+        self._batch_handler: BatchEventHandler | None = None
         self._uncommitted = False  # journaled since the last commit
+        self._unwritten: list[bytes] = []  # journal records of the current call, written at its end
         self._orders: dict[str, _VenueOrder] = {}  # every order received, by client order id
         self._working: dict[str, _VenueOrder] = {}  # the ones not done yet, in arrival order
         self._fills: list[Fill] = []
@@ -409,6 +411,7 @@ class PaperVenue(VenuePort):
             self.book_id = os.urandom(3).hex()
             self._write({"kind": "open", "account_id": account_id, "currency": self.currency,
                          "starting_cash": cash, "ts": 0, "book_id": self.book_id})
+            self._write_out()
         self._order_id_prefix = self.order_id_prefix  # the book id is known now; once per order otherwise
         self._restore_working_orders()
 
@@ -455,17 +458,21 @@ class PaperVenue(VenuePort):
         return cls(state_dir, models=models, instruments=instruments, **kwargs)
 
     # -- the port ------------------------------------------------------------------------
-    async def connect(self, on_event: EventHandler) -> None:
+    async def connect(self, on_event: EventHandler, *, on_events: BatchEventHandler | None = None) -> None:
         if not callable(on_event):
             raise ConfigError(f"on_event is a {type(on_event).__name__}; expected a callable taking an OrderEvent")
+        if on_events is not None and not callable(on_events):
+            raise ConfigError(f"on_events is a {type(on_events).__name__}; expected a callable taking a list of "
+                              "OrderEvents")
         with self._lock:
             self._check_open()
             self._handler = on_event
+            self._batch_handler = on_events
 
     async def close(self) -> None:
         """Stop delivering events and close the journal; working orders stay in it for the next PaperVenue."""
         with self._lock:
-            self._handler = None
+            self._handler = self._batch_handler = None
             self._commit()
             self._closed = True
             self._journal.close()
@@ -1270,15 +1277,24 @@ class PaperVenue(VenuePort):
         if self._closed:
             raise StoreError(f"paper venue {self.account_id} is closed; build a new PaperVenue on {self.state_dir} "
                              "to resume")
-        # Group commit: written now (a kill -9 keeps it), made durable by _deliver's commit
-        # before any event derived from it leaves the venue, and before any query answers.
-        self._journal.append(record, sync=False)
+        # Group commit: encoded now (a record that cannot be written fails here), written with
+        # the rest of this call's records in one write when the call ends (a kill -9 after
+        # that keeps them), made durable by _deliver's commit before any event derived from
+        # them leaves the venue, and before any query answers.
+        self._unwritten.append(encode_record(record))
         self._uncommitted = True
+
+    def _write_out(self) -> None:
+        """This call's records to the journal, one write, no fdatasync."""
+        if self._unwritten and not self._closed:
+            bodies, self._unwritten = self._unwritten, []
+            self._journal.append_encoded(bodies, sync=False)
 
     def _commit(self) -> None:
         """Make every journaled change durable (one fdatasync) before the venue tells anyone about it."""
         # the venue is its journal's only writer: nothing written since the last commit, nothing to sync
         if self._uncommitted and not self._closed:
+            self._write_out()
             self._journal.commit()
             self._uncommitted = False
 
@@ -1300,11 +1316,17 @@ class PaperVenue(VenuePort):
         try:
             while self._outbox:
                 self._commit()  # free unless something was journaled since (a handler may re-enter the venue)
+                if self._batch_handler is not None:
+                    events = list(self._outbox)
+                    self._outbox.clear()
+                    self._batch_handler(events)
+                    continue
                 event = self._outbox.popleft()
                 if self._handler is not None:
                     self._handler(event)
         finally:
             self._delivering = False
+            self._write_out()  # every public call ends here: its records reach the OS before it returns
 
     def _recover(self) -> None:
         """Rebuild the account, orders and fills from the journal (no event is delivered)."""
