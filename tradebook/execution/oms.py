@@ -188,6 +188,7 @@ class OrderManager:
         self._orders: dict[str, Order] = {}
         self._working: dict[str, None] = {}  # orders not final yet, oldest first (kept, not scanned for)
         self._created_ns: dict[str, int] = {}
+        self._order_fixed: dict[str, bytes] = {}  # the intent's part of each working order's row, encoded
         self._fills: list[tuple[Fill, str, str]] = []  # (fill, account_id, strategy_id)
         self._fill_ids: set[str] = set()
         self._orphans: list[OrderEvent] = []
@@ -748,8 +749,7 @@ class OrderManager:
             try:
                 batch = OrderPathBatch(
                     self.journal_name, records[0][0], records[-1][0], tuple(body for _, body in records),
-                    tuple(orjson.dumps(self._order_row(order, created), default=_decimal_text)
-                          for order, created in orders),
+                    tuple(self._order_json(order, created) for order, created in orders),
                     tuple({"account_id": p.account_id, "strategy_id": p.strategy_id, "instrument_id": p.instrument_id,
                            "quantity": p.quantity, "avg_price": p.avg_price, "realized_pnl": p.realised_pnl,
                            "ts_last": p.ts_last_ns, "fees": p.fees} for p in positions),
@@ -768,24 +768,40 @@ class OrderManager:
                 raise
             return len(records)
 
-    def _order_row(self, order: Order, created: int) -> dict[str, Any]:
-        intent = order.intent
-        tags = {"reduce_only": intent.reduce_only, "why": intent.reason}
-        if intent.stop_loss is not None:
-            tags["stop_loss"] = str(intent.stop_loss)
-        return {"client_order_id": order.client_order_id, "intent_id": intent.intent_id,
-                "strategy_id": intent.strategy_id, "account_id": intent.account_id, "mode": self.mode,
-                "venue": self.venue.name, "instrument_id": intent.instrument_id, "side": str(intent.side),
-                "order_type": str(intent.order_type), "time_in_force": str(intent.time_in_force),
-                "quantity": order.total_quantity,
-                "limit_price": order.limit_price if order.limit_price is not None else intent.limit_price,
-                "stop_price": order.stop_price if order.stop_price is not None else intent.stop_price,
+    def _order_json(self, order: Order, created: int) -> bytes:
+        """The order's ``orders`` row as one JSON object (Decimals as text), for DuckDB to read.
+
+        What the intent fixes is encoded once per order and kept until the order is done;
+        only the changing state is encoded at each flush.
+        """
+        coid = order.client_order_id
+        fixed = self._order_fixed.get(coid)
+        if fixed is None:
+            intent = order.intent
+            tags = {"reduce_only": intent.reduce_only, "why": intent.reason}
+            if intent.stop_loss is not None:
+                tags["stop_loss"] = str(intent.stop_loss)
+            fixed = orjson.dumps({
+                "client_order_id": coid, "intent_id": intent.intent_id, "strategy_id": intent.strategy_id,
+                "account_id": intent.account_id, "mode": self.mode, "venue": self.venue.name,
+                "instrument_id": intent.instrument_id, "side": str(intent.side), "order_type": str(intent.order_type),
+                "time_in_force": str(intent.time_in_force),
                 "parent_order_id": client_order_id_for(intent.parent_id) if intent.parent_id else None,
-                "venue_order_id": order.venue_order_id, "status": str(order.status),
-                "filled_quantity": order.filled_qty, "avg_fill_price": order.avg_price, "ts_init": created,
-                "ts_last": max(order.last_ts_ns, created), "tags": json.dumps(tags, sort_keys=True),
-                "reason": order.reason, "fees": order.fees,
-                "currency": self._instrument(intent.instrument_id).currency}
+                "ts_init": created, "tags": json.dumps(tags, sort_keys=True),
+                "currency": self._instrument(intent.instrument_id).currency})[:-1] + b","
+            if not order.is_done:
+                self._order_fixed[coid] = fixed
+        elif order.is_done:
+            del self._order_fixed[coid]  # its last row: nothing will change it again
+        intent = order.intent
+        return fixed + orjson.dumps({
+            "quantity": order.total_quantity,
+            "limit_price": order.limit_price if order.limit_price is not None else intent.limit_price,
+            "stop_price": order.stop_price if order.stop_price is not None else intent.stop_price,
+            "venue_order_id": order.venue_order_id, "status": str(order.status),
+            "filled_quantity": order.filled_qty, "avg_fill_price": order.avg_price,
+            "ts_last": max(order.last_ts_ns, created), "reason": order.reason, "fees": order.fees},
+            default=_decimal_text)[1:]
 
     def start(self) -> None:
         """Start the background flush (every ``flush_interval_ms``); idempotent."""
