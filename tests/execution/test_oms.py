@@ -667,3 +667,35 @@ async def test_flatten_cancels_working_orders_and_closes_the_net_position_once(t
     sent = len(rig.venue.received)
     assert await rig.oms.flatten("kill-1") == [] and len(rig.venue.received) == sent
     assert await rig.oms.cancel_all() == []
+
+
+@run
+async def test_a_burst_of_events_is_one_durable_write_and_a_refused_one_changes_nothing(tmp_path):
+    rig = Rig(tmp_path, prices={SPY: D("100.00")})
+    await rig.connect()
+    a = await rig.oms.submit(intent(1, order_type=OrderType.LIMIT, limit="99.00", qty="5"))
+    b = await rig.oms.submit(intent(2, order_type=OrderType.LIMIT, limit="99.00", qty="3"))
+    assert a.status is S.ACCEPTED and b.status is S.ACCEPTED
+    writes = []
+    append = rig.journal.append_encoded
+    rig.journal.append_encoded = lambda bodies, sync=None: writes.append((len(bodies), sync)) or append(bodies,
+                                                                                                    sync=sync)
+    ts = rig.clock()
+    fill = Fill("X7", b.client_order_id, SPY, Side.BUY, D(3), D("98.50"), D("0.10"), "maker", ts, ts)
+    burst = [OrderEvent(a.client_order_id, E.CANCELLED, ts, ts, venue_order_id=a.venue_order_id),
+             OrderEvent(a.client_order_id, E.CANCELLED, ts, ts),  # a repeat: the lifecycle refuses it
+             OrderEvent(b.client_order_id, E.FILLED, ts, ts, venue_order_id=b.venue_order_id, fill=fill)]
+    with pytest.raises(IllegalTransitionError, match="cancelled cannot take event cancelled"):
+        rig.oms.on_events(burst)
+    assert writes == [(3, None)]  # one write for the burst, synced because it holds a fill
+    assert journal_kinds(rig.journal.path)[-3:] == ["event:cancelled", "illegal:cancelled", "event:filled"]
+    assert rig.oms.order(a.client_order_id).status is S.CANCELLED
+    assert rig.oms.order(b.client_order_id).status is S.FILLED
+    assert rig.portfolio.net_position("acct", SPY) == D(3)
+    before = {o.client_order_id: o for o in rig.oms.orders()}
+    rig.oms.flush()
+    assert dict(rig.rows("SELECT client_order_id, status FROM orders")) == {a.client_order_id: "cancelled",
+                                                                            b.client_order_id: "filled"}
+    assert rig.rows("SELECT fill_id, quantity, fee FROM fills") == [("X7", D(3), D("0.10"))]
+    oms = await rig.restart()
+    assert {o.client_order_id: o for o in oms.orders()} == before
