@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import time
 from decimal import Decimal as D
 from pathlib import Path
@@ -699,3 +700,42 @@ async def test_a_burst_of_events_is_one_durable_write_and_a_refused_one_changes_
     assert rig.rows("SELECT fill_id, quantity, fee FROM fills") == [("X7", D(3), D("0.10"))]
     oms = await rig.restart()
     assert {o.client_order_id: o for o in oms.orders()} == before
+
+
+@run
+async def test_the_store_copy_keeps_every_kind_of_record(tmp_path):
+    """Orphans, refused events, stop prices, position adoptions and alerts reach DuckDB as the journal says."""
+    rig = Rig(tmp_path, prices={SPY: D("100.00")})
+    await rig.connect()
+    entry = await rig.oms.submit(intent(1, stop_loss=D("95.00")))
+    await asyncio.sleep(0)  # the stop is sent from the fill handler as a task
+    await asyncio.sleep(0)
+    stop = rig.oms.order_for_intent("sig-1:stop")
+    ts = rig.clock()
+    rig.oms.on_event(OrderEvent("tb-not-ours", E.CANCELLED, ts, ts, venue_order_id="V77"))
+    with pytest.raises(IllegalTransitionError):
+        rig.oms.on_event(OrderEvent(entry.client_order_id, E.CANCELLED, ts, ts, reason="it's late"))
+    rig.venue._positions[SPY] += D(3)
+    await rig.oms.reconcile(adopt_venue=True)
+    rig.oms.flush()
+    events = rig.rows("SELECT client_order_id, event_type, quantity, price, reason, payload FROM order_events "
+                      "ORDER BY journal_position")
+    kinds = [(c, t) for c, t, *_ in events]
+    assert kinds[:4] == [(entry.client_order_id, "intent"), (entry.client_order_id, "submitted"),
+                         (entry.client_order_id, "accepted"), (entry.client_order_id, "filled")]
+    by_kind = {(c, t): (q, p, r, json.loads(payload)) for c, t, q, p, r, payload in events}
+    assert by_kind[(entry.client_order_id, "filled")][3] == {"fill_id": "X1"}
+    assert by_kind[(entry.client_order_id, "filled")][:2] == (D(2), D("100.00"))
+    assert by_kind[(stop.client_order_id, "intent")][:2] == (D(2), D("95.00"))
+    assert by_kind[("tb-not-ours", "cancelled")][3] == {"orphan": True}
+    [illegal] = [row for row in events if row[0] == entry.client_order_id and row[1] == "cancelled"]
+    assert illegal[4] == "it's late" and "filled cannot take event cancelled" in json.loads(illegal[5])["illegal"]
+    fills = rig.rows("SELECT client_order_id, strategy_id, quantity, price, fee_currency FROM fills ORDER BY ts_event")
+    assert fills == [(entry.client_order_id, "s1", D(2), D("100.00"), "USD"),
+                     ("reconciliation", RECONCILIATION_STRATEGY, D(3), D("100.00"), "USD")]
+    orders = dict(rig.rows("SELECT client_order_id, stop_price FROM orders"))
+    assert orders == {entry.client_order_id: None, stop.client_order_id: D("95.00")}
+    assert rig.store.con.execute("SELECT quantity FROM positions WHERE strategy_id = ?",
+                                 [RECONCILIATION_STRATEGY]).fetchall() == [(D(3),)]
+    assert [k for (k,) in rig.rows("SELECT kind FROM alerts ORDER BY journal_position")] == [
+        "orphan_event", "position_mismatch", "position_adopted"]
