@@ -661,7 +661,9 @@ class Session:
                                self.oms.working_count())
             for signal in self.strategy(batch, view) or ():
                 await self._on_signal(signal, raise_errors=False)
-        self._journal.append({"kind": "batch", "end_ns": batch.end_ns})
+        # Not fdatasync'd (a kill -9 keeps it): a marker lost to a power failure replays its
+        # batch, whose signals are decided once (orders and decisions are deduplicated).
+        self._journal.append({"kind": "batch", "end_ns": batch.end_ns}, sync=False)
 
     async def _feed_venue(self, instrument_id: str, batch: FeedBatch) -> None:
         feed_quotes = getattr(self.venue, "on_quotes", None)
