@@ -242,6 +242,7 @@ class SimEngine:
         self.feed_has_trades = bool(feed_has_trades)
         self._on_fill, self._on_status = on_fill, on_status
         self._on_fill_state, self._on_status_state = on_fill_state, on_status_state
+        self._instrument_id = instrument.instrument_id
         take = model.take_params(float(instrument.lot_size))
         self._take_args = (take.edges, take.ratios, take.slippage_bps, take.max_take_over_touch, take.lot)
         self._lot = take.lot
@@ -261,6 +262,7 @@ class SimEngine:
         self._fills: list[tuple] = []
         self._clock = -NEVER_NS  # latest data / advance_to time seen
         self._last_request_ts = -NEVER_NS
+        self.last_arrival_ns = -NEVER_NS  # when the latest request reaches the venue (its caller's mirror reads it)
         self._bid = self._ask = self._bid_sz = self._ask_sz = math.nan
         self._valid = False
         self._dirty = True
@@ -270,9 +272,12 @@ class SimEngine:
 
     # -- requests ------------------------------------------------------------------------
     def _request_time(self, ts_ns: int) -> int:
-        if isinstance(ts_ns, bool) or not isinstance(ts_ns, (int, np.integer)):
-            raise DataError(f"request ts_ns is {ts_ns!r}; expected int64 nanoseconds since the epoch, UTC")
-        ts = int(ts_ns)
+        if ts_ns.__class__ is int:
+            ts = ts_ns  # the paper venue's case: what the checks and the conversion below pass and give
+        else:
+            if isinstance(ts_ns, bool) or not isinstance(ts_ns, (int, np.integer)):
+                raise DataError(f"request ts_ns is {ts_ns!r}; expected int64 nanoseconds since the epoch, UTC")
+            ts = int(ts_ns)
         if ts < self._last_request_ts or ts < self._clock:
             raise DataError(f"request at ts_ns {ts} goes backwards: requests up to {self._last_request_ts} and "
                             f"market data up to {self._clock} were already given; expected a later time")
@@ -284,13 +289,14 @@ class SimEngine:
         self._last_request_ts = ts
         arrival = ts + request_latency_ns(self.seed, k, 0, self._ack_median, self._sigma)
         heapq.heappush(self._pending, (arrival, k, action, oid, quantity, limit))
+        self.last_arrival_ns = arrival
         return k
 
     def submit(self, order: OrderSpec, ts_ns: int) -> int:
         """Submit ``order`` (built by :func:`~tradebook.sim.orders.make_order`) at ``ts_ns``; returns its id."""
-        if not isinstance(order, OrderSpec):
+        if order.__class__ is not OrderSpec and not isinstance(order, OrderSpec):
             raise OrderError(f"order is a {type(order).__name__}; expected an OrderSpec from make_order()")
-        if order.instrument_id != self.instrument.instrument_id:
+        if order.instrument_id != self._instrument_id:
             raise OrderError(f"order is for {order.instrument_id}; this engine fills {self.instrument.instrument_id}")
         ts = self._request_time(ts_ns)
         oid = len(self._orders)
@@ -387,18 +393,22 @@ class SimEngine:
         n_q, n_t = len(q_ts), len(t_ts)
         iq = it = 0
         applied = -1  # last quote row made the prevailing quote
+        pending = self._pending
+        next_row_ts = None  # stamp of row (iq, it), as an int; None after either moves
         while True:
-            arrival = self._pending[0][0] if self._pending else NEVER_NS
-            expiry = self._next_expiry()
+            arrival = pending[0][0] if pending else NEVER_NS
+            expiry = self._next_expiry() if self._expiries else NEVER_NS
             bound = expiry if expiry <= arrival else min(arrival + 1, NEVER_NS)
             if self._dirty:
                 self._rebuild()
-            next_row_ts = min(q_ts[iq] if iq < n_q else NEVER_NS, t_ts[it] if it < n_t else NEVER_NS)
+            if next_row_ts is None:
+                next_row_ts = min(int(q_ts[iq]) if iq < n_q else NEVER_NS, int(t_ts[it]) if it < n_t else NEVER_NS)
             if next_row_ts >= bound:
                 kind = 2  # what the scan answers at once when the next row is at or after the bound
             else:
                 kind, iq, it = _next_event(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz, t_ts, t_px, t_sz, t_aggressor,
                                            iq, it, bound, self._thresholds, self._resting)
+                next_row_ts = None
             if kind == 0:
                 self._set_quote(q_bid[iq], q_ask[iq], q_bid_sz[iq], q_ask_sz[iq])
                 applied = iq
@@ -470,7 +480,11 @@ class SimEngine:
             if 0 <= order.expire <= arrival:
                 self._finish(order, OrderStatus.EXPIRED, order.expire)
                 return
-            self._set_status(order, OrderStatus.WORKING)
+            order.status = OrderStatus.WORKING  # then the listeners, as _finish calls them
+            if self._on_status_state is not None:
+                self._on_status_state(order)
+            if self._on_status is not None:
+                self._on_status(order.record())
             self._arrive(order, arrival)
             if order.status is OrderStatus.WORKING:
                 self._active[oid] = order
@@ -548,10 +562,16 @@ class SimEngine:
 
     def _step_taking(self, order: EngineOrder, ts: int) -> None:
         # At a valid quote: take while marketable, rest from the first moment it is not.
-        if order.has_limit and not self._marketable(order):
-            self._rest(order)
-            return
-        qty, price = self._take_quote(order)
+        if order.has_limit:
+            if not self._marketable(order):
+                self._rest(order)
+                return
+            limit = order.limit
+        else:
+            limit = math.nan
+        # _take_quote, inlined: once per order and quote while it takes
+        qty, price = take_liquidity(order.side, order.remaining, limit, self._bid, self._ask, self._bid_sz,
+                                    self._ask_sz, *self._take_args)
         if qty > 0.0:
             self._fill(order, ts, qty, price, maker=False)
 
@@ -610,20 +630,17 @@ class SimEngine:
             order.remaining = 0.0
             self._finish(order, OrderStatus.FILLED, ts)
 
-    def _set_status(self, order: EngineOrder, status: OrderStatus) -> None:
-        order.status = status
-        if self._on_status_state is not None:
-            self._on_status_state(order)
-        if self._on_status is not None:
-            self._on_status(order.record())
-
     def _finish(self, order: EngineOrder, status: OrderStatus, ts: int) -> None:
         order.done_ts = ts
         if order.phase != _NONE:
             self._leave_phase(order)
         if self._active.pop(order.oid, None) is not None:
             self._dirty = True
-        self._set_status(order, status)
+        order.status = status  # then the listeners (a status change is reported here and at arrival)
+        if self._on_status_state is not None:
+            self._on_status_state(order)
+        if self._on_status is not None:
+            self._on_status(order.record())
 
     # -- results -------------------------------------------------------------------------
     @property

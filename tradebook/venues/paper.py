@@ -188,6 +188,22 @@ _FILL_MEMO_SIZE = 4096  # fill sizes and prices remembered per instrument, each
 # Exact arithmetic for the running sums of what working orders hold (never rounds: see PaperVenue._hold).
 _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 
+try:  # what encode_record writes text with when orjson is there (the order path's records below)
+    from orjson import dumps as _json_dumps
+except ImportError:  # pragma: no cover - orjson comes with ccxt; the records then go through encode_record
+    _json_dumps = None
+# The order path's records (order, accepted, fill) are formatted without building a dict, to the bytes
+# encode_record writes for that dict (tests/venues/test_paper.py holds them to it): keys in the same order,
+# Decimals as {"$d":"<str>"} (str of a Decimal never needs escaping), ints within what orjson writes
+# (64 bits) with %d, text through orjson itself. A value of any other kind sends the record the slow way.
+_JSON_INT_MIN, _JSON_INT_MAX = -(1 << 63), (1 << 64) - 1
+_ORDER_RECORD = ('{"kind":"order","ts":%d,"client_order_id":%s,"venue_order_id":%s,"instrument_id":%s,"side":%s,'
+                 '"order_type":%s,"time_in_force":%s,"quantity":%s,"limit_price":%s,"stop_price":%s,"expire_ts_ns":%d,'
+                 '"reference_price":%s,"reduce_only":%s,"intent_id":%s,"strategy_id":%s}')
+_ACCEPTED_RECORD = '{"kind":"accepted","ts":%d,"client_order_id":%s}'
+_FILL_RECORD = ('{"kind":"fill","ts":%d,"client_order_id":%s,"fill_id":%s,"quantity":{"$d":"%s"},"price":{"$d":"%s"},'
+                '"fee":{"$d":"%s"},"liquidity":"%s","ts_init_ns":%d,"cash":{"$d":"%s"},"position":{"$d":"%s"}}')
+
 
 @dataclass(slots=True)
 class _VenueOrder:
@@ -219,8 +235,9 @@ class _VenueOrder:
     engine_id: int | None = None
     engine_offset: Decimal = _ZERO  # filled before the engine got the order (a restart): it holds the rest
     last_arrival_ns: int = -sim_orders.NEVER_NS
-    # while working: (remaining, terms) it adds to its instrument's running sums (PaperVenue._hold)
-    held: tuple[Decimal, tuple[Decimal, ...]] | None = None
+    # while working: (remaining, terms, how many of them are negative) it adds to its instrument's running
+    # sums (PaperVenue._hold)
+    held: tuple[Decimal, tuple[Decimal, ...], int] | None = None
 
     @property
     def sign(self) -> int:
@@ -284,6 +301,14 @@ class _Slot:
     replacing: dict[str, _VenueOrder] = field(default_factory=dict)
     fill_quantities: dict[float, Decimal] = field(default_factory=dict)  # engine fill size -> lots, as a Decimal
     fill_prices: dict[float, Decimal] = field(default_factory=dict)  # engine fill price -> PaperVenue._fill_price
+
+
+_ENUM_JSON = {member: f'"{member.value}"' for enum in (Side, OrderType, TimeInForce) for member in enum}
+
+
+def _decimal_json(value: Decimal | None) -> str:
+    """How encode_record writes a Decimal (or None) inside a record."""
+    return "null" if value is None else '{"$d":"%s"}' % value
 
 
 def _dec(value: float) -> Decimal:
@@ -479,11 +504,15 @@ class PaperVenue(VenuePort):
 
     async def submit(self, intent: OrderIntent) -> None:
         with self._lock:
-            self._check_connected()
+            if self._closed or self._handler is None:
+                self._check_connected()  # raises, saying which
             try:
                 self._submit(intent)
             finally:
-                self._deliver()
+                if self._outbox or self._delivering:
+                    self._deliver()
+                else:
+                    self._write_out()  # what _deliver does when there is nothing to deliver (an accepted order)
 
     async def cancel(self, client_order_id: str) -> None:
         with self._lock:
@@ -681,27 +710,61 @@ class PaperVenue(VenuePort):
             except ConformanceError as exc:
                 self._reject(coid, ts, f"ConformanceError: {exc} (market order valued at {reference})")
                 return
+        venue_order_id = f"{self._order_id_prefix}-{self._next_order_number}"
         order = _VenueOrder(
-            client_order_id=coid, venue_order_id=f"{self._order_id_prefix}-{self._next_order_number}",
+            client_order_id=coid, venue_order_id=venue_order_id,
             instrument_id=intent.instrument_id, side=side, order_type=order_type, time_in_force=tif,
             quantity=quantity, limit_price=limit, stop_price=stop,
             expire_ts_ns=int(spec.expire_ts_ns), reference_price=reference, received_ts_ns=ts,
             reduce_only=bool(intent.reduce_only))
-        refusal = self._refusal(order, slot)
-        if refusal:
-            self._reject(coid, ts, refusal)
-            return
-        self._write({"kind": "order", "ts": ts, "client_order_id": coid, "venue_order_id": order.venue_order_id,
-                     "instrument_id": order.instrument_id, "side": side.value, "order_type": order.order_type.value,
-                     "time_in_force": order.time_in_force.value, "quantity": quantity, "limit_price": limit,
-                     "stop_price": stop, "expire_ts_ns": order.expire_ts_ns, "reference_price": reference,
-                     "reduce_only": order.reduce_only, "intent_id": intent.intent_id,
-                     "strategy_id": intent.strategy_id})
+        # the running sums prove most orders acceptable (a spot buy's terms come back, held below as they are)
+        proof = self._surely_acceptable(order, slot)
+        if proof is False:
+            refusal = self._refusal_by_scan(order, slot)
+            if refusal:
+                self._reject(coid, ts, refusal)
+                return
+        self._write_order(order, intent)
         self._next_order_number += 1
         self._orders[coid] = order
         self._working[coid] = order
-        self._hold(order, slot)
-        self._send(slot, order, spec, ts, k)
+        self._hold(order, slot, proof if proof.__class__ is tuple else None)
+        # _send and _count_request, inlined: the engine draws the same latency for request k as the venue would
+        oid = slot.engine.submit(spec, ts)
+        slot.n_requests = k + 1
+        slot.last_request_ns = ts
+        order.last_arrival_ns = max(order.last_arrival_ns, slot.engine.last_arrival_ns)
+        order.engine_id = oid
+        order.engine_offset = order.filled_qty
+        slot.orders[oid] = order
+
+    def _write_order(self, order: _VenueOrder, intent: OrderIntent) -> None:
+        """Journal the venue's receipt of ``order`` (the 'order' record)."""
+        ts, coid, venue_order_id, instrument_id = order.received_ts_ns, order.client_order_id, \
+            order.venue_order_id, order.instrument_id
+        quantity, limit, stop, reference = order.quantity, order.limit_price, order.stop_price, order.reference_price
+        intent_id, strategy_id = intent.intent_id, intent.strategy_id
+        if _json_dumps is not None and _JSON_INT_MIN <= ts <= _JSON_INT_MAX \
+                and _JSON_INT_MIN <= order.expire_ts_ns <= _JSON_INT_MAX and coid.__class__ is str \
+                and instrument_id.__class__ is str and intent_id.__class__ is str and strategy_id.__class__ is str \
+                and quantity.__class__ is Decimal and (limit is None or limit.__class__ is Decimal) \
+                and (stop is None or stop.__class__ is Decimal) \
+                and (reference is None or reference.__class__ is Decimal):
+            self._check_writable()
+            self._unwritten.append((_ORDER_RECORD % (
+                ts, _json_dumps(coid).decode(), _json_dumps(venue_order_id).decode(),
+                _json_dumps(instrument_id).decode(), _ENUM_JSON[order.side], _ENUM_JSON[order.order_type],
+                _ENUM_JSON[order.time_in_force], _decimal_json(quantity), _decimal_json(limit),
+                _decimal_json(stop), order.expire_ts_ns, _decimal_json(reference),
+                "true" if order.reduce_only else "false", _json_dumps(intent_id).decode(),
+                _json_dumps(strategy_id).decode())).encode())
+            self._uncommitted = True
+            return
+        self._write({"kind": "order", "ts": ts, "client_order_id": coid, "venue_order_id": venue_order_id,
+                     "instrument_id": instrument_id, "side": order.side.value, "order_type": order.order_type.value,
+                     "time_in_force": order.time_in_force.value, "quantity": quantity, "limit_price": limit,
+                     "stop_price": stop, "expire_ts_ns": order.expire_ts_ns, "reference_price": reference,
+                     "reduce_only": order.reduce_only, "intent_id": intent_id, "strategy_id": strategy_id})
 
     @staticmethod
     def _conformed(slot: _Slot, intent: OrderIntent, side: Side, order_type: OrderType, tif: TimeInForce,
@@ -880,8 +943,8 @@ class PaperVenue(VenuePort):
                     f"{available:.2f} {self.currency} available")
         return ""
 
-    def _surely_acceptable(self, order: _VenueOrder, slot: _Slot) -> bool:
-        """True when the running sums prove the full check (:meth:`_refusal_by_scan`) passes ``order``.
+    def _surely_acceptable(self, order: _VenueOrder, slot: _Slot) -> bool | tuple[Decimal, Decimal]:
+        """Truthy when the running sums prove the full check (:meth:`_refusal_by_scan`) passes ``order``.
 
         The same tests on the same values, with what the working orders hold taken from the exact
         running sums instead of a fresh sum. The full check sums in the decimal context (28
@@ -889,7 +952,8 @@ class PaperVenue(VenuePort):
         its partial sums has at most the digits of the exact total (no larger, no finer), so an
         exact total within the context's precision (:func:`_exact_enough`) means the full check
         sums without rounding, to the same value. False when it may refuse or this cannot be
-        proved: the full check then runs.
+        proved: the full check then runs. A spot buy's proof is its (notional, taker fee): the
+        terms :meth:`_hold` adds for it, computed once.
         """
         remaining = order.remaining
         position = self._positions.get(order.instrument_id, _ZERO)
@@ -912,10 +976,13 @@ class PaperVenue(VenuePort):
             if not _exact_enough(_EXACT.add(_EXACT.subtract(before, without), with_order), prec):
                 return False
             needed = with_order - without
-        else:  # a spot buy reserves its own notional and fee, independent of the other orders
-            price = order.reference_price or _ZERO
-            needed = remaining * price * slot.instrument.multiplier + self._fee(slot, remaining, price, maker=False)
-        return not needed > self._cash + self._unrealised_margined() - before
+            return not needed > self._cash + self._unrealised_margined() - before
+        # a spot buy reserves its own notional and fee, independent of the other orders
+        price = order.reference_price or _ZERO
+        terms = (remaining * price * slot.instrument.multiplier, self._fee(slot, remaining, price, maker=False))
+        if terms[0] + terms[1] > self._cash + self._unrealised_margined() - before:
+            return False
+        return terms
 
     def _held_requirement(self, prec: int) -> Decimal | None:
         """:meth:`_requirement` of all working orders from the running sums (exact; None if not provable)."""
@@ -962,12 +1029,13 @@ class PaperVenue(VenuePort):
             total = _EXACT.add(total, term)
         return total
 
-    def _hold(self, order: _VenueOrder, slot: _Slot) -> None:
+    def _hold(self, order: _VenueOrder, slot: _Slot, spot_buy_terms: tuple[Decimal, Decimal] | None = None) -> None:
         """Add a working order to its instrument's running sums, exactly as :meth:`_requirement` counts it.
 
         Called whenever an order starts working or its remaining quantity or reference price
         changes (after :meth:`_release`), so the sums always equal a fresh sum over the working
-        orders.
+        orders. ``spot_buy_terms``: a spot buy's terms as :meth:`_surely_acceptable` computed them
+        for the order as it is now.
         """
         remaining = order.remaining
         if order.side is Side.BUY:
@@ -981,8 +1049,11 @@ class PaperVenue(VenuePort):
                 terms = ()
                 slot.unpriced[order.client_order_id] = order  # its fee depends on the price at the check
         elif order.side is Side.BUY:
-            price = order.reference_price or _ZERO
-            terms = (remaining * price * slot.instrument.multiplier, self._fee(slot, remaining, price, maker=False))
+            if spot_buy_terms is not None:
+                terms = spot_buy_terms
+            else:
+                price = order.reference_price or _ZERO
+                terms = (remaining * price * slot.instrument.multiplier, self._fee(slot, remaining, price, maker=False))
         else:
             terms = ()
         negative = remaining < 0
@@ -991,24 +1062,23 @@ class PaperVenue(VenuePort):
             negative += term < 0
         slot.negative_terms += negative
         slot.n_held += 1
-        order.held = (remaining, terms)
+        order.held = (remaining, terms, negative)
 
     def _release(self, order: _VenueOrder) -> None:
         """Take an order out of the running sums (what :meth:`_hold` added); nothing if it holds nothing."""
         if order.held is None:
             return
         slot = self._slots[order.instrument_id]
-        remaining, terms = order.held
+        remaining, terms, negative = order.held
         order.held = None
         if order.side is Side.BUY:
             slot.buy_qty = _EXACT.subtract(slot.buy_qty, remaining)
         else:
             slot.sell_qty = _EXACT.subtract(slot.sell_qty, remaining)
-        slot.unpriced.pop(order.client_order_id, None)
-        negative = remaining < 0
+        if slot.unpriced:
+            slot.unpriced.pop(order.client_order_id, None)
         for term in terms:
             slot.reserved = _EXACT.subtract(slot.reserved, term)
-            negative += term < 0
         slot.negative_terms -= negative
         slot.n_held -= 1
 
@@ -1087,7 +1157,8 @@ class PaperVenue(VenuePort):
     def _on_engine_fill(self, slot: _Slot, engine_order: EngineOrder, row: tuple) -> None:
         """The engine filled ``engine_order``: ``row`` is the fill in ``FILL_COLUMNS`` order."""
         order = slot.orders[engine_order.oid]
-        self._sync_replace(slot, order, engine_order)
+        if order.replace_pending is not None:
+            self._sync_replace(slot, order, engine_order)
         instrument = slot.instrument
         _, ts, _, _, raw_quantity, raw_price, liquidity, _ = row
         # the engine's floats as Decimals: the same few sizes and prices recur, so converted once each
@@ -1106,16 +1177,26 @@ class PaperVenue(VenuePort):
         maker = liquidity == "maker"
         fee = self._fee(slot, quantity, price, maker=maker)
         ts = int(ts)
-        fill = Fill(fill_id=f"{order.venue_order_id}-{order.n_fills + 1}", client_order_id=order.client_order_id,
-                    instrument_id=order.instrument_id, side=order.side, quantity=quantity, price=price, fee=fee,
-                    liquidity="maker" if maker else "taker", ts_event_ns=ts, ts_init_ns=self._clock())
+        ts_init = self._clock()
+        coid, fill_id, liquidity = order.client_order_id, f"{order.venue_order_id}-{order.n_fills + 1}", \
+            "maker" if maker else "taker"
+        fill = Fill(fill_id=fill_id, client_order_id=coid, instrument_id=order.instrument_id, side=order.side,
+                    quantity=quantity, price=price, fee=fee, liquidity=liquidity, ts_event_ns=ts, ts_init_ns=ts_init)
         cash, position, avg = self._after_fill(instrument, order.sign, quantity, price, fee)
-        self._write({"kind": "fill", "ts": ts, "client_order_id": order.client_order_id, "fill_id": fill.fill_id,
-                     "quantity": quantity, "price": price, "fee": fee, "liquidity": fill.liquidity,
-                     "ts_init_ns": fill.ts_init_ns, "cash": cash, "position": position})
+        # amounts here are Decimals by construction (Decimal arithmetic gives nothing else); ids and times checked
+        if _json_dumps is not None and _JSON_INT_MIN <= ts <= _JSON_INT_MAX and ts_init.__class__ is int \
+                and _JSON_INT_MIN <= ts_init <= _JSON_INT_MAX and coid.__class__ is str:
+            self._check_writable()
+            self._unwritten.append((_FILL_RECORD % (ts, _json_dumps(coid).decode(), _json_dumps(fill_id).decode(),
+                                                    quantity, price, fee, liquidity, ts_init, cash, position)).encode())
+            self._uncommitted = True
+        else:
+            self._write({"kind": "fill", "ts": ts, "client_order_id": coid, "fill_id": fill_id,
+                         "quantity": quantity, "price": price, "fee": fee, "liquidity": liquidity,
+                         "ts_init_ns": ts_init, "cash": cash, "position": position})
         self._apply_fill(order, fill, cash, position, avg)
-        self._outbox.append(OrderEvent(order.client_order_id, OrderEventType.FILLED, ts, fill.ts_init_ns,
-                                       venue_order_id=order.venue_order_id, fill=fill))
+        self._outbox.append(OrderEvent(coid, OrderEventType.FILLED, ts, ts_init, venue_order_id=order.venue_order_id,
+                                       fill=fill))
 
     @staticmethod
     def _fill_price(instrument: Instrument, raw: float) -> Decimal:
@@ -1182,15 +1263,22 @@ class PaperVenue(VenuePort):
     def _on_engine_status(self, slot: _Slot, engine_order: EngineOrder) -> None:
         """The engine changed ``engine_order``'s status."""
         order = slot.orders[engine_order.oid]
-        self._sync_replace(slot, order, engine_order)
+        if order.replace_pending is not None:
+            self._sync_replace(slot, order, engine_order)
         status = engine_order.status
         if status is sim_orders.OrderStatus.WORKING:
             if order.acked:
                 return  # a recovered order arriving again: the venue acknowledged it before the restart
             ts = int(engine_order.arrival_ts)
-            self._write({"kind": "accepted", "ts": ts, "client_order_id": order.client_order_id})
+            coid = order.client_order_id
+            if _json_dumps is not None and _JSON_INT_MIN <= ts <= _JSON_INT_MAX and coid.__class__ is str:
+                self._check_writable()
+                self._unwritten.append((_ACCEPTED_RECORD % (ts, _json_dumps(coid).decode())).encode())
+                self._uncommitted = True
+            else:
+                self._write({"kind": "accepted", "ts": ts, "client_order_id": coid})
             order.acked = True
-            self._outbox.append(OrderEvent(order.client_order_id, OrderEventType.ACCEPTED, ts, self._clock(),
+            self._outbox.append(OrderEvent(coid, OrderEventType.ACCEPTED, ts, self._clock(),
                                            venue_order_id=order.venue_order_id))
         elif status is sim_orders.OrderStatus.CANCELLED or status is sim_orders.OrderStatus.EXPIRED:
             if order.is_done:
@@ -1274,15 +1362,18 @@ class PaperVenue(VenuePort):
 
     # -- durability ------------------------------------------------------------------------
     def _write(self, record: dict[str, Any]) -> None:
-        if self._closed:
-            raise StoreError(f"paper venue {self.account_id} is closed; build a new PaperVenue on {self.state_dir} "
-                             "to resume")
+        self._check_writable()
         # Group commit: encoded now (a record that cannot be written fails here), written with
         # the rest of this call's records in one write when the call ends (a kill -9 after
         # that keeps them), made durable by _deliver's commit before any event derived from
         # them leaves the venue, and before any query answers.
         self._unwritten.append(encode_record(record))
         self._uncommitted = True
+
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise StoreError(f"paper venue {self.account_id} is closed; build a new PaperVenue on {self.state_dir} "
+                             "to resume")
 
     def _write_out(self) -> None:
         """This call's records to the journal, one write, no fdatasync."""
