@@ -666,30 +666,15 @@ class Session:
         self._journal.append({"kind": "batch", "end_ns": batch.end_ns}, sync=False)
 
     async def _feed_venue(self, instrument_id: str, batch: FeedBatch) -> None:
-        feed_quotes = getattr(self.venue, "on_quotes", None)
-        if feed_quotes is None:
+        feed = getattr(self.venue, "on_market_data", None)
+        if feed is None:
             return  # a live venue has its own market data
         quotes, trades = batch.quotes.get(instrument_id), batch.trades.get(instrument_id)
-        if trades is None or not len(trades):
-            if quotes is not None:
-                self.venue.on_quotes(instrument_id, quotes.ts_ns, quotes.bid_px, quotes.ask_px, quotes.bid_sz,
-                                     quotes.ask_sz)
-            return
-        # interleave in time order: quotes before trades at equal times (the simulator's rule)
-        q_ts = quotes.ts_ns if quotes is not None else np.zeros(0, np.int64)
-        cuts = np.unique(np.r_[q_ts, trades.ts_ns])
-        qi = ti = 0
-        for t in cuts:
-            qj = int(np.searchsorted(q_ts, t, side="right"))
-            tj = int(np.searchsorted(trades.ts_ns, t, side="right"))
-            if qj > qi:
-                self.venue.on_quotes(instrument_id, quotes.ts_ns[qi:qj], quotes.bid_px[qi:qj], quotes.ask_px[qi:qj],
-                                     quotes.bid_sz[qi:qj], quotes.ask_sz[qi:qj])
-                qi = qj
-            if tj > ti:
-                self.venue.on_trades(instrument_id, trades.ts_ns[ti:tj], trades.price[ti:tj], trades.size[ti:tj],
-                                     trades.aggressor[ti:tj])
-                ti = tj
+        # one call: the venue merges them in time order, quotes before trades at equal times
+        feed(instrument_id,
+             (quotes.ts_ns, quotes.bid_px, quotes.ask_px, quotes.bid_sz, quotes.ask_sz) if quotes is not None else None,
+             (trades.ts_ns, trades.price, trades.size, trades.aggressor) if trades is not None and len(trades)
+             else None)
 
     # -- checks of what comes in -----------------------------------------------------------------
     def _check_signal(self, signal: Signal) -> Instrument:

@@ -366,6 +366,31 @@ class SimEngine:
             raise DataError("trade aggressor must be +1 (buyer), -1 (seller) or 0 (unknown)")
         self._run(_EMPTY_I64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64, ts, px, sz, side)
 
+    def on_data(self, quotes: tuple | None, trades: tuple | None) -> None:
+        """Quotes and trades of one stretch of time at once, merged here (quotes first at equal times).
+
+        ``quotes``: (ts_ns, bid_px, ask_px, bid_sz, ask_sz) arrays; ``trades``: (ts_ns, price,
+        size, aggressor) arrays; either may be None. The same fills as calling
+        :meth:`on_quotes` and :meth:`on_trades` on the runs of each in time order, in one pass.
+        """
+        if trades is not None and len(trades[0]) and not self.feed_has_trades:
+            raise ConfigError("this engine was built with feed_has_trades=False (resting orders fill by the quote "
+                              "rule); expected no trades, or build it with feed_has_trades=True")
+        q_ts, q_cols = _EMPTY_I64, (_EMPTY_F64,) * 4
+        if quotes is not None:
+            q_ts = self._data_time(quotes[0], "quotes")
+            q_cols = tuple(_as_float_array(v, name, len(q_ts)) for v, name in
+                           zip(quotes[1:], ("bid_px", "ask_px", "bid_sz", "ask_sz")))
+        t_ts, t_cols = _EMPTY_I64, (_EMPTY_F64,) * 3
+        if trades is not None:
+            t_ts = self._data_time(trades[0], "trades")
+            t_cols = tuple(_as_float_array(v, name, len(t_ts)) for v, name in
+                           zip(trades[1:], ("price", "size", "aggressor")))
+            if not np.isin(t_cols[2], (-1.0, 0.0, 1.0)).all():
+                raise DataError("trade aggressor must be +1 (buyer), -1 (seller) or 0 (unknown)")
+        if len(q_ts) or len(t_ts):
+            self._run(q_ts, *q_cols, t_ts, *t_cols)
+
     def advance_to(self, ts_ns: int) -> None:
         """Let time pass to ``ts_ns`` with no new data: requests arriving and orders expiring by then are processed."""
         if isinstance(ts_ns, bool) or not isinstance(ts_ns, (int, np.integer)):

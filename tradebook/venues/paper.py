@@ -585,27 +585,33 @@ class PaperVenue(VenuePort):
             finally:
                 self._deliver()
 
+    def on_market_data(self, instrument_id: str, quotes: tuple | None, trades: tuple | None) -> None:
+        """Quotes and trades of one stretch of time for one instrument, merged in time order (quotes first
+        at equal times): the same as :meth:`on_quotes` and :meth:`on_trades` on their runs, in one call.
+
+        ``quotes``: (ts_ns, bid_px, ask_px, bid_sz, ask_sz) arrays; ``trades``: (ts_ns, price,
+        size, aggressor) arrays; either may be None or empty.
+        """
+        with self._lock:
+            slot = self._data_slot(instrument_id)
+            try:
+                slot.engine.on_data(quotes, trades)
+                last = max(int(quotes[0][-1]) if quotes is not None and len(quotes[0]) else -1,
+                           int(trades[0][-1]) if trades is not None and len(trades[0]) else -1)
+                if last >= 0:  # the venue's time: the last row of either; the touch: the last valid quote
+                    has_quotes = quotes is not None and len(quotes[0])
+                    self._after_data(instrument_id, slot, np.array((last,), np.int64),
+                                     *(quotes[1:] if has_quotes else ()))
+            finally:
+                self._deliver()
+
     def feed(self, instrument_id: str, quotes: pd.DataFrame | None, trades: pd.DataFrame | None = None) -> None:
         """Replay recorded frames: quotes and trades merged in time order (quotes first at equal times)."""
         q = quote_arrays(quotes) if quotes is not None and len(quotes) else None
         t = trade_arrays(trades, quotes) if trades is not None and len(trades) else None
-        q_ts = q[0] if q is not None else np.zeros(0, np.int64)
-        t_ts = t[0] if t is not None else np.zeros(0, np.int64)
-        ts = np.concatenate([q_ts, t_ts])
-        kind = np.concatenate([np.zeros(len(q_ts), np.int8), np.ones(len(t_ts), np.int8)])
-        order = np.lexsort((kind, ts))
-        kinds = kind[order]
-        starts = np.flatnonzero(np.diff(kinds, prepend=-1))
-        iq = it = 0
-        for start, end in zip(starts, [*starts[1:], len(kinds)]):
-            n = int(end - start)
-            if kinds[start] == 0:
-                self.on_quotes(instrument_id, *(a[iq:iq + n] for a in q))
-                iq += n
-            else:
-                self.on_trades(instrument_id, t[0][it:it + n], t[1][it:it + n], t[2][it:it + n],
-                               t[3][it:it + n].astype(np.float64))
-                it += n
+        if t is not None:
+            t = (*t[:3], t[3].astype(np.float64))
+        self.on_market_data(instrument_id, q, t)
 
     def advance_to(self, ts_ns: int) -> None:
         """Let venue time pass to ``ts_ns`` with no data: requests arrive and orders expire by then."""
