@@ -216,10 +216,9 @@ class Rig:
         plan = self.router.route(signal, decision.quantity, snapshot, instrument, account_id=self.venue.account_id,
                                  adv=None, volatility_bps=0.0, ts_ns=self.now)
         intent = plan.intents[0]
-        reference = ReferenceQuote(Decimal(repr(bid)), Decimal(repr(ask)), Decimal(repr(bid_sz)),
-                                   Decimal(repr(ask_sz)), ts)
-        prices = {i: p for i in self.instruments if (p := self.portfolio.last_price(i)) is not None}
-        positions = {inst: q for (_, inst), q in self.portfolio.net_positions(self.venue.account_id).items()}
+        reference = ReferenceQuote.from_snapshot(snapshot)  # the snapshot's Decimals (its sizes are all > 0 here)
+        prices = self.portfolio.last_prices(self.instruments)
+        positions = self.portfolio.net_positions_by_instrument(self.venue.account_id)
         ctx = RiskContext(now_ns=self.now, equity=self.portfolio.equity, daily_pnl=Decimal(0), quote=reference,
                           positions=positions, prices=prices, instruments=self.instruments)
         verdict = self.risk.check(intent, instrument, ctx)

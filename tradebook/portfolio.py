@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -41,6 +41,12 @@ from tradebook.model.orders import Fill
 
 ZERO = Decimal(0)
 DEFAULT_CHECKPOINT_NS = 60 * 1_000_000_000
+# enum members read on the order path, as module constants: on Python 3.11 ``Side.BUY`` is a
+# descriptor call on the enum class (~60 ns), paid several times per order
+_BUY = Side.BUY
+_SELL = Side.SELL
+_SIDES = (_BUY, _SELL)
+_FUTURE = AssetClass.FUTURE
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +118,7 @@ class Portfolio:
         # fill or mark: equity (None: not computed since) and net positions per account filter
         self._equity_now: Decimal | None = None
         self._net_now: dict[str | None, dict[tuple[str, str], Decimal]] = {}
+        self._net_by_instrument_now: dict[str, dict[str, Decimal]] = {}
 
     # -- changes ------------------------------------------------------------------------
     def apply_fill(self, fill: Fill, instrument: Instrument, account_id: str, strategy_id: str) -> bool:
@@ -133,10 +140,10 @@ class Portfolio:
                 old = Position(account_id, strategy_id, instrument_id, instrument.asset_class, multiplier)
             new, realised_gross = _book(old, fill, multiplier)
             book[instrument_id] = new
-            if instrument.asset_class is AssetClass.FUTURE:
+            if instrument.asset_class is _FUTURE:
                 self._cash += realised_gross - fill.fee
             else:
-                signed = fill.quantity if fill.side == Side.BUY else -fill.quantity
+                signed = fill.quantity if fill.side == _BUY else -fill.quantity
                 self._cash -= signed * fill.price * multiplier + fill.fee
             self._fill_ids.add(fill.fill_id)
             mark = self._marks.get(instrument_id)
@@ -144,6 +151,7 @@ class Portfolio:
                 self._marks[instrument_id] = (fill.price, fill.ts_event_ns)
             self._equity_now = None
             self._net_now.clear()
+            self._net_by_instrument_now.clear()
             return True
 
     def mark(self, instrument_id: str, price: Decimal, ts_ns: int) -> None:
@@ -176,6 +184,11 @@ class Portfolio:
         mark = self._marks.get(instrument_id)
         return mark[0] if mark else None
 
+    def last_prices(self, instrument_ids: Iterable[str]) -> dict[str, Decimal]:
+        """The last price of each of ``instrument_ids`` that has one, in their order (a risk context's marks)."""
+        marks = self._marks
+        return {iid: mark[0] for iid in instrument_ids if (mark := marks.get(iid))}
+
     def position(self, account_id: str, strategy_id: str, instrument_id: str) -> Position | None:
         return self._positions.get(account_id, {}).get(strategy_id, {}).get(instrument_id)
 
@@ -206,6 +219,15 @@ class Portfolio:
                         key = (p.account_id, p.instrument_id)
                         totals[key] = totals.get(key, ZERO) + p.quantity
                 net = self._net_now[account_id] = {k: v for k, v in totals.items() if v != 0}
+            return dict(net)  # the caller's own copy
+
+    def net_positions_by_instrument(self, account_id: str) -> dict[str, Decimal]:
+        """The account's non-zero net positions keyed by instrument id (what the risk checks take)."""
+        with self._lock:
+            net = self._net_by_instrument_now.get(account_id)
+            if net is None:  # first read since the last fill
+                net = self._net_by_instrument_now[account_id] = {
+                    instrument_id: quantity for (_, instrument_id), quantity in self.net_positions(account_id).items()}
             return dict(net)  # the caller's own copy
 
     @property
@@ -242,7 +264,7 @@ class Portfolio:
             if p.quantity == 0:
                 continue
             mark = self.last_price(p.instrument_id)
-            if p.asset_class is AssetClass.FUTURE:
+            if p.asset_class is _FUTURE:
                 value += p.unrealised_pnl(mark)
             else:
                 value += p.quantity * (mark if mark is not None else p.avg_price) * p.multiplier
@@ -310,13 +332,13 @@ def _check_fill(fill: Fill, instrument: Instrument) -> None:
                 raise OrderError(f"fill {fill.fill_id}: {name} must be a finite Decimal, got {value!r}")
     if fill.quantity <= 0:
         raise OrderError(f"fill {fill.fill_id}: quantity must be positive, got {fill.quantity}")
-    if fill.side not in (Side.BUY, Side.SELL):
+    if fill.side not in _SIDES:
         raise OrderError(f"fill {fill.fill_id}: side must be buy or sell, got {fill.side!r}")
 
 
 def _book(old: Position, fill: Fill, multiplier: Decimal) -> tuple[Position, Decimal]:
     """The position after ``fill`` and the gross P&L it realised."""
-    signed = fill.quantity if fill.side == Side.BUY else -fill.quantity
+    signed = fill.quantity if fill.side == _BUY else -fill.quantity
     quantity, avg = old.quantity, old.avg_price
     realised = ZERO
     if quantity == 0 or (quantity > 0) == (signed > 0):

@@ -49,12 +49,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from tradebook.config import PositionLimit, RiskConfig, SpreadAction
 from tradebook.errors import OrderError
-from tradebook.model.instruments import BUNDLED_INSTRUMENTS, AssetClass, Instrument, Side, get_instrument
+from tradebook.model.instruments import BUNDLED_INSTRUMENTS, AssetClass, Instrument, Side, cached_value, get_instrument
 from tradebook.model.orders import OrderIntent, OrderType
 from tradebook.model.time import NS_PER_SECOND
+
+if TYPE_CHECKING:
+    from tradebook.execution.router import QuoteSnapshot
 
 RATE_WINDOW_NS = 60 * NS_PER_SECOND
 BPS = Decimal(10_000)
@@ -64,7 +68,7 @@ STALE_OR_CROSSED = "stale or crossed quote"
 
 
 # -- values -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ReferenceQuote:
     """The last quote of the intent's instrument; sizes None when unknown (quotes made from bars)."""
 
@@ -74,12 +78,46 @@ class ReferenceQuote:
     ask_sz: Decimal | None
     ts_ns: int
 
-    @property
+    def __init__(self, bid: Decimal, ask: Decimal, bid_sz: Decimal | None, ask_sz: Decimal | None,
+                 ts_ns: int) -> None:
+        # one per order: straight into __dict__ (a frozen dataclass's own __init__ sets field by field)
+        state = self.__dict__
+        state["bid"] = bid
+        state["ask"] = ask
+        state["bid_sz"] = bid_sz
+        state["ask_sz"] = ask_sz
+        state["ts_ns"] = ts_ns
+
+    @classmethod
+    def from_snapshot(cls, snapshot: QuoteSnapshot) -> ReferenceQuote:
+        """The router's snapshot of the same quote, for the risk checks without converting it again.
+
+        The same Decimals and mid; a size of 0 (``QuoteSnapshot``'s "not known") becomes None,
+        as a session's reference quote has it (sizes must be positive to be known).
+        """
+        global _last_from_snapshot
+        last_snapshot, last = _last_from_snapshot
+        if snapshot is last_snapshot and cls is ReferenceQuote:
+            return last  # several orders priced against one snapshot share its (immutable) reference
+        bid_sz, ask_sz = snapshot.bid_sz, snapshot.ask_sz
+        reference = cls(snapshot.bid, snapshot.ask, bid_sz if bid_sz > 0 else None, ask_sz if ask_sz > 0 else None,
+                        snapshot.ts_ns)
+        reference.__dict__["mid"] = snapshot.mid  # (bid + ask) / 2 of the same two Decimals
+        if cls is ReferenceQuote:
+            _last_from_snapshot = (snapshot, reference)  # one tuple: a reader sees the pair whole
+        return reference
+
+    @cached_value
     def mid(self) -> Decimal:
+        """(bid + ask) / 2, computed on first read."""
         return (self.bid + self.ask) / 2
 
 
-@dataclass(frozen=True)
+_last_from_snapshot: tuple[object, ReferenceQuote | None] = (None, None)  # see ReferenceQuote.from_snapshot
+_NEW_DICT: dict = {}  # RiskContext's default for its mappings: a new empty dict each time, like default_factory
+
+
+@dataclass(frozen=True, init=False)
 class RiskContext:
     """What the risk checks need to know at ``now_ns``, gathered by the caller (portfolio, feed, venue).
 
@@ -105,6 +143,28 @@ class RiskContext:
     is_day_trade: bool = False
     fx_rates: Mapping[str, Decimal] = field(default_factory=dict)  # currency -> account currency per unit
 
+    def __init__(self, now_ns: int, equity: Decimal, daily_pnl: Decimal, quote: ReferenceQuote | None,
+                 positions: Mapping[str, Decimal] = _NEW_DICT, prices: Mapping[str, Decimal] = _NEW_DICT,
+                 instruments: Mapping[str, Instrument] | None = None,
+                 recent_order_ts_ns: tuple[int, ...] | None = None, day_trades_last_5_days: int = 0,
+                 margin_account: bool | None = None, is_day_trade: bool = False,
+                 fx_rates: Mapping[str, Decimal] = _NEW_DICT) -> None:
+        # one per order: straight into __dict__ (a frozen dataclass's own __init__ sets its 13
+        # fields one object.__setattr__ call at a time)
+        state = self.__dict__
+        state["now_ns"] = now_ns
+        state["equity"] = equity
+        state["daily_pnl"] = daily_pnl
+        state["quote"] = quote
+        state["positions"] = {} if positions is _NEW_DICT else positions
+        state["prices"] = {} if prices is _NEW_DICT else prices
+        state["instruments"] = instruments
+        state["recent_order_ts_ns"] = recent_order_ts_ns
+        state["day_trades_last_5_days"] = day_trades_last_5_days
+        state["margin_account"] = margin_account
+        state["is_day_trade"] = is_day_trade
+        state["fx_rates"] = {} if fx_rates is _NEW_DICT else fx_rates
+
 
 class RiskAction(StrEnum):
     ACCEPT = "accept"
@@ -120,7 +180,7 @@ class RiskDecision:
 
     @property
     def accepted(self) -> bool:
-        return self.action is RiskAction.ACCEPT
+        return self.action is _ACCEPT
 
 
 # -- kill switch --------------------------------------------------------------------------------
@@ -152,7 +212,7 @@ class KillSwitch:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._mode = KillSwitchMode.NORMAL
+        self._mode = _NORMAL
         self._flatten = False
         self._reason = ""
         self._transitions: list[KillSwitchTransition] = []
@@ -181,18 +241,18 @@ class KillSwitch:
         self._subscribers.append(callback)
 
     def halt(self, reason: str, ts_ns: int | None = None) -> None:
-        self._set(KillSwitchMode.HALTED, self._flatten, reason, ts_ns)
+        self._set(_HALTED, self._flatten, reason, ts_ns)
 
     def reduce_only(self, reason: str, ts_ns: int | None = None) -> None:
-        self._set(KillSwitchMode.REDUCE_ONLY, self._flatten, reason, ts_ns)
+        self._set(_REDUCE_ONLY, self._flatten, reason, ts_ns)
 
     def resume(self, reason: str = "resumed by hand", ts_ns: int | None = None) -> None:
         """Back to normal trading; clears a pending flatten request."""
-        self._set(KillSwitchMode.NORMAL, False, reason, ts_ns)
+        self._set(_NORMAL, False, reason, ts_ns)
 
     def request_flatten(self, reason: str, ts_ns: int | None = None) -> None:
         """Ask for every working order cancelled and every position closed; switches to reduce-only."""
-        self._set(KillSwitchMode.REDUCE_ONLY, True, reason, ts_ns)
+        self._set(_REDUCE_ONLY, True, reason, ts_ns)
 
     def flatten_done(self, reason: str = "flat", ts_ns: int | None = None) -> None:
         """The order manager is flat: the request is cleared, the mode (reduce-only) stays."""
@@ -250,7 +310,7 @@ class CircuitBreaker:
         self.trip_kill_switch = trip_kill_switch
         self.venue = venue
         self._lock = threading.Lock()
-        self._state = BreakerState.CLOSED
+        self._state = _CLOSED
         self._consecutive = 0
         self._opened_at: int | None = None
         self._trial_in_flight = False
@@ -277,16 +337,16 @@ class CircuitBreaker:
 
     def allow(self, ts_ns: int) -> bool:
         """Whether a call to the venue may be made at ``ts_ns`` (half-open: the one trial only)."""
-        if self._state is BreakerState.CLOSED:
+        if self._state is _CLOSED:
             return True  # one read needs no lock: a failure landing now is ordered after this call either way
         with self._lock:
-            if self._state is BreakerState.CLOSED:
+            if self._state is _CLOSED:
                 return True
-            if self._state is BreakerState.OPEN:
+            if self._state is _OPEN:
                 assert self._opened_at is not None
                 if ts_ns - self._opened_at < self.cooldown_ns:
                     return False
-                self._move(ts_ns, BreakerState.HALF_OPEN,
+                self._move(ts_ns, _HALF_OPEN,
                            f"cool-down of {self.cooldown_ns / NS_PER_SECOND:g} s passed: one trial call")
                 self._trial_in_flight = True
                 return True
@@ -296,14 +356,14 @@ class CircuitBreaker:
             return True
 
     def record_success(self, ts_ns: int) -> None:
-        if self._state is BreakerState.CLOSED and self._consecutive == 0:
+        if self._state is _CLOSED and self._consecutive == 0:
             return  # nothing to reset (the usual case); a failure landing now is ordered after this success
         with self._lock:
             self._consecutive = 0
-            if self._state is BreakerState.HALF_OPEN:
+            if self._state is _HALF_OPEN:
                 self._trial_in_flight = False
                 self._opened_at = None
-                self._move(ts_ns, BreakerState.CLOSED, "trial call succeeded")
+                self._move(ts_ns, _CLOSED, "trial call succeeded")
             # a late success while open (a call made before it opened) proves little: stay open
 
     def record_failure(self, ts_ns: int, reason: str = "") -> None:
@@ -311,16 +371,16 @@ class CircuitBreaker:
         with self._lock:
             self._consecutive += 1
             detail = f" (last: {reason})" if reason else ""
-            if self._state is BreakerState.HALF_OPEN:
+            if self._state is _HALF_OPEN:
                 self._trial_in_flight = False
                 self._opened_at = ts_ns
                 trip = f"repeated venue failures: {self.venue} failed its trial call after the cool-down{detail}"
-                self._move(ts_ns, BreakerState.OPEN, trip)
-            elif self._state is BreakerState.CLOSED and self._consecutive >= self.failures:
+                self._move(ts_ns, _OPEN, trip)
+            elif self._state is _CLOSED and self._consecutive >= self.failures:
                 self._opened_at = ts_ns
                 trip = (f"repeated venue failures: {self.venue} failed {self._consecutive} consecutive calls"
                         f"{detail}")
-                self._move(ts_ns, BreakerState.OPEN, trip)
+                self._move(ts_ns, _OPEN, trip)
         if trip is not None and self.kill_switch is not None and self.trip_kill_switch:
             self.kill_switch.halt(trip, ts_ns)
 
@@ -329,13 +389,28 @@ class CircuitBreaker:
         self._state = to
 
 
+# enum members read on the order path, as module constants: on Python 3.11 ``Side.BUY`` is a
+# descriptor call on the enum class (~60 ns), paid several times per order
+_BUY = Side.BUY
+_SELL = Side.SELL
+_REJECT = RiskAction.REJECT
+_ACCEPT = RiskAction.ACCEPT
+_HALTED = KillSwitchMode.HALTED
+_REDUCE_ONLY = KillSwitchMode.REDUCE_ONLY
+_NORMAL = KillSwitchMode.NORMAL
+_CLOSED = BreakerState.CLOSED
+_HALF_OPEN = BreakerState.HALF_OPEN
+_OPEN = BreakerState.OPEN
+_EQUITY = AssetClass.EQUITY
+
+
 # -- pre-trade risk -----------------------------------------------------------------------------
 def reduces_position(position: Decimal, side: Side, quantity: Decimal) -> bool:
     """Whether the order shrinks the absolute position without flipping it."""
     if position > 0:
-        return side is Side.SELL and quantity <= position
+        return side is _SELL and quantity <= position
     if position < 0:
-        return side is Side.BUY and quantity <= -position
+        return side is _BUY and quantity <= -position
     return False
 
 
@@ -360,7 +435,7 @@ class _Limits:
         self.config = config
         self.collar_bps = Decimal(repr(config.price_collar_bps))
         self.max_spread_bps = Decimal(repr(config.max_spread_bps))
-        self.spread_action = RiskAction.DEFER if config.spread_action is SpreadAction.DEFER else RiskAction.REJECT
+        self.spread_action = RiskAction.DEFER if config.spread_action is SpreadAction.DEFER else _REJECT
         self.spread_verdict = "deferred" if self.spread_action is RiskAction.DEFER else "rejected"
         self.max_quote_age_ns = config.max_quote_age_ms * 1_000_000
         self.position_limits: dict[str, PositionLimit] = {}  # instrument id -> its limit, filled as asked
@@ -421,10 +496,14 @@ class PreTradeRisk:
         self._validate(intent, instrument)
         limits = self._limits_now()
         quantity = intent.quantity
-        signed = quantity if intent.side is Side.BUY else -quantity
+        signed = quantity if intent.side is _BUY else -quantity
         position = ctx.positions.get(instrument.instrument_id, _ZERO)
         reducing = reduces_position(position, intent.side, quantity)
-        decision = self._check_kill_switch(intent, instrument, position, reducing)
+        # the checks that find nothing to check in the usual case (switch normal, a market order,
+        # a non-equity instrument) are entered only when they have something to decide
+        decision = None
+        if self.kill_switch.mode is not _NORMAL:
+            decision = self._check_kill_switch(intent, instrument, position, reducing)
         if decision is None:
             decision = self._check_quote(instrument, ctx, limits)
         if decision is not None:
@@ -432,8 +511,9 @@ class PreTradeRisk:
         quote = ctx.quote
         assert quote is not None
         mid = quote.mid
-        decision = self._check_collar(intent, instrument, mid, limits) or \
-            self._check_spread(intent, instrument, quote, mid, limits)
+        if intent.limit_price is not None or intent.stop_price is not None:
+            decision = self._check_collar(intent, instrument, mid, limits)
+        decision = decision or self._check_spread(intent, instrument, quote, mid, limits)
         if decision is not None:
             return decision
         if not reducing:
@@ -445,7 +525,7 @@ class PreTradeRisk:
         # all three run: the daily loss check halts the kill switch even when the rate check refuses
         rate = self._check_rate(ctx)
         daily_loss = self.check_daily_loss(ctx.daily_pnl, ctx.now_ns)
-        pdt = self._check_pdt(instrument, ctx)
+        pdt = self._check_pdt(instrument, ctx) if instrument.asset_class is _EQUITY else None
         return rate or daily_loss or pdt or _ACCEPTED
 
     def check_daily_loss(self, daily_pnl: Decimal, ts_ns: int) -> RiskDecision | None:
@@ -454,9 +534,9 @@ class PreTradeRisk:
         if limit is None or daily_pnl > -limit:
             return None
         reason = f"daily loss limit: P&L today {daily_pnl} <= -{limit} {self.config.account_currency}"
-        if self.kill_switch.mode is not KillSwitchMode.HALTED:
+        if self.kill_switch.mode is not _HALTED:
             self.kill_switch.halt(reason, ts_ns)
-        return RiskDecision(RiskAction.REJECT, "daily_loss", f"{reason}; kill switch halted")
+        return RiskDecision(_REJECT, "daily_loss", f"{reason}; kill switch halted")
 
     @staticmethod
     def _validate(intent: OrderIntent, instrument: Instrument) -> None:
@@ -485,10 +565,10 @@ class PreTradeRisk:
     def _check_kill_switch(self, intent: OrderIntent, instrument: Instrument, position: Decimal,
                            reducing: bool) -> RiskDecision | None:
         mode = self.kill_switch.mode
-        if mode is KillSwitchMode.HALTED:
-            return RiskDecision(RiskAction.REJECT, "kill_switch", f"kill switch halted: {self.kill_switch.reason}")
-        if mode is KillSwitchMode.REDUCE_ONLY and not reducing:
-            return RiskDecision(RiskAction.REJECT, "kill_switch",
+        if mode is _HALTED:
+            return RiskDecision(_REJECT, "kill_switch", f"kill switch halted: {self.kill_switch.reason}")
+        if mode is _REDUCE_ONLY and not reducing:
+            return RiskDecision(_REJECT, "kill_switch",
                                 f"kill switch reduce-only ({self.kill_switch.reason}): {intent.side} "
                                 f"{intent.quantity} {instrument.instrument_id} would not reduce the position "
                                 f"{position:+}")
@@ -512,7 +592,7 @@ class PreTradeRisk:
                            f"max_quote_age_ms {self.config.max_quote_age_ms}")
         if problem is None:
             return None
-        return RiskDecision(RiskAction.REJECT, "quote", f"{STALE_OR_CROSSED}: {problem}")
+        return RiskDecision(_REJECT, "quote", f"{STALE_OR_CROSSED}: {problem}")
 
     @staticmethod
     def _check_collar(intent: OrderIntent, instrument: Instrument, mid: Decimal,
@@ -520,13 +600,13 @@ class PreTradeRisk:
         if intent.limit_price is None and intent.stop_price is None:
             return None  # a market order: no price to be far from the mid
         collar = limits.collar_bps
-        buy = intent.side is Side.BUY
+        buy = intent.side is _BUY
         if intent.limit_price is not None:
             # distance in the aggressive direction: above mid for a buy, below for a sell
             distance = (intent.limit_price - mid if buy else mid - intent.limit_price) / mid * BPS
             if distance > collar:
                 where = "above" if buy else "below"
-                return RiskDecision(RiskAction.REJECT, "price_collar",
+                return RiskDecision(_REJECT, "price_collar",
                                     f"price collar: {intent.side} limit {intent.limit_price} is {_bps(distance)} "
                                     f"{where} mid {mid} of {instrument.instrument_id}; collar {collar} bps")
         if intent.stop_price is not None:
@@ -534,7 +614,7 @@ class PreTradeRisk:
             distance = (mid - intent.stop_price if buy else intent.stop_price - mid) / mid * BPS
             if distance > collar:
                 where = "below" if buy else "above"
-                return RiskDecision(RiskAction.REJECT, "price_collar",
+                return RiskDecision(_REJECT, "price_collar",
                                     f"price collar: {intent.side} stop {intent.stop_price} is {_bps(distance)} "
                                     f"{where} mid {mid} of {instrument.instrument_id} and would trigger at once; "
                                     f"collar {collar} bps")
@@ -549,7 +629,7 @@ class PreTradeRisk:
             return RiskDecision(action, "spread", f"spread {_bps(spread)} on {instrument.instrument_id} "
                                                   f"(bid {quote.bid}, ask {quote.ask}) > max {max_spread} bps: "
                                                   f"{verdict}")
-        buy = intent.side is Side.BUY
+        buy = intent.side is _BUY
         size, price, touch = (quote.ask_sz, quote.ask, "ask") if buy else (quote.bid_sz, quote.bid, "bid")
         if size is not None:
             notional = price * size * instrument.multiplier
@@ -564,7 +644,7 @@ class PreTradeRisk:
     def _reference_price(intent: OrderIntent, quote: ReferenceQuote) -> Decimal:
         if intent.limit_price is not None:
             return intent.limit_price
-        far = quote.ask if intent.side is Side.BUY else quote.bid
+        far = quote.ask if intent.side is _BUY else quote.bid
         if intent.stop_price is not None:
             return max(far, intent.stop_price)  # a stop fills around its trigger: value it at the larger
         return far
@@ -581,13 +661,13 @@ class PreTradeRisk:
         limit = limits.position_limit(iid)
         after = abs(position + signed)
         if limit.quantity is not None and after > limit.quantity:
-            return RiskDecision(RiskAction.REJECT, "max_position",
+            return RiskDecision(_REJECT, "max_position",
                                 f"max position: {iid} position after the order would be {after} > limit "
                                 f"{limit.quantity} (now {position:+}, {intent.side} {intent.quantity})")
         if limit.notional is not None:
             notional = instrument.notional(ref_price, after)
             if notional > limit.notional:
-                return RiskDecision(RiskAction.REJECT, "max_position",
+                return RiskDecision(_REJECT, "max_position",
                                     f"max position: {iid} position after the order would be {after} x {ref_price} = "
                                     f"{notional} {instrument.currency} > limit {limit.notional} "
                                     f"(now {position:+}, {intent.side} {intent.quantity})")
@@ -597,9 +677,9 @@ class PreTradeRisk:
                         ref_price: Decimal, limits: _Limits) -> RiskDecision | None:
         registry = BUNDLED_INSTRUMENTS if ctx.instruments is None else ctx.instruments
         account = self.config.account_currency
-        fx = self._fx(instrument.currency, ctx)
+        fx = _ONE if instrument.currency == account else self._fx(instrument.currency, ctx)
         if fx is None:
-            return RiskDecision(RiskAction.REJECT, "exposure", f"exposure: no rate from {instrument.currency} to "
+            return RiskDecision(_REJECT, "exposure", f"exposure: no rate from {instrument.currency} to "
                                                                f"{account} in the risk context")
         per_class: dict[AssetClass, Decimal] = {}
         for iid, held in ctx.positions.items():
@@ -609,7 +689,7 @@ class PreTradeRisk:
             mark, rate = ctx.prices.get(iid), self._fx(other.currency, ctx)
             if mark is None or rate is None:
                 missing = "no price" if mark is None else f"no rate from {other.currency} to {account}"
-                return RiskDecision(RiskAction.REJECT, "exposure",
+                return RiskDecision(_REJECT, "exposure",
                                     f"exposure: {missing} for the held position {held:+} {iid}; cannot value it")
             per_class[other.asset_class] = per_class.get(other.asset_class, _ZERO) + \
                 other.notional(mark, abs(held)) * rate
@@ -618,13 +698,13 @@ class PreTradeRisk:
         class_total = per_class[instrument.asset_class]
         class_limit = limits.class_limits.get(instrument.asset_class)
         if class_limit is not None and class_total > class_limit:
-            return RiskDecision(RiskAction.REJECT, "exposure",
+            return RiskDecision(_REJECT, "exposure",
                                 f"exposure: {instrument.asset_class} gross notional after the order would be "
                                 f"{class_total:.2f} {account} > limit {class_limit}")
         gross = sum(per_class.values(), _ZERO)
         gross_limit = self.config.max_gross_exposure
         if gross_limit is not None and gross > gross_limit:
-            return RiskDecision(RiskAction.REJECT, "exposure",
+            return RiskDecision(_REJECT, "exposure",
                                 f"exposure: gross notional after the order would be {gross:.2f} {account} > limit "
                                 f"{gross_limit}")
         return None
@@ -633,17 +713,17 @@ class PreTradeRisk:
         sent = self.orders_in_window(ctx.now_ns, ctx.recent_order_ts_ns)
         limit = self.config.max_orders_per_minute
         if sent >= limit:
-            return RiskDecision(RiskAction.REJECT, "order_rate",
+            return RiskDecision(_REJECT, "order_rate",
                                 f"order rate: {sent} orders sent in the last 60 s, max_orders_per_minute {limit}")
         return None
 
     def _check_pdt(self, instrument: Instrument, ctx: RiskContext) -> RiskDecision | None:
         cfg = self.config
         margin = cfg.equity_margin_account if ctx.margin_account is None else ctx.margin_account
-        if (instrument.asset_class is not AssetClass.EQUITY or not margin or not ctx.is_day_trade
+        if (instrument.asset_class is not _EQUITY or not margin or not ctx.is_day_trade
                 or ctx.equity >= cfg.pdt_equity_threshold or ctx.day_trades_last_5_days < cfg.max_day_trades):
             return None
-        return RiskDecision(RiskAction.REJECT, "pdt",
+        return RiskDecision(_REJECT, "pdt",
                             f"pattern day trader rule: {ctx.day_trades_last_5_days} day trades in the last "
                             f"{cfg.pdt_window_days} business days and equity {ctx.equity} < "
                             f"{cfg.pdt_equity_threshold} in a margin account; this would be day trade "

@@ -39,12 +39,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from math import isfinite
 from decimal import Decimal
 from enum import StrEnum
 
 from tradebook.errors import ConfigError, ConformanceError, DataError, OrderError
 from tradebook.execution.algos import ParentOrder, Schedule, ScheduledChild, TwapSchedule, child_orders
-from tradebook.model.instruments import Instrument, Side, get_instrument, to_decimal
+from tradebook.model.instruments import Instrument, Side, cached_value, get_instrument, to_decimal
 from tradebook.model.orders import OrderIntent, OrderType, Signal, TimeInForce
 from tradebook.model.time import MAX_PLAUSIBLE_NS, MIN_PLAUSIBLE_NS, NS_PER_SECOND, check_ns_range
 
@@ -52,7 +53,10 @@ BPS = Decimal(10_000)
 
 
 # -- the quote the router prices against -------------------------------------------------------
-@dataclass(frozen=True)
+_NO_SIZE = Decimal(0)
+
+
+@dataclass(frozen=True, init=False)
 class QuoteSnapshot:
     """Best bid and offer at ``ts_ns``. Refuses crossed, locked, non-positive or non-finite quotes."""
 
@@ -60,11 +64,25 @@ class QuoteSnapshot:
     ts_ns: int
     bid: Decimal
     ask: Decimal
-    bid_sz: Decimal = Decimal(0)
-    ask_sz: Decimal = Decimal(0)
+    bid_sz: Decimal = _NO_SIZE
+    ask_sz: Decimal = _NO_SIZE
 
-    def __post_init__(self) -> None:
-        # built once per order: the checks test the usual case first and format messages only to raise
+    def __init__(self, instrument_id: str, ts_ns: int, bid: Decimal, ask: Decimal, bid_sz: Decimal = _NO_SIZE,
+                 ask_sz: Decimal = _NO_SIZE) -> None:
+        # built once per order: straight into __dict__ (a frozen dataclass's own __init__ pays one
+        # object.__setattr__ per field), then the same checks; the mid is kept once they pass
+        state = self.__dict__
+        state["instrument_id"] = instrument_id
+        state["ts_ns"] = ts_ns
+        state["bid"] = bid
+        state["ask"] = ask
+        state["bid_sz"] = bid_sz
+        state["ask_sz"] = ask_sz
+        self._check()
+        state["mid"] = (bid + ask) / 2
+
+    def _check(self) -> None:
+        # the checks test the usual case first and format messages only to raise
         ts = self.ts_ns
         if ts.__class__ is not int and (isinstance(ts, bool) or not isinstance(ts, int)):
             raise DataError(f"{self._where}: ts_ns must be int UTC nanoseconds, got {type(ts).__name__}")
@@ -102,6 +120,23 @@ class QuoteSnapshot:
     def from_quote(cls, instrument_id: str, ts_ns: int, bid: Decimal | float | str, ask: Decimal | float | str,
                    bid_sz: Decimal | float | str = 0, ask_sz: Decimal | float | str = 0) -> QuoteSnapshot:
         """Build a snapshot from numbers of any kind (e.g. a row of a quotes frame: floats go through repr)."""
+        global _last_from_floats
+        if (bid.__class__ is float and ask.__class__ is float and bid_sz.__class__ is float
+                and ask_sz.__class__ is float and ts_ns.__class__ is int and isfinite(bid) and isfinite(ask)
+                and isfinite(bid_sz) and isfinite(ask_sz)):
+            # the feed's usual row: finite plain floats, what to_decimal turns into Decimal(repr(x)).
+            # Several signals are often priced against one quote: the last snapshot built this way
+            # is reused for an equal row (a snapshot is immutable). Only non-zero sizes make a key:
+            # 0.0 == -0.0, but their Decimals differ.
+            key = (instrument_id, ts_ns, bid, ask, bid_sz, ask_sz)
+            last_key, last = _last_from_floats
+            if key == last_key and cls is QuoteSnapshot:
+                return last
+            snapshot = cls(instrument_id, ts_ns, Decimal(repr(bid)), Decimal(repr(ask)), Decimal(repr(bid_sz)),
+                           Decimal(repr(ask_sz)))
+            if bid_sz and ask_sz and cls is QuoteSnapshot:
+                _last_from_floats = (key, snapshot)  # one tuple: a reader sees the pair whole
+            return snapshot
         try:
             values = (_quote_number(bid, "bid"), _quote_number(ask, "ask"), _quote_number(bid_sz, "bid_sz"),
                       _quote_number(ask_sz, "ask_sz"))
@@ -120,13 +155,18 @@ class QuoteSnapshot:
                 raise DataError(f"quote for {instrument_id}: ts_ns must be whole nanoseconds, got {ts_ns!r}")
         return cls(instrument_id, ts, *values)
 
-    @property
+    @cached_value
     def mid(self) -> Decimal:
+        """(bid + ask) / 2; computed by the constructor once the quote has passed its checks."""
         return (self.bid + self.ask) / 2
 
     @property
     def spread_bps(self) -> Decimal:
         return (self.ask - self.bid) / self.mid * BPS
+
+
+# (row, snapshot) of the last QuoteSnapshot.from_quote of plain floats with non-zero sizes
+_last_from_floats: tuple[tuple | None, QuoteSnapshot | None] = (None, None)
 
 
 def _quote_number(value: Decimal | float | str, name: str) -> Decimal:
@@ -201,7 +241,7 @@ class RouterConfig:
         return to_decimal(self.offset_bps) + to_decimal(self.offset_vol_multiplier) * to_decimal(volatility_bps)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class RoutePlan:
     """What the router decided for one signal.
 
@@ -217,8 +257,27 @@ class RoutePlan:
     explanation: str
     children: tuple[ScheduledChild, ...] = ()
 
+    def __init__(self, rule: RouteRule, intents: tuple[OrderIntent, ...], algo: ParentOrder | None,
+                 protective_stop: OrderIntent | None, explanation: str,
+                 children: tuple[ScheduledChild, ...] = ()) -> None:
+        # one per order: straight into __dict__ (see OrderIntent's constructor for why)
+        state = self.__dict__
+        state["rule"] = rule
+        state["intents"] = intents
+        state["algo"] = algo
+        state["protective_stop"] = protective_stop
+        state["explanation"] = explanation
+        state["children"] = children
+
 
 # -- the router ---------------------------------------------------------------------------------
+# enum members read on the order path, as module constants: on Python 3.11 ``Side.BUY`` is a
+# descriptor call on the enum class (~60 ns), paid several times per order
+_BUY = Side.BUY
+_SELL = Side.SELL
+_MARKET_ORDER = OrderType.MARKET
+_LIMIT_ORDER = OrderType.LIMIT
+_MARKET_RULE = RouteRule.MARKET
 _MARKET_REASON = f"router:{RouteRule.MARKET}"
 
 
@@ -229,6 +288,15 @@ class OrderRouter:
                  instruments: dict[str, Instrument] | None = None) -> None:
         self.config = config or RouterConfig()
         self._instruments = instruments  # None: the bundled registry
+        self._age_limit: tuple[float, int] = (math.nan, 0)  # (max_quote_age_s, in ns): converted once
+
+    def _max_quote_age_ns(self, max_age_s: float) -> int:
+        """``max_quote_age_s`` in whole ns, converted once per value (``config`` may be swapped)."""
+        seconds, ns = self._age_limit
+        if seconds != max_age_s:
+            ns = round(max_age_s * NS_PER_SECOND)
+            self._age_limit = (max_age_s, ns)
+        return ns
 
     def route(
         self,
@@ -249,13 +317,17 @@ class OrderRouter:
         replaces the default TWAP for rule 3 (e.g. a :class:`VwapSchedule`).
         """
         cfg = self.config
-        inst = instrument if isinstance(instrument, Instrument) else get_instrument(instrument, self._instruments)
+        inst = instrument if instrument.__class__ is Instrument or isinstance(instrument, Instrument) \
+            else get_instrument(instrument, self._instruments)
         side = self._check_signal(signal, inst)
         if not account_id:
             raise OrderError(f"signal {signal.signal_id}: account_id must not be empty")
         qty = inst.conform_quantity(quantity)
-        adv_dec = _check_adv(adv, inst)
-        vol = _check_volatility(volatility_bps)
+        adv_dec = None if adv is None else _check_adv(adv, inst)
+        if volatility_bps.__class__ is float and isfinite(volatility_bps) and volatility_bps >= 0:
+            vol = None  # valid: converted to Decimal only by the limit rules, which price with it
+        else:
+            vol = _check_volatility(volatility_bps)  # the other kinds, and the DataError for a bad one
         self._check_quote(quote, inst, ts_ns)
         entry_id = f"{signal.strategy_id}:{signal.signal_id}"
         stop = None if signal.stop_loss is None else \
@@ -263,17 +335,20 @@ class OrderRouter:
         stop_loss = stop.stop_price if stop else None
 
         if signal.strength > cfg.market_strength:
-            buy = side is Side.BUY
+            buy = side is _BUY
             reference = quote.ask if buy else quote.bid
             inst.check_notional(reference, qty)
-            why = (f"strength {signal.strength} > {cfg.market_strength}: market {side} {qty} "
-                   f"{inst.instrument_id} (reference {'ask' if buy else 'bid'} {reference})")
+            # !s: a Decimal's str() is its format(), without the slower trip through __format__
+            why = (f"strength {signal.strength} > {cfg.market_strength}: market {side} {qty!s} "
+                   f"{inst.instrument_id} (reference {'ask' if buy else 'bid'} {reference!s})")
             intent = OrderIntent(intent_id=entry_id, strategy_id=signal.strategy_id, account_id=account_id,
                                  instrument_id=inst.instrument_id, side=side, quantity=qty,
-                                 order_type=OrderType.MARKET, time_in_force=cfg.market_time_in_force, ts_ns=ts_ns,
+                                 order_type=_MARKET_ORDER, time_in_force=cfg.market_time_in_force, ts_ns=ts_ns,
                                  stop_loss=stop_loss, reason=_MARKET_REASON)
-            return RoutePlan(RouteRule.MARKET, (intent,), None, stop, why)
+            return RoutePlan(_MARKET_RULE, (intent,), None, stop, why)
 
+        if vol is None:
+            vol = _check_volatility(volatility_bps)
         base = dict(intent_id=entry_id, strategy_id=signal.strategy_id, account_id=account_id,
                     instrument_id=inst.instrument_id, side=side, quantity=qty, ts_ns=ts_ns, stop_loss=stop_loss)
 
@@ -284,7 +359,7 @@ class OrderRouter:
 
         rule, price, why = self._limit_price(side, qty, quote, inst, adv_dec, vol)
         inst.check_notional(price, qty)
-        intent = OrderIntent(order_type=OrderType.LIMIT, time_in_force=cfg.limit_time_in_force,
+        intent = OrderIntent(order_type=_LIMIT_ORDER, time_in_force=cfg.limit_time_in_force,
                              limit_price=price, reason=f"router:{rule}", **base)
         return RoutePlan(rule, (intent,), None, stop, f"{why}: limit {side} {qty} {inst.instrument_id} @ {price}")
 
@@ -316,7 +391,7 @@ class OrderRouter:
             instrument_id=inst.instrument_id,
             side=side,
             quantity=qty,
-            order_type=OrderType.LIMIT,
+            order_type=_LIMIT_ORDER,
             time_in_force=self.config.limit_time_in_force,
             ts_ns=ts_ns,
             limit_price=price,
@@ -331,27 +406,27 @@ class OrderRouter:
         cfg = self.config
         offset_bps = cfg.offset_for(vol)
         offset = quote.mid * offset_bps / BPS
-        sign = 1 if side is Side.BUY else -1
+        sign = 1 if side is _BUY else -1
         if quote.spread_bps > to_decimal(cfg.wide_spread_bps):
             rule, raw = RouteRule.WIDE_SPREAD, quote.mid + sign * offset
             why = (f"spread {quote.spread_bps:.2f} bps > {cfg.wide_spread_bps}: mid {quote.mid} "
                    f"{'+' if sign > 0 else '-'} {offset_bps} bps")
         elif adv is not None and qty < adv * to_decimal(cfg.passive_adv_fraction):
-            rule, raw = RouteRule.PASSIVE, quote.bid if side is Side.BUY else quote.ask
+            rule, raw = RouteRule.PASSIVE, quote.bid if side is _BUY else quote.ask
             why = f"size {qty} < {cfg.passive_adv_fraction} of ADV {adv}: join the {'bid' if sign > 0 else 'ask'}"
         else:
-            touch = quote.bid if side is Side.BUY else quote.ask
+            touch = quote.bid if side is _BUY else quote.ask
             rule, raw = RouteRule.IMPROVE, touch + sign * offset
             why = f"{'bid +' if sign > 0 else 'ask -'} {offset_bps} bps of mid"
         # never cross: a limit entry stays at least one tick inside the opposite touch
-        if side is Side.BUY:
+        if side is _BUY:
             cap = quote.ask - inst.tick_for(quote.ask)
             capped, raw = raw > cap, min(raw, cap)
         else:
             cap = quote.bid + inst.tick_for(quote.bid)
             capped, raw = raw < cap, max(raw, cap)
         if capped:
-            why += f", capped one tick inside the {'ask' if side is Side.BUY else 'bid'} at {cap}"
+            why += f", capped one tick inside the {'ask' if side is _BUY else 'bid'} at {cap}"
         return rule, inst.conform_price(raw, rounding="passive", side=side), why
 
     def _algo_plan(self, base: dict, qty: Decimal, quote: QuoteSnapshot, inst: Instrument,
@@ -361,7 +436,7 @@ class OrderRouter:
         schedule = schedule or TwapSchedule(cfg.twap_slices, cfg.twap_interval_s)
         rule = RouteRule.VWAP if schedule.name == "vwap" else RouteRule.TWAP
         inst.check_notional(quote.mid, qty)
-        parent_intent = OrderIntent(order_type=OrderType.LIMIT, time_in_force=cfg.limit_time_in_force,
+        parent_intent = OrderIntent(order_type=_LIMIT_ORDER, time_in_force=cfg.limit_time_in_force,
                                     reason=f"router:{rule} parent", **base)
         parent = ParentOrder(parent_intent, schedule, inst, reference_price=quote.mid)
         children = tuple(child_orders(parent, ts_ns))
@@ -376,10 +451,10 @@ class OrderRouter:
         if signal.stop_loss is None:
             return None
         price = inst.conform_price(signal.stop_loss)  # an off-tick stop is the caller's error, not ours to move
-        if side is Side.BUY and price >= quote.bid:
+        if side is _BUY and price >= quote.bid:
             raise OrderError(f"signal {signal.signal_id}: the stop-loss {price} of a buy must be below the bid "
                              f"{quote.bid}, or it would trigger at once")
-        if side is Side.SELL and price <= quote.ask:
+        if side is _SELL and price <= quote.ask:
             raise OrderError(f"signal {signal.signal_id}: the stop-loss {price} of a sell must be above the ask "
                              f"{quote.ask}, or it would trigger at once")
         return OrderIntent(
@@ -387,7 +462,7 @@ class OrderRouter:
             strategy_id=signal.strategy_id,
             account_id=account_id,
             instrument_id=inst.instrument_id,
-            side=Side.SELL if side is Side.BUY else Side.BUY,
+            side=_SELL if side is _BUY else _BUY,
             quantity=qty,
             order_type=OrderType.STOP,
             time_in_force=self.config.stop_time_in_force,
@@ -416,15 +491,16 @@ class OrderRouter:
             raise OrderError(f"signal {signal.signal_id}: side must be buy or sell, got {signal.side!r}") from exc
 
     def _check_quote(self, quote: QuoteSnapshot, inst: Instrument, ts_ns: int) -> None:
-        if isinstance(ts_ns, bool) or not isinstance(ts_ns, int):
+        if ts_ns.__class__ is not int and (isinstance(ts_ns, bool) or not isinstance(ts_ns, int)):
             raise DataError(f"ts_ns must be int UTC nanoseconds, got {type(ts_ns).__name__}")
-        check_ns_range(ts_ns, "routing time")
-        if not isinstance(quote, QuoteSnapshot):
+        if not MIN_PLAUSIBLE_NS <= ts_ns < MAX_PLAUSIBLE_NS:
+            check_ns_range(ts_ns, "routing time")  # raises, naming the plausible range
+        if quote.__class__ is not QuoteSnapshot and not isinstance(quote, QuoteSnapshot):
             raise DataError(f"the reference quote must be a QuoteSnapshot, got {type(quote).__name__}")
         if quote.instrument_id != inst.instrument_id:
             raise DataError(f"the reference quote is for {quote.instrument_id}, the order for {inst.instrument_id}")
         max_age = self.config.max_quote_age_s
-        if max_age is not None and ts_ns - quote.ts_ns > round(max_age * NS_PER_SECOND):
+        if max_age is not None and ts_ns - quote.ts_ns > self._max_quote_age_ns(max_age):
             raise DataError(f"stale reference quote for {inst.instrument_id}: "
                             f"{(ts_ns - quote.ts_ns) / NS_PER_SECOND:.3f} s old at routing time, "
                             f"max_quote_age_s is {max_age}")

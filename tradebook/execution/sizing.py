@@ -30,13 +30,20 @@ from tradebook.model.instruments import Instrument
 from tradebook.model.orders import Signal
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SizingDecision:
     """A sizer's answer: ``quantity`` None means no order, and ``reason`` says why."""
 
     quantity: Decimal | None
     reason: str
     kelly_fraction: float | None = None  # the full Kelly f* when Half-Kelly sized it
+
+    def __init__(self, quantity: Decimal | None, reason: str, kelly_fraction: float | None = None) -> None:
+        # one per signal: straight into __dict__ (a frozen dataclass's own __init__ sets field by field)
+        state = self.__dict__
+        state["quantity"] = quantity
+        state["reason"] = reason
+        state["kelly_fraction"] = kelly_fraction
 
 
 class Sizer(Protocol):
@@ -48,9 +55,9 @@ def _check_inputs(signal: Signal, instrument: Instrument, price: Decimal, equity
     if signal.instrument_id != instrument.instrument_id:
         raise OrderError(f"signal {signal.signal_id} is for {signal.instrument_id}, sized against "
                          f"{instrument.instrument_id}: expected the signal's instrument")
-    if not isinstance(price, Decimal) or not price.is_finite() or price <= 0:
+    if not (price.__class__ is Decimal or isinstance(price, Decimal)) or not price.is_finite() or price <= 0:
         raise OrderError(f"{instrument.instrument_id}: sizing price {price!r} must be a positive finite Decimal")
-    if not isinstance(equity, Decimal) or not equity.is_finite():
+    if not (equity.__class__ is Decimal or isinstance(equity, Decimal)) or not equity.is_finite():
         raise OrderError(f"{instrument.instrument_id}: equity {equity!r} must be a finite Decimal")
 
 
@@ -65,7 +72,8 @@ def _explicit(signal: Signal, instrument: Instrument, price: Decimal) -> SizingD
         raise OrderError(f"signal {signal.signal_id}: quantity {quantity} must be positive and finite")
     conformed = instrument.conform_quantity(quantity, rounding="reject")
     instrument.check_notional(price, conformed)
-    return SizingDecision(conformed, f"explicit quantity {conformed} from the signal (sizing bypassed)")
+    # !s: a Decimal's str() is its format(), without the slower trip through __format__
+    return SizingDecision(conformed, f"explicit quantity {conformed!s} from the signal (sizing bypassed)")
 
 
 def conform_sized_quantity(instrument: Instrument, quantity: Decimal, price: Decimal, why: str) -> SizingDecision:

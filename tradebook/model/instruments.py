@@ -35,6 +35,34 @@ class Side(enum.StrEnum):
     SELL = "sell"
 
 
+class cached_value:
+    """A read-only attribute computed on first read and then kept in the instance's ``__dict__``.
+
+    ``functools.cached_property`` without its lock: on Python 3.11 every first read takes a
+    per-property RLock (~0.3 us), paid several times per order on the order path. Used only
+    on frozen values, where two threads racing on a first read just compute the same value
+    twice. A constructor that already knows the value may put it in ``__dict__`` itself.
+    """
+
+    def __init__(self, compute) -> None:  # type: ignore[no-untyped-def]
+        self.compute = compute
+        self.name = compute.__name__
+        self.__doc__ = compute.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance, owner=None):  # type: ignore[no-untyped-def]
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.compute(instance)
+        return value
+
+
+# enum members read on the order path, as module constants: on Python 3.11 ``Side.BUY`` is a
+# descriptor call on the enum class (~60 ns), paid several times per order
+_FUTURE = AssetClass.FUTURE
+
 def to_decimal(value: Decimal | int | float | str, what: str = "value") -> Decimal:
     """Convert a number to an exact Decimal; floats go through their shortest repr.
 
@@ -205,7 +233,7 @@ class Instrument:
             value = price
         else:
             value = to_decimal(price, f"{self.instrument_id} price")
-        if value <= 0 and self.asset_class is not AssetClass.FUTURE:
+        if value <= 0 and self.asset_class is not _FUTURE:
             raise ConformanceError(f"{self.instrument_id}: price must be positive, got {value}")
         tick = self.tick_for(abs(value)) if self.tick_schedule else self.tick_size
         steps = value / tick

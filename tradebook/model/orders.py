@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from functools import cached_property
 from decimal import Decimal
 from enum import StrEnum
 
 from tradebook.errors import OrderError
-from tradebook.model.instruments import Side
+from tradebook.model.instruments import Side, cached_value
 
 
 class OrderType(StrEnum):
@@ -116,6 +115,14 @@ del _status
 
 
 _ZERO = Decimal(0)
+# enum members read on the order path, as module constants: on Python 3.11 ``Side.BUY`` is a
+# descriptor call on the enum class (~60 ns), paid several times per order
+_PENDING_CANCEL = S.PENDING_CANCEL
+_PENDING_REPLACE = S.PENDING_REPLACE
+_FILLED = S.FILLED
+_PARTIALLY_FILLED = S.PARTIALLY_FILLED
+_ACCEPTED = S.ACCEPTED
+_FILLED_EVENT, _REPLACED_EVENT = E.FILLED, E.REPLACED
 # the events whose reason an order keeps (why it was rejected, cancelled or expired)
 _EVENTS_WITH_REASON = frozenset({E.REJECTED, E.CANCELLED, E.EXPIRED, E.CANCEL_REJECTED, E.REPLACE_REJECTED})
 
@@ -126,6 +133,11 @@ class IllegalTransitionError(OrderError):
 
 def next_status(status: OrderStatus, event: OrderEventType, *, filled_qty: Decimal, quantity: Decimal) -> OrderStatus:
     """The status after ``event``; ``filled_qty`` is the cumulative fill *after* the event."""
+    return _next_status(status, event, filled_qty, quantity)
+
+
+def _next_status(status: OrderStatus, event: OrderEventType, filled_qty: Decimal, quantity: Decimal) -> OrderStatus:
+    # next_status with positional arguments: Order.apply calls it three times per order
     if status.__class__ is not OrderStatus or event.__class__ is not OrderEventType:  # the hot path has members
         status, event = OrderStatus(status), OrderEventType(event)
     target = TRANSITIONS.get((status, event))
@@ -135,11 +147,11 @@ def next_status(status: OrderStatus, event: OrderEventType, *, filled_qty: Decim
     if filled_qty > quantity:
         raise IllegalTransitionError(f"fills of {filled_qty} exceed the order quantity {quantity}")
     if target == _FILL:
-        if status in (S.PENDING_CANCEL, S.PENDING_REPLACE):
-            return S.FILLED if filled_qty == quantity else status
-        return S.FILLED if filled_qty == quantity else S.PARTIALLY_FILLED
+        if status is _PENDING_CANCEL or status is _PENDING_REPLACE:
+            return _FILLED if filled_qty == quantity else status
+        return _FILLED if filled_qty == quantity else _PARTIALLY_FILLED
     if target == _WORKING:
-        return S.PARTIALLY_FILLED if filled_qty > 0 else S.ACCEPTED
+        return _PARTIALLY_FILLED if filled_qty > 0 else _ACCEPTED
     return target if target.__class__ is OrderStatus else OrderStatus(target)
 
 
@@ -180,8 +192,9 @@ def client_order_id_for(intent_id: str) -> str:
 
 # OrderIntent, Fill and OrderEvent are built several times per order on the hot path. A frozen
 # dataclass's generated __init__ sets each field with its own object.__setattr__ call (~2 us for
-# an intent's 15 fields); theirs below fill __dict__ in one update, with the same parameters,
-# order and defaults as the fields (tests/model/test_orders.py holds them to it).
+# an intent's 15 fields); theirs below store straight into __dict__ (item assignment: cheaper
+# than one update(**kwargs), which builds a dict to copy), with the same parameters, order and
+# defaults as the fields (tests/model/test_orders.py holds them to it).
 @dataclass(frozen=True, init=False)
 class OrderIntent:
     """An order the path has decided to send, before risk has passed it: conformed and durable first."""
@@ -206,13 +219,24 @@ class OrderIntent:
                  quantity: Decimal, order_type: OrderType, time_in_force: TimeInForce, ts_ns: int,
                  limit_price: Decimal | None = None, stop_price: Decimal | None = None, parent_id: str | None = None,
                  reduce_only: bool = False, stop_loss: Decimal | None = None, reason: str = "") -> None:
-        self.__dict__.update(intent_id=intent_id, strategy_id=strategy_id, account_id=account_id,
-                             instrument_id=instrument_id, side=side, quantity=quantity, order_type=order_type,
-                             time_in_force=time_in_force, ts_ns=ts_ns, limit_price=limit_price,
-                             stop_price=stop_price, parent_id=parent_id, reduce_only=reduce_only,
-                             stop_loss=stop_loss, reason=reason)
+        state = self.__dict__
+        state["intent_id"] = intent_id
+        state["strategy_id"] = strategy_id
+        state["account_id"] = account_id
+        state["instrument_id"] = instrument_id
+        state["side"] = side
+        state["quantity"] = quantity
+        state["order_type"] = order_type
+        state["time_in_force"] = time_in_force
+        state["ts_ns"] = ts_ns
+        state["limit_price"] = limit_price
+        state["stop_price"] = stop_price
+        state["parent_id"] = parent_id
+        state["reduce_only"] = reduce_only
+        state["stop_loss"] = stop_loss
+        state["reason"] = reason
 
-    @cached_property
+    @cached_value
     def client_order_id(self) -> str:
         # hashed once per intent: the id derives from intent_id alone, and an intent is frozen
         return client_order_id_for(self.intent_id)
@@ -235,9 +259,17 @@ class Fill:
 
     def __init__(self, fill_id: str, client_order_id: str, instrument_id: str, side: Side, quantity: Decimal,
                  price: Decimal, fee: Decimal, liquidity: str, ts_event_ns: int, ts_init_ns: int) -> None:
-        self.__dict__.update(fill_id=fill_id, client_order_id=client_order_id, instrument_id=instrument_id,
-                             side=side, quantity=quantity, price=price, fee=fee, liquidity=liquidity,
-                             ts_event_ns=ts_event_ns, ts_init_ns=ts_init_ns)
+        state = self.__dict__
+        state["fill_id"] = fill_id
+        state["client_order_id"] = client_order_id
+        state["instrument_id"] = instrument_id
+        state["side"] = side
+        state["quantity"] = quantity
+        state["price"] = price
+        state["fee"] = fee
+        state["liquidity"] = liquidity
+        state["ts_event_ns"] = ts_event_ns
+        state["ts_init_ns"] = ts_init_ns
 
 
 @dataclass(frozen=True, init=False)
@@ -259,9 +291,17 @@ class OrderEvent:
                  venue_order_id: str | None = None, fill: Fill | None = None, reason: str = "",
                  quantity: Decimal | None = None, limit_price: Decimal | None = None,
                  stop_price: Decimal | None = None) -> None:
-        self.__dict__.update(client_order_id=client_order_id, event_type=event_type, ts_event_ns=ts_event_ns,
-                             ts_init_ns=ts_init_ns, venue_order_id=venue_order_id, fill=fill, reason=reason,
-                             quantity=quantity, limit_price=limit_price, stop_price=stop_price)
+        state = self.__dict__
+        state["client_order_id"] = client_order_id
+        state["event_type"] = event_type
+        state["ts_event_ns"] = ts_event_ns
+        state["ts_init_ns"] = ts_init_ns
+        state["venue_order_id"] = venue_order_id
+        state["fill"] = fill
+        state["reason"] = reason
+        state["quantity"] = quantity
+        state["limit_price"] = limit_price
+        state["stop_price"] = stop_price
 
 
 @dataclass(frozen=True)
@@ -281,7 +321,7 @@ class Order:
     reason: str = ""  # why it was rejected, cancelled or expired
     fill_ids: frozenset[str] = field(default_factory=frozenset)
 
-    @cached_property
+    @cached_value
     def client_order_id(self) -> str:
         # the intent's (cached there too); apply() carries it to the next state with the rest of __dict__
         return self.intent.client_order_id
@@ -308,13 +348,15 @@ class Order:
         if event.client_order_id != client_order_id:
             raise OrderError(f"event for {event.client_order_id} applied to order {client_order_id}")
         kind = event.event_type
+        if kind.__class__ is not OrderEventType:  # a plain string: the member, or ValueError as before
+            kind = OrderEventType(kind)
         filled = self.filled_qty
         # a shallow copy, then the changes: what dataclasses.replace returns, without re-running
         # __init__ over every field (3 applies per order on the hot path)
         updated = object.__new__(Order)
         state = updated.__dict__
         state.update(self.__dict__)
-        if kind == OrderEventType.FILLED:
+        if kind is _FILLED_EVENT:
             fill = event.fill
             if fill is None:
                 raise OrderError(f"{client_order_id}: a filled event without its fill")
@@ -329,14 +371,14 @@ class Order:
             state["fees"] = self.fees + fill.fee
             state["fill_ids"] = self.fill_ids | {fill.fill_id}
         total = self.quantity if self.quantity is not None else self.intent.quantity
-        if kind == OrderEventType.REPLACED:
+        if kind is _REPLACED_EVENT:
             total = event.quantity if event.quantity is not None else total
             state["quantity"] = total
             if event.limit_price is not None:
                 state["limit_price"] = event.limit_price
             if event.stop_price is not None:
                 state["stop_price"] = event.stop_price
-        state["status"] = next_status(self.status, kind, filled_qty=filled, quantity=total)
+        state["status"] = _next_status(self.status, kind, filled, total)
         if event.ts_event_ns > self.last_ts_ns:
             state["last_ts_ns"] = event.ts_event_ns
         if event.venue_order_id:
