@@ -302,6 +302,7 @@ class Session:
         self._decided: set[tuple[str, str]] = set()
         self.alerts: list[Alert] = []
         self._quotes: dict[str, tuple[int, float, float, float, float]] = {}
+        self._snapshots: dict[str, tuple[tuple, QuoteSnapshot]] = {}  # the last quote priced, per instrument
         self._mids: dict[str, deque[float]] = {}
         self._scheduled: list[_Scheduled] = []
         self._children: dict[str, _Child] = {}
@@ -717,8 +718,11 @@ class Session:
             raise DataError(f"{STALE_OR_CROSSED}: the last {instrument_id} quote is {(self._now - ts) / _NS:.3f} s "
                             f"old at {ns_to_iso(self._now)}; expected at most risk.max_quote_age_ms "
                             f"{self.config.risk.max_quote_age_ms} ms")
-        return QuoteSnapshot.from_quote(instrument_id, ts, bid, ask, max(bid_sz, 0.0) if np.isfinite(bid_sz) else 0,
-                                        max(ask_sz, 0.0) if np.isfinite(ask_sz) else 0)
+        snapshot = QuoteSnapshot.from_quote(instrument_id, ts, bid, ask,
+                                            max(bid_sz, 0.0) if np.isfinite(bid_sz) else 0,
+                                            max(ask_sz, 0.0) if np.isfinite(ask_sz) else 0)
+        self._snapshots[instrument_id] = (quote, snapshot)  # the risk checks reuse its Decimals
+        return snapshot
 
     def _hours_problem(self, instrument: Instrument) -> str | None:
         extended = self.config.session.extended_hours
@@ -851,20 +855,22 @@ class Session:
         return True
 
     def _net_positions(self) -> dict[str, Decimal]:
-        return {inst: qty for (acct, inst), qty in self.portfolio.net_positions(self.account_id).items()}
+        return self.portfolio.net_positions_by_instrument(self.account_id)
 
     def _risk_context(self, instrument_id: str) -> RiskContext:
         quote = self._quotes.get(instrument_id)
         reference = None
-        if quote is not None and all(np.isfinite(quote[1:3])):
+        cached = self._snapshots.get(instrument_id)
+        if cached is not None and cached[0] is quote:  # the router priced this very quote: same Decimals
+            reference = ReferenceQuote.from_snapshot(cached[1])
+        elif quote is not None and all(np.isfinite(quote[1:3])):
             ts, bid, ask, bid_sz, ask_sz = quote
             reference = ReferenceQuote(Decimal(repr(bid)), Decimal(repr(ask)),
                                        Decimal(repr(bid_sz)) if np.isfinite(bid_sz) and bid_sz > 0 else None,
                                        Decimal(repr(ask_sz)) if np.isfinite(ask_sz) and ask_sz > 0 else None, ts)
-        prices = {i: p for i in self.instruments if (p := self.portfolio.last_price(i)) is not None}
         return RiskContext(now_ns=self._now, equity=self.portfolio.equity, daily_pnl=self._daily_pnl(),
-                           quote=reference, positions=self._net_positions(), prices=prices,
-                           instruments=self.instruments)
+                           quote=reference, positions=self._net_positions(),
+                           prices=self.portfolio.last_prices(self.instruments), instruments=self.instruments)
 
     def _daily_pnl(self) -> Decimal:
         day = self._now // (86_400 * _NS) * 86_400 * _NS
