@@ -303,6 +303,7 @@ class Session:
         self.alerts: list[Alert] = []
         self._quotes: dict[str, tuple[int, float, float, float, float]] = {}
         self._snapshots: dict[str, tuple[tuple, QuoteSnapshot]] = {}  # the last quote priced, per instrument
+        self._staging = False  # during a strategy step on a simulated venue: orders are sent together
         self._mids: dict[str, deque[float]] = {}
         self._scheduled: list[_Scheduled] = []
         self._children: dict[str, _Child] = {}
@@ -660,8 +661,15 @@ class Session:
         if self.strategy is not None:
             view = SessionView(self._now, dict(self._quotes), self._net_positions(), self.portfolio.equity,
                                self.oms.working_count())
-            for signal in self.strategy(batch, view) or ():
-                await self._on_signal(signal, raise_errors=False)
+            # A simulated venue hears a step's orders together, after one durable write of them all:
+            # nothing happens at the venue between the signals of one step of market data.
+            self._staging = not getattr(self.venue, "is_live", False) and hasattr(self.venue, "submit_many")
+            try:
+                for signal in self.strategy(batch, view) or ():
+                    await self._on_signal(signal, raise_errors=False)
+            finally:
+                self._staging = False
+                await self._send_staged()
         # Not fdatasync'd (a kill -9 keeps it): a marker lost to a power failure replays its
         # batch, whose signals are decided once (orders and decisions are deduplicated).
         self._journal.append({"kind": "batch", "end_ns": batch.end_ns}, sync=False)
@@ -924,13 +932,24 @@ class Session:
         if not self.breaker.allow(self._now):  # the half-open trial went to another order meanwhile
             return [self.oms.reject(intent, f"circuit breaker open after repeated venue failures "
                                             f"({self.venue.name})")]
+        if self._staging and self.breaker.state is BreakerState.CLOSED:
+            order = self.oms.stage(intent)  # sent with the step's other orders (_send_staged)
+            self.risk.record_sent(self._now)
+            return [order]
         order = await self.oms.submit(intent)
         self.risk.record_sent(self._now)
+        self._record_venue_outcome(order)
+        return [order]
+
+    async def _send_staged(self) -> None:
+        for order in await self.oms.send_staged():
+            self._record_venue_outcome(order)
+
+    def _record_venue_outcome(self, order: Order) -> None:
         if order.status is OrderStatus.REJECTED and order.reason.startswith("venue error"):
             self.breaker.record_failure(self._now, order.reason)
         else:
             self.breaker.record_success(self._now)
-        return [order]
 
     async def _release_due(self) -> None:
         due = sorted((s for s in self._scheduled if s.release_ts_ns <= self._now),

@@ -739,3 +739,69 @@ async def test_the_store_copy_keeps_every_kind_of_record(tmp_path):
                                  [RECONCILIATION_STRATEGY]).fetchall() == [(D(3),)]
     assert [k for (k,) in rig.rows("SELECT kind FROM alerts ORDER BY journal_position")] == [
         "orphan_event", "position_mismatch", "position_adopted"]
+
+
+class BatchToyVenue(ToyVenue):
+    """A toy venue that also takes a batch of orders in one call."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[list[str]] = []
+        self.fail_batch: Exception | None = None
+
+    async def submit_many(self, intents) -> None:
+        self.batches.append([i.intent_id for i in intents])
+        if self.fail_batch is not None:
+            raise self.fail_batch
+        for intent in intents:
+            await self.submit(intent)
+
+
+@run
+async def test_staged_orders_are_made_durable_together_then_sent_in_one_venue_call(tmp_path):
+    rig = Rig(tmp_path, prices={SPY: D("100.00")})
+    rig.venue = BatchToyVenue(prices={SPY: D("100.00")}, journal_path=tmp_path / "orders.journal", clock=rig.clock)
+    rig.oms.venue = rig.venue
+    await rig.connect()
+    syncs = []
+    commit = rig.journal.append_encoded
+    rig.journal.append_encoded = lambda bodies, sync=None: syncs.append(sync is not False and rig.journal.sync) \
+        or commit(bodies, sync=sync)
+    staged = [rig.oms.stage(intent(n)) for n in (1, 2, 3)]
+    assert [o.status for o in staged] == [S.PENDING] * 3 and rig.venue.received == []
+    assert syncs == [False, False, False]  # written, not yet fdatasync'd: nothing has left
+    assert rig.oms.stage(intent(2)) is staged[1]  # idempotent like submit
+    orders = await rig.oms.send_staged()
+    assert syncs[:4] == [False, False, False, True]  # one durable write for the batch, before the venue hears
+    assert rig.venue.batches == [["sig-1", "sig-2", "sig-3"]] and rig.venue.not_durable_when_sent == []
+    assert [o.status for o in orders] == [S.FILLED] * 3 and rig.portfolio.net_position("acct", SPY) == D(6)
+    assert await rig.oms.send_staged() == []
+    assert journal_kinds(rig.journal.path)[:6] == ["intent", "intent", "intent", "event:submitted",
+                                                   "event:submitted", "event:submitted"]
+
+
+@run
+async def test_staged_but_unsent_orders_are_sent_once_after_a_crash(tmp_path):
+    rig = Rig(tmp_path, prices={SPY: D("100.00")})
+    await rig.connect()
+    rig.oms.stage(intent(1))
+    rig.oms.stage(intent(2))
+    oms = await rig.restart()  # the process died before the batch was sent
+    assert sorted(o.status for o in oms.unresolved()) == [S.PENDING, S.PENDING]
+    await oms.reconcile()
+    assert [i.intent_id for i in rig.venue.received] == ["sig-1", "sig-2"]
+    assert {o.status for o in oms.orders()} == {S.FILLED} and oms.unresolved() == []
+
+
+@run
+async def test_a_failed_batch_rejects_what_the_venue_did_not_answer(tmp_path):
+    rig = Rig(tmp_path, prices={SPY: D("100.00")})
+    rig.venue = BatchToyVenue(prices={SPY: D("100.00")}, clock=rig.clock)
+    rig.oms.venue = rig.venue
+    await rig.connect()
+    rig.venue.fail_batch = ConnectionError("connection reset by peer")
+    rig.oms.stage(intent(1))
+    rig.oms.stage(intent(2))
+    orders = await rig.oms.send_staged()
+    assert [o.status for o in orders] == [S.REJECTED] * 2
+    assert all("venue error: connection reset by peer" in o.reason for o in orders)
