@@ -841,37 +841,38 @@ class OrderManager:
     def _order_json(self, order: Order, created: int) -> bytes:
         """The order's ``orders`` row as one JSON object (Decimals as text), for DuckDB to read.
 
-        What the intent fixes is encoded once per order and kept until the order is done;
+        What the intent fixes is encoded once per working order and kept until it is done;
         only the changing state is encoded at each flush.
         """
         coid = order.client_order_id
-        fixed = self._order_fixed.get(coid)
-        if fixed is None:
-            intent = order.intent
-            tags = {"reduce_only": intent.reduce_only, "why": intent.reason}
-            if intent.stop_loss is not None:
-                tags["stop_loss"] = str(intent.stop_loss)
-            fixed = orjson.dumps({
-                "client_order_id": coid, "intent_id": intent.intent_id, "strategy_id": intent.strategy_id,
-                "account_id": intent.account_id, "mode": self.mode, "venue": self.venue.name,
-                "instrument_id": intent.instrument_id, "side": str(intent.side), "order_type": str(intent.order_type),
-                "time_in_force": str(intent.time_in_force),
-                "parent_order_id": client_order_id_for(intent.parent_id) if intent.parent_id else None,
-                "ts_init": created, "tags": json.dumps(tags, sort_keys=True),
-                "currency": self._instrument(intent.instrument_id).currency})[:-1] + b","
-            if not order.is_done:
-                self._order_fixed[coid] = fixed
-        elif order.is_done:
-            del self._order_fixed[coid]  # its last row: nothing will change it again
         intent = order.intent
-        return fixed + orjson.dumps({
+        state = {
             "quantity": order.total_quantity,
             "limit_price": order.limit_price if order.limit_price is not None else intent.limit_price,
             "stop_price": order.stop_price if order.stop_price is not None else intent.stop_price,
-            "venue_order_id": order.venue_order_id, "status": str(order.status),
+            "venue_order_id": order.venue_order_id, "status": order.status.value,
             "filled_quantity": order.filled_qty, "avg_fill_price": order.avg_price,
-            "ts_last": max(order.last_ts_ns, created), "reason": order.reason, "fees": order.fees},
-            default=_decimal_text)[1:]
+            "ts_last": max(order.last_ts_ns, created), "reason": order.reason, "fees": order.fees}
+        fixed = self._order_fixed.pop(coid, None) if order.is_done else self._order_fixed.get(coid)
+        if fixed is None:
+            if order.is_done:  # its only or last row (most orders of a replay): one encoding
+                return orjson.dumps({**self._order_fixed_columns(order, created), **state}, default=_decimal_text)
+            fixed = self._order_fixed[coid] = orjson.dumps(self._order_fixed_columns(order, created))[:-1] + b","
+        return fixed + orjson.dumps(state, default=_decimal_text)[1:]
+
+    def _order_fixed_columns(self, order: Order, created: int) -> dict[str, Any]:
+        intent = order.intent
+        tags = {"reduce_only": intent.reduce_only, "why": intent.reason}
+        if intent.stop_loss is not None:
+            tags["stop_loss"] = str(intent.stop_loss)
+        return {
+            "client_order_id": order.client_order_id, "intent_id": intent.intent_id,
+            "strategy_id": intent.strategy_id, "account_id": intent.account_id, "mode": self.mode,
+            "venue": self.venue.name, "instrument_id": intent.instrument_id, "side": intent.side.value,
+            "order_type": intent.order_type.value, "time_in_force": intent.time_in_force.value,
+            "parent_order_id": client_order_id_for(intent.parent_id) if intent.parent_id else None,
+            "ts_init": created, "tags": orjson.dumps(tags, option=orjson.OPT_SORT_KEYS).decode(),
+            "currency": self._instrument(intent.instrument_id).currency}
 
     def start(self) -> None:
         """Start the background flush (every ``flush_interval_ms``); idempotent."""
