@@ -304,6 +304,7 @@ class Session:
         self._quotes: dict[str, tuple[int, float, float, float, float]] = {}
         self._snapshots: dict[str, tuple[tuple, QuoteSnapshot]] = {}  # the last quote priced, per instrument
         self._staging = False  # during a strategy step on a simulated venue: orders are sent together
+        self._volatility: dict[str, tuple[tuple, float]] = {}  # per instrument: (mids' state, bps)
         self._mids: dict[str, deque[float]] = {}
         self._scheduled: list[_Scheduled] = []
         self._children: dict[str, _Child] = {}
@@ -754,8 +755,13 @@ class Session:
         mids = self._mids.get(instrument_id)
         if not mids or len(mids) < 3:
             return 0.0
+        cached = self._volatility.get(instrument_id)
+        if cached is not None and cached[0] == (len(mids), mids[-1], self._last_end_ns):
+            return cached[1]  # the mids have not moved since: every signal of a step shares it
         returns = np.diff(np.log(np.asarray(mids)))
-        return float(np.std(returns) * 1e4)
+        volatility = float(np.std(returns) * 1e4)
+        self._volatility[instrument_id] = ((len(mids), mids[-1], self._last_end_ns), volatility)
+        return volatility
 
     def _vwap_schedule(self, instrument_id: str, quantity: Decimal) -> VwapSchedule | None:
         """VWAP for an instrument with a volume profile: longer for larger orders.

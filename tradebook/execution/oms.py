@@ -349,11 +349,20 @@ class OrderManager:
                 return existing
             self._validate_intent(intent)
             created = self.clock()
-            self._append({"kind": "intent", "ts": created, "client_order_id": coid, "intent": _intent_to_dict(intent)})
+            order = Order(intent)
+            rejected = OrderEvent(coid, E.REJECTED, created, created, reason=reason)
+            updated = order.apply(rejected)
+            # one write: an intent journaled without its refusal would be a pending order, sent after a crash
+            self._append_encoded((
+                encode_record({"kind": "intent", "ts": created, "client_order_id": coid,
+                               "intent": _intent_to_dict(intent)}),
+                encode_record({"kind": "event", "event": _event_to_dict(rejected)})))
             self._touched.add(coid)
-            self._set_order(coid, Order(intent))
+            self._set_order(coid, order)
             self._created_ns[coid] = created
-            return self._apply_own(OrderEvent(coid, E.REJECTED, created, created, reason=reason))
+            self._commit(rejected, updated, journal=False, track=True)
+            self._notify(rejected, updated)
+            return updated
 
     async def cancel(self, client_order_id: str) -> Order:
         """Ask the venue to cancel; an order never sent is cancelled here and then."""
