@@ -10,6 +10,7 @@ illegal lifecycle step fails the test.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from decimal import Decimal
 
 import pandas as pd
@@ -617,7 +618,6 @@ def test_order_path_records_are_the_bytes_encode_record_writes(tmp_path):
     """The order, accepted and fill records are formatted without a dict (paper.py's fast path): every
     journal line must be exactly what encode_record writes for the record it decodes to, also for text
     that JSON escapes, and a value the fast path does not take (a float clock) goes the slow way."""
-    import dataclasses
 
     from tradebook.execution.journal import decode_record, encode_record
 
@@ -647,3 +647,57 @@ def test_order_path_records_are_the_bytes_encode_record_writes(tmp_path):
             kinds.add(record["kind"])
             assert body == encode_record(record), record
         assert {"order", "accepted", "fill"} <= kinds
+
+
+def test_submit_many_gives_what_a_loop_of_submits_gives(tmp_path, model, frames):
+    """One call for a burst of orders: the same events, journal records (but the book id), account and
+    fills as submitting them one by one; refused orders among them do not stop the others."""
+    from tradebook.errors import OrderError
+
+    def burst(ts: int) -> list[OrderIntent]:
+        return [intent("m1", "buy", "0.01", ts_ns=ts), intent("l1", "buy", "0.02", "limit", limit="61000.00", ts_ns=ts),
+                intent("m1", "buy", "0.01", ts_ns=ts),  # duplicate client order id: refused
+                intent("s1", "sell", "5", ts_ns=ts),  # more than held: refused
+                intent("t1", "buy", "0.01", "limit", limit="61000.005", ts_ns=ts),  # off the tick: refused
+                intent("x1", "buy", "0.01", ts_ns=ts, instrument="ETHUSDT.BINANCE"),  # no model: refused
+                intent("b1", "buy", "50", ts_ns=ts),  # beyond buying power: refused
+                intent("d1", "buy", "0.01", "limit", limit="60000.00", tif="day", ts_ns=ts),
+                intent("m2", "buy", "0.00100", ts_ns=ts), intent("m3", "buy", "0.001", ts_ns=ts)]
+
+    def session(name: str, many: bool) -> tuple[list[str], list[bytes], tuple]:
+        recorder = Recorder()
+        venue = make_venue(tmp_path / name, model, recorder)
+        feed(venue, frames, 0, 5)
+        for step in range(2):
+            orders = [dataclasses.replace(o, intent_id=f"{o.intent_id}-{step}") for o in burst(venue.now_ns)]
+            orders.append(orders[0])  # a duplicate of this burst's first order, after it
+            if many:
+                run(venue.submit_many(orders))
+            else:
+                for order in orders:
+                    run(venue.submit(order))
+            feed(venue, frames, 5 + step * 5, 10 + step * 5)
+        state = (run(venue.account()), run(venue.positions()), run(venue.open_orders()), run(venue.fills()))
+        run(venue.close())
+        book = venue.book_id
+        events = [repr(e).replace(book, "<book>") for e in recorder.events]
+        records = [line.split(b" ", 1)[1].replace(book.encode(), b"<book>")
+                   for line in (tmp_path / name / JOURNAL_NAME).read_bytes().rstrip(b"\0").splitlines()]
+        return events, records, repr(state).replace(book, "<book>")
+
+    one_by_one, together = session("loop", many=False), session("many", many=True)
+    assert together == one_by_one
+    events = one_by_one[0]
+    assert sum("REJECTED" in e for e in events) == 12 and sum("FILLED" in e for e in events) >= 6
+    assert sum(b'"kind":"order"' in r for r in one_by_one[1]) == 10  # five of each burst taken
+
+    # bad input raises as submit does: what came before it was taken, what comes after it is not sent
+    recorder = Recorder()
+    venue = make_venue(tmp_path / "bad", model, recorder)
+    feed(venue, frames, 0, 5)
+    first, last = intent("ok1", "buy", "0.01", ts_ns=venue.now_ns), intent("ok2", "buy", "0.01", ts_ns=venue.now_ns)
+    with pytest.raises(OrderError, match="submit takes an OrderIntent"):
+        run(venue.submit_many([first, "not an intent", last]))
+    assert run(venue.order_status(first.client_order_id)) is not None
+    assert run(venue.order_status(last.client_order_id)) is None
+    run(venue.submit_many([]))  # nothing to do

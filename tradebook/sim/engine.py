@@ -253,6 +253,8 @@ class SimEngine:
         lat = model.latency
         self._ack_median, self._fill_median, self._sigma = int(lat.submit_to_ack_median_ns), \
             int(lat.ack_to_fill_median_ns), float(lat.sigma)
+        # without spread every draw is the median (what request_latency_ns gives then): no call per request
+        self._fixed_latency = self._sigma <= 0.0
 
         self._orders: list[EngineOrder] = []
         self._n_requests = 0
@@ -287,7 +289,8 @@ class SimEngine:
         k = self._n_requests
         self._n_requests += 1
         self._last_request_ts = ts
-        arrival = ts + request_latency_ns(self.seed, k, 0, self._ack_median, self._sigma)
+        arrival = ts + (self._ack_median if self._fixed_latency else
+                        request_latency_ns(self.seed, k, 0, self._ack_median, self._sigma))
         heapq.heappush(self._pending, (arrival, k, action, oid, quantity, limit))
         self.last_arrival_ns = arrival
         return k
@@ -298,12 +301,24 @@ class SimEngine:
             raise OrderError(f"order is a {type(order).__name__}; expected an OrderSpec from make_order()")
         if order.instrument_id != self._instrument_id:
             raise OrderError(f"order is for {order.instrument_id}; this engine fills {self.instrument.instrument_id}")
-        ts = self._request_time(ts_ns)
+        # _request_time, inlined for the paper venue's case (an int at or after earlier requests and data)
+        if ts_ns.__class__ is int and ts_ns >= self._last_request_ts and ts_ns >= self._clock:
+            ts = ts_ns
+        else:
+            ts = self._request_time(ts_ns)  # converts, or raises saying why
         oid = len(self._orders)
         k = self._n_requests
-        report = request_latency_ns(self.seed, k, 1, self._fill_median, self._sigma)
+        if self._fixed_latency:
+            report, arrival = self._fill_median, ts + self._ack_median
+        else:
+            report = request_latency_ns(self.seed, k, 1, self._fill_median, self._sigma)
+            arrival = ts + request_latency_ns(self.seed, k, 0, self._ack_median, self._sigma)
         self._orders.append(EngineOrder(oid, k, order, ts, report))
-        self._enqueue(ts, "submit", oid)
+        # _enqueue, inlined
+        self._n_requests = k + 1
+        self._last_request_ts = ts
+        heapq.heappush(self._pending, (arrival, k, "submit", oid, math.nan, math.nan))
+        self.last_arrival_ns = arrival
         return oid
 
     def _known(self, order_id: int) -> EngineOrder:

@@ -138,9 +138,9 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, ROUND_HALF_EVEN, Context, Decimal, getcontext
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, ROUND_HALF_EVEN, Context, Decimal, Rounded, getcontext
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any
@@ -183,7 +183,8 @@ PAR_CURRENCIES: dict[str, frozenset[str]] = {"USD": frozenset({"USD", "USDT", "U
 _MARGINED = (AssetClass.FUTURE, AssetClass.FX_SPOT)
 _BPS = Decimal(10_000)
 _ZERO = Decimal(0)
-_CONFORMED_CACHE_SIZE = 1024  # order shapes remembered per instrument
+_SHAPE_CACHE_SIZE = 1024  # order shapes remembered per instrument
+_TEXT_CACHE_SIZE = 4096  # strategy ids remembered as JSON text
 _FILL_MEMO_SIZE = 4096  # fill sizes and prices remembered per instrument, each
 # Exact arithmetic for the running sums of what working orders hold (never rounds: see PaperVenue._hold).
 _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
@@ -197,9 +198,12 @@ except ImportError:  # pragma: no cover - orjson comes with ccxt; the records th
 # Decimals as {"$d":"<str>"} (str of a Decimal never needs escaping), ints within what orjson writes
 # (64 bits) with %d, text through orjson itself. A value of any other kind sends the record the slow way.
 _JSON_INT_MIN, _JSON_INT_MAX = -(1 << 63), (1 << 64) - 1
-_ORDER_RECORD = ('{"kind":"order","ts":%d,"client_order_id":%s,"venue_order_id":%s,"instrument_id":%s,"side":%s,'
-                 '"order_type":%s,"time_in_force":%s,"quantity":%s,"limit_price":%s,"stop_price":%s,"expire_ts_ns":%d,'
-                 '"reference_price":%s,"reduce_only":%s,"intent_id":%s,"strategy_id":%s}')
+# The order record in two parts: what every order of one shape (_Shape) writes alike, formatted once, and the rest;
+# built as bytes (orjson's output goes in as it is, and the record needs no encoding).
+_ORDER_RECORD = (b'{"kind":"order","ts":%d,"client_order_id":%b,"venue_order_id":%b-%d","instrument_id":%b,%b,'
+                 b'"reference_price":%b,"reduce_only":%b,"intent_id":%b,"strategy_id":%b}')
+_ORDER_SHAPE_TERMS = ('"side":%s,"order_type":%s,"time_in_force":%s,"quantity":%s,"limit_price":%s,"stop_price":%s,'
+                      '"expire_ts_ns":%d')
 _ACCEPTED_RECORD = '{"kind":"accepted","ts":%d,"client_order_id":%s}'
 _FILL_RECORD = ('{"kind":"fill","ts":%d,"client_order_id":%s,"fill_id":%s,"quantity":{"$d":"%s"},"price":{"$d":"%s"},'
                 '"fee":{"$d":"%s"},"liquidity":"%s","ts_init_ns":%d,"cash":{"$d":"%s"},"position":{"$d":"%s"}}')
@@ -271,6 +275,29 @@ class _VenueOrder:
             limit_price=self.limit_price, stop_price=self.stop_price)
 
 
+class _Shape:
+    """One order shape of an instrument, conformed (PaperVenue._order_shape): what its orders share.
+
+    ``spec``: the engine's order; ``quantity``, ``limit``, ``stop``: the conformed Decimals (None
+    where not given); ``record_terms``: their part of the 'order' journal record, formatted once
+    (None when a value is not one the fast path writes: those records go through encode_record).
+    """
+
+    __slots__ = ("spec", "quantity", "limit", "stop", "record_terms")
+
+    def __init__(self, spec: OrderSpec, quantity: Decimal, limit: Decimal | None, stop: Decimal | None,
+                 side: Side, order_type: OrderType, tif: TimeInForce) -> None:
+        self.spec, self.quantity, self.limit, self.stop = spec, quantity, limit, stop
+        expire = int(spec.expire_ts_ns)
+        self.record_terms = None
+        if _json_dumps is not None and _JSON_INT_MIN <= expire <= _JSON_INT_MAX \
+                and quantity.__class__ is Decimal and (limit is None or limit.__class__ is Decimal) \
+                and (stop is None or stop.__class__ is Decimal):
+            self.record_terms = (_ORDER_SHAPE_TERMS % (
+                _ENUM_JSON[side], _ENUM_JSON[order_type], _ENUM_JSON[tif], _decimal_json(quantity),
+                _decimal_json(limit), _decimal_json(stop), expire)).encode()
+
+
 @dataclass(slots=True)
 class _Slot:
     """One instrument's engine and the venue's bookkeeping of its requests and working orders."""
@@ -296,7 +323,10 @@ class _Slot:
     reserved: Decimal = _ZERO  # spot: notional + taker fee of working buys; margined: taker fees of priced orders
     unpriced: dict[str, _VenueOrder] = field(default_factory=dict)  # margined, no reference: fee at today's price
     negative_terms: int = 0  # held values below zero (negative prices or fee rates): the sums prove nothing then
-    conformed: dict[tuple, tuple] = field(default_factory=dict)  # order shape -> PaperVenue._conformed's answer
+    shapes: dict[tuple, _Shape] = field(default_factory=dict)  # what PaperVenue._order_shape made of each shape
+    instrument_json: bytes = b""  # the instrument id as JSON text (the 'order' record)
+    # the (reference price, quantity) objects of the last market order whose minimum notional was checked and met
+    notional_met: tuple[Decimal | None, Decimal | None] = (None, None)
     # every order with a replace pending (and some answered since): _settle_replaces skips the scan without one
     replacing: dict[str, _VenueOrder] = field(default_factory=dict)
     fill_quantities: dict[float, Decimal] = field(default_factory=dict)  # engine fill size -> lots, as a Decimal
@@ -304,6 +334,23 @@ class _Slot:
 
 
 _ENUM_JSON = {member: f'"{member.value}"' for enum in (Side, OrderType, TimeInForce) for member in enum}
+
+
+def _json_text(text: str) -> bytes:
+    """``text`` as orjson writes it. Plain printable ASCII without quotes or backslashes, which JSON writes
+    as it is, is quoted here: orjson starts every call with a buffer of 1 kB from malloc, and on a heap
+    that keeps growing (an order manager's pending records) those come from fresh pages: page faults
+    that cost more than the whole record (about 2 per order in the replay bench)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return b'"%b"' % text.encode()
+    return _json_dumps(text)
+
+
+def _json_str(text: str) -> str:
+    """:func:`_json_text` as text."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return '"%s"' % text
+    return _json_dumps(text).decode()
 
 
 def _decimal_json(value: Decimal | None) -> str:
@@ -330,9 +377,23 @@ def _remember(memo: dict[float, Decimal], raw: float, value: Decimal) -> None:
     memo[raw] = value
 
 
+_DIGIT_TESTS: dict[int, Context] = {}  # precision -> a context that traps any rounding (see _exact_enough)
+
+
 def _exact_enough(value: Decimal, prec: int) -> bool:
-    """Whether ``value``, written with its own exponent, has at most ``prec`` digits (see _surely_acceptable)."""
-    return len(value.as_tuple().digits) <= prec
+    """Whether ``value``, written with its own exponent, has at most ``prec`` digits (see _surely_acceptable).
+
+    Asked of the context: taking ``value`` to ``prec`` digits signals Rounded exactly when its
+    coefficient has more (even if the digits cut are zeros); cheaper than counting its digits.
+    """
+    test = _DIGIT_TESTS.get(prec)
+    if test is None:
+        test = _DIGIT_TESTS[prec] = Context(prec=prec, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[Rounded])
+    try:
+        test.plus(value)
+    except Rounded:
+        return False
+    return True
 
 
 def stored_models(store: Any, calibrations: Iterable[str] | str) -> tuple[dict[str, FillModel], dict[str, Instrument]]:
@@ -424,6 +485,9 @@ class PaperVenue(VenuePort):
         self._touch: dict[str, tuple[Decimal, Decimal]] = {}  # last valid (bid, ask)
         self._now_ns: int | None = None
         self._next_order_number = 1
+        self._text_json: dict[str, bytes] = {}  # strategy ids as JSON text (the 'order' record)
+        # no margined instrument: no unrealised P&L to add to buying power (not even a loop over the positions)
+        self._any_margined = any(slot.margined for slot in self._slots.values())
 
         self.state_dir = Path(state_dir)
         self._journal = Journal(self.state_dir / JOURNAL_NAME, sync=sync)
@@ -438,6 +502,8 @@ class PaperVenue(VenuePort):
                          "starting_cash": cash, "ts": 0, "book_id": self.book_id})
             self._write_out()
         self._order_id_prefix = self.order_id_prefix  # the book id is known now; once per order otherwise
+        # the venue order ids as JSON text, but their closing quote: '"<prefix>' ('-<number>"' follows)
+        self._order_id_json = _json_dumps(self._order_id_prefix)[:-1] if _json_dumps is not None else b""
         self._restore_working_orders()
 
     @property
@@ -467,7 +533,9 @@ class PaperVenue(VenuePort):
         slot = _Slot(instrument=instrument, model=model, margined=instrument.asset_class in _MARGINED,
                      fee_rates=(_dec(fees.maker_bps), _dec(fees.taker_bps), _dec(fees.per_unit)),
                      lot_dust=LOT_DUST * float(instrument.lot_size),
-                     ack_median_ns=int(latency.submit_to_ack_median_ns), latency_sigma=float(latency.sigma))
+                     ack_median_ns=int(latency.submit_to_ack_median_ns), latency_sigma=float(latency.sigma),
+                     instrument_json=_json_dumps(instrument_id)
+                     if _json_dumps is not None and instrument_id.__class__ is str else b"")
         slot.engine = SimEngine(model, instrument, seed=self.seed, feed_has_trades=has_trades,
                                 on_fill_state=partial(self._on_engine_fill, slot),
                                 on_status_state=partial(self._on_engine_status, slot))
@@ -513,6 +581,26 @@ class PaperVenue(VenuePort):
                     self._deliver()
                 else:
                     self._write_out()  # what _deliver does when there is nothing to deliver (an accepted order)
+
+    async def submit_many(self, intents: Sequence[OrderIntent]) -> None:
+        """:meth:`submit` of each intent in order, under one lock: the same events, journal records and
+        refusals (a refused order does not stop the others), with the records written in one write
+        and the events delivered together at the end.
+
+        Bad input raises as :meth:`submit` does, after the intents before it were taken and their
+        events delivered; the intents after it are not sent (as a loop of submits would stop there).
+        """
+        with self._lock:
+            if self._closed or self._handler is None:
+                self._check_connected()  # raises, saying which
+            try:
+                for intent in intents:
+                    self._submit(intent)
+            finally:
+                if self._outbox or self._delivering:
+                    self._deliver()
+                else:
+                    self._write_out()  # what _deliver does when there is nothing to deliver (accepted orders)
 
     async def cancel(self, client_order_id: str) -> None:
         with self._lock:
@@ -681,7 +769,7 @@ class PaperVenue(VenuePort):
                                        venue_order_id=venue_order_id, reason=reason))
 
     def _submit(self, intent: OrderIntent) -> None:
-        if not isinstance(intent, OrderIntent):
+        if intent.__class__ is not OrderIntent and not isinstance(intent, OrderIntent):
             raise OrderError(f"submit takes an OrderIntent, got a {type(intent).__name__}")
         coid = intent.client_order_id
         base_ts = self._now_ns if self._now_ns is not None else int(intent.ts_ns)
@@ -689,12 +777,15 @@ class PaperVenue(VenuePort):
             self._reject(coid, base_ts, f"duplicate client order id {coid}: this venue already received it "
                                         f"(venue order {self._orders[coid].venue_order_id}); not traded twice")
             return
-        slot = self._slots.get(intent.instrument_id)
+        instrument_id = intent.instrument_id
+        slot = self._slots.get(instrument_id)
         if slot is None:
-            self._reject(coid, base_ts, f"no fill model for instrument {intent.instrument_id!r} at this paper "
+            self._reject(coid, base_ts, f"no fill model for instrument {instrument_id!r} at this paper "
                                         f"venue; configured: {sorted(self._slots)}")
             return
-        ts, k = self._request_ts(slot, base_ts)
+        # _request_ts without an order, inlined: never before earlier requests
+        ts = base_ts if base_ts > slot.last_request_ns else slot.last_request_ns
+        k = slot.n_requests
         try:
             # enum members as they are (what the conversions return for them), anything else converted
             side = intent.side if intent.side.__class__ is Side else Side(str(intent.side).lower())
@@ -702,27 +793,33 @@ class PaperVenue(VenuePort):
                 OrderType(intent.order_type)
             tif = intent.time_in_force if intent.time_in_force.__class__ is TimeInForce else \
                 TimeInForce(intent.time_in_force)
-            spec, quantity, limit, stop = self._conformed(slot, intent, side, order_type, tif, ts)
+            shape = self._order_shape(slot, intent, side, order_type, tif, ts)
         except (OrderError, ConformanceError, ValueError) as exc:
             self._reject(coid, ts, f"{type(exc).__name__}: {exc}")
             return
-        touch = self._touch.get(intent.instrument_id)
+        quantity, limit, stop = shape.quantity, shape.limit, shape.stop
         reference = limit if limit is not None else stop
-        if reference is None and touch is not None:
-            reference = touch[1] if side is Side.BUY else touch[0]
+        if reference is None:
+            touch = self._touch.get(instrument_id)
+            if touch is not None:
+                reference = touch[1] if side is Side.BUY else touch[0]
         if order_type is OrderType.MARKET and reference is not None:
-            try:
-                slot.instrument.check_notional(reference, quantity)
-            except ConformanceError as exc:
-                self._reject(coid, ts, f"ConformanceError: {exc} (market order valued at {reference})")
-                return
-        venue_order_id = f"{self._order_id_prefix}-{self._next_order_number}"
-        order = _VenueOrder(
-            client_order_id=coid, venue_order_id=venue_order_id,
-            instrument_id=intent.instrument_id, side=side, order_type=order_type, time_in_force=tif,
-            quantity=quantity, limit_price=limit, stop_price=stop,
-            expire_ts_ns=int(spec.expire_ts_ns), reference_price=reference, received_ts_ns=ts,
-            reduce_only=bool(intent.reduce_only))
+            met = slot.notional_met
+            # the check depends on the two values alone: the same objects as the last order that met it pass
+            if reference is not met[0] or quantity is not met[1]:
+                try:
+                    slot.instrument.check_notional(reference, quantity)
+                except ConformanceError as exc:
+                    self._reject(coid, ts, f"ConformanceError: {exc} (market order valued at {reference})")
+                    return
+                slot.notional_met = (reference, quantity)
+        number = self._next_order_number
+        # positional, in field order (keywords cost more than the rest of the construction):
+        # client_order_id, venue_order_id, instrument_id, side, order_type, time_in_force, quantity,
+        # limit_price, stop_price, expire_ts_ns, reference_price, received_ts_ns, reduce_only
+        order = _VenueOrder(coid, f"{self._order_id_prefix}-{number}", instrument_id, side, order_type, tif,
+                            quantity, limit, stop, int(shape.spec.expire_ts_ns), reference, ts,
+                            bool(intent.reduce_only))
         # the running sums prove most orders acceptable (a spot buy's terms come back, held below as they are)
         proof = self._surely_acceptable(order, slot)
         if proof is False:
@@ -730,75 +827,79 @@ class PaperVenue(VenuePort):
             if refusal:
                 self._reject(coid, ts, refusal)
                 return
-        self._write_order(order, intent)
-        self._next_order_number += 1
+        self._write_order(order, intent, shape, slot, number)
+        self._next_order_number = number + 1
         self._orders[coid] = order
         self._working[coid] = order
         self._hold(order, slot, proof if proof.__class__ is tuple else None)
-        # _send and _count_request, inlined: the engine draws the same latency for request k as the venue would
-        oid = slot.engine.submit(spec, ts)
+        # _send and _count_request, inlined: the engine draws the same latency for request k as the venue would;
+        # a new order has filled nothing, so its engine offset stays zero
+        oid = slot.engine.submit(shape.spec, ts)
         slot.n_requests = k + 1
         slot.last_request_ns = ts
         order.last_arrival_ns = max(order.last_arrival_ns, slot.engine.last_arrival_ns)
         order.engine_id = oid
-        order.engine_offset = order.filled_qty
         slot.orders[oid] = order
 
-    def _write_order(self, order: _VenueOrder, intent: OrderIntent) -> None:
-        """Journal the venue's receipt of ``order`` (the 'order' record)."""
-        ts, coid, venue_order_id, instrument_id = order.received_ts_ns, order.client_order_id, \
-            order.venue_order_id, order.instrument_id
-        quantity, limit, stop, reference = order.quantity, order.limit_price, order.stop_price, order.reference_price
+    def _write_order(self, order: _VenueOrder, intent: OrderIntent, shape: _Shape, slot: _Slot,
+                     number: int) -> None:
+        """Journal the venue's receipt of ``order`` (the 'order' record); ``number``: its venue order number."""
+        ts, coid, instrument_id = order.received_ts_ns, order.client_order_id, order.instrument_id
+        reference = order.reference_price
         intent_id, strategy_id = intent.intent_id, intent.strategy_id
-        if _json_dumps is not None and _JSON_INT_MIN <= ts <= _JSON_INT_MAX \
-                and _JSON_INT_MIN <= order.expire_ts_ns <= _JSON_INT_MAX and coid.__class__ is str \
-                and instrument_id.__class__ is str and intent_id.__class__ is str and strategy_id.__class__ is str \
-                and quantity.__class__ is Decimal and (limit is None or limit.__class__ is Decimal) \
-                and (stop is None or stop.__class__ is Decimal) \
-                and (reference is None or reference.__class__ is Decimal):
+        terms = shape.record_terms
+        if terms is not None and _JSON_INT_MIN <= ts <= _JSON_INT_MAX and coid.__class__ is str \
+                and instrument_id.__class__ is str and slot.instrument_json and intent_id.__class__ is str \
+                and strategy_id.__class__ is str and (reference is None or reference.__class__ is Decimal):
             self._check_writable()
-            self._unwritten.append((_ORDER_RECORD % (
-                ts, _json_dumps(coid).decode(), _json_dumps(venue_order_id).decode(),
-                _json_dumps(instrument_id).decode(), _ENUM_JSON[order.side], _ENUM_JSON[order.order_type],
-                _ENUM_JSON[order.time_in_force], _decimal_json(quantity), _decimal_json(limit),
-                _decimal_json(stop), order.expire_ts_ns, _decimal_json(reference),
-                "true" if order.reduce_only else "false", _json_dumps(intent_id).decode(),
-                _json_dumps(strategy_id).decode())).encode())
+            strategy_json = self._text_json.get(strategy_id)
+            if strategy_json is None:
+                if len(self._text_json) >= _TEXT_CACHE_SIZE:
+                    self._text_json.clear()
+                strategy_json = self._text_json[strategy_id] = _json_dumps(strategy_id)
+            self._unwritten.append(_ORDER_RECORD % (
+                ts, _json_text(coid), self._order_id_json, number, slot.instrument_json, terms,
+                b"null" if reference is None else ('{"$d":"%s"}' % reference).encode(),
+                b"true" if order.reduce_only else b"false", _json_text(intent_id), strategy_json))
             self._uncommitted = True
             return
-        self._write({"kind": "order", "ts": ts, "client_order_id": coid, "venue_order_id": venue_order_id,
+        self._write({"kind": "order", "ts": ts, "client_order_id": coid, "venue_order_id": order.venue_order_id,
                      "instrument_id": instrument_id, "side": order.side.value, "order_type": order.order_type.value,
-                     "time_in_force": order.time_in_force.value, "quantity": quantity, "limit_price": limit,
-                     "stop_price": stop, "expire_ts_ns": order.expire_ts_ns, "reference_price": reference,
+                     "time_in_force": order.time_in_force.value, "quantity": order.quantity,
+                     "limit_price": order.limit_price, "stop_price": order.stop_price,
+                     "expire_ts_ns": order.expire_ts_ns, "reference_price": reference,
                      "reduce_only": order.reduce_only, "intent_id": intent_id, "strategy_id": strategy_id})
 
     @staticmethod
-    def _conformed(slot: _Slot, intent: OrderIntent, side: Side, order_type: OrderType, tif: TimeInForce,
-                   ts: int) -> tuple[OrderSpec, Decimal, Decimal | None, Decimal | None]:
-        """The engine's order and the conformed quantity, limit and stop (None where not given) of ``intent``.
+    def _order_shape(slot: _Slot, intent: OrderIntent, side: Side, order_type: OrderType, tif: TimeInForce,
+                     ts: int) -> _Shape:
+        """The engine's order and the conformed quantity, limit and stop of ``intent`` (:class:`_Shape`).
 
         Checked once for the engine and the books (:func:`~tradebook.sim.orders.conformed_order`).
         Orders of a shape seen before come from the slot's cache, as in
         :func:`~tradebook.sim.orders.order_maker`: for Decimal amounts the result depends on their
         values alone, and on nothing else but the instrument, except a DAY order's expiry
         (never cached). Refused shapes are never cached: they are checked, and refused, every time.
+        The amounts are keyed by their text (one value may be written several ways: each gets its
+        entry, with the same answer), which is cheaper than hashing a new Decimal.
         """
         quantity, limit, stop = intent.quantity, intent.limit_price, intent.stop_price
         key = None
         if tif is not TimeInForce.DAY and quantity.__class__ is Decimal and quantity.is_finite() \
                 and (limit is None or (limit.__class__ is Decimal and limit.is_finite())) \
                 and (stop is None or (stop.__class__ is Decimal and stop.is_finite())):
-            key = (side, quantity, order_type, tif, limit, stop)
-            cached = slot.conformed.get(key)
+            key = (side, str(quantity), order_type, tif, None if limit is None else str(limit),
+                   None if stop is None else str(stop))
+            cached = slot.shapes.get(key)
             if cached is not None:
                 return cached
-        result = conformed_order(slot.instrument, side, quantity, order_type.value, limit_px=limit, stop_px=stop,
-                                 tif=tif.value, ts_ns=ts)
+        shape = _Shape(*conformed_order(slot.instrument, side, quantity, order_type.value, limit_px=limit,
+                                        stop_px=stop, tif=tif.value, ts_ns=ts), side, order_type, tif)
         if key is not None:
-            if len(slot.conformed) >= _CONFORMED_CACHE_SIZE:
-                slot.conformed.clear()  # sized orders rarely repeat: keep the cache small rather than clever
-            slot.conformed[key] = result
-        return result
+            if len(slot.shapes) >= _SHAPE_CACHE_SIZE:
+                slot.shapes.clear()  # sized orders rarely repeat: keep the cache small rather than clever
+            slot.shapes[key] = shape
+        return shape
 
     def _send(self, slot: _Slot, order: _VenueOrder, spec: OrderSpec, ts: int, k: int) -> None:
         oid = slot.engine.submit(spec, ts)
@@ -1136,6 +1237,8 @@ class PaperVenue(VenuePort):
 
     def _unrealised_margined(self) -> Decimal:
         total = _ZERO
+        if not self._any_margined:
+            return total  # what the loop below sums when no position can be margined
         for instrument_id, position in self._positions.items():
             instrument = self._slots[instrument_id].instrument
             if position == 0 or instrument.asset_class not in _MARGINED:
@@ -1193,7 +1296,7 @@ class PaperVenue(VenuePort):
         if _json_dumps is not None and _JSON_INT_MIN <= ts <= _JSON_INT_MAX and ts_init.__class__ is int \
                 and _JSON_INT_MIN <= ts_init <= _JSON_INT_MAX and coid.__class__ is str:
             self._check_writable()
-            self._unwritten.append((_FILL_RECORD % (ts, _json_dumps(coid).decode(), _json_dumps(fill_id).decode(),
+            self._unwritten.append((_FILL_RECORD % (ts, _json_str(coid), _json_str(fill_id),
                                                     quantity, price, fee, liquidity, ts_init, cash, position)).encode())
             self._uncommitted = True
         else:
@@ -1279,7 +1382,7 @@ class PaperVenue(VenuePort):
             coid = order.client_order_id
             if _json_dumps is not None and _JSON_INT_MIN <= ts <= _JSON_INT_MAX and coid.__class__ is str:
                 self._check_writable()
-                self._unwritten.append((_ACCEPTED_RECORD % (ts, _json_dumps(coid).decode())).encode())
+                self._unwritten.append((_ACCEPTED_RECORD % (ts, _json_str(coid))).encode())
                 self._uncommitted = True
             else:
                 self._write({"kind": "accepted", "ts": ts, "client_order_id": coid})
