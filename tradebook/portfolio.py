@@ -30,7 +30,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal
 
 import pandas as pd
@@ -83,6 +83,33 @@ class Position:
         if self.quantity == 0 or price is None:
             return ZERO
         return abs(self.quantity * price) * self.multiplier
+
+
+# _book makes a new Position per fill. A frozen slots dataclass's own __init__ sets each field with
+# an object.__setattr__ call; _position stores through the slots' descriptors directly (half the time)
+_POSITION_SLOTS = tuple(getattr(Position, name).__set__ for name in Position.__slots__)
+if Position.__slots__ != tuple(f.name for f in fields(Position)):
+    raise AssertionError("Position's slots must be its fields, in order")
+
+
+def _position(account_id: str, strategy_id: str, instrument_id: str, asset_class: AssetClass, multiplier: Decimal,
+              quantity: Decimal, avg_price: Decimal | None, realised_pnl: Decimal, fees: Decimal,
+              ts_last_ns: int) -> Position:
+    """``Position(...)`` with every field given, for the booking path."""
+    (set_account, set_strategy, set_instrument, set_asset_class, set_multiplier, set_quantity, set_avg_price,
+     set_realised, set_fees, set_ts) = _POSITION_SLOTS
+    position = object.__new__(Position)
+    set_account(position, account_id)
+    set_strategy(position, strategy_id)
+    set_instrument(position, instrument_id)
+    set_asset_class(position, asset_class)
+    set_multiplier(position, multiplier)
+    set_quantity(position, quantity)
+    set_avg_price(position, avg_price)
+    set_realised(position, realised_pnl)
+    set_fees(position, fees)
+    set_ts(position, ts_last_ns)
+    return position
 
 
 class Portfolio:
@@ -156,22 +183,26 @@ class Portfolio:
 
     def mark(self, instrument_id: str, price: Decimal, ts_ns: int) -> None:
         """Mark ``instrument_id`` to ``price`` (a mid, last or settlement); an older mark is ignored."""
-        if not isinstance(price, Decimal) or not price.is_finite():
+        if not (price.__class__ is Decimal or isinstance(price, Decimal)) or not price.is_finite():
             raise OrderError(f"mark for {instrument_id} must be a finite Decimal, got {price!r}")
+        ts = ts_ns if ts_ns.__class__ is int else int(ts_ns)
         with self._lock:
             last = self._marks.get(instrument_id)
             if last is not None and ts_ns < last[1]:
                 return
-            self._checkpoint(ts_ns)
-            self._marks[instrument_id] = (price, int(ts_ns))
+            self._checkpoint(ts)
+            self._marks[instrument_id] = (price, ts)
             self._equity_now = None
 
     def _checkpoint(self, ts_ns: int) -> None:
         """Remember the equity before the first change of each new grid cell."""
-        ts_ns = max(int(ts_ns), self._last_ts_ns)  # a venue-timed fill may lag the last mark
+        ts_ns = int(ts_ns)
+        if ts_ns < self._last_ts_ns:
+            ts_ns = self._last_ts_ns  # a venue-timed fill may lag the last mark
         cell = ts_ns // self.checkpoint_ns
-        if not self._checkpoint_cells or self._checkpoint_cells[-1] != cell:
-            self._checkpoint_cells.append(cell)
+        cells = self._checkpoint_cells
+        if not cells or cells[-1] != cell:
+            cells.append(cell)
             self._checkpoint_equity.append(self._equity())
         self._last_ts_ns = ts_ns
 
@@ -187,7 +218,12 @@ class Portfolio:
     def last_prices(self, instrument_ids: Iterable[str]) -> dict[str, Decimal]:
         """The last price of each of ``instrument_ids`` that has one, in their order (a risk context's marks)."""
         marks = self._marks
-        return {iid: mark[0] for iid in instrument_ids if (mark := marks.get(iid))}
+        prices = {}
+        for iid in instrument_ids:  # a loop, not a comprehension: no extra frame (once per order)
+            mark = marks.get(iid)
+            if mark:
+                prices[iid] = mark[0]
+        return prices
 
     def position(self, account_id: str, strategy_id: str, instrument_id: str) -> Position | None:
         return self._positions.get(account_id, {}).get(strategy_id, {}).get(instrument_id)
@@ -223,6 +259,11 @@ class Portfolio:
 
     def net_positions_by_instrument(self, account_id: str) -> dict[str, Decimal]:
         """The account's non-zero net positions keyed by instrument id (what the risk checks take)."""
+        net = self._net_by_instrument_now.get(account_id)
+        if net is not None:
+            # kept since the last fill, read without the lock: a kept dict is never changed (a fill
+            # drops it once it is booked), so this is the answer from just before a concurrent fill
+            return dict(net)  # the caller's own copy
         with self._lock:
             net = self._net_by_instrument_now.get(account_id)
             if net is None:  # first read since the last fill
@@ -248,6 +289,12 @@ class Portfolio:
 
     @property
     def equity(self) -> Decimal:
+        value = self._equity_now
+        if value is not None:
+            # kept since the last fill or mark, read without the lock: one attribute read sees the
+            # value from before or after a concurrent change, never a half-booked one (a change
+            # drops the kept value only once it is complete)
+            return value
         with self._lock:
             return self._equity()
 
@@ -355,8 +402,8 @@ def _book(old: Position, fill: Fill, multiplier: Decimal) -> tuple[Position, Dec
         elif (new_qty > 0) != (quantity > 0):
             avg = fill.price  # flipped: the remainder opened at this fill's price
     # a new Position field by field (dataclasses.replace, without its walk over the fields)
-    new = Position(old.account_id, old.strategy_id, old.instrument_id, old.asset_class, old.multiplier, new_qty, avg,
-                   old.realised_pnl + realised - fill.fee, old.fees + fill.fee,
-                   max(old.ts_last_ns, fill.ts_event_ns))
+    new = _position(old.account_id, old.strategy_id, old.instrument_id, old.asset_class, old.multiplier, new_qty, avg,
+                    old.realised_pnl + realised - fill.fee, old.fees + fill.fee,
+                    max(old.ts_last_ns, fill.ts_event_ns))
     return new, realised
 

@@ -92,7 +92,7 @@ def test_replace_changes_quantity_and_limit():
         (OrderStatus.ACCEPTED, D(5), D("450.10"), D(5))
 
 
-@pytest.mark.parametrize("cls", [OrderIntent, Fill, OrderEvent])
+@pytest.mark.parametrize("cls", [OrderIntent, Fill, OrderEvent, Order])
 def test_hand_written_init_matches_the_fields(cls):
     """These classes fill __dict__ in one step: same parameters, order and defaults as their fields."""
     parameters = list(inspect.signature(cls).parameters.values())

@@ -112,6 +112,19 @@ class ReferenceQuote:
         """(bid + ask) / 2, computed on first read."""
         return (self.bid + self.ask) / 2
 
+    # what the quote and spread checks compute from the quote alone, kept on first read (a quote
+    # is frozen, and several orders are usually checked against one)
+    @cached_value
+    def prices_valid(self) -> bool:
+        """Bid and ask finite and positive, bid below ask."""
+        bid, ask = self.bid, self.ask
+        return bid.is_finite() and ask.is_finite() and 0 < bid < ask
+
+    @cached_value
+    def spread_bps(self) -> Decimal:
+        """(ask - bid) / mid in basis points."""
+        return (self.ask - self.bid) / self.mid * BPS
+
 
 _last_from_snapshot: tuple[object, ReferenceQuote | None] = (None, None)  # see ReferenceQuote.from_snapshot
 _NEW_DICT: dict = {}  # RiskContext's default for its mappings: a new empty dict each time, like default_factory
@@ -429,7 +442,7 @@ class _Limits:
     """What the checks read from a RiskConfig, converted once (a RiskConfig is frozen)."""
 
     __slots__ = ("config", "collar_bps", "max_spread_bps", "spread_action", "spread_verdict", "max_quote_age_ns",
-                 "position_limits", "class_limits")
+                 "position_limits", "class_limits", "par_currencies")
 
     def __init__(self, config: RiskConfig) -> None:
         self.config = config
@@ -440,6 +453,8 @@ class _Limits:
         self.max_quote_age_ns = config.max_quote_age_ms * 1_000_000
         self.position_limits: dict[str, PositionLimit] = {}  # instrument id -> its limit, filled as asked
         self.class_limits = dict(config.max_exposure_per_asset_class)
+        # currencies counted 1:1: the account's and its par currencies (what PreTradeRisk._fx answers _ONE for)
+        self.par_currencies = frozenset((config.account_currency, *config.par_currencies))
 
     def position_limit(self, instrument_id: str) -> PositionLimit:
         limit = self.position_limits.get(instrument_id)
@@ -469,9 +484,12 @@ class PreTradeRisk:
     def record_sent(self, ts_ns: int) -> None:
         """An accepted order left for the venue at ``ts_ns``: it counts toward the order rate."""
         ts_ns = int(ts_ns)
+        start = ts_ns - RATE_WINDOW_NS
         with self._lock:
-            self._sent.append(ts_ns)
-            self._prune(ts_ns)
+            sent = self._sent
+            sent.append(ts_ns)
+            while sent[0] <= start:  # _prune, inlined: once per order (the new entry stays, it is after start)
+                sent.popleft()
 
     def orders_in_window(self, now_ns: int, recent: tuple[int, ...] | None = None) -> int:
         """Orders sent in the 60 s up to ``now_ns`` (from ``recent`` if given, else those recorded)."""
@@ -479,8 +497,9 @@ class PreTradeRisk:
         if recent is not None:
             return sum(1 for t in recent if start < t <= now_ns)
         with self._lock:
-            self._prune(now_ns)
             sent = self._sent
+            while sent and sent[0] <= start:  # _prune, inlined: once per order
+                sent.popleft()
             if not sent or sent[-1] <= now_ns:
                 return len(sent)  # the usual case: nothing recorded after now; no walk over the window
             return sum(1 for t in sent if t <= now_ns)
@@ -494,11 +513,14 @@ class PreTradeRisk:
     def check(self, intent: OrderIntent, instrument: Instrument, ctx: RiskContext) -> RiskDecision:
         """Run every check in order; the first failure decides, else accept."""
         self._validate(intent, instrument)
-        limits = self._limits_now()
+        limits = self._limits
+        if limits.config is not self.config:
+            limits = self._limits_now()  # the config was swapped: convert the new one
         quantity = intent.quantity
         signed = quantity if intent.side is _BUY else -quantity
         position = ctx.positions.get(instrument.instrument_id, _ZERO)
-        reducing = reduces_position(position, intent.side, quantity)
+        # reduces_position(position, side, quantity), inlined: flat (the usual case) never reduces
+        reducing = False if not position else reduces_position(position, intent.side, quantity)
         # the checks that find nothing to check in the usual case (switch normal, a market order,
         # a non-equity instrument) are entered only when they have something to decide
         decision = None
@@ -524,7 +546,7 @@ class PreTradeRisk:
                 return decision
         # all three run: the daily loss check halts the kill switch even when the rate check refuses
         rate = self._check_rate(ctx)
-        daily_loss = self.check_daily_loss(ctx.daily_pnl, ctx.now_ns)
+        daily_loss = None if self.config.daily_loss_limit is None else self.check_daily_loss(ctx.daily_pnl, ctx.now_ns)
         pdt = self._check_pdt(instrument, ctx) if instrument.asset_class is _EQUITY else None
         return rate or daily_loss or pdt or _ACCEPTED
 
@@ -544,7 +566,8 @@ class PreTradeRisk:
             raise OrderError(f"intent {intent.intent_id} is for {intent.instrument_id}, checked against "
                              f"{instrument.instrument_id}")
         quantity = intent.quantity
-        if not isinstance(quantity, Decimal) or not quantity.is_finite() or quantity <= 0:
+        if not (quantity.__class__ is Decimal or isinstance(quantity, Decimal)) or not quantity.is_finite() \
+                or quantity <= 0:
             raise OrderError(f"intent {intent.intent_id}: quantity {quantity!r} must be a positive finite Decimal")
         instrument.conform_quantity(quantity)  # on the lot, at or above the minimum
         needs_limit = intent.order_type in _NEEDS_LIMIT
@@ -575,7 +598,11 @@ class PreTradeRisk:
         return None
 
     def _check_quote(self, instrument: Instrument, ctx: RiskContext, limits: _Limits) -> RiskDecision | None:
-        quote, iid = ctx.quote, instrument.instrument_id
+        quote = ctx.quote
+        if quote.__class__ is ReferenceQuote and quote.prices_valid and \
+                ctx.now_ns - quote.ts_ns <= limits.max_quote_age_ns:
+            return None  # the usual case: the price checks below pass (kept per quote), and it is fresh
+        iid = instrument.instrument_id
         problem = None
         if quote is None:
             problem = f"no quote for {iid} to check the order against"
@@ -622,9 +649,10 @@ class PreTradeRisk:
 
     def _check_spread(self, intent: OrderIntent, instrument: Instrument, quote: ReferenceQuote, mid: Decimal,
                       limits: _Limits) -> RiskDecision | None:
-        action, verdict = limits.spread_action, limits.spread_verdict
-        spread = (quote.ask - quote.bid) / mid * BPS
+        # a ReferenceQuote keeps its spread: the same expression, over the same mid
+        spread = quote.spread_bps if quote.__class__ is ReferenceQuote else (quote.ask - quote.bid) / mid * BPS
         max_spread = limits.max_spread_bps
+        action, verdict = limits.spread_action, limits.spread_verdict
         if spread > max_spread:
             return RiskDecision(action, "spread", f"spread {_bps(spread)} on {instrument.instrument_id} "
                                                   f"(bid {quote.bid}, ask {quote.ask}) > max {max_spread} bps: "
@@ -658,7 +686,9 @@ class PreTradeRisk:
     def _check_position(intent: OrderIntent, instrument: Instrument, position: Decimal, signed: Decimal,
                         ref_price: Decimal, limits: _Limits) -> RiskDecision | None:
         iid = instrument.instrument_id
-        limit = limits.position_limit(iid)
+        limit = limits.position_limits.get(iid)
+        if limit is None:
+            limit = limits.position_limit(iid)
         after = abs(position + signed)
         if limit.quantity is not None and after > limit.quantity:
             return RiskDecision(_REJECT, "max_position",
@@ -677,7 +707,9 @@ class PreTradeRisk:
                         ref_price: Decimal, limits: _Limits) -> RiskDecision | None:
         registry = BUNDLED_INSTRUMENTS if ctx.instruments is None else ctx.instruments
         account = self.config.account_currency
-        fx = _ONE if instrument.currency == account else self._fx(instrument.currency, ctx)
+        currency = instrument.currency
+        # self._fx(currency, ctx), answered from the converted limits for the account and par currencies
+        fx = _ONE if currency in limits.par_currencies else ctx.fx_rates.get(currency)
         if fx is None:
             return RiskDecision(_REJECT, "exposure", f"exposure: no rate from {instrument.currency} to "
                                                                f"{account} in the risk context")
@@ -693,13 +725,14 @@ class PreTradeRisk:
                                     f"exposure: {missing} for the held position {held:+} {iid}; cannot value it")
             per_class[other.asset_class] = per_class.get(other.asset_class, _ZERO) + \
                 other.notional(mark, abs(held)) * rate
-        order_notional = instrument.notional(ref_price, abs(position + signed)) * fx
-        per_class[instrument.asset_class] = per_class.get(instrument.asset_class, _ZERO) + order_notional
-        class_total = per_class[instrument.asset_class]
-        class_limit = limits.class_limits.get(instrument.asset_class)
+        asset_class = instrument.asset_class
+        # instrument.notional(ref_price, |position after|), inlined: the same product
+        order_notional = abs(ref_price) * abs(position + signed) * instrument.multiplier * fx
+        class_total = per_class[asset_class] = per_class.get(asset_class, _ZERO) + order_notional
+        class_limit = limits.class_limits.get(asset_class)
         if class_limit is not None and class_total > class_limit:
             return RiskDecision(_REJECT, "exposure",
-                                f"exposure: {instrument.asset_class} gross notional after the order would be "
+                                f"exposure: {asset_class} gross notional after the order would be "
                                 f"{class_total:.2f} {account} > limit {class_limit}")
         gross = sum(per_class.values(), _ZERO)
         gross_limit = self.config.max_gross_exposure

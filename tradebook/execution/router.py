@@ -281,6 +281,20 @@ _MARKET_RULE = RouteRule.MARKET
 _MARKET_REASON = f"router:{RouteRule.MARKET}"
 
 
+_FLOAT_TEXT: dict[float, str] = {}  # str() of the strengths and thresholds routed so far (see OrderRouter.route)
+_MAX_FLOAT_TEXTS = 4096  # started over when full
+
+
+def _float_text(value: float | int) -> str:
+    """``str(value)``, remembered for a finite non-zero float (0.0 == -0.0 print differently)."""
+    text = str(value)
+    if value.__class__ is float and value and isfinite(value):
+        if len(_FLOAT_TEXT) >= _MAX_FLOAT_TEXTS:
+            _FLOAT_TEXT.clear()
+        _FLOAT_TEXT[value] = text
+    return text
+
+
 class OrderRouter:
     """Turns a sized signal into a :class:`RoutePlan`; see the module docstring for the rules."""
 
@@ -338,13 +352,25 @@ class OrderRouter:
             buy = side is _BUY
             reference = quote.ask if buy else quote.bid
             inst.check_notional(reference, qty)
+            # the explanation costs more than the rest of this branch, mostly in formatting floats: the
+            # text of the strength and threshold is remembered (str() of an equal non-zero float is the
+            # same; an int's differs, so only floats are looked up); a member's _value_ is its format();
             # !s: a Decimal's str() is its format(), without the slower trip through __format__
-            why = (f"strength {signal.strength} > {cfg.market_strength}: market {side} {qty!s} "
+            strength, threshold = signal.strength, cfg.market_strength
+            strength_text = _FLOAT_TEXT.get(strength) if strength.__class__ is float else None
+            if strength_text is None:
+                strength_text = _float_text(strength)
+            threshold_text = _FLOAT_TEXT.get(threshold) if threshold.__class__ is float else None
+            if threshold_text is None:
+                threshold_text = _float_text(threshold)
+            why = (f"strength {strength_text} > {threshold_text}: market {side._value_} {qty!s} "
                    f"{inst.instrument_id} (reference {'ask' if buy else 'bid'} {reference!s})")
-            intent = OrderIntent(intent_id=entry_id, strategy_id=signal.strategy_id, account_id=account_id,
-                                 instrument_id=inst.instrument_id, side=side, quantity=qty,
-                                 order_type=_MARKET_ORDER, time_in_force=cfg.market_time_in_force, ts_ns=ts_ns,
-                                 stop_loss=stop_loss, reason=_MARKET_REASON)
+            # positional (binding 11 keywords costs more than the constructor's own work): intent_id,
+            # strategy_id, account_id, instrument_id, side, quantity, order_type, time_in_force, ts_ns,
+            # limit_price, stop_price, parent_id, reduce_only, stop_loss, reason
+            intent = OrderIntent(entry_id, signal.strategy_id, account_id, inst.instrument_id, side, qty,
+                                 _MARKET_ORDER, cfg.market_time_in_force, ts_ns, None, None, None, False, stop_loss,
+                                 _MARKET_REASON)
             return RoutePlan(_MARKET_RULE, (intent,), None, stop, why)
 
         if vol is None:
@@ -500,7 +526,12 @@ class OrderRouter:
         if quote.instrument_id != inst.instrument_id:
             raise DataError(f"the reference quote is for {quote.instrument_id}, the order for {inst.instrument_id}")
         max_age = self.config.max_quote_age_s
-        if max_age is not None and ts_ns - quote.ts_ns > self._max_quote_age_ns(max_age):
+        if max_age is None:
+            return
+        seconds, max_age_ns = self._age_limit  # self._max_quote_age_ns(max_age), without the call once converted
+        if seconds != max_age:
+            max_age_ns = self._max_quote_age_ns(max_age)
+        if ts_ns - quote.ts_ns > max_age_ns:
             raise DataError(f"stale reference quote for {inst.instrument_id}: "
                             f"{(ts_ns - quote.ts_ns) / NS_PER_SECOND:.3f} s old at routing time, "
                             f"max_quote_age_s is {max_age}")

@@ -14,7 +14,8 @@ import enum
 import math
 import numbers
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import (ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Clamped, Context, Decimal, DecimalException,
+                     DivisionByZero, Inexact, InvalidOperation, Overflow, Rounded, Subnormal, Underflow, getcontext)
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -171,8 +172,29 @@ FX_HOURS = TradingHours(
 CRYPTO_HOURS = TradingHours(timezone="UTC", open=dt.time(0), close=dt.time(0), always_open=True, calendar="24/7")
 
 
+# conform_quantity remembers the quantities it has conformed, per instrument (the order path
+# conforms the same quantity at sizing, routing, risk and the order manager). A remembered
+# result is only ever one the default context computed exactly: every step (divide, round to
+# integral, multiply, quantize) exact, so no rounding happened and no flag was raised. It is
+# reused only while the thread's context has the default settings that could change such a
+# result (precision, exponent range, clamping; rounding too, to keep the condition plain);
+# in any other context conform_quantity computes as it always did.
+_DEFAULT_PREC, _DEFAULT_EMAX, _DEFAULT_EMIN = 28, 999_999, -999_999
+# the default settings, with every signal trapped: a computation that rounds or signals anything raises here
+_EXACT_CONTEXT = Context(prec=_DEFAULT_PREC, rounding=ROUND_HALF_EVEN, Emin=_DEFAULT_EMIN, Emax=_DEFAULT_EMAX,
+                         clamp=0, flags=[], traps=[Clamped, DivisionByZero, Inexact, InvalidOperation, Overflow,
+                                                   Rounded, Subnormal, Underflow])
+_MAX_REMEMBERED_QUANTITIES = 4096  # per instrument; the memo starts over when full
+
+
+class _InstrumentMemo:
+    """A slot for what an instrument remembers; not a dataclass field (not in repr, eq, hash or pickles)."""
+
+    __slots__ = ("_conformed_quantities",)
+
+
 @dataclass(frozen=True, slots=True)
-class Instrument:
+class Instrument(_InstrumentMemo):
     """A tradable instrument and its order grid.
 
     ``tick_schedule`` holds (price threshold, tick) pairs for venues whose tick
@@ -262,6 +284,15 @@ class Instrument:
     ) -> Decimal:
         """Return a positive ``quantity`` on the lot grid and at or above the minimum."""
         if quantity.__class__ is Decimal and quantity.is_finite():  # the order path: no conversion, no label
+            try:
+                conformed = self._conformed_quantities.get(quantity)  # an equal Decimal conforms alike
+            except AttributeError:  # nothing remembered yet (or an unpickled copy): _remember_quantity starts it
+                conformed = None
+            if conformed is not None:
+                context = getcontext()
+                if (context.prec == _DEFAULT_PREC and context.rounding == ROUND_HALF_EVEN
+                        and context.Emax == _DEFAULT_EMAX and context.Emin == _DEFAULT_EMIN and context.clamp == 0):
+                    return conformed
             value = quantity
         else:
             value = to_decimal(quantity, f"{self.instrument_id} quantity")
@@ -281,7 +312,31 @@ class Instrument:
             raise ConformanceError(
                 f"{self.instrument_id}: quantity {conformed} is below the minimum {self.min_quantity}"
             )
+        if steps == lots and quantity.__class__ is Decimal:
+            self._remember_quantity(quantity, conformed)
         return conformed
+
+    def _remember_quantity(self, quantity: Decimal, conformed: Decimal) -> None:
+        """Remember an on-lot ``quantity``'s result if the default context computes it exactly."""
+        exact = _EXACT_CONTEXT.copy()  # its own flags: misses are rare, and callers may be on several threads
+        lot = self.lot_size
+        try:
+            steps = exact.divide(quantity, lot)
+            if steps != steps.to_integral_value(context=exact):
+                return
+            result = exact.multiply(steps, lot).quantize(lot, context=exact)
+        except DecimalException:
+            return  # it rounds or signals somewhere: always computed
+        if result != conformed or result.as_tuple() != conformed.as_tuple():
+            return  # (another context computed the caller's result)
+        try:
+            remembered = self._conformed_quantities
+        except AttributeError:
+            remembered = {}
+            object.__setattr__(self, "_conformed_quantities", remembered)
+        if len(remembered) >= _MAX_REMEMBERED_QUANTITIES:
+            remembered.clear()
+        remembered[quantity] = result
 
     def notional(self, price: Decimal, quantity: Decimal) -> Decimal:
         return abs(price) * quantity * self.multiplier

@@ -16,7 +16,7 @@ UTC nanoseconds; events carry the venue's time (``ts_event_ns``) and ours
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
@@ -304,22 +304,45 @@ class OrderEvent:
         state["stop_price"] = stop_price
 
 
-@dataclass(frozen=True)
+_NO_FILLS: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, init=False)
 class Order:
     """An order's current state: its intent plus what the venue has said so far."""
 
     intent: OrderIntent
     status: OrderStatus = OrderStatus.PENDING
-    filled_qty: Decimal = Decimal(0)
+    filled_qty: Decimal = _ZERO
     avg_price: Decimal | None = None
-    fees: Decimal = Decimal(0)
+    fees: Decimal = _ZERO
     venue_order_id: str | None = None
     quantity: Decimal | None = None  # current total quantity (a replace may change it); None = the intent's
     limit_price: Decimal | None = None
     stop_price: Decimal | None = None
     last_ts_ns: int = 0
     reason: str = ""  # why it was rejected, cancelled or expired
-    fill_ids: frozenset[str] = field(default_factory=frozenset)
+    fill_ids: frozenset[str] = _NO_FILLS
+
+    def __init__(self, intent: OrderIntent, status: OrderStatus = OrderStatus.PENDING, filled_qty: Decimal = _ZERO,
+                 avg_price: Decimal | None = None, fees: Decimal = _ZERO, venue_order_id: str | None = None,
+                 quantity: Decimal | None = None, limit_price: Decimal | None = None,
+                 stop_price: Decimal | None = None, last_ts_ns: int = 0, reason: str = "",
+                 fill_ids: frozenset[str] = _NO_FILLS) -> None:
+        # one per order (see OrderIntent's constructor for why straight into __dict__)
+        state = self.__dict__
+        state["intent"] = intent
+        state["status"] = status
+        state["filled_qty"] = filled_qty
+        state["avg_price"] = avg_price
+        state["fees"] = fees
+        state["venue_order_id"] = venue_order_id
+        state["quantity"] = quantity
+        state["limit_price"] = limit_price
+        state["stop_price"] = stop_price
+        state["last_ts_ns"] = last_ts_ns
+        state["reason"] = reason
+        state["fill_ids"] = fill_ids
 
     @cached_value
     def client_order_id(self) -> str:
@@ -378,7 +401,12 @@ class Order:
                 state["limit_price"] = event.limit_price
             if event.stop_price is not None:
                 state["stop_price"] = event.stop_price
-        state["status"] = _next_status(self.status, kind, filled, total)
+        status = self.status
+        target = TRANSITIONS.get((status, kind))
+        if target.__class__ is OrderStatus and status.__class__ is OrderStatus and not filled > total:
+            state["status"] = target  # a plain step (submitted, accepted...): what _next_status answers
+        else:  # fills and cancel/replace answers resolve by the quantities; an illegal step raises there
+            state["status"] = _next_status(status, kind, filled, total)
         if event.ts_event_ns > self.last_ts_ns:
             state["last_ts_ns"] = event.ts_event_ns
         if event.venue_order_id:
