@@ -27,18 +27,22 @@ quote of the capture tiled in time. Risk limits that would stop a 100,000-order
 stream by design are widened (order rate, daily loss from fees, thin-book filter) so that
 every check still runs and passes.
 
-Garbage collection: after setup, ``gc.freeze()`` moves everything alive (the capture, the
-calibration, DuckDB's and pandas' module state) out of the collector's reach, so the
-occasional full collection walks only what the order path allocated since; in 10,000-order
-runs it cut the worst single order from ~110 ms to ~50 ms (p99 within noise). A session
-could do the same after loading (suggested for ``Session.start``).
+Garbage collection: after setup the bench calls :func:`tradebook.runtime.tune_gc`, as a
+``Session`` does when it starts: everything alive (the capture, the calibration, DuckDB's and
+pandas' module state) is frozen out of the collector's reach and collections are rarer. In
+10,000-order runs freezing cut the worst single order from ~110 ms to ~50 ms; on the 50,000-order
+replay the thresholds took the order path from about 8,000 to 9,100 orders/s.
 
 fsyncs are counted by timing ``os.fdatasync`` (what the journals call); the DuckDB flush
 thread's share is the difference between runs with it on and off, plus its measured busy time.
 
-Replay throughput: the same order manager + venue, one market order per recorded
-quote, journals synced and not (throwaway replays may skip fsync), and a whole
-``Session`` replaying the capture with a strategy that signals on every batch.
+Replay throughput: the same order manager + venue taking a session's steps (50 signals
+priced, checked and staged at a quote, sent together after one durable write, then filled by
+the next 50 recorded quotes, whose events come back as one batch), journals synced and not
+(throwaway replays may skip fsync). Two rates: the order path's (until the last fill is
+durable in the journals, with the background copy to DuckDB running alongside, as it trails
+the journal by design) and the rate until the store holds everything. Then a whole
+``Session`` replaying the capture in 1 s steps with a strategy sending 20 orders a step.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ from tradebook.model.calendars import is_trading
 from tradebook.model.instruments import Side
 from tradebook.model.orders import OrderStatus, Signal
 from tradebook.portfolio import Portfolio
+from tradebook.runtime import tune_gc
 from tradebook.sim.fidelity import load_model, run_calibration
 from tradebook.sim.fill_model import LatencyModel
 from tradebook.store import Store
@@ -401,8 +406,7 @@ def main(argv: list[str] | None = None) -> None:
         t = time.perf_counter()
         work = workload(tmp_path)
         print(f"  setup (ingest + calibrate) {time.perf_counter() - t:.1f} s")
-        gc.collect()
-        gc.freeze()  # see the module doc: setup's objects are never garbage, stop re-scanning them
+        restore_gc = tune_gc()  # what a Session does when it starts (session.tune_gc); see the module doc
         runs = (True, False) if (args.interference or args.quick) else (True,)
         p99 = None
         for flush in runs:
@@ -438,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  target >= {TARGET_REPLAY_OPS:,} orders/s in replay: {rates[True]:,.0f} (synced), "
               f"{rates[False]:,.0f} (not synced) -> {verdict}")
         work.store.close()
-    gc.unfreeze()  # frozen objects are never freed: DuckDB's bindings would report them leaked at exit
+    restore_gc()  # unfreezes: frozen objects are never freed, and DuckDB's bindings would report them leaked
     gc.collect()
 
 

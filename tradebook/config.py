@@ -239,6 +239,7 @@ class SessionConfig(_Section):
     store_path: Path = _opt(Path("tradebook.duckdb"), doc="DuckDB store file (relative to the working directory)")
     extended_hours: bool = _opt(False, doc="allow equity orders outside regular hours")
     replay_speed: float = _opt(1.0, gt=0, allow_inf=True, doc="replay speed factor; .inf = as fast as possible")
+    tune_gc: bool = _opt(True, doc="while the session runs, collect garbage less often (tradebook.runtime.tune_gc)")
 
 
 # -- venues -----------------------------------------------------------------------------------

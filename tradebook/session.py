@@ -62,6 +62,7 @@ from tradebook.data.feeds import FeedBatch, ReplayFeed
 from tradebook.errors import ConfigError, DataError, OrderError, TradebookError, UnknownInstrumentError
 from tradebook.execution.algos import Escalation, ParentOrder, RetryPolicy, ScheduledChild, TwapSchedule, VwapSchedule
 from tradebook.execution.journal import Journal
+from tradebook.runtime import tune_gc
 from tradebook.execution.oms import Alert, OrderManager, intent_from_record, intent_to_record
 from tradebook.execution.risk import (
     STALE_OR_CROSSED,
@@ -590,6 +591,7 @@ class Session:
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
+        restore_gc = tune_gc() if self.config.session.tune_gc else (lambda: None)
         try:
             loop.run_until_complete(self._main())
         except BaseException as exc:  # noqa: BLE001 - surfaced to the notebook by wait()/start()
@@ -604,6 +606,7 @@ class Session:
                 log.error("final flush failed: %s", exc)
             loop.run_until_complete(self.venue.close())
             loop.close()
+            restore_gc()
             self._done.set()
 
     async def _main(self) -> None:
