@@ -805,3 +805,21 @@ async def test_a_failed_batch_rejects_what_the_venue_did_not_answer(tmp_path):
     orders = await rig.oms.send_staged()
     assert [o.status for o in orders] == [S.REJECTED] * 2
     assert all("venue error: connection reset by peer" in o.reason for o in orders)
+
+
+@run
+async def test_an_order_changed_across_flushes_keeps_one_current_row(tmp_path):
+    rig = Rig(tmp_path, prices={SPY: D("100.00")})
+    await rig.connect()
+    order = await rig.oms.submit(intent(1, order_type=OrderType.LIMIT, limit="99.00", qty="5"))
+    rig.oms.flush()
+    assert rig.rows("SELECT status, filled_quantity FROM orders") == [("accepted", D(0))]
+    ts = rig.clock()
+    fill = Fill("X9", order.client_order_id, SPY, Side.BUY, D(2), D("99.00"), D(0), "maker", ts, ts)
+    rig.oms.on_event(OrderEvent(order.client_order_id, E.FILLED, ts, ts, venue_order_id="V1", fill=fill))
+    rig.oms.flush()
+    assert rig.rows("SELECT status, filled_quantity, avg_fill_price FROM orders") == [
+        ("partially_filled", D(2), D("99.00"))]
+    await rig.oms.cancel(order.client_order_id)
+    rig.oms.flush()
+    assert rig.rows("SELECT status, filled_quantity FROM orders") == [("cancelled", D(2))]

@@ -694,7 +694,10 @@ class Store:
         casts = ", ".join(
             f"CAST({name} AS {'DECIMAL(38, 12)' if sql_type == 'DECIMAL' else sql_type})"
             for name, sql_type in ORDER_PATH_COLUMNS["orders"])
-        con.execute(f"INSERT OR REPLACE INTO orders ({', '.join(n for n, _ in ORDER_PATH_COLUMNS['orders'])}) "
+        # current state by key: the batch's rows replace what the store had (most orders of a
+        # batch are new; a delete of the few known ones and a plain insert beat INSERT OR REPLACE)
+        con.execute("DELETE FROM orders WHERE client_order_id IN (SELECT client_order_id FROM _op_orders)")
+        con.execute(f"INSERT INTO orders ({', '.join(n for n, _ in ORDER_PATH_COLUMNS['orders'])}) "
                     f"SELECT {casts} FROM _op_orders")
         con.execute(_ORDER_EVENTS_SQL)
         con.execute(_FILLS_SQL)
