@@ -514,8 +514,8 @@ CRASH_POINTS = (
     "venue:fill:4",  # the venue filled; the order manager was not told
     "oms:filled:4",  # the order manager booked a fill; the session did not record its decision
     "session:decision:4",  # a decision recorded; its batch not checkpointed
-    "store:order_events:2",  # inside a flush transaction, before its commit
-    "store:positions:3",
+    "store:order_events:1",  # inside a flush transaction (here the recovery flush), before its commit
+    "store:positions:1",  # ... and in the one that copies positions
     "oms:expired:1",  # day orders expiring at 00:00 UTC
     "venue:fill:9",
     "session:batch:40",  # right after a checkpoint
