@@ -5,19 +5,24 @@ intent is appended to the write-ahead :class:`~tradebook.execution.journal.Journ
 (``fdatasync``) before :meth:`VenuePort.submit` is called, and every event the venue
 sends back (acks, fills, cancels) is journaled before it changes an order or the
 portfolio; fills are fdatasync'd before they move a position (see ``SYNC_POLICIES``
-for why acks need not wait for the disk). The journal is the source of truth; DuckDB is a copy written in batches by
-:meth:`OrderManager.flush` (explicitly, or from a background thread every
-``flush_interval_ms``), never on the hot path: a single DuckDB insert costs more than
-the whole order path may take. Under sustained flow (``flush_batch_records`` or more
-waiting at a tick) the background flush waits for a quiet moment (no journal record
-for ``flush_quiet_ms``) or until its oldest record is ``flush_max_lag_ms`` old: a
-flush holds the GIL and a core for 20 ms and more (DuckDB's per-statement cost
-dominates small batches), and every order overlapping it waits. On the order-path
-bench (back-to-back orders, never quiet) a 200 ms cadence put p99 at 5 ms, batching
-to a 5 s lag at 1.5-2.8 ms, and spent a third of the flush thread's time. Sparse
-flow (a replay session's few orders) still flushes every tick. A flush first makes
-the journal durable up to what it copies, so the store is never ahead of the
-journal, even after a power loss.
+for why acks need not wait for the disk). The journal is the source of truth; DuckDB
+is a copy written in batches by :meth:`OrderManager.flush` (explicitly, or from a
+background thread every ``flush_interval_ms``), never on the hot path: a single DuckDB
+insert costs more than the whole order path may take. A flush hands DuckDB the
+journal's own bytes to parse (one typed ``read_json``, set-based inserts, DuckDB on one
+core with the GIL released); Python only builds one row per order and position the
+batch touched. Under sustained flow (``flush_batch_records`` or more waiting at a tick)
+the background flush waits for a quiet moment (no journal record for
+``flush_quiet_ms``) or until its oldest record is ``flush_max_lag_ms`` old: every
+fdatasync of the order path also flushes what DuckDB wrote (this disk has a write-back
+cache and no FUA), so orders overlapping a DuckDB commit wait; rarer, bigger flushes
+measured a lower p99 than frequent small ones. Sparse flow still flushes every tick. A
+flush first makes the journal durable up to what it copies, so the store is never
+ahead of the journal, even after a power loss.
+
+Batches: :meth:`on_events` journals a burst of venue events with one write and at most
+one fdatasync before any applies; :meth:`stage` and :meth:`send_staged` do the same for
+a step of orders (a replay's strategy step), sent to the venue in one call.
 
 Idempotence: the client order id derives from the intent id, and the manager refuses
 to send an intent whose client order id it already knows (in memory or from the
