@@ -90,8 +90,8 @@ class OrderPathBatch:
 
     ``records`` are the journal's own bytes (one JSON object per record, as
     :func:`tradebook.execution.journal.encode_record` wrote it), in journal order:
-    DuckDB parses them itself, so a flush costs the writer's thread almost no Python
-    (and no GIL while DuckDB works). ``orders`` holds the current state of every order
+    DuckDB parses and numbers them itself, so a flush costs the writer's thread almost
+    no Python (and no GIL while DuckDB works). ``orders`` holds the current state of every order
     the records touch, one JSON object per order with the ``orders`` columns (Decimals
     as strings) plus ``currency`` (the fee currency of its fills); ``positions`` the
     current state of the positions they moved (dicts with Decimals); ``currencies``
@@ -145,7 +145,7 @@ _DEC = 'STRUCT("$d" VARCHAR)'
 _FILL = (f"STRUCT(fill_id VARCHAR, client_order_id VARCHAR, instrument_id VARCHAR, side VARCHAR, quantity {_DEC}, "
          f"price {_DEC}, fee {_DEC}, liquidity VARCHAR, ts_event_ns BIGINT, ts_init_ns BIGINT)")
 _RECORD_COLUMNS = {
-    "p": "BIGINT", "kind": "VARCHAR", "ts": "BIGINT", "client_order_id": "VARCHAR",
+    "kind": "VARCHAR", "ts": "BIGINT", "client_order_id": "VARCHAR",
     "intent": f"STRUCT(intent_id VARCHAR, quantity {_DEC}, limit_price {_DEC}, stop_price {_DEC}, reason VARCHAR)",
     "event": (f"STRUCT(client_order_id VARCHAR, event_type VARCHAR, ts_event_ns BIGINT, ts_init_ns BIGINT, "
               f"venue_order_id VARCHAR, reason VARCHAR, quantity {_DEC}, limit_price {_DEC}, stop_price {_DEC}, "
@@ -641,9 +641,7 @@ class Store:
         with tempfile.TemporaryDirectory(prefix="tb-flush-") as tmp:
             records_file, orders_file = Path(tmp) / "records.ndjson", Path(tmp) / "orders.ndjson"
             # The journal's bytes, each with its position as a first key; written here, parsed by DuckDB
-            records_file.write_bytes(b"".join(
-                [b'{"p":%d,%b\n' % (position, body[1:])
-                 for position, body in enumerate(batch.records, batch.first_position)]))
+            records_file.write_bytes(b"\n".join(batch.records))  # as the journal wrote them; numbered by DuckDB
             orders_file.write_bytes(b"\n".join(batch.orders))
             with self._lock, self._threads(1), self.transaction() as con:
                 # fetchall: a half-read result would block the inserts below (DuckDB 2.0)
@@ -674,8 +672,10 @@ class Store:
         con.execute("DROP TABLE IF EXISTS _op_records; DROP TABLE IF EXISTS _op_orders; "
                     "DROP TABLE IF EXISTS _op_currencies")
         record_columns = ", ".join(f"'{name}': '{sql_type}'" for name, sql_type in _RECORD_COLUMNS.items())
-        con.execute(f"CREATE TEMP TABLE _op_records AS SELECT * FROM read_json({_sql_text(records_file)}, "
-                    f"format='newline_delimited', columns={{{record_columns}}})")
+        # a record's journal position: the batch's first plus its line's ordinal in the file
+        con.execute(f"CREATE TEMP TABLE _op_records AS SELECT ordinality + {int(batch.first_position) - 1} AS p, "
+                    f"* EXCLUDE (ordinality) FROM read_json({_sql_text(records_file)}, format='newline_delimited', "
+                    f"columns={{{record_columns}}}) WITH ORDINALITY")
         # the order rows as JSON text: Decimals as strings (cast below), times as integers
         order_columns = [(name, "BIGINT" if sql_type == "BIGINT" else "VARCHAR")
                          for name, sql_type in (*ORDER_PATH_COLUMNS["orders"], ("currency", "VARCHAR"))]
