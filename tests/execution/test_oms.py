@@ -26,6 +26,7 @@ from tradebook.model.instruments import Side
 from tradebook.model.orders import (
     Fill,
     IllegalTransitionError,
+    Order,
     OrderEvent,
     OrderEventType,
     OrderIntent,
@@ -329,14 +330,19 @@ async def test_listeners_hear_order_changes_and_fills(tmp_path):
     assert statuses == [S.SUBMITTED, S.ACCEPTED, S.FILLED] and fills == ["X1"]
 
 
+async def _entry_with_stop(rig: Rig) -> tuple[Order, Order]:
+    """A filled market entry with a stop loss at 95.00, and the protective stop the manager sent for it."""
+    entry = await rig.oms.submit(intent(1, stop_loss=D("95.00")))
+    await asyncio.sleep(0)  # the stop is sent from the fill handler as a task
+    await asyncio.sleep(0)
+    return entry, rig.oms.order_for_intent("sig-1:stop")
+
+
 @run
 async def test_stop_loss_is_attached_once_the_entry_fills(tmp_path):
     rig = Rig(tmp_path, prices={SPY: D("100.00")})
     await rig.connect()
-    entry = await rig.oms.submit(intent(1, stop_loss=D("95.00")))
-    await asyncio.sleep(0)  # the stop is sent from the fill handler as a task
-    await asyncio.sleep(0)
-    stop = rig.oms.order_for_intent("sig-1:stop")
+    entry, stop = await _entry_with_stop(rig)
     assert entry.status is S.FILLED and stop.status is S.ACCEPTED
     assert (stop.intent.side, stop.intent.order_type, stop.intent.quantity, stop.intent.stop_price) == (
         Side.SELL, OrderType.STOP, D(2), D("95.00"))
@@ -707,10 +713,7 @@ async def test_the_store_copy_keeps_every_kind_of_record(tmp_path):
     """Orphans, refused events, stop prices, position adoptions and alerts reach DuckDB as the journal says."""
     rig = Rig(tmp_path, prices={SPY: D("100.00")})
     await rig.connect()
-    entry = await rig.oms.submit(intent(1, stop_loss=D("95.00")))
-    await asyncio.sleep(0)  # the stop is sent from the fill handler as a task
-    await asyncio.sleep(0)
-    stop = rig.oms.order_for_intent("sig-1:stop")
+    entry, stop = await _entry_with_stop(rig)
     ts = rig.clock()
     rig.oms.on_event(OrderEvent("tb-not-ours", E.CANCELLED, ts, ts, venue_order_id="V77"))
     with pytest.raises(IllegalTransitionError):

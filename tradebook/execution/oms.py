@@ -238,20 +238,8 @@ class OrderManager:
                 return existing
             self._validate_intent(intent)
             self._check_not_blocked(intent.instrument_id)
-            created = self.clock()
-            order = Order(intent)
-            submitted = OrderEvent(coid, E.SUBMITTED, created, created)
-            updated = order.apply(submitted)
             # the intent and its "submitted" in one durable write, before the venue hears of it
-            self._append_encoded((
-                encode_record({"kind": "intent", "ts": created, "client_order_id": coid,
-                               "intent": _intent_to_dict(intent)}),
-                encode_record({"kind": "event", "event": _event_to_dict(submitted)})))
-            self._touched.add(coid)
-            self._set_order(coid, order)
-            self._created_ns[coid] = created
-            self._commit(submitted, updated, journal=False, track=True)
-            self._notify(submitted, updated)
+            self._create(intent, E.SUBMITTED)
         await self._send(intent)
         return self._orders[coid]
 
@@ -324,6 +312,27 @@ class OrderManager:
         with self._lock:
             return [self._orders[i.client_order_id] for i in intents]
 
+    def _create(self, intent: OrderIntent, first: OrderEventType, reason: str = "") -> Order:
+        """A new order and its first event (submitted or rejected), journaled together in one durable write.
+
+        Under the lock; the intent is checked already. Returns the order after the event.
+        """
+        coid = intent.client_order_id
+        created = self.clock()
+        order = Order(intent)
+        event = OrderEvent(coid, first, created, created, reason=reason)
+        updated = order.apply(event)
+        self._append_encoded((
+            encode_record({"kind": "intent", "ts": created, "client_order_id": coid,
+                           "intent": _intent_to_dict(intent)}),
+            encode_record({"kind": "event", "event": _event_to_dict(event)})))
+        self._touched.add(coid)
+        self._set_order(coid, order)
+        self._created_ns[coid] = created
+        self._commit(event, updated, journal=False, track=True)
+        self._notify(event, updated)
+        return updated
+
     async def _send(self, intent: OrderIntent) -> None:
         coid = intent.client_order_id
         try:
@@ -353,21 +362,8 @@ class OrderManager:
             if existing is not None:
                 return existing
             self._validate_intent(intent)
-            created = self.clock()
-            order = Order(intent)
-            rejected = OrderEvent(coid, E.REJECTED, created, created, reason=reason)
-            updated = order.apply(rejected)
             # one write: an intent journaled without its refusal would be a pending order, sent after a crash
-            self._append_encoded((
-                encode_record({"kind": "intent", "ts": created, "client_order_id": coid,
-                               "intent": _intent_to_dict(intent)}),
-                encode_record({"kind": "event", "event": _event_to_dict(rejected)})))
-            self._touched.add(coid)
-            self._set_order(coid, order)
-            self._created_ns[coid] = created
-            self._commit(rejected, updated, journal=False, track=True)
-            self._notify(rejected, updated)
-            return updated
+            return self._create(intent, E.REJECTED, reason=reason)
 
     async def cancel(self, client_order_id: str) -> Order:
         """Ask the venue to cancel; an order never sent is cancelled here and then."""
