@@ -180,10 +180,6 @@ class Journal:
         """
         return self.append_encoded((encode_record(record),), sync=sync)
 
-    def append_many(self, records: list[dict[str, Any]], *, sync: bool | None = None) -> int:
-        """Write several records with one write (and at most one ``fdatasync``); returns the last one's position."""
-        return self.append_encoded([encode_record(r) for r in records], sync=sync)
-
     def append_encoded(self, bodies, *, sync: bool | None = None) -> int:
         """Write records already encoded by :func:`encode_record`, in one ``pwrite``; returns the last position.
 

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
