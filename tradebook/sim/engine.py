@@ -207,6 +207,8 @@ def _as_float_array(values, what: str, n: int | None) -> np.ndarray:
 _INT64_MIN = int(np.iinfo(np.int64).min)
 _EMPTY_I64 = np.zeros(0, np.int64)
 _EMPTY_F64 = np.zeros(0, np.float64)
+_NO_QUOTES = (_EMPTY_I64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64)  # a _run with trades only
+_NO_TRADES = (_EMPTY_I64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64)  # ... with quotes only
 # The scan's inputs when no order works (what _rebuild computes then); the scan never writes to either:
 # thresholds are read only, and a resting table without rows has nothing to update.
 _NEUTRAL_THRESHOLDS = np.array([0.0, math.inf, -math.inf, -math.inf, math.inf])
@@ -361,25 +363,12 @@ class SimEngine:
 
     def on_quotes(self, ts_ns, bid_px, ask_px, bid_sz, ask_sz) -> None:
         """Process L1 quotes: scalars for one quote, or equal-length 1-D arrays for a batch in time order."""
-        ts = self._data_time(ts_ns, "quotes")
-        n = len(ts)
-        columns = [_as_float_array(v, name, n) for v, name in
-                   ((bid_px, "bid_px"), (ask_px, "ask_px"), (bid_sz, "bid_sz"), (ask_sz, "ask_sz"))]
-        self._run(ts, *columns, _EMPTY_I64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64)
+        self._run(*self._quote_rows(ts_ns, bid_px, ask_px, bid_sz, ask_sz), *_NO_TRADES)
 
     def on_trades(self, ts_ns, price, size, aggressor) -> None:
         """Process trades (aggressor +1 buyer, -1 seller, 0 unknown): scalars or 1-D arrays in time order."""
-        if not self.feed_has_trades:
-            raise ConfigError("this engine was built with feed_has_trades=False (resting orders fill by the quote "
-                              "rule); expected no trades, or build it with feed_has_trades=True")
-        ts = self._data_time(ts_ns, "trades")
-        n = len(ts)
-        px = _as_float_array(price, "price", n)
-        sz = _as_float_array(size, "size", n)
-        side = _as_float_array(aggressor, "aggressor", n)
-        if not np.isin(side, (-1.0, 0.0, 1.0)).all():
-            raise DataError("trade aggressor must be +1 (buyer), -1 (seller) or 0 (unknown)")
-        self._run(_EMPTY_I64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64, ts, px, sz, side)
+        self._require_trades()
+        self._run(*_NO_QUOTES, *self._trade_rows(ts_ns, price, size, aggressor))
 
     def on_data(self, quotes: tuple | None, trades: tuple | None) -> None:
         """Quotes and trades of one stretch of time at once, merged here (quotes first at equal times).
@@ -388,23 +377,36 @@ class SimEngine:
         size, aggressor) arrays; either may be None. The same fills as calling
         :meth:`on_quotes` and :meth:`on_trades` on the runs of each in time order, in one pass.
         """
-        if trades is not None and len(trades[0]) and not self.feed_has_trades:
+        has_trades = trades is not None and len(trades[0])
+        if has_trades:
+            self._require_trades()
+        q_rows = self._quote_rows(*quotes) if quotes is not None else _NO_QUOTES
+        t_rows = self._trade_rows(*trades) if has_trades else _NO_TRADES
+        if len(q_rows[0]) or len(t_rows[0]):
+            self._run(*q_rows, *t_rows)
+
+    def _require_trades(self) -> None:
+        if not self.feed_has_trades:
             raise ConfigError("this engine was built with feed_has_trades=False (resting orders fill by the quote "
                               "rule); expected no trades, or build it with feed_has_trades=True")
-        q_ts, q_cols = _EMPTY_I64, (_EMPTY_F64,) * 4
-        if quotes is not None:
-            q_ts = self._data_time(quotes[0], "quotes")
-            q_cols = tuple(_as_float_array(v, name, len(q_ts)) for v, name in
-                           zip(quotes[1:], ("bid_px", "ask_px", "bid_sz", "ask_sz")))
-        t_ts, t_cols = _EMPTY_I64, (_EMPTY_F64,) * 3
-        if trades is not None:
-            t_ts = self._data_time(trades[0], "trades")
-            t_cols = tuple(_as_float_array(v, name, len(t_ts)) for v, name in
-                           zip(trades[1:], ("price", "size", "aggressor")))
-            if not np.isin(t_cols[2], (-1.0, 0.0, 1.0)).all():
-                raise DataError("trade aggressor must be +1 (buyer), -1 (seller) or 0 (unknown)")
-        if len(q_ts) or len(t_ts):
-            self._run(q_ts, *q_cols, t_ts, *t_cols)
+
+    def _quote_rows(self, ts_ns, bid_px, ask_px, bid_sz, ask_sz) -> tuple[np.ndarray, ...]:
+        """Checked quote columns: (ts, bid, ask, bid size, ask size) arrays."""
+        ts = self._data_time(ts_ns, "quotes")
+        n = len(ts)
+        return (ts, *(_as_float_array(v, name, n) for v, name in
+                      ((bid_px, "bid_px"), (ask_px, "ask_px"), (bid_sz, "bid_sz"), (ask_sz, "ask_sz"))))
+
+    def _trade_rows(self, ts_ns, price, size, aggressor) -> tuple[np.ndarray, ...]:
+        """Checked trade columns: (ts, price, size, aggressor) arrays."""
+        ts = self._data_time(ts_ns, "trades")
+        n = len(ts)
+        px = _as_float_array(price, "price", n)
+        sz = _as_float_array(size, "size", n)
+        side = _as_float_array(aggressor, "aggressor", n)
+        if not np.isin(side, (-1.0, 0.0, 1.0)).all():
+            raise DataError("trade aggressor must be +1 (buyer), -1 (seller) or 0 (unknown)")
+        return ts, px, sz, side
 
     def advance_to(self, ts_ns: int) -> None:
         """Let time pass to ``ts_ns`` with no new data: requests arriving and orders expiring by then are processed."""
@@ -726,7 +728,7 @@ def replay(model: FillModel, instrument: Instrument | str, quotes: pd.DataFrame,
         instrument = get_instrument(instrument)
     q = quote_arrays(quotes)
     has_trades = trades is not None and len(trades) > 0
-    t = _engine_trades(trades, quotes) if has_trades else (_EMPTY_I64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64)
+    t = _engine_trades(trades, quotes) if has_trades else _NO_TRADES
     table = requests_frame(requests)
     engine = SimEngine(model, instrument, seed=seed, feed_has_trades=has_trades)
     refs: list = []
