@@ -826,3 +826,39 @@ async def test_an_order_changed_across_flushes_keeps_one_current_row(tmp_path):
     await rig.oms.cancel(order.client_order_id)
     rig.oms.flush()
     assert rig.rows("SELECT status, filled_quantity FROM orders") == [("cancelled", D(2))]
+
+
+@run
+async def test_rows_duckdb_derives_for_finished_orders_equal_the_rows_python_builds(tmp_path):
+    """An order a venue event finishes carries its final row on that record; the store's row is Python's to the byte.
+
+    The same journal replayed into a second store (where Python builds every row) must
+    give the same ``orders`` table: tags with a stop loss and odd text, a parent, an order
+    finished in a later batch than its intent, a partial fill then a cancel.
+    """
+    rig = Rig(tmp_path, prices={SPY: D("100.00")})
+    await rig.connect()
+    entry, stop = await _entry_with_stop(rig)  # the entry is filled by venue events; its stop rests
+    odd = await rig.oms.submit(intent(2, reason='why "not" \\ é\n\tüñ', parent_id="twap-7"))
+    resting = await rig.oms.submit(intent(3, order_type=OrderType.LIMIT, limit="99.00", qty="5"))
+    rig.oms.flush()  # the stop and the resting order are still working: their rows come from Python
+    ts = rig.clock()
+    fill = Fill("X9", resting.client_order_id, SPY, Side.BUY, D(2), D("99.00"), D("0.10"), "maker", ts, ts)
+    rig.oms.on_events([
+        OrderEvent(stop.client_order_id, E.CANCELLED, ts, ts, venue_order_id=stop.venue_order_id, reason="by hand"),
+        OrderEvent(resting.client_order_id, E.FILLED, ts, ts, venue_order_id=resting.venue_order_id, fill=fill),
+        OrderEvent(resting.client_order_id, E.CANCELLED, ts + 1, ts + 1, venue_order_id=resting.venue_order_id)])
+    rig.oms.flush()
+    finished = {entry.client_order_id, odd.client_order_id, stop.client_order_id, resting.client_order_id}
+    with Journal(rig.journal.path, sync=False) as journal:
+        carried = {r["event"]["client_order_id"] for r in journal.records() if "state" in r}
+    assert carried == finished
+    derived = rig.rows("SELECT * FROM orders ORDER BY client_order_id")
+    assert [(r[0], r[15]) for r in derived if r[0] in finished] == sorted(
+        [(entry.client_order_id, "filled"), (odd.client_order_id, "filled"), (stop.client_order_id, "cancelled"),
+         (resting.client_order_id, "cancelled")])
+    rig.crash()
+    other = Store(tmp_path / "python-rows.duckdb")
+    replayed = OrderManager(other, Journal(rig.journal.path), rig.venue, Portfolio(D(100_000)), clock=rig.clock)
+    replayed.recover()
+    assert other.con.execute("SELECT * FROM orders ORDER BY client_order_id").fetchall() == derived

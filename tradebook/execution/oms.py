@@ -203,6 +203,9 @@ class OrderManager:
         self._staged: list[OrderIntent] = []  # written by stage(), not yet sent
         self._pending: list[tuple[int, bytes]] = []  # journal records not yet in DuckDB, as written
         self._touched: set[str] = set()  # orders those records changed (their rows are rewritten)
+        # touched orders whose final row is in one of those records (DuckDB derives the row; no Python at flush)
+        self._final: set[str] = set()
+        self._inherited: frozenset[str] = frozenset()  # working when the journal was replayed: rows from Python
         self._touched_positions: set[tuple[str, str, str]] = set()  # (account, strategy, instrument) they moved
         self._order_listeners: list[OrderListener] = [on_order] if on_order else []
         self._fill_listeners: list[FillListener] = [on_fill] if on_fill else []
@@ -262,8 +265,7 @@ class OrderManager:
             self._check_not_blocked(intent.instrument_id)
             created = self.clock()
             order = Order(intent)
-            self._append({"kind": "intent", "ts": created, "client_order_id": coid, "intent": _intent_to_dict(intent)},
-                         durable=False)
+            self._append_encoded((_intent_record(intent, created),), durable=False)
             self._touched.add(coid)
             self._set_order(coid, order)
             self._created_ns[coid] = created
@@ -321,10 +323,8 @@ class OrderManager:
         order = Order(intent)
         event = OrderEvent(coid, first, created, created, reason=reason)
         updated = order.apply(event)
-        self._append_encoded((
-            encode_record({"kind": "intent", "ts": created, "client_order_id": coid,
-                           "intent": _intent_to_dict(intent)}),
-            encode_record({"kind": "event", "event": _event_to_dict(event)})))
+        self._append_encoded((_intent_record(intent, created),
+                              encode_record({"kind": "event", "event": _event_to_dict(event)})))
         self._touched.add(coid)
         self._set_order(coid, order)
         self._created_ns[coid] = created
@@ -509,6 +509,7 @@ class OrderManager:
         staged: dict[str, Order] = {}  # orders as this batch leaves them
         applied: list[tuple[OrderEvent, Order, Order]] = []  # (event, before, after)
         bodies: list[bytes] = []
+        final: list[str] = []  # orders this batch finishes, their rows in their records
         durable = False
         refused: OrderError | None = None
         with self._lock:
@@ -547,7 +548,13 @@ class OrderManager:
                                                  "error": str(exc)}))
                     refused = refused or exc
                     continue
-                bodies.append(encode_record({"kind": "event", "event": _event_to_dict(event)}))
+                if updated.is_done and coid not in self._inherited:
+                    # its final row travels with its last record: the flush builds nothing for it
+                    bodies.append(encode_record({"kind": "event", "event": _event_to_dict(event),
+                                                 "state": self._order_state(updated, self._created_ns[coid])}))
+                    final.append(coid)
+                else:
+                    bodies.append(encode_record({"kind": "event", "event": _event_to_dict(event)}))
                 if event.fill is not None:
                     durable = True
                     fill_ids.add(event.fill.fill_id)
@@ -555,6 +562,7 @@ class OrderManager:
                 applied.append((event, order, updated))
             if bodies:
                 self._append_encoded(bodies, durable=durable)
+                self._final.update(final)
             for event, _, updated in applied:
                 self._unresolved.discard(event.client_order_id)  # the venue spoke about it: its state is known
                 self._touched.add(event.client_order_id)
@@ -812,9 +820,13 @@ class OrderManager:
 
         Returns how many journal records were written. Safe to call from any thread and
         any number of times: the store keeps the journal position it holds. The records
-        go as the journal wrote them and DuckDB parses them; Python builds one row per
-        order and per position the batch touched (orders are immutable, so the snapshot
-        taken under the lock is consistent).
+        go as the journal wrote them and DuckDB parses them. An order that a venue event
+        finished carries its final row in that event's record (``state``), and DuckDB
+        derives the row; Python builds the rows of the other orders the batch touched
+        (mostly those still working) and of the positions it moved (orders are
+        immutable, so the snapshot taken under the lock is consistent). Under sustained
+        flow nearly every order is finished by the time it is copied, so the flush
+        holds the GIL for little more than a list of records, and the order path keeps it.
         """
         with self._flush_lock:
             with self._lock:
@@ -822,8 +834,12 @@ class OrderManager:
                 if not records:
                     return 0
                 touched, self._touched = self._touched, set()
+                final, self._final = self._final, set()
                 keys, self._touched_positions = self._touched_positions, set()
-                orders = [(self._orders[c], self._created_ns[c]) for c in touched if c in self._orders]
+                orders = [(self._orders[c], self._created_ns[c]) for c in touched - final if c in self._orders]
+                for coid in final:
+                    self._order_fixed.pop(coid, None)
+                instruments = {k[2] for k in keys} | {self._orders[c].intent.instrument_id for c in final}
                 positions = [p for p in (self.portfolio.position(*k) for k in sorted(keys)) if p is not None]
             try:
                 batch = OrderPathBatch(
@@ -832,7 +848,8 @@ class OrderManager:
                     tuple({"account_id": p.account_id, "strategy_id": p.strategy_id, "instrument_id": p.instrument_id,
                            "quantity": p.quantity, "avg_price": p.avg_price, "realized_pnl": p.realised_pnl,
                            "ts_last": p.ts_last_ns, "fees": p.fees} for p in positions),
-                    tuple(sorted({(k[2], self._instrument(k[2]).currency) for k in keys})))
+                    tuple(sorted((i, self._instrument(i).currency) for i in instruments)),
+                    mode=self.mode, venue=self.venue.name)
                 # The store must never hold a record the journal could still lose: acks are
                 # appended without fdatasync, and a DuckDB commit is durable. After a power
                 # loss, a store ahead of its journal refuses to start (see _replay).
@@ -842,6 +859,7 @@ class OrderManager:
                 with self._lock:
                     self._pending = records + self._pending
                     self._touched |= touched
+                    self._final |= final
                     self._touched_positions |= keys
                     self._pending_since_ns = 0  # due again at once: the background flush retries
                 raise
@@ -854,20 +872,28 @@ class OrderManager:
         only the changing state is encoded at each flush.
         """
         coid = order.client_order_id
-        intent = order.intent
-        state = {
-            "quantity": order.total_quantity,
-            "limit_price": order.limit_price if order.limit_price is not None else intent.limit_price,
-            "stop_price": order.stop_price if order.stop_price is not None else intent.stop_price,
-            "venue_order_id": order.venue_order_id, "status": order.status.value,
-            "filled_quantity": order.filled_qty, "avg_fill_price": order.avg_price,
-            "ts_last": max(order.last_ts_ns, created), "reason": order.reason, "fees": order.fees}
+        state = self._order_state(order, created)
         fixed = self._order_fixed.pop(coid, None) if order.is_done else self._order_fixed.get(coid)
         if fixed is None:
-            if order.is_done:  # its only or last row (most orders of a replay): one encoding
-                return orjson.dumps({**self._order_fixed_columns(order, created), **state}, default=_decimal_text)
-            fixed = self._order_fixed[coid] = orjson.dumps(self._order_fixed_columns(order, created))[:-1] + b","
-        return fixed + orjson.dumps(state, default=_decimal_text)[1:]
+            fixed = orjson.dumps(self._order_fixed_columns(order, created))[:-1] + b","
+            if not order.is_done:
+                self._order_fixed[coid] = fixed
+        # copies, not orjson's own buffers: each of those pins a 4 kB heap chunk for as long as the row is kept
+        return fixed + orjson.dumps(state)[1:]
+
+    @staticmethod
+    def _order_state(order: Order, created: int) -> dict[str, Any]:
+        """What changes in an order's ``orders`` row, Decimals as plain text (DuckDB casts it exactly)."""
+        intent = order.intent
+        limit = order.limit_price if order.limit_price is not None else intent.limit_price
+        stop = order.stop_price if order.stop_price is not None else intent.stop_price
+        return {"quantity": format(order.total_quantity, "f"),
+                "limit_price": None if limit is None else format(limit, "f"),
+                "stop_price": None if stop is None else format(stop, "f"),
+                "venue_order_id": order.venue_order_id, "status": order.status.value,
+                "filled_quantity": format(order.filled_qty, "f"),
+                "avg_fill_price": None if order.avg_price is None else format(order.avg_price, "f"),
+                "ts_last": max(order.last_ts_ns, created), "reason": order.reason, "fees": format(order.fees, "f")}
 
     def _order_fixed_columns(self, order: Order, created: int) -> dict[str, Any]:
         intent = order.intent
@@ -942,6 +968,7 @@ class OrderManager:
                     self._pending.append((position, body))
                     self._touch_replayed(record)
             self._unresolved = {c for c, o in self._orders.items() if o.status in UNKNOWN_STATE_STATUSES}
+            self._inherited = frozenset(self._working)
 
     def _touch_replayed(self, record: dict[str, Any]) -> None:
         """What a replayed record not yet in the store changed: its rows go with the next flush."""
@@ -1138,12 +1165,6 @@ class OrderManager:
 
 
 # -- helpers --------------------------------------------------------------------------------
-def _decimal_text(value: Any) -> str:
-    if isinstance(value, Decimal):
-        return format(value, "f")  # plain digits: DuckDB casts the text to DECIMAL exactly
-    raise TypeError(f"order rows hold JSON values and Decimals, not {type(value).__name__}: {value!r}")
-
-
 def _instrument_lookup(instruments) -> Callable[[str], Instrument]:
     if instruments is None:
         return get_instrument
@@ -1182,6 +1203,15 @@ def intent_from_record(data: dict[str, Any]) -> OrderIntent:
 
 
 _intent_to_dict, _intent_from_dict = intent_to_record, intent_from_record
+
+
+def _intent_record(intent: OrderIntent, created: int) -> bytes:
+    """The journal record of a new order: its intent, when it was created, and the ids its row needs."""
+    record = {"kind": "intent", "ts": created, "client_order_id": intent.client_order_id,
+              "intent": _intent_to_dict(intent)}
+    if intent.parent_id is not None:
+        record["parent_order_id"] = client_order_id_for(intent.parent_id)
+    return encode_record(record)
 
 
 def _fill_to_dict(fill: Fill) -> dict[str, Any]:

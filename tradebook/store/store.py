@@ -91,12 +91,15 @@ class OrderPathBatch:
     ``records`` are the journal's own bytes (one JSON object per record, as
     :func:`tradebook.execution.journal.encode_record` wrote it), in journal order:
     DuckDB parses and numbers them itself, so a flush costs the writer's thread almost
-    no Python (and no GIL while DuckDB works). ``orders`` holds the current state of every order
-    the records touch, one JSON object per order with the ``orders`` columns (Decimals
-    as strings) plus ``currency`` (the fee currency of its fills); ``positions`` the
-    current state of the positions they moved (dicts with Decimals); ``currencies``
-    maps instruments of position adjustments to their currency. Events and alerts are
-    appended, orders and positions upserted by key, fills inserted once per ``fill_id``.
+    no Python (and no GIL while DuckDB works). An order's final row may ride on the record
+    that finished it (``state``): DuckDB completes it from the order's intent record (or
+    its stored row), with ``mode`` and ``venue`` of the writer. ``orders`` holds the current
+    state of the other orders the records touch, one JSON object per order with the
+    ``orders`` columns (Decimals as strings) plus ``currency`` (the fee currency of its
+    fills); ``positions`` the current state of the positions they moved (dicts with
+    Decimals); ``currencies`` maps the instruments of those orders and of position
+    adjustments to their currency. Events and alerts are appended, orders and positions
+    upserted by key, fills inserted once per ``fill_id``.
     """
 
     journal: str
@@ -106,6 +109,8 @@ class OrderPathBatch:
     orders: tuple[bytes, ...] = ()
     positions: tuple[dict[str, Any], ...] = ()
     currencies: tuple[tuple[str, str], ...] = ()
+    mode: str = ""
+    venue: str = ""
 
 
 # Columns of the order tables (migrations v2 and v3) that the order path writes row by row
@@ -137,7 +142,14 @@ _FILL = (f"STRUCT(fill_id VARCHAR, client_order_id VARCHAR, instrument_id VARCHA
          f"price {_DEC}, fee {_DEC}, liquidity VARCHAR, ts_event_ns BIGINT, ts_init_ns BIGINT)")
 _RECORD_COLUMNS = {
     "kind": "VARCHAR", "ts": "BIGINT", "client_order_id": "VARCHAR",
-    "intent": f"STRUCT(intent_id VARCHAR, quantity {_DEC}, limit_price {_DEC}, stop_price {_DEC}, reason VARCHAR)",
+    "intent": (f"STRUCT(intent_id VARCHAR, strategy_id VARCHAR, account_id VARCHAR, instrument_id VARCHAR, "
+               f"side VARCHAR, order_type VARCHAR, time_in_force VARCHAR, quantity {_DEC}, limit_price {_DEC}, "
+               f"stop_price {_DEC}, reduce_only BOOLEAN, stop_loss {_DEC}, reason VARCHAR)"),
+    "parent_order_id": "VARCHAR",
+    # an order's final row, on the record of the venue event that finished it (Decimals as plain text)
+    "state": ("STRUCT(quantity VARCHAR, limit_price VARCHAR, stop_price VARCHAR, venue_order_id VARCHAR, "
+              "status VARCHAR, filled_quantity VARCHAR, avg_fill_price VARCHAR, ts_last BIGINT, reason VARCHAR, "
+              "fees VARCHAR)"),
     "event": (f"STRUCT(client_order_id VARCHAR, event_type VARCHAR, ts_event_ns BIGINT, ts_init_ns BIGINT, "
               f"venue_order_id VARCHAR, reason VARCHAR, quantity {_DEC}, limit_price {_DEC}, stop_price {_DEC}, "
               f"fill {_FILL})"),
@@ -148,6 +160,45 @@ _RECORD_COLUMNS = {
 
 def _money(field: str) -> str:
     return f'CAST({field}."$d" AS DECIMAL(38, 12))'
+
+
+# The row of an order whose final state rides on a record (``state``): what the intent fixed
+# comes from its intent record in the batch or, when that was copied earlier, from the stored
+# row. Rows built in Python (``_op_orders`` already) take precedence. Tags as the order
+# manager writes them: compact JSON, keys sorted.
+_FINAL_ORDER_COLUMNS = {
+    "client_order_id": "f.client_order_id",
+    "intent_id": "COALESCE(i.intent.intent_id, s.intent_id)",
+    "strategy_id": "COALESCE(i.intent.strategy_id, s.strategy_id)",
+    "account_id": "COALESCE(i.intent.account_id, s.account_id)",
+    "mode": "CASE WHEN i.p IS NULL THEN s.mode ELSE $mode END",
+    "venue": "CASE WHEN i.p IS NULL THEN s.venue ELSE $venue END",
+    "instrument_id": "COALESCE(i.intent.instrument_id, s.instrument_id)",
+    "side": "COALESCE(i.intent.side, s.side)",
+    "order_type": "COALESCE(i.intent.order_type, s.order_type)",
+    "time_in_force": "COALESCE(i.intent.time_in_force, s.time_in_force)",
+    "quantity": "f.state.quantity", "limit_price": "f.state.limit_price", "stop_price": "f.state.stop_price",
+    "parent_order_id": "CASE WHEN i.p IS NULL THEN s.parent_order_id ELSE i.parent_order_id END",
+    "venue_order_id": "f.state.venue_order_id", "status": "f.state.status",
+    "filled_quantity": "f.state.filled_quantity", "avg_fill_price": "f.state.avg_fill_price",
+    "ts_init": "COALESCE(i.ts, s.ts_init)", "ts_last": "f.state.ts_last",
+    "tags": ("""CASE WHEN i.p IS NULL THEN s.tags ELSE '{"reduce_only":' || """
+             """CASE WHEN i.intent.reduce_only THEN 'true' ELSE 'false' END || """
+             """COALESCE(',"stop_loss":' || to_json(i.intent.stop_loss."$d"), '') || """
+             """',"why":' || to_json(COALESCE(i.intent.reason, '')) || '}' END"""),
+    "reason": "f.state.reason", "fees": "f.state.fees",
+    "currency": "c.currency",
+}
+_FINAL_ORDERS_SQL = f"""
+INSERT INTO _op_orders ({", ".join(_FINAL_ORDER_COLUMNS)})
+SELECT {", ".join(_FINAL_ORDER_COLUMNS.values())}
+FROM (SELECT event.client_order_id AS client_order_id, state FROM _op_records WHERE state IS NOT NULL) f
+LEFT JOIN (SELECT client_order_id, intent, parent_order_id, ts, p FROM _op_records WHERE kind = 'intent') i
+       ON i.client_order_id = f.client_order_id
+LEFT JOIN orders s ON s.client_order_id = f.client_order_id
+LEFT JOIN _op_currencies c ON c.instrument_id = COALESCE(i.intent.instrument_id, s.instrument_id)
+WHERE f.client_order_id NOT IN (SELECT client_order_id FROM _op_orders)
+"""
 
 
 # One row per intent (an order is created) and per venue or own event, in journal order. An
@@ -678,6 +729,7 @@ class Store:
         con.execute("CREATE TEMP TABLE _op_currencies (instrument_id VARCHAR, currency VARCHAR)")
         if batch.currencies:
             con.executemany("INSERT INTO _op_currencies VALUES (?, ?)", [list(c) for c in batch.currencies])
+        con.execute(_FINAL_ORDERS_SQL, {"mode": batch.mode or None, "venue": batch.venue or None})
         found = con.execute("SELECT count(*) FROM _op_records").fetchone()
         if found[0] != len(batch.records):
             raise StoreError(f"journal {batch.journal}: DuckDB read {found[0]} records of the batch, expected "
