@@ -87,7 +87,7 @@ def install_crash_point(spec: str) -> None:
 
         def _copy_order_path(con, batch, records_file, orders_file):
             copy_order_path(con, batch, records_file, orders_file)
-            if kind in ("orders", "order_events", "fills", "alerts") and batch.records:
+            if kind in ("orders", "order_events", "fills", "alerts") and batch.position >= batch.first_position:
                 hit()
 
         Store._copy_order_path = staticmethod(_copy_order_path)

@@ -862,3 +862,38 @@ async def test_rows_duckdb_derives_for_finished_orders_equal_the_rows_python_bui
     replayed = OrderManager(other, Journal(rig.journal.path), rig.venue, Portfolio(D(100_000)), clock=rig.clock)
     replayed.recover()
     assert other.con.execute("SELECT * FROM orders ORDER BY client_order_id").fetchall() == derived
+
+
+@run
+async def test_flushes_copy_journal_byte_ranges_across_failures_and_restarts(tmp_path):
+    """The flush reads its records from the journal file: after a failed copy, more trading, a crash and
+    a restart that copies from the middle of the file, the store holds every record once, in order."""
+    rig = Rig(tmp_path, prices={SPY: D("100.00")}, fee=D("0.10"))
+    await rig.connect()
+    await rig.oms.submit(intent(1))
+    rig.oms.flush()
+    await rig.oms.submit(intent(2, qty="3"))
+    write = rig.store.write_order_path
+
+    def full_disk(batch):
+        rig.oms.reject(intent(9), "risk: refused while the copy was failing")  # written during the copy
+        raise StoreError("disk full")
+
+    rig.store.write_order_path = full_disk
+    with pytest.raises(StoreError, match="disk full"):
+        rig.oms.flush()
+    rig.store.write_order_path = write
+    await rig.oms.submit(intent(3, side="sell", qty="4"))  # written after the failed copy: one batch with it
+    rig.oms.flush()
+    assert rig.store.journal_position("orders.journal") == len(rig.journal)
+    await rig.oms.submit(intent(4))
+    oms = await rig.restart()  # died before copying sig-4: the restart copies from the middle of the file
+    assert oms.recover().records_flushed == 4  # intent, submitted, accepted, filled
+    kinds = rig.rows("SELECT journal_position, event_type FROM order_events ORDER BY journal_position")
+    assert [p for p, _ in kinds] == list(range(1, len(rig.journal) + 1))
+    assert [t for _, t in kinds].count("filled") == 4
+    assert rig.rows("SELECT intent_id, status, CAST(filled_quantity AS VARCHAR) FROM orders ORDER BY intent_id") == [
+        ("sig-1", "filled", "2.000000000000"), ("sig-2", "filled", "3.000000000000"),
+        ("sig-3", "filled", "4.000000000000"), ("sig-4", "filled", "2.000000000000"),
+        ("sig-9", "rejected", "0.000000000000")]
+    assert rig.rows("SELECT CAST(quantity AS VARCHAR) FROM positions") == [("3.000000000000",)]

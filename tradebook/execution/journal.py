@@ -91,6 +91,14 @@ def encode_record(record: dict[str, Any]) -> bytes:
         raise StoreError(f"journal records hold JSON values and Decimals only; refused {record!r}: {exc}") from exc
 
 
+def journal_line(body: bytes) -> bytes:
+    """A record body as one journal line: checksum, a space, the body, a newline."""
+    return b"%08x %b\n" % (zlib.crc32(body), body)
+
+
+BODY_OFFSET = 9  # where a line's body starts: after the 8 hex digits of its checksum and a space
+
+
 def decode_record(body: bytes) -> dict[str, Any]:
     """The record :func:`encode_record` wrote, Decimals restored."""
     return json.loads(body, object_hook=_decode_object)
@@ -172,6 +180,11 @@ class Journal:
     def __len__(self) -> int:
         return self._records
 
+    @property
+    def size(self) -> int:
+        """Bytes of whole records in the file: where the next record will start."""
+        return self._extent[0]
+
     def append(self, record: dict[str, Any], *, sync: bool | None = None) -> int:
         """Write ``record`` (durable unless ``sync=False``); returns its 1-based position in the journal.
 
@@ -189,7 +202,7 @@ class Journal:
         if not bodies:
             with self._lock:
                 return self._records
-        data = b"".join([b"%08x %b\n" % (zlib.crc32(body), body) for body in bodies])
+        data = b"".join([b"%08x %b\n" % (zlib.crc32(body), body) for body in bodies])  # journal_line, inlined
         with self._lock:
             if self._fd < 0:
                 raise StoreError(f"journal {self.path} is closed")

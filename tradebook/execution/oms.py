@@ -9,11 +9,14 @@ for why acks need not wait for the disk). The journal is the source of truth; Du
 is a copy written in batches by :meth:`OrderManager.flush` (explicitly, or from a
 background thread every ``flush_interval_ms``), never on the hot path: a single DuckDB
 insert costs more than the whole order path may take. A flush hands DuckDB the
-journal's own bytes to parse (one typed ``read_json``, set-based inserts, DuckDB on one
-core with the GIL released); Python only builds one row per order and position the
-batch touched. Under sustained flow (``flush_batch_records`` or more waiting at a tick)
-the background flush waits for a quiet moment (no journal record for
-``flush_quiet_ms``) or until its oldest record is ``flush_max_lag_ms`` old: every
+journal's own bytes to parse, copied from the journal file in the kernel (the order
+path keeps no records in memory), and DuckDB fills the tables with set-based inserts
+on one core with the GIL released. An order a venue event finishes carries its final
+row on that record; Python builds rows only for the other orders the batch touched
+(mostly working ones) and for the positions it moved. Under sustained flow
+(``flush_batch_records`` or more waiting at a tick) the background flush waits for
+a quiet moment (no journal record for ``flush_quiet_ms``) or until its oldest record
+is ``flush_max_lag_ms`` old: every
 fdatasync of the order path also flushes what DuckDB wrote (this disk has a write-back
 cache and no FUA), so orders overlapping a DuckDB commit wait; rarer, bigger flushes
 measured a lower p99 than frequent small ones. Sparse flow still flushes every tick. A
@@ -62,7 +65,7 @@ import orjson
 import pandas as pd
 
 from tradebook.errors import ConfigError, OrderError, StoreError, UnknownInstrumentError
-from tradebook.execution.journal import Journal, decode_record, encode_record
+from tradebook.execution.journal import BODY_OFFSET, Journal, decode_record, encode_record
 from tradebook.model.instruments import Instrument, Side, get_instrument
 from tradebook.model.orders import (
     Fill,
@@ -201,7 +204,8 @@ class OrderManager:
         self._unresolved: set[str] = set()
         self._replace_requests: dict[str, OrderEvent] = {}
         self._staged: list[OrderIntent] = []  # written by stage(), not yet sent
-        self._pending: list[tuple[int, bytes]] = []  # journal records not yet in DuckDB, as written
+        # journal records not yet in DuckDB: positions first..last, bytes [start, end) of the file (first 0: none)
+        self._pending_first = self._pending_last = self._pending_start = self._pending_end = 0
         self._touched: set[str] = set()  # orders those records changed (their rows are rewritten)
         # touched orders whose final row is in one of those records (DuckDB derives the row; no Python at flush)
         self._final: set[str] = set()
@@ -616,21 +620,25 @@ class OrderManager:
         return self._append_encoded((encode_record(record),), durable=durable)
 
     def _append_encoded(self, bodies: Sequence[bytes], *, durable: bool = True) -> int:
-        """Write records with one write; fdatasync'd if ``durable`` (or the policy syncs everything)."""
-        if durable or self.sync_policy == "all" or not self.journal.sync:
-            position = self.journal.append_encoded(bodies)
-        else:
-            # Written (a kill -9 keeps it: it is in the OS cache) but not fdatasync'd: the
-            # next durable record syncs it too.
-            position = self.journal.append_encoded(bodies, sync=False)
-        now = monotonic_ns()
-        if not self._pending:
-            self._pending_since_ns = now
-        self._last_record_ns = now
-        first = position - len(bodies) + 1
-        # the same bytes go to DuckDB: parsed there, not here
-        self._pending.extend(zip(range(first, position + 1), bodies))
-        return position
+        """Write records with one write; fdatasync'd if ``durable`` (or the policy syncs everything).
+
+        The records are not kept: the flush hands DuckDB their bytes in the journal file.
+        """
+        with self._lock:  # one writer: the journal's size before and after is this write's range
+            start = self.journal.size
+            if durable or self.sync_policy == "all" or not self.journal.sync:
+                position = self.journal.append_encoded(bodies)
+            else:
+                # Written (a kill -9 keeps it: it is in the OS cache) but not fdatasync'd: the
+                # next durable record syncs it too.
+                position = self.journal.append_encoded(bodies, sync=False)
+            now = monotonic_ns()
+            if not self._pending_first:
+                self._pending_since_ns = now
+                self._pending_first, self._pending_start = position - len(bodies) + 1, start
+            self._pending_last, self._pending_end = position, self.journal.size
+            self._last_record_ns = now
+            return position
 
     def _notify(self, event: OrderEvent, order: Order) -> None:
         for listener in self._order_listeners:
@@ -830,9 +838,10 @@ class OrderManager:
         """
         with self._flush_lock:
             with self._lock:
-                records, self._pending = self._pending, []
-                if not records:
+                first, last, start, end = self._pending_first, self._pending_last, self._pending_start, self._pending_end
+                if not first:
                     return 0
+                self._pending_first = 0
                 touched, self._touched = self._touched, set()
                 final, self._final = self._final, set()
                 keys, self._touched_positions = self._touched_positions, set()
@@ -843,12 +852,13 @@ class OrderManager:
                 positions = [p for p in (self.portfolio.position(*k) for k in sorted(keys)) if p is not None]
             try:
                 batch = OrderPathBatch(
-                    self.journal_name, records[0][0], records[-1][0], tuple(body for _, body in records),
-                    tuple(self._order_json(order, created) for order, created in orders),
-                    tuple({"account_id": p.account_id, "strategy_id": p.strategy_id, "instrument_id": p.instrument_id,
-                           "quantity": p.quantity, "avg_price": p.avg_price, "realized_pnl": p.realised_pnl,
-                           "ts_last": p.ts_last_ns, "fees": p.fees} for p in positions),
-                    tuple(sorted((i, self._instrument(i).currency) for i in instruments)),
+                    self.journal_name, first, last, journal_file=self.journal.path, journal_bytes=(start, end),
+                    orders=tuple(self._order_json(order, created) for order, created in orders),
+                    positions=tuple({"account_id": p.account_id, "strategy_id": p.strategy_id,
+                                     "instrument_id": p.instrument_id, "quantity": p.quantity,
+                                     "avg_price": p.avg_price, "realized_pnl": p.realised_pnl,
+                                     "ts_last": p.ts_last_ns, "fees": p.fees} for p in positions),
+                    currencies=tuple(sorted((i, self._instrument(i).currency) for i in instruments)),
                     mode=self.mode, venue=self.venue.name)
                 # The store must never hold a record the journal could still lose: acks are
                 # appended without fdatasync, and a DuckDB commit is durable. After a power
@@ -857,13 +867,17 @@ class OrderManager:
                 self.store.write_order_path(batch)
             except BaseException:
                 with self._lock:
-                    self._pending = records + self._pending
+                    if self._pending_first:  # written meanwhile: this batch still comes first
+                        self._pending_first, self._pending_start = first, start
+                    else:
+                        self._pending_first, self._pending_last, self._pending_start, self._pending_end = \
+                            first, last, start, end
                     self._touched |= touched
                     self._final |= final
                     self._touched_positions |= keys
                     self._pending_since_ns = 0  # due again at once: the background flush retries
                 raise
-            return len(records)
+            return last - first + 1
 
     def _order_json(self, order: Order, created: int) -> bytes:
         """The order's ``orders`` row as one JSON object (Decimals as text), for DuckDB to read.
@@ -919,7 +933,7 @@ class OrderManager:
 
     def _flush_due(self) -> bool:
         """Something to copy; under sustained flow, only once the path is quiet or the oldest record is old enough."""
-        waiting = len(self._pending)
+        waiting = self._pending_last - self._pending_first + 1 if self._pending_first else 0
         if waiting == 0:
             return False
         if waiting < self.flush_batch_records:
@@ -956,6 +970,7 @@ class OrderManager:
             raise StoreError(f"the store holds {stored} records of journal {self.journal_name!r} but the journal has "
                              f"only {len(self.journal)}; is this the journal of this store?")
         with self._lock:
+            offset = 0  # where the record starts in the file
             for index, body in enumerate(self.journal.encoded()):
                 position = index + 1
                 record = decode_record(body)
@@ -965,8 +980,15 @@ class OrderManager:
                     raise StoreError(f"journal {self.journal.path}: record {position} cannot be replayed: {exc}; "
                                      "refusing to guess the order state") from exc
                 if position > stored:
-                    self._pending.append((position, body))
+                    if not self._pending_first:
+                        self._pending_first, self._pending_start = position, offset
+                    self._pending_last = position
                     self._touch_replayed(record)
+                offset += BODY_OFFSET + len(body) + 1
+            if offset != self.journal.size:
+                raise StoreError(f"journal {self.journal.path}: its records end at byte {self.journal.size} but "
+                                 f"reading them ended at {offset}; was it written while this manager started?")
+            self._pending_end = offset if self._pending_first else 0
             self._unresolved = {c for c, o in self._orders.items() if o.status in UNKNOWN_STATE_STATUSES}
             self._inherited = frozenset(self._working)
 

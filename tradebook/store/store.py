@@ -29,6 +29,7 @@ import pandas as pd
 from tradebook.data.loaders import MarketData
 from tradebook.data.schemas import SPECS, DataKind
 from tradebook.errors import MigrationError, StoreError, StoreLockedError, UnknownInstrumentError
+from tradebook.execution.journal import BODY_OFFSET, journal_line
 from tradebook.model.instruments import BUNDLED_INSTRUMENTS, AssetClass, Instrument, TradingHours
 from tradebook.model.time import now_ns, ns_to_iso
 from tradebook.store.migrations import LATEST_VERSION, MIGRATIONS
@@ -88,10 +89,12 @@ class OrderPathBatch:
     journal offset, so a batch lands whole or not at all and a re-flush after a crash
     starts where the store stopped.
 
-    ``records`` are the journal's own bytes (one JSON object per record, as
-    :func:`tradebook.execution.journal.encode_record` wrote it), in journal order:
-    DuckDB parses and numbers them itself, so a flush costs the writer's thread almost
-    no Python (and no GIL while DuckDB works). An order's final row may ride on the record
+    The records are the journal's own bytes, in journal order: either read straight from
+    the journal file (``journal_file``, bytes ``journal_bytes`` = [start, end) holding
+    exactly these records, copied in the kernel), or given as ``records`` (bodies as
+    :func:`tradebook.execution.journal.encode_record` wrote them). DuckDB parses and
+    numbers them itself, so a flush costs the writer's thread almost no Python (and no
+    GIL while DuckDB works). An order's final row may ride on the record
     that finished it (``state``): DuckDB completes it from the order's intent record (or
     its stored row), with ``mode`` and ``venue`` of the writer. ``orders`` holds the current
     state of the other orders the records touch, one JSON object per order with the
@@ -111,6 +114,8 @@ class OrderPathBatch:
     currencies: tuple[tuple[str, str], ...] = ()
     mode: str = ""
     venue: str = ""
+    journal_file: Path | None = None
+    journal_bytes: tuple[int, int] = (0, 0)
 
 
 # Columns of the order tables (migrations v2 and v3) that the order path writes row by row
@@ -132,7 +137,27 @@ ORDER_PATH_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
 
 def _sql_text(path: Path) -> str:
     """A file path as a SQL string literal."""
-    return "'" + str(path).replace("'", "''") + "'"
+    return _sql_literal(str(path))
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _copy_file_range(source: Path, start: int, end: int, destination: Path) -> None:
+    """Copy bytes [start, end) of ``source`` into a new file ``destination``, in the kernel where it can."""
+    with open(source, "rb") as src, open(destination, "wb") as dst:
+        offset, left = start, end - start
+        while left > 0:
+            try:
+                copied = os.copy_file_range(src.fileno(), dst.fileno(), left, offset)
+            except OSError:  # a filesystem or kernel without it: read and write
+                src.seek(offset)
+                copied = dst.write(src.read(min(left, 1 << 24)))
+            if copied == 0:
+                raise StoreError(f"{source} ends before byte {end}: {left} bytes of the batch are missing")
+            offset += copied
+            left -= copied
 
 
 # The journal records' shape, for DuckDB to parse each line once into typed columns (keys
@@ -156,6 +181,10 @@ _RECORD_COLUMNS = {
     "error": "VARCHAR", "alert": "STRUCT(ts_ns BIGINT, kind VARCHAR, message VARCHAR)",
     "account_id": "VARCHAR", "strategy_id": "VARCHAR", "fill": _FILL,
 }
+
+
+# The same shape for json_transform (type names as JSON strings)
+_RECORD_STRUCTURE = json.dumps(_RECORD_COLUMNS)
 
 
 def _money(field: str) -> str:
@@ -676,14 +705,24 @@ class Store:
         """
         self._require_writer()
         count = batch.position - batch.first_position + 1
-        if batch.first_position < 1 or count < 0 or len(batch.records) != count:
+        start, end = batch.journal_bytes
+        if batch.journal_file is not None:
+            if batch.records or not 0 <= start <= end:
+                raise StoreError(f"journal batch of {batch.journal}: give records or a journal file range "
+                                 f"0 <= start <= end, not both; got {len(batch.records)} records and {start}..{end}")
+        elif len(batch.records) != count:
             raise StoreError(f"journal batch {batch.first_position}..{batch.position} of {batch.journal} holds "
-                             f"{len(batch.records)} records; expected first_position >= 1 and one record per "
-                             "position")
+                             f"{len(batch.records)} records; expected one record per position")
+        if batch.first_position < 1 or count < 0:
+            raise StoreError(f"journal batch {batch.first_position}..{batch.position} of {batch.journal}: expected "
+                             "first_position >= 1 and position >= first_position - 1")
         with tempfile.TemporaryDirectory(prefix="tb-flush-") as tmp:
-            records_file, orders_file = Path(tmp) / "records.ndjson", Path(tmp) / "orders.ndjson"
-            # The journal's bytes, each with its position as a first key; written here, parsed by DuckDB
-            records_file.write_bytes(b"\n".join(batch.records))  # as the journal wrote them; numbered by DuckDB
+            records_file, orders_file = Path(tmp) / "records.journal", Path(tmp) / "orders.ndjson"
+            # journal lines, parsed and numbered by DuckDB
+            if batch.journal_file is not None:
+                _copy_file_range(batch.journal_file, start, end, records_file)
+            else:
+                records_file.write_bytes(b"".join(journal_line(body) for body in batch.records))
             orders_file.write_bytes(b"\n".join(batch.orders))
             with self._lock, self._threads(1), self.transaction() as con:
                 # fetchall: a half-read result would block the inserts below (DuckDB 2.0)
@@ -713,11 +752,14 @@ class Store:
         """The SQL half of :meth:`write_order_path`: journal JSON -> order tables, inside its transaction."""
         con.execute("DROP TABLE IF EXISTS _op_records; DROP TABLE IF EXISTS _op_orders; "
                     "DROP TABLE IF EXISTS _op_currencies")
-        record_columns = ", ".join(f"'{name}': '{sql_type}'" for name, sql_type in _RECORD_COLUMNS.items())
-        # a record's journal position: the batch's first plus its line's ordinal in the file
+        # a record's journal position: the batch's first plus its line's ordinal in the file. A
+        # journal line is "<crc> <json>"; JSON escapes control characters, so no line holds \x1e
+        # and read_csv with that delimiter yields each line whole, as one column.
         con.execute(f"CREATE TEMP TABLE _op_records AS SELECT ordinality + {int(batch.first_position) - 1} AS p, "
-                    f"* EXCLUDE (ordinality) FROM read_json({_sql_text(records_file)}, format='newline_delimited', "
-                    f"columns={{{record_columns}}}) WITH ORDINALITY")
+                    f"unnest(json_transform(substr(line, {BODY_OFFSET + 1}), {_sql_literal(_RECORD_STRUCTURE)})) "
+                    f"FROM read_csv({_sql_text(records_file)}, columns={{'line': 'VARCHAR'}}, delim=E'\\x1e', "
+                    "quote='', escape='', header=false, auto_detect=false, max_line_size=1073741824) "
+                    "WITH ORDINALITY")
         # the order rows as JSON text: Decimals as strings (cast below), times as integers
         order_columns = [(name, "BIGINT" if sql_type == "BIGINT" else "VARCHAR")
                          for name, sql_type in (*ORDER_PATH_COLUMNS["orders"], ("currency", "VARCHAR"))]
@@ -730,10 +772,12 @@ class Store:
         if batch.currencies:
             con.executemany("INSERT INTO _op_currencies VALUES (?, ?)", [list(c) for c in batch.currencies])
         con.execute(_FINAL_ORDERS_SQL, {"mode": batch.mode or None, "venue": batch.venue or None})
-        found = con.execute("SELECT count(*) FROM _op_records").fetchone()
-        if found[0] != len(batch.records):
-            raise StoreError(f"journal {batch.journal}: DuckDB read {found[0]} records of the batch, expected "
-                             f"{len(batch.records)}")
+        found, unreadable = con.execute("SELECT count(*), count(*) FILTER (kind IS NULL) FROM _op_records").fetchone()
+        expected = batch.position - batch.first_position + 1
+        if found != expected or unreadable:
+            raise StoreError(f"journal {batch.journal}: DuckDB read {found} records of the batch "
+                             f"{batch.first_position}..{batch.position} ({unreadable} without a kind), expected "
+                             f"{expected} records that each name their kind")
         casts = ", ".join(
             f"CAST({name} AS {'DECIMAL(38, 12)' if sql_type == 'DECIMAL' else sql_type})"
             for name, sql_type in ORDER_PATH_COLUMNS["orders"])
