@@ -40,6 +40,7 @@ from tradebook.model.instruments import AssetClass, Instrument, Side
 from tradebook.model.orders import Fill
 
 ZERO = Decimal(0)
+_ONE, _MINUS_ONE = Decimal(1), Decimal(-1)  # a long position's direction, a short one's
 DEFAULT_CHECKPOINT_NS = 60 * 1_000_000_000
 # enum members read on the order path, as module constants: on Python 3.11 ``Side.BUY`` is a
 # descriptor call on the enum class (~60 ns), paid several times per order
@@ -152,10 +153,19 @@ class Portfolio:
         """Book a fill; returns False (and changes nothing) when ``fill_id`` was booked before."""
         _check_fill(fill, instrument)
         instrument_id, multiplier = instrument.instrument_id, instrument.multiplier
+        fill_id, ts_ns, price = fill.fill_id, fill.ts_event_ns, fill.price
         with self._lock:
-            if fill.fill_id in self._fill_ids:
+            if fill_id in self._fill_ids:
                 return False
-            self._checkpoint(fill.ts_event_ns)
+            # _checkpoint, its usual case inlined (a fill in the grid cell of the last change)
+            last_ts = ts_ns if ts_ns.__class__ is int else int(ts_ns)
+            if last_ts < self._last_ts_ns:
+                last_ts = self._last_ts_ns
+            cells = self._checkpoint_cells
+            if cells and cells[-1] == last_ts // self.checkpoint_ns:
+                self._last_ts_ns = last_ts
+            else:
+                self._checkpoint(last_ts)
             strategies = self._positions.get(account_id)
             if strategies is None:
                 strategies = self._positions[account_id] = {}
@@ -165,20 +175,23 @@ class Portfolio:
             old = book.get(instrument_id)
             if old is None:
                 old = Position(account_id, strategy_id, instrument_id, instrument.asset_class, multiplier)
-            new, realised_gross = _book(old, fill, multiplier)
+            quantity = fill.quantity
+            signed = quantity if fill.side == _BUY else -quantity
+            new, realised_gross = _book(old, fill, signed, multiplier)
             book[instrument_id] = new
             if instrument.asset_class is _FUTURE:
                 self._cash += realised_gross - fill.fee
             else:
-                signed = fill.quantity if fill.side == _BUY else -fill.quantity
-                self._cash -= signed * fill.price * multiplier + fill.fee
-            self._fill_ids.add(fill.fill_id)
+                self._cash -= signed * price * multiplier + fill.fee
+            self._fill_ids.add(fill_id)
             mark = self._marks.get(instrument_id)
-            if mark is None or fill.ts_event_ns >= mark[1]:
-                self._marks[instrument_id] = (fill.price, fill.ts_event_ns)
+            if mark is None or ts_ns >= mark[1]:
+                self._marks[instrument_id] = (price, ts_ns)
             self._equity_now = None
-            self._net_now.clear()
-            self._net_by_instrument_now.clear()
+            if self._net_now:
+                self._net_now.clear()
+            if self._net_by_instrument_now:
+                self._net_by_instrument_now.clear()
             return True
 
     def mark(self, instrument_id: str, price: Decimal, ts_ns: int) -> None:
@@ -383,27 +396,26 @@ def _check_fill(fill: Fill, instrument: Instrument) -> None:
         raise OrderError(f"fill {fill.fill_id}: side must be buy or sell, got {fill.side!r}")
 
 
-def _book(old: Position, fill: Fill, multiplier: Decimal) -> tuple[Position, Decimal]:
-    """The position after ``fill`` and the gross P&L it realised."""
-    signed = fill.quantity if fill.side == _BUY else -fill.quantity
-    quantity, avg = old.quantity, old.avg_price
+def _book(old: Position, fill: Fill, signed: Decimal, multiplier: Decimal) -> tuple[Position, Decimal]:
+    """The position after ``fill`` (``signed``: its quantity, negative for a sell) and the gross P&L it realised."""
+    # comparisons with ZERO, not 0: a Decimal compares with a Decimal without converting an int (once per fill)
+    quantity, avg, price = old.quantity, old.avg_price, fill.price
     realised = ZERO
-    if quantity == 0 or (quantity > 0) == (signed > 0):
+    if quantity == ZERO or (quantity > ZERO) == (signed > ZERO):
         # opening or adding: the average moves
         new_qty = quantity + signed
-        avg = fill.price if quantity == 0 else (avg * quantity + fill.price * signed) / new_qty
+        avg = price if quantity == ZERO else (avg * quantity + price * signed) / new_qty
     else:
-        closed = min(abs(signed), abs(quantity))
-        direction = 1 if quantity > 0 else -1
-        realised = (fill.price - avg) * closed * direction * multiplier
+        size, held = abs(signed), abs(quantity)
+        closed = held if held < size else size  # min(size, held)
+        realised = (price - avg) * closed * (_ONE if quantity > ZERO else _MINUS_ONE) * multiplier
         new_qty = quantity + signed
-        if new_qty == 0:
+        if new_qty == ZERO:
             avg = None
-        elif (new_qty > 0) != (quantity > 0):
-            avg = fill.price  # flipped: the remainder opened at this fill's price
+        elif (new_qty > ZERO) != (quantity > ZERO):
+            avg = price  # flipped: the remainder opened at this fill's price
+    fee, last_ts, ts = fill.fee, old.ts_last_ns, fill.ts_event_ns
     # a new Position field by field (dataclasses.replace, without its walk over the fields)
     new = _position(old.account_id, old.strategy_id, old.instrument_id, old.asset_class, old.multiplier, new_qty, avg,
-                    old.realised_pnl + realised - fill.fee, old.fees + fill.fee,
-                    max(old.ts_last_ns, fill.ts_event_ns))
+                    old.realised_pnl + realised - fee, old.fees + fee, last_ts if last_ts >= ts else ts)
     return new, realised
-

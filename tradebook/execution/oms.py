@@ -76,6 +76,7 @@ from tradebook.model.orders import (
     OrderIntent,
     OrderStatus,
     OrderType,
+    TERMINAL_STATUSES,
     TimeInForce,
     client_order_id_for,
 )
@@ -105,6 +106,18 @@ _TIMES_IN_FORCE = frozenset(TimeInForce)
 _INTENT_FIELDS = tuple(f.name for f in dataclasses.fields(OrderIntent))
 _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(OrderEvent) if f.name != "fill")
 _FILL_FIELDS = tuple(f.name for f in dataclasses.fields(Fill))
+# enum members read on the order path, as module constants: on Python 3.11 ``E.FILLED`` is a
+# descriptor call on the enum class (~70 ns), paid several times per order
+_BUY, _SELL = Side.BUY, Side.SELL
+_SIDES = (_BUY, _SELL)
+_MARKET = OrderType.MARKET
+_LIMIT_TYPES = (OrderType.LIMIT, OrderType.STOP_LIMIT)
+_STOP_TYPES = (OrderType.STOP, OrderType.STOP_LIMIT)
+_SUBMITTED_EVENT, _REJECTED_EVENT, _REPLACED_EVENT = E.SUBMITTED, E.REJECTED, E.REPLACED
+_REPLACE_REQUESTED, _REPLACE_REJECTED = E.REPLACE_REQUESTED, E.REPLACE_REJECTED
+_REPLACE_ANSWERS = (_REPLACED_EVENT, _REPLACE_REJECTED)
+_PENDING = S.PENDING
+_DONE = TERMINAL_STATUSES
 
 
 @dataclass(frozen=True)
@@ -258,7 +271,7 @@ class OrderManager:
         Used by replays, where nothing happens between signals of one step of market data,
         to pay for one fdatasync and one venue call per step instead of per order.
         """
-        if not isinstance(intent, OrderIntent):
+        if intent.__class__ is not OrderIntent and not isinstance(intent, OrderIntent):
             raise OrderError(f"stage takes an OrderIntent, got {type(intent).__name__}")
         coid = intent.client_order_id
         with self._lock:
@@ -266,12 +279,15 @@ class OrderManager:
             if existing is not None:
                 return existing
             self._validate_intent(intent)
-            self._check_not_blocked(intent.instrument_id)
+            if self._unresolved:  # nothing is blocked while every order's state is known
+                self._check_not_blocked(intent.instrument_id)
             created = self.clock()
             order = Order(intent)
+            order.__dict__["client_order_id"] = coid  # known: Order.client_order_id need not ask the intent
             self._append_encoded((_intent_record(intent, created),), durable=False)
             self._touched.add(coid)
-            self._set_order(coid, order)
+            self._orders[coid] = order  # _set_order, inlined: a pending order is working
+            self._working[coid] = None
             self._created_ns[coid] = created
             self._staged.append(intent)
             return order
@@ -288,14 +304,21 @@ class OrderManager:
             if not intents:
                 return []
             created = self.clock()
-            events = [OrderEvent(i.client_order_id, E.SUBMITTED, created, created) for i in intents]
-            updated = [self._orders[e.client_order_id].apply(e) for e in events]
+            orders = self._orders
+            submitted = _SUBMITTED_EVENT
+            events = [OrderEvent(i.client_order_id, submitted, created, created) for i in intents]
+            updated = [orders[e.client_order_id].apply(e) for e in events]
             # one fdatasync: the intents written at staging and their "submitted", before the venue hears
             self._append_encoded([encode_record({"kind": "event", "event": _event_to_dict(e)}) for e in events])
+            # _commit's part for a "submitted" (no fill, no replace; the order stays working), inlined
+            working, touched = self._working, self._touched
             for event, order in zip(events, updated):
-                self._commit(event, order, journal=False, track=True)
-                self._touched.add(event.client_order_id)
-                self._notify(event, order)
+                coid = event.client_order_id
+                orders[coid] = order
+                working[coid] = None
+                touched.add(coid)
+                if self._order_listeners:
+                    self._notify(event, order)
         submit_many = getattr(self.venue, "submit_many", None)
         if submit_many is None or len(intents) == 1:
             for intent in intents:
@@ -518,19 +541,22 @@ class OrderManager:
         refused: OrderError | None = None
         with self._lock:
             fill_ids: set[str] = set()
+            known_fills, orders, inherited = self._fill_ids, self._orders, self._inherited
             for event in events:
                 coid = event.client_order_id
-                order = staged.get(coid) or self._orders.get(coid)
+                order = staged.get(coid) or orders.get(coid)
                 if order is None:
                     bodies.append(encode_record({"kind": "orphan", "event": _event_to_dict(event)}))
                     durable = durable or event.fill is not None
                     self._orphans.append(event)
                     log.warning("event for unknown order %s from %s: %s", coid, self.venue.name, event.event_type)
                     continue
-                if event.fill is not None and (event.fill.fill_id in self._fill_ids or event.fill.fill_id in fill_ids):
+                fill = event.fill
+                if fill is not None and (fill.fill_id in known_fills or fill.fill_id in fill_ids):
                     continue  # a repeated fill (after a reconnect): already booked
-                if event.event_type is E.REJECTED and event.reason.startswith(DUPLICATE_REASON) \
-                        and order.status is not OrderStatus.PENDING:
+                kind = event.event_type
+                if kind is _REJECTED_EVENT and event.reason.startswith(DUPLICATE_REASON) \
+                        and order.status is not _PENDING:
                     # We sent an order the venue already holds (a resend after a fault): the refusal
                     # is about the copy, not the order. Its state is whatever the venue says:
                     # reconciliation asks.
@@ -538,42 +564,51 @@ class OrderManager:
                     self._unresolved.add(coid)
                     log.warning("venue %s already holds %s; reconciling its state", self.venue.name, coid)
                     continue
-                if event.event_type is E.REPLACED and event.quantity is None and event.limit_price is None \
+                if kind is _REPLACED_EVENT and event.quantity is None and event.limit_price is None \
                         and event.stop_price is None and coid in self._replace_requests:
                     asked = self._replace_requests[coid]  # venues that confirm without repeating the new terms
                     event = dataclasses.replace(event, quantity=asked.quantity, limit_price=asked.limit_price,
                                                 stop_price=asked.stop_price)
                 try:
-                    if event.fill is not None:
-                        self._check_fill(order, event.fill)
+                    if fill is not None:
+                        self._check_fill(order, fill)
                     updated = order.apply(event)
                 except OrderError as exc:
                     bodies.append(encode_record({"kind": "illegal", "event": _event_to_dict(event),
                                                  "error": str(exc)}))
                     refused = refused or exc
                     continue
-                if updated.is_done and coid not in self._inherited:
+                if updated.status in _DONE and coid not in inherited:
                     # its final row travels with its last record: the flush builds nothing for it
                     bodies.append(encode_record({"kind": "event", "event": _event_to_dict(event),
                                                  "state": self._order_state(updated, self._created_ns[coid])}))
                     final.append(coid)
                 else:
                     bodies.append(encode_record({"kind": "event", "event": _event_to_dict(event)}))
-                if event.fill is not None:
+                if fill is not None:
                     durable = True
-                    fill_ids.add(event.fill.fill_id)
+                    fill_ids.add(fill.fill_id)
                 staged[coid] = updated
                 applied.append((event, order, updated))
             if bodies:
                 self._append_encoded(bodies, durable=durable)
-                self._final.update(final)
+                if final:
+                    self._final.update(final)
+            unresolved, touched, commit = self._unresolved, self._touched, self._commit
             for event, _, updated in applied:
-                self._unresolved.discard(event.client_order_id)  # the venue spoke about it: its state is known
-                self._touched.add(event.client_order_id)
-                self._commit(event, updated, journal=False, track=True)
-        for event, before, updated in applied:
-            self._notify(event, updated)
-            self._after_event(before, updated)
+                coid = event.client_order_id
+                if unresolved:
+                    unresolved.discard(coid)  # the venue spoke about it: its state is known
+                touched.add(coid)
+                commit(event, updated, journal=False, track=True)
+        if self._order_listeners or self._fill_listeners:
+            for event, before, updated in applied:
+                self._notify(event, updated)
+                self._after_event(before, updated)
+        else:  # nobody listens: only an entry with a protective stop has something to do after its event
+            for event, before, updated in applied:
+                if updated.intent.stop_loss is not None:
+                    self._after_event(before, updated)
         if refused is not None:
             raise refused
 
@@ -591,27 +626,35 @@ class OrderManager:
         ``track``: the event was written by the caller and its rows go to the store with the next flush.
         """
         coid = event.client_order_id
+        fill = event.fill
         if journal:
-            self._append({"kind": "event", "event": _event_to_dict(event)}, durable=event.fill is not None)
+            self._append({"kind": "event", "event": _event_to_dict(event)}, durable=fill is not None)
             self._touched.add(coid)
-        self._set_order(coid, updated)
-        if event.event_type is E.REPLACE_REQUESTED:
+        self._orders[coid] = updated  # _set_order, inlined (twice per order from on_events)
+        if updated.status in _DONE:
+            self._working.pop(coid, None)
+        else:
+            self._working[coid] = None
+        kind = event.event_type
+        if kind is _REPLACE_REQUESTED:
             self._replace_requests[coid] = event
-        elif event.event_type in (E.REPLACED, E.REPLACE_REJECTED):
+        elif self._replace_requests and kind in _REPLACE_ANSWERS:
             self._replace_requests.pop(coid, None)
-        if event.fill is not None:
-            fill = event.fill
+        if fill is not None:
             intent = updated.intent
-            self.portfolio.apply_fill(fill, self._instrument(intent.instrument_id), intent.account_id,
-                                      intent.strategy_id)
-            self._fills.append((fill, intent.account_id, intent.strategy_id))
+            account_id, strategy_id, instrument_id = intent.account_id, intent.strategy_id, intent.instrument_id
+            instrument = self._instrument_cache.get(instrument_id)
+            if instrument is None:
+                instrument = self._instrument(instrument_id)
+            self.portfolio.apply_fill(fill, instrument, account_id, strategy_id)
+            self._fills.append((fill, account_id, strategy_id))
             self._fill_ids.add(fill.fill_id)
             if journal or track:
-                self._touched_positions.add((intent.account_id, intent.strategy_id, fill.instrument_id))
+                self._touched_positions.add((account_id, strategy_id, fill.instrument_id))
 
     def _set_order(self, coid: str, order: Order) -> None:
         self._orders[coid] = order
-        if order.is_done:
+        if order.status in _DONE:  # order.is_done, without the property call
             self._working.pop(coid, None)
         else:
             self._working[coid] = None
@@ -702,51 +745,73 @@ class OrderManager:
         return instrument
 
     def _validate_intent(self, intent: OrderIntent) -> Instrument:
-        where = f"intent {intent.intent_id!r}"
-        if not intent.intent_id or not intent.strategy_id:
-            raise OrderError(f"{where}: intent_id and strategy_id must not be empty")
+        # Once per order: each check first tries what every valid intent passes, and the
+        # message's "intent '...'" is built only when one fails
+        intent_id = intent.intent_id
+        if not intent_id or not intent.strategy_id:
+            raise OrderError(f"{_where(intent)}: intent_id and strategy_id must not be empty")
         if intent.account_id != self.venue.account_id:
-            raise OrderError(f"{where}: account {intent.account_id!r} is not the venue's account "
+            raise OrderError(f"{_where(intent)}: account {intent.account_id!r} is not the venue's account "
                              f"{self.venue.account_id!r}")
-        instrument = self._instrument(intent.instrument_id)
-        if intent.side not in (Side.BUY, Side.SELL):
-            raise OrderError(f"{where}: side must be buy or sell, got {intent.side!r}")
-        if intent.order_type not in _ORDER_TYPES or intent.time_in_force not in _TIMES_IN_FORCE:
-            raise OrderError(f"{where}: unknown order type {intent.order_type!r} or time in force "
+        instrument_id = intent.instrument_id
+        instrument = self._instrument_cache.get(instrument_id)
+        if instrument is None:
+            instrument = self._instrument(instrument_id)
+        side = intent.side
+        if side is not _BUY and side is not _SELL and side not in _SIDES:
+            raise OrderError(f"{_where(intent)}: side must be buy or sell, got {intent.side!r}")
+        order_type = intent.order_type
+        if order_type not in _ORDER_TYPES or intent.time_in_force not in _TIMES_IN_FORCE:
+            raise OrderError(f"{_where(intent)}: unknown order type {intent.order_type!r} or time in force "
                              f"{intent.time_in_force!r}")
-        if not isinstance(intent.ts_ns, int) or isinstance(intent.ts_ns, bool) or intent.ts_ns < 0:
-            raise OrderError(f"{where}: ts_ns must be int ns since the epoch, got {intent.ts_ns!r}")
-        _check_decimal(intent.quantity, "quantity", where)
-        instrument.conform_quantity(intent.quantity)
-        needs_limit = intent.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
-        needs_stop = intent.order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
-        for name, price, needed in (("limit_price", intent.limit_price, needs_limit),
-                                    ("stop_price", intent.stop_price, needs_stop)):
-            if needed and price is None:
-                raise OrderError(f"{where}: a {intent.order_type} order needs a {name}")
-            if not needed and price is not None:
-                raise OrderError(f"{where}: a {intent.order_type} order takes no {name}, got {price}")
-            if price is not None:
-                _check_decimal(price, name, where, positive=False)
-                instrument.conform_price(price)
-        if intent.stop_loss is not None:
-            _check_decimal(intent.stop_loss, "stop_loss", where, positive=False)
-            instrument.conform_price(intent.stop_loss)
-        reference = intent.limit_price or intent.stop_price or self.portfolio.last_price(intent.instrument_id)
+        ts_ns = intent.ts_ns
+        if (ts_ns.__class__ is not int and (not isinstance(ts_ns, int) or isinstance(ts_ns, bool))) or ts_ns < 0:
+            raise OrderError(f"{_where(intent)}: ts_ns must be int ns since the epoch, got {intent.ts_ns!r}")
+        quantity = intent.quantity
+        if quantity.__class__ is not Decimal or not quantity.is_finite() or quantity <= 0:
+            _check_decimal(quantity, "quantity", _where(intent))  # raises unless a valid Decimal subclass
+        instrument.conform_quantity(quantity)
+        limit_price, stop_price = intent.limit_price, intent.stop_price
+        if order_type is not _MARKET or limit_price is not None or stop_price is not None:
+            # a market order without prices has nothing to check here
+            where = _where(intent)
+            needs_limit = order_type in _LIMIT_TYPES
+            needs_stop = order_type in _STOP_TYPES
+            for name, price, needed in (("limit_price", limit_price, needs_limit),
+                                        ("stop_price", stop_price, needs_stop)):
+                if needed and price is None:
+                    raise OrderError(f"{where}: a {intent.order_type} order needs a {name}")
+                if not needed and price is not None:
+                    raise OrderError(f"{where}: a {intent.order_type} order takes no {name}, got {price}")
+                if price is not None:
+                    _check_decimal(price, name, where, positive=False)
+                    instrument.conform_price(price)
+        stop_loss = intent.stop_loss
+        if stop_loss is not None:
+            _check_decimal(stop_loss, "stop_loss", _where(intent), positive=False)
+            instrument.conform_price(stop_loss)
+        reference = limit_price or stop_price or self.portfolio.last_price(instrument_id)
         if reference is not None and not intent.reduce_only:  # closing a position is never refused for size
-            instrument.check_notional(reference, intent.quantity)
+            instrument.check_notional(reference, quantity)
         return instrument
 
     def _check_fill(self, order: Order, fill: Fill) -> None:
-        if fill.instrument_id != order.intent.instrument_id or fill.side != order.intent.side:
+        intent = order.intent
+        if fill.instrument_id != intent.instrument_id or fill.side != intent.side:
             raise OrderError(f"fill {fill.fill_id} ({fill.side} {fill.instrument_id}) does not match order "
                              f"{order.client_order_id} ({order.intent.side} {order.intent.instrument_id})")
-        for name in ("quantity", "price", "fee"):
-            value = getattr(fill, name)
-            if not isinstance(value, Decimal) or not value.is_finite():
-                raise OrderError(f"fill {fill.fill_id}: {name} must be a finite Decimal, got {value!r}")
+        quantity, price, fee = fill.quantity, fill.price, fill.fee
+        if not (quantity.__class__ is Decimal and price.__class__ is Decimal and fee.__class__ is Decimal
+                and quantity.is_finite() and price.is_finite() and fee.is_finite()):
+            # the walk with messages only for what is not a plain finite Decimal: a subclass passes, the rest raise
+            for name in ("quantity", "price", "fee"):
+                value = getattr(fill, name)
+                if not isinstance(value, Decimal) or not value.is_finite():
+                    raise OrderError(f"fill {fill.fill_id}: {name} must be a finite Decimal, got {value!r}")
 
     def _check_not_blocked(self, instrument_id: str) -> None:
+        if not self._unresolved:  # the usual case: every order's state is known
+            return
         blocking = sorted(c for c in self._unresolved if self._orders[c].intent.instrument_id == instrument_id)
         if blocking:
             raise OrderError(f"no new order for {instrument_id}: order(s) {', '.join(blocking)} are in an unknown "
@@ -1195,6 +1260,11 @@ def _instrument_lookup(instruments) -> Callable[[str], Instrument]:
     return lambda instrument_id: get_instrument(instrument_id, dict(instruments))
 
 
+def _where(intent: OrderIntent) -> str:
+    """How an error message names an intent."""
+    return f"intent {intent.intent_id!r}"
+
+
 def _check_decimal(value: Any, name: str, where: str, *, positive: bool = True) -> None:
     if not isinstance(value, Decimal):
         raise OrderError(f"{where}: {name} must be a Decimal, got {type(value).__name__} {value!r}")
@@ -1216,7 +1286,12 @@ def _stop_intent(entry: Order, ts_ns: int) -> OrderIntent:
 
 def intent_to_record(intent: OrderIntent) -> dict[str, Any]:
     """An intent as a journal value (the journal keeps its Decimals exact); :func:`intent_from_record` reverses it."""
-    return {name: getattr(intent, name) for name in _INTENT_FIELDS}
+    # spelled out, not a loop over fields: once per order on the hot path (checked against the fields below)
+    return {"intent_id": intent.intent_id, "strategy_id": intent.strategy_id, "account_id": intent.account_id,
+            "instrument_id": intent.instrument_id, "side": intent.side, "quantity": intent.quantity,
+            "order_type": intent.order_type, "time_in_force": intent.time_in_force, "ts_ns": intent.ts_ns,
+            "limit_price": intent.limit_price, "stop_price": intent.stop_price, "parent_id": intent.parent_id,
+            "reduce_only": intent.reduce_only, "stop_loss": intent.stop_loss, "reason": intent.reason}
 
 
 def intent_from_record(data: dict[str, Any]) -> OrderIntent:
@@ -1259,8 +1334,11 @@ def _event_to_dict(event: OrderEvent) -> dict[str, Any]:
 # the spelled-out encoders must keep up with the dataclasses: a field they missed would not be journaled
 if list(_event_to_dict(OrderEvent("x", E.SUBMITTED, 0, 0))) != [*_EVENT_FIELDS, "fill"] or \
         list(_fill_to_dict(Fill("f", "x", "i", Side.BUY, Decimal(1), Decimal(1), Decimal(0), "taker", 0, 0))) \
-        != list(_FILL_FIELDS):  # pragma: no cover - a guard for whoever adds a field
-    raise ImportError("oms._event_to_dict/_fill_to_dict do not match OrderEvent/Fill's fields; update them")
+        != list(_FILL_FIELDS) or list(intent_to_record(OrderIntent("i", "s", "a", "x", Side.BUY, Decimal(1),
+                                                                  OrderType.MARKET, TimeInForce.DAY, 0))) \
+        != list(_INTENT_FIELDS):  # pragma: no cover - a guard for whoever adds a field
+    raise ImportError("oms._event_to_dict/_fill_to_dict/intent_to_record do not match OrderEvent/Fill/OrderIntent's "
+                      "fields; update them")
 
 
 def _event_from_dict(data: dict[str, Any]) -> OrderEvent:

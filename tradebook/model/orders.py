@@ -305,6 +305,7 @@ class OrderEvent:
 
 
 _NO_FILLS: frozenset[str] = frozenset()
+_new_object = object.__new__
 
 
 @dataclass(frozen=True, init=False)
@@ -376,23 +377,26 @@ class Order:
         filled = self.filled_qty
         # a shallow copy, then the changes: what dataclasses.replace returns, without re-running
         # __init__ over every field (3 applies per order on the hot path)
-        updated = object.__new__(Order)
+        updated = _new_object(Order)
         state = updated.__dict__
         state.update(self.__dict__)
         if kind is _FILLED_EVENT:
             fill = event.fill
             if fill is None:
                 raise OrderError(f"{client_order_id}: a filled event without its fill")
-            if fill.fill_id in self.fill_ids:
+            fill_id, quantity, fill_ids = fill.fill_id, fill.quantity, self.fill_ids
+            if fill_id in fill_ids:
                 return self
-            if fill.quantity <= 0:
-                raise OrderError(f"{client_order_id}: fill {fill.fill_id} has quantity {fill.quantity}")
-            filled = self.filled_qty + fill.quantity
-            notional = (self.avg_price or _ZERO) * self.filled_qty + fill.price * fill.quantity
+            if quantity <= 0:
+                raise OrderError(f"{client_order_id}: fill {fill_id} has quantity {quantity}")
+            before = filled
+            filled = before + quantity
+            notional = (self.avg_price or _ZERO) * before + fill.price * quantity
             state["filled_qty"] = filled
             state["avg_price"] = notional / filled
             state["fees"] = self.fees + fill.fee
-            state["fill_ids"] = self.fill_ids | {fill.fill_id}
+            # the first fill (most orders have one): a one-element set, without the union's temporary set
+            state["fill_ids"] = fill_ids | {fill_id} if fill_ids else frozenset((fill_id,))
         total = self.quantity if self.quantity is not None else self.intent.quantity
         if kind is _REPLACED_EVENT:
             total = event.quantity if event.quantity is not None else total
