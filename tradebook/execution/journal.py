@@ -28,14 +28,17 @@ refuses it; the order path writes no floats (amounts are Decimals, times ints), 
 checking every record for them would cost more than the encoding saves.
 
 Preallocation: a synced journal reserves disk space ahead of its end
-(``preallocate_bytes``, 1 MiB at a time, with ``posix_fallocate``) and writes records
-into it in place. An ``fdatasync`` after an append that grows the file must also commit
-the new size and block allocation to the filesystem's own journal; one that only
-overwrites reserved space flushes the data alone: 118 us instead of 175 us at p50 on
-this machine's ext4 (3 syncs per order). The reserved tail reads as NUL bytes, which no
-record contains (JSON escapes control characters): on open, NULs after the last record
-are free space, not damage, and :meth:`Journal.close` (or interpreter exit) trims the
-file back to its records.
+(``preallocate_bytes``, 1 MiB at a time) by writing zeros there (the next sync commits
+their blocks and the new size, once a MiB), and writes records into it in place. An ``fdatasync`` after an append that grows the
+file must also commit the new size and block allocation to the filesystem's own
+journal, and so must one after a write into space reserved with ``posix_fallocate``
+(ext4 keeps it as unwritten extents until then); one that only overwrites written
+blocks flushes the data alone. Measured on this machine's ext4, 25 kB a sync: 120 us at
+p50 and 180 us at p99 into zeroed space, 190-200 and 300-900 us into fallocated space,
+180-250 and 300-1,300 us appending (3 syncs per order). The reserved tail reads as NUL
+bytes, which no record contains (JSON escapes control characters): on open, NULs after
+the last record are free space, not damage, and :meth:`Journal.close` (or interpreter
+exit) trims the file back to its records.
 """
 
 from __future__ import annotations
@@ -211,9 +214,9 @@ class Journal:
             if end + len(data) > extent[1] and self.preallocate_bytes:
                 grow = max(self.preallocate_bytes, len(data))
                 try:
-                    os.posix_fallocate(self._fd, extent[1], grow)
-                    extent[1] += grow
-                except OSError:  # a filesystem without it, or no room to reserve: plain appends still work
+                    # zeros, not posix_fallocate: real blocks, so later syncs carry no metadata
+                    extent[1] += os.pwrite(self._fd, bytes(grow), extent[1])
+                except OSError:  # no room to reserve: plain appends still work
                     self.preallocate_bytes = 0
             written = os.pwrite(self._fd, data, end)
             if written != len(data):  # a short write (disk full): never leave half a record behind
