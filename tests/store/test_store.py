@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -338,3 +341,43 @@ def test_calibration_refuses_bad_params_and_keeps_versions(store):
     assert store.calibrations().empty
     assert store.save_calibration("ESU4.GLBX", "{}", data_start_ns=1, data_end_ns=2, dataset_ids=[],
                                   diagnostics={}).version == 1
+
+
+@pytest.mark.parametrize("where", ["same filesystem", "another filesystem"])
+def test_order_path_batch_read_from_a_journal_byte_range(tmp_path, where):
+    """A batch names its records as bytes [start, end) of a journal file; the store copies exactly those
+    (in the kernel, or by reading and writing where the kernel cannot copy across filesystems)."""
+    from tradebook.execution.journal import Journal
+    from tradebook.store.store import OrderPathBatch
+
+    directory = tmp_path
+    if where == "another filesystem":
+        if not os.path.isdir("/dev/shm"):
+            pytest.skip("no /dev/shm here")
+        directory = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        journal = Journal(directory / "alerts.journal", sync=False)
+        starts = []
+        for n in range(1, 6):
+            starts.append(journal.size)
+            journal.append({"kind": "alert", "alert": {"ts_ns": n, "kind": f"k{n}", "message": f"alert {n}"}})
+        store = Store(tmp_path / "s.duckdb")
+        first = OrderPathBatch("alerts.journal", 1, 2, journal_file=journal.path, journal_bytes=(0, starts[2]))
+        rest = OrderPathBatch("alerts.journal", 3, 5, journal_file=journal.path, journal_bytes=(starts[2], journal.size))
+        assert store.write_order_path(first) and store.write_order_path(rest)
+        assert store.con.execute("SELECT kind, journal_position FROM alerts ORDER BY journal_position").fetchall() == [
+            (f"k{n}", n) for n in range(1, 6)]
+        too_far = OrderPathBatch("alerts.journal", 6, 6, journal_file=journal.path,
+                                 journal_bytes=(journal.size, journal.size + 10))
+        with pytest.raises(StoreError, match="ends before byte"):
+            store.write_order_path(too_far)
+        misaligned = OrderPathBatch("alerts.journal", 6, 6, journal_file=journal.path, journal_bytes=(starts[4] + 3,
+                                                                                                     journal.size))
+        with pytest.raises(StoreError):
+            store.write_order_path(misaligned)
+        assert store.journal_position("alerts.journal") == 5
+        store.close()
+        journal.close()
+    finally:
+        if directory != tmp_path:
+            shutil.rmtree(directory)

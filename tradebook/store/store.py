@@ -146,7 +146,8 @@ def _sql_literal(text: str) -> str:
 
 def _copy_file_range(source: Path, start: int, end: int, destination: Path) -> None:
     """Copy bytes [start, end) of ``source`` into a new file ``destination``, in the kernel where it can."""
-    with open(source, "rb") as src, open(destination, "wb") as dst:
+    # unbuffered: the kernel copy and the fallback's writes both go at the file's own offset
+    with open(source, "rb") as src, open(destination, "wb", buffering=0) as dst:
         offset, left = start, end - start
         while left > 0:
             try:
