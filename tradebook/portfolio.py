@@ -157,15 +157,7 @@ class Portfolio:
         with self._lock:
             if fill_id in self._fill_ids:
                 return False
-            # _checkpoint, its usual case inlined (a fill in the grid cell of the last change)
-            last_ts = ts_ns if ts_ns.__class__ is int else int(ts_ns)
-            if last_ts < self._last_ts_ns:
-                last_ts = self._last_ts_ns
-            cells = self._checkpoint_cells
-            if cells and cells[-1] == last_ts // self.checkpoint_ns:
-                self._last_ts_ns = last_ts
-            else:
-                self._checkpoint(last_ts)
+            self._checkpoint(ts_ns)
             strategies = self._positions.get(account_id)
             if strategies is None:
                 strategies = self._positions[account_id] = {}

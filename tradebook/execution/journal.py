@@ -173,10 +173,10 @@ class Journal:
 
     @staticmethod
     def _valid(line: bytes) -> bool:
-        if len(line) < 10 or line[8:9] != b" ":
+        if len(line) <= BODY_OFFSET or line[BODY_OFFSET - 1:BODY_OFFSET] != b" ":
             return False
         try:
-            return int(line[:8], 16) == zlib.crc32(line[9:])
+            return int(line[:BODY_OFFSET - 1], 16) == zlib.crc32(line[BODY_OFFSET:])
         except ValueError:
             return False
 
@@ -205,7 +205,7 @@ class Journal:
         if not bodies:
             with self._lock:
                 return self._records
-        data = b"".join([b"%08x %b\n" % (zlib.crc32(body), body) for body in bodies])  # journal_line, inlined
+        data = b"".join(map(journal_line, bodies))
         with self._lock:
             if self._fd < 0:
                 raise StoreError(f"journal {self.path} is closed")
@@ -262,7 +262,7 @@ class Journal:
                 line = line.rstrip(b"\n")
                 if not self._valid(line):
                     return  # a record being written right now
-                yield line[9:]
+                yield line[BODY_OFFSET:]
 
     def close(self) -> None:
         """Trim the reserved tail and close; the records are already on disk."""

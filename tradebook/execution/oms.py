@@ -108,8 +108,7 @@ _EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(OrderEvent) if f.name !
 _FILL_FIELDS = tuple(f.name for f in dataclasses.fields(Fill))
 # enum members read on the order path, as module constants: on Python 3.11 ``E.FILLED`` is a
 # descriptor call on the enum class (~70 ns), paid several times per order
-_BUY, _SELL = Side.BUY, Side.SELL
-_SIDES = (_BUY, _SELL)
+_SIDES = (Side.BUY, Side.SELL)
 _MARKET = OrderType.MARKET
 _LIMIT_TYPES = (OrderType.LIMIT, OrderType.STOP_LIMIT)
 _STOP_TYPES = (OrderType.STOP, OrderType.STOP_LIMIT)
@@ -279,15 +278,12 @@ class OrderManager:
             if existing is not None:
                 return existing
             self._validate_intent(intent)
-            if self._unresolved:  # nothing is blocked while every order's state is known
-                self._check_not_blocked(intent.instrument_id)
+            self._check_not_blocked(intent.instrument_id)
             created = self.clock()
             order = Order(intent)
-            order.__dict__["client_order_id"] = coid  # known: Order.client_order_id need not ask the intent
             self._append_encoded((_intent_record(intent, created),), durable=False)
             self._touched.add(coid)
-            self._orders[coid] = order  # _set_order, inlined: a pending order is working
-            self._working[coid] = None
+            self._set_order(coid, order)
             self._created_ns[coid] = created
             self._staged.append(intent)
             return order
@@ -310,15 +306,10 @@ class OrderManager:
             updated = [orders[e.client_order_id].apply(e) for e in events]
             # one fdatasync: the intents written at staging and their "submitted", before the venue hears
             self._append_encoded([encode_record({"kind": "event", "event": _event_to_dict(e)}) for e in events])
-            # _commit's part for a "submitted" (no fill, no replace; the order stays working), inlined
-            working, touched = self._working, self._touched
             for event, order in zip(events, updated):
-                coid = event.client_order_id
-                orders[coid] = order
-                working[coid] = None
-                touched.add(coid)
-                if self._order_listeners:
-                    self._notify(event, order)
+                self._commit(event, order, journal=False, track=True)
+                self._touched.add(event.client_order_id)
+                self._notify(event, order)
         submit_many = getattr(self.venue, "submit_many", None)
         if submit_many is None or len(intents) == 1:
             for intent in intents:
@@ -601,14 +592,9 @@ class OrderManager:
                     unresolved.discard(coid)  # the venue spoke about it: its state is known
                 touched.add(coid)
                 commit(event, updated, journal=False, track=True)
-        if self._order_listeners or self._fill_listeners:
-            for event, before, updated in applied:
-                self._notify(event, updated)
-                self._after_event(before, updated)
-        else:  # nobody listens: only an entry with a protective stop has something to do after its event
-            for event, before, updated in applied:
-                if updated.intent.stop_loss is not None:
-                    self._after_event(before, updated)
+        for event, before, updated in applied:
+            self._notify(event, updated)
+            self._after_event(before, updated)
         if refused is not None:
             raise refused
 
@@ -630,11 +616,7 @@ class OrderManager:
         if journal:
             self._append({"kind": "event", "event": _event_to_dict(event)}, durable=fill is not None)
             self._touched.add(coid)
-        self._orders[coid] = updated  # _set_order, inlined (twice per order from on_events)
-        if updated.status in _DONE:
-            self._working.pop(coid, None)
-        else:
-            self._working[coid] = None
+        self._set_order(coid, updated)
         kind = event.event_type
         if kind is _REPLACE_REQUESTED:
             self._replace_requests[coid] = event
@@ -642,11 +624,8 @@ class OrderManager:
             self._replace_requests.pop(coid, None)
         if fill is not None:
             intent = updated.intent
-            account_id, strategy_id, instrument_id = intent.account_id, intent.strategy_id, intent.instrument_id
-            instrument = self._instrument_cache.get(instrument_id)
-            if instrument is None:
-                instrument = self._instrument(instrument_id)
-            self.portfolio.apply_fill(fill, instrument, account_id, strategy_id)
+            account_id, strategy_id = intent.account_id, intent.strategy_id
+            self.portfolio.apply_fill(fill, self._instrument(intent.instrument_id), account_id, strategy_id)
             self._fills.append((fill, account_id, strategy_id))
             self._fill_ids.add(fill.fill_id)
             if journal or track:
@@ -684,6 +663,8 @@ class OrderManager:
             return position
 
     def _notify(self, event: OrderEvent, order: Order) -> None:
+        if not self._order_listeners and not self._fill_listeners:
+            return
         for listener in self._order_listeners:
             try:
                 listener(order)
@@ -698,7 +679,7 @@ class OrderManager:
 
     def _after_event(self, before: Order, after: Order) -> None:
         """Attach the protective stop once an entry with ``stop_loss`` is done filling."""
-        if after.is_done and not before.is_done and after.filled_qty > 0 and after.intent.stop_loss is not None:
+        if after.intent.stop_loss is not None and after.is_done and not before.is_done and after.filled_qty > 0:
             stop = _stop_intent(after, self.clock())
             if stop.client_order_id not in self._orders:
                 self._spawn(self.submit(stop))
@@ -754,18 +735,15 @@ class OrderManager:
             raise OrderError(f"{_where(intent)}: account {intent.account_id!r} is not the venue's account "
                              f"{self.venue.account_id!r}")
         instrument_id = intent.instrument_id
-        instrument = self._instrument_cache.get(instrument_id)
-        if instrument is None:
-            instrument = self._instrument(instrument_id)
-        side = intent.side
-        if side is not _BUY and side is not _SELL and side not in _SIDES:
+        instrument = self._instrument(instrument_id)
+        if intent.side not in _SIDES:
             raise OrderError(f"{_where(intent)}: side must be buy or sell, got {intent.side!r}")
         order_type = intent.order_type
         if order_type not in _ORDER_TYPES or intent.time_in_force not in _TIMES_IN_FORCE:
             raise OrderError(f"{_where(intent)}: unknown order type {intent.order_type!r} or time in force "
                              f"{intent.time_in_force!r}")
         ts_ns = intent.ts_ns
-        if (ts_ns.__class__ is not int and (not isinstance(ts_ns, int) or isinstance(ts_ns, bool))) or ts_ns < 0:
+        if not isinstance(ts_ns, int) or isinstance(ts_ns, bool) or ts_ns < 0:
             raise OrderError(f"{_where(intent)}: ts_ns must be int ns since the epoch, got {intent.ts_ns!r}")
         quantity = intent.quantity
         if quantity.__class__ is not Decimal or not quantity.is_finite() or quantity <= 0:
