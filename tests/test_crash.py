@@ -64,7 +64,7 @@ FILES = "binance_spot_btcusdt_20240808T2354-20240809T0005_"
 INSTRUMENT = crash_runner.INSTRUMENT
 RUNS = 4
 MIN_KILLS = 20
-MAX_RUNS = 8  # more runs only if kills kept missing (a slow machine finishing launches early)
+MAX_RUNS = 12  # more runs only while kills keep missing (a launch that finishes before its kill ends its run)
 KILLS_PER_RUN = 6
 LAUNCH_TIMEOUT_S = 120
 SEED = int(os.environ.get("CRASH_TEST_SEED", "20240809"))  # another seed: other kill points
@@ -392,6 +392,11 @@ class Pacer:
 
     def observe(self, first_batch_s: float | None, batches: int, elapsed_s: float) -> None:
         if first_batch_s is None:
+            # killed before its first batch although aimed past the estimated startup: a restart
+            # deep in a run (recovery, reconciliation, the recovery copy) takes longer than the fresh
+            # starts the estimate came from. Without this, every later aim lands in startup too.
+            if elapsed_s >= self.startup_s:
+                self.startup_s = 1.25 * elapsed_s
             return
         self.startup_s = 0.5 * self.startup_s + 0.5 * first_batch_s
         if batches > 20 and elapsed_s - first_batch_s > 0.2:
