@@ -66,3 +66,15 @@ class StoreLockedError(StoreError):
 
 class MigrationError(StoreError):
     """The store's schema cannot be brought to the version this code expects."""
+
+
+class SessionError(TradebookError):
+    """A session cannot do what was asked in its current state (ended, not started, finished replay)."""
+
+
+class SessionLockedError(SessionError):
+    """Another session (in this process or another) holds the state folder of a paper run."""
+
+
+class SessionTimeoutError(SessionError, TimeoutError):
+    """A wait on a session ran out of time; the message says what it waited for and the session's state."""
