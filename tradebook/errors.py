@@ -64,6 +64,10 @@ class StoreLockedError(StoreError):
     """Another process holds the store file."""
 
 
+class AmbiguousReadError(StoreError):
+    """A read would mix several recordings or bar sizes of one instrument; the message lists the choices."""
+
+
 class MigrationError(StoreError):
     """The store's schema cannot be brought to the version this code expects."""
 

@@ -61,7 +61,8 @@ def test_upgrade_from_every_earlier_version_keeps_data(tmp_path, bundled, versio
             pd.testing.assert_frame_equal(store.findings(), findings, check_exact=True)
             for name, dataset_id in ids.items():
                 md = bundled(name)
-                pd.testing.assert_frame_equal(store.read(md.kind, md.instrument_id, dataset_id=dataset_id), md.frame,
+                back = store.read(md.kind, md.instrument_id, dataset_id=dataset_id)
+                pd.testing.assert_frame_equal(back.drop(columns="bar_seconds", errors="ignore"), md.frame,
                                               check_exact=True)
         # the upgraded store is fully usable: the dataset id sequence continues
         result = store.ingest(bundled("dukascopy_EURUSD_20260713T12_ticks.csv.gz"))

@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 
 from tradebook.data import DataKind, MarketData
-from tradebook.errors import StoreError, StoreLockedError, TradebookError, UnknownInstrumentError
+from tradebook.errors import (AmbiguousReadError, StoreError, StoreLockedError, TradebookError,
+                              UnknownInstrumentError)
 from tradebook.model import BUNDLED_INSTRUMENTS
 from tradebook.store import Store
 
@@ -206,16 +207,68 @@ class TestRead:
         pd.testing.assert_frame_equal(window, expected, check_exact=True)
         assert int(window["ts_ns"].iloc[0]) == start and int(window["ts_ns"].iloc[-1]) < end
 
-    def test_two_datasets_of_one_kind_read_back_in_time_order(self, store, bundled):
+    def test_two_recordings_are_never_joined(self, store, bundled, snapshot):
         a, b = bundled(SMALL_QUOTES), bundled("binance_spot_btcusdt_20240808T2354-20240809T0005_l1_quotes.csv.gz")
-        store.ingest(b)
-        store.ingest(a)
-        both = store.quotes("BTCUSDT.BINANCE")
-        assert len(both) == a.rows + b.rows
-        assert bool((np.diff(both["ts_ns"].to_numpy()) >= 0).all())
-        common = [c for c in both.columns if c in a.frame.columns]
-        pd.testing.assert_frame_equal(both.iloc[: a.rows][common].reset_index(drop=True), a.frame[common],
-                                      check_exact=True, check_dtype=False)
+        first, second = store.ingest(b), store.ingest(a)
+        before = snapshot(store)
+        with pytest.raises(AmbiguousReadError) as caught:
+            store.quotes("BTCUSDT.BINANCE")
+        message = str(caught.value)
+        for expected in ("2 recordings", "2021-01-08", "2024-08-08", f"dataset_id {first.dataset_id}",
+                         f"dataset_id {second.dataset_id}", "recording="):
+            assert expected in message, message
+        assert snapshot(store) == before
+        recordings = store.recordings("BTCUSDT.BINANCE")
+        assert recordings["recording"].tolist() == ["2021-01-08", "2024-08-08"]
+        assert recordings["dataset_ids"].tolist() == [str(second.dataset_id), str(first.dataset_id)]
+        # each way of picking gives exactly one recording, labelled
+        by_label = store.quotes("BTCUSDT.BINANCE", recording="2021-01-08")
+        by_id = store.quotes("BTCUSDT.BINANCE", dataset_id=second.dataset_id)
+        by_window = store.quotes("BTCUSDT.BINANCE", start_ns=a.first_ts_ns, end_ns=a.last_ts_ns + 1)
+        for frame in (by_label, by_id, by_window):
+            pd.testing.assert_frame_equal(frame, a.frame, check_exact=True, check_dtype=False)
+            assert frame.attrs["recording"] == "2021-01-08"
+            assert frame.attrs["dataset_ids"] == (second.dataset_id,)
+            assert frame.attrs["instrument_id"] == "BTCUSDT.BINANCE" and frame.attrs["kind"] == "quotes"
+            assert (frame.attrs["start_ns"], frame.attrs["end_ns"]) == (a.first_ts_ns, a.last_ts_ns)
+        later = store.quotes("BTCUSDT.BINANCE", recording="2024-08-08")
+        assert len(later) == b.rows and later.attrs["dataset_ids"] == (first.dataset_id,)
+        with pytest.raises(StoreError, match=r"no recording '2020-01-01' of BTCUSDT.BINANCE.*'2021-01-08'"):
+            store.quotes("BTCUSDT.BINANCE", recording="2020-01-01")
+
+    def test_bar_sizes_are_never_interleaved(self, store, bundled):
+        sizes = {"spy.csv.gz": 86_400, "spy_trade.csv.gz": 60, "spy_20131007_trade.csv.gz": 1}
+        loaded = {seconds: bundled(name) for name, seconds in sizes.items()}
+        for md in loaded.values():
+            store.ingest(md)
+        with pytest.raises(AmbiguousReadError, match=r"3 bar sizes \(1, 60, 86400 seconds\).*bar_seconds="):
+            store.bars("SPY.ARCX")
+        assert store.recordings("SPY.ARCX")["bar_seconds"].tolist() == ["1, 60, 86400"]
+        for seconds, md in loaded.items():
+            bars = store.bars("SPY.ARCX", bar_seconds=seconds)
+            assert bars.attrs["bar_seconds"] == seconds
+            assert (bars["bar_seconds"] == seconds).all() and bars["bar_seconds"].dtype == "int64"
+            pd.testing.assert_frame_equal(bars.drop(columns="bar_seconds"), md.frame, check_exact=True,
+                                          check_dtype=False)
+
+    def test_datetime_index_for_people(self, store, bundled):
+        md = bundled(SMALL_QUOTES)
+        store.ingest(md)
+        frame = store.quotes(md.instrument_id, datetime=True)
+        assert str(frame.index.tz) == "UTC" and frame.index.name == "time"
+        assert frame.index[0] == pd.Timestamp(int(md.frame["ts_ns"].iloc[0]), tz="UTC")
+        assert frame["ts_ns"].dtype == "int64"  # the ns column stays
+        plain = store.quotes(md.instrument_id)
+        pd.testing.assert_frame_equal(plain.tb.datetime().reset_index(drop=True), plain)
+        assert str(plain.tb.datetime(tz="America/New_York").index.tz) == "America/New_York"
+        with pytest.raises(TradebookError, match="no column 'nope'"):
+            plain.tb.datetime("nope")
+        with pytest.raises(TradebookError, match="expected int64 nanoseconds"):
+            plain.tb.datetime("bid_px")
+
+    def test_reading_every_instrument_at_once_is_refused(self, seeded_store):
+        with pytest.raises(StoreError, match="name an instrument"):
+            seeded_store.quotes()
 
     def test_empty_read_has_typed_columns(self, store):
         empty = store.read(DataKind.TRADES, "BTCUSDT.BINANCE")

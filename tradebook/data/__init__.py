@@ -1,5 +1,6 @@
 """Market data: loaders for every bundled format, validation and quality findings."""
 
+from tradebook.data import frames  # noqa: F401  (registers the df.tb accessor)
 from tradebook.data.catalog import BUNDLED_FILES, BundledFile, bundled_data_dir, iter_bundled, load_bundled
 from tradebook.data.loaders import (
     MarketData,

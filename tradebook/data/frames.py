@@ -35,3 +35,42 @@ def aggressor_from_column(trades: pd.DataFrame) -> np.ndarray:
         raise DataError("trades frame has no aggressor_side column; infer sides with infer_aggressor()")
     text = trades["aggressor_side"].to_numpy(dtype=object, na_value="NONE")
     return np.where(text == "BUY", 1, np.where(text == "SELL", -1, 0)).astype(np.int8)
+
+
+_TIME_COLUMNS = ("ts_ns", "ts_event_ns", "ts_init", "ts_event", "ts", "ts_last", "ts_ns_event")
+
+
+@pd.api.extensions.register_dataframe_accessor("tb")
+class TradebookFrameAccessor:
+    """``df.tb``: views of a tradebook frame for people; the frame itself keeps int64 UTC ns.
+
+    ``df.tb.datetime()`` returns a copy indexed by a timezone-aware UTC ``DatetimeIndex``
+    built from the frame's nanosecond column (``ts_ns`` by default), the column kept.
+    """
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = frame
+
+    def datetime(self, column: str | None = None, *, tz: str = "UTC") -> pd.DataFrame:
+        """A copy indexed by ``column`` (int64 UTC ns) as a tz-aware index named ``time``, converted to ``tz``."""
+        frame = self._frame
+        if column is None:
+            column = next((c for c in _TIME_COLUMNS if c in frame.columns), None)
+            if column is None:
+                raise DataError(f"the frame has no int64 nanosecond time column; expected one of "
+                                f"{list(_TIME_COLUMNS)}, found {list(frame.columns)}; pass column=")
+        elif column not in frame.columns:
+            raise DataError(f"the frame has no column {column!r}; found {list(frame.columns)}")
+        values = frame[column]
+        if not pd.api.types.is_integer_dtype(values.dtype):
+            raise DataError(f"column {column!r} is {values.dtype}; expected int64 nanoseconds since the epoch, UTC")
+        if values.isna().any():
+            raise DataError(f"column {column!r} has empty times; expected a time on every row")
+        try:
+            index = pd.DatetimeIndex(values.to_numpy(dtype="int64").astype("datetime64[ns]"), name="time")
+            index = index.tz_localize("UTC").tz_convert(tz)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"cannot show {column!r} in time zone {tz!r}: {exc}") from exc
+        out = frame.copy()
+        out.index = index
+        return out

@@ -28,7 +28,9 @@ import pandas as pd
 
 from tradebook.data.loaders import MarketData
 from tradebook.data.schemas import SPECS, DataKind
-from tradebook.errors import MigrationError, StoreError, StoreLockedError, UnknownInstrumentError
+from tradebook.data import frames as _frames  # noqa: F401  (registers the df.tb accessor)
+from tradebook.errors import (AmbiguousReadError, MigrationError, StoreError, StoreLockedError,
+                              UnknownInstrumentError)
 from tradebook.execution.journal import BODY_OFFSET, journal_line
 from tradebook.model.instruments import BUNDLED_INSTRUMENTS, AssetClass, Instrument, TradingHours
 from tradebook.model.time import now_ns, ns_to_iso
@@ -552,6 +554,31 @@ class Store:
             return self.query("SELECT * FROM data_quality ORDER BY dataset_id")
         return self.query("SELECT * FROM data_quality WHERE dataset_id = ? ORDER BY dataset_id", [dataset_id])
 
+    def recordings(self, instrument_id: str | None = None) -> pd.DataFrame:
+        """The recordings the store holds, one row each: datasets of an instrument that overlap in time.
+
+        Two captures of one instrument years apart (BTCUSDT.BINANCE on 2021-01-08 and
+        2024-08-08) are two recordings; daily, minute and second bars of SPY overlap and
+        make one recording with several bar sizes. ``recording`` is the label that
+        :meth:`read` takes (the UTC start date, with the time when two start the same day).
+        """
+        rows = [{"instrument_id": r.instrument_id, "recording": r.label, "first": ns_to_iso(r.start_ns),
+                 "last": ns_to_iso(r.end_ns), "start_ns": r.start_ns, "end_ns": r.end_ns,
+                 "kinds": ", ".join(r.kinds), "bar_seconds": ", ".join(str(b) for b in r.bar_seconds),
+                 "dataset_ids": ", ".join(str(i) for i in r.dataset_ids), "rows": r.rows}
+                for r in self._recordings(instrument_id)]
+        columns = ["instrument_id", "recording", "first", "last", "start_ns", "end_ns", "kinds", "bar_seconds",
+                   "dataset_ids", "rows"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def _recordings(self, instrument_id: str | None) -> list[Recording]:
+        sql = ("SELECT dataset_id, instrument_id, kind, bar_ns, row_count, first_ts_ns, last_ts_ns FROM datasets"
+               + (" WHERE instrument_id = ?" if instrument_id is not None else "")
+               + " ORDER BY instrument_id, first_ts_ns, dataset_id")
+        with self._lock:
+            found = self.con.execute(sql, [] if instrument_id is None else [instrument_id]).fetchall()
+        return _group_recordings(found)
+
     def read(
         self,
         kind: DataKind | str,
@@ -559,27 +586,41 @@ class Store:
         *,
         start_ns: int | None = None,
         end_ns: int | None = None,
-        dataset_id: int | None = None,
+        dataset_id: int | Iterable[int] | None = None,
+        recording: str | None = None,
         bar_seconds: int | None = None,
+        datetime: bool = False,
     ) -> pd.DataFrame:
-        """Market data of ``kind`` in the loader's canonical columns and dtypes, in time then file order.
+        """Market data of ``kind`` for one instrument, from one recording and one bar size, never mixed.
 
-        ``start_ns`` is inclusive and ``end_ns`` exclusive; ``bar_seconds`` picks one bar
-        size among the bar datasets (daily, minute and second bars share a table).
+        Columns and dtypes are the loader's canonical ones (int64 UTC ns ``ts_ns``), rows in
+        time then file order; bars carry a ``bar_seconds`` column. When the instrument has
+        several recordings (or bar sizes) of ``kind``, pick one with ``recording`` (a label of
+        :meth:`recordings`), ``dataset_id``, ``bar_seconds`` or a ``start_ns``/``end_ns``
+        window that falls in one; otherwise :class:`AmbiguousReadError` lists the choices.
+        ``start_ns`` is inclusive, ``end_ns`` exclusive. ``df.attrs`` says what was returned
+        (instrument, kind, recording, dataset ids, time range, bar_seconds);
+        ``datetime=True`` indexes the frame by a tz-aware UTC time (``df.tb.datetime()``).
         """
-        kind = DataKind(kind)
+        kind = _parse_read_kind(kind)
         spec = SPECS[kind]
         table = TABLE_FOR_KIND[kind]
-        if bar_seconds is not None and kind not in (DataKind.TRADE_BARS, DataKind.QUOTE_BARS):
+        is_bars = kind in (DataKind.TRADE_BARS, DataKind.QUOTE_BARS)
+        if bar_seconds is not None and not is_bars:
             raise StoreError(f"bar_seconds applies to trade_bars and quote_bars, not {kind}")
-        bar_ns = None if bar_seconds is None else int(bar_seconds) * 1_000_000_000
-        where, params = [], []
-        for clause, value in (("instrument_id = ?", instrument_id), ("dataset_id = ?", dataset_id),
-                              ("ts_ns >= ?", start_ns), ("ts_ns < ?", end_ns), ("bar_ns = ?", bar_ns)):
+        wanted_ids = _dataset_id_set(dataset_id)
+        if instrument_id is None and wanted_ids is None:
+            raise StoreError(f"read {kind}: name an instrument (or dataset_id); reading every instrument at once "
+                             "would mix them. Known instruments: see store.recordings()")
+        chosen, label = self._choose_datasets(kind, instrument_id, wanted_ids, recording, bar_seconds,
+                                              start_ns, end_ns)
+        where, params = [f"dataset_id IN ({', '.join('?' * len(chosen))})" if chosen else "FALSE"], \
+            [d.dataset_id for d in chosen]
+        for clause, value in (("ts_ns >= ?", start_ns), ("ts_ns < ?", end_ns)):
             if value is not None:
                 where.append(clause)
-                params.append(value)
-        sql = f"SELECT * FROM {table}" + (f" WHERE {' AND '.join(where)}" if where else "")
+                params.append(int(value))
+        sql = f"SELECT * FROM {table} WHERE {' AND '.join(where)}"
         sql += " ORDER BY ts_ns, dataset_id, row_no" + (", level" if kind is DataKind.BOOK else "")
         frame = self.query(sql, params)
         if kind is DataKind.BOOK:
@@ -590,7 +631,73 @@ class Store:
             {c: pd.Series(dtype=_PANDAS_READ_DTYPES[spec.column_type(c)]) for c in columns})
         for column in columns:
             out[column] = _coerce_read(out[column], _PANDAS_READ_DTYPES[spec.column_type(column)])
+        bar_ns = {d.bar_ns for d in chosen if d.bar_ns is not None}
+        bar_size = next(iter(bar_ns)) // 1_000_000_000 if len(bar_ns) == 1 else None
+        if is_bars:
+            out["bar_seconds"] = np.full(len(out), bar_size if bar_size is not None else 0, dtype="int64")
+        ts = out["ts_ns"].to_numpy()
+        out.attrs.update({
+            "instrument_id": instrument_id if instrument_id is not None else
+            ", ".join(sorted({d.instrument_id for d in chosen})),
+            "kind": str(kind),
+            "recording": label,
+            "dataset_ids": tuple(d.dataset_id for d in chosen),
+            "start_ns": int(ts[0]) if len(ts) else None,
+            "end_ns": int(ts[-1]) if len(ts) else None,
+            "bar_seconds": bar_size,
+        })
+        if datetime:
+            out = out.tb.datetime()
         return out
+
+    def _choose_datasets(self, kind: DataKind, instrument_id: str | None, wanted_ids: set[int] | None,
+                         recording: str | None, bar_seconds: int | None, start_ns: int | None,
+                         end_ns: int | None) -> tuple[list[DatasetSpan], str | None]:
+        """The datasets a read returns, all in one recording and of one bar size, and that recording's label."""
+        recordings = self._recordings(instrument_id)
+        if wanted_ids is not None:
+            known = {d.dataset_id for r in recordings for d in r.datasets}
+            unknown = sorted(wanted_ids - known)
+            if unknown:
+                raise StoreError(f"dataset_id {unknown} is not a dataset"
+                                 f"{' of ' + instrument_id if instrument_id else ''} in {self.path}; "
+                                 f"see store.recordings({instrument_id!r})")
+        if recording is not None:
+            labels = [r.label for r in recordings]
+            if recording not in labels:
+                raise StoreError(f"no recording {recording!r} of {instrument_id} in {self.path}; "
+                                 f"expected one of {labels or 'none (load data first)'}")
+        bar_ns = None if bar_seconds is None else int(bar_seconds) * 1_000_000_000
+        candidates: list[tuple[Recording, DatasetSpan]] = []
+        for r in recordings:
+            if recording is not None and r.label != recording:
+                continue
+            for d in r.datasets:
+                if d.kind != str(kind) or (wanted_ids is not None and d.dataset_id not in wanted_ids):
+                    continue
+                if bar_ns is not None and d.bar_ns != bar_ns:
+                    continue
+                if (start_ns is not None and d.end_ns < start_ns) or (end_ns is not None and d.start_ns >= end_ns):
+                    continue
+                candidates.append((r, d))
+        if instrument_id is None:  # by dataset id only: they name what they want
+            return [d for _, d in candidates], None
+        spans = {r.label: r for r, _ in candidates}
+        if len(spans) > 1:
+            choices = "; ".join(
+                f"{label} ({r.first_iso} to {r.last_iso}, dataset_id "
+                f"{', '.join(str(d.dataset_id) for rr, d in candidates if rr is r)})" for label, r in spans.items())
+            first = next(iter(spans))
+            raise AmbiguousReadError(
+                f"{instrument_id} has {len(spans)} recordings of {kind}, which a read will not join: {choices}; "
+                f"pick one with recording={first!r}, dataset_id=... or a start_ns/end_ns window inside one")
+        sizes = sorted({d.bar_ns for _, d in candidates if d.bar_ns is not None})
+        if len(sizes) > 1:
+            listed = ", ".join(str(b // 1_000_000_000) for b in sizes)
+            raise AmbiguousReadError(
+                f"{instrument_id} has {kind} of {len(sizes)} bar sizes ({listed} seconds), which a read will not "
+                f"interleave; pick one with bar_seconds= ({listed.replace(', ', ' or ')})")
+        return [d for _, d in candidates], (next(iter(spans)) if spans else None)
 
     def _present_columns(self, kind: DataKind, frame: pd.DataFrame) -> set[str]:
         """Columns worth returning: required ones, and optional ones holding any value."""
@@ -869,6 +976,101 @@ class Store:
 
 
 # -- helpers ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DatasetSpan:
+    """One stored dataset's identity and time range, as a read chooses among them."""
+
+    dataset_id: int
+    instrument_id: str
+    kind: str
+    bar_ns: int | None
+    rows: int
+    start_ns: int
+    end_ns: int
+
+
+@dataclass(frozen=True)
+class Recording:
+    """Datasets of one instrument whose time ranges overlap (chained): one capture of the market."""
+
+    instrument_id: str
+    label: str
+    datasets: tuple[DatasetSpan, ...]
+
+    @property
+    def start_ns(self) -> int:
+        return min(d.start_ns for d in self.datasets)
+
+    @property
+    def end_ns(self) -> int:
+        return max(d.end_ns for d in self.datasets)
+
+    @property
+    def first_iso(self) -> str:
+        return ns_to_iso(self.start_ns)[:19] + "Z"
+
+    @property
+    def last_iso(self) -> str:
+        return ns_to_iso(self.end_ns)[:19] + "Z"
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(sorted({d.kind for d in self.datasets}))
+
+    @property
+    def bar_seconds(self) -> tuple[int, ...]:
+        return tuple(sorted({d.bar_ns // 1_000_000_000 for d in self.datasets if d.bar_ns is not None}))
+
+    @property
+    def dataset_ids(self) -> tuple[int, ...]:
+        return tuple(sorted(d.dataset_id for d in self.datasets))
+
+    @property
+    def rows(self) -> int:
+        return sum(d.rows for d in self.datasets)
+
+
+def _group_recordings(rows: list[tuple]) -> list[Recording]:
+    """Chain each instrument's datasets (sorted by start) into recordings while their ranges overlap."""
+    groups: list[tuple[str, list[DatasetSpan]]] = []
+    reach = 0
+    for dataset_id, instrument_id, kind, bar_ns, row_count, first, last in rows:
+        span = DatasetSpan(int(dataset_id), instrument_id, kind, None if bar_ns is None else int(bar_ns),
+                           int(row_count), int(first), int(last))
+        if groups and groups[-1][0] == instrument_id and span.start_ns <= reach:
+            groups[-1][1].append(span)
+            reach = max(reach, span.end_ns)
+        else:
+            groups.append((instrument_id, [span]))
+            reach = span.end_ns
+    recordings: list[Recording] = []
+    for instrument_id, spans in groups:
+        start = min(d.start_ns for d in spans)
+        day = ns_to_iso(start)[:10]
+        same_day = sum(1 for other_id, other in groups
+                       if other_id == instrument_id and ns_to_iso(min(d.start_ns for d in other))[:10] == day)
+        label = day if same_day == 1 else ns_to_iso(start)[:19] + "Z"
+        recordings.append(Recording(instrument_id, label, tuple(spans)))
+    return recordings
+
+
+def _dataset_id_set(dataset_id: int | Iterable[int] | None) -> set[int] | None:
+    if dataset_id is None:
+        return None
+    values = [dataset_id] if isinstance(dataset_id, (int, np.integer)) else list(dataset_id)
+    if not values or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+        raise StoreError(f"dataset_id must be an integer or a list of integers, got {dataset_id!r}")
+    return {int(v) for v in values}
+
+
+def _parse_read_kind(kind: DataKind | str) -> DataKind:
+    try:
+        return DataKind(kind)
+    except ValueError:
+        raise StoreError(f"unknown data kind {kind!r}; expected one of {', '.join(k.value for k in DataKind)}") \
+            from None
+
+
 def _translate_io_error(exc: duckdb.Error, path: Path) -> StoreError:
     text = str(exc)
     if "lock" in text.lower():
