@@ -152,9 +152,13 @@ def test_tradebook_config_variable_names_the_file(write_yaml):
     assert load_config(env={"TRADEBOOK_CONFIG": str(path)}).session.account_id == "DU1234567"
 
 
-def test_empty_file_and_empty_section_give_defaults(write_yaml):
-    assert load_config(write_yaml(""), env={}) == TradebookConfig()
+def test_comments_only_and_empty_sections_give_defaults_but_an_empty_file_is_refused(write_yaml):
+    assert load_config(write_yaml("# every key commented out\n# risk:\n"), env={}) == TradebookConfig()
+    assert load_config(write_yaml("{}\n"), env={}) == TradebookConfig()
     assert load_config(write_yaml("risk:\nsizing:\n"), env={}) == TradebookConfig()
+    empty = write_yaml(" \n\n")
+    with pytest.raises(ConfigError, match=rf"^config file {empty} is empty; expected a mapping of sections"):
+        load_config(empty, env={})
 
 
 def test_venue_credentials_come_from_the_environment():
@@ -204,9 +208,9 @@ BAD_FILES = [
     ("venues:\n  alpaca:\n    credentials_env: {secret_key: 'abc/DEF+ghi=='}\n",
      ["venues.alpaca.credentials_env.secret_key", "name* of an environment variable", "never the secret"]),
     ("venues:\n  binance:\n    options: {api_secret: xyz}\n",
-     ["venues.binance.options.api_secret", "secrets do not belong in the file"]),
+     ["venues.binance.options.api_secret", "secrets do not belong in the configuration"]),
     ("venues:\n  ibkr:\n    enabled: yes please\n", ["venues.ibkr.enabled = 'yes please'", "boolean"]),
-    ("- risk\n- sizing\n", ["expected a mapping of sections", "got list"]),
+    ("- risk\n- sizing\n", ["expected a mapping of sections", "got a list"]),
     ("risk:\n  daily_loss_limit: [1\n", ["line 3", "invalid YAML"]),
 ]
 

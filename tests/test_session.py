@@ -517,7 +517,7 @@ def test_invalid_configuration_and_session_arguments_are_refused_before_anything
     before = footprint(store, tmp_path)
     config_file = tmp_path / "tradebook.yaml"
     config_file.write_text("risk:\n  max_spread_bps: -5\n")
-    with pytest.raises(ConfigError, match=rf"risk.max_spread_bps = -5 \(in {config_file}\): expected a number > 0"):
+    with pytest.raises(ConfigError, match=rf"risk.max_spread_bps = -5 \(in {config_file}, line 2\): expected a number > 0"):
         load_config(config_file, env={})
     with pytest.raises(ConfigError, match=r"risk.daily_loss_limit = 'lots' \(from TRADEBOOK_RISK__DAILY_LOSS_LIMIT\)"):
         load_config(None, env={"TRADEBOOK_RISK__DAILY_LOSS_LIMIT": "lots"})

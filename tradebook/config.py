@@ -3,6 +3,12 @@
 ``TradebookConfig()`` is the defaults (paper mode, every limit on). ``load_config(path, env)``
 reads a YAML file, then applies environment overrides, then validates everything at once:
 
+- The file: ``path``; else ``$TRADEBOOK_CONFIG``; else ``tradebook.yaml`` in the working
+  directory or, inside a project (a folder with ``pyproject.toml`` or ``.git``), the nearest
+  folder up to the project's root that holds one (a notebook runs in ``notebooks/`` and
+  still finds the workspace's file); else no file. :func:`find_config_file` says which.
+  ``Session`` (without ``config=``), the ``tradebook`` command (``--config FILE``) and the
+  notebooks all read it this way.
 - Environment variables named ``TRADEBOOK_<SECTION>__<KEY>`` (``__`` nests) override the
   file, e.g. ``TRADEBOOK_RISK__DAILY_LOSS_LIMIT=500`` or ``TRADEBOOK_SESSION__MODE=live``.
   Field names match case-insensitively; mapping keys (an instrument id, a venue name, an
@@ -10,19 +16,35 @@ reads a YAML file, then applies environment overrides, then validates everything
   (venue names, asset classes and credential names are lower-cased). Values are parsed to
   the field's type: Decimal for money and quantities, int, float, bool (``true``/``false``/
   ``1``/``0``), str, enums, comma-separated lists; ``null``/``none`` clears an optional
-  value. ``TRADEBOOK_CONFIG`` is reserved: the file to read when ``path`` is not given.
+  value. Three variables are not config keys (:data:`RESERVED_ENV`): ``TRADEBOOK_CONFIG``
+  (the file), ``TRADEBOOK_DATA_DIR`` (the bundled data folder, read by
+  :mod:`tradebook.data.catalog`) and ``TRADEBOOK_STORE``, the workspace store, which sets
+  ``session.store_path`` like ``TRADEBOOK_SESSION__STORE_PATH`` does.
 - Unknown keys, in the file or in the environment under the prefix, are refused naming the
   key path and the known keys: a typo in a risk limit must not silently leave the default
-  in force.
+  in force. A key written twice in one mapping of the file is refused naming both lines
+  (YAML would silently keep the last).
 - Wrong types and out-of-range values are refused naming the key path, the value, where it
-  came from and what was expected (:class:`~tradebook.errors.ConfigError`).
+  came from (file and line, or variable) and what was expected
+  (:class:`~tradebook.errors.ConfigError`). Every number has a stated range: money and
+  quantities fit the store's ``DECIMAL(38, 12)`` (magnitude below 1e26, at most 12 decimal
+  places), and each int and float field has its own bounds (a float without one stays
+  within 1e9, so seconds still fit int64 nanoseconds).
+- A file that is not a YAML mapping (binary, not UTF-8, empty, a list, nested deeper than
+  any config, larger than 1 MB, a directory, unreadable) is one ConfigError naming the file
+  and what was expected.
 - Mappings merge: a file that sets one venue or one instrument's limit keeps the defaults
   of the others.
 
 Secrets never live in the file: a venue names the *environment variables* that hold its
-credentials (``credentials_env``), and :meth:`VenueConfig.credentials` reads them.
+credentials (``credentials_env``), and :meth:`VenueConfig.credentials` reads them. A value
+there that does not look like a variable's name (a pasted key) is refused and never
+echoed; an option whose key looks secret (``auth``, ``key``, ``token``...) is refused; and
+no error message shows a value that looks like a secret, whatever field it was typed into.
 
-``config/tradebook.example.yaml`` documents every key with its default.
+``config/tradebook.example.yaml`` documents every key with its default;
+:func:`describe_config` (``tradebook config``) lists the effective settings and where
+each came from.
 """
 
 from __future__ import annotations
@@ -46,6 +68,21 @@ from tradebook.model.instruments import AssetClass
 
 ENV_PREFIX = "TRADEBOOK_"
 ENV_CONFIG_PATH = "TRADEBOOK_CONFIG"  # reserved: the file load_config reads when no path is given
+ENV_STORE = "TRADEBOOK_STORE"  # reserved: the workspace store, an alias of session.store_path
+ENV_DATA_DIR = "TRADEBOOK_DATA_DIR"  # reserved: the bundled data folder (tradebook.data.catalog)
+RESERVED_ENV: Mapping[str, str] = {
+    ENV_CONFIG_PATH: "the configuration file to read",
+    ENV_STORE: "the workspace store (sets session.store_path)",
+    ENV_DATA_DIR: "the bundled data folder",
+}
+CONFIG_FILE_NAME = "tradebook.yaml"  # looked for when neither a path nor TRADEBOOK_CONFIG is given
+MAX_CONFIG_BYTES = 1_000_000  # a config file is a few KB; anything bigger is the wrong file
+MAX_YAML_DEPTH = 32  # the deepest config key is 5 levels down; deeper nesting is the wrong file
+# money and quantities are stored as DECIMAL(38, 12): 26 digits before the point, 12 after
+DECIMAL_LIMIT = Decimal("1e26")
+DECIMAL_PLACES = 12
+FLOAT_LIMIT = 1e9  # a float field without its own bound: seconds x 1e9 still fits int64 ns
+INT_LIMIT = 1_000_000_000  # an int field without its own bound
 
 
 class SessionMode(StrEnum):
@@ -175,20 +212,20 @@ class RiskConfig(_Section):
     max_gross_exposure: Decimal | None = _opt(Decimal(3_000_000), gt=0, doc="gross notional, all instruments")
     account_currency: str = _opt("USD", doc="currency of equity, P&L and exposure limits")
     par_currencies: tuple[str, ...] = _opt(("USDT", "USDC"), doc="counted 1:1 with the account currency")
-    max_orders_per_minute: int = _opt(120, gt=0, doc="orders sent in any 60 s window")
+    max_orders_per_minute: int = _opt(120, gt=0, le=1_000_000_000, doc="orders sent in any 60 s window")
     daily_loss_limit: Decimal | None = _opt(Decimal(5_000), gt=0,
                                             doc="loss today (realised + unrealised) that halts trading")
-    price_collar_bps: float = _opt(100.0, gt=0, doc="farthest limit/stop from the quote's mid, aggressive side")
-    max_spread_bps: float = _opt(50.0, gt=0, doc="widest spread at which an order may go")
+    price_collar_bps: float = _opt(100.0, gt=0, le=10_000, doc="farthest limit/stop from the quote's mid, aggressive side")
+    max_spread_bps: float = _opt(50.0, gt=0, le=10_000, doc="widest spread at which an order may go")
     min_touch_notional: Decimal = _opt(Decimal(1_000), ge=0, doc="thinnest far touch (price x size) accepted")
     spread_action: SpreadAction = _opt(SpreadAction.DEFER, doc="what a wide spread or thin book does")
-    max_quote_age_ms: int = _opt(5_000, gt=0, doc="older reference quotes are refused")
+    max_quote_age_ms: int = _opt(5_000, gt=0, le=86_400_000, doc="older reference quotes are refused")
     equity_margin_account: bool = _opt(True, doc="the equity account is a margin account (PDT rule applies)")
     pdt_equity_threshold: Decimal = _opt(Decimal(25_000), ge=0, doc="PDT applies below this equity")
-    max_day_trades: int = _opt(3, ge=0, doc="day trades allowed in the PDT window under the threshold")
-    pdt_window_days: int = _opt(5, gt=0, doc="PDT window, business days")
-    breaker_failures: int = _opt(5, gt=0, doc="consecutive venue failures that open the breaker")
-    breaker_cooldown_s: float = _opt(30.0, gt=0, doc="seconds before an open breaker lets one try")
+    max_day_trades: int = _opt(3, ge=0, le=1_000, doc="day trades allowed in the PDT window under the threshold")
+    pdt_window_days: int = _opt(5, gt=0, le=366, doc="PDT window, business days")
+    breaker_failures: int = _opt(5, gt=0, le=1_000_000, doc="consecutive venue failures that open the breaker")
+    breaker_cooldown_s: float = _opt(30.0, gt=0, le=86_400, doc="seconds before an open breaker lets one try")
     breaker_trips_kill_switch: bool = _opt(True, doc="an opening breaker halts trading")
 
 
@@ -209,16 +246,16 @@ class RouterConfig(_Section):
     _path: ClassVar[str] = "router"
 
     signal_market_threshold: float = _opt(0.9, ge=0, le=1, doc="signal strength above which a market order goes")
-    wide_spread_bps: float = _opt(20.0, gt=0, doc="spread above which a limit at mid plus offset goes")
+    wide_spread_bps: float = _opt(20.0, gt=0, le=10_000, doc="spread above which a limit at mid plus offset goes")
     twap_adv_fraction: float = _opt(0.01, gt=0, le=1, doc="size above this fraction of ADV goes as TWAP")
     passive_adv_fraction: float = _opt(0.001, gt=0, le=1, doc="size below this fraction of ADV joins the touch")
-    offset_bps: float = _opt(1.0, ge=0, doc="limit offset from the touch or mid, base")
-    offset_vol_multiplier: float = _opt(0.5, ge=0, doc="extra offset per bp of short-term volatility")
-    twap_slices: int = _opt(5, gt=0, doc="TWAP child orders")
-    twap_interval_s: float = _opt(60.0, gt=0, doc="seconds between TWAP children")
-    vwap_min_minutes: int = _opt(5, gt=0, doc="shortest VWAP horizon")
-    vwap_max_minutes: int = _opt(15, gt=0, doc="longest VWAP horizon")
-    max_retries: int = _opt(3, ge=0, doc="re-priced retries of a rejected or unfilled child before escalation")
+    offset_bps: float = _opt(1.0, ge=0, le=10_000, doc="limit offset from the touch or mid, base")
+    offset_vol_multiplier: float = _opt(0.5, ge=0, le=1_000, doc="extra offset per bp of short-term volatility")
+    twap_slices: int = _opt(5, gt=0, le=10_000, doc="TWAP child orders")
+    twap_interval_s: float = _opt(60.0, gt=0, le=86_400, doc="seconds between TWAP children")
+    vwap_min_minutes: int = _opt(5, gt=0, le=1_440, doc="shortest VWAP horizon")
+    vwap_max_minutes: int = _opt(15, gt=0, le=1_440, doc="longest VWAP horizon")
+    max_retries: int = _opt(3, ge=0, le=100, doc="re-priced retries of a rejected or unfilled child before escalation")
 
     def _check(self) -> None:
         if self.vwap_min_minutes > self.vwap_max_minutes:
@@ -236,15 +273,66 @@ class SessionConfig(_Section):
 
     mode: SessionMode = _opt(SessionMode.PAPER, doc="paper | live (live also needs an explicit arming call)")
     account_id: str = _opt("paper", doc="the account orders are booked to")
-    store_path: Path = _opt(Path("tradebook.duckdb"), doc="DuckDB store file (relative to the working directory)")
+    store_path: Path | None = _opt(None, doc="the workspace's DuckDB store; null: tradebook.store.default_store_path() "
+                                             "($TRADEBOOK_STORE, else tradebook.duckdb at the workspace root); "
+                                             "a relative path in a file is relative to that file's folder")
     extended_hours: bool = _opt(False, doc="allow equity orders outside regular hours")
-    replay_speed: float = _opt(1.0, gt=0, allow_inf=True, doc="replay speed factor; .inf = as fast as possible")
+    replay_speed: float = _opt(1.0, gt=0, le=1e9, allow_inf=True, doc="replay speed factor; .inf = as fast as possible")
     tune_gc: bool = _opt(True, doc="while the session runs, collect garbage less often (tradebook.runtime.tune_gc)")
 
 
 # -- venues -----------------------------------------------------------------------------------
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SECRET_WORDS = ("secret", "password", "passwd", "passphrase", "token", "key", "credential")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# an option key containing one of these names a secret, which belongs in credentials_env
+_SECRET_WORDS = ("secret", "password", "passwd", "passphrase", "token", "key", "credential", "auth", "private",
+                 "bearer", "cookie", "signature")
+
+
+def plausible_env_name(text: str) -> bool:
+    """Whether ``text`` reads as an environment variable's *name* (``APCA_API_KEY_ID``), not a secret.
+
+    A name is letters, digits and ``_`` (at most 64); each ``_``-separated word is one case
+    and at most 16 characters, at most 8 when it holds a digit. Keys and tokens (``PKX7Q2...``,
+    ``aB3k...``) are long runs mixing digits and letters or cases, so they fail.
+    """
+    if not isinstance(text, str) or not _ENV_NAME.fullmatch(text):
+        return False
+    for word in text.split("_"):
+        if len(word) > 16 or (word != word.upper() and word[1:] != word[1:].lower()):  # one case, or Capitalised
+            return False
+        if any(c.isdigit() for c in word) and len(word) > 8:
+            return False
+    return True
+
+
+def looks_secret(text: Any) -> bool:
+    """Whether a string typed into any setting could be a key or token, so never shown in a message.
+
+    True for 12+ characters with no space that mix digits with letters or upper with lower
+    case (or hold ``+/=``), unless it reads as names joined by ``. / - : @`` (an environment
+    variable, an instrument id such as ``ESH4.GLBX``, a path). False for numbers, words and
+    short text. A heuristic: it errs towards hiding.
+    """
+    if not isinstance(text, str):
+        return False
+    stripped = text.strip()
+    if len(stripped) < 12 or any(c.isspace() for c in stripped) or plausible_env_name(stripped):
+        return False
+    try:
+        float(stripped.replace("_", ""))
+        return False  # a number, however long
+    except ValueError:
+        pass
+    if all(plausible_env_name(part) for part in re.split(r"[./\\:@-]", stripped) if part):
+        return False  # names joined by . / - : @ (BTCUSDT.BINANCE, data/tradebook.duckdb, host:port)
+    has_digit = any(c.isdigit() for c in stripped)
+    has_upper, has_lower = any(c.isupper() for c in stripped), any(c.islower() for c in stripped)
+    return has_digit or (has_upper and has_lower) or any(c in "+/=" for c in stripped)
+
+
+def redact(text: str) -> str:
+    """How a secret (or what may be one) is shown: its first two characters and its length."""
+    return f"'{text[:2]}...' ({len(text)} characters, redacted)"
 
 
 @dataclass(frozen=True)
@@ -262,27 +350,25 @@ class VenueConfig(_Section):
 
     def _check(self) -> None:
         for credential, variable in self.credentials_env.items():
-            if not _ENV_NAME.match(variable):
+            if not plausible_env_name(variable):
                 raise ConfigError(
-                    f"venues.{self.name}.credentials_env.{credential} = {_redact(variable)}: expected the *name* of "
-                    "an environment variable (letters, digits, _), never the secret itself")
+                    f"venues.{self.name}.credentials_env.{credential} = {redact(variable)}: expected the *name* of "
+                    "an environment variable (like APCA_API_SECRET_KEY: letters, digits, _), never the secret itself")
         for option in self.options:
             if any(word in option.lower() for word in _SECRET_WORDS):
                 raise ConfigError(
-                    f"venues.{self.name}.options.{option}: secrets do not belong in the file; name the environment "
-                    f"variable that holds it under venues.{self.name}.credentials_env")
+                    f"venues.{self.name}.options.{option}: its value is not shown and not accepted: secrets do not "
+                    f"belong in the configuration; name the environment variable that holds it under "
+                    f"venues.{self.name}.credentials_env")
 
     def credentials(self, env: Mapping[str, str] | None = None) -> dict[str, str]:
         """The credentials read from the environment; ConfigError naming any variable that is not set."""
         env = os.environ if env is None else env
-        missing = [f"{var} (credentials_env.{cred})" for cred, var in self.credentials_env.items() if not env.get(var)]
+        missing = [f"{var if plausible_env_name(var) else redact(var)} (credentials_env.{cred})"
+                   for cred, var in self.credentials_env.items() if not env.get(var)]
         if missing:
             raise ConfigError(f"venue {self.name}: environment variable(s) not set: {', '.join(missing)}")
         return {cred: env[var] for cred, var in self.credentials_env.items()}
-
-
-def _redact(value: str) -> str:
-    return repr(value[:3] + "..." if len(value) > 6 else value)
 
 
 def _default_venues() -> dict[str, VenueConfig]:
@@ -318,48 +404,295 @@ class TradebookConfig(_Section):
 
 
 # -- loading ------------------------------------------------------------------------------------
-def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> TradebookConfig:
-    """The defaults, then the YAML file at ``path``, then ``TRADEBOOK_*`` variables of ``env``.
+_PROJECT_MARKERS = ("pyproject.toml", ".git")
 
-    ``env`` defaults to ``os.environ``; ``path`` to ``$TRADEBOOK_CONFIG`` if set, else no file.
-    Raises ConfigError on an unreadable file, an unknown key or an invalid value.
+
+def find_config_file(env: Mapping[str, str] | None = None, cwd: str | Path | None = None) -> tuple[Path | None, str]:
+    """The file :func:`load_config` reads when given no path, and why (for messages and ``tradebook config``).
+
+    ``$TRADEBOOK_CONFIG`` if set (it must exist); else ``tradebook.yaml`` in ``cwd`` (default:
+    the working directory) or, inside a project, in the nearest folder up to the project's
+    root (the first folder holding ``pyproject.toml`` or ``.git``); else ``(None, ...)``.
     """
     env = os.environ if env is None else env
-    if path is None and env.get(ENV_CONFIG_PATH):
-        path = env[ENV_CONFIG_PATH]
+    if env.get(ENV_CONFIG_PATH):
+        return Path(env[ENV_CONFIG_PATH]), f"from {ENV_CONFIG_PATH}"
+    here = Path.cwd() if cwd is None else Path(cwd)
+    folders = [here, *here.parents]
+    root = next((i for i, folder in enumerate(folders) if any((folder / m).exists() for m in _PROJECT_MARKERS)), None)
+    for folder in folders[:1] if root is None else folders[:root + 1]:
+        candidate = folder / CONFIG_FILE_NAME
+        if candidate.is_file():
+            return candidate, f"found {CONFIG_FILE_NAME} in {folder}"
+    return None, f"no file: neither {ENV_CONFIG_PATH} nor a {CONFIG_FILE_NAME} in {here} or up to its project root"
+
+
+@dataclass(frozen=True)
+class ConfigSetting:
+    """One effective setting: its key path, its value as shown (secrets redacted) and where it came from."""
+
+    key: str
+    value: str
+    source: str  # "default", "in FILE, line N" or "from TRADEBOOK_..."
+
+
+@dataclass(frozen=True)
+class ConfigReport:
+    """What :func:`describe_config` found: the configuration, the file read and every setting with its source."""
+
+    config: TradebookConfig
+    file: Path | None
+    file_reason: str
+    settings: tuple[ConfigSetting, ...]
+
+    def __str__(self) -> str:
+        head = f"config file: {self.file} ({self.file_reason})" if self.file is not None else \
+            f"config file: none ({self.file_reason}); defaults and environment only"
+        width = max(len(s.key) for s in self.settings)
+        shown = max(len(s.value) for s in self.settings)
+        lines = [head] + [f"  {s.key:<{width}} = {s.value:<{shown}}  ({s.source})" for s in self.settings]
+        return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> TradebookConfig:
+    """The defaults, then the YAML file, then ``TRADEBOOK_*`` variables of ``env``.
+
+    ``env`` defaults to ``os.environ``; ``path`` to :func:`find_config_file` (``$TRADEBOOK_CONFIG``,
+    else a ``tradebook.yaml`` in the working directory or up to its project root, else no file).
+    Raises ConfigError on an unreadable file, an unknown key or an invalid value.
+    """
+    return _load(path, env)[0]
+
+
+def describe_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> ConfigReport:
+    """The effective configuration as :func:`load_config` builds it, each setting with its source.
+
+    Values that look secret are redacted; ``credentials_env`` shows variable names and whether
+    each is set, never its value. ``str(report)`` is what ``tradebook config`` prints.
+    """
+    env = os.environ if env is None else env
+    config, file, reason, sources = _load(path, env)
+    settings = []
+    for key, value in _flatten(_to_raw(config)):
+        if ".credentials_env." in key and isinstance(value, str):
+            shown = f"{value} ({'set' if env.get(value) else 'not set'})"
+        else:
+            shown = _plain(key, value)
+        settings.append(ConfigSetting(key, shown, sources.get(key, "default")))
+    return ConfigReport(config, file, reason, tuple(settings))
+
+
+def _plain(key: str, value: Any) -> str:
+    """A setting as YAML would spell it (500, null, true, USDT, USDC), secrets redacted."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(_plain(key, v) for v in value) or "[]"
+    if isinstance(value, Mapping):
+        return "{}"
+    if isinstance(value, str):
+        return _shown(key, value) if _shown(key, value) != repr(value) else value
+    return str(value)
+
+
+def _flatten(node: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for key, value in node.items():
+        path = f"{prefix}.{key}".lstrip(".")
+        if isinstance(value, Mapping) and value:
+            out += _flatten(value, path)
+        else:
+            out.append((path, value))
+    return out
+
+
+def _load(path: str | Path | None, env: Mapping[str, str] | None
+          ) -> tuple[TradebookConfig, Path | None, str, dict[str, str]]:
+    env = os.environ if env is None else env
+    if path is not None:
+        if not isinstance(path, (str, Path)) or not str(path).strip():
+            raise ConfigError(f"config path is {path!r}; expected the path of a YAML file")
+        file, reason = Path(path), "the path given"
+    else:
+        file, reason = find_config_file(env)
     raw = _to_raw(TradebookConfig())
     sources: dict[str, str] = {}
-    if path is not None:
-        file_data = _read_yaml(Path(path))
-        _merge(raw, file_data, TradebookConfig, "", {}, sources, f"in {path}")
+    if file is not None:
+        file_data = _read_yaml(file)
+        _merge(raw, file_data, TradebookConfig, "", {}, sources, f"in {file}")
     for name in sorted(env):
-        if name.startswith(ENV_PREFIX) and name != ENV_CONFIG_PATH:
+        if name.startswith(ENV_PREFIX) and name not in RESERVED_ENV:
             _apply_env(raw, name, env[name], sources)
-    return _convert(raw, TradebookConfig, "", {}, sources)
+    _apply_store_variable(raw, env, sources)
+    store_path, store_source = raw["session"].get("store_path"), sources.get("session.store_path", "")
+    if file is not None and store_source.startswith(f"in {file}") and isinstance(store_path, str) \
+            and store_path.strip() and not Path(store_path).is_absolute():
+        # relative to the file's folder, whatever the working directory (a notebook runs in notebooks/)
+        raw["session"]["store_path"] = os.path.join(os.path.abspath(file.parent), store_path)
+    return _convert(raw, TradebookConfig, "", {}, sources), file, reason, sources
+
+
+def _apply_store_variable(raw: dict, env: Mapping[str, str], sources: dict[str, str]) -> None:
+    """``TRADEBOOK_STORE`` is the documented name of ``session.store_path``: it overrides the file like any variable."""
+    value = env.get(ENV_STORE)
+    if not value:
+        return
+    explicit = f"{ENV_PREFIX}SESSION__STORE_PATH"
+    if sources.get("session.store_path") == f"from {explicit}" and raw["session"]["store_path"] != value:
+        raise ConfigError(f"{ENV_STORE} = {value!r} and {explicit} = {raw['session']['store_path']!r} name two "
+                          f"different stores; expected one of them (they set the same setting, session.store_path)")
+    raw["session"]["store_path"] = value
+    sources["session.store_path"] = f"from {ENV_STORE}"
+
+
+class _YamlProblem(Exception):
+    """Raised inside the YAML loader; :func:`_read_yaml` turns it into a ConfigError naming the file."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+
+
+class _LinedDict(dict):
+    """A YAML mapping that remembers the line of each key, so an error can point at it."""
+
+    lines: dict[Any, int]
+
+
+class _YamlFloat(float):
+    """A YAML float that keeps the text typed: money is read exactly, and an overflow shows what was written."""
+
+    text: str
+
+
+@functools.cache
+def _yaml_loader() -> type:
+    import yaml  # only the loader needs it
+
+    merge_tag = "tag:yaml.org,2002:merge"
+
+    class Loader(yaml.SafeLoader):
+        """SafeLoader that refuses duplicate keys and runaway nesting, and records key lines."""
+
+        _depth = 0
+
+        def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+            self._depth += 1
+            try:
+                if self._depth > MAX_YAML_DEPTH:
+                    line = self.peek_event().start_mark.line + 1
+                    raise _YamlProblem(line, f"nested more than {MAX_YAML_DEPTH} levels deep; expected a "
+                                             "configuration (its deepest key is 5 levels down)")
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+
+        def _key_lines(self, node) -> list[tuple[Any, int]]:  # noqa: ANN001
+            out = []
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != merge_tag:
+                    out.append((self.construct_object(key_node), key_node.start_mark.line + 1))
+            return out
+
+        def construct_mapping(self, node, deep=False):  # noqa: ANN001
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, int] = {}
+                for key, line in self._key_lines(node):
+                    if key in seen:
+                        raise _YamlProblem(line, f"key {_shown('', key)} is written twice in one mapping, on line "
+                                                 f"{seen[key]} and line {line}; expected each key once (YAML "
+                                                 "would silently keep the last)")
+                    seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+        def construct_lined_map(self, node):  # noqa: ANN001
+            data = _LinedDict()
+            data.lines = {}
+            yield data
+            data.update(self.construct_mapping(node))
+            data.lines = dict(self._key_lines(node))
+
+        def construct_checked_int(self, node):  # noqa: ANN001
+            try:
+                return self.construct_yaml_int(node)
+            except ValueError:  # more digits than Python converts
+                text = self.construct_scalar(node)
+                raise _YamlProblem(node.start_mark.line + 1, f"the integer {_shown('', text)} is out of range; "
+                                                             f"expected a number below {DECIMAL_LIMIT:.0E}") from None
+
+        def construct_text_float(self, node):  # noqa: ANN001
+            value = _YamlFloat(self.construct_yaml_float(node))
+            value.text = self.construct_scalar(node).replace("_", "")
+            return value
+
+    Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_lined_map)
+    Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_checked_int)
+    Loader.add_constructor("tag:yaml.org,2002:float", Loader.construct_text_float)
+    return Loader
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def _read_yaml(path: Path) -> dict:
+    import stat
+
     import yaml  # only the loader needs it
 
+    expected = "expected a YAML file (config/tradebook.example.yaml shows every key)"
     try:
-        text = path.read_text(encoding="utf-8")
+        info = path.stat()
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found") from None
+        raise ConfigError(f"config file {path} not found; {expected}") from None
     except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+        raise ConfigError(f"config file {path} cannot be read ({_one_line(exc.strerror or exc)}); {expected}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"config file {path} is a directory; {expected}")
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or never end
+        raise ConfigError(f"config file {path} is not a regular file; {expected}")
+    too_big = f"config file {path} is larger than {MAX_CONFIG_BYTES:,} bytes; expected a configuration of a few KB"
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(too_big)
     try:
-        data = yaml.safe_load(text)
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({_one_line(exc.strerror or exc)}); {expected}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(too_big)
+    if b"\x00" in data:
+        raise ConfigError(f"config file {path} is binary (a NUL byte at offset {data.index(0)}); expected a YAML "
+                          "text file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+                          "expected a YAML text file in UTF-8") from None
+    if not text.strip():
+        raise ConfigError(f"config file {path} is empty; expected a mapping of sections (risk, sizing, router, "
+                          "session, venues); write {} in it to keep every default")
+    try:
+        parsed = yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+    except _YamlProblem as exc:
+        raise ConfigError(f"config file {path}, line {exc.line}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"config file {path}{where}: invalid YAML: {problem}") from exc
-    if data is None:
+        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {path}{where}: invalid YAML: {_one_line(problem)}") from None
+    except RecursionError:  # a safety net: the loader stops nesting well before Python's limit
+        raise ConfigError(f"config file {path}: nested too deeply; expected a configuration") from None
+    if parsed is None:  # only comments: every default
         return {}
-    if not isinstance(data, dict):
+    if not isinstance(parsed, dict):
+        kind = {"list": "a list", "str": "a string", "int": "a number", "float": "a number", "bool": "a boolean"}
         raise ConfigError(f"config file {path}: expected a mapping of sections (risk, sizing, router, session, "
-                          f"venues) at the top, got {type(data).__name__}")
-    return data
+                          f"venues) at the top, got {kind.get(type(parsed).__name__, type(parsed).__name__)}")
+    return parsed
 
 
 @functools.cache
@@ -381,10 +714,17 @@ def _file_fields(cls: type) -> dict[str, dataclasses.Field]:
 
 def _unknown_key(path: str, key: Any, known: list[str], source: str) -> ConfigError:
     full = f"{path}.{key}".lstrip(".")
+    shown = f"{path + '.' if path else ''}{redact(str(key))}" if looks_secret(str(key)) else repr(full)
     close = difflib.get_close_matches(str(key), known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     where = f"known keys of {path}" if path else "known sections"
-    return ConfigError(f"unknown key {full!r} ({source}){hint} {where}: {', '.join(known)}")
+    also = ""
+    if not path and source.startswith(f"from {ENV_PREFIX}"):  # a variable that is neither a section nor reserved
+        variable = source[len("from "):]
+        near = difflib.get_close_matches(variable, list(RESERVED_ENV), n=1)
+        hint = f"; did you mean {near[0]}?" if near else hint
+        also = f"; the variables {', '.join(RESERVED_ENV)} are not config keys"
+    return ConfigError(f"unknown key {shown} ({source}){hint} {where}: {', '.join(known)}{also}")
 
 
 def _map_key(key: Any, hint: Any, metadata: Mapping[str, Any], existing: Mapping[str, Any], path: str,
@@ -392,7 +732,7 @@ def _map_key(key: Any, hint: Any, metadata: Mapping[str, Any], existing: Mapping
     """A mapping key as stored in the raw tree: enum values, lower-case names, or as written."""
     key_type = get_args(hint)[0]
     if not isinstance(key, str) or not key.strip():
-        raise ConfigError(f"{path}: key {key!r} ({source}): expected a non-empty string key")
+        raise ConfigError(f"{path}: key {_shown(path, key)} ({source}): expected a non-empty string key")
     if isinstance(key_type, type) and issubclass(key_type, StrEnum):
         return _convert_enum(key.strip(), key_type, f"{path} key", {f"{path} key": source}).value
     for known in existing:  # match case-insensitively what is already there (defaults, the file)
@@ -408,30 +748,36 @@ def _merge(raw: dict, data: Any, hint: Any, path: str, metadata: Mapping[str, An
         return  # `risk:` with nothing under it
     if not isinstance(data, dict):
         raise ConfigError(f"{path} = {data!r} ({source}): expected a mapping of keys under {path}")
+    lines = getattr(data, "lines", {})
     if _is_section(hint):
         fields = _file_fields(hint)
         for key, value in data.items():
+            here = f"{source}, line {lines[key]}" if key in lines else source
             if key not in fields:
-                raise _unknown_key(path, key, list(fields), source)
+                raise _unknown_key(path, key, list(fields), here)
             sub_hint, sub_meta = _hints(hint)[key], fields[key].metadata
-            _merge_value(raw, key, value, sub_hint, f"{path}.{key}".lstrip("."), sub_meta, sources, source)
+            _merge_value(raw, key, value, sub_hint, f"{path}.{key}".lstrip("."), sub_meta, sources, source, here)
     else:
         value_hint = get_args(hint)[1]
         for key, value in data.items():
-            stored = _map_key(key, hint, metadata, raw, path, source)
-            _merge_value(raw, stored, value, value_hint, f"{path}.{stored}", metadata, sources, source)
+            here = f"{source}, line {lines[key]}" if key in lines else source
+            stored = _map_key(key, hint, metadata, raw, path, here)
+            _merge_value(raw, stored, value, value_hint, f"{path}.{stored}", metadata, sources, source, here)
 
 
 def _merge_value(raw: dict, key: str, value: Any, hint: Any, path: str, metadata: Mapping[str, Any],
-                 sources: dict[str, str], source: str) -> None:
+                 sources: dict[str, str], source: str, here: str) -> None:
+    """``source`` names the file (passed down to nested keys); ``here`` adds this key's line."""
     if _is_section(hint) or _is_mapping(hint):
         node = raw.get(key)
         if not isinstance(node, dict):
             node = raw[key] = {}
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{path} = {_shown(path, value)} ({here}): expected a mapping of keys under {path}")
         _merge(node, value, hint, path, metadata, sources, source)
     else:
         raw[key] = value
-        sources[path] = source
+        sources[path] = here
 
 
 def _apply_env(raw: dict, name: str, value: str, sources: dict[str, str]) -> None:
@@ -489,10 +835,25 @@ _NONE_WORDS = frozenset({"null", "none", "~", ""})
 _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
 
 
+def _shown(path: str, value: Any) -> str:
+    """A value as a message shows it: secrets redacted, an overflowed float as typed, long text cut."""
+    if isinstance(value, str):
+        secret_field = "credentials_env" in path and not plausible_env_name(value)
+        secret_option = ".options." in path and any(w in path.rsplit(".", 1)[-1].lower() for w in _SECRET_WORDS)
+        if secret_field or secret_option or looks_secret(value):
+            return redact(value)
+    text = getattr(value, "text", None)
+    if text is None or (isinstance(value, float) and math.isfinite(value)) or text.lower().lstrip("+-") in (
+            ".inf", ".nan"):
+        text = repr(value)
+    if len(text) > 60:
+        text = f"{text[:30]}...({len(text)} characters)"
+    return text
+
+
 def _fail(path: str, value: Any, sources: Mapping[str, str], expected: str) -> ConfigError:
     source = sources.get(path)
-    shown = _redact(value) if isinstance(value, str) and "credentials_env" in path else repr(value)
-    return ConfigError(f"{path} = {shown}{f' ({source})' if source else ''}: expected {expected}")
+    return ConfigError(f"{path} = {_shown(path, value)}{f' ({source})' if source else ''}: expected {expected}")
 
 
 def _convert(value: Any, hint: Any, path: str, metadata: Mapping[str, Any], sources: Mapping[str, str],
@@ -568,7 +929,7 @@ def _convert(value: Any, hint: Any, path: str, metadata: Mapping[str, Any], sour
     if hint is Decimal:
         number = _to_decimal(value, path, sources)
     elif hint is int:
-        number = _to_int(value, path, sources)
+        number = _to_int(value, path, sources, metadata)
     elif hint is float:
         number = _to_float(value, path, sources, bool(metadata.get("allow_inf")))
     else:  # pragma: no cover - a field type this module does not know is a bug here
@@ -598,9 +959,12 @@ def _to_decimal(value: Any, path: str, sources: Mapping[str, str]) -> Decimal:
     elif isinstance(value, int):
         result = Decimal(value)
     elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise _fail(path, value, sources, expected)
-        result = Decimal(repr(value))  # the 0.1 that was typed, not its binary neighbour
+        try:  # the text typed in the file: exact, and a 1e400 that float made inf is still checked against its bound
+            result = Decimal(getattr(value, "text", ""))
+        except InvalidOperation:
+            if not math.isfinite(value):
+                raise _fail(path, value, sources, expected) from None
+            result = Decimal(repr(value))  # the 0.1 that was typed, not its binary neighbour
     elif isinstance(value, str):
         try:
             result = Decimal(value.strip().replace("_", ""))
@@ -613,14 +977,17 @@ def _to_decimal(value: Any, path: str, sources: Mapping[str, str]) -> Decimal:
     return result
 
 
-def _to_int(value: Any, path: str, sources: Mapping[str, str]) -> int:
+def _to_int(value: Any, path: str, sources: Mapping[str, str], metadata: Mapping[str, Any]) -> int:
     if isinstance(value, bool) or isinstance(value, float):
         raise _fail(path, value, sources, "an integer")
     if isinstance(value, int):
         return value
     if isinstance(value, str):
+        text = value.strip().replace("_", "")
+        if re.fullmatch(r"[+-]?[0-9]{19,}", text):  # more digits than any bound (and than int() may take)
+            raise _fail(path, value, sources, f"an integer of at most 18 digits ({_bounds_text(path, metadata)})")
         try:
-            return int(value.strip().replace("_", ""))
+            return int(text)
         except ValueError:
             pass
     raise _fail(path, value, sources, "an integer")
@@ -646,10 +1013,44 @@ def _to_float(value: Any, path: str, sources: Mapping[str, str], allow_inf: bool
     return result
 
 
+def _bounds(number: float | int | Decimal | None, metadata: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The field's own bounds plus its type's: ints and floats within their limits when the field states none."""
+    bounds = [(word, metadata[name]) for name, word in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+              if metadata.get(name) is not None]
+    if isinstance(number, Decimal):
+        return bounds
+    limit = INT_LIMIT if isinstance(number, int) else FLOAT_LIMIT
+    if not any(word in (">", ">=") for word, _ in bounds):
+        bounds.insert(0, (">=", -limit))
+    if not any(word in ("<", "<=") for word, _ in bounds):
+        bounds.append(("<=", limit))
+    return bounds
+
+
+def _bounds_text(path: str, metadata: Mapping[str, Any], number: Any = 0) -> str:
+    def fmt(bound: Any) -> str:
+        return str(int(bound)) if isinstance(bound, float) and bound.is_integer() else str(bound)
+    return "a number " + " and ".join(f"{word} {fmt(bound)}" for word, bound in _bounds(number, metadata))
+
+
+def _decimal_places(number: Decimal) -> int:
+    _, digits, exponent = number.as_tuple()
+    trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return 0 if trailing == len(digits) else max(0, -(exponent + trailing))
+
+
 def _check_range(number: float | int | Decimal, path: str, metadata: Mapping[str, Any], sources: Mapping[str, str],
                  original: Any) -> None:
-    checks = (("gt", number.__gt__), ("ge", number.__ge__), ("lt", number.__lt__), ("le", number.__le__))
-    if any(metadata.get(name) is not None and not test(metadata[name]) for name, test in checks):
-        parts = [f"{word} {metadata[name]}" for name, word in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
-                 if metadata.get(name) is not None]
-        raise _fail(path, original, sources, "a number " + " and ".join(parts))
+    tests = {">": number.__gt__, ">=": number.__ge__, "<": number.__lt__, "<=": number.__le__}
+    bounds = _bounds(number, metadata)
+    if isinstance(number, float) and math.isinf(number) and metadata.get("allow_inf"):
+        bounds = [(word, bound) for word, bound in bounds if word in (">", ">=")]  # .inf: as fast as possible
+    in_range = all(tests[word](bound) for word, bound in bounds)
+    if isinstance(number, Decimal):  # compare first: abs() of a huge exponent would itself overflow
+        in_range = in_range and number.copy_abs() < DECIMAL_LIMIT and _decimal_places(number) <= DECIMAL_PLACES
+    if not in_range:
+        expected = _bounds_text(path, metadata, number) if bounds else "a number"
+        if isinstance(number, Decimal):
+            expected = (f"{expected}{' and' if bounds else ''} of magnitude below 1e26 with at most "
+                        f"{DECIMAL_PLACES} decimal places (money and quantities are stored as DECIMAL(38, 12))")
+        raise _fail(path, original, sources, expected)
