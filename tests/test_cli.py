@@ -86,3 +86,55 @@ def test_fidelity_on_a_fresh_store_with_bundled_data(tmp_path):
     result = tradebook("fidelity", "--store", str(path), "--bundled", "--instrument", "ESU4.GLBX", "--strict")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "bundled data: 37 file(s) loaded" in result.stdout and "== ESU4.GLBX" in result.stdout
+
+
+# -- one workspace: `tradebook info` beside a notebook -----------------------------------------
+HOLDER = """
+import sys
+import tradebook as tb
+if sys.argv[2] == "reader":  # a notebook reading: open_store holds the file read-only until a write
+    store = tb.open_store(sys.argv[1])
+    store.quotes("BTCUSDT.BINANCE")
+else:  # a notebook running a paper session: it holds the writer
+    store = tb.Store(sys.argv[1], purpose="a paper session (run demo)")
+print("ready", flush=True)
+sys.stdin.readline()
+store.close()
+"""
+
+
+@pytest.fixture
+def small_store(tmp_path) -> Path:
+    from tradebook.data import load_bundled
+
+    path = tmp_path / "small.duckdb"
+    with Store(path) as store:
+        store.ingest(load_bundled("binance_spot_BTCUSDT_20210108T0000_l1_quotes.csv.gz"))
+    return path
+
+
+@pytest.mark.parametrize("mode", ["reader", "writer"])
+def test_info_beside_a_notebook_holding_the_store(small_store, mode):
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(small_store), mode], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready", holder.stderr.read()
+        result = tradebook("info", "--store", str(small_store), timeout=60)
+    finally:
+        holder.communicate("\n", timeout=30)
+    if mode == "reader":
+        assert result.returncode == 0, result.stderr
+        assert "BTCUSDT.BINANCE" in result.stdout and "451" in result.stdout
+    else:
+        assert result.returncode == 2
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert f"a paper session (run demo) in PID {holder.pid} `python -c" in lines[0]
+        assert "holds it for writing since" in lines[0] and "try again when it stops" in lines[0]
+    assert holder.returncode == 0, holder.stderr
+
+
+def test_info_without_a_store_says_what_to_do(tmp_path):
+    result = tradebook("info", "--store", str(tmp_path / "none.duckdb"))
+    assert result.returncode == 2 and "tradebook demo" in result.stderr
+    assert not (tmp_path / "none.duckdb").exists()

@@ -112,6 +112,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from tradebook.store import Store, default_store_path
 
         path = args.store or default_store_path()
+        if not Path(path).exists():
+            raise StoreError(f"no store at {path}: run `tradebook demo` (bundled data) or `tradebook load FILE` "
+                             "first, or name one with --store")
+        # read-only: it shares the file with notebooks that read it, and names a writer that holds it
         with Store(path, read_only=True) as store:
             print(format_summary(store))
             if args.findings:

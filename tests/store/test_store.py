@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -21,9 +22,10 @@ from tradebook.data import DataKind, MarketData
 from tradebook.errors import (AmbiguousReadError, StoreError, StoreLockedError, TradebookError,
                               UnknownInstrumentError)
 from tradebook.model import BUNDLED_INSTRUMENTS
-from tradebook.store import Store
+from tradebook.store import Store, default_store_path, workspace_root
 
 SMALL_QUOTES = "binance_spot_BTCUSDT_20210108T0000_l1_quotes.csv.gz"
+SMALL_FX_QUOTES = "dukascopy_EURUSD_20260713T12_ticks.csv.gz"
 DEPTH_FILE = "binance_spot_btcusdt_20240808T2354-20240809T0005_l2_depth.csv.gz"
 
 
@@ -98,7 +100,8 @@ class TestLock:
         message = "\n".join(lines[1:])
         assert "in use" in message
         assert str(store.path) in message
-        assert f"process {os.getpid()}" in message  # names the holder
+        assert f"PID {os.getpid()} `" in message and "for writing since" in message  # names the holder
+        assert len(message.splitlines()) == 1
         assert "Conflicting lock" not in message  # DuckDB's raw text is translated
 
     def test_released_after_close(self, tmp_path, run_python):
@@ -109,6 +112,141 @@ class TestLock:
 
     def test_locked_error_is_a_store_error(self):
         assert issubclass(StoreLockedError, StoreError) and issubclass(StoreError, TradebookError)
+
+
+HOLD_CHILD = """
+import sys
+import tradebook as tb
+path, mode = sys.argv[1], sys.argv[2]
+if mode == "reader":  # a notebook that only reads: open_store holds the file read-only until a write
+    store = tb.open_store(path)
+    print(len(store.quotes("BTCUSDT.BINANCE")), flush=True)
+else:
+    store = tb.Store(path, purpose="a paper session (run demo)")
+print("ready", flush=True)
+sys.stdin.readline()
+store.close()
+"""
+
+
+@pytest.fixture
+def holding(tmp_path):
+    """``holding(path, mode)`` starts a process holding the store (``reader`` or ``writer``) until the test ends."""
+    children = []
+
+    def start(path: Path, mode: str) -> subprocess.Popen:
+        child = subprocess.Popen([sys.executable, "-c", HOLD_CHILD, str(path), mode], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        children.append(child)
+        lines = []
+        while (line := child.stdout.readline()) and line.strip() != "ready":
+            lines.append(line)
+        assert line.strip() == "ready", "".join(lines) + child.stderr.read()
+        return child
+
+    yield start
+    for child in children:
+        if child.returncode is not None:
+            continue  # the test let it go already
+        try:
+            child.communicate("\n", timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+class TestWorkspaceSharing:
+    def test_readers_share_with_a_reading_notebook(self, tmp_path, bundled, holding, run_python):
+        path = tmp_path / "shared.duckdb"
+        with Store(path) as store:
+            store.ingest(bundled(SMALL_QUOTES))
+        holding(path, "reader")
+        assert not (tmp_path / "shared.duckdb.holder").exists()  # a reader is no writer
+        result = run_python("import sys, tradebook as tb\n"
+                            "with tb.open_store(sys.argv[1]) as s: print(len(s.quotes('BTCUSDT.BINANCE')))",
+                            str(path))
+        assert result.returncode == 0 and result.stdout.strip() == "451", result.stderr
+
+    def test_a_lazy_writer_takes_the_lock_at_its_first_write_and_names_a_reader(self, tmp_path, bundled, holding,
+                                                                                 snapshot):
+        path = tmp_path / "lazy.duckdb"
+        with Store(path) as store:
+            store.ingest(bundled(SMALL_QUOTES))
+        reader = holding(path, "reader")
+        store = Store(path, lazy_writer=True)
+        try:
+            assert "read-only until a write" in repr(store)
+            before = snapshot(store)
+            with pytest.raises(StoreLockedError) as caught:
+                store.ingest(bundled(SMALL_FX_QUOTES))
+            message = str(caught.value)
+            assert f"PID {reader.pid} `" in message and "close the store there" in message, message
+            assert snapshot(store) == before  # still reads, nothing written
+            reader.communicate("\n", timeout=30)
+            assert store.ingest(bundled(SMALL_FX_QUOTES)).created
+            assert "read-write" in repr(store)
+            holder = json.loads((tmp_path / "lazy.duckdb.holder").read_text())
+            assert holder["pid"] == os.getpid()
+        finally:
+            store.close()
+        assert not (tmp_path / "lazy.duckdb.holder").exists()
+
+    def test_a_writer_is_named_with_what_it_does(self, tmp_path, holding, run_python):
+        path = tmp_path / "held.duckdb"
+        Store(path).close()
+        writer = holding(path, "writer")
+        result = run_python(LOCK_CHILD, str(path), "ro")
+        lines = result.stdout.splitlines()
+        assert lines[0] == "StoreLockedError" and len(lines) == 2, result.stdout + result.stderr
+        assert f"a paper session (run demo) in PID {writer.pid} `python" in lines[1]
+        assert "holds it for writing since" in lines[1] and "try again when it stops" in lines[1]
+
+    def test_a_stale_holder_file_is_ignored(self, tmp_path, run_python):
+        path = tmp_path / "stale.duckdb"
+        Store(path).close()
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout.strip()
+        holder = tmp_path / "stale.duckdb.holder"
+        holder.write_text(json.dumps({"pid": int(dead), "command": "gone", "since_ns": 1, "purpose": "old"}))
+        assert run_python(LOCK_CHILD, str(path), "rw").stdout.strip() == "opened"
+        with Store(path) as store:  # a writer replaces it with its own
+            assert json.loads(holder.read_text())["pid"] == os.getpid()
+            store.announce("a notebook loading data")
+            assert json.loads(holder.read_text())["purpose"] == "a notebook loading data"
+        assert not holder.exists()
+
+    def test_two_stores_of_one_process_share_the_writer(self, tmp_path):
+        path = tmp_path / "one.duckdb"
+        writer = Store(path)
+        reader = Store(path, lazy_writer=True)  # same process: shares the writer's connection settings
+        try:
+            assert len(reader.datasets()) == 0
+        finally:
+            reader.close()
+            assert (tmp_path / "one.duckdb.holder").exists()  # the other store still writes
+            writer.close()
+        assert not (tmp_path / "one.duckdb.holder").exists()
+
+
+class TestDefaultStorePath:
+    def test_environment_wins(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("TRADEBOOK_STORE", str(tmp_path / "elsewhere.duckdb"))
+        assert default_store_path() == tmp_path / "elsewhere.duckdb"
+
+    def test_walks_up_to_the_project_root(self, tmp_path, monkeypatch):
+        monkeypatch.delenv("TRADEBOOK_STORE", raising=False)
+        (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+        (tmp_path / "notebooks" / "deep").mkdir(parents=True)
+        monkeypatch.chdir(tmp_path / "notebooks" / "deep")
+        assert default_store_path() == tmp_path.resolve() / "tradebook.duckdb"
+        assert workspace_root() == tmp_path.resolve()
+
+    def test_without_a_project_the_current_folder(self, tmp_path, monkeypatch):
+        monkeypatch.delenv("TRADEBOOK_STORE", raising=False)
+        if any((p / m).exists() for p in (tmp_path, *tmp_path.parents) for m in ("pyproject.toml", ".git")):
+            pytest.skip("tmp_path lies inside a project")
+        monkeypatch.chdir(tmp_path)
+        assert default_store_path() == tmp_path.resolve() / "tradebook.duckdb"
 
 
 # -- read-only mode ------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -29,11 +28,11 @@ import pandas as pd
 from tradebook.data.loaders import MarketData
 from tradebook.data.schemas import SPECS, DataKind
 from tradebook.data import frames as _frames  # noqa: F401  (registers the df.tb accessor)
-from tradebook.errors import (AmbiguousReadError, MigrationError, StoreError, StoreLockedError,
-                              UnknownInstrumentError)
+from tradebook.errors import AmbiguousReadError, MigrationError, StoreError, UnknownInstrumentError
 from tradebook.execution.journal import BODY_OFFSET, journal_line
 from tradebook.model.instruments import BUNDLED_INSTRUMENTS, AssetClass, Instrument, TradingHours
 from tradebook.model.time import now_ns, ns_to_iso
+from tradebook.store.holder import locked_error, release_holder, update_purpose, write_holder
 from tradebook.store.migrations import LATEST_VERSION, MIGRATIONS
 
 DEFAULT_STORE_PATH = "tradebook.duckdb"
@@ -287,13 +286,41 @@ ON CONFLICT DO NOTHING
 """
 
 
+_PROJECT_MARKERS = ("pyproject.toml", ".git")
+
+
+def workspace_root(start: str | Path | None = None) -> Path:
+    """The folder of the workspace: the nearest of ``start`` (default: the current folder) and its
+    parents holding ``pyproject.toml`` or ``.git``, else ``start`` itself.
+
+    Notebooks run with their own folder as the current one (``notebooks/``); walking up
+    gives them the same workspace as the CLI and ``make demo`` at the project root.
+    """
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if any((folder / marker).exists() for marker in _PROJECT_MARKERS):
+            return folder
+    return here
+
+
 def default_store_path() -> Path:
-    return Path(os.environ.get("TRADEBOOK_STORE", DEFAULT_STORE_PATH))
+    """The workspace store: ``$TRADEBOOK_STORE`` when set, else ``tradebook.duckdb`` at :func:`workspace_root`."""
+    configured = os.environ.get("TRADEBOOK_STORE", "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    return workspace_root() / DEFAULT_STORE_PATH
 
 
-def open_store(path: str | Path | None = None, *, read_only: bool = False) -> Store:
-    """Open (creating and migrating when needed) the workspace store."""
-    return Store(path, read_only=read_only)
+def open_store(path: str | Path | None = None, *, read_only: bool = False, lazy_writer: bool = True,
+               purpose: str = "") -> Store:
+    """Open the workspace store (:func:`default_store_path` when no path), creating and migrating it when needed.
+
+    By default it holds the file read-only until its first write, so a notebook that only
+    reads never locks out ``tradebook info`` or another notebook; ``read_only=True`` never
+    writes; ``lazy_writer=False`` takes the writer's lock at once (what a session that must
+    not lose it to a reader wants). ``purpose`` names this process in others' lock errors.
+    """
+    return Store(path, read_only=read_only, lazy_writer=lazy_writer, purpose=purpose)
 
 
 class Store:
@@ -301,7 +328,14 @@ class Store:
 
     ``Store(path)`` opens read-write, creating the file and bringing its schema to the
     latest version. ``Store(path, read_only=True)`` needs an existing, current file.
-    Use it as a context manager, or call :meth:`close`.
+    ``Store(path, lazy_writer=True)`` opens read-only and takes the writer's lock at its
+    first write (then keeps it until :meth:`close`). Use it as a context manager, or call
+    :meth:`close`.
+
+    DuckDB lets one process hold the file for writing, or several read-only, never both.
+    While this store holds it for writing, ``<store>.holder`` names this process (PID,
+    command, since when, ``purpose``), so another process's :class:`StoreLockedError` can
+    say who to wait for.
     """
 
     def __init__(
@@ -310,32 +344,81 @@ class Store:
         *,
         read_only: bool = False,
         target_version: int | None = None,
+        lazy_writer: bool = False,
+        purpose: str = "",
     ) -> None:
         self.path = Path(path) if path is not None else default_store_path()
         self.read_only = read_only
+        self.purpose = purpose
         self._lock = threading.RLock()
+        self._con = None
+        self._writing = False  # this store's connection holds the file read-write
+        self._holds_holder_file = False
         if read_only and not self.path.exists():
             raise StoreError(f"no store at {self.path}; open it read-write once to create it")
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        target = LATEST_VERSION if target_version is None else target_version
+        if lazy_writer and not read_only and target_version is None and self.path.exists():
+            self._connect(write=False)
+            try:
+                current = self._current_version()
+            except BaseException:
+                self.close()
+                raise
+            if current == LATEST_VERSION:
+                return
+            self.close()  # older (or newer) schema: the read-write path migrates, or says why not
+        self._connect(write=not read_only)
         try:
-            self._con = duckdb.connect(str(self.path), read_only=read_only)
+            self._migrate(target)
+        except BaseException:
+            self.close()
+            raise
+        if lazy_writer and not read_only and target_version is None:
+            self.close()
+            self._connect(write=False)
+
+    def _connect(self, *, write: bool) -> None:
+        """Open this store's connection (read-write or read-only); lock errors name the holder."""
+        try:
+            con = duckdb.connect(str(self.path), read_only=not write)
         except duckdb.IOException as exc:
-            raise _translate_io_error(exc, self.path) from exc
+            raise _translate_io_error(exc, self.path, want_write=write) from exc
+        except duckdb.ConnectionException as exc:
+            if write or "different configuration" not in str(exc):
+                raise StoreError(f"cannot open {self.path} as a DuckDB store: {exc}") from exc
+            # this process already holds it read-write (another Store): share that, it takes no new lock
+            try:
+                con = duckdb.connect(str(self.path))
+            except duckdb.Error as again:
+                raise StoreError(f"cannot open {self.path} as a DuckDB store: {again}") from again
         except duckdb.Error as exc:
             raise StoreError(f"cannot open {self.path} as a DuckDB store: {exc}") from exc
-        try:
-            self._migrate(LATEST_VERSION if target_version is None else target_version)
-        except BaseException:
-            self._con.close()
-            raise
+        self._con = con
+        self._writing = write
+        if write:
+            write_holder(self.path, self.purpose)
+            self._holds_holder_file = True
+
+    def announce(self, purpose: str) -> None:
+        """Say what this process does with the store (``"a paper session (run demo)"``), for others' lock errors."""
+        self.purpose = purpose
+        if self._holds_holder_file:
+            update_purpose(self.path, purpose)
 
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
         with self._lock:
             if self._con is not None:
-                self._con.close()
-                self._con = None  # type: ignore[assignment]
+                try:
+                    self._con.close()
+                finally:
+                    self._con = None  # type: ignore[assignment]
+                    self._writing = False
+                    if self._holds_holder_file:
+                        self._holds_holder_file = False
+                        release_holder(self.path)
 
     def __enter__(self) -> Store:
         return self
@@ -344,7 +427,7 @@ class Store:
         self.close()
 
     def __repr__(self) -> str:
-        mode = "read-only" if self.read_only else "read-write"
+        mode = "read-only" if self.read_only else "read-write" if self._writing else "read-only until a write"
         return f"Store({str(self.path)!r}, {mode}, schema v{self.schema_version})"
 
     @property
@@ -410,6 +493,26 @@ class Store:
     def _require_writer(self) -> None:
         if self.read_only:
             raise StoreError(f"{self.path} is open read-only; writes need the session that owns the store")
+        if not self._writing:
+            self._take_writer()
+
+    def _take_writer(self) -> None:
+        """A lazy writer's first write: swap the read-only connection for a read-write one."""
+        with self._lock:
+            if self._writing:
+                return
+            if self._con is None:
+                raise StoreError(f"the store {self.path} is closed")
+            self._con.close()
+            self._con = None
+            try:
+                self._connect(write=True)
+            except BaseException:
+                try:  # keep reading as before; the lock error says who holds the writer
+                    self._connect(write=False)
+                except StoreError:
+                    pass
+                raise
 
     @contextmanager
     def _threads(self, threads: int) -> Iterator[None]:
@@ -824,7 +927,9 @@ class Store:
         if batch.first_position < 1 or count < 0:
             raise StoreError(f"journal batch {batch.first_position}..{batch.position} of {batch.journal}: expected "
                              "first_position >= 1 and position >= first_position - 1")
-        with tempfile.TemporaryDirectory(prefix="tb-flush-") as tmp:
+        # the pid in the name: a kill leaves the folder behind, and the next session removes it
+        # once that process is gone (tradebook.paper.clean_flush_leftovers)
+        with tempfile.TemporaryDirectory(prefix=f"tb-flush-{os.getpid()}-") as tmp:
             records_file, orders_file = Path(tmp) / "records.journal", Path(tmp) / "orders.ndjson"
             # journal lines, parsed and numbered by DuckDB
             if batch.journal_file is not None:
@@ -896,8 +1001,9 @@ class Store:
                     f"SELECT {casts} FROM _op_orders")
         con.execute(_ORDER_EVENTS_SQL)
         con.execute(_FILLS_SQL)
-        con.execute("INSERT INTO alerts SELECT alert.ts_ns, alert.kind, alert.message, 'oms', p FROM _op_records "
-                    "WHERE kind = 'alert' ORDER BY p")
+        # source: the journal's name, so a paper run's alerts can be told apart (and reset with it)
+        con.execute("INSERT INTO alerts SELECT alert.ts_ns, alert.kind, alert.message, ?, p FROM _op_records "
+                    "WHERE kind = 'alert' ORDER BY p", [batch.journal])
         con.execute("DROP TABLE _op_records; DROP TABLE _op_orders; DROP TABLE _op_currencies")
 
     def _insert_rows(self, con: duckdb.DuckDBPyConnection, table: str, rows: tuple[dict[str, Any], ...],
@@ -1071,16 +1177,11 @@ def _parse_read_kind(kind: DataKind | str) -> DataKind:
             from None
 
 
-def _translate_io_error(exc: duckdb.Error, path: Path) -> StoreError:
+def _translate_io_error(exc: duckdb.Error, path: Path, *, want_write: bool) -> StoreError:
     text = str(exc)
     if "lock" in text.lower():
-        pid = re.search(r"PID (\d+)", text)
-        holder = f"process {pid.group(1)}" if pid else "another process"
-        return StoreLockedError(
-            f"the store {path} is in use by {holder}; DuckDB allows one writer or many readers. "
-            "Read through the session that owns it, or stop that session first"
-        )
-    return StoreError(f"cannot open {path}: {text}")
+        return locked_error(text, path, want_write=want_write)
+    return StoreError(f"cannot open {path}: {' '.join(text.split())}")
 
 
 def _hours_to_json(hours: TradingHours) -> str:
