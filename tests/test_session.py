@@ -119,7 +119,7 @@ def arrival(store: Store, request_ts: int, k: int) -> int:
 
 def signal(signal_id: str, side: str = "buy", *, instrument: str = BTC, strength: float = 0.95,
            quantity: str | None = "0.01", **kwargs) -> Signal:
-    return Signal("nb", signal_id, instrument, Side(side), 0, strength=strength,
+    return Signal("nb", signal_id, instrument, Side(side), None, strength=strength,
                   quantity=Decimal(quantity) if quantity is not None else None, **kwargs)
 
 
@@ -204,7 +204,7 @@ def test_no_edge_means_no_order_with_the_reason(store, tmp_path, sessions, batch
     s = start(store, tmp_path, sessions)
     steps(s, batches, 0, 3)
     # p = 0.4, b = 1: f* = (0.4 - 0.6) / 1 = -0.2
-    assert s.submit(Signal("nb", "weak", BTC, Side.BUY, 0, win_rate=0.4, avg_win=0.01, avg_loss=0.01)) == []
+    assert s.submit(Signal("nb", "weak", BTC, Side.BUY, None, win_rate=0.4, avg_win=0.01, avg_loss=0.01)) == []
     decision = s.decisions_frame().iloc[-1]
     assert (decision["outcome"], decision["reason"]) == ("no order", "kelly fraction -0.2 <= 0: no edge")
     assert s.orders().empty
@@ -455,7 +455,7 @@ def test_bad_input_is_refused_with_a_clear_error_and_nothing_stored(store, tmp_p
         "nan size": (signal("nan", quantity="NaN"), OrderError, "quantity is NaN; expected a positive finite Decimal"),
         "negative size": (signal("neg", quantity="-0.01"), OrderError,
                           "quantity is -0.01; expected a positive finite Decimal"),
-        "float size": (Signal("nb", "float", BTC, Side.BUY, 0, strength=0.95, quantity=float("nan")), OrderError,
+        "float size": (Signal("nb", "float", BTC, Side.BUY, None, strength=0.95, quantity=float("nan")), OrderError,
                        "quantity is nan; expected a Decimal"),
         "off-lot size": (signal("lot", quantity="0.000001"), ConformanceError, "0.000001"),
         "strength": (signal("strong", strength=1.5), OrderError, "strength is 1.5; expected a number in [0, 1]"),

@@ -279,6 +279,7 @@ class SessionConfig(_Section):
     extended_hours: bool = _opt(False, doc="allow equity orders outside regular hours")
     replay_speed: float = _opt(1.0, gt=0, le=1e9, allow_inf=True, doc="replay speed factor; .inf = as fast as possible")
     tune_gc: bool = _opt(True, doc="while the session runs, collect garbage less often (tradebook.runtime.tune_gc)")
+    max_signal_age_s: float = _opt(300.0, gt=0, doc="a new signal older than this (against session time) is refused")
 
 
 # -- venues -----------------------------------------------------------------------------------

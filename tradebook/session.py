@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import numbers
 import os
 import threading
 import time
@@ -78,7 +79,7 @@ from tradebook.execution.risk import (
 from tradebook.execution.router import OrderRouter, QuoteSnapshot, RouterConfig
 from tradebook.execution.sizing import sizer_from_config
 from tradebook.model.calendars import is_trading
-from tradebook.model.instruments import Instrument, Side
+from tradebook.model.instruments import Instrument, Side, check_amount, to_decimal
 from tradebook.model.orders import Order, OrderIntent, OrderStatus, Signal
 from tradebook.model.time import NS_PER_SECOND, ns_to_iso
 from tradebook.portfolio import Portfolio
@@ -90,6 +91,9 @@ Strategy = Callable[[FeedBatch, "SessionView"], Iterable[Signal]]
 _NS = NS_PER_SECOND
 _VOL_WINDOW = 60  # batch-end mids kept per instrument for the volatility that widens offsets
 MAX_DEFERRED_STEPS = 30  # a deferred order is retried this many steps, then rejected
+# A signal may be stamped this far ahead of session time (a strategy's clock read a moment
+# after the step's end); further ahead it comes from the future and is refused.
+SIGNAL_CLOCK_TOLERANCE_NS = 1 * NS_PER_SECOND
 
 
 class SessionState(StrEnum):
@@ -101,6 +105,37 @@ class SessionState(StrEnum):
     FAILED = "failed"
 
 
+class DecisionOutcome(StrEnum):
+    """What became of a signal (the values are the words the decisions frame always showed)."""
+
+    SENT = "sent"
+    NO_ORDER = "no order"
+    REJECTED = "rejected"
+    DEFERRED = "deferred"
+    SCHEDULED = "scheduled"
+    NOT_SENT = "not sent"  # its order was durable but never reached the venue (see DecisionCode.NEVER_REACHED_VENUE)
+    STOPPED = "stopped"  # an algo parent whose remaining slices were cancelled
+
+
+class DecisionCode(StrEnum):
+    """Why, as a code a program can branch on (``Decision.reason`` is the prose for people)."""
+
+    ROUTED = "routed"  # sized, routed and passed to the order manager
+    SIZED_TO_NOTHING = "sized_to_nothing"
+    BAD_INPUT = "bad_input"  # a strategy's malformed signal
+    NO_USABLE_QUOTE = "no_usable_quote"  # missing, crossed or stale reference quote
+    MARKET_HOURS = "market_hours"
+    REFUSED = "refused"  # every order it produced was refused (risk, kill switch, breaker)
+    SPREAD_DEFERRED = "spread_deferred"
+    ALGO_SCHEDULED = "algo_scheduled"
+    RECOVERED = "recovered"  # decided again after a restart from orders already durable
+    SIGNAL_ID_CONFLICT = "signal_id_conflict"  # the id was decided before for a different signal
+    SIGNAL_FROM_FUTURE = "signal_from_future"
+    SIGNAL_TOO_OLD = "signal_too_old"
+    NEVER_REACHED_VENUE = "never_reached_venue"
+    SLICE_REFUSED = "slice_refused"  # an algo slice was refused: the parent's remaining slices are cancelled
+
+
 @dataclass(frozen=True)
 class Decision:
     """What became of one signal (also of signals that produced no order)."""
@@ -109,9 +144,10 @@ class Decision:
     strategy_id: str
     signal_id: str
     instrument_id: str
-    outcome: str  # 'sent' | 'no order' | 'rejected' | 'deferred' | 'scheduled'
+    outcome: str  # a DecisionOutcome
     reason: str
     client_order_ids: tuple[str, ...] = ()
+    code: str = ""  # a DecisionCode ("" in records written before codes)
 
 
 @dataclass
@@ -145,6 +181,21 @@ class _Child:
     cancelling: bool = False  # cancelled for a retry; the retry goes once the venue confirms
 
 
+class AlgoStatus(StrEnum):
+    """Where an algo parent (TWAP/VWAP) stands; :meth:`Session.parents` shows it."""
+
+    WORKING = "working"  # slices still due or working at the venue
+    DONE = "done"  # every slice released and finished
+    STOPPED = "stopped"  # a slice was refused: the slices not yet released were cancelled (see Session._stop_algo)
+
+
+@dataclass
+class _Parent:
+    parent: Any  # algos.ParentOrder
+    ts_ns: int
+    stopped_reason: str | None = None
+
+
 @dataclass
 class _Deferred:
     intent: OrderIntent
@@ -164,6 +215,41 @@ def _algo_record(parent: ParentOrder, children: Iterable[ScheduledChild], ts_ns:
     return {"kind": "algo", "ts_ns": ts_ns, "parent": intent_to_record(parent.intent), "schedule": described,
             "reference_price": parent.reference_price,
             "children": [[c.index, c.release_ts_ns, c.quantity] for c in children]}
+
+
+def _number_text(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value.is_finite() else str(value)
+    try:
+        return repr(float(value))  # numpy floats too: 0.95, not np.float64(0.95)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _signal_terms(signal: Signal) -> str:
+    """What a signal asks for, as one comparable line: side, instrument, quantity, strength, sizing
+    statistics, urgency and stop. Its ids and time are left out: a re-run carries them anew."""
+    n = _number_text
+    return (f"{signal.side} {signal.instrument_id} quantity={n(signal.quantity)} strength={n(signal.strength)} "
+            f"win_rate={n(signal.win_rate)} avg_win={n(signal.avg_win)} avg_loss={n(signal.avg_loss)} "
+            f"urgency={signal.urgency} stop_loss={n(signal.stop_loss)}")
+
+
+def _decimal_intent(intent: OrderIntent) -> OrderIntent:
+    """``intent`` with float quantity and prices made Decimal by their repr (a notebook typed 0.01)."""
+    floats = {name: value for name in ("quantity", "limit_price", "stop_price", "stop_loss")
+              if isinstance(value := getattr(intent, name), float)}
+    if not floats:
+        return intent
+    where = f"intent {intent.intent_id!r}"
+    for name, value in floats.items():
+        if not math.isfinite(value):
+            raise OrderError(f"{where}: {name} is {value!r}; expected a finite number (a Decimal, or a float "
+                             "taken by its repr)")
+        floats[name] = to_decimal(value, f"{where}: {name}")
+    return replace(intent, **floats)
 
 
 def _retry_number(intent_id: str) -> int:
@@ -301,6 +387,7 @@ class Session:
                 self.adv[instrument_id] = Decimal(repr(float(completion.adv_proxy)))
         self.decisions: list[Decision] = []
         self._decided: set[tuple[str, str]] = set()
+        self._terms: dict[tuple[str, str], str] = {}  # what each decided signal asked for (_signal_terms)
         self.alerts: list[Alert] = []
         self._quotes: dict[str, tuple[int, float, float, float, float]] = {}
         self._snapshots: dict[str, tuple[tuple, QuoteSnapshot]] = {}  # the last quote priced, per instrument
@@ -309,6 +396,8 @@ class Session:
         self._mids: dict[str, deque[float]] = {}
         self._scheduled: list[_Scheduled] = []
         self._children: dict[str, _Child] = {}
+        self._parents: dict[str, _Parent] = {}  # algo parents by parent id, in the order they started
+        self._refused: set[str] = set()  # client order ids refused before they left (hours, breaker, risk)
         self._reconciled_day = -1
         self.retry_policy = RetryPolicy(max_retries=self.config.router.max_retries)
         self._deferred: list[_Deferred] = []
@@ -332,6 +421,7 @@ class Session:
     def _recover_session_journal(self) -> int | None:
         resume = None
         algos: list[dict[str, Any]] = []
+        stopped: dict[str, str] = {}  # algo parents whose remaining slices were cancelled, with why
         deferred: dict[str, _Deferred] = {}  # deferrals by client order id, with the steps tried since
         for record in self._journal.records():
             kind = record["kind"]
@@ -346,6 +436,8 @@ class Session:
                                        "client_order_ids": tuple(record["decision"]["client_order_ids"])})
                 self.decisions.append(decision)
                 self._decided.add((decision.strategy_id, decision.signal_id))
+                if record.get("terms") is not None:  # records before terms were kept compare as the same signal
+                    self._terms.setdefault((decision.strategy_id, decision.signal_id), record["terms"])
             elif kind == "kill_switch":
                 mode, reason, ts = record["mode"], record["reason"], record["ts_ns"]
                 if mode == "halted":
@@ -362,6 +454,8 @@ class Session:
                 self.kill_switch.flatten_done(record["reason"], record["ts_ns"])
             elif kind == "algo":
                 algos.append(record)
+            elif kind == "algo_stopped":
+                stopped[record["parent_id"]] = record["reason"]
             elif kind == "deferred":
                 intent = intent_from_record(record["intent"])
                 deferred.setdefault(intent.client_order_id, _Deferred(intent, None, record["ts_ns"], record["reason"],
@@ -369,11 +463,12 @@ class Session:
         known = {o.client_order_id for o in self.oms.orders()}  # sent or refused since: settled
         self._deferred = [entry for coid, entry in deferred.items() if coid not in known]
         for record in algos:
-            self._restore_algo(record)
+            self._restore_algo(record, stopped)
         return resume
 
-    def _restore_algo(self, record: dict[str, Any]) -> None:
-        """Bring back an algo's slices not sent yet, and watch the latest attempt of those sent."""
+    def _restore_algo(self, record: dict[str, Any], stopped: Mapping[str, str]) -> None:
+        """Bring back an algo's slices not sent yet (none once it was stopped), and watch the latest attempt of
+        those sent."""
         parent_intent = intent_from_record(record["parent"])
         instrument = self._instrument(parent_intent.instrument_id)
         schedule = record["schedule"]
@@ -383,11 +478,14 @@ class Session:
             profile = pd.Series({int(m): float(w) for m, w in schedule["weights"]})
             plan_schedule = VwapSchedule(duration_minutes=int(schedule["duration_minutes"]), profile=profile)
         parent = ParentOrder(parent_intent, plan_schedule, instrument, record.get("reference_price"))
+        self._parents[parent.parent_id] = _Parent(parent, int(record["ts_ns"]), stopped.get(parent.parent_id))
         interval = float(getattr(plan_schedule, "interval_s", 60.0))
         by_intent = {o.intent.intent_id: o for o in self.oms.orders() if o.intent.parent_id == parent.parent_id}
         for index, release_ts, quantity in record["children"]:
             child_id = parent.child_id(int(index))
             if child_id not in by_intent:
+                if parent.parent_id in stopped:
+                    continue  # cancelled when a slice was refused
                 self._scheduled.append(_Scheduled(int(release_ts), parent, ScheduledChild(int(index), int(release_ts),
                                                                                          quantity), None))
                 continue
@@ -557,7 +655,8 @@ class Session:
         return self.portfolio.positions_frame()
 
     def decisions_frame(self) -> pd.DataFrame:
-        columns = ["ts_ns", "strategy_id", "signal_id", "instrument_id", "outcome", "reason", "client_order_ids"]
+        columns = ["ts_ns", "strategy_id", "signal_id", "instrument_id", "outcome", "code", "reason",
+                   "client_order_ids"]
         return pd.DataFrame([d.__dict__ for d in self.decisions], columns=columns)
 
     def equity_frame(self) -> pd.DataFrame:
@@ -577,6 +676,28 @@ class Session:
         rows = [(s.parent.parent_id, s.parent.child_id(s.child.index), s.release_ts_ns, s.child.quantity)
                 for s in sorted(self._scheduled, key=lambda s: (s.release_ts_ns, s.child.index))]
         return pd.DataFrame(rows, columns=["parent_id", "intent_id", "release_ts_ns", "quantity"])
+
+    def parents(self) -> pd.DataFrame:
+        """Algo parents (TWAP/VWAP): status (working, done, stopped), slices scheduled and working, why stopped."""
+        scheduled: dict[str, int] = {}
+        for item in self._scheduled:
+            scheduled[item.parent.parent_id] = scheduled.get(item.parent.parent_id, 0) + 1
+        working: dict[str, int] = {}
+        for child in self._children.values():
+            working[child.intent.parent_id] = working.get(child.intent.parent_id, 0) + 1
+        rows = []
+        for parent_id, state in self._parents.items():
+            intent = state.parent.intent
+            if state.stopped_reason is not None:
+                status = AlgoStatus.STOPPED
+            elif scheduled.get(parent_id) or working.get(parent_id):
+                status = AlgoStatus.WORKING
+            else:
+                status = AlgoStatus.DONE
+            rows.append((parent_id, intent.instrument_id, str(intent.side), intent.quantity, state.ts_ns, str(status),
+                         scheduled.get(parent_id, 0), working.get(parent_id, 0), state.stopped_reason or ""))
+        return pd.DataFrame(rows, columns=["parent_id", "instrument_id", "side", "quantity", "ts_ns", "status",
+                                           "slices_scheduled", "slices_working", "reason"])
 
     # -- the loop --------------------------------------------------------------------------
     def _call(self, coroutine: Any, timeout: float = 60) -> Any:
@@ -690,8 +811,9 @@ class Session:
              else None)
 
     # -- checks of what comes in -----------------------------------------------------------------
-    def _check_signal(self, signal: Signal) -> Instrument:
-        """The signal's own fields (not the market's): OrderError / UnknownInstrumentError naming the fault."""
+    def _check_signal(self, signal: Signal) -> tuple[Signal, Instrument]:
+        """The signal's own fields (not the market's), OrderError / ConformanceError / UnknownInstrumentError
+        naming the fault; returns the signal with a float quantity or stop made Decimal (by its repr)."""
         if not isinstance(signal, Signal):
             raise OrderError(f"a strategy must yield Signals, got {type(signal).__name__}")
         for name in ("strategy_id", "signal_id"):
@@ -700,19 +822,67 @@ class Session:
                 raise OrderError(f"signal {name} is {value!r}: expected a non-empty string (the client order id "
                                  "derives from strategy_id and signal_id)")
         where = f"signal {signal.strategy_id}:{signal.signal_id}"
+        if not isinstance(signal.instrument_id, str) or not signal.instrument_id:
+            raise OrderError(f"{where}: instrument_id is {signal.instrument_id!r}; expected an instrument id string "
+                             "such as 'BTCUSDT.BINANCE'")
         if not isinstance(signal.side, Side):
             raise OrderError(f"{where}: side is {signal.side!r}; expected Side.BUY or Side.SELL")
+        ts_ns = signal.ts_ns
+        if ts_ns is not None and (isinstance(ts_ns, bool) or not isinstance(ts_ns, numbers.Integral) or ts_ns < 0):
+            raise OrderError(f"{where}: ts_ns is {ts_ns!r}; expected int nanoseconds since the epoch (UTC), "
+                             "e.g. tb.to_ns('2024-08-08T23:56:00Z'), or None for the session's time")
         strength = signal.strength
-        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not math.isfinite(strength) \
+        if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not math.isfinite(strength) \
                 or not 0 <= strength <= 1:
             raise OrderError(f"{where}: strength is {strength!r}; expected a number in [0, 1]")
+        for name in ("win_rate", "avg_win", "avg_loss"):
+            value = getattr(signal, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                                      or not math.isfinite(value)):
+                raise OrderError(f"{where}: {name} is {value!r}; expected a finite number or None")
+        if signal.urgency not in ("low", "normal", "high"):
+            raise OrderError(f"{where}: urgency is {signal.urgency!r}; expected 'low', 'normal' or 'high'")
         quantity = signal.quantity
         if quantity is not None:
-            if isinstance(quantity, bool) or not isinstance(quantity, (Decimal, int)):
-                raise OrderError(f"{where}: quantity is {quantity!r}; expected a Decimal (exact units)")
-            if not Decimal(quantity).is_finite() or Decimal(quantity) <= 0:
+            if isinstance(quantity, bool) or not isinstance(quantity, (Decimal, int, float)):
+                raise OrderError(f"{where}: quantity is {quantity!r}; expected a Decimal (exact units; a float is "
+                                 "taken by its repr)")
+            if isinstance(quantity, float) and not math.isfinite(quantity):
+                raise OrderError(f"{where}: quantity is {quantity!r}; expected a Decimal (or float) that is positive "
+                                 "and finite")
+            if not isinstance(quantity, Decimal):
+                quantity = to_decimal(quantity, f"{where}: quantity")  # by its repr: 0.01 is Decimal('0.01')
+            if not quantity.is_finite() or quantity <= 0:
                 raise OrderError(f"{where}: quantity is {quantity}; expected a positive finite Decimal")
-        return self._tradable(signal.instrument_id)
+            check_amount(quantity, f"{where}: quantity")
+        stop_loss = signal.stop_loss
+        if stop_loss is not None:
+            if isinstance(stop_loss, bool) or not isinstance(stop_loss, (Decimal, int, float)):
+                raise OrderError(f"{where}: stop_loss is {stop_loss!r}; expected a Decimal price (or float) or None")
+            stop_loss = to_decimal(stop_loss, f"{where}: stop_loss")  # ConformanceError when not finite
+            check_amount(stop_loss, f"{where}: stop_loss")
+        if quantity is not signal.quantity or stop_loss is not signal.stop_loss or \
+                (ts_ns is not None and ts_ns.__class__ is not int):
+            signal = replace(signal, quantity=quantity, stop_loss=stop_loss,
+                             ts_ns=None if ts_ns is None else int(ts_ns))
+        return signal, self._tradable(signal.instrument_id)
+
+    def _signal_time_problem(self, signal: Signal) -> tuple[DecisionCode, str] | None:
+        """Why a new signal's time does not fit session time (from the future, or older than
+        ``session.max_signal_age_s``), or None. Not judged before the first market data."""
+        if signal.ts_ns is None or not self._now:
+            return None
+        if signal.ts_ns > self._now + SIGNAL_CLOCK_TOLERANCE_NS:
+            return (DecisionCode.SIGNAL_FROM_FUTURE,
+                    f"signal time {ns_to_iso(signal.ts_ns)} is after session time {ns_to_iso(self._now)} (by "
+                    f"{(signal.ts_ns - self._now) / _NS:.3f} s); expected a signal at or before session time "
+                    "(a replay's time is its market data's; pass ts_ns=None for session time)")
+        max_age_s = self.config.session.max_signal_age_s
+        if self._now - signal.ts_ns > max_age_s * _NS:
+            return (DecisionCode.SIGNAL_TOO_OLD,
+                    f"signal time {ns_to_iso(signal.ts_ns)} is {(self._now - signal.ts_ns) / _NS:.3f} s before "
+                    f"session time {ns_to_iso(self._now)}; expected at most session.max_signal_age_s {max_age_s} s")
+        return None
 
     def _reference_snapshot(self, instrument_id: str) -> QuoteSnapshot:
         """The last quote of ``instrument_id`` as a usable reference: DataError when missing, crossed or stale."""
@@ -745,14 +915,22 @@ class Session:
                 f"(exchange calendar {calendar}; extended hours {'on' if extended else 'off'})")
 
     # -- the order path ----------------------------------------------------------------------
-    def _record(self, signal: Signal, outcome: str, reason: str, orders: Iterable[Order] = ()) -> None:
-        decision = Decision(self._now, signal.strategy_id, signal.signal_id, signal.instrument_id, outcome, reason,
-                            tuple(o.client_order_id for o in orders))
+    def _record(self, signal: Signal, outcome: DecisionOutcome, reason: str, orders: Iterable[Order] = (), *,
+                code: DecisionCode, terms: str | None = None) -> None:
+        """Journal a decision. ``terms``: what the signal asked for (kept to refuse a later signal under the
+        same id with other terms); None for a decision that must not define the id (a conflict)."""
+        self._journal_decision(Decision(self._now, signal.strategy_id, signal.signal_id, signal.instrument_id,
+                                        outcome, reason, tuple(o.client_order_id for o in orders), code), terms)
+
+    def _journal_decision(self, decision: Decision, terms: str | None) -> None:
         self.decisions.append(decision)
-        self._decided.add((decision.strategy_id, decision.signal_id))
+        key = (decision.strategy_id, decision.signal_id)
+        self._decided.add(key)
+        if terms is not None:
+            self._terms.setdefault(key, terms)
         self._journal.append({"kind": "decision", "decision": {**decision.__dict__,
-                                                               "client_order_ids": list(decision.client_order_ids)}},
-                             sync=False)
+                                                               "client_order_ids": list(decision.client_order_ids)},
+                              "terms": terms}, sync=False)
 
     def _volatility_bps(self, instrument_id: str) -> float:
         mids = self._mids.get(instrument_id)
@@ -783,37 +961,67 @@ class Session:
 
     async def _on_signal(self, signal: Signal, *, raise_errors: bool) -> list[Order]:
         """Size, route and send one signal. ``raise_errors``: a notebook's submit (bad input raises, nothing
-        stored); else a strategy's signal, whose faults are recorded as a rejected decision."""
+        stored); else a strategy's signal, whose faults are recorded as a rejected decision.
+
+        A signal id names one signal: the same id with the same terms (:func:`_signal_terms`) is a
+        re-run and returns the earlier orders, sending nothing; with other terms it is refused
+        (OrderError from submit, a ``signal_id_conflict`` decision either way), naming both.
+        """
         try:
-            instrument = self._check_signal(signal)
+            signal, instrument = self._check_signal(signal)
         except TradebookError as exc:
             if raise_errors or not isinstance(signal, Signal):
                 raise
-            self._record(signal, "rejected", f"{type(exc).__name__}: {exc}")
+            self._record(signal, DecisionOutcome.REJECTED, f"{type(exc).__name__}: {exc}", code=DecisionCode.BAD_INPUT,
+                         terms=_signal_terms(signal))
             return []
+        key = (signal.strategy_id, signal.signal_id)
         base = f"{signal.strategy_id}:{signal.signal_id}"
+        terms = _signal_terms(signal)
         existing: list[Order] = []
         if self._has_order_for(base) or self._has_order_for(f"{base}:slice:1"):
             # rare (a re-run cell, a resumed replay): only then look at every order of this signal
             existing = [o for o in self.oms.orders()
                         if o.intent.intent_id == base or o.intent.intent_id.startswith(base + ":")]
+        known = self._terms.get(key)
+        if known is None and existing:  # orders durable, decision not written (or written before terms were kept)
+            entries = [o.intent for o in existing if not o.intent.intent_id.endswith(":stop")] or [existing[0].intent]
+            if any(i.side != signal.side or i.instrument_id != signal.instrument_id for i in entries):
+                known = f"{entries[0].side} {entries[0].instrument_id} (read from its orders)"
+        if known is not None and known != terms:
+            message = (f"signal {base} was decided before as [{known}]; this one is [{terms}]: expected the same "
+                       "terms (a re-run, which sends nothing) or a new signal_id for a changed signal")
+            self._record(signal, DecisionOutcome.REJECTED, message, code=DecisionCode.SIGNAL_ID_CONFLICT)
+            if raise_errors:
+                raise OrderError(message)
+            return []
         if existing:  # a re-run cell or a replay resumed after a crash: this signal was handled
-            if (signal.strategy_id, signal.signal_id) not in self._decided:
+            if key not in self._decided:
                 # the process stopped after the orders were durable and before the decision was written
-                outcome = "sent" if any(o.status is not OrderStatus.REJECTED for o in existing) else "rejected"
-                self._record(signal, outcome, "recovered after a restart: its orders were already durable", existing)
+                outcome = DecisionOutcome.SENT if any(o.status is not OrderStatus.REJECTED for o in existing) \
+                    else DecisionOutcome.REJECTED
+                self._record(signal, outcome, "recovered after a restart: its orders were already durable", existing,
+                             code=DecisionCode.RECOVERED, terms=terms)
             return existing
-        if (signal.strategy_id, signal.signal_id) in self._decided:
+        if key in self._decided:
             return []  # decided before (no order, deferred, rejected): deciding again would repeat it
+        late = self._signal_time_problem(signal)
+        if late is not None:
+            code, why = late
+            if raise_errors:
+                raise OrderError(f"signal {base}: {why}")
+            self._record(signal, DecisionOutcome.REJECTED, why, code=code, terms=terms)
+            return []
         hours = self._hours_problem(instrument)
         if hours is not None:
-            self._record(signal, "rejected", hours)
+            self._record(signal, DecisionOutcome.REJECTED, hours, code=DecisionCode.MARKET_HOURS, terms=terms)
             return []
         try:
             snapshot = self._reference_snapshot(signal.instrument_id)
             decision = self.sizer.size(signal, instrument, snapshot.mid, self.portfolio.equity)
             if decision.quantity is None:
-                self._record(signal, "no order", decision.reason)
+                self._record(signal, DecisionOutcome.NO_ORDER, decision.reason, code=DecisionCode.SIZED_TO_NOTHING,
+                             terms=terms)
                 return []
             plan = self.router.route(signal, decision.quantity, snapshot, instrument, account_id=self.account_id,
                                      adv=self.adv.get(signal.instrument_id),
@@ -822,39 +1030,49 @@ class Session:
         except TradebookError as exc:
             if raise_errors:
                 raise
-            self._record(signal, "rejected", f"{type(exc).__name__}: {exc}")
+            self._record(signal, DecisionOutcome.REJECTED, f"{type(exc).__name__}: {exc}", terms=terms,
+                         code=DecisionCode.NO_USABLE_QUOTE if isinstance(exc, DataError) else DecisionCode.BAD_INPUT)
             return []
         if plan.algo is not None:
             # durable before any slice goes: a restart releases the slices still due
             self._journal.append(_algo_record(plan.algo, plan.children, self._now))
+            self._parents[plan.algo.parent_id] = _Parent(plan.algo, self._now)
             released = {intent.intent_id for intent in plan.intents}
             for child in plan.children:
                 if plan.algo.child_id(child.index) not in released:
                     self._scheduled.append(_Scheduled(child.release_ts_ns, plan.algo, child, signal))
         orders: list[Order] = []
         deferred = False
+        refused_slice: Order | None = None
         for intent in plan.intents:
             sent = await self._send(intent, signal)
             deferred = deferred or not sent
             orders.extend(sent)
             if plan.algo is not None:
-                self._watch_children(sent, intent, signal, plan.algo)
+                refused_slice = self._watch_children(sent, intent, signal, plan.algo) or refused_slice
         why = f"sizing: {decision.reason}; router {plan.rule}: {plan.explanation}"
         if plan.algo is not None and not orders and not deferred:
-            outcome = "scheduled"
+            outcome, code = DecisionOutcome.SCHEDULED, DecisionCode.ALGO_SCHEDULED
         elif deferred and not orders:
-            outcome = "deferred"
+            outcome, code = DecisionOutcome.DEFERRED, DecisionCode.SPREAD_DEFERRED
             why = f"{why}; {self._deferred[-1].reason if self._deferred else 'deferred'}"
         elif any(o.status is not OrderStatus.REJECTED for o in orders):
-            outcome = "sent"
+            outcome, code = DecisionOutcome.SENT, DecisionCode.ROUTED
         else:
-            outcome = "rejected"
+            outcome, code = DecisionOutcome.REJECTED, DecisionCode.REFUSED
             why = f"{why}; {'; '.join(o.reason for o in orders)}"
-        self._record(signal, outcome, why, orders)
+        self._record(signal, outcome, why, orders, code=code, terms=terms)
+        if refused_slice is not None:
+            self._stop_algo(refused_slice)
         return orders
 
     async def _submit_intent(self, intent: OrderIntent) -> list[Order]:
-        """A ready intent from a notebook: checked like a signal's (bad input raises, nothing stored)."""
+        """A ready intent from a notebook: checked like a signal's (bad input raises, nothing stored).
+
+        Float quantities and prices are taken by their repr (``61000.5`` is ``Decimal('61000.5')``),
+        then held to the lot and tick like any other.
+        """
+        intent = _decimal_intent(intent)
         instrument = self._tradable(intent.instrument_id)
         try:
             return [self.oms.order(intent.client_order_id)]  # sent before: nothing new
@@ -918,10 +1136,10 @@ class Session:
         instrument = self._instrument(intent.instrument_id)
         hours = self._hours_problem(instrument)
         if hours is not None:
-            return [self.oms.reject(intent, hours)]
+            return [self._refuse(intent, hours)]
         if self._breaker_open():
-            return [self.oms.reject(intent, f"circuit breaker open after repeated venue failures "
-                                            f"({self.venue.name}): {self.breaker.transitions[-1].reason}")]
+            return [self._refuse(intent, f"circuit breaker open after repeated venue failures "
+                                         f"({self.venue.name}): {self.breaker.transitions[-1].reason}")]
         decision = self.risk.check(intent, instrument, self._risk_context(intent.instrument_id))
         if decision.action is RiskAction.DEFER:
             if deferred is None:
@@ -934,13 +1152,13 @@ class Session:
             log.info("deferred %s: %s", intent.intent_id, decision.reason)
             return []
         if not decision.accepted:
-            return [self.oms.reject(intent, f"risk {decision.check}: {decision.reason}")]
+            return [self._refuse(intent, f"risk {decision.check}: {decision.reason}")]
         if intent.instrument_id in self.oms.blocked_instruments():
-            return [self.oms.reject(intent, f"{intent.instrument_id} has orders in an unknown state after a fault; "
-                                            "no new order until reconciliation resolves them")]
+            return [self._refuse(intent, f"{intent.instrument_id} has orders in an unknown state after a fault; "
+                                         "no new order until reconciliation resolves them")]
         if not self.breaker.allow(self._now):  # the half-open trial went to another order meanwhile
-            return [self.oms.reject(intent, f"circuit breaker open after repeated venue failures "
-                                            f"({self.venue.name})")]
+            return [self._refuse(intent, f"circuit breaker open after repeated venue failures "
+                                         f"({self.venue.name})")]
         if self._staging and self.breaker.state is BreakerState.CLOSED:
             order = self.oms.stage(intent)  # sent with the step's other orders (_send_staged)
             self.risk.record_sent(self._now)
@@ -949,6 +1167,12 @@ class Session:
         self.risk.record_sent(self._now)
         self._record_venue_outcome(order)
         return [order]
+
+    def _refuse(self, intent: OrderIntent, reason: str) -> Order:
+        """Record ``intent`` as refused before it left (never sent), remembered as a refusal (not a venue's)."""
+        order = self.oms.reject(intent, reason)
+        self._refused.add(order.client_order_id)
+        return order
 
     async def _send_staged(self) -> None:
         for order in await self.oms.send_staged():
@@ -965,6 +1189,8 @@ class Session:
                      key=lambda s: (s.release_ts_ns, s.child.index))
         self._scheduled = [s for s in self._scheduled if s.release_ts_ns > self._now]
         for item in due:
+            if self._parents.get(item.parent.parent_id, _Parent(None, 0)).stopped_reason is not None:
+                continue  # an earlier slice of this step was refused: this one is cancelled with the rest
             instrument_id = item.parent.intent.instrument_id
             try:
                 snapshot = self._reference_snapshot(instrument_id)
@@ -976,7 +1202,9 @@ class Session:
                 log.info("slice %s waits: %s", item.parent.child_id(item.child.index), exc)
                 self._scheduled.append(replace(item, release_ts_ns=self._now + _NS))
                 continue
-            self._watch_children(await self._send(intent, item.signal), intent, item.signal, item.parent)
+            refused = self._watch_children(await self._send(intent, item.signal), intent, item.signal, item.parent)
+            if refused is not None:
+                self._stop_algo(refused)
         await self._retry_children()
         deferred, self._deferred = self._deferred, []
         for entry in deferred:
@@ -987,11 +1215,55 @@ class Session:
                 continue
             await self._send(entry.intent, entry.signal, entry)
 
-    def _watch_children(self, orders: list[Order], intent: OrderIntent, signal: Signal | None, parent: Any) -> None:
+    def _watch_children(self, orders: list[Order], intent: OrderIntent, signal: Signal | None,
+                        parent: Any) -> Order | None:
+        """Watch the slices sent (retried if the venue rejects them or they stay unfilled); returns a slice
+        refused before it left (hours, breaker, risk, kill switch), whose parent must stop."""
         interval = float(getattr(parent.schedule, "interval_s", 60.0))
+        refused = None
         for order in orders:
-            if not order.reason.startswith("risk"):  # a risk refusal is final: retrying cannot help
+            if order.client_order_id in self._refused:  # final: retrying cannot help, and neither can the rest
+                refused = order
+            else:
                 self._children[order.client_order_id] = _Child(intent, signal, self._now, interval)
+        return refused
+
+    def _stop_algo(self, refused: Order) -> None:
+        """The rule for a refused slice: its parent stops.
+
+        When pre-trade risk (the kill switch included), market hours or the breaker refuses
+        a slice (or a slice's retry), the parent's slices not yet released are cancelled,
+        never sent, even after the refusal's cause is gone (a halted kill switch resumed):
+        the strategy decides again with a new signal. Slices already working at the venue
+        were accepted when sent and are left to finish (a halt keeps working orders; a
+        flatten cancels them). The stop is journaled (a restart does not release the
+        cancelled slices), alerted, recorded as a ``stopped`` decision of the parent's
+        signal, and :meth:`parents` shows the parent ``stopped`` with the reason.
+        """
+        parent_id = refused.intent.parent_id
+        state = self._parents.get(parent_id) if parent_id else None
+        if state is None or state.stopped_reason is not None:
+            return
+        cancelled = sorted((s for s in self._scheduled if s.parent.parent_id == parent_id),
+                           key=lambda s: s.child.index)
+        self._scheduled = [s for s in self._scheduled if s.parent.parent_id != parent_id]
+        undone = sum((Decimal(s.child.quantity) for s in cancelled), Decimal(0))
+        reason = (f"slice {refused.intent.intent_id} refused ({refused.reason}); {len(cancelled)} slice(s) not yet "
+                  f"released cancelled ({undone} undone)")
+        state.stopped_reason = reason
+        self._journal.append({"kind": "algo_stopped", "parent_id": parent_id, "ts_ns": self._now, "reason": reason,
+                              "cancelled": [state.parent.child_id(s.child.index) for s in cancelled]})
+        alert = Alert(self._now, "algo_stopped", f"{parent_id}: {reason}")
+        self.alerts.append(alert)
+        self._journal.append({"kind": "alert", "ts_ns": alert.ts_ns, "alert_kind": alert.kind,
+                              "message": alert.message})
+        intent = state.parent.intent
+        signal_id = parent_id[len(intent.strategy_id) + 1:] if parent_id.startswith(intent.strategy_id + ":") \
+            else parent_id
+        self._journal_decision(Decision(self._now, intent.strategy_id, signal_id, intent.instrument_id,
+                                        DecisionOutcome.STOPPED, reason, (refused.client_order_id,),
+                                        DecisionCode.SLICE_REFUSED), None)
+        log.warning("algo %s stopped: %s", parent_id, reason)
 
     async def _retry_children(self) -> None:
         """Re-price and resend algo slices the venue rejected or that outlived their interval unfilled.
@@ -1033,7 +1305,9 @@ class Session:
                 log.warning("escalation: %s", alert.message)
                 continue
             for retried in await self._send(outcome, child.signal):
-                if not retried.reason.startswith("risk"):
+                if retried.client_order_id in self._refused:
+                    self._stop_algo(retried)
+                else:
                     self._children[retried.client_order_id] = _Child(outcome, child.signal, self._now,
                                                                      child.interval_s, attempt)
 
@@ -1059,6 +1333,12 @@ class Session:
         self.kill_switch.request_flatten(reason, self._now)
         self._flatten_request = (request_id, reason)
         self._journal.append({"kind": "flatten", "request_id": request_id, "reason": reason, "ts_ns": self._now})
+        for parent_id in sorted({s.parent.parent_id for s in self._scheduled}):
+            why = f"flatten ({reason}): the slices not yet released were cancelled"
+            self._parents[parent_id].stopped_reason = why
+            self._journal.append({"kind": "algo_stopped", "parent_id": parent_id, "ts_ns": self._now, "reason": why,
+                                  "cancelled": [s.parent.child_id(s.child.index) for s in self._scheduled
+                                                if s.parent.parent_id == parent_id]})
         self._scheduled.clear()
         dropped, self._deferred = self._deferred, []
         for entry in dropped:  # never sent: recorded as refused, so the deferral has an end in the log

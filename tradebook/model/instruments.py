@@ -106,6 +106,21 @@ def to_decimal(value: Decimal | int | float | str, what: str = "value") -> Decim
     return result
 
 
+# Prices and quantities of the order path are stored as DECIMAL(38, 12): at most 26 digits
+# before the point. Larger ones are refused before any tick or lot arithmetic (a quantize
+# past 28 significant digits would raise decimal.InvalidOperation).
+MAX_INTEGER_DIGITS = 26
+AMOUNT_BOUNDS = ("below 1E+26 in absolute value (stored as DECIMAL(38, 12): at most 26 digits before the point, "
+                 "12 after)")
+
+
+def check_amount(value: Decimal, what: str) -> Decimal:
+    """``value`` (a finite Decimal) if the store can hold it, else ConformanceError naming the bounds."""
+    if value.adjusted() >= MAX_INTEGER_DIGITS:
+        raise ConformanceError(f"{what} {value} is out of bounds: expected a number {AMOUNT_BOUNDS}")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class TradingHours:
     """When an instrument trades, in exchange-local time.
@@ -255,6 +270,8 @@ class Instrument(_InstrumentMemo):
             value = price
         else:
             value = to_decimal(price, f"{self.instrument_id} price")
+        if value.adjusted() >= MAX_INTEGER_DIGITS:
+            check_amount(value, f"{self.instrument_id}: price")
         if value <= 0 and self.asset_class is not _FUTURE:
             raise ConformanceError(f"{self.instrument_id}: price must be positive, got {value}")
         tick = self.tick_for(abs(value)) if self.tick_schedule else self.tick_size
@@ -296,6 +313,8 @@ class Instrument(_InstrumentMemo):
             value = quantity
         else:
             value = to_decimal(quantity, f"{self.instrument_id} quantity")
+        if value.adjusted() >= MAX_INTEGER_DIGITS:
+            check_amount(value, f"{self.instrument_id}: quantity")
         if value <= 0:
             raise ConformanceError(f"{self.instrument_id}: quantity must be positive, got {value}")
         lot = self.lot_size

@@ -163,21 +163,27 @@ class Signal:
     ``strength`` in [0, 1] (above 0.9 the router sends a market order); ``win_rate``,
     ``avg_win`` and ``avg_loss`` (positive returns per trade) feed Half-Kelly sizing;
     ``signal_id`` must be unique per strategy: the intent id, and so the client order
-    id, derive from it, so a re-run notebook cell cannot send the same order twice.
+    id, derive from it, so a re-run notebook cell cannot send the same order twice. The
+    same id with other terms (side, instrument, quantity, strength, statistics, urgency,
+    stop) is refused by a session, naming both. ``ts_ns``: when it was decided, int64 UTC
+    ns (a session refuses one after its session time or older than
+    ``session.max_signal_age_s``), or None for the session's time. ``quantity`` and
+    ``stop_loss`` may be floats: taken by their repr (``0.01`` is ``Decimal('0.01')``),
+    then held to the instrument's lot and tick, never rounded.
     """
 
     strategy_id: str
     signal_id: str
     instrument_id: str
     side: Side
-    ts_ns: int
+    ts_ns: int | None
     strength: float = 0.5
     win_rate: float | None = None
     avg_win: float | None = None
     avg_loss: float | None = None
     urgency: str = "normal"  # 'low' | 'normal' | 'high'
-    stop_loss: Decimal | None = None  # attach a protective stop at this price to the entry
-    quantity: Decimal | None = None  # set to bypass sizing (an explicit order size)
+    stop_loss: Decimal | float | None = None  # attach a protective stop at this price to the entry
+    quantity: Decimal | float | None = None  # set to bypass sizing (an explicit order size)
 
 
 def client_order_id_for(intent_id: str) -> str:
