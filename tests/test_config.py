@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,7 +19,10 @@ from tradebook.config import (
     SpreadAction,
     TradebookConfig,
     VenueConfig,
+    describe_config,
+    find_config_file,
     load_config,
+    plausible_env_name,
 )
 from tradebook.errors import ConfigError
 from tradebook.model import AssetClass
@@ -274,3 +279,265 @@ def test_missing_file_is_a_config_error(tmp_path):
 def test_venue_built_by_hand_with_a_secret_is_refused():
     with pytest.raises(ConfigError, match="never the secret itself"):
         VenueConfig(name="binance", credentials_env={"secret": "aB3$kkk"})
+
+
+# -- files that are not a configuration: one ConfigError naming the file -------------------------
+def _one_line_error(path, **kwargs) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={}, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message, message
+    return message
+
+
+@pytest.mark.parametrize(("content", "fragments"), [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", ["is binary (a NUL byte at offset 8)", "expected a YAML text file"]),
+    (b"risk:\n  account_currency: \xe9uro\n", ["is not UTF-8 text (byte 0xe9 on line 2)", "UTF-8"]),
+    (b"", ["is empty; expected a mapping of sections", "write {} in it"]),
+    (b"\n  \n", ["is empty"]),
+    (b"just a word\n", ["expected a mapping of sections", "got a string"]),
+    (b"42\n", ["got a number"]),
+    (b"- risk\n", ["got a list"]),
+    (b"[" * 5000 + b"]" * 5000, ["line 1: nested more than 32 levels deep"]),
+    ("".join("  " * i + "a:\n" for i in range(40)).encode(), ["nested more than 32 levels deep"]),
+    (b"risk:\n  daily_loss_limit: 500\n  max_spread_bps: 10\n  daily_loss_limit: 50000\n",
+     ["line 4: key 'daily_loss_limit' is written twice in one mapping, on line 2 and line 4",
+      "YAML would silently keep the last"]),
+    (b"venues:\n  alpaca: {enabled: true}\n  alpaca: {enabled: false}\n", ["key 'alpaca' is written twice"]),
+    (b"risk:\n  max_orders_per_minute: " + b"9" * 5000 + b"\n",
+     ["risk.max_orders_per_minute = '99999", "characters) (in", "line 2): expected a number > 0 and <= 1000000000"]),
+    (b"session:\n  account_id: " + b"9" * 5000 + b"\n", ["session.account_id", "expected a non-empty string"]),
+    (b"risk: {daily_loss_limit: [1\n", ["invalid YAML"]),
+    (b"risk:\n\tdaily_loss_limit: 5\n", ["line 2", "invalid YAML"]),
+])
+def test_a_file_that_is_not_a_configuration_is_one_clear_error(tmp_path, content, fragments):
+    path = tmp_path / "tradebook.yaml"
+    path.write_bytes(content)
+    message = _one_line_error(path)
+    for fragment in fragments:
+        assert fragment in message, message
+    if b"9" * 100 in content:
+        assert "9" * 100 not in message  # a huge value is cut, not printed in full
+
+
+def test_a_directory_a_device_a_missing_or_huge_file_are_refused_naming_it(tmp_path):
+    assert "is a directory; expected a YAML file" in _one_line_error(tmp_path)
+    assert "is not a regular file" in _one_line_error(Path("/dev/zero"))  # would never end if read
+    assert "not found; expected a YAML file" in _one_line_error(tmp_path / "nope.yaml")
+    (tmp_path / "a_file").write_text("")
+    assert "cannot be read (Not a directory)" in _one_line_error(tmp_path / "a_file" / "tradebook.yaml")
+    huge = tmp_path / "huge.yaml"
+    huge.write_bytes(b"# padding\n" * 200_000)
+    assert "is larger than 1,000,000 bytes" in _one_line_error(huge)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_an_unreadable_file_is_refused_naming_it(tmp_path):
+    path = tmp_path / "tradebook.yaml"
+    path.write_text("risk: {}\n")
+    path.chmod(0)
+    assert "cannot be read (Permission denied)" in _one_line_error(path)
+
+
+def test_values_name_their_file_line(write_yaml):
+    path = write_yaml("# limits\nrisk:\n  max_spread_bps: 10\n  max_orders_per_minute: -1\n")
+    assert f"risk.max_orders_per_minute = -1 (in {path}, line 4): expected a number > 0" in _one_line_error(path)
+    path = write_yaml("risk:\n  max_postion: {}\n")
+    assert f"unknown key 'risk.max_postion' (in {path}, line 2)" in _one_line_error(path)
+
+
+# -- numeric bounds --------------------------------------------------------------------------------
+MONEY_BOUND = "of magnitude below 1e26 with at most 12 decimal places (money and quantities are stored as DECIMAL(38, 12))"
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("risk.daily_loss_limit", "1E+999999999999999999", "a number > 0 and " + MONEY_BOUND),
+    ("risk.daily_loss_limit", "1.0e400", "a number > 0 and " + MONEY_BOUND),  # float would make it inf
+    ("risk.max_gross_exposure", "100000000000000000000000000", "a number > 0 and " + MONEY_BOUND),
+    ("risk.min_touch_notional", "0.0000000000001", "a number >= 0 and " + MONEY_BOUND),
+    ("sizing.fixed_quantity", "1e-20", "a number > 0 and " + MONEY_BOUND),
+    ("risk.max_orders_per_minute", "10000000000", "a number > 0 and <= 1000000000"),
+    ("risk.max_quote_age_ms", "9" * 5000, "a number > 0 and <= 86400000"),
+    ("risk.breaker_cooldown_s", "1e300", "a number > 0 and <= 86400"),
+    ("router.twap_interval_s", "86401", "a number > 0 and <= 86400"),
+    ("risk.price_collar_bps", "10001", "a number > 0 and <= 10000"),
+    ("session.replay_speed", "1e12", "a number > 0 and <= 1000000000"),
+    ("session.max_signal_age_s", "1e12", "a number > 0 and <= 1000000000"),  # a float with no bound of its own: the default one
+])
+def test_every_number_has_a_stated_bound_named_in_the_error(write_yaml, key, value, expected):
+    section, name = key.split(".")
+    path = write_yaml(f"{section}:\n  {name}: {value}\n")
+    message = _one_line_error(path)
+    assert f"{key} = " in message and f"(in {path}, line 2): expected {expected}" in message, message
+    variable = f"TRADEBOOK_{section.upper()}__{name.upper()}"
+    with pytest.raises(ConfigError) as info:
+        load_config(env={variable: value})
+    message = str(info.value)
+    assert f"{key} = '{value[:20]}" in message and f" (from {variable}): expected {expected}" in message, message
+    assert len(message) < 400  # a 5,000-digit value is cut
+
+
+def test_values_at_their_bounds_are_accepted_and_exact(write_yaml):
+    cfg = load_config(write_yaml("""
+risk:
+  daily_loss_limit: 99999999999999999999999999.999999999999
+  min_touch_notional: 0.000000000001
+  max_orders_per_minute: 1_000_000_000
+  price_collar_bps: 10000
+session:
+  replay_speed: .inf
+"""), env={})
+    assert cfg.risk.daily_loss_limit == D("99999999999999999999999999.999999999999")  # as typed, not a float
+    assert cfg.risk.min_touch_notional == D("1E-12")
+    assert cfg.risk.max_orders_per_minute == 1_000_000_000 and cfg.session.replay_speed == float("inf")
+    with pytest.raises(ConfigError, match=r"risk.daily_loss_limit = Decimal\('1E\+30'\): expected a number > 0 and"):
+        RiskConfig(daily_loss_limit=D("1E+30"))  # a section built in a notebook has the same bounds
+
+
+# -- environment: every documented TRADEBOOK_ variable ----------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+# a valid value for each variable the docs and the package name, and what it must change
+DOCUMENTED = {
+    "TRADEBOOK_CONFIG": None,  # checked on its own below
+    "TRADEBOOK_STORE": ("/data/desk.duckdb", lambda c: c.session.store_path == Path("/data/desk.duckdb")),
+    "TRADEBOOK_DATA_DIR": ("/data/bundled", lambda c: c == TradebookConfig()),  # not a config key: no change
+    "TRADEBOOK_PROGRESS": ("0", lambda c: c == TradebookConfig()),  # not a config key either
+    "TRADEBOOK_SESSION__STORE_PATH": ("/data/desk.duckdb", lambda c: c.session.store_path == Path("/data/desk.duckdb")),
+    "TRADEBOOK_RISK__DAILY_LOSS_LIMIT": ("500", lambda c: c.risk.daily_loss_limit == D(500)),
+    "TRADEBOOK_SESSION__MODE": ("live", lambda c: c.session.mode is SessionMode.LIVE),
+    "TRADEBOOK_RISK__MAX_POSITION__PER_INSTRUMENT__SPY.ARCX__QUANTITY":
+        ("500", lambda c: c.risk.max_position.limit_for("SPY.ARCX").quantity == D(500)),
+    "TRADEBOOK_VENUES__ALPACA__ENABLED": ("true", lambda c: c.venues["alpaca"].enabled),
+}
+
+
+def _documented_variables() -> set[str]:
+    texts = [ROOT / "README.md", EXAMPLE, *sorted((ROOT / "tradebook").rglob("*.py"))]
+    names = set()
+    for text_path in texts:
+        names |= set(re.findall(r"\bTRADEBOOK_[A-Z0-9_.]*[A-Z0-9]\b", text_path.read_text(encoding="utf-8")))
+    return {n for n in names if "<" not in n and not n.endswith(("__KEY", "_SECTION"))}
+
+
+def test_every_documented_variable_is_known_and_applies(write_yaml):
+    documented = _documented_variables()
+    assert {"TRADEBOOK_STORE", "TRADEBOOK_CONFIG", "TRADEBOOK_DATA_DIR"} <= documented
+    assert documented <= set(DOCUMENTED), f"documented but not tested: {documented - set(DOCUMENTED)}"
+    for name, check in DOCUMENTED.items():
+        if check is None:
+            continue
+        value, applied = check
+        env = {name: value, "TRADEBOOK_VENUES__ALPACA__ENABLED": "true"} if name == "TRADEBOOK_SESSION__MODE" \
+            else {name: value}
+        assert applied(load_config(write_yaml("{}"), env=env)), name
+    path = write_yaml("risk:\n  daily_loss_limit: 700\n", name="desk.yaml")
+    assert load_config(env={"TRADEBOOK_CONFIG": str(path)}).risk.daily_loss_limit == D(700)
+
+
+def test_the_store_variable_and_the_store_setting_agree(write_yaml, tmp_path):
+    path = write_yaml("session:\n  store_path: stores/desk.duckdb\n")
+    assert load_config(path, env={}).session.store_path == tmp_path / "stores" / "desk.duckdb"  # beside the file
+    assert load_config(path, env={"TRADEBOOK_STORE": "/x/y.duckdb"}).session.store_path == Path("/x/y.duckdb")
+    same = {"TRADEBOOK_STORE": "/x/y.duckdb", "TRADEBOOK_SESSION__STORE_PATH": "/x/y.duckdb"}
+    assert load_config(path, env=same).session.store_path == Path("/x/y.duckdb")
+    with pytest.raises(ConfigError, match="TRADEBOOK_STORE = '/x/y.duckdb' and TRADEBOOK_SESSION__STORE_PATH = "
+                                          "'/x/z.duckdb' name two different stores"):
+        load_config(path, env={**same, "TRADEBOOK_SESSION__STORE_PATH": "/x/z.duckdb"})
+    assert load_config(env={}).session.store_path is None or Path.cwd() != ROOT  # default: the workspace's
+
+
+def test_a_mistyped_reserved_variable_is_named(write_yaml):
+    with pytest.raises(ConfigError) as info:
+        load_config(write_yaml("{}"), env={"TRADEBOOK_STOR": "/x.duckdb"})
+    message = str(info.value)
+    assert "(from TRADEBOOK_STOR); did you mean TRADEBOOK_STORE?" in message
+    assert "the variables TRADEBOOK_CONFIG, TRADEBOOK_STORE, TRADEBOOK_DATA_DIR" in message
+    assert message.endswith("are not config keys")
+
+
+# -- which file ------------------------------------------------------------------------------------------
+def test_the_workspace_file_is_found_from_a_subfolder_up_to_the_project_root(tmp_path, monkeypatch):
+    project = tmp_path / "desk"
+    (project / "notebooks").mkdir(parents=True)
+    (project / "pyproject.toml").write_text("[project]\nname = 'desk'\n")
+    (tmp_path / "tradebook.yaml").write_text("risk:\n  daily_loss_limit: 1\n")  # outside the project: never read
+    monkeypatch.chdir(project / "notebooks")
+    assert find_config_file(env={})[0] is None and load_config(env={}) == TradebookConfig()
+    (project / "tradebook.yaml").write_text("risk:\n  daily_loss_limit: 900\nsession:\n  store_path: ws.duckdb\n")
+    found, why = find_config_file(env={})
+    assert found == project / "tradebook.yaml" and why == f"found tradebook.yaml in {project}"
+    cfg = load_config(env={})
+    assert cfg.risk.daily_loss_limit == D(900) and cfg.session.store_path == project / "ws.duckdb"
+    (project / "notebooks" / "tradebook.yaml").write_text("risk:\n  daily_loss_limit: 800\n")  # nearest wins
+    assert load_config(env={}).risk.daily_loss_limit == D(800)
+    other = tmp_path / "other.yaml"
+    other.write_text("risk:\n  daily_loss_limit: 700\n")
+    assert load_config(env={"TRADEBOOK_CONFIG": str(other)}).risk.daily_loss_limit == D(700)
+    outside = tmp_path / "loose"
+    outside.mkdir()
+    monkeypatch.chdir(outside)  # not in a project: only the working directory is looked at
+    assert find_config_file(env={})[0] is None
+
+
+# -- secrets -------------------------------------------------------------------------------------------
+SECRET = "PKX7Q2ZT9MBL4WQ8RD3A"  # shaped like an Alpaca key id
+SECRET_B64 = "kT4/verysecretvalue+Zq9=="
+
+
+@pytest.mark.parametrize(("where", "env", "text"), [
+    ("credentials_env from a variable", {"TRADEBOOK_VENUES__ALPACA__CREDENTIALS_ENV__API_KEY": SECRET}, "{}"),
+    ("credentials_env in the file", {}, f"venues:\n  alpaca:\n    credentials_env: {{api_key: {SECRET}}}\n"),
+    ("options.auth from a variable", {"TRADEBOOK_VENUES__IBKR__OPTIONS__AUTH": SECRET}, "{}"),
+    ("options.auth in the file", {}, f"venues:\n  ibkr:\n    options: {{auth: '{SECRET_B64}'}}\n"),
+    ("options.password that is not a string", {}, "venues:\n  ibkr:\n    options: {password: 98765432101234}\n"),
+    ("a number field", {"TRADEBOOK_RISK__DAILY_LOSS_LIMIT": SECRET}, "{}"),
+    ("a string field", {}, f"session:\n  mode: '{SECRET_B64}'\n"),
+    ("a key", {}, f"venues:\n  alpaca:\n    {SECRET}: 1\n"),
+])
+def test_a_secret_typed_anywhere_is_never_echoed(write_yaml, where, env, text):
+    with pytest.raises(ConfigError) as info:
+        load_config(write_yaml(text), env=env)
+    message = str(info.value)
+    for secret in (SECRET, SECRET_B64, "98765432101234"):
+        assert secret not in message and secret[4:14] not in message, (where, message)
+    assert "redacted" in message or "not shown" in message, message
+
+
+def test_credentials_name_variables_and_the_not_set_message_shows_names_only():
+    venue = VenueConfig(name="alpaca", credentials_env={"api_key": "DESK_ALPACA_KEY"})
+    with pytest.raises(ConfigError) as info:
+        venue.credentials({})
+    assert str(info.value) == "venue alpaca: environment variable(s) not set: DESK_ALPACA_KEY (credentials_env.api_key)"
+    assert venue.credentials({"DESK_ALPACA_KEY": SECRET}) == {"api_key": SECRET}
+    assert SECRET not in repr(venue)
+    for name in ("APCA_API_KEY_ID", "BINANCE_API_SECRET", "KEY2", "Desk_Key"):
+        assert plausible_env_name(name), name
+    for text in (SECRET, "aB3kkk", "abc/DEF+ghi==", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"):
+        assert not plausible_env_name(text), text
+
+
+def test_describe_config_shows_sources_and_never_a_credential(write_yaml):
+    path = write_yaml("# desk\nrisk:\n  daily_loss_limit: 800\nvenues:\n  alpaca:\n    enabled: true\n")
+    env = {"TRADEBOOK_RISK__MAX_SPREAD_BPS": "25", "APCA_API_KEY_ID": SECRET, "TRADEBOOK_STORE": "/d/desk.duckdb"}
+    report = describe_config(path, env=env)
+    assert report.config == load_config(path, env=env) and report.file == path
+    rows = {s.key: (s.value, s.source) for s in report.settings}
+    assert rows["risk.daily_loss_limit"] == ("800", f"in {path}, line 3")
+    assert rows["venues.alpaca.enabled"] == ("true", f"in {path}, line 6")
+    assert rows["risk.max_spread_bps"] == ("25.0", "from TRADEBOOK_RISK__MAX_SPREAD_BPS")
+    assert rows["session.store_path"] == ("/d/desk.duckdb", "from TRADEBOOK_STORE")
+    assert rows["risk.max_orders_per_minute"] == ("120", "default")
+    assert rows["venues.alpaca.credentials_env.api_key"][0] == "APCA_API_KEY_ID (set)"
+    assert rows["venues.alpaca.credentials_env.secret_key"][0] == "APCA_API_SECRET_KEY (not set)"
+    text = str(report)
+    assert text.startswith(f"config file: {path} (the path given)") and SECRET not in text
+    assert set(rows) == {k for k, _ in _flat(TradebookConfig().to_dict())}  # every setting, once
+
+
+def _flat(node, prefix=""):
+    for key, value in node.items():
+        path = f"{prefix}.{key}".lstrip(".")
+        if isinstance(value, dict) and value:
+            yield from _flat(value, path)
+        else:
+            yield path, value

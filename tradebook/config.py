@@ -16,10 +16,12 @@ reads a YAML file, then applies environment overrides, then validates everything
   (venue names, asset classes and credential names are lower-cased). Values are parsed to
   the field's type: Decimal for money and quantities, int, float, bool (``true``/``false``/
   ``1``/``0``), str, enums, comma-separated lists; ``null``/``none`` clears an optional
-  value. Three variables are not config keys (:data:`RESERVED_ENV`): ``TRADEBOOK_CONFIG``
+  value. Four variables are not config keys (:data:`RESERVED_ENV`): ``TRADEBOOK_CONFIG``
   (the file), ``TRADEBOOK_DATA_DIR`` (the bundled data folder, read by
-  :mod:`tradebook.data.catalog`) and ``TRADEBOOK_STORE``, the workspace store, which sets
-  ``session.store_path`` like ``TRADEBOOK_SESSION__STORE_PATH`` does.
+  :mod:`tradebook.data.catalog`), ``TRADEBOOK_PROGRESS`` (progress bars) and
+  ``TRADEBOOK_STORE``, the workspace store, which sets ``session.store_path`` like
+  ``TRADEBOOK_SESSION__STORE_PATH`` does. Any other ``TRADEBOOK_`` variable is refused as a
+  typo, with the nearest name suggested.
 - Unknown keys, in the file or in the environment under the prefix, are refused naming the
   key path and the known keys: a typo in a risk limit must not silently leave the default
   in force. A key written twice in one mapping of the file is refused naming both lines
@@ -74,7 +76,8 @@ RESERVED_ENV: Mapping[str, str] = {
     ENV_CONFIG_PATH: "the configuration file to read",
     ENV_STORE: "the workspace store (sets session.store_path)",
     ENV_DATA_DIR: "the bundled data folder",
-}
+    "TRADEBOOK_PROGRESS": "progress bars: 1 on, 0 off (tradebook.progress)",
+}  # a new TRADEBOOK_ variable that is not a config key belongs here, or load_config refuses it as a typo
 CONFIG_FILE_NAME = "tradebook.yaml"  # looked for when neither a path nor TRADEBOOK_CONFIG is given
 MAX_CONFIG_BYTES = 1_000_000  # a config file is a few KB; anything bigger is the wrong file
 MAX_YAML_DEPTH = 32  # the deepest config key is 5 levels down; deeper nesting is the wrong file
@@ -562,6 +565,10 @@ class _LinedDict(dict):
     lines: dict[Any, int]
 
 
+class _YamlBigInt(str):
+    """A YAML integer with more digits than ``int()`` takes, kept as its text for the range check."""
+
+
 class _YamlFloat(float):
     """A YAML float that keeps the text typed: money is read exactly, and an overflow shows what was written."""
 
@@ -618,10 +625,8 @@ def _yaml_loader() -> type:
         def construct_checked_int(self, node):  # noqa: ANN001
             try:
                 return self.construct_yaml_int(node)
-            except ValueError:  # more digits than Python converts
-                text = self.construct_scalar(node)
-                raise _YamlProblem(node.start_mark.line + 1, f"the integer {_shown('', text)} is out of range; "
-                                                             f"expected a number below {DECIMAL_LIMIT:.0E}") from None
+            except ValueError:  # more digits than Python converts: the field's range check names its bound
+                return _YamlBigInt(self.construct_scalar(node).replace("_", ""))
 
         def construct_text_float(self, node):  # noqa: ANN001
             value = _YamlFloat(self.construct_yaml_float(node))
@@ -838,11 +843,10 @@ _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
 
 def _shown(path: str, value: Any) -> str:
     """A value as a message shows it: secrets redacted, an overflowed float as typed, long text cut."""
-    if isinstance(value, str):
-        secret_field = "credentials_env" in path and not plausible_env_name(value)
-        secret_option = ".options." in path and any(w in path.rsplit(".", 1)[-1].lower() for w in _SECRET_WORDS)
-        if secret_field or secret_option or looks_secret(value):
-            return redact(value)
+    if ".options." in path and any(w in path.rsplit(".", 1)[-1].lower() for w in _SECRET_WORDS):
+        return redact(str(value))  # an option named like a secret: whatever its type
+    if isinstance(value, str) and (looks_secret(value) or ("credentials_env" in path and not plausible_env_name(value))):
+        return redact(value)
     text = getattr(value, "text", None)
     if text is None or (isinstance(value, float) and math.isfinite(value)) or text.lower().lstrip("+-") in (
             ".inf", ".nan"):
@@ -918,7 +922,7 @@ def _convert(value: Any, hint: Any, path: str, metadata: Mapping[str, Any], sour
             return value.strip().lower() in _TRUE
         raise _fail(path, value, sources, "a boolean: true, false, 1 or 0")
     if hint is str:
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or isinstance(value, _YamlBigInt) or not value.strip():
             raise _fail(path, value, sources, "a non-empty string (quote it in YAML)")
         return value
     if hint is Path:
@@ -985,8 +989,8 @@ def _to_int(value: Any, path: str, sources: Mapping[str, str], metadata: Mapping
         return value
     if isinstance(value, str):
         text = value.strip().replace("_", "")
-        if re.fullmatch(r"[+-]?[0-9]{19,}", text):  # more digits than any bound (and than int() may take)
-            raise _fail(path, value, sources, f"an integer of at most 18 digits ({_bounds_text(path, metadata)})")
+        if re.fullmatch(r"[+-]?[0-9]{30,}", text):  # beyond every bound (and maybe more digits than int() takes)
+            raise _fail(path, value, sources, _bounds_text(path, metadata))
         try:
             return int(text)
         except ValueError:
