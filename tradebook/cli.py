@@ -1,4 +1,11 @@
-"""The ``tradebook`` command. Every subcommand calls into the package; errors print as one line."""
+"""The ``tradebook`` command. Every subcommand calls into the package; errors print as one line.
+
+Every subcommand reads the configuration first (``--config FILE``, before or after the
+subcommand; else ``$TRADEBOOK_CONFIG`` or a ``tradebook.yaml`` in the working directory or up
+to its project root; then the ``TRADEBOOK_*`` variables), so a bad file stops it with one
+line, and ``session.store_path`` (or ``$TRADEBOOK_STORE``) is the store unless ``--store``
+names one. ``tradebook config`` prints the effective settings and where each came from.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +17,24 @@ from pathlib import Path
 from tradebook.errors import StoreError, TradebookError
 
 
+_CONFIG_HELP = ("YAML configuration file (default: $TRADEBOOK_CONFIG, else tradebook.yaml in the working directory "
+                "or up to its project root); TRADEBOOK_* variables override it")
+
+
 def _store_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", type=Path, default=None,
-                        help="DuckDB store file (default: $TRADEBOOK_STORE or ./tradebook.duckdb)")
+                        help="DuckDB store file (default: the config's session.store_path, $TRADEBOOK_STORE, "
+                             "else tradebook.duckdb at the workspace root)")
+
+
+def _config_arg(parser: argparse.ArgumentParser) -> None:
+    # SUPPRESS: `tradebook --config F info` and `tradebook info --config F` both work, the later one wins
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="FILE", help=_CONFIG_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tradebook", description="tradebook: research to paper to live trading.")
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE", help=_CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -69,12 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     fidelity.add_argument("--strict", action="store_true", help="exit with status 1 when any target is missed")
     fidelity.add_argument("--bundled", action="store_true",
                           help="load the bundled data into the store first (files already there are skipped)")
+
+    config = sub.add_parser("config", help="print the effective settings and where each came from",
+                            description="Read the configuration as a session would (the file, then TRADEBOOK_* "
+                                        "variables) and print every setting with its source: default, file and "
+                                        "line, or variable. Secrets are never printed: credentials show the "
+                                        "variable's name and whether it is set. Exits 2 on a bad file or value.")
+    for subparser in (demo, load, info, calibrate, fidelity, config):
+        _config_arg(subparser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _apply_config(args)
         return _dispatch(args)
     except TradebookError as exc:
         print(f"tradebook {args.command}: error: {exc}", file=sys.stderr)
@@ -88,7 +115,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def _apply_config(args: argparse.Namespace) -> None:
+    """Read the configuration once for every command; its store is the default for --store."""
+    from tradebook.config import describe_config
+
+    args.settings = describe_config(args.config)
+    store_path = args.settings.config.session.store_path
+    if getattr(args, "store", None) is None and store_path is not None:
+        args.store = store_path
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "config":
+        print(args.settings)
+        return 0
     if args.command == "demo":
         from tradebook.demo import run_demo
 
