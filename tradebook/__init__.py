@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AssetClass", "BUNDLED_INSTRUMENTS", "ConfigError", "ConformanceError", "DataError", "Instrument", "SchemaError",
     "OrderError", "Session", "Side", "Signal", "Store", "StoreError", "StoreLockedError", "TradebookError",
-    "UnknownInstrumentError", "data", "default_store_path", "get_instrument", "load_config", "ns_to_iso",
+    "UnknownInstrumentError", "data", "paper", "default_store_path", "get_instrument", "load_config", "ns_to_iso",
     "open_store", "to_ns",
 ]
 
@@ -43,8 +43,8 @@ def __getattr__(name: str):
 
         module, attribute = _LAZY[name]
         return getattr(importlib.import_module(module), attribute)
-    if name == "data":
-        import tradebook.data as data
+    if name in ("data", "paper"):  # subpackages: tb.data, tb.paper (paper runs: list, reset, new_run)
+        import importlib
 
-        return data
+        return importlib.import_module(f"tradebook.{name}")
     raise AttributeError(f"module 'tradebook' has no attribute {name!r}")

@@ -41,12 +41,16 @@ live venue adapter, credentials from the environment and :meth:`Session.arm_live
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import logging
 import math
 import numbers
 import os
+import sys
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -60,9 +64,20 @@ import pandas as pd
 
 from tradebook.config import SessionMode, TradebookConfig
 from tradebook.data.feeds import FeedBatch, ReplayFeed
-from tradebook.errors import ConfigError, DataError, OrderError, TradebookError, UnknownInstrumentError
+from tradebook.errors import (
+    ConfigError,
+    DataError,
+    OrderError,
+    SessionError,
+    SessionTimeoutError,
+    TradebookError,
+    UnknownInstrumentError,
+)
 from tradebook.execution.algos import Escalation, ParentOrder, RetryPolicy, ScheduledChild, TwapSchedule, VwapSchedule
 from tradebook.execution.journal import Journal
+from tradebook import paper
+from tradebook.paper import new_run as new_run_id  # noqa: F401 (notebooks import it from here)
+from tradebook.paper import oms_journal_name
 from tradebook.runtime import tune_gc
 from tradebook.execution.oms import Alert, OrderManager, intent_from_record, intent_to_record
 from tradebook.execution.risk import (
@@ -70,6 +85,7 @@ from tradebook.execution.risk import (
     BreakerState,
     CircuitBreaker,
     KillSwitch,
+    KillSwitchMode,
     KillSwitchTransition,
     PreTradeRisk,
     ReferenceQuote,
@@ -267,25 +283,20 @@ def router_config(config: TradebookConfig) -> RouterConfig:
                         max_quote_age_s=config.risk.max_quote_age_ms / 1000)
 
 
-def oms_journal_name(store_path: str | Path, state_dir: str | Path) -> str:
-    """The name under which the store keeps its copy of a session's order journal.
+def _releases_state_on_failure(init: Callable[..., None]) -> Callable[..., None]:
+    """A Session whose construction fails lets go of its state folder at once (its lock and files).
 
-    The journal's path relative to the store's folder (absolute when outside it), so that
-    several sessions (state directories) can write into one store without mixing their
-    journal offsets, and moving a workspace folder as a whole keeps the names.
+    Not left to garbage collection: a notebook keeps the failed cell's traceback, and with
+    it the half-built session, so the folder would stay locked until the kernel restarts.
     """
-    journal = Path(os.path.abspath(Path(state_dir) / "oms.journal"))
-    base = Path(os.path.abspath(store_path)).parent
-    try:
-        return journal.relative_to(base).as_posix()
-    except ValueError:
-        return journal.as_posix()
-
-
-def new_run_id(prefix: str = "run") -> str:
-    """A fresh name for a paper run (``run-20260101T120000-3f2a``): UTC time plus a random suffix."""
-    stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%S")
-    return f"{prefix}-{stamp}-{os.urandom(2).hex()}"
+    @functools.wraps(init)
+    def wrapper(self: Session, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except BaseException:
+            self._close_files()
+            raise
+    return wrapper
 
 
 class Session:
@@ -304,8 +315,17 @@ class Session:
     :meth:`_vwap_schedule`). ``sync=False`` skips fsync (throwaway research replays).
     ``clock``: int64 UTC ns for order-path timestamps; default session time (see the
     module docstring).
+
+    ``run``: the paper run (see :mod:`tradebook.paper`): its state folder is
+    ``<store path>.runs/<run>/`` and its account id is the run name; the same name again
+    resumes it, ``reset=True`` starts it over (its state and its rows in the store are
+    removed first), a new name (``tb.paper.new_run()``) starts fresh. Without ``run`` nor
+    ``state_dir`` the run is ``"default"``. ``state_dir`` names the folder explicitly
+    (the account is then ``config.session.account_id``). One session per state folder:
+    a second one, in this process or another, is refused here naming the holder.
     """
 
+    @_releases_state_on_failure
     def __init__(
         self,
         store: Any,
@@ -322,6 +342,8 @@ class Session:
         volume_profiles: Mapping[str, pd.Series] | None = None,
         sync: bool = True,
         clock: Callable[[], int] | None = None,
+        run: str | None = None,
+        reset: bool = False,
     ) -> None:
         # everything a caller hands in is checked before anything is created on disk
         self.config = config if config is not None else TradebookConfig()
@@ -350,8 +372,13 @@ class Session:
                 raise ConfigError(f"volume_profiles[{instrument_id!r}] must be a non-empty pandas Series of volume "
                                   "shares by minute of day (see algos.intraday_volume_profile)")
         self.store = store
-        self.account_id = self.config.session.account_id
-        self.state_dir = Path(state_dir) if state_dir is not None else Path(f"{store.path}.session")
+        self.run = paper.check_run_name(run) if run is not None else None if state_dir is not None \
+            else paper.DEFAULT_RUN
+        self.account_id = self.run if self.run is not None else self.config.session.account_id
+        self.state_dir = Path(state_dir) if state_dir is not None else paper.run_dir(store.path, self.run)
+        if reset and (self.run is None or venue is not None):
+            raise ConfigError("reset=True resets a named paper run (run='name', with the paper venue); "
+                              f"got run={run!r}{' and a venue' if venue is not None else ''}")
         self.feed = feed
         self.strategy = strategy
         self._replay = feed is not None
@@ -364,6 +391,11 @@ class Session:
 
         if names:  # unknown calibration or instrument: an error before anything is written
             self._models, self.instruments = stored_models(store, names)
+        # the one writer of this folder from here on; nothing was written to it before
+        self._state_lock = paper.StateLock(self.state_dir, self.run or str(self.state_dir))
+        if reset:
+            removed = paper.reset_locked(store, self.run, self.state_dir, self._state_lock)
+            log.info("paper run %s reset: removed %s", self.run, removed)
         if venue is None:
             venue = PaperVenue(self.state_dir / "paper", models=self._models, instruments=self.instruments,
                                account_id=self.account_id, starting_cash=Decimal(starting_cash), seed=seed,
@@ -416,6 +448,11 @@ class Session:
         self._done = threading.Event()
         self._running = threading.Event()
         self._stop = threading.Event()
+        self._accepting = False  # the loop takes calls from cells (set and cleared on the loop's thread)
+        self._loop_ended = threading.Event()  # the loop will run no more calls
+        self._was_reset = False
+        self._venue_closed = False
+        self._pause_at: int | None = None  # wait_until(..., pause=True): pause once session time gets here
 
     # -- state that survives a restart ----------------------------------------------------
     def _recover_session_journal(self) -> int | None:
@@ -518,35 +555,82 @@ class Session:
         return self._instrument(instrument_id)
 
     # -- control (from notebook cells) ----------------------------------------------------
+    START_TIMEOUT_S = 60  # connect, recover and reconcile
+
     def start(self, *, wait: bool = False, timeout: float | None = None) -> Session:
-        """Connect, recover and reconcile, then run the feed in the background (``wait``: until it ends)."""
-        if self._thread is not None:
-            raise ConfigError(f"session already started (state {self.state}); start a new Session to run again")
+        """Connect, recover and reconcile, then run the feed in the background (``wait``: until it ends).
+
+        A run whose replay is already over (the feed has nothing after where the run
+        stopped) is refused here, saying what to do; a kill switch carried over from an
+        earlier session of the run is warned about (and shown in :meth:`status`).
+        """
+        if self._thread is not None or self._was_reset or self.state is not SessionState.CREATED:
+            raise SessionError(f"this Session was already started or ended (state {self.state}); build a new "
+                               f"tb.Session({self._run_argument()}) to go on")
+        if self.feed is not None and self._resume_ns is not None and self._resume_ns >= self.feed.end_ns:
+            self.state = SessionState.FINISHED
+            self._close_files()
+            raise SessionError(
+                f"paper run {self._run_label()} already replayed this feed (it stopped at "
+                f"{ns_to_iso(self._resume_ns)}; the feed ends at {ns_to_iso(self.feed.end_ns - 1)}), so there is "
+                f"nothing left to replay: start it over with tb.Session(..., {self._run_argument()}, reset=True), "
+                "start a fresh run with run=tb.paper.new_run(), or give a feed that goes on after it")
+        if self.kill_switch.mode is not KillSwitchMode.NORMAL:
+            message = (f"paper run {self._run_label()} starts with its kill switch {self.kill_switch.mode} "
+                       f"(carried over from an earlier session: {self.kill_switch.reason}); new orders are refused "
+                       "until session.resume_trading(), or reset the run to start it over")
+            log.warning(message)
+            warnings.warn(message, stacklevel=2)
+        paper.clean_flush_leftovers()  # temporary folders of a flush a kill interrupted
         self._running.set()
         self._thread = threading.Thread(target=self._run, name="tradebook-session", daemon=True)
         self._thread.start()
-        self._ready.wait(timeout=60)
+        if not self._ready.wait(timeout=self.START_TIMEOUT_S):
+            self._stop.set()
+            raise SessionTimeoutError(
+                f"start: connecting to {self.venue.name}, recovering the journals and reconciling did not finish "
+                f"within {self.START_TIMEOUT_S} s (state {self.state}); the session is being stopped")
         if self.error is not None:
             raise self.error
         if wait:
             self.wait(timeout)
         return self
 
+    @property
+    def now_ns(self) -> int:
+        """Session time (int64 UTC ns): the end of the market data processed so far (see the module doc)."""
+        return self._now
+
     def wait(self, timeout: float | None = None) -> SessionState:
         """Block until the replay finishes or the session stops; re-raises a failure of the loop."""
         if not self._done.wait(timeout):
-            raise TimeoutError(f"session still {self.state} after {timeout} s")
+            feed_end = f"; the feed ends at {ns_to_iso(self.feed.end_ns - 1)}" if self.feed is not None else ""
+            paused = " (paused: session.resume() lets it go on)" if self.state is SessionState.PAUSED else ""
+            raise SessionTimeoutError(f"waited {timeout} s for the session to end; it is still {self.state}{paused} "
+                                      f"at session time {self._time_text()}{feed_end}")
         if self.error is not None:
             raise self.error
         return self.state
 
-    def wait_until(self, ts_ns: int, timeout: float | None = 60) -> SessionState:
-        """Block until session time reaches ``ts_ns`` (int64 UTC ns) or the session ends."""
+    def wait_until(self, ts_ns: int, timeout: float | None = 60, *, pause: bool = False) -> SessionState:
+        """Block until session time reaches ``ts_ns`` (int64 UTC ns) or the session ends.
+
+        ``pause=True`` also holds the replay there (paused after the step that reaches
+        ``ts_ns``), so that cells can submit at that session time; :meth:`resume` goes on.
+        """
+        if isinstance(ts_ns, bool) or not isinstance(ts_ns, (int, np.integer)):
+            raise ConfigError(f"wait_until takes int64 UTC ns (tb.to_ns('2024-08-08T23:56:00Z')), got {ts_ns!r}")
+        ts_ns = int(ts_ns)
+        if pause:
+            if self.feed is None:
+                raise ConfigError("wait_until(pause=True) holds a replay; a session without a feed moves only "
+                                  "when step() is called")
+            self._pause_at = ts_ns
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._now < ts_ns and not self._done.is_set():
+        while not self._done.is_set() and (self._now < ts_ns or (pause and self._running.is_set())):
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"session time is {ns_to_iso(self._now)} after {timeout} s; waited for "
-                                   f"{ns_to_iso(ts_ns)} (state {self.state})")
+                raise SessionTimeoutError(f"waited {timeout} s for session time {ns_to_iso(ts_ns)}; it is at "
+                                          f"{self._time_text()} (state {self.state})")
             self._done.wait(0.01)
         if self.error is not None:
             raise self.error
@@ -564,13 +648,45 @@ class Session:
             self.state = SessionState.RUNNING
 
     def stop(self, timeout: float = 30) -> None:
-        """Stop the loop, flush everything to the store, disconnect (working orders stay at the venue)."""
+        """Stop the loop, flush everything to the store, disconnect (working orders stay at the venue).
+
+        Releases the run's state folder. A session never started just lets go of it.
+        """
         self._stop.set()
         self._running.set()
-        if self._thread is not None:
+        if self._thread is None:
+            self._close_files()
+        else:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise SessionTimeoutError(f"stop: the session loop did not end within {timeout} s (state "
+                                          f"{self.state}, session time {self._time_text()}); it stops after its "
+                                          "current step, and keeps the state folder until then")
         if self.state not in (SessionState.FINISHED, SessionState.FAILED):
             self.state = SessionState.STOPPED
+
+    def reset(self) -> dict[str, int]:
+        """Start this paper run over: remove its state folder and its rows in the store (see :func:`tb.paper.reset`).
+
+        Only on a session that is not running (never started, or ended); this Session
+        is done afterwards: build a new one with the same ``run`` to trade in it again.
+        Returns the rows removed per table.
+        """
+        if self._thread is not None and not self._done.is_set():
+            raise SessionError(f"paper run {self._run_label()} is {self.state}: stop() it before reset()")
+        if self.run is None or not self._is_paper_venue():
+            raise SessionError("reset() resets a named paper run (tb.Session(..., run='name')); this session "
+                               f"has state_dir={str(self.state_dir)!r} and venue {self.venue.name!r}")
+        self._close_files(release=False)
+        lock = self._state_lock if self._state_lock.held else paper.StateLock(self.state_dir, self.run)
+        try:
+            removed = paper.reset_locked(self.store, self.run, self.state_dir, lock)
+        finally:
+            lock.release()
+        self._was_reset = True
+        if self.state is SessionState.CREATED:
+            self.state = SessionState.STOPPED
+        return removed
 
     def step(self, batch: FeedBatch, timeout: float = 60) -> None:
         """A session without a feed: process one batch of market data now, and return when it is done.
@@ -638,7 +754,8 @@ class Session:
         return {
             "state": str(self.state), "mode": "paper", "venue": self.venue.name, "account": self.account_id,
             "session_time": ns_to_iso(now) if now else None,
-            "kill_switch": str(self.kill_switch.mode), "breaker": str(self.breaker.state),
+            "run": self.run, "kill_switch": str(self.kill_switch.mode),
+            "kill_switch_reason": self.kill_switch.reason, "breaker": str(self.breaker.state),
             **self.oms.counts(), "cash": self.portfolio.cash, "equity": self.portfolio.equity,
             "realised_pnl": self.portfolio.realised_pnl, "unrealised_pnl": self.portfolio.unrealised_pnl,
             "alerts": len(self.alerts) + len(self.oms.alerts()), "deferred": len(self._deferred),
@@ -701,34 +818,132 @@ class Session:
 
     # -- the loop --------------------------------------------------------------------------
     def _call(self, coroutine: Any, timeout: float = 60) -> Any:
-        if self._loop is None or not self._thread or not self._thread.is_alive():
+        """Run ``coroutine`` on the session's loop and return its result: a cell's one way in.
+
+        Never waits on a loop that has ended or ends meanwhile (a SessionError at once),
+        and a call the loop does not finish in ``timeout`` s is a SessionTimeoutError
+        saying what it waited for.
+        """
+        what = sys._getframe(1).f_code.co_name  # the public method a cell called: submit, halt, step, ...
+        if self._thread is None or self._loop is None:
             coroutine.close()
-            if self._thread is None:
-                raise ConfigError(f"the session is not running (state {self.state}); call start() first")
-            raise ConfigError(f"the session has ended (state {self.state}); its orders, fills and positions "
-                              "stay readable; start a new Session to trade again")
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+            raise SessionError(f"{what}: the session is not running (state {self.state}); call start() first")
+        if self._loop_ended.is_set():
+            coroutine.close()
+            raise SessionError(f"{what}: {self._ended_text()}")
+
+        async def guarded() -> Any:
+            if not self._accepting:  # the loop stopped taking calls after this one was handed over
+                coroutine.close()
+                raise SessionError(f"{what}: {self._ended_text()}")
+            return await coroutine
+
+        try:
+            future = asyncio.run_coroutine_threadsafe(guarded(), self._loop)
+        except RuntimeError:  # the loop was closed in between
+            coroutine.close()
+            raise SessionError(f"{what}: {self._ended_text()}") from None
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            if self._loop_ended.is_set() and not future.done():
+                future.cancel()
+                concurrent.futures.wait([future], timeout=1)
+                if not future.done() or future.cancelled():
+                    raise SessionError(f"{what}: {self._ended_text()}")
+                break
+            if time.monotonic() > deadline:
+                future.cancel()
+                raise SessionTimeoutError(f"{what} did not finish within {timeout} s: the session loop is busy "
+                                          f"(state {self.state}, session time {self._time_text()}); nothing was "
+                                          "cancelled that had started")
+            concurrent.futures.wait([future], timeout=0.05)
+        return future.result()
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
         self._loop = loop
-        restore_gc = tune_gc() if self.config.session.tune_gc else (lambda: None)
+        restore_gc: Callable[[], None] = lambda: None  # noqa: E731
         try:
+            restore_gc = tune_gc() if self.config.session.tune_gc else restore_gc
             loop.run_until_complete(self._main())
         except BaseException as exc:  # noqa: BLE001 - surfaced to the notebook by wait()/start()
-            self.error = exc
-            self.state = SessionState.FAILED
-            log.exception("session loop failed")
+            self._fail(exc, "its event loop")
         finally:
+            # Every step runs whatever the one before did: the session always ends, says why, and lets
+            # go of its state folder, and wait() returns.
+            self._accepting = False
+            self._loop_ended.set()
             self._ready.set()
-            try:
-                self.oms.close(flush=True)
-            except TradebookError as exc:
-                log.error("final flush failed: %s", exc)
-            loop.run_until_complete(self.venue.close())
-            loop.close()
-            restore_gc()
+            steps: tuple[tuple[str, Callable[[], Any]], ...] = (
+                ("the final flush to the store", lambda: self.oms.close(flush=True)),
+                (f"closing the venue {self.venue.name}", lambda: loop.run_until_complete(self._close_venue())),
+                ("closing the journals", lambda: self._close_files(release=False)),
+                ("closing the event loop", loop.close),
+                ("restoring the garbage collector", restore_gc),
+            )
+            for what, step in steps:
+                try:
+                    step()
+                except BaseException as exc:  # noqa: BLE001 - the next steps must run
+                    self._fail(exc, what)
+            self._state_lock.release()
             self._done.set()
+
+    def _fail(self, exc: BaseException, during: str) -> None:
+        """Record a failure: the first one is the session's error (a TradebookError naming what failed)."""
+        log.error("%s: %s: %s", during, type(exc).__name__, exc, exc_info=exc)
+        if self.error is None:
+            if isinstance(exc, TradebookError):
+                self.error = exc
+            else:
+                error = SessionError(f"paper run {self._run_label()} failed in {during}: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+                self.error = error
+        self.state = SessionState.FAILED
+
+    async def _close_venue(self) -> None:
+        if not self._venue_closed:
+            self._venue_closed = True
+            await self.venue.close()
+
+    def _close_files(self, *, release: bool = True) -> None:
+        """Close what this session opened in its state folder (journals, a venue never connected), then
+        (``release``) its lock. Safe on a half-built session and when called again."""
+        for journal in (getattr(getattr(self, "oms", None), "journal", None), getattr(self, "_journal", None)):
+            if journal is not None:
+                journal.close()
+        venue = getattr(self, "venue", None)
+        if venue is not None and self._thread_never_ran() and not getattr(self, "_venue_closed", False):
+            # the loop never ran to close it; a thread of its own, since a notebook's loop may be running here
+            closer = threading.Thread(target=lambda: asyncio.run(self._close_venue()), name="tradebook-close")
+            closer.start()
+            closer.join(10)
+        lock = getattr(self, "_state_lock", None)
+        if release and lock is not None:
+            lock.release()
+
+    def _thread_never_ran(self) -> bool:
+        return getattr(self, "_thread", None) is None
+
+    def _is_paper_venue(self) -> bool:
+        from tradebook.venues.paper import PaperVenue
+
+        return isinstance(self.venue, PaperVenue)
+
+    def _run_label(self) -> str:
+        return repr(self.run) if getattr(self, "run", None) is not None else f"in {self.state_dir}"
+
+    def _run_argument(self) -> str:
+        return f"run={self.run!r}" if self.run is not None else f"state_dir={str(self.state_dir)!r}"
+
+    def _time_text(self) -> str:
+        return ns_to_iso(self._now) if self._now else "not started"
+
+    def _ended_text(self) -> str:
+        why = f" ({type(self.error).__name__}: {self.error})" if self.error is not None else ""
+        return (f"paper run {self._run_label()} has ended{why}, state {self.state} at session time "
+                f"{self._time_text()}; its orders, fills and positions stay readable; to trade again build "
+                f"tb.Session(..., {self._run_argument()}) (add reset=True to start it over)")
 
     async def _main(self) -> None:
         await self.venue.connect(self.oms.on_event, on_events=self.oms.on_events)
@@ -737,6 +952,7 @@ class Session:
         self.alerts.extend(await self.oms.reconcile())
         self._reconciled_day = self._now // (86_400 * _NS) if self._now else -1
         self.state = SessionState.RUNNING if self._running.is_set() else SessionState.PAUSED
+        self._accepting = True
         self._ready.set()
         if self.feed is None:
             while not self._stop.is_set():
@@ -748,8 +964,12 @@ class Session:
             if self._stop.is_set():
                 return
             await self.on_batch(batch)
+            if self._pause_at is not None and self._now >= self._pause_at:
+                self._pause_at = None
+                self.pause()  # wait_until(..., pause=True): hold session time here
             await asyncio.sleep(0)  # let notebook calls in between batches
         self.oms.flush()
+        self._journal.append({"kind": "finished", "end_ns": self._last_end_ns})  # for tb.paper.runs
         self.state = SessionState.FINISHED
 
     async def on_batch(self, batch: FeedBatch) -> None:
