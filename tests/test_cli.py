@@ -138,3 +138,64 @@ def test_info_without_a_store_says_what_to_do(tmp_path):
     result = tradebook("info", "--store", str(tmp_path / "none.duckdb"))
     assert result.returncode == 2 and "tradebook demo" in result.stderr
     assert not (tmp_path / "none.duckdb").exists()
+
+
+# -- your own instruments from the command line -------------------------------------------------
+OWN_QUOTES = ("ts_ns,bid_px,ask_px,bid_sz,ask_sz\n"
+              "1723161253937085768,0.10251,0.10252,100,200\n"
+              "1723161254937085768,0.10252,0.10254,300,20\n")
+
+
+def test_a_user_defined_instrument_loads_from_the_cli_and_reads_back(tmp_path):
+    from decimal import Decimal
+
+    csv = tmp_path / "doge.csv"
+    csv.write_text(OWN_QUOTES)
+    definition = tmp_path / "doge.yaml"
+    definition.write_text("instrument_id: DOGEUSDT.BINANCE\nasset_class: crypto_spot\ncurrency: USDT\n"
+                          "base_currency: DOGE\ntick: 0.00001\nlot: 1\nmin_notional: 1\ncalendar: 24/7\n")
+    store_path = tmp_path / "own.duckdb"
+    unknown = tradebook("load", str(csv), "--kind", "quotes", "--instrument", "DOGEUSDT.BINANCE",
+                        "--store", str(store_path))
+    assert unknown.returncode == 2 and "define it with --instrument-file FILE" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1
+    loaded = tradebook("load", str(csv), "--kind", "quotes", "--instrument-file", str(definition),
+                       "--store", str(store_path))
+    assert loaded.returncode == 0, loaded.stderr
+    assert "2 rows of quotes for DOGEUSDT.BINANCE stored as dataset 1" in loaded.stdout
+    # by options, and then by id alone: the store knows it now
+    options = tradebook("load", str(csv), "--kind", "quotes", "--instrument", "XRPUSDT.BINANCE",
+                        "--asset-class", "crypto_spot", "--currency", "USDT", "--tick", "0.00001", "--lot", "0.1",
+                        "--min-size", "1", "--store", str(store_path))
+    assert options.returncode == 0, options.stderr
+    again = tradebook("load", str(csv), "--kind", "quotes", "--instrument", "DOGEUSDT.BINANCE",
+                      "--store", str(store_path))
+    assert again.returncode == 0 and "already stored as dataset 1" in again.stdout, again.stderr
+    with Store(store_path, read_only=True) as store:
+        doge = store.instrument("DOGEUSDT.BINANCE")
+        assert (doge.tick_size, doge.lot_size, doge.min_notional, doge.base_currency) == (
+            Decimal("0.00001"), Decimal(1), Decimal(1), "DOGE")
+        xrp = store.instrument("XRPUSDT.BINANCE")
+        assert (xrp.lot_size, xrp.min_quantity) == (Decimal("0.1"), Decimal(1))
+        quotes = store.quotes("DOGEUSDT.BINANCE")
+        assert quotes["bid_px"].tolist() == [0.10251, 0.10252]
+    info = tradebook("info", "--store", str(store_path))
+    assert info.returncode == 0 and "DOGEUSDT.BINANCE" in info.stdout and "XRPUSDT.BINANCE" in info.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--instrument", "X.Y", "--asset-class", "crypto_spot", "--currency", "USD", "--tick", "0"),
+     "the command line: the instrument definition lacks lot"),
+    (("--instrument", "X.Y", "--asset-class", "bond", "--currency", "USD", "--tick", "0.01", "--lot", "1"),
+     "asset_class 'bond' is not one of"),
+    (("--instrument", "X.Y", "--asset-class", "crypto_spot", "--currency", "USD", "--tick", "-1", "--lot", "1"),
+     "tick is -1; expected a number > 0"),
+    ((), "name the instrument: --instrument SYMBOL.VENUE"),
+])
+def test_bad_instrument_definitions_on_the_cli_are_one_line(tmp_path, args, message):
+    csv = tmp_path / "doge.csv"
+    csv.write_text(OWN_QUOTES)
+    result = tradebook("load", str(csv), "--kind", "quotes", "--store", str(tmp_path / "s.duckdb"), *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s.duckdb").exists()

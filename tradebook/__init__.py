@@ -22,14 +22,15 @@ __version__ = "0.1.0"
 __all__ = [
     "AssetClass", "BUNDLED_INSTRUMENTS", "ConfigError", "ConformanceError", "DataError", "Instrument", "SchemaError",
     "OrderError", "Session", "Side", "Signal", "Store", "StoreError", "StoreLockedError", "TradebookError",
-    "UnknownInstrumentError", "data", "paper", "default_store_path", "get_instrument", "load_config", "ns_to_iso",
-    "open_store", "to_ns",
+    "UnknownInstrumentError", "data", "paper", "default_store_path", "get_instrument", "instrument_from_dict",
+    "load_config", "ns_to_iso", "open_store", "to_ns",
 ]
 
 _LAZY = {
     "Store": ("tradebook.store", "Store"),
     "open_store": ("tradebook.store", "open_store"),
     "default_store_path": ("tradebook.store", "default_store_path"),
+    "instrument_from_dict": ("tradebook.data.instruments", "instrument_from_dict"),
     "Session": ("tradebook.session", "Session"),
     "Signal": ("tradebook.model.orders", "Signal"),
     "load_config": ("tradebook.config", "load_config"),

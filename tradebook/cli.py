@@ -51,8 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("file", type=Path, help="CSV or CSV.GZ file")
     load.add_argument("--kind", required=True,
                       help="quotes, trades, trade_bars, quote_bars, adjustment_factors, depth, book or mbp1")
-    load.add_argument("--instrument", required=True, help="instrument id, e.g. BTCUSDT.BINANCE or SPY.ARCX")
+    load.add_argument("--instrument", default=None,
+                      help="instrument id, e.g. BTCUSDT.BINANCE or SPY.ARCX: a bundled one, one already in the store, "
+                           "or a new one defined by --instrument-file or the options below")
     load.add_argument("--bar-seconds", type=int, default=None, help="bar length for bar files (60, 86400, ...)")
+    own = load.add_argument_group("your own instrument", "define an instrument outside the bundled ones; it is "
+                                  "registered in the store with the data (see tradebook.data.instruments)")
+    own.add_argument("--instrument-file", type=Path, default=None, metavar="FILE",
+                     help="YAML or JSON definition: instrument_id, asset_class, currency, tick, lot, min_size, "
+                          "min_notional, multiplier, calendar")
+    for option, what in _DEFINITION_OPTIONS.items():
+        own.add_argument(f"--{option}", default=None, help=what)
 
     info = sub.add_parser("info", help="show what the store holds",
                           description="Print the datasets, instruments and data-quality warnings of a store.")
@@ -138,8 +147,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from tradebook.data.loaders import load
         from tradebook.store import Store
 
-        data = load(args.file, args.kind, args.instrument, bar_seconds=args.bar_seconds)
-        with Store(args.store) as store:
+        definition = _instrument_definition(args)
+        # read-only until the file is valid: a refused file never holds the writer's lock
+        with Store(args.store, lazy_writer=True) as store:
+            instrument = definition or _known_instrument(store, args.instrument)
+            data = load(args.file, args.kind, instrument, bar_seconds=args.bar_seconds)
             result = store.ingest(data)
         state = "stored as" if result.created else "already stored as"
         print(f"{data.source}: {result.rows:,} rows of {data.kind} for {data.instrument_id} {state} dataset "
@@ -190,6 +202,61 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(format_fidelity(results))
         return 1 if args.strict and not all(r.all_met for r in results) else 0
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands first
+
+
+_DEFINITION_OPTIONS = {
+    "asset-class": "equity, crypto_spot, future or fx_spot",
+    "currency": "currency of prices and notional, e.g. USD",
+    "tick": "price grid, e.g. 0.01",
+    "lot": "quantity grid, e.g. 1 or 0.001",
+    "min-size": "smallest quantity (default: one lot)",
+    "min-notional": "smallest price x quantity x multiplier (default 0)",
+    "multiplier": "contract multiplier (default 1)",
+    "calendar": "XNYS, CMES, 24/5 or 24/7 (default: the asset class's usual one)",
+    "base-currency": "base currency of an FX or crypto pair",
+}
+
+
+def _instrument_definition(args: argparse.Namespace):
+    """The instrument defined on the command line (a file or options), or None when only an id is given."""
+    from tradebook.data.instruments import instrument_from_dict, load_instrument_file
+
+    options = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name in _DEFINITION_OPTIONS}
+    given = {name: value for name, value in options.items() if value is not None}
+    if args.instrument_file is not None:
+        if given:
+            raise TradebookError(f"give the instrument in --instrument-file or as options, not both (got "
+                                 f"{', '.join('--' + n.replace('_', '-') for n in given)} too)")
+        instrument = load_instrument_file(args.instrument_file)
+    elif given:
+        if args.instrument is None:
+            raise TradebookError("a new instrument needs its id: --instrument SYMBOL.VENUE")
+        instrument = instrument_from_dict({"instrument_id": args.instrument, **given}, source="the command line")
+    else:
+        if args.instrument is None:
+            raise TradebookError("name the instrument: --instrument SYMBOL.VENUE (or define one with "
+                                 "--instrument-file FILE)")
+        return None
+    if args.instrument is not None and args.instrument != instrument.instrument_id:
+        raise TradebookError(f"--instrument {args.instrument} and the definition's {instrument.instrument_id} "
+                             "differ; give one id")
+    return instrument
+
+
+def _known_instrument(store, instrument_id: str):
+    """A bundled instrument, or one the store already holds; the error says how to define a new one."""
+    from tradebook.errors import UnknownInstrumentError
+    from tradebook.model.instruments import BUNDLED_INSTRUMENTS
+
+    if instrument_id in BUNDLED_INSTRUMENTS:
+        return BUNDLED_INSTRUMENTS[instrument_id]
+    try:
+        return store.instrument(instrument_id)
+    except UnknownInstrumentError:
+        raise UnknownInstrumentError(
+            f"unknown instrument {instrument_id!r}: neither bundled nor in {store.path}; define it with "
+            "--instrument-file FILE or --asset-class, --currency, --tick and --lot (see tradebook load --help)"
+        ) from None
 
 
 def _load_bundled_if_asked(store, args: argparse.Namespace) -> None:

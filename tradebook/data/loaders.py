@@ -11,6 +11,7 @@ keeps the file's row order, which matters for rows sharing a timestamp.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 from collections.abc import Mapping
@@ -64,6 +65,8 @@ class MarketData:
     content_hash: str
     findings: tuple[QualityFinding, ...] = field(default=())
     bar_ns: int | None = None
+    # the instrument's definition when the caller gave one (not one of the bundled): ingest registers it
+    instrument: Instrument | None = None
 
     @property
     def rows(self) -> int:
@@ -87,14 +90,19 @@ class MarketData:
 def load(
     path: str | Path,
     kind: DataKind | str,
-    instrument_id: str,
+    instrument_id: str | Instrument,
     *,
     bar_seconds: int | None = None,
     instruments: Mapping[str, Instrument] | None = None,
 ) -> MarketData:
-    """Load one CSV (optionally gzip-compressed) of ``kind`` for ``instrument_id``."""
+    """Load one CSV (optionally gzip-compressed) of ``kind`` for an instrument.
+
+    ``instrument_id`` names a bundled instrument (or one of ``instruments``), or is an
+    :class:`Instrument` of your own (``tb.instrument_from_dict``), which
+    :meth:`Store.ingest` then registers.
+    """
     kind = _parse_kind(kind)
-    instrument = get_instrument(instrument_id, dict(instruments) if instruments is not None else None)
+    instrument = _resolve_instrument(instrument_id, instruments)
     path = Path(path)
     source = path.name
     if not path.is_file():
@@ -102,13 +110,13 @@ def load(
     raw_bytes = path.read_bytes()
     content_hash = hashlib.sha256(raw_bytes).hexdigest()
     frame = _read_csv(path, SPECS[kind], source)
-    return _validate(frame, kind, instrument, source, content_hash, bar_seconds)
+    return _own(_validate(frame, kind, instrument, source, content_hash, bar_seconds), instrument_id)
 
 
 def from_frame(
     frame: pd.DataFrame,
     kind: DataKind | str,
-    instrument_id: str,
+    instrument_id: str | Instrument,
     *,
     source: str = "<frame>",
     bar_seconds: int | None = None,
@@ -116,35 +124,52 @@ def from_frame(
 ) -> MarketData:
     """Validate a DataFrame already in memory, with the same rules as a file."""
     kind = _parse_kind(kind)
-    instrument = get_instrument(instrument_id, dict(instruments) if instruments is not None else None)
+    instrument = _resolve_instrument(instrument_id, instruments)
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"from_frame takes a pandas DataFrame, got {type(frame).__name__}", source=source)
     frame = _rename_aliases(frame.reset_index(drop=True).copy(), SPECS[kind])
     _require_columns(list(frame.columns), SPECS[kind], source)
     frame = _coerce_frame(frame, SPECS[kind], source)
     content_hash = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).values.tobytes()).hexdigest()
-    return _validate(frame, kind, instrument, source, content_hash, bar_seconds)
+    return _own(_validate(frame, kind, instrument, source, content_hash, bar_seconds), instrument_id)
 
 
-def load_quotes(path: str | Path, instrument_id: str, **kw) -> MarketData:
+def _resolve_instrument(instrument: str | Instrument, instruments: Mapping[str, Instrument] | None) -> Instrument:
+    if isinstance(instrument, Instrument):
+        return instrument
+    if not isinstance(instrument, str):
+        raise DataError(f"instrument must be an id like 'SPY.ARCX' or an Instrument, got {type(instrument).__name__}")
+    return get_instrument(instrument, dict(instruments) if instruments is not None else None)
+
+
+def _own(data: MarketData, instrument: str | Instrument) -> MarketData:
+    """Carry a caller's own instrument definition along, for the store to register."""
+    if isinstance(instrument, Instrument):
+        return dataclasses.replace(data, instrument=instrument)
+    return data
+
+
+def load_quotes(path: str | Path, instrument_id: str | Instrument, **kw) -> MarketData:
     return load(path, DataKind.QUOTES, instrument_id, **kw)
 
 
-def load_trades(path: str | Path, instrument_id: str, **kw) -> MarketData:
+def load_trades(path: str | Path, instrument_id: str | Instrument, **kw) -> MarketData:
     return load(path, DataKind.TRADES, instrument_id, **kw)
 
 
-def load_bars(path: str | Path, instrument_id: str, *, bar_seconds: int, **kw) -> MarketData:
+def load_bars(path: str | Path, instrument_id: str | Instrument, *, bar_seconds: int, **kw) -> MarketData:
     return load(path, DataKind.TRADE_BARS, instrument_id, bar_seconds=bar_seconds, **kw)
 
 
-def load_quote_bars(path: str | Path, instrument_id: str, *, bar_seconds: int, **kw) -> MarketData:
+def load_quote_bars(path: str | Path, instrument_id: str | Instrument, *, bar_seconds: int, **kw) -> MarketData:
     return load(path, DataKind.QUOTE_BARS, instrument_id, bar_seconds=bar_seconds, **kw)
 
 
-def load_depth(path: str | Path, instrument_id: str, **kw) -> MarketData:
+def load_depth(path: str | Path, instrument_id: str | Instrument, **kw) -> MarketData:
     return load(path, DataKind.DEPTH, instrument_id, **kw)
 
 
-def load_book(path: str | Path, instrument_id: str, **kw) -> MarketData:
+def load_book(path: str | Path, instrument_id: str | Instrument, **kw) -> MarketData:
     return load(path, DataKind.BOOK, instrument_id, **kw)
 
 

@@ -548,9 +548,18 @@ class Store:
                 except duckdb.Error as exc:
                     raise StoreError(f"commit failed, nothing was written: {exc}") from exc
 
-    def register_instruments(self, instruments: Iterable[Instrument] | None = None) -> int:
-        """Insert or update instrument specifications; returns how many changed."""
+    def register_instruments(self, instruments: Iterable[Instrument] | None = None, *,
+                             replace: bool = True) -> int:
+        """Insert or update instrument specifications (the bundled ones when none given); returns how many changed.
+
+        With ``replace=False`` an instrument stored with a different specification is
+        refused (StoreError naming the fields that differ) and nothing is written.
+        """
         instruments = list(BUNDLED_INSTRUMENTS.values() if instruments is None else instruments)
+        for instrument in instruments:
+            if not isinstance(instrument, Instrument):
+                raise StoreError(f"register_instruments takes Instrument objects (tb.Instrument or "
+                                 f"tb.instrument_from_dict), got {type(instrument).__name__}")
         changed = 0
         with self.transaction() as con:
             existing = {row[0]: row for row in con.execute("SELECT * FROM instruments").fetchall()}
@@ -559,6 +568,8 @@ class Store:
                 old = existing.get(instrument.instrument_id)
                 if old is not None and _same_instrument_row(old, row):
                     continue
+                if old is not None and not replace:
+                    self._unregistered(instrument)  # raises, naming the fields that differ
                 if old is not None:
                     con.execute("DELETE FROM instruments WHERE instrument_id = ?", [instrument.instrument_id])
                 con.execute(f"INSERT INTO instruments VALUES ({', '.join('?' * len(row))})", row)
@@ -575,7 +586,14 @@ class Store:
         if not isinstance(data, MarketData):
             raise StoreError(f"ingest takes a MarketData from tradebook.data loaders, got {type(data).__name__}")
         with self._lock:
-            self._ensure_instrument(data.instrument_id)
+            if data.instrument is not None:
+                if data.instrument.instrument_id != data.instrument_id:
+                    raise StoreError(f"{data.source}: the data is for {data.instrument_id} but carries the "
+                                     f"definition of {data.instrument.instrument_id}")
+                new_instrument = self._unregistered(data.instrument)
+            else:
+                self._ensure_instrument(data.instrument_id)
+                new_instrument = None
             found = self.con.execute(
                 "SELECT dataset_id, row_count FROM datasets WHERE instrument_id = ? AND kind = ? AND content_hash = ?",
                 [data.instrument_id, str(data.kind), data.content_hash],
@@ -589,15 +607,19 @@ class Store:
             columns = [c for c in rows.columns if c != "dataset_id"]
             self.con.register(rows_view, rows)
             try:
-                dataset_id = self._ingest_rows(data, table, rows_view, columns)
+                dataset_id = self._ingest_rows(data, table, rows_view, columns, new_instrument)
             finally:
                 # after the transaction ended either way: unregistering inside an aborted
                 # transaction would fail and hide the real error
                 self.con.unregister(rows_view)
             return IngestResult(dataset_id, data.rows, created=True)
 
-    def _ingest_rows(self, data: MarketData, table: str, rows_view: str, column_list: list[str]) -> int:
+    def _ingest_rows(self, data: MarketData, table: str, rows_view: str, column_list: list[str],
+                     new_instrument: Instrument | None) -> int:
         with self.transaction() as con:
+            if new_instrument is not None:  # the caller's own definition lands with its data, or not at all
+                row = _instrument_row(new_instrument)
+                con.execute(f"INSERT INTO instruments VALUES ({', '.join('?' * len(row))})", row)
             dataset_id = int(con.execute(
                 "INSERT INTO datasets (instrument_id, kind, source, content_hash, bar_ns, row_count, "
                 "first_ts_ns, last_ts_ns, loaded_at_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING dataset_id",
@@ -618,13 +640,32 @@ class Store:
                 )
         return dataset_id
 
+    def _unregistered(self, instrument: Instrument) -> Instrument | None:
+        """``instrument`` when the store lacks it, None when it holds the same; StoreError when it differs."""
+        with self._lock:
+            stored = self.con.execute("SELECT * FROM instruments WHERE instrument_id = ?",
+                                      [instrument.instrument_id]).fetchone()
+            if stored is None:
+                return instrument
+            row = _instrument_row(instrument)
+            if _same_instrument_row(stored, row):
+                return None
+            columns = [d[0] for d in self.con.description]
+        differ = [f"{name} {_shown(a)} -> {_shown(b)}" for name, a, b in zip(columns, stored, row)
+                  if not _same_instrument_row((a,), [b])]
+        raise StoreError(
+            f"{instrument.instrument_id} is already registered in {self.path} with another specification "
+            f"({'; '.join(differ)}); nothing was written. Use another instrument id, or "
+            "store.register_instruments([...]) to replace it on purpose")
+
     def _ensure_instrument(self, instrument_id: str) -> None:
         known = self.con.execute("SELECT 1 FROM instruments WHERE instrument_id = ?", [instrument_id]).fetchone()
         if known is not None:
             return
         if instrument_id not in BUNDLED_INSTRUMENTS:
             raise UnknownInstrumentError(
-                f"instrument {instrument_id!r} is not registered in {self.path}; call register_instruments first"
+                f"instrument {instrument_id!r} is not registered in {self.path}; define it (tb.instrument_from_dict, "
+                "or tradebook load --instrument-file) and register it with store.register_instruments([...])"
             )
         self.register_instruments([BUNDLED_INSTRUMENTS[instrument_id]])
 
@@ -1234,6 +1275,13 @@ def _instrument_row(instrument: Instrument) -> list[Any]:
         _hours_to_json(instrument.trading_hours),
         instrument.description,
     ]
+
+
+def _shown(value: Any) -> str:
+    """A stored value for a message: Decimals without DECIMAL(38, 12)'s trailing zeros."""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    return str(value)
 
 
 def _same_instrument_row(old: tuple, new: list[Any]) -> bool:
