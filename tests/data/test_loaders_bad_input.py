@@ -74,9 +74,13 @@ class Rejection:
 
 REJECTIONS = [
     Rejection("too_many_fields", quotes(R1, R2 + ["9"], R3), DataError, 3,
-              ("malformed CSV", "expected 7 fields, saw 8")),
+              ("8 fields, expected 7 (one per header column)",)),
     Rejection("too_many_fields_gz", quotes(R1, R2, R3 + ["9"]), DataError, 4,
-              ("malformed CSV", "expected 7 fields, saw 8"), gz=True),
+              ("8 fields, expected 7",), gz=True),
+    # on the first row pandas would take the extra field for an index and shift every column
+    Rejection("too_many_fields_first_row", quotes(R1 + ["9"], R2, R3), DataError, 2, ("8 fields, expected 7",)),
+    Rejection("too_few_fields", quotes(R1, R2[:-1], R3), DataError, 3, ("6 fields, expected 7",)),
+    Rejection("too_many_fields_quoted", quotes(R1, R2 + ['"a,b"'], R3), DataError, 3, ("8 fields, expected 7",)),
     Rejection("missing_column",
               csv(drop(HEADER, "ask_px"), drop(R1, "ask_px"), drop(R2, "ask_px")), SchemaError, 1,
               ("missing required column", "'ask_px'", "expected at least ['ts_ns', 'bid_px', 'ask_px']")),
@@ -360,3 +364,104 @@ def test_integer_overflow_is_a_schema_error(text, kind, write_csv):
 def test_utf8_byte_order_mark_is_accepted(write_csv):
     text = "\ufeff" + "\n".join(",".join(line) for line in [HEADER, R1, R2, R3]) + "\n"
     assert load_quotes(write_csv("bom.csv", text), BTC).rows == 3
+
+
+# -- raw errors that used to escape: each one clear DataError, the store unchanged -------------------
+def _refused(path, seeded_store, snapshot, line: int | None, *fragments: str) -> None:
+    before = snapshot(seeded_store)
+    with pytest.raises(DataError) as info:
+        seeded_store.ingest(load(path, "quotes", BTC))
+    message = str(info.value)
+    assert message.startswith(f"{path.name}, line {line}: " if line else f"{path.name}: "), message
+    assert info.value.line == line and "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+    assert snapshot(seeded_store) == before
+
+
+def test_truncated_gzip_names_the_last_whole_line(tmp_path, seeded_store, snapshot):
+    import gzip
+
+    text = quotes(R1, R2, R3) * 1  # 4 lines
+    whole = gzip.compress(text.encode() * 200)  # a stream long enough to cut inside
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(whole[: len(whole) - 9])  # the end-of-stream marker and a little data are missing
+    before = snapshot(seeded_store)
+    with pytest.raises(DataError, match="the gzip file is truncated: it ends after line") as info:
+        seeded_store.ingest(load(path, "quotes", BTC))
+    assert info.value.line is not None and info.value.line > 1
+    assert snapshot(seeded_store) == before
+    path.write_bytes(whole[:20])  # cut inside the first line
+    _refused(path, seeded_store, snapshot, 1, "truncated", "after line 0")
+
+
+def test_corrupt_and_misnamed_gzip(tmp_path, seeded_store, snapshot):
+    import gzip
+
+    data = bytearray(gzip.compress(quotes(R1, R2, R3).encode()))
+    data[len(data) // 2] ^= 0xFF
+    path = tmp_path / "corrupt.csv.gz"
+    path.write_bytes(bytes(data))
+    before = snapshot(seeded_store)
+    with pytest.raises(DataError, match="gzip"):
+        seeded_store.ingest(load(path, "quotes", BTC))
+    assert snapshot(seeded_store) == before
+    plain = tmp_path / "plain.csv.gz"
+    plain.write_text(quotes(R1, R2))
+    _refused(plain, seeded_store, snapshot, None, "named .gz but is not gzip-compressed")
+
+
+def test_concatenated_gzip_members_load_whole(tmp_path):
+    import gzip
+
+    path = tmp_path / "two.csv.gz"
+    path.write_bytes(gzip.compress(quotes(R1).encode()) + gzip.compress((",".join(R2) + "\n").encode()))
+    assert load(path, "quotes", BTC).frame["ts_ns"].tolist() == GOOD_TS[:2]
+
+
+def test_non_utf8_csv_names_line_and_byte(tmp_path, seeded_store, snapshot):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(quotes(R1, edit(R2, symbol="BTCUSDT\u00e9"), R3).encode("latin-1"))
+    _refused(path, seeded_store, snapshot, 3, "byte 0xe9", "is not UTF-8", "expected a UTF-8 CSV")
+    gz = tmp_path / "latin1.csv.gz"
+    import gzip
+
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    _refused(gz, seeded_store, snapshot, 3, "byte 0xe9")
+
+
+def test_bytes_in_from_frame_are_refused(seeded_store, snapshot):
+    from tradebook.data import from_frame
+
+    frame = pd.DataFrame({"ts_ns": GOOD_TS, "bid_px": [1.0, 2.0, 3.0], "ask_px": [1.5, 2.5, 3.5]})
+    for column, value in (("bid_px", b"2.0"), ("ts_ns", b"1723161254116723068"), ("symbol", b"BTCUSDT")):
+        bad = frame.copy()
+        bad[column] = bad[column].astype(object) if column in bad else pd.Series(["BTCUSDT"] * 3, dtype=object)
+        bad.loc[1, column] = value
+        before = snapshot(seeded_store)
+        with pytest.raises(SchemaError) as info:
+            seeded_store.ingest(from_frame(bad, "quotes", BTC))
+        message = str(info.value)
+        assert f"column {column!r} holds the bytes value {value!r} at row 1" in message, message
+        assert "decode bytes first" in message
+        assert snapshot(seeded_store) == before
+    with pytest.raises(DataError, match="takes a pandas DataFrame, got dict"):
+        from_frame(frame.to_dict(), "quotes", BTC)
+
+
+@pytest.mark.parametrize("column, value, code", [
+    ("bid_px", "1e300", "implausible_prices"), ("ask_px", "1e13", "implausible_prices"),
+    ("bid_px", "1e-13", "implausible_prices"), ("bid_sz", "1e16", "implausible_sizes"),
+])
+def test_implausible_values_load_with_a_warning(write_csv, store, column, value, code):
+    rows = [R1, edit(R2, **{column: value}), R3]
+    if column == "bid_px" and value == "1e300":
+        rows = [R1, edit(R2, bid_px=value, ask_px="1e301"), R3]  # keep it uncrossed: one finding at a time
+    md = load_quotes(write_csv("big.csv", quotes(*rows)), BTC)
+    finding = _codes(md)[code]
+    assert (finding.severity, finding.first_line) == ("warning", 3)
+    assert "unit error or a corrupt print" in finding.message
+    result = store.ingest(md)  # loaded unchanged, the finding stored with it
+    assert code in store.findings(result.dataset_id)["code"].tolist()
+    plain = load_quotes(write_csv("fine.csv", quotes(R1, R2, R3)), BTC)
+    assert not any(f.code.startswith("implausible") for f in plain.findings)

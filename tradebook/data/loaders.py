@@ -12,8 +12,9 @@ keeps the file's row order, which matters for rows sharing a timestamp.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
+import io
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,9 +108,12 @@ def load(
     source = path.name
     if not path.is_file():
         raise DataError(f"no such file: {path}", source=source)
-    raw_bytes = path.read_bytes()
+    try:
+        raw_bytes = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read the file: {exc.strerror or exc}", source=source) from exc
     content_hash = hashlib.sha256(raw_bytes).hexdigest()
-    frame = _read_csv(path, SPECS[kind], source)
+    frame = _read_csv(_csv_bytes(raw_bytes, path, source), SPECS[kind], source)
     return _own(_validate(frame, kind, instrument, source, content_hash, bar_seconds), instrument_id)
 
 
@@ -127,11 +131,25 @@ def from_frame(
     instrument = _resolve_instrument(instrument_id, instruments)
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"from_frame takes a pandas DataFrame, got {type(frame).__name__}", source=source)
+    _refuse_bytes(frame, source)
     frame = _rename_aliases(frame.reset_index(drop=True).copy(), SPECS[kind])
     _require_columns(list(frame.columns), SPECS[kind], source)
     frame = _coerce_frame(frame, SPECS[kind], source)
     content_hash = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).values.tobytes()).hexdigest()
     return _own(_validate(frame, kind, instrument, source, content_hash, bar_seconds), instrument_id)
+
+
+def _refuse_bytes(frame: pd.DataFrame, source: str) -> None:
+    """Bytes cells would be parsed (or printed) as their repr; the caller decodes them, not tradebook."""
+    for column in frame.columns:
+        if frame[column].dtype != object:
+            continue
+        is_bytes = frame[column].map(lambda v: isinstance(v, (bytes, bytearray, memoryview))).to_numpy(dtype=bool)
+        if is_bytes.any():
+            i = _first(is_bytes)
+            raise SchemaError(f"column {column!r} holds the bytes value {bytes(frame[column].iloc[i])[:40]!r} at row "
+                              f"{i} (line {i + 2} as a file); expected text or numbers: decode bytes first "
+                              "(e.g. df[col].str.decode('utf-8'))", source=source, line=i + 2)
 
 
 def _resolve_instrument(instrument: str | Instrument, instruments: Mapping[str, Instrument] | None) -> Instrument:
@@ -181,17 +199,85 @@ def _parse_kind(kind: DataKind | str) -> DataKind:
         raise DataError(f"unknown data kind {kind!r}; expected one of {', '.join(k.value for k in DataKind)}") from None
 
 
-def _read_header(path: Path, source: str) -> list[str]:
-    opener = gzip.open if path.suffix == ".gz" else open
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _csv_bytes(raw: bytes, path: Path, source: str) -> bytes:
+    """The file's CSV bytes: gunzipped when it is gzip, checked to be whole and UTF-8 (errors name the line)."""
+    if raw[:2] == _GZIP_MAGIC:
+        data = _gunzip(raw, source)
+    elif path.suffix == ".gz" and raw:
+        raise DataError("the file is named .gz but is not gzip-compressed; expected a gzip file or a plain .csv name",
+                        source=source)
+    else:
+        data = raw
     try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-            header = handle.readline()
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
-        raise DataError(f"cannot read the file as UTF-8 CSV{' (gzip)' if path.suffix == '.gz' else ''}: {exc}",
-                        source=source) from exc
-    if not header.strip():
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(f"byte 0x{data[exc.start]:02x} at column {column} is not UTF-8; expected a UTF-8 CSV "
+                        "(re-save the file as UTF-8)", source=source, line=line) from None
+    return data
+
+
+def _gunzip(raw: bytes, source: str) -> bytes:
+    """Every gzip member of ``raw``; a stream that stops early or is corrupt is refused naming the line."""
+    out: list[bytes] = []
+    rest = raw
+    while rest:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            out.append(inflater.decompress(rest))
+        except zlib.error as exc:
+            whole = b"".join(out).count(b"\n")
+            raise DataError(f"the gzip data is corrupt after line {whole} ({exc}); expected an intact gzip file",
+                            source=source, line=whole + 1) from None
+        if not inflater.eof:
+            done = b"".join(out) + inflater.flush()
+            whole = done.count(b"\n")
+            raise DataError(f"the gzip file is truncated: it ends after line {whole} without its end-of-stream "
+                            "marker; expected a complete file (was it still being written or copied?)",
+                            source=source, line=whole + 1)
+        rest = inflater.unused_data.lstrip(b"\x00")  # concatenated members; zero padding after the last
+    return b"".join(out)
+
+
+def _read_header(data: bytes, source: str) -> list[str]:
+    first = data.split(b"\n", 1)[0].decode("utf-8-sig")
+    if not first.strip():
         raise DataError("empty file: expected a header row", source=source, line=1)
-    return [column.strip() for column in header.rstrip("\r\n").split(",")]
+    return [column.strip() for column in first.rstrip("\r\n").split(",")]
+
+
+def _check_field_counts(data: bytes, expected: int, source: str) -> None:
+    """Every non-blank line has the header's number of fields (pandas would shift or pad the columns)."""
+    if b'"' in data:  # quoted fields may hold commas and newlines: count with the csv module
+        import csv
+        import io
+
+        reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
+        for row in reader:
+            if row and len(row) != expected:
+                _wrong_fields(reader.line_num, len(row), expected, source)
+        return
+    bytes_ = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(bytes_ == 10)
+    starts = np.concatenate(([0], ends + 1))
+    ends = np.concatenate((ends, [len(bytes_)]))
+    commas = np.flatnonzero(bytes_ == 44)
+    fields = np.searchsorted(commas, ends) - np.searchsorted(commas, starts) + 1
+    length = ends - starts
+    blank = (length == 0) | ((length == 1) & (bytes_[np.minimum(starts, len(bytes_) - 1)] == 13))
+    wrong = ~blank & (fields != expected)
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        _wrong_fields(i + 1, int(fields[i]), expected, source)
+
+
+def _wrong_fields(line: int, found: int, expected: int, source: str) -> None:
+    raise DataError(f"{found} fields, expected {expected} (one per header column); a stray comma or a missing "
+                    "value?", source=source, line=line)
 
 
 def _canonical_name(column: str, spec: KindSpec) -> str:
@@ -224,10 +310,11 @@ def _require_columns(columns: list[str], spec: KindSpec, source: str) -> None:
         )
 
 
-def _read_csv(path: Path, spec: KindSpec, source: str) -> pd.DataFrame:
-    header = _read_header(path, source)
+def _read_csv(data: bytes, spec: KindSpec, source: str) -> pd.DataFrame:
+    header = _read_header(data, source)
     canonical = [_canonical_name(c, spec) for c in header]
     _require_columns(canonical, spec, source)
+    _check_field_counts(data, len(header), source)
     # Floats parse natively. Integer columns are read as text and checked digit by
     # digit: pandas would otherwise read one "123.0" cell as a float column and cast
     # every 19-digit nanosecond timestamp through float64, silently losing precision.
@@ -238,7 +325,7 @@ def _read_csv(path: Path, spec: KindSpec, source: str) -> pd.DataFrame:
     }
     read = dict(keep_default_na=False, na_values=[""], skip_blank_lines=False, encoding="utf-8-sig")
     try:
-        frame = pd.read_csv(path, dtype=dtypes, **read)
+        frame = pd.read_csv(io.BytesIO(data), dtype=dtypes, **read)
     except pd.errors.ParserError as exc:
         raise _parser_error(exc, source) from exc
     except pd.errors.EmptyDataError as exc:
@@ -246,7 +333,7 @@ def _read_csv(path: Path, spec: KindSpec, source: str) -> pd.DataFrame:
     except (ValueError, TypeError, OverflowError) as exc:
         # The typed parse failed on some float cell: parse everything as text to name it.
         try:
-            frame = pd.read_csv(path, dtype=str, **read)
+            frame = pd.read_csv(io.BytesIO(data), dtype=str, **read)
         except pd.errors.ParserError as parse_exc:
             raise _parser_error(parse_exc, source) from parse_exc
         frame.columns = canonical
@@ -724,8 +811,40 @@ _KIND_CHECKS = {
 }
 
 
-def _common_findings(frame: pd.DataFrame, instrument: Instrument, spec: KindSpec) -> list[QualityFinding]:
+# Beyond these a value is a unit error or a corrupt print, not a market: no instrument trades above a
+# trillion per unit, and the order path's DECIMAL(38, 12) holds 12 decimals (so a price below 1e-12 is 0).
+PLAUSIBLE_PRICE = (1e-12, 1e12)
+PLAUSIBLE_SIZE = 1e15
+
+
+def _implausible_findings(frame: pd.DataFrame, spec: KindSpec) -> list[QualityFinding]:
     findings = []
+    low, high = PLAUSIBLE_PRICE
+    for what, columns, bad_of in (
+            ("prices", spec.prices, lambda v: (v > high) | ((v > 0) & (v < low))),
+            ("sizes", spec.sizes, lambda v: v > PLAUSIBLE_SIZE)):
+        count, first_line, example = 0, None, None
+        for column in columns:
+            if column not in frame.columns:
+                continue
+            values = frame[column].to_numpy(dtype="float64", na_value=np.nan)
+            bad = bad_of(values)
+            if bad.any():
+                count += int(bad.sum())
+                i = _first(bad)
+                if first_line is None or i + 2 < first_line:
+                    first_line, example = i + 2, f"{column} {values[i]:g} on line {i + 2}"
+        if count:
+            limit = f"outside {low:g}..{high:g}" if what == "prices" else f"above {PLAUSIBLE_SIZE:g}"
+            findings.append(QualityFinding(
+                "warning", f"implausible_{what}",
+                f"{count:,} {what} {limit} (first: {example}): a unit error or a corrupt print; orders cannot be "
+                "placed at such values (the order path holds DECIMAL(38, 12))", count=count, first_line=first_line))
+    return findings
+
+
+def _common_findings(frame: pd.DataFrame, instrument: Instrument, spec: KindSpec) -> list[QualityFinding]:
+    findings = _implausible_findings(frame, spec) if spec.kind is not DataKind.ADJUSTMENT_FACTORS else []
     ts = frame["ts_ns"].to_numpy()
     repeated = int((np.diff(ts) == 0).sum())
     if repeated and spec.kind not in (DataKind.DEPTH, DataKind.TRADE_BARS, DataKind.QUOTE_BARS):
