@@ -37,6 +37,11 @@ _LAZY = {
 }
 
 
+def __dir__() -> list[str]:
+    # tab completion in a notebook lists the lazy names too (tb.Session, tb.open_store, ...) without importing them
+    return sorted(set(globals()) | set(__all__) | set(_LAZY))
+
+
 def __getattr__(name: str):
     # Lazy so that `import tradebook` does not pull in pandas-heavy modules until used.
     if name in _LAZY:

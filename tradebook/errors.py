@@ -56,6 +56,10 @@ class SchemaError(DataError):
     """Columns missing, unexpected, or of the wrong type."""
 
 
+class ExportError(TradebookError):
+    """A notebook could not be executed or exported to HTML (tradebook.notebook)."""
+
+
 class StoreError(TradebookError):
     """The DuckDB store cannot do what was asked."""
 

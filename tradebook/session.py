@@ -100,6 +100,7 @@ from tradebook.model.orders import Order, OrderIntent, OrderStatus, Signal
 from tradebook.model.time import NS_PER_SECOND, ns_to_iso
 from tradebook.portfolio import Portfolio
 from tradebook.venues.base import VenuePort
+from tradebook.views import SessionStatus, readable
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,12 @@ class Decision:
     reason: str
     client_order_ids: tuple[str, ...] = ()
     code: str = ""  # a DecisionCode ("" in records written before codes)
+
+    def __repr__(self) -> str:
+        orders = f" -> {', '.join(c[:8] + '..' for c in self.client_order_ids)}" if self.client_order_ids else ""
+        code = f" [{self.code}]" if self.code else ""
+        return (f"<Decision {self.strategy_id}/{self.signal_id} {self.instrument_id} {self.outcome}{code}"
+                f"{orders}: {self.reason}>")
 
 
 @dataclass
@@ -749,9 +756,10 @@ class Session:
         raise ConfigError("live adapters are not part of this release; the session stays in paper")
 
     # -- views ---------------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> SessionStatus:
+        """Where the session stands: a read-only mapping of exact values (``status()["state"]``), shown as a table."""
         now = self._clock()
-        return {
+        return SessionStatus({
             "state": str(self.state), "mode": "paper", "venue": self.venue.name, "account": self.account_id,
             "session_time": ns_to_iso(now) if now else None,
             "run": self.run, "kill_switch": str(self.kill_switch.mode),
@@ -760,16 +768,32 @@ class Session:
             "realised_pnl": self.portfolio.realised_pnl, "unrealised_pnl": self.portfolio.unrealised_pnl,
             "alerts": len(self.alerts) + len(self.oms.alerts()), "deferred": len(self._deferred),
             "scheduled_slices": len(self._scheduled),
-        }
+        }, self._display_instrument())
+
+    def __repr__(self) -> str:
+        status = self.status()
+        return (f"<Session {status['mode']} {status['state']} {', '.join(self.instruments) or 'no instruments'} "
+                f"account {status['account']} state {self.state_dir} at {status['session_time'] or '-'}: "
+                f"equity {status.shown('equity')}, kill switch {status['kill_switch']}>")
+
+    def _repr_html_(self) -> str:
+        return self.status()._repr_html_()
+
+    def _display_instrument(self) -> str | None:
+        # money in views is rounded to the traded instrument's precision (the first one, when several)
+        return next(iter(self.instruments), None)
 
     def orders(self) -> pd.DataFrame:
-        return self.oms.orders_frame()
+        """One row per order (exact Decimals; shown rounded to each instrument's tick and lot)."""
+        return readable(self.oms.orders_frame(), self._display_instrument())
 
     def fills(self) -> pd.DataFrame:
-        return self.oms.fills_frame()
+        """One row per fill (exact Decimals; shown rounded)."""
+        return readable(self.oms.fills_frame(), self._display_instrument())
 
     def positions(self) -> pd.DataFrame:
-        return self.portfolio.positions_frame()
+        """One row per position (exact Decimals: realised P&L keeps every digit; shown rounded)."""
+        return readable(self.portfolio.positions_frame(), self._display_instrument())
 
     def decisions_frame(self) -> pd.DataFrame:
         columns = ["ts_ns", "strategy_id", "signal_id", "instrument_id", "outcome", "code", "reason",

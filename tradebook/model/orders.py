@@ -277,6 +277,17 @@ class Fill:
         state["ts_event_ns"] = ts_event_ns
         state["ts_init_ns"] = ts_init_ns
 
+    def __repr__(self) -> str:
+        from tradebook.model.formatting import fee_places, format_decimal, price_places, quantity_places
+        from tradebook.model.time import ns_to_iso
+
+        instrument = self.instrument_id
+        return (f"<Fill {self.fill_id} {self.client_order_id[:8]}.. {str(self.side).upper()} "
+                f"{format_decimal(self.quantity, quantity_places(instrument), trim=True)} {instrument} @ "
+                f"{format_decimal(self.price, price_places(instrument))} fee "
+                f"{format_decimal(self.fee, fee_places(instrument), trim=True)} {self.liquidity} "
+                f"{ns_to_iso(self.ts_event_ns)}>")
+
 
 @dataclass(frozen=True, init=False)
 class OrderEvent:
@@ -424,3 +435,25 @@ class Order:
         if event.reason and kind in _EVENTS_WITH_REASON:
             state["reason"] = event.reason
         return updated
+
+    def __repr__(self) -> str:
+        # one line a notebook can scan: id, what was asked, where it stands
+        from tradebook.model.formatting import format_decimal, price_places, quantity_places
+
+        intent = self.intent
+        instrument = intent.instrument_id
+        qty, px = quantity_places(instrument), price_places(instrument)
+        limit = self.limit_price if self.limit_price is not None else intent.limit_price
+        stop = self.stop_price if self.stop_price is not None else intent.stop_price
+        parts = [f"<Order {self.client_order_id[:8]}.. {str(intent.side).upper()} "
+                 f"{format_decimal(self.total_quantity, qty, trim=True)} {instrument} {str(intent.order_type).upper()}"]
+        if limit is not None:
+            parts.append(format_decimal(limit, px))
+        if stop is not None:
+            parts.append(f"stop {format_decimal(stop, px)}")
+        parts.append(str(self.status).upper())
+        if self.filled_qty:
+            parts.append(f"{format_decimal(self.filled_qty, qty, trim=True)} @ {format_decimal(self.avg_price, px)}")
+        if self.reason and self.status in TERMINAL_STATUSES:
+            parts.append(f"({self.reason})")
+        return " ".join(parts) + ">"

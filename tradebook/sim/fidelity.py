@@ -523,14 +523,19 @@ def _pick_instruments(store: Any, instruments: list[str] | None) -> list[str]:
     return list(instruments)
 
 
-def run_calibration(store: Any, instruments: list[str] | None = None, *, seed: int = 0) -> list[Any]:
+def run_calibration(store: Any, instruments: list[str] | None = None, *, seed: int = 0,
+                    progress: bool | None = None) -> list[Any]:
     """Fit each instrument on all its stored data and store the model as a new version.
 
     Re-running on unchanged data does not pile up versions: when the newest stored
-    calibration has the same params and datasets it is returned instead.
+    calibration has the same params and datasets it is returned instead. ``progress``:
+    a bar per instrument (None: only when a person watches, see :mod:`tradebook.progress`).
     """
+    from tradebook.progress import track
+
     records = []
-    for instrument_id in _pick_instruments(store, instruments):
+    chosen = _pick_instruments(store, instruments)
+    for instrument_id in track(chosen, total=len(chosen), desc="calibrating", unit="instrument", progress=progress):
         data = store_instrument_data(store, instrument_id)
         calibration = calibrate_instrument(data, seed=seed)
         params = calibration.model.to_json()
@@ -552,12 +557,16 @@ def load_model(store: Any, name: str) -> FillModel:
 
 
 def run_fidelity(store: Any, instruments: list[str] | None = None, *, fit_fraction: float = 0.5,
-                 seed: int = 0, eval_instrument: str | None = None) -> list[InstrumentFidelity]:
+                 seed: int = 0, eval_instrument: str | None = None,
+                 progress: bool | None = None) -> list[InstrumentFidelity]:
     """For each instrument: fit on the first ``fit_fraction`` of its stored data, score on the rest.
 
     With ``eval_instrument`` the one instrument named is fitted on all its data and
-    scored on all of ``eval_instrument``'s (another contract, venue or day).
+    scored on all of ``eval_instrument``'s (another contract, venue or day). ``progress``:
+    a bar per instrument (None: only when a person watches, see :mod:`tradebook.progress`).
     """
+    from tradebook.progress import track
+
     if eval_instrument is not None:
         chosen = _pick_instruments(store, instruments)
         if len(chosen) != 1:
@@ -566,7 +575,8 @@ def run_fidelity(store: Any, instruments: list[str] | None = None, *, fit_fracti
         fit = store_instrument_data(store, chosen[0])
         return [fidelity(fit, store_instrument_data(store, target), seed=seed)]
     results = []
-    for instrument_id in _pick_instruments(store, instruments):
+    chosen = _pick_instruments(store, instruments)
+    for instrument_id in track(chosen, total=len(chosen), desc="fidelity", unit="instrument", progress=progress):
         fit, held_out = store_instrument_data(store, instrument_id).split(fit_fraction)
         results.append(fidelity(fit, held_out, seed=seed))
     return results
