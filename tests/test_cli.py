@@ -199,3 +199,131 @@ def test_bad_instrument_definitions_on_the_cli_are_one_line(tmp_path, args, mess
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "s.duckdb").exists()
+
+
+# -- configuration: --config, TRADEBOOK_CONFIG, TRADEBOOK_* variables ----------------------------------
+SECRET = "PKX7Q2ZT9MBL4WQ8RD3A"  # shaped like an Alpaca key id
+
+
+def tradebook_in(cwd: Path, *args: str, env: dict[str, str] | None = None,
+                 timeout: float = 120) -> subprocess.CompletedProcess:
+    """`tradebook ARGS` in ``cwd`` with the machine's TRADEBOOK_ variables replaced by ``env``."""
+    import os
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRADEBOOK_")}
+    return subprocess.run([sys.executable, "-m", "tradebook", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env={**clean, **(env or {})})
+
+
+def settings_of(stdout: str) -> dict[str, tuple[str, str]]:
+    """`tradebook config` output as key -> (value, source)."""
+    rows = {}
+    for line in stdout.splitlines()[1:]:
+        key, _, rest = line.strip().partition(" = ")
+        value, _, source = rest.rpartition("  (")
+        rows[key.strip()] = (value.strip(), source.rstrip(")"))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def config_store(tmp_path_factory) -> Path:
+    """A small real store: one bundled file of ESU4 trades."""
+    from tradebook.data import load_bundled
+
+    path = tmp_path_factory.mktemp("cli_config") / "desk.duckdb"
+    with Store(path) as store:
+        store.ingest(load_bundled("cme_ESU4_trades_20240701T2358-20240702T0002.csv.gz"))
+    return path
+
+
+def test_config_prints_every_setting_with_its_source_and_no_secret(tmp_path):
+    desk = tmp_path / "desk.yaml"
+    desk.write_text("risk:\n  daily_loss_limit: 800\nvenues:\n  alpaca:\n    enabled: true\n")
+    env = {"TRADEBOOK_RISK__MAX_SPREAD_BPS": "25", "APCA_API_KEY_ID": SECRET}
+    before = tradebook_in(tmp_path, "--config", str(desk), "config", env=env)
+    after = tradebook_in(tmp_path, "config", "--config", str(desk), env=env)
+    named = tradebook_in(tmp_path, "config", env={**env, "TRADEBOOK_CONFIG": str(desk)})
+    for result in (before, after, named):
+        assert result.returncode == 0, result.stderr
+        assert SECRET not in result.stdout + result.stderr
+        rows = settings_of(result.stdout)
+        assert rows["risk.daily_loss_limit"] == ("800", f"in {desk}, line 2")
+        assert rows["venues.alpaca.enabled"] == ("true", f"in {desk}, line 5")
+        assert rows["risk.max_spread_bps"] == ("25.0", "from TRADEBOOK_RISK__MAX_SPREAD_BPS")
+        assert rows["venues.alpaca.credentials_env.api_key"] == ("APCA_API_KEY_ID (set)", "default")
+    assert before.stdout.startswith(f"config file: {desk} (the path given)")
+    assert named.stdout.startswith(f"config file: {desk} (from TRADEBOOK_CONFIG)")
+
+
+def test_every_documented_variable_reaches_the_command(tmp_path, config_store):
+    env = {
+        "TRADEBOOK_STORE": str(config_store),
+        "TRADEBOOK_DATA_DIR": str(tmp_path),
+        "TRADEBOOK_PROGRESS": "0",
+        "TRADEBOOK_RISK__DAILY_LOSS_LIMIT": "500",
+        "TRADEBOOK_SESSION__MODE": "live",
+        "TRADEBOOK_VENUES__ALPACA__ENABLED": "true",
+        "TRADEBOOK_RISK__MAX_POSITION__PER_INSTRUMENT__SPY.ARCX__QUANTITY": "500",
+    }
+    result = tradebook_in(tmp_path, "config", env=env)
+    assert result.returncode == 0, result.stderr
+    rows = settings_of(result.stdout)
+    for key, value, variable in [("risk.daily_loss_limit", "500", "TRADEBOOK_RISK__DAILY_LOSS_LIMIT"),
+                                 ("session.mode", "live", "TRADEBOOK_SESSION__MODE"),
+                                 ("venues.alpaca.enabled", "true", "TRADEBOOK_VENUES__ALPACA__ENABLED"),
+                                 ("risk.max_position.per_instrument.SPY.ARCX.quantity", "500",
+                                  "TRADEBOOK_RISK__MAX_POSITION__PER_INSTRUMENT__SPY.ARCX__QUANTITY"),
+                                 ("session.store_path", str(config_store), "TRADEBOOK_STORE")]:
+        assert rows[key] == (value, f"from {variable}"), key
+    info = tradebook_in(tmp_path, "info", env={"TRADEBOOK_STORE": str(config_store)})  # no --store: the variable's
+    assert info.returncode == 0, info.stderr
+    assert "ESU4.GLBX" in info.stdout
+
+
+def test_the_config_file_names_the_store_relative_to_itself(tmp_path, config_store):
+    workspace = tmp_path / "workspace"
+    (workspace / "stores").mkdir(parents=True)
+    (workspace / "stores" / "desk.duckdb").write_bytes(config_store.read_bytes())
+    (workspace / "tradebook.yaml").write_text("session:\n  store_path: stores/desk.duckdb\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    by_option = tradebook_in(elsewhere, "--config", str(workspace / "tradebook.yaml"), "info")
+    found = tradebook_in(workspace, "info")  # the workspace's tradebook.yaml, found in the working directory
+    for result in (by_option, found):
+        assert result.returncode == 0, result.stderr
+        assert "ESU4.GLBX" in result.stdout
+    missing = tradebook_in(elsewhere, "info")  # no config there: the default store, which does not exist
+    assert missing.returncode == 2 and "no store at" in missing.stderr
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "is binary"),
+    (b"risk:\n  account_currency: \xe9uro\n", "is not UTF-8 text"),
+    (b"risk: {daily_loss_limit: [1\n", "invalid YAML"),
+    (b"risk:\n  daily_loss_limit: 5\n  daily_loss_limit: 6\n", "line 3: key 'daily_loss_limit' is written twice"),
+    (b"risk:\n  daily_loss_limit: 1E+999999999999999999\n", "of magnitude below 1e26"),
+    (b"", "is empty"),
+])
+@pytest.mark.parametrize("how", ["option", "variable"])
+def test_a_bad_config_file_is_one_line_and_status_2(tmp_path, content, fragment, how):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content)
+    if how == "option":
+        result = tradebook_in(tmp_path, "info", "--config", str(bad), "--store", str(tmp_path / "none.duckdb"))
+    else:
+        result = tradebook_in(tmp_path, "calibrate", "--store", str(tmp_path / "none.duckdb"),
+                              env={"TRADEBOOK_CONFIG": str(bad)})
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert str(bad) in lines[0] and fragment in lines[0], lines[0]
+    assert not (tmp_path / "none.duckdb").exists()  # refused before any store is opened
+
+
+def test_a_secret_where_a_variable_name_belongs_is_never_printed(tmp_path):
+    for env in ({"TRADEBOOK_VENUES__ALPACA__CREDENTIALS_ENV__API_KEY": SECRET},
+                {"TRADEBOOK_VENUES__IBKR__OPTIONS__AUTH": SECRET}):
+        result = tradebook_in(tmp_path, "config", env=env)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert SECRET not in result.stdout + result.stderr and SECRET[:8] not in result.stderr
+        assert "redacted" in result.stderr or "not shown" in result.stderr

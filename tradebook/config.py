@@ -299,7 +299,12 @@ def plausible_env_name(text: str) -> bool:
     and at most 16 characters, at most 8 when it holds a digit. Keys and tokens (``PKX7Q2...``,
     ``aB3k...``) are long runs mixing digits and letters or cases, so they fail.
     """
-    if not isinstance(text, str) or not _ENV_NAME.fullmatch(text):
+    return isinstance(text, str) and bool(_ENV_NAME.fullmatch(text)) and _plain_words(text)
+
+
+def _plain_words(text: str) -> bool:
+    """Each ``_``-separated word of ``text`` is one case (or Capitalised), short, and short when it holds digits."""
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", text):
         return False
     for word in text.split("_"):
         if len(word) > 16 or (word != word.upper() and word[1:] != word[1:].lower()):  # one case, or Capitalised
@@ -327,7 +332,7 @@ def looks_secret(text: Any) -> bool:
         return False  # a number, however long
     except ValueError:
         pass
-    if all(plausible_env_name(part) for part in re.split(r"[./\\:@-]", stripped) if part):
+    if all(_plain_words(part) for part in re.split(r"[./\\:@-]", stripped) if part):
         return False  # names joined by . / - : @ (BTCUSDT.BINANCE, data/tradebook.duckdb, host:port)
     has_digit = any(c.isdigit() for c in stripped)
     has_upper, has_lower = any(c.isupper() for c in stripped), any(c.islower() for c in stripped)
