@@ -327,3 +327,32 @@ def test_a_secret_where_a_variable_name_belongs_is_never_printed(tmp_path):
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert SECRET not in result.stdout + result.stderr and SECRET[:8] not in result.stderr
         assert "redacted" in result.stderr or "not shown" in result.stderr
+
+
+# -- bad files through `tradebook load`: one line, status 2, the store's tables unchanged -------------
+def _table_counts(path: Path) -> dict[str, int]:
+    with Store(path, read_only=True) as store:
+        tables = store.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")
+        return {t: int(store.query(f'SELECT count(*) AS n FROM "{t}"')["n"].iloc[0]) for t in tables["table_name"]}
+
+
+def test_bad_files_through_load_are_one_line_and_change_nothing(small_store, tmp_path):
+    import gzip
+
+    good = ("ts_ns,bid_px,ask_px\n" + "".join(f"{1723161254087891268 + i},61837.63,61837.64\n" for i in range(400)))
+    compressed = gzip.compress(good.encode())
+    files = {
+        "cut.csv.gz": (compressed[:-9], "the gzip file is truncated"),
+        "latin1.csv": (good.replace("61837.64\n", "61837.64,\u00e9\n", 1).encode("latin-1"), "is not UTF-8"),
+        "extra.csv": (good.replace("61837.64\n", "61837.64,7\n", 1).encode(), "line 2: 4 fields, expected 3"),
+    }
+    before = _table_counts(small_store)
+    for name, (content, message) in files.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        result = tradebook("load", str(path), "--kind", "quotes", "--instrument", "BTCUSDT.BINANCE",
+                           "--store", str(small_store))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert message in result.stderr and name in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert _table_counts(small_store) == before
