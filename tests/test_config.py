@@ -541,3 +541,125 @@ def _flat(node, prefix=""):
             yield from _flat(value, path)
         else:
             yield path, value
+
+
+# -- Session reads the workspace configuration ------------------------------------------------------
+BTC = "BTCUSDT.BINANCE"
+BTC_FILES = "binance_spot_btcusdt_20240808T2354-20240809T0005_"
+
+
+@pytest.fixture(scope="module")
+def calibrated_template(tmp_path_factory) -> Path:
+    """A store with the bundled 2024 BTCUSDT quotes and trades and their calibration."""
+    from tradebook.data import load_bundled
+    from tradebook.sim.fidelity import run_calibration
+    from tradebook.store import Store
+
+    path = tmp_path_factory.mktemp("config_session") / "template.duckdb"
+    with Store(path) as store:
+        store.ingest(load_bundled(BTC_FILES + "l1_quotes.csv.gz"))
+        store.ingest(load_bundled(BTC_FILES + "trades.csv.gz"))
+        run_calibration(store, [BTC])
+    return path
+
+
+@pytest.fixture
+def calibrated_store(calibrated_template, tmp_path):
+    import shutil
+
+    from tradebook.store import Store
+
+    shutil.copy(calibrated_template, tmp_path / "store.duckdb")
+    store = Store(tmp_path / "store.duckdb")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No TRADEBOOK_ variable from the machine running the tests leaks into a session."""
+    for name in list(os.environ):
+        if name.startswith("TRADEBOOK_"):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def _first_batches(store, n: int):
+    from tradebook.data.feeds import ReplayFeed
+
+    feed = ReplayFeed({BTC: store.quotes(BTC)}, {BTC: store.trades(BTC)})
+    batches = []
+    for batch in feed.batches():
+        batches.append(batch)
+        if len(batches) == n:
+            return batches
+    return batches
+
+
+def test_a_session_without_config_applies_the_file_and_every_variable(calibrated_store, tmp_path, clean_env):
+    from tradebook.data import bundled_data_dir
+    from tradebook.model.instruments import Side
+    from tradebook.model.orders import Signal
+    from tradebook.session import Session
+
+    desk = tmp_path / "desk.yaml"
+    desk.write_text("session:\n  account_id: DESK-7\nsizing:\n  method: fixed\n  fixed_quantity: 0.002\n"
+                    "risk:\n  daily_loss_limit: 800\n")
+    clean_env.setenv("TRADEBOOK_CONFIG", str(desk))
+    clean_env.setenv("TRADEBOOK_SIZING__FIXED_QUANTITY", "0.003")  # the variable beats the file
+    clean_env.setenv("TRADEBOOK_RISK__MAX_SPREAD_BPS", "25")
+    clean_env.setenv("TRADEBOOK_STORE", str(calibrated_store.path))
+    clean_env.setenv("TRADEBOOK_DATA_DIR", str(bundled_data_dir()))
+    clean_env.setenv("TRADEBOOK_PROGRESS", "0")
+    session = Session(calibrated_store, calibrations=[BTC], state_dir=tmp_path / "state").start()
+    try:
+        assert session.config == load_config()
+        assert session.config.session.store_path == calibrated_store.path
+        assert session.risk.config.daily_loss_limit == D(800) and session.risk.config.max_spread_bps == 25.0
+        batches = _first_batches(calibrated_store, 6)
+        for batch in batches[:3]:
+            session.step(batch)
+        [order] = session.submit(Signal("nb", "cfg-1", BTC, Side.BUY, None, strength=0.95))
+        for batch in batches[3:]:
+            session.step(batch)
+        assert order.intent.quantity == D("0.003")  # fixed sizing, quantity from the variable
+        orders = session.orders()
+        assert orders["account_id"].tolist() == ["DESK-7"] and orders["quantity"].tolist() == [D("0.003")]
+    finally:
+        session.stop()
+
+
+def test_a_session_takes_a_config_path_and_finds_the_workspace_file(calibrated_store, tmp_path, clean_env):
+    from tradebook.session import Session
+
+    path = tmp_path / "paper.yaml"
+    path.write_text("session:\n  account_id: FROM-PATH\n")
+    session = Session(calibrated_store, calibrations=[BTC], state_dir=tmp_path / "a", config=str(path))
+    assert session.account_id == "FROM-PATH"
+    session.stop()
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "tradebook.yaml").write_text("session:\n  account_id: FROM-CWD\n")
+    clean_env.chdir(workspace)
+    session = Session(calibrated_store, calibrations=[BTC], state_dir=tmp_path / "b")
+    assert session.account_id == "FROM-CWD"
+    session.stop()
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00binary", b"risk:\n  daily_loss_limit: 1E+999999999999999999\n",
+                                     b"risk:\n  max_spread_bps: 5\n  max_spread_bps: 6\n"])
+def test_a_session_with_a_bad_config_file_is_refused_before_anything_is_written(calibrated_store, tmp_path,
+                                                                                clean_env, content):
+    from tradebook.session import Session
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content)
+    clean_env.setenv("TRADEBOOK_CONFIG", str(bad))
+    with pytest.raises(ConfigError, match=f"{bad}"):
+        Session(calibrated_store, calibrations=[BTC], state_dir=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+    clean_env.delenv("TRADEBOOK_CONFIG")
+    clean_env.setenv("TRADEBOOK_VENUES__ALPACA__CREDENTIALS_ENV__API_KEY", SECRET)
+    with pytest.raises(ConfigError) as info:
+        Session(calibrated_store, calibrations=[BTC], state_dir=tmp_path / "never")
+    assert SECRET not in str(info.value) and not (tmp_path / "never").exists()

@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tradebook.config import SessionMode, TradebookConfig
+from tradebook.config import SessionMode, TradebookConfig, load_config
 from tradebook.data.feeds import FeedBatch, ReplayFeed
 from tradebook.errors import (
     ConfigError,
@@ -321,7 +321,10 @@ class Session:
     instrument with one is worked by VWAP instead of TWAP when the router slices (see
     :meth:`_vwap_schedule`). ``sync=False`` skips fsync (throwaway research replays).
     ``clock``: int64 UTC ns for order-path timestamps; default session time (see the
-    module docstring).
+    module docstring). ``config``: a :class:`~tradebook.config.TradebookConfig` or the path
+    of a YAML file; default :func:`~tradebook.config.load_config` (``$TRADEBOOK_CONFIG`` or
+    a ``tradebook.yaml`` in the working directory or up to its project root, then the
+    ``TRADEBOOK_*`` variables).
 
     ``run``: the paper run (see :mod:`tradebook.paper`): its state folder is
     ``<store path>.runs/<run>/`` and its account id is the run name; the same name again
@@ -338,7 +341,7 @@ class Session:
         store: Any,
         *,
         calibrations: Iterable[str] = (),
-        config: TradebookConfig | None = None,
+        config: TradebookConfig | str | Path | None = None,
         feed: ReplayFeed | None = None,
         strategy: Strategy | None = None,
         state_dir: str | Path | None = None,
@@ -353,7 +356,8 @@ class Session:
         reset: bool = False,
     ) -> None:
         # everything a caller hands in is checked before anything is created on disk
-        self.config = config if config is not None else TradebookConfig()
+        # no config: the workspace's YAML file and TRADEBOOK_* variables, as the CLI and notebooks read them
+        self.config = load_config(config) if config is None or isinstance(config, (str, Path)) else config
         if not isinstance(self.config, TradebookConfig):
             raise ConfigError(f"config must be a TradebookConfig (tradebook.load_config(path) reads one), "
                               f"got {type(config).__name__}")
