@@ -149,7 +149,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         definition = _instrument_definition(args)
         # read-only until the file is valid: a refused file never holds the writer's lock
-        with Store(args.store, lazy_writer=True) as store:
+        with Store(args.store, lazy_writer=True, purpose=f"`tradebook load {args.file.name}`") as store:
             instrument = definition or _known_instrument(store, args.instrument)
             data = load(args.file, args.kind, instrument, bar_seconds=args.bar_seconds)
             result = store.ingest(data)

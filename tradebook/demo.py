@@ -91,7 +91,7 @@ def run_demo(store_path: str | Path | None = None, data_dir: Path | None = None,
     """
     from tradebook.sim.fidelity import format_fidelity, run_calibration, run_fidelity
 
-    with Store(store_path) as store:
+    with Store(store_path, purpose="the demo (loading the bundled data and calibrating)") as store:
         out(f"tradebook demo: loading the bundled data into {store.path}")
         outcomes = load_bundled_into(store, data_dir, progress=out)
         new = sum(o.created for o in outcomes)
