@@ -27,8 +27,10 @@ from test_session import (  # noqa: F401 - fixtures
 from tradebook.config import SessionConfig, TradebookConfig
 from tradebook.errors import ConformanceError, OrderError
 from tradebook.model.instruments import Side
+from tradebook.execution.oms import RejectCode
 from tradebook.model.orders import OrderIntent, OrderType, Signal, TimeInForce
 from tradebook.session import DecisionCode, DecisionOutcome
+from tradebook.venues.paper import PaperVenue
 
 
 def last_decision(session) -> dict:
@@ -251,3 +253,88 @@ def test_a_later_slice_refused_stops_the_rest_and_leaves_the_working_ones(store,
         "slice nb:tw:slice:3 refused (risk kill_switch: kill switch halted: risk off); 2 slice(s) not yet released "
         "cancelled (0.20000 undone)")
     assert s.scheduled().empty
+
+
+# -- an order made durable, killed before the venue received it -----------------------------------
+class Killed(BaseException):
+    """The process dying at this line (a BaseException, as a kill leaves no handler a chance)."""
+
+
+class VenueKilledBeforeReceiving(PaperVenue):
+    """The paper venue, with the process killed after the order manager made the orders durable and
+    before this venue received them."""
+
+    async def submit(self, intent: OrderIntent) -> None:
+        raise Killed()
+
+    async def submit_many(self, intents) -> None:
+        raise Killed()
+
+
+def test_an_order_that_never_reached_the_venue_is_decided_alerted_and_sent_again_under_a_new_id(
+        store, tmp_path, sessions, batches):
+    def strategy(batch, view):
+        if batch.start_ns >= batches[3].start_ns:  # the same signal every step, as a strategy holding a view does
+            yield Signal("algo", "s1", BTC, Side.BUY, view.now_ns, strength=0.95, quantity=Decimal("0.01"))
+
+    venue = VenueKilledBeforeReceiving.from_store(store, [BTC], tmp_path / "state" / "paper")
+    s = start(store, tmp_path, sessions, strategy=strategy, venue=venue)
+    steps(s, batches, 0, 3)
+    with pytest.raises(Killed):
+        s.step(batches[3])  # the intent is durable as submitted; the venue never heard of it
+    [lost] = s.orders()["client_order_id"].tolist()
+    assert s.decisions_frame()[["signal_id", "outcome"]].values.tolist() == [["s1", "sent"]]
+    s.stop()
+
+    again = start(store, tmp_path, sessions, strategy=strategy)  # the real paper venue, on the same state
+    order = again.oms.order(lost)
+    assert str(order.status) == "rejected" and order.reason == "never reached the venue"
+    assert again.oms.rejection_code(lost) is RejectCode.NEVER_REACHED_VENUE
+    [alert] = [a for a in again.alerts if a.kind == "never_reached_venue"]
+    assert alert.message.startswith(f"{lost} (algo:s1) was made durable but never reached")
+    decision = last_decision(again)
+    assert (decision["signal_id"], decision["outcome"], decision["code"], decision["client_order_ids"]) == \
+        ("s1", DecisionOutcome.NOT_SENT, DecisionCode.NEVER_REACHED_VENUE, (lost,))
+    assert decision["reason"].endswith("the same signal sent again goes as s1:resend:1")
+    # the strategy's next step sends it again, under a new id; later steps send nothing more
+    steps(again, batches, 4, 10)
+    orders = again.orders().set_index("intent_id")
+    assert orders["status"].to_dict() == {"algo:s1": "rejected", "algo:s1:resend:1": "filled"}
+    assert orders.loc["algo:s1:resend:1", "client_order_id"] != lost
+    assert again.decisions_frame()[["outcome", "code"]].values.tolist() == [
+        ["sent", "routed"], ["not sent", "never_reached_venue"], ["sent", "routed"]]
+    assert last_decision(again)["reason"].startswith("sent again as s1:resend:1 (its earlier order never reached")
+    again.stop()
+    # a third start neither decides it again nor resends
+    third = start(store, tmp_path, sessions, strategy=strategy)
+    steps(third, batches, 10, 12)
+    assert len(third.orders()) == 2 and len(third.decisions_frame()) == 3
+
+
+# -- a clean stop leaves in-flight orders as a restart would find them ------------------------------
+@pytest.mark.parametrize("via", ["strategy", "submit"])
+def test_a_market_order_in_flight_at_a_clean_stop_fills_after_the_restart_as_without_it(
+        via, store, tmp_path, sessions, batches):
+    def strategy(batch, view):
+        if via == "strategy" and batch.start_ns == batches[3].start_ns:
+            yield Signal("algo", "m1", BTC, Side.BUY, view.now_ns, strength=0.95, quantity=Decimal("0.01"))
+
+    def run(name: str, restart: bool):
+        s = start(store, tmp_path, sessions, name=name, strategy=strategy)
+        steps(s, batches, 0, 4)
+        if via == "submit":
+            s.submit(signal("m1", quantity="0.01"))
+        [coid] = s.orders()["client_order_id"].tolist()
+        # received by the venue, not yet at its matching engine: it meets the next data
+        assert str(s.oms.order(coid).status) in ("submitted", "accepted")
+        if restart:
+            s.stop()
+            s = start(store, tmp_path, sessions, name=name, strategy=strategy)
+        steps(s, batches, 4, 8)
+        return s.oms.order(coid)
+
+    straight = run("straight", restart=False)
+    restarted = run("restarted", restart=True)
+    assert str(straight.status) == "filled"
+    assert (str(restarted.status), restarted.filled_qty, restarted.avg_price, restarted.fees) == \
+        ("filled", straight.filled_qty, straight.avg_price, straight.fees)

@@ -275,6 +275,11 @@ def _decimal_intent(intent: OrderIntent) -> OrderIntent:
     return replace(intent, **floats)
 
 
+def _resend_count(intent_id: str) -> int:
+    head, sep, tail = intent_id.rpartition(":resend:")
+    return int(tail) if sep and tail.isdigit() else 0
+
+
 def _retry_number(intent_id: str) -> int:
     head, sep, tail = intent_id.rpartition(":retry:")
     return int(tail) if sep and tail.isdigit() else 0
@@ -431,6 +436,7 @@ class Session:
         self.decisions: list[Decision] = []
         self._decided: set[tuple[str, str]] = set()
         self._terms: dict[tuple[str, str], str] = {}  # what each decided signal asked for (_signal_terms)
+        self._unsent_decided: set[str] = set()  # orders that never reached the venue, with their decision written
         self.alerts: list[Alert] = []
         self._quotes: dict[str, tuple[int, float, float, float, float]] = {}
         self._snapshots: dict[str, tuple[tuple, QuoteSnapshot]] = {}  # the last quote priced, per instrument
@@ -486,6 +492,8 @@ class Session:
                 self._decided.add((decision.strategy_id, decision.signal_id))
                 if record.get("terms") is not None:  # records before terms were kept compare as the same signal
                     self._terms.setdefault((decision.strategy_id, decision.signal_id), record["terms"])
+                if decision.code == DecisionCode.NEVER_REACHED_VENUE:
+                    self._unsent_decided.update(decision.client_order_ids)
             elif kind == "kill_switch":
                 mode, reason, ts = record["mode"], record["reason"], record["ts_ns"]
                 if mode == "halted":
@@ -978,6 +986,7 @@ class Session:
         self.oms.recover()
         self.oms.start()
         self.alerts.extend(await self.oms.reconcile())
+        self._decide_unsent()
         self._reconciled_day = self._now // (86_400 * _NS) if self._now else -1
         self.state = SessionState.RUNNING if self._running.is_set() else SessionState.PAUSED
         self._accepting = True
@@ -1017,6 +1026,7 @@ class Session:
             # session day: ask the venue
             self._reconciled_day = day
             self.alerts.extend(await self.oms.reconcile())
+            self._decide_unsent()
         for instrument_id in batch.quotes:
             last = batch.last_quote(instrument_id)
             if last is None:
@@ -1243,7 +1253,11 @@ class Session:
             if raise_errors:
                 raise OrderError(message)
             return []
-        if existing:  # a re-run cell or a replay resumed after a crash: this signal was handled
+        routed = signal
+        resend = self._resend_number(existing) if existing else 0
+        if resend:  # its orders never reached the venue: this signal goes again, under a new id
+            routed = replace(signal, signal_id=f"{signal.signal_id}:resend:{resend}")
+        elif existing:  # a re-run cell or a replay resumed after a crash: this signal was handled
             if key not in self._decided:
                 # the process stopped after the orders were durable and before the decision was written
                 outcome = DecisionOutcome.SENT if any(o.status is not OrderStatus.REJECTED for o in existing) \
@@ -1251,7 +1265,7 @@ class Session:
                 self._record(signal, outcome, "recovered after a restart: its orders were already durable", existing,
                              code=DecisionCode.RECOVERED, terms=terms)
             return existing
-        if key in self._decided:
+        elif key in self._decided:
             return []  # decided before (no order, deferred, rejected): deciding again would repeat it
         late = self._signal_time_problem(signal)
         if late is not None:
@@ -1266,12 +1280,12 @@ class Session:
             return []
         try:
             snapshot = self._reference_snapshot(signal.instrument_id)
-            decision = self.sizer.size(signal, instrument, snapshot.mid, self.portfolio.equity)
+            decision = self.sizer.size(routed, instrument, snapshot.mid, self.portfolio.equity)
             if decision.quantity is None:
                 self._record(signal, DecisionOutcome.NO_ORDER, decision.reason, code=DecisionCode.SIZED_TO_NOTHING,
                              terms=terms)
                 return []
-            plan = self.router.route(signal, decision.quantity, snapshot, instrument, account_id=self.account_id,
+            plan = self.router.route(routed, decision.quantity, snapshot, instrument, account_id=self.account_id,
                                      adv=self.adv.get(signal.instrument_id),
                                      volatility_bps=self._volatility_bps(signal.instrument_id), ts_ns=self._now,
                                      schedule=self._vwap_schedule(signal.instrument_id, decision.quantity))
@@ -1288,17 +1302,19 @@ class Session:
             released = {intent.intent_id for intent in plan.intents}
             for child in plan.children:
                 if plan.algo.child_id(child.index) not in released:
-                    self._scheduled.append(_Scheduled(child.release_ts_ns, plan.algo, child, signal))
+                    self._scheduled.append(_Scheduled(child.release_ts_ns, plan.algo, child, routed))
         orders: list[Order] = []
         deferred = False
         refused_slice: Order | None = None
         for intent in plan.intents:
-            sent = await self._send(intent, signal)
+            sent = await self._send(intent, routed)
             deferred = deferred or not sent
             orders.extend(sent)
             if plan.algo is not None:
-                refused_slice = self._watch_children(sent, intent, signal, plan.algo) or refused_slice
+                refused_slice = self._watch_children(sent, intent, routed, plan.algo) or refused_slice
         why = f"sizing: {decision.reason}; router {plan.rule}: {plan.explanation}"
+        if resend:
+            why = f"sent again as {routed.signal_id} (its earlier order never reached the venue); {why}"
         if plan.algo is not None and not orders and not deferred:
             outcome, code = DecisionOutcome.SCHEDULED, DecisionCode.ALGO_SCHEDULED
         elif deferred and not orders:
@@ -1313,6 +1329,52 @@ class Session:
         if refused_slice is not None:
             self._stop_algo(refused_slice)
         return orders
+
+    def _resend_number(self, existing: list[Order]) -> int:
+        """The resend a signal's orders call for: n for ``<signal_id>:resend:<n>``, or 0 (nothing to send).
+
+        The rule: when every order of a signal was made durable but never reached the venue
+        (rejected on restart with :attr:`RejectCode.NEVER_REACHED_VENUE`, never resent under its
+        own id), the same signal (same id and terms), from a strategy's next step or a re-run
+        cell, is decided again and sent under ``<signal_id>:resend:1`` (then ``:resend:2``...),
+        so its client order id is new. Algo slices are not resent this way: the slice retries
+        handle a slice the venue never received.
+        """
+        unsent = self.oms.never_reached_venue()
+        if not unsent:
+            return 0
+        entries = [o for o in existing if not o.intent.intent_id.endswith(":stop")]
+        if not entries or any(o.intent.parent_id is not None for o in entries):
+            return 0
+        lost = set(unsent)
+        if not all(o.client_order_id in lost for o in entries):
+            return 0
+        return 1 + max(_resend_count(o.intent.intent_id) for o in entries)
+
+    def _decide_unsent(self) -> None:
+        """A "not sent" decision for each order reconciliation found never reached the venue (once each).
+
+        The signal's earlier decision said "sent"; this one says what became of it, and that
+        the same signal sent again goes under a new id (see :meth:`_resend_number`).
+        """
+        for coid in self.oms.never_reached_venue():
+            if coid in self._unsent_decided:
+                continue
+            self._unsent_decided.add(coid)
+            intent = self.oms.order(coid).intent
+            earlier = next((d for d in reversed(self.decisions) if coid in d.client_order_ids), None)
+            if earlier is not None:
+                strategy_id, signal_id = earlier.strategy_id, earlier.signal_id
+            else:  # decided in the moment the process stopped: its id is the intent's
+                strategy_id = intent.strategy_id
+                signal_id = intent.intent_id.removeprefix(f"{strategy_id}:").split(":resend:")[0]
+            reason = (f"order {coid} ({intent.intent_id}) was made durable but never reached {self.venue.name} "
+                      f"(the process stopped first); rejected, not resent under its id; the same signal sent again "
+                      f"goes as {signal_id}:resend:{_resend_count(intent.intent_id) + 1}")
+            self._journal_decision(Decision(self._now, strategy_id, signal_id, intent.instrument_id,
+                                            DecisionOutcome.NOT_SENT, reason, (coid,),
+                                            DecisionCode.NEVER_REACHED_VENUE), None)
+            log.warning("not sent: %s", reason)
 
     async def _submit_intent(self, intent: OrderIntent) -> list[Order]:
         """A ready intent from a notebook: checked like a signal's (bad input raises, nothing stored).

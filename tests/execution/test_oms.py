@@ -21,7 +21,7 @@ import pytest
 
 from tradebook.errors import ConformanceError, OrderError, StoreError, UnknownInstrumentError
 from tradebook.execution.journal import Journal, encode_record
-from tradebook.execution.oms import RECONCILIATION_STRATEGY, Alert, OrderManager
+from tradebook.execution.oms import RECONCILIATION_STRATEGY, Alert, OrderManager, RejectCode
 from tradebook.model.instruments import Side
 from tradebook.model.orders import (
     Fill,
@@ -567,6 +567,18 @@ async def test_submitted_but_never_received_is_rejected_never_reached_the_venue(
     order = oms.order(unknown.client_order_id)
     assert order.status is S.REJECTED and order.reason == "never reached the venue"
     assert rig.venue.received == [] and oms.blocked_instruments() == set()
+    # the rejection carries a code a program can act on, and a human gets an alert; both survive a restart
+    assert oms.rejection_code(unknown.client_order_id) is RejectCode.NEVER_REACHED_VENUE
+    assert oms.never_reached_venue() == [unknown.client_order_id]
+    [alert] = [a for a in oms.alerts() if a.kind == "never_reached_venue"]
+    assert alert.message == (f"{unknown.client_order_id} (sig-1) was made durable but never reached "
+                             f"{rig.venue.name}: rejected, not resent under its id")
+    oms.close()
+    oms = await rig.restart()
+    assert oms.never_reached_venue() == [unknown.client_order_id]
+    assert [a.kind for a in oms.alerts()] == ["never_reached_venue"]
+    assert oms.rejection_code(unknown.client_order_id) is RejectCode.NEVER_REACHED_VENUE
+    assert rig.rows("SELECT kind FROM alerts") == [("never_reached_venue",)]
 
 
 @run

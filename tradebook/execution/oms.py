@@ -42,7 +42,9 @@ Journal records (one JSON object per line): ``intent`` (an order is created),
 ``event`` (an :class:`OrderEvent`, fills included), ``orphan`` (an event for an
 order we do not know), ``illegal`` (an event the lifecycle refused; audit only),
 ``adjustment`` (a position adopted from the venue by reconciliation, booked as a
-synthetic fill) and ``alert``.
+synthetic fill), ``alert`` and ``rejection_code`` (why an order was rejected, as a
+:class:`RejectCode`, where a program must tell it apart: an order made durable that
+never reached the venue).
 
 Threads: the hot path runs on the session's event loop; ``flush`` may run on its own
 thread. One lock guards the in-memory state; it is held only for journal appends and
@@ -58,6 +60,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from time import monotonic_ns
 from typing import Any
 
@@ -117,6 +120,19 @@ _REPLACE_REQUESTED, _REPLACE_REJECTED = E.REPLACE_REQUESTED, E.REPLACE_REJECTED
 _REPLACE_ANSWERS = (_REPLACED_EVENT, _REPLACE_REJECTED)
 _PENDING = S.PENDING
 _DONE = TERMINAL_STATUSES
+
+
+class RejectCode(StrEnum):
+    """Why an order was rejected, where a program acts on it (the order's ``reason`` is the prose)."""
+
+    # Made durable as ``submitted``, but the process stopped before the venue received it: on
+    # restart the venue does not know it, so it is rejected and never resent under its id (the
+    # id could still arrive late from a network buffer on a live venue). A session records a
+    # "not sent" decision for its signal; the same signal sent again goes under a new id.
+    NEVER_REACHED_VENUE = "never_reached_venue"
+
+
+NEVER_REACHED_VENUE_REASON = "never reached the venue"
 
 
 @dataclass(frozen=True)
@@ -214,6 +230,7 @@ class OrderManager:
         self._orphans_reported = 0
         self._alerts: list[Alert] = []
         self._unresolved: set[str] = set()
+        self._reject_codes: dict[str, RejectCode] = {}  # client order id -> why rejected (see RejectCode)
         self._replace_requests: dict[str, OrderEvent] = {}
         self._staged: list[OrderIntent] = []  # written by stage(), not yet sent
         # journal records not yet in DuckDB: positions first..last, bytes [start, end) of the file (first 0: none)
@@ -835,6 +852,16 @@ class OrderManager:
         with self._lock:
             return list(self._orphans)
 
+    def rejection_code(self, client_order_id: str) -> RejectCode | None:
+        """Why the order was rejected, where a program must tell it apart (see :class:`RejectCode`), else None."""
+        with self._lock:
+            return self._reject_codes.get(client_order_id)
+
+    def never_reached_venue(self) -> list[str]:
+        """Client order ids rejected because they were made durable but never reached the venue, oldest first."""
+        with self._lock:
+            return [c for c, code in self._reject_codes.items() if code is RejectCode.NEVER_REACHED_VENUE]
+
     def alerts(self) -> list[Alert]:
         with self._lock:
             return list(self._alerts)
@@ -1072,6 +1099,8 @@ class OrderManager:
             self._alerts.append(Alert(**record["alert"]))
             if record["alert"]["kind"] == "orphan_event":
                 self._orphans_reported += 1
+        elif kind == "rejection_code":
+            self._reject_codes[record["client_order_id"]] = RejectCode(record["code"])
         elif kind != "illegal":
             raise ValueError(f"unknown record kind {kind!r}")
 
@@ -1146,7 +1175,13 @@ class OrderManager:
                 self._apply_own(OrderEvent(coid, E.SUBMITTED, ts, ts, reason="reconciled: sent after restart"))
                 to_send.append(order.intent)
             elif order.status is S.SUBMITTED:
-                adopt(E.REJECTED, "never reached the venue")
+                adopt(E.REJECTED, NEVER_REACHED_VENUE_REASON)
+                self._append({"kind": "rejection_code", "client_order_id": coid,
+                              "code": str(RejectCode.NEVER_REACHED_VENUE)})
+                self._reject_codes[coid] = RejectCode.NEVER_REACHED_VENUE
+                alerts.append(self._raise_alert(
+                    "never_reached_venue", f"{coid} ({order.intent.intent_id}) was made durable but never reached "
+                    f"{self.venue.name}: rejected, not resent under its id"))
             else:
                 alerts.append(self._raise_alert("order_unknown_to_venue", f"{coid} is {order.status} here but the "
                                                 "venue does not know it; marked cancelled"))

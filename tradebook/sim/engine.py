@@ -408,6 +408,12 @@ class SimEngine:
             raise DataError("trade aggressor must be +1 (buyer), -1 (seller) or 0 (unknown)")
         return ts, px, sz, side
 
+    def prevailing_quote(self) -> tuple[int, float, float, float, float] | None:
+        """(engine time, bid, ask, bid size, ask size) of the quote in force, or None before a valid one."""
+        if not self._valid:
+            return None
+        return self._clock, self._bid, self._ask, self._bid_sz, self._ask_sz
+
     def advance_to(self, ts_ns: int) -> None:
         """Let time pass to ``ts_ns`` with no new data: requests arriving and orders expiring by then are processed."""
         if isinstance(ts_ns, bool) or not isinstance(ts_ns, (int, np.integer)):

@@ -483,6 +483,7 @@ class PaperVenue(VenuePort):
         self._avg_price: dict[str, Decimal] = {}
         self._marks: dict[str, Decimal] = {}
         self._touch: dict[str, tuple[Decimal, Decimal]] = {}  # last valid (bid, ask)
+        self._books: dict[str, tuple[int, float, float, float, float]] = {}  # quote at the last clean close
         self._now_ns: int | None = None
         self._next_order_number = 1
         self._text_json: dict[str, bytes] = {}  # strategy ids as JSON text (the 'order' record)
@@ -563,9 +564,23 @@ class PaperVenue(VenuePort):
             self._batch_handler = on_events
 
     async def close(self) -> None:
-        """Stop delivering events and close the journal; working orders stay in it for the next PaperVenue."""
+        """Stop delivering events and close the journal; working orders stay in it for the next PaperVenue.
+
+        A clean close also writes each book's quote in force (``book``): the next PaperVenue
+        starts its engines from it, so an order in flight (received, not yet arrived at the
+        matching engine) meets the same book after a restart as without one, instead of an
+        empty book that would cancel a market order on arrival.
+        """
         with self._lock:
             self._handler = self._batch_handler = None
+            if not self._closed and self._working:
+                for instrument_id, slot in self._slots.items():
+                    quote = slot.engine.prevailing_quote() if slot.engine is not None else None
+                    if quote is not None:
+                        ts, bid, ask, bid_sz, ask_sz = quote
+                        self._write({"kind": "book", "ts": int(ts), "instrument_id": instrument_id, "bid": bid,
+                                     "ask": ask, "bid_sz": bid_sz, "ask_sz": ask_sz})
+                self._write_out()
             self._commit()
             self._closed = True
             self._journal.close()
@@ -1552,6 +1567,10 @@ class PaperVenue(VenuePort):
 
     def _replay(self, record: dict[str, Any]) -> None:
         kind = record["kind"]
+        if kind == "book":  # the quote in force at a clean close (see close): the engine starts from it
+            self._books[record["instrument_id"]] = (int(record["ts"]), float(record["bid"]), float(record["ask"]),
+                                                    float(record["bid_sz"]), float(record["ask_sz"]))
+            return
         if kind == "order":
             slot = self._slots.get(record["instrument_id"])
             if slot is None:
@@ -1600,8 +1619,18 @@ class PaperVenue(VenuePort):
             raise JournalCorruptError(f"{self._journal.path}: unknown record kind {kind!r}")
 
     def _restore_working_orders(self) -> None:
-        """Put recovered working orders back into the fresh engines (remaining quantity; queue place lost)."""
+        """Put recovered working orders back into the fresh engines (remaining quantity; queue place lost).
+
+        After a clean close the engines first get the quote that was in force (``book``
+        records), as without a restart; after a crash they start empty.
+        """
         base = self._now_ns if self._now_ns is not None else 0
+        if self._working:
+            for instrument_id, (ts, bid, ask, bid_sz, ask_sz) in self._books.items():
+                slot = self._slots.get(instrument_id)
+                if slot is not None and ts <= base:
+                    slot.engine.on_quotes(ts, bid, ask, bid_sz, ask_sz)
+                    self._note_touch(instrument_id, bid, ask)
         for order in list(self._working.values()):
             slot = self._slots[order.instrument_id]
             order_type = order.order_type
