@@ -287,6 +287,7 @@ class SessionConfig(_Section):
 
 # -- venues -----------------------------------------------------------------------------------
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_URL_PASSWORD = re.compile(r"://[^/@\s:]*:[^/@\s]+@")  # https://user:password@host
 # an option key containing one of these names a secret, which belongs in credentials_env
 _SECRET_WORDS = ("secret", "password", "passwd", "passphrase", "token", "key", "credential", "auth", "private",
                  "bearer", "cookie", "signature")
@@ -363,7 +364,12 @@ class VenueConfig(_Section):
                 raise ConfigError(
                     f"venues.{self.name}.credentials_env.{credential} = {redact(variable)}: expected the *name* of "
                     "an environment variable (like APCA_API_SECRET_KEY: letters, digits, _), never the secret itself")
-        for option in self.options:
+        for option, value in self.options.items():
+            if _URL_PASSWORD.search(value):
+                raise ConfigError(
+                    f"venues.{self.name}.options.{option}: a URL with a password (its value is not shown): secrets "
+                    f"do not belong in the configuration; give the URL without it and name the environment "
+                    f"variable that holds it under venues.{self.name}.credentials_env")
             if any(word in option.lower() for word in _SECRET_WORDS):
                 raise ConfigError(
                     f"venues.{self.name}.options.{option}: its value is not shown and not accepted: secrets do not "
@@ -537,7 +543,7 @@ def _load(path: str | Path | None, env: Mapping[str, str] | None
     _apply_store_variable(raw, env, sources)
     store_path, store_source = raw["session"].get("store_path"), sources.get("session.store_path", "")
     if file is not None and store_source.startswith(f"in {file}") and isinstance(store_path, str) \
-            and store_path.strip() and not Path(store_path).is_absolute():
+            and store_path.strip() and not Path(store_path).is_absolute() and not store_path.startswith("~"):
         # relative to the file's folder, whatever the working directory (a notebook runs in notebooks/)
         raw["session"]["store_path"] = os.path.join(os.path.abspath(file.parent), store_path)
     return _convert(raw, TradebookConfig, "", {}, sources), file, reason, sources
@@ -850,7 +856,8 @@ def _shown(path: str, value: Any) -> str:
     """A value as a message shows it: secrets redacted, an overflowed float as typed, long text cut."""
     if ".options." in path and any(w in path.rsplit(".", 1)[-1].lower() for w in _SECRET_WORDS):
         return redact(str(value))  # an option named like a secret: whatever its type
-    if isinstance(value, str) and (looks_secret(value) or ("credentials_env" in path and not plausible_env_name(value))):
+    if isinstance(value, str) and (looks_secret(value) or _URL_PASSWORD.search(value)
+                                   or ("credentials_env" in path and not plausible_env_name(value))):
         return redact(value)
     text = getattr(value, "text", None)
     if text is None or (isinstance(value, float) and math.isfinite(value)) or text.lower().lstrip("+-") in (
@@ -935,7 +942,7 @@ def _convert(value: Any, hint: Any, path: str, metadata: Mapping[str, Any], sour
             return value
         if not isinstance(value, str) or not value.strip():
             raise _fail(path, value, sources, "a file path")
-        return Path(value)
+        return Path(value).expanduser()
     if hint is Decimal:
         number = _to_decimal(value, path, sources)
     elif hint is int:
