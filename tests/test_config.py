@@ -545,8 +545,11 @@ def test_describe_config_shows_sources_and_never_a_credential(write_yaml):
     assert rows["risk.max_orders_per_minute"] == ("120", "default")
     assert rows["venues.alpaca.credentials_env.api_key"][0] == "APCA_API_KEY_ID (set)"
     assert rows["venues.alpaca.credentials_env.secret_key"][0] == "APCA_API_SECRET_KEY (not set)"
+    assert [(v.key, v.value) for v in report.variables] == [("TRADEBOOK_STORE", "/d/desk.duckdb")]
     text = str(report)
     assert text.startswith(f"config file: {path} (the path given)") and SECRET not in text
+    assert text.endswith("not config keys:\n  TRADEBOOK_STORE = /d/desk.duckdb  (the workspace store (sets "
+                         "session.store_path))")
     assert set(rows) == {k for k, _ in _flat(TradebookConfig().to_dict())}  # every setting, once
 
 

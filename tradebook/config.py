@@ -459,6 +459,7 @@ class ConfigReport:
     file: Path | None
     file_reason: str
     settings: tuple[ConfigSetting, ...]
+    variables: tuple[ConfigSetting, ...] = ()  # reserved TRADEBOOK_ variables that are set (not config keys)
 
     def __str__(self) -> str:
         head = f"config file: {self.file} ({self.file_reason})" if self.file is not None else \
@@ -466,6 +467,9 @@ class ConfigReport:
         width = max(len(s.key) for s in self.settings)
         shown = max(len(s.value) for s in self.settings)
         lines = [head] + [f"  {s.key:<{width}} = {s.value:<{shown}}  ({s.source})" for s in self.settings]
+        if self.variables:
+            lines.append("not config keys:")
+            lines += [f"  {v.key} = {v.value}  ({v.source})" for v in self.variables]
         return "\n".join(lines)
 
 
@@ -494,7 +498,9 @@ def describe_config(path: str | Path | None = None, env: Mapping[str, str] | Non
         else:
             shown = _plain(key, value)
         settings.append(ConfigSetting(key, shown, sources.get(key, "default")))
-    return ConfigReport(config, file, reason, tuple(settings))
+    variables = tuple(ConfigSetting(name, _plain(name, env[name]), what) for name, what in RESERVED_ENV.items()
+                      if env.get(name))
+    return ConfigReport(config, file, reason, tuple(settings), variables)
 
 
 def _plain(key: str, value: Any) -> str:
