@@ -377,3 +377,31 @@ def test_numpy_scalars_convert_exactly():
     assert to_decimal(np.float64(1.5), "x") == Decimal("1.5")
     assert to_decimal(np.float64(0.1), "x") == Decimal("0.1")
     assert to_decimal(np.int64(2**62 + 1), "x") == Decimal(2**62 + 1)  # never through float
+
+
+# -- bounds: what the store's DECIMAL(38, 12) holds and grid arithmetic computes exactly ----------------
+@pytest.mark.parametrize("instrument_id", sorted(BUNDLED_INSTRUMENTS))
+def test_prices_and_quantities_beyond_the_bounds_are_a_conformance_error_never_a_decimal_signal(instrument_id):
+    instrument = get_instrument(instrument_id)
+    for value in (Decimal("1E+400"), Decimal("1E+30"), Decimal("1E+26"), 1e300, "1e40",
+                  Decimal("-1E+400")):
+        for conform in (instrument.conform_price, instrument.conform_quantity):
+            with pytest.raises(ConformanceError, match="out of bounds|must be positive"):
+                conform(value)
+        with pytest.raises(ConformanceError, match="out of bounds|must be positive"):
+            instrument.conform_price(value, rounding="nearest")
+        with pytest.raises(ConformanceError, match="out of bounds|must be positive"):
+            instrument.conform_quantity(value, rounding="down")
+
+
+def test_the_bound_is_the_smaller_of_the_store_and_exact_grid_arithmetic():
+    btc = get_instrument("BTCUSDT.BINANCE")  # tick 0.01, lot 0.00001
+    assert btc.conform_price(Decimal("9" * 26)) == Decimal("9" * 26)  # 26 digits + 2 places: exact
+    assert btc.conform_quantity(Decimal("9" * 23)) == Decimal("9" * 23)  # 23 + 5 places
+    with pytest.raises(ConformanceError, match=r"quantity 1E\+23 is out of bounds: expected a number below 1E\+23 "
+                                               r"in absolute value \(on the 0.00001 grid, exact to 28 digits; stored "
+                                               r"as DECIMAL\(38, 12\): at most 26 digits before the point, 12 after\)"):
+        btc.conform_quantity(Decimal("1E+23"))
+    with pytest.raises(ConformanceError, match=r"price 1E\+26 is out of bounds: expected a number below 1E\+26 in "
+                                               r"absolute value \(stored as DECIMAL"):
+        btc.conform_price(Decimal("1E+26"))

@@ -107,17 +107,31 @@ def to_decimal(value: Decimal | int | float | str, what: str = "value") -> Decim
 
 
 # Prices and quantities of the order path are stored as DECIMAL(38, 12): at most 26 digits
-# before the point. Larger ones are refused before any tick or lot arithmetic (a quantize
-# past 28 significant digits would raise decimal.InvalidOperation).
+# before the point. On a tick or lot grid they are computed exactly in Decimal's default
+# 28 significant digits, so a grid with p decimal places allows 28 - p digits before the
+# point (BTC's 0.00001 lot: 23). Larger ones are refused before any grid arithmetic (a
+# quantize past 28 digits would raise decimal.InvalidOperation).
 MAX_INTEGER_DIGITS = 26
-AMOUNT_BOUNDS = ("below 1E+26 in absolute value (stored as DECIMAL(38, 12): at most 26 digits before the point, "
-                 "12 after)")
+EXACT_DIGITS = 28
+# below this many digits before the point no grid of the store's 12 places can overflow: the hot path's only test
+_CHECK_BOUNDS_FROM = EXACT_DIGITS - 12
 
 
-def check_amount(value: Decimal, what: str) -> Decimal:
-    """``value`` (a finite Decimal) if the store can hold it, else ConformanceError naming the bounds."""
-    if value.adjusted() >= MAX_INTEGER_DIGITS:
-        raise ConformanceError(f"{what} {value} is out of bounds: expected a number {AMOUNT_BOUNDS}")
+def amount_bound(places: int = 0) -> int:
+    """How many digits before the point an amount on a grid of ``places`` decimal places may have."""
+    return min(MAX_INTEGER_DIGITS, EXACT_DIGITS - max(places, 0))
+
+
+def check_amount(value: Decimal, what: str, grid: Decimal | None = None) -> Decimal:
+    """``value`` (a finite Decimal) if the store can hold it (and ``grid`` arithmetic stays exact), else a
+    ConformanceError naming the bounds."""
+    places = -grid.as_tuple().exponent if grid is not None else 0
+    digits = amount_bound(places)
+    if value.adjusted() >= digits:
+        on_grid = f"on the {grid} grid, exact to {EXACT_DIGITS} digits; " if digits < MAX_INTEGER_DIGITS else ""
+        raise ConformanceError(f"{what} {value} is out of bounds: expected a number below 1E+{digits} in absolute "
+                               f"value ({on_grid}stored as DECIMAL(38, 12): at most {MAX_INTEGER_DIGITS} digits "
+                               "before the point, 12 after)")
     return value
 
 
@@ -270,11 +284,11 @@ class Instrument(_InstrumentMemo):
             value = price
         else:
             value = to_decimal(price, f"{self.instrument_id} price")
-        if value.adjusted() >= MAX_INTEGER_DIGITS:
-            check_amount(value, f"{self.instrument_id}: price")
         if value <= 0 and self.asset_class is not _FUTURE:
             raise ConformanceError(f"{self.instrument_id}: price must be positive, got {value}")
         tick = self.tick_for(abs(value)) if self.tick_schedule else self.tick_size
+        if value.adjusted() >= _CHECK_BOUNDS_FROM:
+            check_amount(value, f"{self.instrument_id}: price", tick)
         steps = value / tick
         whole = steps.to_integral_value()
         if steps == whole:
@@ -313,8 +327,8 @@ class Instrument(_InstrumentMemo):
             value = quantity
         else:
             value = to_decimal(quantity, f"{self.instrument_id} quantity")
-        if value.adjusted() >= MAX_INTEGER_DIGITS:
-            check_amount(value, f"{self.instrument_id}: quantity")
+        if value.adjusted() >= _CHECK_BOUNDS_FROM:
+            check_amount(value, f"{self.instrument_id}: quantity", self.lot_size)
         if value <= 0:
             raise ConformanceError(f"{self.instrument_id}: quantity must be positive, got {value}")
         lot = self.lot_size
