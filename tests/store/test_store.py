@@ -228,6 +228,28 @@ class TestWorkspaceSharing:
         assert not (tmp_path / "one.duckdb.holder").exists()
 
 
+def test_a_writer_beside_readers_of_the_same_process(tmp_path, bundled):
+    """A notebook holding open_store() (read-only until a write) that then opens a writer, or runs the demo."""
+    path = tmp_path / "same.duckdb"
+    with Store(path) as store:
+        store.ingest(bundled(SMALL_QUOTES))
+    reader = Store(path, lazy_writer=True)
+    strict = Store(path, read_only=True)
+    writer = Store(path)
+    try:
+        writer.ingest(bundled(SMALL_FX_QUOTES))
+        assert len(reader.datasets()) == len(strict.datasets()) == 2  # they read on, and see the write
+        with pytest.raises(StoreError, match="open read-only"):
+            strict.register_instruments()
+        reader.register_instruments()  # and the lazy one writes too
+    finally:
+        for store in (writer, strict, reader):
+            store.close()
+    assert not (tmp_path / "same.duckdb.holder").exists()
+    with Store(path, read_only=True) as store:
+        assert len(store.datasets()) == 2
+
+
 class TestDefaultStorePath:
     def test_environment_wins(self, tmp_path, monkeypatch):
         monkeypatch.setenv("TRADEBOOK_STORE", str(tmp_path / "elsewhere.duckdb"))

@@ -14,8 +14,9 @@ import json
 import os
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -288,6 +289,13 @@ ON CONFLICT DO NOTHING
 
 _PROJECT_MARKERS = ("pyproject.toml", ".git")
 
+# the open Stores of this process per file: DuckDB keeps one configuration (read-only or not) per file and process
+_process_stores: dict[str, weakref.WeakSet[Store]] = {}
+
+
+def _store_key(path: Path) -> str:
+    return str(path.resolve())
+
 
 def workspace_root(start: str | Path | None = None) -> Path:
     """The folder of the workspace: the nearest of ``start`` (default: the current folder) and its
@@ -386,20 +394,55 @@ class Store:
         except duckdb.IOException as exc:
             raise _translate_io_error(exc, self.path, want_write=write) from exc
         except duckdb.ConnectionException as exc:
-            if write or "different configuration" not in str(exc):
+            if "different configuration" not in str(exc):
                 raise StoreError(f"cannot open {self.path} as a DuckDB store: {exc}") from exc
-            # this process already holds it read-write (another Store): share that, it takes no new lock
-            try:
-                con = duckdb.connect(str(self.path))
-            except duckdb.Error as again:
-                raise StoreError(f"cannot open {self.path} as a DuckDB store: {again}") from again
+            # DuckDB keeps one configuration per file and process
+            con = self._connect_writer_in_process() if write else self._share_writer()
         except duckdb.Error as exc:
             raise StoreError(f"cannot open {self.path} as a DuckDB store: {exc}") from exc
         self._con = con
         self._writing = write
+        _process_stores.setdefault(_store_key(self.path), weakref.WeakSet()).add(self)
         if write:
             write_holder(self.path, self.purpose)
             self._holds_holder_file = True
+
+    def _share_writer(self) -> duckdb.DuckDBPyConnection:
+        """This process already holds the file read-write (another Store): share it, taking no new lock."""
+        try:
+            return duckdb.connect(str(self.path))
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot open {self.path} as a DuckDB store: {exc}") from exc
+
+    def _connect_writer_in_process(self) -> duckdb.DuckDBPyConnection:
+        """Write while other Stores of this process read the file: move them all onto one read-write connection.
+
+        DuckDB refuses a read-write connection beside read-only ones of the same process; the
+        readers (``open_store`` stores that have not written, ``read_only=True`` stores) are
+        reopened read-write (a read-only Store still refuses writes itself).
+        """
+        peers = [s for s in list(_process_stores.get(_store_key(self.path), ())) if s is not self
+                 and s._con is not None]
+        with ExitStack() as held:
+            for peer in peers:
+                held.enter_context(peer._lock)
+            for peer in peers:
+                peer._con.close()
+            try:
+                con = duckdb.connect(str(self.path))
+            except duckdb.IOException as exc:
+                for peer in peers:  # as they were; the error names the other process's holder
+                    peer._con = duckdb.connect(str(self.path), read_only=True)
+                raise _translate_io_error(exc, self.path, want_write=True) from exc
+            except duckdb.Error as exc:
+                raise StoreError(f"cannot open {self.path} as a DuckDB store: {exc}") from exc
+            for peer in peers:
+                peer._con = duckdb.connect(str(self.path))
+                peer._writing = not peer.read_only
+                if not peer._holds_holder_file:
+                    write_holder(self.path, peer.purpose)
+                    peer._holds_holder_file = True
+        return con
 
     def announce(self, purpose: str) -> None:
         """Say what this process does with the store (``"a paper session (run demo)"``), for others' lock errors."""
@@ -416,6 +459,9 @@ class Store:
                 finally:
                     self._con = None  # type: ignore[assignment]
                     self._writing = False
+                    peers = _process_stores.get(_store_key(self.path))
+                    if peers is not None:
+                        peers.discard(self)
                     if self._holds_holder_file:
                         self._holds_holder_file = False
                         release_holder(self.path)
