@@ -27,5 +27,8 @@ bench: setup
 lab: setup
 	$(BIN)/jupyter lab notebooks/
 
+# Everything the demo, the notebooks and paper sessions made: the venv, the store and its paper runs
+# (<store>.runs/; <store>.session/ from before runs had names), and stores made inside notebooks/.
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis tradebook.duckdb tradebook.duckdb.wal notebooks/*.duckdb*
+	rm -rf $(VENV) .pytest_cache .hypothesis tradebook.duckdb tradebook.duckdb.wal tradebook.duckdb.holder \
+		*.duckdb.runs *.duckdb.session notebooks/*.duckdb*

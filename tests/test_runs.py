@@ -306,9 +306,16 @@ def test_timeouts_say_what_they_waited_for(store, frames, sessions):
     with pytest.raises(SessionTimeoutError, match=r"still paused \(paused: session.resume\(\)") as info:
         session.wait(timeout=0.2)
     assert isinstance(info.value, TimeoutError)
-    with pytest.raises(SessionTimeoutError, match="waited 0.2 s for session time 2024-08-09T00:00:00"):
-        session.wait_until(AT_0000, timeout=0.2)
+    with pytest.raises(SessionError, match="the replay is paused at 2024-08-08T23:56:00.* would never reach"):
+        session.wait_until(AT_0000, timeout=30)  # refused at once, not after 30 s
     session.stop()
+    real_time = session_for(store, frames, sessions, run="slow", speed=1.0).start()
+    with pytest.raises(SessionTimeoutError, match=r"waited 0.2 s for session time 2024-08-09T00:00:00Z; it is at "
+                                                  r"2024-08-08T23:54:.* \(state running\)"):
+        real_time.wait_until(AT_0000, timeout=0.2)
+    started = time.monotonic()
+    real_time.stop()
+    assert time.monotonic() - started < 5
     never = Session(store, calibrations=[BTC], run="never")
     sessions.append(never)
     with pytest.raises(SessionError, match="submit: the session is not running"):
@@ -352,3 +359,22 @@ def test_a_flush_killed_mid_copy_leaves_a_folder_the_next_start_removes(store, f
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     session_for(store, frames, sessions).start()
     assert list(scratch.glob("tb-flush-*")) == []
+
+
+def test_a_signal_id_another_run_traded_is_refused_until_that_run_is_reset(store, frames, sessions):
+    first = session_for(store, frames, sessions, run="first", speed=None).start()
+    first.wait_until(AT_2356, pause=True)
+    buy(first)
+    first.stop()
+    before = store.query("SELECT * FROM orders WHERE account_id = 'first'")
+    fresh = session_for(store, frames, sessions, run=tb.paper.new_run(), speed=None).start()
+    fresh.wait_until(AT_2356, pause=True)
+    with pytest.raises(tb.OrderError, match=r"signal demo:sig-1 already traded in paper run 'first' of this store"):
+        buy(fresh)
+    assert buy(fresh, "sig-1b")  # a new signal id trades
+    fresh.stop()
+    assert store.query("SELECT * FROM orders WHERE account_id = 'first'").equals(before)  # untouched
+    tb.paper.reset(store, "first")
+    again = session_for(store, frames, sessions, run=fresh.run)
+    again.stop()
+    assert account_rows(store, fresh.run)["orders"] == 1

@@ -636,6 +636,8 @@ class Session:
 
         ``pause=True`` also holds the replay there (paused after the step that reaches
         ``ts_ns``), so that cells can submit at that session time; :meth:`resume` goes on.
+        A replay paused before ``ts_ns`` is resumed by ``pause=True`` (replay up to there
+        and hold again) and refused at once without it (its time would never come).
         """
         if isinstance(ts_ns, bool) or not isinstance(ts_ns, (int, np.integer)):
             raise ConfigError(f"wait_until takes int64 UTC ns (tb.to_ns('2024-08-08T23:56:00Z')), got {ts_ns!r}")
@@ -645,6 +647,13 @@ class Session:
                 raise ConfigError("wait_until(pause=True) holds a replay; a session without a feed moves only "
                                   "when step() is called")
             self._pause_at = ts_ns
+        if self._now < ts_ns and self._thread is not None and not self._running.is_set() \
+                and not self._done.is_set():
+            if not pause:
+                raise SessionError(f"wait_until: the replay is paused at {self._time_text()} and would never reach "
+                                   f"{ns_to_iso(ts_ns)}: resume() it first, or wait_until(..., pause=True) to "
+                                   "replay up to there and hold")
+            self.resume()
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._done.is_set() and (self._now < ts_ns or (pause and self._running.is_set())):
             if deadline is not None and time.monotonic() > deadline:
@@ -753,10 +762,26 @@ class Session:
         Bad input raises and stores nothing (see the module docstring).
         """
         if isinstance(item, Signal):
+            self._check_not_traded_in_another_run(item)
             return self._call(self._on_signal(item, raise_errors=True))
         if isinstance(item, OrderIntent):
             return self._call(self._submit_intent(item))
         raise OrderError(f"submit takes a Signal or an OrderIntent, got {type(item).__name__}")
+
+    def _check_not_traded_in_another_run(self, signal: Signal) -> None:
+        """A signal id another run of this store traded is refused (OrderError): client order ids derive
+        from the strategy and signal ids, and the store keeps one order per id, so trading it here would
+        overwrite that run's order and mix the two runs' events."""
+        if not (isinstance(signal.strategy_id, str) and isinstance(signal.signal_id, str)) or self.store.read_only:
+            return  # malformed ids: the signal checks say so
+        base = f"{signal.strategy_id}:{signal.signal_id}"
+        found = self.store.query("SELECT account_id FROM orders WHERE (intent_id = ? OR starts_with(intent_id, ?)) "
+                                 "AND account_id <> ? LIMIT 1", [base, base + ":", self.account_id])
+        if len(found):
+            other = found["account_id"].iloc[0]
+            raise OrderError(f"signal {base} already traded in paper run {other!r} of this store, and order ids "
+                             "derive from the strategy and signal ids: give it a new signal_id (or a strategy_id "
+                             f"naming this run), or reset that run first (tb.paper.reset(store, {other!r}))")
 
     def arm_live(self, venue: VenuePort, *, confirm: str) -> None:
         """Live trading is never a default: it needs a live adapter and the account id typed as ``confirm``."""
