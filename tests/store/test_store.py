@@ -593,3 +593,25 @@ def test_order_path_batch_read_from_a_journal_byte_range(tmp_path, where):
     finally:
         if directory != tmp_path:
             shutil.rmtree(directory)
+
+
+def test_recordings_starting_the_same_day_are_labelled_with_their_time(store):
+    from tradebook.data import from_frame
+
+    def quotes_at(start_ns: int, source: str):
+        ts = [start_ns + i * 1_000_000_000 for i in range(3)]
+        return from_frame(pd.DataFrame({"ts_ns": ts, "bid_px": [1.1, 1.1, 1.1], "ask_px": [1.2, 1.2, 1.2]}),
+                          "quotes", "EURUSD.DUKASCOPY", source=source)
+
+    morning = store.ingest(quotes_at(1783944000000000000, "morning"))  # 2026-07-13T12:00:00Z
+    evening = store.ingest(quotes_at(1783965600000000000, "evening"))  # 18:00 the same day
+    labels = store.recordings("EURUSD.DUKASCOPY")["recording"].tolist()
+    assert labels == ["2026-07-13T12:00:00Z", "2026-07-13T18:00:00Z"]
+    with pytest.raises(AmbiguousReadError, match="2 recordings"):
+        store.quotes("EURUSD.DUKASCOPY")
+    assert store.quotes("EURUSD.DUKASCOPY", recording=labels[1]).attrs["dataset_ids"] == (evening.dataset_id,)
+    assert store.quotes("EURUSD.DUKASCOPY", dataset_id=[morning.dataset_id]).attrs["recording"] == labels[0]
+    with pytest.raises(StoreError, match=r"dataset_id \[999\] is not a dataset of EURUSD.DUKASCOPY"):
+        store.quotes("EURUSD.DUKASCOPY", dataset_id=999)
+    with pytest.raises(StoreError, match="bar_seconds applies to trade_bars and quote_bars"):
+        store.read("quotes", "EURUSD.DUKASCOPY", bar_seconds=60)

@@ -898,29 +898,71 @@ class Store:
                 present.add(column)
         return present
 
-    def quotes(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
-        return self.read(DataKind.QUOTES, instrument_id, **kw)
+    def quotes(
+        self, instrument_id: str | None = None, *, start_ns: int | None = None, end_ns: int | None = None,
+        dataset_id: int | Iterable[int] | None = None, recording: str | None = None, datetime: bool = False,
+    ) -> pd.DataFrame:
+        """L1 quotes (bid/ask prices and sizes) of one instrument and recording: see :meth:`read`."""
+        return self.read(DataKind.QUOTES, instrument_id, start_ns=start_ns, end_ns=end_ns, dataset_id=dataset_id,
+                         recording=recording, datetime=datetime)
 
-    def trades(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
-        return self.read(DataKind.TRADES, instrument_id, **kw)
+    def trades(
+        self, instrument_id: str | None = None, *, start_ns: int | None = None, end_ns: int | None = None,
+        dataset_id: int | Iterable[int] | None = None, recording: str | None = None, datetime: bool = False,
+    ) -> pd.DataFrame:
+        """Trades (price, size, aggressor side) of one instrument and recording: see :meth:`read`."""
+        return self.read(DataKind.TRADES, instrument_id, start_ns=start_ns, end_ns=end_ns, dataset_id=dataset_id,
+                         recording=recording, datetime=datetime)
 
-    def bars(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
-        return self.read(DataKind.TRADE_BARS, instrument_id, **kw)
+    def bars(
+        self, instrument_id: str | None = None, *, start_ns: int | None = None, end_ns: int | None = None,
+        dataset_id: int | Iterable[int] | None = None, recording: str | None = None, datetime: bool = False,
+        bar_seconds: int | None = None,
+    ) -> pd.DataFrame:
+        """Trade bars (OHLCV) of one bar size of one instrument and recording: see :meth:`read`."""
+        return self.read(DataKind.TRADE_BARS, instrument_id, start_ns=start_ns, end_ns=end_ns, dataset_id=dataset_id,
+                         recording=recording, bar_seconds=bar_seconds, datetime=datetime)
 
-    def quote_bars(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
-        return self.read(DataKind.QUOTE_BARS, instrument_id, **kw)
+    def quote_bars(
+        self, instrument_id: str | None = None, *, start_ns: int | None = None, end_ns: int | None = None,
+        dataset_id: int | Iterable[int] | None = None, recording: str | None = None, datetime: bool = False,
+        bar_seconds: int | None = None,
+    ) -> pd.DataFrame:
+        """Bid/ask bars of one bar size of one instrument and recording: see :meth:`read`."""
+        return self.read(DataKind.QUOTE_BARS, instrument_id, start_ns=start_ns, end_ns=end_ns, dataset_id=dataset_id,
+                         recording=recording, bar_seconds=bar_seconds, datetime=datetime)
 
-    def depth(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
-        return self.read(DataKind.DEPTH, instrument_id, **kw)
+    def depth(
+        self, instrument_id: str | None = None, *, start_ns: int | None = None, end_ns: int | None = None,
+        dataset_id: int | Iterable[int] | None = None, recording: str | None = None, datetime: bool = False,
+    ) -> pd.DataFrame:
+        """L2 depth updates (snapshots and diffs) of one instrument and recording: see :meth:`read`."""
+        return self.read(DataKind.DEPTH, instrument_id, start_ns=start_ns, end_ns=end_ns, dataset_id=dataset_id,
+                         recording=recording, datetime=datetime)
 
-    def book(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
-        return self.read(DataKind.BOOK, instrument_id, **kw)
+    def book(
+        self, instrument_id: str | None = None, *, start_ns: int | None = None, end_ns: int | None = None,
+        dataset_id: int | Iterable[int] | None = None, recording: str | None = None, datetime: bool = False,
+    ) -> pd.DataFrame:
+        """Top-N book rows, wide (bid_px_0, ...) of one instrument and recording: see :meth:`read`."""
+        return self.read(DataKind.BOOK, instrument_id, start_ns=start_ns, end_ns=end_ns, dataset_id=dataset_id,
+                         recording=recording, datetime=datetime)
 
-    def mbp1(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
-        return self.read(DataKind.MBP1, instrument_id, **kw)
+    def mbp1(
+        self, instrument_id: str | None = None, *, start_ns: int | None = None, end_ns: int | None = None,
+        dataset_id: int | Iterable[int] | None = None, recording: str | None = None, datetime: bool = False,
+    ) -> pd.DataFrame:
+        """MBP-1 events (the top of book after each event) of one instrument and recording: see :meth:`read`."""
+        return self.read(DataKind.MBP1, instrument_id, start_ns=start_ns, end_ns=end_ns, dataset_id=dataset_id,
+                         recording=recording, datetime=datetime)
 
-    def adjustment_factors(self, instrument_id: str | None = None, **kw: Any) -> pd.DataFrame:
-        return self.read(DataKind.ADJUSTMENT_FACTORS, instrument_id, **kw)
+    def adjustment_factors(
+        self, instrument_id: str | None = None, *, start_ns: int | None = None, end_ns: int | None = None,
+        dataset_id: int | Iterable[int] | None = None, recording: str | None = None, datetime: bool = False,
+    ) -> pd.DataFrame:
+        """Price and split adjustment factors of one instrument and recording: see :meth:`read`."""
+        return self.read(DataKind.ADJUSTMENT_FACTORS, instrument_id, start_ns=start_ns, end_ns=end_ns,
+                         dataset_id=dataset_id, recording=recording, datetime=datetime)
 
     # -- calibrations --------------------------------------------------------------------
     def save_calibration(
