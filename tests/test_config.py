@@ -351,6 +351,18 @@ def test_an_unreadable_file_is_refused_naming_it(tmp_path):
         result.stdout + result.stderr
 
 
+def test_aliases_that_expand_exponentially_are_refused_quickly(write_yaml):
+    import time
+
+    anchors = ['&a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    anchors += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    path = write_yaml(f"session:\n  account_id: [{', '.join(anchors)}]\n")  # 9**10 strings if expanded
+    started = time.monotonic()
+    message = _one_line_error(path)
+    assert time.monotonic() - started < 5 and len(message) < 400, message
+    assert "session.account_id = [[" in message and "expected a non-empty string" in message
+
+
 def test_values_name_their_file_line(write_yaml):
     path = write_yaml("# limits\nrisk:\n  max_spread_bps: 10\n  max_orders_per_minute: -1\n")
     assert f"risk.max_orders_per_minute = -1 (in {path}, line 4): expected a number > 0" in _one_line_error(path)

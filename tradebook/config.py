@@ -57,6 +57,7 @@ import functools
 import math
 import os
 import re
+import reprlib
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -858,6 +859,10 @@ _NONE_WORDS = frozenset({"null", "none", "~", ""})
 _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
 
 
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict, _SHORT_REPR.maxstring = 2, 4, 4, 40
+
+
 def _shown(path: str, value: Any) -> str:
     """A value as a message shows it: secrets redacted, an overflowed float as typed, long text cut."""
     if ".options." in path and any(w in path.rsplit(".", 1)[-1].lower() for w in _SECRET_WORDS):
@@ -866,7 +871,9 @@ def _shown(path: str, value: Any) -> str:
                                    or ("credentials_env" in path and not plausible_env_name(value))):
         return redact(value)
     text = getattr(value, "text", None)
-    if text is None or (isinstance(value, float) and math.isfinite(value)) or text.lower().lstrip("+-") in (
+    if isinstance(value, (list, tuple, dict)):
+        text = _SHORT_REPR.repr(value)  # bounded: YAML aliases can make a small file an exponentially large value
+    elif text is None or (isinstance(value, float) and math.isfinite(value)) or text.lower().lstrip("+-") in (
             ".inf", ".nan"):
         text = repr(value)
     if len(text) > 60:
