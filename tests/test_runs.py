@@ -378,3 +378,14 @@ def test_a_signal_id_another_run_traded_is_refused_until_that_run_is_reset(store
     again = session_for(store, frames, sessions, run=fresh.run)
     again.stop()
     assert account_rows(store, fresh.run)["orders"] == 1
+
+
+def test_a_session_that_cannot_be_built_lets_go_of_its_folder_at_once(store, frames, sessions):
+    state = Path(f"{store.path}.runs/damaged")
+    state.mkdir(parents=True)
+    (state / "session.journal").write_bytes(b"deadbeef {}\n00000000 {}\n")  # damaged mid-file: refused
+    for _ in range(2):  # the cell run again gets the same reason, not "in use"
+        with pytest.raises(tb.StoreError, match="fails its checksum") as info:
+            Session(store, calibrations=[BTC], feed=feed(frames), run="damaged")
+        assert not isinstance(info.value, SessionLockedError)
+        assert not tb.paper.is_locked(state)

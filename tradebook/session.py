@@ -963,7 +963,7 @@ class Session:
         self.state = SessionState.FAILED
 
     async def _close_venue(self) -> None:
-        if not self._venue_closed:
+        if not getattr(self, "_venue_closed", False):  # also on a half-built session
             self._venue_closed = True
             await self.venue.close()
 
