@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: setup demo test bench lab clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(CHROMIUM)
 
 # Reinstall only when the project's dependencies change.
 $(STAMP): pyproject.toml
@@ -14,6 +15,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Debian's chromium renders exported notebooks in the browser tests (playwright drives it; its own browser
+# download needs a network the CI machine does not have). Installed when missing and apt can, else a warning.
+$(CHROMIUM):
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "warning: $(CHROMIUM) missing and apt-get unavailable: install chromium for tests/test_notebooks_browser.py"; \
+	fi
 
 demo: setup
 	$(BIN)/tradebook demo

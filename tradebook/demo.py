@@ -27,12 +27,21 @@ class LoadOutcome:
 
 
 def load_bundled_into(store: Store, data_dir: Path | None = None,
-                      progress: Callable[[str], None] | None = None) -> list[LoadOutcome]:
-    """Load every bundled file into ``store``; files already there are skipped without parsing."""
+                      progress: Callable[[str], None] | None = None, *,
+                      progress_bar: bool | None = None) -> list[LoadOutcome]:
+    """Load every bundled file into ``store``; files already there are skipped without parsing.
+
+    ``progress`` receives a line per file loaded (the CLI prints them); ``progress_bar``
+    shows a bar over the files (None: only when a person watches and no ``progress``
+    lines are printed, see :mod:`tradebook.progress`).
+    """
+    from tradebook.progress import track
+
     root = data_dir or bundled_data_dir()
     store.register_instruments()
     outcomes = []
-    for entry in BUNDLED_FILES:
+    bar = progress_bar if progress_bar is not None else (False if progress is not None else None)
+    for entry in track(BUNDLED_FILES, total=len(BUNDLED_FILES), desc="loading", unit="file", progress=bar):
         digest = hashlib.sha256((root / entry.path).read_bytes()).hexdigest()
         known = store.query(
             "SELECT dataset_id, row_count FROM datasets WHERE instrument_id = ? AND kind = ? AND content_hash = ?",
