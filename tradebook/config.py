@@ -44,7 +44,8 @@ there that does not look like a variable's name (a pasted key) is refused and ne
 echoed; an option whose key looks secret (``auth``, ``key``, ``token``...) is refused; and
 no error message shows a value that looks like a secret, whatever field it was typed into.
 
-``config/tradebook.example.yaml`` documents every key with its default;
+Reading the file lives in :mod:`tradebook.config_file`, telling secrets from names in
+:mod:`tradebook.redaction`. ``config/tradebook.example.yaml`` documents every key with its default;
 :func:`describe_config` (``tradebook config``) lists the effective settings and where
 each came from.
 """
@@ -66,8 +67,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
+from tradebook.config_file import YamlBigInt, read_yaml
 from tradebook.errors import ConfigError
 from tradebook.model.instruments import AssetClass
+from tradebook.redaction import SECRET_WORDS, URL_PASSWORD, looks_secret, plausible_env_name, redact
 
 ENV_PREFIX = "TRADEBOOK_"
 ENV_CONFIG_PATH = "TRADEBOOK_CONFIG"  # reserved: the file load_config reads when no path is given
@@ -80,8 +83,6 @@ RESERVED_ENV: Mapping[str, str] = {
     "TRADEBOOK_PROGRESS": "progress bars: 1 on, 0 off (tradebook.progress)",
 }  # a new TRADEBOOK_ variable that is not a config key belongs here, or load_config refuses it as a typo
 CONFIG_FILE_NAME = "tradebook.yaml"  # looked for when neither a path nor TRADEBOOK_CONFIG is given
-MAX_CONFIG_BYTES = 1_000_000  # a config file is a few KB; anything bigger is the wrong file
-MAX_YAML_DEPTH = 32  # the deepest config key is 5 levels down; deeper nesting is the wrong file
 # money and quantities are stored as DECIMAL(38, 12): 26 digits before the point, 12 after
 DECIMAL_LIMIT = Decimal("1e26")
 DECIMAL_PLACES = 12
@@ -287,65 +288,6 @@ class SessionConfig(_Section):
 
 
 # -- venues -----------------------------------------------------------------------------------
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-_URL_PASSWORD = re.compile(r"://[^/@\s:]*:[^/@\s]+@")  # https://user:password@host
-# an option key containing one of these names a secret, which belongs in credentials_env
-_SECRET_WORDS = ("secret", "password", "passwd", "passphrase", "token", "key", "credential", "auth", "private",
-                 "bearer", "cookie", "signature")
-
-
-def plausible_env_name(text: str) -> bool:
-    """Whether ``text`` reads as an environment variable's *name* (``APCA_API_KEY_ID``), not a secret.
-
-    A name is letters, digits and ``_`` (at most 64); each ``_``-separated word is one case
-    and at most 16 characters, at most 8 when it holds a digit. Keys and tokens (``PKX7Q2...``,
-    ``aB3k...``) are long runs mixing digits and letters or cases, so they fail.
-    """
-    return isinstance(text, str) and bool(_ENV_NAME.fullmatch(text)) and _plain_words(text)
-
-
-def _plain_words(text: str) -> bool:
-    """Each ``_``-separated word of ``text`` is one case (or Capitalised), short, and short when it holds digits."""
-    if not re.fullmatch(r"[A-Za-z0-9_]{1,64}", text):
-        return False
-    for word in text.split("_"):
-        if len(word) > 16 or (word != word.upper() and word[1:] != word[1:].lower()):  # one case, or Capitalised
-            return False
-        if any(c.isdigit() for c in word) and len(word) > 8:
-            return False
-    return True
-
-
-def looks_secret(text: Any) -> bool:
-    """Whether a string typed into any setting could be a key or token, so never shown in a message.
-
-    True for 12+ characters with no space that mix digits with letters or upper with lower
-    case (or hold ``+/=``), unless it reads as names joined by ``. / - : @`` (an environment
-    variable, an instrument id such as ``ESH4.GLBX``, a path). False for numbers, words and
-    short text. A heuristic: it errs towards hiding.
-    """
-    if not isinstance(text, str):
-        return False
-    stripped = text.strip()
-    if len(stripped) < 12 or any(c.isspace() for c in stripped) or plausible_env_name(stripped):
-        return False
-    try:
-        float(stripped.replace("_", ""))
-        return False  # a number, however long
-    except ValueError:
-        pass
-    if all(_plain_words(part) for part in re.split(r"[./\\:@-]", stripped) if part):
-        return False  # names joined by . / - : @ (BTCUSDT.BINANCE, data/tradebook.duckdb, host:port)
-    has_digit = any(c.isdigit() for c in stripped)
-    has_upper, has_lower = any(c.isupper() for c in stripped), any(c.islower() for c in stripped)
-    return has_digit or (has_upper and has_lower) or any(c in "+/=" for c in stripped)
-
-
-def redact(text: str) -> str:
-    """How a secret (or what may be one) is shown: its first two characters and its length."""
-    return f"'{text[:2]}...' ({len(text)} characters, redacted)"
-
-
 @dataclass(frozen=True)
 class VenueConfig(_Section):
     """One venue: whether it is on, which environment variables hold its credentials, other settings."""
@@ -366,12 +308,12 @@ class VenueConfig(_Section):
                     f"venues.{self.name}.credentials_env.{credential} = {redact(variable)}: expected the *name* of "
                     "an environment variable (like APCA_API_SECRET_KEY: letters, digits, _), never the secret itself")
         for option, value in self.options.items():
-            if _URL_PASSWORD.search(value):
+            if URL_PASSWORD.search(value):
                 raise ConfigError(
                     f"venues.{self.name}.options.{option}: a URL with a password (its value is not shown): secrets "
                     f"do not belong in the configuration; give the URL without it and name the environment "
                     f"variable that holds it under venues.{self.name}.credentials_env")
-            if any(word in option.lower() for word in _SECRET_WORDS):
+            if any(word in option.lower() for word in SECRET_WORDS):
                 raise ConfigError(
                     f"venues.{self.name}.options.{option}: its value is not shown and not accepted: secrets do not "
                     f"belong in the configuration; name the environment variable that holds it under "
@@ -542,7 +484,7 @@ def _load(path: str | Path | None, env: Mapping[str, str] | None
     raw = _to_raw(TradebookConfig())
     sources: dict[str, str] = {}
     if file is not None:
-        file_data = _read_yaml(file)
+        file_data = read_yaml(file)
         _merge(raw, file_data, TradebookConfig, "", {}, sources, f"in {file}")
     for name in sorted(env):
         if name.startswith(ENV_PREFIX) and name not in RESERVED_ENV:
@@ -567,156 +509,6 @@ def _apply_store_variable(raw: dict, env: Mapping[str, str], sources: dict[str, 
                           f"different stores; expected one of them (they set the same setting, session.store_path)")
     raw["session"]["store_path"] = value
     sources["session.store_path"] = f"from {ENV_STORE}"
-
-
-class _YamlProblem(Exception):
-    """Raised inside the YAML loader; :func:`_read_yaml` turns it into a ConfigError naming the file."""
-
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(message)
-        self.line = line
-
-
-class _LinedDict(dict):
-    """A YAML mapping that remembers the line of each key, so an error can point at it."""
-
-    lines: dict[Any, int]
-
-
-class _YamlBigInt(str):
-    """A YAML integer with more digits than ``int()`` takes, kept as its text for the range check."""
-
-
-class _YamlFloat(float):
-    """A YAML float that keeps the text typed: money is read exactly, and an overflow shows what was written."""
-
-    text: str
-
-
-@functools.cache
-def _yaml_loader() -> type:
-    import yaml  # only the loader needs it
-
-    merge_tag = "tag:yaml.org,2002:merge"
-
-    class Loader(yaml.SafeLoader):
-        """SafeLoader that refuses duplicate keys and runaway nesting, and records key lines."""
-
-        _depth = 0
-
-        def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
-            self._depth += 1
-            try:
-                if self._depth > MAX_YAML_DEPTH:
-                    line = self.peek_event().start_mark.line + 1
-                    raise _YamlProblem(line, f"nested more than {MAX_YAML_DEPTH} levels deep; expected a "
-                                             "configuration (its deepest key is 5 levels down)")
-                return super().compose_node(parent, index)
-            finally:
-                self._depth -= 1
-
-        def _key_lines(self, node) -> list[tuple[Any, int]]:  # noqa: ANN001
-            out = []
-            for key_node, _ in node.value:
-                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != merge_tag:
-                    out.append((self.construct_object(key_node), key_node.start_mark.line + 1))
-            return out
-
-        def construct_mapping(self, node, deep=False):  # noqa: ANN001
-            if isinstance(node, yaml.MappingNode):
-                seen: dict[Any, int] = {}
-                for key, line in self._key_lines(node):
-                    if key in seen:
-                        raise _YamlProblem(line, f"key {_shown('', key)} is written twice in one mapping, on line "
-                                                 f"{seen[key]} and line {line}; expected each key once (YAML "
-                                                 "would silently keep the last)")
-                    seen[key] = line
-            return super().construct_mapping(node, deep=deep)
-
-        def construct_lined_map(self, node):  # noqa: ANN001
-            data = _LinedDict()
-            data.lines = {}
-            yield data
-            data.update(self.construct_mapping(node))
-            data.lines = dict(self._key_lines(node))
-
-        def construct_checked_int(self, node):  # noqa: ANN001
-            try:
-                return self.construct_yaml_int(node)
-            except ValueError:  # more digits than Python converts: the field's range check names its bound
-                return _YamlBigInt(self.construct_scalar(node).replace("_", ""))
-
-        def construct_text_float(self, node):  # noqa: ANN001
-            value = _YamlFloat(self.construct_yaml_float(node))
-            value.text = self.construct_scalar(node).replace("_", "")
-            return value
-
-    Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_lined_map)
-    Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_checked_int)
-    Loader.add_constructor("tag:yaml.org,2002:float", Loader.construct_text_float)
-    return Loader
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _read_yaml(path: Path) -> dict:
-    import stat
-
-    import yaml  # only the loader needs it
-
-    expected = "expected a YAML file (config/tradebook.example.yaml shows every key)"
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found; {expected}") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read ({_one_line(exc.strerror or exc)}); {expected}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"config file {path} is a directory; {expected}")
-    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or never end
-        raise ConfigError(f"config file {path} is not a regular file; {expected}")
-    too_big = f"config file {path} is larger than {MAX_CONFIG_BYTES:,} bytes; expected a configuration of a few KB"
-    if info.st_size > MAX_CONFIG_BYTES:
-        raise ConfigError(too_big)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"config file {path} cannot be read ({_one_line(exc.strerror or exc)}); {expected}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(too_big)
-    if b"\x00" in data:
-        raise ConfigError(f"config file {path} is binary (a NUL byte at offset {data.index(0)}); expected a YAML "
-                          "text file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise ConfigError(f"config file {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
-                          "expected a YAML text file in UTF-8") from None
-    if not text.strip():
-        raise ConfigError(f"config file {path} is empty; expected a mapping of sections (risk, sizing, router, "
-                          "session, venues); write {} in it to keep every default")
-    try:
-        parsed = yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
-    except _YamlProblem as exc:
-        raise ConfigError(f"config file {path}, line {exc.line}: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"config file {path}{where}: invalid YAML: {_one_line(problem)}") from None
-    except RecursionError:  # a safety net: the loader stops nesting well before Python's limit
-        raise ConfigError(f"config file {path}: nested too deeply; expected a configuration") from None
-    if parsed is None:  # only comments: every default
-        return {}
-    if not isinstance(parsed, dict):
-        kind = {"list": "a list", "str": "a string", "int": "a number", "float": "a number", "bool": "a boolean"}
-        raise ConfigError(f"config file {path}: expected a mapping of sections (risk, sizing, router, session, "
-                          f"venues) at the top, got {kind.get(type(parsed).__name__, type(parsed).__name__)}")
-    return parsed
 
 
 @functools.cache
@@ -865,9 +657,9 @@ _SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict, _SHORT_REPR.maxs
 
 def _shown(path: str, value: Any) -> str:
     """A value as a message shows it: secrets redacted, an overflowed float as typed, long text cut."""
-    if ".options." in path and any(w in path.rsplit(".", 1)[-1].lower() for w in _SECRET_WORDS):
+    if ".options." in path and any(w in path.rsplit(".", 1)[-1].lower() for w in SECRET_WORDS):
         return redact(str(value))  # an option named like a secret: whatever its type
-    if isinstance(value, str) and (looks_secret(value) or _URL_PASSWORD.search(value)
+    if isinstance(value, str) and (looks_secret(value) or URL_PASSWORD.search(value)
                                    or ("credentials_env" in path and not plausible_env_name(value))):
         return redact(value)
     text = getattr(value, "text", None)
@@ -947,7 +739,7 @@ def _convert(value: Any, hint: Any, path: str, metadata: Mapping[str, Any], sour
             return value.strip().lower() in _TRUE
         raise _fail(path, value, sources, "a boolean: true, false, 1 or 0")
     if hint is str:
-        if not isinstance(value, str) or isinstance(value, _YamlBigInt) or not value.strip():
+        if not isinstance(value, str) or isinstance(value, YamlBigInt) or not value.strip():
             raise _fail(path, value, sources, "a non-empty string (quote it in YAML)")
         return value
     if hint is Path:
