@@ -505,7 +505,8 @@ def _apply_store_variable(raw: dict, env: Mapping[str, str], sources: dict[str, 
         return
     explicit = f"{ENV_PREFIX}SESSION__STORE_PATH"
     if sources.get("session.store_path") == f"from {explicit}" and raw["session"]["store_path"] != value:
-        raise ConfigError(f"{ENV_STORE} = {value!r} and {explicit} = {raw['session']['store_path']!r} name two "
+        raise ConfigError(f"{ENV_STORE} = {_shown('', value)} and {explicit} = "
+                          f"{_shown('', raw['session']['store_path'])} name two "
                           f"different stores; expected one of them (they set the same setting, session.store_path)")
     raw["session"]["store_path"] = value
     sources["session.store_path"] = f"from {ENV_STORE}"
