@@ -5,6 +5,7 @@ notebook machinery are imported only by the modules that need them.
 """
 
 from tradebook.errors import (
+    AmbiguousReadError,
     ConfigError,
     ConformanceError,
     DataError,
@@ -20,8 +21,8 @@ from tradebook.model import BUNDLED_INSTRUMENTS, AssetClass, Instrument, Side, g
 __version__ = "0.1.0"
 
 __all__ = [
-    "AssetClass", "BUNDLED_INSTRUMENTS", "ConfigError", "ConformanceError", "DataError", "Instrument", "SchemaError",
-    "OrderError", "Session", "Side", "Signal", "Store", "StoreError", "StoreLockedError", "TradebookError",
+    "AmbiguousReadError", "AssetClass", "BUNDLED_INSTRUMENTS", "ConfigError", "ConformanceError", "DataError",
+    "Instrument", "SchemaError", "OrderError", "Session", "Side", "Signal", "Store", "StoreError", "StoreLockedError", "TradebookError",
     "UnknownInstrumentError", "data", "paper", "default_store_path", "get_instrument", "instrument_from_dict",
     "load_config", "ns_to_iso", "open_store", "to_ns",
 ]
