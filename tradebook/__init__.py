@@ -22,9 +22,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AmbiguousReadError", "AssetClass", "BUNDLED_INSTRUMENTS", "ConfigError", "ConformanceError", "DataError",
-    "Instrument", "SchemaError", "OrderError", "Session", "Side", "Signal", "Store", "StoreError", "StoreLockedError", "TradebookError",
-    "UnknownInstrumentError", "data", "paper", "default_store_path", "get_instrument", "instrument_from_dict",
-    "load_config", "ns_to_iso", "open_store", "to_ns",
+    "Instrument", "SchemaError", "OrderError", "Session", "Side", "Signal", "Store", "StoreError", "StoreLockedError",
+    "TradebookError", "UnknownInstrumentError", "data", "paper", "default_store_path", "get_instrument",
+    "instrument_from_dict", "load_config", "ns_to_iso", "open_store", "to_ns",
 ]
 
 _LAZY = {
