@@ -23,6 +23,7 @@ from tradebook.errors import (AmbiguousReadError, StoreError, StoreLockedError, 
                               UnknownInstrumentError)
 from tradebook.model import BUNDLED_INSTRUMENTS
 from tradebook.store import Store, default_store_path, workspace_root
+from tradebook.store import open_store as tb_open_store
 
 SMALL_QUOTES = "binance_spot_BTCUSDT_20210108T0000_l1_quotes.csv.gz"
 SMALL_FX_QUOTES = "dukascopy_EURUSD_20260713T12_ticks.csv.gz"
@@ -190,6 +191,27 @@ class TestWorkspaceSharing:
         finally:
             store.close()
         assert not (tmp_path / "lazy.duckdb.holder").exists()
+
+    def test_a_lazy_writer_releases_the_file_for_readers(self, tmp_path, bundled, run_python):
+        path = tmp_path / "released.duckdb"
+        reader = "import sys, tradebook as tb\nwith tb.open_store(sys.argv[1]) as s: print(len(s.datasets()))"
+        store = tb_open_store(path)
+        try:
+            store.ingest(bundled(SMALL_QUOTES))
+            assert (tmp_path / "released.duckdb.holder").exists()
+            held = run_python(reader, str(path))
+            assert held.returncode == 1 and "StoreLockedError" in held.stderr and "for writing" in held.stderr
+            assert store.release_writer()
+            assert not (tmp_path / "released.duckdb.holder").exists()
+            assert not store.release_writer()  # nothing to release twice
+            free = run_python(reader, str(path))
+            assert free.returncode == 0 and free.stdout.strip() == "1", free.stderr
+            assert store.ingest(bundled(SMALL_FX_QUOTES)).created  # the next write takes it again
+            assert len(store.datasets()) == 2
+        finally:
+            store.close()
+        with Store(path) as pinned:  # a store that holds the writer on purpose keeps it
+            assert not pinned.release_writer()
 
     def test_a_writer_is_named_with_what_it_does(self, tmp_path, holding, run_python):
         path = tmp_path / "held.duckdb"

@@ -312,10 +312,17 @@ def workspace_root(start: str | Path | None = None) -> Path:
 
 
 def default_store_path() -> Path:
-    """The workspace store: ``$TRADEBOOK_STORE`` when set, else ``tradebook.duckdb`` at :func:`workspace_root`."""
-    configured = os.environ.get("TRADEBOOK_STORE", "").strip()
-    if configured:
-        return Path(configured).expanduser()
+    """The workspace store: the configuration's ``session.store_path`` (``$TRADEBOOK_STORE``, or the
+    workspace's ``tradebook.yaml``), else ``tradebook.duckdb`` at :func:`workspace_root`.
+
+    The same setting the ``tradebook`` command and sessions read, so notebooks and the CLI
+    share one store; a bad configuration is a ConfigError here too.
+    """
+    from tradebook.config import load_config
+
+    configured = load_config().session.store_path
+    if configured is not None:
+        return configured
     return workspace_root() / DEFAULT_STORE_PATH
 
 
@@ -362,6 +369,7 @@ class Store:
         self._con = None
         self._writing = False  # this store's connection holds the file read-write
         self._holds_holder_file = False
+        self.lazy_writer = lazy_writer and not read_only
         if read_only and not self.path.exists():
             raise StoreError(f"no store at {self.path}; open it read-write once to create it")
         if not read_only:
@@ -443,6 +451,26 @@ class Store:
                     write_holder(self.path, peer.purpose)
                     peer._holds_holder_file = True
         return con
+
+    def release_writer(self) -> bool:
+        """Let other processes read again: a lazy writer goes back to read-only until its next write.
+
+        For a store opened with ``lazy_writer`` (``tb.open_store``) after its writes are done,
+        e.g. when a session stops. Returns whether the file was released (False for a store that
+        holds the writer on purpose, one that is not writing, or while another store of this
+        process writes it).
+        """
+        with self._lock:
+            if not self.lazy_writer or not self._writing or self._con is None:
+                return False
+            self._con.close()
+            self._con = None
+            self._writing = False
+            if self._holds_holder_file:
+                self._holds_holder_file = False
+                release_holder(self.path)
+            self._connect(write=False)
+            return self._con.execute("SELECT current_setting('access_mode')").fetchone()[0].lower() == "read_only"
 
     def announce(self, purpose: str) -> None:
         """Say what this process does with the store (``"a paper session (run demo)"``), for others' lock errors."""
