@@ -65,8 +65,12 @@ def format_summary(store: Store) -> str:
         return f"{store.path}: empty store (schema v{store.schema_version})"
     lines = [f"Store {store.path} (schema v{store.schema_version}): {len(summary)} datasets, "
              f"{int(summary['row_count'].sum()):,} rows, {summary['instrument_id'].nunique()} instruments", ""]
+    # the label a read takes (store.quotes(id, recording=...)) when an instrument has several
+    recording_of = {int(i): r["recording"] for _, r in store.recordings().iterrows()
+                    for i in str(r["dataset_ids"]).split(", ")}
     table = pd.DataFrame({
         "instrument": summary["instrument_id"],
+        "recording": [recording_of.get(int(i), "") for i in summary["dataset_id"]],
         "class": summary["asset_class"],
         "kind": [k if pd.isna(b) else f"{k} {_bar_label(int(b))}" for k, b in zip(summary["kind"], summary["bar_ns"])],
         "rows": summary["row_count"].map("{:,}".format),
