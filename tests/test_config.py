@@ -494,6 +494,9 @@ def test_the_workspace_file_is_found_from_a_subfolder_up_to_the_project_root(tmp
     assert found == project / "tradebook.yaml" and why == f"found tradebook.yaml in {project}"
     cfg = load_config(env={})
     assert cfg.risk.daily_loss_limit == D(900) and cfg.session.store_path == project / "ws.duckdb"
+    from tradebook.store import default_store_path
+
+    assert default_store_path() == project / "ws.duckdb"  # what tb.open_store() and the notebooks use
     (project / "notebooks" / "tradebook.yaml").write_text("risk:\n  daily_loss_limit: 800\n")  # nearest wins
     assert load_config(env={}).risk.daily_loss_limit == D(800)
     other = tmp_path / "other.yaml"

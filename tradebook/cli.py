@@ -129,9 +129,12 @@ def _apply_config(args: argparse.Namespace) -> None:
     from tradebook.config import describe_config
 
     args.settings = describe_config(args.config)
-    store_path = args.settings.config.session.store_path
-    if getattr(args, "store", None) is None and store_path is not None:
-        args.store = store_path
+    if hasattr(args, "store") and args.store is None:
+        from tradebook.store import DEFAULT_STORE_PATH, workspace_root
+
+        # resolved here, not by Store(None), which would read the workspace's file instead of --config's
+        store_path = args.settings.config.session.store_path
+        args.store = store_path if store_path is not None else workspace_root() / DEFAULT_STORE_PATH
 
 
 def _dispatch(args: argparse.Namespace) -> int:

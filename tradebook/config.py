@@ -500,8 +500,8 @@ def _load(path: str | Path | None, env: Mapping[str, str] | None
 
 def _apply_store_variable(raw: dict, env: Mapping[str, str], sources: dict[str, str]) -> None:
     """``TRADEBOOK_STORE`` is the documented name of ``session.store_path``: it overrides the file like any variable."""
-    value = env.get(ENV_STORE)
-    if not value:
+    value = env.get(ENV_STORE, "").strip()
+    if not value:  # set but blank: as if unset
         return
     explicit = f"{ENV_PREFIX}SESSION__STORE_PATH"
     if sources.get("session.store_path") == f"from {explicit}" and raw["session"]["store_path"] != value:
