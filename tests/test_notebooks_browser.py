@@ -8,7 +8,8 @@ from disk with every non-file request aborted, and the test asserts that:
 - no request left the machine (the page carries or links locally everything it needs);
 - every bokeh figure in the page was built with data (each plot's glyph renderers hold rows)
   and drawn (its canvas shows coloured pixels inside the plot: lines, bands, points);
-- each page is under 1 MB (the shared bokeh/panel JavaScript sits once in ``static/``).
+- each page is under 1 MB (the shared bokeh/panel JavaScript sits once in ``static/``);
+- the single-file export (``inline=True``) renders offline as well.
 
 Screenshots of each page are written beside it (``<name>.png``) for a person to look at.
 """
@@ -172,6 +173,15 @@ def test_exported_pages_stay_under_one_megabyte(exported) -> None:
     # the JavaScript they share is there once, beside them
     static = next(iter(exported.values())).parent / "static"
     assert (static / "bokeh" / "bokeh.min.js").is_file() and (static / "panel" / "panel.min.js").is_file()
+
+
+@pytest.mark.slow
+def test_an_inline_export_is_one_file_that_renders_offline(exported, browser, tmp_path) -> None:
+    executed = exported["01_data"].parent.parent / "01_data.ipynb"
+    page = export_html(executed, tmp_path, name="01_data", inline=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["01_data.html"]  # nothing beside it
+    assert "static/" not in page.read_text(encoding="utf-8")
+    assert _problems(*_render(browser, page)) == []
 
 
 CONTROL_CELLS = {

@@ -5,8 +5,9 @@
 notebook into ``out_dir/<name>.html`` plus the bokeh and panel JavaScript and CSS its
 figures need, copied from the installed packages into ``out_dir/static/`` (shared by every
 notebook exported to that folder). Open the HTML from disk, with no network: nothing is
-fetched from a CDN. The JavaScript is not inlined into each page because bokeh and panel
-alone weigh about 2.5 MB, and a page stays well under 1 MB this way.
+fetched from a CDN. The JavaScript is not inlined into each page by default because bokeh
+and panel weigh about 2.9 MB, and a page stays well under 1 MB this way;
+``export_html(..., inline=True)`` writes one self-contained file instead (to send around).
 
 Presentation layer: imports nbconvert and papermill, and the core never imports it.
 From a shell::
@@ -119,19 +120,19 @@ def _offline_notebook(nb: Any) -> Any:
 
 
 def _copy(source: Path, target: Path) -> None:
-    if not source.is_file():
-        raise ExportError(f"{source} is missing from the installed package; reinstall it (make setup)")
     if not target.exists() or target.stat().st_size != source.stat().st_size:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
 
 
-def export_html(ipynb: str | Path, out_dir: str | Path, *, name: str | None = None) -> Path:
+def export_html(ipynb: str | Path, out_dir: str | Path, *, name: str | None = None, inline: bool = False) -> Path:
     """Export an executed notebook to ``out_dir/<name>.html`` that renders offline; returns the HTML path.
 
-    ``name`` defaults to the notebook's file name without its extension.
-    bokeh and panel JavaScript and the CSS the figures reference are copied into
-    ``out_dir/static/`` and every CDN address in the page is rewritten to them.
+    ``name`` defaults to the notebook's file name without its extension. The bokeh and
+    panel JavaScript and the CSS the figures reference are copied into
+    ``out_dir/static/`` and every CDN address in the page is rewritten to them. With
+    ``inline=True`` they are written into the page instead: one self-contained file to
+    send around, about 3 MB larger.
     """
     import nbformat
     from nbconvert import HTMLExporter
@@ -143,35 +144,56 @@ def export_html(ipynb: str | Path, out_dir: str | Path, *, name: str | None = No
         nb = nbformat.read(source, as_version=4)
     except Exception as error:  # nbformat raises several unrelated types for a damaged file
         raise ExportError(f"{source} is not a readable notebook: {error}") from None
-    static = folder / STATIC_DIR
-    js_dir = _bokeh_js_dir()
-    scripts = []
-    for script in _BOKEH_SCRIPTS:
-        _copy(js_dir / f"{script}.min.js", static / "bokeh" / f"{script}.min.js")
-        scripts.append(f"{STATIC_DIR}/bokeh/{script}.min.js")
-    _copy(_panel_dist_dir() / "panel.min.js", static / "panel" / "panel.min.js")
-    scripts.append(f"{STATIC_DIR}/panel/panel.min.js")
+    js_dir, panel_dist = _bokeh_js_dir(), _panel_dist_dir()
+    assets: dict[str, Path] = {}  # the page's relative address -> the installed file it stands for
+
+    def asset(relative: str, installed: Path) -> str:
+        if not installed.is_file():
+            raise ExportError(f"{installed} is missing from the installed package; reinstall it (make setup)")
+        address = f"{STATIC_DIR}/{relative}"
+        assets[address] = installed
+        return address
+
+    scripts = [asset(f"bokeh/{script}.min.js", js_dir / f"{script}.min.js") for script in _BOKEH_SCRIPTS]
+    scripts.append(asset("panel/panel.min.js", panel_dist / "panel.min.js"))
 
     exporter = HTMLExporter(template_name="lab", raw_template=_TEMPLATE)
     body, _ = exporter.from_notebook_node(_offline_notebook(nb), resources={"tradebook_scripts": scripts})
 
-    panel_dist = _panel_dist_dir()
-
     def local_panel(match: re.Match[str]) -> str:
-        relative = match.group(1)
-        _copy(panel_dist / relative, static / "panel" / relative)
-        return f"{STATIC_DIR}/panel/{relative}"
+        return asset(f"panel/{match.group(1)}", panel_dist / match.group(1))
 
     def local_bokeh(match: re.Match[str]) -> str:
         script = "bokeh" + (match.group(1) or "")
-        _copy(js_dir / f"{script}.min.js", static / "bokeh" / f"{script}.min.js")
-        return f"{STATIC_DIR}/bokeh/{script}.min.js"
+        return asset(f"bokeh/{script}.min.js", js_dir / f"{script}.min.js")
 
     body = _BOKEH_CDN.sub(local_bokeh, _PANEL_CDN.sub(local_panel, body))
     folder.mkdir(parents=True, exist_ok=True)
+    if inline:
+        body = _inlined(body, scripts, assets)
+    else:
+        for address, installed in assets.items():
+            _copy(installed, folder / address)
     target = folder / f"{name or source.stem}.html"
     target.write_text(body, encoding="utf-8")
     return target
+
+
+def _inlined(body: str, scripts: list[str], assets: Mapping[str, Path]) -> str:
+    """``body`` with its scripts written into the page and every other asset as a data: address."""
+    import base64
+
+    for address in scripts:
+        # a literal "</script" inside the code would end the element early; "<\/" means the same to JavaScript
+        code = assets[address].read_text(encoding="utf-8").replace("</script", "<\\/script")
+        body = body.replace(f'<script src="{address}"></script>', f"<script>{code}</script>", 1)
+    for address, installed in assets.items():
+        if address in scripts:
+            continue
+        kind = "text/css" if installed.suffix == ".css" else "application/javascript"
+        encoded = base64.b64encode(installed.read_bytes()).decode("ascii")
+        body = body.replace(address, f"data:{kind};base64,{encoded}")
+    return body
 
 
 def main(argv: list[str] | None = None) -> int:
