@@ -95,8 +95,8 @@ from tradebook.execution.risk import (
 from tradebook.execution.router import OrderRouter, QuoteSnapshot, RouterConfig
 from tradebook.execution.sizing import sizer_from_config
 from tradebook.model.calendars import is_trading
-from tradebook.model.instruments import Instrument, Side, check_amount, to_decimal
-from tradebook.model.orders import Order, OrderIntent, OrderStatus, Signal
+from tradebook.model.instruments import MAX_INTEGER_DIGITS, Instrument, Side, check_amount, to_decimal
+from tradebook.model.orders import Order, OrderIntent, OrderStatus, Signal, client_order_id_for
 from tradebook.model.time import NS_PER_SECOND, ns_to_iso
 from tradebook.portfolio import Portfolio
 from tradebook.venues.base import VenuePort
@@ -243,6 +243,8 @@ def _algo_record(parent: ParentOrder, children: Iterable[ScheduledChild], ts_ns:
 def _number_text(value: Any) -> str:
     if value is None:
         return "None"
+    if value.__class__ is float:
+        return repr(value)
     if isinstance(value, Decimal):
         return format(value.normalize(), "f") if value.is_finite() else str(value)
     try:
@@ -1110,23 +1112,28 @@ class Session:
                              "such as 'BTCUSDT.BINANCE'")
         if not isinstance(signal.side, Side):
             raise OrderError(f"{where}: side is {signal.side!r}; expected Side.BUY or Side.SELL")
+        # exact types first (the usual case costs a class test each); the rest through the ABCs
         ts_ns = signal.ts_ns
-        if ts_ns is not None and (isinstance(ts_ns, bool) or not isinstance(ts_ns, numbers.Integral) or ts_ns < 0):
+        if ts_ns is not None and not (ts_ns.__class__ is int or (
+                not isinstance(ts_ns, bool) and isinstance(ts_ns, numbers.Integral))) or (ts_ns or 0) < 0:
             raise OrderError(f"{where}: ts_ns is {ts_ns!r}; expected int nanoseconds since the epoch (UTC), "
                              "e.g. tb.to_ns('2024-08-08T23:56:00Z'), or None for the session's time")
         strength = signal.strength
-        if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not math.isfinite(strength) \
-                or not 0 <= strength <= 1:
+        if not (strength.__class__ is float or (not isinstance(strength, bool) and isinstance(strength, numbers.Real))) \
+                or not math.isfinite(strength) or not 0 <= strength <= 1:
             raise OrderError(f"{where}: strength is {strength!r}; expected a number in [0, 1]")
-        for name in ("win_rate", "avg_win", "avg_loss"):
-            value = getattr(signal, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                                      or not math.isfinite(value)):
+        for value, name in ((signal.win_rate, "win_rate"), (signal.avg_win, "avg_win"), (signal.avg_loss, "avg_loss")):
+            if value is not None and not (value.__class__ is float or (
+                    not isinstance(value, bool) and isinstance(value, numbers.Real))) or (
+                    value is not None and not math.isfinite(value)):
                 raise OrderError(f"{where}: {name} is {value!r}; expected a finite number or None")
         if signal.urgency not in ("low", "normal", "high"):
             raise OrderError(f"{where}: urgency is {signal.urgency!r}; expected 'low', 'normal' or 'high'")
         quantity = signal.quantity
-        if quantity is not None:
+        if quantity.__class__ is Decimal and quantity.is_finite() and 0 < quantity and \
+                quantity.adjusted() < MAX_INTEGER_DIGITS:
+            pass  # the usual explicit size: nothing to convert
+        elif quantity is not None:
             if isinstance(quantity, bool) or not isinstance(quantity, (Decimal, int, float)):
                 raise OrderError(f"{where}: quantity is {quantity!r}; expected a Decimal (exact units; a float is "
                                  "taken by its repr)")
@@ -1145,7 +1152,7 @@ class Session:
             stop_loss = to_decimal(stop_loss, f"{where}: stop_loss")  # ConformanceError when not finite
             check_amount(stop_loss, f"{where}: stop_loss")
         if quantity is not signal.quantity or stop_loss is not signal.stop_loss or \
-                (ts_ns is not None and ts_ns.__class__ is not int):
+                (ts_ns.__class__ is not int and ts_ns is not None):
             signal = replace(signal, quantity=quantity, stop_loss=stop_loss,
                              ts_ns=None if ts_ns is None else int(ts_ns))
         return signal, self._tradable(signal.instrument_id)
@@ -1387,15 +1394,21 @@ class Session:
                 continue
             self._unsent_decided.add(coid)
             intent = self.oms.order(coid).intent
-            earlier = next((d for d in reversed(self.decisions) if coid in d.client_order_ids), None)
+            base_id, _, _ = intent.intent_id.partition(":resend:")
+            stop = base_id.endswith(":stop") and intent.parent_id is not None
+            # a protective stop belongs to its entry's signal
+            decided_as = client_order_id_for(intent.parent_id) if stop else coid
+            earlier = next((d for d in reversed(self.decisions) if decided_as in d.client_order_ids), None)
             if earlier is not None:
                 strategy_id, signal_id = earlier.strategy_id, earlier.signal_id
             else:  # decided in the moment the process stopped: its id is the intent's
                 strategy_id = intent.strategy_id
-                signal_id = intent.intent_id.removeprefix(f"{strategy_id}:").split(":resend:")[0]
+                signal_id = base_id.removeprefix(f"{strategy_id}:").removesuffix(":stop")
+            again = f"{base_id}:resend:{_resend_count(intent.intent_id) + 1}"
             reason = (f"order {coid} ({intent.intent_id}) was made durable but never reached {self.venue.name} "
-                      f"(the process stopped first); rejected, not resent under its id; the same signal sent again "
-                      f"goes as {signal_id}:resend:{_resend_count(intent.intent_id) + 1}")
+                      f"(the process stopped first); rejected, not resent under its id; "
+                      + (f"the order manager sends the protective stop again as {again}" if stop else
+                         f"the same signal sent again goes as {signal_id}:resend:{_resend_count(intent.intent_id) + 1}"))
             self._journal_decision(Decision(self._now, strategy_id, signal_id, intent.instrument_id,
                                             DecisionOutcome.NOT_SENT, reason, (coid,),
                                             DecisionCode.NEVER_REACHED_VENUE), None)

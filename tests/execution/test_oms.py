@@ -582,6 +582,29 @@ async def test_submitted_but_never_received_is_rejected_never_reached_the_venue(
 
 
 @run
+async def test_a_protective_stop_that_never_reached_the_venue_is_sent_again_under_a_new_id(tmp_path):
+    rig = Rig(tmp_path, prices={SPY: D("100.00")})
+    await rig.connect()
+    entry = await rig.oms.submit(intent(1, stop_loss=D("95.00")))
+    assert entry.status is S.FILLED
+    rig.venue.crash_before_receiving = True  # the process dies while the stop is on its way
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    rig.venue.crash_before_receiving = False
+    oms = await rig.restart()
+    [lost] = oms.unresolved()
+    assert lost.intent.intent_id == "sig-1:stop" and lost.status is S.SUBMITTED
+    await oms.reconcile()
+    assert oms.rejection_code(lost.client_order_id) is RejectCode.NEVER_REACHED_VENUE
+    again = oms.order_for_intent("sig-1:stop:resend:1")  # the position is protected again, under a new id
+    assert (again.status, again.intent.quantity, again.intent.stop_price, again.intent.parent_id) == (
+        S.ACCEPTED, D(2), D("95.00"), "sig-1")
+    assert [i.intent_id for i in rig.venue.received] == ["sig-1", "sig-1:stop:resend:1"]
+    await oms.reconcile()  # nothing more: one stop working
+    assert len(rig.venue.received) == 2
+
+
+@run
 async def test_sent_and_filled_but_crashed_before_the_fill_was_heard(tmp_path):
     rig = Rig(tmp_path, prices={SPY: D("100.00")}, fee=D("0.20"))
     await rig.connect()

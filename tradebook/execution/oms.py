@@ -128,7 +128,8 @@ class RejectCode(StrEnum):
     # Made durable as ``submitted``, but the process stopped before the venue received it: on
     # restart the venue does not know it, so it is rejected and never resent under its id (the
     # id could still arrive late from a network buffer on a live venue). A session records a
-    # "not sent" decision for its signal; the same signal sent again goes under a new id.
+    # "not sent" decision for its signal; the same signal sent again goes under a new id. A
+    # protective stop is sent again by reconcile itself, as ``<entry>:stop:resend:<n>``.
     NEVER_REACHED_VENUE = "never_reached_venue"
 
 
@@ -1151,6 +1152,11 @@ class OrderManager:
             stops = [_stop_intent(o, self.clock()) for o in self._orders.values()
                      if o.is_done and o.filled_qty > 0 and o.intent.stop_loss is not None]
         for stop in stops:
+            base, attempt = stop.intent_id, 0
+            # a stop that never reached the venue is not resent under its id: it goes under a new one
+            while self._reject_codes.get(stop.client_order_id) is RejectCode.NEVER_REACHED_VENUE:
+                attempt += 1
+                stop = dataclasses.replace(stop, intent_id=f"{base}:resend:{attempt}")
             if stop.client_order_id not in self._orders:
                 await self.submit(stop)
         alerts.extend(await self._reconcile_positions(adopt_venue))
