@@ -113,7 +113,8 @@ def main(store_path: str, state_dir: str, done_file: str) -> None:
     from tradebook.data.feeds import ReplayFeed
     from tradebook.model.instruments import Side
     from tradebook.model.orders import Signal
-    from tradebook.session import Session
+    from tradebook.errors import SessionError
+    from tradebook.session import Session, SessionState
     from tradebook.store import Store
 
     store = Store(store_path)
@@ -128,7 +129,12 @@ def main(store_path: str, state_dir: str, done_file: str) -> None:
                          quantity=quantity, stop_loss=stop_loss)
 
     session = Session(store, calibrations=[INSTRUMENT], feed=feed, strategy=strategy, state_dir=state_dir)
-    session.start(wait=True, timeout=300)
+    try:
+        session.start(wait=True, timeout=300)
+    except SessionError:
+        if session.state is not SessionState.FINISHED:
+            raise
+        # killed after a clean finish (runner:finished:1): start() says the replay is over; nothing to run
     if os.environ.get("CRASH_AT") == "runner:finished:1":  # the replay is over, the session not yet stopped
         os.kill(os.getpid(), signal.SIGKILL)
     session.stop()

@@ -475,6 +475,7 @@ class Session:
 
     # -- state that survives a restart ----------------------------------------------------
     def _recover_session_journal(self) -> int | None:
+        self._finished_cleanly = False
         resume = None
         algos: list[dict[str, Any]] = []
         stopped: dict[str, str] = {}  # algo parents whose remaining slices were cancelled, with why
@@ -487,6 +488,7 @@ class Session:
                 resume = record["end_ns"]
                 self._now = max(self._now, record["end_ns"] - 1)
                 self._last_end_ns = max(self._last_end_ns, record["end_ns"])
+                self._finished_cleanly = False  # a later feed went on
             elif kind == "decision":
                 decision = Decision(**{**record["decision"],
                                        "client_order_ids": tuple(record["decision"]["client_order_ids"])})
@@ -510,6 +512,8 @@ class Session:
             elif kind == "flatten_done":
                 self._flatten_request = None
                 self.kill_switch.flatten_done(record["reason"], record["ts_ns"])
+            elif kind == "finished":  # the replay ran out and everything was flushed (not a kill at its end)
+                self._finished_cleanly = True
             elif kind == "algo":
                 algos.append(record)
             elif kind == "algo_stopped":
@@ -588,14 +592,16 @@ class Session:
         if self._thread is not None or self._was_reset or self.state is not SessionState.CREATED:
             raise SessionError(f"this Session was already started or ended (state {self.state}); build a new "
                                f"tb.Session({self._run_argument()}) to go on")
-        if self.feed is not None and self._resume_ns is not None and self._resume_ns >= self.feed.end_ns:
+        # (a run killed after its last step is started: its recovery and final flush are still to do)
+        if self.feed is not None and self._finished_cleanly and self._resume_ns >= self.feed.end_ns:
             self.state = SessionState.FINISHED
             self._close_files()
+            over = f"tb.Session(..., run={self.run!r}, reset=True)" if self.run is not None else "a new state_dir"
             raise SessionError(
                 f"paper run {self._run_label()} already replayed this feed (it stopped at "
                 f"{ns_to_iso(self._resume_ns)}; the feed ends at {ns_to_iso(self.feed.end_ns - 1)}), so there is "
-                f"nothing left to replay: start it over with tb.Session(..., {self._run_argument()}, reset=True), "
-                "start a fresh run with run=tb.paper.new_run(), or give a feed that goes on after it")
+                f"nothing left to replay: start it over with {over}, start a fresh run with "
+                "run=tb.paper.new_run(), or give a feed that goes on after it")
         if self.kill_switch.mode is not KillSwitchMode.NORMAL:
             message = (f"paper run {self._run_label()} starts with its kill switch {self.kill_switch.mode} "
                        f"(carried over from an earlier session: {self.kill_switch.reason}); new orders are refused "
