@@ -28,7 +28,7 @@ MONEY_TICKS = NumeralTickFormatter(format="0,0.00")
 PLAIN_TICKS = PrintfTickFormatter(format="%.4g")  # 0.0015 bps, not 1.500e-3
 WIDTH = 760
 HEIGHT = 300
-LEGEND = {"legend_position": "right"}  # outside the plotting area: never over the lines
+LEGEND = {"legend_position": "right", "legend_opts": {"title": None}}  # outside the plot, never over its lines
 
 
 def downsample_minmax(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:

@@ -40,7 +40,7 @@ def cost_by_size_plot(table: pd.DataFrame, title: str) -> Any:
                              logx=True)
     lines = named.hvplot.line(x=x, y=[_COST_LABELS[c] for c in ("real_median_bps", "model_median_bps",
                                                                 "baseline_a_bps", "baseline_b_bps")],
-                              logx=True, xlabel="order size / touch size", ylabel="cost vs mid (bps)", group_label="")
+                              logx=True, xlabel="order size / touch size", ylabel="cost vs mid (bps)")
     points = named.hvplot.scatter(x=x, y="real mean", label="real mean", logx=True)
     return (band * lines * points).opts(title=title, show_grid=True, **_SIZE, **LEGEND)
 
@@ -49,7 +49,7 @@ def book_walk_plot(table: pd.DataFrame, title: str) -> Any:
     """Mean absolute error of book-walk costs per order size: L1-only model against baseline (b), with the true mean."""
     named = table.rename(columns=_WALK_LABELS)
     errors = named.hvplot.line(x="size_rel_top", y=list(_WALK_LABELS.values()), logx=True,
-                               xlabel="order size / typical top size", ylabel="bps", group_label="")
+                               xlabel="order size / typical top size", ylabel="bps")
     return errors.opts(title=title, show_grid=True, **_SIZE, **LEGEND)
 
 
