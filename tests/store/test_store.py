@@ -212,6 +212,7 @@ class TestWorkspaceSharing:
             store.close()
         with Store(path) as pinned:  # a store that holds the writer on purpose keeps it
             assert not pinned.release_writer()
+        assert repr(pinned) == f"Store({str(path)!r}, closed)"
 
     def test_a_writer_is_named_with_what_it_does(self, tmp_path, holding, run_python):
         path = tmp_path / "held.duckdb"

@@ -501,6 +501,8 @@ class Store:
         self.close()
 
     def __repr__(self) -> str:
+        if self._con is None:
+            return f"Store({str(self.path)!r}, closed)"
         mode = "read-only" if self.read_only else "read-write" if self._writing else "read-only until a write"
         return f"Store({str(self.path)!r}, {mode}, schema v{self.schema_version})"
 
