@@ -1125,7 +1125,8 @@ class Session:
             raise OrderError(f"{where}: ts_ns is {ts_ns!r}; expected int nanoseconds since the epoch (UTC), "
                              "e.g. tb.to_ns('2024-08-08T23:56:00Z'), or None for the session's time")
         strength = signal.strength
-        if not (strength.__class__ is float or (not isinstance(strength, bool) and isinstance(strength, numbers.Real))) \
+        if not (strength.__class__ is float or (not isinstance(strength, bool)
+                                                and isinstance(strength, numbers.Real))) \
                 or not math.isfinite(strength) or not 0 <= strength <= 1:
             raise OrderError(f"{where}: strength is {strength!r}; expected a number in [0, 1]")
         for value, name in ((signal.win_rate, "win_rate"), (signal.avg_win, "avg_win"), (signal.avg_loss, "avg_loss")):
@@ -1414,7 +1415,8 @@ class Session:
             reason = (f"order {coid} ({intent.intent_id}) was made durable but never reached {self.venue.name} "
                       f"(the process stopped first); rejected, not resent under its id; "
                       + (f"the order manager sends the protective stop again as {again}" if stop else
-                         f"the same signal sent again goes as {signal_id}:resend:{_resend_count(intent.intent_id) + 1}"))
+                         f"the same signal sent again goes as {signal_id}:resend:"
+                         f"{_resend_count(intent.intent_id) + 1}"))
             self._journal_decision(Decision(self._now, strategy_id, signal_id, intent.instrument_id,
                                             DecisionOutcome.NOT_SENT, reason, (coid,),
                                             DecisionCode.NEVER_REACHED_VENUE), None)
