@@ -389,3 +389,20 @@ def test_a_session_that_cannot_be_built_lets_go_of_its_folder_at_once(store, fra
             Session(store, calibrations=[BTC], feed=feed(frames), run="damaged")
         assert not isinstance(info.value, SessionLockedError)
         assert not tb.paper.is_locked(state)
+
+
+def test_a_run_folder_deleted_by_hand_is_named_and_reset_clears_the_rows(store, frames, sessions):
+    first = session_for(store, frames, sessions, speed=None).start()
+    first.wait_until(AT_2356, pause=True)
+    buy(first)
+    first.stop()
+    shutil.rmtree(first.state_dir)  # the "obvious" reset
+    with pytest.raises(SessionError, match=r"paper run 'nb': the store holds \d+ records of its order journal but "
+                                           r".* has none \(was the folder deleted\?\); to start the run over, "
+                                           r"reset it: tb.Session\(..., run='nb', reset=True\)"):
+        session_for(store, frames, sessions)
+    again = session_for(store, frames, sessions, speed=None, reset=True).start()
+    again.wait_until(AT_2356, pause=True)
+    assert len(buy(again)) == 1
+    again.stop()
+    assert account_rows(store, "nb")["orders"] == 1

@@ -414,6 +414,14 @@ class Session:
         if reset:
             removed = paper.reset_locked(store, self.run, self.state_dir, self._state_lock)
             log.info("paper run %s reset: removed %s", self.run, removed)
+        elif not (self.state_dir / paper.OMS_JOURNAL).exists():
+            copied = store.journal_position(oms_journal_name(store.path, self.state_dir))
+            if copied:  # the folder was deleted by hand: the store still holds the run's rows
+                how = (f"tb.Session(..., run={self.run!r}, reset=True) or tb.paper.reset(store, {self.run!r})"
+                       if self.run is not None else "another state_dir")
+                raise SessionError(f"paper run {self._run_label()}: the store holds {copied} records of its order "
+                                   f"journal but {self.state_dir} has none (was the folder deleted?); to start the "
+                                   f"run over, reset it: {how}")
         if venue is None:
             venue = PaperVenue(self.state_dir / "paper", models=self._models, instruments=self.instruments,
                                account_id=self.account_id, starting_cash=Decimal(starting_cash), seed=seed,
