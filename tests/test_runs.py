@@ -320,6 +320,10 @@ def test_timeouts_say_what_they_waited_for(store, frames, sessions):
     sessions.append(never)
     with pytest.raises(SessionError, match="submit: the session is not running"):
         buy(never)
+    started = time.monotonic()
+    with pytest.raises(SessionError, match=r"wait_until: the session is not running \(state created\)"):
+        never.wait_until(AT_0000, timeout=30)
+    assert time.monotonic() - started < 1
 
 
 # -- temporary folders of a killed flush -------------------------------------------------------------------

@@ -658,6 +658,8 @@ class Session:
         if isinstance(ts_ns, bool) or not isinstance(ts_ns, (int, np.integer)):
             raise ConfigError(f"wait_until takes int64 UTC ns (tb.to_ns('2024-08-08T23:56:00Z')), got {ts_ns!r}")
         ts_ns = int(ts_ns)
+        if self._thread is None:  # its time would never move
+            raise SessionError(f"wait_until: the session is not running (state {self.state}); call start() first")
         if pause:
             if self.feed is None:
                 raise ConfigError("wait_until(pause=True) holds a replay; a session without a feed moves only "
