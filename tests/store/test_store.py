@@ -214,6 +214,24 @@ class TestWorkspaceSharing:
             assert not pinned.release_writer()
         assert repr(pinned) == f"Store({str(path)!r}, closed)"
 
+    def test_a_rerun_that_writes_nothing_takes_no_lock(self, tmp_path, bundled, holding):
+        """A notebook re-run on a loaded store (same files, same instruments) stays a reader beside others."""
+        from tradebook.demo import load_bundled_into
+
+        path = tmp_path / "rerun.duckdb"
+        with Store(path) as store:
+            store.register_instruments()
+            store.ingest(bundled(SMALL_QUOTES))
+        holding(path, "reader")  # another process reads meanwhile
+        with Store(path, lazy_writer=True) as store:
+            assert store.register_instruments() == 0
+            assert not store.ingest(bundled(SMALL_QUOTES)).created
+            assert "read-only until a write" in repr(store)
+            with pytest.raises(StoreLockedError, match="holds it open"):
+                store.ingest(bundled(SMALL_FX_QUOTES))  # a real write still needs the file to itself
+        with pytest.raises(StoreError, match="open read-only"), Store(path, read_only=True) as strict:
+            load_bundled_into(strict)
+
     def test_a_writer_is_named_with_what_it_does(self, tmp_path, holding, run_python):
         path = tmp_path / "held.duckdb"
         Store(path).close()

@@ -636,6 +636,13 @@ class Store:
             if not isinstance(instrument, Instrument):
                 raise StoreError(f"register_instruments takes Instrument objects (tb.Instrument or "
                                  f"tb.instrument_from_dict), got {type(instrument).__name__}")
+        if self.read_only:
+            self._require_writer()  # raises
+        with self._lock:  # unchanged specs write nothing: a lazy writer stays read-only
+            existing = {row[0]: row for row in self.con.execute("SELECT * FROM instruments").fetchall()}
+        if all(i.instrument_id in existing and _same_instrument_row(existing[i.instrument_id], _instrument_row(i))
+               for i in instruments):
+            return 0
         changed = 0
         with self.transaction() as con:
             existing = {row[0]: row for row in con.execute("SELECT * FROM instruments").fetchall()}
@@ -658,7 +665,8 @@ class Store:
         Loading the same content for the same instrument and kind again is a no-op
         that returns the existing dataset id.
         """
-        self._require_writer()
+        if self.read_only:
+            self._require_writer()  # raises
         if not isinstance(data, MarketData):
             raise StoreError(f"ingest takes a MarketData from tradebook.data loaders, got {type(data).__name__}")
         with self._lock:
@@ -668,14 +676,14 @@ class Store:
                                      f"definition of {data.instrument.instrument_id}")
                 new_instrument = self._unregistered(data.instrument)
             else:
-                self._ensure_instrument(data.instrument_id)
-                new_instrument = None
+                new_instrument = self._bundled_if_unregistered(data.instrument_id)
             found = self.con.execute(
                 "SELECT dataset_id, row_count FROM datasets WHERE instrument_id = ? AND kind = ? AND content_hash = ?",
                 [data.instrument_id, str(data.kind), data.content_hash],
             ).fetchone()
-            if found is not None:
+            if found is not None:  # already stored: nothing to write (a lazy writer stays read-only)
                 return IngestResult(int(found[0]), int(found[1]), created=False)
+            self._require_writer()
             table = TABLE_FOR_KIND[data.kind]
             rows_view = f"_incoming_{table}"
             rows = _rows_for_table(data, 0)  # dataset_id is bound in the INSERT once known
@@ -734,16 +742,23 @@ class Store:
             f"({'; '.join(differ)}); nothing was written. Use another instrument id, or "
             "store.register_instruments([...]) to replace it on purpose")
 
-    def _ensure_instrument(self, instrument_id: str) -> None:
+    def _bundled_if_unregistered(self, instrument_id: str) -> Instrument | None:
+        """None when the store holds ``instrument_id``; the bundled one to register with the data otherwise."""
         known = self.con.execute("SELECT 1 FROM instruments WHERE instrument_id = ?", [instrument_id]).fetchone()
         if known is not None:
-            return
+            return None
         if instrument_id not in BUNDLED_INSTRUMENTS:
             raise UnknownInstrumentError(
                 f"instrument {instrument_id!r} is not registered in {self.path}; define it (tb.instrument_from_dict, "
                 "or tradebook load --instrument-file) and register it with store.register_instruments([...])"
             )
-        self.register_instruments([BUNDLED_INSTRUMENTS[instrument_id]])
+        return BUNDLED_INSTRUMENTS[instrument_id]
+
+    def _ensure_instrument(self, instrument_id: str) -> None:
+        with self._lock:
+            missing = self._bundled_if_unregistered(instrument_id)
+        if missing is not None:
+            self.register_instruments([missing])
 
     # -- reading ------------------------------------------------------------------------
     def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
