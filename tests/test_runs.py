@@ -410,3 +410,15 @@ def test_a_run_folder_deleted_by_hand_is_named_and_reset_clears_the_rows(store, 
     assert len(buy(again)) == 1
     again.stop()
     assert account_rows(store, "nb")["orders"] == 1
+
+
+def test_an_order_journal_that_cannot_be_replayed_is_named_and_the_run_let_go(store, frames):
+    from tradebook.execution.journal import encode_record, journal_line
+
+    state = Path(f"{store.path}.runs/broken")
+    state.mkdir(parents=True)
+    (state / "oms.journal").write_bytes(journal_line(encode_record({"kind": "intent", "intent": {"bogus": 1}})))
+    for _ in range(2):  # the same reason again, never "in use"
+        with pytest.raises(tb.StoreError, match=r"oms.journal: record 1 cannot be replayed") as info:
+            Session(store, calibrations=[BTC], feed=feed(frames), run="broken")
+        assert "\n" not in str(info.value) and not tb.paper.is_locked(state)

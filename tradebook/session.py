@@ -952,7 +952,6 @@ class Session:
             # go of its state folder, and wait() returns.
             self._accepting = False
             self._loop_ended.set()
-            self._ready.set()
             steps: tuple[tuple[str, Callable[[], Any]], ...] = (
                 ("the final flush to the store", lambda: self.oms.close(flush=True)),
                 (f"closing the venue {self.venue.name}", lambda: loop.run_until_complete(self._close_venue())),
@@ -966,6 +965,7 @@ class Session:
                 except BaseException as exc:  # noqa: BLE001 - the next steps must run
                     self._fail(exc, what)
             self._state_lock.release()
+            self._ready.set()  # a start() that failed returns once everything is let go
             self._done.set()
 
     def _fail(self, exc: BaseException, during: str) -> None:
