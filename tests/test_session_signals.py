@@ -161,7 +161,11 @@ def test_float_quantity_and_stop_are_taken_by_their_repr_and_held_to_the_lot(sto
         s.submit(Signal("nb", "inf", BTC, Side.BUY, None, strength=0.95, quantity=float("inf")))
     with pytest.raises(ConformanceError, match=r"stop_loss must be finite, got nan"):
         s.submit(Signal("nb", "nan-stop", BTC, Side.BUY, None, strength=0.5, quantity=0.01, stop_loss=float("nan")))
+    with pytest.raises(OrderError, match=r"side is 'hold'; expected Side.BUY or Side.SELL \('buy' or 'sell'\)"):
+        s.submit(Signal("nb", "hold", BTC, "hold", None, strength=0.95, quantity=0.01))
     assert len(s.orders()) == 1
+    [typed] = s.submit(Signal("nb", "text", BTC, "buy", None, strength=0.95, quantity=0.01))  # the side as text
+    assert typed.intent.side is Side.BUY
 
 
 def test_numbers_beyond_the_stored_bounds_are_refused_and_nothing_is_stored(store, tmp_path, sessions, batches):
@@ -341,3 +345,34 @@ def test_a_market_order_in_flight_at_a_clean_stop_fills_after_the_restart_as_wit
     assert str(straight.status) == "filled"
     assert (str(restarted.status), restarted.filled_qty, restarted.avg_price, restarted.fees) == \
         ("filled", straight.filled_qty, straight.avg_price, straight.fees)
+
+
+
+def test_a_malformed_intent_is_an_order_error_and_nothing_is_stored(store, tmp_path, sessions, batches):
+    s = start(store, tmp_path, sessions)
+    steps(s, batches, 0, 3)
+    s.submit(signal("ok"))
+    steps(s, batches, 3, 5)
+    s.oms.flush()
+    now = batches[4].end_ns - 1
+    before = footprint(store, tmp_path / "state")
+    base = dict(intent_id="nb:x", strategy_id="nb", account_id="paper", instrument_id=BTC, side=Side.BUY,
+                quantity=Decimal("0.01"), order_type=OrderType.MARKET, time_in_force=TimeInForce.IOC, ts_ns=now)
+    cases = [("intent_id", 5, "intent_id is 5; expected a non-empty string"),
+             ("instrument_id", ["x"], r"instrument_id is \['x'\]; expected a non-empty string"),
+             ("strategy_id", None, "strategy_id is None"), ("account_id", 7, "account_id is 7"),
+             ("parent_id", 3, "parent_id is 3; expected the parent's intent id"),
+             ("reduce_only", "yes", "reduce_only is 'yes'; expected True or False"),
+             ("side", "hold", "side is 'hold'; expected Side.BUY or Side.SELL"),
+             ("order_type", "weird", "unknown order type 'weird'"), ("ts_ns", "now", "ts_ns must be int ns"),
+             ("quantity", "0.01", "quantity '0.01' must be a positive finite Decimal")]
+    for field, value, message in cases:
+        fields = {**base, "intent_id": f"nb:{field}", field: value}
+        with pytest.raises(OrderError, match=message):
+            s.submit(OrderIntent(**fields))
+    s.oms.flush()
+    after = footprint(store, tmp_path / "state")
+    assert {k: (before[k], after[k]) for k in before if before[k] != after[k]} == {}
+    # a side typed as text is the Side it names
+    [order] = s.submit(OrderIntent(**{**base, "intent_id": "nb:text-side", "side": "sell", "quantity": 0.01}))
+    assert order.intent.side is Side.SELL and order.intent.quantity == Decimal("0.01")

@@ -263,18 +263,34 @@ def _signal_terms(signal: Signal) -> str:
 
 
 def _decimal_intent(intent: OrderIntent) -> OrderIntent:
-    """``intent`` with float quantity and prices made Decimal by their repr (a notebook typed 0.01)."""
+    """``intent`` as a notebook typed it, checked where the order manager would fail on it (OrderError), with
+    float quantity and prices made Decimal by their repr (0.01 is Decimal('0.01')) and a side given as text
+    made a Side."""
+    where = f"intent {intent.intent_id!r}"
+    for name in ("intent_id", "strategy_id", "account_id", "instrument_id"):
+        value = getattr(intent, name)
+        if not isinstance(value, str) or not value:
+            raise OrderError(f"{where}: {name} is {value!r}; expected a non-empty string")
+    if intent.parent_id is not None and not isinstance(intent.parent_id, str):
+        raise OrderError(f"{where}: parent_id is {intent.parent_id!r}; expected the parent's intent id (a string) "
+                         "or None")
+    if not isinstance(intent.reduce_only, bool):
+        raise OrderError(f"{where}: reduce_only is {intent.reduce_only!r}; expected True or False")
+    changes: dict[str, Any] = {}
+    if not isinstance(intent.side, Side):
+        if intent.side not in ("buy", "sell"):
+            raise OrderError(f"{where}: side is {intent.side!r}; expected Side.BUY or Side.SELL")
+        changes["side"] = Side(intent.side)
     floats = {name: value for name in ("quantity", "limit_price", "stop_price", "stop_loss")
               if isinstance(value := getattr(intent, name), float)}
     if not floats:
-        return intent
-    where = f"intent {intent.intent_id!r}"
+        return replace(intent, **changes) if changes else intent
     for name, value in floats.items():
         if not math.isfinite(value):
             raise OrderError(f"{where}: {name} is {value!r}; expected a finite number (a Decimal, or a float "
                              "taken by its repr)")
         floats[name] = to_decimal(value, f"{where}: {name}")
-    return replace(intent, **floats)
+    return replace(intent, **floats, **changes)
 
 
 def _resend_count(intent_id: str) -> int:
@@ -1126,8 +1142,11 @@ class Session:
         if not isinstance(signal.instrument_id, str) or not signal.instrument_id:
             raise OrderError(f"{where}: instrument_id is {signal.instrument_id!r}; expected an instrument id string "
                              "such as 'BTCUSDT.BINANCE'")
-        if not isinstance(signal.side, Side):
-            raise OrderError(f"{where}: side is {signal.side!r}; expected Side.BUY or Side.SELL")
+        side = signal.side
+        if not isinstance(side, Side):
+            if side not in ("buy", "sell"):
+                raise OrderError(f"{where}: side is {side!r}; expected Side.BUY or Side.SELL ('buy' or 'sell')")
+            side = Side(side)  # typed as text: the Side it names
         # exact types first (the usual case costs a class test each); the rest through the ABCs
         ts_ns = signal.ts_ns
         if ts_ns is not None and not (ts_ns.__class__ is int or (
@@ -1168,9 +1187,9 @@ class Session:
                 raise OrderError(f"{where}: stop_loss is {stop_loss!r}; expected a Decimal price (or float) or None")
             stop_loss = to_decimal(stop_loss, f"{where}: stop_loss")  # ConformanceError when not finite
             check_amount(stop_loss, f"{where}: stop_loss")
-        if quantity is not signal.quantity or stop_loss is not signal.stop_loss or \
+        if quantity is not signal.quantity or stop_loss is not signal.stop_loss or side is not signal.side or \
                 (ts_ns.__class__ is not int and ts_ns is not None):
-            signal = replace(signal, quantity=quantity, stop_loss=stop_loss,
+            signal = replace(signal, quantity=quantity, stop_loss=stop_loss, side=side,
                              ts_ns=None if ts_ns is None else int(ts_ns))
         return signal, self._tradable(signal.instrument_id)
 
