@@ -322,7 +322,11 @@ def test_timeouts_say_what_they_waited_for(store, frames, sessions):
     started = time.monotonic()
     with pytest.raises(SessionError, match=r"wait_until: the session is not running \(state created\)"):
         never.wait_until(AT_0000, timeout=30)
+    with pytest.raises(SessionError, match=r"wait: the session is not running \(state created\); call start"):
+        never.wait()
     assert time.monotonic() - started < 1
+    never.stop()
+    assert never.wait() is SessionState.STOPPED
 
 
 # -- temporary folders of a killed flush -------------------------------------------------------------------

@@ -654,6 +654,10 @@ class Session:
 
     def wait(self, timeout: float | None = None) -> SessionState:
         """Block until the replay finishes or the session stops; re-raises a failure of the loop."""
+        if self._thread is None:  # never started: nothing will end it
+            if self.state is SessionState.CREATED:
+                raise SessionError(f"wait: the session is not running (state {self.state}); call start() first")
+            return self.state
         if not self._done.wait(timeout):
             feed_end = f"; the feed ends at {ns_to_iso(self.feed.end_ns - 1)}" if self.feed is not None else ""
             paused = " (paused: session.resume() lets it go on)" if self.state is SessionState.PAUSED else ""
