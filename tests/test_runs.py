@@ -161,6 +161,32 @@ def test_a_second_process_is_refused_naming_the_holder_and_gets_the_folder_when_
     assert run_python(code).stdout.strip() == "acquired"
 
 
+def test_a_session_in_a_second_process_on_the_same_run_is_refused_at_construction(store, frames, sessions,
+                                                                                  run_python):
+    store.close()
+    shared = tb.open_store(store.path)  # a notebook's store: read-only until it writes, so both processes read it
+    try:
+        holder = Session(shared, calibrations=[BTC], run="shared")
+        sessions.append(holder)
+        code = textwrap.dedent(f"""
+            import tradebook as tb
+            store = tb.open_store({str(store.path)!r})
+            try:
+                tb.Session(store, calibrations=["{BTC}"], run="shared")
+            except tb.TradebookError as exc:
+                print(type(exc).__name__, exc)
+            else:
+                print("built")
+        """)
+        refused = run_python(code)
+        assert refused.stdout.startswith("SessionLockedError state folder"), refused.stdout + refused.stderr
+        assert f"pid {os.getpid()} on" in refused.stdout and "run 'shared'" in refused.stdout
+        holder.stop()
+        assert run_python(code).stdout.strip() == "built"
+    finally:
+        shared.close()
+
+
 def test_a_killed_holder_releases_its_folder(store, tmp_path, run_python):
     state = Path(f"{store.path}.runs/killed")
     code = textwrap.dedent(f"""
