@@ -243,13 +243,13 @@ def test_a_twap_whose_first_slice_is_refused_cancels_its_other_slices(store, tmp
     assert again.orders()["intent_id"].tolist() == ["nb:tw:slice:1"]
 
 
-def test_a_later_slice_refused_stops_the_rest_and_leaves_the_working_ones(store, tmp_path, sessions, batches):
+def test_a_later_slice_refused_cancels_the_slices_not_yet_released(store, tmp_path, sessions, batches):
     quiet = flat_batches(batches[0].start_ns, 400)
     s = start(store, tmp_path, sessions, adv={BTC: Decimal("10")})
     steps(s, quiet, 0, 3)
     s.submit(signal("tw", strength=0.5, quantity="0.5"))  # 5 slices of 0.1, 60 s apart
     steps(s, quiet, 3, 3 + 61)  # slice 2 released (slice 1 retried after a minute unfilled)
-    assert s.parents()["status"].tolist() == ["working"]
+    assert s.parents()[["status", "slices_scheduled", "slices_working"]].values.tolist() == [["working", 3, 2]]
     s.halt("risk off")
     steps(s, quiet, 64, 64 + 60)  # slice 3 comes due: refused
     orders = s.orders().set_index("intent_id")
