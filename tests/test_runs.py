@@ -434,6 +434,10 @@ def test_a_run_folder_deleted_by_hand_is_named_and_reset_clears_the_rows(store, 
                                            r".* has none \(was the folder deleted\?\); to start the run over, "
                                            r"reset it: tb.Session\(..., run='nb', reset=True\)"):
         session_for(store, frames, sessions)
+    assert tb.paper.reset(store, "nb")["orders"] == 1  # the rows the folder left behind
+    assert not first.state_dir.exists() and "nb" not in tb.paper.runs(store)["run"].tolist()
+    assert tb.paper.reset(store, "never-was") == dict.fromkeys(
+        ["order_events", "fills", "positions", "alerts", "journal_offsets", "orders"], 0)
     again = session_for(store, frames, sessions, speed=None, reset=True).start()
     again.wait_until(AT_2356, pause=True)
     assert len(buy(again)) == 1

@@ -178,11 +178,14 @@ def reset(store: Any, run: str) -> dict[str, int]:
     """
     _check_store(store)
     state_dir = run_dir(store.path, run)
+    made_here = not state_dir.exists()  # only rows left in the store (the folder was deleted by hand), or none
     lock = StateLock(state_dir, run)
     try:
         return reset_locked(store, run, state_dir, lock)
     finally:
         lock.release()
+        if made_here:
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def reset_locked(store: Any, run: str, state_dir: Path, lock: StateLock) -> dict[str, int]:

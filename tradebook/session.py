@@ -425,12 +425,7 @@ class Session:
 
         if names:  # unknown calibration or instrument: an error before anything is written
             self._models, self.instruments = stored_models(store, names)
-        # the one writer of this folder from here on; nothing was written to it before
-        self._state_lock = paper.StateLock(self.state_dir, self.run or str(self.state_dir))
-        if reset:
-            removed = paper.reset_locked(store, self.run, self.state_dir, self._state_lock)
-            log.info("paper run %s reset: removed %s", self.run, removed)
-        elif not (self.state_dir / paper.OMS_JOURNAL).exists():
+        if not reset and not (self.state_dir / paper.OMS_JOURNAL).exists():
             copied = store.journal_position(oms_journal_name(store.path, self.state_dir))
             if copied:  # the folder was deleted by hand: the store still holds the run's rows
                 how = (f"tb.Session(..., run={self.run!r}, reset=True) or tb.paper.reset(store, {self.run!r})"
@@ -438,6 +433,11 @@ class Session:
                 raise SessionError(f"paper run {self._run_label()}: the store holds {copied} records of its order "
                                    f"journal but {self.state_dir} has none (was the folder deleted?); to start the "
                                    f"run over, reset it: {how}")
+        # the one writer of this folder from here on; nothing was written to it before
+        self._state_lock = paper.StateLock(self.state_dir, self.run or str(self.state_dir))
+        if reset:
+            removed = paper.reset_locked(store, self.run, self.state_dir, self._state_lock)
+            log.info("paper run %s reset: removed %s", self.run, removed)
         if venue is None:
             venue = PaperVenue(self.state_dir / "paper", models=self._models, instruments=self.instruments,
                                account_id=self.account_id, starting_cash=Decimal(starting_cash), seed=seed,
