@@ -627,10 +627,12 @@ class Session:
                 f"nothing left to replay: start it over with {over}, start a fresh run with "
                 "run=tb.paper.new_run(), or give a feed that goes on after it")
         if self.kill_switch.mode is not KillSwitchMode.NORMAL:
+            refused = "new orders are refused" if self.kill_switch.mode is KillSwitchMode.HALTED \
+                else "only orders that reduce a position pass"
             message = (f"paper run {self._run_label()} starts with its kill switch {self.kill_switch.mode} "
-                       f"(carried over from an earlier session: {self.kill_switch.reason}); new orders are refused "
+                       f"(carried over from an earlier session: {self.kill_switch.reason}); {refused} "
                        "until session.resume_trading(), or reset the run to start it over")
-            log.warning(message)
+            log.info(message)  # the warning is what a notebook shows; once is enough
             warnings.warn(message, stacklevel=2)
         paper.clean_flush_leftovers()  # temporary folders of a flush a kill interrupted
         self._running.set()
