@@ -10,7 +10,8 @@ The one rule, as in ib_async: the session's loop owns the order path; notebook c
 talk to it through these methods, which hand work to the loop and wait for the answer,
 so a cell never races the loop.
 
-Where its state lives (``state_dir``, next to the store by default): the order manager's
+Where its state lives (the paper run's folder ``<store path>.runs/<run>/``, or ``state_dir``;
+see :mod:`tradebook.paper` for runs, reset and the one-session lock): the order manager's
 write-ahead journal, the paper venue's own journal (the venue is a separate "broker"
 with its own books, reconciled against ours on every start), and the session journal
 (how far the replay got, signal decisions, kill-switch changes). Killing the process at
