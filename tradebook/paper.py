@@ -108,7 +108,14 @@ class StateLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            for attempt in range(6):  # a moment's grace: a probe (is_locked) or a holder letting go right now
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if attempt == 5:
+                        raise
+                    time.sleep(0.05)
         except BlockingIOError:
             os.close(fd)
             raise SessionLockedError(f"state folder {self.path.parent} is in use by {describe_holder(self.path)}; "
