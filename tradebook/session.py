@@ -100,6 +100,7 @@ from tradebook.model.instruments import MAX_INTEGER_DIGITS, Instrument, Side, ch
 from tradebook.model.orders import Order, OrderIntent, OrderStatus, Signal, client_order_id_for
 from tradebook.model.time import NS_PER_SECOND, ns_to_iso
 from tradebook.portfolio import Portfolio
+from tradebook.progress import Bar, progress_enabled
 from tradebook.venues.base import VenuePort
 from tradebook.views import SessionStatus, readable
 
@@ -655,12 +656,18 @@ class Session:
         """Session time (int64 UTC ns): the end of the market data processed so far (see the module doc)."""
         return self._now
 
-    def wait(self, timeout: float | None = None) -> SessionState:
-        """Block until the replay finishes or the session stops; re-raises a failure of the loop."""
+    def wait(self, timeout: float | None = None, *, progress: bool | None = None) -> SessionState:
+        """Block until the replay finishes or the session stops; re-raises a failure of the loop.
+
+        ``progress``: a bar of the replayed market time while waiting (None: only when a
+        person watches, see :mod:`tradebook.progress`).
+        """
         if self._thread is None:  # never started: nothing will end it
             if self.state is SessionState.CREATED:
                 raise SessionError(f"wait: the session is not running (state {self.state}); call start() first")
             return self.state
+        if self.feed is not None and progress_enabled(progress):
+            timeout = self._wait_with_bar(timeout)
         if not self._done.wait(timeout):
             feed_end = f"; the feed ends at {ns_to_iso(self.feed.end_ns - 1)}" if self.feed is not None else ""
             paused = " (paused: session.resume() lets it go on)" if self.state is SessionState.PAUSED else ""
@@ -669,6 +676,18 @@ class Session:
         if self.error is not None:
             raise self.error
         return self.state
+
+    def _wait_with_bar(self, timeout: float | None) -> float | None:
+        """Wait for the end with a bar of replayed seconds; returns what is left of ``timeout``."""
+        start, end = self.feed.start_ns, self.feed.end_ns
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with Bar(total=round((end - start) / NS_PER_SECOND, 1), desc="replay", unit="s", progress=True) as bar:
+            shown = 0.0
+            while not self._done.wait(0.1) and (deadline is None or time.monotonic() < deadline):
+                replayed = round(max(0, min(end, self._now) - start) / NS_PER_SECOND, 1)
+                bar.update(replayed - shown)
+                shown = replayed
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def wait_until(self, ts_ns: int, timeout: float | None = 60, *, pause: bool = False) -> SessionState:
         """Block until session time reaches ``ts_ns`` (int64 UTC ns) or the session ends.
