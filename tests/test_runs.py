@@ -394,22 +394,22 @@ def test_a_flush_killed_mid_copy_leaves_a_folder_the_next_start_removes(store, f
     assert list(scratch.glob("tb-flush-*")) == []
 
 
-def test_a_signal_id_another_run_traded_is_refused_until_that_run_is_reset(store, frames, sessions):
+def test_two_runs_trade_the_same_signal_id_under_their_own_order_ids(store, frames, sessions):
     first = session_for(store, frames, sessions, run="first", speed=None).start()
     first.wait_until(AT_2356, pause=True)
-    buy(first)
+    [order_first] = buy(first)
     first.stop()
-    before = store.query("SELECT * FROM orders WHERE account_id = 'first'")
+    before = store.query("SELECT * FROM orders WHERE account_id = 'first' ORDER BY client_order_id")
     fresh = session_for(store, frames, sessions, run=tb.paper.new_run(), speed=None).start()
     fresh.wait_until(AT_2356, pause=True)
-    with pytest.raises(tb.OrderError, match=r"signal demo:sig-1 already traded in paper run 'first' of this store"):
-        buy(fresh)
-    assert buy(fresh, "sig-1b")  # a new signal id trades
+    [order_fresh] = buy(fresh)  # client order ids are scoped by account (the run): no clash, no refusal
+    assert order_fresh.client_order_id != order_first.client_order_id
+    assert order_fresh.intent.intent_id == order_first.intent.intent_id == "demo:sig-1"
     fresh.stop()
-    assert store.query("SELECT * FROM orders WHERE account_id = 'first'").equals(before)  # untouched
-    tb.paper.reset(store, "first")
-    again = session_for(store, frames, sessions, run=fresh.run)
-    again.stop()
+    after = store.query("SELECT * FROM orders WHERE account_id = 'first' ORDER BY client_order_id")
+    assert after.equals(before)  # the other run's rows are untouched
+    # each run holds its own order (both still in flight: stopped before the venue's next step)
+    assert account_rows(store, "first") == account_rows(store, fresh.run)
     assert account_rows(store, fresh.run)["orders"] == 1
 
 

@@ -149,7 +149,7 @@ def test_half_kelly_market_round_trip_matches_a_hand_calculation(store, tmp_path
     assert (order.intent.intent_id, order.intent.side, order.intent.quantity, order.intent.order_type,
             order.intent.time_in_force, order.intent.ts_ns) == \
         ("nb:entry", Side.BUY, quantity, OrderType.MARKET, TimeInForce.IOC, now)
-    assert order.client_order_id == client_order_id_for("nb:entry")
+    assert order.client_order_id == client_order_id_for("nb:entry", s.account_id)
     decision = s.decisions_frame().iloc[-1]
     assert decision["outcome"] == "sent" and "half Kelly 0.02 (f*=0.04)" in decision["reason"]
     assert "strength 0.95 > 0.9: market" in decision["reason"]

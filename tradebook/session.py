@@ -822,26 +822,10 @@ class Session:
         Bad input raises and stores nothing (see the module docstring).
         """
         if isinstance(item, Signal):
-            self._check_not_traded_in_another_run(item)
             return self._call(self._on_signal(item, raise_errors=True))
         if isinstance(item, OrderIntent):
             return self._call(self._submit_intent(item))
         raise OrderError(f"submit takes a Signal or an OrderIntent, got {type(item).__name__}")
-
-    def _check_not_traded_in_another_run(self, signal: Signal) -> None:
-        """A signal id another run of this store traded is refused (OrderError): client order ids derive
-        from the strategy and signal ids, and the store keeps one order per id, so trading it here would
-        overwrite that run's order and mix the two runs' events."""
-        if not (isinstance(signal.strategy_id, str) and isinstance(signal.signal_id, str)) or self.store.read_only:
-            return  # malformed ids: the signal checks say so
-        base = f"{signal.strategy_id}:{signal.signal_id}"
-        found = self.store.query("SELECT account_id FROM orders WHERE (intent_id = ? OR starts_with(intent_id, ?)) "
-                                 "AND account_id <> ? LIMIT 1", [base, base + ":", self.account_id])
-        if len(found):
-            other = found["account_id"].iloc[0]
-            raise OrderError(f"signal {base} already traded in paper run {other!r} of this store, and order ids "
-                             "derive from the strategy and signal ids: give it a new signal_id (or a strategy_id "
-                             f"naming this run), or reset that run first (tb.paper.reset(store, {other!r}))")
 
     def arm_live(self, venue: VenuePort, *, confirm: str) -> None:
         """Live trading is never a default: it needs a live adapter and the account id typed as ``confirm``."""
@@ -1459,7 +1443,7 @@ class Session:
             base_id, _, _ = intent.intent_id.partition(":resend:")
             stop = base_id.endswith(":stop") and intent.parent_id is not None
             # a protective stop belongs to its entry's signal
-            decided_as = client_order_id_for(intent.parent_id) if stop else coid
+            decided_as = client_order_id_for(intent.parent_id, intent.account_id) if stop else coid
             earlier = next((d for d in reversed(self.decisions) if decided_as in d.client_order_ids), None)
             if earlier is not None:
                 strategy_id, signal_id = earlier.strategy_id, earlier.signal_id

@@ -85,7 +85,7 @@ def test_strong_signal_becomes_a_market_order():
     assert intent.order_type is OrderType.MARKET and intent.time_in_force is TimeInForce.IOC
     assert intent.side is Side.BUY and intent.quantity == D("0.5") and intent.limit_price is None
     assert intent.intent_id == "meanrev:sig1" and intent.account_id == "paper-1"
-    assert intent.client_order_id == client_order_id_for("meanrev:sig1")
+    assert intent.client_order_id == client_order_id_for("meanrev:sig1", "paper-1")
     assert "0.95 > 0.9" in plan.explanation
 
 
@@ -242,7 +242,7 @@ def test_ids_are_deterministic_across_reruns_and_never_repeat_within_a_plan():
     other = route(signal("SPY.ARCX", Side.BUY, signal_id="sig2"), D(20_000), SPY_TIGHT, SPY, adv=D(1_000_000))
     assert other.intents[0].client_order_id != first.intents[0].client_order_id
     ids = [first.algo.intent.client_order_id, first.protective_stop.client_order_id]
-    ids += [client_order_id_for(first.algo.child_id(c.index)) for c in first.children]
+    ids += [client_order_id_for(first.algo.child_id(c.index), first.algo.intent.account_id) for c in first.children]
     assert len(set(ids)) == len(ids) == 7
 
 

@@ -41,13 +41,16 @@ def a_fill(fill_id: str, order: Order, qty: str, price: str, fee: str = "0.01") 
 
 def test_client_order_id_derives_from_the_intent_and_follows_the_order():
     intent = make_intent()
-    assert intent.client_order_id == client_order_id_for("mom:s1")
+    assert intent.client_order_id == client_order_id_for("mom:s1", intent.account_id)
     assert len(intent.client_order_id) == 32 and intent.client_order_id.startswith("tb")
     order = Order(intent)
     submitted = order.apply(event(order, E.SUBMITTED, 2))
     assert order.client_order_id == submitted.client_order_id == intent.client_order_id
     other = dataclasses.replace(intent, intent_id="mom:s2")
-    assert other.client_order_id == client_order_id_for("mom:s2") != intent.client_order_id
+    assert other.client_order_id == client_order_id_for("mom:s2", intent.account_id) != intent.client_order_id
+    # scoped by account: another account (another paper run) has its own id for the same intent id
+    elsewhere = dataclasses.replace(intent, account_id=intent.account_id + "-2")
+    assert elsewhere.client_order_id == client_order_id_for("mom:s1", intent.account_id + "-2") != intent.client_order_id
     assert dataclasses.replace(submitted, intent=other).client_order_id == other.client_order_id
     assert dataclasses.replace(intent) == intent and "client_order_id" not in repr(intent)  # not a field
 

@@ -820,8 +820,9 @@ class OrderManager:
         except KeyError:
             raise OrderError(f"no order {client_order_id!r} in this order manager") from None
 
-    def order_for_intent(self, intent_id: str) -> Order:
-        return self.order(client_order_id_for(intent_id))
+    def order_for_intent(self, intent_id: str, account_id: str | None = None) -> Order:
+        """The order of ``intent_id`` in ``account_id`` (default: the venue's account)."""
+        return self.order(client_order_id_for(intent_id, account_id or self.venue.account_id))
 
     def orders(self) -> list[Order]:
         with self._lock:
@@ -990,7 +991,7 @@ class OrderManager:
             "strategy_id": intent.strategy_id, "account_id": intent.account_id, "mode": self.mode,
             "venue": self.venue.name, "instrument_id": intent.instrument_id, "side": intent.side.value,
             "order_type": intent.order_type.value, "time_in_force": intent.time_in_force.value,
-            "parent_order_id": client_order_id_for(intent.parent_id) if intent.parent_id else None,
+            "parent_order_id": client_order_id_for(intent.parent_id, intent.account_id) if intent.parent_id else None,
             "ts_init": created, "tags": orjson.dumps(tags, option=orjson.OPT_SORT_KEYS).decode(),
             "currency": self._instrument(intent.instrument_id).currency}
 
@@ -1067,7 +1068,7 @@ class OrderManager:
         """What a replayed record not yet in the store changed: its rows go with the next flush."""
         kind = record["kind"]
         if kind == "intent":
-            self._touched.add(client_order_id_for(record["intent"]["intent_id"]))
+            self._touched.add(client_order_id_for(record["intent"]["intent_id"], record["intent"]["account_id"]))
         elif kind == "event":
             event = record["event"]
             self._touched.add(event["client_order_id"])
@@ -1326,7 +1327,7 @@ def _intent_record(intent: OrderIntent, created: int) -> bytes:
     record = {"kind": "intent", "ts": created, "client_order_id": intent.client_order_id,
               "intent": _intent_to_dict(intent)}
     if intent.parent_id is not None:
-        record["parent_order_id"] = client_order_id_for(intent.parent_id)
+        record["parent_order_id"] = client_order_id_for(intent.parent_id, intent.account_id)
     return encode_record(record)
 
 

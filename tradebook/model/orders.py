@@ -186,14 +186,18 @@ class Signal:
     quantity: Decimal | float | None = None  # set to bypass sizing (an explicit order size)
 
 
-def client_order_id_for(intent_id: str) -> str:
-    """A venue-safe client order id derived from the intent id: 32 chars of [0-9a-z].
+def client_order_id_for(intent_id: str, account_id: str) -> str:
+    """A venue-safe client order id derived from the account and the intent id: 32 chars of [0-9a-z].
+
+    Scoped by account, as venues scope them: two paper runs (two accounts) of one store
+    may trade the same strategy and signal ids without sharing an order id.
 
     Fits every venue's rules (Binance: at most 36 of ``[.A-Z:/a-z0-9_-]``; Alpaca: at
     most 128; IB: ``orderRef`` text). Derived, never random, so sending an intent twice
     is refused by the venue as a duplicate instead of trading twice.
     """
-    return "tb" + hashlib.blake2b(intent_id.encode("utf-8"), digest_size=15).hexdigest()
+    key = f"{account_id}\x1f{intent_id}".encode()
+    return "tb" + hashlib.blake2b(key, digest_size=15).hexdigest()
 
 
 # OrderIntent, Fill and OrderEvent are built several times per order on the hot path. A frozen
@@ -244,8 +248,8 @@ class OrderIntent:
 
     @cached_value
     def client_order_id(self) -> str:
-        # hashed once per intent: the id derives from intent_id alone, and an intent is frozen
-        return client_order_id_for(self.intent_id)
+        # hashed once per intent: the id derives from account and intent id, and an intent is frozen
+        return client_order_id_for(self.intent_id, self.account_id)
 
 
 @dataclass(frozen=True, init=False)
