@@ -455,3 +455,30 @@ def test_an_order_journal_that_cannot_be_replayed_is_named_and_the_run_let_go(st
         with pytest.raises(tb.StoreError, match=r"oms.journal: record 1 cannot be replayed") as info:
             Session(store, calibrations=[BTC], feed=feed(frames), run="broken")
         assert "\n" not in str(info.value) and not tb.paper.is_locked(state)
+
+
+def test_a_running_session_is_named_to_other_processes_and_lets_them_read_once_stopped(template, tmp_path, frames,
+                                                                                        sessions):
+    import subprocess
+    import sys
+
+    path = tmp_path / "workspace.duckdb"
+    shutil.copy(template, path)
+    store = tb.open_store(path)  # a notebook's store: read-only until its first write
+
+    def info() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tradebook", "info", "--store", str(path)],
+                              capture_output=True, text=True, timeout=120)
+
+    session = session_for(store, frames, sessions, run="named", speed=None).start()
+    session.wait_until(AT_2356, pause=True)
+    buy(session)  # the session writes the store now
+    session.oms.flush()
+    held = info()
+    assert held.returncode == 2 and len(held.stderr.strip().splitlines()) == 1, held.stderr
+    assert "a paper session (run 'named')" in held.stderr and f"PID {os.getpid()}" in held.stderr
+    session.stop()
+    free = info()  # the session is over: the store is read-only again in this process
+    assert free.returncode == 0, free.stderr
+    assert len(store.orders()) == 1  # and this process still reads it
+    store.close()

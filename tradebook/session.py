@@ -637,6 +637,9 @@ class Session:
             log.info(message)  # the warning is what a notebook shows; once is enough
             warnings.warn(message, stacklevel=2)
         paper.clean_flush_leftovers()  # temporary folders of a flush a kill interrupted
+        # another process's lock error names this session while it writes the store
+        self._store_purpose = getattr(self.store, "purpose", "")
+        self.store.announce(f"a paper session (run {self._run_label()})")
         self._running.set()
         self._thread = threading.Thread(target=self._run, name="tradebook-session", daemon=True)
         self._thread.start()
@@ -984,6 +987,7 @@ class Session:
                 ("closing the journals", lambda: self._close_files(release=False)),
                 ("closing the event loop", loop.close),
                 ("restoring the garbage collector", restore_gc),
+                ("letting other processes read the store", self._release_store),
             )
             for what, step in steps:
                 try:
@@ -993,6 +997,12 @@ class Session:
             self._state_lock.release()
             self._ready.set()  # a start() that failed returns once everything is let go
             self._done.set()
+
+    def _release_store(self) -> None:
+        """The store goes back to what it was before start(): read-only again for a lazy writer (tb.open_store),
+        so `tradebook info` or a dashboard in another process can read it once the session is over."""
+        self.store.announce(getattr(self, "_store_purpose", ""))
+        self.store.release_writer()
 
     def _fail(self, exc: BaseException, during: str) -> None:
         """Record a failure: the first one is the session's error (a TradebookError naming what failed)."""
