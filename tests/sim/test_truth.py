@@ -18,7 +18,14 @@ from tradebook.model.instruments import get_instrument
 from tradebook.model.time import to_ns
 from tradebook.sim.book import BookSnapshots
 from tradebook.sim.truth import (
+    DEFAULT_QUOTE_FILL_RULE,
+    LIQUIDITY_EXCLUSIONS,
     book_walk_truth,
+    check_quote_fill_rule,
+    liquidity_exclusions,
+    liquidity_mask,
+    liquidity_trades,
+    quote_fill_offset_ticks,
     passive_outcomes,
     prevailing_quotes,
     regular_hours_mask,
@@ -96,7 +103,8 @@ HAND_TRADES = trades_frame([
 
 def test_sweeps_group_and_price_hand_built_trades():
     result = sweeps(HAND_TRADES, HAND_QUOTES, group_by="ts_ns")
-    assert result.attrs["dropped"] == {"suspicious": 0, "no_aggressor": 1, "outside_mask": 0, "no_prior_quote": 1,
+    assert result.attrs["dropped"] == {"suspicious": 0, "off_exchange": 0, "non_regular_condition": 0,
+                                       "no_aggressor": 1, "outside_mask": 0, "no_prior_quote": 1,
                                        "crossed_or_locked_quote": 1, "unknown_side": 0}
     assert result.attrs["trades_used"] == 7
     np.testing.assert_array_equal(result["ts_ns"], [200, 200, 300, 400, 500])
@@ -161,7 +169,8 @@ def test_side_inference_without_aggressor_column():
     trades["suspicious"] = pd.array([False] * 5 + [True] + [False] * 4, dtype="boolean")
     result = sweeps(trades, quotes)
     assert result.attrs["group_by"] == "ts_ns"
-    assert result.attrs["dropped"] == {"suspicious": 1, "no_aggressor": 0, "outside_mask": 0, "no_prior_quote": 1,
+    assert result.attrs["dropped"] == {"suspicious": 1, "off_exchange": 0, "non_regular_condition": 0,
+                                       "no_aggressor": 0, "outside_mask": 0, "no_prior_quote": 1,
                                        "crossed_or_locked_quote": 0, "unknown_side": 2}
     np.testing.assert_array_equal(result["ts_ns"], [200, 300, 400, 900, 1000])
     np.testing.assert_array_equal(result["side"], [1, -1, 1, 1, 1])
@@ -332,13 +341,21 @@ def test_real_ibm_sweeps():
     regular = regular_hours_mask(trades["ts_ns"].to_numpy(), "IBM.XNYS")
     result = sweeps(trades, quotes, mask=regular)
     summary = _print_summary("IBM 2013-10-07 sweeps, regular hours", result)
-    lit = sweeps(trades, quotes, mask=regular & (trades["venue"] != "D").to_numpy())
-    _print_summary("IBM 2013-10-07 sweeps, regular hours, lit venues only (no FINRA TRF 'D')", lit)
+    everything = sweeps(trades, quotes, mask=regular, liquidity_only=False)
+    _print_summary("IBM 2013-10-07 sweeps, regular hours, every print (FINRA TRF 'D' and odd conditions too)",
+                   everything)
     dropped = result.attrs["dropped"]
-    assert dropped["outside_mask"] == 187 and dropped["unknown_side"] > 0 and dropped["crossed_or_locked_quote"] > 0
+    # every FINRA TRF print is left out; the 187 prints outside regular hours carry extended-hours
+    # or other non-regular conditions (or are TRF reports), so the mask has nothing left to drop
+    assert dropped["off_exchange"] == int((trades["venue"] == "D").sum()) == 7458
+    assert dropped["non_regular_condition"] == 176
+    assert dropped["outside_mask"] == 0 and dropped["unknown_side"] > 0 and dropped["crossed_or_locked_quote"] > 0
+    everything = sweeps(trades, quotes, mask=regular, liquidity_only=False)
+    assert everything.attrs["dropped"]["outside_mask"] == 187 and len(everything) > 1.4 * len(result)
     assert result.attrs["group_by"] == "ts_ns"
-    # Measured: median cost ~0.55 bps vs a median half spread ~0.82 bps; ~29% of
-    # sweeps print strictly inside the NBBO (off-exchange and hidden liquidity).
+    # Measured: median cost ~0.55 bps vs a median half spread ~0.82 bps; ~24% of lit
+    # sweeps print strictly inside the NBBO (hidden and midpoint orders on exchanges;
+    # 29% with the off-exchange reports counted).
     assert 0 < summary["median_cost_bps"] < summary["median_half_spread_bps"]
     assert 0.15 < summary["share_inside_spread"] < 0.45
     assert summary["share_at_touch"] > 0.5
@@ -355,3 +372,110 @@ def test_real_cme_sweeps():
         # CME's match time groups one aggressor's fills; packets (ts_ns) mix aggressors.
         assert result.attrs["group_by"] == "ts_event_ns"
         assert summary["share_at_touch"] > 0.95
+
+
+# -- which prints are liquidity --------------------------------------------------------------
+def test_liquidity_rule_on_hand_built_prints():
+    trades = pd.DataFrame({
+        "ts_ns": np.arange(10, dtype=np.int64),
+        "price": 100.0, "size": 100.0,
+        "venue": ["N", "D", "P", "Q", "N", "K", "N", "N", "Z", None],
+        "conditions": ["1", "1", "20000020", "80000001", "2000", "20100200", "4000000", "40", None, "1"],
+        "suspicious": [False, False, False, False, False, False, False, False, True, False],
+    })
+    reason = liquidity_exclusions(trades)
+    names = ["" if r == 0 else LIQUIDITY_EXCLUSIONS[r - 1] for r in reason]
+    assert names == ["", "off_exchange", "", "", "non_regular_condition", "non_regular_condition",
+                     "non_regular_condition", "non_regular_condition", "suspicious", ""]
+    np.testing.assert_array_equal(liquidity_mask(trades), reason == 0)
+    kept = liquidity_trades(trades)
+    assert kept["ts_ns"].tolist() == [0, 2, 3, 9]
+    assert kept.attrs["liquidity_excluded"] == {"suspicious": 1, "off_exchange": 1, "non_regular_condition": 4}
+    # the bundled file's own column name, read by pandas as numbers (hex digits without letters)
+    raw = pd.DataFrame({"ts_ns": [1, 2], "price": 1.0, "size": 1.0, "cond_hex": [20000020, 2000]})
+    np.testing.assert_array_equal(liquidity_mask(raw), [True, False])
+    # crypto and CME frames carry none of these columns: every print is liquidity, no copy made
+    plain = trades_frame([(1, 100.0, 1.0, "BUY")])
+    assert liquidity_trades(plain) is plain and liquidity_mask(plain).all()
+    with pytest.raises(DataError, match="'12,37' is not a sale-condition bit mask; expected hexadecimal"):
+        liquidity_mask(pd.DataFrame({"ts_ns": [1], "price": 1.0, "size": 1.0, "conditions": ["12,37"]}))
+
+
+def test_off_exchange_prints_neither_sweep_nor_fill_a_resting_order():
+    venue = ["N", "D", "D", "N"]
+    trades = pd.DataFrame({"ts_ns": [1100, 1200, 1300, 1400], "price": [100.00, 99.99, 100.00, 100.00],
+                           "size": [2.0, 1.0, 9.0, 2.0], "aggressor_side": ["SELL"] * 4, "venue": venue})
+    row = passive_outcomes(PASSIVE_QUOTES, trades, np.array([1000]), "buy", 0, 1000, 0.01).iloc[0]
+    # the TRF print through the limit and the TRF print at it are not liquidity: 2 + 2 of the 5 ahead traded
+    assert not row["filled"] and row["volume_at_price"] == 4.0
+    counted = passive_outcomes(PASSIVE_QUOTES, trades, np.array([1000]), "buy", 0, 1000, 0.01,
+                               liquidity_only=False).iloc[0]
+    assert counted["filled"] and counted["filled_by"] == "through" and counted["time_to_fill_ns"] == 200
+    swept = sweeps(trades, PASSIVE_QUOTES)
+    assert swept.attrs["dropped"]["off_exchange"] == 2 and swept["ts_ns"].tolist() == [1100, 1400]
+
+
+def _ibm_regular():
+    trades = load_bundled("algoseek_IBM_20131007_trades.csv.gz").frame
+    quotes = load_bundled("algoseek_IBM_20131007_l1_nbbo.csv.gz").frame
+    trades = trades[regular_hours_mask(trades["ts_ns"].to_numpy(), "IBM.XNYS")].reset_index(drop=True)
+    quotes = quotes[regular_hours_mask(quotes["ts_ns"].to_numpy(), "IBM.XNYS")].reset_index(drop=True)
+    return trades, quotes
+
+
+def test_ibm_off_exchange_prints_are_excluded_from_sweeps_and_passive_fills():
+    trades, quotes = _ibm_regular()
+    off = trades[(trades["venue"] == "D").to_numpy()].reset_index(drop=True)
+    assert len(off) > 7000
+    # on their own, the TRF reports make no sweep and fill no resting order, in truth and in the engine
+    assert len(sweeps(off, quotes)) == 0 and sweeps(off, quotes).attrs["dropped"]["off_exchange"] == len(off)
+    rng = np.random.default_rng(3)
+    placements = np.sort(rng.integers(int(quotes["ts_ns"].iloc[10]), int(quotes["ts_ns"].iloc[-10]), 300))
+    sides = np.where(np.arange(300) % 2 == 0, 1, -1)
+    horizon = 60_000_000_000
+    alone = passive_outcomes(quotes, off, placements, sides, 0, horizon, 0.01)
+    assert alone["valid"].sum() > 250 and not alone["filled"].any()
+    counted = passive_outcomes(quotes, off, placements, sides, 0, horizon, 0.01, liquidity_only=False)
+    assert counted["filled"].sum() > 30  # they would have filled many, at report-time stamps
+    every = passive_outcomes(quotes, trades, placements, sides, 0, horizon, 0.01)
+    lit = passive_outcomes(quotes, trades[(trades["venue"] != "D").to_numpy()].reset_index(drop=True),
+                           placements, sides, 0, horizon, 0.01)
+    pd.testing.assert_frame_equal(every, lit)
+    print(f"\nIBM resting orders at the touch, 60 s: {every['filled'].mean():.1%} filled by lit prints; "
+          f"{counted['filled'].mean():.1%} would be filled by the TRF reports alone if they counted")
+
+
+def test_engine_trade_feed_leaves_off_exchange_prints_out():
+    from tradebook.sim.engine import replay
+    from tradebook.sim.fill_model import FillModel, LatencyModel, touch_only_curve
+    from tradebook.sim.vectorized import replay_vectorized
+
+    trades, quotes = _ibm_regular()
+    off = trades[(trades["venue"] == "D").to_numpy()].reset_index(drop=True)
+    rng = np.random.default_rng(5)
+    placements = np.sort(rng.choice(quotes["ts_ns"].to_numpy()[10:-10], 60, replace=False)) + 1
+    rows = []
+    for i, ts in enumerate(placements):
+        q = quotes.iloc[np.searchsorted(quotes["ts_ns"].to_numpy(), ts, side="right") - 1]
+        side = "buy" if i % 2 == 0 else "sell"
+        rows.append({"ts_ns": int(ts), "action": "submit", "order_ref": i, "side": side, "quantity": 100.0,
+                     "order_type": "limit", "limit_px": float(q["bid_px"] if side == "buy" else q["ask_px"])})
+    requests = pd.DataFrame(rows)
+    model = FillModel("IBM.XNYS", 0.01, touch_only_curve(), latency=LatencyModel(0, 0, 0.0))
+    # the TRF reports alone fill nothing (event engine: a feed whose prints are all left out is still
+    # a feed with trades; the vectorized path reads an emptied trade set as a quote-only feed)
+    assert len(replay(model, "IBM.XNYS", quotes, off, requests).fills) == 0
+    for run in (replay, replay_vectorized):
+        filled = run(model, "IBM.XNYS", quotes, trades, requests).fills
+        lit = run(model, "IBM.XNYS", quotes, trades[(trades["venue"] != "D").to_numpy()].reset_index(drop=True),
+                  requests).fills
+        assert len(filled) > 10
+        pd.testing.assert_frame_equal(filled, lit)
+
+
+def test_quote_fill_rules():
+    assert DEFAULT_QUOTE_FILL_RULE == "through"
+    assert quote_fill_offset_ticks("through") == 1 and quote_fill_offset_ticks("touch") == 0
+    assert check_quote_fill_rule("touch") == "touch"
+    with pytest.raises(DataError, match="quote fill rule 'cross' is unknown; expected one of"):
+        check_quote_fill_rule("cross")

@@ -11,9 +11,10 @@ Matching rules
 --------------
 Feed. L1 quotes (``ts_ns``, ``bid_px``, ``ask_px``, ``bid_sz``, ``ask_sz``) and,
 where the data has them, trades (``ts_ns``, ``price``, ``size``, ``aggressor`` +1
-buy / -1 sell / 0 unknown). Events are taken in time order; at equal times quotes
-come before trades. A quote is *valid* when both sides are finite, ``bid < ask``
-and both sizes are positive.
+buy / -1 sell / 0 unknown), only prints that are liquidity (no off-exchange reports,
+no non-regular sale conditions: :func:`tradebook.sim.truth.liquidity_mask`). Events
+are taken in time order; at equal times quotes come before trades. A quote is *valid*
+when both sides are finite, ``bid < ask`` and both sizes are positive.
 
 Requests. Submit, cancel and replace requests are numbered ``k = 0, 1, 2, ...`` in
 the order they are made. Request ``k`` made at ``ts`` reaches the venue at
@@ -90,7 +91,7 @@ from tradebook.errors import ConfigError, DataError, OrderError
 from tradebook.model.instruments import Instrument, Side, get_instrument
 from tradebook.model.orders import OrderType, TimeInForce
 from tradebook.sim.book import as_ns_array
-from tradebook.sim.truth import trade_sides
+from tradebook.sim.truth import liquidity_trades, trade_sides
 
 # A price this close (relative) to another is the same price: float prices from CSVs.
 PRICE_RTOL = 1e-9
@@ -352,12 +353,17 @@ def quote_arrays(quotes: pd.DataFrame) -> tuple[np.ndarray, ...]:
 
 
 def trade_arrays(trades: pd.DataFrame, quotes: pd.DataFrame) -> tuple[np.ndarray, ...]:
-    """(ts_ns, price, size, aggressor int8) with the aggressor from ``aggressor``, ``aggressor_side`` or inferred."""
+    """(ts_ns, price, size, aggressor int8) with the aggressor from ``aggressor``, ``aggressor_side`` or inferred.
+
+    Only prints that are liquidity enter the feed (:func:`tradebook.sim.truth.liquidity_mask`:
+    off-exchange reports and non-regular sale conditions are left out, as in calibration).
+    """
     if not isinstance(trades, pd.DataFrame):
         raise DataError(f"trades is a {type(trades).__name__}; expected a pandas DataFrame")
     missing = [c for c in ("ts_ns", "price", "size") if c not in trades.columns]
     if missing:
         raise DataError(f"trades frame lacks {missing}; expected columns ts_ns, price, size (and an aggressor)")
+    trades = liquidity_trades(trades)
     ts = as_ns_array(trades["ts_ns"].to_numpy(), "trades ts_ns")
     check_non_decreasing(ts, "trades")
     if "aggressor" in trades.columns:

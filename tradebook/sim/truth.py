@@ -5,7 +5,10 @@ module turns recorded data into the reference answers a model is scored against:
 
 - :func:`sweeps` - what real aggressive orders paid against the quote they saw;
 - :func:`book_walk_truth` - what walking the real visible book would have cost;
-- :func:`passive_outcomes` - whether a resting limit order would have been filled.
+- :func:`passive_outcomes` - whether a resting limit order would have been filled;
+- :func:`liquidity_mask` - which recorded prints took displayed liquidity at all (the
+  rule calibration, truth and the engine's trade feed share, decided once here);
+- :data:`QUOTE_FILL_RULES` - when a resting limit fills on a feed without trades (FX).
 
 Every function is pure and vectorised: it reads frames, returns new frames or
 arrays, and never cleans silently (what it drops is counted in
@@ -31,6 +34,150 @@ BPS = 1e4
 _PRICE_RTOL = 1e-9
 # Tolerance, in ticks, for a trade price to count as "at" a limit price.
 _TICK_TOL = 1e-6
+
+
+# -- which prints are liquidity --------------------------------------------------------
+# A print is a sweep of the displayed book, and so evidence for marketable costs, queue
+# depletion and trade-throughs, only when it executed on a lit exchange's book at the
+# time it is stamped with. Two kinds of US-equity print fail that test:
+#
+# * Off-exchange reports. Venue ``D`` (FINRA ADF/TRF) carries trades executed in dark
+#   pools or internalised by a broker and *reported* afterwards (in 2013 within 30 s),
+#   stamped at report time, priced against a quote that may be long gone, and never
+#   touching any displayed queue. IBM 2013-10-07: 31% of all prints.
+# * Non-regular sale conditions (AlgoSeek's hexadecimal bit mask, ``conditions`` in a
+#   loaded frame, ``cond_hex`` in the bundled file; meanings in LEAN's
+#   ``Data/equity/readme.md``): prints that are not a regular-way continuous execution
+#   against the book at their stamp: settlement variants (cash 0x2, next day 0x4,
+#   seller's option 0x8), auction and official prints (opening 0x40, closing 0x80,
+#   reopening 0x100, official close 0x1000000, official open 0x4000000, cross session
+#   0x200000), prices not set by the quote (0x200 derivatively priced, 0x100000 average
+#   price, 0x2000000 prior reference price, 0x40000 stock-option, 0x800000 Rule 155,
+#   0x80000 distribution, 0x10000 acquisition, 0x8000 split, 0x20000 bunched, 0x1000
+#   stopped), late or out-of-sequence reports (0x800 sold last, 0x400 Form T, 0x2000
+#   extended hours, 0x4000 sold out of hours), prices flagged away from the market
+#   (0x400000) and the undocumented 0x40000000. Any bit outside the set below excludes.
+#
+# Kept: :data:`LIQUIDITY_CONDITION_BITS`. An intermarket sweep order (0x20) is the very
+# thing we model; the Rule-611 exemption (0x20000000) is a modifier that rides on ISO and
+# regular prints; odd lots (0x80000000) and NYSE auto-executions (0x10000000) executed
+# on a lit book; 0x10 is a regular print reported in a special event (yellow flag).
+# Vendor-flagged suspicious prints (``suspicious``) are excluded as well.
+# Frames without these columns (crypto, CME) are all liquidity: those venues print only
+# matches of their own book.
+OFF_EXCHANGE_VENUES: frozenset[str] = frozenset({"D"})
+LIQUIDITY_CONDITION_BITS: dict[int, str] = {
+    0x00000001: "regular sale",
+    0x00000010: "regular sale in a special event (yellow flag)",
+    0x00000020: "intermarket sweep order (ISO)",
+    0x08000000: "CAP election: NYSE sweep repeat prints",
+    0x10000000: "NYSE auto-executed, no price improvement",
+    0x20000000: "Rule 611 trade-through exempt (a modifier on ISO and regular prints)",
+    0x80000000: "odd lot (under 100 shares)",
+}
+_LIQUIDITY_BITS = sum(LIQUIDITY_CONDITION_BITS)
+LIQUIDITY_EXCLUSIONS: tuple[str, ...] = ("suspicious", "off_exchange", "non_regular_condition")
+
+
+def _condition_masks(values: pd.Series) -> np.ndarray:
+    """AlgoSeek sale-condition bit masks (hexadecimal text) as int64; 0 where the field is empty."""
+    text = values.astype("string").str.strip()
+    out = np.zeros(len(values), dtype=np.int64)
+    present = text.notna() & (text != "")
+    for value in pd.unique(text[present]):
+        try:
+            mask = int(str(value), 16)
+        except ValueError:
+            raise DataError(f"trades conditions value {value!r} is not a sale-condition bit mask; expected "
+                            "hexadecimal digits as AlgoSeek writes them (e.g. '1', '20000020') or an empty "
+                            "field") from None
+        out[(text == value).to_numpy(dtype=bool, na_value=False)] = mask
+    return out
+
+
+def liquidity_exclusions(trades: pd.DataFrame, *, check_suspicious: bool = True) -> np.ndarray:
+    """Why each print is not liquidity: 0 = it is, else 1 + index into :data:`LIQUIDITY_EXCLUSIONS`.
+
+    The first reason that applies is given: ``suspicious`` (the vendor's flag),
+    ``off_exchange`` (a venue in :data:`OFF_EXCHANGE_VENUES`), ``non_regular_condition``
+    (a condition bit outside :data:`LIQUIDITY_CONDITION_BITS`). Columns read, when the
+    frame has them: ``suspicious`` (unless ``check_suspicious`` is False), ``venue``,
+    ``conditions`` (or the bundled file's ``cond_hex``). A conditions value that is not
+    hexadecimal is a DataError.
+    """
+    if not isinstance(trades, pd.DataFrame):
+        raise DataError(f"trades is a {type(trades).__name__}; expected a pandas DataFrame")
+    n = len(trades)
+    reason = np.zeros(n, dtype=np.int8)
+    if check_suspicious and "suspicious" in trades.columns:
+        flagged = trades["suspicious"].to_numpy(dtype=bool, na_value=False)
+        reason[flagged] = 1
+    if "venue" in trades.columns:
+        venue = trades["venue"].astype("string").str.strip().str.upper()
+        off = venue.isin(OFF_EXCHANGE_VENUES).to_numpy(dtype=bool, na_value=False)
+        reason[(reason == 0) & off] = 2
+    column = "conditions" if "conditions" in trades.columns else "cond_hex" if "cond_hex" in trades.columns else None
+    if column is not None:
+        odd = (_condition_masks(trades[column]) & ~np.int64(_LIQUIDITY_BITS)) != 0
+        reason[(reason == 0) & odd] = 3
+    return reason
+
+
+def liquidity_mask(trades: pd.DataFrame) -> np.ndarray:
+    """True for each print that took displayed liquidity on a lit book at its time stamp.
+
+    The one rule for which recorded prints count: :func:`sweeps` and
+    :func:`passive_outcomes` (so calibration and the fidelity truth) and the engine's
+    trade feed (:func:`tradebook.sim.orders.trade_arrays`) all apply it. See the notes
+    above :data:`OFF_EXCHANGE_VENUES` for the venues and condition codes left out.
+    """
+    return liquidity_exclusions(trades) == 0
+
+
+def liquidity_trades(trades: pd.DataFrame) -> pd.DataFrame:
+    """``trades`` without the prints that are not liquidity (:func:`liquidity_mask`), in file order.
+
+    ``attrs["liquidity_excluded"]`` counts what was left out per reason. A frame with
+    nothing to exclude is returned as it is (no copy).
+    """
+    reason = liquidity_exclusions(trades)
+    counts = {name: int((reason == 1 + i).sum()) for i, name in enumerate(LIQUIDITY_EXCLUSIONS)}
+    if not reason.any():
+        if "liquidity_excluded" not in trades.attrs:
+            trades.attrs["liquidity_excluded"] = counts
+        return trades
+    kept = trades[reason == 0].reset_index(drop=True)
+    kept.attrs["liquidity_excluded"] = counts
+    return kept
+
+
+# -- resting orders on feeds without trades -------------------------------------------
+# Spot FX feeds (Dukascopy, FXCM) carry quotes only, so when a resting limit fills is a
+# rule, not an observation. ``"through"`` (the default): a resting buy at L fills when the
+# offer trades *through* it, ask < L (at least a tick below): a quote merely touching our
+# price shows someone else quoting beside us, and on an aggregated retail feed it says
+# nothing about our own place in line; only a price past ours proves the market would
+# have had to take us first. ``"touch"``: it fills as soon as the offer reaches L
+# (ask <= L), the optimistic reading. The FillModel carries the choice
+# (``quote_fill_rule``) and the fidelity report says which applied.
+QUOTE_FILL_RULES: tuple[str, ...] = ("through", "touch")
+DEFAULT_QUOTE_FILL_RULE = "through"
+
+
+def check_quote_fill_rule(rule: str) -> str:
+    """``rule`` if it is one of :data:`QUOTE_FILL_RULES`, else a DataError naming them."""
+    if rule not in QUOTE_FILL_RULES:
+        raise DataError(f"quote fill rule {rule!r} is unknown; expected one of {list(QUOTE_FILL_RULES)} "
+                        "('through': the far touch must pass the limit; 'touch': reaching it fills)")
+    return rule
+
+
+def quote_fill_offset_ticks(rule: str) -> int:
+    """How many ticks past the limit the far touch must be for a resting order to fill (0 touch, 1 through).
+
+    A buy at ``L`` fills when ``ask <= L - offset * tick``; a sell when ``bid >= L + offset * tick``.
+    """
+    return 1 if check_quote_fill_rule(rule) == "through" else 0
 
 
 # -- quotes --------------------------------------------------------------------------
@@ -145,7 +292,7 @@ _SWEEP_COLUMNS = [
     "ask_px", "bid_sz", "ask_sz", "spread_bps", "half_spread_bps", "cost_bps", "touch_px", "touch_size", "size_over_touch",
     "inside_spread", "at_touch", "beyond_touch", "price_improvement_bps", "quote_ts_ns", "quote_age_ns",
 ]
-_DROP_REASONS = ("suspicious", "no_aggressor", "outside_mask", "no_prior_quote", "crossed_or_locked_quote",
+_DROP_REASONS = ("suspicious", "off_exchange", "non_regular_condition", "no_aggressor", "outside_mask", "no_prior_quote", "crossed_or_locked_quote",
                  "unknown_side")
 
 
@@ -166,6 +313,7 @@ def sweeps(
     mask: np.ndarray | None = None,
     group_by: str = "auto",
     drop_suspicious: bool = True,
+    liquidity_only: bool = True,
 ) -> pd.DataFrame:
     """Group real aggressive trades into sweeps and price each against the quote it met.
 
@@ -178,7 +326,9 @@ def sweeps(
     :func:`infer_aggressor` against the quote prevailing before each trade.
 
     Trades are dropped, and counted once each under the first reason that applies, in
-    ``result.attrs["dropped"]``: ``suspicious`` (vendor flag), ``no_aggressor``
+    ``result.attrs["dropped"]``: ``suspicious`` (vendor flag), ``off_exchange`` and
+    ``non_regular_condition`` (prints that are not liquidity, :func:`liquidity_mask`;
+    kept with ``liquidity_only=False``), ``no_aggressor``
     (NONE: auction prints), ``outside_mask`` (``mask`` False, e.g. from
     :func:`regular_hours_mask`), ``no_prior_quote``, ``crossed_or_locked_quote``,
     ``unknown_side``. ``attrs["trades_used"]`` and ``attrs["group_by"]`` say what was kept
@@ -221,6 +371,10 @@ def sweeps(
 
     if drop_suspicious and "suspicious" in trades.columns:
         drop(trades["suspicious"].to_numpy(dtype=bool, na_value=False), "suspicious")
+    if liquidity_only:
+        exclusion = liquidity_exclusions(trades, check_suspicious=False)
+        drop(exclusion == 1 + LIQUIDITY_EXCLUSIONS.index("off_exchange"), "off_exchange")
+        drop(exclusion == 1 + LIQUIDITY_EXCLUSIONS.index("non_regular_condition"), "non_regular_condition")
     has_column_side = "aggressor_side" in trades.columns
     if has_column_side:
         side = aggressor_from_column(trades)
@@ -231,8 +385,10 @@ def sweeps(
     drop(~quote["has_quote"], "no_prior_quote")
     drop(quote["has_quote"] & ~quote["valid"], "crossed_or_locked_quote")
     if not has_column_side:
-        # Tick rule against the previous trade that is not a flagged bad print.
-        usable = reason != 1 + _DROP_REASONS.index("suspicious")
+        # Tick rule against the previous trade that is liquidity (not a flagged bad print, not
+        # an off-exchange or non-regular report stamped at report time).
+        usable = ~np.isin(reason, [1 + _DROP_REASONS.index(r)
+                                   for r in ("suspicious", "off_exchange", "non_regular_condition")])
         previous = np.full(n, np.nan)
         usable_rows = np.flatnonzero(usable)
         previous[usable_rows[1:]] = price[usable_rows[:-1]]
@@ -421,6 +577,7 @@ def passive_outcomes(
     tick: float,
     *,
     order_qty: float = 0.0,
+    liquidity_only: bool = True,
 ) -> pd.DataFrame:
     """Would a resting limit order placed at ``placement_ts_ns`` have been filled within the horizon?
 
@@ -439,6 +596,10 @@ def passive_outcomes(
       > 0 the depth at P is not in L1 data, so the queue is unknown (NaN) and only
       trades through count: a conservative rule that undercounts fills there.
 
+    Only prints that are liquidity count (:func:`liquidity_mask`: an off-exchange report
+    or a non-regular print neither trades through a lit limit nor eats its queue);
+    ``liquidity_only=False`` counts every print.
+
     Cancellations ahead in the queue are not credited (they cannot be seen in L1),
     which makes the queue rule conservative too. Trades without an aggressor side
     (IBM) get one from :func:`trade_sides`; unknown sides count only for trade-throughs.
@@ -456,6 +617,8 @@ def passive_outcomes(
         raise DataError(f"tick is {tick!r}; expected the instrument's positive tick size")
     if not np.isfinite(order_qty) or order_qty < 0:
         raise DataError(f"order_qty is {order_qty!r}; expected a size >= 0")
+    if liquidity_only:
+        trades = liquidity_trades(trades)
     sides = np.array([parse_side(s) for s in np.broadcast_to(np.asarray(side, dtype=object), (n,))],
                      dtype=np.int64)
     distance = np.broadcast_to(np.asarray(distance_ticks), (n,))
