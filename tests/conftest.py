@@ -6,6 +6,7 @@ Everything here goes through tradebook's public API; nothing is mocked.
 from __future__ import annotations
 
 import gzip
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -113,3 +114,29 @@ def run_python() -> Callable[..., subprocess.CompletedProcess]:
 
     return run
 
+
+
+# The 2024 BTCUSDT capture (quotes, trades) with its calibration: what paper sessions in tests trade.
+BTC_2024_FILES = "binance_spot_btcusdt_20240808T2354-20240809T0005_"
+
+
+@pytest.fixture(scope="session")
+def calibrated_btc_template(tmp_path_factory) -> Path:
+    """A store file with the bundled 2024 BTCUSDT quotes and trades and their calibration; copy it, never open it."""
+    from tradebook.sim.fidelity import run_calibration
+
+    path = tmp_path_factory.mktemp("calibrated_btc") / "template.duckdb"
+    with Store(path) as store:
+        store.ingest(load_bundled(BTC_2024_FILES + "l1_quotes.csv.gz"))
+        store.ingest(load_bundled(BTC_2024_FILES + "trades.csv.gz"))
+        run_calibration(store, ["BTCUSDT.BINANCE"])
+    return path
+
+
+@pytest.fixture
+def calibrated_btc_store(calibrated_btc_template, tmp_path) -> Store:
+    """A writable copy of :func:`calibrated_btc_template` in this test's folder."""
+    shutil.copy(calibrated_btc_template, tmp_path / "store.duckdb")
+    store = Store(tmp_path / "store.duckdb")
+    yield store
+    store.close()

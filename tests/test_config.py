@@ -579,34 +579,11 @@ def _flat(node, prefix=""):
 
 # -- Session reads the workspace configuration ------------------------------------------------------
 BTC = "BTCUSDT.BINANCE"
-BTC_FILES = "binance_spot_btcusdt_20240808T2354-20240809T0005_"
-
-
-@pytest.fixture(scope="module")
-def calibrated_template(tmp_path_factory) -> Path:
-    """A store with the bundled 2024 BTCUSDT quotes and trades and their calibration."""
-    from tradebook.data import load_bundled
-    from tradebook.sim.fidelity import run_calibration
-    from tradebook.store import Store
-
-    path = tmp_path_factory.mktemp("config_session") / "template.duckdb"
-    with Store(path) as store:
-        store.ingest(load_bundled(BTC_FILES + "l1_quotes.csv.gz"))
-        store.ingest(load_bundled(BTC_FILES + "trades.csv.gz"))
-        run_calibration(store, [BTC])
-    return path
 
 
 @pytest.fixture
-def calibrated_store(calibrated_template, tmp_path):
-    import shutil
-
-    from tradebook.store import Store
-
-    shutil.copy(calibrated_template, tmp_path / "store.duckdb")
-    store = Store(tmp_path / "store.duckdb")
-    yield store
-    store.close()
+def calibrated_store(calibrated_btc_store):
+    return calibrated_btc_store
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from tradebook.data.feeds import ReplayFeed
 from tradebook.errors import ConfigError, SessionError, SessionLockedError, SessionTimeoutError
 from tradebook.paper import LOCK_NAME, clean_flush_leftovers
 from tradebook.session import Session, SessionState
-from tradebook.sim.fidelity import run_calibration
 from tradebook.store import Store
 
 BTC = "BTCUSDT.BINANCE"
@@ -38,13 +37,8 @@ def frames():
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory, frames) -> Path:
-    path = tmp_path_factory.mktemp("runs") / "template.duckdb"
-    with Store(path) as store:
-        for data in frames:
-            store.ingest(data)
-        run_calibration(store, [BTC])
-    return path
+def template(calibrated_btc_template) -> Path:
+    return calibrated_btc_template
 
 
 @pytest.fixture
