@@ -17,6 +17,7 @@ import pytest
 from tradebook.data import load_bundled
 from tradebook.errors import DataError
 from tradebook.sim.book import ESH4_20231225_OPEN_NS
+from tradebook.sim.depth import recent_touch_size
 from tradebook.sim.fill_model import FillModel, baseline_model
 from tradebook.sim.passive import (
     FEATURES,
@@ -147,8 +148,13 @@ def test_features_from_l1_and_recent_trades():
                                np.array([0, 1]), 2 * S, 0.5)
     buy, sell = frame.iloc[0], frame.iloc[1]
     assert buy["valid"] and buy["horizon_s"] == 2.0
-    assert buy["queue_rel_log"] == pytest.approx(math.log(1 / 4))  # own side: the bid of 1
-    assert sell["queue_rel_log"] == pytest.approx(math.log(3 / 4))
+    # sizes in the recent touch size at placement: known from the quotes before it only
+    unit = recent_touch_size(FEATURE_QUOTES, np.array([3_500_000_000]))[0]
+    # the time-weighted geometric mean of sqrt(bid_sz * ask_sz): 4, sqrt(12), 4, sqrt(3) held 1, 1, 1, 0.5 s
+    expected_unit = math.exp((math.log(4) + math.log(12) / 2 + math.log(4) + math.log(3) / 4) / 3.5)
+    assert unit == pytest.approx(expected_unit, rel=1e-3) and frame.attrs["touch_size_unit"] is None
+    assert buy["queue_rel_log"] == pytest.approx(math.log(1 / unit))  # own side: the bid of 1
+    assert sell["queue_rel_log"] == pytest.approx(math.log(3 / unit))
     assert buy["imbalance"] == pytest.approx(-0.5) and sell["imbalance"] == pytest.approx(0.5)
     assert buy["spread_ticks"] == 2.0 and buy["spread_log"] == pytest.approx(math.log(2))
     assert buy["vol_ticks"] == pytest.approx(math.sqrt(1.25))  # mid moves of 1 and 0.5 ticks
@@ -158,7 +164,11 @@ def test_features_from_l1_and_recent_trades():
     assert buy["gap_over_vol_log"] == pytest.approx(math.log(2 / (math.sqrt(1.25) + 1)))
     assert sell["gap_over_vol_log"] == pytest.approx(math.log(3 / (math.sqrt(1.25) + 1)))
     assert buy["quote_rate_log"] == pytest.approx(math.log1p(1.0))  # two updates in two seconds
-    assert buy["trade_rate_log"] == pytest.approx(math.log1p(8 / 4))  # 2 + 6 traded, in touch sizes
+    assert buy["trade_rate_log"] == pytest.approx(math.log1p(8 / unit))  # 2 + 6 traded, in touch sizes
+    fixed = placement_features(FEATURE_QUOTES, FEATURE_TRADES, np.array([3_500_000_000]), 1, 0, 2 * S, 0.5,
+                               touch_size_unit=4.0).iloc[0]  # the earlier format: one fixed unit
+    assert fixed["queue_rel_log"] == pytest.approx(math.log(1 / 4))
+    assert fixed["trade_rate_log"] == pytest.approx(math.log1p(8 / 4))
     assert buy["flow_imbalance"] == pytest.approx(-0.5) and sell["flow_imbalance"] == pytest.approx(0.5)
 
 

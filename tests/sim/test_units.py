@@ -7,12 +7,17 @@ the copy's own data, with no conversion by the user.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from tradebook.data import load_bundled
-from tradebook.errors import DataError
+from tradebook.data.instruments import instrument_from_dict
+from tradebook.errors import ConfigError, DataError
+from tradebook.model.instruments import Instrument, get_instrument
+from tradebook.sim.calibrate import calibrate_marketable, evaluate_marketable
 from tradebook.sim.book import rebuild_binance_book
 from tradebook.sim.depth import (
     DEFAULT_SIZES_REL_TOP,
@@ -20,7 +25,16 @@ from tradebook.sim.depth import (
     fit_depth_profile,
     recent_touch_size,
 )
-from tradebook.sim.truth import book_walk_truth
+from tradebook.sim.fill_model import FORMAT_VERSION, FillModel, baseline_model
+from tradebook.sim.passive import (
+    evaluate_passive,
+    fit_passive_baseline,
+    fit_passive_model,
+    passive_dataset,
+    placement_features,
+    time_split,
+)
+from tradebook.sim.truth import book_walk_truth, sweeps
 
 BTC = "BTCUSDT.BINANCE"
 COPY = "BTC20.TEST"
@@ -119,3 +133,106 @@ def test_depth_profile_carries_to_a_scaled_copy(capture):
         fit_depth_profile(fit_book, 0.01, instrument_id=BTC, quotes=other)
     with pytest.raises(DataError, match="no sizes"):
         fit_depth_profile(fit_book, 0.01, instrument_id=BTC, quotes=quotes.drop(columns=["bid_sz", "ask_sz"]))
+
+
+# -- passive fills and the whole model ------------------------------------------------------
+S = 1_000_000_000
+HORIZONS = (1 * S, 5 * S, 30 * S)
+
+
+def copy_instrument() -> Instrument:
+    return instrument_from_dict({"instrument_id": COPY, "asset_class": "crypto_spot", "currency": "USDT",
+                                 "base_currency": "BTC20", "tick": "0.0005", "lot": "0.0001", "min_size": "0.0001",
+                                 "calendar": "24/7"})
+
+
+@pytest.fixture(scope="module")
+def passive_fit(capture) -> dict:
+    trades = load_bundled(FILES + "trades.csv.gz").frame
+    trades_copy = scaled(trades, ("price",), ("size",))
+    original = passive_dataset(capture["quotes"], trades, BTC, 1500, np.random.default_rng(7), horizons_ns=HORIZONS)
+    on_copy = passive_dataset(capture["quotes_copy"], trades_copy, copy_instrument(), 1500,
+                              np.random.default_rng(7), horizons_ns=HORIZONS)
+    fit, held = time_split(original)
+    _, held_copy = time_split(on_copy)
+    return {"model": fit_passive_model(fit, instrument_id=BTC), "baseline": fit_passive_baseline(fit),
+            "held": held, "held_copy": held_copy, "trades": trades, "trades_copy": trades_copy}
+
+
+def test_passive_model_carries_to_a_scaled_copy(passive_fit):
+    model, held, held_copy = passive_fit["model"], passive_fit["held"], passive_fit["held_copy"]
+    assert model.carries and model.touch_size_unit is None
+    # the copy's own outcomes and features, from its own tick and recent touch size
+    np.testing.assert_array_equal(held_copy["filled"].to_numpy(), held["filled"].to_numpy())
+    applied = model.for_instrument(COPY)
+    assert applied.fitted_on == BTC
+    p, p_copy = model.fill_probability(held), applied.fill_probability(held_copy)
+    np.testing.assert_allclose(p_copy, p, rtol=1e-9, atol=1e-12)
+    scores = evaluate_passive(model, passive_fit["baseline"], held)
+    scores_copy = evaluate_passive(applied, passive_fit["baseline"], held_copy)
+    print(f"\nBTCUSDT passive, fit first half, scored second: Brier {scores.brier_model:.5f} "
+          f"(reference {scores.brier_baseline:.5f}); on the x{SCALE:g} copy {scores_copy.brier_model:.5f}")
+    assert scores_copy.brier_model == pytest.approx(scores.brier_model, rel=1e-9)
+    # a horizon between the fitted ones is a parameter of the prediction, not the nearest fitted one
+    at = np.sort(held["placement_ts_ns"].unique())[:50]
+    between = placement_features(_quotes(passive_fit, False), passive_fit["trades"], at, 1, 1, 3 * S, 0.01)
+    between_copy = placement_features(_quotes(passive_fit, True), passive_fit["trades_copy"], at, 1, 1, 3 * S,
+                                      0.0005)
+    p3 = model.fill_probability(between)
+    np.testing.assert_allclose(applied.fill_probability(between_copy), p3, rtol=1e-9, atol=1e-12)
+    p1 = model.fill_probability(between.assign(horizon_ns=np.int64(1 * S)))
+    p5 = model.fill_probability(between.assign(horizon_ns=np.int64(5 * S)))
+    assert not np.allclose(p3, p1) and not np.allclose(p3, p5)
+    assert ((p3 >= np.minimum(p1, p5) - 1e-12) & (p3 <= np.maximum(p1, p5) + 1e-12)).all()
+    with pytest.raises(DataError, match="horizon"):
+        model.fill_probability(between.assign(horizon_ns=np.int64(0)))
+    with pytest.raises(DataError, match="horizon"):
+        placement_features(_quotes(passive_fit, False), None, at, 1, 1, -S, 0.01)
+    with pytest.raises(DataError, match="no sizes"):
+        placement_features(_quotes(passive_fit, False).drop(columns=["bid_sz", "ask_sz"]), None, at, 1, 1, S, 0.01)
+
+
+_QUOTES: dict = {}
+
+
+def _quotes(passive_fit: dict, copy: bool) -> pd.DataFrame:
+    return _QUOTES["copy" if copy else "original"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remember_quotes(capture):
+    _QUOTES["original"], _QUOTES["copy"] = capture["quotes"], capture["quotes_copy"]
+
+
+def test_fill_model_applied_to_a_copy_and_refused_elsewhere(capture, passive_fit):
+    fit_book = rebuild_binance_book(capture["depth"], capture["fit_ts"], levels=1000)
+    depth = fit_depth_profile(fit_book, 0.01, rng=np.random.default_rng(1), instrument_id=BTC,
+                              quotes=capture["quotes"])
+    trades = passive_fit["trades"]
+    swept = sweeps(trades, capture["quotes"])
+    model = calibrate_marketable(BTC, 0.01, swept, depth=depth, passive=passive_fit["model"])
+    assert model.fitted_on == (BTC,) and model.asset_class == "crypto_spot" and not model.away_from_data
+    copy = model.for_instrument(copy_instrument())
+    assert copy.away_from_data and copy.tick_size == 0.0005 and copy.depth.tick_size == 0.0005
+    assert "fitted on BTCUSDT.BINANCE" in copy.provenance() and "applied away" in copy.provenance()
+    # marketable costs in bps on the copy's own sweeps are the same
+    swept_copy = sweeps(passive_fit["trades_copy"], capture["quotes_copy"])
+    for q in (0.05, 0.5, 0.95):
+        a = model.marketable_cost_bps(swept["quantity"], swept["half_spread_bps"], swept["touch_size"], q)
+        b = copy.marketable_cost_bps(swept_copy["quantity"], swept_copy["half_spread_bps"],
+                                     swept_copy["touch_size"], q)
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-9)
+    fit_on_copy = evaluate_marketable(copy, swept_copy)
+    assert fit_on_copy.mae_model_bps == pytest.approx(evaluate_marketable(model, swept).mae_model_bps, rel=1e-9)
+    # another asset class is refused, naming both
+    with pytest.raises(DataError, match="crypto_spot.*IBM.XNYS, a equity instrument"):
+        model.for_instrument(get_instrument("IBM.XNYS"))
+    # stored and read back: the format version is written; an older JSON still loads, a newer is refused
+    raw = json.loads(copy.to_json())
+    assert raw["format_version"] == FORMAT_VERSION
+    assert FillModel.from_json(copy.to_json()) == copy
+    old = {k: v for k, v in json.loads(baseline_model(BTC, 0.01).to_json()).items()
+           if k not in ("format_version", "fitted_on", "asset_class", "applied_notes")}
+    assert FillModel.from_json(json.dumps(old)).format_version == 1
+    with pytest.raises(ConfigError, match="format 99, newer"):
+        FillModel.from_json(json.dumps({**raw, "format_version": 99}))

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tradebook.errors import DataError
+from tradebook.errors import DataError, UnknownInstrumentError
+from tradebook.model.instruments import get_instrument
 from tradebook.sim.fill_model import (
     DEFAULT_BASE_SLIPPAGE_BPS,
     QUANTILES,
@@ -127,14 +128,40 @@ def calibrate_marketable(
     sweeps: pd.DataFrame,
     **model_fields,
 ) -> FillModel:
-    """A FillModel whose marketable costs are fitted from ``sweeps``."""
+    """A FillModel whose marketable costs are fitted from ``sweeps``.
+
+    The model records what it was fitted on: ``fitted_on`` (default the one instrument;
+    pass every id when ``sweeps`` pools several captures of an asset class) and
+    ``asset_class`` (default: the registered instrument's, '' when it is not registered).
+    """
     usable = _check_sweeps(sweeps, f"calibrating {instrument_id}")
+    model_fields.setdefault("fitted_on", (instrument_id,))
+    model_fields["fitted_on"] = tuple(model_fields["fitted_on"])
+    if "asset_class" not in model_fields:
+        model_fields["asset_class"] = asset_class_of(model_fields["fitted_on"])
     curve = fit_cost_curve(usable, interval_levels=validated_interval_levels(usable))
     share, ratio = price_improvement(usable)
     reach = float(np.nanquantile(usable["size_over_touch"].to_numpy(dtype=np.float64), 0.99))
     model_fields.setdefault("max_take_over_touch", max(1.0, reach))
     return FillModel(instrument_id, float(tick_size), curve, price_improvement_share=share,
                      price_improvement_ratio=ratio, **model_fields)
+
+
+def asset_class_of(instrument_ids: tuple[str, ...] | list[str]) -> str:
+    """The one asset class of registered instruments ``instrument_ids`` ('' when none is registered).
+
+    Raises DataError when they span several asset classes: a pooled calibration is of one.
+    """
+    classes = set()
+    for instrument_id in instrument_ids:
+        try:
+            classes.add(str(get_instrument(instrument_id).asset_class))
+        except UnknownInstrumentError:
+            continue
+    if len(classes) > 1:
+        raise DataError(f"a calibration pools captures of one asset class; {list(instrument_ids)} span "
+                        f"{sorted(classes)}")
+    return classes.pop() if classes else ""
 
 
 def price_improvement(sweeps: pd.DataFrame) -> tuple[float, float]:

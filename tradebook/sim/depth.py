@@ -54,6 +54,7 @@ import numba
 import numpy as np
 import pandas as pd
 
+from tradebook.data.frames import quote_columns
 from tradebook.errors import DataError
 from tradebook.sim.book import BookSnapshots, parse_side, typical_top_size
 from tradebook.sim.fill_model import DictRecord
@@ -83,7 +84,8 @@ def recent_touch_size(quotes: pd.DataFrame, at_ns: np.ndarray | int,
 
     The time-weighted geometric mean of ``sqrt(bid_sz * ask_sz)`` over the quotes stamped
     at or before each time, weights ``exp(-age / tau_ns)`` (each quote's size held until
-    the next quote). Only the past enters; quotes with a missing or non-positive size on
+    the next quote), over the history there is (at the first quote: its own size). Only
+    the past enters; quotes with a missing or non-positive size on
     either side are skipped. NaN before the first quote with sizes. Scales exactly with
     the size unit of the instrument (sizes x 20: unit x 20).
 
@@ -97,12 +99,16 @@ def recent_touch_size(quotes: pd.DataFrame, at_ns: np.ndarray | int,
     when = np.atleast_1d(np.asarray(at_ns))
     if when.size and not np.issubdtype(when.dtype, np.integer):
         raise DataError(f"at_ns has dtype {when.dtype}; expected int64 nanoseconds since the epoch, UTC")
-    level = _touch_log_ema(ts, x, float(tau_ns))
+    total, weight = _touch_log_ema(ts, x, float(tau_ns))
     row = np.searchsorted(ts, when.astype(np.int64), side="right") - 1
     safe = np.clip(row, 0, None)
     age = (when.astype(np.int64) - ts[safe]).astype(np.float64)
     decay = np.exp(-age / float(tau_ns))
-    value = x[safe] + decay * (level[safe] - x[safe])
+    gained = -np.expm1(-age / float(tau_ns))
+    total_now = decay * total[safe] + gained * x[safe]
+    weight_now = decay * weight[safe] + gained
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = np.where(weight_now > 0, total_now / weight_now, x[safe])
     return np.where(row >= 0, np.exp(value), np.nan)
 
 
@@ -110,7 +116,11 @@ def _touch_logs(quotes: pd.DataFrame, what: str) -> tuple[np.ndarray, np.ndarray
     """(ts_ns, log sqrt(bid_sz * ask_sz)) of the quotes with positive sizes on both sides."""
     if not isinstance(quotes, pd.DataFrame) or "ts_ns" not in quotes.columns:
         raise DataError(f"{what}: quotes must be a DataFrame with ts_ns, bid_sz and ask_sz")
-    missing = [c for c in ("bid_sz", "ask_sz") if c not in quotes.columns]
+    try:
+        columns = quote_columns(quotes)  # an L1, MBP-1 or top-N frame
+    except DataError:
+        columns = {"bid_sz": "bid_sz", "ask_sz": "ask_sz"}  # sizes alone are enough here
+    missing = [name for name in ("bid_sz", "ask_sz") if columns[name] not in quotes.columns]
     if missing:
         raise DataError(f"{what}: quotes have no sizes ({missing} missing); the model measures order sizes in "
                         "multiples of the instrument's recent touch size, so it needs quotes with bid_sz and "
@@ -118,8 +128,8 @@ def _touch_logs(quotes: pd.DataFrame, what: str) -> tuple[np.ndarray, np.ndarray
     ts = quotes["ts_ns"].to_numpy(dtype=np.int64)
     if (np.diff(ts) < 0).any():
         raise DataError(f"{what}: quotes ts_ns goes backwards; expected non-decreasing ts_ns")
-    bid = quotes["bid_sz"].to_numpy(dtype=np.float64, na_value=np.nan)
-    ask = quotes["ask_sz"].to_numpy(dtype=np.float64, na_value=np.nan)
+    bid = quotes[columns["bid_sz"]].to_numpy(dtype=np.float64, na_value=np.nan)
+    ask = quotes[columns["ask_sz"]].to_numpy(dtype=np.float64, na_value=np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         ok = np.isfinite(bid) & np.isfinite(ask) & (bid > 0) & (ask > 0)
     if not ok.any():
@@ -131,17 +141,20 @@ def _touch_logs(quotes: pd.DataFrame, what: str) -> tuple[np.ndarray, np.ndarray
 
 @numba.njit(cache=True)
 def _touch_log_ema(ts, x, tau):  # pragma: no cover - compiled
-    """The time-weighted mean of the piecewise-constant series ``x``, at each quote's own time."""
-    out = np.empty(len(x))
-    if len(x) == 0:
-        return out
-    level = x[0]
-    out[0] = level
+    """Exponentially weighted integral of the piecewise-constant ``x`` and of the weights, at each quote's time.
+
+    Their ratio is the time-weighted mean over the history there is (no weight before the
+    first quote), so the unit does not lean on the first quote for the first hour.
+    """
+    total = np.zeros(len(x))
+    weight = np.zeros(len(x))
     for i in range(1, len(x)):
-        decay = math.exp(-(ts[i] - ts[i - 1]) / tau)
-        level = x[i - 1] + decay * (level - x[i - 1])
-        out[i] = level
-    return out
+        age = (ts[i] - ts[i - 1]) / tau
+        decay = math.exp(-age)
+        gained = -math.expm1(-age)
+        total[i] = decay * total[i - 1] + gained * x[i - 1]
+        weight[i] = decay * weight[i - 1] + gained
+    return total, weight
 
 
 @dataclass(frozen=True)

@@ -9,20 +9,37 @@ quantiles (not only a mean) gives the prediction interval, and many real costs s
 exactly at the half-spread, so interval coverage is reported closed and open.
 
 A model is plain data (frozen dataclasses of floats and tuples) and serialises to
-JSON for the store, where calibrations are versioned per instrument.
+JSON for the store, where calibrations are versioned per instrument. The JSON carries
+:data:`FORMAT_VERSION`; a model stored before versions were written (format 1) still
+loads (its depth profile keeps sizes in the fit instrument's units and cannot be
+applied to another instrument), a newer format is refused with the versions named.
+
+A model records what it was fitted on (``fitted_on``: the instrument ids it pooled,
+``asset_class``). :meth:`FillModel.for_instrument` applies it to another instrument of
+the same asset class explicitly: every part kept is in units that carry (cost curve in
+half-spreads by size over the touch, depth in the instrument's own tick and recent
+touch size, passive features in its own tick and recent touch size); the parts that
+are not (the spread profile and the completion model keep the fit instrument's
+sizes) are left out and named in ``applied_notes``; ``away_from_data`` says when the
+model is used away from the data it was fitted on.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
 from tradebook.errors import ConfigError, DataError
+from tradebook.model.instruments import Instrument
 from tradebook.sim.orders import TakeParams
+
+# 2: provenance (fitted_on, asset_class, applied_notes), depth and passive parts in units
+# that carry. 1 (no "format_version" key): the earlier form, loaded as it was.
+FORMAT_VERSION = 2
 
 # Order size over displayed touch size: below 1 the touch can absorb the order.
 SIZE_BUCKET_EDGES: tuple[float, ...] = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, float("inf"))
@@ -65,7 +82,9 @@ class CostCurve:
             raise ConfigError(f"cost curve needs {n} values per quantile for {len(self.edges)} edges")
 
     def bucket(self, size_over_touch: np.ndarray) -> np.ndarray:
-        x = np.asarray(size_over_touch, dtype="float64")
+        # a ratio within 1e-9 below an edge is at the edge: the same order in other units
+        # (sizes x 20 over a touch x 20) must not change bucket by one ulp
+        x = np.asarray(size_over_touch, dtype="float64") * (1 + 1e-9)
         return np.clip(np.searchsorted(np.asarray(self.edges), x, side="right") - 1, 0, len(self.edges) - 2)
 
     def ratio(self, size_over_touch: np.ndarray, quantile: float = 0.5) -> np.ndarray:
@@ -132,6 +151,83 @@ class FillModel:
     completion: Any = None  # tradebook.sim.profile.CompletionModel
     depth: Any = None  # tradebook.sim.depth.DepthProfile
     passive: Any = None  # tradebook.sim.passive.PassiveModel
+    # What the model was fitted on: the instrument ids (several when captures were pooled)
+    # and their asset class; empty on a model built by hand.
+    fitted_on: tuple[str, ...] = ()
+    asset_class: str = ""
+    # Set by for_instrument when the model is applied away from its data: what was left out.
+    applied_notes: tuple[str, ...] = ()
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def away_from_data(self) -> bool:
+        """True when the model prices an instrument it was not fitted on."""
+        return bool(self.fitted_on) and self.instrument_id not in self.fitted_on
+
+    def provenance(self) -> str:
+        """One line: what the model was fitted on and what it is applied to (for reports)."""
+        if not self.fitted_on:
+            return f"{self.instrument_id}: fitted on unrecorded data"
+        fitted = ", ".join(self.fitted_on)
+        if not self.away_from_data:
+            return f"{self.instrument_id}: fitted on {fitted}"
+        notes = f" ({'; '.join(self.applied_notes)})" if self.applied_notes else ""
+        return f"{self.instrument_id}: applied away from its data, fitted on {fitted}{notes}"
+
+    def fit_asset_class(self) -> str:
+        """The asset class of the data the model was fitted on ('' when it cannot be told)."""
+        if self.asset_class:
+            return self.asset_class
+        from tradebook.errors import UnknownInstrumentError
+        from tradebook.model.instruments import get_instrument
+
+        for instrument_id in self.fitted_on or (self.instrument_id,):
+            try:
+                return str(get_instrument(instrument_id).asset_class)
+            except UnknownInstrumentError:
+                continue
+        return ""
+
+    def for_instrument(self, instrument: Instrument) -> FillModel:
+        """This model applied to ``instrument`` (explicitly, no conversion by the caller).
+
+        Distances take ``instrument``'s own tick and sizes its own recent touch size (read
+        from its own quotes at prediction). Raises DataError when ``instrument`` is of
+        another asset class than the fit data, when the model cannot tell its own asset
+        class, or when its depth profile is of the earlier format (sizes in the fit
+        instrument's units). The spread profile and the completion model are left out on
+        another instrument (their sizes are the fit instrument's) and named in
+        ``applied_notes``.
+        """
+        if not isinstance(instrument, Instrument):
+            raise DataError(f"for_instrument takes an Instrument (tb.get_instrument(...)), got {instrument!r}")
+        target = instrument.instrument_id
+        target_class = str(instrument.asset_class)
+        fit_class = self.fit_asset_class()
+        fit_ids = self.fitted_on or (self.instrument_id,)
+        if target in fit_ids:
+            return replace(self, instrument_id=target, tick_size=float(instrument.tick_size), fitted_on=fit_ids,
+                           asset_class=fit_class, applied_notes=())
+        if not fit_class:
+            raise DataError(f"the model of {self.instrument_id} does not record the asset class it was fitted on; "
+                            f"cannot apply it to {target} ({target_class}): recalibrate, or set asset_class")
+        if fit_class != target_class:
+            raise DataError(f"the calibration fitted on {', '.join(fit_ids)} ({fit_class}) cannot be applied to "
+                            f"{target}, a {target_class} instrument; expected an instrument of asset class "
+                            f"{fit_class} (calibrate {target} on its own data)")
+        tick = float(instrument.tick_size)
+        notes = []
+        parts: dict[str, Any] = {}
+        if self.depth is not None:
+            parts["depth"] = self.depth.for_instrument(target, tick)
+        if self.passive is not None:
+            parts["passive"] = self.passive.for_instrument(target)
+        for name, what in (("spread_profile", "spread profile"), ("completion", "completion model")):
+            if getattr(self, name) is not None:
+                parts[name] = None
+                notes.append(f"{what} left out (fitted in {fit_ids[0]}'s sizes)")
+        return replace(self, instrument_id=target, tick_size=tick, fitted_on=fit_ids, asset_class=fit_class,
+                       applied_notes=tuple(notes), **parts)
 
     def marketable_cost_bps(
         self,
@@ -160,6 +256,7 @@ class FillModel:
 
     def to_json(self) -> str:
         raw = {f.name: getattr(self, f.name) for f in fields(self)}
+        raw["format_version"] = FORMAT_VERSION
         raw["cost_curve"] = asdict(self.cost_curve)
         raw["fees"] = asdict(self.fees)
         raw["latency"] = asdict(self.latency)
@@ -170,13 +267,31 @@ class FillModel:
 
     @classmethod
     def from_json(cls, text: str) -> FillModel:
+        """A model from :meth:`to_json` (any format up to :data:`FORMAT_VERSION`).
+
+        Raises ConfigError for text that is not a FillModel or a format newer than this
+        tradebook reads (recalibrate, or update tradebook).
+        """
         try:
             raw = json.loads(text)
+            version = raw.pop("format_version", 1) if isinstance(raw, dict) else None
+            if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+                raise ConfigError(f"FillModel JSON has format_version {version!r}; expected an integer from 1 to "
+                                  f"{FORMAT_VERSION}")
+            if version > FORMAT_VERSION:
+                raise ConfigError(f"FillModel JSON is format {version}, newer than the {FORMAT_VERSION} this "
+                                  "tradebook reads; update tradebook or recalibrate (tradebook calibrate)")
+            for name in ("fitted_on", "applied_notes"):
+                if name in raw:
+                    raw[name] = tuple(raw[name])
+            raw["format_version"] = version
             curve = raw.pop("cost_curve")
             curve = CostCurve(**{k: tuple(v) for k, v in curve.items()})
             components = {name: _component(name, raw.pop(name, None)) for name in COMPONENTS}
             return cls(cost_curve=curve, fees=FeeSchedule(**raw.pop("fees")),
                        latency=LatencyModel(**raw.pop("latency")), **components, **raw)
+        except ConfigError:
+            raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ConfigError(f"not a FillModel JSON: {exc}") from exc
 

@@ -12,11 +12,23 @@ placements (Brier score, reliability curve).
 
 Times are int64 UTC nanoseconds; a quote "at" placement is the last one stamped at or
 before it, as in :func:`passive_outcomes`.
+
+Units that carry: distances and the spread are in ticks of the instrument's own tick,
+volatility over the horizon in those ticks, and sizes (the queue, the volume traded
+over the horizon) in multiples of the instrument's own *recent* touch size at the
+placement (:func:`tradebook.sim.depth.recent_touch_size`, nothing after it), so a model
+fitted on one instrument reads another of the same asset class the same way once
+applied to it (:meth:`PassiveModel.for_instrument`). A model of the earlier format
+(``touch_unit_tau_ns == 0``) measured sizes in a fixed ``touch_size_unit`` of the fit
+instrument and is for that instrument only. The horizon is a parameter of the
+prediction: a horizon between two fitted ones interpolates their logits in log time;
+outside the fitted range the nearest fitted horizon's cell is used (with the features,
+which are all measured over the horizon itself, computed at the asked horizon).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numba
@@ -28,6 +40,7 @@ from tradebook.errors import DataError
 from tradebook.model.instruments import Instrument, get_instrument
 from tradebook.model.time import NS_PER_SECOND
 from tradebook.sim.book import as_ns_array, parse_side
+from tradebook.sim.depth import TOUCH_UNIT_TAU_NS, recent_touch_size
 from tradebook.sim.truth import passive_outcomes, trade_sides
 
 # Tolerance, in ticks, for a quote to count as "at" a limit price (as in truth.py).
@@ -258,6 +271,7 @@ def placement_features(
     *,
     lookback_ns: int | np.ndarray | None = None,
     touch_size_unit: float | None = None,
+    touch_unit_tau_ns: int = TOUCH_UNIT_TAU_NS,
 ) -> pd.DataFrame:
     """What L1 data shows at each placement: the inputs of :class:`PassiveModel` (columns :data:`FEATURES`).
 
@@ -265,9 +279,12 @@ def placement_features(
     ``lookback_ns`` before placement, by default the order's own horizon (the activity
     of the last horizon is the best guide to the next one). Where the lookback reaches
     back before the first quote, rates and volatility are scaled up from the time
-    there is. Sizes are in units of ``touch_size_unit`` (default
-    :func:`typical_touch_size` of ``quotes``; pass the fit slice's value to score new data
-    the same way). Without ``trades`` the trade columns are NaN.
+    there is. Sizes are in multiples of the recent touch size at each placement
+    (:func:`tradebook.sim.depth.recent_touch_size` with memory ``touch_unit_tau_ns``)
+    when ``touch_size_unit`` is None (or NaN), the units that carry; a positive
+    ``touch_size_unit`` is a fixed unit instead (the earlier format). Without ``trades``
+    the trade columns are NaN. Raises DataError for quotes without sizes (the model
+    measures the queue in touch sizes) and for a horizon <= 0.
 
     Also returns ``placement_ts_ns``, ``side``, ``distance_ticks``, ``horizon_ns``,
     ``horizon_s``, the natural-unit ``spread_ticks``, ``vol_ticks`` (realised volatility
@@ -286,9 +303,13 @@ def placement_features(
         if lookback.size and (not np.issubdtype(lookback.dtype, np.integer) or (lookback <= 0).any()):
             raise DataError(f"lookback_ns must be positive integer nanoseconds, got {lookback_ns!r}")
         lookback = lookback.astype(np.int64)
-    unit = typical_touch_size(quotes) if touch_size_unit is None else float(touch_size_unit)
-    if not np.isfinite(unit) or unit <= 0:
-        raise DataError(f"touch size unit is {unit!r}; expected a positive size (quotes need bid_sz/ask_sz)")
+    recent = touch_size_unit is None or not np.isfinite(float(touch_size_unit))
+    if recent:
+        unit = recent_touch_size(quotes, placement, touch_unit_tau_ns)
+    else:
+        unit = float(touch_size_unit)
+        if unit <= 0:
+            raise DataError(f"touch size unit is {unit!r}; expected a positive size (quotes need bid_sz/ask_sz)")
 
     row = _prevailing_row(book.ts, placement)
     safe = np.clip(row, 0, None)
@@ -351,9 +372,13 @@ def placement_features(
         "placement_ts_ns": placement, "side": sides, "distance_ticks": distance, "horizon_ns": horizon,
         "horizon_s": horizon / NS_PER_SECOND, "valid": valid,
     })
+    if recent:
+        frame["valid"] = valid & np.isfinite(unit)
+        valid = frame["valid"].to_numpy()
     for name in _RAW_COLUMNS + FEATURES:
         frame[name] = np.where(valid, values[name], np.nan)
-    frame.attrs["touch_size_unit"] = unit
+    frame.attrs["touch_size_unit"] = None if recent else unit
+    frame.attrs["touch_unit_tau_ns"] = int(touch_unit_tau_ns) if recent else 0
     return frame
 
 
@@ -370,6 +395,7 @@ def passive_dataset(
     mask: np.ndarray | None = None,
     order_qty: float = 0.0,
     touch_size_unit: float | None = None,
+    touch_unit_tau_ns: int = TOUCH_UNIT_TAU_NS,
 ) -> pd.DataFrame:
     """Outcomes and features of random resting orders: one row per (placement, distance, horizon).
 
@@ -379,7 +405,9 @@ def passive_dataset(
     :func:`quote_through_outcomes` otherwise. Only placements with a valid quote are
     kept (``attrs["dropped_invalid"]`` counts the rest). Columns: the outcome columns,
     ``horizon_ns``, ``horizon_s`` and :data:`FEATURES`; ``attrs["rule"]`` names the truth
-    and ``attrs["touch_size_unit"]`` the size unit of the features.
+    and ``attrs["touch_size_unit"]`` the size unit of the features (None: the recent touch
+    size at each placement, ``attrs["touch_unit_tau_ns"]`` its memory; see
+    :func:`placement_features`).
     """
     if isinstance(instrument, str):
         instrument = get_instrument(instrument)
@@ -390,11 +418,15 @@ def passive_dataset(
         raise DataError("passive_dataset needs at least one distance and one horizon")
     placement = sample_placements(quotes, n_placements, rng, mask=mask)
     sides = np.where(rng.random(len(placement)) < 0.5, 1, -1).astype(np.int64)
-    unit = typical_touch_size(quotes) if touch_size_unit is None else float(touch_size_unit)
+    if any(h <= 0 for h in horizons):
+        raise DataError(f"horizons_ns are {horizons}; expected positive horizons in nanoseconds")
     parts = []
+    attrs: dict = {}
     for horizon in horizons:
         features = placement_features(quotes, trades, placement, sides, 0, np.int64(horizon), tick,
-                                      touch_size_unit=unit)
+                                      touch_size_unit=touch_size_unit, touch_unit_tau_ns=touch_unit_tau_ns)
+        attrs = dict(features.attrs)
+        outcome_valid = features["valid"].to_numpy()
         for distance in distances:
             if trades is not None:
                 outcome = passive_outcomes(quotes, trades, placement, sides, np.int64(distance), np.int64(horizon),
@@ -403,6 +435,7 @@ def passive_dataset(
                 outcome = quote_through_outcomes(quotes, placement, sides, np.int64(distance), np.int64(horizon),
                                                  tick)
             part = outcome.copy()
+            part["valid"] = part["valid"].to_numpy(dtype=bool) & outcome_valid
             part["horizon_ns"] = np.int64(horizon)
             part["horizon_s"] = horizon / NS_PER_SECOND
             for name in _RAW_COLUMNS + FEATURES:
@@ -418,7 +451,8 @@ def passive_dataset(
     frame = frame.reset_index(drop=True)
     frame.attrs["dropped_invalid"] = int(invalid.sum())
     frame.attrs["rule"] = "trades" if trades is not None else "quote_through"
-    frame.attrs["touch_size_unit"] = unit
+    frame.attrs["touch_size_unit"] = attrs["touch_size_unit"]
+    frame.attrs["touch_unit_tau_ns"] = attrs["touch_unit_tau_ns"]
     return frame
 
 
@@ -522,27 +556,64 @@ class PassiveModel:
     distances: tuple[int, ...]
     horizons_ns: tuple[int, ...]
     cells: tuple[PassiveCell, ...]  # cell d * len(horizons) + h
-    touch_size_unit: float  # the size unit the features were computed in (pass it to placement_features)
+    # The fixed size unit the features were computed in (the earlier format), or None:
+    # the recent touch size at each placement, memory touch_unit_tau_ns (units that carry).
+    # Pass it to placement_features / passive_dataset as touch_size_unit.
+    touch_size_unit: float | None
     rule: str = "trades"  # the truth it was fitted on: 'trades' or 'quote_through'
+    touch_unit_tau_ns: int = 0
+    fitted_on: str = ""  # the instrument the model was fitted on (instrument_id: the one it is applied to)
+
+    @property
+    def carries(self) -> bool:
+        """True when sizes are in the instrument's own recent touch size (the model may be applied elsewhere)."""
+        return self.touch_unit_tau_ns > 0
+
+    def for_instrument(self, instrument_id: str) -> PassiveModel:
+        """This model applied to ``instrument_id``; DataError for a model of the earlier (fixed-unit) format."""
+        fit_id = self.fitted_on or self.instrument_id
+        if instrument_id != fit_id and not self.carries:
+            raise DataError(f"the passive model of {fit_id} measures sizes in its own fixed unit (an earlier format) "
+                            f"and cannot be applied to {instrument_id}; recalibrate so sizes are in multiples of "
+                            "the recent touch size")
+        return replace(self, instrument_id=instrument_id, fitted_on=fit_id if instrument_id != fit_id else "")
 
     def fill_probability(self, frame: pd.DataFrame) -> np.ndarray:
         """Predicted probability in [0, 1] that each row's order fills within its horizon.
 
-        Rows use the cell of the largest fitted distance at or below theirs and the fitted
-        horizon nearest in log time (an approximation outside the fitted grid).
+        Rows use the cell of the largest fitted distance at or below theirs. The horizon is
+        the row's own: between two fitted horizons the two cells' logits are interpolated
+        in log time; outside the fitted range the nearest fitted horizon's cell is used
+        (the features are measured over the row's own horizon either way). Raises
+        DataError for a horizon <= 0 or features missing from ``frame``.
         """
         _check_dataset(frame, "PassiveModel.fill_probability", need_outcome=False)
         missing = [c for c in self.feature_names if c not in frame.columns]
         if missing:
             raise DataError(f"PassiveModel.fill_probability: frame lacks features {missing}; build it with "
                             "placement_features() or passive_dataset()")
-        cell = _cell_index(frame["distance_ticks"].to_numpy(np.int64), frame["horizon_ns"].to_numpy(np.int64),
-                           self.distances, self.horizons_ns)
+        distance = frame["distance_ticks"].to_numpy(np.int64)
+        horizon = frame["horizon_ns"].to_numpy(np.int64)
+        if (horizon <= 0).any():
+            raise DataError(f"PassiveModel.fill_probability: horizon_ns {int(horizon[horizon <= 0][0])}; expected a "
+                            "positive horizon in nanoseconds")
+        fitted = np.asarray(self.horizons_ns, dtype=np.int64)
+        log_h, log_fit = np.log(horizon.astype(np.float64)), np.log(fitted.astype(np.float64))
+        upper = np.clip(np.searchsorted(fitted, horizon, side="left"), 0, len(fitted) - 1)
+        lower = np.clip(upper - 1, 0, len(fitted) - 1)
+        lower = np.where(horizon >= fitted[upper], upper, lower)
+        span = log_fit[upper] - log_fit[lower]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            weight = np.where(span > 0, (log_h - log_fit[lower]) / span, 0.0)
+        weight = np.clip(weight, 0.0, 1.0)
         x = frame[list(self.feature_names)].to_numpy(dtype=np.float64, na_value=np.nan)
-        logit = np.empty(len(frame))
-        for c in np.unique(cell):
-            rows = cell == c
-            logit[rows] = self.cells[c].logit(x[rows])
+        logit = np.zeros(len(frame))
+        for h_index, w in ((lower, 1.0 - weight), (upper, weight)):
+            cell = _cell_index(distance, fitted[h_index], self.distances, self.horizons_ns)
+            for c in np.unique(cell):
+                rows = (cell == c) & (w > 0)
+                if rows.any():
+                    logit[rows] += w[rows] * self.cells[c].logit(x[rows])
         return _probability(logit)
 
     def to_dict(self) -> dict[str, Any]:
@@ -557,7 +628,9 @@ class PassiveModel:
                 tuple(float(v) for v in c["means"]), tuple(float(v) for v in c["scales"])) for c in raw["cells"])
             return cls(str(raw["instrument_id"]), tuple(str(f) for f in raw["feature_names"]),
                        tuple(int(d) for d in raw["distances"]), tuple(int(h) for h in raw["horizons_ns"]), cells,
-                       float(raw["touch_size_unit"]), str(raw.get("rule", "trades")))
+                       None if raw["touch_size_unit"] is None else float(raw["touch_size_unit"]),
+                       str(raw.get("rule", "trades")),
+                       int(raw.get("touch_unit_tau_ns", 0)), str(raw.get("fitted_on", "")))
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"not a PassiveModel dict: {exc!r}") from exc
 
@@ -650,10 +723,12 @@ def fit_passive_model(
         overlap = len(y) / independent
         ridge = _select_ridge(x, y, ts, horizon, tuple(r * overlap for r in ridges), validation_share)
         cells.append(_fit_cell(x, y, distance, horizon, ridge))
-    unit = float(frame.attrs.get("touch_size_unit", np.nan))
+    raw_unit = frame.attrs.get("touch_size_unit")
+    unit = float("nan") if raw_unit is None else float(raw_unit)
+    tau = int(frame.attrs.get("touch_unit_tau_ns", 0)) if not np.isfinite(unit) else 0
     rule = str(frame.attrs.get("rule", "trades"))
     return PassiveModel(instrument_id, tuple(features), distances, horizons, tuple(cells),
-                        unit if np.isfinite(unit) else 0.0, rule)
+                        unit if np.isfinite(unit) else (None if tau > 0 else 0.0), rule, tau)
 
 
 def _select_ridge(x: np.ndarray, y: np.ndarray, ts: np.ndarray, horizon: int, ridges: tuple[float, ...],
