@@ -7,7 +7,9 @@ calibrated cost curve, fees and random latency (sigma > 0), a mixed set of reque
 (market, limit at / inside / behind the touch, marketable limits, stops, stop-limits,
 IOC, FOK, DAY, cancels, replaces) must give identical fills and order states; then
 hypothesis draws request sets and checks the price, quantity, monotone-cost and
-determinism properties.
+determinism properties. With the whole calibrated model (depth profile, completion
+model, price improvement) the same holds, and a market order of 20x the touch walks
+the L1-implied book in parts (issue 16, done-when 1).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tradebook.model import get_instrument
 from tradebook.sim.calibrate import calibrate_marketable
 from tradebook.sim.engine import SimResult, replay
 from tradebook.sim.fill_model import DEFAULT_FEES, FeeSchedule, LatencyModel
-from tradebook.sim.orders import take_liquidity
+from tradebook.sim.orders import take_liquidity, walk_params
 from tradebook.sim.truth import regular_hours_mask, sweeps
 from tradebook.sim.vectorized import replay_vectorized
 
@@ -277,3 +279,168 @@ def test_same_seed_same_fills_and_the_faces_agree(small, drawn):
     assert_same(engine, first)
     engine_again = replay(small.model, small.instrument, small.quotes, small.trades, requests, seed=seed)
     pd.testing.assert_frame_equal(engine.fills, engine_again.fills)
+
+
+# -- (3) the whole model: the L1-implied book walk, refills, price improvement ---------------------------------------
+@pytest.fixture(scope="module")
+def btc_full():
+    """BTCUSDT calibrated with every part (depth profile from the L2 capture, completion model), the whole capture."""
+    from tradebook.sim.fidelity import bundled_instrument_data, calibrate_instrument
+    data = bundled_instrument_data(BTC)
+    model = calibrate_instrument(data, latency=LATENCY).model
+    assert model.depth is not None and model.completion is not None
+    quotes = data.quotes[["ts_ns", "bid_px", "ask_px", "bid_sz", "ask_sz"]].reset_index(drop=True)
+    trades = data.trades[["ts_ns", "price", "size", "aggressor_side"]].reset_index(drop=True)
+    return Slice(BTC, quotes, trades, model, 0.001)
+
+
+def _one_order(data: Slice, i: int, tif: str, multiple: float = 20.0) -> tuple[pd.DataFrame, float]:
+    """A market buy of ``multiple`` times the ask size of quote ``i``, sent at that quote."""
+    qty = round(multiple * float(data.quotes["ask_sz"].iloc[i]), 5)
+    return pd.DataFrame([dict(ts_ns=int(data.quotes["ts_ns"].iloc[i]), action="submit", order_ref=1, side="buy",
+                              quantity=qty, order_type="market", tif=tif)]), qty
+
+
+def _quote_with_ask_size(data: Slice, low: float, high: float) -> int:
+    sizes = data.quotes["ask_sz"].to_numpy()
+    return int(np.flatnonzero((sizes > low) & (sizes < high))[10])
+
+
+def _both(data: Slice, requests: pd.DataFrame, seed: int = 1) -> SimResult:
+    engine = replay(data.model, data.instrument, data.quotes, data.trades, requests, seed=seed)
+    vectorized = replay_vectorized(data.model, data.instrument, data.quotes, data.trades, requests, seed=seed)
+    assert_same(engine, vectorized)
+    return engine
+
+
+def test_a_market_order_of_20_touches_walks_the_implied_book_in_parts(btc_full):
+    """At a quote showing a typical touch (1.1-1.3 BTC), 20x it fills at once in parts at worsening prices."""
+    i = _quote_with_ask_size(btc_full, 1.1, 1.3)
+    requests, qty = _one_order(btc_full, i, "gtc")
+    result = _both(btc_full, requests)
+    fills = result.fills
+    print(f"\n20x the touch ({qty} BTC) at quote {btc_full.quotes.iloc[i].to_dict()}:\n"
+          f"{fills[['ts_ns', 'quantity', 'price', 'liquidity', 'fee']].to_string()}")
+    order = result.orders.iloc[0]
+    assert order["status"] == "filled" and order["filled_qty"] == pytest.approx(qty, rel=1e-12)
+    assert len(fills) >= 5 and (fills["liquidity"] == "taker").all()
+    assert (np.diff(fills["price"].to_numpy()) > 0).all()  # every part a level further
+    arrival = int(order["arrival_ts_ns"])
+    quote = btc_full.quotes[btc_full.quotes["ts_ns"] <= arrival].iloc[-1]
+    assert fills["price"].iloc[0] == quote["ask_px"]  # the touch in force at arrival first
+    ticks = (fills["price"].to_numpy() - quote["ask_px"]) / btc_full.tick
+    np.testing.assert_allclose(ticks, np.round(ticks), atol=1e-6)  # each part at a whole tick beyond it
+    # the average price is what the depth curve predicts for this size (within the ladder's tick rounding)
+    mid = (quote["bid_px"] + quote["ask_px"]) / 2
+    predicted = btc_full.model.depth.cost_bps(1, qty, quote["bid_px"], quote["ask_px"], quote["bid_sz"],
+                                              quote["ask_sz"])[0]
+    walked = (order["avg_price"] - mid) / mid * 1e4
+    excess_ratio = (walked - 0.5 * (quote["ask_px"] - quote["bid_px"]) / mid * 1e4) / \
+        (predicted - 0.5 * (quote["ask_px"] - quote["bid_px"]) / mid * 1e4)
+    print(f"walked {walked:.3f} bps against the mid; the depth profile predicts {predicted:.3f} bps")
+    assert 0.5 < excess_ratio < 1.6
+
+
+def test_ioc_fills_what_the_book_holds_and_fok_is_refused(btc_full):
+    """At a deep touch (> 5 BTC) 20x it exceeds the implied book: IOC fills part and cancels the rest; FOK refused."""
+    i = _quote_with_ask_size(btc_full, 5.0, 6.0)
+    requests, qty = _one_order(btc_full, i, "ioc")
+    ioc = _both(btc_full, requests)
+    order = ioc.orders.iloc[0]
+    print(f"\nIOC {qty} BTC: {order['filled_qty']} filled in {len(ioc.fills)} parts, then {order['status']}")
+    print(ioc.fills[["ts_ns", "quantity", "price"]].to_string())
+    assert order["status"] == "cancelled" and 0 < order["filled_qty"] < qty
+    assert len(ioc.fills) >= 5 and (ioc.fills["ts_ns"] == order["arrival_ts_ns"]).all()
+    assert (np.diff(ioc.fills["price"].to_numpy()) > 0).all()
+    # the book it emptied: the touch at arrival plus the implied ladder
+    depth = walk_params(btc_full.model, btc_full.instrument).depth
+    arrival_quote = btc_full.quotes[btc_full.quotes["ts_ns"] <= int(order["arrival_ts_ns"])].iloc[-1]
+    assert order["filled_qty"] == pytest.approx(arrival_quote["ask_sz"] + depth, abs=2e-5)
+
+    fok = _both(btc_full, requests.assign(tif="fok"))
+    assert fok.orders.iloc[0]["status"] == "cancelled" and fok.fills.empty
+    # where the liquidity is there, FOK fills whole (in parts, at one instant)
+    small, small_qty = _one_order(btc_full, _quote_with_ask_size(btc_full, 1.1, 1.3), "fok")
+    filled = _both(btc_full, small)
+    assert filled.orders.iloc[0]["status"] == "filled" and len(filled.fills) > 1
+    assert filled.fills["quantity"].sum() == pytest.approx(small_qty, rel=1e-12)
+
+
+def test_a_working_remainder_takes_only_what_has_refilled(btc_full):
+    """GTC of 20x a deep touch: the first walk empties the book, later takes wait for the calibrated refill."""
+    i = _quote_with_ask_size(btc_full, 5.0, 6.0)
+    requests, qty = _one_order(btc_full, i, "gtc")
+    result = _both(btc_full, requests)
+    fills = result.fills
+    takes = fills.groupby("ts_ns")["quantity"].sum()
+    print(f"\nGTC {qty} BTC: {len(takes)} takes\n{takes.head(8).to_string()}")
+    assert len(takes) >= 3
+    completion = btc_full.model.completion
+    rate = completion.fill_size / completion.refill_median_ns
+    times = takes.index.to_numpy()
+    later = takes.to_numpy()[1:]
+    # the book stays emptied: each later take is what refilled since the one before plus what the recorded
+    # touch grew by (the market's own refill), within a lot of flooring
+    q = btc_full.quotes
+    touch = q["ask_sz"].to_numpy()[np.searchsorted(q["ts_ns"].to_numpy(), times, side="right") - 1]
+    assert (later <= rate * np.diff(times) + np.maximum(np.diff(touch), 0.0) + 1e-5 + 1e-9).all()
+    # and it resumes only once a typical touch (or the remainder) is there again
+    remaining_before = qty - np.cumsum(takes.to_numpy())[:-1]
+    assert (later >= np.minimum(completion.fill_size, remaining_before) - 1e-5).all()
+    assert result.orders.iloc[0]["status"] == "filled"
+
+
+def test_the_faces_agree_on_mixed_requests_with_the_whole_model(btc, btc_full):
+    data = Slice(BTC, btc.quotes, btc.trades, btc_full.model, 0.001)
+    requests = mixed_requests(data, np.random.default_rng(11), 300)
+    result = _both(data, requests, seed=5)
+    assert (result.fills.groupby("order_ref").size() > 1).any()
+    no_trades = replay(data.model, data.instrument, data.quotes, None, requests, seed=2)
+    assert_same(no_trades, replay_vectorized(data.model, data.instrument, data.quotes, None, requests, seed=2))
+
+
+@pytest.fixture(scope="module")
+def ibm_full(ibm) -> Slice:
+    from tradebook.sim.fidelity import bundled_instrument_data, calibrate_instrument
+    model = calibrate_instrument(bundled_instrument_data(IBM), latency=LATENCY).model
+    assert model.completion is not None and model.price_improvement_share > 0.05
+    return Slice(IBM, ibm.quotes, ibm.trades, model, 100.0)
+
+
+def test_equity_price_improvement_is_a_seeded_draw(ibm_full):
+    """Touch-sized IBM market orders: the calibrated share prints inside the spread, drawn per order from the seed."""
+    q = ibm_full.quotes
+    rng = np.random.default_rng(3)
+    rows = [dict(ts_ns=int(q["ts_ns"].iloc[i]), action="submit", order_ref=k, side="buy" if k % 2 else "sell",
+                 quantity=100.0, order_type="market", tif="ioc")
+            for k, i in enumerate(np.sort(rng.choice(np.arange(len(q) - 50), 400, replace=False)))]
+    requests = pd.DataFrame(rows)
+    first = _both(ibm_full, requests, seed=4)
+    again = replay_vectorized(ibm_full.model, ibm_full.instrument, q, ibm_full.trades, requests, seed=4)
+    pd.testing.assert_frame_equal(first.fills.reset_index(drop=True), again.fills.reset_index(drop=True))
+    other = replay_vectorized(ibm_full.model, ibm_full.instrument, q, ibm_full.trades, requests, seed=9)
+
+    def inside(result: SimResult) -> np.ndarray:
+        fills = result.fills
+        at = np.searchsorted(q["ts_ns"].to_numpy(), fills["ts_ns"].to_numpy(), side="right") - 1
+        bid, ask = q["bid_px"].to_numpy()[at], q["ask_px"].to_numpy()[at]
+        price = fills["price"].to_numpy()
+        assert ((price >= bid - 1e-9) & (price <= ask + 1e-9)).all()
+        return (price > bid + 1e-9) & (price < ask - 1e-9)
+
+    share = ibm_full.model.price_improvement_share
+    got = inside(first).mean()
+    print(f"\nIBM: {got:.1%} of touch-sized fills inside the spread (calibrated {share:.1%})")
+    assert abs(got - share) < 0.08
+    assert not np.array_equal(inside(first), inside(other))  # a draw, not the median for everyone
+
+
+@settings(max_examples=25)
+@given(request_sets)
+def test_whole_model_same_seed_same_fills_and_the_faces_agree(small, btc_full, drawn):
+    data = Slice(BTC, small.quotes, small.trades, btc_full.model, 0.001)
+    rng_seed, n_orders, seed = drawn
+    requests = mixed_requests(data, np.random.default_rng(rng_seed), n_orders)
+    first = _both(data, requests, seed=seed)
+    again = replay(data.model, data.instrument, data.quotes, data.trades, requests, seed=seed)
+    pd.testing.assert_frame_equal(first.fills, again.fills)

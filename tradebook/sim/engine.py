@@ -5,8 +5,10 @@ cancel and replace requests go in with their timestamps, quotes and trades go in
 they arrive (one row or a batch of rows at a time), fills come out. It implements the
 matching rules written in :mod:`tradebook.sim.orders` (the contract; read them there)
 and gives the same fills as the vectorized face (:mod:`tradebook.sim.vectorized`),
-because both take liquidity with :func:`~tradebook.sim.orders.take_liquidity` and draw
-latencies with :func:`~tradebook.sim.orders.latency_ns`. :func:`replay` runs the engine
+because both take liquidity with the same compiled primitives
+(:func:`~tradebook.sim.orders.walk_book` for the whole model, which walks the
+L1-implied book, :func:`~tradebook.sim.orders.take_liquidity` for a cost curve alone)
+and draw latencies with :func:`~tradebook.sim.orders.latency_ns`. :func:`replay` runs the engine
 over recorded frames and returns a :class:`SimResult`.
 
 Speed: a batch of quotes is not walked row by row in Python. A compiled scan
@@ -89,6 +91,8 @@ from tradebook.sim.orders import (  # noqa: F401 - frame helpers and columns re-
     take_liquidity,
     trade_arrays,
     trade_at_limit,
+    walk_book,
+    walk_params,
 )
 
 # What a working order waits for (its phase).
@@ -161,7 +165,7 @@ class EngineOrder:
 
     __slots__ = ("oid", "k", "side", "order_type", "has_limit", "tif", "quantity", "limit", "stop", "expire",
                  "remaining", "filled", "notional", "queue", "phase", "triggered", "status", "submit_ts", "arrival_ts",
-                 "done_ts", "report_latency", "slot")
+                 "done_ts", "report_latency", "slot", "depleted", "take_ts", "takes")
 
     def __init__(self, oid: int, k: int, spec: OrderSpec, ts_ns: int, report_latency: int) -> None:
         self.oid, self.k = oid, k
@@ -183,6 +187,10 @@ class EngineOrder:
         self.submit_ts, self.arrival_ts, self.done_ts = ts_ns, -1, -1
         self.report_latency = report_latency
         self.slot = -1
+        # the walk's state: units of the book this order has taken and not yet seen refill, when, how often
+        self.depleted = 0.0
+        self.take_ts = 0
+        self.takes = 0
 
     def record(self) -> dict:
         return {
@@ -248,6 +256,14 @@ class SimEngine:
         take = model.take_params(float(instrument.lot_size))
         self._take_args = (take.edges, take.ratios, take.slippage_bps, take.max_take_over_touch, take.lot)
         self._lot = take.lot
+        # the whole model: marketable orders walk the L1-implied book (None: the cost curve prices them)
+        self.walk = walk_params(model, instrument)
+        if self.walk is not None:
+            walk = self.walk
+            self._walk_args = (walk.offsets_ticks, walk.sizes,
+                               np.array([walk.tick, walk.refill_per_ns, walk.refill_unit, walk.improve_share,
+                                         walk.improve_ratio]), take.slippage_bps, take.lot,
+                               np.empty(len(walk.sizes) + 1), np.empty(len(walk.sizes) + 1))
         self._multiplier = float(instrument.multiplier)
         fees = model.fees
         self._maker_bps, self._taker_bps, self._per_unit = float(fees.maker_bps), float(fees.taker_bps), \
@@ -597,6 +613,14 @@ class SimEngine:
             if order.has_limit and not self._marketable(order):
                 self._finish(order, OrderStatus.CANCELLED, ts)
                 return
+            if self.walk is not None:
+                n, depleted = self._walk_quote(order, ts)
+                out_qty, out_px = self._walk_args[5], self._walk_args[6]
+                if n == 0 or order.remaining - float(out_qty[:n].sum()) > LOT_DUST * self._lot:
+                    self._finish(order, OrderStatus.CANCELLED, ts)
+                    return
+                self._walk_fills(order, ts, n, depleted)
+                return
             qty, price = self._take_quote(order)
             if not qty > 0.0 or order.remaining - qty > LOT_DUST * self._lot:
                 self._finish(order, OrderStatus.CANCELLED, ts)
@@ -617,10 +641,29 @@ class SimEngine:
             limit = order.limit
         else:
             limit = math.nan
+        if self.walk is not None:
+            n, depleted = self._walk_quote(order, ts)
+            if n:
+                self._walk_fills(order, ts, n, depleted)
+            return
         # _take_quote, inlined: once per order and quote while it takes
         qty, price = take_liquidity(order.side, order.remaining, limit, self._bid, self._ask, self._bid_sz,
                                     self._ask_sz, *self._take_args)
         if qty > 0.0:
+            self._fill(order, ts, qty, price, maker=False)
+
+    def _walk_quote(self, order: EngineOrder, ts: int) -> tuple[int, float]:
+        # (fills written to the scratch arrays, the order's depletion after them) at the quote in force
+        offsets, sizes, walk, slippage, lot, out_qty, out_px = self._walk_args
+        return walk_book(order.side, order.remaining, order.limit if order.has_limit else math.nan, self._bid,
+                         self._ask, self._bid_sz, self._ask_sz, ts, order.depleted, order.take_ts, self.seed, order.k,
+                         order.takes, offsets, sizes, walk, slippage, lot, out_qty, out_px)
+
+    def _walk_fills(self, order: EngineOrder, ts: int, n: int, depleted: float) -> None:
+        order.depleted, order.take_ts, order.takes = depleted, ts, order.takes + 1
+        out_qty, out_px = self._walk_args[5], self._walk_args[6]
+        fills = [(float(out_qty[i]), float(out_px[i])) for i in range(n)]  # the listeners may walk again
+        for qty, price in fills:
             self._fill(order, ts, qty, price, maker=False)
 
     def _rest(self, order: EngineOrder) -> None:

@@ -24,14 +24,31 @@ matching time ``ts_ns`` and ``report_ts_ns = ts_ns + latency_ns(seed, k, 1, ...)
 (acknowledgement-to-fill) where ``k`` is the order's submit request.
 
 Taking liquidity (market orders, marketable limits, triggered stops) happens at a
-valid quote through :func:`take_liquidity`: at most ``max_take_over_touch`` times the
-touch size per quote, priced by the fitted cost curve (median ratio of cost to the
-half-spread for the size over the touch), never better than the far touch's
-opposite side (a buy never below the bid), never through a limit, in whole lots.
-A remainder keeps taking at each later valid quote (that is how large orders fill
-in parts and take time), unless it is IOC (remainder cancelled at arrival) or FOK
-(cancelled unfilled when the whole quantity cannot be taken at arrival). A market
-order meeting no valid quote waits for one; an IOC or FOK one is cancelled.
+valid quote, in one of two ways:
+
+- a model with a depth profile (the whole model, :func:`walk_params`): the order walks
+  the quote's touch and then the calibrated L1-implied book behind it
+  (:func:`implied_ladder`: levels a whole number of ticks beyond the touch), one fill
+  per level reached (whole lots, floored cumulatively), never through a limit
+  (:func:`walk_book`). What it took is gone from the book for that order and refills
+  at the completion model's rate (one typical touch per median refill time; at the
+  next quote without a completion model); an order that has emptied the book takes
+  again only when ``min(remainder, typical touch)`` is back. On equities the part of
+  a take at the touch prints inside the spread with the calibrated probability and
+  improvement, a seeded draw per order and take (:func:`walk_draw`);
+- a model without one (the cost curve alone, today's touch-only form): at most
+  ``max_take_over_touch`` times the touch size per quote, priced by the fitted cost
+  curve (median ratio of cost to the half-spread for the size over the touch)
+  through :func:`take_liquidity`, in one fill.
+
+Either way a buy never fills below the bid (a sell above the ask), never through a
+limit, in whole lots. A remainder keeps taking at later valid quotes (that is how
+large orders fill in parts and take time), unless it is IOC (remainder cancelled at
+arrival) or FOK (cancelled unfilled when the whole quantity cannot be taken at
+arrival: the walk's book or the curve's cap is too small, or the limit is in the
+way). A market order meeting no valid quote waits for one; an IOC or FOK one is
+cancelled. The L1 path is the only one wired: a feed's real depth (L2 diffs, top-5
+books) is not yet walked by the engine, and resting orders take their queue from L1.
 
 Limit orders. A buy limit with ``limit >= ask`` at arrival is marketable and takes
 (taker). Whatever is left, or a limit not marketable at arrival, *rests* (maker)
@@ -608,3 +625,202 @@ def request_latency_ns(seed: int, request: int, stream: int, median_ns: int, sig
     if sigma <= 0.0:
         return int(median_ns)
     return int(latency_ns(seed, request, stream, median_ns, sigma))
+
+
+# -- the whole model: a walk of the L1-implied book, refill, price improvement --------------
+# Chunk ends of the implied ladder: each chunk ends at least this many times further than the last one.
+LADDER_CHUNK_GROWTH = 2.0
+# The walk's draws (price improvement) hash on their own stream, apart from the latency draws' 0 and 1.
+_WALK_STREAM = 2
+
+
+@dataclass(frozen=True)
+class WalkParams:
+    """The calibrated book a marketable order walks at an L1 quote, as plain arrays for compiled code.
+
+    Behind the quote's own touch (its price and size) lie ``offsets_ticks[j]`` ticks
+    beyond the touch ``sizes[j]`` units (the instrument's quantity), the L1-implied
+    depth. What an order takes is gone from that book for it until it refills at
+    ``refill_per_ns`` units a nanosecond (``inf``: at the next quote); an order that
+    has emptied it waits until ``refill_unit`` (or its remainder) is back. A take
+    whose first part fills at the touch prints inside the spread with probability
+    ``improve_share`` by ``improve_ratio`` half-spreads (at most to the mid, on the
+    half-tick grid toward the touch), drawn per order and take from the seed.
+    """
+
+    offsets_ticks: np.ndarray  # float64, integers >= 1, non-decreasing
+    sizes: np.ndarray  # float64 > 0, same length
+    tick: float
+    refill_per_ns: float
+    refill_unit: float
+    improve_share: float
+    improve_ratio: float
+
+    @property
+    def depth(self) -> float:
+        """Quantity behind the touch the walk can reach at a fresh book."""
+        return float(self.sizes.sum())
+
+    def describe(self) -> str:
+        """One line: what of the model the walk uses."""
+        refill = ("at the next quote" if math.isinf(self.refill_per_ns)
+                  else f"{self.refill_per_ns * 1e9:.4g} units/s, resumes at {self.refill_unit:.4g}")
+        book = (f"L1-implied book walk ({len(self.sizes)} levels, {self.depth:.4g} units behind the touch, "
+                f"{self.offsets_ticks[0]:.0f}-{self.offsets_ticks[-1]:.0f} ticks)" if len(self.sizes)
+                else "the touch alone (no depth profile)")
+        return (f"{book}, refill {refill}, price improvement {self.improve_share:.1%} by "
+                f"{self.improve_ratio:.2f} half-spreads")
+
+
+def implied_ladder(depth, instrument: Instrument) -> tuple[np.ndarray, np.ndarray]:
+    """The adapter from a fitted depth profile to the engine's ladder: (offsets in ticks, sizes in units).
+
+    The one place that reads a :class:`~tradebook.sim.depth.DepthProfile` for the engine.
+    Its depth curve ``A(r)`` (the average distance beyond the touch, in ticks, of the
+    first ``r`` size units behind it) is cut into chunks whose ends grow by
+    ``LADDER_CHUNK_GROWTH``, up to the deepest remainder the fit saw (nothing is
+    invented beyond it); each chunk sits at its marginal distance
+    ``(r1 A(r1) - r0 A(r0)) / (r1 - r0)`` rounded to whole ticks (at least one,
+    never falling). Sizes are the profile's size unit (today its ``typical_top_size``,
+    the fit instrument's median touch) times the chunk's width.
+    """
+    grid = np.asarray(depth.remainder_grid, dtype=np.float64)
+    ends = [grid[0]]
+    for r in grid[1:]:
+        if r >= ends[-1] * LADDER_CHUNK_GROWTH * (1 - 1e-12):
+            ends.append(r)
+    if ends[-1] < grid[-1]:
+        ends.append(grid[-1])
+    ends = np.asarray(ends)
+    notional = ends * np.asarray(depth.avg_distance(ends), dtype=np.float64)
+    widths = np.diff(np.concatenate([[0.0], ends]))
+    marginal = np.diff(np.concatenate([[0.0], notional])) / widths
+    offsets = np.maximum.accumulate(np.maximum(np.round(marginal), 1.0))
+    if float(depth.tick_size) != float(instrument.tick_size):
+        raise ConfigError(f"depth profile ticks are {depth.tick_size} wide, {instrument.instrument_id}'s "
+                          f"{instrument.tick_size}; expected the profile applied to this instrument")
+    return offsets.astype(np.float64), (widths * float(depth.typical_top_size)).astype(np.float64)
+
+
+def walk_params(model, instrument: Instrument) -> WalkParams | None:
+    """What the whole model gives a marketable order (None: the cost curve prices, as for a touch-only model).
+
+    A model with a depth profile walks its implied ladder; one with a completion model
+    but no depth (an L1-only calibration) walks the touch alone and waits for refills.
+
+    Replenishment from the completion model (``fill_size`` per ``refill_median_ns``;
+    instant without one); price improvement only for equities, where hidden and
+    midpoint liquidity make it real (elsewhere a print inside a one-tick spread is
+    clock skew between the quote and trade streams).
+    """
+    completion = model.completion
+    if model.depth is None and completion is None:
+        return None
+    if model.depth is not None:
+        offsets, sizes = implied_ladder(model.depth, instrument)
+    else:  # no depth behind the touch is known (L1-only calibration data): the touch alone, refilling
+        offsets, sizes = np.zeros(0), np.zeros(0)
+    rate, unit = math.inf, float(sizes[0]) if len(sizes) else 0.0
+    if completion is not None and math.isfinite(completion.refill_median_ns) and completion.refill_median_ns > 0 \
+            and math.isfinite(completion.fill_size) and completion.fill_size > 0:
+        unit = float(completion.fill_size)
+        rate = unit / float(completion.refill_median_ns)
+    equity = str(instrument.asset_class) == "equity"
+    return WalkParams(offsets, sizes, float(instrument.tick_size), rate, unit,
+                      float(model.price_improvement_share) if equity else 0.0,
+                      float(model.price_improvement_ratio) if equity else 0.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def walk_draw(seed, request, take):  # pragma: no cover - compiled
+    """A uniform in (0, 1) for take number ``take`` of the order submitted by request ``request`` (counter-based)."""
+    key = _splitmix64(np.uint64(seed) * np.uint64(1000003) + np.uint64(request) * np.uint64(4)
+                      + np.uint64(_WALK_STREAM))
+    a = _splitmix64(key + np.uint64(take))
+    return (np.float64(a >> np.uint64(11)) + 0.5) / 9007199254740992.0
+
+
+@numba.njit(cache=True, nogil=True)
+def walk_book(side, remaining, limit, bid, ask, bid_sz, ask_sz, ts, depleted, last_ts, seed, request, takes,
+              offsets, sizes, walk, slippage_bps, lot, out_qty, out_px):  # pragma: no cover - compiled
+    """Fills a taker order gets at one quote walking the touch and the implied ladder: (n fills, depletion after).
+
+    ``walk`` = [tick, refill_per_ns, refill_unit, improve_share, improve_ratio]. The
+    book is the touch (``ask_sz`` at ``ask`` for a buy) then ``sizes[j]`` at
+    ``offsets[j]`` ticks beyond it; the order's earlier takes have removed its first
+    ``depleted`` units, refilled since ``last_ts`` at the refill rate. An order that
+    has emptied the book (depletion left after the refill) takes only once at least
+    ``min(remaining, refill_unit)`` is there again. Fills go to ``out_qty``/``out_px``
+    (one per level reached, whole lots, cumulatively floored), never through
+    ``limit`` (NaN for market orders). 0 fills leave the depletion unchanged.
+    """
+    if not (bid < ask) or not (bid_sz > 0.0) or not (ask_sz > 0.0) or remaining <= 0.0:
+        return 0, depleted
+    tick, rate, unit, share, ratio = walk[0], walk[1], walk[2], walk[3], walk[4]
+    touch = ask_sz if side > 0 else bid_sz
+    far = ask if side > 0 else bid
+    d = depleted
+    if d > 0.0:
+        dt = ts - last_ts
+        if dt > 0:
+            d = max(0.0, d - rate * dt)  # rate inf: the book is whole again at any later quote
+    total = touch
+    for j in range(len(sizes)):
+        total += sizes[j]
+    available = total - d
+    if d > 0.0 and available < min(remaining, unit):
+        return 0, depleted  # still waiting for the book to refill
+    if available <= 0.0:
+        return 0, depleted
+    want = min(remaining, available)
+    q = math.floor(want / lot * (1.0 + 1e-12)) * lot
+    if q < remaining and remaining - q < 1e-9 * lot:
+        q = remaining
+    if q <= 0.0:
+        return 0, depleted
+    mid = 0.5 * (bid + ask)
+    slip = side * mid * slippage_bps * 1e-4
+    limited = not math.isnan(limit)
+    n = 0
+    pos = d  # position in the book (units from its front) where this take starts
+    start = 0.0  # where the level being looked at starts
+    taken = 0.0
+    booked = 0.0
+    for j in range(-1, len(sizes)):
+        if j < 0:
+            size = touch
+            px = far
+            if share > 0.0 and pos < touch and walk_draw(seed, request, takes) < share:
+                half_tick = 0.5 * tick
+                better = far - side * min(ratio, 1.0) * 0.5 * (ask - bid)
+                steps = better / half_tick
+                steps = math.ceil(steps - 1e-9) if side > 0 else math.floor(steps + 1e-9)
+                better = steps * half_tick
+                if bid < better < ask:
+                    px = better
+        else:
+            size = sizes[j]
+            px = far + side * offsets[j] * tick
+        px += slip
+        end = start + size
+        if end <= pos:
+            start = end
+            continue
+        if limited and ((side > 0 and px > limit * (1.0 + 1e-12)) or (side < 0 and px < limit * (1.0 - 1e-12))):
+            break
+        here = min(end - pos, q - taken)
+        last = here >= q - taken
+        taken += here
+        pos += here
+        cum = q if last else math.floor(taken / lot * (1.0 + 1e-12)) * lot
+        if cum > booked:
+            out_qty[n] = cum - booked
+            out_px[n] = px
+            n += 1
+            booked = cum
+        start = end
+        if last:
+            break
+    if n == 0:
+        return 0, depleted
+    return n, d + booked

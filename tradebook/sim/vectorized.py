@@ -7,7 +7,8 @@ the request), with every order's state in arrays. It implements the matching rul
 written in :mod:`tradebook.sim.orders` (read them there: they are the contract) and
 must give the same fills as the event engine (:mod:`tradebook.sim.engine`) on the
 same orders and data; both take liquidity through
-:func:`~tradebook.sim.orders.take_liquidity` and draw latencies with
+:func:`~tradebook.sim.orders.walk_book` (the whole model) or
+:func:`~tradebook.sim.orders.take_liquidity` (a cost curve alone) and draw latencies with
 :func:`~tradebook.sim.orders.latency_ns`, so prices and times never differ for
 implementation reasons.
 
@@ -33,7 +34,7 @@ without sizes, non-finite) are skipped: nothing takes, triggers or fills at them
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -58,6 +59,8 @@ from tradebook.sim.orders import (  # noqa: F401 - ACTION_CODE, STATUS_NAMES re-
     queue_ahead,
     take_liquidity,
     trade_at_limit,
+    walk_book,
+    walk_params,
 )
 
 # Compiled-code constants (module-level ints are frozen into the compiled functions).
@@ -68,9 +71,9 @@ _PENDING, _WORKING, _FILLED, _CANCELLED, _EXPIRED, _REJECTED = range(len(OrderSt
 _PH_NONE, _PH_TAKING, _PH_RESTING, _PH_STOP = 0, 1, 2, 3  # what an order at the venue is waiting for
 # int64 order state columns
 _I_SIDE, _I_TYPE, _I_TIF, _I_EXPIRE, _I_SUBMIT_K, _I_STATUS, _I_PHASE, _I_TRIGGERED, _I_ARRIVAL, _I_DONE, \
-    _I_REPORT_LATENCY = range(11)
+    _I_REPORT_LATENCY, _I_TAKE_TS, _I_TAKES = range(13)
 # float64 order state columns
-_F_QTY, _F_LIMIT, _F_STOP, _F_REMAINING, _F_FILLED, _F_NOTIONAL, _F_QUEUE = range(7)
+_F_QTY, _F_LIMIT, _F_STOP, _F_REMAINING, _F_FILLED, _F_NOTIONAL, _F_QUEUE, _F_DEPLETED = range(8)
 # float64 parameter slots
 _P_SLIPPAGE, _P_MAX_TAKE, _P_LOT, _P_MAKER_BPS, _P_TAKER_BPS, _P_PER_UNIT, _P_MULTIPLIER = range(7)
 
@@ -129,11 +132,20 @@ class ArrayParams:
     ack_median_ns: int
     fill_median_ns: int
     latency_sigma: float
+    # the whole model's walk (:class:`~tradebook.sim.orders.WalkParams`); ``walk`` empty: the cost curve prices
+    walk_offsets: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    walk_sizes: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # tick, refill/ns, refill unit, improvement share and ratio; empty: no walk
+    walk: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @classmethod
     def from_model(cls, model: FillModel, instrument: Instrument) -> ArrayParams:
         take = model.take_params(float(instrument.lot_size))
-        return cls(
+        walk = walk_params(model, instrument)
+        ladder = {} if walk is None else dict(
+            walk_offsets=walk.offsets_ticks, walk_sizes=walk.sizes,
+            walk=np.array([walk.tick, walk.refill_per_ns, walk.refill_unit, walk.improve_share, walk.improve_ratio]))
+        return cls(**ladder,
             edges=take.edges, ratios=take.ratios, slippage_bps=take.slippage_bps,
             max_take_over_touch=take.max_take_over_touch, lot=take.lot,
             maker_bps=float(model.fees.maker_bps), taker_bps=float(model.fees.taker_bps),
@@ -186,7 +198,10 @@ def replay_arrays(quotes: QuoteArrays, trades: TradeArrays | None, requests: Req
         requests.ts_ns, requests.action, requests.order, requests.side, requests.order_type, requests.tif,
         requests.quantity, requests.limit_px, requests.stop_px, requests.expire_ts_ns, n_orders,
         params.edges, params.ratios, float_params,
-        np.int64(params.ack_median_ns), np.int64(params.fill_median_ns), float(params.latency_sigma), np.int64(seed))
+        np.int64(params.ack_median_ns), np.int64(params.fill_median_ns), float(params.latency_sigma), np.int64(seed),
+        (np.asarray(params.walk_offsets, np.float64), np.asarray(params.walk_sizes, np.float64),
+         np.asarray(params.walk, np.float64), np.empty(len(params.walk_sizes) + 1),
+         np.empty(len(params.walk_sizes) + 1), np.int64(seed)))
     fill_int, fill_float = fill_int[:n_fills], fill_float[:n_fills]
     order_col = fill_int[:, 0]
     submit_k = order_int[order_col, _I_SUBMIT_K] if n_fills else np.zeros(0, np.int64)
@@ -252,7 +267,33 @@ def _marketable(side, limit, bid, ask):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _take(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p):  # pragma: no cover - compiled
+def _walk(oi, of, o, ts, bid, ask, bid_sz, ask_sz, p, ws):  # pragma: no cover - compiled
+    # walk_book for order o at the quote: (fills in ws[3], ws[4], depletion after)
+    offsets, sizes, walk, out_qty, out_px, seed = ws
+    limit = of[o, _F_LIMIT] if _has_limit(oi, o) else np.nan
+    return walk_book(oi[o, _I_SIDE], of[o, _F_REMAINING], limit, bid, ask, bid_sz, ask_sz, ts, of[o, _F_DEPLETED],
+                     oi[o, _I_TAKE_TS], seed, oi[o, _I_SUBMIT_K], oi[o, _I_TAKES], offsets, sizes, walk,
+                     p[_P_SLIPPAGE], p[_P_LOT], out_qty, out_px)
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk_fills(oi, of, fi, ff, n, o, ts, k, depleted, p, ws):  # pragma: no cover - compiled
+    of[o, _F_DEPLETED] = depleted
+    oi[o, _I_TAKE_TS] = ts
+    oi[o, _I_TAKES] += 1
+    out_qty, out_px = ws[3], ws[4]
+    for i in range(k):
+        fi, ff, n = _record_fill(oi, of, fi, ff, n, o, ts, out_qty[i], out_px[i], False, p)
+    return fi, ff, n
+
+
+@numba.njit(cache=True, nogil=True)
+def _take(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p, ws):  # pragma: no cover
+    if len(ws[2]):
+        k, depleted = _walk(oi, of, o, ts, bid, ask, bid_sz, ask_sz, p, ws)
+        if k:
+            fi, ff, n = _walk_fills(oi, of, fi, ff, n, o, ts, k, depleted, p, ws)
+        return fi, ff, n
     limit = of[o, _F_LIMIT] if _has_limit(oi, o) else np.nan
     qty, px = take_liquidity(oi[o, _I_SIDE], of[o, _F_REMAINING], limit, bid, ask, bid_sz, ask_sz,
                              edges, ratios, p[_P_SLIPPAGE], p[_P_MAX_TAKE], p[_P_LOT])
@@ -269,16 +310,16 @@ def _rest(oi, of, o, bid, ask, bid_sz, ask_sz):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _step_taking(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p):  # pragma: no cover
+def _step_taking(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p, ws):  # pragma: no cover
     # An active order at a valid quote: take while marketable, rest from the first moment it is not.
     if _has_limit(oi, o) and not _marketable(oi[o, _I_SIDE], of[o, _F_LIMIT], bid, ask):
         _rest(oi, of, o, bid, ask, bid_sz, ask_sz)
         return fi, ff, n
-    return _take(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p)
+    return _take(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p, ws)
 
 
 @numba.njit(cache=True, nogil=True)
-def _activate(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios, p):  # pragma: no cover
+def _activate(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios, p, ws):  # pragma: no cover
     # The order becomes active at ts (arrival, replace, or a stop's trigger): IOC and FOK decide here.
     tif = oi[o, _I_TIF]
     if not valid:
@@ -293,6 +334,15 @@ def _activate(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, 
         if not math.isnan(limit) and not _marketable(side, limit, bid, ask):
             _end(oi, o, ts, _CANCELLED)
             return fi, ff, n
+        if len(ws[2]):
+            k, depleted = _walk(oi, of, o, ts, bid, ask, bid_sz, ask_sz, p, ws)
+            got = 0.0
+            for i in range(k):
+                got += ws[3][i]
+            if k == 0 or of[o, _F_REMAINING] - got > LOT_DUST * p[_P_LOT]:
+                _end(oi, o, ts, _CANCELLED)
+                return fi, ff, n
+            return _walk_fills(oi, of, fi, ff, n, o, ts, k, depleted, p, ws)
         qty, px = take_liquidity(side, of[o, _F_REMAINING], limit, bid, ask, bid_sz, ask_sz,
                                  edges, ratios, p[_P_SLIPPAGE], p[_P_MAX_TAKE], p[_P_LOT])
         if not (qty > 0.0) or of[o, _F_REMAINING] - qty > LOT_DUST * p[_P_LOT]:
@@ -300,7 +350,7 @@ def _activate(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, 
             return fi, ff, n
         return _record_fill(oi, of, fi, ff, n, o, ts, of[o, _F_REMAINING], px, False, p)
     oi[o, _I_PHASE] = _PH_TAKING
-    fi, ff, n = _step_taking(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p)
+    fi, ff, n = _step_taking(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p, ws)
     if tif == _IOC and oi[o, _I_STATUS] == _WORKING:
         _end(oi, o, ts, _CANCELLED)
     return fi, ff, n
@@ -315,14 +365,14 @@ def _stop_triggered(oi, of, o, valid, bid, ask):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _arrive(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios, p):  # pragma: no cover
+def _arrive(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios, p, ws):  # pragma: no cover
     t = oi[o, _I_TYPE]
     if (t == _STOP or t == _STOP_LIMIT) and oi[o, _I_TRIGGERED] == 0:
         if not _stop_triggered(oi, of, o, valid, bid, ask):
             oi[o, _I_PHASE] = _PH_STOP
             return fi, ff, n
         oi[o, _I_TRIGGERED] = 1
-    return _activate(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios, p)
+    return _activate(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios, p, ws)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -371,11 +421,11 @@ def _quote_matters(bid, ask, bid_sz, ask_sz, watch):  # pragma: no cover - compi
 def _replay(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz,
             t_ts, t_px, t_sz, t_aggressor, has_trades,
             r_ts, r_action, r_order, r_side, r_type, r_tif, r_qty, r_limit, r_stop, r_expire, n_orders,
-            edges, ratios, p, ack_median, fill_median, sigma, seed):  # pragma: no cover - compiled
+            edges, ratios, p, ack_median, fill_median, sigma, seed, ws):  # pragma: no cover - compiled
     n_q, n_t, n_r = len(q_ts), len(t_ts), len(r_ts)
     lot = p[_P_LOT]
-    oi = np.zeros((n_orders, 11), dtype=np.int64)
-    of = np.full((n_orders, 7), np.nan)
+    oi = np.zeros((n_orders, 13), dtype=np.int64)
+    of = np.full((n_orders, 8), np.nan)
     oi[:, _I_ARRIVAL] = -1
     oi[:, _I_DONE] = -1
     oi[:, _I_STATUS] = _PENDING
@@ -397,6 +447,7 @@ def _replay(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz,
             of[o, _F_REMAINING] = r_qty[k]
             of[o, _F_FILLED] = 0.0
             of[o, _F_NOTIONAL] = 0.0
+            of[o, _F_DEPLETED] = 0.0
     by_arrival = np.argsort(arrival, kind="mergesort")
 
     fi = np.empty((max(16, n_r), 3), dtype=np.int64)
@@ -464,12 +515,13 @@ def _replay(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz,
                 o = live[i]
                 phase = oi[o, _I_PHASE]
                 if phase == _PH_TAKING:
-                    fi, ff, n = _step_taking(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p)
+                    fi, ff, n = _step_taking(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p,
+                                             ws)
                 elif phase == _PH_STOP:
                     if _stop_triggered(oi, of, o, valid, bid, ask):
                         oi[o, _I_TRIGGERED] = 1
                         fi, ff, n = _activate(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz,
-                                              edges, ratios, p)
+                                              edges, ratios, p, ws)
                 elif phase == _PH_RESTING and not has_trades:
                     # no trades in the feed: the opposite touch reaching the limit fills the remainder
                     side, limit = oi[o, _I_SIDE], of[o, _F_LIMIT]
@@ -512,7 +564,7 @@ def _replay(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz,
                     _end(oi, o, e, _EXPIRED)
                     continue
                 oi[o, _I_STATUS] = _WORKING
-                fi, ff, n = _arrive(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios, p)
+                fi, ff, n = _arrive(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios, p, ws)
                 if oi[o, _I_STATUS] == _WORKING:
                     slot[o] = n_live
                     live[n_live] = o
@@ -533,7 +585,7 @@ def _replay(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz,
                         of[o, _F_LIMIT] = new_limit
                     of[o, _F_QUEUE] = np.nan
                     fi, ff, n = _arrive(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios,
-                                        p)
+                                        p, ws)
                 if oi[o, _I_STATUS] != _WORKING:
                     n_live = _drop_live(live, slot, slot[o], n_live)
             _watch(oi, of, live, n_live, has_trades, watch)
