@@ -201,6 +201,62 @@ def test_bad_instrument_definitions_on_the_cli_are_one_line(tmp_path, args, mess
     assert not (tmp_path / "s.duckdb").exists()
 
 
+# -- calibrating from your own files -------------------------------------------------------------------
+FUTURES = Path(__file__).resolve().parents[1] / "data" / "ticks" / "futures"
+ESU4_QUOTES = FUTURES / "cme_ESU4_mbp1_20240701T2358-20240702T0002.csv.gz"
+ESU4_TRADES = FUTURES / "cme_ESU4_trades_20240701T2358-20240702T0002.csv.gz"
+ESH4_BOOK = FUTURES / "cme_ESH4_book5_from_mbo_20231225.csv.gz"
+
+
+def test_calibrate_from_own_files_stores_a_version_with_the_files_hashes(tmp_path):
+    import hashlib
+
+    definition = tmp_path / "mine.yaml"
+    definition.write_text("instrument_id: ESU4.MYFCM\nasset_class: future\ncurrency: USD\ntick: 0.25\nlot: 1\n"
+                          "multiplier: 50\ncalendar: CMES\nsymbol: ESU4\n")
+    store_path = tmp_path / "own.duckdb"
+    result = tradebook("calibrate", "--quotes", str(ESU4_QUOTES), "--trades", str(ESU4_TRADES),
+                       "--instrument-file", str(definition), "--store", str(store_path))
+    assert result.returncode == 0, result.stderr
+    assert "ESU4.MYFCM@v1" in result.stdout and "fitted from:" in result.stdout
+    quotes_hash = hashlib.sha256(ESU4_QUOTES.read_bytes()).hexdigest()
+    assert f"sha256 {quotes_hash[:12]}" in result.stdout
+    again = tradebook("calibrate", "--quotes", str(ESU4_QUOTES), "--trades", str(ESU4_TRADES),
+                      "--instrument", "ESU4.MYFCM", "--store", str(store_path))  # by id: the store knows it now
+    assert again.returncode == 0 and "ESU4.MYFCM@v1" in again.stdout, again.stderr  # same fit: no new version
+    with Store(store_path, read_only=True) as store:
+        record = store.calibration("ESU4.MYFCM")
+        assert record.version == 1 and store.datasets().empty  # the files were fitted, not loaded
+        files = record.diagnostics["files"]
+        assert [(f["role"], f["sha256"]) for f in files] == [
+            ("quotes", quotes_hash), ("trades", hashlib.sha256(ESU4_TRADES.read_bytes()).hexdigest())]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--quotes", str(FUTURES.parent / "fx" / "fxcm_EURUSD_20140506_ticks.csv.gz"), "--instrument", "EURUSD.FXCM"),
+     "the quotes carry no sizes"),
+    (("--quotes", str(ESU4_TRADES), "--instrument", "ESU4.GLBX"),
+     "this is not a quotes file: its columns"),
+    (("--quotes", str(ESU4_QUOTES), "--trades", str(ESU4_QUOTES), "--instrument", "ESU4.GLBX"),
+     "this is not a trades file"),
+    (("--quotes", str(ESU4_QUOTES), "--depth", str(ESH4_BOOK), "--instrument", "ESU4.GLBX"),
+     "symbol 'ESH4' does not match instrument ESU4.GLBX"),
+    (("--trades", str(ESU4_TRADES), "--instrument", "ESU4.GLBX"), "--trades calibrate from your own files and need"),
+    (("--quotes", str(ESU4_QUOTES), "--instrument", "ESU4.GLBX", "--instrument", "ESH4.GLBX"),
+     "--quotes calibrates one instrument"),
+    (("--quotes", str(ESU4_QUOTES), "--instrument", "ESU4.ELSEWHERE"), "define it with --instrument-file FILE"),
+    (("--quotes", str(ESU4_QUOTES)), "name the instrument: --instrument SYMBOL.VENUE"),
+])
+def test_calibrate_from_bad_files_is_one_line_and_writes_nothing(tmp_path, args, message):
+    store_path = tmp_path / "s.duckdb"
+    result = tradebook("calibrate", "--store", str(store_path), *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    if store_path.exists():
+        with Store(store_path, read_only=True) as store:
+            assert store.calibrations().empty
+
+
 # -- configuration: --config, TRADEBOOK_CONFIG, TRADEBOOK_* variables ----------------------------------
 SECRET = "PKX7Q2ZT9MBL4WQ8RD3A"  # shaped like an Alpaca key id
 

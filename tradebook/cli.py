@@ -68,16 +68,31 @@ def build_parser() -> argparse.ArgumentParser:
     _store_arg(info)
     info.add_argument("--findings", action="store_true", help="also list info-level findings")
 
-    calibrate = sub.add_parser("calibrate", help="fit fill models from stored history and store them, versioned",
+    calibrate = sub.add_parser("calibrate", help="fit fill models from stored history or your own files, store them",
                                description="Fit the paper-fill simulator for each instrument with quotes in the "
                                            "store (or those named) on all its data, store the models as new "
-                                           "calibration versions and print what was fitted.")
+                                           "calibration versions and print what was fitted. With --quotes, fit "
+                                           "one instrument from your own files instead (not loaded into the "
+                                           "store; the calibration records each file's name and SHA-256).")
     _store_arg(calibrate)
     calibrate.add_argument("--instrument", action="append", default=None,
-                           help="instrument id to calibrate (repeatable; default: every instrument with quotes)")
+                           help="instrument id to calibrate (repeatable; default: every instrument with quotes); "
+                                "with --quotes, the one instrument the files hold")
     calibrate.add_argument("--seed", type=int, default=0, help="seed for the sampled parts of the fit (default 0)")
     calibrate.add_argument("--bundled", action="store_true",
                            help="load the bundled data into the store first (files already there are skipped)")
+    files = calibrate.add_argument_group("from your own files", "fit one instrument from CSV or CSV.GZ files "
+                                         "(kinds read from their columns, validated as `tradebook load` does)")
+    files.add_argument("--quotes", type=Path, default=None, metavar="FILE",
+                       help="L1 quotes (with bid/ask sizes), an MBP-1 feed or a top-N book")
+    files.add_argument("--trades", type=Path, default=None, metavar="FILE", help="trades of the same capture")
+    files.add_argument("--depth", type=Path, default=None, metavar="FILE",
+                       help="L2 depth (snapshot + diffs) or a top-N book of the same capture")
+    files.add_argument("--instrument-file", type=Path, default=None, metavar="FILE",
+                       help="YAML or JSON definition of an instrument outside the bundled ones (as for "
+                            "`tradebook load`)")
+    for option, what in _DEFINITION_OPTIONS.items():
+        files.add_argument(f"--{option}", default=None, help=what)
 
     fidelity = sub.add_parser("fidelity", help="fit on one slice of history, score on another, print the report",
                               description="Fit each instrument on the first part of its stored data and measure "
@@ -184,6 +199,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from tradebook.sim.fidelity import format_calibrations, run_calibration
         from tradebook.store import Store
 
+        if _calibrate_from_files_asked(args):
+            return _calibrate_from_files(args)
         with Store(args.store) as store:
             _load_bundled_if_asked(store, args)
             records = run_calibration(store, args.instrument, seed=args.seed)
@@ -260,6 +277,41 @@ def _known_instrument(store, instrument_id: str):
             f"unknown instrument {instrument_id!r}: neither bundled nor in {store.path}; define it with "
             "--instrument-file FILE or --asset-class, --currency, --tick and --lot (see tradebook load --help)"
         ) from None
+
+
+def _calibrate_from_files_asked(args: argparse.Namespace) -> bool:
+    """True when `tradebook calibrate` names files; refuses file options without --quotes."""
+    own = [f"--{name}" for name in ("trades", "depth", "instrument-file") if getattr(args, name.replace("-", "_"))]
+    own += [f"--{name}" for name in _DEFINITION_OPTIONS if getattr(args, name.replace("-", "_")) is not None]
+    if args.quotes is None:
+        if own:
+            raise TradebookError(f"{', '.join(own)} calibrate from your own files and need --quotes FILE too")
+        return False
+    if args.bundled:
+        raise TradebookError("--bundled loads the bundled data for a store calibration; with --quotes the files "
+                             "given are the data: drop one of them")
+    return True
+
+
+def _calibrate_from_files(args: argparse.Namespace) -> int:
+    """`tradebook calibrate --quotes F [--trades F] [--depth F] --instrument ID`: fit, store, print."""
+    from tradebook.sim.fidelity import format_calibrations
+    from tradebook.sim.sources import calibrate_from, format_sources
+    from tradebook.store import Store
+
+    ids = args.instrument or []
+    if len(ids) > 1:
+        raise TradebookError(f"--quotes calibrates one instrument; got --instrument {' and '.join(ids)}")
+    one = argparse.Namespace(**{**vars(args), "instrument": ids[0] if ids else None})
+    definition = _instrument_definition(one)
+    # read-only until the files are fitted: refused files never hold the writer's lock
+    with Store(args.store, lazy_writer=True, purpose=f"`tradebook calibrate --quotes {args.quotes.name}`") as store:
+        instrument = definition or _known_instrument(store, one.instrument)
+        result = calibrate_from(instrument, args.quotes, args.trades, args.depth, store=store, seed=args.seed)
+        print(format_calibrations(store, [result.record]))
+        print(f"{result.record.calibration_id} in {store.path}, fitted from:")
+        print(format_sources(result))
+    return 0
 
 
 def _load_bundled_if_asked(store, args: argparse.Namespace) -> None:

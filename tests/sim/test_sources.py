@@ -12,7 +12,7 @@ import pytest
 
 from tradebook.data import bundled_data_dir, instrument_from_dict, load_bundled
 from tradebook.data.schemas import DataKind
-from tradebook.errors import DataError, SchemaError, UnknownInstrumentError
+from tradebook.errors import DataError, SchemaError, StoreError, UnknownInstrumentError
 from tradebook.sim.fill_model import FillModel
 from tradebook.sim.sources import calibrate_from, detect_kind
 from tradebook.store import Store
@@ -152,3 +152,18 @@ def test_a_bad_file_is_refused_with_its_line(tmp_path):
 def test_an_unknown_instrument_says_how_to_define_it():
     with pytest.raises(UnknownInstrumentError, match="define it with instrument_file="):
         calibrate_from("NOPE.NOWHERE", data(ESU4_QUOTES))
+
+
+def test_the_same_fit_of_the_same_files_is_not_stored_twice(tmp_path):
+    instrument = instrument_from_dict(MINE)
+    with Store(tmp_path / "again.duckdb") as store:
+        first = calibrate_from(instrument, data(ESU4_QUOTES), data(ESU4_TRADES), store=store)
+        again = calibrate_from(instrument, data(ESU4_QUOTES), data(ESU4_TRADES), store=store)
+        assert again.record.calibration_id == first.record.calibration_id == "ESU4.MYFCM@v1"
+        fewer_files = calibrate_from(instrument, data(ESU4_QUOTES), store=store)
+        assert fewer_files.record.calibration_id == "ESU4.MYFCM@v2"
+        assert len(store.calibrations("ESU4.MYFCM")) == 2
+        # a different definition under a stored id is refused, not replaced
+        with pytest.raises(StoreError, match="ESU4.MYFCM"):
+            calibrate_from(instrument_from_dict({**MINE, "tick": "0.5"}), data(ESU4_QUOTES), store=store)
+        assert len(store.calibrations("ESU4.MYFCM")) == 2

@@ -303,7 +303,8 @@ def calibrate_from(
     With ``store`` (a writable :class:`tradebook.Store`) the instrument is registered if
     it is new and the model is saved as its next calibration version, with every input's
     name, kind, rows, time range and SHA-256 in the record's diagnostics
-    (``record.diagnostics["files"]``); without, nothing is written anywhere.
+    (``record.diagnostics["files"]``); the same fit of the same files again returns the
+    stored version instead of adding one. Without ``store`` nothing is written anywhere.
     """
     from tradebook.sim.fidelity import _assemble, calibrate_instrument
 
@@ -337,10 +338,23 @@ def calibrate_from(
     record = None
     if store is not None:
         store.register_instruments([inst], replace=False)
+        record = _same_as_latest(store, inst.instrument_id, calibration.model.to_json(), files)
+    if store is not None and record is None:
         record = store.save_calibration(
             inst.instrument_id, calibration.model.to_json(), data_start_ns=calibration.data_start_ns,
             data_end_ns=calibration.data_end_ns, dataset_ids=(), diagnostics=calibration.diagnostics)
     return SourcedCalibration(calibration, tuple(sources), record, data)
+
+
+def _same_as_latest(store: Any, instrument_id: str, params: str, files: list[dict[str, Any]]) -> Any:
+    """The newest stored calibration when it is this very fit of these very files (None otherwise):
+    running the same calibration again does not pile up versions."""
+    if not len(store.calibrations(instrument_id)):
+        return None
+    latest = store.calibration(instrument_id)
+    stored_files = latest.diagnostics.get("files") or []
+    same_files = [(f.get("role"), f.get("sha256")) for f in stored_files] == [(f["role"], f["sha256"]) for f in files]
+    return latest if same_files and latest.params == params else None
 
 
 def format_sources(result: SourcedCalibration) -> str:

@@ -292,8 +292,8 @@ _SWEEP_COLUMNS = [
     "ask_px", "bid_sz", "ask_sz", "spread_bps", "half_spread_bps", "cost_bps", "touch_px", "touch_size", "size_over_touch",
     "inside_spread", "at_touch", "beyond_touch", "price_improvement_bps", "quote_ts_ns", "quote_age_ns",
 ]
-_DROP_REASONS = ("suspicious", "off_exchange", "non_regular_condition", "no_aggressor", "outside_mask", "no_prior_quote", "crossed_or_locked_quote",
-                 "unknown_side")
+_DROP_REASONS = ("suspicious", "off_exchange", "non_regular_condition", "no_aggressor", "outside_mask",
+                 "no_prior_quote", "crossed_or_locked_quote", "unknown_side")
 
 
 def _default_group_column(trades: pd.DataFrame) -> str:
