@@ -26,6 +26,8 @@ from tradebook.sim.truth import (
     liquidity_mask,
     liquidity_trades,
     quote_fill_offset_ticks,
+    quote_fill_rule_of,
+    quote_only_outcomes,
     passive_outcomes,
     prevailing_quotes,
     regular_hours_mask,
@@ -479,3 +481,52 @@ def test_quote_fill_rules():
     assert check_quote_fill_rule("touch") == "touch"
     with pytest.raises(DataError, match="quote fill rule 'cross' is unknown; expected one of"):
         check_quote_fill_rule("cross")
+
+    assert quote_fill_rule_of(object()) == "through"  # a model without the field fills by the default
+
+    class Touching:
+        quote_fill_rule = "touch"
+
+    assert quote_fill_rule_of(Touching()) == "touch"
+
+
+FX_QUOTES = quotes_frame([
+    (100, 1.10000, 1.10002, 1e6, 1e6),
+    (200, 1.10000, 1.10001, 1e6, 1e6),  # the offer comes down to one tick above the bid
+    (300, 1.09999, 1.10000, 1e6, 1e6),  # ... and touches the resting buy at 1.10000
+    (400, 1.09998, 1.09999, 1e6, 1e6),  # ... and trades through it
+])
+
+
+def test_fx_resting_orders_fill_through_by_default_and_at_the_touch_as_an_option():
+    through = quote_only_outcomes(FX_QUOTES, np.array([150]), "buy", 0, 1000, 0.00001).iloc[0]
+    assert through["limit_px"] == pytest.approx(1.10000) and through["filled"]
+    assert through["time_to_fill_ns"] == 250  # the quote at 400: ask 1.09999 < 1.10000
+    touch = quote_only_outcomes(FX_QUOTES, np.array([150]), "buy", 0, 1000, 0.00001, rule="touch").iloc[0]
+    assert touch["filled"] and touch["time_to_fill_ns"] == 150  # the quote at 300: ask 1.10000 = limit
+    short = quote_only_outcomes(FX_QUOTES, np.array([150]), "buy", 0, 200, 0.00001)
+    assert not short["filled"].iloc[0] and short.attrs["rule"] == "quote_through"
+    sell = quote_only_outcomes(FX_QUOTES, np.array([150]), "sell", 0, 1000, 0.00001, rule="touch")
+    assert not sell["filled"].iloc[0] and sell.attrs["rule"] == "quote_touch"  # the bid never came up
+    with pytest.raises(DataError, match="quote fill rule 'mid' is unknown"):
+        quote_only_outcomes(FX_QUOTES, np.array([150]), "buy", 0, 1000, 0.00001, rule="mid")
+
+
+def test_fx_through_is_touch_one_tick_further_on_dukascopy():
+    quotes = load_bundled("dukascopy_EURUSD_20260713T12_ticks.csv.gz").frame
+    rng = np.random.default_rng(0)
+    placements = np.sort(rng.integers(int(quotes["ts_ns"].iloc[0]), int(quotes["ts_ns"].iloc[-1]) - 60 * 10**9,
+                                      2000))
+    sides = np.where(rng.random(2000) < 0.5, 1, -1)
+    rates = {}
+    for distance in (0, 1, 2):
+        through = quote_only_outcomes(quotes, placements, sides, distance, 10 * 10**9, 0.00001)
+        touch_behind = quote_only_outcomes(quotes, placements, sides, distance + 1, 10 * 10**9, 0.00001,
+                                           rule="touch")
+        np.testing.assert_array_equal(through["filled"], touch_behind["filled"])
+        touch = quote_only_outcomes(quotes, placements, sides, distance, 10 * 10**9, 0.00001, rule="touch")
+        rates[distance] = (touch["filled"].mean(), through["filled"].mean())
+        assert rates[distance][1] < rates[distance][0]
+    # measured: joining the touch for 10 s fills 45.8% by the touch rule, 34.8% by the through rule
+    print("\nEURUSD Dukascopy, 10 s, fill rate touch / through by distance: "
+          + ", ".join(f"{d}: {a:.3f} / {b:.3f}" for d, (a, b) in rates.items()))

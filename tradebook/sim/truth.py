@@ -180,6 +180,106 @@ def quote_fill_offset_ticks(rule: str) -> int:
     return 1 if check_quote_fill_rule(rule) == "through" else 0
 
 
+def quote_fill_rule_of(model: object) -> str:
+    """The quote fill rule a model carries (``model.quote_fill_rule``), else :data:`DEFAULT_QUOTE_FILL_RULE`.
+
+    The one place the engine, the vectorized path and the fidelity report read the rule
+    from, so a model stored before the field existed fills by the default.
+    """
+    return check_quote_fill_rule(getattr(model, "quote_fill_rule", None) or DEFAULT_QUOTE_FILL_RULE)
+
+
+def quote_only_outcomes(
+    quotes: pd.DataFrame,
+    placement_ts_ns: np.ndarray,
+    side: str | int | np.ndarray,
+    distance_ticks: int | np.ndarray,
+    horizon_ns: int | np.ndarray,
+    tick: float,
+    *,
+    rule: str = DEFAULT_QUOTE_FILL_RULE,
+) -> pd.DataFrame:
+    """Would a resting limit order have been filled, on a feed with quotes only (spot FX), by ``rule``?
+
+    The order rests ``distance_ticks`` behind the touch prevailing at placement (quotes
+    stamped at or before it, as in :func:`passive_outcomes`). It fills at the first
+    quote stamped in ``(placement, placement + horizon]`` whose far side passes the
+    limit by :func:`quote_fill_offset_ticks` ticks: with ``"through"`` a buy at ``L``
+    needs ``ask <= L - tick`` (a sell ``bid >= L + tick``), with ``"touch"`` ``ask <= L``.
+
+    Same columns as :func:`passive_outcomes` (``queue_ahead``: the displayed size at the
+    touch for distance 0, information only; ``filled_by`` 'through' or ''; no
+    ``volume_at_price``: NaN); ``attrs["rule"]`` is ``"quote_through"`` or ``"quote_touch"``.
+    """
+    offset = quote_fill_offset_ticks(rule)
+    if not np.isfinite(tick) or tick <= 0:
+        raise DataError(f"tick is {tick!r}; expected the instrument's positive tick size")
+    placement = as_ns_array(placement_ts_ns, "placement_ts_ns")
+    n = len(placement)
+    sides = np.array([parse_side(s) for s in np.broadcast_to(np.asarray(side, dtype=object), (n,))],
+                     dtype=np.int64)
+    distance = np.broadcast_to(np.asarray(distance_ticks), (n,))
+    if distance.size and (not np.issubdtype(distance.dtype, np.integer) or (distance < 0).any()):
+        raise DataError("distance_ticks must be integers >= 0 (0 = join the touch)")
+    horizon = np.broadcast_to(np.asarray(horizon_ns), (n,))
+    if horizon.size and (not np.issubdtype(horizon.dtype, np.integer) or (horizon <= 0).any()):
+        raise DataError("horizon_ns must be positive integer nanoseconds")
+    quote = prevailing_quotes(quotes, placement, strictly_before=False)
+    valid = quote["valid"]
+    with np.errstate(invalid="ignore"):
+        touch_ticks = np.where(sides > 0, np.rint(quote["bid_px"] / tick), np.rint(quote["ask_px"] / tick))
+    limit_ticks = touch_ticks - sides * distance.astype(np.int64)
+    touch_size = np.where(sides > 0, quote["bid_sz"], quote["ask_sz"])
+    ts = quotes["ts_ns"].to_numpy(dtype=np.int64)
+    bid = quotes[quote_columns(quotes)["bid_px"]].to_numpy(dtype=np.float64, na_value=np.nan) / tick
+    ask = quotes[quote_columns(quotes)["ask_px"]].to_numpy(dtype=np.float64, na_value=np.nan) / tick
+    first = np.searchsorted(ts, placement, side="right")
+    last = np.searchsorted(ts, placement + horizon.astype(np.int64), side="right")
+    fill_index = _quote_only_kernel(valid, sides, limit_ticks, float(offset), first, last, bid, ask, _TICK_TOL)
+    filled = fill_index >= 0
+    time_to_fill = np.full(n, np.nan)
+    time_to_fill[filled] = (ts[fill_index[filled]] - placement[filled]).astype(np.float64)
+    frame = pd.DataFrame({
+        "placement_ts_ns": placement,
+        "side": sides,
+        "distance_ticks": distance.astype(np.int64),
+        "limit_px": np.where(valid, limit_ticks * tick, np.nan),
+        "valid": valid,
+        "queue_ahead": np.where(valid & (distance == 0), touch_size, np.nan),
+        "filled": filled,
+        "time_to_fill_ns": time_to_fill,
+        "filled_by": np.where(filled, "through", ""),
+        "volume_at_price": np.full(n, np.nan),
+    })
+    frame.attrs["rule"] = f"quote_{rule}"
+    return frame
+
+
+@numba.njit(cache=False, nogil=True)
+def _quote_only_kernel(valid, sides, limit_ticks, offset, first, last, bid_ticks, ask_ticks,
+                       tol):  # pragma: no cover - compiled
+    # First quote in each placement's window whose far side passes the limit by ``offset``
+    # ticks; the scan stops at the fill.
+    n = len(valid)
+    fill_index = np.full(n, -1, dtype=np.int64)
+    for p in range(n):
+        if not valid[p]:
+            continue
+        if sides[p] > 0:
+            level = limit_ticks[p] - offset
+            for j in range(first[p], last[p]):
+                if ask_ticks[j] <= level + tol:
+                    fill_index[p] = j
+                    break
+        else:
+            level = limit_ticks[p] + offset
+            for j in range(first[p], last[p]):
+                if bid_ticks[j] >= level - tol:
+                    fill_index[p] = j
+                    break
+    return fill_index
+
+
 # -- quotes --------------------------------------------------------------------------
 def prevailing_quotes(
     quotes: pd.DataFrame, ts_ns: np.ndarray, *, strictly_before: bool = True
