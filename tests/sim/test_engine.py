@@ -539,3 +539,126 @@ def test_order_spec_fields_survive_dataclass_replace():
     order = e.submit(spec, T)
     quotes(e, [(0, 100.00, 100.02, 1.0, 1.0), (60, 100.0, 100.02, 1.0, 1.0)])
     assert e.order(order)["status"] == "expired" and e.order(order)["done_ts_ns"] == T + 50
+
+
+# -- the whole model: a walk of the L1-implied book ------------------------------------------
+def walk_model(*, refill_median_ns: float = 1_000.0, latency: LatencyModel = NO_LATENCY) -> FillModel:
+    """A touch-only curve plus a hand-made depth profile and completion model.
+
+    Depth curve (typical top 1 BTC): A(1) = 1, A(2) = 2, A(4) = 3 ticks, so the implied
+    ladder behind the touch is 1 BTC at +1 tick, 1 BTC at +3, 2 BTC at +4 (marginal
+    distances of r * A(r)). Refill: one typical touch (1 BTC) per ``refill_median_ns``.
+    """
+    from tradebook.sim.depth import DepthProfile
+    from tradebook.sim.profile import CompletionModel
+    depth = DepthProfile(instrument_id="BTCUSDT.BINANCE", tick_size=0.01, typical_top_size=1.0,
+                         remainder_grid=(1.0, 2.0, 4.0), avg_distance_ticks=(1.0, 2.0, 3.0), size_edges=(0.0, np.inf),
+                         ratio_q05=(1.0,), ratio_q50=(1.0,), ratio_q95=(1.0,), counts=(0,), fit_start_ns=0,
+                         fit_end_ns=1, n_samples=100)
+    completion = CompletionModel(instrument_id="BTCUSDT.BINANCE", source="trades", bucket_minutes=30, bucket=(0,),
+                                 volume_per_s=(1.0,), volume_per_s_all=1.0, session_s=86_400.0, adv_proxy=86_400.0,
+                                 fill_size=1.0, refill_median_ns=refill_median_ns, refill_q90_ns=refill_median_ns,
+                                 n_depletions=10, n_trades=10, quote_updates_per_s=1.0)
+    return dataclasses.replace(btc_model(latency=latency), depth=depth, completion=completion)
+
+
+def test_the_implied_ladder_is_the_depth_curve_in_whole_ticks():
+    from tradebook.sim.orders import implied_ladder, walk_params
+    model = walk_model()
+    offsets, sizes = implied_ladder(model.depth, BTC)
+    assert offsets.tolist() == [1.0, 3.0, 4.0] and sizes.tolist() == [1.0, 1.0, 2.0]
+    walk = walk_params(model, BTC)
+    assert walk.refill_per_ns == pytest.approx(1e-3) and walk.refill_unit == 1.0
+    assert walk.improve_share == 0.0  # crypto: no improvement drawn even where the calibration saw some
+    assert walk_params(btc_model(), BTC) is None  # the cost curve alone: today's touch-only path
+    with pytest.raises(ConfigError, match="ticks"):
+        implied_ladder(dataclasses.replace(model.depth, tick_size=0.1), BTC)
+
+
+def test_a_market_order_walks_the_ladder_one_fill_per_level():
+    e = SimEngine(walk_model(), BTC)
+    quotes(e, [(0, 100.00, 100.02, 1.0, 0.5)])
+    order = e.submit(make_order(BTC, "buy", "3.0"), T + 1)
+    e.advance_to(T + 1)
+    assert_fills(fills_of(e, order), [(1, 0.5, 100.02, "taker"), (1, 1.0, 100.03, "taker"),
+                                      (1, 1.0, 100.05, "taker"), (1, 0.5, 100.06, "taker")])
+    assert e.order(order)["status"] == "filled"
+    sell = e.submit(make_order(BTC, "sell", "1.2"), T + 2)  # a sell walks down from the bid
+    e.advance_to(T + 2)
+    assert_fills(fills_of(e, sell), [(2, 1.0, 100.00, "taker"), (2, 0.2, 99.99, "taker")])
+
+
+def test_ioc_takes_the_book_and_cancels_the_rest_fok_needs_the_whole_book():
+    e = SimEngine(walk_model(), BTC)
+    quotes(e, [(0, 100.00, 100.02, 1.0, 0.5)])
+    ioc = e.submit(make_order(BTC, "buy", "6.0", tif="ioc"), T + 1)
+    too_big = e.submit(make_order(BTC, "buy", "4.6", tif="fok"), T + 1)
+    whole = e.submit(make_order(BTC, "buy", "4.5", tif="fok"), T + 1)
+    e.advance_to(T + 1)
+    assert_fills(fills_of(e, ioc), [(1, 0.5, 100.02, "taker"), (1, 1.0, 100.03, "taker"),
+                                    (1, 1.0, 100.05, "taker"), (1, 2.0, 100.06, "taker")])
+    assert e.order(ioc)["status"] == "cancelled" and e.order(ioc)["filled_qty"] == pytest.approx(4.5)
+    assert e.order(too_big)["status"] == "cancelled" and fills_of(e, too_big) == []
+    # each order walks the book as it stands for it (an order's takes deplete it for that order only)
+    assert e.order(whole)["status"] == "filled" and len(fills_of(e, whole)) == 4
+
+
+def test_a_remainder_waits_for_the_book_to_refill():
+    e = SimEngine(walk_model(refill_median_ns=1_000.0), BTC)  # 1 BTC back per microsecond
+    quotes(e, [(0, 100.00, 100.02, 1.0, 0.5)])
+    order = e.submit(make_order(BTC, "buy", "6.0"), T + 1)
+    quotes(e, [(401, 100.00, 100.02, 1.0, 0.5),  # 0.4 back: less than a typical touch, it waits
+               (1_201, 100.00, 100.02, 1.0, 0.5),  # 1.2 back: takes them, at the deepest level it had emptied
+               (1_501, 100.00, 100.02, 1.0, 0.5)])  # 0.3 back, and 0.3 is all it still needs
+    assert_fills(fills_of(e, order), [(1, 0.5, 100.02, "taker"), (1, 1.0, 100.03, "taker"),
+                                      (1, 1.0, 100.05, "taker"), (1, 2.0, 100.06, "taker"),
+                                      (1_201, 1.2, 100.06, "taker"), (1_501, 0.3, 100.06, "taker")])
+    assert e.order(order)["status"] == "filled"
+
+
+def test_a_marketable_limit_walks_only_to_its_limit():
+    e = SimEngine(walk_model(), BTC)
+    quotes(e, [(0, 100.00, 100.02, 1.0, 0.5)])
+    order = e.submit(make_order(BTC, "buy", "3.0", "limit", limit_px="100.04"), T + 1)
+    e.advance_to(T + 1)
+    assert_fills(fills_of(e, order), [(1, 0.5, 100.02, "taker"), (1, 1.0, 100.03, "taker")])
+    assert e.order(order)["status"] == "working"
+
+
+def test_the_paper_venue_fills_a_large_market_order_in_parts(tmp_path):
+    """Through PaperVenue (what a session trades on), with the whole BTCUSDT calibration: 20x the touch in parts."""
+    import asyncio
+    from decimal import Decimal
+
+    from tradebook.model.instruments import Side
+    from tradebook.model.orders import OrderEventType, OrderIntent, OrderType, TimeInForce
+    from tradebook.sim.fidelity import bundled_instrument_data, calibrate_instrument
+    from tradebook.venues.paper import PaperVenue
+
+    data = bundled_instrument_data("BTCUSDT.BINANCE")
+    model = calibrate_instrument(data).model
+    q, t = data.quotes, data.trades
+    venue = PaperVenue(tmp_path / "venue", models={BTC.instrument_id: model}, clock=lambda: 42, seed=0,
+                       starting_cash=Decimal("100000000"))
+    events: list = []
+    asyncio.run(venue.connect(events.append))
+    t0 = int(q["ts_ns"].iloc[0])
+    first = (q["ts_ns"] < t0 + 5 * 10**9).to_numpy()
+    venue.feed(BTC.instrument_id, q[first], t[t["ts_ns"] < t0 + 5 * 10**9])
+    touch = float(q[first]["ask_sz"].iloc[-1])
+    qty = BTC.conform_quantity(Decimal(repr(round(20 * touch, 5))))  # 20x the touch in force
+    intent = OrderIntent(intent_id="big", strategy_id="s1", account_id="paper", instrument_id=BTC.instrument_id,
+                         side=Side.BUY, quantity=qty, order_type=OrderType.MARKET,
+                         time_in_force=TimeInForce.GTC, ts_ns=venue.now_ns)
+    asyncio.run(venue.submit(intent))
+    venue.feed(BTC.instrument_id, q[~first], t[t["ts_ns"] >= t0 + 5 * 10**9])
+    fills = [e.fill for e in events if e.fill is not None]
+    print(f"\npaper venue, market buy {qty} BTC:\n" + "\n".join(
+        f"  {f.quantity} @ {f.price} ({f.liquidity})" for f in fills))
+    assert len(fills) >= 5
+    assert sum(f.quantity for f in fills) == qty
+    prices = [f.price for f in fills]
+    assert prices == sorted(prices) and prices[-1] > prices[0]
+    assert events[-1].event_type is OrderEventType.FILLED
+    assert asyncio.run(venue.positions()) == {BTC.instrument_id: qty}
+    asyncio.run(venue.close())

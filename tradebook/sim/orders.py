@@ -741,6 +741,17 @@ def walk_draw(seed, request, take):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _on_grid(steps, step):  # pragma: no cover - compiled
+    """``steps`` whole steps of ``step`` as the float nearest the decimal price (61824.24, not 61824.240000000005)."""
+    if step >= 1.0:
+        return steps * step
+    per_unit = round(1.0 / step)
+    if abs(per_unit * step - 1.0) < 1e-12:
+        return steps / per_unit  # both exact: the division rounds once, to the nearest float
+    return steps * step
+
+
+@numba.njit(cache=True, nogil=True)
 def walk_book(side, remaining, limit, bid, ask, bid_sz, ask_sz, ts, depleted, last_ts, seed, request, takes,
               offsets, sizes, walk, slippage_bps, lot, out_qty, out_px):  # pragma: no cover - compiled
     """Fills a taker order gets at one quote walking the touch and the implied ladder: (n fills, depletion after).
@@ -795,12 +806,12 @@ def walk_book(side, remaining, limit, bid, ask, bid_sz, ask_sz, ts, depleted, la
                 better = far - side * min(ratio, 1.0) * 0.5 * (ask - bid)
                 steps = better / half_tick
                 steps = math.ceil(steps - 1e-9) if side > 0 else math.floor(steps + 1e-9)
-                better = steps * half_tick
+                better = _on_grid(steps, half_tick)
                 if bid < better < ask:
                     px = better
         else:
             size = sizes[j]
-            px = far + side * offsets[j] * tick
+            px = _on_grid(round((far + side * offsets[j] * tick) / tick), tick)
         px += slip
         end = start + size
         if end <= pos:
