@@ -530,3 +530,42 @@ def test_fx_through_is_touch_one_tick_further_on_dukascopy():
     # measured: joining the touch for 10 s fills 45.8% by the touch rule, 34.8% by the through rule
     print("\nEURUSD Dukascopy, 10 s, fill rate touch / through by distance: "
           + ", ".join(f"{d}: {a:.3f} / {b:.3f}" for d, (a, b) in rates.items()))
+
+
+def test_engine_and_vectorized_fill_fx_resting_orders_by_the_rule_truth_states():
+    from tradebook.sim.engine import SimEngine, replay
+    from tradebook.sim.fill_model import FillModel, LatencyModel, touch_only_curve
+    from tradebook.sim.vectorized import replay_vectorized
+
+    fx = "EURUSD.DUKASCOPY"
+    quotes = load_bundled("dukascopy_EURUSD_20260713T12_ticks.csv.gz").frame
+    ts = quotes["ts_ns"].to_numpy()
+    rng = np.random.default_rng(11)
+    placements = np.sort(rng.choice(ts[5:-200], 80, replace=False)) + 1
+    sides = np.where(np.arange(80) % 2 == 0, 1, -1)
+    distance = np.arange(80) // 2 % 3
+    rows = quotes.iloc[np.searchsorted(ts, placements, side="right") - 1]
+    touch = np.where(sides > 0, rows["bid_px"].to_numpy(), rows["ask_px"].to_numpy())
+    limits = np.round(touch - sides * distance * 0.00001, 5)
+    requests = pd.DataFrame({"ts_ns": placements, "action": "submit", "order_ref": np.arange(80),
+                             "side": np.where(sides > 0, "buy", "sell"), "quantity": 1000.0,
+                             "order_type": "limit", "limit_px": limits})
+    model = FillModel(fx, 0.00001, touch_only_curve(), latency=LatencyModel(0, 0, 0.0))
+    assert SimEngine(model, fx).quote_fill_rule == "through"  # spot FX: the default
+    assert SimEngine(model, fx, quote_fill_rule="touch").quote_fill_rule == "touch"
+    horizon = int(ts[-1]) - placements + 1
+    filled_by_rule = {}
+    for rule in ("through", "touch"):
+        truth = quote_only_outcomes(quotes, placements, sides, distance, horizon, 0.00001, rule=rule)
+        kwargs = {} if rule == "through" else {"quote_fill_rule": "touch"}
+        for run in (replay, replay_vectorized):
+            orders = run(model, fx, quotes, None, requests, **kwargs).orders
+            filled = (orders["status"] == "filled").to_numpy()
+            np.testing.assert_array_equal(filled, truth["filled"].to_numpy(), err_msg=f"{run.__name__} {rule}")
+            np.testing.assert_array_equal(orders["done_ts_ns"].to_numpy()[filled],
+                                          placements[filled] + truth["time_to_fill_ns"].to_numpy()[filled]
+                                          .astype(np.int64))
+        filled_by_rule[rule] = truth["filled"].to_numpy()
+    # the through rule fills a subset of what touching fills, and fewer
+    assert (filled_by_rule["through"] <= filled_by_rule["touch"]).all()
+    assert filled_by_rule["through"].sum() < filled_by_rule["touch"].sum()

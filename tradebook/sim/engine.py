@@ -40,7 +40,9 @@ Readings of the rules where they leave room (the vectorized face makes the same 
 - An order expires at its expiry time (``done_ts_ns`` is the expiry), before any
   event stamped at or after it; an order arriving at or after its expiry is expired.
 - A feed without trades (``feed_has_trades=False``; in :func:`replay`, ``trades``
-  None or empty) fills resting orders by the quote rule only.
+  None or empty) fills resting orders by the quote rule only: ``quote_fill_rule``
+  ``"through"`` (the far touch strictly past the limit; the default for spot FX) or
+  ``"touch"`` (reaching it; the default elsewhere), see :func:`tradebook.sim.truth.quote_fill_rule_of`.
 - Fees: ``|quantity * price * multiplier|`` times the role's bps, plus the per-unit
   charge. Fills are listed by (ts_ns, order), in the order they happened.
 - :func:`replay` processes every request (also those arriving after the last data
@@ -63,6 +65,7 @@ from tradebook.errors import ConfigError, DataError, OrderError
 from tradebook.model.instruments import Instrument, get_instrument
 from tradebook.sim.book import as_ns_array
 from tradebook.sim.fill_model import FillModel
+from tradebook.sim.truth import check_quote_fill_rule, quote_fill_rule_of
 from tradebook.sim.orders import (  # noqa: F401 - frame helpers and columns re-exported for compatibility
     ACTIONS,
     FILL_COLUMNS,
@@ -244,12 +247,18 @@ class SimEngine:
                  feed_has_trades: bool = True, on_fill: Callable[[dict], None] | None = None,
                  on_status: Callable[[dict], None] | None = None,
                  on_fill_state: Callable[[EngineOrder, tuple], None] | None = None,
-                 on_status_state: Callable[[EngineOrder], None] | None = None) -> None:
+                 on_status_state: Callable[[EngineOrder], None] | None = None,
+                 quote_fill_rule: str | None = None) -> None:
         instrument = checked_instrument(model, instrument, seed)
         self.model = model
         self.instrument = instrument
         self.seed = int(seed)
         self.feed_has_trades = bool(feed_has_trades)
+        # resting orders on a feed without trades: 'through' (the far touch passes the limit) or
+        # 'touch' (reaches it); None: the model's, by default 'through' for spot FX (truth.quote_fill_rule_of)
+        self.quote_fill_rule = (check_quote_fill_rule(quote_fill_rule) if quote_fill_rule is not None
+                                else quote_fill_rule_of(model, instrument))
+        self._quote_through = self.quote_fill_rule == "through"
         self._on_fill, self._on_status = on_fill, on_status
         self._on_fill_state, self._on_status_state = on_fill_state, on_status_state
         self._instrument_id = instrument.instrument_id
@@ -684,8 +693,14 @@ class SimEngine:
                     self._dirty = True
                     self._activate(order, ts)
             elif phase == _RESTING and not self.feed_has_trades:
-                if (order.side > 0 and self._ask <= order.limit) or (order.side < 0 and self._bid >= order.limit):
-                    self._fill(order, ts, order.remaining, order.limit, maker=True)
+                limit = order.limit
+                if self._quote_through:  # the far touch strictly past the limit (a tick, on the grid)
+                    tol = PRICE_RTOL * abs(limit)
+                    hit = (order.side > 0 and self._ask < limit - tol) or (order.side < 0 and self._bid > limit + tol)
+                else:
+                    hit = (order.side > 0 and self._ask <= limit) or (order.side < 0 and self._bid >= limit)
+                if hit:
+                    self._fill(order, ts, order.remaining, limit, maker=True)
 
     def _on_trade(self, ts: int, price: float, size: float, aggressor: int) -> None:
         table = self._resting
@@ -764,7 +779,7 @@ _ORDER_DTYPES = ("int64", "int64", "str", "str", "float64", "float64", "float64"
 
 # -- frames in, SimResult out ----------------------------------------------------------------
 def replay(model: FillModel, instrument: Instrument | str, quotes: pd.DataFrame, trades: pd.DataFrame | None,
-           requests: pd.DataFrame, *, seed: int = 0) -> SimResult:
+           requests: pd.DataFrame, *, seed: int = 0, quote_fill_rule: str | None = None) -> SimResult:
     """Run the event engine over recorded ``quotes`` (and ``trades``; None for a feed without) and ``requests``.
 
     ``requests`` has ``REQUEST_COLUMNS`` (see :func:`requests_frame`); fills and orders
@@ -779,7 +794,7 @@ def replay(model: FillModel, instrument: Instrument | str, quotes: pd.DataFrame,
     has_trades = trades is not None and len(trades) > 0
     t = _engine_trades(trades, quotes) if has_trades else _NO_TRADES
     table = requests_frame(requests)
-    engine = SimEngine(model, instrument, seed=seed, feed_has_trades=has_trades)
+    engine = SimEngine(model, instrument, seed=seed, feed_has_trades=has_trades, quote_fill_rule=quote_fill_rule)
     refs: list = []
     ids: dict = {}
     make = order_maker(instrument)

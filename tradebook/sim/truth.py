@@ -180,13 +180,23 @@ def quote_fill_offset_ticks(rule: str) -> int:
     return 1 if check_quote_fill_rule(rule) == "through" else 0
 
 
-def quote_fill_rule_of(model: object) -> str:
-    """The quote fill rule a model carries (``model.quote_fill_rule``), else :data:`DEFAULT_QUOTE_FILL_RULE`.
+def quote_fill_rule_of(model: object, instrument: Instrument | str | None = None) -> str:
+    """The quote fill rule that applies to ``model`` trading ``instrument`` on a feed without trades.
 
-    The one place the engine, the vectorized path and the fidelity report read the rule
-    from, so a model stored before the field existed fills by the default.
+    The model's own ``quote_fill_rule`` when it sets one; else :data:`DEFAULT_QUOTE_FILL_RULE`
+    (``"through"``) for spot FX, whose feeds are quotes only, and ``"touch"`` for the other
+    asset classes, whose recorded feeds carry trades (a quote-only replay of them keeps
+    the earlier rule). The one place the engine, the vectorized path and the fidelity
+    report read the rule from; a model stored before the field existed gets the default.
     """
-    return check_quote_fill_rule(getattr(model, "quote_fill_rule", None) or DEFAULT_QUOTE_FILL_RULE)
+    rule = getattr(model, "quote_fill_rule", None)
+    if rule:
+        return check_quote_fill_rule(rule)
+    if instrument is None:
+        return DEFAULT_QUOTE_FILL_RULE
+    if isinstance(instrument, str):
+        instrument = get_instrument(instrument)
+    return DEFAULT_QUOTE_FILL_RULE if instrument.asset_class.value == "fx_spot" else "touch"
 
 
 def quote_only_outcomes(

@@ -43,6 +43,7 @@ import pandas as pd
 from tradebook.model.instruments import Instrument
 from tradebook.sim import orders as contract
 from tradebook.sim.fill_model import FillModel
+from tradebook.sim.truth import check_quote_fill_rule, quote_fill_rule_of
 from tradebook.sim.orders import (  # noqa: F401 - ACTION_CODE, STATUS_NAMES re-exported
     ACTION_CODE,
     ACTIONS,
@@ -75,7 +76,7 @@ _I_SIDE, _I_TYPE, _I_TIF, _I_EXPIRE, _I_SUBMIT_K, _I_STATUS, _I_PHASE, _I_TRIGGE
 # float64 order state columns
 _F_QTY, _F_LIMIT, _F_STOP, _F_REMAINING, _F_FILLED, _F_NOTIONAL, _F_QUEUE, _F_DEPLETED = range(8)
 # float64 parameter slots
-_P_SLIPPAGE, _P_MAX_TAKE, _P_LOT, _P_MAKER_BPS, _P_TAKER_BPS, _P_PER_UNIT, _P_MULTIPLIER = range(7)
+_P_SLIPPAGE, _P_MAX_TAKE, _P_LOT, _P_MAKER_BPS, _P_TAKER_BPS, _P_PER_UNIT, _P_MULTIPLIER, _P_QUOTE_THROUGH = range(8)
 
 
 # -- plain-array containers -----------------------------------------------------------
@@ -137,9 +138,11 @@ class ArrayParams:
     walk_sizes: np.ndarray = field(default_factory=lambda: np.zeros(0))
     # tick, refill/ns, refill unit, improvement share and ratio; empty: no walk
     walk: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # resting orders on a feed without trades fill when the far touch passes the limit (True) or reaches it
+    quote_through: bool = False
 
     @classmethod
-    def from_model(cls, model: FillModel, instrument: Instrument) -> ArrayParams:
+    def from_model(cls, model: FillModel, instrument: Instrument, quote_fill_rule: str | None = None) -> ArrayParams:
         take = model.take_params(float(instrument.lot_size))
         walk = walk_params(model, instrument)
         ladder = {} if walk is None else dict(
@@ -152,6 +155,8 @@ class ArrayParams:
             per_unit_fee=float(model.fees.per_unit), multiplier=float(instrument.multiplier),
             ack_median_ns=int(model.latency.submit_to_ack_median_ns),
             fill_median_ns=int(model.latency.ack_to_fill_median_ns), latency_sigma=float(model.latency.sigma),
+            quote_through=(check_quote_fill_rule(quote_fill_rule) if quote_fill_rule is not None
+                           else quote_fill_rule_of(model, instrument)) == "through",
         )
 
 
@@ -191,7 +196,8 @@ def replay_arrays(quotes: QuoteArrays, trades: TradeArrays | None, requests: Req
         trades = TradeArrays(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, np.int8))
     n_orders = int(requests.order.max()) + 1 if len(requests.order) else 0
     float_params = np.array([params.slippage_bps, params.max_take_over_touch, params.lot, params.maker_bps,
-                             params.taker_bps, params.per_unit_fee, params.multiplier], dtype=np.float64)
+                             params.taker_bps, params.per_unit_fee, params.multiplier,
+                             1.0 if params.quote_through else 0.0], dtype=np.float64)
     fill_int, fill_float, n_fills, order_int, order_float = _replay(
         quotes.ts_ns, quotes.bid_px, quotes.ask_px, quotes.bid_sz, quotes.ask_sz,
         trades.ts_ns, trades.price, trades.size, trades.aggressor.astype(np.int8), len(trades.ts_ns) > 0,
@@ -523,9 +529,14 @@ def _replay(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz,
                         fi, ff, n = _activate(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz,
                                               edges, ratios, p, ws)
                 elif phase == _PH_RESTING and not has_trades:
-                    # no trades in the feed: the opposite touch reaching the limit fills the remainder
+                    # no trades in the feed: the opposite touch passing (or reaching) the limit fills the remainder
                     side, limit = oi[o, _I_SIDE], of[o, _F_LIMIT]
-                    if (side > 0 and ask <= limit) or (side < 0 and bid >= limit):
+                    if p[_P_QUOTE_THROUGH] > 0.5:
+                        tol = PRICE_RTOL * abs(limit)
+                        hit = (side > 0 and ask < limit - tol) or (side < 0 and bid > limit + tol)
+                    else:
+                        hit = (side > 0 and ask <= limit) or (side < 0 and bid >= limit)
+                    if hit:
                         fi, ff, n = _record_fill(oi, of, fi, ff, n, o, ts, of[o, _F_REMAINING], limit, True, p)
                 if oi[o, _I_STATUS] != _WORKING:
                     n_live = _drop_live(live, slot, i, n_live)
@@ -594,7 +605,8 @@ def _replay(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz,
 
 # -- frames in, SimResult out ----------------------------------------------------------
 def replay_vectorized(model: FillModel, instrument: Instrument | str, quotes: pd.DataFrame,
-                      trades: pd.DataFrame | None, requests: pd.DataFrame, *, seed: int = 0) -> contract.SimResult:
+                      trades: pd.DataFrame | None, requests: pd.DataFrame, *, seed: int = 0,
+                      quote_fill_rule: str | None = None) -> contract.SimResult:
     """Replay ``requests`` against ``quotes`` (and ``trades``, None for feeds without) in one compiled pass.
 
     Same checks as the event engine: empty or all-invalid quotes, times going backwards
@@ -607,7 +619,7 @@ def replay_vectorized(model: FillModel, instrument: Instrument | str, quotes: pd
     trade_set = trade_arrays_from(trades, quotes) if trades is not None and len(trades) else None
     request_set, table = request_arrays_from(requests, instrument)
     fills, orders = replay_arrays(quote_set, trade_set, request_set,
-                                  ArrayParams.from_model(model, instrument), seed=seed)
+                                  ArrayParams.from_model(model, instrument, quote_fill_rule), seed=seed)
     refs = table["order_ref"]
     side = table["side"]
     fill_frame = pd.DataFrame({
