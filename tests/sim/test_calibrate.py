@@ -84,3 +84,30 @@ def _es_model_json() -> str:
 
 
 _ES_MODEL_JSON = _es_model_json()
+
+
+def test_costs_in_spread_plus_volatility_do_not_blow_up_on_a_one_tick_book():
+    # BTCUSDT 2024 sits on a one-tick book: the half-spread is ~0.0008 bps, and clock noise
+    # between the quote and trade streams divided by it is hundreds of half-spreads
+    prefix = "binance_spot_btcusdt_20240808T2354-20240809T0005_"
+    quotes = load_bundled(prefix + "l1_quotes.csv.gz").frame
+    swept = sweeps(load_bundled(prefix + "trades.csv.gz").frame, quotes)
+    fit, held = _halves(swept)
+    in_half_spreads = calibrate_marketable("BTCUSDT.BINANCE", 0.01, fit)
+    in_vol = calibrate_marketable("BTCUSDT.BINANCE", 0.01, fit, quotes=quotes)
+    assert in_half_spreads.cost_curve.scale == "half_spread" and in_vol.cost_curve.scale == "half_spread_plus_vol"
+    assert min(in_half_spreads.cost_curve.q05) < -100
+    assert -5 < min(in_vol.cost_curve.q05) and max(in_vol.cost_curve.q95) < 5
+    old = evaluate_marketable(in_half_spreads, held)
+    new = evaluate_marketable(in_vol, held, quotes=quotes)
+    print(f"\nBTCUSDT 2024 sweeps, half/half: MAE {old.mae_model_bps:.4f} bps (half-spreads) vs "
+          f"{new.mae_model_bps:.4f} (spread + vol), touch {new.mae_touch_bps:.4f}; coverage closed "
+          f"{old.coverage_closed:.3f} vs {new.coverage_closed:.3f}, open {old.coverage_open:.3f} vs "
+          f"{new.coverage_open:.3f}")
+    assert new.mae_model_bps <= new.mae_touch_bps * 1.0001
+    assert new.coverage_closed >= 0.85 and new.coverage_open <= 0.95
+    # a model in volatility units needs the volatility of the scored data
+    with pytest.raises(DataError, match="recent volatility"):
+        evaluate_marketable(in_vol, held)
+    # the unit is stored with the curve
+    assert FillModel.from_json(in_vol.to_json()) == in_vol

@@ -4,6 +4,13 @@ A sweep is the group of real aggressive trades from one match event: same exchan
 match time (or receive time where the data has no exchange clock) and same aggressor
 side (see :func:`tradebook.sim.truth.sweeps`). Its cost against the mid just before it
 is the truth a marketable paper order must reproduce.
+
+Costs are fitted in bps of the mid, as the half-spread plus a quantile of the excess in
+units of (half-spread + the recent one-second volatility of the mid) when the quotes are
+given (:func:`recent_vol_bps`, from the minute before each sweep: nothing after it),
+else in half-spreads (the earlier form). Sizes are over the touch displayed at the
+decision. Both units are the instrument's own, so the curve carries to another day or
+instrument of the asset class.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from tradebook.model.instruments import get_instrument
 from tradebook.sim.fill_model import (
     DEFAULT_BASE_SLIPPAGE_BPS,
     QUANTILES,
+    SCALE_HALF_SPREAD,
+    SCALE_SPREAD_VOL,
     SIZE_BUCKET_EDGES,
     CostCurve,
     FillModel,
@@ -26,6 +35,58 @@ from tradebook.sim.fill_model import (
 
 MIN_SWEEPS_PER_BUCKET = 20
 _REQUIRED = ("cost_bps", "half_spread_bps", "size_over_touch", "quantity", "touch_size")
+VOL_COLUMN = "recent_vol_bps"
+VOL_WINDOW_NS = 60_000_000_000  # the volatility of the minute before the decision, per second
+MIN_VOL_RETURNS = 5  # one-second returns needed for a volatility
+_SECOND = 1_000_000_000
+
+
+def recent_vol_bps(quotes: pd.DataFrame, ts_ns: np.ndarray) -> np.ndarray:
+    """The one-second volatility of the mid (bps) over the minute before each of ``ts_ns``.
+
+    The mid of the last valid quote (bid < ask) sampled every second; the root mean
+    square of the one-second log returns between the samples in ``(t - 60 s, t]``, over
+    the part of that minute the data covers (a capture shorter than a minute still has
+    one). NaN with fewer than :data:`MIN_VOL_RETURNS` returns. Prices enter as log
+    returns: the unit is the instrument's own.
+    """
+    for column in ("ts_ns", "bid_px", "ask_px"):
+        if column not in quotes.columns:
+            raise DataError(f"recent_vol_bps: quotes lack {column!r}; expected ts_ns, bid_px, ask_px")
+    ts = quotes["ts_ns"].to_numpy(dtype=np.int64)
+    bid = quotes["bid_px"].to_numpy(dtype=np.float64, na_value=np.nan)
+    ask = quotes["ask_px"].to_numpy(dtype=np.float64, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(bid) & np.isfinite(ask) & (bid > 0) & (bid < ask)
+    when = np.asarray(ts_ns, dtype=np.int64)
+    out = np.full(len(when), np.nan)
+    if valid.sum() < 2:
+        return out
+    ts, mid = ts[valid], ((bid + ask) / 2)[valid]
+    grid = np.arange((ts[0] // _SECOND + 1) * _SECOND, ts[-1] + _SECOND, _SECOND, dtype=np.int64)
+    sampled = mid[np.searchsorted(ts, grid, side="right") - 1]
+    squared = np.concatenate([[0.0], np.cumsum(np.diff(np.log(sampled)) ** 2)])
+    last = np.searchsorted(grid, when, side="right") - 1  # the last sample at or before t
+    first = np.searchsorted(grid, when - VOL_WINDOW_NS, side="right") - 1
+    first = np.clip(first, 0, None)
+    count = last - first
+    enough = (last >= 0) & (count >= MIN_VOL_RETURNS)
+    lo, hi = first[enough], last[enough]
+    out[enough] = np.sqrt((squared[hi] - squared[lo]) / count[enough]) * 1e4
+    return out
+
+
+def with_recent_vol(sweeps: pd.DataFrame, quotes: pd.DataFrame) -> pd.DataFrame:
+    """``sweeps`` with a ``recent_vol_bps`` column from ``quotes`` (see :func:`recent_vol_bps`)."""
+    if "ts_ns" not in sweeps.columns:
+        raise DataError("sweeps frame lacks ts_ns; build it with tradebook.sim.truth.sweeps")
+    out = sweeps.copy()
+    out[VOL_COLUMN] = recent_vol_bps(quotes, sweeps["ts_ns"].to_numpy(dtype=np.int64)) if len(sweeps) else []
+    return out
+
+
+def _vol(sweeps: pd.DataFrame) -> np.ndarray | None:
+    return sweeps[VOL_COLUMN].to_numpy(dtype=np.float64) if VOL_COLUMN in sweeps.columns else None
 
 
 def _check_sweeps(sweeps: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -43,7 +104,11 @@ def _check_sweeps(sweeps: pd.DataFrame, what: str) -> pd.DataFrame:
 def fit_cost_curve(sweeps: pd.DataFrame, edges: tuple[float, ...] = SIZE_BUCKET_EDGES,
                    min_count: int = MIN_SWEEPS_PER_BUCKET,
                    interval_levels: tuple[float, float] = (0.05, 0.95)) -> CostCurve:
-    """Quantiles of cost / half-spread per size-over-touch bucket, monotone non-decreasing in size.
+    """Quantiles of cost per size-over-touch bucket, monotone non-decreasing in size.
+
+    With a ``recent_vol_bps`` column (:func:`with_recent_vol`) the quantiles are of
+    (cost - half-spread) / (half-spread + recent vol), over the sweeps whose volatility is
+    known; without, of cost / half-spread (the earlier form).
 
     Buckets with fewer than ``min_count`` sweeps borrow from their neighbours: smaller
     sizes take the nearest populated larger bucket, larger sizes extrapolate the last
@@ -55,7 +120,18 @@ def fit_cost_curve(sweeps: pd.DataFrame, edges: tuple[float, ...] = SIZE_BUCKET_
     if not 0 < low_level < 0.5 < high_level < 1:
         raise DataError(f"interval_levels {interval_levels!r}; expected (low, high) with 0 < low < 0.5 < high < 1")
     levels = (low_level, 0.5, high_level)
-    ratio = (usable["cost_bps"] / usable["half_spread_bps"]).to_numpy()
+    vol = _vol(usable)
+    scale = SCALE_HALF_SPREAD if vol is None else SCALE_SPREAD_VOL
+    if vol is None:
+        ratio = (usable["cost_bps"] / usable["half_spread_bps"]).to_numpy()
+    else:
+        known = np.isfinite(vol)
+        if not known.any():
+            raise DataError(f"fit_cost_curve: none of the {len(usable)} sweeps has a recent volatility (each came "
+                            "less than a minute after the first quote); expected quotes reaching a minute back")
+        usable, vol = usable[known], vol[known]
+        hs = usable["half_spread_bps"].to_numpy()
+        ratio = (usable["cost_bps"].to_numpy() - hs) / (hs + np.maximum(vol, 0.0))
     x = usable["size_over_touch"].to_numpy()
     n_buckets = len(edges) - 1
     bucket = np.clip(np.searchsorted(np.asarray(edges), x, side="right") - 1, 0, n_buckets - 1)
@@ -85,7 +161,7 @@ def fit_cost_curve(sweeps: pd.DataFrame, edges: tuple[float, ...] = SIZE_BUCKET_
     table[0] = np.minimum(table[0], table[1])  # keep q05 <= q50 <= q95
     counts_out = tuple(int(c) if c >= min_count else 0 for c in counts)
     return CostCurve(tuple(float(e) for e in edges), *(tuple(float(v) for v in row) for row in table), counts_out,
-                     interval_levels=(float(low_level), float(high_level)))
+                     interval_levels=(float(low_level), float(high_level)), scale=scale)
 
 
 # Interval levels tried when validating inside the fit slice, the nominal 90% first.
@@ -110,12 +186,13 @@ def validated_interval_levels(sweeps: pd.DataFrame, target: float = 0.90) -> tup
         return _CANDIDATE_LEVELS[0]
     cost = late["cost_bps"].to_numpy()
     hs, size, touch = (late[c].to_numpy() for c in ("half_spread_bps", "quantity", "touch_size"))
+    vol = _vol(late)
     eps = 1e-9 * np.maximum(np.abs(cost), 1.0)
     best, best_gap = _CANDIDATE_LEVELS[0], np.inf
     for levels in _CANDIDATE_LEVELS:
         model = FillModel("validation", 1.0, fit_cost_curve(early, interval_levels=levels))
-        low = model.marketable_cost_bps(size, hs, touch, 0.05)
-        high = model.marketable_cost_bps(size, hs, touch, 0.95)
+        low = model.marketable_cost_bps(size, hs, touch, 0.05, vol)
+        high = model.marketable_cost_bps(size, hs, touch, 0.95, vol)
         gap = abs(np.mean((low - eps <= cost) & (cost <= high + eps)) - target)
         if gap < best_gap - 1e-3:
             best, best_gap = levels, gap
@@ -126,14 +203,21 @@ def calibrate_marketable(
     instrument_id: str,
     tick_size: float,
     sweeps: pd.DataFrame,
+    quotes: pd.DataFrame | None = None,
     **model_fields,
 ) -> FillModel:
     """A FillModel whose marketable costs are fitted from ``sweeps``.
+
+    With ``quotes`` (the same instrument's, covering the sweeps) costs are fitted in units
+    of the half-spread plus the recent volatility (:func:`with_recent_vol`); score the
+    model with :func:`evaluate_marketable` given the scored data's quotes too.
 
     The model records what it was fitted on: ``fitted_on`` (default the one instrument;
     pass every id when ``sweeps`` pools several captures of an asset class) and
     ``asset_class`` (default: the registered instrument's, '' when it is not registered).
     """
+    if quotes is not None:
+        sweeps = with_recent_vol(sweeps, quotes)
     usable = _check_sweeps(sweeps, f"calibrating {instrument_id}")
     model_fields.setdefault("fitted_on", (instrument_id,))
     model_fields["fitted_on"] = tuple(model_fields["fitted_on"])
@@ -209,16 +293,27 @@ class MarketableFidelity:
         }
 
 
+def _scored(model: FillModel, sweeps: pd.DataFrame, quotes: pd.DataFrame | None, what: str) -> pd.DataFrame:
+    if quotes is not None and model.cost_curve.scale == SCALE_SPREAD_VOL:
+        sweeps = with_recent_vol(sweeps, quotes)
+    elif model.cost_curve.scale == SCALE_SPREAD_VOL and VOL_COLUMN not in sweeps.columns:
+        raise DataError(f"{what}: the model's costs are in units of the recent volatility; pass the scored "
+                        "data's quotes (or sweeps with a recent_vol_bps column, with_recent_vol)")
+    return _check_sweeps(sweeps, what)
+
+
 def evaluate_marketable(model: FillModel, sweeps: pd.DataFrame,
-                        slippage_bps: float = DEFAULT_BASE_SLIPPAGE_BPS) -> MarketableFidelity:
-    """Compare the model and both baselines with real held-out sweeps."""
-    usable = _check_sweeps(sweeps, f"evaluating {model.instrument_id}")
+                        slippage_bps: float = DEFAULT_BASE_SLIPPAGE_BPS,
+                        quotes: pd.DataFrame | None = None) -> MarketableFidelity:
+    """Compare the model and both baselines with real held-out sweeps (``quotes``: the scored data's, for the vol)."""
+    usable = _scored(model, sweeps, quotes, f"evaluating {model.instrument_id}")
     cost = usable["cost_bps"].to_numpy()
     hs = usable["half_spread_bps"].to_numpy()
     size, touch = usable["quantity"].to_numpy(), usable["touch_size"].to_numpy()
-    predicted = model.marketable_cost_bps(size, hs, touch, 0.5)
-    low = model.marketable_cost_bps(size, hs, touch, 0.05)
-    high = model.marketable_cost_bps(size, hs, touch, 0.95)
+    vol = _vol(usable)
+    predicted = model.marketable_cost_bps(size, hs, touch, 0.5, vol)
+    low = model.marketable_cost_bps(size, hs, touch, 0.05, vol)
+    high = model.marketable_cost_bps(size, hs, touch, 0.95, vol)
     baseline_a = baseline_model(model.instrument_id, model.tick_size, slippage_bps).marketable_cost_bps(size, hs, touch)
     # Costs at exactly the half-spread differ from its prediction only by float rounding.
     eps = 1e-9 * np.maximum(np.abs(cost), 1.0)
@@ -239,7 +334,8 @@ def evaluate_marketable(model: FillModel, sweeps: pd.DataFrame,
 
 
 def marketable_by_size(model: FillModel, sweeps: pd.DataFrame,
-                       slippage_bps: float = DEFAULT_BASE_SLIPPAGE_BPS) -> pd.DataFrame:
+                       slippage_bps: float = DEFAULT_BASE_SLIPPAGE_BPS,
+                       quotes: pd.DataFrame | None = None) -> pd.DataFrame:
     """Real and predicted costs per size-over-touch bucket (the table behind the cost-curve plot).
 
     One row per bucket with sweeps: ``size_over_touch`` (bucket's lower edge),
@@ -248,10 +344,11 @@ def marketable_by_size(model: FillModel, sweeps: pd.DataFrame,
     ``model_q95_bps`` (medians over the bucket's sweeps of the per-sweep prediction),
     ``baseline_a_bps``, ``baseline_b_bps`` and each one's MAE in the bucket.
     """
-    usable = _check_sweeps(sweeps, f"costs by size for {model.instrument_id}")
+    usable = _scored(model, sweeps, quotes, f"costs by size for {model.instrument_id}")
     cost = usable["cost_bps"].to_numpy()
     hs, size, touch = (usable[c].to_numpy() for c in ("half_spread_bps", "quantity", "touch_size"))
-    predicted = {q: model.marketable_cost_bps(size, hs, touch, q) for q in QUANTILES}
+    vol = _vol(usable)
+    predicted = {q: model.marketable_cost_bps(size, hs, touch, q, vol) for q in QUANTILES}
     baseline_a = hs + slippage_bps
     bucket = model.cost_curve.bucket(usable["size_over_touch"].to_numpy())
     frame = pd.DataFrame({"bucket": bucket, "cost": cost, "median": predicted[0.5], "q05": predicted[0.05],

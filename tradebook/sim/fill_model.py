@@ -63,9 +63,23 @@ class DictRecord:
                 from error
 
 
+# The unit of a cost curve's quantiles: the half-spread (the earlier form: ratio = cost /
+# half-spread), or the half-spread plus the recent one-second volatility of the mid, both
+# in bps (quantiles of (cost - half-spread) / (half-spread + vol)). On a one-tick book the
+# half-spread is a sliver of a bps and clock noise between the quote and trade streams
+# divided by it became hundreds of half-spreads; the volatility keeps the unit honest.
+SCALE_HALF_SPREAD = "half_spread"
+SCALE_SPREAD_VOL = "half_spread_plus_vol"
+
+
 @dataclass(frozen=True)
 class CostCurve:
-    """Quantiles of cost / half-spread for each size-over-touch bucket (monotone in size)."""
+    """Quantiles of cost per size-over-touch bucket (monotone in size), in the unit ``scale`` names.
+
+    ``scale == "half_spread"``: quantiles of cost / half-spread. ``"half_spread_plus_vol"``:
+    quantiles of (cost - half-spread) / (half-spread + recent one-second volatility),
+    all in bps of the mid, so cost = half-spread + unit x quantile.
+    """
 
     edges: tuple[float, ...]
     q05: tuple[float, ...]
@@ -75,11 +89,29 @@ class CostCurve:
     # The quantile levels behind q05/q95: (0.05, 0.95) nominally, wider when validation
     # inside the fit slice showed the nominal levels cover less than 90% out of sample.
     interval_levels: tuple[float, float] = (0.05, 0.95)
+    scale: str = SCALE_HALF_SPREAD
 
     def __post_init__(self) -> None:
         n = len(self.edges) - 1
         if not (len(self.q05) == len(self.q50) == len(self.q95) == len(self.counts) == n):
             raise ConfigError(f"cost curve needs {n} values per quantile for {len(self.edges)} edges")
+        if self.scale not in (SCALE_HALF_SPREAD, SCALE_SPREAD_VOL):
+            raise ConfigError(f"cost curve scale is {self.scale!r}; expected {SCALE_HALF_SPREAD!r} or "
+                              f"{SCALE_SPREAD_VOL!r}")
+
+    def cost_bps(self, size_over_touch: np.ndarray, half_spread_bps: np.ndarray, quantile: float = 0.5,
+                 recent_vol_bps: np.ndarray | None = None) -> np.ndarray:
+        """Cost against the mid in bps at ``quantile`` (vectorised); ``recent_vol_bps`` only for the vol scale.
+
+        On the vol scale a missing (NaN or absent) volatility leaves the half-spread alone as the unit.
+        """
+        value = self.ratio(size_over_touch, quantile)
+        hs = np.asarray(half_spread_bps, dtype="float64")
+        if self.scale == SCALE_HALF_SPREAD:
+            return hs * value
+        vol = np.zeros_like(hs) if recent_vol_bps is None else np.asarray(recent_vol_bps, dtype="float64")
+        unit = hs + np.where(np.isfinite(vol), np.maximum(vol, 0.0), 0.0)
+        return hs + unit * value
 
     def bucket(self, size_over_touch: np.ndarray) -> np.ndarray:
         # a ratio within 1e-9 below an edge is at the edge: the same order in other units
@@ -235,20 +267,33 @@ class FillModel:
         half_spread_bps: np.ndarray,
         touch_size: np.ndarray,
         quantile: float = 0.5,
+        recent_vol_bps: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Predicted cost against the mid, in bps, of marketable orders of ``size`` (vectorised)."""
+        """Predicted cost against the mid, in bps, of marketable orders of ``size`` (vectorised).
+
+        ``recent_vol_bps`` is the one-second volatility of the mid just before each order
+        (:func:`tradebook.sim.calibrate.recent_vol_bps`), read by curves on the
+        ``half_spread_plus_vol`` scale.
+        """
         size = np.asarray(size, dtype="float64")
         touch = np.asarray(touch_size, dtype="float64")
         with np.errstate(divide="ignore", invalid="ignore"):
             x = np.where(touch > 0, size / touch, np.inf)
-        ratio = self.cost_curve.ratio(x, quantile)
-        return np.asarray(half_spread_bps, dtype="float64") * ratio + self.base_slippage_bps
+        return self.cost_curve.cost_bps(x, half_spread_bps, quantile, recent_vol_bps) + self.base_slippage_bps
 
     def take_params(self, lot: float) -> TakeParams:
-        """The marketable-cost table as arrays for the compiled matching code."""
+        """The marketable-cost table as arrays for the compiled matching code (median cost / half-spread).
+
+        A curve on the vol scale is given as ``1 + q50`` half-spreads: the volatility part
+        of its unit is left out (the matching code sees the quote, not the recent
+        volatility); its medians sit at 0 where fills are at the touch.
+        """
+        ratios = np.asarray(self.cost_curve.q50, dtype=np.float64)
+        if self.cost_curve.scale == SCALE_SPREAD_VOL:
+            ratios = np.maximum.accumulate(1.0 + ratios)
         return TakeParams(
             edges=np.asarray(self.cost_curve.edges, dtype=np.float64),
-            ratios=np.asarray(self.cost_curve.q50, dtype=np.float64),
+            ratios=ratios,
             slippage_bps=float(self.base_slippage_bps),
             max_take_over_touch=float(self.max_take_over_touch),
             lot=float(lot),
@@ -286,7 +331,7 @@ class FillModel:
                     raw[name] = tuple(raw[name])
             raw["format_version"] = version
             curve = raw.pop("cost_curve")
-            curve = CostCurve(**{k: tuple(v) for k, v in curve.items()})
+            curve = CostCurve(**{k: tuple(v) if isinstance(v, list) else v for k, v in curve.items()})
             components = {name: _component(name, raw.pop(name, None)) for name in COMPONENTS}
             return cls(cost_curve=curve, fees=FeeSchedule(**raw.pop("fees")),
                        latency=LatencyModel(**raw.pop("latency")), **components, **raw)
