@@ -569,3 +569,20 @@ def test_engine_and_vectorized_fill_fx_resting_orders_by_the_rule_truth_states()
     # the through rule fills a subset of what touching fills, and fewer
     assert (filled_by_rule["through"] <= filled_by_rule["touch"]).all()
     assert filled_by_rule["through"].sum() < filled_by_rule["touch"].sum()
+
+
+def test_the_passive_model_is_fitted_on_the_rule_the_engine_fills_by():
+    from tradebook.sim.passive import passive_dataset, quote_through_outcomes
+
+    quotes = load_bundled("dukascopy_EURUSD_20260713T12_ticks.csv.gz").frame
+    rng = np.random.default_rng(2)
+    placements = np.sort(rng.integers(int(quotes["ts_ns"].iloc[0]), int(quotes["ts_ns"].iloc[-1]), 500))
+    sides = np.where(rng.random(500) < 0.5, 1, -1)
+    for rule in ("through", "touch"):
+        ours = quote_only_outcomes(quotes, placements, sides, 1, 30 * 10**9, 0.00001, rule=rule)
+        fitted_on = quote_through_outcomes(quotes, placements, sides, 1, 30 * 10**9, 0.00001, rule=rule)
+        np.testing.assert_array_equal(ours["filled"], fitted_on["filled"])
+        np.testing.assert_array_equal(ours["time_to_fill_ns"], fitted_on["time_to_fill_ns"])
+    dataset = passive_dataset(quotes, None, "EURUSD.DUKASCOPY", 200, np.random.default_rng(0),
+                              horizons_ns=(10 * 10**9,), distances=(0,))
+    assert dataset.attrs["quote_fill_rule"] == "through"

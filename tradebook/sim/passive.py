@@ -41,7 +41,7 @@ from tradebook.model.instruments import Instrument, get_instrument
 from tradebook.model.time import NS_PER_SECOND
 from tradebook.sim.book import as_ns_array, parse_side
 from tradebook.sim.depth import TOUCH_UNIT_TAU_NS, recent_touch_size
-from tradebook.sim.truth import passive_outcomes, trade_sides
+from tradebook.sim.truth import passive_outcomes, quote_fill_offset_ticks, quote_fill_rule_of, trade_sides
 
 # Tolerance, in ticks, for a quote to count as "at" a limit price (as in truth.py).
 _TICK_TOL = 1e-6
@@ -141,6 +141,8 @@ def quote_through_outcomes(
     distance_ticks: int | np.ndarray,
     horizon_ns: int | np.ndarray,
     tick: float,
+    *,
+    rule: str = "touch",
 ) -> pd.DataFrame:
     """Would a resting limit order have been filled, judged from quotes alone (feeds without trades)?
 
@@ -155,6 +157,10 @@ def quote_through_outcomes(
     Same columns as :func:`passive_outcomes`: ``queue_ahead`` is the displayed size at
     the touch for distance 0 (information only), ``filled_by`` is 'through' or '',
     ``volume_at_price`` is NaN (no trades). ``attrs["rule"] = "quote_through"``.
+
+    ``rule="through"`` asks the far side to pass the limit by a tick (ask <= L - tick),
+    the engine's default for spot FX (:func:`tradebook.sim.truth.quote_fill_rule_of`);
+    ``attrs["quote_fill_rule"]`` says which rule was applied.
     """
     book = _l1(quotes, "quote_through_outcomes")
     tick = _check_tick(tick)
@@ -172,8 +178,9 @@ def quote_through_outcomes(
 
     first = np.searchsorted(book.ts, placement, side="right")
     last = np.searchsorted(book.ts, placement + horizon, side="right")
-    fill_index = _quote_through_kernel(valid, sides, limit_ticks, first, last, book.bid / tick, book.ask / tick,
-                                       _TICK_TOL)
+    offset = quote_fill_offset_ticks(rule)  # the far side must reach limit - side * offset
+    fill_index = _quote_through_kernel(valid, sides, limit_ticks - sides * offset, first, last, book.bid / tick,
+                                       book.ask / tick, _TICK_TOL)
     filled = fill_index >= 0
     time_to_fill = np.full(n, np.nan)
     time_to_fill[filled] = (book.ts[fill_index[filled]] - placement[filled]).astype(np.float64)
@@ -190,6 +197,7 @@ def quote_through_outcomes(
         "volume_at_price": np.full(n, np.nan),
     })
     frame.attrs["rule"] = "quote_through"
+    frame.attrs["quote_fill_rule"] = rule
     return frame
 
 
@@ -433,7 +441,7 @@ def passive_dataset(
                                            tick, order_qty=order_qty)
             else:
                 outcome = quote_through_outcomes(quotes, placement, sides, np.int64(distance), np.int64(horizon),
-                                                 tick)
+                                                 tick, rule=quote_fill_rule_of(None, instrument))
             part = outcome.copy()
             part["valid"] = part["valid"].to_numpy(dtype=bool) & outcome_valid
             part["horizon_ns"] = np.int64(horizon)
@@ -451,6 +459,7 @@ def passive_dataset(
     frame = frame.reset_index(drop=True)
     frame.attrs["dropped_invalid"] = int(invalid.sum())
     frame.attrs["rule"] = "trades" if trades is not None else "quote_through"
+    frame.attrs["quote_fill_rule"] = None if trades is not None else quote_fill_rule_of(None, instrument)
     frame.attrs["touch_size_unit"] = attrs["touch_size_unit"]
     frame.attrs["touch_unit_tau_ns"] = attrs["touch_unit_tau_ns"]
     return frame
