@@ -94,19 +94,29 @@ def build_parser() -> argparse.ArgumentParser:
     for option, what in _DEFINITION_OPTIONS.items():
         files.add_argument(f"--{option}", default=None, help=what)
 
-    fidelity = sub.add_parser("fidelity", help="fit on one slice of history, score on another, print the report",
-                              description="Fit each instrument on the first part of its stored data and measure "
-                                          "predicted costs and fill rates against what really happened in the "
-                                          "rest, next to the peers' baselines; every issue target is printed as "
-                                          "met or MISSED.")
+    fidelity = sub.add_parser("fidelity", help="fit on one capture or slice, score on others, print the report",
+                              description="Score transfers: fit on each recording's first half and score its "
+                                          "second, fit on its first third and score its last, and fit on each "
+                                          "recording and score every other of the same asset class (BTCUSDT "
+                                          "2021 -> 2024 and back, ESH4 -> ESU4 and back). Scores model "
+                                          "predictions and the engine's own fills (market orders of 0.5-20x the "
+                                          "touch against the true book walk; resting orders against the queue "
+                                          "rule) next to baselines (a) touch + 2 bps, (b) the touch and (c) a "
+                                          "quantile/logistic regression reference; each figure with a "
+                                          "block-bootstrap band, each target met or MISSED against it.")
     _store_arg(fidelity)
     fidelity.add_argument("--instrument", action="append", default=None,
                           help="instrument id (repeatable; default: every instrument with quotes)")
     fidelity.add_argument("--fit-fraction", type=float, default=0.5,
-                          help="share of each instrument's time span to fit on; the rest is scored (default 0.5)")
+                          help="share of each recording's time span the split fits on; the rest is scored "
+                               "(default 0.5)")
     fidelity.add_argument("--eval-on", default=None, metavar="INSTRUMENT",
-                          help="fit one --instrument on all its data and score it on all of INSTRUMENT's "
-                               "(another contract, venue or day)")
+                          help="the earlier report: fit one --instrument on all its data and score its model "
+                               "predictions on all of INSTRUMENT's (no bands, no engine)")
+    fidelity.add_argument("--no-engine", action="store_true",
+                          help="skip the engine's replays (faster: model predictions only)")
+    fidelity.add_argument("--no-across", action="store_true",
+                          help="only splits of each recording, no recording scored on another")
     fidelity.add_argument("--seed", type=int, default=0, help="seed for sampled book walks and placements")
     fidelity.add_argument("--strict", action="store_true", help="exit with status 1 when any target is missed")
     fidelity.add_argument("--bundled", action="store_true",
@@ -208,7 +218,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{len(records)} calibration(s) in {store.path}: {', '.join(r.calibration_id for r in records)}")
         return 0
     if args.command == "fidelity":
-        from tradebook.sim.fidelity import format_fidelity, run_fidelity
+        from tradebook.sim.fidelity import format_fidelity, format_transfer_report, run_fidelity, run_fidelity_report
         from tradebook.store import Store, default_store_path
 
         path = args.store or default_store_path()
@@ -217,9 +227,16 @@ def _dispatch(args: argparse.Namespace) -> int:
                              "bundled data into it")
         with Store(path, read_only=not args.bundled) as store:
             _load_bundled_if_asked(store, args)
-            results = run_fidelity(store, args.instrument, fit_fraction=args.fit_fraction, seed=args.seed,
-                                   eval_instrument=args.eval_on)
-        print(format_fidelity(results))
+            if args.eval_on:
+                results = run_fidelity(store, args.instrument, fit_fraction=args.fit_fraction, seed=args.seed,
+                                       eval_instrument=args.eval_on)
+                text = format_fidelity(results)
+            else:
+                results = run_fidelity_report(store, args.instrument, fit_fraction=args.fit_fraction,
+                                              seed=args.seed, across=not args.no_across,
+                                              engine=not args.no_engine)
+                text = format_transfer_report(results)
+        print(text)
         return 1 if args.strict and not all(r.all_met for r in results) else 0
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands first
 

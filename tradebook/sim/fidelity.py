@@ -325,7 +325,9 @@ def calibrate_instrument(
     }
     snapshots = book_snapshots(data, rng)
     if snapshots is not None and len(snapshots):
-        parts["depth"] = fit_depth_profile(snapshots, tick, rng=rng, instrument_id=instrument.instrument_id)
+        # sizes in multiples of the instrument's own recent touch: the profile carries to other days and instruments
+        parts["depth"] = fit_depth_profile(snapshots, tick, rng=rng, instrument_id=instrument.instrument_id,
+                                           quotes=data.quotes)
         diagnostics["book_samples"] = len(snapshots)
     horizons = passive_horizons_ns(data)
     passive_fit = passive_data(data, rng, horizons)
@@ -402,7 +404,7 @@ def fidelity(fit: InstrumentData, held_out: InstrumentData, *, calibration: Cali
             from tradebook.sim.depth import DEFAULT_SIZES_REL_TOP
 
             truth = book_walk_truth(snapshots, np.asarray(DEFAULT_SIZES_REL_TOP), rng, model.depth.typical_top_size)
-            book_walk = evaluate_book_walk(model.depth, truth)
+            book_walk = evaluate_book_walk(model.depth, truth, quotes=held_out.quotes)
             tables["book_walk_by_size"] = book_walk.table()
             report_lines.append(
                 f"book walks from L1 only, {book_walk.n:,} walks at {len(snapshots):,} times "
@@ -610,3 +612,650 @@ def format_calibrations(store: Any, records: list[Any]) -> str:
                 lines.append(f"   {name}: {part.summary()}")
         lines.append("")
     return "\n".join(lines)
+
+
+# -- the transfer report (issue 16): other days and instruments, the engine's fills, bands -------
+# Targets of issue 16, judged against each figure's block-bootstrap band (tradebook.sim.bootstrap).
+WALK_RATIO_TRANSFER = 0.5  # book-walk MAE from L1 alone / baseline (b), on a transfer
+WALK_RATIO_SPLIT = 0.35  # ... on the half/half split
+ENGINE_RESTING_RATIO = 0.35  # the engine's replayed resting orders: Brier / reference (c)'s Brier
+COVERAGE_CLOSED, COVERAGE_OPEN = 0.85, 0.95
+ENGINE_SIZES_REL_TOUCH: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0)
+ENGINE_ORDERS_PER_SIZE = 120
+ENGINE_RESTING_PLACEMENTS = 300
+ENGINE_RESTING_DISTANCES = (0, 1, 2)
+HALF_HALF, EARLY_LATE, ACROSS = "half/half", "early -> late", "capture -> capture"
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One recording of one instrument (``label`` like ``'BTCUSDT.BINANCE 2024-08-08'``)."""
+
+    label: str
+    data: InstrumentData
+
+    @property
+    def asset_class(self) -> str:
+        return str(self.data.instrument.asset_class.value)
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Fit on ``fit``, score on ``score``: a split of one capture or one capture to another."""
+
+    kind: str  # HALF_HALF, EARLY_LATE or ACROSS
+    fit_label: str
+    score_label: str
+    fit: InstrumentData
+    score: InstrumentData
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}: {self.fit_label} -> {self.score_label}"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of the report with its block-bootstrap band, and the target it is held to (if any)."""
+
+    name: str
+    band: Any  # tradebook.sim.bootstrap.Band
+    rule: str = ""  # '<=' or '>=' ('' for a figure shown without a target)
+    threshold: float = float("nan")
+    met: bool = True
+    verdict: str = ""
+
+    def line(self) -> str:
+        b = self.band
+        text = f"{self.name}: {_fmt(b.value)} [{_fmt(b.low)}, {_fmt(b.high)}] ({b.n:,} rows, {b.blocks} blocks)"
+        if self.rule:
+            return f"[{'met' if self.met else 'MISSED':>6}] {text}; target {self.rule} {self.threshold:g}" + (
+                f" ({self.verdict})" if self.verdict not in ("met", "MISSED") else "")
+        return f"[  info] {text}"
+
+
+@dataclass(frozen=True)
+class TransferFidelity:
+    """The scores of one transfer: figures with bands, what could not be scored and why, plot tables."""
+
+    transfer: Transfer
+    figures: tuple[Figure, ...]
+    lines: tuple[str, ...] = ()
+    not_applicable: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def targets(self) -> tuple[Figure, ...]:
+        return tuple(f for f in self.figures if f.rule)
+
+    @property
+    def missed(self) -> tuple[Figure, ...]:
+        return tuple(f for f in self.targets if not f.met)
+
+    @property
+    def all_met(self) -> bool:
+        return not self.missed
+
+
+def _target(name: str, band: Any, rule: str, threshold: float) -> Figure:
+    from tradebook.sim.bootstrap import judge
+
+    met, verdict = judge(band, rule, threshold)
+    return Figure(name, band, rule, float(threshold), met, verdict)
+
+
+def _capture_label(data: InstrumentData) -> str:
+    from tradebook.model.time import ns_to_iso
+
+    return f"{data.instrument_id} {ns_to_iso(data.start_ns)[:10]}"
+
+
+def bundled_captures(instruments: list[str] | None = None) -> list[Capture]:
+    """Every bundled capture fit to calibrate on, read straight from the files (no store needed).
+
+    Files of one instrument whose time ranges overlap make one capture (BTCUSDT.BINANCE has
+    two: the 2021-01-08 minute and the 2024-08-08 eleven minutes).
+    """
+    chosen = list(instruments) if instruments else list(CALIBRATABLE)
+    out = []
+    for instrument_id in chosen:
+        if instrument_id in NOT_CALIBRATABLE:
+            raise DataError(f"{instrument_id} is not calibrated: {NOT_CALIBRATABLE[instrument_id]}")
+        instrument = get_instrument(instrument_id)
+        loaded = []
+        for entry in BUNDLED_FILES:
+            if entry.instrument_id == instrument_id and entry.kind in (*_QUOTE_KINDS, DataKind.TRADES,
+                                                                        DataKind.DEPTH):
+                frame = load_bundled(entry).frame
+                loaded.append((int(frame["ts_ns"].min()), int(frame["ts_ns"].max()), entry, frame))
+        if not loaded:
+            raise DataError(f"no bundled data for {instrument_id}; instruments with quotes: {list(CALIBRATABLE)}")
+        loaded.sort(key=lambda item: item[0])
+        groups: list[list] = []
+        for item in loaded:
+            if groups and item[0] <= max(g[1] for g in groups[-1]) + 60 * _NS:
+                groups[-1].append(item)
+            else:
+                groups.append([item])
+        for group in groups:
+            frames = {entry.kind: frame for _s, _e, entry, frame in group}
+            if not any(k in frames for k in _QUOTE_KINDS):
+                continue
+            data = _assemble(instrument, frames, (), tuple(entry.path for _s, _e, entry, _f in group))
+            out.append(Capture(_capture_label(data), data))
+    return out
+
+
+def store_captures(store: Any, instruments: list[str] | None = None) -> list[Capture]:
+    """Every recording in ``store`` (``store.recordings()``) of the instruments with quotes to calibrate on."""
+    chosen = _pick_instruments(store, instruments)
+    recordings = store.recordings()
+    out = []
+    for instrument_id in chosen:
+        instrument = store.instrument(instrument_id)
+        for row in recordings[recordings["instrument_id"] == instrument_id].itertuples(index=False):
+            kinds = [k.strip() for k in str(row.kinds).split(",")]
+            if not any(k.value in kinds for k in _QUOTE_KINDS):
+                continue
+            frames = {}
+            for kind in (*_QUOTE_KINDS, DataKind.TRADES, DataKind.DEPTH):
+                if kind.value in kinds:
+                    frames[kind] = store.read(kind, instrument_id, recording=row.recording)
+            ids = tuple(sorted(int(i) for i in str(row.dataset_ids).split(",") if i.strip()))
+            data = _assemble(instrument, frames, ids, tuple(f"store dataset {i}" for i in ids))
+            out.append(Capture(f"{instrument_id} {row.recording}", data))
+    return out
+
+
+def transfers(captures: list[Capture], *, across: bool = True, early_late: bool = True,
+              fit_fraction: float = 0.5) -> list[Transfer]:
+    """What the report scores: per capture the half/half split and early -> late; across captures of a class.
+
+    The half/half split fits on the first ``fit_fraction`` of a capture and scores the rest.
+
+    Early -> late fits on a capture's first day (its first third when it spans less than
+    a day and a half) and scores its last hours (its last third). Across: every ordered
+    pair of captures of the same asset class (BTCUSDT 2021 -> 2024 and back, ESH4 -> ESU4
+    and back); a model is only carried to an instrument of its own asset class.
+    """
+    out = []
+    for c in captures:
+        fit, score = c.data.split(fit_fraction)
+        out.append(Transfer(HALF_HALF, f"{c.label} 1st half", f"{c.label} 2nd half", fit, score))
+        if early_late:
+            start, end = c.data.start_ns, c.data.end_ns
+            if end - start > 36 * 3600 * _NS:
+                cut_fit, cut_score = start + 24 * 3600 * _NS, end - 3 * 3600 * _NS
+                names = ("1st day", "last 3 h")
+            else:
+                cut_fit, cut_score = start + (end - start) // 3, end - (end - start) // 3
+                names = ("1st third", "last third")
+            out.append(Transfer(EARLY_LATE, f"{c.label} {names[0]}", f"{c.label} {names[1]}",
+                                c.data.between(start, cut_fit), c.data.between(cut_score, end + 1)))
+    if across:
+        for a in captures:
+            for b in captures:
+                if a is not b and a.asset_class == b.asset_class:
+                    out.append(Transfer(ACROSS, a.label, b.label, a.data, b.data))
+    return out
+
+
+def _book_at(data: InstrumentData, times: np.ndarray) -> Any:
+    """The real visible book of ``data`` at ``times`` (sorted), or None where it has no depth."""
+    from tradebook.sim.book import book5_snapshots, rebuild_binance_book
+
+    if data.depth is not None and len(data.depth):
+        return rebuild_binance_book(data.depth, times, levels=1000)
+    if data.book is not None and len(data.book):
+        return book5_snapshots(data.book, times)
+    return None
+
+
+def _depth_times(data: InstrumentData, rng: np.random.Generator, n: int) -> np.ndarray | None:
+    start = data.start_ns
+    if data.depth is not None and len(data.depth):
+        depth = data.depth
+        start = max(start, int(depth.loc[depth["kind"] == "snapshot", "ts_ns"].max()) + _NS)
+    if start >= data.end_ns:
+        return None
+    return np.sort(rng.integers(start, data.end_ns, n))
+
+
+def _walk_rows(data: InstrumentData, rng: np.random.Generator, typical: float, n: int = BOOK_SAMPLES
+               ) -> pd.DataFrame | None:
+    from tradebook.sim.book import exclude_crossed_or_preopen
+    from tradebook.sim.depth import DEFAULT_SIZES_REL_TOP
+    from tradebook.sim.truth import book_walk_truth
+
+    if not data.has_depth:
+        return None
+    times = _depth_times(data, rng, n)
+    if times is None:
+        return None
+    snapshots = exclude_crossed_or_preopen(_book_at(data, times))
+    if not len(snapshots):
+        return None
+    truth = book_walk_truth(snapshots, np.asarray(DEFAULT_SIZES_REL_TOP), rng, typical)
+    truth["vol_bps"] = _vol(data, truth["ts_ns"].to_numpy())
+    return truth[truth["deep_enough"].to_numpy(dtype=bool) & np.isfinite(truth["cost_bps"].to_numpy())]
+
+
+def _vol(data: InstrumentData, ts: np.ndarray) -> np.ndarray:
+    from tradebook.sim.reference import recent_volatility_bps
+
+    return recent_volatility_bps(data.quotes, np.asarray(ts, dtype=np.int64))
+
+
+def _block(t: Transfer) -> int:
+    from tradebook.sim.bootstrap import block_length_ns
+
+    return block_length_ns(t.score.end_ns - t.score.start_ns)
+
+
+def _coverage_figures(prefix: str, ts: np.ndarray, cost: np.ndarray, low: np.ndarray, high: np.ndarray,
+                      seed: int, block: int) -> list[Figure]:
+    from tradebook.sim.bootstrap import mean_band
+
+    eps = 1e-9 * np.maximum(np.abs(cost), 1.0)
+    closed = ((low - eps <= cost) & (cost <= high + eps)).astype(np.float64)
+    open_ = ((low + eps < cost) & (cost < high - eps)).astype(np.float64)
+    return [_target(f"{prefix} 90% interval coverage, closed", mean_band(ts, closed, block_ns=block, seed=seed), ">=",
+                    COVERAGE_CLOSED),
+            _target(f"{prefix} 90% interval coverage, open", mean_band(ts, open_, block_ns=block, seed=seed), "<=", COVERAGE_OPEN)]
+
+
+def _score_sweeps(t: Transfer, model: FillModel, seed: int, figures: list, lines: list, tables: dict,
+                  not_applicable: dict) -> None:
+    from tradebook.sim.bootstrap import ratio_band
+    from tradebook.sim.reference import describe, fit_cost_reference
+
+    fit_sweeps, held = instrument_sweeps(t.fit), instrument_sweeps(t.score)
+    if not len(fit_sweeps) or not len(held):
+        not_applicable["sweeps"] = "no trades in the " + ("fit" if not len(fit_sweeps) else "scored") + \
+                                   " data: no real sweeps"
+        return
+    ref = fit_cost_reference(fit_sweeps["size_over_touch"].to_numpy(), fit_sweeps["half_spread_bps"].to_numpy(),
+                             _vol(t.fit, fit_sweeps["ts_ns"].to_numpy()), fit_sweeps["cost_bps"].to_numpy(),
+                             seed=seed)
+    ts = held["ts_ns"].to_numpy(np.int64)
+    cost, hs = held["cost_bps"].to_numpy(), held["half_spread_bps"].to_numpy()
+    size, touch, x = held["quantity"].to_numpy(), held["touch_size"].to_numpy(), held["size_over_touch"].to_numpy()
+    keep = np.isfinite(cost) & np.isfinite(hs) & (touch > 0)
+    ts, cost, hs, size, touch, x = ts[keep], cost[keep], hs[keep], size[keep], touch[keep], x[keep]
+    vol = _vol(t.score, ts)
+    predicted = {q: model.marketable_cost_bps(size, hs, touch, q) for q in (0.05, 0.5, 0.95)}
+    ref_median = ref.cost_bps(x, hs, vol)
+    err_model, err_b = np.abs(cost - predicted[0.5]), np.abs(cost - hs)
+    err_a, err_c = np.abs(cost - hs - 2.0), np.abs(cost - ref_median)
+    figures.append(_target("sweeps: MAE model / baseline (b) touch", ratio_band(ts, err_model, err_b, block_ns=_block(t), seed=seed),
+                           "<=", 1.0))
+    figures.append(_target("sweeps: MAE model / reference (c)", ratio_band(ts, err_model, err_c, block_ns=_block(t), seed=seed),
+                           "<=", 1.0))
+    figures.append(Figure("sweeps: MAE model / baseline (a) touch+2bps", ratio_band(ts, err_model, err_a,
+                                                                                      block_ns=_block(t), seed=seed)))
+    figures.extend(_coverage_figures("sweeps:", ts, cost, predicted[0.05], predicted[0.95], seed, _block(t)))
+    lines.append(f"sweeps, {len(cost):,} real: MAE model {_fmt(err_model.mean())} bps | (a) {_fmt(err_a.mean())} | "
+                 f"(b) {_fmt(err_b.mean())} | (c) {_fmt(err_c.mean())}; {describe(ref)}")
+    edges = np.array([0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, np.inf])
+    bucket = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+    frame = pd.DataFrame({"bucket": bucket, "real": cost, "model": predicted[0.5], "q05": predicted[0.05],
+                          "q95": predicted[0.95], "b": hs, "c": ref_median, "x": x})
+    g = frame.groupby("bucket")
+    tables["sweeps_by_size"] = pd.DataFrame({
+        "size_over_touch": g["x"].median().to_numpy(), "n": g.size().to_numpy(),
+        "real_median_bps": g["real"].median().to_numpy(), "real_mean_bps": g["real"].mean().to_numpy(),
+        "model_median_bps": g["model"].median().to_numpy(), "model_q05_bps": g["q05"].median().to_numpy(),
+        "model_q95_bps": g["q95"].median().to_numpy(), "baseline_b_bps": g["b"].median().to_numpy(),
+        "reference_c_bps": g["c"].median().to_numpy()})
+
+
+def _score_walks(t: Transfer, model: FillModel, typical: float, seed: int, figures: list, lines: list,
+                 tables: dict, not_applicable: dict) -> None:
+    from tradebook.sim.bootstrap import ratio_band
+    from tradebook.sim.reference import fit_cost_reference
+
+    if model.depth is None:
+        not_applicable["book walks"] = "the fit data has no depth: no L1-implied depth was fitted"
+        return
+    rng = np.random.default_rng(seed + 11)
+    truth = _walk_rows(t.score, rng, typical)
+    if truth is None or not len(truth):
+        not_applicable["book walks"] = "the scored data has no depth (L1 only): no true walk to score against"
+        return
+    ts = truth["ts_ns"].to_numpy(np.int64)
+    args = [truth[c].to_numpy() for c in ("side", "quantity", "bid_px", "ask_px", "bid_sz", "ask_sz")]
+    extra = {}
+    try:  # the instrument's own recent touch, from quotes at or before each walk: the unit depth carries in
+        from tradebook.sim.depth import recent_touch_size
+
+        extra["touch_unit"] = recent_touch_size(t.score.quotes, ts)
+    except ImportError:  # a depth profile in the fit's units
+        pass
+    median, low, high = (model.depth.cost_bps(*args, quantile=q, **extra) for q in (0.5, 0.05, 0.95))
+    cost, hs = truth["cost_bps"].to_numpy(), truth["half_spread_bps"].to_numpy()
+    err_model, err_b = np.abs(cost - median), np.abs(cost - hs)
+    limit = WALK_RATIO_SPLIT if t.kind == HALF_HALF else WALK_RATIO_TRANSFER
+    figures.append(_target("book walks from L1: MAE model / baseline (b)", ratio_band(ts, err_model, err_b,
+                                                                                     block_ns=_block(t), seed=seed), "<=", limit))
+    figures.extend(_coverage_figures("book walks:", ts, cost, low, high, seed, _block(t)))
+    ref_c = np.full(len(cost), np.nan)
+    fit_truth = _walk_rows(t.fit, np.random.default_rng(seed + 12), typical)
+    if fit_truth is not None and len(fit_truth) >= 10:
+        ref = fit_cost_reference(fit_truth["size_over_touch"].to_numpy(), fit_truth["half_spread_bps"].to_numpy(),
+                                 fit_truth["vol_bps"].to_numpy(), fit_truth["cost_bps"].to_numpy(), seed=seed)
+        ref_c = ref.cost_bps(truth["size_over_touch"].to_numpy(), hs, truth["vol_bps"].to_numpy())
+        figures.append(Figure("book walks: MAE model / reference (c)",
+                              ratio_band(ts, err_model, np.abs(cost - ref_c), block_ns=_block(t), seed=seed)))
+    lines.append(f"book walks from L1 only, {len(cost):,} true walks of {typical:g} x 0.5..20: MAE model "
+                 f"{_fmt(err_model.mean())} bps | (b) {_fmt(err_b.mean())} | (c) {_fmt(np.nanmean(np.abs(cost - ref_c)))}")
+    frame = pd.DataFrame({"size": truth["size_rel_top"].to_numpy(), "real": cost, "model": median, "q05": low,
+                          "q95": high, "b": hs, "c": ref_c})
+    g = frame.groupby("size")
+    tables["walks_by_size"] = pd.DataFrame({
+        "size_over_touch": np.asarray(list(g.groups), dtype=np.float64), "n": g.size().to_numpy(),
+        "real_median_bps": g["real"].median().to_numpy(), "real_mean_bps": g["real"].mean().to_numpy(),
+        "model_median_bps": g["model"].median().to_numpy(), "model_q05_bps": g["q05"].median().to_numpy(),
+        "model_q95_bps": g["q95"].median().to_numpy(), "baseline_b_bps": g["b"].median().to_numpy(),
+        "reference_c_bps": g["c"].median().to_numpy()})
+
+
+def _min_quantity(instrument: Instrument, price: float) -> float:
+    """The smallest order the venue takes at ``price``: its minimum quantity and notional, on the lot."""
+    lot = float(instrument.lot_size)
+    need = max(float(instrument.min_quantity or lot), float(instrument.min_notional or 0) * 1.01
+               / (price * float(instrument.multiplier)))
+    return float(np.round(math.ceil(need / lot - 1e-9) * lot, 12))
+
+
+def _lot_floor(quantity: np.ndarray, instrument: Instrument) -> np.ndarray:
+    lot = float(instrument.lot_size)
+    return np.floor(np.asarray(quantity) / lot + 1e-9) * lot
+
+
+def _score_engine_marketable(t: Transfer, model: FillModel, typical: float, seed: int, figures: list,
+                             lines: list, tables: dict, not_applicable: dict) -> None:
+    """Market orders of 0.5..20x the touch sent to the engine at random times, against the true walk."""
+    from tradebook.sim.bootstrap import ratio_band
+    from tradebook.sim.engine import replay
+
+    if not t.score.has_depth:
+        not_applicable["engine market orders"] = "the scored data has no depth: no true walk to hold fills to"
+        return
+    rng = np.random.default_rng(seed + 21)
+    instrument = t.score.instrument
+    minimum = _min_quantity(instrument, float(np.nanmedian(t.score.quotes["ask_px"])))
+    quotes, trades = t.score.quotes, t.score.trades
+    rows = []
+    for rel in ENGINE_SIZES_REL_TOUCH:
+        times = _depth_times(t.score, rng, ENGINE_ORDERS_PER_SIZE)
+        if times is None:
+            break
+        times = np.unique(times)
+        # the engine sees L1 only: it must price depth from the calibration
+        qty = _lot_floor(rel * typical * np.exp(rng.uniform(-0.1, 0.1, len(times))), instrument)
+        ok = qty >= minimum
+        times, qty = times[ok], qty[ok]
+        if not len(times):
+            continue
+        sides = np.where(rng.random(len(times)) < 0.5, "buy", "sell")
+        requests = pd.DataFrame({"ts_ns": times, "action": "submit", "order_ref": np.arange(len(times)),
+                                 "side": sides, "quantity": [str(q) for q in np.round(qty, 12)],
+                                 "order_type": "market"})
+        result = replay(model, instrument, quotes, trades, requests, seed=seed)
+        orders = result.orders.set_index("order_ref")
+        fills = result.fills
+        if not len(fills):
+            continue
+        notional = (fills["price"] * fills["quantity"]).groupby(fills["order_ref"]).sum()
+        filled = fills.groupby("order_ref")["quantity"].sum()
+        avg = notional / filled
+        refs = avg.index.to_numpy()
+        arrival = orders.loc[refs, "arrival_ts_ns"].to_numpy(np.int64)
+        rows.append(pd.DataFrame({"ref": refs, "rel": rel, "arrival": arrival,
+                                  "side": np.where(sides[refs] == "buy", 1, -1),
+                                  "quantity": qty[refs], "filled": filled.to_numpy(), "avg": avg.to_numpy()}))
+    if not rows:
+        not_applicable["engine market orders"] = "no order the engine could fill in the scored data"
+        return
+    frame = pd.concat(rows, ignore_index=True).sort_values("arrival", kind="stable").reset_index(drop=True)
+    book = _book_at(t.score, frame["arrival"].to_numpy())
+    from tradebook.sim.book import walk_levels
+
+    direction = frame["side"].to_numpy()
+    qty = frame["filled"].to_numpy()  # the true walk of what the engine filled
+    true_cost = np.full(len(frame), np.nan)
+    mid = book.mid
+    hs = (book.ask_px[:, 0] - book.bid_px[:, 0]) / mid / 2 * 1e4
+    for d in (1, -1):
+        rows_d = direction == d
+        px, sz = (book.ask_px, book.ask_sz) if d > 0 else (book.bid_px, book.bid_sz)
+        avg, got, _w, _u = walk_levels(px[rows_d], sz[rows_d], qty[rows_d])
+        deep = got >= qty[rows_d] * (1 - 1e-12)
+        true_cost[rows_d] = np.where(deep, d * (avg - mid[rows_d]) / mid[rows_d] * 1e4, np.nan)
+    engine_cost = direction * (frame["avg"].to_numpy() - mid) / mid * 1e4
+    ok = np.isfinite(true_cost) & np.isfinite(engine_cost) & book.two_sided
+    ts = frame["arrival"].to_numpy(np.int64)[ok]
+    err_engine, err_b = np.abs(engine_cost - true_cost)[ok], np.abs(true_cost - hs)[ok]
+    limit = WALK_RATIO_SPLIT if t.kind == HALF_HALF else WALK_RATIO_TRANSFER
+    figures.append(_target("engine market orders (L1 feed) vs true walk: MAE engine / baseline (b)",
+                           ratio_band(ts, err_engine, err_b, block_ns=_block(t), seed=seed), "<=", limit))
+    lines.append(f"engine: {int(ok.sum()):,} market orders of {'/'.join(f'{r:g}' for r in ENGINE_SIZES_REL_TOUCH)}"
+                 f" x {typical:g} on the L1 feed, priced against the real book at arrival: MAE engine "
+                 f"{_fmt(err_engine.mean())} bps | (b) {_fmt(err_b.mean())}; mean cost engine "
+                 f"{_fmt(engine_cost[ok].mean())} vs true {_fmt(true_cost[ok].mean())} bps")
+    per = pd.DataFrame({"size": frame["rel"].to_numpy()[ok], "engine": engine_cost[ok], "real": true_cost[ok]})
+    g = per.groupby("size")
+    tables["engine_by_size"] = pd.DataFrame({"size_over_touch": np.asarray(list(g.groups), dtype=np.float64),
+                                             "n": g.size().to_numpy(),
+                                             "engine_median_bps": g["engine"].median().to_numpy(),
+                                             "real_median_bps": g["real"].median().to_numpy()})
+
+
+def _passive_sets(t: Transfer, model: FillModel, seed: int) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    horizons = tuple(getattr(model.passive, "horizons_ns", ()) or passive_horizons_ns(t.fit))
+    span = t.score.end_ns - t.score.start_ns
+    horizons = tuple(h for h in horizons if h <= span / 3) or (max(_NS, int(span / 10) // _NS * _NS),)
+    unit = getattr(model.passive, "touch_size_unit", None)
+    fit_set = passive_data(t.fit, np.random.default_rng(seed), horizons, unit)
+    held = passive_data(t.score, np.random.default_rng(seed + 1), horizons, unit)
+    if not len(fit_set) or not len(held):
+        return None
+    return fit_set, held
+
+
+def _score_passive(t: Transfer, model: FillModel, seed: int, figures: list, lines: list, tables: dict,
+                   not_applicable: dict) -> Any:
+    from tradebook.sim.bootstrap import ratio_band
+    from tradebook.sim.reference import brier, fit_fill_reference
+
+    if model.passive is None:
+        not_applicable["passive"] = "no passive model was fitted"
+        return None
+    sets = _passive_sets(t, model, seed)
+    if sets is None:
+        not_applicable["passive"] = "no placement with a full horizon in the fit or scored data"
+        return None
+    fit_set, held = sets
+    ref = fit_fill_reference(fit_set)
+    y = held["filled"].to_numpy(dtype=bool)
+    p_model, p_ref = model.passive.fill_probability(held), ref.fill_probability(held)
+    ts = held["placement_ts_ns"].to_numpy(np.int64)
+    figures.append(_target("passive ex ante: Brier model / reference (c)",
+                           ratio_band(ts, brier(p_model, y), brier(p_ref, y), block_ns=_block(t), seed=seed), "<=", 1.0))
+    lines.append(f"passive ex ante, {len(y):,} placements (truth: {held.attrs.get('rule')}): fill rate "
+                 f"{_fmt(y.mean())}; Brier model {_fmt(brier(p_model, y).mean(), 4)} | (c) "
+                 f"{_fmt(brier(p_ref, y).mean(), 4)}")
+    from tradebook.sim.passive import reliability_curve
+
+    parts = []
+    for name, p in (("model", p_model), ("reference (c)", p_ref)):
+        part = pd.DataFrame(list(reliability_curve(p, y)), columns=["mean_predicted", "observed_rate", "count"])
+        part.insert(0, "model", name)
+        parts.append(part[part["count"] > 0])
+    tables["passive_reliability"] = pd.concat(parts, ignore_index=True)
+    return ref
+
+
+def _score_engine_resting(t: Transfer, model: FillModel, ref: Any, seed: int, figures: list, lines: list,
+                          not_applicable: dict) -> None:
+    """Limit orders rested in the engine at random times, against the queue rule on the recorded tape."""
+    from tradebook.sim.bootstrap import ratio_band
+    from tradebook.sim.engine import replay
+    from tradebook.sim.passive import placement_features, sample_placements
+    from tradebook.sim.reference import brier
+    from tradebook.sim.truth import passive_outcomes, prevailing_quotes
+
+    if ref is None or not t.score.has_trades:
+        not_applicable["engine resting orders"] = "no trades in the scored data (or no reference): no queue truth"
+        return
+    instrument, tick = t.score.instrument, float(t.score.instrument.tick_size)
+    horizons = tuple(getattr(model.passive, "horizons_ns", ()) or passive_horizons_ns(t.fit))
+    span = t.score.end_ns - t.score.start_ns
+    horizons = tuple(h for h in horizons if h <= span / 3) or (max(_NS, int(span / 10) // _NS * _NS),)
+    rng = np.random.default_rng(seed + 31)
+    ts_q = t.score.quotes["ts_ns"].to_numpy()
+    placement = np.unique(sample_placements(t.score.quotes, ENGINE_RESTING_PLACEMENTS, rng,
+                                            mask=ts_q + max(horizons) <= t.score.end_ns))
+    n = len(placement)
+    sides = np.where(rng.random(n) < 0.5, 1, -1)
+    quote = prevailing_quotes(t.score.quotes, placement, strictly_before=False)
+    qty = repr(_min_quantity(instrument, float(np.nanmax(t.score.quotes["ask_px"]))))
+    frames, orders = [], []
+    ref_id = 0
+    for horizon in horizons:
+        for distance in ENGINE_RESTING_DISTANCES:
+            touch = np.where(sides > 0, quote["bid_px"], quote["ask_px"])
+            limit = np.round(touch / tick - sides * distance) * tick
+            ok = quote["valid"]
+            refs = np.arange(ref_id, ref_id + int(ok.sum()))
+            ref_id += len(refs)
+            orders.append(pd.DataFrame({
+                "ts_ns": placement[ok], "action": "submit", "order_ref": refs,
+                "side": np.where(sides[ok] > 0, "buy", "sell"), "quantity": qty, "order_type": "limit",
+                "limit_px": [float(f"{p:.10g}") for p in limit[ok]], "expire_ts_ns": placement[ok] + horizon}))
+            truth = passive_outcomes(t.score.quotes, t.score.trades, placement[ok], sides[ok], np.int64(distance),
+                                     np.int64(horizon), tick)
+            feats = placement_features(t.score.quotes, t.score.trades, placement[ok], sides[ok], np.int64(distance),
+                                       np.int64(horizon), tick,
+                                       touch_size_unit=getattr(model.passive, "touch_size_unit", None))
+            feats["distance_ticks"] = distance
+            frames.append(pd.DataFrame({"ref": refs, "ts": placement[ok], "true": truth["filled"].to_numpy(),
+                                        "p_ref": ref.fill_probability(feats)}))
+    requests = pd.concat(orders, ignore_index=True)
+    truth = pd.concat(frames, ignore_index=True)
+    result = replay(model, instrument, t.score.quotes, t.score.trades, requests, seed=seed)
+    filled = result.orders.set_index("order_ref")["filled_qty"].astype(float)
+    engine = (filled.reindex(truth["ref"].to_numpy()).fillna(0.0).to_numpy() > 0).astype(np.float64)
+    y = truth["true"].to_numpy(dtype=np.float64)
+    ts = truth["ts"].to_numpy(np.int64)
+    err_engine, err_ref = brier(engine, y), brier(truth["p_ref"].to_numpy(), y)
+    figures.append(_target("engine resting orders vs queue rule: Brier engine / reference (c)",
+                           ratio_band(ts, err_engine, err_ref, block_ns=_block(t), seed=seed), "<=", ENGINE_RESTING_RATIO))
+    lines.append(f"engine resting orders, {len(y):,} ({n} placements x {len(ENGINE_RESTING_DISTANCES)} distances x "
+                 f"{len(horizons)} horizons): true fill rate {_fmt(y.mean())}, engine {_fmt(engine.mean())}; Brier "
+                 f"engine {_fmt(err_engine.mean(), 4)} | (c) {_fmt(err_ref.mean(), 4)}")
+
+
+def _calibration_for(t: Transfer, cache: dict | None, seed: int) -> Calibration:
+    key = (t.fit.instrument_id, t.fit.start_ns, t.fit.end_ns, seed)
+    if cache is not None and key in cache:
+        return cache[key]
+    calibration = calibrate_instrument(t.fit, seed=seed)
+    if cache is not None:
+        cache[key] = calibration
+    return calibration
+
+
+def _carried_model(model: FillModel, t: Transfer) -> tuple[FillModel, str]:
+    """The fitted model as applied to the scored instrument, and a note when it is used away from its data."""
+    if t.fit.instrument_id == t.score.instrument_id:
+        return model, ""
+    carry = getattr(model, "for_instrument", None)
+    note = f"model fitted on {t.fit.instrument_id}, applied to {t.score.instrument_id}"
+    if carry is not None:
+        return carry(t.score.instrument), note
+    return replace(model, instrument_id=t.score.instrument_id), note
+
+
+def score_transfer(t: Transfer, *, seed: int = 0, calibrations: dict | None = None,
+                   engine: bool = True) -> TransferFidelity:
+    """Fit on ``t.fit`` (or reuse ``calibrations``, keyed by slice and seed) and score every part on ``t.score``."""
+    from tradebook.sim.passive import typical_touch_size
+
+    model, note = _carried_model(_calibration_for(t, calibrations, seed).model, t)
+    figures: list[Figure] = []
+    lines: list[str] = [note] if note else []
+    tables: dict[str, pd.DataFrame] = {}
+    not_applicable: dict[str, str] = {}
+    # order sizes in the scored instrument's own touch, as seen in its data before the first order: the fit
+    # slice's median touch when it is the same instrument, else the first minute of the scored data
+    if t.fit.instrument_id == t.score.instrument_id:
+        typical = float(typical_touch_size(t.fit.quotes))
+    else:
+        first = t.score.quotes[t.score.quotes["ts_ns"] < t.score.start_ns + 60 * _NS]
+        typical = float(typical_touch_size(first))
+    _score_sweeps(t, model, seed, figures, lines, tables, not_applicable)
+    _score_walks(t, model, typical, seed, figures, lines, tables, not_applicable)
+    if engine:
+        _score_engine_marketable(t, model, typical, seed, figures, lines, tables, not_applicable)
+    ref = _score_passive(t, model, seed, figures, lines, tables, not_applicable)
+    if engine:
+        _score_engine_resting(t, model, ref, seed, figures, lines, not_applicable)
+    return TransferFidelity(t, tuple(figures), tuple(lines), not_applicable, tables)
+
+
+def run_transfer_report(captures: list[Capture], *, seed: int = 0, across: bool = True, early_late: bool = True,
+                        fit_fraction: float = 0.5, engine: bool = True, calibrations: dict | None = None,
+                        progress: bool | None = None) -> list[TransferFidelity]:
+    """Score every transfer of ``captures`` (:func:`transfers`); calibrations are fitted once per fit slice.
+
+    ``calibrations``: a dict to reuse fitted slices across calls (keyed by instrument, slice
+    and seed). ``engine=False`` skips the engine's replays (faster; model predictions only).
+    """
+    from tradebook.progress import track
+
+    cache = {} if calibrations is None else calibrations
+    chosen = transfers(captures, across=across, early_late=early_late, fit_fraction=fit_fraction)
+    return [score_transfer(t, seed=seed, calibrations=cache, engine=engine)
+            for t in track(chosen, total=len(chosen), desc="fidelity", unit="transfer", progress=progress)]
+
+
+def format_transfer_report(results: list[TransferFidelity]) -> str:
+    """The transfer report as text: per transfer, each figure with its band, then met / MISSED."""
+    from tradebook.model.time import ns_to_iso
+
+    lines = ["Fill-model fidelity on transfers (fit on one slice or capture, score on another); each figure "
+             "with its 90% block-bootstrap band (blocks of a minute, shorter on short data); a target is MISSED when its whole band "
+             "is on the wrong side", ""]
+    for r in results:
+        t = r.transfer
+        lines.append(f"== {t.name}")
+        lines.append(f"   fit   {ns_to_iso(t.fit.start_ns)} .. {ns_to_iso(t.fit.end_ns)}")
+        lines.append(f"   score {ns_to_iso(t.score.start_ns)} .. {ns_to_iso(t.score.end_ns)} (bands: blocks of "
+                     f"{_block(t) / _NS:.3g} s)")
+        lines.extend(f"   {text}" for text in r.lines)
+        lines.extend(f"   {f.line()}" for f in r.figures)
+        lines.extend(f"   {name}: not scored ({why})" for name, why in r.not_applicable.items())
+        lines.append("")
+    missed = [(r.transfer.name, f) for r in results for f in r.missed]
+    total = sum(len(r.targets) for r in results)
+    if missed:
+        lines.append(f"{len(missed)} of {total} target(s) MISSED:")
+        lines.extend(f"  - {name}: {f.name} {_fmt(f.band.value)} [{_fmt(f.band.low)}, {_fmt(f.band.high)}] "
+                     f"(target {f.rule} {f.threshold:g})" for name, f in missed)
+    else:
+        lines.append(f"All {total} targets met (each judged against its band).")
+    return "\n".join(lines)
+
+
+def run_fidelity_report(store: Any, instruments: list[str] | None = None, *, fit_fraction: float = 0.5,
+                        seed: int = 0, across: bool = True, engine: bool = True,
+                        progress: bool | None = None) -> list[TransferFidelity]:
+    """The transfer report on the store's recordings (what ``tradebook fidelity`` prints).
+
+    Every recording of the chosen instruments (all with quotes by default) is a capture;
+    captures of one asset class are scored on each other (``across``), each is split
+    half/half and early -> late.
+    """
+    return run_transfer_report(store_captures(store, instruments), seed=seed, across=across,
+                               fit_fraction=fit_fraction, engine=engine, progress=progress)
