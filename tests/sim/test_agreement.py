@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from tradebook.data import load_bundled
 from tradebook.model import get_instrument
 from tradebook.sim.calibrate import calibrate_marketable
+from tradebook.sim.depth import recent_touch_size
 from tradebook.sim.engine import SimResult, replay
 from tradebook.sim.fill_model import DEFAULT_FEES, FeeSchedule, LatencyModel
 from tradebook.sim.orders import take_liquidity, walk_params
@@ -352,10 +353,12 @@ def test_ioc_fills_what_the_book_holds_and_fok_is_refused(btc_full):
     assert order["status"] == "cancelled" and 0 < order["filled_qty"] < qty
     assert len(ioc.fills) >= 5 and (ioc.fills["ts_ns"] == order["arrival_ts_ns"]).all()
     assert (np.diff(ioc.fills["price"].to_numpy()) > 0).all()
-    # the book it emptied: the touch at arrival plus the implied ladder
-    depth = walk_params(btc_full.model, btc_full.instrument).depth
-    arrival_quote = btc_full.quotes[btc_full.quotes["ts_ns"] <= int(order["arrival_ts_ns"])].iloc[-1]
-    assert order["filled_qty"] == pytest.approx(arrival_quote["ask_sz"] + depth, abs=2e-5)
+    # the book it emptied: the touch at arrival plus the implied ladder, in the recent touch size at arrival
+    walk = walk_params(btc_full.model, btc_full.instrument)
+    arrival = int(order["arrival_ts_ns"])
+    unit = recent_touch_size(btc_full.quotes, arrival, walk.unit_tau_ns)[0] if walk.unit_tau_ns else 1.0
+    arrival_quote = btc_full.quotes[btc_full.quotes["ts_ns"] <= arrival].iloc[-1]
+    assert order["filled_qty"] == pytest.approx(arrival_quote["ask_sz"] + walk.depth * unit, abs=2e-5)
 
     fok = _both(btc_full, requests.assign(tif="fok"))
     assert fok.orders.iloc[0]["status"] == "cancelled" and fok.fills.empty
@@ -379,11 +382,14 @@ def test_a_working_remainder_takes_only_what_has_refilled(btc_full):
     rate = completion.fill_size / completion.refill_median_ns
     times = takes.index.to_numpy()
     later = takes.to_numpy()[1:]
-    # the book stays emptied: each later take is what refilled since the one before plus what the recorded
-    # touch grew by (the market's own refill), within a lot of flooring
+    # the book stays emptied: each later take is what refilled since the one before plus what the book in
+    # view grew by (the recorded touch, and the implied ladder with the recent touch size), within a lot
     q = btc_full.quotes
     touch = q["ask_sz"].to_numpy()[np.searchsorted(q["ts_ns"].to_numpy(), times, side="right") - 1]
-    assert (later <= rate * np.diff(times) + np.maximum(np.diff(touch), 0.0) + 1e-5 + 1e-9).all()
+    walk = walk_params(btc_full.model, btc_full.instrument)
+    unit = recent_touch_size(q, times, walk.unit_tau_ns) if walk.unit_tau_ns else np.ones(len(times))
+    book = touch + walk.depth * unit
+    assert (later <= rate * np.diff(times) + np.maximum(np.diff(book), 0.0) + 1e-5 + 1e-6).all()
     # and it resumes only once a typical touch (or the remainder) is there again
     remaining_before = qty - np.cumsum(takes.to_numpy())[:-1]
     assert (later >= np.minimum(completion.fill_size, remaining_before) - 1e-5).all()

@@ -575,6 +575,39 @@ def test_the_implied_ladder_is_the_depth_curve_in_whole_ticks():
         implied_ladder(dataclasses.replace(model.depth, tick_size=0.1), BTC)
 
 
+def test_ladder_sizes_in_units_that_carry_follow_the_recent_touch_size():
+    """A depth profile in recent touch sizes: the engine scales the ladder by the touch it has seen."""
+    model = walk_model()
+    model = dataclasses.replace(model, depth=dataclasses.replace(model.depth, touch_unit_tau_ns=30 * 10**9))
+    e = SimEngine(model, BTC)
+    quotes(e, [(0, 100.00, 100.02, 8.0, 0.5)])  # sqrt(8 * 0.5) = 2: the ladder holds 2, 2 and 4 BTC
+    order = e.submit(make_order(BTC, "buy", "3.0"), T + 1)
+    e.advance_to(T + 1)
+    assert_fills(fills_of(e, order), [(1, 0.5, 100.02, "taker"), (1, 2.0, 100.03, "taker"),
+                                      (1, 0.5, 100.05, "taker")])
+
+
+def test_the_recent_touch_size_both_faces_track_is_the_depth_models_own():
+    """fold_touch_unit / touch_unit_at, fed in uneven batches, give recent_touch_size's value at any time."""
+    from tradebook.sim.depth import recent_touch_size
+    from tradebook.sim.orders import TOUCH_STATE, fold_touch_unit, touch_unit_at
+    q = load_bundled(BTC_FILES + "l1_quotes.csv.gz").frame.iloc[:20_000]
+    ts, bid_sz, ask_sz = (q[c].to_numpy() for c in ("ts_ns", "bid_sz", "ask_sz"))
+    tau = 30 * 10**9
+    rng = np.random.default_rng(1)
+    at = np.sort(rng.integers(int(ts[0]), int(ts[-1]), 200))
+    state, state_ts = np.zeros(TOUCH_STATE), np.zeros(1, np.int64)
+    folded, ours = 0, []
+    for t in at:
+        upto = int(np.searchsorted(ts, t, side="right"))
+        cut = int(rng.integers(folded, upto + 1))  # two uneven batches
+        fold_touch_unit(ts, bid_sz, ask_sz, folded, cut, state, state_ts, float(tau))
+        fold_touch_unit(ts, bid_sz, ask_sz, cut, upto, state, state_ts, float(tau))
+        folded = upto
+        ours.append(touch_unit_at(state, state_ts, int(t), float(tau)))
+    np.testing.assert_allclose(ours, recent_touch_size(q, at, tau), rtol=1e-9)
+
+
 def test_a_market_order_walks_the_ladder_one_fill_per_level():
     e = SimEngine(walk_model(), BTC)
     quotes(e, [(0, 100.00, 100.02, 1.0, 0.5)])

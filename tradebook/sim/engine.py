@@ -94,6 +94,9 @@ from tradebook.sim.orders import (  # noqa: F401 - frame helpers and columns re-
     take_liquidity,
     trade_arrays,
     trade_at_limit,
+    TOUCH_STATE,
+    fold_touch_unit,
+    touch_unit_at,
     walk_book,
     walk_params,
 )
@@ -273,6 +276,13 @@ class SimEngine:
                                np.array([walk.tick, walk.refill_per_ns, walk.refill_unit, walk.improve_share,
                                          walk.improve_ratio]), take.slippage_bps, take.lot,
                                np.empty(len(walk.sizes) + 1), np.empty(len(walk.sizes) + 1))
+        # the instrument's recent touch size (the ladder's unit when the depth profile carries), from every
+        # quote this engine sees: folded row by row as takes need it and at the end of each batch
+        self._unit_tau = self.walk.unit_tau_ns if self.walk is not None else 0
+        self._touch_state, self._touch_ts = np.zeros(TOUCH_STATE), np.zeros(1, np.int64)
+        self._batch: tuple | None = None
+        self._folded = 0  # rows of the current batch already folded
+        self._row = -1  # the current batch's row in force (-1: none of this batch)
         self._multiplier = float(instrument.multiplier)
         fees = model.fees
         self._maker_bps, self._taker_bps, self._per_unit = float(fees.maker_bps), float(fees.taker_bps), \
@@ -466,6 +476,8 @@ class SimEngine:
         n_q, n_t = len(q_ts), len(t_ts)
         iq = it = 0
         applied = -1  # last quote row made the prevailing quote
+        if self._unit_tau:
+            self._batch, self._folded, self._row = (q_ts, q_bid_sz, q_ask_sz), 0, -1
         pending = self._pending
         next_row_ts = None  # stamp of row (iq, it), as an int; None after either moves
         while True:
@@ -484,7 +496,7 @@ class SimEngine:
                 next_row_ts = None
             if kind == 0:
                 self._set_quote(q_bid[iq], q_ask[iq], q_bid_sz[iq], q_ask_sz[iq])
-                applied = iq
+                applied = self._row = iq
                 self._on_quote(int(q_ts[iq]))
                 iq += 1
             elif kind == 1:
@@ -496,7 +508,13 @@ class SimEngine:
                     self._set_quote(q_bid[applied], q_ask[applied], q_bid_sz[applied], q_ask_sz[applied])
                 if iq >= n_q and it >= n_t:
                     break
+                self._row = applied
                 self._time_event(arrival, expiry)  # the next data row is stamped at or after it
+        if self._unit_tau:
+            if n_q > self._folded:
+                fold_touch_unit(q_ts, q_bid_sz, q_ask_sz, self._folded, n_q, self._touch_state, self._touch_ts,
+                                float(self._unit_tau))
+            self._batch, self._row = None, -1
         last = max(int(q_ts[-1]) if n_q else -NEVER_NS, int(t_ts[-1]) if n_t else -NEVER_NS)
         self._clock = max(self._clock, last)
 
@@ -664,9 +682,20 @@ class SimEngine:
     def _walk_quote(self, order: EngineOrder, ts: int) -> tuple[int, float]:
         # (fills written to the scratch arrays, the order's depletion after them) at the quote in force
         offsets, sizes, walk, slippage, lot, out_qty, out_px = self._walk_args
+        unit = self._touch_unit(ts) if self._unit_tau else 1.0
         return walk_book(order.side, order.remaining, order.limit if order.has_limit else math.nan, self._bid,
                          self._ask, self._bid_sz, self._ask_sz, ts, order.depleted, order.take_ts, self.seed, order.k,
-                         order.takes, offsets, sizes, walk, slippage, lot, out_qty, out_px)
+                         order.takes, offsets, sizes, unit, walk, slippage, lot, out_qty, out_px)
+
+    def _touch_unit(self, ts: int) -> float:
+        # the recent touch size at ts, from every quote up to the one in force
+        tau = float(self._unit_tau)
+        if self._batch is not None and self._row + 1 > self._folded:
+            q_ts, q_bid_sz, q_ask_sz = self._batch
+            fold_touch_unit(q_ts, q_bid_sz, q_ask_sz, self._folded, self._row + 1, self._touch_state, self._touch_ts,
+                            tau)
+            self._folded = self._row + 1
+        return float(touch_unit_at(self._touch_state, self._touch_ts, ts, tau))
 
     def _walk_fills(self, order: EngineOrder, ts: int, n: int, depleted: float) -> None:
         order.depleted, order.take_ts, order.takes = depleted, ts, order.takes + 1

@@ -649,23 +649,28 @@ class WalkParams:
     """
 
     offsets_ticks: np.ndarray  # float64, integers >= 1, non-decreasing
-    sizes: np.ndarray  # float64 > 0, same length
+    sizes: np.ndarray  # float64 > 0, same length; times the recent touch size when unit_tau_ns > 0
     tick: float
     refill_per_ns: float
     refill_unit: float
     improve_share: float
     improve_ratio: float
+    # > 0: ``sizes`` are multiples of the instrument's own recent touch size (exponential memory of
+    # this many ns, :func:`tradebook.sim.depth.recent_touch_size`), tracked by both faces from the quotes
+    # they see; 0: ``sizes`` are quantities (a depth profile of the earlier format)
+    unit_tau_ns: int = 0
 
     @property
     def depth(self) -> float:
-        """Quantity behind the touch the walk can reach at a fresh book."""
+        """Size behind the touch the walk can reach at a fresh book (in recent touch sizes when ``unit_tau_ns``)."""
         return float(self.sizes.sum())
 
     def describe(self) -> str:
         """One line: what of the model the walk uses."""
         refill = ("at the next quote" if math.isinf(self.refill_per_ns)
                   else f"{self.refill_per_ns * 1e9:.4g} units/s, resumes at {self.refill_unit:.4g}")
-        book = (f"L1-implied book walk ({len(self.sizes)} levels, {self.depth:.4g} units behind the touch, "
+        units = "recent touch sizes" if self.unit_tau_ns > 0 else "units"
+        book = (f"L1-implied book walk ({len(self.sizes)} levels, {self.depth:.4g} {units} behind the touch, "
                 f"{self.offsets_ticks[0]:.0f}-{self.offsets_ticks[-1]:.0f} ticks)" if len(self.sizes)
                 else "the touch alone (no depth profile)")
         return (f"{book}, refill {refill}, price improvement {self.improve_share:.1%} by "
@@ -681,8 +686,10 @@ def implied_ladder(depth, instrument: Instrument) -> tuple[np.ndarray, np.ndarra
     ``LADDER_CHUNK_GROWTH``, up to the deepest remainder the fit saw (nothing is
     invented beyond it); each chunk sits at its marginal distance
     ``(r1 A(r1) - r0 A(r0)) / (r1 - r0)`` rounded to whole ticks (at least one,
-    never falling). Sizes are the profile's size unit (today its ``typical_top_size``,
-    the fit instrument's median touch) times the chunk's width.
+    never falling). Sizes are the chunk's width in the profile's size unit: for a
+    profile in units that carry (``touch_unit_tau_ns > 0``) the width itself, a
+    multiple of the instrument's recent touch size that the engine tracks; for the
+    earlier format, times its ``typical_top_size`` (the fit instrument's median touch).
     """
     grid = np.asarray(depth.remainder_grid, dtype=np.float64)
     ends = [grid[0]]
@@ -699,7 +706,8 @@ def implied_ladder(depth, instrument: Instrument) -> tuple[np.ndarray, np.ndarra
     if float(depth.tick_size) != float(instrument.tick_size):
         raise ConfigError(f"depth profile ticks are {depth.tick_size} wide, {instrument.instrument_id}'s "
                           f"{instrument.tick_size}; expected the profile applied to this instrument")
-    return offsets.astype(np.float64), (widths * float(depth.typical_top_size)).astype(np.float64)
+    scale = 1.0 if getattr(depth, "touch_unit_tau_ns", 0) > 0 else float(depth.typical_top_size)
+    return offsets.astype(np.float64), (widths * scale).astype(np.float64)
 
 
 def walk_params(model, instrument: Instrument) -> WalkParams | None:
@@ -716,11 +724,13 @@ def walk_params(model, instrument: Instrument) -> WalkParams | None:
     completion = model.completion
     if model.depth is None and completion is None:
         return None
+    tau = 0
     if model.depth is not None:
         offsets, sizes = implied_ladder(model.depth, instrument)
+        tau = int(getattr(model.depth, "touch_unit_tau_ns", 0))
     else:  # no depth behind the touch is known (L1-only calibration data): the touch alone, refilling
         offsets, sizes = np.zeros(0), np.zeros(0)
-    rate, unit = math.inf, float(sizes[0]) if len(sizes) else 0.0
+    rate, unit = math.inf, 0.0
     if completion is not None and math.isfinite(completion.refill_median_ns) and completion.refill_median_ns > 0 \
             and math.isfinite(completion.fill_size) and completion.fill_size > 0:
         unit = float(completion.fill_size)
@@ -728,7 +738,53 @@ def walk_params(model, instrument: Instrument) -> WalkParams | None:
     equity = str(instrument.asset_class) == "equity"
     return WalkParams(offsets, sizes, float(instrument.tick_size), rate, unit,
                       float(model.price_improvement_share) if equity else 0.0,
-                      float(model.price_improvement_ratio) if equity else 0.0)
+                      float(model.price_improvement_ratio) if equity else 0.0, tau)
+
+
+# The recent touch size both faces track: (total, weight, log size of the last quote, quotes seen) and its time.
+TOUCH_STATE = 4
+
+
+@numba.njit(cache=True, nogil=True)
+def fold_touch_unit(ts, bid_sz, ask_sz, start, stop, state, state_ts, tau):  # pragma: no cover - compiled
+    """Fold quote rows ``[start, stop)`` into the recent-touch-size ``state`` (see :func:`touch_unit_at`).
+
+    The recursion of :func:`tradebook.sim.depth.recent_touch_size`: the time-weighted mean
+    of ``log sqrt(bid_sz * ask_sz)``, each quote's size held until the next, weights
+    ``exp(-age / tau)``; quotes without positive sizes on both sides are skipped. Row by
+    row, so folding a stream in any batches gives the same state.
+    """
+    for i in range(start, stop):
+        b, a = bid_sz[i], ask_sz[i]
+        if not (b > 0.0 and a > 0.0 and b < np.inf and a < np.inf):
+            continue
+        x = 0.5 * (math.log(b) + math.log(a))
+        if state[3] > 0.0:
+            age = (ts[i] - state_ts[0]) / tau
+            if age > 0.0:
+                decay = math.exp(-age)
+                gained = -math.expm1(-age)
+                state[0] = decay * state[0] + gained * state[2]
+                state[1] = decay * state[1] + gained
+        state[2] = x
+        state[3] += 1.0
+        state_ts[0] = ts[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def touch_unit_at(state, state_ts, t, tau):  # pragma: no cover - compiled
+    """The recent touch size at ``t`` from a folded state (NaN before any quote with sizes)."""
+    if state[3] <= 0.0:
+        return np.nan
+    age = (t - state_ts[0]) / tau
+    if age < 0.0:
+        age = 0.0
+    decay = math.exp(-age)
+    gained = -math.expm1(-age)
+    weight = decay * state[1] + gained
+    if weight > 0.0:
+        return math.exp((decay * state[0] + gained * state[2]) / weight)
+    return math.exp(state[2])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -753,12 +809,13 @@ def _on_grid(steps, step):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def walk_book(side, remaining, limit, bid, ask, bid_sz, ask_sz, ts, depleted, last_ts, seed, request, takes,
-              offsets, sizes, walk, slippage_bps, lot, out_qty, out_px):  # pragma: no cover - compiled
+              offsets, sizes, unit_size, walk, slippage_bps, lot, out_qty, out_px):  # pragma: no cover - compiled
     """Fills a taker order gets at one quote walking the touch and the implied ladder: (n fills, depletion after).
 
     ``walk`` = [tick, refill_per_ns, refill_unit, improve_share, improve_ratio]. The
-    book is the touch (``ask_sz`` at ``ask`` for a buy) then ``sizes[j]`` at
-    ``offsets[j]`` ticks beyond it; the order's earlier takes have removed its first
+    book is the touch (``ask_sz`` at ``ask`` for a buy) then ``sizes[j] * unit_size``
+    at ``offsets[j]`` ticks beyond it (``unit_size``: the recent touch size, or 1 for
+    sizes in quantity; NaN: nothing behind the touch is known yet); the order's earlier takes have removed its first
     ``depleted`` units, refilled since ``last_ts`` at the refill rate. An order that
     has emptied the book (depletion left after the refill) takes only once at least
     ``min(remaining, refill_unit)`` is there again. Fills go to ``out_qty``/``out_px``
@@ -775,9 +832,11 @@ def walk_book(side, remaining, limit, bid, ask, bid_sz, ask_sz, ts, depleted, la
         dt = ts - last_ts
         if dt > 0:
             d = max(0.0, d - rate * dt)  # rate inf: the book is whole again at any later quote
+    if not (unit_size > 0.0):
+        unit_size = 0.0  # no recent touch size yet: the touch alone
     total = touch
     for j in range(len(sizes)):
-        total += sizes[j]
+        total += sizes[j] * unit_size
     available = total - d
     if d > 0.0 and available < min(remaining, unit):
         return 0, depleted  # still waiting for the book to refill
@@ -810,7 +869,7 @@ def walk_book(side, remaining, limit, bid, ask, bid_sz, ask_sz, ts, depleted, la
                 if bid < better < ask:
                     px = better
         else:
-            size = sizes[j]
+            size = sizes[j] * unit_size
             px = _on_grid(round((far + side * offsets[j] * tick) / tick), tick)
         px += slip
         end = start + size

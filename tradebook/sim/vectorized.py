@@ -60,6 +60,9 @@ from tradebook.sim.orders import (  # noqa: F401 - ACTION_CODE, STATUS_NAMES re-
     queue_ahead,
     take_liquidity,
     trade_at_limit,
+    TOUCH_STATE,
+    fold_touch_unit,
+    touch_unit_at,
     walk_book,
     walk_params,
 )
@@ -138,6 +141,7 @@ class ArrayParams:
     walk_sizes: np.ndarray = field(default_factory=lambda: np.zeros(0))
     # tick, refill/ns, refill unit, improvement share and ratio; empty: no walk
     walk: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    walk_unit_tau_ns: int = 0  # > 0: ladder sizes in the recent touch size, with this memory
     # resting orders on a feed without trades fill when the far touch passes the limit (True) or reaches it
     quote_through: bool = False
 
@@ -147,7 +151,8 @@ class ArrayParams:
         walk = walk_params(model, instrument)
         ladder = {} if walk is None else dict(
             walk_offsets=walk.offsets_ticks, walk_sizes=walk.sizes,
-            walk=np.array([walk.tick, walk.refill_per_ns, walk.refill_unit, walk.improve_share, walk.improve_ratio]))
+            walk=np.array([walk.tick, walk.refill_per_ns, walk.refill_unit, walk.improve_share, walk.improve_ratio]),
+            walk_unit_tau_ns=walk.unit_tau_ns)
         return cls(**ladder,
             edges=take.edges, ratios=take.ratios, slippage_bps=take.slippage_bps,
             max_take_over_touch=take.max_take_over_touch, lot=take.lot,
@@ -207,7 +212,10 @@ def replay_arrays(quotes: QuoteArrays, trades: TradeArrays | None, requests: Req
         np.int64(params.ack_median_ns), np.int64(params.fill_median_ns), float(params.latency_sigma), np.int64(seed),
         (np.asarray(params.walk_offsets, np.float64), np.asarray(params.walk_sizes, np.float64),
          np.asarray(params.walk, np.float64), np.empty(len(params.walk_sizes) + 1),
-         np.empty(len(params.walk_sizes) + 1), np.int64(seed)))
+         np.empty(len(params.walk_sizes) + 1), np.int64(seed),
+         # the recent touch size: quote rows, state, its time, (row in force + 1, rows folded), memory
+         (quotes.ts_ns, quotes.bid_sz, quotes.ask_sz), np.zeros(TOUCH_STATE), np.zeros(1, np.int64),
+         np.zeros(2, np.int64), float(params.walk_unit_tau_ns)))
     fill_int, fill_float = fill_int[:n_fills], fill_float[:n_fills]
     order_col = fill_int[:, 0]
     submit_k = order_int[order_col, _I_SUBMIT_K] if n_fills else np.zeros(0, np.int64)
@@ -275,10 +283,16 @@ def _marketable(side, limit, bid, ask):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True)
 def _walk(oi, of, o, ts, bid, ask, bid_sz, ask_sz, p, ws):  # pragma: no cover - compiled
     # walk_book for order o at the quote: (fills in ws[3], ws[4], depletion after)
-    offsets, sizes, walk, out_qty, out_px, seed = ws
+    offsets, sizes, walk, out_qty, out_px, seed, rows, state, state_ts, cursor, tau = ws
+    unit = 1.0
+    if tau > 0.0:  # the recent touch size: fold the quotes up to the one in force
+        if cursor[0] > cursor[1]:
+            fold_touch_unit(rows[0], rows[1], rows[2], cursor[1], cursor[0], state, state_ts, tau)
+            cursor[1] = cursor[0]
+        unit = touch_unit_at(state, state_ts, ts, tau)
     limit = of[o, _F_LIMIT] if _has_limit(oi, o) else np.nan
     return walk_book(oi[o, _I_SIDE], of[o, _F_REMAINING], limit, bid, ask, bid_sz, ask_sz, ts, of[o, _F_DEPLETED],
-                     oi[o, _I_TAKE_TS], seed, oi[o, _I_SUBMIT_K], oi[o, _I_TAKES], offsets, sizes, walk,
+                     oi[o, _I_TAKE_TS], seed, oi[o, _I_SUBMIT_K], oi[o, _I_TAKES], offsets, sizes, unit, walk,
                      p[_P_SLIPPAGE], p[_P_LOT], out_qty, out_px)
 
 
@@ -514,6 +528,7 @@ def _replay(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz,
             bid, ask, bid_sz, ask_sz = q_bid[iq], q_ask[iq], q_bid_sz[iq], q_ask_sz[iq]
             valid = bid < ask and bid_sz > 0.0 and ask_sz > 0.0 and math.isfinite(bid) and math.isfinite(ask)
             iq += 1
+            ws[9][0] = iq  # the quote rows in force from here: [0, iq)
             if not valid:
                 continue
             i = 0
