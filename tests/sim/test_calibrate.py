@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tradebook.data import load_bundled
 from tradebook.errors import DataError
 from tradebook.sim.book import ESH4_20231225_OPEN_NS
-from tradebook.sim.calibrate import calibrate_marketable, evaluate_marketable, fit_cost_curve
+from tradebook.sim.calibrate import calibrate_marketable, evaluate_marketable, fit_cost_curve, pool_sweeps
 from tradebook.sim.fill_model import FillModel, baseline_model
 from tradebook.sim.truth import sweeps
 
@@ -111,3 +111,21 @@ def test_costs_in_spread_plus_volatility_do_not_blow_up_on_a_one_tick_book():
         evaluate_marketable(in_vol, held)
     # the unit is stored with the curve
     assert FillModel.from_json(in_vol.to_json()) == in_vol
+
+
+def test_a_calibration_pools_captures_of_one_asset_class():
+    captures = {}
+    for label, prefix in (("2021", "binance_spot_BTCUSDT_20210108T0000_"),
+                          ("2024", "binance_spot_btcusdt_20240808T2354-20240809T0005_")):
+        quotes = load_bundled(prefix + "l1_quotes.csv.gz").frame
+        captures[label] = (sweeps(load_bundled(prefix + "trades.csv.gz").frame, quotes), quotes)
+    pooled = pool_sweeps(captures)
+    assert set(pooled["capture"]) == {"2021", "2024"} and pooled["ts_ns"].is_monotonic_increasing
+    assert len(pooled) == sum(len(s) for s, _ in captures.values())
+    model = calibrate_marketable("BTCUSDT.BINANCE", 0.01, pooled, fitted_on=("BTCUSDT.BINANCE", "BTC-USD.COINBASE"))
+    assert model.fitted_on == ("BTCUSDT.BINANCE", "BTC-USD.COINBASE") and model.asset_class == "crypto_spot"
+    assert model.cost_curve.scale == "half_spread_plus_vol"
+    with pytest.raises(DataError, match="one asset class"):
+        calibrate_marketable("BTCUSDT.BINANCE", 0.01, pooled, fitted_on=("BTCUSDT.BINANCE", "IBM.XNYS"))
+    with pytest.raises(DataError, match="some captures come with quotes"):
+        pool_sweeps({"a": captures["2021"], "b": (captures["2024"][0], None)})

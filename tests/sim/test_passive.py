@@ -17,7 +17,7 @@ import pytest
 from tradebook.data import load_bundled
 from tradebook.errors import DataError
 from tradebook.sim.book import ESH4_20231225_OPEN_NS
-from tradebook.sim.depth import recent_touch_size
+from tradebook.sim.depth import TOUCH_UNIT_TAU_NS, recent_touch_size
 from tradebook.sim.fill_model import FillModel, baseline_model
 from tradebook.sim.passive import (
     FEATURES,
@@ -150,9 +150,14 @@ def test_features_from_l1_and_recent_trades():
     assert buy["valid"] and buy["horizon_s"] == 2.0
     # sizes in the recent touch size at placement: known from the quotes before it only
     unit = recent_touch_size(FEATURE_QUOTES, np.array([3_500_000_000]))[0]
-    # the time-weighted geometric mean of sqrt(bid_sz * ask_sz): 4, sqrt(12), 4, sqrt(3) held 1, 1, 1, 0.5 s
-    expected_unit = math.exp((math.log(4) + math.log(12) / 2 + math.log(4) + math.log(3) / 4) / 3.5)
-    assert unit == pytest.approx(expected_unit, rel=1e-3) and frame.attrs["touch_size_unit"] is None
+    # the time-weighted geometric mean of sqrt(bid_sz * ask_sz): 4, sqrt(12), 4, sqrt(3) held over
+    # [0, 1), [1, 2), [2, 3), [3, 3.5) s, weights exp(-age / tau)
+    tau = TOUCH_UNIT_TAU_NS / S
+    segments = ((0.0, 1.0, math.log(4)), (1.0, 2.0, math.log(12) / 2), (2.0, 3.0, math.log(4)),
+                (3.0, 3.5, math.log(3) / 2))
+    weights = [math.exp(-(3.5 - b) / tau) - math.exp(-(3.5 - a) / tau) for a, b, _ in segments]
+    expected_unit = math.exp(sum(w * x for w, (_, _, x) in zip(weights, segments)) / sum(weights))
+    assert unit == pytest.approx(expected_unit, rel=1e-9) and frame.attrs["touch_size_unit"] is None
     assert buy["queue_rel_log"] == pytest.approx(math.log(1 / unit))  # own side: the bid of 1
     assert sell["queue_rel_log"] == pytest.approx(math.log(3 / unit))
     assert buy["imbalance"] == pytest.approx(-0.5) and sell["imbalance"] == pytest.approx(0.5)

@@ -8,6 +8,7 @@ the copy's own data, with no conversion by the user.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from tradebook.sim.depth import (
     recent_touch_size,
 )
 from tradebook.sim.fill_model import FORMAT_VERSION, FillModel, baseline_model
+from tradebook.sim.profile import fit_completion_model
 from tradebook.sim.passive import (
     evaluate_passive,
     fit_passive_baseline,
@@ -215,6 +217,17 @@ def test_fill_model_applied_to_a_copy_and_refused_elsewhere(capture, passive_fit
     copy = model.for_instrument(copy_instrument())
     assert copy.away_from_data and copy.tick_size == 0.0005 and copy.depth.tick_size == 0.0005
     assert "fitted on BTCUSDT.BINANCE" in copy.provenance() and "applied away" in copy.provenance()
+    # the completion model: refill times carry, sizes follow the copy's own recent touch
+    completion = fit_completion_model(capture["quotes"], trades, BTC)
+    with_completion = replace(model, completion=completion)
+    assert with_completion.for_instrument(copy_instrument()).completion is None
+    assert "completion model left out" in with_completion.for_instrument(copy_instrument()).applied_notes[0]
+    carried = with_completion.for_instrument(copy_instrument(), quotes=capture["quotes_copy"]).completion
+    last = np.array([capture["quotes"]["ts_ns"].iloc[-1]], dtype=np.int64)
+    assert carried.fill_size == pytest.approx(recent_touch_size(capture["quotes"], last)[0] * SCALE, rel=1e-9)
+    assert carried.refill_median_ns == completion.refill_median_ns and carried.fitted_on == BTC
+    assert carried.volume_per_s_all / carried.fill_size == pytest.approx(
+        completion.volume_per_s_all / completion.fill_size, rel=1e-12)
     # marketable costs in bps on the copy's own sweeps are the same
     swept_copy = sweeps(passive_fit["trades_copy"], capture["quotes_copy"])
     for q in (0.05, 0.5, 0.95):

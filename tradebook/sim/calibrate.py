@@ -85,6 +85,34 @@ def with_recent_vol(sweeps: pd.DataFrame, quotes: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def pool_sweeps(captures: dict[str, tuple[pd.DataFrame, pd.DataFrame | None]]) -> pd.DataFrame:
+    """Sweeps of several captures of one asset class, in units that carry, as one fit set.
+
+    ``captures`` maps a label (the capture's instrument id, or id and day) to its sweeps
+    (:func:`tradebook.sim.truth.sweeps`) and quotes: each capture's recent volatility
+    comes from its own quotes (None: in half-spreads, then for every capture). Rows keep
+    a ``capture`` column and are ordered by time. Pass the instrument ids as
+    ``fitted_on`` to :func:`calibrate_marketable`. Raises DataError when the captures
+    mix quotes and no quotes, or hold no sweep.
+    """
+    if not captures:
+        raise DataError("pool_sweeps: no captures; expected {label: (sweeps, quotes)}")
+    with_quotes = {label: quotes is not None for label, (_, quotes) in captures.items()}
+    if len(set(with_quotes.values())) > 1:
+        raise DataError(f"pool_sweeps: some captures come with quotes and some without ({with_quotes}); the pool "
+                        "needs one unit: give every capture its quotes")
+    parts = []
+    for label, (swept, quotes) in captures.items():
+        if not len(swept):
+            continue
+        part = with_recent_vol(swept, quotes) if quotes is not None else swept.copy()
+        part["capture"] = label
+        parts.append(part)
+    if not parts:
+        raise DataError(f"pool_sweeps: none of the captures {list(captures)} has a sweep")
+    return pd.concat(parts, ignore_index=True).sort_values("ts_ns", kind="stable").reset_index(drop=True)
+
+
 def _vol(sweeps: pd.DataFrame) -> np.ndarray | None:
     return sweeps[VOL_COLUMN].to_numpy(dtype=np.float64) if VOL_COLUMN in sweeps.columns else None
 

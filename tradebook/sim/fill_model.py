@@ -220,16 +220,18 @@ class FillModel:
                 continue
         return ""
 
-    def for_instrument(self, instrument: Instrument) -> FillModel:
+    def for_instrument(self, instrument: Instrument, quotes: Any = None) -> FillModel:
         """This model applied to ``instrument`` (explicitly, no conversion by the caller).
 
         Distances take ``instrument``'s own tick and sizes its own recent touch size (read
         from its own quotes at prediction). Raises DataError when ``instrument`` is of
         another asset class than the fit data, when the model cannot tell its own asset
         class, or when its depth profile is of the earlier format (sizes in the fit
-        instrument's units). The spread profile and the completion model are left out on
-        another instrument (their sizes are the fit instrument's) and named in
-        ``applied_notes``.
+        instrument's units). The completion model's sizes are rescaled to the recent
+        touch size at the end of ``quotes`` (``instrument``'s quotes up to the moment of
+        use: only the past), and left out without them; the spread profile is left out
+        on another instrument (its ticks and sizes are the fit instrument's). What was
+        left out is named in ``applied_notes``.
         """
         if not isinstance(instrument, Instrument):
             raise DataError(f"for_instrument takes an Instrument (tb.get_instrument(...)), got {instrument!r}")
@@ -254,10 +256,21 @@ class FillModel:
             parts["depth"] = self.depth.for_instrument(target, tick)
         if self.passive is not None:
             parts["passive"] = self.passive.for_instrument(target)
-        for name, what in (("spread_profile", "spread profile"), ("completion", "completion model")):
-            if getattr(self, name) is not None:
-                parts[name] = None
-                notes.append(f"{what} left out (fitted in {fit_ids[0]}'s sizes)")
+        if self.completion is not None:
+            if quotes is not None and len(quotes):
+                from tradebook.sim.depth import check_instrument, recent_touch_size
+
+                check_instrument(quotes, target, "the quotes given to for_instrument")
+                last = np.asarray([quotes["ts_ns"].iloc[-1]], dtype=np.int64)
+                parts["completion"] = self.completion.for_instrument(instrument, float(recent_touch_size(quotes,
+                                                                                                         last)[0]))
+            else:
+                parts["completion"] = None
+                notes.append(f"completion model left out (fitted in {fit_ids[0]}'s sizes; give quotes of {target} "
+                             "to rescale it)")
+        if self.spread_profile is not None:
+            parts["spread_profile"] = None
+            notes.append(f"spread profile left out (fitted in {fit_ids[0]}'s ticks and sizes)")
         return replace(self, instrument_id=target, tick_size=tick, fitted_on=fit_ids, asset_class=fit_class,
                        applied_notes=tuple(notes), **parts)
 

@@ -21,7 +21,7 @@ counts for nothing; crossed, locked or one-sided quotes count for nothing either
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -401,6 +401,27 @@ class CompletionModel(DictRecord):
     n_depletions: int
     n_trades: int
     quote_updates_per_s: float
+    fitted_on: str = ""  # the instrument it was fitted on, when applied to another (instrument_id)
+
+    def for_instrument(self, instrument: Instrument | str, touch_size: float) -> CompletionModel:
+        """This model applied to another instrument whose recent touch size is ``touch_size``.
+
+        Times (refill) and rates in touches carry; sizes and volumes are rescaled from the
+        fit's typical touch (``fill_size``) to ``touch_size``, the ADV proxy to the
+        instrument's own session. Raises DataError for a non-positive ``touch_size``.
+        """
+        inst = _instrument(instrument)
+        size = float(touch_size)
+        if not (np.isfinite(size) and size > 0):
+            raise DataError(f"touch_size is {touch_size!r}; expected {inst.instrument_id}'s positive recent touch "
+                            "size (tradebook.sim.depth.recent_touch_size)")
+        factor = size / self.fill_size
+        session_s = _session_seconds(inst)
+        volume_all = self.volume_per_s_all * factor
+        return replace(self, instrument_id=inst.instrument_id, fitted_on=self.fitted_on or self.instrument_id,
+                       volume_per_s=tuple(float(v) * factor for v in self.volume_per_s),
+                       volume_per_s_all=volume_all, session_s=session_s, adv_proxy=volume_all * session_s,
+                       fill_size=size)
 
     def __post_init__(self) -> None:
         if len(self.bucket) != len(self.volume_per_s):
