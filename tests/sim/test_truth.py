@@ -586,3 +586,19 @@ def test_the_passive_model_is_fitted_on_the_rule_the_engine_fills_by():
     dataset = passive_dataset(quotes, None, "EURUSD.DUKASCOPY", 200, np.random.default_rng(0),
                               horizons_ns=(10 * 10**9,), distances=(0,))
     assert dataset.attrs["quote_fill_rule"] == "through"
+
+
+def test_session_replay_feeds_leave_off_exchange_prints_out():
+    from tradebook.data.feeds import ReplayFeed
+
+    trades, quotes = _ibm_regular()
+    lit = liquidity_trades(trades)
+    assert lit.attrs["liquidity_excluded"]["off_exchange"] > 7000
+
+    def replayed(frame: pd.DataFrame) -> np.ndarray:
+        feed = ReplayFeed({"IBM.XNYS": quotes}, {"IBM.XNYS": frame}, step_ns=60_000_000_000)
+        return np.concatenate([b.trades["IBM.XNYS"].price for b in feed.batches() if "IBM.XNYS" in b.trades])
+
+    every, lit_only = replayed(trades), replayed(lit)
+    assert len(every) > 16_000
+    np.testing.assert_array_equal(every, lit_only)

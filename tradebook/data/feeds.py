@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tradebook.data.frames import aggressor_from_column, quote_columns
+from tradebook.data.frames import aggressor_from_column, liquidity_trades, quote_columns
 from tradebook.errors import DataError
 
 _QUOTE_FIELDS = ("ts_ns", "bid_px", "ask_px", "bid_sz", "ask_sz")
@@ -87,6 +87,7 @@ def _trade_arrays(instrument_id: str, frame: pd.DataFrame) -> TradeArrays:
     for column in ("ts_ns", "price", "size"):
         if column not in frame.columns:
             raise DataError(f"trades of {instrument_id} lack {column!r}; expected ts_ns, price, size")
+    frame = liquidity_trades(frame)  # off-exchange reports and non-regular prints fill no paper order
     ts = frame["ts_ns"].to_numpy(dtype=np.int64)
     if len(ts) and (np.diff(ts) < 0).any():
         raise DataError(f"trades of {instrument_id}: ts_ns goes backwards; expected time order")
@@ -106,6 +107,9 @@ def _slice(arrays, lo: int, hi: int):
 
 class ReplayFeed:
     """Recorded quotes (and trades) of several instruments replayed in time order, in steps.
+
+    Only trades that are liquidity are replayed (:func:`tradebook.data.frames.liquidity_mask`:
+    off-exchange reports and non-regular sale conditions are left out, as in calibration).
 
     ``speed``: ``None`` replays as fast as the consumer takes batches; a number paces
     batches so that ``speed`` seconds of market time pass per wall-clock second.
