@@ -602,3 +602,23 @@ def test_session_replay_feeds_leave_off_exchange_prints_out():
     every, lit_only = replayed(trades), replayed(lit)
     assert len(every) > 16_000
     np.testing.assert_array_equal(every, lit_only)
+
+
+def test_a_model_carries_its_quote_fill_rule_through_the_store_format():
+    import dataclasses
+
+    from tradebook.sim.engine import SimEngine
+    from tradebook.sim.fill_model import FillModel, touch_only_curve
+    from tradebook.sim.vectorized import ArrayParams
+
+    fx = "EURUSD.DUKASCOPY"
+    model = FillModel(fx, 0.00001, touch_only_curve())
+    assert model.quote_fill_rule == "" and quote_fill_rule_of(model, fx) == "through"
+    assert quote_fill_rule_of(model, "BTCUSDT.BINANCE") == "touch"  # feeds with trades keep the earlier rule
+    touching = dataclasses.replace(model, quote_fill_rule="touch")
+    again = FillModel.from_json(touching.to_json())
+    assert again.quote_fill_rule == "touch" and SimEngine(again, fx).quote_fill_rule == "touch"
+    assert ArrayParams.from_model(again, get_instrument(fx)).quote_through is False
+    assert ArrayParams.from_model(model, get_instrument(fx)).quote_through is True
+    with pytest.raises(DataError, match="quote fill rule 'cross' is unknown"):
+        SimEngine(dataclasses.replace(model, quote_fill_rule="cross"), fx)

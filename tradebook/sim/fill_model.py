@@ -190,6 +190,10 @@ class FillModel:
     # Set by for_instrument when the model is applied away from its data: what was left out.
     applied_notes: tuple[str, ...] = ()
     format_version: int = FORMAT_VERSION
+    # Resting orders on a feed without trades (spot FX): 'through' (the far touch must pass
+    # the limit) or 'touch' (reaching it fills); '' = the default for the instrument,
+    # 'through' for spot FX (tradebook.sim.truth.quote_fill_rule_of, which every face reads).
+    quote_fill_rule: str = ""
 
     @property
     def away_from_data(self) -> bool:
