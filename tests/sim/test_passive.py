@@ -170,6 +170,8 @@ def test_features_from_l1_and_recent_trades():
     assert sell["gap_over_vol_log"] == pytest.approx(math.log(3 / (math.sqrt(1.25) + 1)))
     assert buy["quote_rate_log"] == pytest.approx(math.log1p(1.0))  # two updates in two seconds
     assert buy["trade_rate_log"] == pytest.approx(math.log1p(8 / unit))  # 2 + 6 traded, in touch sizes
+    # the queue (1) in units of the touch plus the volume of the last horizon (8)
+    assert buy["queue_over_volume_log"] == pytest.approx(math.log(1 / (unit + 8)))
     fixed = placement_features(FEATURE_QUOTES, FEATURE_TRADES, np.array([3_500_000_000]), 1, 0, 2 * S, 0.5,
                                touch_size_unit=4.0).iloc[0]  # the earlier format: one fixed unit
     assert fixed["queue_rel_log"] == pytest.approx(math.log(1 / 4))

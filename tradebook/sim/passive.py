@@ -64,6 +64,11 @@ FEATURES: tuple[str, ...] = (
     "quote_rate_log",  # log(1 + quote updates per second over the lookback)
     "trade_rate_log",  # log(1 + volume over the lookback / typical touch size); NaN without trades
     "flow_imbalance",  # (buy - sell aggressor volume)/total over the lookback, times side; NaN without trades
+    # log(queue / (touch + volume over the lookback)): the queue ahead in units of the volume to expect over
+    # the horizon (the last horizon's); NaN without trades. Measured on the bundled transfers (Brier / the
+    # reference (c)): BTCUSDT 2024 -> 2021 1.909 -> 1.791, ESU4 early -> late 0.988 -> 0.957, ESU4 half/half
+    # 1.047 -> 1.027, no transfer worse by more than 0.002
+    "queue_over_volume_log",
 )
 
 # Shown beside the features, in natural units (the model reads their logs and ratios).
@@ -351,6 +356,7 @@ def placement_features(
 
     trade_rate_log = np.full(n, np.nan)
     flow_imbalance = np.full(n, np.nan)
+    queue_over_volume_log = np.full(n, np.nan)
     if trades is not None:
         for column in ("ts_ns", "price", "size"):
             if column not in trades.columns:
@@ -366,6 +372,7 @@ def placement_features(
         then = np.searchsorted(trade_ts, start, side="right")
         traded = volume[now] - volume[then]
         trade_rate_log = np.log1p(traded * stretch / unit)
+        queue_over_volume_log = queue_rel_log - trade_rate_log
         with np.errstate(invalid="ignore", divide="ignore"):
             flow_imbalance = np.where(traded > 0, sides * (signed[now] - signed[then]) / traded, 0.0)
 
@@ -375,6 +382,7 @@ def placement_features(
         "gap_over_vol_log": gap_over_vol_log, "vol_log": np.log1p(vol_ticks),
         "move_over_vol": move_ticks / (vol_ticks + 1.0),
         "quote_rate_log": quote_rate_log, "trade_rate_log": trade_rate_log, "flow_imbalance": flow_imbalance,
+        "queue_over_volume_log": queue_over_volume_log,
     }
     frame = pd.DataFrame({
         "placement_ts_ns": placement, "side": sides, "distance_ticks": distance, "horizon_ns": horizon,
