@@ -28,6 +28,7 @@ from tradebook.sim.truth import (
     quote_fill_offset_ticks,
     quote_fill_rule_of,
     quote_only_outcomes,
+    truth_label,
     passive_outcomes,
     prevailing_quotes,
     regular_hours_mask,
@@ -622,3 +623,16 @@ def test_a_model_carries_its_quote_fill_rule_through_the_store_format():
     assert ArrayParams.from_model(model, get_instrument(fx)).quote_through is True
     with pytest.raises(DataError, match="quote fill rule 'cross' is unknown"):
         SimEngine(dataclasses.replace(model, quote_fill_rule="cross"), fx)
+
+
+def test_reports_name_the_rule_a_passive_truth_was_judged_by():
+    from tradebook.sim.passive import passive_dataset
+
+    quotes = load_bundled("dukascopy_EURUSD_20260713T12_ticks.csv.gz").frame
+    fx = passive_dataset(quotes, None, "EURUSD.DUKASCOPY", 50, np.random.default_rng(0), horizons_ns=(10**10,),
+                         distances=(0,))
+    assert truth_label(fx) == "quotes, FX rule: through (the quote must trade through the limit)"
+    touch = quote_only_outcomes(quotes, np.array([int(quotes["ts_ns"].iloc[5])]), "buy", 0, 10**10, 0.00001,
+                                rule="touch")
+    assert truth_label(touch) == "quotes, FX rule: touch (the quote reaching the limit fills)"
+    assert truth_label(passive_outcomes(PASSIVE_QUOTES, PASSIVE_TRADES, np.array([1000]), "buy", 0, 10, 0.01)) == ""

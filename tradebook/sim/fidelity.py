@@ -42,7 +42,7 @@ from tradebook.sim.fill_model import (
     LatencyModel,
     touch_only_curve,
 )
-from tradebook.sim.truth import regular_hours_mask, sweeps
+from tradebook.sim.truth import regular_hours_mask, sweeps, truth_label
 
 # The bundled instruments with quote data good enough to calibrate on (FXCM is a dirty
 # retail feed, ~10% crossed: never calibrated, see data/README.md).
@@ -430,7 +430,7 @@ def fidelity(fit: InstrumentData, held_out: InstrumentData, *, calibration: Cali
         horizons = "/".join(f"{h / _NS:g}s" for h in model.passive.horizons_ns)
         report_lines.append(
             f"passive, {passive.n:,} held-out resting orders (distances {list(PASSIVE_DISTANCES)} ticks, horizons "
-            f"{horizons}, truth: {held.attrs.get('rule')}): fill rate {_fmt(passive.fill_rate)}; Brier model "
+            f"{horizons}, truth: {truth_label(held)}): fill rate {_fmt(passive.fill_rate)}; Brier model "
             f"{_fmt(passive.brier_model, 4)} vs average rate by distance and horizon {_fmt(passive.brier_baseline, 4)}"
             f" (skill {passive.brier_skill:+.1%})")
         targets.extend(_targets("passive", passive))
@@ -1082,7 +1082,7 @@ def _score_passive(t: Transfer, model: FillModel, seed: int, figures: list, line
     ts = held["placement_ts_ns"].to_numpy(np.int64)
     figures.append(_target("passive ex ante: Brier model / reference (c)",
                            ratio_band(ts, brier(p_model, y), brier(p_ref, y), block_ns=_block(t), seed=seed), "<=", 1.0))
-    lines.append(f"passive ex ante, {len(y):,} placements (truth: {held.attrs.get('rule')}): fill rate "
+    lines.append(f"passive ex ante, {len(y):,} placements (truth: {truth_label(held)}): fill rate "
                  f"{_fmt(y.mean())}; Brier model {_fmt(brier(p_model, y).mean(), 4)} | (c) "
                  f"{_fmt(brier(p_ref, y).mean(), 4)}")
     from tradebook.sim.passive import reliability_curve

@@ -100,6 +100,20 @@ def quote_fill_rule_of(model: object, instrument: Instrument | str | None = None
     return DEFAULT_QUOTE_FILL_RULE if instrument.asset_class.value == "fx_spot" else "touch"
 
 
+def truth_label(outcomes: pd.DataFrame) -> str:
+    """What a passive outcome frame was judged by, for reports: the trade rule, or the quote rule that applied.
+
+    ``'trades'``, or for a quote-only feed ``'quotes, FX rule: through (the quote must trade
+    through the limit)'`` / ``'... touch (the quote reaching the limit fills)'``.
+    """
+    rule = outcomes.attrs.get("rule", "")
+    if not str(rule).startswith("quote"):
+        return str(rule)
+    applied = outcomes.attrs.get("quote_fill_rule") or ("touch" if rule == "quote_touch" else "through")
+    what = "the quote must trade through the limit" if applied == "through" else "the quote reaching the limit fills"
+    return f"quotes, FX rule: {applied} ({what})"
+
+
 def quote_only_outcomes(
     quotes: pd.DataFrame,
     placement_ts_ns: np.ndarray,
