@@ -167,3 +167,12 @@ def test_the_same_fit_of_the_same_files_is_not_stored_twice(tmp_path):
         with pytest.raises(StoreError, match="ESU4.MYFCM"):
             calibrate_from(instrument_from_dict({**MINE, "tick": "0.5"}), data(ESU4_QUOTES), store=store)
         assert len(store.calibrations("ESU4.MYFCM")) == 2
+
+
+def test_an_equity_calibration_says_which_prints_were_not_liquidity():
+    result = calibrate_from("IBM.XNYS", data(Path("ticks/equities/algoseek_IBM_20131007_l1_nbbo.csv.gz")),
+                            data(Path("ticks/equities/algoseek_IBM_20131007_trades.csv.gz")))
+    # regular hours only (the extended-hours prints are cut by the session first)
+    excluded = result.calibration.diagnostics["trades_not_liquidity"]
+    assert excluded["off_exchange"] > 5000 and excluded["suspicious"] == 0
+    assert result.calibration.diagnostics["sweeps"] == 11_898  # the lit sweeps of truth.sweeps

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tradebook.data.frames import LIQUIDITY_EXCLUSIONS, liquidity_exclusions
 from tradebook.data.loaders import MarketData, from_frame, load
 from tradebook.data.schemas import ALIASES, DataKind
 from tradebook.errors import DataError, UnknownInstrumentError
@@ -335,6 +336,11 @@ def calibrate_from(
     calibration = calibrate_instrument(data, seed=seed)
     files = [s.to_dict() for s in sources]
     calibration.diagnostics["files"] = files
+    if data.trades is not None:
+        # what the liquidity rule left out of the sweeps and queue truth (off-exchange, non-regular prints)
+        reason = liquidity_exclusions(data.trades)
+        calibration.diagnostics["trades_not_liquidity"] = {
+            name: int((reason == 1 + i).sum()) for i, name in enumerate(LIQUIDITY_EXCLUSIONS)}
     record = None
     if store is not None:
         store.register_instruments([inst], replace=False)
