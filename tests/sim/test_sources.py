@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import tradebook.sim
 from tradebook.data import bundled_data_dir, instrument_from_dict, load_bundled
 from tradebook.data.schemas import DataKind
 from tradebook.errors import DataError, SchemaError, StoreError, UnknownInstrumentError
@@ -176,3 +177,7 @@ def test_an_equity_calibration_says_which_prints_were_not_liquidity():
     excluded = result.calibration.diagnostics["trades_not_liquidity"]
     assert excluded["off_exchange"] > 5000 and excluded["suspicious"] == 0
     assert result.calibration.diagnostics["sweeps"] == 11_898  # the lit sweeps of truth.sweeps
+
+
+def test_the_package_names_the_entry_point():
+    assert tradebook.sim.calibrate_from is calibrate_from
