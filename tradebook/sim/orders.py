@@ -754,21 +754,27 @@ def fold_touch_unit(ts, bid_sz, ask_sz, start, stop, state, state_ts, tau):  # p
     ``exp(-age / tau)``; quotes without positive sizes on both sides are skipped. Row by
     row, so folding a stream in any batches gives the same state.
     """
+    total, weight, x_last, seen, t_last = state[0], state[1], state[2], state[3], state_ts[0]
+    inv_tau = 1.0 / tau
     for i in range(start, stop):
         b, a = bid_sz[i], ask_sz[i]
-        if not (b > 0.0 and a > 0.0 and b < np.inf and a < np.inf):
+        if not (b > 0.0 and a > 0.0 and b * a < np.inf):
             continue
-        x = 0.5 * (math.log(b) + math.log(a))
-        if state[3] > 0.0:
-            age = (ts[i] - state_ts[0]) / tau
-            if age > 0.0:
+        x = 0.5 * math.log(b * a)
+        if seen > 0.0:
+            age = (ts[i] - t_last) * inv_tau
+            if age < 1e-3:  # the series to a^4: exact to a double's precision here, and no exp per quote
+                gained = age * (1.0 - age * (0.5 - age * (1.0 / 6.0 - age * (1.0 / 24.0))))
+                decay = 1.0 - gained
+            else:
                 decay = math.exp(-age)
                 gained = -math.expm1(-age)
-                state[0] = decay * state[0] + gained * state[2]
-                state[1] = decay * state[1] + gained
-        state[2] = x
-        state[3] += 1.0
-        state_ts[0] = ts[i]
+            total = decay * total + gained * x_last
+            weight = decay * weight + gained
+        x_last = x
+        seen += 1.0
+        t_last = ts[i]
+    state[0], state[1], state[2], state[3], state_ts[0] = total, weight, x_last, seen, t_last
 
 
 @numba.njit(cache=True, nogil=True)
@@ -776,7 +782,7 @@ def touch_unit_at(state, state_ts, t, tau):  # pragma: no cover - compiled
     """The recent touch size at ``t`` from a folded state (NaN before any quote with sizes)."""
     if state[3] <= 0.0:
         return np.nan
-    age = (t - state_ts[0]) / tau
+    age = (t - state_ts[0]) * (1.0 / tau)
     if age < 0.0:
         age = 0.0
     decay = math.exp(-age)
