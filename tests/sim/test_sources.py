@@ -181,3 +181,13 @@ def test_an_equity_calibration_says_which_prints_were_not_liquidity():
 
 def test_the_package_names_the_entry_point():
     assert tradebook.sim.calibrate_from is calibrate_from
+
+
+def test_l1_quotes_with_a_top_n_book_as_depth():
+    book = load_bundled(ESH4_BOOK.name).frame
+    l1 = book[["ts_ns", "bid_px_0", "ask_px_0", "bid_sz_0", "ask_sz_0"]].rename(columns=lambda c: c.replace("_0", ""))
+    result = calibrate_from("ESH4.GLBX", l1, depth=book)
+    assert [(s.role, s.kind) for s in result.sources] == [("quotes", "quotes"), ("depth", "book")]
+    assert result.data.book is not None and result.model.depth is not None
+    same = calibrate_from("ESH4.GLBX", book)  # the book alone is its own L1 and depth
+    assert same.model.depth is not None and same.model.depth == result.model.depth

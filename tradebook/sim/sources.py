@@ -28,7 +28,7 @@ import csv
 import gzip
 import io
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from tradebook.data.schemas import ALIASES, DataKind
 from tradebook.errors import DataError, UnknownInstrumentError
 from tradebook.model.instruments import Instrument, get_instrument
 from tradebook.model.time import ns_to_iso
+from tradebook.sim.truth import regular_hours_mask
 
 # What each role accepts, in order of detection.
 QUOTE_KINDS: tuple[DataKind, ...] = (DataKind.BOOK, DataKind.MBP1, DataKind.QUOTES)
@@ -313,6 +314,7 @@ def calibrate_from(
     quote_data, quote_source = _read("quotes", quotes, inst, QUOTE_KINDS, quotes_kind)
     _check_sizes(quote_data, inst)
     frames: dict[DataKind, pd.DataFrame] = {quote_data.kind: quote_data.frame}
+    book: pd.DataFrame | None = None
     sources = [quote_source]
     if trades is not None:
         trade_data, trade_source = _read("trades", trades, inst, TRADE_KINDS, None)
@@ -326,13 +328,14 @@ def calibrate_from(
             raise DataError("the quotes are already a top-N book; give the book once, as quotes",
                             source=depth_data.source)
         if depth_data.kind == DataKind.BOOK:
-            # a top-N book is both the L1 view and the depth: the fit reads it as the quotes
-            frames = {DataKind.BOOK: depth_data.frame, **{k: v for k, v in frames.items()
-                                                          if k not in QUOTE_KINDS}}
+            book = depth_data.frame  # the depth behind the quotes' touch, walked as the book
         else:
             frames[DataKind.DEPTH] = depth_data.frame
         sources.append(depth_source)
     data = _assemble(inst, frames, (), tuple(s.source for s in sources))
+    if depth is not None and book is not None:
+        in_session = regular_hours_mask(book["ts_ns"].to_numpy(), inst)
+        data = replace(data, book=book[in_session].reset_index(drop=True))
     calibration = calibrate_instrument(data, seed=seed)
     files = [s.to_dict() for s in sources]
     calibration.diagnostics["files"] = files
