@@ -249,3 +249,21 @@ def test_fill_model_applied_to_a_copy_and_refused_elsewhere(capture, passive_fit
     assert FillModel.from_json(json.dumps(old)).format_version == 1
     with pytest.raises(ConfigError, match="format 99, newer"):
         FillModel.from_json(json.dumps({**raw, "format_version": 99}))
+
+
+def test_stored_calibrations_of_the_earlier_format_load_and_newer_ones_are_refused(tmp_path):
+    from tradebook.sim.fidelity import load_model
+    from tradebook.store import Store
+
+    current = baseline_model(BTC, 0.01)
+    earlier = {k: v for k, v in json.loads(current.to_json()).items()
+               if k not in ("format_version", "fitted_on", "asset_class", "applied_notes")}
+    newer = {**json.loads(current.to_json()), "format_version": FORMAT_VERSION + 1}
+    with Store(tmp_path / "units.duckdb") as store:
+        for params in (json.dumps(earlier), current.to_json(), json.dumps(newer)):
+            store.save_calibration(BTC, params, data_start_ns=0, data_end_ns=1, dataset_ids=[], diagnostics={})
+        old = load_model(store, f"{BTC}@v1")
+        assert old.format_version == 1 and old.fitted_on == () and old.cost_curve == current.cost_curve
+        assert load_model(store, f"{BTC}@v2") == current
+        with pytest.raises(ConfigError, match=f"format {FORMAT_VERSION + 1}, newer .* recalibrate"):
+            load_model(store, f"{BTC}@v3")
