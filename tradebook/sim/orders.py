@@ -65,7 +65,10 @@ A resting order fills at its limit price:
   credited. This is :func:`tradebook.sim.truth.passive_outcomes`' rule, so replaying
   a recorded path the engine agrees with it.
 - feeds without trades (FX): the whole remainder fills when the opposite touch
-  reaches the limit (``ask <= limit`` for a buy).
+  trades *through* the limit (``ask < limit``, a tick past it, for a buy): the
+  default for spot FX; with the model's ``quote_fill_rule="touch"`` (the default for
+  the other asset classes, whose feeds carry trades) already when it reaches the
+  limit (``ask <= limit``). :func:`tradebook.sim.truth.quote_fill_rule_of` decides.
 
 Stops. A buy stop triggers at the first valid quote (at arrival or later) with
 ``ask >= stop``; a sell stop when ``bid <= stop``. A stop then takes like a market
