@@ -450,3 +450,26 @@ def test_whole_model_same_seed_same_fills_and_the_faces_agree(small, btc_full, d
     first = _both(data, requests, seed=seed)
     again = replay(data.model, data.instrument, data.quotes, data.trades, requests, seed=seed)
     pd.testing.assert_frame_equal(first.fills, again.fills)
+
+
+@pytest.mark.parametrize("instrument_id, base_qty", [("ESH4.GLBX", 1.0), ("EURUSD.DUKASCOPY", 100_000.0)])
+def test_the_faces_agree_with_the_whole_model_on_futures_and_fx(instrument_id, base_qty):
+    """ES (depth from its top-5 books: a ladder in recent touch sizes) and EURUSD (quotes only: the touch, refilling)."""
+    from tradebook.sim.fidelity import bundled_instrument_data, calibrate_instrument
+    data = bundled_instrument_data(instrument_id)
+    model = calibrate_instrument(data, latency=LATENCY).model
+    walk = walk_params(model, get_instrument(instrument_id))
+    assert walk is not None and (len(walk.sizes) > 0) == (model.depth is not None)
+    assert (model.depth is not None) == instrument_id.startswith("ES")
+    quotes = data.quotes[["ts_ns", "bid_px", "ask_px", "bid_sz", "ask_sz"]].reset_index(drop=True)
+    middle = len(quotes) // 2
+    q = quotes.iloc[middle: middle + 4_000]
+    trades = None
+    if data.has_trades:
+        trades = _window(data.trades, int(q["ts_ns"].iloc[0]), int(q["ts_ns"].iloc[-1]))[["ts_ns", "price", "size"]]
+    piece = Slice(instrument_id, q, trades if trades is not None else pd.DataFrame(), model, base_qty)
+    requests = mixed_requests(piece, np.random.default_rng(4), 200)
+    engine = replay(model, piece.instrument, piece.quotes, trades, requests, seed=6)
+    vectorized = replay_vectorized(model, piece.instrument, piece.quotes, trades, requests, seed=6)
+    assert_same(engine, vectorized)
+    assert (vectorized.fills["liquidity"] == "taker").any()
