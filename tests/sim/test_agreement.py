@@ -466,10 +466,48 @@ def test_the_faces_agree_with_the_whole_model_on_futures_and_fx(instrument_id, b
     q = quotes.iloc[middle: middle + 4_000]
     trades = None
     if data.has_trades:
-        trades = _window(data.trades, int(q["ts_ns"].iloc[0]), int(q["ts_ns"].iloc[-1]))[["ts_ns", "price", "size"]]
+        trades = _window(data.trades, int(q["ts_ns"].iloc[0]), int(q["ts_ns"].iloc[-1]))
+        trades = trades[["ts_ns", "price", "size"]]
     piece = Slice(instrument_id, q, trades if trades is not None else pd.DataFrame(), model, base_qty)
     requests = mixed_requests(piece, np.random.default_rng(4), 200)
     engine = replay(model, piece.instrument, piece.quotes, trades, requests, seed=6)
     vectorized = replay_vectorized(model, piece.instrument, piece.quotes, trades, requests, seed=6)
     assert_same(engine, vectorized)
     assert (vectorized.fills["liquidity"] == "taker").any()
+
+
+@pytest.fixture(scope="module")
+def es_book() -> Slice:
+    """ESH4's top-5 books (the feed carries depth) after the pre-open, with the whole ESH4 calibration."""
+    from tradebook.sim.fidelity import bundled_instrument_data, calibrate_instrument
+    model = calibrate_instrument(bundled_instrument_data("ESH4.GLBX"), latency=LATENCY).model
+    book = load_bundled("ticks/futures/cme_ESH4_book5_from_mbo_20231225.csv.gz").frame
+    book = book[book["ts_ns"] >= pd.Timestamp("2023-12-25T23:00Z").value].reset_index(drop=True)
+    return Slice("ESH4.GLBX", book.iloc[4_000:8_000].drop(columns="ts_event_ns"), pd.DataFrame(), model, 1.0)
+
+
+def test_where_the_feed_carries_the_book_the_walk_takes_its_levels_then_the_implied_ones(es_book):
+    q = es_book.quotes
+    requests = pd.DataFrame([dict(ts_ns=int(q["ts_ns"].iloc[1_000]), action="submit", order_ref=1, side="buy",
+                                  quantity=400.0, order_type="market", tif="ioc")])
+    result = _both(es_book, requests)
+    fills = result.fills
+    arrival = int(result.orders["arrival_ts_ns"].iloc[0])
+    book = q[q["ts_ns"] <= arrival].iloc[-1]
+    print(f"\nESH4 buy 400 at the book {[(book[f'ask_px_{i}'], book[f'ask_sz_{i}']) for i in range(5)]}:\n"
+          f"{fills[['quantity', 'price']].to_string()}")
+    recorded = [(book[f"ask_sz_{i}"], book[f"ask_px_{i}"]) for i in range(5)]
+    assert list(zip(fills["quantity"].iloc[:5], fills["price"].iloc[:5])) == recorded  # the real book first
+    # then the implied ladder beyond the deepest recorded level: fitted on ES's own top-5 books, it reaches
+    # no further than they do, so here the IOC takes the five levels and cancels the rest
+    walk = walk_params(es_book.model, es_book.instrument)
+    beyond = book["ask_px_0"] + walk.offsets_ticks * es_book.tick > book["ask_px_4"]
+    assert len(fills) == 5 + int(beyond.sum())
+    assert (fills["price"].iloc[5:] > book["ask_px_4"]).all()
+    assert (np.diff(fills["price"].to_numpy()) > 0).all()
+    assert result.orders["status"].iloc[0] == "cancelled" or fills["quantity"].sum() == 400.0
+    # and the faces agree on a mixed request set over the books
+    l1 = q.rename(columns={f"{name}_0": name for name in ("bid_px", "ask_px", "bid_sz", "ask_sz")})
+    mixed = mixed_requests(Slice("ESH4.GLBX", l1, pd.DataFrame(), es_book.model, 1.0), np.random.default_rng(2), 200)
+    walked = _both(es_book, mixed, seed=3)
+    assert (walked.fills.groupby("order_ref").size() > 1).any()

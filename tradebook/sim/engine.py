@@ -95,6 +95,7 @@ from tradebook.sim.orders import (  # noqa: F401 - frame helpers and columns re-
     trade_arrays,
     trade_at_limit,
     TOUCH_STATE,
+    book_levels,
     fold_touch_unit,
     touch_unit_at,
     walk_book,
@@ -219,6 +220,7 @@ def _as_float_array(values, what: str, n: int | None) -> np.ndarray:
 
 
 _INT64_MIN = int(np.iinfo(np.int64).min)
+_MAX_LEVELS = 256  # most levels behind the touch a top-N feed may carry to the walk
 _EMPTY_I64 = np.zeros(0, np.int64)
 _EMPTY_F64 = np.zeros(0, np.float64)
 _NO_QUOTES = (_EMPTY_I64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64)  # a _run with trades only
@@ -275,7 +277,8 @@ class SimEngine:
             self._walk_args = (walk.offsets_ticks, walk.sizes,
                                np.array([walk.tick, walk.refill_per_ns, walk.refill_unit, walk.improve_share,
                                          walk.improve_ratio]), take.slippage_bps, take.lot,
-                               np.empty(len(walk.sizes) + 1), np.empty(len(walk.sizes) + 1))
+                               np.empty(len(walk.sizes) + 1 + _MAX_LEVELS),
+                               np.empty(len(walk.sizes) + 1 + _MAX_LEVELS))
         # the instrument's recent touch size (the ladder's unit when the depth profile carries), from every
         # quote this engine sees: folded row by row as takes need it and at the end of each batch
         self._unit_tau = self.walk.unit_tau_ns if self.walk is not None else 0
@@ -283,6 +286,10 @@ class SimEngine:
         self._batch: tuple | None = None
         self._folded = 0  # rows of the current batch already folded
         self._row = -1  # the current batch's row in force (-1: none of this batch)
+        # a top-N feed's levels behind the touch: the current batch's (bid_px, bid_sz, ask_px, ask_sz) rows, and
+        # the levels of the quote in force when no row of the batch is (the last row of an earlier batch)
+        self._levels: tuple | None = None
+        self._held_levels = (_EMPTY_F64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64)
         self._multiplier = float(instrument.multiplier)
         fees = model.fees
         self._maker_bps, self._taker_bps, self._per_unit = float(fees.maker_bps), float(fees.taker_bps), \
@@ -472,12 +479,16 @@ class SimEngine:
             heapq.heappop(heap)
         return heap[0][0] if heap else NEVER_NS
 
-    def _run(self, q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz, t_ts, t_px, t_sz, t_aggressor) -> None:
+    def _run(self, q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz, t_ts, t_px, t_sz, t_aggressor,
+             levels: tuple | None = None) -> None:
         n_q, n_t = len(q_ts), len(t_ts)
         iq = it = 0
         applied = -1  # last quote row made the prevailing quote
+        self._row = -1
+        if n_q:
+            self._levels = levels
         if self._unit_tau:
-            self._batch, self._folded, self._row = (q_ts, q_bid_sz, q_ask_sz), 0, -1
+            self._batch, self._folded = (q_ts, q_bid_sz, q_ask_sz), 0
         pending = self._pending
         next_row_ts = None  # stamp of row (iq, it), as an int; None after either moves
         while True:
@@ -514,7 +525,14 @@ class SimEngine:
             if n_q > self._folded:
                 fold_touch_unit(q_ts, q_bid_sz, q_ask_sz, self._folded, n_q, self._touch_state, self._touch_ts,
                                 float(self._unit_tau))
-            self._batch, self._row = None, -1
+            self._batch = None
+        if n_q:
+            if levels is not None:
+                self._held_levels = tuple(np.array(side[n_q - 1]) for side in levels)
+            else:
+                self._held_levels = (_EMPTY_F64, _EMPTY_F64, _EMPTY_F64, _EMPTY_F64)
+            self._levels = None
+        self._row = -1
         last = max(int(q_ts[-1]) if n_q else -NEVER_NS, int(t_ts[-1]) if n_t else -NEVER_NS)
         self._clock = max(self._clock, last)
 
@@ -683,9 +701,16 @@ class SimEngine:
         # (fills written to the scratch arrays, the order's depletion after them) at the quote in force
         offsets, sizes, walk, slippage, lot, out_qty, out_px = self._walk_args
         unit = self._touch_unit(ts) if self._unit_tau else 1.0
+        if self._levels is not None and self._row >= 0:
+            levels = self._levels
+            row = self._row
+            px, sz = (levels[2][row], levels[3][row]) if order.side > 0 else (levels[0][row], levels[1][row])
+        else:
+            held = self._held_levels
+            px, sz = (held[2], held[3]) if order.side > 0 else (held[0], held[1])
         return walk_book(order.side, order.remaining, order.limit if order.has_limit else math.nan, self._bid,
                          self._ask, self._bid_sz, self._ask_sz, ts, order.depleted, order.take_ts, self.seed, order.k,
-                         order.takes, offsets, sizes, unit, walk, slippage, lot, out_qty, out_px)
+                         order.takes, offsets, sizes, unit, walk, slippage, lot, out_qty, out_px, px, sz)
 
     def _touch_unit(self, ts: int) -> float:
         # the recent touch size at ts, from every quote up to the one in force
@@ -838,7 +863,10 @@ def replay(model: FillModel, instrument: Instrument | str, quotes: pd.DataFrame,
         else:
             engine.replace(ids[ref], int(row.ts_ns), limit_px=row.limit_px if is_given(row.limit_px) else None,
                            quantity=row.quantity if is_given(row.quantity) else None)
-    engine._run(*q, *t)
+    levels = book_levels(quotes) if engine.walk is not None else None
+    if levels is not None and levels[0].shape[1] > _MAX_LEVELS:
+        raise DataError(f"quotes carry {levels[0].shape[1]} levels behind the touch; expected at most {_MAX_LEVELS}")
+    engine._run(*q, *t, levels=levels)
     last_arrival = max((entry[0] for entry in engine._pending), default=-NEVER_NS)
     engine.advance_to(max(engine._clock, last_arrival))
     ref_array = order_refs(refs)

@@ -47,8 +47,13 @@ large orders fill in parts and take time), unless it is IOC (remainder cancelled
 arrival) or FOK (cancelled unfilled when the whole quantity cannot be taken at
 arrival: the walk's book or the curve's cap is too small, or the limit is in the
 way). A market order meeting no valid quote waits for one; an IOC or FOK one is
-cancelled. The L1 path is the only one wired: a feed's real depth (L2 diffs, top-5
-books) is not yet walked by the engine, and resting orders take their queue from L1.
+cancelled. Where the feed carries the book (a top-N frame: ``bid_px_1``, ``ask_sz_1``...,
+given to :func:`tradebook.sim.engine.replay` or
+:func:`tradebook.sim.vectorized.replay_vectorized`; :func:`book_levels`) the walk takes
+the recorded levels behind the touch first and the implied ladder only beyond the
+deepest of them. Not wired yet: the live engine's ``on_quotes``/``on_data`` (what the
+paper venue feeds) take L1 only, an L2 diff stream is not rebuilt into levels by the
+engine, and resting orders take their queue ahead from L1 (unknown behind the touch).
 
 Limit orders. A buy limit with ``limit >= ask`` at arrival is marketable and takes
 (taker). Whatever is left, or a limit not marketable at arrival, *rests* (maker)
@@ -744,6 +749,22 @@ def walk_params(model, instrument: Instrument) -> WalkParams | None:
                       float(model.price_improvement_ratio) if equity else 0.0, tau)
 
 
+def book_levels(quotes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The recorded levels behind the touch of a top-N book frame (``bid_px_1``... ): (bid_px, bid_sz, ask_px,
+    ask_sz), each rows x (N - 1) float64; None for an L1 frame (the walk then uses the implied ladder alone)."""
+    if "bid_px_0" not in quotes.columns:
+        return None
+    n = 1
+    while all(f"{name}_{n}" in quotes.columns for name in ("bid_px", "bid_sz", "ask_px", "ask_sz")):
+        n += 1
+    if n == 1:
+        return None
+    return tuple(np.ascontiguousarray(np.column_stack([quotes[f"{name}_{i}"].to_numpy(dtype=np.float64,
+                                                                                        na_value=np.nan)
+                                                        for i in range(1, n)]))
+                 for name in ("bid_px", "bid_sz", "ask_px", "ask_sz"))
+
+
 # The recent touch size both faces track: (total, weight, log size of the last quote, quotes seen) and its time.
 TOUCH_STATE = 4
 
@@ -818,7 +839,8 @@ def _on_grid(steps, step):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def walk_book(side, remaining, limit, bid, ask, bid_sz, ask_sz, ts, depleted, last_ts, seed, request, takes,
-              offsets, sizes, unit_size, walk, slippage_bps, lot, out_qty, out_px):  # pragma: no cover - compiled
+              offsets, sizes, unit_size, walk, slippage_bps, lot, out_qty, out_px, real_px,
+              real_sz):  # pragma: no cover - compiled
     """Fills a taker order gets at one quote walking the touch and the implied ladder: (n fills, depletion after).
 
     ``walk`` = [tick, refill_per_ns, refill_unit, improve_share, improve_ratio]. The
@@ -830,6 +852,10 @@ def walk_book(side, remaining, limit, bid, ask, bid_sz, ask_sz, ts, depleted, la
     ``min(remaining, refill_unit)`` is there again. Fills go to ``out_qty``/``out_px``
     (one per level reached, whole lots, cumulatively floored), never through
     ``limit`` (NaN for market orders). 0 fills leave the depletion unchanged.
+
+    Where the feed carries the book (a top-N frame), ``real_px``/``real_sz`` are the
+    recorded levels behind the touch on the order's side: the walk takes them as they
+    are, then the implied ladder only beyond the deepest of them (empty arrays: L1).
     """
     if not (bid < ask) or not (bid_sz > 0.0) or not (ask_sz > 0.0) or remaining <= 0.0:
         return 0, depleted
@@ -844,8 +870,15 @@ def walk_book(side, remaining, limit, bid, ask, bid_sz, ask_sz, ts, depleted, la
     if not (unit_size > 0.0):
         unit_size = 0.0  # no recent touch size yet: the touch alone
     total = touch
+    deepest = far
+    for r in range(len(real_px)):
+        if real_sz[r] > 0.0 and side * (real_px[r] - deepest) > 0.0:
+            total += real_sz[r]
+            deepest = real_px[r]
+    n_real = len(real_px)
     for j in range(len(sizes)):
-        total += sizes[j] * unit_size
+        if side * (_on_grid(round((far + side * offsets[j] * tick) / tick), tick) - deepest) > 0.0:
+            total += sizes[j] * unit_size
     available = total - d
     if d > 0.0 and available < min(remaining, unit):
         return 0, depleted  # still waiting for the book to refill
@@ -865,8 +898,10 @@ def walk_book(side, remaining, limit, bid, ask, bid_sz, ask_sz, ts, depleted, la
     start = 0.0  # where the level being looked at starts
     taken = 0.0
     booked = 0.0
-    for j in range(-1, len(sizes)):
-        if j < 0:
+    deepest = far
+    for k in range(-1, n_real + len(sizes)):
+        j = k - n_real  # an implied level when >= 0
+        if k < 0:
             size = touch
             px = far
             if share > 0.0 and pos < touch and walk_draw(seed, request, takes) < share:
@@ -877,9 +912,17 @@ def walk_book(side, remaining, limit, bid, ask, bid_sz, ask_sz, ts, depleted, la
                 better = _on_grid(steps, half_tick)
                 if bid < better < ask:
                     px = better
+        elif k < n_real:  # a recorded level: taken when it lies beyond the ones before it
+            if not (real_sz[k] > 0.0 and side * (real_px[k] - deepest) > 0.0):
+                continue
+            size = real_sz[k]
+            px = real_px[k]
+            deepest = px
         else:
             size = sizes[j] * unit_size
             px = _on_grid(round((far + side * offsets[j] * tick) / tick), tick)
+            if not side * (px - deepest) > 0.0:
+                continue
         px += slip
         end = start + size
         if end <= pos:

@@ -61,6 +61,7 @@ from tradebook.sim.orders import (  # noqa: F401 - ACTION_CODE, STATUS_NAMES re-
     take_liquidity,
     trade_at_limit,
     TOUCH_STATE,
+    book_levels,
     fold_touch_unit,
     touch_unit_at,
     walk_book,
@@ -90,6 +91,8 @@ class QuoteArrays:
     ask_px: np.ndarray
     bid_sz: np.ndarray
     ask_sz: np.ndarray
+    # a top-N feed's levels behind the touch (bid_px, bid_sz, ask_px, ask_sz), rows x levels; None: L1
+    levels: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,8 @@ def replay_arrays(quotes: QuoteArrays, trades: TradeArrays | None, requests: Req
     if trades is None:
         trades = TradeArrays(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, np.int8))
     n_orders = int(requests.order.max()) + 1 if len(requests.order) else 0
+    levels = quotes.levels if quotes.levels is not None and len(params.walk) else \
+        tuple(np.empty((len(quotes.ts_ns), 0)) for _ in range(4))
     float_params = np.array([params.slippage_bps, params.max_take_over_touch, params.lot, params.maker_bps,
                              params.taker_bps, params.per_unit_fee, params.multiplier,
                              1.0 if params.quote_through else 0.0], dtype=np.float64)
@@ -211,11 +216,11 @@ def replay_arrays(quotes: QuoteArrays, trades: TradeArrays | None, requests: Req
         params.edges, params.ratios, float_params,
         np.int64(params.ack_median_ns), np.int64(params.fill_median_ns), float(params.latency_sigma), np.int64(seed),
         (np.asarray(params.walk_offsets, np.float64), np.asarray(params.walk_sizes, np.float64),
-         np.asarray(params.walk, np.float64), np.empty(len(params.walk_sizes) + 1),
-         np.empty(len(params.walk_sizes) + 1), np.int64(seed),
+         np.asarray(params.walk, np.float64), np.empty(len(params.walk_sizes) + 1 + levels[0].shape[1]),
+         np.empty(len(params.walk_sizes) + 1 + levels[0].shape[1]), np.int64(seed),
          # the recent touch size: quote rows, state, its time, (row in force + 1, rows folded), memory
          (quotes.ts_ns, quotes.bid_sz, quotes.ask_sz), np.zeros(TOUCH_STATE), np.zeros(1, np.int64),
-         np.zeros(2, np.int64), float(params.walk_unit_tau_ns)))
+         np.zeros(2, np.int64), float(params.walk_unit_tau_ns), levels))
     fill_int, fill_float = fill_int[:n_fills], fill_float[:n_fills]
     order_col = fill_int[:, 0]
     submit_k = order_int[order_col, _I_SUBMIT_K] if n_fills else np.zeros(0, np.int64)
@@ -283,7 +288,7 @@ def _marketable(side, limit, bid, ask):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True)
 def _walk(oi, of, o, ts, bid, ask, bid_sz, ask_sz, p, ws):  # pragma: no cover - compiled
     # walk_book for order o at the quote: (fills in ws[3], ws[4], depletion after)
-    offsets, sizes, walk, out_qty, out_px, seed, rows, state, state_ts, cursor, tau = ws
+    offsets, sizes, walk, out_qty, out_px, seed, rows, state, state_ts, cursor, tau, levels = ws
     unit = 1.0
     if tau > 0.0:  # the recent touch size: fold the quotes up to the one in force
         if cursor[0] > cursor[1]:
@@ -291,9 +296,12 @@ def _walk(oi, of, o, ts, bid, ask, bid_sz, ask_sz, p, ws):  # pragma: no cover -
             cursor[1] = cursor[0]
         unit = touch_unit_at(state, state_ts, ts, tau)
     limit = of[o, _F_LIMIT] if _has_limit(oi, o) else np.nan
+    side = oi[o, _I_SIDE]
+    row = cursor[0] - 1  # the quote in force (walks happen only once a valid one has been)
     return walk_book(oi[o, _I_SIDE], of[o, _F_REMAINING], limit, bid, ask, bid_sz, ask_sz, ts, of[o, _F_DEPLETED],
                      oi[o, _I_TAKE_TS], seed, oi[o, _I_SUBMIT_K], oi[o, _I_TAKES], offsets, sizes, unit, walk,
-                     p[_P_SLIPPAGE], p[_P_LOT], out_qty, out_px)
+                     p[_P_SLIPPAGE], p[_P_LOT], out_qty, out_px, levels[2][row] if side > 0 else levels[0][row],
+                     levels[3][row] if side > 0 else levels[1][row])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -666,8 +674,9 @@ def replay_vectorized(model: FillModel, instrument: Instrument | str, quotes: pd
 
 
 def quote_arrays_from(quotes: pd.DataFrame) -> QuoteArrays:
-    """Checked quote arrays: refuses empty frames, frames with no valid quote and times going backwards."""
-    return QuoteArrays(*contract.quote_arrays(quotes))
+    """Checked quote arrays (with a top-N book's levels behind the touch): refuses empty frames, frames with no
+    valid quote and times going backwards."""
+    return QuoteArrays(*contract.quote_arrays(quotes), levels=book_levels(quotes))
 
 
 def trade_arrays_from(trades: pd.DataFrame, quotes: pd.DataFrame) -> TradeArrays:
