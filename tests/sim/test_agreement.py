@@ -454,7 +454,7 @@ def test_whole_model_same_seed_same_fills_and_the_faces_agree(small, btc_full, d
 
 @pytest.mark.parametrize("instrument_id, base_qty", [("ESH4.GLBX", 1.0), ("EURUSD.DUKASCOPY", 100_000.0)])
 def test_the_faces_agree_with_the_whole_model_on_futures_and_fx(instrument_id, base_qty):
-    """ES (depth from its top-5 books: a ladder in recent touch sizes) and EURUSD (quotes only: the touch, refilling)."""
+    """ES (depth from its top-5 books: a ladder in recent touch sizes); EURUSD (quotes only: the touch, refilling)."""
     from tradebook.sim.fidelity import bundled_instrument_data, calibrate_instrument
     data = bundled_instrument_data(instrument_id)
     model = calibrate_instrument(data, latency=LATENCY).model
