@@ -483,18 +483,21 @@ def es_book() -> Slice:
     model = calibrate_instrument(bundled_instrument_data("ESH4.GLBX"), latency=LATENCY).model
     book = load_bundled("ticks/futures/cme_ESH4_book5_from_mbo_20231225.csv.gz").frame
     book = book[book["ts_ns"] >= pd.Timestamp("2023-12-25T23:00Z").value].reset_index(drop=True)
-    return Slice("ESH4.GLBX", book.iloc[4_000:8_000].drop(columns="ts_event_ns"), pd.DataFrame(), model, 1.0)
+    book = book.iloc[4_000:8_000].drop(columns="ts_event_ns")
+    trades = load_bundled("ticks/futures/cme_ESH4_trades_from_mbo_20231225.csv.gz").frame
+    trades = _window(trades, int(book["ts_ns"].iloc[0]), int(book["ts_ns"].iloc[-1]))
+    return Slice("ESH4.GLBX", book, trades[["ts_ns", "price", "size", "aggressor_side"]], model, 1.0)
 
 
 def test_where_the_feed_carries_the_book_the_walk_takes_its_levels_then_the_implied_ones(es_book):
     q = es_book.quotes
     requests = pd.DataFrame([dict(ts_ns=int(q["ts_ns"].iloc[1_000]), action="submit", order_ref=1, side="buy",
-                                  quantity=400.0, order_type="market", tif="ioc")])
+                                  quantity=1_000.0, order_type="market", tif="ioc")])
     result = _both(es_book, requests)
     fills = result.fills
     arrival = int(result.orders["arrival_ts_ns"].iloc[0])
     book = q[q["ts_ns"] <= arrival].iloc[-1]
-    print(f"\nESH4 buy 400 at the book {[(book[f'ask_px_{i}'], book[f'ask_sz_{i}']) for i in range(5)]}:\n"
+    print(f"\nESH4 buy 1,000 at the book {[(book[f'ask_px_{i}'], book[f'ask_sz_{i}']) for i in range(5)]}:\n"
           f"{fills[['quantity', 'price']].to_string()}")
     recorded = [(book[f"ask_sz_{i}"], book[f"ask_px_{i}"]) for i in range(5)]
     assert list(zip(fills["quantity"].iloc[:5], fills["price"].iloc[:5])) == recorded  # the real book first
@@ -505,9 +508,22 @@ def test_where_the_feed_carries_the_book_the_walk_takes_its_levels_then_the_impl
     assert len(fills) == 5 + int(beyond.sum())
     assert (fills["price"].iloc[5:] > book["ask_px_4"]).all()
     assert (np.diff(fills["price"].to_numpy()) > 0).all()
-    assert result.orders["status"].iloc[0] == "cancelled" or fills["quantity"].sum() == 400.0
+    assert result.orders["status"].iloc[0] == "cancelled" or fills["quantity"].sum() == 1_000.0
     # and the faces agree on a mixed request set over the books
     l1 = q.rename(columns={f"{name}_0": name for name in ("bid_px", "ask_px", "bid_sz", "ask_sz")})
     mixed = mixed_requests(Slice("ESH4.GLBX", l1, pd.DataFrame(), es_book.model, 1.0), np.random.default_rng(2), 200)
     walked = _both(es_book, mixed, seed=3)
     assert (walked.fills.groupby("order_ref").size() > 1).any()
+    assert set(walked.fills["liquidity"]) == {"maker", "taker"}  # resting orders queue behind the recorded levels
+
+
+def test_the_queue_behind_the_touch_comes_from_the_book_where_there_is_one():
+    from tradebook.sim.orders import queue_ahead_book
+    px, sz = np.array([99.99, 99.97]), np.array([4.0, 6.0])  # bid levels behind a 100.00 bid
+    assert queue_ahead_book(1, 100.00, 100.00, 100.01, 3.0, 2.0, px, sz) == 3.0  # at the touch: its size
+    assert queue_ahead_book(1, 99.97, 100.00, 100.01, 3.0, 2.0, px, sz) == 6.0  # a recorded level
+    assert queue_ahead_book(1, 99.98, 100.00, 100.01, 3.0, 2.0, px, sz) == 0.0  # an empty price inside the book
+    assert np.isnan(queue_ahead_book(1, 99.96, 100.00, 100.01, 3.0, 2.0, px, sz))  # beyond it: unknown
+    assert np.isnan(queue_ahead_book(1, 99.98, 100.00, 100.01, 3.0, 2.0, px[:0], sz[:0]))  # L1: unknown
+    assert queue_ahead_book(-1, 100.03, 100.00, 100.01, 3.0, 2.0, np.array([100.02, 100.03]),
+                            np.array([1.0, 5.0])) == 5.0  # a sell behind the ask

@@ -91,6 +91,7 @@ from tradebook.sim.orders import (  # noqa: F401 - frame helpers and columns re-
     request_latency_ns,
     requests_frame,
     queue_ahead,
+    queue_ahead_book,
     take_liquidity,
     trade_arrays,
     trade_at_limit,
@@ -731,7 +732,18 @@ class SimEngine:
 
     def _rest(self, order: EngineOrder) -> None:
         # queue ahead from the quote that made the order passive
-        order.queue = float(queue_ahead(order.side, order.limit, self._bid, self._ask, self._bid_sz, self._ask_sz))
+        if self._levels is None and self._held_levels[0].size == 0:
+            order.queue = float(queue_ahead(order.side, order.limit, self._bid, self._ask, self._bid_sz,
+                                            self._ask_sz))
+        else:  # the feed carries the book: the queue behind the touch from its levels
+            if self._levels is not None and self._row >= 0:
+                levels, row = self._levels, self._row
+                px, sz = (levels[0][row], levels[1][row]) if order.side > 0 else (levels[2][row], levels[3][row])
+            else:
+                held = self._held_levels
+                px, sz = (held[0], held[1]) if order.side > 0 else (held[2], held[3])
+            order.queue = float(queue_ahead_book(order.side, order.limit, self._bid, self._ask, self._bid_sz,
+                                                 self._ask_sz, px, sz))
         order.phase = _RESTING
         order.slot = -1
         self._dirty = True

@@ -51,9 +51,12 @@ cancelled. Where the feed carries the book (a top-N frame: ``bid_px_1``, ``ask_s
 given to :func:`tradebook.sim.engine.replay` or
 :func:`tradebook.sim.vectorized.replay_vectorized`; :func:`book_levels`) the walk takes
 the recorded levels behind the touch first and the implied ladder only beyond the
-deepest of them. Not wired yet: the live engine's ``on_quotes``/``on_data`` (what the
-paper venue feeds) take L1 only, an L2 diff stream is not rebuilt into levels by the
-engine, and resting orders take their queue ahead from L1 (unknown behind the touch).
+deepest of them, and a limit resting behind the touch takes its queue ahead from the
+recorded levels (:func:`queue_ahead_book`: the size at its price, nothing on an empty
+price inside the book, unknown beyond it). Not wired yet: the live engine's
+``on_quotes``/``on_data`` (what the paper venue feeds) take L1 only, and an L2 diff
+stream is not rebuilt into levels by the engine (rebuild it into a top-N frame first,
+:mod:`tradebook.sim.book`).
 
 Limit orders. A buy limit with ``limit >= ask`` at arrival is marketable and takes
 (taker). Whatever is left, or a limit not marketable at arrival, *rests* (maker)
@@ -572,6 +575,30 @@ def queue_ahead(side, limit, bid, ask, bid_sz, ask_sz):  # pragma: no cover - co
         return bid_sz if side > 0 else ask_sz
     if side * (limit - touch) > 0.0:
         return 0.0
+    return np.nan
+
+
+@numba.njit(cache=True, nogil=True)
+def queue_ahead_book(side, limit, bid, ask, bid_sz, ask_sz, level_px, level_sz):  # pragma: no cover - compiled
+    """:func:`queue_ahead`, with the recorded levels behind the touch on the order's own side where the feed has them.
+
+    Behind the touch: the size recorded at the limit's price; nothing when the limit lies
+    on an empty price inside the recorded depth; unknown (NaN) beyond it or on L1.
+    """
+    queue = queue_ahead(side, limit, bid, ask, bid_sz, ask_sz)
+    if not math.isnan(queue) or len(level_px) == 0:
+        return queue
+    touch = bid if side > 0 else ask
+    deepest = touch
+    for r in range(len(level_px)):
+        px = level_px[r]
+        if not (level_sz[r] > 0.0 and side * (deepest - px) > 0.0):
+            continue  # not a level behind the ones before it
+        if abs(px - limit) <= PRICE_RTOL * abs(limit):
+            return level_sz[r]
+        deepest = px
+    if side * (limit - deepest) > 0.0:
+        return 0.0  # an empty price inside the recorded book
     return np.nan
 
 

@@ -58,6 +58,7 @@ from tradebook.sim.orders import (  # noqa: F401 - ACTION_CODE, STATUS_NAMES re-
     TimeInForce,
     latency_ns,
     queue_ahead,
+    queue_ahead_book,
     take_liquidity,
     trade_at_limit,
     TOUCH_STATE,
@@ -331,17 +332,25 @@ def _take(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _rest(oi, of, o, bid, ask, bid_sz, ask_sz):  # pragma: no cover - compiled
-    # queue ahead from the quote that made the order passive
+def _rest(oi, of, o, bid, ask, bid_sz, ask_sz, ws):  # pragma: no cover - compiled
+    # queue ahead from the quote that made the order passive (and the book behind it where the feed has one)
     oi[o, _I_PHASE] = _PH_RESTING
-    of[o, _F_QUEUE] = queue_ahead(oi[o, _I_SIDE], of[o, _F_LIMIT], bid, ask, bid_sz, ask_sz)
+    levels = ws[11]
+    side = oi[o, _I_SIDE]
+    row = ws[9][0] - 1
+    if levels[0].shape[1] == 0 or row < 0:
+        of[o, _F_QUEUE] = queue_ahead(side, of[o, _F_LIMIT], bid, ask, bid_sz, ask_sz)
+    else:
+        of[o, _F_QUEUE] = queue_ahead_book(side, of[o, _F_LIMIT], bid, ask, bid_sz, ask_sz,
+                                           levels[0][row] if side > 0 else levels[2][row],
+                                           levels[1][row] if side > 0 else levels[3][row])
 
 
 @numba.njit(cache=True, nogil=True)
 def _step_taking(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p, ws):  # pragma: no cover
     # An active order at a valid quote: take while marketable, rest from the first moment it is not.
     if _has_limit(oi, o) and not _marketable(oi[o, _I_SIDE], of[o, _F_LIMIT], bid, ask):
-        _rest(oi, of, o, bid, ask, bid_sz, ask_sz)
+        _rest(oi, of, o, bid, ask, bid_sz, ask_sz, ws)
         return fi, ff, n
     return _take(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p, ws)
 
