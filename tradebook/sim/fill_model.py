@@ -103,13 +103,17 @@ class CostCurve:
                  recent_vol_bps: np.ndarray | None = None) -> np.ndarray:
         """Cost against the mid in bps at ``quantile`` (vectorised); ``recent_vol_bps`` only for the vol scale.
 
-        On the vol scale a missing (NaN or absent) volatility leaves the half-spread alone as the unit.
+        On the vol scale ``recent_vol_bps`` is required (DataError without); a NaN one (less
+        than five seconds of quotes before the order) leaves the half-spread alone as the unit.
         """
         value = self.ratio(size_over_touch, quantile)
         hs = np.asarray(half_spread_bps, dtype="float64")
         if self.scale == SCALE_HALF_SPREAD:
             return hs * value
-        vol = np.zeros_like(hs) if recent_vol_bps is None else np.asarray(recent_vol_bps, dtype="float64")
+        if recent_vol_bps is None:
+            raise DataError("this cost curve is in units of the half-spread plus the recent volatility; pass "
+                            "recent_vol_bps (tradebook.sim.calibrate.recent_vol_bps of the quotes before each order)")
+        vol = np.asarray(recent_vol_bps, dtype="float64")
         unit = hs + np.where(np.isfinite(vol), np.maximum(vol, 0.0), 0.0)
         return hs + unit * value
 
