@@ -158,7 +158,8 @@ def passive_fit(capture) -> dict:
     fit, held = time_split(original)
     _, held_copy = time_split(on_copy)
     return {"model": fit_passive_model(fit, instrument_id=BTC), "baseline": fit_passive_baseline(fit),
-            "held": held, "held_copy": held_copy, "trades": trades, "trades_copy": trades_copy}
+            "held": held, "held_copy": held_copy, "trades": trades, "trades_copy": trades_copy,
+            "quotes": capture["quotes"], "quotes_copy": capture["quotes_copy"]}
 
 
 def test_passive_model_carries_to_a_scaled_copy(passive_fit):
@@ -177,8 +178,8 @@ def test_passive_model_carries_to_a_scaled_copy(passive_fit):
     assert scores_copy.brier_model == pytest.approx(scores.brier_model, rel=1e-9)
     # a horizon between the fitted ones is a parameter of the prediction, not the nearest fitted one
     at = np.sort(held["placement_ts_ns"].unique())[:50]
-    between = placement_features(_quotes(passive_fit, False), passive_fit["trades"], at, 1, 1, 3 * S, 0.01)
-    between_copy = placement_features(_quotes(passive_fit, True), passive_fit["trades_copy"], at, 1, 1, 3 * S,
+    between = placement_features(passive_fit["quotes"], passive_fit["trades"], at, 1, 1, 3 * S, 0.01)
+    between_copy = placement_features(passive_fit["quotes_copy"], passive_fit["trades_copy"], at, 1, 1, 3 * S,
                                       0.0005)
     p3 = model.fill_probability(between)
     np.testing.assert_allclose(applied.fill_probability(between_copy), p3, rtol=1e-9, atol=1e-12)
@@ -189,21 +190,9 @@ def test_passive_model_carries_to_a_scaled_copy(passive_fit):
     with pytest.raises(DataError, match="horizon"):
         model.fill_probability(between.assign(horizon_ns=np.int64(0)))
     with pytest.raises(DataError, match="horizon"):
-        placement_features(_quotes(passive_fit, False), None, at, 1, 1, -S, 0.01)
+        placement_features(passive_fit["quotes"], None, at, 1, 1, -S, 0.01)
     with pytest.raises(DataError, match="no sizes"):
-        placement_features(_quotes(passive_fit, False).drop(columns=["bid_sz", "ask_sz"]), None, at, 1, 1, S, 0.01)
-
-
-_QUOTES: dict = {}
-
-
-def _quotes(passive_fit: dict, copy: bool) -> pd.DataFrame:
-    return _QUOTES["copy" if copy else "original"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _remember_quotes(capture):
-    _QUOTES["original"], _QUOTES["copy"] = capture["quotes"], capture["quotes_copy"]
+        placement_features(passive_fit["quotes"].drop(columns=["bid_sz", "ask_sz"]), None, at, 1, 1, S, 0.01)
 
 
 def test_fill_model_applied_to_a_copy_and_refused_elsewhere(capture, passive_fit):
