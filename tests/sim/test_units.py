@@ -189,6 +189,8 @@ def test_passive_model_carries_to_a_scaled_copy(passive_fit):
     assert ((p3 >= np.minimum(p1, p5) - 1e-12) & (p3 <= np.maximum(p1, p5) + 1e-12)).all()
     with pytest.raises(DataError, match="horizon"):
         model.fill_probability(between.assign(horizon_ns=np.int64(0)))
+    with pytest.raises(DataError, match="positive horizon"):
+        passive_fit["baseline"].fill_probability(between.assign(horizon_ns=np.int64(-S)))
     with pytest.raises(DataError, match="horizon"):
         placement_features(passive_fit["quotes"], None, at, 1, 1, -S, 0.01)
     with pytest.raises(DataError, match="no sizes"):

@@ -529,6 +529,8 @@ def _cell_index(distance: np.ndarray, horizon: np.ndarray, distances: tuple[int,
                 horizons: tuple[int, ...]) -> np.ndarray:
     """Cell number ``d * len(horizons) + h`` of each row: the largest fitted distance at or below its own,
     and the fitted horizon nearest in log time."""
+    if (horizon <= 0).any():
+        raise DataError(f"horizon_ns {int(horizon[horizon <= 0][0])}; expected a positive horizon in nanoseconds")
     d_index = np.searchsorted(np.asarray(distances), distance, side="right") - 1
     if (d_index < 0).any():
         raise DataError(f"distance {int(distance[d_index < 0][0])} is below the smallest fitted distance "
