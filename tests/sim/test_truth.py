@@ -465,10 +465,10 @@ def test_engine_trade_feed_leaves_off_exchange_prints_out():
                      "order_type": "limit", "limit_px": float(q["bid_px"] if side == "buy" else q["ask_px"])})
     requests = pd.DataFrame(rows)
     model = FillModel("IBM.XNYS", 0.01, touch_only_curve(), latency=LatencyModel(0, 0, 0.0))
-    # the TRF reports alone fill nothing (event engine: a feed whose prints are all left out is still
-    # a feed with trades; the vectorized path reads an emptied trade set as a quote-only feed)
-    assert len(replay(model, "IBM.XNYS", quotes, off, requests).fills) == 0
     for run in (replay, replay_vectorized):
+        # the TRF reports alone fill nothing: a feed whose prints are all left out is still a feed
+        # with trades (resting orders wait for lit prints), not a quote-only one
+        assert len(run(model, "IBM.XNYS", quotes, off, requests).fills) == 0, run.__name__
         filled = run(model, "IBM.XNYS", quotes, trades, requests).fills
         lit = run(model, "IBM.XNYS", quotes, trades[(trades["venue"] != "D").to_numpy()].reset_index(drop=True),
                   requests).fills

@@ -196,11 +196,14 @@ class OrderArrays:
 
 
 def replay_arrays(quotes: QuoteArrays, trades: TradeArrays | None, requests: RequestArrays, params: ArrayParams,
-                  *, seed: int = 0) -> tuple[FillArrays, OrderArrays]:
+                  *, seed: int = 0, feed_has_trades: bool | None = None) -> tuple[FillArrays, OrderArrays]:
     """The compiled replay on plain arrays (trusted input; :func:`replay_vectorized` checks frames).
 
-    ``trades`` None (or empty) selects the quote rule for resting orders (feeds without trades).
+    ``trades`` None (or empty) selects the quote rule for resting orders (feeds without trades),
+    unless ``feed_has_trades`` says the feed had trades (all of them left out as not liquidity:
+    resting orders then wait for trades, as in the event engine).
     """
+    has_trades = trades is not None and len(trades.ts_ns) > 0 if feed_has_trades is None else bool(feed_has_trades)
     if trades is None:
         trades = TradeArrays(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, np.int8))
     n_orders = int(requests.order.max()) + 1 if len(requests.order) else 0
@@ -211,7 +214,7 @@ def replay_arrays(quotes: QuoteArrays, trades: TradeArrays | None, requests: Req
                              1.0 if params.quote_through else 0.0], dtype=np.float64)
     fill_int, fill_float, n_fills, order_int, order_float = _replay(
         quotes.ts_ns, quotes.bid_px, quotes.ask_px, quotes.bid_sz, quotes.ask_sz,
-        trades.ts_ns, trades.price, trades.size, trades.aggressor.astype(np.int8), len(trades.ts_ns) > 0,
+        trades.ts_ns, trades.price, trades.size, trades.aggressor.astype(np.int8), has_trades,
         requests.ts_ns, requests.action, requests.order, requests.side, requests.order_type, requests.tif,
         requests.quantity, requests.limit_px, requests.stop_px, requests.expire_ts_ns, n_orders,
         params.edges, params.ratios, float_params,
@@ -651,7 +654,8 @@ def replay_vectorized(model: FillModel, instrument: Instrument | str, quotes: pd
     trade_set = trade_arrays_from(trades, quotes) if trades is not None and len(trades) else None
     request_set, table = request_arrays_from(requests, instrument)
     fills, orders = replay_arrays(quote_set, trade_set, request_set,
-                                  ArrayParams.from_model(model, instrument, quote_fill_rule), seed=seed)
+                                  ArrayParams.from_model(model, instrument, quote_fill_rule), seed=seed,
+                                  feed_has_trades=trade_set is not None)  # as replay(): a frame with rows
     refs = table["order_ref"]
     side = table["side"]
     fill_frame = pd.DataFrame({
