@@ -763,7 +763,8 @@ def store_captures(store: Any, instruments: list[str] | None = None) -> list[Cap
                     frames[kind] = store.read(kind, instrument_id, recording=row.recording)
             ids = tuple(sorted(int(i) for i in str(row.dataset_ids).split(",") if i.strip()))
             data = _assemble(instrument, frames, ids, tuple(f"store dataset {i}" for i in ids))
-            out.append(Capture(f"{instrument_id} {row.recording}", data))
+            # named by the day its quotes start (a recording of daily bars may reach back decades)
+            out.append(Capture(_capture_label(data), data))
     return out
 
 

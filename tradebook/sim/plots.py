@@ -180,3 +180,106 @@ def cost_curve_table(model: FillModel) -> pd.DataFrame:
         "median": np.round(curve.q50, 3),
         "q95": np.round(curve.q95, 3),
     })
+
+
+# -- the transfer report (issue 16) ------------------------------------------------------------
+_TRANSFER_LABELS = {"real_median_bps": "realised median", "real_mean_bps": "realised mean",
+                    "model_median_bps": "model median (from L1)", "baseline_b_bps": "baseline (b) touch",
+                    "reference_c_bps": "reference (c) quantile regression",
+                    "engine_median_bps": "engine fills, median"}
+
+
+def transfer_cost_plot(result: Any) -> Any:
+    """Predicted against realised cost by order size for one transfer (a :class:`TransferFidelity`).
+
+    From the true book walks where the scored data has depth (else the real sweeps): the
+    realised median and mean, the model's median and 90% interval, baseline (b) and
+    reference (c); the engine's own fills on the L1 feed where it was scored. None when the
+    transfer has no cost by size to show.
+    """
+    table = result.tables.get("walks_by_size")
+    source = "true book walks"
+    if table is None or not len(table):
+        table, source = result.tables.get("sweeps_by_size"), "real sweeps"
+    engine = result.tables.get("engine_by_size")
+    if (table is None or not len(table)) and (engine is None or not len(engine)):
+        return None
+    layers = []
+    x, labels = "size_over_touch", dict(xlabel="order size / touch size", ylabel="cost vs mid (bps)")
+    if table is not None and len(table):
+        named = table.rename(columns=_TRANSFER_LABELS)
+        layers.append(named.hvplot.area(x=x, y="model_q05_bps", y2="model_q95_bps", alpha=0.2,
+                                        label="model 90% interval", logx=True))
+        columns = [_TRANSFER_LABELS[c] for c in ("real_median_bps", "model_median_bps", "baseline_b_bps",
+                                                 "reference_c_bps")
+                   if c in table.columns and table[c].notna().any()]
+        layers.append(named.hvplot.line(x=x, y=columns, logx=True, **labels))
+        layers.append(named.hvplot.scatter(x=x, y="realised mean", label="realised mean", logx=True))
+    if engine is not None and len(engine):
+        named = engine.rename(columns=_TRANSFER_LABELS)
+        if source != "true book walks":  # the engine's orders' own truth: the walk of the book they met
+            walk = engine.rename(columns={"real_median_bps": "true walk of the engine's orders, median"})
+            layers.append(walk.hvplot.line(x=x, y="true walk of the engine's orders, median", logx=True,
+                                           line_dash="dashed", **labels))
+        layers.append(named.hvplot.scatter(x=x, y="engine fills, median", label="engine fills, median", logx=True,
+                                           marker="triangle", size=70, **labels))
+    title = f"{result.transfer.name} ({source})"
+    overlay = layers[0]
+    for layer in layers[1:]:
+        overlay = overlay * layer
+    return overlay.opts(title=title, show_grid=True, fontsize={"title": 9}, **_SIZE, **LEGEND)
+
+
+def transfer_layout(results: list[Any], kinds: tuple[str, ...] = ("half/half", "capture -> capture")) -> hv.Layout:
+    """Cost by size, one panel per transfer of ``kinds`` scored against true book walks or the engine's fills.
+
+    By default the half/half splits and the transfers across captures (early -> late looks
+    like half/half and is left to the tables: every figure weighs on an exported page).
+    """
+    figures = [transfer_cost_plot(r) for r in results if r.transfer.kind in kinds
+               and ("walks_by_size" in r.tables or "engine_by_size" in r.tables)]
+    return hv.Layout([f for f in figures if f is not None]).opts(shared_axes=False).cols(1)
+
+
+def transfer_targets_table(results: list[Any]) -> pd.DataFrame:
+    """Every figure of the transfer report with its band, its target and met / MISSED (info rows: no target)."""
+    rows = []
+    for r in results:
+        for f in r.figures:
+            b = f.band
+            rows.append({"transfer": r.transfer.name, "figure": f.name, "value": _round(b.value),
+                         "band low": _round(b.low), "band high": _round(b.high), "blocks": b.blocks,
+                         "target": f"{f.rule} {f.threshold:g}" if f.rule else "",
+                         "verdict": ("met" if f.met else "MISSED") if f.rule else "info",
+                         "note": f.verdict if f.verdict not in ("met", "MISSED") else ""})
+    return pd.DataFrame(rows, columns=["transfer", "figure", "value", "band low", "band high", "blocks", "target",
+                                       "verdict", "note"])
+
+
+def transfer_summary_table(results: list[Any]) -> pd.DataFrame:
+    """One row per transfer: what was fitted and scored, targets met, and the missed ones with their bands."""
+    rows = []
+    for r in results:
+        t = r.transfer
+        rows.append({"kind": t.kind, "fit": t.fit_label, "scored on": t.score_label,
+                     "targets met": f"{len(r.targets) - len(r.missed)} of {len(r.targets)}",
+                     "MISSED (value [band])": "; ".join(f"{f.name} {f.band}" for f in r.missed),
+                     "not scored": ", ".join(r.not_applicable)})
+    return pd.DataFrame(rows, columns=["kind", "fit", "scored on", "targets met", "MISSED (value [band])",
+                                       "not scored"])
+
+
+def styled_transfer_targets(results: list[Any], *, targets_only: bool = False) -> Any:
+    """:func:`transfer_targets_table` with MISSED rows highlighted (a pandas Styler, for notebooks).
+
+    ``targets_only``: leave out the figures shown without a target (info rows).
+    """
+    table = transfer_targets_table(results)
+    if targets_only:
+        table = table[table["verdict"] != "info"].drop(columns=["note"])
+
+    def highlight(row: pd.Series) -> list[str]:
+        return ["background-color: #fde2e1" if row["verdict"] == "MISSED" else ""] * len(row)
+
+    return (table.style.apply(highlight, axis=1)
+            .format({"value": "{:.3f}", "band low": "{:.3f}", "band high": "{:.3f}"}).hide(axis="index"))
