@@ -695,3 +695,22 @@ def test_the_paper_venue_fills_a_large_market_order_in_parts(tmp_path):
     assert events[-1].event_type is OrderEventType.FILLED
     assert asyncio.run(venue.positions()) == {BTC.instrument_id: qty}
     asyncio.run(venue.close())
+
+
+def test_a_live_feed_with_levels_is_walked_level_by_level():
+    """on_quotes(levels=...): the recorded book behind the touch first, then the implied ladder beyond it."""
+    e = SimEngine(walk_model(), BTC)
+    levels = (np.array([[99.99, 99.98]]), np.array([[2.0, 2.0]]), np.array([[100.03, 100.10]]),
+              np.array([[0.7, 0.4]]))
+    e.on_quotes(np.array([T]), np.array([100.00]), np.array([100.02]), np.array([1.0]), np.array([0.5]),
+                levels=levels)
+    order = e.submit(make_order(BTC, "buy", "3.0"), T + 1)
+    e.advance_to(T + 1)
+    # 0.5 at the touch, then the two recorded levels; the implied ladder (+1, +3, +4 ticks) lies inside the
+    # recorded book, so nothing is implied beyond 100.10 and 1.4 keeps working
+    assert_fills(fills_of(e, order), [(1, 0.5, 100.02, "taker"), (1, 0.7, 100.03, "taker"),
+                                      (1, 0.4, 100.10, "taker")])
+    assert e.order(order)["status"] == "working"
+    with pytest.raises(DataError, match="levels"):
+        e.on_quotes(np.array([T + 2]), np.array([100.00]), np.array([100.02]), np.array([1.0]), np.array([0.5]),
+                    levels=(np.zeros((2, 1)),) * 4)

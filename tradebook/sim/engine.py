@@ -404,21 +404,41 @@ class SimEngine:
                             "was already processed; expected non-decreasing ts_ns")
         return ts
 
-    def on_quotes(self, ts_ns, bid_px, ask_px, bid_sz, ask_sz) -> None:
-        """Process L1 quotes: scalars for one quote, or equal-length 1-D arrays for a batch in time order."""
-        self._run(*self._quote_rows(ts_ns, bid_px, ask_px, bid_sz, ask_sz), *_NO_TRADES)
+    def on_quotes(self, ts_ns, bid_px, ask_px, bid_sz, ask_sz, *, levels: tuple | None = None) -> None:
+        """Process L1 quotes: scalars for one quote, or equal-length 1-D arrays for a batch in time order.
+
+        ``levels``, where the feed carries the book: (bid_px, bid_sz, ask_px, ask_sz) of the
+        levels behind the touch, each rows x levels (:func:`~tradebook.sim.orders.book_levels`
+        of a top-N frame); marketable orders walk them and resting orders queue behind them
+        (with the whole model; a cost curve alone ignores them).
+        """
+        rows = self._quote_rows(ts_ns, bid_px, ask_px, bid_sz, ask_sz)
+        self._run(*rows, *_NO_TRADES, levels=self._checked_levels(levels, len(rows[0])))
+
+    def _checked_levels(self, levels: tuple | None, n: int) -> tuple | None:
+        if levels is None or self.walk is None:
+            return None
+        if not isinstance(levels, tuple) or len(levels) != 4:
+            raise DataError("levels must be a tuple (bid_px, bid_sz, ask_px, ask_sz) of rows x levels arrays")
+        arrays = tuple(np.ascontiguousarray(np.atleast_2d(np.asarray(a, dtype=np.float64))) for a in levels)
+        shape = arrays[0].shape
+        if any(a.shape != shape for a in arrays) or shape[0] != n or shape[1] > _MAX_LEVELS:
+            raise DataError(f"levels have shapes {[a.shape for a in arrays]}; expected four arrays of {n} rows "
+                            f"(one per quote) x the same number of levels (at most {_MAX_LEVELS})")
+        return arrays
 
     def on_trades(self, ts_ns, price, size, aggressor) -> None:
         """Process trades (aggressor +1 buyer, -1 seller, 0 unknown): scalars or 1-D arrays in time order."""
         self._require_trades()
         self._run(*_NO_QUOTES, *self._trade_rows(ts_ns, price, size, aggressor))
 
-    def on_data(self, quotes: tuple | None, trades: tuple | None) -> None:
+    def on_data(self, quotes: tuple | None, trades: tuple | None, *, levels: tuple | None = None) -> None:
         """Quotes and trades of one stretch of time at once, merged here (quotes first at equal times).
 
         ``quotes``: (ts_ns, bid_px, ask_px, bid_sz, ask_sz) arrays; ``trades``: (ts_ns, price,
         size, aggressor) arrays; either may be None. The same fills as calling
         :meth:`on_quotes` and :meth:`on_trades` on the runs of each in time order, in one pass.
+        ``levels``: the book behind each quote's touch, as for :meth:`on_quotes`.
         """
         has_trades = trades is not None and len(trades[0])
         if has_trades:
@@ -426,7 +446,8 @@ class SimEngine:
         q_rows = self._quote_rows(*quotes) if quotes is not None else _NO_QUOTES
         t_rows = self._trade_rows(*trades) if has_trades else _NO_TRADES
         if len(q_rows[0]) or len(t_rows[0]):
-            self._run(*q_rows, *t_rows)
+            self._run(*q_rows, *t_rows, levels=self._checked_levels(levels, len(q_rows[0])) if len(q_rows[0])
+                      else None)
 
     def _require_trades(self) -> None:
         if not self.feed_has_trades:

@@ -53,10 +53,10 @@ given to :func:`tradebook.sim.engine.replay` or
 the recorded levels behind the touch first and the implied ladder only beyond the
 deepest of them, and a limit resting behind the touch takes its queue ahead from the
 recorded levels (:func:`queue_ahead_book`: the size at its price, nothing on an empty
-price inside the book, unknown beyond it). Not wired yet: the live engine's
-``on_quotes``/``on_data`` (what the paper venue feeds) take L1 only, and an L2 diff
-stream is not rebuilt into levels by the engine (rebuild it into a top-N frame first,
-:mod:`tradebook.sim.book`).
+price inside the book, unknown beyond it). The live engine takes the same levels in
+``on_quotes``/``on_data(levels=...)``; the paper venue does not pass any yet (it feeds
+L1), and an L2 diff stream is not rebuilt into levels by the engine (rebuild it into
+a top-N frame first, :mod:`tradebook.sim.book`).
 
 Limit orders. A buy limit with ``limit >= ask`` at arrival is marketable and takes
 (taker). Whatever is left, or a limit not marketable at arrival, *rests* (maker)
