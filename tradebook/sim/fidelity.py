@@ -1195,13 +1195,23 @@ def score_transfer(t: Transfer, *, seed: int = 0, calibrations: dict | None = No
     else:
         first = t.score.quotes[t.score.quotes["ts_ns"] < t.score.start_ns + 60 * _NS]
         typical = float(typical_touch_size(first))
-    _score_sweeps(t, model, seed, figures, lines, tables, not_applicable)
-    _score_walks(t, model, typical, seed, figures, lines, tables, not_applicable)
+
+    def part(name: str, score: Any, *args: Any) -> Any:
+        # data too thin for one part (a handful of sweeps, no placement with a full horizon) is said, not fatal
+        try:
+            return score(*args)
+        except DataError as exc:
+            not_applicable[name] = f"the data cannot support it: {exc}"
+            return None
+
+    part("sweeps", _score_sweeps, t, model, seed, figures, lines, tables, not_applicable)
+    part("book walks", _score_walks, t, model, typical, seed, figures, lines, tables, not_applicable)
     if engine:
-        _score_engine_marketable(t, model, typical, seed, figures, lines, tables, not_applicable)
-    ref = _score_passive(t, model, seed, figures, lines, tables, not_applicable)
+        part("engine market orders", _score_engine_marketable, t, model, typical, seed, figures, lines, tables,
+             not_applicable)
+    ref = part("passive", _score_passive, t, model, seed, figures, lines, tables, not_applicable)
     if engine:
-        _score_engine_resting(t, model, ref, seed, figures, lines, not_applicable)
+        part("engine resting orders", _score_engine_resting, t, model, ref, seed, figures, lines, not_applicable)
     return TransferFidelity(t, tuple(figures), tuple(lines), not_applicable, tables)
 
 
