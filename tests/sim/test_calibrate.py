@@ -129,3 +129,37 @@ def test_a_calibration_pools_captures_of_one_asset_class():
         calibrate_marketable("BTCUSDT.BINANCE", 0.01, pooled, fitted_on=("BTCUSDT.BINANCE", "IBM.XNYS"))
     with pytest.raises(DataError, match="some captures come with quotes"):
         pool_sweeps({"a": captures["2021"], "b": (captures["2024"][0], None)})
+
+
+def _synthetic_sweeps(n: int, excess_half_spreads: float, seed: int = 0) -> pd.DataFrame:
+    # sweeps that all cost the half-spread (1 bps) plus a noisy excess of about ``excess_half_spreads``
+    rng = np.random.default_rng(seed)
+    hs = np.ones(n)
+    touch = np.full(n, 10.0)
+    quantity = touch * rng.uniform(0.2, 5.0, n)
+    cost = hs * (1.0 + excess_half_spreads * rng.uniform(0.8, 1.2, n))
+    return pd.DataFrame({"ts_ns": np.arange(n, dtype=np.int64) * 1_000_000_000, "cost_bps": cost,
+                         "half_spread_bps": hs, "size_over_touch": quantity / touch, "quantity": quantity,
+                         "touch_size": touch})
+
+
+def test_median_kept_only_where_it_beats_the_touch_on_held_back_sweeps(es_sweeps):
+    from tradebook.sim.calibrate import fitted_median_validated
+
+    # a real excess over the touch, the same all along: the fitted median wins on the held-back sweeps and stays
+    paying = _synthetic_sweeps(600, 2.0)
+    assert fitted_median_validated(paying)
+    kept = calibrate_marketable("ESH4.GLBX", 0.25, paying, median="validated")
+    assert kept.cost_curve == calibrate_marketable("ESH4.GLBX", 0.25, paying).cost_curve
+    assert min(kept.cost_curve.q50) > 2.5
+    # no excess: the fitted median cannot beat the touch, which becomes the median for every size
+    free = _synthetic_sweeps(600, 0.0)
+    assert not fitted_median_validated(free)
+    at_touch = calibrate_marketable("ESH4.GLBX", 0.25, es_sweeps, median="touch")
+    q05, q50, q95 = (np.asarray(q) for q in (at_touch.cost_curve.q05, at_touch.cost_curve.q50,
+                                             at_touch.cost_curve.q95))
+    assert (q50 == 1.0).all() and (q05 <= 1.0).all() and (q95 >= 1.0).all()
+    # too few sweeps to validate anything: the touch
+    assert not fitted_median_validated(paying.iloc[:50])
+    with pytest.raises(DataError, match="median='mean'"):
+        calibrate_marketable("ESH4.GLBX", 0.25, es_sweeps, median="mean")
