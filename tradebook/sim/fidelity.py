@@ -310,8 +310,10 @@ def calibrate_instrument(
     work: dict[str, Any] = {}
     fit_sweeps = instrument_sweeps(data)
     if len(fit_sweeps):
-        model = calibrate_marketable(instrument.instrument_id, tick, fit_sweeps, **model_fields)
+        # the fitted median only where it beats the touch on sweeps held back inside the fit data
+        model = calibrate_marketable(instrument.instrument_id, tick, fit_sweeps, median="validated", **model_fields)
         diagnostics["sweeps"] = len(fit_sweeps)
+        diagnostics["median_at_touch"] = all(v == 1.0 for v in model.cost_curve.q50)
         diagnostics["cost_curve_counts"] = list(model.cost_curve.counts)
         diagnostics["interval_levels"] = list(model.cost_curve.interval_levels)
     else:
