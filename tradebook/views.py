@@ -38,7 +38,7 @@ def _places_for(column: str, instrument_id: str | None) -> tuple[int | None, boo
     if column in QUANTITY_COLUMNS:
         return quantity_places(instrument_id), True
     if column in FEE_COLUMNS:
-        return fee_places(instrument_id), True
+        return fee_places(instrument_id), False  # a column of fees lines up: 5.0000 beside 4.9929
     return money_places(instrument_id), False
 
 
