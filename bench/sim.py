@@ -16,7 +16,10 @@ runs twice: with today's touch-only model (the cost curve alone, what the issue-
 were set on) and with the whole calibrated model (``calibrate_instrument``: marketable
 orders walk the L1-implied book of the depth profile fitted on the capture's L2 diffs,
 remainders wait for the completion model's refill, fees and latency as above); the bench
-prints which parts were on.
+prints which parts were on. The ladder is sized in the instrument's recent touch size,
+which the vectorized path folds from the quotes only when a walk goes beyond the touch
+(on this workload about 8% of the 0.001 BTC orders meet a touch smaller than they are,
+so nearly every quote is still folded, in the stretches between those walks).
 """
 
 from __future__ import annotations

@@ -30,6 +30,23 @@ def quote_columns(quotes: pd.DataFrame) -> dict[str, str]:
                     f"ask_px_0 of a top-N book), found {list(quotes.columns)}")
 
 
+def book_levels(quotes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The recorded levels behind the touch of a top-N book frame (``bid_px_1``... ): (bid_px, bid_sz, ask_px,
+    ask_sz), each rows x (N - 1) float64; None for an L1 frame (the simulator's walk then uses the implied ladder
+    alone)."""
+    if "bid_px_0" not in quotes.columns:
+        return None
+    n = 1
+    while all(f"{name}_{n}" in quotes.columns for name in ("bid_px", "bid_sz", "ask_px", "ask_sz")):
+        n += 1
+    if n == 1:
+        return None
+    return tuple(np.ascontiguousarray(np.column_stack([quotes[f"{name}_{i}"].to_numpy(dtype=np.float64,
+                                                                                        na_value=np.nan)
+                                                        for i in range(1, n)]))
+                 for name in ("bid_px", "bid_sz", "ask_px", "ask_sz"))
+
+
 def aggressor_from_column(trades: pd.DataFrame) -> np.ndarray:
     """+1 BUY, -1 SELL, 0 NONE or empty, from the canonical ``aggressor_side`` column."""
     if "aggressor_side" not in trades.columns:

@@ -54,9 +54,14 @@ the recorded levels behind the touch first and the implied ladder only beyond th
 deepest of them, and a limit resting behind the touch takes its queue ahead from the
 recorded levels (:func:`queue_ahead_book`: the size at its price, nothing on an empty
 price inside the book, unknown beyond it). The live engine takes the same levels in
-``on_quotes``/``on_data(levels=...)``; the paper venue does not pass any yet (it feeds
-L1), and an L2 diff stream is not rebuilt into levels by the engine (rebuild it into
-a top-N frame first, :mod:`tradebook.sim.book`).
+``on_quotes``/``on_data(levels=...)``; the paper venue passes them on where a session's
+feed carries a top-N book (``ReplayFeed`` keeps a top-N frame's levels in its batches,
+``PaperVenue.on_market_data(levels=...)``, ``PaperVenue.feed`` of a top-N frame). An L2
+diff stream is not rebuilt into levels by the engine (rebuild it into a top-N frame
+first, :mod:`tradebook.sim.book`). The recent touch size that sizes the implied ladder
+is folded from the quotes only when a walk reaches beyond the touch and the recorded
+levels (:func:`walk_holds_without_unit`); the fold is row by row, so the fills are the
+same as folding every quote at once.
 
 Limit orders. A buy limit with ``limit >= ask`` at arrival is marketable and takes
 (taker). Whatever is left, or a limit not marketable at arrival, *rests* (maker)
@@ -114,7 +119,7 @@ import numba
 import numpy as np
 import pandas as pd
 
-from tradebook.data.frames import aggressor_from_column, quote_columns
+from tradebook.data.frames import aggressor_from_column, book_levels, quote_columns  # noqa: F401 - book_levels re-exported
 from tradebook.errors import ConfigError, DataError, OrderError
 from tradebook.model.instruments import Instrument, Side, get_instrument
 from tradebook.model.orders import OrderType, TimeInForce
@@ -776,22 +781,6 @@ def walk_params(model, instrument: Instrument) -> WalkParams | None:
                       float(model.price_improvement_ratio) if equity else 0.0, tau)
 
 
-def book_levels(quotes: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """The recorded levels behind the touch of a top-N book frame (``bid_px_1``... ): (bid_px, bid_sz, ask_px,
-    ask_sz), each rows x (N - 1) float64; None for an L1 frame (the walk then uses the implied ladder alone)."""
-    if "bid_px_0" not in quotes.columns:
-        return None
-    n = 1
-    while all(f"{name}_{n}" in quotes.columns for name in ("bid_px", "bid_sz", "ask_px", "ask_sz")):
-        n += 1
-    if n == 1:
-        return None
-    return tuple(np.ascontiguousarray(np.column_stack([quotes[f"{name}_{i}"].to_numpy(dtype=np.float64,
-                                                                                        na_value=np.nan)
-                                                        for i in range(1, n)]))
-                 for name in ("bid_px", "bid_sz", "ask_px", "ask_sz"))
-
-
 # The recent touch size both faces track: (total, weight, log size of the last quote, quotes seen) and its time.
 TOUCH_STATE = 4
 
@@ -865,6 +854,33 @@ def _on_grid(steps, step):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def walk_holds_without_unit(side, remaining, bid, ask, bid_sz, ask_sz, ts, depleted, last_ts, walk, real_px,
+                            real_sz):  # pragma: no cover - compiled
+    """True when the touch and the recorded levels behind it (after the order's depletion, refilled as in
+    :func:`walk_book`) hold the whole remainder with room to spare (a relative 1e-9).
+
+    The walk then ends before the implied ladder, so its fills are the same for any recent touch size:
+    a caller may pass ``unit_size`` 0 and leave the tracked size unfolded until a walk needs it (the fold is
+    row by row, so folding later gives the same state). Invalid quotes and empty orders: walk_book takes nothing.
+    """
+    if not (bid < ask) or not (bid_sz > 0.0) or not (ask_sz > 0.0) or remaining <= 0.0:
+        return True
+    touch = ask_sz if side > 0 else bid_sz
+    deepest = ask if side > 0 else bid
+    d = depleted
+    if d > 0.0:
+        dt = ts - last_ts
+        if dt > 0:
+            d = max(0.0, d - walk[1] * dt)
+    held = touch
+    for r in range(len(real_px)):
+        if real_sz[r] > 0.0 and side * (real_px[r] - deepest) > 0.0:
+            held += real_sz[r]
+            deepest = real_px[r]
+    return held - d > remaining * (1.0 + 1e-9)
+
+
+@numba.njit(cache=True, nogil=True)
 def walk_book(side, remaining, limit, bid, ask, bid_sz, ask_sz, ts, depleted, last_ts, seed, request, takes,
               offsets, sizes, unit_size, walk, slippage_bps, lot, out_qty, out_px, real_px,
               real_sz):  # pragma: no cover - compiled
@@ -903,9 +919,10 @@ def walk_book(side, remaining, limit, bid, ask, bid_sz, ask_sz, ts, depleted, la
             total += real_sz[r]
             deepest = real_px[r]
     n_real = len(real_px)
-    for j in range(len(sizes)):
-        if side * (_on_grid(round((far + side * offsets[j] * tick) / tick), tick) - deepest) > 0.0:
-            total += sizes[j] * unit_size
+    if unit_size > 0.0:  # (0: the implied levels hold nothing, and their prices need not be worked out)
+        for j in range(len(sizes)):
+            if side * (_on_grid(round((far + side * offsets[j] * tick) / tick), tick) - deepest) > 0.0:
+                total += sizes[j] * unit_size
     available = total - d
     if d > 0.0 and available < min(remaining, unit):
         return 0, depleted  # still waiting for the book to refill
@@ -946,6 +963,8 @@ def walk_book(side, remaining, limit, bid, ask, bid_sz, ask_sz, ts, depleted, la
             px = real_px[k]
             deepest = px
         else:
+            if not (unit_size > 0.0):
+                break  # empty implied levels: each would be passed over (it ends where it starts, at or before pos)
             size = sizes[j] * unit_size
             px = _on_grid(round((far + side * offsets[j] * tick) / tick), tick)
             if not side * (px - deepest) > 0.0:

@@ -66,6 +66,7 @@ from tradebook.sim.orders import (  # noqa: F401 - ACTION_CODE, STATUS_NAMES re-
     fold_touch_unit,
     touch_unit_at,
     walk_book,
+    walk_holds_without_unit,
     walk_params,
 )
 
@@ -293,19 +294,24 @@ def _marketable(side, limit, bid, ask):  # pragma: no cover - compiled
 def _walk(oi, of, o, ts, bid, ask, bid_sz, ask_sz, p, ws):  # pragma: no cover - compiled
     # walk_book for order o at the quote: (fills in ws[3], ws[4], depletion after)
     offsets, sizes, walk, out_qty, out_px, seed, rows, state, state_ts, cursor, tau, levels = ws
-    unit = 1.0
-    if tau > 0.0:  # the recent touch size: fold the quotes up to the one in force
-        if cursor[0] > cursor[1]:
-            fold_touch_unit(rows[0], rows[1], rows[2], cursor[1], cursor[0], state, state_ts, tau)
-            cursor[1] = cursor[0]
-        unit = touch_unit_at(state, state_ts, ts, tau)
-    limit = of[o, _F_LIMIT] if _has_limit(oi, o) else np.nan
     side = oi[o, _I_SIDE]
     row = cursor[0] - 1  # the quote in force (walks happen only once a valid one has been)
+    real_px = levels[2][row] if side > 0 else levels[0][row]
+    real_sz = levels[3][row] if side > 0 else levels[1][row]
+    unit = 1.0
+    if tau > 0.0:
+        if walk_holds_without_unit(side, of[o, _F_REMAINING], bid, ask, bid_sz, ask_sz, ts, of[o, _F_DEPLETED],
+                                   oi[o, _I_TAKE_TS], walk, real_px, real_sz):
+            unit = 0.0  # the walk ends before the implied ladder: same fills for any recent touch size
+        else:  # the recent touch size: fold the quotes up to the one in force (lazily: only walks that need it)
+            if cursor[0] > cursor[1]:
+                fold_touch_unit(rows[0], rows[1], rows[2], cursor[1], cursor[0], state, state_ts, tau)
+                cursor[1] = cursor[0]
+            unit = touch_unit_at(state, state_ts, ts, tau)
+    limit = of[o, _F_LIMIT] if _has_limit(oi, o) else np.nan
     return walk_book(oi[o, _I_SIDE], of[o, _F_REMAINING], limit, bid, ask, bid_sz, ask_sz, ts, of[o, _F_DEPLETED],
                      oi[o, _I_TAKE_TS], seed, oi[o, _I_SUBMIT_K], oi[o, _I_TAKES], offsets, sizes, unit, walk,
-                     p[_P_SLIPPAGE], p[_P_LOT], out_qty, out_px, levels[2][row] if side > 0 else levels[0][row],
-                     levels[3][row] if side > 0 else levels[1][row])
+                     p[_P_SLIPPAGE], p[_P_LOT], out_qty, out_px, real_px, real_sz)
 
 
 @numba.njit(cache=True, nogil=True)
