@@ -105,7 +105,7 @@ def test_a_readable_frame_keeps_every_digit_and_shows_the_instrument_precision()
     shown = rounded_for_display(frame)
     assert shown.to_dict("list") == {"instrument_id": [BTC, "EURUSD.DUKASCOPY"], "quantity": ["0.05", "1000"],
                                      "avg_price": ["61735.99", "1.08123"],
-                                     "realised_pnl": ["0.33", "-0.33333"], "fees": ["3.0868", "0.0000"],
+                                     "realised_pnl": ["0.33", "-0.33333"], "fees": ["3.0868", "0.0000000"],
                                      "status": ["filled", "filled"]}
     assert "0.333333" not in repr(frame) and "0.333333" not in frame._repr_html_()
     # a column selection keeps the display; without the instrument column it falls back to the session's instrument
