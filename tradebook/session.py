@@ -1142,10 +1142,15 @@ class Session:
             return  # a live venue has its own market data
         quotes, trades = batch.quotes.get(instrument_id), batch.trades.get(instrument_id)
         # one call: the venue merges them in time order, quotes before trades at equal times
-        feed(instrument_id,
-             (quotes.ts_ns, quotes.bid_px, quotes.ask_px, quotes.bid_sz, quotes.ask_sz) if quotes is not None else None,
-             (trades.ts_ns, trades.price, trades.size, trades.aggressor) if trades is not None and len(trades)
-             else None)
+        data = ((quotes.ts_ns, quotes.bid_px, quotes.ask_px, quotes.bid_sz, quotes.ask_sz) if quotes is not None
+                else None,
+                (trades.ts_ns, trades.price, trades.size, trades.aggressor) if trades is not None and len(trades)
+                else None)
+        levels = getattr(quotes, "levels", None)
+        if levels is not None:  # a recorded top-N book: the venue walks it level by level
+            feed(instrument_id, *data, levels=levels)
+        else:
+            feed(instrument_id, *data)
 
     # -- checks of what comes in -----------------------------------------------------------------
     def _check_signal(self, signal: Signal) -> tuple[Signal, Instrument]:

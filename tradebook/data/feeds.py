@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tradebook.data.frames import aggressor_from_column, liquidity_trades, quote_columns
+from tradebook.data.frames import aggressor_from_column, book_levels, liquidity_trades, quote_columns
 from tradebook.errors import DataError
 
 _QUOTE_FIELDS = ("ts_ns", "bid_px", "ask_px", "bid_sz", "ask_sz")
@@ -35,6 +35,8 @@ class QuoteArrays:
     ask_px: np.ndarray
     bid_sz: np.ndarray
     ask_sz: np.ndarray
+    # a top-N book's levels behind the touch (bid_px, bid_sz, ask_px, ask_sz), rows x levels; None: L1
+    levels: tuple | None = None
 
     def __len__(self) -> int:
         return len(self.ts_ns)
@@ -80,7 +82,8 @@ def _quote_arrays(instrument_id: str, frame: pd.DataFrame) -> QuoteArrays:
     ts = frame["ts_ns"].to_numpy(dtype=np.int64)
     if len(ts) and (np.diff(ts) < 0).any():
         raise DataError(f"quotes of {instrument_id}: ts_ns goes backwards; expected time order")
-    return QuoteArrays(ts, *(frame[names[f]].to_numpy(dtype=np.float64, na_value=np.nan) for f in _QUOTE_FIELDS[1:]))
+    return QuoteArrays(ts, *(frame[names[f]].to_numpy(dtype=np.float64, na_value=np.nan) for f in _QUOTE_FIELDS[1:]),
+                       levels=book_levels(frame))
 
 
 def _trade_arrays(instrument_id: str, frame: pd.DataFrame) -> TradeArrays:
@@ -102,7 +105,11 @@ def _trade_arrays(instrument_id: str, frame: pd.DataFrame) -> TradeArrays:
 
 
 def _slice(arrays, lo: int, hi: int):
-    return type(arrays)(*(getattr(arrays, f)[lo:hi] for f in arrays.__dataclass_fields__))
+    def rows(value):  # the book's levels: a tuple of rows x levels arrays (or None)
+        return value[lo:hi] if not isinstance(value, tuple) else tuple(a[lo:hi] for a in value)
+
+    return type(arrays)(*(rows(getattr(arrays, f)) if getattr(arrays, f) is not None else None
+                          for f in arrays.__dataclass_fields__))
 
 
 class ReplayFeed:

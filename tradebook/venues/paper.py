@@ -172,7 +172,15 @@ from tradebook.model.time import now_ns
 from tradebook.sim import orders as sim_orders
 from tradebook.sim.engine import EngineOrder, SimEngine
 from tradebook.sim.fill_model import FillModel
-from tradebook.sim.orders import LOT_DUST, OrderSpec, conformed_order, quote_arrays, request_latency_ns, trade_arrays
+from tradebook.sim.orders import (
+    LOT_DUST,
+    OrderSpec,
+    book_levels,
+    conformed_order,
+    quote_arrays,
+    request_latency_ns,
+    trade_arrays,
+)
 from tradebook.venues.base import AccountState, BatchEventHandler, EventHandler, VenueOrderState, VenuePort
 
 JOURNAL_NAME = "paper_venue.journal"
@@ -668,12 +676,15 @@ class PaperVenue(VenuePort):
         """The venue's time: the latest market data or ``advance_to`` seen (None before any)."""
         return self._now_ns
 
-    def on_quotes(self, instrument_id: str, ts_ns, bid_px, ask_px, bid_sz, ask_sz) -> None:
-        """L1 quotes for one instrument: scalars, or equal-length arrays in time order."""
+    def on_quotes(self, instrument_id: str, ts_ns, bid_px, ask_px, bid_sz, ask_sz, *,
+                  levels: tuple | None = None) -> None:
+        """L1 quotes for one instrument: scalars, or equal-length arrays in time order; ``levels``, where the
+        feed carries the book, (bid_px, bid_sz, ask_px, ask_sz) behind each quote's touch (rows x levels),
+        walked level by level before the calibrated implied ladder."""
         with self._lock:
             slot = self._data_slot(instrument_id)
             try:
-                slot.engine.on_quotes(ts_ns, bid_px, ask_px, bid_sz, ask_sz)
+                slot.engine.on_quotes(ts_ns, bid_px, ask_px, bid_sz, ask_sz, levels=levels)
                 self._after_data(instrument_id, slot, ts_ns, bid_px, ask_px, bid_sz, ask_sz)
             finally:
                 self._deliver()
@@ -688,17 +699,20 @@ class PaperVenue(VenuePort):
             finally:
                 self._deliver()
 
-    def on_market_data(self, instrument_id: str, quotes: tuple | None, trades: tuple | None) -> None:
+    def on_market_data(self, instrument_id: str, quotes: tuple | None, trades: tuple | None, *,
+                       levels: tuple | None = None) -> None:
         """Quotes and trades of one stretch of time for one instrument, merged in time order (quotes first
         at equal times): the same as :meth:`on_quotes` and :meth:`on_trades` on their runs, in one call.
 
         ``quotes``: (ts_ns, bid_px, ask_px, bid_sz, ask_sz) arrays; ``trades``: (ts_ns, price,
-        size, aggressor) arrays; either may be None or empty.
+        size, aggressor) arrays; either may be None or empty. ``levels``: a recorded top-N book behind each
+        quote's touch, (bid_px, bid_sz, ask_px, ask_sz), rows x levels (:func:`tradebook.data.frames.book_levels`
+        of a top-N frame): marketable orders walk it, resting ones take their queue ahead from it.
         """
         with self._lock:
             slot = self._data_slot(instrument_id)
             try:
-                slot.engine.on_data(quotes, trades)
+                slot.engine.on_data(quotes, trades, levels=levels)
                 last = max(int(quotes[0][-1]) if quotes is not None and len(quotes[0]) else -1,
                            int(trades[0][-1]) if trades is not None and len(trades[0]) else -1)
                 if last >= 0:  # the venue's time: the last row of either; the touch: the last valid quote
@@ -714,7 +728,7 @@ class PaperVenue(VenuePort):
         t = trade_arrays(trades, quotes) if trades is not None and len(trades) else None
         if t is not None:
             t = (*t[:3], t[3].astype(np.float64))
-        self.on_market_data(instrument_id, q, t)
+        self.on_market_data(instrument_id, q, t, levels=book_levels(quotes) if q is not None else None)
 
     def advance_to(self, ts_ns: int) -> None:
         """Let venue time pass to ``ts_ns`` with no data: requests arrive and orders expire by then."""
