@@ -119,7 +119,8 @@ import numba
 import numpy as np
 import pandas as pd
 
-from tradebook.data.frames import aggressor_from_column, book_levels, quote_columns  # noqa: F401 - book_levels re-exported
+from tradebook.data.frames import book_levels  # noqa: F401 - re-exported: the faces read a top-N frame's levels
+from tradebook.data.frames import aggressor_from_column, quote_columns
 from tradebook.errors import ConfigError, DataError, OrderError
 from tradebook.model.instruments import Instrument, Side, get_instrument
 from tradebook.model.orders import OrderType, TimeInForce
