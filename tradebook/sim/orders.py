@@ -855,6 +855,17 @@ def _on_grid(steps, step):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def refilled_depletion(depleted, ts, last_ts, rate):  # pragma: no cover - compiled
+    """What an order's earlier takes still hold off the book at ``ts``: ``depleted`` less the refill since
+    ``last_ts`` at ``rate`` units a nanosecond (inf: the book is whole again at any later quote)."""
+    if depleted > 0.0:
+        dt = ts - last_ts
+        if dt > 0:
+            return max(0.0, depleted - rate * dt)
+    return depleted
+
+
+@numba.njit(cache=True, nogil=True)
 def walk_holds_without_unit(side, remaining, bid, ask, bid_sz, ask_sz, ts, depleted, last_ts, walk, real_px,
                             real_sz):  # pragma: no cover - compiled
     """True when the touch and the recorded levels behind it (after the order's depletion, refilled as in
@@ -868,11 +879,7 @@ def walk_holds_without_unit(side, remaining, bid, ask, bid_sz, ask_sz, ts, deple
         return True
     touch = ask_sz if side > 0 else bid_sz
     deepest = ask if side > 0 else bid
-    d = depleted
-    if d > 0.0:
-        dt = ts - last_ts
-        if dt > 0:
-            d = max(0.0, d - walk[1] * dt)
+    d = refilled_depletion(depleted, ts, last_ts, walk[1])
     held = touch
     for r in range(len(real_px)):
         if real_sz[r] > 0.0 and side * (real_px[r] - deepest) > 0.0:
@@ -906,11 +913,7 @@ def walk_book(side, remaining, limit, bid, ask, bid_sz, ask_sz, ts, depleted, la
     tick, rate, unit, share, ratio = walk[0], walk[1], walk[2], walk[3], walk[4]
     touch = ask_sz if side > 0 else bid_sz
     far = ask if side > 0 else bid
-    d = depleted
-    if d > 0.0:
-        dt = ts - last_ts
-        if dt > 0:
-            d = max(0.0, d - rate * dt)  # rate inf: the book is whole again at any later quote
+    d = refilled_depletion(depleted, ts, last_ts, rate)
     if not (unit_size > 0.0):
         unit_size = 0.0  # no recent touch size yet: the touch alone
     total = touch
