@@ -32,6 +32,13 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="FILE", help=_CONFIG_HELP)
 
 
+def _definition_args(group: argparse._ArgumentGroup, file_help: str) -> None:
+    """--instrument-file and the definition options (--asset-class, --tick, ...), as load and calibrate take them."""
+    group.add_argument("--instrument-file", type=Path, default=None, metavar="FILE", help=file_help)
+    for option, what in _DEFINITION_OPTIONS.items():
+        group.add_argument(f"--{option}", default=None, help=what)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tradebook", description="tradebook: research to paper to live trading.")
     parser.add_argument("--config", type=Path, default=None, metavar="FILE", help=_CONFIG_HELP)
@@ -57,11 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--bar-seconds", type=int, default=None, help="bar length for bar files (60, 86400, ...)")
     own = load.add_argument_group("your own instrument", "define an instrument outside the bundled ones; it is "
                                   "registered in the store with the data (see tradebook.data.instruments)")
-    own.add_argument("--instrument-file", type=Path, default=None, metavar="FILE",
-                     help="YAML or JSON definition: instrument_id, asset_class, currency, tick, lot, min_size, "
+    _definition_args(own, "YAML or JSON definition: instrument_id, asset_class, currency, tick, lot, min_size, "
                           "min_notional, multiplier, calendar")
-    for option, what in _DEFINITION_OPTIONS.items():
-        own.add_argument(f"--{option}", default=None, help=what)
 
     info = sub.add_parser("info", help="show what the store holds",
                           description="Print the datasets, instruments and data-quality warnings of a store.")
@@ -88,11 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--trades", type=Path, default=None, metavar="FILE", help="trades of the same capture")
     files.add_argument("--depth", type=Path, default=None, metavar="FILE",
                        help="L2 depth (snapshot + diffs) or a top-N book of the same capture")
-    files.add_argument("--instrument-file", type=Path, default=None, metavar="FILE",
-                       help="YAML or JSON definition of an instrument outside the bundled ones (as for "
+    _definition_args(files, "YAML or JSON definition of an instrument outside the bundled ones (as for "
                             "`tradebook load`)")
-    for option, what in _DEFINITION_OPTIONS.items():
-        files.add_argument(f"--{option}", default=None, help=what)
 
     fidelity = sub.add_parser("fidelity", help="fit on one capture or slice, score on others, print the report",
                               description="Score transfers: fit on each recording's first half and score its "
