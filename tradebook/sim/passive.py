@@ -31,7 +31,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import numba
 import numpy as np
 import pandas as pd
 
@@ -41,10 +40,14 @@ from tradebook.model.instruments import Instrument, get_instrument
 from tradebook.model.time import NS_PER_SECOND
 from tradebook.sim.book import as_ns_array, parse_side
 from tradebook.sim.depth import TOUCH_UNIT_TAU_NS, recent_touch_size
-from tradebook.sim.truth import passive_outcomes, quote_fill_offset_ticks, quote_fill_rule_of, trade_sides
+from tradebook.sim.truth import (
+    passive_outcomes,
+    quote_fill_rule_of,
+    quote_only_outcomes,
+    trade_sides,
+)
 
 # Tolerance, in ticks, for a quote to count as "at" a limit price (as in truth.py).
-_TICK_TOL = 1e-6
 RELIABILITY_BINS = 10
 # A cell whose fit slice holds fewer fills (or fewer misses) than this predicts its
 # average rate: a regression on a handful of events only adds noise.
@@ -191,66 +194,15 @@ def quote_through_outcomes(
     the engine's default for spot FX (:func:`tradebook.sim.truth.quote_fill_rule_of`);
     ``attrs["quote_fill_rule"]`` says which rule was applied.
     """
-    book = _l1(quotes, "quote_through_outcomes")
+    _l1(quotes, "quote_through_outcomes")  # the L1 checks (sizes, a usable quote) with their messages
     tick = _check_tick(tick)
     placement = as_ns_array(placement_ts_ns, "placement_ts_ns")
-    n = len(placement)
-    sides, distance, horizon = _order_arrays(n, side, distance_ticks, horizon_ns)
-
-    row = _prevailing_row(book.ts, placement)
-    safe = np.clip(row, 0, None)
-    valid = (row >= 0) & book.valid[safe]
-    touch = np.where(sides > 0, book.bid[safe], book.ask[safe])
-    with np.errstate(invalid="ignore"):
-        limit_ticks = np.where(valid, np.rint(touch / tick) - sides * distance, np.nan)
-    queue = np.where(valid & (distance == 0), np.where(sides > 0, book.bid_sz[safe], book.ask_sz[safe]), np.nan)
-
-    first = np.searchsorted(book.ts, placement, side="right")
-    last = np.searchsorted(book.ts, placement + horizon, side="right")
-    offset = quote_fill_offset_ticks(rule)  # the far side must reach limit - side * offset
-    fill_index = _quote_through_kernel(valid, sides, limit_ticks - sides * offset, first, last, book.bid / tick,
-                                       book.ask / tick, _TICK_TOL)
-    filled = fill_index >= 0
-    time_to_fill = np.full(n, np.nan)
-    time_to_fill[filled] = (book.ts[fill_index[filled]] - placement[filled]).astype(np.float64)
-    frame = pd.DataFrame({
-        "placement_ts_ns": placement,
-        "side": sides,
-        "distance_ticks": distance,
-        "limit_px": limit_ticks * tick,
-        "valid": valid,
-        "queue_ahead": queue,
-        "filled": filled,
-        "time_to_fill_ns": time_to_fill,
-        "filled_by": np.where(filled, "through", ""),
-        "volume_at_price": np.full(n, np.nan),
-    })
+    sides, distance, horizon = _order_arrays(len(placement), side, distance_ticks, horizon_ns)
+    # one rule, one home: the ground truth's quote-only judge (the engine's tests compare against it)
+    frame = quote_only_outcomes(quotes, placement, sides, distance, horizon, tick, rule=rule)
     frame.attrs["rule"] = "quote_through"
     frame.attrs["quote_fill_rule"] = rule
     return frame
-
-
-@numba.njit(cache=True, nogil=True)
-def _quote_through_kernel(valid, sides, limit_ticks, first, last, bid_ticks, ask_ticks, tol):  # pragma: no cover
-    # First quote in each placement's window whose far side reaches the limit: a scan
-    # that stops at the fill, so the work is the quotes up to the fill, not the horizon.
-    n = len(valid)
-    fill_index = np.full(n, -1, dtype=np.int64)
-    for p in range(n):
-        if not valid[p]:
-            continue
-        limit = limit_ticks[p]
-        if sides[p] > 0:
-            for j in range(first[p], last[p]):
-                if ask_ticks[j] <= limit + tol:
-                    fill_index[p] = j
-                    break
-        else:
-            for j in range(first[p], last[p]):
-                if bid_ticks[j] >= limit - tol:
-                    fill_index[p] = j
-                    break
-    return fill_index
 
 
 # -- placements ------------------------------------------------------------------------
