@@ -37,6 +37,16 @@ def last_decision(session) -> dict:
     return session.decisions_frame().iloc[-1].to_dict()
 
 
+def one_order_flushed(store, tmp_path, sessions, batches):
+    """A session five steps in with one order sent and flushed: (session, session time, the store's footprint)."""
+    s = start(store, tmp_path, sessions)
+    steps(s, batches, 0, 3)
+    s.submit(signal("ok"))
+    steps(s, batches, 3, 5)
+    s.oms.flush()
+    return s, batches[4].end_ns - 1, footprint(store, tmp_path / "state")
+
+
 # -- one id, one signal -----------------------------------------------------------------------
 def test_same_id_same_terms_is_a_rerun_and_other_terms_are_refused_naming_both(store, tmp_path, sessions, batches):
     s = start(store, tmp_path, sessions)
@@ -169,13 +179,7 @@ def test_float_quantity_and_stop_are_taken_by_their_repr_and_held_to_the_lot(sto
 
 
 def test_numbers_beyond_the_stored_bounds_are_refused_and_nothing_is_stored(store, tmp_path, sessions, batches):
-    s = start(store, tmp_path, sessions)
-    steps(s, batches, 0, 3)
-    s.submit(signal("ok"))
-    steps(s, batches, 3, 5)
-    s.oms.flush()
-    now = batches[4].end_ns - 1
-    before = footprint(store, tmp_path / "state")
+    s, now, before = one_order_flushed(store, tmp_path, sessions, batches)
     bounds = r"is out of bounds: expected a number below 1E\+26 in absolute value \(stored as DECIMAL\(38, 12\)"
 
     def intent(name: str, **kw) -> OrderIntent:
@@ -349,13 +353,7 @@ def test_a_market_order_in_flight_at_a_clean_stop_fills_after_the_restart_as_wit
 
 
 def test_a_malformed_intent_is_an_order_error_and_nothing_is_stored(store, tmp_path, sessions, batches):
-    s = start(store, tmp_path, sessions)
-    steps(s, batches, 0, 3)
-    s.submit(signal("ok"))
-    steps(s, batches, 3, 5)
-    s.oms.flush()
-    now = batches[4].end_ns - 1
-    before = footprint(store, tmp_path / "state")
+    s, now, before = one_order_flushed(store, tmp_path, sessions, batches)
     base = dict(intent_id="nb:x", strategy_id="nb", account_id="paper", instrument_id=BTC, side=Side.BUY,
                 quantity=Decimal("0.01"), order_type=OrderType.MARKET, time_in_force=TimeInForce.IOC, ts_ns=now)
     cases = [("intent_id", 5, "intent_id is 5; expected a non-empty string"),
