@@ -295,13 +295,9 @@ def _decimal_intent(intent: OrderIntent) -> OrderIntent:
     return replace(intent, **floats, **changes)
 
 
-def _resend_count(intent_id: str) -> int:
-    head, sep, tail = intent_id.rpartition(":resend:")
-    return int(tail) if sep and tail.isdigit() else 0
-
-
-def _retry_number(intent_id: str) -> int:
-    head, sep, tail = intent_id.rpartition(":retry:")
+def _attempt_number(intent_id: str, marker: str) -> int:
+    """n of an intent id ending ``:<marker>:<n>`` (a retry or a resend), else 0."""
+    head, sep, tail = intent_id.rpartition(f":{marker}:")
     return int(tail) if sep and tail.isdigit() else 0
 
 
@@ -578,10 +574,11 @@ class Session:
                                                                                          quantity), None))
                 continue
             attempts = [o for i, o in by_intent.items() if i == child_id or i.startswith(child_id + ":retry:")]
-            latest = max(attempts, key=lambda o: _retry_number(o.intent.intent_id))
+            latest = max(attempts, key=lambda o: _attempt_number(o.intent.intent_id, "retry"))
             if latest.status is not OrderStatus.FILLED:
-                self._children[latest.client_order_id] = _Child(
-                    latest.intent, None, latest.intent.ts_ns, interval, _retry_number(latest.intent.intent_id))
+                retries = _attempt_number(latest.intent.intent_id, "retry")
+                self._children[latest.client_order_id] = _Child(latest.intent, None, latest.intent.ts_ns, interval,
+                                                                retries)
 
     def _journal_kill_switch(self, transition: KillSwitchTransition) -> None:
         if transition.to_mode is not transition.from_mode:
@@ -1442,7 +1439,7 @@ class Session:
         lost = set(unsent)
         if not all(o.client_order_id in lost for o in entries):
             return 0
-        return 1 + max(_resend_count(o.intent.intent_id) for o in entries)
+        return 1 + max(_attempt_number(o.intent.intent_id, "resend") for o in entries)
 
     def _decide_unsent(self) -> None:
         """A "not sent" decision for each order reconciliation found never reached the venue (once each).
@@ -1465,12 +1462,12 @@ class Session:
             else:  # decided in the moment the process stopped: its id is the intent's
                 strategy_id = intent.strategy_id
                 signal_id = base_id.removeprefix(f"{strategy_id}:").removesuffix(":stop")
-            again = f"{base_id}:resend:{_resend_count(intent.intent_id) + 1}"
+            resend = _attempt_number(intent.intent_id, "resend") + 1
+            again = f"{base_id}:resend:{resend}"
             reason = (f"order {coid} ({intent.intent_id}) was made durable but never reached {self.venue.name} "
                       f"(the process stopped first); rejected, not resent under its id; "
                       + (f"the order manager sends the protective stop again as {again}" if stop else
-                         f"the same signal sent again goes as {signal_id}:resend:"
-                         f"{_resend_count(intent.intent_id) + 1}"))
+                         f"the same signal sent again goes as {signal_id}:resend:{resend}"))
             self._journal_decision(Decision(self._now, strategy_id, signal_id, intent.instrument_id,
                                             DecisionOutcome.NOT_SENT, reason, (coid,),
                                             DecisionCode.NEVER_REACHED_VENUE), None)
