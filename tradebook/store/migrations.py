@@ -271,6 +271,129 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        4,
+        "research: backtests (every trial of a sweep), their trades, fills, days, equity and 30-day ranges",
+        (
+            # One row per backtest. A sweep stores every trial (sweep_id set), not only the best,
+            # so the deflated Sharpe ratio and PBO see the honest number of trials.
+            """
+            CREATE TABLE research_sweeps (
+                sweep_id VARCHAR PRIMARY KEY,
+                strategy VARCHAR NOT NULL,
+                grid VARCHAR NOT NULL,
+                n_trials INTEGER NOT NULL CHECK (n_trials > 0),
+                chosen_backtest_id VARCHAR,
+                created_at_ns BIGINT NOT NULL,
+                stats VARCHAR NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE research_backtests (
+                backtest_id VARCHAR PRIMARY KEY,
+                strategy VARCHAR NOT NULL,
+                sweep_id VARCHAR,
+                params VARCHAR NOT NULL,
+                instruments VARCHAR NOT NULL,
+                bar_seconds BIGINT NOT NULL CHECK (bar_seconds > 0),
+                data_start_ns BIGINT NOT NULL,
+                data_end_ns BIGINT NOT NULL,
+                calibrations VARCHAR NOT NULL,
+                fees VARCHAR NOT NULL,
+                starting_equity DOUBLE NOT NULL,
+                metrics VARCHAR NOT NULL,
+                sizing VARCHAR NOT NULL,
+                created_at_ns BIGINT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE research_trades (
+                backtest_id VARCHAR NOT NULL,
+                trade_no INTEGER NOT NULL,
+                instrument_id VARCHAR NOT NULL,
+                direction VARCHAR NOT NULL CHECK (direction IN ('long', 'short')),
+                quantity DOUBLE NOT NULL,
+                entry_ts_ns BIGINT NOT NULL,
+                entry_price DOUBLE NOT NULL,
+                exit_ts_ns BIGINT,
+                exit_price DOUBLE,
+                pnl DOUBLE,
+                return_pct DOUBLE,
+                fees DOUBLE NOT NULL,
+                PRIMARY KEY (backtest_id, trade_no)
+            )
+            """,
+            # Every fill with what it cost against the mid and what the fill model predicted,
+            # in bps: the gate's cost check resamples days with their own fills.
+            """
+            CREATE TABLE research_fills (
+                backtest_id VARCHAR NOT NULL,
+                fill_no INTEGER NOT NULL,
+                instrument_id VARCHAR NOT NULL,
+                ts_ns BIGINT NOT NULL,
+                side VARCHAR NOT NULL CHECK (side IN ('buy', 'sell')),
+                quantity DOUBLE NOT NULL,
+                price DOUBLE NOT NULL,
+                mid DOUBLE NOT NULL,
+                fee DOUBLE NOT NULL,
+                cost_bps DOUBLE NOT NULL,
+                predicted_cost_bps DOUBLE NOT NULL,
+                PRIMARY KEY (backtest_id, fill_no)
+            )
+            """,
+            """
+            CREATE TABLE research_equity (
+                backtest_id VARCHAR NOT NULL,
+                ts_ns BIGINT NOT NULL,
+                equity DOUBLE NOT NULL,
+                PRIMARY KEY (backtest_id, ts_ns)
+            )
+            """,
+            """
+            CREATE TABLE research_ranges (
+                backtest_id VARCHAR NOT NULL,
+                method VARCHAR NOT NULL,
+                window_days INTEGER NOT NULL CHECK (window_days > 0),
+                metric VARCHAR NOT NULL,
+                p05 DOUBLE, p25 DOUBLE, p50 DOUBLE, p75 DOUBLE, p95 DOUBLE,
+                n_windows INTEGER NOT NULL,
+                PRIMARY KEY (backtest_id, method, window_days, metric)
+            )
+            """,
+        ),
+    ),
+    Migration(
+        5,
+        "promotion: strategy stages, gate decisions with their evidence, overrides",
+        (
+            """
+            CREATE TABLE strategy_stages (
+                strategy VARCHAR NOT NULL,
+                ts_ns BIGINT NOT NULL,
+                stage VARCHAR NOT NULL CHECK (stage IN ('research', 'paper', 'live', 'reverted')),
+                backtest_id VARCHAR,
+                reason VARCHAR NOT NULL,
+                PRIMARY KEY (strategy, ts_ns)
+            )
+            """,
+            """
+            CREATE TABLE promotion_decisions (
+                decision_id VARCHAR PRIMARY KEY,
+                strategy VARCHAR NOT NULL,
+                ts_ns BIGINT NOT NULL,
+                backtest_id VARCHAR NOT NULL,
+                period_start_ns BIGINT NOT NULL,
+                period_end_ns BIGINT NOT NULL,
+                decision VARCHAR NOT NULL CHECK (decision IN ('extend', 'promote', 'reject', 'revert')),
+                codes VARCHAR NOT NULL,
+                summary VARCHAR NOT NULL,
+                evidence VARCHAR NOT NULL,
+                override BOOLEAN NOT NULL DEFAULT FALSE,
+                override_reason VARCHAR
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
