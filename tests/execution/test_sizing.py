@@ -194,3 +194,39 @@ def test_sizer_from_config():
     assert isinstance(percent, PercentOfEquitySizer) and percent.fraction == D("0.025")
     # 2.5% of 100,000 = 2,500 / 450.25 = 5.55 -> 5
     assert percent.size(signal(), SPY, D("450.25"), D(100_000)).quantity == D(5)
+
+
+# -- half_kelly_fraction (the float rule research and sessions share) ---------------------------
+@pytest.mark.parametrize(("stats", "expected"), [
+    ((0.55, 0.015, 0.01), 0.05),  # f* = 0.25, half 0.125 capped at 0.05
+    ((0.52, 0.01, 0.01), 0.02),  # f* = 0.04, half 0.02 under the cap
+    ((0.4, 0.012, 0.01), 0.0),  # f* = -0.1: no edge
+    ((0.4, 0.015, 0.01), 0.0),  # f* = 0
+    ((0.7, 0.01, 0.0), 0.05),  # no losing trade: f* = p, capped
+    ((0.0, 0.0, 0.01), 0.0),  # no winning trade
+])
+def test_half_kelly_fraction_matches_the_hand_calculation(stats, expected):
+    from tradebook.execution.sizing import half_kelly_fraction
+    assert half_kelly_fraction(*stats) == expected
+
+
+def test_half_kelly_fraction_cap_and_the_sizer_agree():
+    from tradebook.execution.sizing import half_kelly_fraction
+    assert half_kelly_fraction(0.55, 0.015, 0.01, cap=0.2) == 0.125
+    # the sizer stakes the same fraction: 100,000 * 0.02 / 450.25 = 4.44 -> 4
+    fraction = half_kelly_fraction(0.52, 0.01, 0.01)
+    decision = HalfKellySizer().size(signal(win_rate=0.52, avg_win=0.01, avg_loss=0.01), SPY, D("450.25"),
+                                     D(100_000))
+    assert decision.quantity == D(int(100_000 * fraction / 450.25))
+
+
+@pytest.mark.parametrize(("stats", "fragment"), [
+    ((1.5, 0.01, 0.01), "win_rate = 1.5"),
+    ((0.5, -0.01, 0.01), "expected magnitudes >= 0"),
+    ((0.5, math.nan, 0.01), "avg_win = nan"),
+])
+def test_half_kelly_fraction_refuses_bad_statistics(stats, fragment):
+    from tradebook.execution.sizing import half_kelly_fraction
+    with pytest.raises(OrderError, match="half_kelly_fraction") as info:
+        half_kelly_fraction(*stats)
+    assert fragment in str(info.value)

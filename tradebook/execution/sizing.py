@@ -133,8 +133,7 @@ class HalfKellySizer:
         if avg_win <= 0:
             raise OrderError(f"signal {signal.signal_id}: avg_win = {signal.avg_win!r}: expected a positive "
                              "average win")
-        b = avg_win / avg_loss
-        return (p * b - (1 - p)) / b
+        return _kelly(p, avg_win, avg_loss)
 
     def size(self, signal: Signal, instrument: Instrument, price: Decimal, equity: Decimal) -> SizingDecision:
         _check_inputs(signal, instrument, price, equity)
@@ -147,12 +146,51 @@ class HalfKellySizer:
         if (none := _no_equity(equity)) is not None:
             return SizingDecision(None, none.reason, kelly)
         half = f_star / 2
-        fraction = min(half, self.cap)
+        fraction = _half_kelly(f_star, self.cap)
         capped = f" capped at {self.cap}" if half > self.cap else ""
         raw = equity * fraction / (price * instrument.multiplier)
         why = f"half Kelly {float(half):.4g} (f*={kelly:.4g}){capped} of equity {equity} at {price}"
         decision = conform_sized_quantity(instrument, raw, price, why)
         return SizingDecision(decision.quantity, decision.reason, kelly)
+
+
+def _kelly(p: Decimal, avg_win: Decimal, avg_loss: Decimal) -> Decimal:
+    """f* = (p·b − q)/b with b = avg_win/avg_loss (avg_loss > 0, avg_win > 0: checked by the callers)."""
+    b = avg_win / avg_loss
+    return (p * b - (1 - p)) / b
+
+
+def _half_kelly(f_star: Decimal, cap: Decimal) -> Decimal:
+    """The staked fraction: min(f*/2, cap), 0 when there is no edge (f* <= 0)."""
+    if f_star <= 0:
+        return Decimal(0)
+    return min(f_star / 2, cap)
+
+
+def half_kelly_fraction(win_rate: float, avg_win: float, avg_loss: float, cap: float = 0.05) -> float:
+    """The fraction of equity to stake: min(f*/2, cap), 0 when f* <= 0 (the rule HalfKellySizer applies).
+
+    ``win_rate`` in [0, 1], ``avg_win`` and ``avg_loss`` magnitudes >= 0 (a backtest's own statistics, so
+    the edges are defined rather than refused: no losing trade at all (avg_loss 0) means f* = p, no winning
+    trade (avg_win 0 or win_rate 0) means no edge). Arithmetic in Decimal from the floats' shortest repr, as
+    the sizer does, so research and sessions stake the same fraction.
+    """
+    stats = {"win_rate": win_rate, "avg_win": avg_win, "avg_loss": avg_loss, "cap": cap}
+    for name, value in stats.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)) or not math.isfinite(value):
+            raise OrderError(f"half_kelly_fraction: {name} = {value!r}: expected a finite number")
+    if not 0 <= win_rate <= 1:
+        raise OrderError(f"half_kelly_fraction: win_rate = {win_rate!r}: expected a probability in [0, 1]")
+    if avg_win < 0 or avg_loss < 0:
+        raise OrderError(f"half_kelly_fraction: avg_win = {avg_win!r}, avg_loss = {avg_loss!r}: expected "
+                         "magnitudes >= 0 (the average loss as a positive number)")
+    if not 0 < cap <= 1:
+        raise OrderError(f"half_kelly_fraction: cap = {cap!r}: expected a fraction of equity in (0, 1]")
+    p, win, loss = _exact(win_rate), _exact(avg_win), _exact(avg_loss)
+    if win == 0 or p == 0:
+        return 0.0
+    f_star = p if loss == 0 else _kelly(p, win, loss)
+    return float(_half_kelly(f_star, _exact(cap)))
 
 
 class FixedQuantitySizer:
@@ -216,5 +254,5 @@ def _exact(value: float | int | Decimal) -> Decimal:
 
 __all__ = [
     "FixedQuantitySizer", "HalfKellySizer", "PercentOfEquitySizer", "Sizer", "SizingDecision",
-    "conform_sized_quantity", "sizer_from_config",
+    "conform_sized_quantity", "half_kelly_fraction", "sizer_from_config",
 ]
