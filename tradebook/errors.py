@@ -86,3 +86,19 @@ class SessionLockedError(SessionError):
 
 class SessionTimeoutError(SessionError, TimeoutError):
     """A wait on a session ran out of time; the message says what it waited for and the session's state."""
+
+
+class ResearchError(TradebookError):
+    """A research request (strategy, bars, backtest, sweep, statistics) cannot be done as asked."""
+
+
+class SignalError(ResearchError):
+    """A strategy's signals are misaligned with its bars or hold a value that is not a target position."""
+
+
+class LookaheadError(ResearchError):
+    """A strategy's signals use information from after the bar they are computed for."""
+
+
+class TrailingWindowError(ResearchError):
+    """No trailing window a session could hand to a strategy reproduces its full-history signals."""
