@@ -128,7 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
                                         "variables) and print every setting with its source: default, file and "
                                         "line, or variable. Secrets are never printed: credentials show the "
                                         "variable's name and whether it is set. Exits 2 on a bad file or value.")
-    for subparser in (demo, load, info, calibrate, fidelity, config):
+    report = sub.add_parser("report", help="run a report notebook with papermill and render it to HTML",
+                            description="Execute notebooks/reports/NAME.ipynb with papermill (parameters from -p, "
+                                        "the store as store_path) and render it to HTML with its figures. Output: "
+                                        "<store>.reports/NAME-<UTC time>/ unless --output-dir. Prints the HTML "
+                                        "path; a failing cell exits 2 naming the cell and the error.")
+    _store_arg(report)
+    report.add_argument("name", help="the report: promotion or session (a notebook in notebooks/reports/)")
+    report.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="a notebook parameter (repeatable); True/False/None, numbers, else text")
+    report.add_argument("--output-dir", type=Path, default=None, help="folder for the executed notebook and HTML")
+    for subparser in (demo, load, info, calibrate, fidelity, config, report):
         _config_arg(subparser)
     return parser
 
@@ -239,6 +249,12 @@ def _dispatch(args: argparse.Namespace) -> int:
                 text = format_transfer_report(results)
         print(text)
         return 1 if args.strict and not all(r.all_met for r in results) else 0
+    if args.command == "report":
+        from tradebook.reports import parse_value, run_report
+
+        parameters = {key: parse_value(value) for key, value in args.parameter}
+        print(run_report(args.name, parameters, output_dir=args.output_dir, store_path=args.store).html_path)
+        return 0
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown commands first
 
 

@@ -60,6 +60,10 @@ class ExportError(TradebookError):
     """A notebook could not be executed or exported to HTML (tradebook.notebook)."""
 
 
+class ReportError(TradebookError):
+    """A report notebook is unknown, was given bad parameters, or failed in a cell (tradebook.reports)."""
+
+
 class StoreError(TradebookError):
     """The DuckDB store cannot do what was asked."""
 
