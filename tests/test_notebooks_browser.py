@@ -26,7 +26,7 @@ import pytest
 from tradebook.notebook import execute, export_html
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-NOTEBOOKS = ["01_data", "02_calibrate", "03_paper"]
+NOTEBOOKS = ["00_data", "02_calibrate", "03_paper"]
 CHROMIUM = Path("/usr/bin/chromium")
 MAX_PAGE_BYTES = 1_000_000
 RENDER_TIMEOUT_MS = 60_000
@@ -177,9 +177,9 @@ def test_exported_pages_stay_under_one_megabyte(exported) -> None:
 
 @pytest.mark.slow
 def test_an_inline_export_is_one_file_that_renders_offline(exported, browser, tmp_path) -> None:
-    executed = exported["01_data"].parent.parent / "01_data.ipynb"
-    page = export_html(executed, tmp_path, name="01_data", inline=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["01_data.html"]  # nothing beside it
+    executed = exported["00_data"].parent.parent / "00_data.ipynb"
+    page = export_html(executed, tmp_path, name="00_data", inline=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00_data.html"]  # nothing beside it
     assert "static/" not in page.read_text(encoding="utf-8")
     assert _problems(*_render(browser, page)) == []
 
