@@ -1,0 +1,49 @@
+"""Research fixtures: the six bundled daily equity series in one store, loaded once per test session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tradebook.data import BUNDLED_FILES, load_bundled
+from tradebook.store import Store
+
+DAILY_EQUITIES = ("SPY.ARCX", "QQQ.XNAS", "IWM.ARCX", "AAPL.XNAS", "IBM.XNYS", "BAC.XNYS")
+
+
+@pytest.fixture(scope="session")
+def daily_store_template(tmp_path_factory) -> Path:
+    """A store file holding the bundled daily bars and split factors of the six equities (read it, do not write)."""
+    path = tmp_path_factory.mktemp("daily_equities") / "template.duckdb"
+    store = Store(path)
+    try:
+        for entry in BUNDLED_FILES:
+            if entry.path.startswith("bars/daily/") and entry.instrument_id in DAILY_EQUITIES:
+                store.ingest(load_bundled(Path(entry.path).name))
+    finally:
+        store.close()
+    return path
+
+
+@pytest.fixture
+def daily_store(daily_store_template, tmp_path) -> Store:
+    """A writable copy of the daily-equities store, in this test's tmp_path."""
+    path = tmp_path / "daily.duckdb"
+    shutil.copy(daily_store_template, path)
+    store = Store(path)
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="session")
+def daily_bars(daily_store_template):
+    """tb.Bars of the six equities, split-adjusted, the whole bundled history (1998 to 2021-03-31)."""
+    from tradebook.research.bars import Bars
+
+    store = Store(daily_store_template, read_only=True)
+    try:
+        return Bars.from_store(store, DAILY_EQUITIES)
+    finally:
+        store.close()
