@@ -1,0 +1,330 @@
+"""The calibrated fill models of the research universe, as costs a backtest (and a paper replay) can price with.
+
+A :class:`CostModel` holds one :class:`~tradebook.sim.fill_model.FillModel` per instrument,
+read from the store's calibrations. An instrument without data of its own is priced with
+another instrument's calibration applied explicitly (``{"SPY.ARCX": "IBM.XNYS@v1"}``,
+through :meth:`FillModel.for_instrument`, which refuses another asset class).
+
+What each number is, and what is assumed where the fill model has no answer:
+
+- **Spread** (bps): the fitted spread profile's quantile for the order's UTC time of day
+  and volatility regime (:meth:`SpreadProfile.expected_spread_bps`). A model applied to
+  another instrument keeps the *fit* instrument's profile in bps (``for_instrument`` drops
+  the profile because its ticks and sizes do not carry; its spread in bps is the nearest
+  thing there is for a daily-bar backtest, whose prices are split-adjusted and so cannot
+  say what one tick was worth). Buckets are UTC, so a winter open (14:30 UTC) reads the
+  bucket an hour after a summer open: the profile is as good as the days it was fitted on.
+- **Volatility** ``vol_bps``: in the profile's own unit, the realised volatility of the mid
+  over one minute in bps. :func:`minute_vol_bps` converts bars into it (the bar's return
+  volatility scaled by the square root of time); NaN or None reads the time bucket's
+  pooled regimes.
+- **Touch size** (units): the profile's median touch size, carried as notional
+  (size x the fit's price, the price its spread in ticks and bps imply) and divided by
+  the price asked about, so a $5,000 order is the same share of the touch on IBM or SPY.
+- **Cost** (bps against the mid, positive = paid): the cost curve at the order's size
+  over the touch, in half-spreads (``FillModel.marketable_cost_bps``). :meth:`draw_bps`
+  draws as the paper venue fills (the median, improved inside the spread with the model's
+  share and ratio for equities), so a backtest's fills scatter around the prediction the
+  way paper fills do.
+- **Fees**: the model's fee schedule (the venue's public base tier), taker side.
+
+:meth:`CostModel.zero` costs nothing at all: the equivalence test of the backtest and a
+paper session runs on it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tradebook.errors import ResearchError
+from tradebook.model.instruments import get_instrument
+from tradebook.sim.fill_model import SCALE_SPREAD_VOL, FeeSchedule, FillModel
+
+BPS = 1e4
+# The profile's volatility window (one minute) and the one-second returns the vol-scaled
+# cost curves read: sqrt(60) one-second returns make one minute.
+_MINUTE_S = 60.0
+# A zero-cost model still hands out a finite touch for synthetic quotes: this much notional.
+_ZERO_TOUCH_NOTIONAL = 1e12
+_NS_PER_DAY = 86_400 * 1_000_000_000
+
+
+@dataclass(frozen=True)
+class _Priced:
+    """One instrument's costs: its fill model and the spread profile priced with (maybe the fit instrument's)."""
+
+    instrument_id: str
+    calibration_id: str
+    model: FillModel
+    spread_profile: Any  # tradebook.sim.profile.SpreadProfile
+    touch_notional: float  # the profile's median touch size x the fit's price
+    spread_tables: dict[float, np.ndarray]  # quantile -> (time bucket, regime 0/1/2/NaN) spread bps
+    equity: bool  # the paper engine improves prints inside the spread only for equities
+
+
+def _spread_tables(profile: Any) -> dict[float, np.ndarray]:
+    """The profile's spread lookup with its fallbacks resolved once, so pricing a sweep's orders is one take.
+
+    Same fallbacks as SpreadProfile.expected_spread_bps: the cell, the bucket's pooled regimes,
+    the regime pooled over buckets, the whole fit; a NaN volatility reads the bucket's pool.
+    """
+    n_buckets = (24 * 60) // profile.bucket_minutes
+    out = {}
+    for quantile, column in ((0.05, profile.spread_bps_q05), (0.5, profile.spread_bps_q50),
+                             (0.95, profile.spread_bps_q95)):
+        lookup = {(b, r): v for b, r, v in zip(profile.bucket, profile.regime, column) if np.isfinite(v)}
+        overall = lookup.get((-1, -1), np.nan)
+        table = np.empty((n_buckets, 4))
+        for b in range(n_buckets):
+            for r in (0, 1, 2, -1):
+                keys = ((b, r), (b, -1), (-1, r)) if r >= 0 else ((b, -1), (-1, -1))
+                table[b, r] = next((lookup[k] for k in keys if k in lookup), overall)
+        out[quantile] = table
+    return out
+
+
+class CostModel:
+    """Calibrated costs per instrument for research (see the module docstring for each number's meaning)."""
+
+    def __init__(self, priced: Mapping[str, _Priced] | None = None) -> None:
+        # None: the zero model (no spread, no cost, no fees, for any instrument)
+        self._priced = dict(priced) if priced is not None else None
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def zero(cls) -> CostModel:
+        """No costs at all: fills at the open price, no fees (the backtest/paper equivalence test)."""
+        return cls(None)
+
+    @classmethod
+    def from_store(cls, store: Any, calibrations: Mapping[str, str] | Iterable[str]) -> CostModel:
+        """The stored calibrations: ``{instrument_id: calibration}`` or names of calibrations/instruments.
+
+        A mapping applies the named calibration (``'IBM.XNYS@v1'``, or an instrument id for its
+        latest) to the instrument it is keyed by, explicitly when that is another instrument.
+        An iterable names calibrations (``'IBM.XNYS@v1'``) or instruments (their latest), each
+        used for its own instrument. Unknown names raise the store's error listing what is
+        stored; a calibration without a spread profile raises ResearchError.
+        """
+        if isinstance(calibrations, str):
+            raise ResearchError(f"calibrations = {calibrations!r}: expected a mapping {{instrument_id: calibration}} "
+                                "or a list of calibration ids / instrument ids, not one string")
+        if isinstance(calibrations, Mapping):
+            pairs = [(str(target), str(name)) for target, name in calibrations.items()]
+        else:
+            pairs = []
+            for name in calibrations:
+                record = store.calibration(str(name))
+                pairs.append((record.instrument_id, str(name)))
+        if not pairs:
+            raise ResearchError("CostModel.from_store got no calibrations; expected at least one "
+                                "(an instrument id, 'IBM.XNYS@v1', or {instrument_id: calibration}); "
+                                "CostModel.zero() is the model without costs")
+        priced = {}
+        for target, name in pairs:
+            record = store.calibration(name)
+            source = FillModel.from_json(record.params)
+            profile = source.spread_profile
+            if profile is None:
+                raise ResearchError(f"calibration {record.calibration_id} has no spread profile (fitted without "
+                                    f"sizes at the touch?); {target} cannot be priced with it: expected a "
+                                    "calibration of quotes with sizes")
+            model = source if target == record.instrument_id else source.for_instrument(get_instrument(target))
+            priced[target] = _Priced(target, record.calibration_id, model, profile, _touch_notional(profile),
+                                     _spread_tables(profile),
+                                     str(get_instrument(target).asset_class) == "equity")
+        return cls(priced)
+
+    # -- what it holds -----------------------------------------------------------------------
+    @property
+    def is_zero(self) -> bool:
+        return self._priced is None
+
+    @property
+    def instruments(self) -> tuple[str, ...]:
+        """The instruments priced (empty for the zero model, which prices any)."""
+        return () if self._priced is None else tuple(self._priced)
+
+    @property
+    def calibrations(self) -> dict[str, str]:
+        """instrument_id -> the calibration id priced with (empty for the zero model)."""
+        return {} if self._priced is None else {k: p.calibration_id for k, p in self._priced.items()}
+
+    @property
+    def fees(self) -> dict[str, FeeSchedule]:
+        """instrument_id -> its fee schedule (the venue's, carried by the fill model)."""
+        return {} if self._priced is None else {k: p.model.fees for k, p in self._priced.items()}
+
+    def fee_schedule(self, instrument_id: str) -> FeeSchedule:
+        return FeeSchedule() if self._priced is None else self._get(instrument_id).model.fees
+
+    def model(self, instrument_id: str) -> FillModel | None:
+        """The fill model of ``instrument_id`` (None for the zero model): what a paper venue should fill with."""
+        return None if self._priced is None else self._get(instrument_id).model
+
+    def _get(self, instrument_id: str) -> _Priced:
+        assert self._priced is not None
+        try:
+            return self._priced[instrument_id]
+        except KeyError:
+            raise ResearchError(f"the cost model has no calibration for {instrument_id!r}; it prices "
+                                f"{', '.join(self._priced) or 'nothing'} (CostModel.from_store(store, "
+                                f"{{{instrument_id!r}: 'IBM.XNYS@v1'}}) applies one)") from None
+
+    def require(self, instruments: Iterable[str]) -> None:
+        """ResearchError naming every instrument of ``instruments`` this model cannot price."""
+        if self._priced is None:
+            return
+        missing = [i for i in instruments if i not in self._priced]
+        if missing:
+            raise ResearchError(f"the cost model has no calibration for {', '.join(missing)}; it prices "
+                                f"{', '.join(self._priced) or 'nothing'}: expected one per traded instrument "
+                                "(map an instrument to another's calibration: {'SPY.ARCX': 'IBM.XNYS@v1'})")
+
+    # -- prices ------------------------------------------------------------------------------
+    def spread_bps(self, instrument_id: str, ts_ns: Any, vol_bps: Any = None, quantile: float = 0.5) -> np.ndarray:
+        """The quoted spread (bps of the mid) expected at each ``ts_ns`` and one-minute volatility ``vol_bps``."""
+        ts = _ts_array(ts_ns)
+        if self._priced is None:
+            return np.zeros(len(ts))
+        vol = _vol_array(vol_bps, len(ts))
+        priced = self._get(instrument_id)
+        table = priced.spread_tables.get(quantile)
+        if table is None:
+            raise ResearchError(f"spread quantile {quantile!r}: expected one of 0.05, 0.5, 0.95")
+        profile = priced.spread_profile
+        bucket = (ts % _NS_PER_DAY) // (profile.bucket_minutes * 60 * 1_000_000_000)
+        regime = np.where(np.isfinite(vol), np.searchsorted(np.asarray(profile.vol_edges), vol, side="right"), 3)
+        return table[bucket, regime]
+
+    def touch_size(self, instrument_id: str, price: Any) -> Any:
+        """Typical displayed size at the touch, in the instrument's units, at ``price`` (float or array)."""
+        notional = _ZERO_TOUCH_NOTIONAL if self._priced is None else self._get(instrument_id).touch_notional
+        px = np.asarray(price, dtype=np.float64)
+        if np.any(~np.isfinite(px) | (px <= 0)):
+            raise ResearchError(f"touch_size of {instrument_id}: price {price!r} must be positive and finite")
+        size = notional / px
+        return float(size) if size.ndim == 0 else size
+
+    def predict_bps(self, instrument_id: str, ts_ns: Any, quantity: Any, price: Any, vol_bps: Any = None,
+                    quantile: float = 0.5) -> np.ndarray:
+        """Expected cost (bps against the mid, paid) of marketable orders of ``quantity`` units at ``price``.
+
+        Vectorised over ``ts_ns``; ``quantity`` (sign ignored), ``price`` and ``vol_bps``
+        broadcast to it. ``quantile`` 0.05/0.5/0.95: the curve's interval and median.
+        """
+        ts = _ts_array(ts_ns)
+        n = len(ts)
+        if self._priced is None:
+            return np.zeros(n)
+        priced = self._get(instrument_id)
+        qty = np.abs(np.broadcast_to(np.asarray(quantity, dtype=np.float64), (n,)))
+        px = np.broadcast_to(np.asarray(price, dtype=np.float64), (n,))
+        vol = _vol_array(vol_bps, n)
+        half = self.spread_bps(instrument_id, ts, vol) / 2
+        touch = self.touch_size(instrument_id, px) if n else np.zeros(0)
+        # a vol-scaled curve reads the one-second volatility: one minute holds sqrt(60) of them
+        one_second = vol / math.sqrt(_MINUTE_S) if priced.model.cost_curve.scale == SCALE_SPREAD_VOL else None
+        return priced.model.marketable_cost_bps(qty, half, touch, quantile, one_second)
+
+    def draw_bps(self, instrument_id: str, ts_ns: Any, quantity: Any, price: Any, vol_bps: Any = None, *,
+                 rng: np.random.Generator) -> np.ndarray:
+        """Costs drawn as the paper venue fills: the median cost, sometimes improved inside the spread.
+
+        For equities (where the paper engine improves prints) a fill is improved by the model's
+        ``price_improvement_ratio`` half-spreads (at most to the mid) with probability
+        ``price_improvement_share``, as the engine draws it; a model without price improvement
+        draws from a split normal through its cost curve's three quantiles (floored at the mid).
+        """
+        ts = _ts_array(ts_ns)
+        n = len(ts)
+        if self._priced is None:
+            return np.zeros(n)
+        priced = self._get(instrument_id)
+        model = priced.model
+        mid = self.predict_bps(instrument_id, ts, quantity, price, vol_bps)
+        share = float(model.price_improvement_share) if priced.equity else 0.0
+        if share > 0:
+            half = self.spread_bps(instrument_id, ts, vol_bps) / 2
+            improved = rng.random(n) < share
+            return np.where(improved, np.maximum(mid - float(model.price_improvement_ratio) * half, 0.0), mid)
+        low, high = (self.predict_bps(instrument_id, ts, quantity, price, vol_bps, q) for q in (0.05, 0.95))
+        z_low, z_high = (NormalDist().inv_cdf(level) for level in model.cost_curve.interval_levels)
+        z = rng.standard_normal(n)
+        scale = np.where(z < 0, (mid - low) / abs(z_low), (high - mid) / z_high)
+        return np.maximum(mid + z * scale, 0.0)
+
+    def fee(self, instrument_id: str, notional: Any, quantity: Any) -> np.ndarray:
+        """Taker fees of marketable fills (notional and quantity: magnitudes, vectorised)."""
+        schedule = self.fee_schedule(instrument_id)
+        return np.asarray(schedule.fee(np.asarray(notional, dtype=np.float64), np.asarray(quantity, dtype=np.float64),
+                                       False), dtype=np.float64)
+
+    def describe(self) -> dict[str, Any]:
+        """What priced a backtest (stored with it): per instrument its calibration, provenance and fees."""
+        if self._priced is None:
+            return {"kind": "zero", "instruments": {}}
+        return {"kind": "calibrated", "instruments": {
+            k: {"calibration_id": p.calibration_id, "fitted_on": list(p.model.fitted_on),
+                "away_from_data": bool(p.model.away_from_data), "provenance": p.model.provenance(),
+                "spread_profile_of": p.spread_profile.instrument_id, "touch_notional": p.touch_notional,
+                "cost_scale": p.model.cost_curve.scale, "fees": asdict(p.model.fees)}
+            for k, p in self._priced.items()}}
+
+    def __repr__(self) -> str:
+        if self._priced is None:
+            return "CostModel.zero()"
+        return "CostModel(" + ", ".join(f"{k}: {p.calibration_id}" for k, p in self._priced.items()) + ")"
+
+
+def minute_vol_bps(close: pd.DataFrame, *, bar_seconds: int, lookback: int = 20,
+                   session_seconds: float = 23_400.0) -> pd.DataFrame:
+    """The volatility of ``close`` (bars) in the fill model's unit: one minute of the mid, bps.
+
+    Standard deviation of the last ``lookback`` log returns (ddof 1) up to and including
+    each bar, so the value at bar t is known at t's close, scaled by the square root of time
+    to one minute: a daily bar holds one session (``session_seconds``, 6.5 h for US
+    equities), an intraday bar ``min(bar_seconds, session_seconds)``. NaN in the warm-up.
+    """
+    if bar_seconds <= 0 or lookback < 2:
+        raise ResearchError(f"minute_vol_bps: bar_seconds {bar_seconds} and lookback {lookback}: expected a positive "
+                            "bar size and at least two returns")
+    per_bar = session_seconds if bar_seconds >= 86_400 else min(float(bar_seconds), session_seconds)
+    returns = np.log(close.astype("float64")).diff()
+    vol = returns.rolling(lookback, min_periods=lookback).std(ddof=1)
+    return vol * BPS * math.sqrt(_MINUTE_S / per_bar)
+
+
+def _touch_notional(profile: Any) -> float:
+    """The profile's median touch size as notional: size x the price its spread in ticks and bps imply."""
+    table = profile.table()
+    pooled = table[(table["bucket"] == -1) & (table["regime"] == -1)].iloc[0]
+    ticks, bps, size = (float(pooled[c]) for c in ("spread_ticks_q50", "spread_bps_q50", "top_size_q50"))
+    if not (ticks > 0 and bps > 0 and size > 0):
+        raise ResearchError(f"the spread profile of {profile.instrument_id} has no usable median spread and touch "
+                            f"size (ticks {ticks}, bps {bps}, size {size}); expected positive values")
+    price = ticks * profile.tick_size / (bps / BPS)
+    return size * price
+
+
+def _ts_array(ts_ns: Any) -> np.ndarray:
+    ts = np.atleast_1d(np.asarray(ts_ns))
+    if ts.dtype.kind not in "iu":
+        raise ResearchError(f"ts_ns of dtype {ts.dtype}: expected int64 UTC nanoseconds")
+    return ts.astype(np.int64)
+
+
+def _vol_array(vol_bps: Any, n: int) -> np.ndarray:
+    if vol_bps is None:
+        return np.full(n, np.nan)
+    return np.array(np.broadcast_to(np.asarray(vol_bps, dtype=np.float64), (n,)))
+
+
+__all__ = ["CostModel", "minute_vol_bps"]
