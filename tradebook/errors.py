@@ -106,3 +106,7 @@ class LookaheadError(ResearchError):
 
 class TrailingWindowError(ResearchError):
     """No trailing window a session could hand to a strategy reproduces its full-history signals."""
+
+
+class PromotionError(TradebookError):
+    """A promotion request (gate review, stage change, override, reversion) cannot be done as asked."""
