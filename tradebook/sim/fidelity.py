@@ -183,6 +183,8 @@ def store_instrument_data(store: Any, instrument_id: str) -> InstrumentData:
     """
     instrument = store.instrument(instrument_id)
     datasets = store.datasets()
+    # quotes built from bars (tradebook.research.synthetic) are not data to calibrate on
+    datasets = datasets[~datasets["source"].str.startswith("synthetic:")]
     mine = datasets[datasets["instrument_id"] == instrument_id]
     quote_sets = mine[mine["kind"].isin([k.value for k in _QUOTE_KINDS])]
     if quote_sets.empty:
@@ -503,6 +505,7 @@ def format_fidelity(results: list[InstrumentFidelity]) -> str:
 def calibratable_instruments(store: Any) -> list[str]:
     """Instruments in ``store`` with quotes to calibrate on (known-dirty feeds left out)."""
     datasets = store.datasets()
+    datasets = datasets[~datasets["source"].str.startswith("synthetic:")]  # quotes built from bars: not recorded
     with_quotes = datasets[datasets["kind"].isin([k.value for k in _QUOTE_KINDS])]["instrument_id"]
     return sorted(i for i in set(with_quotes) if i not in NOT_CALIBRATABLE)
 
