@@ -76,9 +76,9 @@ def quotes_from_daily_bars(bars: Any, costs: Any, *, start: Any = None, end: Any
     """Synthetic L1 quotes (an open and a close quote per session) from daily ``bars`` (a research ``Bars``).
 
     ``costs``: a :class:`tradebook.research.costs.CostModel` (its ``spread_bps`` and
-    ``touch_size``). ``start``/``end``: bar starts kept, ``[start, end]`` (a timestamp, a
-    date string or int64 UTC ns; None: all); the volatility still uses the bars before
-    ``start``. ``instruments``: instrument definitions by id (default: the store's or
+    ``touch_size``). ``start``/``end``: the bars kept, both included: dates (``'2021-03-31'``)
+    are New York trading dates, tz-aware times and int64 UTC ns compare with bar starts;
+    None: all. The volatility still uses the bars before ``start``. ``instruments``: instrument definitions by id (default: the store's or
     bundled ones through :func:`tradebook.model.instruments.get_instrument`). Returns one
     frame per instrument with ``ts_ns, bid_px, ask_px, bid_sz, ask_sz, synthetic``, in
     time order; a day without a finite open or close for an instrument has no quote.
@@ -91,13 +91,7 @@ def quotes_from_daily_bars(bars: Any, costs: Any, *, start: Any = None, end: Any
     if vol_window < 2:
         raise DataError(f"vol_window is {vol_window}; expected at least 2 daily returns")
     index = bars.close.index
-    lo, hi = _bound(start, "start"), _bound(end, "end")
-    keep = np.ones(len(index), dtype=bool)
-    starts_ns = index.asi8 if index.tz is not None else index.tz_localize("UTC").asi8
-    if lo is not None:
-        keep &= starts_ns >= lo
-    if hi is not None:
-        keep &= starts_ns <= hi
+    keep = _in_period(index, start, end)
     if not keep.any():
         raise DataError(f"no bars between {start} and {end}: the bars run from {index[0]} to {index[-1]}")
     out: dict[str, pd.DataFrame] = {}
@@ -148,16 +142,28 @@ def quotes_around(instrument: Any, ts_ns: np.ndarray, price: np.ndarray, spread_
     })
 
 
-def _bound(value: Any, name: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value)
-    try:
-        ts = pd.Timestamp(value)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{name} is {value!r}; expected a timestamp, a date string or int64 UTC ns") from exc
-    return int((ts if ts.tzinfo is not None else ts.tz_localize("UTC")).value)
+def _in_period(index: pd.DatetimeIndex, start: Any, end: Any) -> np.ndarray:
+    """Bars in ``[start, end]``: int64 ns and tz-aware times compare with bar starts; dates (strings,
+    naive timestamps) with the bar's New York trading date, both ends included."""
+    keep = np.ones(len(index), dtype=bool)
+    starts_ns = index.asi8
+    days = _session_days(index, "America/New_York")
+    for value, name in ((start, "start"), (end, "end")):
+        if value is None:
+            continue
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+            keep &= starts_ns >= int(value) if name == "start" else starts_ns <= int(value)
+            continue
+        try:
+            ts = pd.Timestamp(value)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{name} is {value!r}; expected a date, a tz-aware timestamp or int64 UTC ns") from exc
+        if ts.tzinfo is not None:
+            keep &= starts_ns >= ts.value if name == "start" else starts_ns <= ts.value
+        else:
+            day = ts.normalize()
+            keep &= np.asarray(days >= day) if name == "start" else np.asarray(days <= day)
+    return keep
 
 
 def ingest_synthetic_quotes(store: Any, quotes: Mapping[str, pd.DataFrame], *, label: str) -> dict[str, int]:
