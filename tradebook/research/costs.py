@@ -90,6 +90,19 @@ def _spread_tables(profile: Any) -> dict[float, np.ndarray]:
     return out
 
 
+@dataclass(frozen=True)
+class CostTerms:
+    """Size-free parts of the predicted cost of orders (see :meth:`CostModel.cost_terms`), one entry per order."""
+
+    a: np.ndarray  # bps
+    b: np.ndarray  # bps per unit of the curve's ratio
+    improve_bps: np.ndarray  # what a price-improved fill saves, bps (the paper engine's draw)
+    edges: np.ndarray  # size-over-touch bucket edges
+    ratios: np.ndarray  # the curve's median per bucket
+    touch_notional: float  # inf: the touch never limits (the zero model)
+    improve_share: float  # probability a fill is improved
+
+
 class CostModel:
     """Calibrated costs per instrument for research (see the module docstring for each number's meaning)."""
 
@@ -213,6 +226,37 @@ class CostModel:
         size = notional / px
         return float(size) if size.ndim == 0 else size
 
+    def cost_terms(self, instrument_id: str, ts_ns: Any, vol_bps: Any = None) -> CostTerms:
+        """The parts of the predicted cost that do not depend on the order's size, for many orders at once.
+
+        Predicted cost (bps) = ``a + b x ratios[bucket(notional / touch_notional)]``: the cost curve's
+        median in its unit (half-spreads, or half-spread plus one-second volatility above the
+        half-spread) at the order's notional (at the mid) over the touch's. :meth:`predict_bps` is
+        this formula; the backtest's compiled loop applies it to each order as it sizes it.
+        """
+        ts = _ts_array(ts_ns)
+        n = len(ts)
+        if self._priced is None:
+            edges = np.array([0.0, np.inf])
+            return CostTerms(np.zeros(n), np.zeros(n), np.zeros(n), edges, np.zeros(1), math.inf, 0.0)
+        priced = self._get(instrument_id)
+        model = priced.model
+        vol = _vol_array(vol_bps, n)
+        half = self.spread_bps(instrument_id, ts, vol) / 2
+        curve = model.cost_curve
+        base = float(model.base_slippage_bps)
+        if curve.scale == SCALE_SPREAD_VOL:
+            # the curve reads the one-second volatility: one minute holds sqrt(60) of them
+            one_second = vol / math.sqrt(_MINUTE_S)
+            a = half + base
+            b = half + np.where(np.isfinite(one_second), np.maximum(one_second, 0.0), 0.0)
+        else:
+            a, b = np.full(n, base), half
+        share = float(model.price_improvement_share) if priced.equity else 0.0
+        improve = float(model.price_improvement_ratio) * half if share > 0 else np.zeros(n)
+        return CostTerms(a, b, improve, np.asarray(curve.edges, dtype=np.float64),
+                         np.asarray(curve.q50, dtype=np.float64), priced.touch_notional, share)
+
     def predict_bps(self, instrument_id: str, ts_ns: Any, quantity: Any, price: Any, vol_bps: Any = None,
                     quantile: float = 0.5) -> np.ndarray:
         """Expected cost (bps against the mid, paid) of marketable orders of ``quantity`` units at ``price``.
@@ -224,15 +268,13 @@ class CostModel:
         n = len(ts)
         if self._priced is None:
             return np.zeros(n)
-        priced = self._get(instrument_id)
         qty = np.abs(np.broadcast_to(np.asarray(quantity, dtype=np.float64), (n,)))
         px = np.broadcast_to(np.asarray(price, dtype=np.float64), (n,))
-        vol = _vol_array(vol_bps, n)
-        half = self.spread_bps(instrument_id, ts, vol) / 2
-        touch = self.touch_size(instrument_id, px) if n else np.zeros(0)
-        # a vol-scaled curve reads the one-second volatility: one minute holds sqrt(60) of them
-        one_second = vol / math.sqrt(_MINUTE_S) if priced.model.cost_curve.scale == SCALE_SPREAD_VOL else None
-        return priced.model.marketable_cost_bps(qty, half, touch, quantile, one_second)
+        if n:
+            self.touch_size(instrument_id, px)  # checks the prices
+        terms = self.cost_terms(instrument_id, ts, vol_bps)
+        curve = self._get(instrument_id).model.cost_curve
+        return terms.a + terms.b * curve.ratio(qty * px / terms.touch_notional, quantile)
 
     def draw_bps(self, instrument_id: str, ts_ns: Any, quantity: Any, price: Any, vol_bps: Any = None, *,
                  rng: np.random.Generator) -> np.ndarray:
@@ -327,4 +369,4 @@ def _vol_array(vol_bps: Any, n: int) -> np.ndarray:
     return np.array(np.broadcast_to(np.asarray(vol_bps, dtype=np.float64), (n,)))
 
 
-__all__ = ["CostModel", "minute_vol_bps"]
+__all__ = ["CostModel", "CostTerms", "minute_vol_bps"]
