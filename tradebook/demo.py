@@ -1,7 +1,6 @@
 """The main job on the bundled data: load it into the workspace store, report what it holds,
-calibrate the paper-fill simulator and show its fidelity on data it was not fitted on (transfers).
-
-Later stages (paper trading, promotion, dashboard) hang off this job.
+calibrate the paper-fill simulator and show its fidelity on data it was not fitted on (transfers),
+then the story of a strategy from research to paper to the promotion gate (:func:`run_story`).
 Re-running reuses the store: files already stored (same content) are not loaded again.
 """
 
@@ -96,8 +95,10 @@ def _bar_label(bar_ns: int) -> str:
 
 
 def run_demo(store_path: str | Path | None = None, data_dir: Path | None = None,
-             out: Callable[[str], None] = print) -> None:
-    """``make demo``: load the bundled data, calibrate the simulator on it and show its fidelity on transfers.
+             out: Callable[[str], None] = print, *, story: bool = True) -> None:
+    """``make demo``: load the bundled data, calibrate the simulator on it and show its fidelity on transfers,
+    then (``story``) research a strategy, paper-trade the held-back sessions and print the gate's decision
+    (:func:`run_story`) and write the promotion report.
 
     Re-running reuses the store: files already stored are not loaded again, and a
     calibration on unchanged data is not stored again.
@@ -116,3 +117,210 @@ def run_demo(store_path: str | Path | None = None, data_dir: Path | None = None,
         out("Scoring the fill model on data it was not fitted on: halves and later hours of each capture, and "
             "other captures of the same asset class (the engine's own fills included; `tradebook fidelity`) ...\n")
         out(format_transfer_report(run_fidelity_report(store)))
+        story = run_story(store, out) if story else None
+        path = store.path
+    if story is not None and story.decision is not None:
+        # after the store is closed: the report's notebook opens it in its own process
+        from tradebook.reports import known_reports, run_report
+
+        if "promotion" not in known_reports():
+            out("\n(the promotion report notebook is not in this checkout yet; no report written)")
+            return
+        out("\nWriting the promotion report (papermill, HTML) ...")
+        report = run_report("promotion", {"strategy": story.strategy, "backtest_id": story.backtest_id},
+                            store_path=path)
+        out(f"Report: {report.html_path}")
+
+
+# -- the story: research -> paper -> the promotion gate (issue 17) ---------------------------------------
+STORY_INSTRUMENTS = ("SPY.ARCX", "QQQ.XNAS", "IWM.ARCX", "AAPL.XNAS", "IBM.XNYS", "BAC.XNYS")
+RESEARCH_END = "2021-01-29"  # the last research bar; the sessions after it are held back for paper
+PAPER_PERIOD = ("2021-02-01", "2021-03-31")  # 41 XNYS sessions, the end of the bundled daily bars
+STORY_GRID = {"lookback": [10, 20, 40], "entry": [0.75, 1.0, 1.5]}
+STORY_WINDOW = 120  # trailing bars a session hands the strategy (the trailing check confirms it)
+
+
+@dataclass
+class StoryOutcome:
+    """What the story leaves for the report: the strategy, its backtest and the gate's decision."""
+
+    strategy: str
+    backtest_id: str
+    run: str
+    decision: object = None
+
+
+def run_story(store: Store, out: Callable[[str], None] = print) -> StoryOutcome:
+    """Research MeanReversion on the older daily history, paper-trade the held-back sessions, ask the gate.
+
+    Every step goes through the package: the lookahead and trailing-window checks, a sweep
+    that stores every trial (with its deflated Sharpe ratio and probability of backtest
+    overfitting), the chosen backtest with the calibrated costs and the ranges of its
+    30-day metrics, a paper replay of the held-back sessions through the real order path
+    on quotes built from the bars (labelled synthetic), the gate's review with its
+    evidence, and the backtest-vs-paper difference under the calibrated model. A step whose
+    module is not in this checkout yet is named as skipped, and the story goes on without it.
+    """
+    from tradebook.research.bars import Bars
+    from tradebook.research.causality import check_lookahead, check_trailing_window
+    from tradebook.research.costs import CostModel
+    from tradebook.research.examples import MeanReversion
+    from tradebook.research.runner import paper_replay
+
+    equity_model = store.calibration("IBM.XNYS").calibration_id
+    bars = Bars.from_store(store, STORY_INSTRUMENTS)
+    research = bars.until(pd.Timestamp(RESEARCH_END, tz="America/New_York").value + 86_400 * 10**9)
+    out(f"\n== Research: MeanReversion on {len(research):,} daily bars of {', '.join(STORY_INSTRUMENTS)} "
+        f"({research.index[0].date()} .. {research.index[-1].date()}); {PAPER_PERIOD[0]} .. {PAPER_PERIOD[1]} "
+        "held back for paper")
+    costs = CostModel.from_store(store, {i: equity_model for i in STORY_INSTRUMENTS})
+    out(f"Costs: the calibrated equity fill model {equity_model}, applied to each instrument "
+        "(spread by time of day and volatility, cost by size over the touch)")
+    base = MeanReversion(window=STORY_WINDOW)
+    lookahead = check_lookahead(base, research)
+    trailing = check_trailing_window(base, research)
+    out(f"Lookahead check: passed ({_describe(lookahead)}); trailing window: {trailing.window} bars suffice "
+        f"({'ok' if trailing.ok else 'NOT ok'})")
+
+    best, backtest_id, strategy = None, "", base
+    sweep_module = _part("tradebook.research.sweep", "sweeps and backtests", out)
+    if sweep_module is not None:
+        result = sweep_module.sweep(base, STORY_GRID, research, costs=costs, store=store)
+        trials = result.trials
+        out(f"\nSweep: {result.n_trials} trials stored (every one, not only the best)")
+        shown = [c for c in trials.columns if c in ("lookback", "entry", "sharpe", "annual_sharpe", "total_return",
+                                                      "n_trades", "max_drawdown", "avg_cost_bps")]
+        if shown:
+            out(trials[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        best = result.best
+        out(f"Chosen: {best.params}; deflated Sharpe ratio {_number(result.dsr)} given all {result.n_trials} "
+            f"trials; probability of backtest overfitting {_number(result.pbo)}")
+        backtest_id = best.save(store)
+        out("\nBacktest with calibrated costs (" + backtest_id + "):")
+        out("  " + ", ".join(f"{k} {_fmt(v)}" for k, v in best.metrics.items()))
+        out(f"  sizing: {best.sizing}")
+        strategy = base.with_params(**best.params)
+        ranges_module = _part("tradebook.research.ranges", "ranges of 30-day metrics", out)
+        if ranges_module is not None:
+            ranges = ranges_module.metric_ranges(best)
+            ranges.save(store, backtest_id)
+            out("\nRanges of 30-trading-day metrics (rolling windows and stationary bootstrap):")
+            out(ranges.table.to_string(float_format=lambda v: f"{v:.4g}"))
+
+    out(f"\n== Paper: {strategy.name} {strategy.params} on {PAPER_PERIOD[0]} .. {PAPER_PERIOD[1]}, quotes built from "
+        "the daily bars with the calibrated spreads (labelled synthetic), through tb.Session and the paper venue ...")
+    paper = paper_replay(store, strategy, bars, start=PAPER_PERIOD[0], end=PAPER_PERIOD[1], costs=costs, backtest=best)
+    out(f"{paper.trading_days} trading days replayed in {paper.seconds:.1f} s (run {paper.run!r}): "
+        f"{len(paper.orders)} orders, {len(paper.fills)} fills; fill models {', '.join(paper.calibrations)}")
+    outcome = StoryOutcome(strategy.name, backtest_id, paper.run)
+    if best is None:
+        return outcome
+
+    out("\n== Backtest vs paper over the same sessions, under the calibrated model:")
+    out(format_comparison(compare_with_backtest(strategy, bars, costs, best, paper)))
+
+    promotion = _part("tradebook.promotion", "the promotion gate", out)
+    if promotion is not None and hasattr(promotion, "review"):
+        decision = promotion.review(store, strategy.name, backtest_id=backtest_id, costs=costs)
+        out("\n== The promotion gate: " + str(decision.decision))
+        out(f"codes: {', '.join(str(c) for c in decision.codes)}")
+        out(decision.summary)
+        checks = decision.checks
+        if checks is not None and len(checks):
+            out(checks.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        outcome.decision = decision
+    return outcome
+
+
+def _part(module: str, what: str, out: Callable[[str], None]):
+    """The module of a later part of the story, or None (said so) when this checkout does not have it yet."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module.startswith(exc.name):
+            raise  # a dependency of the module is missing: that is an error, not a part still to come
+        out(f"\n({what}: {module} is not in this checkout yet; skipped)")
+        return None
+
+
+def compare_with_backtest(strategy, bars, costs, research_backtest, paper) -> pd.DataFrame:
+    """The backtest of ``strategy`` through the paper period (same sizing, calibrated costs) next to the paper
+    run, over the paper sessions: orders by day and side, return, turnover and cost per fill."""
+    from tradebook.research.backtest import backtest
+
+    full = backtest(strategy, bars, costs=costs, sizing=research_backtest.sizing)
+    first, last = paper.start_ns, paper.end_ns + 1
+    bt_fills = full.fills[(full.fills["ts_ns"] >= first) & (full.fills["ts_ns"] <= last)]
+    day = lambda ts: pd.to_datetime(ts.astype("int64"), unit="ns", utc=True).dt.tz_convert("America/New_York").dt.date
+    bt_keys = set(zip(day(bt_fills["ts_ns"]), bt_fills["instrument_id"], bt_fills["side"].astype(str)))
+    pf = paper.fills
+    paper_keys = set(zip(day(pf["ts_event_ns"]), pf["instrument_id"], pf["side"].astype(str)))
+    equity = full.equity[(full.equity.index.asi8 >= first - 86_400 * 10**9) & (full.equity.index.asi8 <= last)]
+    bt_return = float(equity.iloc[-1] / equity.iloc[0] - 1) if len(equity) > 1 else float("nan")
+    paper_equity = paper.equity["equity"]
+    paper_return = float(paper_equity.iloc[-1] / paper_equity.iloc[0] - 1)
+    bt_cost = float(bt_fills["cost_bps"].mean()) if len(bt_fills) else float("nan")
+    paper_cost = float(_paper_cost_bps(paper).mean()) if len(pf) else float("nan")
+    rows = [
+        ("orders (instrument, day, side)", len(bt_keys), len(paper_keys)),
+        ("  of which in both", len(bt_keys & paper_keys), len(bt_keys & paper_keys)),
+        ("fills", len(bt_fills), len(pf)),
+        ("return over the period", bt_return, paper_return),
+        ("mean cost per fill, bps of the mid", bt_cost, paper_cost),
+    ]
+    frame = pd.DataFrame(rows, columns=["", "backtest", "paper"]).set_index("")
+    frame["paper - backtest"] = frame["paper"] - frame["backtest"]
+    return frame
+
+
+def _paper_cost_bps(paper) -> pd.Series:
+    """Each paper fill's cost against the mid of the quote in force (positive: paid)."""
+    quotes = pd.concat([q.assign(instrument_id=i) for i, q in paper.quotes.items()]).sort_values("ts_ns")
+    quotes["mid"] = (quotes["bid_px"] + quotes["ask_px"]) / 2
+    fills = paper.fills.assign(ts=paper.fills["ts_event_ns"].astype("int64")).sort_values("ts")
+    merged = pd.merge_asof(fills, quotes[["ts_ns", "instrument_id", "mid"]], left_on="ts", right_on="ts_ns",
+                           by="instrument_id")
+    sign = merged["side"].astype(str).map({"buy": 1.0, "sell": -1.0})
+    return sign * (merged["price"].astype(float) - merged["mid"]) / merged["mid"] * 1e4
+
+
+def format_comparison(frame: pd.DataFrame) -> str:
+    def cell(name, value):
+        if "return" in name:
+            return f"{value:+.2%}"
+        if "bps" in name:
+            return f"{value:.2f}"
+        return f"{value:+.0f}" if isinstance(value, float) and name.startswith("paper -") else f"{value:.0f}"
+    lines = [f"{'':36} {'backtest':>12} {'paper':>12} {'paper - backtest':>17}"]
+    for name, row in frame.iterrows():
+        values = [row["backtest"], row["paper"], row["paper - backtest"]]
+        lines.append(f"{name:36} " + " ".join(f"{cell(name if i < 2 else 'paper - ' + name, v):>{w}}"
+                                              for i, (v, w) in enumerate(zip(values, (12, 12, 17)))))
+    return "\n".join(lines)
+
+
+def _describe(report) -> str:
+    cuts = getattr(report, "n_cuts", None) or getattr(report, "cuts", None)
+    if cuts is None:
+        return "signals equal on history cut at random points and just before the end"
+    count = cuts if isinstance(cuts, int) else len(cuts)
+    return f"signals on history cut at {count} points equal the full run's"
+
+
+def _number(value) -> str:
+    for name in ("dsr", "pbo", "value"):
+        if hasattr(value, name):
+            value = getattr(value, name)
+            break
+    try:
+        return f"{float(value):.3f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
