@@ -338,6 +338,39 @@ def test_a_cell_with_too_few_fills_predicts_its_average_rate(fitted):
     np.testing.assert_allclose(model.fill_probability(fit[rows]), baseline.fill_probability(fit[rows]), atol=1e-8)
 
 
+
+def test_the_base_is_fitted_per_horizon_and_read_between_them_in_log_time(fitted):
+    from tradebook.sim.passive import POOLED_RIDGE, _fit_cell, _pooled_design, _probability
+
+    model, _, fit, held_out, _ = fitted["ESH4.GLBX"]
+    assert len(model.horizon_bases) == len(model.horizons_ns)
+    # at a fitted horizon: the (c)-form regression of that horizon's rows alone
+    h = model.horizons_ns[0]
+    rows = (fit["horizon_ns"] == h).to_numpy()
+    alone = _fit_cell(_pooled_design(fit[rows]), fit["filled"].to_numpy(dtype=float)[rows], -1, h,
+                      POOLED_RIDGE * rows.sum() / 1000.0)
+    probe = held_out[held_out["horizon_ns"] == h].head(200)
+    np.testing.assert_allclose(model.fill_probability(probe), _probability(alone.logit(_pooled_design(probe))),
+                               rtol=1e-9)
+    # between two fitted horizons: the logits interpolated in log time
+    low, high = model.horizons_ns[:2]
+    asked = int(round(math.sqrt(low * high)))
+    middle = probe.assign(horizon_ns=asked)
+    weight = (math.log(asked) - math.log(low)) / (math.log(high) - math.log(low))
+    # the features are those of the asked horizon, read by both bases
+    with_low = model.horizon_bases[0].logit(_pooled_design(middle))
+    with_high = model.horizon_bases[1].logit(_pooled_design(middle))
+    np.testing.assert_allclose(model.fill_probability(middle),
+                               _probability((1 - weight) * with_low + weight * with_high), rtol=1e-9)
+    # a model stored before the per-horizon base (format 2) loads and reads log(horizon) in its pooled base
+    raw = json.loads(json.dumps(model.to_dict()))
+    raw.pop("horizon_bases")
+    earlier = PassiveModel.from_dict(raw)
+    assert earlier.horizon_bases == () and earlier.pooled == model.pooled
+    np.testing.assert_allclose(earlier.fill_probability(probe), _probability(model.pooled.logit(_pooled_design(probe))),
+                               rtol=1e-9)
+
+
 # -- bad input ---------------------------------------------------------------------------
 def test_bad_input_is_refused_with_a_clear_message():
     empty = THROUGH_QUOTES.iloc[:0]

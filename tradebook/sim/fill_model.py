@@ -37,9 +37,11 @@ from tradebook.errors import ConfigError, DataError
 from tradebook.model.instruments import Instrument
 from tradebook.sim.orders import TakeParams
 
-# 2: provenance (fitted_on, asset_class, applied_notes), depth and passive parts in units
-# that carry. 1 (no "format_version" key): the earlier form, loaded as it was.
-FORMAT_VERSION = 2
+# 3: the passive model's base fitted per horizon (passive.horizon_bases; a format-2 model
+# loads without them, its base reading log(horizon)). 2: provenance (fitted_on, asset_class,
+# applied_notes), depth and passive parts in units that carry. 1 (no "format_version" key):
+# the earlier form, loaded as it was.
+FORMAT_VERSION = 3
 
 # Order size over displayed touch size: below 1 the touch can absorb the order.
 SIZE_BUCKET_EDGES: tuple[float, ...] = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, float("inf"))
