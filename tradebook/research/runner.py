@@ -32,7 +32,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -65,8 +65,9 @@ def target_quantity(target: float, fraction: float, equity: float, price: float,
         return Decimal(0)
     raw = target * fraction * equity / price
     lot = instrument.lot_size
-    lots = (Decimal(repr(abs(raw))) / lot).to_integral_value(rounding=ROUND_DOWN)
-    magnitude = lots * lot
+    # the backtest's floor, float for float: a quotient a rounding below a whole lot counts as that lot
+    lots = math.floor(abs(raw) / float(lot) * (1.0 + 1e-12))
+    magnitude = Decimal(lots) * lot
     minimum = getattr(instrument, "min_quantity", None) or lot
     if magnitude < minimum:
         return Decimal(0)
