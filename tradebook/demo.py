@@ -221,7 +221,8 @@ def run_story(store: Store, out: Callable[[str], None] = print) -> StoryOutcome:
 
     promotion = _part("tradebook.promotion", "the promotion gate", out)
     if promotion is not None and hasattr(promotion, "review"):
-        decision = promotion.review(store, strategy.name, backtest_id=backtest_id, costs=costs)
+        decision = promotion.review(store, strategy.name, backtest_id=backtest_id, costs=costs,
+                                    account_id=paper.account_id)
         out("\n== The promotion gate: " + str(decision.decision))
         out(f"codes: {', '.join(str(c) for c in decision.codes)}")
         out(decision.summary)
