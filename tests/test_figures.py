@@ -50,6 +50,12 @@ def test_metric_bands_colour_the_paper_value_by_its_check_and_skip_metrics_witho
     n_trades = layout[1]
     point = [element for element in n_trades if isinstance(element, hv.Scatter)][0]
     assert point.data.iloc[0, 0] == 40.0 and point.opts.get().kwargs["color"] == "#d62728"
+    # the gate's checks frame alone: its bootstrap band, and both thresholds of a two-sided check
+    gate = checks.assign(band_p05=[-0.05, 10.0], band_p50=[0.01, 18.0], band_p95=[0.06, 27.0],
+                         fail_below=[-0.07, 5.0], fail_above=[np.nan, 31.0])
+    n_trades = metric_bands_figure(gate, checks=gate)[1]
+    ticks = [element.data.iloc[0, 0] for element in n_trades if element.label == "threshold"]
+    assert ticks == [5.0, 31.0]
     with pytest.raises(DataError, match=r"needs band columns p05 and p95; missing \['p95'\]"):
         metric_bands_figure(bands.drop(columns="p95"))
 

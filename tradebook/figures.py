@@ -184,9 +184,14 @@ def metric_bands_figure(bands: pd.DataFrame, values: pd.Series | dict | None = N
     metrics. ``values``: the paper (or live) value per metric, drawn as a point. ``checks``
     (the gate's checks frame: ``metric``, ``value``, ``threshold``, ``side``, ``passed``)
     supplies values where ``values`` does not, colours each point green (passed) or red
-    (failed) and draws each threshold as a red tick. Metrics with no band are skipped.
+    (failed) and draws each threshold as a red tick (both of a two-sided check, from
+    ``fail_below`` and ``fail_above`` when the frame has them); the band's median is a
+    white tick. The gate's checks frame alone is enough: ``metric_bands_figure(checks,
+    checks=checks)`` reads its ``band_p05``..``band_p95``. Metrics with no band are skipped.
     """
     frame = bands.set_index("metric") if "metric" in bands.columns else bands
+    # the gate's checks frame carries its bootstrap band as band_p05, band_p50, band_p95
+    frame = frame.rename(columns={f"band_p{q}": f"p{q}" for q in ("05", "25", "50", "75", "95")})
     missing = [c for c in ("p05", "p95") if c not in frame.columns]
     if missing:
         raise DataError(f"metric_bands_figure needs band columns p05 and p95; missing {missing} "
@@ -207,11 +212,20 @@ def metric_bands_figure(bands: pd.DataFrame, values: pd.Series | dict | None = N
             layers.append(hv.Segments([(float(row["p25"]), 0, float(row["p75"]), 0)],
                                       ["value", "y", "value2", "y2"], label="25-75%").opts(
                 color=BAND_COLOR, alpha=0.7, line_width=14))
-        threshold = check.get("threshold")
-        if threshold is not None and np.isfinite(threshold):
-            layers.append(hv.Segments([(float(threshold), -0.6, float(threshold), 0.6)],
-                                      ["value", "y", "value2", "y2"], label="threshold").opts(
-                color=FAIL_COLOR, line_width=3))
+        # a two-sided check fails below one threshold and above another: draw both
+        if "fail_below" in check or "fail_above" in check:
+            thresholds = [check.get("fail_below"), check.get("fail_above")]
+        else:
+            thresholds = [check.get("threshold")]
+        for threshold in thresholds:
+            if threshold is not None and np.isfinite(threshold):
+                layers.append(hv.Segments([(float(threshold), -0.6, float(threshold), 0.6)],
+                                          ["value", "y", "value2", "y2"], label="threshold").opts(
+                    color=FAIL_COLOR, line_width=3))
+        if "p50" in frame.columns and np.isfinite(row["p50"]):
+            layers.append(hv.Segments([(float(row["p50"]), -0.3, float(row["p50"]), 0.3)],
+                                      ["value", "y", "value2", "y2"], label="median").opts(
+                color="white", line_width=2))
         value = given.get(metric, check.get("value"))
         if value is not None and np.isfinite(value):
             passed = check.get("passed")
