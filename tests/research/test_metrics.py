@@ -93,7 +93,8 @@ def test_bad_input_is_named():
                       pd.DataFrame({"exit_ts_ns": [], "pnl": []}))
     eq = pd.Series([1.0], index=pd.DatetimeIndex([ny("2021-01-04")]))
     with pytest.raises(ResearchError, match="predicted_cost_bps"):
-        daily_records(eq, fills_frame([]).drop(columns="predicted_cost_bps"), pd.DataFrame({"exit_ts_ns": [], "pnl": []}))
+        daily_records(eq, fills_frame([]).drop(columns="predicted_cost_bps"),
+                      pd.DataFrame({"exit_ts_ns": [], "pnl": []}))
     with pytest.raises(ResearchError, match="calendar"):
         daily_records(eq, fills_frame([]), pd.DataFrame({"exit_ts_ns": [], "pnl": []}), calendar="NOPE")
     with pytest.raises(ResearchError, match="positive"):

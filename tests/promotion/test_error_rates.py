@@ -1,0 +1,77 @@
+"""The gate's error rates on fresh bootstrap paths of the backtest (the issue's Done-when 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import simulate
+from tradebook.errors import PromotionError
+from tradebook.promotion.error_rates import rates_by_review, simulate_gate, stressed_costs, zero_sharpe
+from tradebook.research.metrics import METRICS, Side
+
+
+def test_genuine_paths_are_rejected_by_a_check_at_rate_alpha(backtest_daily, thresholds):
+    outcomes = simulate_gate(backtest_daily, thresholds, n_paths=2000, seed=12345)
+    rejected = outcomes["code"] == "check_failed"
+    assert abs(rejected.mean() - thresholds.alpha) <= 0.02, rejected.mean()
+    # a REJECT "not profitable" at the maximum period is counted apart, never as a check's error
+    unprofitable = outcomes["code"] == "not_profitable_at_max"
+    assert not (unprofitable & rejected).any()
+    assert (outcomes.loc[unprofitable, "review_days"] == thresholds.max_days).all()
+    # no rejection names a metric on its good side
+    for check, side in METRICS.items():
+        failed = outcomes[outcomes[check]]
+        if failed.empty or side is Side.TWO_SIDED:
+            continue
+        median = thresholds.bands[thresholds.min_days][check]["0.5"] if check != "cost_residual_bps" else 0.0
+        values = failed[f"value_{check}"]
+        if side is Side.LOW:
+            assert (values < median).all(), check
+        else:
+            assert (values > median).all(), check
+    table = rates_by_review(outcomes, thresholds.reviews)
+    assert table["rejected_by_check"].is_monotonic_increasing
+    assert table["rejected_by_check"].iloc[-1] == pytest.approx(rejected.mean())
+
+
+def test_costs_three_times_the_model_are_caught_at_the_first_review():
+    equity, fills, trades = simulate(756, seed=11)
+    from conftest import simulated_daily
+    from tradebook.promotion.gate import calibrate_gate
+
+    thresholds = calibrate_gate(simulated_daily(756, seed=11), n_paths=1000, seed=0)
+    stressed = stressed_costs(equity, fills, trades, 3.0, starting_equity=100_000.0)
+    outcomes = simulate_gate(stressed, thresholds, n_paths=1000, seed=7)
+    fills_30 = outcomes["review_days"] == thresholds.min_days
+    assert fills_30.mean() >= 0.95
+    caught = fills_30 & (outcomes["code"] == "check_failed") & outcomes["cost_residual_bps"]
+    assert caught.mean() >= 0.95, caught.mean()
+
+
+def test_stressed_costs_take_the_extra_out_of_equity():
+    equity, fills, trades = simulate(60, seed=2)
+    base = stressed_costs(equity, fills, trades, 1.0, starting_equity=100_000.0)
+    tripled = stressed_costs(equity, fills, trades, 3.0, starting_equity=100_000.0)
+    assert tripled["cost_bps_sum"].sum() == pytest.approx(3 * base["cost_bps_sum"].sum())
+    assert tripled["equity"].iloc[-1] < base["equity"].iloc[-1]
+    extra = (2 * fills["cost_bps"].abs() / 1e4 * fills["quantity"] * fills["price"]).sum()
+    assert base["equity"].iloc[-1] - tripled["equity"].iloc[-1] == pytest.approx(extra)
+    with pytest.raises(PromotionError, match="positive"):
+        stressed_costs(equity, fills, trades, 0.0)
+
+
+def test_zero_sharpe_keeps_trading_and_removes_the_edge(backtest_daily, thresholds):
+    flat = zero_sharpe(backtest_daily)
+    assert flat["ret"].mean() == pytest.approx(0.0, abs=1e-15)
+    assert (flat["n_fills"] == backtest_daily["n_fills"]).all()
+    genuine = simulate_gate(backtest_daily, thresholds, n_paths=1000, seed=5)
+    lost = simulate_gate(flat, thresholds, n_paths=1000, seed=5)
+    # the gate sees a lost edge only a little more often than it rejects a genuine strategy
+    assert (lost["code"] == "check_failed").mean() >= (genuine["code"] == "check_failed").mean()
+    assert (lost["decision"] == "promote").mean() < (genuine["decision"] == "promote").mean()
+
+
+def test_error_rates_refuse_the_calibration_seed(backtest_daily, thresholds):
+    with pytest.raises(PromotionError, match="fresh paths"):
+        simulate_gate(backtest_daily, thresholds, n_paths=10, seed=thresholds.seed)
