@@ -71,7 +71,9 @@ def format_summary(store: Store) -> str:
         "instrument": summary["instrument_id"],
         "recording": [recording_of.get(int(i), "") for i in summary["dataset_id"]],
         "class": summary["asset_class"],
-        "kind": [k if pd.isna(b) else f"{k} {_bar_label(int(b))}" for k, b in zip(summary["kind"], summary["bar_ns"])],
+        "kind": [(k if pd.isna(b) else f"{k} {_bar_label(int(b))}") + (" (synthetic)" if str(s).startswith("synthetic:")
+                                                                         else "")
+                 for k, b, s in zip(summary["kind"], summary["bar_ns"], summary["source"])],
         "rows": summary["row_count"].map("{:,}".format),
         "first (UTC)": [v[:23] for v in summary["first"]],
         "last (UTC)": [v[:23] for v in summary["last"]],
