@@ -130,3 +130,16 @@ def test_examples_on_bundled_bars(daily_bars):
     assert entries / months > 4
     recent = mr.loc["2021-02-01":]
     assert (recent.diff() > 0).to_numpy().sum() >= 8
+
+
+def test_a_strategy_writing_into_its_bars_does_not_change_them():
+    bars = _bars()
+    before = bars.close.copy()
+
+    def vandal(b):
+        b.close.iloc[:, :] = 0.0
+        b.close.fillna(1.0, inplace=True)
+        return b.close * 0
+
+    compute_targets(Returns(make=vandal), bars)
+    assert bars.close.equals(before)

@@ -160,6 +160,11 @@ class Bars:
     def _take(self, rows) -> Bars:
         return Bars(*(getattr(self, f).iloc[rows] for f in FIELDS), bar_seconds=self.bar_seconds)
 
+    def shallow(self) -> Bars:
+        """The same bars in new frame objects sharing the data: what a strategy may modify without harm
+        (pandas copy-on-write copies on the first write)."""
+        return Bars(*(getattr(self, f).copy(deep=False) for f in FIELDS), bar_seconds=self.bar_seconds)
+
     def iloc(self, rows: slice) -> Bars:
         """Bars at positions ``rows`` (a slice, as DataFrame.iloc)."""
         if not isinstance(rows, slice):

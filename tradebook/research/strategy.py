@@ -131,7 +131,7 @@ def raw_signals(strategy: Strategy, bars: Bars) -> np.ndarray:
     columns is a SignalError naming the first mismatch and what was expected.
     """
     who = f"{strategy.name}.signals()"
-    out = strategy.signals(bars)
+    out = strategy.signals(bars.shallow())  # a strategy writing into its frames must not change the bars
     if not isinstance(out, pd.DataFrame):
         raise SignalError(f"{who} returned a {type(out).__name__}; expected a DataFrame with bars.close's index "
                           f"and columns {list(bars.instruments)}")
