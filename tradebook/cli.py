@@ -207,7 +207,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise StoreError(f"no store at {path}: run `tradebook demo` (bundled data) or `tradebook load FILE` "
                              "first, or name one with --store")
         # read-only: it shares the file with notebooks that read it, and names a writer that holds it
-        with Store(path, read_only=True) as store:
+        with Store.reader(path) as store:
             print(format_summary(store))
             if args.findings:
                 info = store.query("SELECT d.source, q.code, q.message FROM data_quality q JOIN datasets d "
@@ -236,7 +236,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if not args.bundled and not Path(path).exists():
             raise StoreError(f"no store at {path}: run `tradebook demo` first, or pass --bundled to load the "
                              "bundled data into it")
-        with Store(path, read_only=not args.bundled) as store:
+        with (Store(path) if args.bundled else Store.reader(path)) as store:
             _load_bundled_if_asked(store, args)
             if args.eval_on:
                 results = run_fidelity(store, args.instrument, fit_fraction=args.fit_fraction, seed=args.seed,

@@ -80,6 +80,10 @@ class MigrationError(StoreError):
     """The store's schema cannot be brought to the version this code expects."""
 
 
+class SchemaBehindError(MigrationError):
+    """A read-only open of a store whose schema is older than this code's: a read-write open migrates it."""
+
+
 class SessionError(TradebookError):
     """A session cannot do what was asked in its current state (ended, not started, finished replay)."""
 

@@ -125,3 +125,11 @@ def test_failed_migration_is_atomic(tmp_path):
 
 def test_migration_error_is_a_store_error():
     assert issubclass(MigrationError, StoreError)
+
+
+def test_reader_migrates_an_old_file_once_then_reads_it_read_only(tmp_path):
+    path = tmp_path / "old.duckdb"
+    Store(path, target_version=LATEST_VERSION - 1).close()
+    with Store.reader(path) as store:
+        assert store.schema_version == LATEST_VERSION
+        assert store.read_only and "read-only" in repr(store)

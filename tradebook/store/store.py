@@ -29,7 +29,7 @@ import pandas as pd
 from tradebook.data.loaders import MarketData
 from tradebook.data.schemas import SPECS, DataKind
 from tradebook.data import frames as _frames  # noqa: F401  (registers the df.tb accessor)
-from tradebook.errors import AmbiguousReadError, MigrationError, StoreError, UnknownInstrumentError
+from tradebook.errors import AmbiguousReadError, MigrationError, SchemaBehindError, StoreError, UnknownInstrumentError
 from tradebook.execution.journal import BODY_OFFSET, journal_line
 from tradebook.model.instruments import BUNDLED_INSTRUMENTS, AssetClass, Instrument, TradingHours
 from tradebook.model.time import now_ns, ns_to_iso
@@ -395,6 +395,20 @@ class Store:
             self.close()
             self._connect(write=False)
 
+    @classmethod
+    def reader(cls, path: str | Path | None = None) -> Store:
+        """Open read-only, first migrating a store left at an older schema by an earlier tradebook.
+
+        For commands that only read (``tradebook info``, ``fidelity``): after an upgrade the
+        first such command brings the file to this code's schema in one read-write open (its
+        lock error names any holder), then reads it read-only as usual.
+        """
+        try:
+            return cls(path, read_only=True)
+        except SchemaBehindError:
+            cls(path, purpose="a schema migration").close()
+            return cls(path, read_only=True)
+
     def _connect(self, *, write: bool) -> None:
         """Open this store's connection (read-write or read-only); lock errors name the holder."""
         try:
@@ -538,7 +552,7 @@ class Store:
         if current >= target:
             return
         if self.read_only:
-            raise MigrationError(
+            raise SchemaBehindError(
                 f"{self.path} is at schema v{current} and this tradebook needs v{target}; "
                 "open it read-write once to migrate"
             )
