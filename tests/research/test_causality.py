@@ -163,7 +163,8 @@ def test_short_window_is_flagged_with_the_length_needed(bars):
 
 
 def test_expanding_statistics_need_the_whole_history(bars, daily_bars):
-    with pytest.raises(TrailingWindowError, match=r"no trailing window up to \d+ bars reproduces .*expanding"):
+    with pytest.raises(TrailingWindowError,
+                       match=r"no trailing window up to \d+ bars \(2830 bars given\) reproduces .*expanding"):
         check_trailing_window(Rule(rule=expanding_z), bars, window=60)
     # drawdown from the running maximum: BAC never regained its 2006 high, so only the whole history will do
     drawdown = Rule(rule=lambda c: (c / c.cummax() - 1.0).clip(-1, 0))

@@ -315,9 +315,10 @@ def _trailing(strategy, bars, window, *, max_window, n_points, seed, rtol, atol,
     name = strategy.name
     if found is None:
         raise TrailingWindowError(
-            f"{strategy!r}: no trailing window up to {top} bars reproduces its full-history signals (tried "
-            f"{[w for w, _ in tried]}); it depends on the whole history (expanding statistics, cumulative "
-            "maxima, a running state): use rolling windows of fixed length")
+            f"{strategy!r}: no trailing window up to {top} bars ({n} bars given) reproduces its full-history "
+            f"signals (tried {[w for w, _ in tried]}): either they depend on the whole history (expanding "
+            "statistics, cumulative maxima, a running state: use rolling windows of fixed length) or they need "
+            "a longer window (pass more bars or a larger max_window)")
     ok = requested is None or found == int(requested)
     if requested is None:
         message = f"{name}: a session needs a trailing window of {found} bars (shortest found by doubling)"

@@ -176,8 +176,8 @@ def targets_from_raw(strategy: Strategy, bars: Bars, values: np.ndarray) -> pd.D
             row, col = _first(late)
             prev = values[:row, col][~np.isnan(values[:row, col])][-1]
             raise SignalError(f"{strategy.name}.signals() gave NaN at {bars.index[row]} for {bars.instruments[col]} "
-                              f"after a finite value ({float(prev)!r} earlier); only leading NaNs (warm-up) are allowed: "
-                              "fill with 0 (flat) or the previous target")
+                              f"after a finite value ({float(prev)!r} earlier); only leading NaNs (warm-up) are "
+                              "allowed: fill with 0 (flat) or the previous target")
         values[nan] = 0.0
     outside = ~(np.abs(values) <= 1.0)
     if outside.any():
