@@ -47,3 +47,17 @@ def daily_bars(daily_store_template):
         return Bars.from_store(store, DAILY_EQUITIES)
     finally:
         store.close()
+
+
+@pytest.fixture(scope="session")
+def ibm_calibrated_template(tmp_path_factory) -> Path:
+    """A store file with the bundled IBM 2013-10-07 ticks and their calibration IBM.XNYS@v1 (copy it or open it
+    read-only): the calibrated equity model the research tests apply to the daily-bar universe."""
+    from tradebook.sim.fidelity import run_calibration
+
+    path = tmp_path_factory.mktemp("ibm_calibrated") / "ibm.duckdb"
+    with Store(path) as store:
+        store.ingest(load_bundled("algoseek_IBM_20131007_l1_nbbo.csv.gz"))
+        store.ingest(load_bundled("algoseek_IBM_20131007_trades.csv.gz"))
+        run_calibration(store, ["IBM.XNYS"])
+    return path
