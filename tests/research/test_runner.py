@@ -20,7 +20,7 @@ from tradebook.research.examples import MeanReversion
 from tradebook.research.runner import StrategyRunner, paper_calibrations, paper_replay, target_quantity
 from tradebook.research.strategy import Strategy
 from tradebook.research.synthetic import ingest_synthetic_quotes, quotes_from_daily_bars
-from tradebook.sim.fidelity import calibratable_instruments, run_calibration
+from tradebook.sim.fidelity import calibratable_instruments, run_calibration, store_captures
 from tradebook.store import Store
 
 from tradebook.research.examples import BUNDLED_EQUITIES as DAILY_EQUITIES
@@ -106,6 +106,11 @@ def test_synthetic_quotes_are_stored_labelled_and_left_out_of_calibration(store,
     sources = store.datasets().set_index("dataset_id").loc[list(ids.values()), "source"]
     assert sources.str.startswith("synthetic: daily bars").all()
     assert calibratable_instruments(store) == before == ["IBM.XNYS"]
+    # the IBM tick capture shares a recording with the daily bars (and so with the synthetic quotes): the
+    # fidelity report's capture keeps the recorded data only
+    (capture,) = store_captures(store)
+    assert ids["IBM.XNYS"] not in capture.data.dataset_ids
+    assert capture.label.startswith("IBM.XNYS 2013-10-07")
     again = ingest_synthetic_quotes(store, quotes, label="daily bars, test")
     assert again == ids  # same content: no new dataset
     spy = store.quotes("SPY.ARCX")

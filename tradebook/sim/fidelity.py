@@ -755,18 +755,23 @@ def store_captures(store: Any, instruments: list[str] | None = None) -> list[Cap
     """Every recording in ``store`` (``store.recordings()``) of the instruments with quotes to calibrate on."""
     chosen = _pick_instruments(store, instruments)
     recordings = store.recordings()
+    datasets = store.datasets().set_index("dataset_id")
+    # quotes built from bars (tradebook.research.synthetic) share a recording with the bars: not a capture
+    recorded = datasets[~datasets["source"].str.startswith("synthetic:")]
     out = []
     for instrument_id in chosen:
         instrument = store.instrument(instrument_id)
         for row in recordings[recordings["instrument_id"] == instrument_id].itertuples(index=False):
-            kinds = [k.strip() for k in str(row.kinds).split(",")]
+            ids = tuple(sorted(i for i in (int(i) for i in str(row.dataset_ids).split(",") if i.strip())
+                               if i in recorded.index))
+            kinds = set(recorded.loc[list(ids), "kind"])
             if not any(k.value in kinds for k in _QUOTE_KINDS):
                 continue
             frames = {}
             for kind in (*_QUOTE_KINDS, DataKind.TRADES, DataKind.DEPTH):
                 if kind.value in kinds:
-                    frames[kind] = store.read(kind, instrument_id, recording=row.recording)
-            ids = tuple(sorted(int(i) for i in str(row.dataset_ids).split(",") if i.strip()))
+                    frames[kind] = store.read(kind, instrument_id, dataset_id=[i for i in ids
+                                                                               if recorded.at[i, "kind"] == kind.value])
             data = _assemble(instrument, frames, ids, tuple(f"store dataset {i}" for i in ids))
             # named by the day its quotes start (a recording of daily bars may reach back decades)
             out.append(Capture(_capture_label(data), data))
