@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import simulate
+from .simulated import simulate, simulated_daily
 from tradebook.errors import PromotionError
 from tradebook.promotion.error_rates import rates_by_review, simulate_gate, stressed_costs, zero_sharpe
 from tradebook.research.metrics import METRICS, Side
@@ -37,7 +37,6 @@ def test_genuine_paths_are_rejected_by_a_check_at_rate_alpha(backtest_daily, thr
 
 def test_costs_three_times_the_model_are_caught_at_the_first_review():
     equity, fills, trades = simulate(756, seed=11)
-    from conftest import simulated_daily
     from tradebook.promotion.gate import calibrate_gate
 
     thresholds = calibrate_gate(simulated_daily(756, seed=11), n_paths=1000, seed=0)
