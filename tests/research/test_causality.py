@@ -213,3 +213,27 @@ def test_bad_requests(bars):
         check_lookahead(Rule(rule=sma_cross), bars.head(1))
     with pytest.raises(ResearchError, match="expected a tb.Strategy"):
         prepare("sma", bars)
+
+
+# -- timing: a target computed at a bar's close acts at the next bar's open -------------------------------
+class FromDate(Strategy):
+    """Flat until the bar starting at `day`, long from that bar's close on (causal: it reads only the index)."""
+
+    instruments = ("SPY.ARCX",)
+    params = {"day": "2020-06-01"}
+
+    def signals(self, bars):
+        on = bars.close.index >= pd.Timestamp(self.params["day"], tz="America/New_York")
+        return pd.DataFrame(on[:, None].astype(float), index=bars.close.index, columns=bars.close.columns)
+
+
+def test_signal_at_a_close_is_filled_no_earlier_than_the_next_bar(daily_bars):
+    backtest = pytest.importorskip("tradebook.research.backtest")
+    bars = daily_bars.select(["SPY.ARCX"]).iloc(slice(-300, None))
+    result = backtest.backtest(FromDate(), bars)
+    t = int(np.searchsorted(bars.index, pd.Timestamp("2020-06-01", tz="America/New_York")))
+    first = result.fills.sort_values("ts_ns").iloc[0]
+    assert first["side"] == "buy"
+    assert int(first["ts_ns"]) >= int(bars.end_ns[t])  # not before the signal's bar has closed
+    assert int(first["ts_ns"]) < int(bars.end_ns[t + 1])  # and within the next bar
+    assert float(first["price"]) == pytest.approx(float(bars.open.iloc[t + 1, 0]))  # at its open (no costs)
