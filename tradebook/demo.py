@@ -91,6 +91,32 @@ def format_summary(store: Store) -> str:
     return "\n".join(lines)
 
 
+def fidelity_report_text(store: Store, compute: Callable[[], str]) -> str:
+    """The fidelity report's text, computed once per content: the recorded datasets, the calibrations and the
+    simulator's code (``<store>.cache/fidelity-<key>.txt``); a demo run again on the same content reuses it."""
+    import tradebook
+
+    datasets = store.datasets()
+    recorded = datasets[~datasets["source"].str.startswith("synthetic:")]
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(str(sorted(zip(recorded["instrument_id"], recorded["kind"], recorded["content_hash"]))).encode())
+    root = Path(tradebook.__file__).parent
+    for package in ("sim", "data", "model", "store"):
+        for source in sorted((root / package).glob("*.py")):
+            digest.update(source.name.encode())
+            digest.update(source.read_bytes())
+    path = Path(f"{store.path}.cache") / f"fidelity-{digest.hexdigest()}.txt"
+    if path.is_file():
+        return "(the same data and simulator as the last run: its report, from " + str(path) + ")\n" + \
+            path.read_text(encoding="utf-8")
+    text = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for old in path.parent.glob("fidelity-*.txt"):
+        old.unlink()
+    path.write_text(text, encoding="utf-8")
+    return text
+
+
 def _bar_label(bar_ns: int) -> str:
     seconds = bar_ns // 1_000_000_000
     return {86_400: "1d", 60: "1m", 1: "1s"}.get(seconds, f"{seconds}s")
@@ -118,7 +144,7 @@ def run_demo(store_path: str | Path | None = None, data_dir: Path | None = None,
         out("stored: " + ", ".join(r.calibration_id for r in records) + "  (see `tradebook calibrate`)\n")
         out("Scoring the fill model on data it was not fitted on: halves and later hours of each capture, and "
             "other captures of the same asset class (the engine's own fills included; `tradebook fidelity`) ...\n")
-        out(format_transfer_report(run_fidelity_report(store)))
+        out(fidelity_report_text(store, lambda: format_transfer_report(run_fidelity_report(store))))
         story = run_story(store, out) if story else None
         path = store.path
     if story is not None and story.decision is not None:
