@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tradebook.data import load_bundled
 from tradebook.errors import ResearchError, StoreError
 from tradebook.research.costs import CostModel, minute_vol_bps
-from tradebook.sim.fidelity import load_model, run_calibration
+from tradebook.sim.fidelity import load_model
 from tradebook.store import Store
 
 OPEN_2013_10_07 = 1_381_152_600_000_000_000  # 13:30 UTC = the 09:30 ET open
@@ -20,14 +19,9 @@ NOON_2013_10_07 = OPEN_2013_10_07 + 3 * 3_600_000_000_000
 
 
 @pytest.fixture(scope="module")
-def ibm_store(tmp_path_factory) -> Path:
-    """A store holding the bundled IBM 2013-10-07 ticks and their calibration (IBM.XNYS@v1)."""
-    path = tmp_path_factory.mktemp("ibm_costs") / "ibm.duckdb"
-    with Store(path) as store:
-        store.ingest(load_bundled("algoseek_IBM_20131007_l1_nbbo.csv.gz"))
-        store.ingest(load_bundled("algoseek_IBM_20131007_trades.csv.gz"))
-        run_calibration(store, ["IBM.XNYS"])
-    return path
+def ibm_store(ibm_calibrated_template) -> Path:
+    """The bundled IBM 2013-10-07 ticks and their calibration (IBM.XNYS@v1); opened read-only here."""
+    return ibm_calibrated_template
 
 
 @pytest.fixture(scope="module")
