@@ -149,13 +149,16 @@ def run_demo(store_path: str | Path | None = None, data_dir: Path | None = None,
         path = store.path
     if story is not None and story.decision is not None:
         # after the store is closed: the report's notebook opens it in its own process
-        from tradebook.reports import known_reports, run_report
+        from tradebook.reports import known_reports, report_parameters, run_report
 
         if "promotion" not in known_reports():
             out("\n(the promotion report notebook is not in this checkout yet; no report written)")
             return
         out("\nWriting the promotion report (papermill, HTML) ...")
-        report = run_report("promotion", {"strategy": story.strategy, "backtest_id": story.backtest_id},
+        wanted = {"strategy": story.strategy, "backtest_id": story.backtest_id, "account_id": story.account_id,
+                  "decision_id": getattr(story.decision, "decision_id", None), "save": False}
+        declared = report_parameters("promotion")
+        report = run_report("promotion", {k: v for k, v in wanted.items() if k in declared and v is not None},
                             store_path=path)
         out(f"Report: {report.html_path}")
 
@@ -175,6 +178,7 @@ class StoryOutcome:
     strategy: str
     backtest_id: str
     run: str
+    account_id: str
     decision: object = None
 
 
@@ -240,7 +244,7 @@ def run_story(store: Store, out: Callable[[str], None] = print) -> StoryOutcome:
     paper = paper_replay(store, strategy, bars, start=PAPER_PERIOD[0], end=PAPER_PERIOD[1], costs=costs, backtest=best)
     out(f"{paper.trading_days} trading days replayed in {paper.seconds:.1f} s (run {paper.run!r}): "
         f"{len(paper.orders)} orders, {len(paper.fills)} fills; fill models {', '.join(paper.calibrations)}")
-    outcome = StoryOutcome(strategy.name, backtest_id, paper.run)
+    outcome = StoryOutcome(strategy.name, backtest_id, paper.run, paper.account_id)
     if best is None:
         return outcome
 
