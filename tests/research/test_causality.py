@@ -237,3 +237,15 @@ def test_signal_at_a_close_is_filled_no_earlier_than_the_next_bar(daily_bars):
     assert int(first["ts_ns"]) >= int(bars.end_ns[t])  # not before the signal's bar has closed
     assert int(first["ts_ns"]) < int(bars.end_ns[t + 1])  # and within the next bar
     assert float(first["price"]) == pytest.approx(float(bars.open.iloc[t + 1, 0]))  # at its open (no costs)
+
+
+def test_window_hints_from_other_parameters_give_the_same_windows(bars):
+    grid = [dict(fast=f, slow=s) for f, s in ((5, 20), (10, 150), (20, 60), (3, 8), (30, 250))]
+    fresh = []
+    for params in grid:
+        clear_cache()
+        fresh.append(check_trailing_window(SmaCross(instruments=THREE, **params), bars).window)
+    clear_cache()
+    reports = [check_trailing_window(SmaCross(instruments=THREE, **params), bars) for params in grid]
+    assert [r.window for r in reports] == fresh == [32, 256, 64, 8, 256]
+    assert len(reports[2].tried) < 7  # started from the previous window, not from 1
