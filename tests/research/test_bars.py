@@ -109,3 +109,17 @@ def test_fingerprint_tracks_content():
 def test_top_level_names():
     assert tb.Bars is Bars
     assert tb.research.Bars is Bars
+
+
+def test_research_names_stay_light(run_python):
+    """tb.research's core names import neither vectorbt, arch, scipy nor numba."""
+    code = ("import sys, json, tradebook as tb\n"
+            "tb.Strategy, tb.Bars, tb.research.prepare, tb.research.probability_of_backtest_overfitting\n"
+            "tb.research.MeanReversion, tb.research.deflated_sharpe_ratio_of\n"
+            "heavy = ('vectorbt', 'arch', 'scipy', 'numba')\n"
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in heavy})))\n")
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+    for name in tb.research.__all__:
+        assert name in dir(tb.research)

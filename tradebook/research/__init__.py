@@ -30,6 +30,22 @@ _LAZY = {
     "PboResult": "tradebook.research.stats",
     "SmaCross": "tradebook.research.examples",
     "MeanReversion": "tradebook.research.examples",
+    # the other parts of the research layer (the functions backtest() and sweep() share their modules'
+    # names, which an import of the module would rebind here: import them from their modules)
+    "CostModel": "tradebook.research.costs",
+    "Sizing": "tradebook.research.backtest",
+    "BacktestResult": "tradebook.research.backtest",
+    "load_backtest": "tradebook.research.backtest",
+    "SweepResult": "tradebook.research.sweep",
+    "metric_ranges": "tradebook.research.ranges",
+    "MetricRanges": "tradebook.research.ranges",
+    "daily_records": "tradebook.research.metrics",
+    "window_metrics": "tradebook.research.metrics",
+    "METRICS": "tradebook.research.metrics",
+    "StrategyRunner": "tradebook.research.runner",
+    "paper_replay": "tradebook.research.runner",
+    "PaperReplayResult": "tradebook.research.runner",
+    "quotes_from_daily_bars": "tradebook.research.synthetic",
 }
 
 __all__ = sorted(_LAZY)
