@@ -234,9 +234,14 @@ def metric_bands_figure(bands: pd.DataFrame, values: pd.Series | dict | None = N
                 color=color, size=12, marker="diamond"))
         side = check.get("side")
         name = f"{metric} (bad side: {side})" if side else str(metric)
+        # centred on the band, wide enough for every threshold and the value: the band sits mid-panel
+        centre = (lo + hi) / 2
+        reach = [abs(v - centre) for v in (lo, hi, value, *thresholds)
+                 if v is not None and np.isfinite(v)]
+        half = max(reach) * 1.1 or 1.0
         panels.append(hv.Overlay(layers).opts(title=name, width=WIDTH // cols + 60, height=140, yaxis=None,
-                                              ylim=(-1, 1), show_legend=False, xformatter=PLAIN_TICKS,
-                                              toolbar=None))
+                                              ylim=(-1, 1), xlim=(centre - half, centre + half), show_legend=False,
+                                              xformatter=PLAIN_TICKS, toolbar=None))
     if not panels:
         raise DataError("metric_bands_figure: no metric has a finite band to draw")
     return hv.Layout(panels).opts(shared_axes=False, title=title).cols(cols)
