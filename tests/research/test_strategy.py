@@ -41,6 +41,7 @@ def test_params_defaults_copies_and_errors():
         s.with_params(fast=200)
     with pytest.raises(AttributeError, match="with_params"):
         s.fast = 3
+    s._cache = {}  # private state is allowed
     with pytest.raises(ResearchError, match="no instruments"):
         Returns(instruments=[])
     assert tb.Strategy is Strategy

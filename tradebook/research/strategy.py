@@ -45,7 +45,7 @@ class Strategy(ABC):
     ``name`` is the strategy id in sessions and the store (default: the class name in snake case).
     ``window``: trailing bars a session hands to ``signals``; None lets the trailing check find it.
     Parameters are also readable as attributes (``self.lookback``). Instances are not changed after
-    construction: :meth:`with_params` returns a copy (sweeps).
+    construction (only private ``_names`` may be set): :meth:`with_params` returns a copy (sweeps).
     """
 
     name: ClassVar[str] = ""
@@ -115,6 +115,9 @@ class Strategy(ABC):
         raise AttributeError(f"{type(self).__name__!s} has no attribute {item!r}")
 
     def __setattr__(self, key: str, value: Any) -> None:
+        if key.startswith("_"):  # a subclass's private state (caches) is its own business
+            object.__setattr__(self, key, value)
+            return
         raise AttributeError(f"{type(self).__name__} is not changed after construction; "
                              f"use with_params({key}=...) for a copy with other parameters")
 
