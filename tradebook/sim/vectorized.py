@@ -213,6 +213,15 @@ def replay_arrays(quotes: QuoteArrays, trades: TradeArrays | None, requests: Req
     float_params = np.array([params.slippage_bps, params.max_take_over_touch, params.lot, params.maker_bps,
                              params.taker_bps, params.per_unit_fee, params.multiplier,
                              1.0 if params.quote_through else 0.0], dtype=np.float64)
+    # The walk's state; None for the touch-only model (no walk): the kernel is then compiled without the
+    # walk's branches and state (numba prunes ``ws is None`` at compile time), as fast as before the walk.
+    walk_state = None if not len(params.walk) else (
+        np.asarray(params.walk_offsets, np.float64), np.asarray(params.walk_sizes, np.float64),
+        np.asarray(params.walk, np.float64), np.empty(len(params.walk_sizes) + 1 + levels[0].shape[1]),
+        np.empty(len(params.walk_sizes) + 1 + levels[0].shape[1]), np.int64(seed),
+        # the recent touch size: quote rows, state, its time, (row in force + 1, rows folded), memory
+        (quotes.ts_ns, quotes.bid_sz, quotes.ask_sz), np.zeros(TOUCH_STATE), np.zeros(1, np.int64),
+        np.zeros(2, np.int64), float(params.walk_unit_tau_ns), levels)
     fill_int, fill_float, n_fills, order_int, order_float = _replay(
         quotes.ts_ns, quotes.bid_px, quotes.ask_px, quotes.bid_sz, quotes.ask_sz,
         trades.ts_ns, trades.price, trades.size, trades.aggressor.astype(np.int8), has_trades,
@@ -220,12 +229,7 @@ def replay_arrays(quotes: QuoteArrays, trades: TradeArrays | None, requests: Req
         requests.quantity, requests.limit_px, requests.stop_px, requests.expire_ts_ns, n_orders,
         params.edges, params.ratios, float_params,
         np.int64(params.ack_median_ns), np.int64(params.fill_median_ns), float(params.latency_sigma), np.int64(seed),
-        (np.asarray(params.walk_offsets, np.float64), np.asarray(params.walk_sizes, np.float64),
-         np.asarray(params.walk, np.float64), np.empty(len(params.walk_sizes) + 1 + levels[0].shape[1]),
-         np.empty(len(params.walk_sizes) + 1 + levels[0].shape[1]), np.int64(seed),
-         # the recent touch size: quote rows, state, its time, (row in force + 1, rows folded), memory
-         (quotes.ts_ns, quotes.bid_sz, quotes.ask_sz), np.zeros(TOUCH_STATE), np.zeros(1, np.int64),
-         np.zeros(2, np.int64), float(params.walk_unit_tau_ns), levels))
+        walk_state)
     fill_int, fill_float = fill_int[:n_fills], fill_float[:n_fills]
     order_col = fill_int[:, 0]
     submit_k = order_int[order_col, _I_SUBMIT_K] if n_fills else np.zeros(0, np.int64)
@@ -327,7 +331,7 @@ def _walk_fills(oi, of, fi, ff, n, o, ts, k, depleted, p, ws):  # pragma: no cov
 
 @numba.njit(cache=True, nogil=True)
 def _take(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p, ws):  # pragma: no cover
-    if len(ws[2]):
+    if ws is not None:  # pruned at compile time for the touch-only model (ws None)
         k, depleted = _walk(oi, of, o, ts, bid, ask, bid_sz, ask_sz, p, ws)
         if k:
             fi, ff, n = _walk_fills(oi, of, fi, ff, n, o, ts, k, depleted, p, ws)
@@ -344,8 +348,11 @@ def _take(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p, 
 def _rest(oi, of, o, bid, ask, bid_sz, ask_sz, ws):  # pragma: no cover - compiled
     # queue ahead from the quote that made the order passive (and the book behind it where the feed has one)
     oi[o, _I_PHASE] = _PH_RESTING
-    levels = ws[11]
     side = oi[o, _I_SIDE]
+    if ws is None:  # the touch-only model: the queue at the touch
+        of[o, _F_QUEUE] = queue_ahead(side, of[o, _F_LIMIT], bid, ask, bid_sz, ask_sz)
+        return
+    levels = ws[11]
     row = ws[9][0] - 1
     if levels[0].shape[1] == 0 or row < 0:
         of[o, _F_QUEUE] = queue_ahead(side, of[o, _F_LIMIT], bid, ask, bid_sz, ask_sz)
@@ -380,7 +387,7 @@ def _activate(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, 
         if not math.isnan(limit) and not _marketable(side, limit, bid, ask):
             _end(oi, o, ts, _CANCELLED)
             return fi, ff, n
-        if len(ws[2]):
+        if ws is not None:
             k, depleted = _walk(oi, of, o, ts, bid, ask, bid_sz, ask_sz, p, ws)
             got = 0.0
             for i in range(k):
@@ -554,7 +561,8 @@ def _replay(q_ts, q_bid, q_ask, q_bid_sz, q_ask_sz,
             bid, ask, bid_sz, ask_sz = q_bid[iq], q_ask[iq], q_bid_sz[iq], q_ask_sz[iq]
             valid = bid < ask and bid_sz > 0.0 and ask_sz > 0.0 and math.isfinite(bid) and math.isfinite(ask)
             iq += 1
-            ws[9][0] = iq  # the quote rows in force from here: [0, iq)
+            if ws is not None:
+                ws[9][0] = iq  # the quote rows in force from here: [0, iq)
             if not valid:
                 continue
             i = 0
