@@ -123,3 +123,19 @@ def test_research_names_stay_light(run_python):
     assert result.stdout.strip() == "[]"
     for name in tb.research.__all__:
         assert name in dir(tb.research)
+
+
+def test_adjustment_follows_the_factor_rule(daily_store):
+    """data/MANIFEST.md: with both factors SPY's first close 97.36 becomes 63.9325; every split gap goes away."""
+    total = Bars.from_store(daily_store, ["SPY.ARCX"], dividends=True)
+    assert total.close.iloc[0, 0] == pytest.approx(63.9325, abs=5e-4)
+    raw = Bars.from_store(daily_store, DAILY_EQUITIES, adjusted=False)
+    split = Bars.from_store(daily_store, DAILY_EQUITIES)
+    gap = {}
+    for name, bars in (("raw", raw), ("split", split)):
+        overnight = bars.open / bars.close.ffill().shift(1)
+        gap[name] = overnight.min()
+    # raw: the splits (AAPL's 7:1 in 2014 and 4:1 in 2020, IBM, BAC, QQQ, IWM 2:1) halve the open or worse
+    assert (gap["raw"].drop("SPY.ARCX") < 0.51).all()
+    # adjusted: the deepest overnight drop left is AAPL's real 2000-09-29 fall (0.53)
+    assert (gap["split"] > 0.52).all()
