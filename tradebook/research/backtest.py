@@ -172,8 +172,13 @@ def _simulate_nb(targets, open_, close, inst_of_col, group_of_col, fraction, sta
                  cost_a, cost_b, improve, draws, share, edges, ratios, touch_notional, taker_bps, per_unit):  # pragma: no cover - compiled
     """Trade ``targets`` (bars x columns; a group of columns shares one account) at the next open.
 
+    Prices, cost terms and draws are per instrument (``inst_of_col`` maps a column to its
+    instrument): every trial of a sweep sees the same market and the same draws, so a trial
+    run alone reproduces its column of the sweep exactly.
+
     Returns per cell the filled quantity (signed), price, fee, realised and predicted cost,
-    the equity of each group at each close, and per column the round trips' statistics.
+    the equity of each group at each close, per column the round trips' statistics, and per
+    bar and group the round trips closed and won (flat to flat; a reversal closes one).
     """
     n_rows, n_cols = targets.shape
     n_groups = fraction.shape[0]
@@ -190,6 +195,8 @@ def _simulate_nb(targets, open_, close, inst_of_col, group_of_col, fraction, sta
     trip_cf = np.zeros(n_cols)
     trip_basis = np.zeros(n_cols)
     stats = np.zeros((n_cols, 5))  # closed, wins, sum of winning returns, losses, sum of |losing returns|
+    closed_at = np.zeros((n_rows, n_groups))  # round trips closed at each bar, per group
+    wins_at = np.zeros((n_rows, n_groups))
     eq_open = np.empty(n_groups)
     for t in range(n_rows):
         if t > 0:
@@ -197,12 +204,13 @@ def _simulate_nb(targets, open_, close, inst_of_col, group_of_col, fraction, sta
                 eq_open[g] = cash[g]
             for c in range(n_cols):
                 if pos[c] != 0.0:
-                    mark = open_[t, c]
+                    mark = open_[t, inst_of_col[c]]
                     if not (mark > 0.0):
                         mark = last[c]
                     eq_open[group_of_col[c]] += pos[c] * mark
             for c in range(n_cols):
-                o = open_[t, c]
+                i = inst_of_col[c]
+                o = open_[t, i]
                 if not (o > 0.0) or not np.isfinite(o):
                     continue
                 g = group_of_col[c]
@@ -210,14 +218,13 @@ def _simulate_nb(targets, open_, close, inst_of_col, group_of_col, fraction, sta
                 want = 0.0
                 if target != 0.0 and np.isfinite(eq_open[g]):
                     raw = target * fraction[g] * eq_open[g] / o
-                    lots = math.floor(abs(raw) / lot[c] * (1.0 + 1e-12))
-                    magnitude = lots * lot[c]
-                    if magnitude >= min_qty[c] and magnitude > 0.0:
+                    lots = math.floor(abs(raw) / lot[i] * (1.0 + 1e-12))
+                    magnitude = lots * lot[i]
+                    if magnitude >= min_qty[i] and magnitude > 0.0:
                         want = magnitude if raw > 0 else -magnitude
                 d = want - pos[c]
-                if abs(d) <= lot[c] * 1e-9:
+                if abs(d) <= lot[i] * 1e-9:
                     continue
-                i = inst_of_col[c]
                 x = abs(d) * o / touch_notional[i] * (1.0 + 1e-9)
                 k = np.searchsorted(edges[i], x, side="right") - 1
                 n_buckets = ratios.shape[1]
@@ -247,13 +254,15 @@ def _simulate_nb(targets, open_, close, inst_of_col, group_of_col, fraction, sta
                     closing = d if abs(d) <= abs(p0) else -p0
                     f1 = f * abs(closing) / abs(d)
                     trip_cf[c] += -closing * px - f1
-                    if abs(p0 + closing) <= lot[c] * 1e-9:
+                    if abs(p0 + closing) <= lot[i] * 1e-9:
                         pnl = trip_cf[c]
                         ret = pnl / trip_basis[c] if trip_basis[c] > 0 else 0.0
                         stats[c, 0] += 1
+                        closed_at[t, g] += 1
                         if pnl > 0:
                             stats[c, 1] += 1
                             stats[c, 2] += ret
+                            wins_at[t, g] += 1
                         else:
                             stats[c, 3] += 1
                             stats[c, 4] += -ret
@@ -265,7 +274,7 @@ def _simulate_nb(targets, open_, close, inst_of_col, group_of_col, fraction, sta
                             trip_basis[c] = abs(rest) * px
                 pos[c] = want
         for c in range(n_cols):
-            cl = close[t, c]
+            cl = close[t, inst_of_col[c]]
             if cl > 0.0 and np.isfinite(cl):
                 last[c] = cl
         for g in range(n_groups):
@@ -273,7 +282,7 @@ def _simulate_nb(targets, open_, close, inst_of_col, group_of_col, fraction, sta
         for c in range(n_cols):
             if pos[c] != 0.0:
                 equity[t, group_of_col[c]] += pos[c] * last[c]
-    return qty, price, fee, cost, pred, equity, stats
+    return qty, price, fee, cost, pred, equity, stats, closed_at, wins_at
 
 
 # -- inputs -----------------------------------------------------------------------------------------
@@ -370,6 +379,8 @@ class _Run:
     pred: np.ndarray
     equity: np.ndarray  # bars x groups
     stats: np.ndarray  # columns x 5
+    closed_at: np.ndarray  # bars x groups: round trips closed at the bar
+    wins_at: np.ndarray  # bars x groups: of which with pnl > 0
 
 
 def _simulate(market: _Market, targets: np.ndarray, fractions: np.ndarray, starting_equity: float) -> _Run:
@@ -378,10 +389,9 @@ def _simulate(market: _Market, targets: np.ndarray, fractions: np.ndarray, start
     n_cols = targets.shape[1]
     inst_of_col = np.tile(np.arange(n), n_cols // n)
     group_of_col = np.repeat(np.arange(n_cols // n), n)
-    out = _simulate_nb(np.ascontiguousarray(targets, dtype=np.float64), np.tile(market.open, n_cols // n),
-                       np.tile(market.close, n_cols // n), inst_of_col, group_of_col,
-                       np.asarray(fractions, dtype=np.float64), float(starting_equity), np.tile(market.lot, n_cols // n),
-                       np.tile(market.min_qty, n_cols // n), market.cost_a, market.cost_b, market.improve,
+    out = _simulate_nb(np.ascontiguousarray(targets, dtype=np.float64), market.open, market.close, inst_of_col,
+                       group_of_col, np.asarray(fractions, dtype=np.float64), float(starting_equity), market.lot,
+                       market.min_qty, market.cost_a, market.cost_b, market.improve,
                        market.draws, market.share, market.edges, market.ratios, market.touch_notional,
                        market.taker_bps, market.per_unit)
     return _Run(*out)
@@ -492,35 +502,46 @@ def daily_of(equity: pd.Series, fills: pd.DataFrame, trades: pd.DataFrame, calen
 def backtest_metrics(daily: pd.DataFrame, *, calendar: str, starting_equity: float) -> dict[str, float]:
     """The backtest's metrics from its daily records (the gate's window metrics over the whole history).
 
-    total_return (compounded), cagr (over calendar years between the first and last day),
-    sharpe and sortino (annualised, window_metrics' definitions), max_drawdown, win_rate,
-    n_trades, n_fills, turnover (traded notional in multiples of equity per year),
-    avg_cost_bps and avg_cost_residual_bps (per fill), sharpe_per_period, and psr (the
-    probabilistic Sharpe ratio of the per-period Sharpe against 0, with the daily returns'
-    skewness and raw kurtosis).
+    total_return (compounded), cagr (per year of ``periods_per_year`` days), sharpe and sortino
+    (annualised, window_metrics' definitions), max_drawdown, win_rate, n_trades, n_fills,
+    turnover (traded notional in multiples of equity per year), avg_cost_bps and
+    avg_cost_residual_bps (per fill), sharpe_per_period, and psr (the probabilistic Sharpe ratio
+    of the per-period Sharpe against 0, with the daily returns' skewness and RAW kurtosis).
     """
-    from tradebook.research.metrics import periods_per_year, window_metrics
-    from tradebook.research.stats import probabilistic_sharpe_ratio
+    from tradebook.research.metrics import DAILY_COLUMNS, periods_per_year
 
-    ppy = periods_per_year(calendar)
-    m = window_metrics(daily, periods_per_year=ppy)
-    ret = daily["ret"].to_numpy(dtype=np.float64)
-    n_days = len(ret)
-    years = max(n_days / ppy, 1e-9)
-    total = float(m["return"])
-    cagr = (1 + total) ** (1 / years) - 1 if total > -1 else -1.0
-    sd = ret.std(ddof=1) if n_days > 1 else math.nan
-    sr = float(ret.mean() / sd) if sd and sd > 0 else 0.0
-    psr = math.nan
-    if n_days > 3 and sd and sd > 0:
-        z = (ret - ret.mean()) / ret.std(ddof=0)
-        psr = float(probabilistic_sharpe_ratio(sr, 0.0, n_days, float(np.mean(z ** 3)), float(np.mean(z ** 4))))
+    arrays = {c: daily[c].to_numpy(dtype=np.float64)[None, :] for c in DAILY_COLUMNS}
+    values = metrics_array(arrays, periods_per_year=periods_per_year(calendar), starting_equity=starting_equity)
+    return {k: float(v[0]) for k, v in values.items()}
+
+
+def metrics_array(daily: dict[str, np.ndarray], *, periods_per_year: int,
+                  starting_equity: float) -> dict[str, np.ndarray]:
+    """:func:`backtest_metrics` of many histories at once: each daily column a (histories x days) array."""
+    from tradebook.research.metrics import window_metrics_array
+    from tradebook.research.stats import moments, probabilistic_sharpe_ratio
+
+    m = window_metrics_array(daily, periods_per_year=periods_per_year)
+    ret = np.asarray(daily["ret"], dtype=np.float64)
+    n_days = ret.shape[1]
+    years = max(n_days / periods_per_year, 1e-9)
+    total = m["return"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cagr = np.where(total > -1, np.power(np.maximum(1 + total, 0.0), 1 / years) - 1, -1.0)
+    sr = np.zeros(len(ret))
+    psr = np.full(len(ret), np.nan)
+    for row in range(len(ret)):
+        per_period, skew, kurt, n = moments(ret[row])
+        if math.isfinite(per_period):
+            sr[row] = per_period
+            if n > 3:
+                psr[row] = probabilistic_sharpe_ratio(per_period, 0.0, n, skew, kurt)
     return {
-        "total_return": total, "cagr": float(cagr), "sharpe": float(m["sharpe"]), "sortino": float(m["sortino"]),
-        "max_drawdown": float(m["max_drawdown"]), "win_rate": float(m["win_rate"]), "n_trades": float(m["n_trades"]),
-        "n_fills": float(m["n_fills"]), "turnover": float(m["turnover"]) / years,
-        "avg_cost_bps": float(m["cost_bps"]), "avg_cost_residual_bps": float(m["cost_residual_bps"]),
-        "sharpe_per_period": sr, "psr": psr, "n_days": float(n_days), "starting_equity": float(starting_equity),
+        "total_return": total, "cagr": cagr, "sharpe": m["sharpe"], "sortino": m["sortino"],
+        "max_drawdown": m["max_drawdown"], "win_rate": m["win_rate"], "n_trades": m["n_trades"],
+        "n_fills": m["n_fills"], "turnover": m["turnover"] / years, "avg_cost_bps": m["cost_bps"],
+        "avg_cost_residual_bps": m["cost_residual_bps"], "sharpe_per_period": sr, "psr": psr,
+        "n_days": np.full(len(ret), float(n_days)), "starting_equity": np.full(len(ret), float(starting_equity)),
     }
 
 
@@ -579,21 +600,34 @@ def backtest(strategy: Any, bars: Bars, *, costs: CostModel | None = None, start
                             "avg_loss, cap) or None (measured)")
     run = _simulate(market, targets, np.array([sizing.fraction]), starting_equity)
     portfolio = _portfolio(market, run, starting_equity)
-    equity_values = _checked_equity(portfolio, run, strategy.name)[:, 0]
-    equity = pd.Series(equity_values, index=bars.index, name="equity")
-    fills = _fills(market, run, 0)
-    trades = _trades(portfolio, market, 0)
-    daily = daily_of(equity, fills, trades, market.calendar, float(starting_equity))
-    metrics = backtest_metrics(daily, calendar=market.calendar, starting_equity=starting_equity)
+    equity = _checked_equity(portfolio, run, strategy.name)
+    return _result(strategy, market, run, portfolio, equity, 0, sizing=sizing, costs=costs, seed=seed,
+                   starting_equity=starting_equity, key=_key(strategy, bars, costs, seed, starting_equity, given, cap),
+                   window=prepared.window, targets=prepared.targets, bars=bars)
+
+
+def _result(strategy: Any, market: _Market, run: _Run, portfolio: Any, equity: np.ndarray, group: int, *,
+            sizing: Sizing, costs: CostModel, seed: int, starting_equity: float, key: dict[str, Any],
+            window: int | None, targets: pd.DataFrame | None, bars: Bars, sweep_id: str | None = None,
+            records: bool = True) -> BacktestResult:
+    """The BacktestResult of one group (trial) of a run; ``records=False``: equity and given metrics only."""
+    series = pd.Series(equity[:, group], index=bars.index, name="equity")
+    if records:
+        fills = _fills(market, run, group)
+        trades = _trades(portfolio, market, group)
+    else:
+        fills = pd.DataFrame({c: [] for c in FILL_COLUMNS})
+        trades = pd.DataFrame({c: [] for c in TRADE_COLUMNS})
+    daily = daily_of(series, fills, trades, market.calendar, float(starting_equity)) if records else None
+    metrics = backtest_metrics(daily, calendar=market.calendar, starting_equity=starting_equity) if records else {}
     fees = {i: {"maker_bps": f.maker_bps, "taker_bps": f.taker_bps, "per_unit": f.per_unit}
             for i, f in ((i, costs.fee_schedule(i)) for i in market.instruments)}
     return BacktestResult(
         strategy=strategy, params=dict(strategy.params), instruments=market.instruments,
         bar_seconds=bars.bar_seconds, bars_range=(int(bars.start_ns[0]), int(bars.end_ns[-1])), trades=trades,
-        fills=fills, equity=equity, daily=daily, metrics=metrics, sizing=sizing, costs=costs.describe(), fees=fees,
-        seed=int(seed), starting_equity=float(starting_equity), window=prepared.window, calendar=market.calendar,
-        key=_key(strategy, bars, costs, seed, starting_equity, given, cap),
-        targets=prepared.targets)
+        fills=fills, equity=series, daily=daily, metrics=metrics, sizing=sizing, costs=costs.describe(), fees=fees,
+        seed=int(seed), starting_equity=float(starting_equity), window=window, calendar=market.calendar,
+        key=key, sweep_id=sweep_id, targets=targets)
 
 
 def load_backtest(store: Any, backtest_id_or_strategy: str) -> BacktestResult:
