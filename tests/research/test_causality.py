@@ -249,3 +249,18 @@ def test_window_hints_from_other_parameters_give_the_same_windows(bars):
     reports = [check_trailing_window(SmaCross(instruments=THREE, **params), bars) for params in grid]
     assert [r.window for r in reports] == fresh == [32, 256, 64, 8, 256]
     assert len(reports[2].tried) < 7  # started from the previous window, not from 1
+
+
+def test_short_history_with_a_window_asked_for(bars):
+    """A year of bars cannot show a 200-bar average's window by doubling (half the bars is the limit), but a
+    window asked for is checked at the bars after it."""
+    year = bars.iloc(slice(-252, None))
+    slow = Rule(rule=lambda c: (c.rolling(50).mean() > c.rolling(200).mean()).astype(float)
+                .where(c.rolling(200).count() == 200))
+    with pytest.raises(TrailingWindowError, match="set the strategy's window="):
+        prepare(slow, year)
+    prepared = prepare(Rule(rule=slow.params["rule"], window=200), year)
+    assert prepared.window == 200 and prepared.trailing.ok
+    assert min(prepared.trailing.points) >= 200
+    with pytest.raises(TrailingWindowError):  # and a window too short for it is not made to pass
+        prepare(Rule(rule=slow.params["rule"], window=150), year)

@@ -329,7 +329,8 @@ def _trailing(strategy, bars, window, *, max_window, n_points, seed, rtol, atol,
             f"{strategy!r}: no trailing window up to {top} bars ({n} bars given) reproduces its full-history "
             f"signals (tried {[w for w, _ in tried]}): either they depend on the whole history (expanding "
             "statistics, cumulative maxima, a running state: use rolling windows of fixed length) or they need "
-            "a longer window (pass more bars or a larger max_window)")
+            "a longer window than this history can show (pass more bars, or set the strategy's window=: a "
+            "window asked for is checked at the bars after it, up to the last)")
     if requested is None and found & (found - 1) == 0:
         _WINDOW_HINTS[(_code_key(strategy), bars.fingerprint())] = found
     ok = requested is None or found == int(requested)
