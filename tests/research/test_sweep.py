@@ -1,0 +1,92 @@
+"""sweep(): every trial is the backtest of its parameters, all are stored, the best is deflated by all."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tradebook.errors import ResearchError
+from tradebook.research.backtest import backtest, load_backtest
+from tradebook.research.costs import CostModel
+from tradebook.research.examples import MeanReversion
+from tradebook.research.stats import deflated_sharpe_ratio_of
+from tradebook.research.sweep import sweep
+from tradebook.store import Store
+
+PAIR = ("SPY.ARCX", "IBM.XNYS")
+GRID = {"lookback": [10, 20], "entry": [0.75, 1.5]}
+
+
+@pytest.fixture(scope="module")
+def swept(daily_bars, ibm_calibrated_template):
+    bars = daily_bars.select(list(PAIR))
+    bars = bars.iloc(slice(int(np.searchsorted(bars.index, pd.Timestamp("2012-01-01", tz="UTC"))),
+                           int(np.searchsorted(bars.index, pd.Timestamp("2021-02-01", tz="UTC")))))
+    with Store(ibm_calibrated_template, read_only=True) as store:
+        costs = CostModel.from_store(store, {i: "IBM.XNYS@v1" for i in PAIR})
+    return bars, costs, sweep(MeanReversion(instruments=PAIR), GRID, bars, costs=costs)
+
+
+def test_every_trial_is_the_backtest_of_its_parameters(swept):
+    bars, costs, result = swept
+    assert result.n_trials == 4 and len(result.trials) == 4
+    assert result.trials[["lookback", "entry"]].to_dict("records") == [
+        {"lookback": 10, "entry": 0.75}, {"lookback": 10, "entry": 1.5},
+        {"lookback": 20, "entry": 0.75}, {"lookback": 20, "entry": 1.5}]
+    other = 3 if result.trials["sharpe"].idxmax() != 3 else 0
+    trial = result.trial_results()[other]
+    assert trial.params == {"lookback": int(result.trials.loc[other, "lookback"]),
+                            "entry": float(result.trials.loc[other, "entry"])}
+    alone = backtest(MeanReversion(instruments=PAIR, **trial.params), bars, costs=costs)
+    np.testing.assert_allclose(trial.equity.to_numpy(), alone.equity.to_numpy(), rtol=1e-12)
+    assert trial.sizing == alone.sizing  # Half-Kelly measured on the trial's own round trips
+    # per-bar trial metrics and the backtest's daily-record metrics: one definition (daily bars are the days)
+    for name in ("sharpe", "total_return", "max_drawdown", "n_trades", "win_rate", "avg_cost_bps"):
+        assert result.trials.loc[other, name] == pytest.approx(alone.metrics[name], rel=1e-9, abs=1e-12), name
+
+
+def test_the_best_is_chosen_by_the_metric_and_deflated_by_all_trials(swept):
+    _, _, result = swept
+    best_at = int(result.trials["sharpe"].idxmax())
+    assert result.best.params == result.trial_results()[best_at].params
+    assert result.best.params["lookback"] == result.trials.loc[best_at, "lookback"]
+    assert result.best.backtest_id == result.trials.loc[best_at, "backtest_id"]
+    assert len(result.best.fills) > 0 and result.best.window is not None  # the chosen one can go to a session
+    expected = deflated_sharpe_ratio_of(result.trial_returns[best_at], result.trial_returns)
+    assert result.dsr.n_trials == 4 and result.dsr.dsr == pytest.approx(expected.dsr)
+    assert result.dsr.dsr <= result.dsr.psr  # deflating never helps
+    assert result.pbo.n_trials == 4 and 0 <= result.pbo.pbo <= 1
+
+
+def test_every_trial_is_stored_once(swept, daily_store_template, tmp_path):
+    _, _, result = swept
+    shutil.copy(daily_store_template, tmp_path / "s.duckdb")
+    with Store(tmp_path / "s.duckdb") as store:
+        sweep_id = result.save(store)
+        assert result.save(store) == sweep_id
+        rows = store.query("SELECT backtest_id, sweep_id FROM research_backtests")
+        assert len(rows) == 4 and (rows["sweep_id"] == sweep_id).all()
+        assert sorted(rows["backtest_id"]) == sorted(result.trials["backtest_id"])
+        stored = store.query("SELECT * FROM research_sweeps").iloc[0]
+        assert stored["n_trials"] == 4 and stored["chosen_backtest_id"] == result.best.backtest_id
+        equity_rows = store.query("SELECT count(*) AS n FROM research_equity")["n"].iloc[0]
+        assert equity_rows == 4 * len(result.best.equity)  # every trial's equity, for the trial count's honesty
+        fills = store.query("SELECT DISTINCT backtest_id FROM research_fills")["backtest_id"].tolist()
+        assert fills == [result.best.backtest_id]  # records only for the chosen one
+        loaded = load_backtest(store, "mean_reversion")  # no stand-alone backtest: the sweep's chosen trial
+        assert loaded.backtest_id == result.best.backtest_id
+        pd.testing.assert_frame_equal(loaded.fills, result.best.fills)
+
+
+def test_bad_grids_are_refused(swept):
+    bars, _, _ = swept
+    strategy = MeanReversion(instruments=PAIR)
+    with pytest.raises(ResearchError, match=r"grid names \['window_size'\].*its parameters are \['entry', 'lookback'\]"):
+        sweep(strategy, {"window_size": [1, 2]}, bars)
+    with pytest.raises(ResearchError, match=r"grid\['entry'\] is \[\]; expected a non-empty list"):
+        sweep(strategy, {"entry": []}, bars)
+    with pytest.raises(ResearchError, match="choose='profit'; expected one of sharpe"):
+        sweep(strategy, {"entry": [1.0]}, bars, choose="profit")
