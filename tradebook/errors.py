@@ -114,3 +114,7 @@ class TrailingWindowError(ResearchError):
 
 class PromotionError(TradebookError):
     """A promotion request (gate review, stage change, override, reversion) cannot be done as asked."""
+
+
+class VenueMappingError(TradebookError, ValueError):
+    """A broker's value (order type, side, time in force, status, event) with no tradebook counterpart, or the reverse."""
