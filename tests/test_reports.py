@@ -119,3 +119,71 @@ def test_the_session_report_of_a_paper_run_prints_its_html_path(calibrated_btc_s
     assert printed == str(out / "session.html")
     page = (out / "session.html").read_text(encoding="utf-8")
     assert "run report-test: 1 orders, " in page and "cost of each fill against the mid" in page
+
+
+@pytest.fixture(scope="module")
+def promoted_store(tmp_path_factory) -> Path:
+    """A store where MeanReversion was backtested with calibrated costs and paper-traded over Feb-Mar 2021."""
+    from tradebook.data import BUNDLED_FILES, load_bundled
+    from tradebook.research.backtest import backtest
+    from tradebook.research.costs import CostModel
+    from tradebook.research.examples import MeanReversion
+    from tradebook.research.runner import paper_replay
+    from tradebook.sim.fidelity import run_calibration
+
+    equities = ("SPY.ARCX", "QQQ.XNAS", "IWM.ARCX", "AAPL.XNAS", "IBM.XNYS", "BAC.XNYS")
+    path = tmp_path_factory.mktemp("promotion") / "store.duckdb"
+    with Store(path) as store:
+        for entry in BUNDLED_FILES:
+            if (entry.path.startswith("bars/daily/") and entry.instrument_id in equities) or \
+                    entry.path.startswith("ticks/equities/algoseek_IBM_20131007"):
+                store.ingest(load_bundled(Path(entry.path).name))
+        model = run_calibration(store, ["IBM.XNYS"])[0].calibration_id
+        costs = CostModel.from_store(store, {i: model for i in equities})
+        bars = tb.Bars.from_store(store, equities, start="2015-01-01T00:00:00Z", end="2021-03-31T23:59:59Z")
+        strategy = MeanReversion(instruments=equities, window=120)
+        researched = backtest(strategy, bars.until(tb.to_ns("2021-01-29T23:59:59Z")), costs=costs)
+        researched.save(store)
+        paper_replay(store, strategy, bars, start="2021-02-01T00:00:00Z", end="2021-03-31T23:59:59Z", costs=costs,
+                     backtest=researched, run="report-paper")
+    return path
+
+
+@pytest.mark.slow
+def test_the_promotion_report_renders_the_decision_and_each_metric_against_its_band(promoted_store: Path,
+                                                                                      tmp_path: Path,
+                                                                                      capsys) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from test_notebooks_browser import CHROMIUM, CHROMIUM_ARGS, _problems, _render  # tests/ is on the path
+
+    out = tmp_path / "out"
+    assert main(["report", "promotion", "--store", str(promoted_store), "-p", "strategy", "mean_reversion",
+                 "-p", "error_rate_paths", "100", "--output-dir", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "promotion.html")
+    with Store(promoted_store, read_only=True) as store:
+        stored = store.query("SELECT decision, summary FROM promotion_decisions WHERE strategy = 'mean_reversion'")
+    assert len(stored) == 1  # the report's review is stored with its evidence
+    page = (out / "promotion.html").read_text(encoding="utf-8")
+    assert stored["summary"].iloc[0].split(":")[0] in page
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            figures, blocked, coloured, errors = _render(chromium, out / "promotion.html")
+        finally:
+            chromium.close()
+    assert _problems(figures, blocked, coloured, errors) == []
+    titles = [figure["title"] for figure in figures]
+    assert "mean_reversion paper equity against the backtest's 42-day outcomes" in titles
+    for metric in ("return", "sharpe", "max_drawdown", "n_trades", "cost_bps", "cost_residual_bps"):
+        assert any(title.startswith(f"{metric} (bad side: ") for title in titles), (metric, titles)
+
+
+def test_a_promotion_report_for_a_strategy_without_a_backtest_names_what_is_missing(promoted_store: Path,
+                                                                                    tmp_path: Path,
+                                                                                    capsys) -> None:
+    assert main(["report", "promotion", "--store", str(promoted_store), "-p", "strategy", "never_traded",
+                 "--output-dir", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "failed in cell 4 (`store = tb.open_store(store_path)`)" in error
+    assert "PromotionError: no backtest of 'never_traded' in the store" in error

@@ -207,11 +207,11 @@ def metric_bands_figure(bands: pd.DataFrame, values: pd.Series | dict | None = N
             continue
         check = check_rows.get(metric, {})
         layers = [hv.Segments([(lo, 0, hi, 0)], ["value", "y", "value2", "y2"], label="5-95%").opts(
-            color=BAND_COLOR, alpha=0.35, line_width=14)]
+            color=BAND_COLOR, alpha=0.5, line_width=14)]
         if "p25" in frame.columns and "p75" in frame.columns and np.isfinite([row["p25"], row["p75"]]).all():
             layers.append(hv.Segments([(float(row["p25"]), 0, float(row["p75"]), 0)],
                                       ["value", "y", "value2", "y2"], label="25-75%").opts(
-                color=BAND_COLOR, alpha=0.7, line_width=14))
+                color=BAND_COLOR, alpha=0.85, line_width=14))
         # a two-sided check fails below one threshold and above another: draw both
         if "fail_below" in check or "fail_above" in check:
             thresholds = [check.get("fail_below"), check.get("fail_above")]
