@@ -118,3 +118,7 @@ class PromotionError(TradebookError):
 
 class VenueMappingError(TradebookError, ValueError):
     """A broker's value (order type, side, time in force, status, event) with no tradebook counterpart, or the reverse."""
+
+
+class SandboxError(TradebookError):
+    """A local broker sandbox server (tradebook.sandbox) could not start, stop or do what was asked."""
