@@ -84,9 +84,44 @@ def test_every_trial_is_stored_once(swept, daily_store_template, tmp_path):
 def test_bad_grids_are_refused(swept):
     bars, _, _ = swept
     strategy = MeanReversion(instruments=PAIR)
-    with pytest.raises(ResearchError, match=r"grid names \['window_size'\].*its parameters are \['entry', 'lookback'\]"):
+    with pytest.raises(ResearchError, match=r"grid names \['window_size'\].*parameters are \['entry', 'lookback'\]"):
         sweep(strategy, {"window_size": [1, 2]}, bars)
     with pytest.raises(ResearchError, match=r"grid\['entry'\] is \[\]; expected a non-empty list"):
         sweep(strategy, {"entry": []}, bars)
     with pytest.raises(ResearchError, match="choose='profit'; expected one of sharpe"):
         sweep(strategy, {"entry": [1.0]}, bars, choose="profit")
+
+
+class Momentum(MeanReversion):
+    """Long after ``lookback`` rising closes in a row (any bar size)."""
+
+    name = "momentum"
+    params = {"lookback": 3, "entry": 1.0}
+
+    def signals(self, bars):
+        rising = (bars.close.diff() > 0).astype(float)
+        return (rising.rolling(self.params["lookback"]).sum() >= self.params["lookback"]).astype(float) \
+            .where(rising.rolling(self.params["lookback"]).count() >= self.params["lookback"])
+
+
+def test_intraday_trials_are_summed_into_days_as_the_backtest_does():
+    from tradebook.research.bars import Bars
+    from tradebook.research.metrics import trading_days
+
+    days = trading_days("XNYS", pd.Timestamp("2021-02-01"), pd.Timestamp("2021-04-30"))
+    starts = [pd.Timestamp(f"{d.date()} 09:30", tz="America/New_York") + pd.Timedelta(minutes=30 * k)
+              for d in days for k in range(13)]
+    index = pd.DatetimeIndex(starts).tz_convert("UTC")
+    rng = np.random.default_rng(5)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.003, len(index))))
+    open_ = np.r_[100.0, close[:-1]] * (1 + rng.normal(0, 0.0005, len(index)))
+    frame = lambda v: pd.DataFrame({"SPY.ARCX": v}, index=index)  # noqa: E731
+    bars = Bars.from_frames(open=frame(open_), high=frame(np.maximum(open_, close)), low=frame(np.minimum(open_, close)),
+                            close=frame(close), volume=frame(np.full(len(index), 1e4)), bar_seconds=1800)
+    strategy = Momentum(instruments=["SPY.ARCX"], bar_seconds=1800)
+    result = sweep(strategy, {"lookback": [2, 3]}, bars)
+    assert len(result.trial_returns) == len(days)  # one return per trading day, not per bar
+    alone = backtest(strategy.with_params(lookback=2), bars, sizing=result.trial_results()[0].sizing)
+    assert len(alone.daily) == len(days)
+    for name in ("sharpe", "total_return", "max_drawdown", "n_trades", "turnover"):
+        assert result.trials.loc[0, name] == pytest.approx(alone.metrics[name], rel=1e-9, abs=1e-12), name

@@ -156,7 +156,8 @@ class BacktestResult:
     def __repr__(self) -> str:
         start, end = (pd.Timestamp(v, unit="ns", tz="UTC").date() for v in self.bars_range)
         m = self.metrics
-        return (f"<BacktestResult {self.strategy_name} {self.params} {start}..{end}: return {m.get('total_return', 0):.2%}, "
+        return (f"<BacktestResult {self.strategy_name} {self.params} {start}..{end}: "
+                f"return {m.get('total_return', 0):.2%}, "
                 f"Sharpe {m.get('sharpe', math.nan):.2f}, {int(m.get('n_trades', 0))} trades, "
                 f"{int(m.get('n_fills', 0))} fills, fraction {self.sizing.fraction:.4f}>")
 
@@ -169,7 +170,7 @@ def _content_id(prefix: str, key: dict[str, Any]) -> str:
 # -- the compiled order loop --------------------------------------------------------------------
 @numba.njit(cache=True)
 def _simulate_nb(targets, open_, close, inst_of_col, group_of_col, fraction, start_equity, lot, min_qty,
-                 cost_a, cost_b, improve, draws, share, edges, ratios, touch_notional, taker_bps, per_unit):  # pragma: no cover - compiled
+                 cost_a, cost_b, improve, draws, share, edges, ratios, touch_notional, taker_bps, per_unit):
     """Trade ``targets`` (bars x columns; a group of columns shares one account) at the next open.
 
     Prices, cost terms and draws are per instrument (``inst_of_col`` maps a column to its

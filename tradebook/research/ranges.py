@@ -14,8 +14,9 @@ one definition (:func:`~tradebook.research.metrics.window_metrics_array`):
 
 Each metric's 5th, 25th, 50th, 75th and 95th percentiles per method form its band (NaNs, e.g.
 a win rate in a window without a closed trade, are left out and ``n_windows`` counts the
-windows that have a value; a Sortino of +inf, a window without a losing day, is kept). They are bands for people to read; the promotion gate calibrates
-its own joint thresholds (tradebook.promotion).
+windows that have a value; a Sortino of +inf, a window without a losing day, is kept). They
+are bands for people to read; the promotion gate calibrates its own joint thresholds
+(tradebook.promotion).
 """
 
 from __future__ import annotations

@@ -10,11 +10,12 @@ round trips: ``SweepResult.best``) is exactly its column of the sweep, which is 
 vectorbt is not called per trial: replaying a hundred accounts through it only to read
 their equity back doubled a sweep's time.
 
-Trial metrics come from per-bar records (for daily bars, bars are the trading days, the
-definitions of :func:`tradebook.research.metrics.window_metrics`); the chosen trial's own
-metrics from its daily records. The research result carries the honest number of trials:
+Trial metrics come from per-bar records (daily bars are the trading days; intraday bars are
+summed into their local dates), with the definitions of
+:func:`tradebook.research.metrics.window_metrics`; the chosen trial's own metrics come from its
+daily records (the same figures where every trading day has a bar). The research result carries the honest number of trials:
 the deflated Sharpe ratio of the chosen trial given all of them (``dsr``) and the probability
-of backtest overfitting of the sweep (``pbo``, CSCV over the trials' bar returns).
+of backtest overfitting of the sweep (``pbo``, CSCV over the trials' daily returns).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class SweepResult:
     pbo: Any  # tradebook.research.stats.PboResult (None with one trial or too few bars)
     n_trials: int
     choose: str
-    trial_returns: pd.DataFrame = field(repr=False)  # bars x trials: each trial's bar returns
+    trial_returns: pd.DataFrame = field(repr=False)  # days x trials: each trial's daily returns
     _trials: list[BacktestResult] = field(default_factory=list, repr=False)
 
     @property
@@ -132,6 +133,24 @@ def _bar_records(market: Any, run: Any, starting_equity: float) -> dict:
             "residual_bps_sumsq": (residual ** 2).sum(axis=2).T}
 
 
+def _by_day(records: dict, index: pd.DatetimeIndex, calendar: str, starting_equity: float) -> dict:
+    """Per-bar records of intraday bars summed into days (the bars' local dates in the calendar's zone)."""
+    from tradebook.research.metrics import calendar_timezone
+
+    local = index.tz_convert(calendar_timezone(calendar)).normalize()
+    starts = np.flatnonzero(np.r_[True, local[1:] != local[:-1]])
+    ends = np.r_[starts[1:], len(index)] - 1
+    out = {c: np.add.reduceat(records[c], starts, axis=1) for c in
+           ("n_fills", "n_trades", "n_wins", "notional", "cost_bps_sum", "residual_bps_sum", "residual_bps_sumsq")}
+    equity = records["equity"][:, ends]
+    previous = np.hstack([np.full((equity.shape[0], 1), float(starting_equity)), equity[:, :-1]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["ret"] = equity / previous - 1.0
+        out["turnover"] = np.where(previous > 0, out["notional"] / previous, 0.0)
+    out["equity"] = equity
+    return out
+
+
 def sweep(strategy: Any, grid: Mapping[str, Sequence], bars: Bars, *, costs: CostModel | None = None,
           store: Any = None, choose: str = "sharpe", starting_equity: float = DEFAULT_EQUITY, seed: int = 0,
           cap: float = DEFAULT_CAP) -> SweepResult:
@@ -184,6 +203,8 @@ def sweep(strategy: Any, grid: Mapping[str, Sequence], bars: Bars, *, costs: Cos
         del run
     equity = np.hstack(equity_parts)
     records = {c: np.vstack([part[c] for part in record_parts]) for c in DAILY_COLUMNS}
+    if bars.bar_seconds < 86_400:  # metrics are of days: intraday bars summed into their days
+        records = _by_day(records, bars.index, market.calendar, starting_equity)
     ppy = periods_per_year(market.calendar)
     values = metrics_array(records, periods_per_year=ppy, starting_equity=starting_equity)
 
@@ -213,14 +234,16 @@ def sweep(strategy: Any, grid: Mapping[str, Sequence], bars: Bars, *, costs: Cos
         trial_results.append(result)
     trials["backtest_id"] = [r.backtest_id for r in trial_results]
 
-    trial_returns = pd.DataFrame(records["ret"].T, index=bars.index, columns=pd.RangeIndex(n_trials, name="trial"))
+    days = bars.index if bars.bar_seconds >= 86_400 else pd.RangeIndex(records["ret"].shape[1], name="day")
+    trial_returns = pd.DataFrame(records["ret"].T, index=days, columns=pd.RangeIndex(n_trials, name="trial"))
     dsr = None
     if np.nanstd(trial_returns[best_at].to_numpy()) > 0:
         dsr = deflated_sharpe_ratio_of(trial_returns[best_at], trial_returns, periods_per_year=ppy)
     pbo = None
     if n_trials >= 2:
-        n_blocks = 16 if len(bars) >= 16 * 8 else max(2, (len(bars) // 8) // 2 * 2)
-        if len(bars) >= n_blocks:
+        n_rows = len(trial_returns)
+        n_blocks = 16 if n_rows >= 16 * 8 else max(2, (n_rows // 8) // 2 * 2)
+        if n_rows >= n_blocks:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 pbo = probability_of_backtest_overfitting(trial_returns, n_blocks=n_blocks)
