@@ -220,17 +220,24 @@ def run_story(store: Store, out: Callable[[str], None] = print) -> StoryOutcome:
         result = sweep_module.sweep(base, STORY_GRID, research, costs=costs, store=store)
         trials = result.trials
         out(f"\nSweep: {result.n_trials} trials stored (every one, not only the best)")
-        shown = [c for c in trials.columns if c in ("lookback", "entry", "sharpe", "annual_sharpe", "total_return",
-                                                      "n_trades", "max_drawdown", "avg_cost_bps")]
+        shown = [c for c in ("lookback", "entry", "total_return", "sharpe", "max_drawdown", "win_rate", "n_trades",
+                             "avg_cost_bps") if c in trials.columns]
         if shown:
-            out(trials[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+            table = trials[shown].copy()
+            for column in ("lookback", "n_trades"):
+                if column in table:
+                    table[column] = table[column].round().astype("int64")
+            out(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         best = result.best
         out(f"Chosen: {best.params}; deflated Sharpe ratio {_number(result.dsr)} given all {result.n_trials} "
             f"trials; probability of backtest overfitting {_number(result.pbo)}")
         backtest_id = best.save(store)
         out("\nBacktest with calibrated costs (" + backtest_id + "):")
-        out("  " + ", ".join(f"{k} {_fmt(v)}" for k, v in best.metrics.items()))
-        out(f"  sizing: {best.sizing}")
+        out("  " + _metrics_line(best.metrics))
+        sizing = best.sizing
+        out(f"  sizing: Half-Kelly {sizing.fraction:.2%} of equity per unit of target (win rate {sizing.win_rate:.1%}, "
+            f"average win {sizing.avg_win:.2%}, average loss {sizing.avg_loss:.2%} over {sizing.n_trades:,} round "
+            f"trips; cap {sizing.cap:.0%}), the same rule in the paper session")
         strategy = base.with_params(**best.params)
         ranges_module = _part("tradebook.research.ranges", "ranges of 30-day metrics", out)
         if ranges_module is not None:
@@ -260,7 +267,8 @@ def run_story(store: Store, out: Callable[[str], None] = print) -> StoryOutcome:
         out(decision.summary)
         checks = decision.checks
         if checks is not None and len(checks):
-            out(checks.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+            out("\nThe evidence, each check against the backtest's 30-day paths (fails on its bad side only):")
+            out(format_checks(checks))
         outcome.decision = decision
     return outcome
 
@@ -332,6 +340,38 @@ def format_comparison(frame: pd.DataFrame) -> str:
         lines.append(f"{name:36} " + " ".join(f"{cell(name if i < 2 else 'paper - ' + name, v):>{w}}"
                                               for i, (v, w) in enumerate(zip(values, (12, 12, 17)))))
     return "\n".join(lines)
+
+
+def format_checks(checks: pd.DataFrame) -> str:
+    """The gate's checks as a narrow table: value, the band of the backtest's paths, when it fails, verdict."""
+    rows = []
+    for row in checks.itertuples(index=False):
+        below, above = getattr(row, "fail_below", float("nan")), getattr(row, "fail_above", float("nan"))
+        fails = " or ".join(part for part in (f"< {below:.4g}" if pd.notna(below) else "",
+                                              f"> {above:.4g}" if pd.notna(above) else "") if part)
+        band = (f"{row.band_p05:.4g} .. {row.band_p95:.4g}" if hasattr(row, "band_p05") and pd.notna(row.band_p05)
+                else "")
+        judged = getattr(row, "judged", True)
+        verdict = "pass" if row.passed else "FAIL"
+        rows.append((row.metric, f"{row.value:.4g}", str(row.side), band, fails or "-",
+                     verdict if judged else "not judged"))
+    frame = pd.DataFrame(rows, columns=["check", "paper", "bad side", "backtest 5-95%", "fails when", "verdict"])
+    return frame.to_string(index=False)
+
+
+def _metrics_line(metrics: dict) -> str:
+    percent = {"total_return", "cagr", "max_drawdown", "win_rate"}
+    parts = []
+    for name, value in metrics.items():
+        if name in ("sharpe_per_period", "n_days", "starting_equity"):
+            continue
+        if isinstance(value, float) and name in percent:
+            parts.append(f"{name} {value:.2%}")
+        elif isinstance(value, float) and name.startswith("n_"):
+            parts.append(f"{name} {value:,.0f}")
+        else:
+            parts.append(f"{name} {_fmt(value)}")
+    return ", ".join(parts)
 
 
 def _describe(report) -> str:
