@@ -135,7 +135,9 @@ def test_fills_and_trades_of_the_history_follow_the_rules(research):
     sign = np.where(fills["side"] == "buy", 1.0, -1.0)
     np.testing.assert_allclose(fills["price"], fills["mid"] * (1 + sign * fills["cost_bps"] / 1e4), rtol=1e-12)
     # the mid is the open of the fill's bar; the predicted cost is the model's at that size, time and volatility
-    vol = minute_vol_bps(bars.close.ffill(), bar_seconds=86_400).shift(1)
+    # the volatility known at the instrument's previous close, from its own bars (as paper_metrics reads it)
+    vol = pd.DataFrame({i: minute_vol_bps(bars.close[[i]].dropna(), bar_seconds=86_400)[i].shift(1)
+                        for i in bars.instruments}).reindex(bars.index)
     sample = fills.iloc[:: max(len(fills) // 40, 1)]
     for _, fill in sample.iterrows():
         day = pd.Timestamp(fill["ts_ns"], unit="ns", tz="UTC").tz_convert("America/New_York").normalize()

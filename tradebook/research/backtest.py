@@ -17,7 +17,7 @@ with zero costs makes the same trades):
   Half-Kelly fraction of those (no closed round trip at the cap: the cap is kept).
 - **Costs.** Each order fills at ``open x (1 +/- cost_bps / 1e4)``: ``cost_bps`` is drawn as the
   paper venue fills (:meth:`CostModel.draw_bps`) at the order's size over the touch, the open's
-  time of day and the volatility known at the previous close (:func:`minute_vol_bps`);
+  time of day and the volatility known at the instrument's previous close (:func:`order_vol_bps`);
   ``predicted_cost_bps`` is the model's median for that order. Fees: the venue's taker
   schedule on the fill's notional. The open is taken as the mid.
 
@@ -331,6 +331,21 @@ def calendar_of(instruments: tuple[str, ...]) -> str:
     return "24/7" if hours.always_open else (hours.calendar or "XNYS")
 
 
+def order_vol_bps(bars: Bars, lookback: int = VOL_LOOKBACK) -> pd.DataFrame:
+    """The volatility each bar's open is priced with: :func:`minute_vol_bps` of each instrument's own bars
+    (the rows where it has a close), known at its previous bar's close; NaN where it has no bar.
+
+    Per instrument on its own rows, so a day another instrument traded and it did not is no flat return,
+    and the paper side (tradebook.promotion.paper_metrics, from one instrument's bars) gets the same value.
+    """
+    out = {}
+    for instrument in bars.instruments:
+        own = bars.close[[instrument]].dropna()
+        vol = minute_vol_bps(own, bar_seconds=bars.bar_seconds, lookback=lookback)[instrument].shift(1)
+        out[instrument] = vol.reindex(bars.index)
+    return pd.DataFrame(out, index=bars.index)
+
+
 def _market(bars: Bars, costs: CostModel, seed: int) -> _Market:
     from tradebook.model.instruments import get_instrument
 
@@ -339,9 +354,7 @@ def _market(bars: Bars, costs: CostModel, seed: int) -> _Market:
     n_rows, n = len(bars), len(instruments)
     open_ = bars.open.to_numpy(dtype=np.float64)
     close = bars.close.to_numpy(dtype=np.float64)
-    # the volatility an order at t's open is priced with is the one known at t-1's close
-    vol = minute_vol_bps(bars.close.ffill(), bar_seconds=bars.bar_seconds, lookback=VOL_LOOKBACK).shift(1)
-    vol_values = vol.to_numpy(dtype=np.float64)
+    vol_values = order_vol_bps(bars).to_numpy(dtype=np.float64)
     fill_ts = np.empty((n_rows, n), dtype=np.int64)
     cost_a, cost_b, improve = (np.zeros((n_rows, n)) for _ in range(3))
     terms_list = []
@@ -639,4 +652,4 @@ def load_backtest(store: Any, backtest_id_or_strategy: str) -> BacktestResult:
 
 
 __all__ = ["BacktestResult", "Sizing", "backtest", "backtest_metrics", "calendar_of", "daily_of", "load_backtest",
-           "open_times_ns"]
+           "open_times_ns", "order_vol_bps"]
