@@ -814,6 +814,20 @@ class Session:
         """
         return self._call(self._flatten(reason))
 
+    def cancel_orders(self, strategy_id: str | None = None, reason: str = "cancelled by hand") -> list[Order]:
+        """Cancel the working orders of ``strategy_id`` (of every strategy when None); returns those asked.
+
+        The venue answers as its time moves (PENDING_CANCEL until then). Algo slices not yet
+        released are not touched; the promotion gate's reversion calls this (``reason`` is logged).
+        """
+        async def cancel() -> list[Order]:
+            chosen = [o for o in self.oms.working_orders()
+                      if strategy_id is None or o.intent.strategy_id == strategy_id]
+            log.info("cancel_orders %s: %d working order(s): %s", strategy_id or "(all)", len(chosen), reason)
+            return [await self.oms.cancel(o.client_order_id) for o in chosen]
+
+        return self._call(cancel())
+
     def submit(self, item: Signal | OrderIntent) -> list[Order]:
         """Send a signal (sized, routed, risk-checked) or a ready intent (risk-checked) through the order path.
 

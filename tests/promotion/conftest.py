@@ -18,3 +18,30 @@ def backtest_daily() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def thresholds(backtest_daily):
     return calibrate_gate(backtest_daily, n_paths=2000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def ibm_template(tmp_path_factory):
+    """A store file with the bundled IBM 2013-10-07 NBBO quotes and trades and their calibration (copy it)."""
+    from tradebook.data import load_bundled
+    from tradebook.sim.fidelity import run_calibration
+    from tradebook.store import Store
+
+    path = tmp_path_factory.mktemp("promotion_ibm") / "ibm.duckdb"
+    with Store(path) as store:
+        store.ingest(load_bundled("algoseek_IBM_20131007_l1_nbbo.csv.gz"))
+        store.ingest(load_bundled("algoseek_IBM_20131007_trades.csv.gz"))
+        run_calibration(store, ["IBM.XNYS"])
+    return path
+
+
+@pytest.fixture
+def ibm_store(ibm_template, tmp_path):
+    import shutil
+
+    from tradebook.store import Store
+
+    shutil.copy(ibm_template, tmp_path / "ibm.duckdb")
+    store = Store(tmp_path / "ibm.duckdb")
+    yield store
+    store.close()

@@ -86,7 +86,8 @@ def round_trips(fills: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _quotes(store: Any, instrument_id: str, start_ns: int, end_ns: int) -> pd.DataFrame:
+def quote_mids(store: Any, instrument_id: str, start_ns: int, end_ns: int) -> pd.DataFrame:
+    """ts_ns and mid of the stored quotes of ``instrument_id`` in [start_ns, end_ns]."""
     q = store.quotes(instrument_id, start_ns=start_ns, end_ns=end_ns + 1)
     q = q[(q["bid_px"] > 0) & (q["ask_px"] > 0)]
     return pd.DataFrame({"ts_ns": q["ts_ns"].to_numpy("int64"),
@@ -106,6 +107,42 @@ def _vol_by_day(store: Any, instrument_id: str, start_ns: int, end_ns: int, tz: 
     vol = minute_vol_bps(bars.close, bar_seconds=86_400)[instrument_id].shift(1)  # known before the day opens
     vol.index = vol.index.tz_convert(tz).tz_localize(None).normalize()
     return vol
+
+
+def fill_costs(fills: pd.DataFrame, mids: dict[str, pd.DataFrame], costs: Any, *,
+               vol_by_day: dict[str, pd.Series] | None = None, tz: str = "UTC") -> pd.DataFrame:
+    """``fills`` (ts_ns, instrument_id, side, quantity, price) with mid, cost_bps and predicted_cost_bps added.
+
+    ``mids``: per instrument a frame of ts_ns and mid (the quotes in force); a fill's mid
+    is the last at or before it. ``vol_by_day``: per instrument the one-minute volatility
+    (bps) by local day in ``tz`` for ``costs.predict_bps`` (None: the model's pooled regimes).
+    """
+    out = fills.copy()
+    out["mid"] = np.nan
+    out["cost_bps"] = np.nan
+    out["predicted_cost_bps"] = np.nan
+    for iid, group in out.groupby("instrument_id"):
+        m = mids.get(str(iid))
+        if m is None or m.empty:
+            raise PromotionError(f"no quotes of {iid} to price its fills against")
+        ts = group["ts_ns"].to_numpy("int64")
+        at = np.searchsorted(m["ts_ns"].to_numpy(), ts, side="right") - 1
+        if np.any(at < 0):
+            raise PromotionError(f"a fill of {iid} at {int(ts[int(np.argmax(at < 0))])} has no quote before it: "
+                                 "its cost against the mid cannot be known")
+        mid = m["mid"].to_numpy()[at]
+        s = np.where(group["side"].astype(str).to_numpy() == "buy", 1.0, -1.0)
+        vol_bps = None
+        vol = (vol_by_day or {}).get(str(iid))
+        if vol is not None and len(vol):
+            local = pd.DatetimeIndex(pd.to_datetime(ts, unit="ns", utc=True)).tz_convert(tz)
+            days = local.tz_localize(None).normalize()
+            vol_bps = vol.reindex(days).to_numpy(float)
+        out.loc[group.index, "mid"] = mid
+        out.loc[group.index, "cost_bps"] = s * (group["price"].to_numpy(float) - mid) / mid * 1e4
+        out.loc[group.index, "predicted_cost_bps"] = costs.predict_bps(str(iid), ts, group["quantity"].to_numpy(float),
+                                                                       mid, vol_bps)
+    return out
 
 
 def paper_daily(store: Any, strategy: Any, *, account_id: str | None = None, start: int | None = None,
@@ -149,7 +186,7 @@ def paper_daily(store: Any, strategy: Any, *, account_id: str | None = None, sta
     tz = calendar_timezone(calendar)
 
     # mids: the quotes in force, from a few days before the period (positions carried in)
-    mids = {iid: _quotes(store, iid, start - 7 * _NS_PER_DAY, end) for iid in ids}
+    mids = {iid: quote_mids(store, iid, start - 7 * _NS_PER_DAY, end) for iid in ids}
     cash = float(100_000.0 if starting_equity is None else starting_equity)
     mult = {iid: float(get_instrument(iid).multiplier) for iid in ids}
     sign = np.where(fills["side"].to_numpy() == "buy", 1.0, -1.0)
@@ -183,30 +220,13 @@ def paper_daily(store: Any, strategy: Any, *, account_id: str | None = None, sta
     series = pd.Series(equity[1:], index=pd.DatetimeIndex(pd.to_datetime(marks[1:], unit="ns", utc=True)))
 
     # each fill in the period: its cost against the mid in force and the model's prediction
-    in_period = fills[(fill_ts >= start) & (fill_ts <= end)].copy()
-    in_period["mid"] = np.nan
-    in_period["cost_bps"] = np.nan
-    in_period["predicted_cost_bps"] = np.nan
-    for iid, group in in_period.groupby("instrument_id"):
-        m = mids[iid]
-        at = np.searchsorted(m["ts_ns"].to_numpy(), group["ts_ns"].to_numpy("int64"), side="right") - 1
-        if np.any(at < 0):
-            raise PromotionError(f"a fill of {iid} at {int(group['ts_ns'].iloc[int(np.argmax(at < 0))])} has no "
-                                 "quote before it in the store: its cost against the mid cannot be known")
-        mid = m["mid"].to_numpy()[at]
-        s = np.where(group["side"].to_numpy() == "buy", 1.0, -1.0)
-        vol = _vol_by_day(store, str(iid), start, end, tz)
-        days = pd.DatetimeIndex(pd.to_datetime(group["ts_ns"].to_numpy("int64"), unit="ns", utc=True)) \
-            .tz_convert(tz).tz_localize(None).normalize()
-        vol_bps = vol.reindex(days).to_numpy(float) if len(vol) else None
-        in_period.loc[group.index, "mid"] = mid
-        in_period.loc[group.index, "cost_bps"] = s * (group["price"].to_numpy(float) - mid) / mid * 1e4
-        in_period.loc[group.index, "predicted_cost_bps"] = costs.predict_bps(
-            str(iid), group["ts_ns"].to_numpy("int64"), group["quantity"].to_numpy(float), mid, vol_bps)
+    in_period = fills[(fill_ts >= start) & (fill_ts <= end)]
+    vols = {iid: _vol_by_day(store, iid, start, end, tz) for iid in sorted(set(in_period["instrument_id"]))}
+    in_period = fill_costs(in_period, mids, costs, vol_by_day=vols, tz=tz)
     trades = round_trips(fills)
     daily = daily_records(series, in_period, trades, calendar=calendar, starting_equity=start_equity)
     daily.attrs.update({"start_ns": start, "end_ns": end, "strategy": name, "fills": in_period})
     return daily
 
 
-__all__ = ["paper_daily", "round_trips", "strategy_fills"]
+__all__ = ["fill_costs", "paper_daily", "quote_mids", "round_trips", "strategy_fills"]
