@@ -186,6 +186,12 @@ def test_bad_requests_are_refused_with_what_was_expected(research):
         backtest(AboveLevel(), spy, starting_equity=-5)
     with pytest.raises(ResearchError, match="expected a CostModel"):
         backtest(AboveLevel(), spy, costs={"SPY.ARCX": "IBM.XNYS@v1"})
+    with pytest.raises(ResearchError, match=r"Sizing\(win_rate=1.4.*expected a win rate in \[0, 1\]"):
+        Sizing(win_rate=1.4, avg_win=0.02, avg_loss=0.01)
+    with pytest.raises(ResearchError, match=r"Sizing cap 0: expected a fraction of equity in \(0, 1\]"):
+        Sizing(0.5, 0.02, 0.01, cap=0)
+    assert Sizing(math.nan, math.nan, math.nan, cap=0.03).fraction == 0.03  # nothing measured: the cap
+    assert Sizing(0.4, 0.012, 0.01).fraction == 0.0  # f* = -0.1: no edge, no stake
 
 
 def costs_for(costs: CostModel, instruments: list[str]) -> CostModel:
