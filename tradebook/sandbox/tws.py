@@ -1,0 +1,777 @@
+"""A local TWS API server: the socket protocol Interactive Brokers' clients (ib-async) speak.
+
+It listens on 127.0.0.1 (a free port unless one is given) in a background thread, keeps its
+own orders, executions, positions and account, fills by a simple rule, and can be scripted
+to misbehave as a real TWS or gateway does. Tests drive the real ``ib_async.IB`` client
+against it; a user can do the same as a sandbox::
+
+    with TwsServer() as tws:
+        tws.set_price("AAPL", bid="189.99", ask="190.01")
+        ib = IB(); ib.connect("127.0.0.1", tws.port, clientId=1, timeout=5)
+
+The protocol: every message is a 4-byte big-endian length and NUL-terminated text fields.
+The client opens with ``API\\0`` and its version range; the server answers its version
+(:data:`SERVER_VERSION`, 176) and its connection time; the client sends ``startApi`` with
+its client id, and the server sends ``nextValidId`` and ``managedAccounts``. Field layouts
+follow ib-async 2.1's decoder for server version 176 (``openOrder`` still carries
+``faProfile``; ``execDetails`` has no ``pendingPriceRevision``).
+
+The fill rule: a buy takes the ask, a sell the bid, of the quote set by :meth:`set_price`.
+A quote given with a size offers that much once (fills deplete it; the rest of an order
+waits for the next quote), without a size it is unlimited. Market orders fill at the touch;
+limit orders when the touch reaches their limit (at the touch); stops trigger when the
+touch reaches the stop price and then act as market (STP) or limit (STP LMT) orders. IOC
+fills what it can and cancels the rest; FOK fills all at once or is cancelled.
+:meth:`set_fill_parts` splits each fill into several executions (partial fills).
+
+Scoping, as TWS does it: live order events go to the connection of the client id that
+placed the order; ``reqOpenOrders`` and ``reqExecutions`` answer that client's orders
+(the master client id, if set, sees every client's). Order ids are per client id, and
+``nextValidId`` continues across reconnects and restarts.
+
+Faults (each applies to the next occasion, then clears):
+
+=====================================  ==================================================
+:meth:`silence_next_order`             accept the order and never answer: no openOrder, no
+                                       status, no fills on the wire while that connection
+                                       lasts; it lives and fills at the server, so
+                                       ``reqOpenOrders``, ``reqCompletedOrders`` and
+                                       ``reqExecutions`` find it after a reconnect
+:meth:`drop_on_next_fill`              book the next fill, then close the connection
+                                       before its messages leave (``reqExecutions`` after a
+                                       reconnect returns it)
+:meth:`duplicate_next_fill`            send the next fill's execDetails and
+                                       commissionReport twice (same execId)
+:meth:`fill_on_next_cancel`            ``late=True``: answer the cancel (Cancelled, error
+                                       202), then deliver a fill of the rest; ``late=False``:
+                                       the fill wins the race and the cancel is refused
+                                       (error 10148)
+:meth:`reject_next_orders`             refuse the next n orders with an error code (201)
+:meth:`limit_rate`                     pacing: messages beyond n a second are refused with
+                                       error 100 (an order so refused does not exist)
+:meth:`drop_connections`               close every client connection (orders live on)
+:meth:`restart`                        a new session: connections closed, the port shut for
+                                       a while, a new connection time; orders, executions
+                                       and ids continue
+=====================================  ==================================================
+
+The message layouts live in :mod:`tradebook.sandbox._tws_wire`; this module holds the
+server, its book and its faults. It imports no broker SDK: it speaks the protocol with
+asyncio sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import copy
+import logging
+import struct
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from tradebook.errors import ConfigError, SandboxError
+from tradebook.sandbox import _tws_wire as wire
+from tradebook.sandbox._tws_wire import (
+    DEFAULT_CONTRACTS, DONE, ERR_CANCEL_DONE, ERR_CANCEL_NOT_FOUND, ERR_CANCELLED, ERR_CLIENT_ID_IN_USE,
+    ERR_MODIFY_DONE, ERR_NO_SECURITY, ERR_PACING, ERR_PRICE_TICK, ERR_REJECTED, ORDER_TYPES, SERVER_VERSION,
+    TIMES_IN_FORCE, In, Out, TwsContract, TwsExecution, TwsOrder, decimal, encode, now_text,
+)
+
+__all__ = ["SERVER_VERSION", "In", "Out", "TwsContract", "TwsExecution", "TwsOrder", "TwsServer", "DEFAULT_CONTRACTS"]
+
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+@dataclass
+class _Position:
+    quantity: Decimal = Decimal(0)
+    avg_cost: Decimal = Decimal(0)  # per unit, times the multiplier (IB's avgCost)
+    realized: Decimal = Decimal(0)
+
+
+@dataclass
+class _Quote:
+    bid: Decimal
+    ask: Decimal
+    bid_size: Decimal | None
+    ask_size: Decimal | None
+
+
+@dataclass
+class _Conn:
+    writer: asyncio.StreamWriter
+    client_id: int | None = None
+    positions: bool = False
+    account_updates: bool = False
+    times: deque = field(default_factory=deque)
+
+
+class TwsServer:
+    """A TWS/IB Gateway stand-in on 127.0.0.1: start/stop or ``with``; thread-safe public methods.
+
+    Every public method runs on the server's own event loop (called from another thread it
+    waits at most ``call_timeout`` seconds), so tests and notebooks may call it freely while
+    clients are connected.
+    """
+
+    def __init__(self, *, port: int = 0, account: str = "DU1234567", cash: Decimal | str = "1000000",
+                 contracts: Iterable[TwsContract] = DEFAULT_CONTRACTS, master_client_id: int | None = None,
+                 commission_per_unit: Decimal | str = "0.005", min_commission: Decimal | str = "1",
+                 first_order_id: int = 1, call_timeout: float = 5.0) -> None:
+        self.host = "127.0.0.1"
+        self.port = port
+        self.account = account
+        self.master_client_id = master_client_id
+        self.call_timeout = call_timeout
+        self._contracts = {c.con_id: c for c in contracts}
+        self._cash = Decimal(cash)
+        self._commission_per_unit = Decimal(commission_per_unit)
+        self._min_commission = Decimal(min_commission)
+        self._orders: dict[tuple[int, int], TwsOrder] = {}
+        self._executions: list[TwsExecution] = []
+        self._positions: dict[int, _Position] = {}
+        self._quotes: dict[int, _Quote] = {}
+        self._next_id = first_order_id
+        self._next_perm_id = 1_000_001
+        self._session = 1
+        self._conns: list[_Conn] = []
+        self._fill_parts = 1
+        self._silence_next = False
+        self._drop_next_fill = False
+        self._duplicate_next_fill = False
+        self._fill_on_cancel: bool | None = None  # None: off; True: late fill after the cancel; False: fill wins
+        self._rejects: deque[tuple[int, str]] = deque()
+        self._rate: int | None = None
+        self.received: Counter[int] = Counter()  # message id -> how many arrived (read on the server loop)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.AbstractServer | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+    def start(self) -> TwsServer:
+        if self._thread is not None:
+            raise SandboxError("the TWS sandbox is already running; stop() it first")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._loop = loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._listen())
+            except BaseException as exc:  # e.g. the port is taken: told to start()'s caller
+                failure.append(exc)
+                return
+            finally:
+                ready.set()
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name=f"tws-sandbox-{id(self):x}", daemon=True)
+        self._thread.start()
+        if not ready.wait(self.call_timeout) or failure:
+            self._thread.join(self.call_timeout)
+            loop.close()
+            self._thread = self._loop = None
+            raise SandboxError(f"the TWS sandbox could not listen on {self.host}:{self.port}: "
+                               f"{failure[0] if failure else f'no answer within {self.call_timeout} s'}")
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        try:
+            self._call(self._shutdown)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(self.call_timeout)
+            self._loop.close()
+            self._thread = self._loop = None
+
+    def __enter__(self) -> TwsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._loop is None:
+            raise SandboxError("the TWS sandbox is not running; call start() (or use it as a context manager)")
+        if threading.current_thread() is self._thread:
+            return fn(*args)
+        result: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                value = fn(*args)
+                if asyncio.iscoroutine(value):
+                    task = asyncio.ensure_future(value)
+                    task.add_done_callback(lambda t: result.set_exception(t.exception()) if t.exception()
+                                           else result.set_result(t.result()))
+                else:
+                    result.set_result(value)
+            except BaseException as exc:  # handed to the caller's thread
+                result.set_exception(exc)
+
+        self._loop.call_soon_threadsafe(run)
+        try:
+            return result.result(self.call_timeout)
+        except concurrent.futures.TimeoutError:
+            raise SandboxError(f"the TWS sandbox did not answer {fn.__name__} within {self.call_timeout} s") from None
+
+    # -- market and scripting (public, thread-safe) ------------------------------------------
+    def set_price(self, symbol: str, bid: Decimal | str, ask: Decimal | str, *,
+                  bid_size: Decimal | str | None = None, ask_size: Decimal | str | None = None) -> None:
+        """Quote ``symbol`` (a symbol or local symbol: ``AAPL``, ``ESH7``); resting orders that cross it fill."""
+        con = self._contract_by_name(symbol)
+        quote = _Quote(Decimal(bid), Decimal(ask), None if bid_size is None else Decimal(bid_size),
+                       None if ask_size is None else Decimal(ask_size))
+        if quote.bid > quote.ask:
+            raise ConfigError(f"set_price({symbol!r}): bid {bid} is above ask {ask}; expected bid <= ask")
+        self._call(self._on_quote, con.con_id, quote)
+
+    def set_fill_parts(self, parts: int) -> None:
+        """Split every fill into ``parts`` executions (partial fills); 1 restores whole fills."""
+        if parts < 1:
+            raise ConfigError(f"set_fill_parts: parts must be >= 1, got {parts}")
+        self._call(setattr, self, "_fill_parts", parts)
+
+    def silence_next_order(self) -> None:
+        self._call(setattr, self, "_silence_next", True)
+
+    def drop_on_next_fill(self) -> None:
+        self._call(setattr, self, "_drop_next_fill", True)
+
+    def duplicate_next_fill(self) -> None:
+        self._call(setattr, self, "_duplicate_next_fill", True)
+
+    def fill_on_next_cancel(self, *, late: bool = True) -> None:
+        self._call(setattr, self, "_fill_on_cancel", late)
+
+    def reject_next_orders(self, count: int, *, code: int = ERR_REJECTED,
+                           reason: str = "Order rejected - reason: sandbox burst of rejections") -> None:
+        self._call(self._rejects.extend, [(code, reason)] * count)
+
+    def limit_rate(self, per_second: int | None) -> None:
+        """Refuse messages beyond ``per_second`` in any second with error 100 (None: no limit)."""
+        self._call(setattr, self, "_rate", per_second)
+
+    def drop_connections(self) -> None:
+        self._call(self._close_all, False)
+
+    def restart(self, *, down_for: float = 0.2) -> None:
+        """A new TWS session: close every connection, stop listening for ``down_for`` s, listen again."""
+        self._call(self._restart, down_for)
+
+    # -- what the server holds (public, thread-safe copies) ----------------------------------
+    def orders(self) -> list[TwsOrder]:
+        return self._call(lambda: [copy.copy(o) for o in self._orders.values()])
+
+    def executions(self) -> list[TwsExecution]:
+        return self._call(lambda: list(self._executions))
+
+    def positions(self) -> dict[str, Decimal]:
+        """Net position per local symbol (flat ones left out)."""
+        return self._call(lambda: {(self._contracts[k].local_symbol or self._contracts[k].symbol): p.quantity
+                                   for k, p in self._positions.items() if p.quantity})
+
+    def cash(self) -> Decimal:
+        return self._call(lambda: self._cash)
+
+    def connected_client_ids(self) -> list[int]:
+        return self._call(lambda: sorted(c.client_id for c in self._conns if c.client_id is not None))
+
+    def received_count(self, message: In) -> int:
+        return self._call(lambda: self.received[int(message)])
+
+    def _contract_by_name(self, name: str) -> TwsContract:
+        for c in self._contracts.values():
+            if name in (c.local_symbol, c.symbol) and (c.local_symbol == name or c.sec_type != "FUT"):
+                return c
+        known = sorted(c.local_symbol or c.symbol for c in self._contracts.values())
+        raise ConfigError(f"unknown sandbox contract {name!r}; known: {known} (futures by local symbol)")
+
+    # -- connections -------------------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Conn(writer)
+        try:
+            if await reader.readexactly(4) != b"API\0":
+                return
+            await self._read_message(reader)  # the client's version range: any of 157..178 speaks 176
+            self._conns.append(conn)
+            writer.write(encode([SERVER_VERSION, now_text()]))  # the connection time
+            while True:
+                fields = await self._read_message(reader)
+                if fields:
+                    self._dispatch(conn, fields)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            if conn in self._conns:
+                self._conns.remove(conn)
+            writer.close()
+
+    @staticmethod
+    async def _read_message(reader: asyncio.StreamReader) -> list[str]:
+        size = struct.unpack(">I", await reader.readexactly(4))[0]
+        text = (await reader.readexactly(size)).decode(errors="backslashreplace")
+        return text.split("\0")[:-1]
+
+    def _send(self, conn: _Conn, *fields: Any) -> None:
+        if not conn.writer.is_closing():
+            conn.writer.write(encode(fields))
+
+    def _error(self, conn: _Conn, req_id: int, code: int, text: str) -> None:
+        self._send(conn, Out.ERROR, 2, req_id, code, text, "")
+
+    def _owner(self, order: TwsOrder) -> list[_Conn]:
+        """The connections that see an order's live events: its client id's, and the master's."""
+        return [c for c in self._conns if c.client_id is not None
+                and (c.client_id == order.client_id or c.client_id == self.master_client_id)]
+
+    def _close_all(self, stop_listening: bool) -> None:
+        for conn in list(self._conns):
+            conn.writer.close()
+        self._conns.clear()
+        if stop_listening and self._server is not None:
+            self._server.close()
+
+    async def _shutdown(self) -> None:
+        self._close_all(True)
+        await asyncio.sleep(0.05)  # let the connection tasks see their sockets close
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _restart(self, down_for: float) -> None:
+        self._close_all(True)
+        await self._server.wait_closed()
+        await asyncio.sleep(down_for)
+        self._session += 1
+        await self._listen()
+
+    def _dispatch(self, conn: _Conn, fields: list[str]) -> None:
+        msg_id = int(fields[0])
+        self.received[msg_id] += 1
+        if self._rate is not None:
+            now = time.monotonic()
+            while conn.times and now - conn.times[0] > 1.0:
+                conn.times.popleft()
+            if len(conn.times) >= self._rate:
+                req_id = int(fields[1]) if msg_id == In.PLACE_ORDER else -1
+                self._error(conn, req_id, ERR_PACING, "Max rate of messages per second has been exceeded:"
+                            f"max={self._rate} rec={len(conn.times) + 1} (sandbox pacing)")
+                return
+            conn.times.append(now)
+        handler = self._HANDLERS.get(msg_id)
+        if handler is None:
+            _log.debug("TWS sandbox ignores message %s: %s", msg_id, fields)
+            return
+        handler(self, conn, fields)
+
+    # -- handshake and sync requests -----------------------------------------------------------
+    def _start_api(self, conn: _Conn, fields: list[str]) -> None:
+        client_id = int(fields[2])
+        if any(c.client_id == client_id for c in self._conns):
+            self._error(conn, -1, ERR_CLIENT_ID_IN_USE,
+                        "Unable to connect as the client id is already in use. Retry with a unique client id.")
+            conn.writer.close()
+            return
+        conn.client_id = client_id
+        for order in self._orders.values():  # a new connection of this client hears its orders again
+            if order.client_id == client_id:
+                order.silent = False
+        self._send(conn, Out.NEXT_VALID_ID, 1, self._next_id)
+        self._send(conn, Out.MANAGED_ACCOUNTS, 1, self.account)
+
+    def _req_ids(self, conn: _Conn, fields: list[str]) -> None:
+        self._send(conn, Out.NEXT_VALID_ID, 1, self._next_id)
+
+    def _req_current_time(self, conn: _Conn, fields: list[str]) -> None:
+        self._send(conn, Out.CURRENT_TIME, 1, int(time.time()))
+
+    def _req_positions(self, conn: _Conn, fields: list[str]) -> None:
+        conn.positions = True
+        for con_id, pos in self._positions.items():
+            self._send(conn, Out.POSITION, 3, self.account, *self._contracts[con_id].fields(), pos.quantity,
+                       pos.avg_cost)
+        self._send(conn, Out.POSITION_END, 1)
+
+    def _cancel_positions(self, conn: _Conn, fields: list[str]) -> None:
+        conn.positions = False
+
+    def _visible(self, conn: _Conn, order: TwsOrder) -> bool:
+        return conn.client_id in (order.client_id, self.master_client_id)
+
+    def _req_open_orders(self, conn: _Conn, fields: list[str]) -> None:
+        everyone = int(fields[0]) == In.REQ_ALL_OPEN_ORDERS
+        for order in self._orders.values():
+            if not order.done and (everyone or self._visible(conn, order)):
+                self._send_open_order(conn, order)
+                self._send_status(conn, order)
+        self._send(conn, Out.OPEN_ORDER_END, 1)
+
+    def _req_completed_orders(self, conn: _Conn, fields: list[str]) -> None:
+        for order in self._orders.values():
+            if order.done:
+                self._send_completed_order(conn, order)
+        self._send(conn, Out.COMPLETED_ORDERS_END)
+
+    def _req_executions(self, conn: _Conn, fields: list[str]) -> None:
+        _, _, req_id, client_id, account, since, symbol, sec_type, exchange, side = (fields + [""] * 10)[:10]
+        for ex in self._executions:
+            con = self._contracts[ex.con_id]
+            if not (conn.client_id in (ex.client_id, self.master_client_id)
+                    and (not client_id or int(client_id) in (0, ex.client_id))
+                    and account in ("", ex.account) and symbol in ("", con.symbol)
+                    and sec_type in ("", con.sec_type) and exchange in ("", ex.exchange)
+                    and side in ("", ex.side, {"BOT": "BUY", "SLD": "SELL"}[ex.side])
+                    and (not since or ex.time[:17] >= since.replace("-", " ")[:17])):
+                continue
+            self._send_execution(conn, int(req_id), ex)
+            self._send_commission(conn, ex)
+        self._send(conn, Out.EXECUTION_DATA_END, 1, req_id)
+
+    def _account_values(self) -> list[tuple[str, Decimal | str, str]]:
+        gross = sum((abs(p.quantity) * self._mark(k) * self._contracts[k].factor
+                     for k, p in self._positions.items()), Decimal(0))
+        value = sum((p.quantity * self._mark(k) * self._contracts[k].factor for k, p in self._positions.items()),
+                    Decimal(0))
+        unrealized = sum((p.quantity * (self._mark(k) * self._contracts[k].factor - p.avg_cost)
+                          for k, p in self._positions.items()), Decimal(0))
+        realized = sum((p.realized for p in self._positions.values()), Decimal(0))
+        net = self._cash + value
+        return [("AccountCode", self.account, ""), ("AccountType", "INDIVIDUAL", ""),
+                ("NetLiquidation", net, "USD"), ("TotalCashValue", self._cash, "USD"),
+                ("SettledCash", self._cash, "USD"), ("GrossPositionValue", gross, "USD"),
+                ("BuyingPower", net * 4, "USD"), ("AvailableFunds", net, "USD"), ("ExcessLiquidity", net, "USD"),
+                ("EquityWithLoanValue", net, "USD"), ("UnrealizedPnL", unrealized, "USD"),
+                ("RealizedPnL", realized, "USD"), ("CashBalance", self._cash, "USD"), ("Currency", "USD", "USD")]
+
+    def _mark(self, con_id: int) -> Decimal:
+        quote = self._quotes.get(con_id)
+        if quote is None:
+            pos = self._positions[con_id]
+            return pos.avg_cost / self._contracts[con_id].factor
+        return (quote.bid + quote.ask) / 2
+
+    def _req_account_updates(self, conn: _Conn, fields: list[str]) -> None:
+        conn.account_updates = fields[2] == "1"
+        if conn.account_updates:
+            self._send_account(conn)
+
+    def _send_account(self, conn: _Conn) -> None:
+        for key, value, currency in self._account_values():
+            self._send(conn, Out.ACCOUNT_VALUE, 2, key, value, currency, self.account)
+        for con_id, pos in self._positions.items():
+            mark = self._mark(con_id)
+            factor = self._contracts[con_id].factor
+            self._send(conn, Out.PORTFOLIO_VALUE, 8, *self._contracts[con_id].fields(exchange=False), pos.quantity,
+                       mark, pos.quantity * mark * factor, pos.avg_cost,
+                       pos.quantity * (mark * factor - pos.avg_cost), pos.realized, self.account)
+        self._send(conn, Out.ACCOUNT_UPDATE_TIME, 1, datetime.now(UTC).strftime("%H:%M"))
+        self._send(conn, Out.ACCOUNT_DOWNLOAD_END, 1, self.account)
+
+    def _req_account_updates_multi(self, conn: _Conn, fields: list[str]) -> None:
+        req_id, model = fields[2], fields[4]
+        for key, value, currency in self._account_values():
+            self._send(conn, Out.ACCOUNT_UPDATE_MULTI, 1, req_id, self.account, model, key, value, currency)
+        self._send(conn, Out.ACCOUNT_UPDATE_MULTI_END, 1, req_id)
+
+    def _req_account_summary(self, conn: _Conn, fields: list[str]) -> None:
+        req_id, tags = fields[2], set(fields[4].split(","))
+        for key, value, currency in self._account_values():
+            if key in tags:
+                self._send(conn, Out.ACCOUNT_SUMMARY, 1, req_id, self.account, key, value, currency)
+        self._send(conn, Out.ACCOUNT_SUMMARY_END, 1, req_id)
+
+    def _match_contract(self, con_id: str, symbol: str, sec_type: str, expiry: str, exchange: str,
+                        currency: str, local_symbol: str) -> list[TwsContract]:
+        if con_id and int(con_id):
+            return [c for c in (self._contracts.get(int(con_id)),) if c is not None]
+        return [c for c in self._contracts.values()
+                if symbol in ("", c.symbol) and sec_type in ("", c.sec_type)
+                and c.last_trade_date.startswith(expiry) and currency in ("", c.currency)
+                and local_symbol in ("", c.local_symbol or c.symbol)
+                and exchange in ("", "SMART", c.exchange, c.primary_exchange) and (symbol or local_symbol)]
+
+    def _req_contract_details(self, conn: _Conn, fields: list[str]) -> None:
+        req_id = int(fields[2])
+        (con_id, symbol, sec_type, expiry, _strike, _right, _mult, exchange, _primary, currency,
+         local_symbol, _tc) = fields[3:15]
+        found = self._match_contract(con_id, symbol, sec_type, expiry, exchange, currency, local_symbol)
+        if not found:
+            self._error(conn, req_id, ERR_NO_SECURITY, "No security definition has been found for the request")
+            return
+        for c in found:
+            self._send(conn, *wire.contract_details(req_id, c))
+        self._send(conn, Out.CONTRACT_DATA_END, 1, req_id)
+
+    # -- orders --------------------------------------------------------------------------------
+    def _place_order(self, conn: _Conn, fields: list[str]) -> None:
+        order_id = int(fields[1])
+        contract_fields = fields[2:14]
+        action, qty, order_type, lmt, aux, tif = fields[16:22]
+        tif = tif or "DAY"  # TWS's default when the client leaves it empty
+        account, order_ref, outside_rth = fields[23], fields[26], fields[32] == "1"
+        existing = self._orders.get((conn.client_id, order_id))
+        if existing is not None:
+            self._modify(conn, existing, Decimal(qty), decimal(lmt), decimal(aux), tif)
+            return
+        if self._rejects:
+            code, reason = self._rejects.popleft()
+            self._error(conn, order_id, code, reason)
+            return
+        con_id, symbol, sec_type, expiry, *_rest = contract_fields
+        matches = self._match_contract(con_id, symbol, sec_type, expiry, contract_fields[7],
+                                       contract_fields[9], contract_fields[10])
+        if len(matches) != 1:
+            self._error(conn, order_id, ERR_NO_SECURITY, "No security definition has been found for the request")
+            return
+        contract = matches[0]
+        problem = self._order_problem(contract, action, Decimal(qty), order_type, decimal(lmt), decimal(aux), tif)
+        if problem is not None:
+            self._error(conn, order_id, *problem)
+            return
+        order = TwsOrder(conn.client_id, order_id, self._next_perm_id, contract, action, Decimal(qty), order_type,
+                         tif, account or self.account, order_ref, decimal(lmt), decimal(aux), outside_rth,
+                         silent=self._silence_next)
+        self._silence_next = False
+        self._next_perm_id += 1
+        self._next_id = max(self._next_id, order_id + 1)
+        self._orders[(conn.client_id, order_id)] = order
+        self._publish(order, open_order=True)
+        self._try_fill(order)
+
+    def _order_problem(self, contract: TwsContract, action: str, qty: Decimal, order_type: str,
+                       lmt: Decimal | None, aux: Decimal | None, tif: str) -> tuple[int, str] | None:
+        if action not in ("BUY", "SELL"):
+            return ERR_REJECTED, f"Order rejected - reason: action {action!r} is not BUY or SELL"
+        if order_type not in ORDER_TYPES:
+            return ERR_REJECTED, f"Order rejected - reason: order type {order_type!r} is not supported here"
+        if tif not in TIMES_IN_FORCE:
+            return ERR_REJECTED, f"Order rejected - reason: time in force {tif!r} is not supported here"
+        if qty <= 0 or qty % contract.size_increment:
+            return ERR_REJECTED, (f"Order rejected - reason: quantity {qty} is not a positive multiple of "
+                                  f"{contract.size_increment}")
+        needs = {"LMT": (lmt,), "STP": (aux,), "STP LMT": (lmt, aux)}.get(order_type, ())
+        if any(p is None for p in needs):
+            return ERR_REJECTED, f"Order rejected - reason: a {order_type} order needs its price(s)"
+        if any(p % contract.min_tick for p in needs):
+            return ERR_PRICE_TICK, "The price does not conform to the minimum price variation for this contract."
+        return None
+
+    def _modify(self, conn: _Conn, order: TwsOrder, qty: Decimal, lmt: Decimal | None, aux: Decimal | None,
+                tif: str) -> None:
+        if order.done:
+            self._error(conn, order.order_id, ERR_MODIFY_DONE, f"Can't modify a filled order (state: {order.status})")
+            return
+        problem = self._order_problem(order.contract, order.action, qty, order.order_type, lmt, aux, tif or "DAY")
+        if problem is None and qty < order.filled:
+            problem = ERR_REJECTED, f"Order rejected - reason: quantity {qty} is below the filled {order.filled}"
+        if problem is not None:
+            self._error(conn, order.order_id, *problem)
+            return
+        order.quantity, order.lmt_price, order.aux_price, order.tif = qty, lmt, aux, tif or "DAY"
+        self._publish(order, open_order=True)
+        self._try_fill(order)
+
+    def _cancel_order(self, conn: _Conn, fields: list[str]) -> None:
+        order = self._orders.get((conn.client_id, int(fields[2])))
+        if order is None:
+            self._error(conn, int(fields[2]), ERR_CANCEL_NOT_FOUND,
+                        f"OrderId {fields[2]} that needs to be cancelled is not found.")
+            return
+        self._cancel(conn, order)
+
+    def _cancel(self, conn: _Conn, order: TwsOrder) -> None:
+        if order.done:
+            self._error(conn, order.order_id, ERR_CANCEL_DONE,
+                        f"OrderId {order.order_id} that needs to be cancelled cannot be cancelled, state: "
+                        f"{order.status}.")
+            return
+        late, self._fill_on_cancel = self._fill_on_cancel, None
+        price = self._race_price(order) if late is not None else None
+        if late is False and price is not None:  # the fill reached the exchange first
+            self._execute(order, order.remaining, price)
+            self._cancel(conn, order)
+            return
+        rest = order.remaining
+        self._finish(order, "Cancelled")
+        for c in self._owner(order) if not order.silent else ():
+            self._error(c, order.order_id, ERR_CANCELLED, "Order Canceled - reason:")
+        if late and price is not None:
+            self._execute(order, rest, price, after_done=True)
+
+    def _race_price(self, order: TwsOrder) -> Decimal | None:
+        """Where a fill racing a cancel trades: the touch if marketable, else the order's limit."""
+        quote = self._quotes.get(order.contract.con_id)
+        touch = None if quote is None else (quote.ask if order.action == "BUY" else quote.bid)
+        return self._touch(order) or order.lmt_price or touch
+
+    def _global_cancel(self, conn: _Conn, fields: list[str]) -> None:
+        for order in list(self._orders.values()):
+            if not order.done:
+                self._cancel(conn, order)
+
+    def _finish(self, order: TwsOrder, status: str) -> None:
+        order.status = status
+        order.completed_time = now_text()
+        self._publish(order)
+
+    def _publish(self, order: TwsOrder, *, open_order: bool = False) -> None:
+        if order.silent:
+            return
+        for conn in self._owner(order):
+            if open_order:
+                self._send_open_order(conn, order)
+            self._send_status(conn, order)
+
+    # -- the fill rule ---------------------------------------------------------------------------
+    def _on_quote(self, con_id: int, quote: _Quote) -> None:
+        self._quotes[con_id] = quote
+        for order in list(self._orders.values()):
+            if order.contract.con_id == con_id and not order.done:
+                self._try_fill(order)
+        for conn in self._conns:
+            if conn.account_updates:
+                self._send_account(conn)
+
+    def _touch(self, order: TwsOrder) -> Decimal | None:
+        """The price ``order`` can trade at now, or None (no quote, not triggered, not marketable)."""
+        quote = self._quotes.get(order.contract.con_id)
+        if quote is None:
+            return None
+        buy = order.action == "BUY"
+        price = quote.ask if buy else quote.bid
+        if order.order_type in ("STP", "STP LMT") and not order.triggered:
+            order.triggered = price >= order.aux_price if buy else price <= order.aux_price
+            if not order.triggered:
+                return None
+        if order.order_type in ("LMT", "STP LMT") and (price > order.lmt_price if buy else price < order.lmt_price):
+            return None
+        return price
+
+    def _try_fill(self, order: TwsOrder) -> None:
+        price = self._touch(order)
+        quote = self._quotes.get(order.contract.con_id)
+        size = None if quote is None else (quote.ask_size if order.action == "BUY" else quote.bid_size)
+        qty = order.remaining if price is not None else Decimal(0)
+        if size is not None:
+            qty = min(qty, size)
+        if order.tif == "FOK" and qty < order.remaining:
+            self._finish(order, "Cancelled")
+            return
+        if qty > 0:
+            if size is not None:
+                if order.action == "BUY":
+                    quote.ask_size = size - qty
+                else:
+                    quote.bid_size = size - qty
+            self._execute(order, qty, price)
+        if order.tif == "IOC" and not order.done:
+            self._finish(order, "Cancelled")
+
+    def _execute(self, order: TwsOrder, qty: Decimal, price: Decimal, *, after_done: bool = False) -> None:
+        parts = self._split(qty, order.contract.size_increment)
+        for part in parts:
+            self._execute_one(order, part, price, after_done=after_done)
+
+    def _split(self, qty: Decimal, step: Decimal) -> list[Decimal]:
+        n = max(1, min(self._fill_parts, int(qty / step)))
+        piece = (qty / n // step) * step
+        return [piece] * (n - 1) + [qty - piece * (n - 1)]
+
+    def _execute_one(self, order: TwsOrder, qty: Decimal, price: Decimal, *, after_done: bool) -> None:
+        contract = order.contract
+        signed = qty if order.action == "BUY" else -qty
+        order.avg_price = (order.avg_price * order.filled + price * qty) / (order.filled + qty)
+        order.filled += qty
+        order.last_fill_price = price
+        commission = max(self._min_commission, self._commission_per_unit * qty).quantize(Decimal("0.01"))
+        realized = self._book_position(contract, signed, price, commission)
+        self._cash -= signed * price * contract.factor + commission
+        ex = TwsExecution(f"{self._session:08x}.{len(self._executions) + 1:08x}.01.01", order.order_id,
+                          order.client_id, order.perm_id, contract.con_id, "BOT" if signed > 0 else "SLD", qty, price,
+                          order.filled, order.avg_price, order.order_ref, order.account,
+                          contract.primary_exchange or contract.exchange, now_text(), commission, realized)
+        self._executions.append(ex)
+        if not after_done and order.filled == order.quantity:
+            order.status, order.completed_time = "Filled", now_text()
+        if order.silent:
+            return
+        if self._drop_next_fill:  # booked at the server; its messages never leave
+            self._drop_next_fill = False
+            for conn in self._owner(order):
+                self._conns.remove(conn)
+                conn.writer.close()
+            return
+        copies = 2 if self._duplicate_next_fill else 1
+        self._duplicate_next_fill = False
+        for conn in self._owner(order):
+            for _ in range(copies):
+                self._send_execution(conn, -1, ex)
+            self._send_status(conn, order)  # after a cancel: still Cancelled, with the late fill counted
+            for _ in range(copies):
+                self._send_commission(conn, ex)
+        for conn in self._conns:
+            if conn.positions:
+                pos = self._positions[contract.con_id]
+                self._send(conn, Out.POSITION, 3, self.account, *contract.fields(), pos.quantity, pos.avg_cost)
+            if conn.account_updates:
+                self._send_account(conn)
+
+    def _book_position(self, contract: TwsContract, signed: Decimal, price: Decimal,
+                       commission: Decimal) -> Decimal | None:
+        pos = self._positions.setdefault(contract.con_id, _Position())
+        cost = price * contract.factor
+        if pos.quantity == 0 or (pos.quantity > 0) == (signed > 0):  # opening or adding
+            pos.avg_cost = (pos.avg_cost * abs(pos.quantity) + cost * abs(signed)) / (abs(pos.quantity) + abs(signed))
+            pos.quantity += signed
+            return None
+        closing = min(abs(signed), abs(pos.quantity))
+        pnl = (cost - pos.avg_cost) * closing * (1 if pos.quantity > 0 else -1) - commission
+        pos.realized += pnl
+        pos.quantity += signed
+        if pos.quantity == 0:
+            pos.avg_cost = Decimal(0)
+        elif (pos.quantity > 0) == (signed > 0):  # flipped: the rest opened at this price
+            pos.avg_cost = cost
+        return pnl
+
+    def _send_status(self, conn: _Conn, order: TwsOrder) -> None:
+        self._send(conn, *wire.order_status(order))
+
+    def _send_execution(self, conn: _Conn, req_id: int, ex: TwsExecution) -> None:
+        self._send(conn, *wire.execution(req_id, ex, self._contracts[ex.con_id]))
+
+    def _send_commission(self, conn: _Conn, ex: TwsExecution) -> None:
+        self._send(conn, *wire.commission(ex))
+
+    def _send_open_order(self, conn: _Conn, order: TwsOrder) -> None:
+        self._send(conn, *wire.open_order(order))
+
+    def _send_completed_order(self, conn: _Conn, order: TwsOrder) -> None:
+        self._send(conn, *wire.completed_order(order))
+
+    _HANDLERS: dict[int, Callable[[TwsServer, _Conn, list[str]], None]] = {
+        In.START_API: _start_api, In.REQ_IDS: _req_ids, In.REQ_CURRENT_TIME: _req_current_time,
+        In.REQ_POSITIONS: _req_positions, In.CANCEL_POSITIONS: _cancel_positions,
+        In.REQ_OPEN_ORDERS: _req_open_orders, In.REQ_ALL_OPEN_ORDERS: _req_open_orders,
+        In.REQ_COMPLETED_ORDERS: _req_completed_orders, In.REQ_EXECUTIONS: _req_executions,
+        In.REQ_ACCOUNT_UPDATES: _req_account_updates, In.REQ_ACCOUNT_UPDATES_MULTI: _req_account_updates_multi,
+        In.REQ_ACCOUNT_SUMMARY: _req_account_summary, In.REQ_CONTRACT_DETAILS: _req_contract_details,
+        In.PLACE_ORDER: _place_order, In.CANCEL_ORDER: _cancel_order, In.REQ_GLOBAL_CANCEL: _global_cancel,
+    }
