@@ -187,3 +187,69 @@ def test_cost_grows_with_size(real_fits, instrument):
             assert (np.diff(cost) >= 0).all()
         assert (costs[0] <= costs[1]).all() and (costs[1] <= costs[2]).all()
         assert costs[1][-1] > costs[1][0]
+
+
+# -- depth implied by L1 alone (fits whose data has no book) ---------------------------------------
+def _oscillating_quotes(n: int = 400) -> pd.DataFrame:
+    """Tick 0.5, sizes 2 everywhere: the ask steps 100.0 -> 100.5 -> 100.0 ..., the bid 99.5 -> 99.0 -> 99.5 ...
+
+    Every rise of the ask (fall of the bid) shows one tick behind the touch a level of one
+    recent touch size (2).
+    """
+    ts = np.arange(n, dtype=np.int64) * 1_000_000_000
+    up = np.arange(n) % 2 == 1
+    return pd.DataFrame({"ts_ns": ts, "bid_px": np.where(up, 99.0, 99.5), "ask_px": np.where(up, 100.5, 100.0),
+                         "bid_sz": 2.0, "ask_sz": 2.0})
+
+
+def test_touch_depletions_read_the_level_behind_a_used_up_touch():
+    from tradebook.sim.depth import touch_depletions
+
+    events = touch_depletions(_oscillating_quotes(), 0.5)
+    assert len(events) == 2 * 200  # 200 rises of the ask, 200 falls of the bid
+    assert (events["gap_ticks"] == 1.0).all() and np.allclose(events["size_rel"], 1.0)
+    assert (np.diff(events["ts_ns"].to_numpy()) >= 0).all()
+    with pytest.raises(DataError, match="tick"):
+        touch_depletions(_oscillating_quotes(), 0.0)
+    with pytest.raises(DataError, match="sizes"):
+        touch_depletions(_oscillating_quotes().drop(columns=["bid_sz", "ask_sz"]), 0.5)
+
+
+def test_an_l1_implied_profile_walks_the_levels_the_touch_revealed():
+    from tradebook.sim.depth import fit_l1_depth_profile
+
+    quotes = _oscillating_quotes()
+    profile = fit_l1_depth_profile(quotes, 0.5, rng=np.random.default_rng(0), instrument_id="HAND")
+    assert profile.carries and profile.tick_size == 0.5
+    # a buy of 6 at 99.5/100.0 (touch 2): 2 at 100.0, then one touch size (2) per tick behind: 100.5, 101.0
+    exact = ((2 * 100.0 + 2 * 100.5 + 2 * 101.0) / 6 - 99.75) / 99.75 * 1e4
+    unit = 2.0
+    cost = profile.cost_bps("buy", 6.0, 99.5, 100.0, 2.0, 2.0, touch_unit=unit)[0]
+    assert cost == pytest.approx(exact, rel=2e-2)
+    # every implied book is the same ladder: the interval is the median (up to the curve's interpolation)
+    low, high = (profile.cost_bps("buy", 6.0, 99.5, 100.0, 2.0, 2.0, quantile=q, touch_unit=unit)[0]
+                 for q in (0.05, 0.95))
+    assert low == pytest.approx(cost, rel=2e-3) and high == pytest.approx(cost, rel=2e-3)
+    flat = quotes.assign(bid_px=99.5, ask_px=100.0)
+    with pytest.raises(DataError, match="never show the touch used up"):
+        fit_l1_depth_profile(flat, 0.5, instrument_id="HAND")
+
+
+def test_the_l1_implied_depth_is_kept_only_where_the_fit_sweeps_do_not_refute_it():
+    from tradebook.sim.depth import fit_l1_depth_profile, l1_depth_check
+    from tradebook.sim.fidelity import bundled_captures, calibrate_instrument, instrument_sweeps
+
+    captures = {c.label: c.data for c in bundled_captures(["ESU4.GLBX", "BTCUSDT.BINANCE"])}
+    esu4, btc2021 = captures["ESU4.GLBX 2024-07-01"], captures["BTCUSDT.BINANCE 2021-01-08"]
+    # ESU4's touch absorbed every sweep of its four minutes: nothing refutes the depth its touch revealed
+    calibration = calibrate_instrument(esu4)
+    assert calibration.diagnostics["depth_source"] == "l1 (touch depletions)"
+    assert calibration.diagnostics["l1_depth_check"]["sweeps_beyond_touch"] == 0
+    assert calibration.model.depth is not None and calibration.model.depth.carries
+    # BTCUSDT 2021: its sweeps beyond the touch are priced better by the touch alone than by the L1 ladder
+    profile = fit_l1_depth_profile(btc2021.quotes, 0.01, instrument_id="BTCUSDT.BINANCE")
+    check = l1_depth_check(profile, instrument_sweeps(btc2021), btc2021.quotes)
+    assert check["sweeps_beyond_touch"] > 100 and not check["holds"]
+    assert check["mae_profile_bps"] > check["mae_touch_bps"]
+    # no sweeps at all: nothing to check it against, not kept
+    assert not l1_depth_check(profile, instrument_sweeps(btc2021).iloc[:0], btc2021.quotes)["holds"]

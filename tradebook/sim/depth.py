@@ -540,6 +540,134 @@ def fit_depth_profile(
     })
 
 
+
+# -- depth implied by L1 alone: what the touch shows when it is used up -------------------------
+L1_LADDER_LEVELS = 60  # levels behind the touch of each implied book
+
+
+def _l1_arrays(quotes: pd.DataFrame, what: str) -> tuple[np.ndarray, ...]:
+    """(ts_ns, bid_px, ask_px, bid_sz, ask_sz) of an L1, MBP-1 or top-N frame; DataError without sizes."""
+    columns = quote_columns(quotes)
+    missing = [columns[c] for c in ("bid_px", "ask_px", "bid_sz", "ask_sz") if columns[c] not in quotes.columns]
+    if missing:
+        raise DataError(f"{what}: quotes lack {missing}; the depth an L1 feed implies is read from the touch's "
+                        "prices and sizes")
+    return (quotes["ts_ns"].to_numpy(np.int64),
+            *(quotes[columns[c]].to_numpy(np.float64, na_value=np.nan) for c in ("bid_px", "ask_px", "bid_sz",
+                                                                                 "ask_sz")))
+
+
+def touch_depletions(quotes: pd.DataFrame, tick: float) -> pd.DataFrame:
+    """The levels an L1 feed reveals: each time the touch is used up, what stood behind it.
+
+    When the ask rises (the bid falls), the new touch is the level that stood behind the
+    old one: its distance beyond it (ticks of ``tick``) and its size, in multiples of the
+    instrument's recent touch size just before (:func:`recent_touch_size`, only the past).
+    One row per such move (cancellations that empty a level look the same: the level
+    behind is what a walk would have met either way), columns ``ts_ns``, ``gap_ticks``,
+    ``size_rel``. Raises DataError for quotes without sizes or a non-positive tick.
+    """
+    tick = float(tick)
+    if not (np.isfinite(tick) and tick > 0):
+        raise DataError(f"tick is {tick!r}; expected the instrument's positive tick size")
+    ts, bid, ask, bid_sz, ask_sz = _l1_arrays(quotes, "touch_depletions")
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(bid) & np.isfinite(ask) & (bid < ask) & (bid_sz > 0) & (ask_sz > 0)
+    ts, bid, ask, bid_sz, ask_sz = ts[ok], bid[ok], ask[ok], bid_sz[ok], ask_sz[ok]
+    if len(ts) < 2:
+        return pd.DataFrame({"ts_ns": np.zeros(0, np.int64), "gap_ticks": np.zeros(0), "size_rel": np.zeros(0)})
+    unit = recent_touch_size(quotes, ts - 1)
+    up = np.flatnonzero(np.diff(ask) > 0) + 1
+    down = np.flatnonzero(np.diff(bid) < 0) + 1
+    rows = np.concatenate([up, down])
+    gap = np.concatenate([(ask[up] - ask[up - 1]), (bid[down - 1] - bid[down])]) / tick
+    size = np.concatenate([ask_sz[up], bid_sz[down]]) / unit[rows]
+    frame = pd.DataFrame({"ts_ns": ts[rows], "gap_ticks": np.maximum(np.round(gap), 1.0), "size_rel": size})
+    frame = frame[np.isfinite(frame["size_rel"].to_numpy())]
+    return frame.sort_values("ts_ns", kind="stable").reset_index(drop=True)
+
+
+def implied_books(quotes: pd.DataFrame, tick: float, rng: np.random.Generator, n: int,
+                  levels: int = L1_LADDER_LEVELS) -> BookSnapshots | None:
+    """Books an L1 feed implies: the real touch at ``n`` random quotes, behind it levels drawn from its depletions.
+
+    Each book behind each touch is ``levels`` levels whose (gap, size) pairs are drawn with
+    replacement from :func:`touch_depletions` (sizes back in the instrument's units with the
+    recent touch size at the quote). None when the quotes show no depletion.
+    """
+    events = touch_depletions(quotes, tick)
+    if not len(events):
+        return None
+    ts, bid, ask, bid_sz, ask_sz = _l1_arrays(quotes, "implied_books")
+    with np.errstate(invalid="ignore"):
+        ok = np.flatnonzero(np.isfinite(bid) & np.isfinite(ask) & (bid < ask) & (bid_sz > 0) & (ask_sz > 0))
+    if not len(ok):
+        return None
+    rows = np.sort(rng.choice(ok, n))
+    unit = recent_touch_size(quotes, ts[rows])
+    gaps, sizes = events["gap_ticks"].to_numpy(), events["size_rel"].to_numpy()
+    out = {}
+    for name, touch_px, touch_sz, direction in (("bid", bid, bid_sz, -1), ("ask", ask, ask_sz, 1)):
+        draw = rng.integers(0, len(events), (n, levels))
+        distance = np.cumsum(gaps[draw], axis=1) * tick
+        px = np.column_stack([touch_px[rows], touch_px[rows][:, None] + direction * distance])
+        sz = np.column_stack([touch_sz[rows], sizes[draw] * unit[:, None]])
+        out[f"{name}_px"], out[f"{name}_sz"] = px, sz
+    return BookSnapshots(ts[rows], out["bid_px"], out["bid_sz"], out["ask_px"], out["ask_sz"])
+
+
+def fit_l1_depth_profile(quotes: pd.DataFrame, tick: float, *, rng: np.random.Generator | None = None,
+                         instrument_id: str = "", n: int = 1500) -> DepthProfile:
+    """A :class:`DepthProfile` for an instrument whose data has no depth, from its L1 quotes alone.
+
+    The books behind the touch are those :func:`implied_books` draws from the touch's own
+    depletions; the depth curve and its interval are fitted on them as on real books
+    (:func:`fit_depth_profile`, sizes in the recent touch size, distances in ticks), so
+    the interval says how much the walk varies with the levels the touch revealed. Raises
+    DataError when the quotes show no depletion of the touch.
+    """
+    check_instrument(quotes, instrument_id, "the quotes given to fit_l1_depth_profile")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    books = implied_books(quotes, tick, rng, n)
+    if books is None:
+        raise DataError("fit_l1_depth_profile: the quotes never show the touch used up (no ask rising, no bid "
+                        "falling with sizes); expected an L1 feed with sizes over some price moves")
+    return fit_depth_profile(books, tick, rng=rng, instrument_id=instrument_id, quotes=quotes)
+
+
+
+def l1_depth_check(profile: DepthProfile, sweeps: pd.DataFrame, quotes: pd.DataFrame) -> dict:
+    """Does an L1-implied profile price the fit data's own sweeps beyond the touch at least as well as the touch?
+
+    ``sweeps`` (:func:`tradebook.sim.truth.sweeps` of the fit data) that were larger than
+    the touch they met are priced by ``profile`` (median) and by the touch alone (the
+    half-spread); ``holds`` is True when the profile's MAE is not above the touch's, or
+    when no sweep went beyond the touch (nothing in the trades contradicts the depth the
+    touch revealed), and False without sweeps at all (nothing to check it against).
+    Returns ``{"holds", "sweeps_beyond_touch", "mae_profile_bps", "mae_touch_bps"}``.
+    """
+    out = {"holds": False, "sweeps_beyond_touch": 0, "mae_profile_bps": float("nan"),
+           "mae_touch_bps": float("nan")}
+    if not len(sweeps):
+        return out
+    big = sweeps[(sweeps["quantity"] > sweeps["touch_size"]) & np.isfinite(sweeps["cost_bps"])
+                 & (sweeps["half_spread_bps"] > 0)]
+    unit = recent_touch_size(quotes, big["ts_ns"].to_numpy(np.int64)) if len(big) else np.zeros(0)
+    big, unit = big[np.isfinite(unit)], unit[np.isfinite(unit)]
+    out["sweeps_beyond_touch"] = int(len(big))
+    if not len(big):
+        out["holds"] = True
+        return out
+    predicted = profile.cost_bps(big["side"].to_numpy(), big["quantity"].to_numpy(), big["bid_px"].to_numpy(),
+                                 big["ask_px"].to_numpy(), big["bid_sz"].to_numpy(), big["ask_sz"].to_numpy(),
+                                 touch_unit=unit)
+    cost = big["cost_bps"].to_numpy()
+    out["mae_profile_bps"] = float(np.mean(np.abs(cost - predicted)))
+    out["mae_touch_bps"] = float(np.mean(np.abs(cost - big["half_spread_bps"].to_numpy())))
+    out["holds"] = out["mae_profile_bps"] <= out["mae_touch_bps"]
+    return out
+
+
 # -- fidelity ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BookWalkFidelity(DictRecord):
