@@ -45,3 +45,38 @@ def ibm_store(ibm_template, tmp_path):
     store = Store(tmp_path / "ibm.duckdb")
     yield store
     store.close()
+
+
+DAILY_EQUITIES = ("SPY.ARCX", "QQQ.XNAS", "IWM.ARCX", "AAPL.XNAS", "IBM.XNYS", "BAC.XNYS")
+
+
+@pytest.fixture(scope="session")
+def equities_template(tmp_path_factory):
+    """A store file with the six bundled daily equity series and the IBM 2013-10-07 calibration (copy it)."""
+    from pathlib import Path
+
+    from tradebook.data import BUNDLED_FILES, load_bundled
+    from tradebook.sim.fidelity import run_calibration
+    from tradebook.store import Store
+
+    path = tmp_path_factory.mktemp("promotion_equities") / "equities.duckdb"
+    with Store(path) as store:
+        for entry in BUNDLED_FILES:
+            if entry.path.startswith("bars/daily/") and entry.instrument_id in DAILY_EQUITIES:
+                store.ingest(load_bundled(Path(entry.path).name))
+        store.ingest(load_bundled("algoseek_IBM_20131007_l1_nbbo.csv.gz"))
+        store.ingest(load_bundled("algoseek_IBM_20131007_trades.csv.gz"))
+        run_calibration(store, ["IBM.XNYS"])
+    return path
+
+
+@pytest.fixture
+def equities_store(equities_template, tmp_path):
+    import shutil
+
+    from tradebook.store import Store
+
+    shutil.copy(equities_template, tmp_path / "equities.duckdb")
+    store = Store(tmp_path / "equities.duckdb")
+    yield store
+    store.close()
