@@ -20,14 +20,14 @@ def tradebook(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def demo_store(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cli") / "demo.duckdb"
-    result = tradebook("demo", "--store", str(path))
+    result = tradebook("demo", "--store", str(path), timeout=600)  # the whole story, report included
     assert result.returncode == 0, result.stderr
     assert "37 datasets" in result.stdout
     return path
 
 
 def test_demo_is_idempotent(demo_store):
-    again = tradebook("demo", "--store", str(demo_store))
+    again = tradebook("demo", "--store", str(demo_store), timeout=600)
     assert again.returncode == 0, again.stderr
     with Store(demo_store, read_only=True) as store:
         datasets = store.datasets()
