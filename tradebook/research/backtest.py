@@ -24,7 +24,9 @@ with zero costs makes the same trades):
 The orders are sized in a compiled loop (the sizing depends on equity, which depends on
 every earlier fill's cost); vectorbt's ``Portfolio.from_orders`` then replays them with their
 prices and fees, gives the equity curve (checked against the loop's to the cent) and the
-round trips (vectorbt's positions: flat to flat, reversals split). Equity is stamped at each
+round trips (vectorbt's positions: flat to flat, reversals split; a trade's ``quantity`` is
+what was closed over the round trip, its entry and exit prices size-weighted averages, as a
+held position is resized when equity moves). Equity is stamped at each
 bar's START (tz-aware UTC) and is the value at that bar's close, as
 :func:`tradebook.research.metrics.daily_records` expects.
 """

@@ -14,6 +14,10 @@ What each number is, and what is assumed where the fill model has no answer:
   thing there is for a daily-bar backtest, whose prices are split-adjusted and so cannot
   say what one tick was worth). Buckets are UTC, so a winter open (14:30 UTC) reads the
   bucket an hour after a summer open: the profile is as good as the days it was fitted on.
+  Known gap: a low-priced instrument's real spread cannot be under one tick (BAC at $35: one
+  cent is 2.9 bps, the IBM profile's median 1.6 bps), so paper fills on quotes on the tick
+  grid cost more than this model predicts for it; backtests on split-adjusted prices cannot
+  floor at a tick (the adjusted price is not the traded one).
 - **Volatility** ``vol_bps``: in the profile's own unit, the realised volatility of the mid
   over one minute in bps. :func:`minute_vol_bps` converts bars into it (the bar's return
   volatility scaled by the square root of time); NaN or None reads the time bucket's
