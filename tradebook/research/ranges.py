@@ -110,6 +110,9 @@ def _daily_of(result_or_daily: Any) -> pd.DataFrame:
     from tradebook.research.metrics import DAILY_COLUMNS
 
     daily = getattr(result_or_daily, "daily", result_or_daily)
+    if daily is None:
+        raise ResearchError("this backtest has no daily records (a sweep trial kept without its fills); use the "
+                            "sweep's best, or backtest() these parameters")
     if not isinstance(daily, pd.DataFrame):
         raise ResearchError(f"metric_ranges takes a BacktestResult or its daily records, got "
                             f"{type(result_or_daily).__name__}")
