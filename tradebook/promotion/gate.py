@@ -315,7 +315,9 @@ def calibrate_gate(backtest_daily: pd.DataFrame, *, alpha: float = 0.05, min_day
         for m in CHECKS:
             raw = np.asarray(metrics[m], dtype=float)[ok[m]]
             raw = raw[~np.isnan(raw)]
-            bands[length][m] = ({str(q): float(np.quantile(raw, q)) for q in _BAND_LEVELS} if len(raw) else {})
+            # values of the sample, not interpolations (a Sortino may be +inf)
+            bands[length][m] = ({str(q): float(np.quantile(raw, q, method="inverted_cdf")) for q in _BAND_LEVELS}
+                                if len(raw) else {})
     is_last = [i == len(reviews) - 1 for i in range(len(reviews))]
 
     def rate(level: float) -> float:
