@@ -166,7 +166,8 @@ def test_partial_fills_arrive_one_per_price_update(client, listener):
     venue.set_price("SPY", "450.20", "450.22")
     done = client.get_order_by_id(order.id)
     assert done.status == OrderStatus.FILLED and Decimal(done.filled_qty) == 10
-    assert Decimal(done.filled_avg_price) == (4 * Decimal("450.02") + 4 * Decimal("450.12") + 2 * Decimal("450.22")) / 10
+    expected = (4 * Decimal("450.02") + 4 * Decimal("450.12") + 2 * Decimal("450.22")) / 10
+    assert Decimal(done.filled_avg_price) == expected
     updates = [listener.next() for _ in range(4)]
     assert [event(u) for u in updates] == ["new", "partial_fill", "partial_fill", "fill"]
     assert [u.qty for u in updates[1:]] == [4, 4, 2]

@@ -68,6 +68,7 @@ class BookOrder:
     replaced_by: str | None = None
     replaces: str | None = None
     extended_hours: bool = False
+    post_only: bool = False
     triggered: bool = False
     fills: list[BookFill] = field(default_factory=list)
     number: int = 0  # a venue's integer id (Binance), in order of arrival
@@ -127,10 +128,14 @@ class Book:
         return (quote[0] + quote[1]) / 2 if quote else None
 
     # -- commands ------------------------------------------------------------------------
-    def add(self, order: BookOrder, *, match: bool = True) -> BookOrder:
-        """Take a new order (its client id must be new) and fill what the current price allows."""
+    def add(self, order: BookOrder, *, match: bool = True, reuse_closed_ids: bool = False) -> BookOrder:
+        """Take a new order and fill what the current price allows.
+
+        Its client id must be new, or (``reuse_closed_ids``, as Binance) held only by closed orders.
+        """
         with self.lock:
-            if order.client_order_id in self.by_client_id:
+            held = self.by_client_id.get(order.client_order_id)
+            if held is not None and not (reuse_closed_ids and not held.is_open):
                 raise OrderError(f"client order id {order.client_order_id} is already held")
             order.number = next(self._numbers)
             self.orders[order.order_id] = order
