@@ -1,0 +1,359 @@
+"""The local TWS server, driven by the real ib-async client: what the client sees in each case.
+
+Every wait has a deadline (``wait_until``); ib-async raises ``ConnectionError`` out of a
+running ``sleep`` when the server drops the link, which the waits tolerate where a test
+expects a drop.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import pytest
+from ib_async import IB, ExecutionFilter, Future, LimitOrder, MarketOrder, Order, Stock, StopOrder
+
+from tradebook.errors import ConfigError, SandboxError
+from tradebook.sandbox.tws import SERVER_VERSION, In, TwsServer
+
+AAPL = Stock("AAPL", "SMART", "USD")
+ES = Future("ES", "202703", "CME")
+
+
+def wait_until(ib: IB, condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        try:
+            ib.sleep(0.01)
+        except ConnectionError:  # the server dropped the link while the loop ran
+            pass
+
+
+def settle(ib: IB, seconds: float = 0.15) -> None:
+    """Let messages that should NOT arrive have their chance to (absence checks)."""
+    try:
+        ib.sleep(seconds)
+    except ConnectionError:
+        pass
+
+
+@pytest.fixture
+def tws() -> Iterator[TwsServer]:
+    with TwsServer() as server:
+        server.set_price("AAPL", "189.99", "190.01")
+        yield server
+
+
+@pytest.fixture
+def connect(tws: TwsServer) -> Iterator[Callable[..., IB]]:
+    clients: list[IB] = []
+
+    def make(client_id: int = 1, ib: IB | None = None) -> IB:
+        ib = ib or IB()
+        ib.connect(tws.host, tws.port, clientId=client_id, timeout=5)
+        clients.append(ib)
+        return ib
+
+    yield make
+    for ib in clients:
+        ib.disconnect()
+
+
+def order(kind: type, action: str, qty: float, *prices: float, ref: str = "", **extra: object) -> Order:
+    o = kind(action, qty, *prices, **extra)
+    o.orderRef = ref
+    return o
+
+
+# -- connection and sync --------------------------------------------------------------------------
+def test_handshake_and_startup_sync(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect(7)
+    assert ib.isConnected() and ib.client.serverVersion() == SERVER_VERSION
+    assert ib.managedAccounts() == [tws.account]
+    assert tws.connected_client_ids() == [7]
+    values = {v.tag: v.value for v in ib.accountValues() if v.currency in ("USD", "")}
+    assert Decimal(values["NetLiquidation"]) == Decimal("1000000") and values["AccountCode"] == tws.account
+    summary = {v.tag: v.value for v in ib.accountSummary()}
+    assert Decimal(summary["TotalCashValue"]) == Decimal("1000000")
+    assert ib.positions() == [] and ib.openTrades() == [] and ib.fills() == []
+    for request in (In.START_API, In.REQ_POSITIONS, In.REQ_OPEN_ORDERS, In.REQ_COMPLETED_ORDERS,
+                    In.REQ_ACCOUNT_UPDATES, In.REQ_EXECUTIONS):
+        assert tws.received_count(request) == 1, request
+
+
+def test_a_client_id_in_use_is_refused(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    connect(1)
+    errors: list[int] = []
+    second = IB()
+    second.errorEvent += lambda req_id, code, text, contract: errors.append(code)
+    with pytest.raises(TimeoutError):
+        second.connect(tws.host, tws.port, clientId=1, timeout=1)
+    assert errors == [326] and tws.connected_client_ids() == [1]
+
+
+def test_contract_details_for_a_stock_and_a_future(connect: Callable[..., IB]) -> None:
+    ib = connect()
+    [stock] = ib.reqContractDetails(AAPL)
+    assert (stock.contract.conId, stock.contract.primaryExchange, stock.minTick) == (265598, "NASDAQ", 0.01)
+    [future] = ib.reqContractDetails(ES)
+    assert future.contract.localSymbol == "ESH7" and future.contract.multiplier == "50"
+    assert future.minTick == 0.25 and future.contract.lastTradeDateOrContractMonth == "20270319"
+    assert ib.qualifyContracts(Stock("NOPE", "SMART", "USD")) == [None]  # error 200: no definition
+
+
+def test_the_handshake_on_the_wire(tws: TwsServer) -> None:
+    with socket.create_connection((tws.host, tws.port), timeout=5) as raw:
+        body = b"v157..178"
+        raw.sendall(b"API\0" + struct.pack(">I", len(body)) + body)
+        size = struct.unpack(">I", raw.recv(4))[0]
+        version, conn_time = raw.recv(size).decode().split("\0")[:-1]
+    assert version == "176" and conn_time.endswith(" UTC") and len(conn_time) == len("20261207 17:30:00 UTC")
+
+
+def test_start_and_stop_are_clean_and_a_taken_port_is_a_clear_error() -> None:
+    with TwsServer() as first:
+        with pytest.raises(SandboxError, match=f"could not listen on 127.0.0.1:{first.port}"):
+            TwsServer(port=first.port).start()
+    with pytest.raises(SandboxError, match="not running"):
+        first.orders()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((first.host, first.port), timeout=1)
+    with pytest.raises(ConfigError, match="unknown sandbox contract 'MSFT'"), TwsServer() as server:
+        server.set_price("MSFT", "1", "2")
+
+
+# -- orders and fills ---------------------------------------------------------------------------
+def test_market_order_fills_in_parts_with_commissions_and_positions(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect()
+    tws.set_fill_parts(3)
+    trade = ib.placeOrder(AAPL, order(MarketOrder, "BUY", 100, ref="tb1"))
+    wait_until(ib, lambda: trade.orderStatus.status == "Filled", "the fill")
+    wait_until(ib, lambda: all(f.commissionReport.execId for f in trade.fills), "commission reports")
+    assert [f.execution.shares for f in trade.fills] == [33, 33, 34]
+    assert {f.execution.price for f in trade.fills} == {190.01} and trade.orderStatus.avgFillPrice == 190.01
+    assert [f.execution.cumQty for f in trade.fills] == [33, 66, 100]
+    assert all(f.execution.orderRef == "tb1" and f.execution.side == "BOT" for f in trade.fills)
+    assert sum(f.commissionReport.commission for f in trade.fills) == 3.0  # 1.00 minimum each
+    wait_until(ib, lambda: [p.position for p in ib.positions()] == [100.0], "the position update")
+    assert ib.positions()[0].avgCost == 190.01
+    assert tws.positions() == {"AAPL": Decimal(100)}
+    assert tws.cash() == Decimal("1000000") - Decimal("19001") - 3
+    [held] = tws.orders()
+    assert (held.status, held.filled, held.order_ref, held.client_id) == ("Filled", 100, "tb1", 1)
+
+
+def test_a_future_books_with_its_multiplier(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect()
+    tws.set_price("ESH7", "5000.00", "5000.25")
+    trade = ib.placeOrder(ES, order(MarketOrder, "SELL", 2))
+    wait_until(ib, lambda: trade.orderStatus.status == "Filled", "the fill")
+    assert trade.fills[0].execution.price == 5000.0 and trade.fills[0].execution.side == "SLD"
+    wait_until(ib, lambda: len(ib.positions()) == 1, "the position")
+    assert ib.positions()[0].position == -2 and ib.positions()[0].avgCost == 250000.0  # price x 50
+    assert tws.cash() == Decimal("1000000") + 2 * 5000 * 50 - 1
+
+
+def test_a_limit_order_rests_fills_in_parts_as_quotes_cross_it(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect()
+    trade = ib.placeOrder(AAPL, order(LimitOrder, "SELL", 50, 191.0))
+    wait_until(ib, lambda: trade.orderStatus.status == "Submitted", "the acknowledgement")
+    assert trade.fills == [] and trade.orderStatus.remaining == 50
+    tws.set_price("AAPL", "191.00", "191.02", bid_size="20")
+    wait_until(ib, lambda: trade.orderStatus.filled == 20, "a partial fill")
+    assert trade.orderStatus.status == "Submitted" and trade.orderStatus.remaining == 30
+    settle(ib)
+    assert len(trade.fills) == 1  # the quote's 20 are used up: the rest waits for the next quote
+    tws.set_price("AAPL", "191.05", "191.07")
+    wait_until(ib, lambda: trade.orderStatus.status == "Filled", "the rest")
+    assert [(f.execution.shares, f.execution.price) for f in trade.fills] == [(20, 191.0), (30, 191.05)]
+    assert trade.orderStatus.avgFillPrice == pytest.approx((20 * 191 + 30 * 191.05) / 50)
+
+
+def test_modify_cancel_and_a_stop_order(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect()
+    resting = ib.placeOrder(AAPL, order(LimitOrder, "BUY", 10, 180.0))
+    wait_until(ib, lambda: resting.orderStatus.status == "Submitted", "the acknowledgement")
+    resting.order.lmtPrice, resting.order.totalQuantity = 185.0, 12
+    ib.placeOrder(AAPL, resting.order)  # same order id: a modification
+    wait_until(ib, lambda: resting.orderStatus.remaining == 12, "the modification's status")
+    assert [e.message for e in resting.log[-2:]] == ["Modify", ""]
+    [held] = tws.orders()
+    assert (held.lmt_price, held.quantity) == (Decimal(185), Decimal(12))
+    ib.cancelOrder(resting.order)
+    wait_until(ib, lambda: resting.orderStatus.status == "Cancelled", "the cancel")
+    assert tws.orders()[0].status == "Cancelled" and resting.fills == []
+
+    stop = ib.placeOrder(AAPL, order(StopOrder, "SELL", 5, 189.50))
+    wait_until(ib, lambda: stop.orderStatus.status == "Submitted", "the stop's acknowledgement")
+    tws.set_price("AAPL", "189.60", "189.62")
+    settle(ib)
+    assert stop.fills == []  # not triggered yet
+    tws.set_price("AAPL", "189.40", "189.42")
+    wait_until(ib, lambda: stop.orderStatus.status == "Filled", "the stop to trigger and fill")
+    assert stop.fills[0].execution.price == 189.40
+
+    errors: list[int] = []
+    ib.errorEvent += lambda req_id, code, text, contract: errors.append(code)
+    ib.cancelOrder(stop.order)  # already filled
+    wait_until(ib, lambda: errors == [10148], "the refusal to cancel a filled order")
+
+
+def test_ioc_and_fok(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect()
+    tws.set_price("AAPL", "189.99", "190.01", ask_size="30")
+    ioc = ib.placeOrder(AAPL, order(LimitOrder, "BUY", 50, 190.01, tif="IOC"))
+    wait_until(ib, lambda: ioc.orderStatus.status == "Cancelled", "the IOC's end")
+    assert sum(f.execution.shares for f in ioc.fills) == 30 and ioc.orderStatus.filled == 30
+    tws.set_price("AAPL", "189.99", "190.01", ask_size="30")
+    fok = ib.placeOrder(AAPL, order(LimitOrder, "BUY", 50, 190.01, tif="FOK"))
+    wait_until(ib, lambda: fok.orderStatus.status == "Cancelled", "the FOK's end")
+    assert fok.fills == []
+
+
+def test_bad_orders_are_refused_with_codes(connect: Callable[..., IB], tws: TwsServer) -> None:
+    ib = connect()
+    off_tick = ib.placeOrder(AAPL, order(LimitOrder, "BUY", 1, 190.005))
+    trail = ib.placeOrder(AAPL, Order(action="BUY", totalQuantity=1, orderType="TRAIL", auxPrice=1.0))
+    unknown = ib.placeOrder(Stock("NOPE", "SMART", "USD"), order(MarketOrder, "BUY", 1))
+    for trade, code in ((off_tick, 110), (trail, 201), (unknown, 200)):
+        wait_until(ib, lambda t=trade: t.orderStatus.status == "Cancelled", f"refusal {code}")
+        assert trade.log[-1].errorCode == code
+    assert tws.orders() == []
+
+
+# -- scripted faults ----------------------------------------------------------------------------
+def test_silent_accept_is_found_by_reconciliation_after_reconnect(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect()
+    tws.silence_next_order()
+    filled = ib.placeOrder(AAPL, order(MarketOrder, "BUY", 10, ref="tbsilent1"))
+    tws.silence_next_order()
+    resting = ib.placeOrder(AAPL, order(LimitOrder, "BUY", 10, 150.0, ref="tbsilent2"))
+    settle(ib, 0.3)
+    assert filled.orderStatus.status == resting.orderStatus.status == "PendingSubmit"  # never answered
+    assert filled.fills == [] and {o.order_ref: o.status for o in tws.orders()} == {
+        "tbsilent1": "Filled", "tbsilent2": "Submitted"}
+    ib.disconnect()
+    ib = connect(1, IB())
+    assert [f.execution.orderRef for f in ib.fills()] == ["tbsilent1"]
+    assert [t.order.orderRef for t in ib.openTrades()] == ["tbsilent2"]
+    completed = ib.reqCompletedOrders(apiOnly=False)
+    assert [(t.order.orderRef, t.orderStatus.status, t.order.filledQuantity) for t in completed] == [
+        ("tbsilent1", "Filled", 10.0)]
+    assert tws.received_count(In.PLACE_ORDER) == 2  # nothing was resent
+
+
+def test_a_fill_in_flight_when_the_link_drops_is_recovered_once(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect()
+    drops: list[int] = []
+    ib.disconnectedEvent += lambda: drops.append(1)
+    tws.drop_on_next_fill()
+    trade = ib.placeOrder(AAPL, order(MarketOrder, "BUY", 25, ref="tbdrop"))
+    wait_until(ib, lambda: not ib.isConnected(), "the dropped link")
+    assert drops == [1] and trade.fills == [] and trade.orderStatus.status == "Submitted"  # acked, fill lost
+    assert len(tws.executions()) == 1
+    ib.connect(tws.host, tws.port, clientId=1, timeout=5)
+    fills = [f for f in ib.fills() if f.execution.orderRef == "tbdrop"]
+    assert len(fills) == 1 and fills[0].execution.shares == 25
+    again = ib.reqExecutions(ExecutionFilter(clientId=1))
+    assert [f.execution.execId for f in again] == [fills[0].execution.execId]
+    assert [p.position for p in ib.positions()] == [25.0]
+
+
+def test_a_duplicate_fill_message_is_dropped_by_ib_async(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect()
+    seen: list[str] = []  # every execDetails the decoder hands over, before ib-async's de-duplication
+    deliver = ib.wrapper.execDetails
+    ib.wrapper.execDetails = lambda req_id, contract, ex: (seen.append(ex.execId), deliver(req_id, contract, ex))
+    events: list[str] = []
+    ib.execDetailsEvent += lambda trade, fill: events.append(fill.execution.execId)
+    tws.duplicate_next_fill()
+    trade = ib.placeOrder(AAPL, order(MarketOrder, "BUY", 10))
+    wait_until(ib, lambda: trade.orderStatus.status == "Filled", "the fill")
+    settle(ib)
+    assert len(seen) == 2 and seen[0] == seen[1]  # the server sent it twice
+    assert events == [seen[0]] and len(trade.fills) == 1 and len(ib.fills()) == 1
+
+
+def test_a_late_fill_after_the_cancel_was_confirmed(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect()
+    trade = ib.placeOrder(AAPL, order(LimitOrder, "BUY", 40, 185.0))
+    wait_until(ib, lambda: trade.orderStatus.status == "Submitted", "the acknowledgement")
+    tws.fill_on_next_cancel(late=True)
+    statuses: list[str] = []
+    ib.execDetailsEvent += lambda t, fill: statuses.append(t.orderStatus.status)
+    ib.cancelOrder(trade.order)
+    wait_until(ib, lambda: len(trade.fills) == 1, "the late fill")
+    assert statuses == ["Cancelled"]  # the fill came after the cancel was confirmed
+    assert trade.fills[0].execution.shares == 40 and trade.fills[0].execution.price == 185.0
+    wait_until(ib, lambda: trade.orderStatus.filled == 40, "the status with the late fill counted")
+    assert trade.orderStatus.status == "Cancelled"
+    [held] = tws.orders()
+    assert (held.status, held.filled) == ("Cancelled", Decimal(40)) and tws.positions() == {"AAPL": Decimal(40)}
+
+
+def test_a_fill_that_wins_the_race_against_a_cancel(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect()
+    trade = ib.placeOrder(AAPL, order(LimitOrder, "BUY", 40, 185.0))
+    wait_until(ib, lambda: trade.orderStatus.status == "Submitted", "the acknowledgement")
+    errors: list[int] = []
+    ib.errorEvent += lambda req_id, code, text, contract: errors.append(code)
+    tws.fill_on_next_cancel(late=False)
+    ib.cancelOrder(trade.order)
+    wait_until(ib, lambda: errors == [10148], "the refused cancel")
+    assert trade.orderStatus.status == "Filled" and len(trade.fills) == 1
+
+
+def test_a_burst_of_rejections(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect()
+    tws.reject_next_orders(3)
+    trades = [ib.placeOrder(AAPL, order(MarketOrder, "BUY", 1, ref=f"tb{i}")) for i in range(4)]
+    wait_until(ib, lambda: all(t.isDone() for t in trades), "every order to end")
+    assert [t.orderStatus.status for t in trades] == ["Cancelled"] * 3 + ["Filled"]
+    assert [t.log[-1].errorCode for t in trades[:3]] == [201] * 3
+    assert [o.order_ref for o in tws.orders()] == ["tb3"]
+
+
+def test_pacing_refuses_excess_messages_and_loses_no_order(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect()
+    ib.client.MaxRequests = 0  # ib-async paces itself at 45/s; turned off to meet the server's limit
+    tws.limit_rate(5)
+    trades = [ib.placeOrder(AAPL, order(MarketOrder, "BUY", 1, ref=f"tb{i}")) for i in range(8)]
+    wait_until(ib, lambda: all(t.isDone() for t in trades), "every order to end")
+    paced = [t for t in trades if t.log[-1].errorCode == 100]
+    filled = [t for t in trades if t.orderStatus.status == "Filled"]
+    assert paced and filled and len(paced) + len(filled) == 8
+    assert sorted(o.order_ref for o in tws.orders()) == sorted(t.order.orderRef for t in filled)
+    tws.limit_rate(None)
+    retry = ib.placeOrder(AAPL, order(MarketOrder, "BUY", 1, ref=paced[0].order.orderRef))
+    wait_until(ib, lambda: retry.orderStatus.status == "Filled", "the retried order")
+
+
+def test_restart_is_a_new_session_where_ids_and_fills_continue(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect()
+    first = ib.placeOrder(AAPL, order(MarketOrder, "BUY", 3, ref="tbbefore"))
+    wait_until(ib, lambda: first.orderStatus.status == "Filled", "the fill")
+    exec_before = first.fills[0].execution.execId
+    tws.restart(down_for=0.1)
+    wait_until(ib, lambda: not ib.isConnected(), "the link to drop")
+    ib.connect(tws.host, tws.port, clientId=1, timeout=5)
+    assert ib.client.getReqId() > first.order.orderId  # ids continue
+    assert [f.execution.execId for f in ib.fills()] == [exec_before]
+    second = ib.placeOrder(AAPL, order(MarketOrder, "BUY", 3, ref="tbafter"))
+    wait_until(ib, lambda: second.orderStatus.status == "Filled", "the fill after the restart")
+    assert second.fills[0].execution.execId.split(".")[0] != exec_before.split(".")[0]  # a new session's ids
+    assert second.order.permId != first.order.permId and tws.positions() == {"AAPL": Decimal(6)}
+
+
+def test_client_ids_scope_order_events_and_executions(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    orders, data = connect(11), connect(12)
+    trade = orders.placeOrder(AAPL, order(MarketOrder, "BUY", 5, ref="tbscoped"))
+    wait_until(orders, lambda: trade.orderStatus.status == "Filled", "the fill")
+    settle(data)
+    assert data.trades() == [] and data.reqExecutions() == []  # another client id hears nothing of it
+    assert [f.execution.orderRef for f in orders.reqExecutions()] == ["tbscoped"]
+    wait_until(data, lambda: [p.position for p in data.positions()] == [5.0], "positions are account-wide")
