@@ -72,11 +72,12 @@ class Sizing:
     n_trades: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.cap, bool) or not (isinstance(self.cap, (int, float)) and 0 < self.cap <= 1):
+        number = (int, float, np.integer, np.floating)
+        if isinstance(self.cap, bool) or not (isinstance(self.cap, number) and 0 < self.cap <= 1):
             raise ResearchError(f"Sizing cap {self.cap!r}: expected a fraction of equity in (0, 1]")
         for name in ("win_rate", "avg_win", "avg_loss"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, number):
                 raise ResearchError(f"Sizing {name} {value!r}: expected a number (NaN: not measured)")
         if self.measured and not (0 <= self.win_rate <= 1 and self.avg_win >= 0 and self.avg_loss >= 0):
             raise ResearchError(f"Sizing(win_rate={self.win_rate!r}, avg_win={self.avg_win!r}, avg_loss="
