@@ -1,7 +1,7 @@
 """Every notebook, executed and exported to HTML, renders in headless chromium with no network.
 
-The notebooks run once (papermill, one store in tmp_path shared by the three, as a user
-runs 01, 02 and 03 in order) and are exported with :func:`tradebook.notebook.export_html`.
+The notebooks run once (papermill, one store in tmp_path shared by the five, as a user
+runs 00 to 04 in order) and are exported with :func:`tradebook.notebook.export_html`.
 Chromium (Debian's, at /usr/bin/chromium; ``make setup`` installs it) opens each page
 from disk with every non-file request aborted, and the test asserts that:
 
@@ -26,7 +26,7 @@ import pytest
 from tradebook.notebook import execute, export_html
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-NOTEBOOKS = ["00_data", "02_calibrate", "03_paper"]
+NOTEBOOKS = ["00_data", "01_research", "02_calibrate", "03_paper", "04_promotion"]
 CHROMIUM = Path("/usr/bin/chromium")
 MAX_PAGE_BYTES = 1_000_000
 RENDER_TIMEOUT_MS = 60_000
