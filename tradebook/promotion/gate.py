@@ -413,7 +413,8 @@ def _checks_frame(metrics: Mapping[str, float], thresholds: GateThresholds, leng
             lower_bound = value - (high or 0.0) * se if se == se else math.nan
             evidence = (f"mean residual {_fmt(value)} bps over {int(n_fills)} fills (se {_fmt(se)}), "
                         f"t = {_fmt(t)} against the backtest's {_fmt(thresholds.residual_center_bps)} bps; "
-                        f"fails when t > {_fmt(high)} (lower bound {_fmt(lower_bound)} bps above the backtest's)")
+                        f"fails when t > {_fmt(high)}: when the lower bound at the gate's level "
+                        f"({_fmt(lower_bound)} bps here) lies above the backtest's")
             low_v, high_v = None, bps_high
         else:
             if side is Side.LOW:
@@ -424,7 +425,7 @@ def _checks_frame(metrics: Mapping[str, float], thresholds: GateThresholds, leng
                 median = band.get("0.5", value)
                 threshold = low if value <= median else high
             low_v, high_v = low, high
-            rule = " and ".join(filter(None, [f"< {_fmt(low)}" if low is not None else "",
+            rule = " or ".join(filter(None, [f"< {_fmt(low)}" if low is not None else "",
                                                f"> {_fmt(high)}" if high is not None else ""]))
             evidence = (f"{m} {_fmt(value)}; the backtest's {length}-day paths: median {_fmt(band.get('0.5'))}, "
                         f"5-95% {_fmt(band.get('0.05'))}..{_fmt(band.get('0.95'))}; fails when {rule}")
@@ -584,7 +585,7 @@ def review(store: Any, strategy: Any, *, backtest_id: str | None = None, as_of: 
 
     The backtest: ``backtest_id``, else the one recorded with the strategy's stage, else
     its sweep's chosen trial, else its latest. The paper period: from ``start`` (default:
-    the strategy's first paper order) to ``as_of`` (default: the last quote of its
+    the strategy's first order) to ``as_of`` (default: the last quote of its
     instruments), as :func:`tradebook.promotion.paper_metrics.paper_daily` computes it
     with ``costs`` (default: the calibrations the backtest was priced with).
     ``thresholds``: :func:`calibrate_gate` on the backtest's daily records (with
@@ -598,11 +599,11 @@ def review(store: Any, strategy: Any, *, backtest_id: str | None = None, as_of: 
 
     backtest = load_backtest(store, bt_id)
     if costs is None:
-        costs = _backtest_costs(store, bt_id)
+        costs = backtest_costs(store, bt_id)
     traded = getattr(backtest, "strategy", None)
     instruments = list(traded.instruments) if traded is not None else None
     daily = paper_daily(store, name, account_id=account_id, start=start, end=as_of, costs=costs,
-                        instruments=instruments, starting_equity=_starting_equity(store, bt_id),
+                        instruments=instruments, starting_equity=backtest_starting_equity(store, bt_id),
                         calendar=backtest.daily.attrs.get("calendar", "XNYS"))
     if thresholds is None:
         thresholds = calibrate_gate(backtest.daily, **calibration)
@@ -618,12 +619,14 @@ def _with(decision: GateDecision, **changes: Any) -> GateDecision:
     return replace(decision, **changes)
 
 
-def _starting_equity(store: Any, backtest_id: str) -> float | None:
+def backtest_starting_equity(store: Any, backtest_id: str) -> float | None:
+    """The starting equity a stored backtest ran with (the paper session should start with it too)."""
     rows = store.query("SELECT starting_equity FROM research_backtests WHERE backtest_id = ?", [backtest_id])
     return None if rows.empty else float(rows["starting_equity"].iloc[0])
 
 
-def _backtest_costs(store: Any, backtest_id: str) -> Any:
+def backtest_costs(store: Any, backtest_id: str) -> Any:
+    """The CostModel a stored backtest was priced with (its calibrations), or the zero model."""
     from tradebook.research.costs import CostModel
 
     rows = store.query("SELECT calibrations FROM research_backtests WHERE backtest_id = ?", [backtest_id])
@@ -632,6 +635,9 @@ def _backtest_costs(store: Any, backtest_id: str) -> Any:
     if described.get("kind") == "zero" or not instruments:
         return CostModel.zero()
     return CostModel.from_store(store, {k: v["calibration_id"] for k, v in instruments.items()})
+
+
+_starting_equity, _backtest_costs = backtest_starting_equity, backtest_costs  # older names
 
 
 def override(store: Any, strategy: Any, decision: Decision | str, reason: str, *,
@@ -657,6 +663,7 @@ def override(store: Any, strategy: Any, decision: Decision | str, reason: str, *
 
 
 __all__ = [
-    "CHECKS", "Code", "Decision", "GateDecision", "GateThresholds", "Outcomes", "calibrate_gate", "check_values",
+    "CHECKS", "Code", "Decision", "GateDecision", "GateThresholds", "Outcomes", "backtest_costs",
+    "backtest_starting_equity", "calibrate_gate", "check_values",
     "decisions", "judge", "judged", "override", "review", "review_lengths", "run_gate", "save_decision",
 ]
