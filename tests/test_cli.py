@@ -23,6 +23,12 @@ def demo_store(tmp_path_factory) -> Path:
     result = tradebook("demo", "--store", str(path), timeout=600)  # the whole story, report included
     assert result.returncode == 0, result.stderr
     assert "37 datasets" in result.stdout
+    # the story: research, paper on the held-back sessions, the gate's decision with its evidence, the report
+    for line in ("Lookahead check: passed", "deflated Sharpe ratio", "trading days replayed", "== The promotion gate: ",
+                 "fails when", "Report: "):
+        assert line in result.stdout, result.stdout[-3000:]
+    report = Path(result.stdout.rsplit("Report: ", 1)[1].split()[0])
+    assert report.is_file() and report.suffix == ".html"
     return path
 
 
