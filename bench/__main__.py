@@ -1,6 +1,6 @@
 """Run every benchmark in bench/."""
 
-from bench import ingest, order_path, sim
+from bench import ingest, order_path, research, sim
 
 if __name__ == "__main__":
     ingest.main()
@@ -8,3 +8,5 @@ if __name__ == "__main__":
     sim.main()
     print()
     order_path.main([])
+    print()
+    research.main()
