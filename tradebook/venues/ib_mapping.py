@@ -1,0 +1,251 @@
+"""Where Interactive Brokers' vocabulary stops: order types, actions, time in force, statuses, error codes.
+
+The IB adapter parses with these functions and nothing else speaks IB's words (ib-async
+keeps them as plain strings: ``Order.orderType``, ``Order.action``, ``Order.tif``,
+``OrderStatus.status``, ``Execution.side``). Every IB value is mapped or refused with
+:class:`~tradebook.errors.VenueMappingError` naming it and what is expected instead; so
+is every tradebook value sent the other way.
+
+Statuses: IB's working statuses (``PreSubmitted``, ``Submitted``, ``ApiUpdate`` and
+ib-async's own ``ValidationError``, a warning on an order that is still live) resolve by
+what has filled: ``accepted``, ``partially_filled`` or ``filled``. Two tradebook statuses
+have no IB word of their own and are sent as the one IB shows: ``pending_replace`` (a
+modification leaves the order ``Submitted``) and ``expired`` (IB ends an expired DAY order
+as ``Cancelled``); read back they are ``accepted``/``partially_filled`` and ``cancelled``
+(:data:`LOSSY_STATUSES`). An IB ``Cancelled`` may carry fills: the filled quantity is kept
+apart from the status.
+
+Errors: IB reports rejections, cancels and refusals as numbered error messages;
+:func:`ib_error_kind` gives the code's meaning as an :class:`IbErrorKind` (a decision code,
+never the text) and :func:`event_for_ib_error` the lifecycle event it stands for.
+
+Client ids (:func:`ib_client_id`): one TWS or gateway serves several API connections, each
+with its own client id. TWS sends an order's live events (``openOrder``, ``orderStatus``,
+``execDetails``) only to the client id that placed it, and ``reqOpenOrders`` /
+``reqExecutions`` answer that client id's orders; pacing (50 messages a second) and
+market-data lines count per connection. So tradebook uses three ids per account, one per
+job: ``orders`` (the only connection that places and cancels, and the one reconciled on
+reconnect), ``data`` (contract details, history: bursts that must not delay order
+messages) and ``feed`` (streaming quotes, reconnected on its own). Id 0 is avoided: TWS
+binds manual orders to it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+
+from tradebook.errors import ConfigError, VenueMappingError
+from tradebook.model.instruments import Side
+from tradebook.model.orders import OrderEventType, OrderStatus, OrderType, TimeInForce
+
+_ZERO = Decimal(0)
+_WORKING = "working"  # resolved by the filled quantity
+
+_ORDER_TYPES = {OrderType.MARKET: "MKT", OrderType.LIMIT: "LMT", OrderType.STOP: "STP",
+                OrderType.STOP_LIMIT: "STP LMT"}
+# IB order types tradebook does not model, with what to do instead (the common ones; others are unknown)
+_ORDER_TYPES_REFUSED = {
+    "TRAIL": "tradebook has no trailing stops", "TRAIL LIMIT": "tradebook has no trailing stops",
+    "MOC": "at-the-close orders are not modelled", "LOC": "at-the-close orders are not modelled",
+    "MIT": "market-if-touched orders are not modelled", "LIT": "limit-if-touched orders are not modelled",
+    "REL": "pegged (relative) orders are not modelled", "PEG MKT": "pegged orders are not modelled",
+    "PEG MID": "pegged orders are not modelled", "PEG BEST": "pegged orders are not modelled",
+    "PEG BENCH": "pegged orders are not modelled", "MIDPRICE": "IB's midprice order type is not modelled",
+    "VOL": "volatility orders are not modelled", "BOX TOP": "box-top orders are not modelled",
+    "MKT PRT": "market-with-protection orders are not modelled",
+}
+_SIDES = {Side.BUY: "BUY", Side.SELL: "SELL"}
+# other words IB uses for a side: execution sides, and the institutional short/long sales
+_SIDES_FROM_OTHER = {"BOT": Side.BUY, "SLD": Side.SELL, "SSHORT": Side.SELL, "SLONG": Side.SELL}
+_TIME_IN_FORCE = {TimeInForce.DAY: "DAY", TimeInForce.GTC: "GTC", TimeInForce.IOC: "IOC", TimeInForce.FOK: "FOK"}
+_TIME_IN_FORCE_REFUSED = {
+    "OPG": "at-the-open orders are not modelled", "GTD": "good-till-date is not modelled (use GTC and cancel)",
+    "DTC": "day-till-cancelled is not modelled", "AUC": "auction orders are not modelled",
+}
+
+# every status ib-async knows (ib_async.OrderStatus); tests hold this to the library's list
+_STATUS_FROM: dict[str, OrderStatus | str] = {
+    "ApiPending": OrderStatus.SUBMITTED,  # handed to the API, not yet at IB's server
+    "PendingSubmit": OrderStatus.SUBMITTED,  # sent, not yet acknowledged
+    "PreSubmitted": _WORKING,  # accepted, waiting (a stop not triggered, outside regular hours)
+    "Submitted": _WORKING,
+    "ApiUpdate": _WORKING,
+    "ValidationError": _WORKING,  # ib-async's own: a warning on an order that stays live
+    "PendingCancel": OrderStatus.PENDING_CANCEL,
+    "Cancelled": OrderStatus.CANCELLED,
+    "ApiCancelled": OrderStatus.CANCELLED,  # cancelled before it reached IB's server
+    "Filled": OrderStatus.FILLED,
+    "Inactive": OrderStatus.REJECTED,  # received, then refused (or held by IB's risk checks)
+}
+_STATUS_TO = {
+    OrderStatus.SUBMITTED: "PendingSubmit", OrderStatus.ACCEPTED: "Submitted",
+    OrderStatus.PARTIALLY_FILLED: "Submitted", OrderStatus.FILLED: "Filled",
+    OrderStatus.PENDING_CANCEL: "PendingCancel", OrderStatus.PENDING_REPLACE: "Submitted",
+    OrderStatus.CANCELLED: "Cancelled", OrderStatus.REJECTED: "Inactive", OrderStatus.EXPIRED: "Cancelled",
+}
+_STATUS_TO_REFUSED = {OrderStatus.PENDING: "a pending order has not left tradebook: IB has never seen it"}
+# tradebook statuses that do not come back as themselves through IB's words (see the module docstring)
+LOSSY_STATUSES = frozenset({OrderStatus.PENDING_REPLACE, OrderStatus.EXPIRED})
+
+
+class IbErrorKind(StrEnum):
+    """What an IB error code means for an order or the connection (decided by code, never by text)."""
+
+    ORDER_REJECTED = "order_rejected"  # a new order refused: it does not exist at IB
+    DUPLICATE_ORDER_ID = "duplicate_order_id"  # the order id was used: the first order stands
+    ORDER_CANCELLED = "order_cancelled"  # IB cancelled it (on request, at expiry, or on its own)
+    CANCEL_REJECTED = "cancel_rejected"  # the cancel did not apply: the order is done or unknown
+    MODIFY_REJECTED = "modify_rejected"  # the modification did not apply: the order stands as it was
+    PACING = "pacing"  # too many messages a second: the message was dropped (an order so refused is not live)
+    NO_SECURITY = "no_security"  # the contract is not known (on an order: refused)
+    CONNECTIVITY = "connectivity"  # the link between the client, TWS and IB changed: reconcile
+    WARNING = "warning"  # information; the order (if any) is unchanged
+    UNCLASSIFIED = "unclassified"  # a code not listed here: read its text; treat as a refusal of the request
+
+
+_ERROR_KINDS: dict[int, IbErrorKind] = {
+    100: IbErrorKind.PACING,
+    103: IbErrorKind.DUPLICATE_ORDER_ID,
+    104: IbErrorKind.MODIFY_REJECTED, 105: IbErrorKind.MODIFY_REJECTED, 329: IbErrorKind.MODIFY_REJECTED,
+    110: IbErrorKind.ORDER_REJECTED,  # price off the tick (ib-async cancels a new order on it)
+    200: IbErrorKind.NO_SECURITY,
+    201: IbErrorKind.ORDER_REJECTED, 203: IbErrorKind.ORDER_REJECTED, 383: IbErrorKind.ORDER_REJECTED,
+    387: IbErrorKind.ORDER_REJECTED, 434: IbErrorKind.ORDER_REJECTED,
+    202: IbErrorKind.ORDER_CANCELLED,
+    161: IbErrorKind.CANCEL_REJECTED, 10147: IbErrorKind.CANCEL_REJECTED, 10148: IbErrorKind.CANCEL_REJECTED,
+    326: IbErrorKind.CONNECTIVITY, 502: IbErrorKind.CONNECTIVITY, 504: IbErrorKind.CONNECTIVITY,
+    1100: IbErrorKind.CONNECTIVITY, 1101: IbErrorKind.CONNECTIVITY, 1102: IbErrorKind.CONNECTIVITY,
+    2110: IbErrorKind.CONNECTIVITY,
+    165: IbErrorKind.WARNING, 321: IbErrorKind.WARNING, 399: IbErrorKind.WARNING, 404: IbErrorKind.WARNING,
+    10167: IbErrorKind.WARNING,
+}
+_EVENTS_FOR_ERRORS = {
+    IbErrorKind.ORDER_REJECTED: OrderEventType.REJECTED, IbErrorKind.NO_SECURITY: OrderEventType.REJECTED,
+    IbErrorKind.ORDER_CANCELLED: OrderEventType.CANCELLED, IbErrorKind.CANCEL_REJECTED: OrderEventType.CANCEL_REJECTED,
+    IbErrorKind.MODIFY_REJECTED: OrderEventType.REPLACE_REJECTED, IbErrorKind.PACING: OrderEventType.REJECTED,
+}  # DUPLICATE_ORDER_ID takes no step: the order that holds the id stands; reconcile it
+
+
+class IbClientRole(StrEnum):
+    """The jobs that get their own API connection (client id) to one TWS or gateway."""
+
+    ORDERS = "orders"
+    DATA = "data"
+    FEED = "feed"
+
+
+DEFAULT_BASE_CLIENT_ID = 10
+CLIENT_ID_OFFSETS = {IbClientRole.ORDERS: 0, IbClientRole.DATA: 1, IbClientRole.FEED: 2}
+_MAX_CLIENT_ID = 2**31 - 1
+
+
+def ib_client_id(role: IbClientRole | str, base: int = DEFAULT_BASE_CLIENT_ID) -> int:
+    """The client id of ``role`` for an account whose ids start at ``base`` (orders, data, feed: base, +1, +2).
+
+    Two tradebook sessions on one TWS need bases at least 3 apart.
+    """
+    try:
+        role = IbClientRole(role)
+    except ValueError:
+        raise ConfigError(f"unknown IB client role {role!r}; expected one of {[r.value for r in IbClientRole]}"
+                          ) from None
+    if isinstance(base, bool) or not isinstance(base, int) or not 1 <= base <= _MAX_CLIENT_ID - 2:
+        raise ConfigError(f"IB base client id must be an int from 1 to {_MAX_CLIENT_ID - 2} (0 is TWS's manual-"
+                          f"order client), got {base!r}")
+    return base + CLIENT_ID_OFFSETS[role]
+
+
+def _to(kind: str, value: object, table: dict, refused: dict | None = None) -> str:
+    try:
+        return table[value]
+    except (KeyError, TypeError):
+        pass
+    if refused and value in refused:
+        raise VenueMappingError(f"tradebook {kind} {value!s} has no IB counterpart: {refused[value]}")
+    raise VenueMappingError(f"not a tradebook {kind}: {value!r}; expected one of {sorted(map(str, table))}")
+
+
+def _from(kind: str, value: object, table: dict, refused: dict[str, str]) -> object:
+    for ours, theirs in table.items():
+        if theirs == value:
+            return ours
+    if isinstance(value, str) and value in refused:
+        raise VenueMappingError(f"IB {kind} {value!r}: {refused[value]}")
+    raise VenueMappingError(f"unknown IB {kind} {value!r}; expected one of {sorted(table.values())}")
+
+
+# -- order types, actions, time in force -----------------------------------------------------------
+def order_type_to_ib(order_type: OrderType) -> str:
+    """IB's ``Order.orderType`` for a tradebook order type."""
+    return _to("order type", order_type, _ORDER_TYPES)
+
+
+def order_type_from_ib(value: str) -> OrderType:
+    return _from("order type", value, _ORDER_TYPES, _ORDER_TYPES_REFUSED)  # type: ignore[return-value]
+
+
+def side_to_ib(side: Side) -> str:
+    """IB's ``Order.action`` for a side."""
+    return _to("side", side, _SIDES)
+
+
+def side_from_ib(value: str) -> Side:
+    """An order action (BUY, SELL, SSHORT, SLONG) or an execution side (BOT, SLD) as a tradebook side."""
+    if isinstance(value, str) and value in _SIDES_FROM_OTHER:
+        return _SIDES_FROM_OTHER[value]
+    try:
+        return _from("side", value, _SIDES, {})  # type: ignore[return-value]
+    except VenueMappingError:
+        raise VenueMappingError(f"unknown IB side {value!r}; expected one of "
+                                f"{sorted([*_SIDES.values(), *_SIDES_FROM_OTHER])}") from None
+
+
+def time_in_force_to_ib(time_in_force: TimeInForce) -> str:
+    return _to("time in force", time_in_force, _TIME_IN_FORCE)
+
+
+def time_in_force_from_ib(value: str) -> TimeInForce:
+    """IB's ``Order.tif``; an empty one is IB's default, DAY."""
+    return _from("time in force", value or "DAY", _TIME_IN_FORCE, _TIME_IN_FORCE_REFUSED)  # type: ignore[return-value]
+
+
+# -- statuses and errors -------------------------------------------------------------------------------
+def order_status_from_ib(value: str, *, filled_qty: Decimal = _ZERO, quantity: Decimal | None = None) -> OrderStatus:
+    """The tradebook status of an IB order status; working statuses resolve by ``filled_qty`` of ``quantity``."""
+    target = _STATUS_FROM.get(value) if isinstance(value, str) else None
+    if target is None:
+        raise VenueMappingError(f"unknown IB order status {value!r}; expected one of {sorted(_STATUS_FROM)}")
+    if target != _WORKING:
+        return target  # type: ignore[return-value]
+    if quantity is not None and filled_qty >= quantity > 0:
+        return OrderStatus.FILLED
+    return OrderStatus.PARTIALLY_FILLED if filled_qty > 0 else OrderStatus.ACCEPTED
+
+
+def order_status_to_ib(status: OrderStatus) -> str:
+    """The IB status an order in this tradebook status shows (for checks and the sandbox)."""
+    return _to("order status", status, _STATUS_TO, _STATUS_TO_REFUSED)
+
+
+def ib_order_statuses() -> frozenset[str]:
+    """Every IB order status this module maps."""
+    return frozenset(_STATUS_FROM)
+
+
+def ib_error_kind(code: int) -> IbErrorKind:
+    """What IB error ``code`` means; TWS's 2100-2199 are notices (market-data farm up/down, ...)."""
+    if isinstance(code, bool) or not isinstance(code, int):
+        raise VenueMappingError(f"an IB error code is an int, got {code!r}")
+    if code in _ERROR_KINDS:
+        return _ERROR_KINDS[code]
+    return IbErrorKind.WARNING if 2100 <= code < 2200 else IbErrorKind.UNCLASSIFIED
+
+
+def event_for_ib_error(code: int) -> OrderEventType | None:
+    """The lifecycle event an order error stands for, or None (connectivity, warnings, duplicates: no step).
+
+    A new order refused for pacing is REJECTED: it never became live, so sending it again
+    later cannot trade twice.
+    """
+    return _EVENTS_FOR_ERRORS.get(ib_error_kind(code))
