@@ -345,7 +345,6 @@ def calibrate_instrument(
     diagnostics["passive_rule"] = passive_fit.attrs.get("rule", "")
     model = replace(model, **parts)
     return Calibration(model, data.start_ns, data.end_ns, data.dataset_ids, diagnostics, work)
-    return Calibration(model, data.start_ns, data.end_ns, data.dataset_ids, diagnostics)
 
 
 def _l1_depth(data: InstrumentData, fit_sweeps: pd.DataFrame, seed: int) -> tuple[Any, str, dict]:
