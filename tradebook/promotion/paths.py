@@ -59,7 +59,7 @@ def day_arrays(daily: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def bootstrap_paths(daily: pd.DataFrame | Mapping[str, np.ndarray], *, n_paths: int, length: int,
-                    mean_block: float, seed: int) -> dict[str, np.ndarray]:
+                    mean_block: float, seed: int | np.random.SeedSequence) -> dict[str, np.ndarray]:
     """``n_paths`` stationary-bootstrap paths of ``length`` days: column -> (paths x days) array."""
     arrays = day_arrays(daily) if isinstance(daily, pd.DataFrame) else dict(daily)
     n_days = len(arrays["ret"])
