@@ -54,10 +54,8 @@ class StreamListener:
         self.updates.put(update)
 
     def start(self) -> StreamListener:
-        sockets_before = self.venue.session
         self.thread.start()
-        wait_for(lambda: self.venue._sockets, "the stream to listen")
-        assert self.venue.session == sockets_before
+        wait_for(lambda: self.venue.listens, "the stream to listen")
         return self
 
     def next(self, timeout: float = WAIT_S):
@@ -342,7 +340,7 @@ def test_a_stream_drop_with_a_fill_in_flight_loses_it_on_the_stream_not_in_rest(
     assert event(listener.next()) == "new"
     venue.fault(AlpacaFault.DROP_STREAM_BEFORE_FILL)
     venue.set_price("SPY", "448.90", "448.95")
-    wait_for(lambda: venue._sockets, "alpaca-py to reconnect the stream")
+    wait_for(lambda: venue.listens == 2, "alpaca-py to reconnect the stream")
     assert listener.drain() == []  # alpaca-py reconnected and said nothing; the fill is gone from the stream
     assert client.get_order_by_id(order.id).status == OrderStatus.FILLED
     client.submit_order(market(1, "c-after-gap"))  # the reconnected stream delivers what comes next
@@ -355,7 +353,7 @@ def test_restart_drops_connections_keeps_orders_and_starts_a_new_session(venue, 
     venue.restart()
     assert venue.session == 2
     assert client.get_order_by_id(order.id).status == OrderStatus.NEW
-    wait_for(lambda: venue._sockets, "alpaca-py to reconnect after the restart")
+    wait_for(lambda: venue.listens == 2, "alpaca-py to reconnect after the restart")
     client.cancel_order_by_id(order.id)
     assert event(listener.next()) == "canceled"
 

@@ -89,6 +89,7 @@ class AlpacaSandbox(BackgroundServer):
         self.assets: dict[str, str] = {"SPY": "ARCA", "AAPL": "NASDAQ", "IBM": "NYSE", **(assets or {})}
         self.market_open = market_open
         self._sockets: set[Any] = set()  # authorised, listening stream connections
+        self.listens = 0  # stream connections that have listened to trade_updates, reconnects included
         self._pending_rejects: set[str] = set()
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request, for tests
         self.sent: list[dict[str, Any]] = []  # every trade update sent on the stream
@@ -288,6 +289,7 @@ class AlpacaSandbox(BackgroundServer):
                     streams = [s for s in data.get("streams", []) if s == "trade_updates"]
                     if streams:
                         self._sockets.add(ws)
+                        self.listens += 1
                     else:
                         self._sockets.discard(ws)
                     await ws.send_str(json.dumps({"stream": "listening", "data": {"streams": streams}}))
