@@ -85,17 +85,28 @@ def test_quotes_from_daily_bars_open_and_close_quote_per_session_around_the_bar(
 
 
 def test_calibrated_quotes_carry_the_model_spread_and_touch(store, daily_bars):
+    from tradebook.research.synthetic import _minute_vol_before
+
     costs = calibrated(store)
     quotes = quotes_from_daily_bars(daily_bars, costs, start=PAPER[0], end=PAPER[1])
     for instrument_id, frame in quotes.items():
         tick = float(get_instrument(instrument_id).tick_size)
-        spread_bps = (frame["ask_px"] - frame["bid_px"]) / ((frame["ask_px"] + frame["bid_px"]) / 2) * 1e4
         assert (frame["bid_px"] < frame["ask_px"]).all()
         ticks = ((frame["ask_px"] - frame["bid_px"]) / tick).round(6)
-        assert (ticks % 2 == 0).all()  # symmetric: whole ticks either side of the bar's price
-        assert spread_bps.median() > 0.5  # the IBM profile's spreads, not a one-tick sliver on a $30 stock
+        assert (ticks == ticks.round()).all() and (ticks >= 1).all()
+        # the model's spread at each quote's time and the volatility known before its bar, in whole ticks (>= 1)
+        period = daily_bars.close.loc[PAPER[0]:PAPER[1]].index
+        vol = pd.Series(_minute_vol_before(daily_bars.close[instrument_id], 20), index=daily_bars.index)[period]
+        price = np.column_stack([daily_bars.open[instrument_id][period], daily_bars.close[instrument_id][period]])
+        model = costs.spread_bps(instrument_id, frame["ts_ns"].to_numpy(), np.repeat(vol.to_numpy(), 2))
+        expected = np.maximum(1, np.round(model * price.ravel() / 1e4 / tick))
+        assert np.array_equal(ticks.to_numpy(), expected)
         price = float(frame["ask_px"].median())
         assert frame["bid_sz"].iloc[0] == pytest.approx(np.floor(costs.touch_size(instrument_id, price)), rel=0.5)
+    # the mid is the bar's price to within half a tick
+    spy = quotes["SPY.ARCX"]
+    opens = daily_bars.open["SPY.ARCX"].loc[PAPER[0]:PAPER[1]].to_numpy()
+    assert np.abs(((spy["bid_px"] + spy["ask_px"]) / 2).to_numpy()[::2] - opens).max() <= 0.005 + 1e-9
 
 
 def test_synthetic_quotes_are_stored_labelled_and_left_out_of_calibration(store, daily_bars):

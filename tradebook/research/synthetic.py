@@ -11,10 +11,13 @@ volatility of the mid implied by the trailing ``vol_window`` daily close-to-clos
 returns up to the bar before (:func:`tradebook.research.costs.minute_vol_bps`, shifted one
 bar: known before the session opens).
 
-Prices sit on the instrument's tick, symmetric around the bar's price rounded to the
-tick: ``k = max(1, round(spread / 2 / tick))`` ticks either side, so the mid is the
-bar's price (to half a tick where bars are split-adjusted off the grid) and the quote
-is always valid (``bid < ask``), also with zero modelled costs (one tick either side).
+Prices sit on the instrument's tick: the modelled spread rounded to whole ticks, at least
+one (``n = max(1, round(spread / tick))``; a quote cannot be narrower than a tick, so on a
+low-priced stock the synthetic spread is wider than a spread in bps fitted elsewhere would
+say), placed around the bar's price so the mid is that price to within half a tick
+(exactly, for an even number of ticks). With zero modelled costs the quote is one tick
+either side of the bar's price rounded to the tick: the mid is the price, and the quote
+still valid (``bid < ask``).
 
 Every row carries ``synthetic = True``. :func:`ingest_synthetic_quotes` stores them as
 quote datasets whose ``source`` starts with :data:`SYNTHETIC_SOURCE_PREFIX` (calibration
@@ -119,7 +122,7 @@ def quotes_from_daily_bars(bars: Any, costs: Any, *, start: Any = None, end: Any
 
 def quotes_around(instrument: Any, ts_ns: np.ndarray, price: np.ndarray, spread_bps: np.ndarray,
                   touch_size: float) -> pd.DataFrame:
-    """Quotes at ``ts_ns`` symmetric around ``price`` on the instrument's tick (see the module docstring)."""
+    """Quotes at ``ts_ns`` around ``price`` on the instrument's tick, ``spread_bps`` wide (see the module docstring)."""
     tick = float(instrument.tick_size)
     spread = np.broadcast_to(np.asarray(spread_bps, dtype=np.float64), price.shape)
     if not np.isfinite(spread).all() or (spread < 0).any():
@@ -129,13 +132,16 @@ def quotes_around(instrument: Any, ts_ns: np.ndarray, price: np.ndarray, spread_
         size = 1e9  # a cost model without a touch size (zero costs): the touch never limits an order
     lots = float(instrument.lot_size)
     size = max(lots, np.floor(size / lots) * lots)
-    centre = np.round(price / tick)
-    k = np.maximum(1.0, np.round(price * spread / 2e4 / tick))
+    x = price / tick  # the price in ticks
+    n = np.round(price * spread / 1e4 / tick)
+    zero = spread == 0  # no costs: one tick either side of the rounded price, the mid exactly the price
+    n = np.where(zero, 2.0, np.maximum(1.0, n))
+    bid = np.where(zero, np.round(x) - 1.0, np.floor(x - n / 2 + 0.5))
     decimals = max(0, -int(np.floor(np.log10(tick)))) + 2
     return pd.DataFrame({
         "ts_ns": np.asarray(ts_ns, dtype=np.int64),
-        "bid_px": np.round((centre - k) * tick, decimals),
-        "ask_px": np.round((centre + k) * tick, decimals),
+        "bid_px": np.round(bid * tick, decimals),
+        "ask_px": np.round((bid + n) * tick, decimals),
         "bid_sz": np.full(len(price), size),
         "ask_sz": np.full(len(price), size),
         "synthetic": np.ones(len(price), dtype=bool),
