@@ -75,19 +75,27 @@ def test_error_rates_refuse_the_calibration_seed(backtest_daily, thresholds):
         simulate_gate(backtest_daily, thresholds, n_paths=10, seed=thresholds.seed)
 
 
-def test_error_rate_on_a_real_backtest(equities_store):
-    """The same measurement on B's backtest of MeanReversion (six equities, 2015-2021-01, IBM's fill model)."""
-    from tradebook.promotion.gate import calibrate_gate
+@pytest.fixture(scope="module")
+def real_backtest(equities_template):
+    """B's backtest of MeanReversion (six equities, 2015-2021-01, IBM's fill model applied to each)."""
     from tradebook.research.backtest import backtest
     from tradebook.research.bars import Bars
     from tradebook.research.costs import CostModel
     from tradebook.research.examples import MeanReversion
+    from tradebook.store import Store
 
     from .conftest import DAILY_EQUITIES
 
-    costs = CostModel.from_store(equities_store, {i: "IBM.XNYS@v1" for i in DAILY_EQUITIES})
-    bars = Bars.from_store(equities_store, DAILY_EQUITIES, start="2015-01-01T00:00:00Z", end="2021-01-30T00:00:00Z")
-    result = backtest(MeanReversion(), bars, costs=costs)
+    with Store(equities_template, read_only=True) as store:
+        costs = CostModel.from_store(store, {i: "IBM.XNYS@v1" for i in DAILY_EQUITIES})
+        bars = Bars.from_store(store, DAILY_EQUITIES, start="2015-01-01T00:00:00Z", end="2021-01-30T00:00:00Z")
+    return backtest(MeanReversion(), bars, costs=costs)
+
+
+def test_error_rate_on_a_real_backtest(real_backtest):
+    from tradebook.promotion.gate import calibrate_gate
+
+    result = real_backtest
     thresholds = calibrate_gate(result.daily, n_paths=2000, seed=0)
     outcomes = simulate_gate(result.daily, thresholds, n_paths=2000, seed=1)
     rejected = (outcomes["code"] == "check_failed").mean()
@@ -106,3 +114,22 @@ def test_error_rate_on_a_real_backtest(equities_store):
     by_check = caught[caught["code"] == "check_failed"]
     assert len(by_check) >= 0.8 * len(caught)
     assert (by_check["cost_bps"] | by_check["cost_residual_bps"]).mean() >= 0.95
+
+
+def test_the_reports_error_rate_table(real_backtest):
+    from tradebook.promotion.error_rates import gate_error_rates
+    from tradebook.promotion.gate import calibrate_gate
+
+    thresholds = calibrate_gate(real_backtest.daily, n_paths=1000, seed=0)
+    table = gate_error_rates(real_backtest, thresholds, n_paths=1000, seed=3)
+    assert list(table["scenario"].unique()) == ["genuine", "costs x2", "zero Sharpe"]
+    assert list(table["review_days"].unique()) == list(thresholds.reviews)
+    for _, rows in table.groupby("scenario"):
+        assert rows["rejected_by_check"].is_monotonic_increasing
+    last = table[table["review_days"] == thresholds.max_days].set_index("scenario")
+    assert last.loc["costs x2", "rejected_by_check"] > 0.8 > last.loc["genuine", "rejected_by_check"]
+    # the gate hardly sees a lost edge: the zero-Sharpe strategy is caught more often than a genuine one, rarely
+    assert last.loc["genuine", "rejected_by_check"] <= last.loc["zero Sharpe", "rejected_by_check"] < 0.5
+    assert last.loc["genuine", "not_profitable_at_max"] < last.loc["zero Sharpe", "not_profitable_at_max"]
+    with pytest.raises(PromotionError, match="fresh paths"):
+        gate_error_rates(real_backtest, thresholds, n_paths=100, seed=0)

@@ -189,3 +189,16 @@ def test_monitor_refuses_bad_input(backtest_daily):
     with pytest.raises(PromotionError, match="Breach"):
         revert(None, None, "rev", "costs")  # type: ignore[arg-type]
     assert isinstance(Breach(ReversionCheck.SLIPPAGE, {}, 0, "x"), Breach)
+
+
+def test_the_gates_checks_on_a_rolling_window(backtest_daily):
+    monitor = ReversionMonitor("rev", backtest_daily, thresholds=calibrate_gate(backtest_daily, n_paths=300))
+    assert monitor.rolling_every == monitor.thresholds.min_days  # non-overlapping windows by default
+    busy = simulated_daily(60, seed=9, instrument_id=IBM, price0=185.0, notional=18_500.0, trades_per_day=4.0,
+                           returns=np.full(60, monitor.ret_mean), start="2021-02-01")
+    fired = [monitor.on_day(row) for _, row in busy.iterrows()]
+    breaches = [(i, b) for i, b in enumerate(fired) if b is not None]
+    assert breaches and breaches[0][0] == monitor.thresholds.min_days - 1  # at the end of the first window
+    breach = breaches[0][1]
+    assert breach.check is ReversionCheck.ROLLING_CHECK and "n_trades" in breach.figures["failed"]
+    assert "n_trades" in breach.message
