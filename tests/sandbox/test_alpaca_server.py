@@ -363,3 +363,23 @@ def test_close_position_sends_the_opposite_market_order(client):
     closing = client.close_position("SPY")
     assert closing.side == OrderSide.SELL and Decimal(closing.qty) == 6
     assert client.get_all_positions() == []
+
+
+def test_the_sandbox_serves_from_the_command_line_until_interrupted():
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "tradebook.sandbox.alpaca", "--price", "SPY=450.00/450.02"],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 20)  # a fresh interpreter imports aiohttp first
+        assert ready, "the sandbox printed nothing within 20 s"
+        first = process.stdout.readline()  # printed once listening
+        assert first.startswith("alpaca sandbox listening on http://127.0.0.1:"), first
+        client = TradingClient(DEFAULT_KEY, DEFAULT_SECRET, url_override=first.split()[-1])
+        assert client.submit_order(market(1, "c-cli")).status == OrderStatus.FILLED
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=WAIT_S) == 0

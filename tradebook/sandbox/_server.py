@@ -174,3 +174,38 @@ class BackgroundServer:
         await self._shutdown()
         self.session += 1
         await self._listen(self.port or 0)
+
+
+def serve_from_command_line(server: BackgroundServer, argv: list[str] | None, prog: str) -> int:
+    """``python -m tradebook.sandbox.<broker> [--port N] [--price SYMBOL=BID/ASK ...]``: serve until Ctrl-C."""
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(prog=prog, description=f"A local {server.name} API on 127.0.0.1 "
+                                     "(tradebook's sandbox); Ctrl-C stops it.")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    parser.add_argument("--price", action="append", default=[], metavar="SYMBOL=BID/ASK",
+                        help="a starting touch, e.g. SPY=450.00/450.02 (repeatable)")
+    args = parser.parse_args(argv)
+    prices = []
+    for text in args.price:
+        symbol, _, quote = text.partition("=")
+        bid, _, ask = quote.partition("/")
+        if not (symbol and bid and ask):
+            parser.error(f"--price {text!r}: expected SYMBOL=BID/ASK, e.g. SPY=450.00/450.02")
+        prices.append((symbol, bid, ask))
+    server._requested_port = args.port
+    server.start()
+    try:
+        for symbol, bid, ask in prices:
+            server.set_price(symbol, bid, ask)  # type: ignore[attr-defined]
+        print(f"{server.name} sandbox listening on {server.base_url}", flush=True)
+        stream_url = getattr(server, "stream_url", None)
+        if stream_url:
+            print(f"stream: {stream_url}", flush=True)
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        server.stop()

@@ -129,7 +129,6 @@ class AlpacaSandbox(BackgroundServer):
         return str(uuid.uuid5(_ASSET_NAMESPACE, symbol))
 
     def order_json(self, order: BookOrder) -> dict[str, Any]:
-        fractional = order.qty != order.qty.to_integral_value()
         held = self.book.positions.get(order.symbol, ZERO)
         intent = (("buy_to_close" if held < 0 else "buy_to_open") if order.side == "buy"
                   else ("sell_to_close" if held > 0 else "sell_to_open"))
@@ -149,7 +148,6 @@ class AlpacaSandbox(BackgroundServer):
             "limit_price": _num(order.limit_price), "stop_price": _num(order.stop_price),
             "status": order.status, "extended_hours": order.extended_hours, "legs": None,
             "trail_percent": None, "trail_price": None, "hwm": None, "subtag": None, "source": None,
-            "expires_at_fractional": fractional or None,
         }
 
     def position_json(self, symbol: str) -> dict[str, Any]:
@@ -360,7 +358,7 @@ class AlpacaSandbox(BackgroundServer):
         day = now.replace(hour=14, minute=30, second=0, microsecond=0)
         return self._json({"timestamp": now.isoformat(), "is_open": self.market_open,
                            "next_open": (day + timedelta(days=1)).isoformat(),
-                           "next_close": day.replace(hour=21).isoformat()})
+                           "next_close": day.replace(hour=21, minute=0).isoformat()})
 
     async def _assets(self, request: Any) -> Any:
         return self._json([self.asset_json(s) for s in sorted(self.assets)])
@@ -572,3 +570,13 @@ class AlpacaSandbox(BackgroundServer):
                               qty=abs(held))
             self.book.add(order)
             return self._json(self.order_json(order))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tradebook.sandbox._server import serve_from_command_line
+
+    return serve_from_command_line(AlpacaSandbox(), argv, "python -m tradebook.sandbox.alpaca")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -121,6 +121,9 @@ class BinanceSandbox(BackgroundServer):
         self.clock_offset_ms = 0
         self.funding: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str]] = []
+        # Binance trade ids are integers; ours count executions across the book in the order they happen
+        self._trade_ids: dict[str, int] = {}
+        self.book.listeners.append(self._number_trade)
 
     # -- test/user controls ------------------------------------------------------------------
     def fault(self, kind: BinanceFault, times: int = 1, **options: Any) -> None:
@@ -206,14 +209,9 @@ class BinanceSandbox(BackgroundServer):
                 "commissionAsset": self.quote_asset, "time": _ms(fill.ts_ns), "isBuyer": order.side == "buy",
                 "isMaker": fill.maker, "isBestMatch": True}
 
-    @property
-    def _trade_ids(self) -> dict[str, int]:
-        # Binance trade ids are integers per symbol; ours count across the book, in order of execution
-        ids: dict[str, int] = {}
-        fills = sorted((f for o in self.book.orders.values() for f in o.fills), key=lambda f: (f.ts_ns, f.fill_id))
-        for n, f in enumerate(fills, 1):
-            ids[f.fill_id] = n
-        return ids
+    def _number_trade(self, order: BookOrder, event: str, fill: BookFill | None) -> None:
+        if fill is not None:
+            self._trade_ids[fill.fill_id] = len(self._trade_ids) + 1
 
     def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
         """asset -> (free, locked): open buys lock quote, open sells lock base."""
@@ -570,3 +568,13 @@ class BinanceSandbox(BackgroundServer):
         if symbol not in self.funding:
             return self._error(400, -1121, "Invalid symbol.")
         return self._json(entry(symbol))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tradebook.sandbox._server import serve_from_command_line
+
+    return serve_from_command_line(BinanceSandbox(), argv, "python -m tradebook.sandbox.binance")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
