@@ -59,3 +59,20 @@ def test_round_trips_run_flat_to_flat_and_split_a_reversal():
 def test_a_strategy_that_never_traded_is_named(equities_store):
     with pytest.raises(PromotionError, match="'ghost' never traded"):
         paper_daily(equities_store, "ghost", costs=CostModel.zero())
+
+
+def test_runs_are_never_mixed(equities_store):
+    bars = Bars.from_store(equities_store, DAILY_EQUITIES, start="2020-10-01T00:00:00Z")
+    strategy = MeanReversion(window=60)
+    first = paper_replay(equities_store, strategy, bars, start="2021-01-04", end="2021-02-26",
+                         costs=CostModel.zero(), run="first-run")
+    second = paper_replay(equities_store, strategy, bars, start="2021-03-01", end="2021-03-31",
+                          costs=CostModel.zero(), run="second-run")
+    assert first.account_id != second.account_id and len(first.fills) and len(second.fills)
+    latest = paper_daily(equities_store, strategy.name, costs=CostModel.zero())
+    assert latest.attrs["account_id"] == second.account_id
+    assert latest["n_fills"].sum() == len(second.fills)
+    assert latest.index[0].date().isoformat() == "2021-03-01"
+    earlier = paper_daily(equities_store, strategy.name, costs=CostModel.zero(), account_id=first.account_id,
+                          end=int(pd.Timestamp("2021-02-27", tz="UTC").value))
+    assert earlier["n_fills"].sum() == len(first.fills)

@@ -150,20 +150,28 @@ def paper_daily(store: Any, strategy: Any, *, account_id: str | None = None, sta
                 starting_equity: float | None = None, mode: str | None = None) -> pd.DataFrame:
     """Daily records of ``strategy`` from ``start`` to ``end`` (UTC ns), columns as ``daily_records``.
 
-    ``start`` defaults to the strategy's first order, ``end`` to the last quote of its
-    instruments; ``starting_equity`` (the account's equity before its first fill,
+    ``account_id``: the account (paper run) whose fills count; by default the one of the
+    strategy's latest order (runs are never mixed). ``start`` defaults to the strategy's
+    first order on that account, ``end`` to the last quote of its instruments; ``starting_equity`` (the account's equity before its first fill,
     default 100,000) should be the one the session ran with. ``mode``: 'paper' or
     'live' to keep only those orders' fills. The frame's attrs hold start_ns, end_ns
     and the fills with their costs (``attrs['fills']``).
     """
     name = getattr(strategy, "name", strategy)
-    if start is None:
-        first = store.query("SELECT min(ts_init) AS t FROM orders WHERE strategy_id = ?"
-                            + (" AND account_id = ?" if account_id else ""),
-                            [name] + ([account_id] if account_id else []))["t"].iloc[0]
-        if pd.isna(first):
+    if account_id is None:
+        # several runs (accounts) may have traded the strategy: never mix them; the latest is meant
+        latest = store.query("SELECT account_id FROM orders WHERE strategy_id = ? ORDER BY ts_init DESC LIMIT 1",
+                             [name])
+        if latest.empty:
             raise PromotionError(f"{name!r} never traded: the store holds no orders of it, so there is no paper "
                                  "period to judge (run a paper session first)")
+        account_id = str(latest["account_id"].iloc[0])
+    if start is None:
+        first = store.query("SELECT min(ts_init) AS t FROM orders WHERE strategy_id = ? AND account_id = ?",
+                            [name, account_id])["t"].iloc[0]
+        if pd.isna(first):
+            raise PromotionError(f"{name!r} never traded on account {account_id!r}: the store holds no orders of it "
+                                 "there, so there is no paper period to judge")
         start = int(first)
     fills = strategy_fills(store, name, account_id=account_id, end=end, mode=mode)
     ids = sorted(set(fills["instrument_id"]) | set(instruments or []))
@@ -225,7 +233,8 @@ def paper_daily(store: Any, strategy: Any, *, account_id: str | None = None, sta
     in_period = fill_costs(in_period, mids, costs, vol_by_day=vols, tz=tz)
     trades = round_trips(fills)
     daily = daily_records(series, in_period, trades, calendar=calendar, starting_equity=start_equity)
-    daily.attrs.update({"start_ns": start, "end_ns": end, "strategy": name, "fills": in_period})
+    daily.attrs.update({"start_ns": start, "end_ns": end, "strategy": name, "account_id": account_id,
+                        "fills": in_period})
     return daily
 
 
