@@ -187,3 +187,11 @@ def test_a_promotion_report_for_a_strategy_without_a_backtest_names_what_is_miss
     error = capsys.readouterr().err
     assert "failed in cell 4 (`store = tb.open_store(store_path)`)" in error
     assert "PromotionError: no backtest of 'never_traded' in the store" in error
+
+
+def test_the_promotion_evidence_judges_the_strategys_latest_run_by_default(promoted_store: Path) -> None:
+    from tradebook.promotion_summary import latest_account
+
+    with Store(promoted_store, read_only=True) as store:
+        assert latest_account(store, "mean_reversion") == "report-paper"
+        assert latest_account(store, "never_traded") is None

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from tradebook.errors import ReportError
+from tradebook.errors import ConfigError, ReportError
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class PromotionEvidence:
     """
 
     strategy: str
+    account_id: str | None
     decision_id: str | None
     decision: str
     codes: tuple[str, ...]
@@ -52,7 +53,7 @@ class PromotionEvidence:
     def headline(self) -> str:
         """One line: the decision, its codes and the period it judged."""
         return (f"{self.strategy}: {self.decision.upper()} ({', '.join(self.codes)}) after {self.days} trading days "
-                f"of paper, against backtest {self.backtest_id}")
+                f"of paper (run {self.account_id}), against backtest {self.backtest_id}")
 
 
 def _stored_decision(store: Any, decision_id: str) -> pd.Series:
@@ -64,19 +65,47 @@ def _stored_decision(store: Any, decision_id: str) -> pd.Series:
     return rows.iloc[0]
 
 
+def latest_account(store: Any, strategy: str) -> str | None:
+    """The paper account (run) of ``strategy`` run most recently: the newest state folder among its accounts.
+
+    Replays of the same period stamp their orders with the same market times, so the
+    wall-clock time of each run's state folder (``<store>.runs/<run>/``) tells them apart;
+    an account without a folder (a live account) counts by its last order. None: no orders.
+    """
+    from tradebook.paper import run_dir
+
+    rows = store.query("SELECT account_id, max(ts_last) AS last FROM orders WHERE strategy_id = ? "
+                       "GROUP BY account_id ORDER BY last", [strategy])
+    if rows.empty:
+        return None
+
+    def when(account: str, last: int) -> float:
+        try:
+            folder = run_dir(store.path, account)
+        except ConfigError:  # not a paper run's name (a live account): no state folder
+            return last / 1e9
+        return folder.stat().st_mtime if folder.exists() else last / 1e9
+
+    return max(zip(rows["account_id"], rows["last"]), key=lambda pair: when(*pair))[0]
+
+
 def promotion_evidence(store: Any, strategy: str, *, backtest_id: str | None = None, account_id: str | None = None,
                        decision_id: str | None = None, save: bool = True) -> PromotionEvidence:
     """The gate's decision for ``strategy`` and the data behind it.
 
     ``decision_id``: show that stored decision (its checks as stored); None: review the
     strategy's paper period now (:func:`tradebook.promotion.review` with ``backtest_id``
-    and ``account_id``), stored when ``save``. A strategy with no backtest or no paper
-    orders raises the gate's PromotionError, which names what is missing.
+    and ``account_id``), stored when ``save``. ``account_id``: the paper run whose fills
+    are judged; None: the strategy's most recent run (:func:`latest_account`; runs of one
+    strategy are never mixed). A strategy with no backtest or no paper orders raises the
+    gate's PromotionError, which names what is missing.
     """
     from tradebook.promotion import decisions, paper_daily, review, stage_history
     from tradebook.promotion.gate import _backtest_costs, _starting_equity
     from tradebook.research.backtest import load_backtest
 
+    if account_id is None:
+        account_id = latest_account(store, strategy)
     if decision_id is not None:
         row = _stored_decision(store, decision_id)
         if row["strategy"] != strategy:
@@ -107,7 +136,7 @@ def promotion_evidence(store: Any, strategy: str, *, backtest_id: str | None = N
     stages, history = stage_history(store, strategy), decisions(store, strategy)
     for frame in (stages, history):  # a readable time beside the stored int64 ns
         frame.insert(0, "time", pd.to_datetime(frame["ts_ns"], unit="ns", utc=True))
-    return PromotionEvidence(strategy=strategy, decision_id=decision_id, decision=decision, codes=codes,
+    return PromotionEvidence(strategy=strategy, account_id=account_id, decision_id=decision_id, decision=decision, codes=codes,
                              summary=summary, override=override, days=days, checks=checks, backtest_id=bt_id,
                              backtest=backtest, paper_daily=daily, paper_equity=paper_equity, paper_fills=fills,
                              ranges=ranges, stages=stages, decisions=history)
