@@ -122,3 +122,24 @@ class VenueMappingError(TradebookError, ValueError):
 
 class SandboxError(TradebookError):
     """A local broker sandbox server (tradebook.sandbox) could not start, stop or do what was asked."""
+
+
+class VenueError(TradebookError):
+    """A venue (broker or exchange) could not do what was asked; the subclass says whether the request reached it."""
+
+
+class NotSentError(VenueError):
+    """The request certainly did not reach the venue (refused locally, not connected): safe to send again under its id."""
+
+
+class VenueRejectedError(VenueError):
+    """The venue answered and refused: ``code`` is a RejectCode (tradebook.execution.oms), ``venue_code`` the broker's own."""
+
+    def __init__(self, message: str, *, code: str, venue_code: str | None = None) -> None:
+        self.code = code  # a RejectCode; typed loosely so this module imports nothing above it
+        self.venue_code = venue_code
+        super().__init__(message)
+
+
+class OutcomeUnknownError(VenueError):
+    """The request may have reached the venue (timeout, drop after sending): never resent blind, reconciled by id."""

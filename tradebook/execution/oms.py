@@ -131,6 +131,21 @@ class RejectCode(StrEnum):
     # "not sent" decision for its signal; the same signal sent again goes under a new id. A
     # protective stop is sent again by reconcile itself, as ``<entry>:stop:resend:<n>``.
     NEVER_REACHED_VENUE = "never_reached_venue"
+    # The venue answered and refused (VenueRejectedError.code); adapters map their broker's
+    # codes onto these and keep the broker's own in ``venue_code``.
+    DUPLICATE_CLIENT_ID = "duplicate_client_id"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    INVALID_PRICE = "invalid_price"
+    INVALID_QUANTITY = "invalid_quantity"
+    MIN_NOTIONAL = "min_notional"
+    RATE_LIMITED = "rate_limited"
+    MARKET_CLOSED = "market_closed"
+    UNKNOWN_ORDER = "unknown_order"
+    TOO_LATE_TO_CANCEL = "too_late_to_cancel"
+    UNKNOWN_INSTRUMENT = "unknown_instrument"
+    NOT_SHORTABLE = "not_shortable"
+    UNSUPPORTED_ORDER = "unsupported_order"
+    VENUE_OTHER = "venue_other"
 
 
 NEVER_REACHED_VENUE_REASON = "never reached the venue"
