@@ -65,9 +65,16 @@ def test_a_failing_cell_is_named_with_its_first_line_and_the_error(reports_dir: 
     assert (tmp_path / "out" / "broken.ipynb").is_file()
 
 
+def test_a_cell_that_hangs_stops_the_report_at_the_timeout(reports_dir: Path, tmp_path: Path) -> None:
+    _write(reports_dir, "hangs", "import time\ntime.sleep(60)")
+    with pytest.raises(ReportError, match=r"report 'hangs': a cell ran longer than 2 s"):
+        run_report("hangs", store_path=tmp_path / "s.duckdb", output_dir=tmp_path / "out", timeout=2,
+                   reports_dir=reports_dir)
+
+
 def test_an_unknown_report_or_parameter_lists_what_exists(reports_dir: Path) -> None:
     assert known_reports(reports_dir) == ["broken", "fine"]
-    with pytest.raises(ReportError, match=r"unknown report 'nope'; known reports: broken, fine"):
+    with pytest.raises(ReportError, match=r"unknown report 'nope'; known reports: broken, fine \(notebooks in "):
         run_report("nope", reports_dir=reports_dir)
     with pytest.raises(ReportError, match=r"report 'fine' has no parameter 'colour'; it takes: store_path"):
         run_report("fine", {"colour": "red"}, reports_dir=reports_dir)

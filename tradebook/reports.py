@@ -106,6 +106,7 @@ def run_report(name: str, parameters: Mapping[str, Any] | None = None, *, output
     error; the executed notebook stays in the output folder).
     """
     import papermill
+    from nbclient.exceptions import DeadKernelError
 
     from tradebook.notebook import _environment, export_html
     from tradebook.store import default_store_path
@@ -138,6 +139,9 @@ def run_report(name: str, parameters: Mapping[str, Any] | None = None, *, output
                               f"(executed notebook: {executed})") from None
         except TimeoutError as error:  # nbclient's CellTimeoutError is a TimeoutError
             raise ReportError(f"report {name!r}: a cell ran longer than {timeout:g} s ({error}); "
+                              f"executed notebook: {executed}") from None
+        except DeadKernelError as error:  # the kernel process died (out of memory, killed)
+            raise ReportError(f"report {name!r}: the notebook's kernel died ({error}); "
                               f"executed notebook: {executed}") from None
     html = export_html(executed, folder, name=name)
     return ReportResult(name=name, notebook_path=executed, html_path=html, output_dir=folder,
