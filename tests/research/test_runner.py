@@ -206,7 +206,11 @@ def test_paper_replay_with_calibrated_costs_pays_spread_and_stores_derived_calib
     assert ids["IBM.XNYS"] == "IBM.XNYS@v1"
     spy = store.calibration(ids["SPY.ARCX"])
     assert spy.diagnostics["derived_from"] == "IBM.XNYS@v1"
-    assert paper_calibrations(store, costs, DAILY_EQUITIES) == result.calibrations  # reused, not stored again
+    assert paper_calibrations(store, costs, DAILY_EQUITIES, result.quotes) == result.calibrations  # reused
+    from tradebook.sim.fill_model import FillModel
+
+    applied = FillModel.from_json(spy.params)
+    assert applied.completion is not None and applied.away_from_data  # refill and price improvement kept
     # every fill is against the open quote: buys at or above its mid, sells at or below
     fills = result.fills.copy()
     mids = pd.concat([q.assign(instrument_id=i) for i, q in result.quotes.items()])

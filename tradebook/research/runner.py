@@ -211,14 +211,18 @@ def zero_cost_model(instrument: Any) -> Any:
                      max_take_over_touch=1e12, asset_class=str(instrument.asset_class))
 
 
-def paper_calibrations(store: Any, costs: Any, instruments: Iterable[str]) -> list[str]:
+def paper_calibrations(store: Any, costs: Any, instruments: Iterable[str],
+                       quotes: Mapping[str, pd.DataFrame] | None = None) -> list[str]:
     """Calibration ids for a paper session whose venue fills as ``costs`` prices (one per instrument).
 
     An instrument priced with its own calibration uses it. One priced with another's
     (``{'SPY.ARCX': 'IBM.XNYS@v5'}``) gets that model applied to it (``for_instrument``),
     stored as a calibration of its own whose diagnostics name what it was derived from;
-    with the zero cost model, a zero-cost model (:func:`zero_cost_model`). The same model
-    again reuses the stored version instead of adding one.
+    with the zero cost model, a zero-cost model (:func:`zero_cost_model`). ``quotes``: the
+    instrument's quotes the session will trade on (the synthetic ones): given, the applied
+    model keeps its completion model (refill and, on equities, price improvement, as the
+    backtest's cost draws have them) with sizes rescaled to their touch; without, the
+    venue fills at the cost curve's median. The same model again reuses the stored version.
     """
     ids = []
     for instrument_id in instruments:
@@ -236,7 +240,16 @@ def paper_calibrations(store: Any, costs: Any, instruments: Iterable[str]) -> li
             if record.instrument_id == instrument_id:
                 ids.append(record.calibration_id)
                 continue
-            model, derived, source = costs.model(instrument_id), f"applied from {record.calibration_id}", record
+            frame = (quotes or {}).get(instrument_id)
+            if frame is not None and len(frame):
+                from tradebook.sim.fill_model import FillModel
+
+                fitted = FillModel.from_json(record.params)
+                model = fitted.for_instrument(instrument, quotes=frame[["ts_ns", "bid_px", "ask_px", "bid_sz",
+                                                                         "ask_sz"]])
+            else:
+                model = costs.model(instrument_id)
+            derived, source = f"applied from {record.calibration_id}", record
         ids.append(_store_model(store, instrument_id, model, derived, source))
     return ids
 
@@ -333,7 +346,7 @@ def paper_replay(store: Any, strategy: Any, bars: Any, *, start: Any, end: Any, 
     label = (f"{', '.join(quotes)} daily bars {pd.Timestamp(first, unit='ns', tz='UTC').date()}.."
              f"{pd.Timestamp(last, unit='ns', tz='UTC').date()}, spreads and sizes from {costs!r}")
     datasets = ingest_synthetic_quotes(store, quotes, label=label)
-    calibrations = paper_calibrations(store, costs, strategy.instruments)
+    calibrations = paper_calibrations(store, costs, strategy.instruments, quotes)
     feed = ReplayFeed({i: q.drop(columns=["synthetic"]) for i, q in quotes.items()}, speed=speed,
                       synthetic=set(quotes))
     runner = StrategyRunner(strategy, bars, backtest=backtest, window=window)
