@@ -115,6 +115,33 @@ def test_the_handshake_on_the_wire(tws: TwsServer) -> None:
     assert version == "176" and conn_time.endswith(" UTC") and len(conn_time) == len("20261207 17:30:00 UTC")
 
 
+def test_a_malformed_message_is_answered_not_fatal(tws: TwsServer) -> None:
+    def message(*fields: object) -> bytes:
+        body = "".join(f"{f}\0" for f in fields).encode()
+        return struct.pack(">I", len(body)) + body
+
+    def read(raw: socket.socket) -> list[str]:
+        size = struct.unpack(">I", raw.recv(4, socket.MSG_WAITALL))[0]
+        return raw.recv(size, socket.MSG_WAITALL).decode().split("\0")[:-1]
+
+    with socket.create_connection((tws.host, tws.port), timeout=5) as raw:
+        raw.sendall(b"API\0" + struct.pack(">I", 9) + b"v157..178")
+        assert read(raw)[0] == "176"
+        raw.sendall(message(71, 2, 5, ""))
+        assert read(raw)[0] == "9" and read(raw)[0] == "15"  # nextValidId, managedAccounts
+        raw.sendall(message(3, "not-an-id"))  # placeOrder with garbage
+        error = read(raw)
+        assert error[:4] == ["4", "2", "-1", "321"] and "message 3" in error[4]
+        raw.sendall(message(49, 1))  # the connection still serves: reqCurrentTime
+        assert read(raw)[0] == "49"
+
+
+def test_a_client_outside_the_version_range_is_closed(tws: TwsServer) -> None:
+    with socket.create_connection((tws.host, tws.port), timeout=5) as raw:
+        raw.sendall(b"API\0" + struct.pack(">I", 9) + b"v100..150")
+        assert raw.recv(4) == b""  # closed without an answer
+
+
 def test_start_and_stop_are_clean_and_a_taken_port_is_a_clear_error() -> None:
     with TwsServer() as first:
         with pytest.raises(SandboxError, match=f"could not listen on 127.0.0.1:{first.port}"):
@@ -226,6 +253,34 @@ def test_bad_orders_are_refused_with_codes(connect: Callable[..., IB], tws: TwsS
     assert tws.orders() == []
 
 
+def test_market_data_streams_quotes_to_the_feed_client(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    feed = connect(12)
+    [aapl] = feed.qualifyContracts(Stock("AAPL", "SMART", "USD"))  # ib-async keys tickers by conId
+    ticker = feed.reqMktData(aapl)
+    wait_until(feed, lambda: ticker.bid == 189.99 and ticker.ask == 190.01, "the current quote")
+    tws.set_price("AAPL", "190.10", "190.12", bid_size="300", ask_size="200")
+    wait_until(feed, lambda: (ticker.bid, ticker.bidSize, ticker.ask, ticker.askSize) == (190.10, 300, 190.12, 200),
+               "the new quote")
+    feed.cancelMktData(aapl)
+    settle(feed)
+    tws.set_price("AAPL", "190.20", "190.22")
+    settle(feed)
+    assert ticker.bid == 190.10  # no longer streamed
+    [snapshot] = feed.reqTickers(aapl)
+    assert (snapshot.bid, snapshot.ask) == (190.20, 190.22)
+
+
+def test_day_orders_expire_at_the_close(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect()
+    day = ib.placeOrder(AAPL, order(LimitOrder, "BUY", 5, 150.0, tif="DAY"))
+    gtc = ib.placeOrder(AAPL, order(LimitOrder, "BUY", 5, 150.0, tif="GTC"))
+    wait_until(ib, lambda: gtc.orderStatus.status == "Submitted", "the acknowledgements")
+    tws.end_of_day()
+    wait_until(ib, lambda: day.orderStatus.status == "Cancelled", "the DAY order's expiry")
+    settle(ib)
+    assert gtc.orderStatus.status == "Submitted" and [o.status for o in tws.orders()] == ["Cancelled", "Submitted"]
+
+
 # -- scripted faults ----------------------------------------------------------------------------
 def test_silent_accept_is_found_by_reconciliation_after_reconnect(tws: TwsServer, connect: Callable[..., IB]) -> None:
     ib = connect()
@@ -245,6 +300,22 @@ def test_silent_accept_is_found_by_reconciliation_after_reconnect(tws: TwsServer
     assert [(t.order.orderRef, t.orderStatus.status, t.order.filledQuantity) for t in completed] == [
         ("tbsilent1", "Filled", 10.0)]
     assert tws.received_count(In.PLACE_ORDER) == 2  # nothing was resent
+    [again] = ib.openTrades()
+    tws.set_price("AAPL", "149.98", "150.00")  # the new connection hears the silenced order's events again
+    wait_until(ib, lambda: again.orderStatus.status == "Filled", "the fill of the formerly silent order")
+
+
+def test_fills_made_while_disconnected_are_in_the_executions_on_reconnect(tws: TwsServer,
+                                                                          connect: Callable[..., IB]) -> None:
+    ib = connect()
+    trade = ib.placeOrder(AAPL, order(LimitOrder, "SELL", 15, 191.0, ref="tbgap"))
+    wait_until(ib, lambda: trade.orderStatus.status == "Submitted", "the acknowledgement")
+    ib.disconnect()
+    tws.set_price("AAPL", "191.00", "191.02")  # fills while nobody listens
+    assert [o.status for o in tws.orders()] == ["Filled"]
+    ib.connect(tws.host, tws.port, clientId=1, timeout=5)
+    assert [(f.execution.orderRef, f.execution.shares) for f in ib.fills()] == [("tbgap", 15.0)]
+    assert trade.fills == []  # ib-async keeps the old Trade as it was: rebuild from executions (STACK.md)
 
 
 def test_a_fill_in_flight_when_the_link_drops_is_recovered_once(tws: TwsServer, connect: Callable[..., IB]) -> None:
@@ -357,3 +428,19 @@ def test_client_ids_scope_order_events_and_executions(tws: TwsServer, connect: C
     assert data.trades() == [] and data.reqExecutions() == []  # another client id hears nothing of it
     assert [f.execution.orderRef for f in orders.reqExecutions()] == ["tbscoped"]
     wait_until(data, lambda: [p.position for p in data.positions()] == [5.0], "positions are account-wide")
+
+
+def test_the_master_client_id_sees_every_clients_orders(connect: Callable[..., IB]) -> None:
+    with TwsServer(master_client_id=99) as tws:
+        tws.set_price("AAPL", "189.99", "190.01")
+        orders = IB()
+        orders.connect(tws.host, tws.port, clientId=1, timeout=5)
+        master = IB()
+        master.connect(tws.host, tws.port, clientId=99, timeout=5)
+        try:
+            trade = orders.placeOrder(AAPL, order(MarketOrder, "BUY", 5, ref="tbmaster"))
+            wait_until(orders, lambda: trade.orderStatus.status == "Filled", "the fill")
+            assert [f.execution.orderRef for f in master.reqExecutions()] == ["tbmaster"]
+        finally:
+            orders.disconnect()
+            master.disconnect()

@@ -24,6 +24,8 @@ UNSET_DOUBLE = "1.7976931348623157e+308"
 class In(IntEnum):
     """Message ids the server reads (client → TWS)."""
 
+    REQ_MKT_DATA = 1
+    CANCEL_MKT_DATA = 2
     PLACE_ORDER = 3
     CANCEL_ORDER = 4
     REQ_OPEN_ORDERS = 5
@@ -48,6 +50,7 @@ class In(IntEnum):
 class Out(IntEnum):
     """Message ids the server writes (TWS → client)."""
 
+    TICK_PRICE = 1
     ORDER_STATUS = 3
     ERROR = 4
     OPEN_ORDER = 5
@@ -71,6 +74,7 @@ class Out(IntEnum):
     ACCOUNT_UPDATE_MULTI = 73
     ACCOUNT_UPDATE_MULTI_END = 74
     COMPLETED_ORDER = 101
+    TICK_SNAPSHOT_END = 57
     COMPLETED_ORDERS_END = 102
 
 
@@ -85,6 +89,10 @@ ERR_CANCELLED = 202
 ERR_CLIENT_ID_IN_USE = 326
 ERR_CANCEL_NOT_FOUND = 10147
 ERR_CANCEL_DONE = 10148
+ERR_BAD_MESSAGE = 321  # Error validating request (a message the server could not read)
+
+TICK_BID, TICK_ASK = 1, 2
+UNLIMITED_SIZE = 1_000_000  # the size shown for a quote set without one (a size of 0 reads as "no quote")
 
 ORDER_TYPES = frozenset({"MKT", "LMT", "STP", "STP LMT"})
 TIMES_IN_FORCE = frozenset({"DAY", "GTC", "IOC", "FOK"})
@@ -253,6 +261,11 @@ def open_order(order: TwsOrder) -> list[Any]:
             "", "", "", "", "", "", "", 0, "", "", "", "", 0, 0, "", 0,  # adjusted .. usePriceMgmtAlgo
             "", "", 0,  # duration, postToAts, autoCancelParent
             "", "", "", "", ""]  # minTradeQty .. midOffsetAtHalf
+
+
+def tick_price(req_id: int, tick_type: int, price: Decimal, size: Decimal | None) -> list[Any]:
+    """A bid or ask with its size (tickPrice: ib-async reads price and size from one message)."""
+    return [Out.TICK_PRICE, 6, req_id, tick_type, price, UNLIMITED_SIZE if size is None else size, 0]
 
 
 def completed_order(order: TwsOrder) -> list[Any]:

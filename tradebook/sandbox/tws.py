@@ -22,7 +22,9 @@ waits for the next quote), without a size it is unlimited. Market orders fill at
 limit orders when the touch reaches their limit (at the touch); stops trigger when the
 touch reaches the stop price and then act as market (STP) or limit (STP LMT) orders. IOC
 fills what it can and cancels the rest; FOK fills all at once or is cancelled.
-:meth:`set_fill_parts` splits each fill into several executions (partial fills).
+:meth:`set_fill_parts` splits each fill into several executions (partial fills);
+:meth:`end_of_day` cancels every working DAY order, as IB does at the close. Clients that
+ask ``reqMktData`` receive each quote as bid and ask ticks (a snapshot, or a stream).
 
 Scoping, as TWS does it: live order events go to the connection of the client id that
 placed the order; ``reqOpenOrders`` and ``reqExecutions`` answer that client's orders
@@ -78,23 +80,18 @@ from typing import Any, TypeVar
 
 from tradebook.errors import ConfigError, SandboxError
 from tradebook.sandbox import _tws_wire as wire
+from tradebook.sandbox._tws_account import TwsAccount
 from tradebook.sandbox._tws_wire import (
-    DEFAULT_CONTRACTS, DONE, ERR_CANCEL_DONE, ERR_CANCEL_NOT_FOUND, ERR_CANCELLED, ERR_CLIENT_ID_IN_USE,
-    ERR_MODIFY_DONE, ERR_NO_SECURITY, ERR_PACING, ERR_PRICE_TICK, ERR_REJECTED, ORDER_TYPES, SERVER_VERSION,
-    TIMES_IN_FORCE, In, Out, TwsContract, TwsExecution, TwsOrder, decimal, encode, now_text,
+    DEFAULT_CONTRACTS, ERR_CANCEL_DONE, ERR_CANCEL_NOT_FOUND, ERR_CANCELLED, ERR_CLIENT_ID_IN_USE,
+    ERR_BAD_MESSAGE, ERR_MODIFY_DONE, ERR_NO_SECURITY, ERR_PACING, ERR_PRICE_TICK, ERR_REJECTED, ORDER_TYPES,
+    SERVER_VERSION, TICK_ASK, TICK_BID, TIMES_IN_FORCE, In, Out, TwsContract, TwsExecution, TwsOrder, decimal, encode,
+    now_text,
 )
 
 __all__ = ["SERVER_VERSION", "In", "Out", "TwsContract", "TwsExecution", "TwsOrder", "TwsServer", "DEFAULT_CONTRACTS"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-
-@dataclass
-class _Position:
-    quantity: Decimal = Decimal(0)
-    avg_cost: Decimal = Decimal(0)  # per unit, times the multiplier (IB's avgCost)
-    realized: Decimal = Decimal(0)
 
 
 @dataclass
@@ -111,6 +108,7 @@ class _Conn:
     client_id: int | None = None
     positions: bool = False
     account_updates: bool = False
+    market_data: dict[int, int] = field(default_factory=dict)  # reqId -> conId of streamed quotes
     times: deque = field(default_factory=deque)
 
 
@@ -132,12 +130,10 @@ class TwsServer:
         self.master_client_id = master_client_id
         self.call_timeout = call_timeout
         self._contracts = {c.con_id: c for c in contracts}
-        self._cash = Decimal(cash)
-        self._commission_per_unit = Decimal(commission_per_unit)
-        self._min_commission = Decimal(min_commission)
+        self._account = TwsAccount(account, Decimal(cash), commission_per_unit=Decimal(commission_per_unit),
+                                   min_commission=Decimal(min_commission))
         self._orders: dict[tuple[int, int], TwsOrder] = {}
         self._executions: list[TwsExecution] = []
-        self._positions: dict[int, _Position] = {}
         self._quotes: dict[int, _Quote] = {}
         self._next_id = first_order_id
         self._next_perm_id = 1_000_001
@@ -150,7 +146,7 @@ class TwsServer:
         self._fill_on_cancel: bool | None = None  # None: off; True: late fill after the cancel; False: fill wins
         self._rejects: deque[tuple[int, str]] = deque()
         self._rate: int | None = None
-        self.received: Counter[int] = Counter()  # message id -> how many arrived (read on the server loop)
+        self._received: Counter[int] = Counter()  # message id -> how many arrived
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -267,6 +263,10 @@ class TwsServer:
         """Refuse messages beyond ``per_second`` in any second with error 100 (None: no limit)."""
         self._call(setattr, self, "_rate", per_second)
 
+    def end_of_day(self) -> None:
+        """The trading day closes: every working DAY order is cancelled by IB (orderStatus Cancelled, error 202)."""
+        self._call(self._expire_day_orders)
+
     def drop_connections(self) -> None:
         self._call(self._close_all, False)
 
@@ -284,16 +284,16 @@ class TwsServer:
     def positions(self) -> dict[str, Decimal]:
         """Net position per local symbol (flat ones left out)."""
         return self._call(lambda: {(self._contracts[k].local_symbol or self._contracts[k].symbol): p.quantity
-                                   for k, p in self._positions.items() if p.quantity})
+                                   for k, p in self._account.positions.items() if p.quantity})
 
     def cash(self) -> Decimal:
-        return self._call(lambda: self._cash)
+        return self._call(lambda: self._account.cash)
 
     def connected_client_ids(self) -> list[int]:
         return self._call(lambda: sorted(c.client_id for c in self._conns if c.client_id is not None))
 
     def received_count(self, message: In) -> int:
-        return self._call(lambda: self.received[int(message)])
+        return self._call(lambda: self._received[int(message)])
 
     def _contract_by_name(self, name: str) -> TwsContract:
         for c in self._contracts.values():
@@ -308,7 +308,12 @@ class TwsServer:
         try:
             if await reader.readexactly(4) != b"API\0":
                 return
-            await self._read_message(reader)  # the client's version range: any of 157..178 speaks 176
+            size = struct.unpack(">I", await reader.readexactly(4))[0]
+            versions = (await reader.readexactly(size)).decode(errors="replace")  # "v157..178[ options]", no NUL
+            low, _, high = versions.split(" ")[0].lstrip("v").partition("..")
+            if not (low.isdigit() and high.isdigit() and int(low) <= SERVER_VERSION <= int(high)):
+                _log.warning("TWS sandbox: client versions %r do not include %s; closing", versions, SERVER_VERSION)
+                return
             self._conns.append(conn)
             writer.write(encode([SERVER_VERSION, now_text()]))  # the connection time
             while True:
@@ -364,7 +369,7 @@ class TwsServer:
 
     def _dispatch(self, conn: _Conn, fields: list[str]) -> None:
         msg_id = int(fields[0])
-        self.received[msg_id] += 1
+        self._received[msg_id] += 1
         if self._rate is not None:
             now = time.monotonic()
             while conn.times and now - conn.times[0] > 1.0:
@@ -379,7 +384,11 @@ class TwsServer:
         if handler is None:
             _log.debug("TWS sandbox ignores message %s: %s", msg_id, fields)
             return
-        handler(self, conn, fields)
+        try:
+            handler(self, conn, fields)
+        except (ValueError, IndexError, ArithmeticError) as exc:  # a malformed message: said, not fatal
+            _log.warning("TWS sandbox could not read message %s %s: %r", msg_id, fields, exc)
+            self._error(conn, -1, ERR_BAD_MESSAGE, f"Error validating request: message {msg_id}: {exc!r}")
 
     # -- handshake and sync requests -----------------------------------------------------------
     def _start_api(self, conn: _Conn, fields: list[str]) -> None:
@@ -404,7 +413,7 @@ class TwsServer:
 
     def _req_positions(self, conn: _Conn, fields: list[str]) -> None:
         conn.positions = True
-        for con_id, pos in self._positions.items():
+        for con_id, pos in self._account.positions.items():
             self._send(conn, Out.POSITION, 3, self.account, *self._contracts[con_id].fields(), pos.quantity,
                        pos.avg_cost)
         self._send(conn, Out.POSITION_END, 1)
@@ -445,27 +454,12 @@ class TwsServer:
         self._send(conn, Out.EXECUTION_DATA_END, 1, req_id)
 
     def _account_values(self) -> list[tuple[str, Decimal | str, str]]:
-        gross = sum((abs(p.quantity) * self._mark(k) * self._contracts[k].factor
-                     for k, p in self._positions.items()), Decimal(0))
-        value = sum((p.quantity * self._mark(k) * self._contracts[k].factor for k, p in self._positions.items()),
-                    Decimal(0))
-        unrealized = sum((p.quantity * (self._mark(k) * self._contracts[k].factor - p.avg_cost)
-                          for k, p in self._positions.items()), Decimal(0))
-        realized = sum((p.realized for p in self._positions.values()), Decimal(0))
-        net = self._cash + value
-        return [("AccountCode", self.account, ""), ("AccountType", "INDIVIDUAL", ""),
-                ("NetLiquidation", net, "USD"), ("TotalCashValue", self._cash, "USD"),
-                ("SettledCash", self._cash, "USD"), ("GrossPositionValue", gross, "USD"),
-                ("BuyingPower", net * 4, "USD"), ("AvailableFunds", net, "USD"), ("ExcessLiquidity", net, "USD"),
-                ("EquityWithLoanValue", net, "USD"), ("UnrealizedPnL", unrealized, "USD"),
-                ("RealizedPnL", realized, "USD"), ("CashBalance", self._cash, "USD"), ("Currency", "USD", "USD")]
+        return self._account.values(self._mark, self._contracts)
 
     def _mark(self, con_id: int) -> Decimal:
         quote = self._quotes.get(con_id)
-        if quote is None:
-            pos = self._positions[con_id]
-            return pos.avg_cost / self._contracts[con_id].factor
-        return (quote.bid + quote.ask) / 2
+        return self._account.mark(con_id, None if quote is None else (quote.bid + quote.ask) / 2,
+                                  self._contracts[con_id])
 
     def _req_account_updates(self, conn: _Conn, fields: list[str]) -> None:
         conn.account_updates = fields[2] == "1"
@@ -475,7 +469,7 @@ class TwsServer:
     def _send_account(self, conn: _Conn) -> None:
         for key, value, currency in self._account_values():
             self._send(conn, Out.ACCOUNT_VALUE, 2, key, value, currency, self.account)
-        for con_id, pos in self._positions.items():
+        for con_id, pos in self._account.positions.items():
             mark = self._mark(con_id)
             factor = self._contracts[con_id].factor
             self._send(conn, Out.PORTFOLIO_VALUE, 8, *self._contracts[con_id].fields(exchange=False), pos.quantity,
@@ -518,6 +512,28 @@ class TwsServer:
         for c in found:
             self._send(conn, *wire.contract_details(req_id, c))
         self._send(conn, Out.CONTRACT_DATA_END, 1, req_id)
+
+    def _req_mkt_data(self, conn: _Conn, fields: list[str]) -> None:
+        req_id = int(fields[2])
+        con_id, symbol, sec_type, expiry, *_, exchange, _primary, currency, local, _tc = fields[3:15]
+        found = self._match_contract(con_id, symbol, sec_type, expiry, exchange, currency, local)
+        if len(found) != 1:
+            self._error(conn, req_id, ERR_NO_SECURITY, "No security definition has been found for the request")
+            return
+        quote = self._quotes.get(found[0].con_id)
+        if quote is not None:
+            self._send_quote(conn, req_id, quote)
+        if fields[17] == "1":  # a snapshot: one quote and done
+            self._send(conn, Out.TICK_SNAPSHOT_END, 1, req_id)
+        else:
+            conn.market_data[req_id] = found[0].con_id
+
+    def _cancel_mkt_data(self, conn: _Conn, fields: list[str]) -> None:
+        conn.market_data.pop(int(fields[2]), None)
+
+    def _send_quote(self, conn: _Conn, req_id: int, quote: _Quote) -> None:
+        self._send(conn, *wire.tick_price(req_id, TICK_BID, quote.bid, quote.bid_size))
+        self._send(conn, *wire.tick_price(req_id, TICK_ASK, quote.ask, quote.ask_size))
 
     # -- orders --------------------------------------------------------------------------------
     def _place_order(self, conn: _Conn, fields: list[str]) -> None:
@@ -621,6 +637,14 @@ class TwsServer:
         touch = None if quote is None else (quote.ask if order.action == "BUY" else quote.bid)
         return self._touch(order) or order.lmt_price or touch
 
+    def _expire_day_orders(self) -> None:
+        for order in list(self._orders.values()):
+            if not order.done and order.tif == "DAY":
+                self._finish(order, "Cancelled")
+                for c in self._owner(order) if not order.silent else ():
+                    self._error(c, order.order_id, ERR_CANCELLED, "Order Canceled - reason: the DAY order expired "
+                                "at the close")
+
     def _global_cancel(self, conn: _Conn, fields: list[str]) -> None:
         for order in list(self._orders.values()):
             if not order.done:
@@ -642,6 +666,9 @@ class TwsServer:
     # -- the fill rule ---------------------------------------------------------------------------
     def _on_quote(self, con_id: int, quote: _Quote) -> None:
         self._quotes[con_id] = quote
+        for conn in self._conns:  # subscribers see the quote before it fills anything
+            for req_id in [r for r, c in conn.market_data.items() if c == con_id]:
+                self._send_quote(conn, req_id, quote)
         for order in list(self._orders.values()):
             if order.contract.con_id == con_id and not order.done:
                 self._try_fill(order)
@@ -700,9 +727,8 @@ class TwsServer:
         order.avg_price = (order.avg_price * order.filled + price * qty) / (order.filled + qty)
         order.filled += qty
         order.last_fill_price = price
-        commission = max(self._min_commission, self._commission_per_unit * qty).quantize(Decimal("0.01"))
-        realized = self._book_position(contract, signed, price, commission)
-        self._cash -= signed * price * contract.factor + commission
+        commission = self._account.commission(qty)
+        realized = self._account.book(contract, signed, price, commission)
         ex = TwsExecution(f"{self._session:08x}.{len(self._executions) + 1:08x}.01.01", order.order_id,
                           order.client_id, order.perm_id, contract.con_id, "BOT" if signed > 0 else "SLD", qty, price,
                           order.filled, order.avg_price, order.order_ref, order.account,
@@ -728,28 +754,10 @@ class TwsServer:
                 self._send_commission(conn, ex)
         for conn in self._conns:
             if conn.positions:
-                pos = self._positions[contract.con_id]
+                pos = self._account.positions[contract.con_id]
                 self._send(conn, Out.POSITION, 3, self.account, *contract.fields(), pos.quantity, pos.avg_cost)
             if conn.account_updates:
                 self._send_account(conn)
-
-    def _book_position(self, contract: TwsContract, signed: Decimal, price: Decimal,
-                       commission: Decimal) -> Decimal | None:
-        pos = self._positions.setdefault(contract.con_id, _Position())
-        cost = price * contract.factor
-        if pos.quantity == 0 or (pos.quantity > 0) == (signed > 0):  # opening or adding
-            pos.avg_cost = (pos.avg_cost * abs(pos.quantity) + cost * abs(signed)) / (abs(pos.quantity) + abs(signed))
-            pos.quantity += signed
-            return None
-        closing = min(abs(signed), abs(pos.quantity))
-        pnl = (cost - pos.avg_cost) * closing * (1 if pos.quantity > 0 else -1) - commission
-        pos.realized += pnl
-        pos.quantity += signed
-        if pos.quantity == 0:
-            pos.avg_cost = Decimal(0)
-        elif (pos.quantity > 0) == (signed > 0):  # flipped: the rest opened at this price
-            pos.avg_cost = cost
-        return pnl
 
     def _send_status(self, conn: _Conn, order: TwsOrder) -> None:
         self._send(conn, *wire.order_status(order))
@@ -773,5 +781,6 @@ class TwsServer:
         In.REQ_COMPLETED_ORDERS: _req_completed_orders, In.REQ_EXECUTIONS: _req_executions,
         In.REQ_ACCOUNT_UPDATES: _req_account_updates, In.REQ_ACCOUNT_UPDATES_MULTI: _req_account_updates_multi,
         In.REQ_ACCOUNT_SUMMARY: _req_account_summary, In.REQ_CONTRACT_DETAILS: _req_contract_details,
+        In.REQ_MKT_DATA: _req_mkt_data, In.CANCEL_MKT_DATA: _cancel_mkt_data,
         In.PLACE_ORDER: _place_order, In.CANCEL_ORDER: _cancel_order, In.REQ_GLOBAL_CANCEL: _global_cancel,
     }
