@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import pytest
@@ -217,3 +218,138 @@ def test_funding_rate_of_a_perpetual_from_premium_index(venue, exchange):
     rate = exchange.parse_funding_rate(reply)
     assert rate["fundingRate"] == 0.0001 and rate["markPrice"] == 60001.5
     assert rate["fundingTimestamp"] % 28_800_000 == 0
+
+
+# -- the user data stream (WebSocket API) through ccxt.pro ------------------------------------------------
+async def _pro_exchange(venue):
+    import ccxt.pro
+
+    exchange = ccxt.pro.binance({"apiKey": venue.key, "secret": venue.secret, "timeout": 5000,
+                                 "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
+                                             "fetchMargins": False}})
+    exchange.urls["api"] = venue.ccxt_urls(exchange.urls["api"])
+    await exchange.load_markets()
+    return exchange
+
+
+async def _subscribed(venue, count: int) -> None:
+    for _ in range(500):
+        if venue.subscribes >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the user data stream had {venue.subscribes} subscriptions after 5 s, expected {count}")
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+async def _after(exchange, watch, action):
+    """Start a watch, do the action, return what the watch gives (the watch waits before the action runs)."""
+    watching = asyncio.create_task(watch())
+    await asyncio.sleep(0.05)
+    result = action()
+    if asyncio.iscoroutine(result):
+        await result
+    return await asyncio.wait_for(watching, 5)
+
+
+def test_the_user_data_stream_delivers_each_order_update(venue):
+    venue.book.max_fill_qty = Decimal("0.04")
+
+    async def scenario():
+        exchange = await _pro_exchange(venue)
+        try:
+            updates = []
+            watch = lambda: exchange.watch_orders(SYMBOL)  # noqa: E731
+            actions = [lambda: exchange.create_order(SYMBOL, "limit", "buy", 0.1, 59000,
+                                                     params={"clientOrderId": "tb-ws"})]
+            actions += [lambda: venue.set_price("BTCUSDT", "58900.00", "58950.00")] * 3
+            for action in actions:
+                [order] = await _after(exchange, watch, action)
+                updates.append((order["info"]["x"], order["status"], order["filled"], order["clientOrderId"]))
+            return updates
+        finally:
+            await exchange.close()
+
+    assert run(scenario()) == [("NEW", "open", 0.0, "tb-ws"), ("TRADE", "open", 0.04, "tb-ws"),
+                               ("TRADE", "open", 0.08, "tb-ws"), ("TRADE", "closed", 0.1, "tb-ws")]
+    assert [r["l"] for r in venue.sent[1:]] == ["0.04000000", "0.04000000", "0.02000000"]
+
+
+def test_a_cancel_reaches_the_stream(venue, exchange):
+    order = exchange.create_order(SYMBOL, "limit", "buy", 0.01, 59000, params={"clientOrderId": "tb-ws-cxl"})
+
+    async def scenario():
+        pro = await _pro_exchange(venue)
+        try:
+            return await _after(pro, lambda: pro.watch_orders(SYMBOL), lambda: pro.cancel_order(order["id"], SYMBOL))
+        finally:
+            await pro.close()
+
+    [cancelled] = run(scenario())
+    assert (cancelled["info"]["x"], cancelled["status"], cancelled["info"]["C"]) == ("CANCELED", "canceled",
+                                                                                     "tb-ws-cxl")
+
+
+def test_a_duplicate_fill_on_the_stream_is_kept_once_by_ccxt_trade_cache(venue):
+    venue.fault(BinanceFault.DUPLICATE_FILL)
+
+    async def scenario():
+        exchange = await _pro_exchange(venue)
+        try:
+            await _after(exchange, lambda: exchange.watch_my_trades(SYMBOL),
+                         lambda: exchange.create_order(SYMBOL, "market", "buy", 0.01,
+                                                       params={"clientOrderId": "tb-twice"}))
+            await asyncio.sleep(0.2)  # the second copy lands in ccxt's trade cache
+            return list(exchange.myTrades)
+        finally:
+            await exchange.close()
+
+    seen = run(scenario())
+    assert [r["x"] for r in venue.sent] == ["NEW", "TRADE", "TRADE"]  # sent twice, same trade id
+    assert venue.sent[1] == venue.sent[2]
+    assert [t["id"] for t in seen] == ["1"]  # ccxt.pro's trade cache is keyed by trade id
+    assert venue.book.positions["BTCUSDT"] == Decimal("1.01")  # the venue booked it once
+
+
+def test_a_stream_drop_with_a_fill_in_flight_loses_it_on_the_stream_not_in_rest(venue, exchange):
+    from ccxt.base.errors import NetworkError
+
+    async def scenario():
+        pro = await _pro_exchange(venue)
+        try:
+            watching = asyncio.create_task(pro.watch_my_trades(SYMBOL))
+            await _subscribed(venue, 1)
+            await pro.create_order(SYMBOL, "limit", "buy", 0.01, 59000, params={"clientOrderId": "tb-gap"})
+            venue.fault(BinanceFault.DROP_STREAM_BEFORE_FILL)
+            venue.set_price("BTCUSDT", "58900.00", "58950.00")
+            with pytest.raises(NetworkError):  # ccxt.pro does not resubscribe by itself: the watch fails
+                await asyncio.wait_for(watching, 5)
+            again = asyncio.create_task(pro.watch_my_trades(SYMBOL))
+            await _subscribed(venue, 2)
+            await pro.create_order(SYMBOL, "market", "buy", 0.01, params={"clientOrderId": "tb-after"})
+            return await asyncio.wait_for(again, 5)
+        finally:
+            await pro.close()
+
+    after = run(scenario())
+    assert [t["order"] for t in after] == ["2"]  # only what came after the resubscription
+    assert [t["order"] for t in exchange.fetch_my_trades(SYMBOL)] == ["1", "2"]  # REST has the lost fill
+
+
+def test_a_bad_signature_is_refused_on_the_stream(venue):
+    async def scenario():
+        exchange = await _pro_exchange(venue)
+        exchange.secret = "wrong"
+        try:
+            await asyncio.wait_for(exchange.watch_orders(SYMBOL), 5)
+        finally:
+            await exchange.close()
+
+    # ccxt 4.5.90 refuses, then its own clean-up fails: the AuthenticationError arrives as the context of a KeyError
+    with pytest.raises((ccxt.AuthenticationError, KeyError)) as info:
+        run(scenario())
+    refusal = info.value if isinstance(info.value, ccxt.AuthenticationError) else info.value.__context__
+    assert isinstance(refusal, ccxt.AuthenticationError) and "-1022" in str(refusal)
+    assert venue.subscribes == 0

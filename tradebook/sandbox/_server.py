@@ -127,6 +127,21 @@ class BackgroundServer:
             raise SandboxError(f"{self.name} server is not started")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def schedule(self, coro: Any) -> None:
+        """Run a coroutine on the server's loop soon, from any thread (the book's listeners run on either)."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            coro.close()
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.create_task(coro)
+        else:
+            asyncio.run_coroutine_threadsafe(coro, loop)
+
     async def hold(self) -> None:
         """Wait until stop() (or HOLD_MAX_S): a request accepted and never answered."""
         assert self._release is not None

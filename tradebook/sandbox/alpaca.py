@@ -217,26 +217,12 @@ class AlpacaSandbox(BackgroundServer):
         times = 1
         if fill is not None:
             if self.faults.take(AlpacaFault.DROP_STREAM_BEFORE_FILL) is not None:
-                self._schedule(self._drop_then_send(message))
+                self.schedule(self._drop_then_send(message))
                 return
             if self.faults.take(AlpacaFault.DUPLICATE_FILL) is not None:
                 times = 2
         for _ in range(times):
-            self._schedule(self._broadcast(message))
-
-    def _schedule(self, coro: Any) -> None:
-        loop = self.loop
-        if loop is None or loop.is_closed():
-            coro.close()
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            loop.create_task(coro)
-        else:
-            asyncio.run_coroutine_threadsafe(coro, loop)
+            self.schedule(self._broadcast(message))
 
     async def _broadcast(self, message: dict[str, Any]) -> None:
         self.sent.append(message)
@@ -397,7 +383,7 @@ class AlpacaSandbox(BackgroundServer):
                 self.book.add(checked)
                 reply = self.order_json(checked)
         if reject_later:
-            self._schedule(self._reject_later(checked))
+            self.schedule(self._reject_later(checked))
         if hang:
             await self.hold()
             return self._error(504, 50400000, "gateway timeout")
@@ -495,7 +481,7 @@ class AlpacaSandbox(BackgroundServer):
             if not order.is_open:
                 return self._error(422, 42210000, f'order is already in "{order.status}" state')
             if self.faults.take(AlpacaFault.FILL_AFTER_CANCEL) is not None:
-                self._schedule(self._fill_instead(order))
+                self.schedule(self._fill_instead(order))
             else:
                 self.book.cancel(order)
         return web.Response(status=204)

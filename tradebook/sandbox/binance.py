@@ -1,4 +1,4 @@
-"""A local Binance spot REST API, enough for ccxt's binance: markets, time, orders, open orders, trades, account.
+"""A local Binance spot API for ccxt: REST (markets, time, orders, open orders, trades, account) and the user stream.
 
 Point ccxt at it::
 
@@ -17,9 +17,16 @@ id already held by an open order (-2010 "Duplicate order sent."), unknown orders
 a query, -2011 to a cancel). Replies have Binance's fields (``newOrderRespType`` ACK,
 RESULT or FULL). The quote asset's balance is the book's cash; fees are charged in it.
 
+The user data stream is the WebSocket API's ``userDataStream.subscribe.signature`` at
+``/ws-api/v3`` (what ccxt.pro's ``watch_orders`` / ``watch_my_trades`` use for spot):
+``executionReport`` events for NEW, TRADE, CANCELED, EXPIRED and REJECTED.
+
 Faults (:class:`BinanceFault`): an order accepted and never answered, accepted and the
-connection dropped, 429 with Retry-After, bursts of rejections, and a cancel that meets
-an order that just filled (-2011 although the order is FILLED). The USD-M futures
+connection dropped, 429 with Retry-After, bursts of rejections, a cancel that meets an
+order that just filled (-2011 although the order is FILLED), a fill sent twice on the
+stream, and the stream dropped with a fill in flight (ccxt.pro's watch fails; a new watch
+resubscribes; REST has the fill). Binance cancels atomically, so a fill after an
+acknowledged cancel does not happen there; the -2011 race is its form. The USD-M futures
 ``/fapi/v1/premiumIndex`` (mark price and funding rate) is served for perpetuals set with
 ``set_funding``.
 """
@@ -56,6 +63,8 @@ class BinanceFault(StrEnum):
     RATE_LIMIT = "rate_limit"  # any request: 429 -1003 with Retry-After (option retry_after, seconds)
     REJECT = "reject"  # POST /api/v3/order: -2010 (options code, msg)
     FILL_ON_CANCEL = "fill_on_cancel"  # DELETE: the order fills just before the cancel lands: -2011
+    DUPLICATE_FILL = "duplicate_fill"  # user data stream: the next TRADE executionReport goes out twice
+    DROP_STREAM_BEFORE_FILL = "drop_stream_before_fill"  # user data stream connections close just before a fill
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,11 @@ class BinanceSandbox(BackgroundServer):
         # Binance trade ids are integers; ours count executions across the book in the order they happen
         self._trade_ids: dict[str, int] = {}
         self.book.listeners.append(self._number_trade)
+        self.book.listeners.append(self._on_book_event)
+        self._subscribers: dict[Any, int] = {}  # user data stream websocket -> its subscriptionId
+        self._subscriptions = 0
+        self.subscribes = 0  # user data stream subscriptions made, resubscriptions included
+        self.sent: list[dict[str, Any]] = []  # every executionReport sent
 
     # -- test/user controls ------------------------------------------------------------------
     def fault(self, kind: BinanceFault, times: int = 1, **options: Any) -> None:
@@ -144,9 +158,17 @@ class BinanceSandbox(BackgroundServer):
         return int(time.time() * 1000) + self.clock_offset_ms
 
     def ccxt_urls(self, api_urls: dict[str, Any]) -> dict[str, Any]:
-        """ccxt's ``exchange.urls['api']`` with every host replaced by this server (paths kept)."""
-        return {name: self.base_url + urlsplit(url).path if isinstance(url, str) else url
-                for name, url in api_urls.items()}
+        """ccxt's ``exchange.urls['api']`` with every host replaced by this server (paths kept, wss -> ws)."""
+        def local(url: Any) -> Any:
+            if isinstance(url, dict):
+                return {name: local(value) for name, value in url.items()}
+            if not isinstance(url, str):
+                return url
+            parts = urlsplit(url)
+            base = self.base_url.replace("http://", "ws://") if parts.scheme in ("ws", "wss") else self.base_url
+            return base + parts.path
+
+        return local(api_urls)
 
     # -- wire shapes ------------------------------------------------------------------------
     def exchange_info(self) -> dict[str, Any]:
@@ -209,6 +231,114 @@ class BinanceSandbox(BackgroundServer):
                 "commissionAsset": self.quote_asset, "time": _ms(fill.ts_ns), "isBuyer": order.side == "buy",
                 "isMaker": fill.maker, "isBestMatch": True}
 
+    # -- the user data stream (WebSocket API, userDataStream.subscribe.signature) ------------------------
+    def execution_report(self, order: BookOrder, event: str, fill: BookFill | None) -> dict[str, Any]:
+        """Binance's executionReport for a book event (x: NEW, TRADE, CANCELED, EXPIRED, REJECTED)."""
+        now = self.server_time_ms()
+        execution = {"fill": "TRADE", NEW: "NEW", CANCELED: "CANCELED", EXPIRED: "EXPIRED",
+                     REJECTED: "REJECTED"}[event]
+        last_qty = fill.qty if fill else ZERO
+        last_price = fill.price if fill else ZERO
+        return {
+            "e": "executionReport", "E": now, "s": order.symbol, "c": order.client_order_id,
+            "S": order.side.upper(), "o": self._wire_type(order), "f": order.time_in_force, "q": _fmt(order.qty),
+            "p": _fmt(order.limit_price), "P": _fmt(order.stop_price), "F": _fmt(ZERO), "g": -1,
+            "C": order.client_order_id if event == CANCELED else "", "x": execution, "X": _STATUS[order.status],
+            "r": "NONE", "i": order.number, "l": _fmt(last_qty), "z": _fmt(order.filled_qty), "L": _fmt(last_price),
+            "n": _fmt(fill.fee if fill else ZERO), "N": self.quote_asset if fill else None,
+            "T": _ms(fill.ts_ns) if fill else _ms(order.updated_ns),
+            "t": self._trade_ids[fill.fill_id] if fill else -1, "I": order.number * 2 + len(order.fills),
+            "w": order.is_open, "m": bool(fill and fill.maker), "M": False, "O": _ms(order.created_ns),
+            "Z": _fmt(order.filled_notional), "Y": _fmt(last_qty * last_price), "Q": _fmt(ZERO),
+            "W": _ms(order.created_ns), "V": "EXPIRE_MAKER",
+        }
+
+    def _on_book_event(self, order: BookOrder, event: str, fill: BookFill | None) -> None:
+        if event not in (NEW, CANCELED, EXPIRED, REJECTED, "fill"):
+            return
+        report = self.execution_report(order, event, fill)
+        if fill is not None and self.faults.take(BinanceFault.DROP_STREAM_BEFORE_FILL) is not None:
+            self.schedule(self._drop_then_send(report))
+            return
+        times = 2 if fill is not None and self.faults.take(BinanceFault.DUPLICATE_FILL) is not None else 1
+        for _ in range(times):
+            self.schedule(self._broadcast(report))
+
+    async def _broadcast(self, report: dict[str, Any]) -> None:
+        import json
+
+        self.sent.append(report)
+        for ws, subscription in list(self._subscribers.items()):
+            try:
+                await ws.send_str(json.dumps({"subscriptionId": subscription, "event": report}))
+            except (ConnectionError, RuntimeError):
+                self._subscribers.pop(ws, None)
+
+    async def _drop_then_send(self, report: dict[str, Any]) -> None:
+        await self.on_disconnect_all()
+        await self._broadcast(report)  # nobody is subscribed: the fill is lost to the stream, not to REST
+
+    async def on_disconnect_all(self) -> None:
+        sockets, self._subscribers = list(self._subscribers), {}
+        for ws in sockets:
+            await ws.close()
+
+    def drop_stream(self) -> None:
+        """Close every user data stream connection (ccxt raises on its pending watch; a new watch resubscribes)."""
+        self.call(self.on_disconnect_all())
+
+    def _ws_subscribe(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if params.get("apiKey") != self.key:
+            return 401, {"code": -2014, "msg": "API-key format invalid."}
+        if self.check_signature:
+            payload = "&".join(f"{k}={params[k]}" for k in sorted(params) if k != "signature")
+            expected = hmac.new(self.secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+            if not hmac.compare_digest(str(params.get("signature", "")), expected):
+                return 400, {"code": -1022, "msg": "Signature for this request is not valid."}
+        refused = self._timestamp_error(params)
+        if refused is not None:
+            return 400, {"code": refused[0], "msg": refused[1]}
+        return 200, {}
+
+    async def _ws_api(self, request: Any) -> Any:
+        import json
+
+        from aiohttp import WSMsgType, web
+
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    break
+                try:
+                    body = json.loads(msg.data)
+                except ValueError:
+                    await ws.send_str(json.dumps({"id": None, "status": 400,
+                                                  "error": {"code": -1100, "msg": "Malformed request."}}))
+                    continue
+                rid, method, params = body.get("id"), body.get("method"), body.get("params") or {}
+                if method == "userDataStream.subscribe.signature":
+                    status, error = self._ws_subscribe(params)
+                    if status != 200:
+                        await ws.send_str(json.dumps({"id": rid, "status": status, "error": error}))
+                        continue
+                    subscription = self._subscriptions
+                    self._subscriptions += 1
+                    self._subscribers[ws] = subscription
+                    self.subscribes += 1
+                    reply = {"id": rid, "status": 200, "result": {"subscriptionId": subscription}}
+                elif method == "ping":
+                    reply = {"id": rid, "status": 200, "result": {}}
+                elif method == "time":
+                    reply = {"id": rid, "status": 200, "result": {"serverTime": self.server_time_ms()}}
+                else:
+                    reply = {"id": rid, "status": 400, "error": {"code": -1100, "msg": f"Unknown method {method!r}."}}
+                await ws.send_str(json.dumps(reply))
+        finally:
+            self._subscribers.pop(ws, None)
+        return ws
+
     def _number_trade(self, order: BookOrder, event: str, fill: BookFill | None) -> None:
         if fill is not None:
             self._trade_ids[fill.fill_id] = len(self._trade_ids) + 1
@@ -257,6 +387,7 @@ class BinanceSandbox(BackgroundServer):
         app.router.add_get("/api/v3/myTrades", self._my_trades)
         app.router.add_get("/api/v3/account", self._account)
         app.router.add_get("/fapi/v1/premiumIndex", self._premium_index)
+        app.router.add_get("/ws-api/v3", self._ws_api)
         return app
 
     @staticmethod
@@ -297,6 +428,19 @@ class BinanceSandbox(BackgroundServer):
 
         return middleware
 
+    def _timestamp_error(self, params: dict[str, Any]) -> tuple[int, str] | None:
+        try:
+            stamp = int(params["timestamp"])
+            window = int(params.get("recvWindow", DEFAULT_RECV_WINDOW_MS))
+        except (KeyError, ValueError):
+            return -1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed."
+        now = self.server_time_ms()
+        if stamp > now + 1000:
+            return -1021, "Timestamp for this request was 1000ms ahead of the server's time."
+        if now - stamp > window:
+            return -1021, "Timestamp for this request is outside of the recvWindow."
+        return None
+
     def _check_signed(self, request: Any, raw: str, params: dict[str, str]) -> Any:
         if request.headers.get("X-MBX-APIKEY") != self.key:
             return self._error(401, -2014, "API-key format invalid.")
@@ -305,18 +449,8 @@ class BinanceSandbox(BackgroundServer):
             expected = hmac.new(self.secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
             if not signature or not hmac.compare_digest(signature, expected):
                 return self._error(400, -1022, "Signature for this request is not valid.")
-        try:
-            stamp = int(params["timestamp"])
-            window = int(params.get("recvWindow", DEFAULT_RECV_WINDOW_MS))
-        except (KeyError, ValueError):
-            return self._error(400, -1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or "
-                               "malformed.")
-        now = self.server_time_ms()
-        if stamp > now + 1000:
-            return self._error(400, -1021, "Timestamp for this request was 1000ms ahead of the server's time.")
-        if now - stamp > window:
-            return self._error(400, -1021, "Timestamp for this request is outside of the recvWindow.")
-        return None
+        refused = self._timestamp_error(params)
+        return None if refused is None else self._error(400, *refused)
 
     async def _ping(self, request: Any) -> Any:
         return self._json({})
