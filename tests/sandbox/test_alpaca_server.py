@@ -335,6 +335,19 @@ def test_a_fill_after_a_cancel_answered_204(venue, client, listener):
     assert client.get_order_by_id(order.id).status == OrderStatus.FILLED
 
 
+def test_a_replace_answered_200_can_lose_to_a_fill(venue, client, listener):
+    venue.fault(AlpacaFault.REPLACE_LOSES_TO_FILL)
+    order = client.submit_order(limit(2, 449, "c-old-race"))
+    new = client.replace_order_by_id(order.id, ReplaceOrderRequest(limit_price=448, client_order_id="c-new-race"))
+    assert new.status == OrderStatus.ACCEPTED and new.replaces == order.id
+    updates = [listener.next() for _ in range(3)]
+    assert [(event(u), u.order.client_order_id) for u in updates] == [
+        ("new", "c-old-race"), ("fill", "c-old-race"), ("rejected", "c-new-race")]
+    assert client.get_order_by_id(order.id).status == OrderStatus.FILLED  # not replaced
+    assert client.get_order_by_id(new.id).status == OrderStatus.REJECTED
+    assert Decimal(client.get_all_positions()[0].qty) == 2
+
+
 def test_a_stream_drop_with_a_fill_in_flight_loses_it_on_the_stream_not_in_rest(venue, client, listener):
     order = client.submit_order(limit(2, 449, "c-gap"))
     assert event(listener.next()) == "new"

@@ -20,7 +20,8 @@ stream answers ``authenticate`` and ``listen`` as Alpaca does and sends ``new``,
 Faults (:class:`AlpacaFault`) are what live trading meets: an order accepted and never
 answered, accepted and the connection dropped, accepted and answered 504 (alpaca-py sends
 it again), 429s, bursts of rejections, an order rejected after it was accepted, a fill sent
-twice, a fill after a cancel was answered 204, and the stream dropped with a fill in
+twice, a fill after a cancel was answered 204, a replace answered 200 that loses to a fill
+(the old order fills, the new one is rejected), and the stream dropped with a fill in
 flight (alpaca-py reconnects and never delivers it: REST has it).
 """
 
@@ -56,6 +57,7 @@ class AlpacaFault(StrEnum):
     DUPLICATE_FILL = "duplicate_fill"  # the next fill goes out twice on the stream, same execution_id
     FILL_AFTER_CANCEL = "fill_after_cancel"  # DELETE answered 204, then the order fills instead
     DROP_STREAM_BEFORE_FILL = "drop_stream_before_fill"  # stream connections close just before a fill
+    REPLACE_LOSES_TO_FILL = "replace_loses_to_fill"  # PATCH answered 200; the old order fills, the new is rejected
 
 
 def _iso(ns: int | None) -> str | None:
@@ -531,8 +533,29 @@ class AlpacaSandbox(BackgroundServer):
                             limit_price=limit, stop_price=stop, extended_hours=old.extended_hours,
                             filled_qty=old.filled_qty, filled_notional=old.filled_notional,
                             status=PARTIALLY_FILLED if old.filled_qty else NEW)
+            if self.faults.take(AlpacaFault.REPLACE_LOSES_TO_FILL) is not None:
+                # Alpaca: "if the existing open order is filled before the replacing (new) order reaches the
+                # execution venue, the replacing (new) order is rejected"
+                new.replaces, new.filled_qty, new.filled_notional, new.status = old.order_id, ZERO, ZERO, NEW
+                self._pending_rejects.add(client_order_id)
+                self.book.add(new, match=False)
+                reply = self.order_json(new)
+                reply["status"] = "accepted"
+                self.schedule(self._replace_loses(old, new))
+                return self._json(reply)
             self.book.replace(old, new)
             return self._json(self.order_json(new))
+
+    async def _replace_loses(self, old: BookOrder, new: BookOrder) -> None:
+        await asyncio.sleep(0.01)
+        with self.book.lock:
+            if old.is_open:
+                bid, ask = self.book.prices.get(old.symbol, (None, None))
+                price = old.limit_price or (ask if old.side == "buy" else bid)
+                if price is None:
+                    raise SandboxError(f"replace race of {old.order_id}: {old.symbol} has no price; set one")
+                self.book.fill(old, old.remaining, price)
+        await self._reject_later(new)
 
     async def _positions(self, request: Any) -> Any:
         with self.book.lock:
