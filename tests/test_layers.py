@@ -5,12 +5,11 @@ Layers, bottom to top (:data:`LAYERS`):
 0. model: ``model``, ``errors``, configuration (``config``, ``config_file``, ``redaction``) and
    process settings (``runtime``): what every layer may read.
 1. core: ``data``, ``sim``, ``store``, ``execution``, ``venues``.
-2. analysis: ``portfolio``, ``research``, ``promotion``, ``sandbox``, ``strategies``, the run and
-   promotion summaries.
+2. analysis: ``portfolio``, ``research``, ``promotion``, ``sandbox``, ``strategies``.
 3. session: ``session``, ``paper`` (named paper runs).
 4. presentation: ``cli``, ``notebook``, ``figures``, ``views``, ``demo``, ``reports``,
-   ``progress``, ``widgets`` and the ``tradebook`` facade itself (its lazy names reach
-   every layer).
+   ``progress``, ``widgets``, the run and promotion summaries (what the report notebooks
+   show) and the ``tradebook`` facade itself (its lazy names reach every layer).
 
 Every import counts, at module level or inside a function (that is how heavy modules
 are deferred), and so does a string naming a tradebook module exactly (the lazy re-export
@@ -34,11 +33,11 @@ LAYER_NAMES = ("model", "core", "analysis", "session", "presentation")
 LAYERS: dict[str, int] = {
     "model": 0, "errors": 0, "config": 0, "config_file": 0, "redaction": 0, "runtime": 0,
     "data": 1, "sim": 1, "store": 1, "execution": 1, "venues": 1,
-    "portfolio": 2, "research": 2, "promotion": 2, "sandbox": 2, "strategies": 2, "run_summary": 2,
-    "promotion_summary": 2,
+    "portfolio": 2, "research": 2, "promotion": 2, "sandbox": 2, "strategies": 2,
     "session": 3, "paper": 3,
     "cli": 4, "__main__": 4, "notebook": 4, "figures": 4, "views": 4, "demo": 4, "reports": 4, "progress": 4,
     "widgets": 4, "dashboard": 4, "tradebook": 4,
+    "run_summary": 4, "promotion_summary": 4,  # the tables and evidence the report notebooks show
 }
 
 # (importer, imported) -> why it is tolerated today. Issue 13's refactor removes them.
