@@ -101,7 +101,7 @@ from tradebook.model.orders import Order, OrderIntent, OrderStatus, Signal, clie
 from tradebook.model.time import NS_PER_SECOND, ns_to_iso
 from tradebook.portfolio import Portfolio
 from tradebook.progress import Bar, progress_enabled
-from tradebook.venues.base import VenuePort
+from tradebook.venues.base import Capability, VenuePort
 from tradebook.views import SessionStatus, readable
 
 log = logging.getLogger(__name__)
@@ -1106,10 +1106,11 @@ class Session:
             await self._feed_venue(instrument_id, batch)
         self._now = max(self._now, batch.end_ns - 1)
         self._last_end_ns = max(self._last_end_ns, batch.end_ns)
-        advance = getattr(self.venue, "advance_to", None)
-        venue_now = getattr(self.venue, "now_ns", None)
-        if advance is not None and (venue_now is None or venue_now < self._now):
-            advance(self._now)  # nothing happened until the batch's end: requests arrive, orders expire
+        if Capability.SIMULATED in self.venue.capabilities:
+            venue_now = self.venue.now_ns
+            if venue_now is None or venue_now < self._now:
+                # nothing happened until the batch's end: requests arrive, orders expire
+                self.venue.advance_to(self._now)
         day = self._now // (86_400 * _NS)
         if self.oms.unresolved() or day != self._reconciled_day:
             # orders in an unknown state block their instrument, and books are compared once a
@@ -1136,7 +1137,8 @@ class Session:
                                self.oms.working_count())
             # A simulated venue hears a step's orders together, after one durable write of them all:
             # nothing happens at the venue between the signals of one step of market data.
-            self._staging = not getattr(self.venue, "is_live", False) and hasattr(self.venue, "submit_many")
+            caps = self.venue.capabilities
+            self._staging = Capability.SIMULATED in caps and Capability.SUBMIT_MANY in caps
             try:
                 for signal in self.strategy(batch, view) or ():
                     await self._on_signal(signal, raise_errors=False)
@@ -1148,9 +1150,9 @@ class Session:
         self._journal.append({"kind": "batch", "end_ns": batch.end_ns}, sync=False)
 
     async def _feed_venue(self, instrument_id: str, batch: FeedBatch) -> None:
-        feed = getattr(self.venue, "on_market_data", None)
-        if feed is None:
+        if Capability.SIMULATED not in self.venue.capabilities:
             return  # a live venue has its own market data
+        feed = self.venue.on_market_data
         quotes, trades = batch.quotes.get(instrument_id), batch.trades.get(instrument_id)
         # one call: the venue merges them in time order, quotes before trades at equal times
         data = ((quotes.ts_ns, quotes.bid_px, quotes.ask_px, quotes.bid_sz, quotes.ask_sz) if quotes is not None

@@ -37,7 +37,7 @@ from tradebook.model.orders import (
 from tradebook.portfolio import Portfolio
 from tradebook.store import Store
 from tradebook.store.store import OrderPathBatch
-from tradebook.venues.base import AccountState, VenueOrderState, VenuePort
+from tradebook.venues.base import AccountState, Capability, VenueOrderState, VenuePort
 
 E, S = OrderEventType, OrderStatus
 T0 = 1_720_000_000_000_000_000
@@ -781,6 +781,8 @@ async def test_the_store_copy_keeps_every_kind_of_record(tmp_path):
 
 class BatchToyVenue(ToyVenue):
     """A toy venue that also takes a batch of orders in one call."""
+
+    capabilities = frozenset({Capability.SUBMIT_MANY})
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

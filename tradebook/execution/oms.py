@@ -86,7 +86,7 @@ from tradebook.model.orders import (
 from tradebook.model.time import now_ns
 from tradebook.portfolio import Portfolio
 from tradebook.store.store import OrderPathBatch, Store
-from tradebook.venues.base import VenueOrderState, VenuePort
+from tradebook.venues.base import Capability, VenueOrderState, VenuePort
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +343,7 @@ class OrderManager:
                 self._commit(event, order, journal=False, track=True)
                 self._touched.add(event.client_order_id)
                 self._notify(event, order)
-        submit_many = getattr(self.venue, "submit_many", None)
+        submit_many = self.venue.submit_many if Capability.SUBMIT_MANY in self.venue.capabilities else None
         if submit_many is None or len(intents) == 1:
             for intent in intents:
                 await self._send(intent)

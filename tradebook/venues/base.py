@@ -22,19 +22,61 @@ comes back as :class:`~tradebook.model.orders.OrderEvent` through the handler gi
 | positions | ``get_all_positions`` | ``fetch_balance`` (spot: balances) | ``reqPositions`` |
 | account | ``get_account`` | ``fetch_balance`` | ``accountSummary`` |
 | fills | ``get_activities(FILL)`` / stream ``trade_updates`` | ``fetch_my_trades`` | ``reqExecutions`` |
+
+Errors: ``submit``, ``cancel`` and ``replace`` raise only :class:`~tradebook.errors.VenueError`
+subclasses, never an SDK's exception: :class:`~tradebook.errors.NotSentError` when the
+request certainly did not reach the venue (safe to send again under the same id),
+:class:`~tradebook.errors.VenueRejectedError` when the venue answered and refused (with a
+``RejectCode`` and the broker's own code), :class:`~tradebook.errors.OutcomeUnknownError`
+when it may have arrived (timeout, drop after sending): the order manager then holds the
+order ``unresolved`` and asks :meth:`VenuePort.order_status` instead of resending.
+
+Threads: the handler given to :meth:`VenuePort.connect` may be called from any thread or
+task (a stream reader, a poller); the receiver marshals events onto its own loop, keeping
+the order in which one venue delivered them.
+
+Capabilities: what a venue can do beyond the port is declared in
+:attr:`VenuePort.capabilities` (:class:`Capability`), never probed with ``getattr``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 
+from tradebook.model.instruments import Instrument
 from tradebook.model.orders import Fill, OrderEvent, OrderIntent, OrderStatus
 
 EventHandler = Callable[[OrderEvent], None]
 BatchEventHandler = Callable[[list[OrderEvent]], None]
+
+
+class Capability(StrEnum):
+    """What a venue can do beyond the port's required methods (``VenuePort.capabilities``)."""
+
+    # Takes market data and time: ``advance_to(ts_ns)``, ``now_ns`` (a property), ``on_market_data(...)``
+    # (the paper venue). A live venue has its own clock and market.
+    SIMULATED = "simulated"
+    SUBMIT_MANY = "submit_many"  # ``submit_many(intents)``: one call for a batch, in order
+    NATIVE_REPLACE = "native_replace"  # replace keeps the order (no cancel + new under the hood)
+    FRACTIONAL = "fractional"  # quantities below one share/contract
+    EXTENDED_HOURS = "extended_hours"  # orders outside the regular session
+    STREAMING_FILLS = "streaming_fills"  # fills pushed by a stream, not only polled
+    SHORTING = "shorting"  # sells beyond the position are allowed
+
+
+@dataclass(frozen=True)
+class VenueHealth:
+    """Whether a venue can take orders now; ``reason`` says why not (or what was checked)."""
+
+    ok: bool
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.ok
 
 
 @dataclass(frozen=True)
@@ -69,6 +111,7 @@ class VenuePort(ABC):
     name: str  # "paper", "alpaca", "binance", "ibkr"
     account_id: str
     is_live: bool = False  # paper venues and broker paper accounts are False
+    capabilities: frozenset[Capability] = frozenset()
 
     @abstractmethod
     async def connect(self, on_event: EventHandler, *, on_events: BatchEventHandler | None = None) -> None:
@@ -80,9 +123,10 @@ class VenuePort(ABC):
         durable with one write; a venue that streams events one by one ignores it.
         """
 
-    # Optional: ``async def submit_many(self, intents: Sequence[OrderIntent]) -> None``, the
-    # same as ``submit`` for each in order in one call (the paper venue has it); the order
-    # manager uses it for a batch of staged orders when the venue has it.
+    async def submit_many(self, intents: Sequence[OrderIntent]) -> None:
+        """The same as ``submit`` for each in order, in one call (declared by ``Capability.SUBMIT_MANY``)."""
+        for intent in intents:
+            await self.submit(intent)
 
     @abstractmethod
     async def close(self) -> None:
@@ -120,3 +164,16 @@ class VenuePort(ABC):
     @abstractmethod
     async def fills(self, since_ns: int = 0) -> list[Fill]:
         """Every fill the venue recorded at or after ``since_ns`` (reconciliation re-applies missing ones)."""
+
+    async def instruments(self) -> list[Instrument]:
+        """The instruments this venue trades, from its market metadata (tick, lot, minimum size and notional).
+
+        Each names where its rules came from in ``Instrument.description`` (e.g. "binance
+        exchangeInfo: tick from PRICE_FILTER, ..."). The paper venue has none of its own:
+        its instruments come from the calibrations.
+        """
+        raise NotImplementedError(f"venue {self.name!r} publishes no instrument metadata")
+
+    async def health(self) -> VenueHealth:
+        """Whether the venue can take orders now (connected, authenticated, not rate limited), with why."""
+        return VenueHealth(True, f"venue {self.name!r} has no health check of its own")

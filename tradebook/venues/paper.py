@@ -181,7 +181,14 @@ from tradebook.sim.orders import (
     request_latency_ns,
     trade_arrays,
 )
-from tradebook.venues.base import AccountState, BatchEventHandler, EventHandler, VenueOrderState, VenuePort
+from tradebook.venues.base import (
+    AccountState,
+    BatchEventHandler,
+    Capability,
+    EventHandler,
+    VenueOrderState,
+    VenuePort,
+)
 
 JOURNAL_NAME = "paper_venue.journal"
 DEFAULT_FUTURES_INITIAL_MARGIN = Decimal("15000")  # per contract; about CME E-mini S&P 500 in 2024
@@ -439,6 +446,8 @@ class PaperVenue(VenuePort):
 
     name = "paper"
     is_live = False
+    # a cash account: no shorting; quantities on the instrument's lot (whole shares for equities)
+    capabilities = frozenset({Capability.SIMULATED, Capability.SUBMIT_MANY, Capability.NATIVE_REPLACE})
 
     def __init__(
         self,
