@@ -61,3 +61,18 @@ def ibm_calibrated_template(tmp_path_factory) -> Path:
         store.ingest(load_bundled("algoseek_IBM_20131007_trades.csv.gz"))
         run_calibration(store, ["IBM.XNYS"])
     return path
+
+
+@pytest.fixture(scope="session")
+def daily_calibrated_template(daily_store_template, tmp_path_factory) -> Path:
+    """The daily-equities store plus the IBM 2013-10-07 ticks and their calibration IBM.XNYS@v1 (what `make demo`
+    holds): a cost model read from it knows the split factors, so backtests floor spreads at a traded tick."""
+    from tradebook.sim.fidelity import run_calibration
+
+    path = tmp_path_factory.mktemp("daily_calibrated") / "daily.duckdb"
+    shutil.copy(daily_store_template, path)
+    with Store(path) as store:
+        store.ingest(load_bundled("algoseek_IBM_20131007_l1_nbbo.csv.gz"))
+        store.ingest(load_bundled("algoseek_IBM_20131007_trades.csv.gz"))
+        run_calibration(store, ["IBM.XNYS"])
+    return path

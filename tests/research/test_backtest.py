@@ -107,10 +107,10 @@ def test_calibrated_costs_price_each_order_at_its_size_time_and_volatility(ibm_c
 
 
 @pytest.fixture(scope="module")
-def research(daily_bars, ibm_calibrated_template):
+def research(daily_bars, daily_calibrated_template):
     """MeanReversion on the bundled history to 2021-01-31 with the IBM model applied to all six: one backtest."""
     bars = daily_bars.until(pd.Timestamp("2021-02-01", tz="UTC").value)
-    with Store(ibm_calibrated_template, read_only=True) as store:
+    with Store(daily_calibrated_template, read_only=True) as store:
         costs = CostModel.from_store(store, {i: "IBM.XNYS@v1" for i in EQUITIES})
     return bars, costs, backtest(MeanReversion(), bars, costs=costs)
 
@@ -134,7 +134,8 @@ def test_fills_and_trades_of_the_history_follow_the_rules(research):
     assert ((local.dt.hour == 9) & (local.dt.minute == 30)).all()  # every order at a session open
     sign = np.where(fills["side"] == "buy", 1.0, -1.0)
     np.testing.assert_allclose(fills["price"], fills["mid"] * (1 + sign * fills["cost_bps"] / 1e4), rtol=1e-12)
-    # the mid is the open of the fill's bar; the predicted cost is the model's at that size, time and volatility
+    # the mid is the open of the fill's bar; the predicted cost is the model's at that size, time and volatility,
+    # its spread at least one tick at the price that traded (the split-adjusted open undone)
     # the volatility known at the instrument's previous close, from its own bars (as paper_metrics reads it)
     vol = pd.DataFrame({i: minute_vol_bps(bars.close[[i]].dropna(), bar_seconds=86_400)[i].shift(1)
                         for i in bars.instruments}).reindex(bars.index)
@@ -143,9 +144,15 @@ def test_fills_and_trades_of_the_history_follow_the_rules(research):
         day = pd.Timestamp(fill["ts_ns"], unit="ns", tz="UTC").tz_convert("America/New_York").normalize()
         row = bars.index.get_loc(day.tz_convert("UTC"))
         assert fill["mid"] == bars.open[fill["instrument_id"]].iloc[row]
-        expected = costs.predict_bps(fill["instrument_id"], [int(fill["ts_ns"])], fill["quantity"], fill["mid"],
+        traded = costs.traded_price(fill["instrument_id"], [bars.start_ns[row]], fill["mid"])[0]
+        shares = fill["quantity"] * fill["mid"] / traded  # the same notional in the shares that traded
+        expected = costs.predict_bps(fill["instrument_id"], [int(fill["ts_ns"])], shares, traded,
                                      vol[fill["instrument_id"]].iloc[row])[0]
         assert fill["predicted_cost_bps"] == pytest.approx(expected)
+    # BAC traded at $3-$8 in March and April 2009: half a cent was 6-17 bps, far above the profile's half-spread
+    bac = fills[(fills["instrument_id"] == "BAC.XNYS") & (fills["ts_ns"] > pd.Timestamp("2009-03-01").value)
+                & (fills["ts_ns"] < pd.Timestamp("2009-04-30").value)]
+    assert len(bac) and bac["predicted_cost_bps"].min() > 5.0
     closed = result.trades.dropna(subset=["pnl"])
     assert result.metrics["n_trades"] == len(closed)
     assert result.metrics["win_rate"] == pytest.approx((closed["pnl"] > 0).mean())

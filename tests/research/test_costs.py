@@ -79,15 +79,33 @@ def test_draws_improve_inside_the_spread_as_the_paper_engine_does(costs):
     n = 20_000
     ts = np.full(n, NOON_2013_10_07)
     rng = np.random.default_rng(3)
-    draws = cost_model.draw_bps("SPY.ARCX", ts, 10, 150.0, 3.0, rng=rng)
-    predicted = cost_model.predict_bps("SPY.ARCX", ts[:1], 10, 150.0, 3.0)[0]
+    # IBM's own model walks a book (it has a completion model): the engine improves a share of its prints
+    assert ibm.completion is not None
+    draws = cost_model.draw_bps("IBM.XNYS", ts, 10, 150.0, 3.0, rng=rng)
+    predicted = cost_model.predict_bps("IBM.XNYS", ts[:1], 10, 150.0, 3.0)[0]
     improved = draws < predicted - 1e-12
     assert improved.mean() == pytest.approx(ibm.price_improvement_share, abs=0.015)
-    half = cost_model.spread_bps("SPY.ARCX", ts[:1], 3.0)[0] / 2
+    half = cost_model.spread_bps("IBM.XNYS", ts[:1], 3.0, price=150.0)[0] / 2
     np.testing.assert_allclose(draws[improved], predicted - ibm.price_improvement_ratio * half)
     assert np.median(draws) == pytest.approx(predicted)
-    again = cost_model.draw_bps("SPY.ARCX", ts, 10, 150.0, 3.0, rng=np.random.default_rng(3))
+    again = cost_model.draw_bps("IBM.XNYS", ts, 10, 150.0, 3.0, rng=np.random.default_rng(3))
     np.testing.assert_array_equal(draws, again)  # seeded
+    # applied to SPY (as the paper replay applies it, with SPY's quotes: its completion model kept) alike
+    spy_draws = cost_model.draw_bps("SPY.ARCX", ts, 10, 150.0, 3.0, rng=np.random.default_rng(3))
+    assert (spy_draws < cost_model.predict_bps("SPY.ARCX", ts, 10, 150.0, 3.0) - 1e-12).mean() == \
+        pytest.approx(ibm.price_improvement_share, abs=0.015)
+
+
+def test_a_model_that_walks_no_book_is_never_improved(ibm_calibrated_template):
+    from dataclasses import replace
+
+    from tradebook.research.costs import _improves
+    from tradebook.model import get_instrument
+
+    with Store(ibm_calibrated_template, read_only=True) as store:
+        ibm = load_model(store, "IBM.XNYS@v1")
+    touch_only = replace(ibm, completion=None, depth=None)  # the engine takes at the curve's median
+    assert _improves(ibm, get_instrument("SPY.ARCX")) and not _improves(touch_only, get_instrument("SPY.ARCX"))
 
 
 def test_zero_model_costs_nothing_for_any_instrument():
@@ -114,6 +132,30 @@ def test_bad_requests_name_what_was_wrong(ibm_store, costs):
             CostModel.from_store(store, "IBM.XNYS")
         listed = CostModel.from_store(store, ["IBM.XNYS"])  # an instrument id: its latest calibration
     assert listed.instruments == ("IBM.XNYS",)
+
+
+def test_no_spread_is_narrower_than_one_tick_at_the_traded_price(costs, daily_calibrated_template):
+    cost_model, _ = costs
+    ts = np.full(3, NOON_2013_10_07)
+    profile = cost_model.spread_bps("SPY.ARCX", ts)
+    floored = cost_model.spread_bps("SPY.ARCX", ts, price=np.array([400.0, 35.0, 5.0]))
+    assert floored[0] == profile[0]  # a cent at $400 is 0.25 bps: the profile's spread stands
+    np.testing.assert_allclose(floored[1:], [0.01 / 35 * 1e4, 0.01 / 5 * 1e4])  # BAC-like prices: one tick
+    assert cost_model.predict_bps("SPY.ARCX", ts[:1], 100, 5.0)[0] == pytest.approx(10.0)  # half of 20 bps
+    # a model read from a store without split factors cannot tell an adjusted price from a traded one
+    assert cost_model.traded_price("SPY.ARCX", [OPEN_2013_10_07], 150.0) is None
+    assert cost_model.describe()["instruments"]["SPY.ARCX"]["tick_floor"] == "traded prices only"
+    with Store(daily_calibrated_template, read_only=True) as store:
+        with_factors = CostModel.from_store(store, {"AAPL.XNAS": "IBM.XNYS@v1"})
+        raw = store.bars("AAPL.XNAS", bar_seconds=86_400)
+    from tradebook.research.bars import Bars
+    with Store(daily_calibrated_template, read_only=True) as store:
+        adjusted = Bars.from_store(store, ["AAPL.XNAS"])
+    rows = [0, 2000, 5000]
+    traded = with_factors.traded_price("AAPL.XNAS", adjusted.start_ns[rows], adjusted.open["AAPL.XNAS"].iloc[rows])
+    expected = raw.set_index("ts_ns").loc[adjusted.start_ns[rows], "open"].to_numpy()
+    np.testing.assert_allclose(traded, expected, rtol=1e-9)  # the split adjustment undone: the price that traded
+    assert with_factors.describe()["instruments"]["AAPL.XNAS"]["tick_floor"] == "split factors"
 
 
 def test_minute_vol_scales_daily_returns_to_one_minute_and_is_causal():

@@ -21,11 +21,11 @@ GRID = {"lookback": [10, 20], "entry": [0.75, 1.5]}
 
 
 @pytest.fixture(scope="module")
-def swept(daily_bars, ibm_calibrated_template):
+def swept(daily_bars, daily_calibrated_template):
     bars = daily_bars.select(list(PAIR))
     bars = bars.iloc(slice(int(np.searchsorted(bars.index, pd.Timestamp("2012-01-01", tz="UTC"))),
                            int(np.searchsorted(bars.index, pd.Timestamp("2021-02-01", tz="UTC")))))
-    with Store(ibm_calibrated_template, read_only=True) as store:
+    with Store(daily_calibrated_template, read_only=True) as store:
         costs = CostModel.from_store(store, {i: "IBM.XNYS@v1" for i in PAIR})
     return bars, costs, sweep(MeanReversion(instruments=PAIR), GRID, bars, costs=costs)
 

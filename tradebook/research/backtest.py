@@ -357,7 +357,7 @@ def order_vol_bps(bars: Bars, lookback: int = VOL_LOOKBACK) -> pd.DataFrame:
     return pd.DataFrame(out, index=bars.index)
 
 
-def _market(bars: Bars, costs: CostModel, seed: int) -> _Market:
+def _market(bars: Bars, costs: CostModel, seed: int, adjusted: bool = True) -> _Market:
     from tradebook.model.instruments import get_instrument
 
     instruments = tuple(bars.instruments)
@@ -372,7 +372,9 @@ def _market(bars: Bars, costs: CostModel, seed: int) -> _Market:
     specs = [get_instrument(i) for i in instruments]
     for j, (iid, spec) in enumerate(zip(instruments, specs)):
         fill_ts[:, j] = open_times_ns(bars.index, spec, bars.bar_seconds)
-        terms = costs.cost_terms(iid, fill_ts[:, j], vol_values[:, j])
+        # the spread is at least one tick at the price that traded (split-adjusted bars undone)
+        traded = costs.traded_price(iid, bars.start_ns, open_[:, j]) if adjusted else open_[:, j]  # None: no floor
+        terms = costs.cost_terms(iid, fill_ts[:, j], vol_values[:, j], price=traded)
         cost_a[:, j], cost_b[:, j], improve[:, j] = terms.a, terms.b, terms.improve_bps
         terms_list.append(terms)
     width = max(len(t.edges) for t in terms_list)
@@ -577,7 +579,7 @@ def _key(strategy: Any, bars: Bars, costs: CostModel, seed: int, starting_equity
                                                                                strategy.params.items()},
             "instruments": list(bars.instruments), "bar_seconds": bars.bar_seconds,
             "data": [int(bars.start_ns[0]), int(bars.end_ns[-1])], "bars": bars.fingerprint(),
-            "costs": costs.describe(), "seed": int(seed), "starting_equity": float(starting_equity),
+            "costs": costs.describe(), "seed": int(seed), "starting_equity": float(starting_equity), "tick_floor": 1,
             "sizing": None if sizing is None else sizing.to_dict(), "cap": float(cap)}
 
 
@@ -594,12 +596,14 @@ def _check_inputs(bars: Bars, starting_equity: float, seed: int) -> None:
 
 def backtest(strategy: Any, bars: Bars, *, costs: CostModel | None = None, starting_equity: float = DEFAULT_EQUITY,
              sizing: Sizing | None = None, seed: int = 0, cap: float = DEFAULT_CAP,
-             prepared: Any = None) -> BacktestResult:
+             prepared: Any = None, adjusted: bool = True) -> BacktestResult:
     """Backtest ``strategy`` on ``bars`` with ``costs`` (None: no costs); see the module docstring for the rules.
 
     Runs :func:`tradebook.research.causality.prepare` first (the lookahead and trailing-window
     checks; ``prepared`` hands in one already made). ``sizing=None``: measured at ``cap`` then
-    Half-Kelly (two passes); a given ``Sizing`` is used as it is.
+    Half-Kelly (two passes); a given ``Sizing`` is used as it is. ``adjusted``: the bars' prices
+    are split-adjusted (``Bars.from_store``'s default), so the traded price a spread is floored at
+    one tick of is recovered with the cost model's stored split factors; False: taken as traded.
     """
     from tradebook.research.causality import prepare
     from tradebook.research.strategy import check_bars_for
@@ -615,7 +619,7 @@ def backtest(strategy: Any, bars: Bars, *, costs: CostModel | None = None, start
     check_bars_for(strategy, bars)
     prepared = prepared if prepared is not None else prepare(strategy, bars)
     targets = prepared.targets.to_numpy(dtype=np.float64)
-    market = _market(bars, costs, seed)
+    market = _market(bars, costs, seed, adjusted)
     n = len(market.instruments)
     if sizing is None:
         first = _simulate(market, targets, np.array([cap]), starting_equity)

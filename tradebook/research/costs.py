@@ -14,10 +14,11 @@ What each number is, and what is assumed where the fill model has no answer:
   thing there is for a daily-bar backtest, whose prices are split-adjusted and so cannot
   say what one tick was worth). Buckets are UTC, so a winter open (14:30 UTC) reads the
   bucket an hour after a summer open: the profile is as good as the days it was fitted on.
-  Known gap: a low-priced instrument's real spread cannot be under one tick (BAC at $35: one
-  cent is 2.9 bps, the IBM profile's median 1.6 bps), so paper fills on quotes on the tick
-  grid cost more than this model predicts for it; backtests on split-adjusted prices cannot
-  floor at a tick (the adjusted price is not the traded one).
+  No spread is narrower than one tick at the traded price: given a price, the spread is
+  floored there (BAC at $35: one cent is 2.9 bps, where the IBM profile's median says 1.6).
+  A backtest on split-adjusted bars recovers the traded price with the store's split factors
+  (:meth:`CostModel.traded_price`); before 2001 US ticks were fractions of a dollar, wider
+  than today's cent, which the floor does not know.
 - **Volatility** ``vol_bps``: in the profile's own unit, the realised volatility of the mid
   over one minute in bps. :func:`minute_vol_bps` converts bars into it (the bar's return
   volatility scaled by the square root of time); NaN or None reads the time bucket's
@@ -28,8 +29,8 @@ What each number is, and what is assumed where the fill model has no answer:
 - **Cost** (bps against the mid, positive = paid): the cost curve at the order's size
   over the touch, in half-spreads (``FillModel.marketable_cost_bps``). :meth:`draw_bps`
   draws as the paper venue fills (the median, improved inside the spread with the model's
-  share and ratio for equities), so a backtest's fills scatter around the prediction the
-  way paper fills do.
+  share and ratio where the paper engine improves: equities whose model walks a book), so a
+  backtest's fills scatter around the prediction the way paper fills do.
 - **Fees**: the model's fee schedule (the venue's public base tier), taker side.
 
 :meth:`CostModel.zero` costs nothing at all: the equivalence test of the backtest and a
@@ -41,7 +42,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -70,7 +70,10 @@ class _Priced:
     spread_profile: Any  # tradebook.sim.profile.SpreadProfile
     touch_notional: float  # the profile's median touch size x the fit's price
     spread_tables: dict[float, np.ndarray]  # quantile -> (time bucket, regime 0/1/2/NaN) spread bps
-    equity: bool  # the paper engine improves prints inside the spread only for equities
+    improves: bool  # the paper engine prints inside the spread: equities whose model walks a book
+    tick: float  # the instrument's tick: no quoted spread is narrower
+    split_ts: np.ndarray | None  # the stored split factors (LEAN's rule), to recover traded prices
+    split_factor: np.ndarray | None
 
 
 def _spread_tables(profile: Any) -> dict[float, np.ndarray]:
@@ -154,9 +157,11 @@ class CostModel:
                                     f"sizes at the touch?); {target} cannot be priced with it: expected a "
                                     "calibration of quotes with sizes")
             model = source if target == record.instrument_id else source.for_instrument(get_instrument(target))
+            spec = get_instrument(target)
+            split_ts, split_factor = _splits(store, target)
             priced[target] = _Priced(target, record.calibration_id, model, profile, _touch_notional(profile),
-                                     _spread_tables(profile),
-                                     str(get_instrument(target).asset_class) == "equity")
+                                     _spread_tables(profile), _improves(source, spec),
+                                     float(spec.tick_size), split_ts, split_factor)
         return cls(priced)
 
     # -- what it holds -----------------------------------------------------------------------
@@ -206,8 +211,12 @@ class CostModel:
                                 "(map an instrument to another's calibration: {'SPY.ARCX': 'IBM.XNYS@v1'})")
 
     # -- prices ------------------------------------------------------------------------------
-    def spread_bps(self, instrument_id: str, ts_ns: Any, vol_bps: Any = None, quantile: float = 0.5) -> np.ndarray:
-        """The quoted spread (bps of the mid) expected at each ``ts_ns`` and one-minute volatility ``vol_bps``."""
+    def spread_bps(self, instrument_id: str, ts_ns: Any, vol_bps: Any = None, quantile: float = 0.5,
+                   price: Any = None) -> np.ndarray:
+        """The quoted spread (bps of the mid) expected at each ``ts_ns`` and one-minute volatility ``vol_bps``.
+
+        With ``price`` (the traded, unadjusted price) never narrower than one tick at that price.
+        """
         ts = _ts_array(ts_ns)
         if self._priced is None:
             return np.zeros(len(ts))
@@ -219,7 +228,31 @@ class CostModel:
         profile = priced.spread_profile
         bucket = (ts % _NS_PER_DAY) // (profile.bucket_minutes * 60 * 1_000_000_000)
         regime = np.where(np.isfinite(vol), np.searchsorted(np.asarray(profile.vol_edges), vol, side="right"), 3)
-        return table[bucket, regime]
+        spread = table[bucket, regime]
+        if price is None:
+            return spread
+        px = np.broadcast_to(np.asarray(price, dtype=np.float64), spread.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            one_tick = np.where(px > 0, priced.tick / px * BPS, 0.0)
+        return np.maximum(spread, np.nan_to_num(one_tick))
+
+    def traded_price(self, instrument_id: str, bar_start_ns: Any, adjusted_price: Any) -> np.ndarray | None:
+        """The price that traded, from a split-adjusted one (``Bars.from_store(adjusted=True)``'s rule undone).
+
+        The bar dated d was multiplied by the first stored split factor dated on or after d. None when
+        the store this model was read from holds no split factors of the instrument: an adjusted price
+        is then no traded price, and a floor at one tick of it (a 1998 AAPL adjusted to $0.16) would be
+        absurd, so backtests priced with such a model have no tick floor (see :meth:`describe`).
+        """
+        ts = _ts_array(bar_start_ns)
+        px = np.broadcast_to(np.asarray(adjusted_price, dtype=np.float64), ts.shape)
+        if self._priced is None:
+            return np.array(px)
+        priced = self._get(instrument_id)
+        if priced.split_ts is None:
+            return None
+        at = np.minimum(np.searchsorted(priced.split_ts, ts, side="left"), len(priced.split_ts) - 1)
+        return px / priced.split_factor[at]
 
     def touch_size(self, instrument_id: str, price: Any) -> Any:
         """Typical displayed size at the touch, in the instrument's units, at ``price`` (float or array)."""
@@ -230,13 +263,14 @@ class CostModel:
         size = notional / px
         return float(size) if size.ndim == 0 else size
 
-    def cost_terms(self, instrument_id: str, ts_ns: Any, vol_bps: Any = None) -> CostTerms:
+    def cost_terms(self, instrument_id: str, ts_ns: Any, vol_bps: Any = None, price: Any = None) -> CostTerms:
         """The parts of the predicted cost that do not depend on the order's size, for many orders at once.
 
         Predicted cost (bps) = ``a + b x ratios[bucket(notional / touch_notional)]``: the cost curve's
         median in its unit (half-spreads, or half-spread plus one-second volatility above the
         half-spread) at the order's notional (at the mid) over the touch's. :meth:`predict_bps` is
         this formula; the backtest's compiled loop applies it to each order as it sizes it.
+        ``price``: the traded (unadjusted) price, for the one-tick floor of the spread.
         """
         ts = _ts_array(ts_ns)
         n = len(ts)
@@ -246,7 +280,7 @@ class CostModel:
         priced = self._get(instrument_id)
         model = priced.model
         vol = _vol_array(vol_bps, n)
-        half = self.spread_bps(instrument_id, ts, vol) / 2
+        half = self.spread_bps(instrument_id, ts, vol, price=price) / 2
         curve = model.cost_curve
         base = float(model.base_slippage_bps)
         if curve.scale == SCALE_SPREAD_VOL:
@@ -256,7 +290,7 @@ class CostModel:
             b = half + np.where(np.isfinite(one_second), np.maximum(one_second, 0.0), 0.0)
         else:
             a, b = np.full(n, base), half
-        share = float(model.price_improvement_share) if priced.equity else 0.0
+        share = float(model.price_improvement_share) if priced.improves else 0.0
         improve = float(model.price_improvement_ratio) * half if share > 0 else np.zeros(n)
         return CostTerms(a, b, improve, np.asarray(curve.edges, dtype=np.float64),
                          np.asarray(curve.q50, dtype=np.float64), priced.touch_notional, share)
@@ -267,6 +301,7 @@ class CostModel:
 
         Vectorised over ``ts_ns``; ``quantity`` (sign ignored), ``price`` and ``vol_bps``
         broadcast to it. ``quantile`` 0.05/0.5/0.95: the curve's interval and median.
+        ``price`` is the traded price (the mid): the spread is at least one tick at it.
         """
         ts = _ts_array(ts_ns)
         n = len(ts)
@@ -276,7 +311,7 @@ class CostModel:
         px = np.broadcast_to(np.asarray(price, dtype=np.float64), (n,))
         if n:
             self.touch_size(instrument_id, px)  # checks the prices
-        terms = self.cost_terms(instrument_id, ts, vol_bps)
+        terms = self.cost_terms(instrument_id, ts, vol_bps, price=px)
         curve = self._get(instrument_id).model.cost_curve
         return terms.a + terms.b * curve.ratio(qty * px / terms.touch_notional, quantile)
 
@@ -284,10 +319,12 @@ class CostModel:
                  rng: np.random.Generator) -> np.ndarray:
         """Costs drawn as the paper venue fills: the median cost, sometimes improved inside the spread.
 
-        For equities (where the paper engine improves prints) a fill is improved by the model's
-        ``price_improvement_ratio`` half-spreads (at most to the mid) with probability
-        ``price_improvement_share``, as the engine draws it; a model without price improvement
-        draws from a split normal through its cost curve's three quantiles (floored at the mid).
+        The paper engine (tradebook.sim.orders.walk_params) improves a print only for an equity
+        whose model walks a book (it has a depth profile or a completion model): then a fill is
+        improved by ``price_improvement_ratio`` half-spreads (at most to the mid) with probability
+        ``price_improvement_share``. Otherwise the engine takes at the cost curve's median, and so
+        does this draw. Read on the calibrated model: applied to another instrument with that
+        instrument's quotes (as the paper replay applies it) it keeps its completion model.
         """
         ts = _ts_array(ts_ns)
         n = len(ts)
@@ -296,16 +333,12 @@ class CostModel:
         priced = self._get(instrument_id)
         model = priced.model
         mid = self.predict_bps(instrument_id, ts, quantity, price, vol_bps)
-        share = float(model.price_improvement_share) if priced.equity else 0.0
-        if share > 0:
-            half = self.spread_bps(instrument_id, ts, vol_bps) / 2
-            improved = rng.random(n) < share
-            return np.where(improved, np.maximum(mid - float(model.price_improvement_ratio) * half, 0.0), mid)
-        low, high = (self.predict_bps(instrument_id, ts, quantity, price, vol_bps, q) for q in (0.05, 0.95))
-        z_low, z_high = (NormalDist().inv_cdf(level) for level in model.cost_curve.interval_levels)
-        z = rng.standard_normal(n)
-        scale = np.where(z < 0, (mid - low) / abs(z_low), (high - mid) / z_high)
-        return np.maximum(mid + z * scale, 0.0)
+        share = float(model.price_improvement_share) if priced.improves else 0.0
+        improved = rng.random(n) < share
+        if share <= 0:
+            return mid
+        half = self.spread_bps(instrument_id, ts, vol_bps, price=price) / 2
+        return np.where(improved, np.maximum(mid - float(model.price_improvement_ratio) * half, 0.0), mid)
 
     def fee(self, instrument_id: str, notional: Any, quantity: Any) -> np.ndarray:
         """Taker fees of marketable fills (notional and quantity: magnitudes, vectorised)."""
@@ -321,7 +354,8 @@ class CostModel:
             k: {"calibration_id": p.calibration_id, "fitted_on": list(p.model.fitted_on),
                 "away_from_data": bool(p.model.away_from_data), "provenance": p.model.provenance(),
                 "spread_profile_of": p.spread_profile.instrument_id, "touch_notional": p.touch_notional,
-                "cost_scale": p.model.cost_curve.scale, "fees": asdict(p.model.fees)}
+                "cost_scale": p.model.cost_curve.scale, "fees": asdict(p.model.fees),
+                "tick_floor": "split factors" if p.split_ts is not None else "traded prices only"}
             for k, p in self._priced.items()}}
 
     def __repr__(self) -> str:
@@ -346,6 +380,29 @@ def minute_vol_bps(close: pd.DataFrame, *, bar_seconds: int, lookback: int = 20,
     returns = np.log(close.astype("float64")).diff()
     vol = returns.rolling(lookback, min_periods=lookback).std(ddof=1)
     return vol * BPS * math.sqrt(_MINUTE_S / per_bar)
+
+
+def _improves(source: FillModel, instrument: Any) -> bool:
+    """Whether the paper engine prints this model's fills inside the spread (tradebook.sim.orders.walk_params).
+
+    Read on the calibrated (source) model: a paper venue given the model applied to another
+    instrument with that instrument's quotes (tradebook.research.runner.paper_calibrations)
+    keeps its completion model, so it walks and improves as the source does.
+    """
+    walks = source.depth is not None or source.completion is not None
+    return walks and str(instrument.asset_class) == "equity"
+
+
+def _splits(store: Any, instrument_id: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The stored split factors of ``instrument_id`` by date (None when the store has none)."""
+    try:
+        factors = store.adjustment_factors(instrument_id)
+    except Exception:  # noqa: BLE001 - no factors stored for it (or an ambiguous read): prices taken as traded
+        return None, None
+    if factors is None or factors.empty or "split_factor" not in factors.columns:
+        return None, None
+    factors = factors.sort_values("ts_ns")
+    return factors["ts_ns"].to_numpy(np.int64), factors["split_factor"].to_numpy(np.float64)
 
 
 def _touch_notional(profile: Any) -> float:

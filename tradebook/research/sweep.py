@@ -13,9 +13,10 @@ their equity back doubled a sweep's time.
 Trial metrics come from per-bar records (daily bars are the trading days; intraday bars are
 summed into their local dates), with the definitions of
 :func:`tradebook.research.metrics.window_metrics`; the chosen trial's own metrics come from its
-daily records (the same figures where every trading day has a bar). The research result carries the honest number of trials:
-the deflated Sharpe ratio of the chosen trial given all of them (``dsr``) and the probability
-of backtest overfitting of the sweep (``pbo``, CSCV over the trials' daily returns).
+daily records (the same figures where every trading day has a bar). The research result
+carries the honest number of trials: the deflated Sharpe ratio of the chosen trial given all
+of them (``dsr``) and the probability of backtest overfitting of the sweep (``pbo``, CSCV over
+the trials' daily returns).
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def _by_day(records: dict, index: pd.DatetimeIndex, calendar: str, starting_equi
 
 def sweep(strategy: Any, grid: Mapping[str, Sequence], bars: Bars, *, costs: CostModel | None = None,
           store: Any = None, choose: str = "sharpe", starting_equity: float = DEFAULT_EQUITY, seed: int = 0,
-          cap: float = DEFAULT_CAP) -> SweepResult:
+          cap: float = DEFAULT_CAP, adjusted: bool = True) -> SweepResult:
     """Backtest every combination of ``grid`` (parameter -> values) of ``strategy`` on ``bars``.
 
     Each trial: the lookahead check (full on the grid's corners, light on the rest:
@@ -161,7 +162,7 @@ def sweep(strategy: Any, grid: Mapping[str, Sequence], bars: Bars, *, costs: Cos
     round trips, calibrated ``costs`` (None: none). ``choose``: the metric the best trial maximises
     (``max_drawdown``: minimises), one of :data:`CHOOSABLE`. With ``store`` every trial is stored
     (a research_backtests row with the sweep id and its equity; the chosen one with its fills and
-    trades) and the sweep's row with its DSR and PBO.
+    trades) and the sweep's row with its DSR and PBO. ``adjusted``: as in backtest().
     """
     from tradebook.research.causality import check_trailing_window, prepare_sweep
     from tradebook.research.metrics import DAILY_COLUMNS, periods_per_year
@@ -180,7 +181,7 @@ def sweep(strategy: Any, grid: Mapping[str, Sequence], bars: Bars, *, costs: Cos
     combos = _combinations(strategy, grid)
     strategies = [strategy.with_params(**combo) for combo in combos]
     prepared = prepare_sweep(strategies, bars, seed=seed)
-    market = _market(bars, costs, seed)
+    market = _market(bars, costs, seed, adjusted)
     n = len(market.instruments)
     n_trials = len(strategies)
     sweep_key = {"sweep": _key(strategy, bars, costs, seed, starting_equity, None, cap),
