@@ -230,6 +230,45 @@ def test_statuses_and_fills_from_binance_drive_a_tradebook_order(binance):
     assert len(order.fill_ids) == 3
 
 
+def test_orders_from_the_user_data_stream_map_by_binance_words(binance):
+    import asyncio
+
+    import ccxt.pro
+
+    venue, _ = binance
+
+    async def scenario():
+        exchange = ccxt.pro.binance({"apiKey": venue.key, "secret": venue.secret, "timeout": 5000,
+                                     "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
+                                                 "fetchMargins": False}})
+        exchange.urls["api"] = venue.ccxt_urls(exchange.urls["api"])
+        try:
+            await exchange.load_markets()
+            watching = asyncio.create_task(exchange.watch_orders("BTC/USDT"))
+            await asyncio.sleep(0.2)
+            args = cm.create_order_args(order_type=OrderType.STOP_LIMIT, side=Side.SELL, quantity=Decimal("0.01"),
+                                        time_in_force=TimeInForce.GTC, client_order_id="tb-ws-map",
+                                        limit_price=Decimal("59400"), stop_price=Decimal("59500"))
+            await exchange.create_order("BTC/USDT", args.type, args.side, float(args.amount), float(args.price),
+                                        {**args.params, "triggerPrice": float(args.params["triggerPrice"])})
+            [order] = await asyncio.wait_for(watching, 5)
+            # ccxt.pro's cache updates the same order dict in place: read it now
+            seen = [(order["info"]["o"], "status" in order["info"], cm.order_type_from_ccxt_order(order),
+                     cm.order_status_from_ccxt_order(order))]
+            watching = asyncio.create_task(exchange.watch_orders("BTC/USDT"))
+            await asyncio.sleep(0.05)
+            venue.set_price("BTCUSDT", "59450.00", "59450.01")  # triggers, fills 0.01 at its 59400 limit or better
+            [filled] = await asyncio.wait_for(watching, 5)
+            return seen + [(filled["info"]["o"], "status" in filled["info"], cm.order_type_from_ccxt_order(filled),
+                            cm.order_status_from_ccxt_order(filled))]
+        finally:
+            await exchange.close()
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 20)) == [
+        ("STOP_LOSS_LIMIT", False, OrderType.STOP_LIMIT, OrderStatus.ACCEPTED),
+        ("STOP_LOSS_LIMIT", False, OrderType.STOP_LIMIT, OrderStatus.FILLED)]
+
+
 def test_a_fee_in_another_currency_is_refused():
     trade = {"id": "7", "side": "buy", "amount": 0.01, "price": 60000.0, "timestamp": 1_700_000_000_000,
              "symbol": "BTC/USDT", "fee": {"cost": 0.00001, "currency": "BNB"}, "takerOrMaker": "taker"}

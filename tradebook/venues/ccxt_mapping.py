@@ -155,7 +155,8 @@ def order_type_from_ccxt(value: str, *, trigger_price: Any = None) -> OrderType:
 
 def order_type_from_ccxt_order(order: Mapping[str, Any]) -> OrderType:
     """A ccxt order's tradebook type; Binance's raw type is read first when ``info`` carries it."""
-    raw = (order.get("info") or {}).get("type")
+    info = order.get("info") or {}
+    raw = info.get("type") or info.get("o")  # REST order, or the user stream's executionReport
     if isinstance(raw, str) and raw.upper() in BINANCE_ORDER_TYPES:
         return order_type_from_binance(raw)
     return order_type_from_ccxt(order["type"], trigger_price=order.get("triggerPrice"))
@@ -219,7 +220,8 @@ def order_status_from_ccxt_order(order: Mapping[str, Any]) -> OrderStatus:
     """A ccxt order's tradebook status; Binance's raw status is read first when ``info`` carries it."""
     filled = _decimal(order.get("filled")) or _ZERO
     amount = _decimal(order.get("amount"))
-    raw = (order.get("info") or {}).get("status")
+    info = order.get("info") or {}
+    raw = info.get("status") or info.get("X")  # REST order, or the user stream's executionReport
     if isinstance(raw, str) and raw in BINANCE_ORDER_STATUSES:
         return order_status_from_binance(raw, filled=filled, amount=amount)
     return order_status_from_ccxt(order["status"], filled=filled, amount=amount)
