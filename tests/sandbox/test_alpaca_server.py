@@ -322,7 +322,7 @@ def test_a_duplicate_fill_message_reaches_the_handler_twice_with_one_execution_i
     updates = [listener.next() for _ in range(3)]
     assert [event(u) for u in updates] == ["new", "fill", "fill"]
     assert updates[1].execution_id == updates[2].execution_id
-    assert Decimal(client.get_all_positions()[0].qty) == 1  # the venue booked it once
+    assert venue.positions() == {"SPY": 1}  # the venue booked it once
 
 
 def test_a_fill_after_a_cancel_answered_204(venue, client, listener):

@@ -19,6 +19,7 @@ from tradebook.errors import SandboxError
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
+HISTORY = 10_000  # requests and stream messages a server remembers (the latest)
 HOLD_MAX_S = 120.0  # a held ("never answered") request is let go by stop() or after this, whichever is first
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections import deque
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -38,7 +39,7 @@ from typing import Any
 from tradebook.sandbox._book import (
     CANCELED, EXPIRED, FILLED, NEW, PARTIALLY_FILLED, REJECTED, REPLACED, ZERO, Book, BookFill, BookOrder, now_ns,
 )
-from tradebook.sandbox._server import BackgroundServer, SandboxError
+from tradebook.sandbox._server import HISTORY, BackgroundServer, SandboxError
 
 DEFAULT_KEY, DEFAULT_SECRET = "sandbox-key", "sandbox-secret"
 ACCOUNT_ID = uuid.UUID("5a3c1b2e-7d4f-4e6a-9b8c-0d1e2f3a4b5c")
@@ -93,13 +94,19 @@ class AlpacaSandbox(BackgroundServer):
         self._sockets: set[Any] = set()  # authorised, listening stream connections
         self.listens = 0  # stream connections that have listened to trade_updates, reconnects included
         self._pending_rejects: set[str] = set()
-        self.requests: list[tuple[str, str]] = []  # (method, path) of every request, for tests
-        self.sent: list[dict[str, Any]] = []  # every trade update sent on the stream
+        # the latest requests (method, path) and stream messages, for tests and for a user to look at
+        self.requests: deque[tuple[str, str]] = deque(maxlen=HISTORY)
+        self.sent: deque[dict[str, Any]] = deque(maxlen=HISTORY)
 
     # -- test/user controls ------------------------------------------------------------------
     @property
     def stream_url(self) -> str:
         return self.base_url.replace("http://", "ws://") + "/stream"
+
+    def positions(self) -> dict[str, Decimal]:
+        """The account's positions by symbol (signed quantities), as the venue holds them."""
+        with self.book.lock:
+            return dict(self.book.positions)
 
     def fault(self, kind: AlpacaFault, times: int = 1, **options: Any) -> None:
         self.faults.arm(AlpacaFault(kind), times, **options)

@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -46,7 +47,7 @@ from urllib.parse import parse_qsl, urlsplit
 from tradebook.sandbox._book import (
     CANCELED, EXPIRED, FILLED, NEW, PARTIALLY_FILLED, REJECTED, ZERO, Book, BookFill, BookOrder,
 )
-from tradebook.sandbox._server import BackgroundServer, SandboxError
+from tradebook.sandbox._server import HISTORY, BackgroundServer, SandboxError
 
 DEFAULT_KEY, DEFAULT_SECRET = "sandbox-binance-key", "sandbox-binance-secret"
 DEFAULT_RECV_WINDOW_MS = 5000
@@ -129,7 +130,8 @@ class BinanceSandbox(BackgroundServer):
         self.check_signature = check_signature
         self.clock_offset_ms = 0
         self.funding: dict[str, dict[str, Any]] = {}
-        self.requests: list[tuple[str, str]] = []
+        # the latest requests (method, path) and stream messages, for tests and for a user to look at
+        self.requests: deque[tuple[str, str]] = deque(maxlen=HISTORY)
         # Binance trade ids are integers; ours count executions across the book in the order they happen
         self._trade_ids: dict[str, int] = {}
         self.book.listeners.append(self._number_trade)
@@ -137,9 +139,14 @@ class BinanceSandbox(BackgroundServer):
         self._subscribers: dict[Any, int] = {}  # user data stream websocket -> its subscriptionId
         self._subscriptions = 0
         self.subscribes = 0  # user data stream subscriptions made, resubscriptions included
-        self.sent: list[dict[str, Any]] = []  # every executionReport sent
+        self.sent: deque[dict[str, Any]] = deque(maxlen=HISTORY)
 
     # -- test/user controls ------------------------------------------------------------------
+    def positions(self) -> dict[str, Decimal]:
+        """The account's positions by symbol (signed quantities), as the venue holds them."""
+        with self.book.lock:
+            return dict(self.book.positions)
+
     def fault(self, kind: BinanceFault, times: int = 1, **options: Any) -> None:
         self.faults.arm(BinanceFault(kind), times, **options)
 
