@@ -79,6 +79,11 @@ def test_every_trial_is_stored_once(swept, daily_store_template, tmp_path):
         loaded = load_backtest(store, "mean_reversion")  # no stand-alone backtest: the sweep's chosen trial
         assert loaded.backtest_id == result.best.backtest_id
         pd.testing.assert_frame_equal(loaded.fills, result.best.fills)
+        other = next(t for t in result.trial_results() if t.backtest_id != result.best.backtest_id)
+        trial = load_backtest(store, other.backtest_id)  # a trial: its equity and metrics, no records
+        np.testing.assert_allclose(trial.equity.to_numpy(), other.equity.to_numpy())
+        assert trial.metrics == pytest.approx(other.metrics, nan_ok=True) and trial.fills.empty
+        assert trial.sweep_id == sweep_id and trial.sizing == other.sizing
 
 
 def test_bad_grids_are_refused(swept):
