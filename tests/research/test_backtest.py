@@ -34,6 +34,17 @@ class AboveLevel(Strategy):
         return (bars.close >= self.params["level"]).astype(float)
 
 
+class LongOrShort(Strategy):
+    """Long at or above ``level``, short below it: every crossing reverses the position."""
+
+    name = "long_or_short"
+    instruments = ("SPY.ARCX",)
+    params = {"level": 105.0}
+
+    def signals(self, bars: Bars) -> pd.DataFrame:
+        return (bars.close >= self.params["level"]).astype(float) * 2 - 1
+
+
 class PeeksAhead(Strategy):
     name = "peeks_ahead"
     instruments = ("SPY.ARCX",)
@@ -87,6 +98,18 @@ def test_a_signal_at_a_close_fills_at_the_next_open_sized_by_hand():
     assert trade["pnl"] == pytest.approx(192 * 6) and trade["return_pct"] == pytest.approx(6 / 104 * 100)
     assert result.metrics["n_trades"] == 1 and result.metrics["win_rate"] == 1.0
     assert result.daily["n_fills"].sum() == 2 and len(result.daily) == 12
+
+
+def test_a_reversal_closes_one_round_trip_and_opens_the_next():
+    result = backtest(LongOrShort(), scripted_bars(), sizing=SIZING)
+    fills = result.fills[["side", "quantity", "price"]].to_records(index=False).tolist()
+    # short 0.2 x 100,000 / 100 = 200 at session 1's open; at session 6 (104) equity 99,200 wants 190 long: buy 390
+    assert fills[:2] == [("sell", 200, 100.0), ("buy", 390, 104.0)]
+    trades = result.trades
+    assert trades.loc[0, ["direction", "quantity", "pnl"]].tolist() == ["short", 200, -800.0]
+    assert trades.loc[1, ["direction", "quantity", "pnl"]].tolist() == ["long", 190, 190 * 6.0]
+    assert trades["pnl"].isna().sum() == 1  # the last short is still open: not a closed round trip
+    assert result.metrics["n_trades"] == 2
 
 
 def test_calibrated_costs_price_each_order_at_its_size_time_and_volatility(ibm_calibrated_template):
