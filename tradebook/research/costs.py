@@ -10,10 +10,10 @@ What each number is, and what is assumed where the fill model has no answer:
 - **Spread** (bps): the fitted spread profile's quantile for the order's UTC time of day
   and volatility regime (:meth:`SpreadProfile.expected_spread_bps`). A model applied to
   another instrument keeps the *fit* instrument's profile in bps (``for_instrument`` drops
-  the profile because its ticks and sizes do not carry; its spread in bps is the nearest
-  thing there is for a daily-bar backtest, whose prices are split-adjusted and so cannot
-  say what one tick was worth). Buckets are UTC, so a winter open (14:30 UTC) reads the
-  bucket an hour after a summer open: the profile is as good as the days it was fitted on.
+  the profile because its ticks and sizes do not carry; a spread in bps is the nearest
+  thing there is for another instrument of the same class). Buckets are UTC, so a winter
+  open (14:30 UTC) reads the bucket an hour after a summer open: the profile is as good as
+  the days it was fitted on.
   No spread is narrower than one tick at the traded price: given a price, the spread is
   floored there (BAC at $35: one cent is 2.9 bps, where the IBM profile's median says 1.6).
   A backtest on split-adjusted bars recovers the traded price with the store's split factors
