@@ -281,6 +281,33 @@ def test_day_orders_expire_at_the_close(tws: TwsServer, connect: Callable[..., I
     assert gtc.orderStatus.status == "Submitted" and [o.status for o in tws.orders()] == ["Cancelled", "Submitted"]
 
 
+def test_open_and_completed_orders_read_back_field_by_field(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect(3)
+    stop_limit = Order(action="SELL", totalQuantity=7, orderType="STP LMT", lmtPrice=180.5, auxPrice=181.0,
+                       tif="GTC", outsideRth=True, orderRef="tbfields")
+    working = ib.placeOrder(AAPL, stop_limit)
+    done = ib.placeOrder(ES, order(MarketOrder, "BUY", 1, ref="tbdone"))
+    tws.set_price("ESH7", "5000.00", "5000.25")
+    wait_until(ib, lambda: done.orderStatus.status == "Filled", "the future's fill")
+    other = connect(4)  # another client reads every open order and the completed ones afresh
+    [seen] = other.reqAllOpenOrders()
+    o, c = seen.order, seen.contract
+    assert (o.action, o.totalQuantity, o.orderType, o.lmtPrice, o.auxPrice, o.tif, o.outsideRth) == (
+        "SELL", 7.0, "STP LMT", 180.5, 181.0, "GTC", True)
+    assert (o.orderRef, o.clientId, o.orderId, o.account, o.permId) == (
+        "tbfields", 3, working.order.orderId, tws.account, working.orderStatus.permId)
+    assert (c.conId, c.symbol, c.secType, c.localSymbol) == (265598, "AAPL", "STK", "AAPL")
+    assert seen.orderStatus.status == "Submitted"
+    [completed] = other.reqCompletedOrders(apiOnly=False)
+    assert (completed.order.orderRef, completed.order.filledQuantity, completed.orderStatus.status) == (
+        "tbdone", 1.0, "Filled")
+    assert (completed.contract.localSymbol, completed.contract.multiplier) == ("ESH7", "50")
+    since = done.fills[0].execution.time
+    assert len(ib.reqExecutions(ExecutionFilter(time=since.strftime("%Y%m%d-%H:%M:%S")))) == 1
+    assert ib.reqExecutions(ExecutionFilter(time="20991231-00:00:00")) == []
+    assert ib.reqExecutions(ExecutionFilter(secType="STK")) == []
+
+
 # -- scripted faults ----------------------------------------------------------------------------
 def test_silent_accept_is_found_by_reconciliation_after_reconnect(tws: TwsServer, connect: Callable[..., IB]) -> None:
     ib = connect()

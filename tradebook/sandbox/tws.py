@@ -19,9 +19,10 @@ follow ib-async 2.1's decoder for server version 176 (``openOrder`` still carrie
 The fill rule: a buy takes the ask, a sell the bid, of the quote set by :meth:`set_price`.
 A quote given with a size offers that much once (fills deplete it; the rest of an order
 waits for the next quote), without a size it is unlimited. Market orders fill at the touch;
-limit orders when the touch reaches their limit (at the touch); stops trigger when the
-touch reaches the stop price and then act as market (STP) or limit (STP LMT) orders. IOC
-fills what it can and cancels the rest; FOK fills all at once or is cancelled.
+limit orders when the touch reaches their limit (at the touch); an order that meets no
+quote waits for one. Stops trigger when the touch reaches the stop price and then act as
+market (STP) or limit (STP LMT) orders. IOC fills what it can and cancels the rest; FOK
+fills all at once or is cancelled.
 :meth:`set_fill_parts` splits each fill into several executions (partial fills);
 :meth:`end_of_day` cancels every working DAY order, as IB does at the close. Clients that
 ask ``reqMktData`` receive each quote as bid and ask ticks (a snapshot, or a stream).
@@ -537,11 +538,15 @@ class TwsServer:
 
     # -- orders --------------------------------------------------------------------------------
     def _place_order(self, conn: _Conn, fields: list[str]) -> None:
+        # placeOrder as ib-async's client.placeOrder writes it: 1 orderId, 2-13 the contract, 14-15 secIdType and
+        # secId, 16 action, 17 totalQuantity, 18 orderType, 19 lmtPrice, 20 auxPrice, 21 tif, 22 ocaGroup,
+        # 23 account, 24 openClose, 25 origin, 26 orderRef, 27 transmit, 28-32 parentId .. triggerMethod,
+        # 33 outsideRth; the rest (algos, conditions, ...) is not modelled and ignored
         order_id = int(fields[1])
         contract_fields = fields[2:14]
         action, qty, order_type, lmt, aux, tif = fields[16:22]
         tif = tif or "DAY"  # TWS's default when the client leaves it empty
-        account, order_ref, outside_rth = fields[23], fields[26], fields[32] == "1"
+        account, order_ref, outside_rth = fields[23], fields[26], fields[33] == "1"
         existing = self._orders.get((conn.client_id, order_id))
         if existing is not None:
             self._modify(conn, existing, Decimal(qty), decimal(lmt), decimal(aux), tif)
