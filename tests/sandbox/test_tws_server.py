@@ -457,7 +457,7 @@ def test_client_ids_scope_order_events_and_executions(tws: TwsServer, connect: C
     wait_until(data, lambda: [p.position for p in data.positions()] == [5.0], "positions are account-wide")
 
 
-def test_the_master_client_id_sees_every_clients_orders(connect: Callable[..., IB]) -> None:
+def test_the_master_client_id_sees_every_clients_orders() -> None:
     with TwsServer(master_client_id=99) as tws:
         tws.set_price("AAPL", "189.99", "190.01")
         orders = IB()
