@@ -277,7 +277,7 @@ def cost_figure(fills: dict[str, pd.DataFrame], *, title: str = "Predicted again
 
 
 def fill_costs_figure(fills: pd.DataFrame, *, title: str = "Cost of each fill against the mid") -> hv.Overlay:
-    """Each fill's cost against the mid in bps over time, one colour per instrument (a run's fills, :mod:`run_summary`)."""
+    """Each fill's cost against the mid in bps over time, one colour per instrument (``run_summary.run_fills``)."""
     data = fills.dropna(subset=["cost_bps"])
     if data.empty:
         raise DataError("fill_costs_figure: no fill has a quote before it to price its cost against")

@@ -23,7 +23,7 @@ def known_runs(store: Any) -> list[str]:
 
 
 def pick_run(store: Any, run: str | None = None) -> str:
-    """``run`` when the store holds orders of it; None: the most recently active run. Else a ReportError listing them."""
+    """``run`` if the store holds orders of it; None: the most recently active run; else ReportError listing runs."""
     runs = known_runs(store)
     if not runs:
         raise ReportError(f"the store {store.path} holds no orders of any run; run a paper session first "
