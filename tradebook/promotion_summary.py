@@ -138,5 +138,5 @@ def promotion_evidence(store: Any, strategy: str, *, backtest_id: str | None = N
         frame.insert(0, "time", pd.to_datetime(frame["ts_ns"], unit="ns", utc=True))
     return PromotionEvidence(strategy=strategy, account_id=account_id, decision_id=decision_id, decision=decision,
                              codes=codes, summary=summary, override=override, days=days, checks=checks,
-                             backtest_id=bt_id, backtest=backtest, paper_daily=daily, paper_equity=paper_equity, paper_fills=fills,
-                             ranges=ranges, stages=stages, decisions=history)
+                             backtest_id=bt_id, backtest=backtest, paper_daily=daily, paper_equity=paper_equity,
+                             paper_fills=fills, ranges=ranges, stages=stages, decisions=history)
