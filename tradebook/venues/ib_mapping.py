@@ -84,7 +84,12 @@ _STATUS_TO = {
     OrderStatus.PENDING_CANCEL: "PendingCancel", OrderStatus.PENDING_REPLACE: "Submitted",
     OrderStatus.CANCELLED: "Cancelled", OrderStatus.REJECTED: "Inactive", OrderStatus.EXPIRED: "Cancelled",
 }
-_STATUS_TO_REFUSED = {OrderStatus.PENDING: "a pending order has not left tradebook: IB has never seen it"}
+# tradebook's own states, which IB never shows (keyed by value: a StrEnum member finds its string)
+_STATUS_TO_REFUSED = {
+    "pending": "a pending order has not left tradebook: IB has never seen it",
+    "unresolved": "an unresolved order's state at IB is unknown until reconciliation asks IB for it",
+}
+TRADEBOOK_ONLY_STATUSES = frozenset(_STATUS_TO_REFUSED)
 # tradebook statuses that do not come back as themselves through IB's words (see the module docstring)
 LOSSY_STATUSES = frozenset({OrderStatus.PENDING_REPLACE, OrderStatus.EXPIRED})
 
