@@ -44,3 +44,23 @@ def test_summary_marks_synthetic_quotes(store):
     spy_line = next(line for line in summary.splitlines() if line.strip().startswith("SPY.ARCX"))
     fx_line = next(line for line in summary.splitlines() if line.strip().startswith("EURUSD.DUKASCOPY"))
     assert "quotes (synthetic)" in spy_line and "synthetic" not in fx_line
+
+
+def test_calibrations_are_fitted_once_per_content(store):
+    from tradebook.demo import calibrations_for_content
+    from tradebook.sim.fidelity import run_calibration
+
+    store.ingest(load_bundled(FX))
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return run_calibration(store)
+
+    first = calibrations_for_content(store, compute)
+    again = calibrations_for_content(store, compute)
+    assert len(calls) == 1 and [r.calibration_id for r in again] == [r.calibration_id for r in first]
+    assert [r.calibration_id for r in first] == ["EURUSD.DUKASCOPY@v1"]
+    store.ingest(load_bundled("binance_spot_BTCUSDT_20210108T0000_l1_quotes.csv.gz"))  # new data: fitted again
+    assert {r.calibration_id for r in calibrations_for_content(store, compute)} >= {"EURUSD.DUKASCOPY@v1"}
+    assert len(calls) == 2

@@ -91,9 +91,8 @@ def format_summary(store: Store) -> str:
     return "\n".join(lines)
 
 
-def fidelity_report_text(store: Store, compute: Callable[[], str]) -> str:
-    """The fidelity report's text, computed once per content: the recorded datasets, the calibrations and the
-    simulator's code (``<store>.cache/fidelity-<key>.txt``); a demo run again on the same content reuses it."""
+def _content_key(store: Store) -> str:
+    """What the calibrations and the fidelity report depend on: the recorded datasets and the simulator's code."""
     import tradebook
 
     datasets = store.datasets()
@@ -105,7 +104,31 @@ def fidelity_report_text(store: Store, compute: Callable[[], str]) -> str:
         for source in sorted((root / package).glob("*.py")):
             digest.update(source.name.encode())
             digest.update(source.read_bytes())
-    path = Path(f"{store.path}.cache") / f"fidelity-{digest.hexdigest()}.txt"
+    return digest.hexdigest()
+
+
+def calibrations_for_content(store: Store, compute: Callable[[], list]) -> list:
+    """The calibrations of the store's recorded data, fitted once per content (the ids are kept in
+    ``<store>.cache/calibrations-<key>.txt``): a demo run again on the same data and code does not refit
+    (a refit of unchanged data would store nothing new anyway, :func:`~tradebook.sim.fidelity.run_calibration`)."""
+    path = Path(f"{store.path}.cache") / f"calibrations-{_content_key(store)}.txt"
+    if path.is_file():
+        ids = path.read_text(encoding="utf-8").split()
+        known = set(store.calibrations()["calibration_id"])
+        if ids and all(i in known for i in ids):
+            return [store.calibration(i) for i in ids]
+    records = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for old in path.parent.glob("calibrations-*.txt"):
+        old.unlink()
+    path.write_text("\n".join(r.calibration_id for r in records), encoding="utf-8")
+    return records
+
+
+def fidelity_report_text(store: Store, compute: Callable[[], str]) -> str:
+    """The fidelity report's text, computed once per content: the recorded datasets and the simulator's code
+    (``<store>.cache/fidelity-<key>.txt``); a demo run again on the same content reuses it."""
+    path = Path(f"{store.path}.cache") / f"fidelity-{_content_key(store)}.txt"
     if path.is_file():
         return "(the same data and simulator as the last run: its report, from " + str(path) + ")\n" + \
             path.read_text(encoding="utf-8")
@@ -140,7 +163,7 @@ def run_demo(store_path: str | Path | None = None, data_dir: Path | None = None,
         out(f"{new} file(s) loaded, {len(outcomes) - new} already in the store\n")
         out(format_summary(store))
         out("\nCalibrating the paper-fill simulator on every instrument with quotes ...")
-        records = run_calibration(store)
+        records = calibrations_for_content(store, lambda: run_calibration(store))
         out("stored: " + ", ".join(r.calibration_id for r in records) + "  (see `tradebook calibrate`)\n")
         out("Scoring the fill model on data it was not fitted on: halves and later hours of each capture, and "
             "other captures of the same asset class (the engine's own fills included; `tradebook fidelity`) ...\n")
