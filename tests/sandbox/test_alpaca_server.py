@@ -17,6 +17,7 @@ pytest.importorskip("alpaca")
 from alpaca.common.exceptions import APIError  # noqa: E402
 from alpaca.trading.client import TradingClient  # noqa: E402
 from alpaca.trading.enums import OrderSide, OrderStatus, QueryOrderStatus, TimeInForce  # noqa: E402
+from alpaca.trading.models import TradeActivity  # noqa: E402
 from alpaca.trading.requests import (  # noqa: E402
     GetOrdersRequest, LimitOrderRequest, MarketOrderRequest, ReplaceOrderRequest, StopOrderRequest,
 )
@@ -356,6 +357,11 @@ def test_a_stream_drop_with_a_fill_in_flight_loses_it_on_the_stream_not_in_rest(
     wait_for(lambda: venue.listens == 2, "alpaca-py to reconnect the stream")
     assert listener.drain() == []  # alpaca-py reconnected and said nothing; the fill is gone from the stream
     assert client.get_order_by_id(order.id).status == OrderStatus.FILLED
+    # REST has the execution under the id the stream would have carried
+    [activity] = [TradeActivity(**raw) for raw in client.get("/account/activities/FILL")]
+    lost = [m["data"]["execution_id"] for m in venue.sent if m["data"]["event"] == "fill"]
+    assert activity.id.endswith("::" + lost[0]) and activity.order_id == order.id
+    assert (activity.qty, activity.price, activity.cum_qty, activity.leaves_qty) == (2, 449, 2, 0)
     client.submit_order(market(1, "c-after-gap"))  # the reconnected stream delivers what comes next
     assert [event(listener.next()) for _ in range(2)] == ["new", "fill"]
 
@@ -369,6 +375,21 @@ def test_restart_drops_connections_keeps_orders_and_starts_a_new_session(venue, 
     wait_for(lambda: venue.listens == 2, "alpaca-py to reconnect after the restart")
     client.cancel_order_by_id(order.id)
     assert event(listener.next()) == "canceled"
+
+
+def test_fill_activities_page_and_filter(venue, client):
+    venue.book.max_fill_qty = Decimal(1)
+    order = client.submit_order(market(3, "c-act"))
+    venue.set_price("SPY", "450.00", "450.03")
+    venue.set_price("SPY", "450.00", "450.04")
+    rows = [TradeActivity(**raw) for raw in client.get("/account/activities/FILL", {"direction": "asc"})]
+    assert [(a.type.value, a.cum_qty, a.leaves_qty, a.price) for a in rows] == [
+        ("partial_fill", 1, 2, 450.02), ("partial_fill", 2, 1, 450.03), ("fill", 3, 0, 450.04)]
+    assert {a.order_id for a in rows} == {order.id}
+    page = client.get("/account/activities/FILL", {"direction": "asc", "page_size": 1, "page_token": rows[0].id})
+    assert [r["id"] for r in page] == [rows[1].id]
+    since = client.get("/account/activities/FILL", {"after": rows[0].transaction_time.isoformat()})
+    assert {r["id"] for r in since} == {rows[1].id, rows[2].id}
 
 
 def test_close_position_sends_the_opposite_market_order(client):

@@ -41,6 +41,7 @@ class BookFill:
     fee: Decimal
     maker: bool
     ts_ns: int
+    seq: int = 0  # executions in the order they happened, across the book
 
 
 @dataclass
@@ -109,6 +110,7 @@ class Book:
         self.prices: dict[str, tuple[Decimal, Decimal]] = {}
         self.listeners: list[Listener] = []
         self._numbers = itertools.count(1)
+        self._executions = itertools.count(1)
 
     # -- queries -------------------------------------------------------------------------
     def get(self, order_id: str) -> BookOrder | None:
@@ -199,7 +201,7 @@ class Book:
                 raise OrderError(f"order {order.order_id} has nothing left to fill")
             ts = now_ns()
             fee = (qty * price * self.fee_rate).quantize(Decimal("0.00000001"))
-            fill = BookFill(str(uuid.uuid4()), order.order_id, qty, price, fee, maker, ts)
+            fill = BookFill(str(uuid.uuid4()), order.order_id, qty, price, fee, maker, ts, next(self._executions))
             order.fills.append(fill)
             order.filled_qty += qty
             order.filled_notional += qty * price

@@ -10,7 +10,9 @@ Point the real clients at it::
         stream = TradingStream("sandbox-key", "sandbox-secret", url_override=venue.stream_url)
         venue.fault(AlpacaFault.GATEWAY_TIMEOUT_AFTER_ACCEPT)   # the next order is taken, answered 504
 
-Replies carry every field alpaca-py's pydantic models read, in Alpaca's shapes and error
+``GET /v2/account/activities/FILL`` lists executions (ids ``<time>::<execution id>``, the
+id the stream's fill carried), so fills the stream lost are recovered by REST with their
+own ids. Replies carry every field alpaca-py's pydantic models read, in Alpaca's shapes and error
 codes: 422 40010001 for a client order id already used, 422 42210000 for cancelling a
 filled order (and for fractional or extended-hours orders Alpaca does not take), 403
 40310000 for a rejection, 404 40410000 for an unknown order, 429 with Retry-After. The
@@ -69,6 +71,13 @@ def _iso(ns: int | None) -> str | None:
 
 def _num(value: Decimal | None) -> str | None:
     return None if value is None else format(value.normalize(), "f")
+
+
+def _parse_ns(text: str) -> int:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
 
 
 class AlpacaSandbox(BackgroundServer):
@@ -307,6 +316,8 @@ class AlpacaSandbox(BackgroundServer):
         app.router.add_get("/v2/orders/{order_id}", self._get_order)
         app.router.add_patch("/v2/orders/{order_id}", self._replace)
         app.router.add_delete("/v2/orders/{order_id}", self._cancel)
+        app.router.add_get("/v2/account/activities/{activity_type}", self._activities)
+        app.router.add_get("/v2/account/activities", self._activities)
         app.router.add_get("/v2/positions", self._positions)
         app.router.add_get("/v2/positions/{symbol}", self._position)
         app.router.add_delete("/v2/positions/{symbol}", self._close_position)
@@ -563,6 +574,37 @@ class AlpacaSandbox(BackgroundServer):
                     raise SandboxError(f"replace race of {old.order_id}: {old.symbol} has no price; set one")
                 self.book.fill(old, old.remaining, price)
         await self._reject_later(new)
+
+    def activity_json(self, order: BookOrder, fill: BookFill) -> dict[str, Any]:
+        """A FILL account activity; its id ends with the execution id the stream's fill event carried."""
+        stamp = datetime.fromtimestamp(fill.ts_ns / 1e9, UTC).strftime("%Y%m%d%H%M%S%f")[:-3]
+        done = sum((f.qty for f in order.fills if f.seq <= fill.seq), ZERO)
+        carried = order.filled_qty - sum((f.qty for f in order.fills), ZERO)  # what a replaced order had filled
+        cum = carried + done
+        return {"id": f"{stamp}::{fill.fill_id}", "account_id": str(ACCOUNT_ID), "activity_type": "FILL",
+                "transaction_time": _iso(fill.ts_ns), "type": "fill" if cum == order.qty else "partial_fill",
+                "price": _num(fill.price), "qty": _num(fill.qty), "side": order.side, "symbol": order.symbol,
+                "leaves_qty": _num(order.qty - cum), "order_id": order.order_id, "cum_qty": _num(cum),
+                "order_status": "filled" if cum == order.qty else "partially_filled"}
+
+    async def _activities(self, request: Any) -> Any:
+        kinds = request.match_info.get("activity_type") or request.query.get("activity_types", "FILL")
+        if set(kinds.split(",")) - {"FILL"}:
+            return self._error(422, 40010001, f"the sandbox keeps FILL activities only, not {kinds}")
+        after, until = request.query.get("after"), request.query.get("until")
+        with self.book.lock:
+            executions = sorted(((f, o) for o in self.book.orders.values() for f in o.fills), key=lambda fo: fo[0].seq,
+                                reverse=request.query.get("direction", "desc") == "desc")
+            rows = [self.activity_json(o, f) for f, o in executions]
+        if after:
+            rows = [r for r in rows if r["transaction_time"] > _iso(_parse_ns(after))]
+        if until:
+            rows = [r for r in rows if r["transaction_time"] <= _iso(_parse_ns(until))]
+        token = request.query.get("page_token")
+        if token:
+            ids = [r["id"] for r in rows]
+            rows = rows[ids.index(token) + 1:] if token in ids else []
+        return self._json(rows[:int(request.query.get("page_size", 100))])
 
     async def _positions(self, request: Any) -> Any:
         with self.book.lock:

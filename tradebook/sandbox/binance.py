@@ -44,6 +44,8 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from aiohttp import web
+
 from tradebook.sandbox._book import (
     CANCELED, EXPIRED, FILLED, NEW, PARTIALLY_FILLED, REJECTED, ZERO, Book, BookFill, BookOrder,
 )
@@ -51,6 +53,7 @@ from tradebook.sandbox._server import HISTORY, BackgroundServer, SandboxError
 
 DEFAULT_KEY, DEFAULT_SECRET = "sandbox-binance-key", "sandbox-binance-secret"
 DEFAULT_RECV_WINDOW_MS = 5000
+_PARAMS = web.RequestKey("params", dict)  # a request's query and form parameters, merged (aiohttp wants a module key)
 _STATUS = {NEW: "NEW", PARTIALLY_FILLED: "PARTIALLY_FILLED", FILLED: "FILLED", CANCELED: "CANCELED",
            REJECTED: "REJECTED", EXPIRED: "EXPIRED"}
 _TYPES = {"MARKET": "market", "LIMIT": "limit", "LIMIT_MAKER": "limit", "STOP_LOSS": "stop",
@@ -426,7 +429,7 @@ class BinanceSandbox(BackgroundServer):
             body = (await request.text()) if request.can_read_body else ""
             raw = "&".join(part for part in (request.query_string, body) if part)
             params = dict(parse_qsl(raw, keep_blank_values=True))
-            request["params"] = params
+            request[_PARAMS] = params
             if request.path in signed_paths:
                 refused = self._check_signed(request, raw, params)
                 if refused is not None:
@@ -478,7 +481,7 @@ class BinanceSandbox(BackgroundServer):
         return symbol
 
     async def _new_order(self, request: Any) -> Any:
-        params = request["params"]
+        params = request[_PARAMS]
         order = self._check_new_order(params)
         if not isinstance(order, BookOrder):
             return order
@@ -620,7 +623,7 @@ class BinanceSandbox(BackgroundServer):
         return order if order is not None and order.symbol == symbol else None
 
     async def _query_order(self, request: Any) -> Any:
-        params = request["params"]
+        params = request[_PARAMS]
         symbol = self._symbol(params)
         if not isinstance(symbol, str):
             return symbol
@@ -631,7 +634,7 @@ class BinanceSandbox(BackgroundServer):
             return self._json(self.order_json(order))
 
     async def _cancel_order(self, request: Any) -> Any:
-        params = request["params"]
+        params = request[_PARAMS]
         symbol = self._symbol(params)
         if not isinstance(symbol, str):
             return symbol
@@ -655,7 +658,7 @@ class BinanceSandbox(BackgroundServer):
         return self._json(reply)
 
     async def _open_orders(self, request: Any) -> Any:
-        params = request["params"]
+        params = request[_PARAMS]
         symbol = params.get("symbol")
         if symbol is not None and symbol not in self.symbols:
             return self._error(400, -1121, "Invalid symbol.")
@@ -664,7 +667,7 @@ class BinanceSandbox(BackgroundServer):
             return self._json([self.order_json(o) for o in orders])
 
     async def _all_orders(self, request: Any) -> Any:
-        params = request["params"]
+        params = request[_PARAMS]
         symbol = self._symbol(params)
         if not isinstance(symbol, str):
             return symbol
@@ -673,7 +676,7 @@ class BinanceSandbox(BackgroundServer):
             return self._json([self.order_json(o) for o in orders][-int(params.get("limit", 500)):])
 
     async def _my_trades(self, request: Any) -> Any:
-        params = request["params"]
+        params = request[_PARAMS]
         symbol = self._symbol(params)
         if not isinstance(symbol, str):
             return symbol
@@ -695,7 +698,7 @@ class BinanceSandbox(BackgroundServer):
         return self._json(self.account_json())
 
     async def _premium_index(self, request: Any) -> Any:
-        params = request["params"]
+        params = request[_PARAMS]
 
         def entry(symbol: str) -> dict[str, Any]:
             f = self.funding[symbol]

@@ -48,7 +48,10 @@ _STATUS_TO = {
     OrderStatus.PENDING_CANCEL: "pending_cancel", OrderStatus.PENDING_REPLACE: "pending_replace",
     OrderStatus.CANCELLED: "canceled", OrderStatus.REJECTED: "rejected", OrderStatus.EXPIRED: "expired",
 }
-_STATUS_TO_REFUSED = {OrderStatus.PENDING: "a pending order has not left tradebook: Alpaca has never seen it"}
+# keyed by value: tradebook's own states, which no venue reports
+_STATUS_TO_REFUSED = {"pending": "a pending order has not left tradebook: Alpaca has never seen it",
+                      "unresolved": "tradebook does not know whether Alpaca holds it; reconciliation asks Alpaca "
+                                    "by client order id"}
 
 # trade_updates events -> lifecycle events; None: Alpaca reports a state, the lifecycle takes no step
 _EVENTS_FROM: dict[str, OrderEventType | None] = {
@@ -70,7 +73,8 @@ _EVENTS_TO = {
     OrderEventType.CANCEL_REQUESTED: "pending_cancel", OrderEventType.REPLACE_REQUESTED: "pending_replace",
     OrderEventType.CANCEL_REJECTED: "order_cancel_rejected", OrderEventType.REPLACE_REJECTED: "order_replace_rejected",
 }
-_EVENTS_TO_REFUSED = {OrderEventType.SUBMITTED: "'submitted' is tradebook's own step (sent, not yet answered)"}
+_EVENTS_TO_REFUSED = {"submitted": "'submitted' is tradebook's own step (sent, not yet answered)",
+                      "outcome_unknown": "'outcome_unknown' is tradebook's own step (sent, no answer either way)"}
 
 
 def _word(value: Any) -> str:
@@ -206,6 +210,32 @@ def order_event_from_trade_update(update: Any, *, instrument_id: str, ts_init_ns
         reason = f"alpaca:{_word(update.event)}"
     return OrderEvent(order.client_order_id, kind, ts_event_ns, ts_init_ns, venue_order_id=venue_order_id,
                       fill=fill, reason=reason, quantity=quantity, limit_price=limit_price, stop_price=stop_price)
+
+
+def fill_from_activity(activity: Any, *, client_order_id: str, instrument_id: str, ts_init_ns: int) -> Fill:
+    """A tradebook Fill from a FILL account activity (``GET /v2/account/activities/FILL``).
+
+    The REST fallback for fills the stream did not deliver: the activity id is
+    ``<time>::<execution id>`` and the fill id is the execution id, the same the stream's
+    fill event carries, so a fill seen both ways is applied once. ``activity`` is
+    alpaca-py's ``TradeActivity`` or the raw dict; the caller maps its ``order_id`` to
+    the client order id.
+    """
+    get = activity.get if isinstance(activity, dict) else lambda name: getattr(activity, name, None)
+    kind = _word(get("activity_type"))
+    if kind != "FILL":
+        raise VenueMappingError(f"Alpaca activity {get('id')!r} is {kind!r}, not a FILL")
+    missing = [k for k in ("id", "price", "qty", "side", "transaction_time") if get(k) is None]
+    if missing:
+        raise VenueMappingError(f"Alpaca FILL activity {get('id')!r} lacks {', '.join(missing)}")
+    moment = get("transaction_time")
+    if isinstance(moment, str):
+        from datetime import datetime
+
+        moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    execution_id = str(get("id")).rpartition("::")[2]
+    return Fill(execution_id, client_order_id, instrument_id, side_from_alpaca(get("side")), _decimal(get("qty")),
+                _decimal(get("price")), _ZERO, "taker", _ns(moment), ts_init_ns)
 
 
 def order_request(*, symbol: str, side: Side, quantity: Decimal, order_type: OrderType,

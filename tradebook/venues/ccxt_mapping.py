@@ -44,7 +44,10 @@ _STATUS_TO = {OrderStatus.SUBMITTED: "open", OrderStatus.ACCEPTED: "open", Order
               OrderStatus.PENDING_REPLACE: "open", OrderStatus.FILLED: "closed",
               OrderStatus.PENDING_CANCEL: "canceling", OrderStatus.CANCELLED: "canceled",
               OrderStatus.REJECTED: "rejected", OrderStatus.EXPIRED: "expired"}
-_PENDING_REFUSED = "a pending order has not left tradebook: the exchange has never seen it"
+# keyed by value: tradebook's own states, which no exchange reports
+_OWN_STATUSES = {"pending": "a pending order has not left tradebook: the exchange has never seen it",
+                 "unresolved": "tradebook does not know whether the exchange holds it; reconciliation asks the "
+                               "exchange by client order id"}
 
 # Binance spot's own words (order['info'] of ccxt, or the REST API itself)
 BINANCE_ORDER_STATUSES = ("NEW", "PENDING_NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "PENDING_CANCEL",
@@ -58,8 +61,8 @@ _BINANCE_STATUS_TO = {OrderStatus.SUBMITTED: "PENDING_NEW", OrderStatus.ACCEPTED
                       OrderStatus.PENDING_CANCEL: "PENDING_CANCEL", OrderStatus.CANCELLED: "CANCELED",
                       OrderStatus.REJECTED: "REJECTED", OrderStatus.EXPIRED: "EXPIRED"}
 _BINANCE_STATUS_TO_REFUSED = {
-    OrderStatus.PENDING: _PENDING_REFUSED,
-    OrderStatus.PENDING_REPLACE: "Binance spot has no replace in flight (cancel-replace is one request)",
+    **_OWN_STATUSES,
+    "pending_replace": "Binance spot has no replace in flight (cancel-replace is one request)",
 }
 BINANCE_ORDER_TYPES = ("MARKET", "LIMIT", "LIMIT_MAKER", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT",
                        "TAKE_PROFIT_LIMIT")
@@ -208,8 +211,8 @@ def order_status_from_ccxt(value: str, *, filled: Decimal = _ZERO, amount: Decim
 
 
 def order_status_to_ccxt(status: OrderStatus) -> str:
-    if status is OrderStatus.PENDING or status == "pending":
-        raise VenueMappingError(f"order status {status}: {_PENDING_REFUSED}")
+    if isinstance(status, str) and status in _OWN_STATUSES:
+        raise VenueMappingError(f"order status {status}: {_OWN_STATUSES[status]}")
     try:
         return _STATUS_TO[status]
     except (KeyError, TypeError):
@@ -236,7 +239,7 @@ def order_status_from_binance(value: str, *, filled: Decimal = _ZERO, amount: De
 
 
 def order_status_to_binance(status: OrderStatus) -> str:
-    if status in _BINANCE_STATUS_TO_REFUSED:
+    if isinstance(status, str) and status in _BINANCE_STATUS_TO_REFUSED:
         raise VenueMappingError(f"order status {status}: {_BINANCE_STATUS_TO_REFUSED[status]}")
     try:
         return _BINANCE_STATUS_TO[status]
