@@ -17,7 +17,7 @@ import pytest
 from ib_async import IB, ExecutionFilter, Future, LimitOrder, MarketOrder, Order, Stock, StopOrder
 
 from tradebook.errors import ConfigError, SandboxError
-from tradebook.sandbox.tws import SERVER_VERSION, In, TwsServer
+from tradebook.sandbox.tws import SERVER_VERSION, In, TwsFault, TwsServer
 
 AAPL = Stock("AAPL", "SMART", "USD")
 ES = Future("ES", "202703", "CME")
@@ -311,9 +311,9 @@ def test_open_and_completed_orders_read_back_field_by_field(tws: TwsServer, conn
 # -- scripted faults ----------------------------------------------------------------------------
 def test_silent_accept_is_found_by_reconciliation_after_reconnect(tws: TwsServer, connect: Callable[..., IB]) -> None:
     ib = connect()
-    tws.silence_next_order()
+    tws.fault(TwsFault.HANG_AFTER_ACCEPT)
     filled = ib.placeOrder(AAPL, order(MarketOrder, "BUY", 10, ref="tbsilent1"))
-    tws.silence_next_order()
+    tws.fault(TwsFault.HANG_AFTER_ACCEPT)
     resting = ib.placeOrder(AAPL, order(LimitOrder, "BUY", 10, 150.0, ref="tbsilent2"))
     settle(ib, 0.3)
     assert filled.orderStatus.status == resting.orderStatus.status == "PendingSubmit"  # never answered
@@ -349,7 +349,7 @@ def test_a_fill_in_flight_when_the_link_drops_is_recovered_once(tws: TwsServer, 
     ib = connect()
     drops: list[int] = []
     ib.disconnectedEvent += lambda: drops.append(1)
-    tws.drop_on_next_fill()
+    tws.fault(TwsFault.DROP_STREAM_BEFORE_FILL)
     trade = ib.placeOrder(AAPL, order(MarketOrder, "BUY", 25, ref="tbdrop"))
     wait_until(ib, lambda: not ib.isConnected(), "the dropped link")
     assert drops == [1] and trade.fills == [] and trade.orderStatus.status == "Submitted"  # acked, fill lost
@@ -369,7 +369,7 @@ def test_a_duplicate_fill_message_is_dropped_by_ib_async(tws: TwsServer, connect
     ib.wrapper.execDetails = lambda req_id, contract, ex: (seen.append(ex.execId), deliver(req_id, contract, ex))
     events: list[str] = []
     ib.execDetailsEvent += lambda trade, fill: events.append(fill.execution.execId)
-    tws.duplicate_next_fill()
+    tws.fault(TwsFault.DUPLICATE_FILL)
     trade = ib.placeOrder(AAPL, order(MarketOrder, "BUY", 10))
     wait_until(ib, lambda: trade.orderStatus.status == "Filled", "the fill")
     settle(ib)
@@ -381,7 +381,7 @@ def test_a_late_fill_after_the_cancel_was_confirmed(tws: TwsServer, connect: Cal
     ib = connect()
     trade = ib.placeOrder(AAPL, order(LimitOrder, "BUY", 40, 185.0))
     wait_until(ib, lambda: trade.orderStatus.status == "Submitted", "the acknowledgement")
-    tws.fill_on_next_cancel(late=True)
+    tws.fault(TwsFault.FILL_AFTER_CANCEL)
     statuses: list[str] = []
     ib.execDetailsEvent += lambda t, fill: statuses.append(t.orderStatus.status)
     ib.cancelOrder(trade.order)
@@ -400,7 +400,7 @@ def test_a_fill_that_wins_the_race_against_a_cancel(tws: TwsServer, connect: Cal
     wait_until(ib, lambda: trade.orderStatus.status == "Submitted", "the acknowledgement")
     errors: list[int] = []
     ib.errorEvent += lambda req_id, code, text, contract: errors.append(code)
-    tws.fill_on_next_cancel(late=False)
+    tws.fault(TwsFault.FILL_ON_CANCEL)
     ib.cancelOrder(trade.order)
     wait_until(ib, lambda: errors == [10148], "the refused cancel")
     assert trade.orderStatus.status == "Filled" and len(trade.fills) == 1
@@ -408,12 +408,38 @@ def test_a_fill_that_wins_the_race_against_a_cancel(tws: TwsServer, connect: Cal
 
 def test_a_burst_of_rejections(tws: TwsServer, connect: Callable[..., IB]) -> None:
     ib = connect()
-    tws.reject_next_orders(3)
+    tws.fault(TwsFault.REJECT, times=3)
     trades = [ib.placeOrder(AAPL, order(MarketOrder, "BUY", 1, ref=f"tb{i}")) for i in range(4)]
     wait_until(ib, lambda: all(t.isDone() for t in trades), "every order to end")
     assert [t.orderStatus.status for t in trades] == ["Cancelled"] * 3 + ["Filled"]
     assert [t.log[-1].errorCode for t in trades[:3]] == [201] * 3
-    assert [o.order_ref for o in tws.orders()] == ["tb3"]
+    assert [o.order_ref for o in tws.orders()] == ["tb3"] and tws.faults.spent[TwsFault.REJECT] == 3
+    tws.fault(TwsFault.REJECT, code=203, reason="The security is not available or allowed for this account")
+    refused = ib.placeOrder(AAPL, order(MarketOrder, "BUY", 1))
+    wait_until(ib, lambda: refused.isDone(), "the refusal with its own code")
+    assert refused.log[-1].errorCode == 203 and "not available" in refused.log[-1].message
+    with pytest.raises(ConfigError, match="unknown TWS sandbox fault 'explode'; expected one of"):
+        tws.fault("explode")
+
+
+def test_an_order_taken_then_the_link_dropped_before_any_answer(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect()
+    tws.fault(TwsFault.DROP_AFTER_ACCEPT)
+    trade = ib.placeOrder(AAPL, order(LimitOrder, "BUY", 5, 150.0, ref="tbdropped"))
+    wait_until(ib, lambda: not ib.isConnected(), "the dropped link")
+    assert trade.orderStatus.status == "PendingSubmit"  # the client cannot tell whether it arrived
+    ib.connect(tws.host, tws.port, clientId=1, timeout=5)
+    assert [(t.order.orderRef, t.orderStatus.status) for t in ib.openTrades()] == [("tbdropped", "Submitted")]
+    assert tws.received_count(In.PLACE_ORDER) == 1
+
+
+def test_a_rate_limited_message_is_refused_and_nothing_happens(tws: TwsServer, connect: Callable[..., IB]) -> None:
+    ib = connect()
+    tws.fault(TwsFault.RATE_LIMIT, times=2)
+    trades = [ib.placeOrder(AAPL, order(MarketOrder, "BUY", 1, ref=f"tb{i}")) for i in range(3)]
+    wait_until(ib, lambda: all(t.isDone() for t in trades), "every order to end")
+    assert [t.log[-1].errorCode for t in trades[:2]] == [100, 100] and trades[2].orderStatus.status == "Filled"
+    assert [o.order_ref for o in tws.orders()] == ["tb2"]
 
 
 def test_pacing_refuses_excess_messages_and_loses_no_order(tws: TwsServer, connect: Callable[..., IB]) -> None:

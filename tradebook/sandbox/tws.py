@@ -32,31 +32,33 @@ placed the order; ``reqOpenOrders`` and ``reqExecutions`` answer that client's o
 (the master client id, if set, sees every client's). Order ids are per client id, and
 ``nextValidId`` continues across reconnects and restarts.
 
-Faults (each applies to the next occasion, then clears):
+Faults are armed by kind and count, ``server.fault(TwsFault.REJECT, times=3)``, as on the
+other sandbox servers (the kinds share their names where the behaviour is the same); each
+occasion that meets one uses it up:
 
-=====================================  ==================================================
-:meth:`silence_next_order`             accept the order and never answer: no openOrder, no
-                                       status, no fills on the wire while that connection
-                                       lasts; it lives and fills at the server, so
-                                       ``reqOpenOrders``, ``reqCompletedOrders`` and
-                                       ``reqExecutions`` find it after a reconnect
-:meth:`drop_on_next_fill`              book the next fill, then close the connection
-                                       before its messages leave (``reqExecutions`` after a
-                                       reconnect returns it)
-:meth:`duplicate_next_fill`            send the next fill's execDetails and
-                                       commissionReport twice (same execId)
-:meth:`fill_on_next_cancel`            ``late=True``: answer the cancel (Cancelled, error
-                                       202), then deliver a fill of the rest; ``late=False``:
-                                       the fill wins the race and the cancel is refused
-                                       (error 10148)
-:meth:`reject_next_orders`             refuse the next n orders with an error code (201)
-:meth:`limit_rate`                     pacing: messages beyond n a second are refused with
-                                       error 100 (an order so refused does not exist)
-:meth:`drop_connections`               close every client connection (orders live on)
-:meth:`restart`                        a new session: connections closed, the port shut for
-                                       a while, a new connection time; orders, executions
-                                       and ids continue
-=====================================  ==================================================
+===========================  ============================================================
+``hang_after_accept``        the order is taken and never answered: no openOrder, status or
+                             fills on that connection; it lives and fills at the server, so
+                             ``reqOpenOrders``, ``reqCompletedOrders`` and ``reqExecutions``
+                             find it after a reconnect (which hears its later events again)
+``drop_after_accept``        the order is taken, then the connection closes before any answer
+``drop_stream_before_fill``  the next fill is booked, then the connection (TWS's one stream)
+                             closes before its messages leave; ``reqExecutions`` after a
+                             reconnect returns it
+``duplicate_fill``           the next fill's execDetails and commissionReport go out twice
+                             (same execId)
+``fill_after_cancel``        the cancel is answered (Cancelled, error 202), then a fill of the
+                             rest arrives
+``fill_on_cancel``           the fill wins the race: the order fills, the cancel is refused
+                             (error 10148)
+``reject``                   a new order is refused with error ``code`` (201) and ``reason``
+``rate_limit``               a message is refused with error 100 (an order so refused does not
+                             exist); :meth:`TwsServer.limit_rate` paces every message instead
+===========================  ============================================================
+
+Actions: :meth:`TwsServer.drop_connections` closes every client connection (orders live
+on); :meth:`TwsServer.restart` starts a new session: connections closed, the port shut for
+a while, a new connection time; orders, executions and ids continue.
 
 The message layouts live in :mod:`tradebook.sandbox._tws_wire`; this module holds the
 server, its book and its faults. It imports no broker SDK: it speaks the protocol with
@@ -77,10 +79,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, TypeVar
 
 from tradebook.errors import ConfigError, SandboxError
 from tradebook.sandbox import _tws_wire as wire
+from tradebook.sandbox._server import FaultPlan
 from tradebook.sandbox._tws_account import TwsAccount
 from tradebook.sandbox._tws_wire import (
     DEFAULT_CONTRACTS, ERR_CANCEL_DONE, ERR_CANCEL_NOT_FOUND, ERR_CANCELLED, ERR_CLIENT_ID_IN_USE,
@@ -89,10 +93,25 @@ from tradebook.sandbox._tws_wire import (
     now_text,
 )
 
-__all__ = ["SERVER_VERSION", "In", "Out", "TwsContract", "TwsExecution", "TwsOrder", "TwsServer", "DEFAULT_CONTRACTS"]
+__all__ = ["SERVER_VERSION", "In", "Out", "TwsContract", "TwsExecution", "TwsFault", "TwsOrder", "TwsServer",
+           "DEFAULT_CONTRACTS"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_REJECT_REASON = "Order rejected - reason: sandbox burst of rejections"
+
+
+class TwsFault(StrEnum):
+    """What the server can be armed to do wrong (see the module docstring)."""
+
+    HANG_AFTER_ACCEPT = "hang_after_accept"
+    DROP_AFTER_ACCEPT = "drop_after_accept"
+    DROP_STREAM_BEFORE_FILL = "drop_stream_before_fill"
+    DUPLICATE_FILL = "duplicate_fill"
+    FILL_AFTER_CANCEL = "fill_after_cancel"
+    FILL_ON_CANCEL = "fill_on_cancel"
+    REJECT = "reject"  # options: code (201), reason
+    RATE_LIMIT = "rate_limit"
 
 
 @dataclass
@@ -141,11 +160,7 @@ class TwsServer:
         self._session = 1
         self._conns: list[_Conn] = []
         self._fill_parts = 1
-        self._silence_next = False
-        self._drop_next_fill = False
-        self._duplicate_next_fill = False
-        self._fill_on_cancel: bool | None = None  # None: off; True: late fill after the cancel; False: fill wins
-        self._rejects: deque[tuple[int, str]] = deque()
+        self.faults = FaultPlan()  # armed by fault(); thread-safe; .spent counts what each kind did
         self._rate: int | None = None
         self._received: Counter[int] = Counter()  # message id -> how many arrived
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -244,21 +259,14 @@ class TwsServer:
             raise ConfigError(f"set_fill_parts: parts must be >= 1, got {parts}")
         self._call(setattr, self, "_fill_parts", parts)
 
-    def silence_next_order(self) -> None:
-        self._call(setattr, self, "_silence_next", True)
-
-    def drop_on_next_fill(self) -> None:
-        self._call(setattr, self, "_drop_next_fill", True)
-
-    def duplicate_next_fill(self) -> None:
-        self._call(setattr, self, "_duplicate_next_fill", True)
-
-    def fill_on_next_cancel(self, *, late: bool = True) -> None:
-        self._call(setattr, self, "_fill_on_cancel", late)
-
-    def reject_next_orders(self, count: int, *, code: int = ERR_REJECTED,
-                           reason: str = "Order rejected - reason: sandbox burst of rejections") -> None:
-        self._call(self._rejects.extend, [(code, reason)] * count)
+    def fault(self, kind: TwsFault | str, times: int = 1, **options: Any) -> None:
+        """Arm a fault for its next ``times`` occasions (``reject``: ``code=``, ``reason=``)."""
+        try:
+            kind = TwsFault(kind)
+        except ValueError:
+            raise ConfigError(f"unknown TWS sandbox fault {kind!r}; expected one of {[f.value for f in TwsFault]}"
+                              ) from None
+        self.faults.arm(kind, times, **options)
 
     def limit_rate(self, per_second: int | None) -> None:
         """Refuse messages beyond ``per_second`` in any second with error 100 (None: no limit)."""
@@ -346,6 +354,11 @@ class TwsServer:
         return [c for c in self._conns if c.client_id is not None
                 and (c.client_id == order.client_id or c.client_id == self.master_client_id)]
 
+    def _drop(self, conn: _Conn) -> None:
+        if conn in self._conns:
+            self._conns.remove(conn)
+        conn.writer.close()
+
     def _close_all(self, stop_listening: bool) -> None:
         for conn in list(self._conns):
             conn.writer.close()
@@ -371,6 +384,10 @@ class TwsServer:
     def _dispatch(self, conn: _Conn, fields: list[str]) -> None:
         msg_id = int(fields[0])
         self._received[msg_id] += 1
+        if self.faults.take(TwsFault.RATE_LIMIT) is not None:
+            req_id = int(fields[1]) if msg_id == In.PLACE_ORDER else -1
+            self._error(conn, req_id, ERR_PACING, "Max rate of messages per second has been exceeded (sandbox)")
+            return
         if self._rate is not None:
             now = time.monotonic()
             while conn.times and now - conn.times[0] > 1.0:
@@ -551,9 +568,9 @@ class TwsServer:
         if existing is not None:
             self._modify(conn, existing, Decimal(qty), decimal(lmt), decimal(aux), tif)
             return
-        if self._rejects:
-            code, reason = self._rejects.popleft()
-            self._error(conn, order_id, code, reason)
+        reject = self.faults.take(TwsFault.REJECT)
+        if reject is not None:
+            self._error(conn, order_id, reject.get("code", ERR_REJECTED), reject.get("reason", _REJECT_REASON))
             return
         con_id, symbol, sec_type, expiry, *_rest = contract_fields
         matches = self._match_contract(con_id, symbol, sec_type, expiry, contract_fields[7],
@@ -568,11 +585,12 @@ class TwsServer:
             return
         order = TwsOrder(conn.client_id, order_id, self._next_perm_id, contract, action, Decimal(qty), order_type,
                          tif, account or self.account, order_ref, decimal(lmt), decimal(aux), outside_rth,
-                         silent=self._silence_next)
-        self._silence_next = False
+                         silent=self.faults.take(TwsFault.HANG_AFTER_ACCEPT) is not None)
         self._next_perm_id += 1
         self._next_id = max(self._next_id, order_id + 1)
         self._orders[(conn.client_id, order_id)] = order
+        if self.faults.take(TwsFault.DROP_AFTER_ACCEPT) is not None:  # taken; the link goes before any answer
+            self._drop(conn)
         self._publish(order, open_order=True)
         self._try_fill(order)
 
@@ -623,7 +641,8 @@ class TwsServer:
                         f"OrderId {order.order_id} that needs to be cancelled cannot be cancelled, state: "
                         f"{order.status}.")
             return
-        late, self._fill_on_cancel = self._fill_on_cancel, None
+        late = (False if self.faults.take(TwsFault.FILL_ON_CANCEL) is not None
+                else True if self.faults.take(TwsFault.FILL_AFTER_CANCEL) is not None else None)
         price = self._race_price(order) if late is not None else None
         if late is False and price is not None:  # the fill reached the exchange first
             self._execute(order, order.remaining, price)
@@ -743,14 +762,11 @@ class TwsServer:
             order.status, order.completed_time = "Filled", now_text()
         if order.silent:
             return
-        if self._drop_next_fill:  # booked at the server; its messages never leave
-            self._drop_next_fill = False
+        if self.faults.take(TwsFault.DROP_STREAM_BEFORE_FILL) is not None:  # booked; its messages never leave
             for conn in self._owner(order):
-                self._conns.remove(conn)
-                conn.writer.close()
+                self._drop(conn)
             return
-        copies = 2 if self._duplicate_next_fill else 1
-        self._duplicate_next_fill = False
+        copies = 2 if self.faults.take(TwsFault.DUPLICATE_FILL) is not None else 1
         for conn in self._owner(order):
             for _ in range(copies):
                 self._send_execution(conn, -1, ex)
