@@ -7,8 +7,12 @@ expects a drop.
 
 from __future__ import annotations
 
+import select
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -152,6 +156,30 @@ def test_start_and_stop_are_clean_and_a_taken_port_is_a_clear_error() -> None:
         socket.create_connection((first.host, first.port), timeout=1)
     with pytest.raises(ConfigError, match="unknown sandbox contract 'MSFT'"), TwsServer() as server:
         server.set_price("MSFT", "1", "2")
+
+
+def test_run_from_the_command_line_until_interrupted() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "tradebook.sandbox.tws", "--port", "0", "--price",
+                             "AAPL=189.99/190.01"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "the sandbox did not say where it listens within 30 s"
+        line = proc.stdout.readline()
+        assert line.startswith("TWS sandbox listening on 127.0.0.1:"), line
+        ib = IB()
+        ib.connect("127.0.0.1", int(line.split(":")[1].split()[0]), clientId=1, timeout=5)
+        trade = ib.placeOrder(AAPL, order(MarketOrder, "BUY", 1))
+        wait_until(ib, lambda: trade.orderStatus.status == "Filled", "the fill at the given price")
+        assert trade.orderStatus.avgFillPrice == 190.01
+        ib.disconnect()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    bad = subprocess.run([sys.executable, "-m", "tradebook.sandbox.tws", "--port", "0", "--price", "AAPL"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "expected SYMBOL=BID/ASK" in bad.stderr
 
 
 # -- orders and fills ---------------------------------------------------------------------------

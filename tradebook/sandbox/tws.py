@@ -9,6 +9,8 @@ against it; a user can do the same as a sandbox::
         tws.set_price("AAPL", bid="189.99", ask="190.01")
         ib = IB(); ib.connect("127.0.0.1", tws.port, clientId=1, timeout=5)
 
+or from a shell: ``python -m tradebook.sandbox.tws --port 7497 --price AAPL=189.99/190.01``.
+
 The protocol: every message is a 4-byte big-endian length and NUL-terminated text fields.
 The client opens with ``API\\0`` and its version range; the server answers its version
 (:data:`SERVER_VERSION`, 176) and its connection time; the client sends ``startApi`` with
@@ -805,3 +807,10 @@ class TwsServer:
         In.REQ_MKT_DATA: _req_mkt_data, In.CANCEL_MKT_DATA: _cancel_mkt_data,
         In.PLACE_ORDER: _place_order, In.CANCEL_ORDER: _cancel_order, In.REQ_GLOBAL_CANCEL: _global_cancel,
     }
+
+
+
+if __name__ == "__main__":  # python -m tradebook.sandbox.tws [--port N] [--price SYMBOL=BID/ASK ...]
+    from tradebook.sandbox._tws_cli import main
+
+    raise SystemExit(main())
