@@ -126,6 +126,14 @@ def test_synthetic_quotes_are_stored_labelled_and_left_out_of_calibration(store,
     assert again == ids  # same content: no new dataset
     spy = store.quotes("SPY.ARCX")
     assert len(spy) == len(quotes["SPY.ARCX"])
+    # built again with other costs: the earlier set of the period is replaced, recorded quotes stay
+    recorded = len(store.quotes("IBM.XNYS", start_ns=0, end_ns=int(quotes["SPY.ARCX"]["ts_ns"].iloc[0])))
+    wider = quotes_from_daily_bars(daily_bars, CostModel.zero(), start=PAPER[0], end=PAPER[1])
+    replaced = ingest_synthetic_quotes(store, wider, label="daily bars, zero costs")
+    assert all(replaced[i] != ids[i] for i in ids)
+    assert len(store.quotes("SPY.ARCX")) == len(wider["SPY.ARCX"])
+    assert store.datasets()["dataset_id"].isin(list(ids.values())).sum() == 0
+    assert len(store.quotes("IBM.XNYS", start_ns=0, end_ns=int(quotes["SPY.ARCX"]["ts_ns"].iloc[0]))) == recorded > 0
 
 
 def test_quotes_from_bars_refuses_intraday_bars_and_empty_periods(daily_bars):

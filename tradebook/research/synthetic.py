@@ -175,8 +175,12 @@ def _in_period(index: pd.DatetimeIndex, start: Any, end: Any) -> np.ndarray:
 def ingest_synthetic_quotes(store: Any, quotes: Mapping[str, pd.DataFrame], *, label: str) -> dict[str, int]:
     """Store synthetic quotes as quote datasets labelled as derived (``source`` = ``'synthetic: <label>'``).
 
-    Same content again is a no-op (the store's content hash). Returns the dataset id per
-    instrument. ``label`` says what they were built from (e.g. ``'daily bars, costs IBM.XNYS@v5'``).
+    Same content again is a no-op (the store's content hash). Synthetic quotes of the same
+    instrument stored earlier whose time range overlaps these (built with another
+    calibration, say) are removed first, so a period has one set of synthetic quotes and
+    paper metrics mark and cost fills against the quotes the session traded on; recorded
+    quotes are never touched. Returns the dataset id per instrument. ``label`` says what
+    they were built from (e.g. ``'daily bars, costs IBM.XNYS@v5'``).
     """
     from tradebook.data.loaders import MarketData
     from tradebook.data.schemas import DataKind
@@ -190,9 +194,26 @@ def ingest_synthetic_quotes(store: Any, quotes: Mapping[str, pd.DataFrame], *, l
                             "store.ingest(load_quotes(...))")
         rows = frame[["ts_ns", "bid_px", "bid_sz", "ask_px", "ask_sz"]].reset_index(drop=True)
         digest = hashlib.sha256(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes()).hexdigest()
+        _remove_superseded(store, instrument_id, int(rows["ts_ns"].iloc[0]), int(rows["ts_ns"].iloc[-1]), digest)
         data = MarketData(DataKind.QUOTES, instrument_id, rows, f"{SYNTHETIC_SOURCE_PREFIX} {label}", digest)
         ids[instrument_id] = store.ingest(data).dataset_id
     return ids
+
+
+def _remove_superseded(store: Any, instrument_id: str, first_ns: int, last_ns: int, keep_hash: str) -> None:
+    """Delete the synthetic quote datasets of ``instrument_id`` overlapping [first_ns, last_ns] but ``keep_hash``'s."""
+    datasets = store.datasets()
+    old = datasets[(datasets["instrument_id"] == instrument_id) & (datasets["kind"] == "quotes")
+                   & datasets["source"].str.startswith(SYNTHETIC_SOURCE_PREFIX)
+                   & (datasets["content_hash"] != keep_hash)
+                   & (datasets["first_ts_ns"] <= last_ns) & (datasets["last_ts_ns"] >= first_ns)]
+    if old.empty:
+        return
+    ids = [int(i) for i in old["dataset_id"]]
+    marks = ", ".join("?" * len(ids))
+    with store.transaction() as con:
+        for table in ("quotes", "data_quality", "datasets"):
+            con.execute(f"DELETE FROM {table} WHERE dataset_id IN ({marks})", ids)
 
 
 def is_synthetic_source(source: str) -> bool:
