@@ -135,8 +135,8 @@ def equity_bands_figure(backtest_equity: pd.Series, paper_equity: pd.Series | No
                         currency: str = "USD", max_points: int = MAX_POINTS) -> hv.Layout:
     """The backtest's equity curve, and the paper period's equity against the backtest's band of outcomes.
 
-    Left: ``backtest_equity`` (a Series on a tz-aware index) over the research history.
-    Right (when ``paper_equity`` is given, one value per paper trading day): paper equity as a
+    First panel: ``backtest_equity`` (a Series on a tz-aware index) over the research history.
+    Below it (when ``paper_equity`` is given, one value per paper trading day): paper equity as a
     growth of its first value, drawn over the 5–95% and 25–75% bands (and median) of the
     compounded return the backtest made over the same number of trading days
     (:func:`horizon_return_bands` of ``backtest_daily_returns``, default: the daily
