@@ -19,7 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from tradebook.errors import ConformanceError, OrderError, StoreError, UnknownInstrumentError
+from tradebook.errors import (
+    ConformanceError,
+    NotSentError,
+    OrderError,
+    OutcomeUnknownError,
+    StoreError,
+    UnknownInstrumentError,
+)
 from tradebook.execution.journal import Journal, encode_record
 from tradebook.execution.oms import RECONCILIATION_STRATEGY, Alert, OrderManager, RejectCode
 from tradebook.model.instruments import Side
@@ -262,16 +269,24 @@ async def test_duplicate_submit_sends_nothing_even_after_a_restart(tmp_path):
 
 
 @run
-async def test_venue_exception_rejects_with_reason_and_is_not_retried(tmp_path):
+async def test_an_unmapped_venue_exception_is_an_unknown_outcome_never_resent(tmp_path):
+    # an adapter should raise NotSentError / VenueRejectedError / OutcomeUnknownError; anything
+    # else from a live-like venue may have left after sending: never rejected-and-retried blind
     rig = Rig(tmp_path, prices={SPY: D("100.00")})
     await rig.connect()
     rig.venue.fail_submit = ConnectionError("connection reset by peer")
     order = await rig.oms.submit(intent(1))
-    assert order.status is S.REJECTED and "connection reset by peer" in order.reason
+    assert order.status is S.UNRESOLVED and "connection reset by peer" in order.reason
     rig.venue.fail_submit = None
-    assert (await rig.oms.submit(intent(1))).status is S.REJECTED
+    assert (await rig.oms.submit(intent(1))).status is S.UNRESOLVED  # the same intent sends nothing
     assert rig.venue.received == []
-    assert rig.oms.unresolved() == []
+    assert [o.client_order_id for o in rig.oms.unresolved()] == [order.client_order_id]
+    assert [a.kind for a in rig.oms.alerts()] == ["outcome_unknown"]
+    # the venue never got it: reconciliation rejects it (grace 0), and the instrument trades again
+    alerts = await rig.oms.reconcile()
+    assert rig.oms.order(order.client_order_id).status is S.REJECTED and rig.oms.unresolved() == []
+    assert rig.oms.rejection_code(order.client_order_id) is RejectCode.NEVER_REACHED_VENUE
+    assert "never_reached_venue" in [a.kind for a in alerts]
 
 
 # -- lifecycle --------------------------------------------------------------------------
@@ -839,12 +854,19 @@ async def test_a_failed_batch_rejects_what_the_venue_did_not_answer(tmp_path):
     rig.venue = BatchToyVenue(prices={SPY: D("100.00")}, clock=rig.clock)
     rig.oms.venue = rig.venue
     await rig.connect()
-    rig.venue.fail_batch = ConnectionError("connection reset by peer")
+    rig.venue.fail_batch = NotSentError("not connected")
     rig.oms.stage(intent(1))
     rig.oms.stage(intent(2))
     orders = await rig.oms.send_staged()
     assert [o.status for o in orders] == [S.REJECTED] * 2
-    assert all("venue error: connection reset by peer" in o.reason for o in orders)
+    assert all("never reached the venue: not connected" in o.reason for o in orders)
+    assert rig.oms.never_reached_venue() == [o.client_order_id for o in orders]
+    # a batch whose fate is unknown: every order in it unresolved, none rejected
+    rig.venue.fail_batch = OutcomeUnknownError("read timed out")
+    rig.oms.stage(intent(3))
+    rig.oms.stage(intent(4))
+    orders = await rig.oms.send_staged()
+    assert [o.status for o in orders] == [S.UNRESOLVED] * 2 and len(rig.oms.unresolved()) == 2
 
 
 @run

@@ -67,7 +67,15 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from tradebook.errors import ConfigError, OrderError, StoreError, UnknownInstrumentError
+from tradebook.errors import (
+    ConfigError,
+    NotSentError,
+    OrderError,
+    OutcomeUnknownError,
+    StoreError,
+    UnknownInstrumentError,
+    VenueRejectedError,
+)
 from tradebook.execution.journal import BODY_OFFSET, Journal, decode_record, encode_record
 from tradebook.model.instruments import Instrument, Side, get_instrument
 from tradebook.model.orders import (
@@ -91,7 +99,9 @@ from tradebook.venues.base import Capability, VenueOrderState, VenuePort
 log = logging.getLogger(__name__)
 
 E, S = OrderEventType, OrderStatus
-UNKNOWN_STATE_STATUSES = frozenset({S.PENDING, S.SUBMITTED, S.PENDING_CANCEL, S.PENDING_REPLACE})
+UNKNOWN_STATE_STATUSES = frozenset({S.PENDING, S.SUBMITTED, S.PENDING_CANCEL, S.PENDING_REPLACE, S.UNRESOLVED})
+DEFAULT_NOT_SENT_RETRIES = 2  # a send that certainly did not reach the venue is tried again this often
+DEFAULT_NOT_SENT_BACKOFF_S = 0.05  # times the attempt number, between those tries
 RECONCILIATION_STRATEGY = "_reconciliation"  # positions adopted from the venue are booked here
 DEFAULT_FLUSH_INTERVAL_MS = 200
 DEFAULT_FLUSH_BATCH_RECORDS = 256  # this many records waiting at a flush tick: sustained flow, batch more
@@ -118,6 +128,7 @@ _STOP_TYPES = (OrderType.STOP, OrderType.STOP_LIMIT)
 _SUBMITTED_EVENT, _REJECTED_EVENT, _REPLACED_EVENT = E.SUBMITTED, E.REJECTED, E.REPLACED
 _REPLACE_REQUESTED, _REPLACE_REJECTED = E.REPLACE_REQUESTED, E.REPLACE_REJECTED
 _REPLACE_ANSWERS = (_REPLACED_EVENT, _REPLACE_REJECTED)
+_OUTCOME_UNKNOWN = E.OUTCOME_UNKNOWN
 _PENDING = S.PENDING
 _DONE = TERMINAL_STATUSES
 
@@ -205,7 +216,12 @@ class OrderManager:
         sync_policy: str = "intents_and_fills",
         on_order: OrderListener | None = None,
         on_fill: FillListener | None = None,
+        not_sent_retries: int = DEFAULT_NOT_SENT_RETRIES,
+        not_sent_backoff_s: float = DEFAULT_NOT_SENT_BACKOFF_S,
     ) -> None:
+        if not_sent_retries < 0 or not_sent_backoff_s < 0:
+            raise ConfigError(f"not_sent_retries and not_sent_backoff_s must be >= 0, got {not_sent_retries} and "
+                              f"{not_sent_backoff_s}")
         if mode not in ("paper", "live"):
             raise ConfigError(f"mode must be 'paper' or 'live', got {mode!r}")
         if bool(getattr(venue, "is_live", False)) != (mode == "live"):
@@ -231,6 +247,8 @@ class OrderManager:
         self._last_record_ns = 0  # monotonic time of the last journal record (the flush waits for quiet)
         self._pending_since_ns = 0  # monotonic time of the oldest record not yet in DuckDB
         self.sync_policy = sync_policy
+        self.not_sent_retries = not_sent_retries
+        self.not_sent_backoff_s = not_sent_backoff_s
         self.journal_name = journal_name or journal.path.name
         self._lookup = _instrument_lookup(instruments)
         self._instrument_cache: dict[str, Instrument] = {}
@@ -246,6 +264,9 @@ class OrderManager:
         self._orphans_reported = 0
         self._alerts: list[Alert] = []
         self._unresolved: set[str] = set()
+        self._unresolved_since: dict[str, int] = {}  # unresolved order -> when its outcome became unknown
+        self._replayed_duplicates: set[str] = set()
+        self._late_fill_alerts: list[tuple[str, OrderStatus, OrderStatus, str]] = []  # "duplicate" records not yet answered by a later event
         self._reject_codes: dict[str, RejectCode] = {}  # client order id -> why rejected (see RejectCode)
         self._replace_requests: dict[str, OrderEvent] = {}
         self._staged: list[OrderIntent] = []  # written by stage(), not yet sent
@@ -260,6 +281,7 @@ class OrderManager:
         self._fill_listeners: list[FillListener] = [on_fill] if on_fill else []
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._flusher: threading.Thread | None = None
         self._stop_flusher = threading.Event()
         self.last_flush_error: BaseException | None = None
@@ -354,13 +376,9 @@ class OrderManager:
                 with self._lock:
                     self._unresolved.update(i.client_order_id for i in intents)
                 raise
-            except Exception as exc:  # noqa: BLE001 - as _send: orders the venue did not answer are rejected
-                with self._lock:
-                    for intent in intents:
-                        if self._orders[intent.client_order_id].status is S.SUBMITTED:
-                            ts = self.clock()
-                            self._apply_own(OrderEvent(intent.client_order_id, E.REJECTED, ts, ts,
-                                                       reason=f"venue error: {exc}"))
+            except Exception as exc:  # noqa: BLE001 - as _send: what the failure says decides, per order
+                for intent in intents:
+                    self._send_failed(intent.client_order_id, exc)
         with self._lock:
             return [self._orders[i.client_order_id] for i in intents]
 
@@ -385,19 +403,81 @@ class OrderManager:
 
     async def _send(self, intent: OrderIntent) -> None:
         coid = intent.client_order_id
-        try:
-            await self.venue.submit(intent)
-        except asyncio.CancelledError:
-            with self._lock:
-                self._unresolved.add(coid)  # it may or may not have left: ask the venue before trusting it
-            raise
-        except Exception as exc:  # noqa: BLE001 - any venue failure rejects the order, with its reason
-            with self._lock:
-                if self._orders[coid].status is S.SUBMITTED:
-                    ts = self.clock()
-                    self._apply_own(OrderEvent(coid, E.REJECTED, ts, ts, reason=f"venue error: {exc}"))
-                else:  # the venue answered before failing: its events decide
-                    log.warning("venue %s raised after answering %s: %s", self.venue.name, coid, exc)
+        attempt = 0
+        while True:
+            try:
+                await self.venue.submit(intent)
+                return
+            except asyncio.CancelledError:
+                with self._lock:
+                    self._unresolved.add(coid)  # it may or may not have left: ask the venue before trusting it
+                raise
+            except NotSentError as exc:
+                # certainly not at the venue: the same id may go again (a venue refuses a second copy)
+                if attempt < self.not_sent_retries and self._orders[coid].status is S.SUBMITTED:
+                    attempt += 1
+                    log.info("%s not sent to %s (%s); try %d of %d", coid, self.venue.name, exc, attempt,
+                             self.not_sent_retries)
+                    await asyncio.sleep(self.not_sent_backoff_s * attempt)
+                    continue
+                self._send_failed(coid, exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - what the failure says decides (see _send_failed)
+                self._send_failed(coid, exc)
+                return
+
+    def _outcome_unknown(self, exc: BaseException) -> bool:
+        """Whether a venue failure leaves open that the request arrived.
+
+        Adapters say so with OutcomeUnknownError. Any other exception from a live venue
+        (an SDK error an adapter failed to map) counts as unknown too: a resend could trade
+        twice. A simulated venue fails locally, before anything happened.
+        """
+        if isinstance(exc, OutcomeUnknownError):
+            return True
+        if isinstance(exc, (NotSentError, VenueRejectedError)):
+            return False
+        return Capability.SIMULATED not in self.venue.capabilities
+
+    def _send_failed(self, coid: str, exc: BaseException) -> None:
+        """A submit that raised: rejected (with its code), held unresolved, or left to the venue's events."""
+        with self._lock:
+            order = self._orders[coid]
+            if order.status is not S.SUBMITTED:  # the venue answered before failing: its events decide
+                log.warning("venue %s raised after answering %s: %s", self.venue.name, coid, exc)
+                return
+            ts = self.clock()
+            name = self.venue.name
+            if self._outcome_unknown(exc):
+                self._apply_own(OrderEvent(coid, E.OUTCOME_UNKNOWN, ts, ts, reason=f"outcome unknown: {exc}"))
+                self._unresolved.add(coid)
+                self._raise_alert("outcome_unknown", f"{coid} ({order.intent.intent_id}): {name} may or may not "
+                                  f"have it ({exc}); {order.intent.instrument_id} takes no new order until "
+                                  "reconcile() asks the venue; it is never resent blind")
+                return
+            if isinstance(exc, VenueRejectedError):
+                code = _reject_code(exc.code)
+                if code is RejectCode.DUPLICATE_CLIENT_ID:
+                    # the venue holds this id already (an earlier send did arrive): its state is the venue's
+                    event = OrderEvent(coid, E.REJECTED, ts, ts, reason=f"{DUPLICATE_REASON}: {exc}")
+                    self._append({"kind": "duplicate", "event": _event_to_dict(event)})
+                    self._unresolved.add(coid)
+                    self._raise_alert("duplicate_client_id", f"{name} already holds {coid}; reconciling its state")
+                    return
+                venue_code = f" [{exc.venue_code}]" if exc.venue_code else ""
+                self._apply_own(OrderEvent(coid, E.REJECTED, ts, ts, reason=f"{name} rejected: {exc}{venue_code}"))
+                self._record_code(coid, code)
+            elif isinstance(exc, NotSentError):
+                self._apply_own(OrderEvent(coid, E.REJECTED, ts, ts, reason=f"{NEVER_REACHED_VENUE_REASON}: {exc}"))
+                self._record_code(coid, RejectCode.NEVER_REACHED_VENUE)
+                self._raise_alert("not_sent", f"{coid} ({order.intent.intent_id}) could not be sent to {name}: "
+                                  f"{exc}; rejected")
+            else:  # a simulated venue's own failure: nothing left this process
+                self._apply_own(OrderEvent(coid, E.REJECTED, ts, ts, reason=f"venue error: {exc}"))
+
+    def _record_code(self, coid: str, code: RejectCode) -> None:
+        self._append({"kind": "rejection_code", "client_order_id": coid, "code": str(code)})
+        self._reject_codes[coid] = code
 
     def reject(self, intent: OrderIntent, reason: str) -> Order:
         """Record an intent refused before it left (risk, kill switch): durable, never sent.
@@ -468,14 +548,26 @@ class OrderManager:
 
     async def _ask_venue(self, client_order_id: str, pending: OrderStatus, refused: OrderEventType,
                          request: Any) -> None:
-        """Send a cancel or replace; a venue that fails to take it answers as a refusal would."""
+        """Send a cancel or replace; a venue that refuses (or certainly did not get it) answers as a refusal.
+
+        When the outcome is unknown the order stays pending cancel (replace) and unresolved:
+        reconciliation asks the venue what became of it.
+        """
         try:
             await request
-        except Exception as exc:  # noqa: BLE001 - any venue failure is a refusal of this request
+        except Exception as exc:  # noqa: BLE001 - every venue failure ends here, as a refusal or unresolved
             with self._lock:
-                if self._orders[client_order_id].status is pending:
-                    ts = self.clock()
-                    self._apply_own(OrderEvent(client_order_id, refused, ts, ts, reason=f"venue error: {exc}"))
+                if self._orders[client_order_id].status is not pending:
+                    return  # answered by the venue's events meanwhile
+                if self._outcome_unknown(exc):
+                    self._unresolved.add(client_order_id)
+                    self._raise_alert("outcome_unknown", f"{client_order_id}: {self.venue.name} may or may not "
+                                      f"have taken the {pending} request ({exc}); reconcile() settles it")
+                    return
+                ts = self.clock()
+                self._apply_own(OrderEvent(client_order_id, refused, ts, ts, reason=f"venue error: {exc}"))
+                if isinstance(exc, VenueRejectedError) and _reject_code(exc.code) is RejectCode.UNKNOWN_ORDER:
+                    self._unresolved.add(client_order_id)  # the venue does not know it: ask what it knows
 
     async def cancel_all(self, instrument_id: str | None = None) -> list[Order]:
         """Cancel every working order (of one instrument, or all); returns the orders asked to cancel."""
@@ -556,11 +648,26 @@ class OrderManager:
         write and at most one ``fdatasync`` before any of them changes an order or the
         portfolio. An event the lifecycle refuses is journaled as ``illegal`` and changes
         nothing; the others still apply, and the first refusal is raised at the end.
+
+        Venues may call it from any thread (a stream reader, a poller): events that arrive
+        off the session loop's thread are handed to that loop (``call_soon_threadsafe``,
+        first in, first out, so each order's events keep their order) and applied there.
         """
+        loop, thread = self._loop, self._loop_thread
+        if loop is not None and thread is not None and threading.get_ident() != thread and loop.is_running():
+            try:
+                loop.call_soon_threadsafe(self._on_events_here, list(events))
+                return
+            except RuntimeError:  # the loop closed meanwhile: apply here, under the lock
+                pass
+        self._on_events_here(events)
+
+    def _on_events_here(self, events: Iterable[OrderEvent]) -> None:
         staged: dict[str, Order] = {}  # orders as this batch leaves them
         applied: list[tuple[OrderEvent, Order, Order]] = []  # (event, before, after)
         bodies: list[bytes] = []
         final: list[str] = []  # orders this batch finishes, their rows in their records
+        refinished: list[str] = []  # done orders a late fill changed: their rows built in Python
         durable = False
         refused: OrderError | None = None
         with self._lock:
@@ -602,7 +709,14 @@ class OrderManager:
                                                  "error": str(exc)}))
                     refused = refused or exc
                     continue
-                if updated.status in _DONE and coid not in inherited:
+                if order.status in _DONE:
+                    # a fill after a cancel or expiry: booked; an order's row travels in one record
+                    # at most, so this one (and its earlier final record) is rebuilt in Python
+                    bodies.append(encode_record({"kind": "event", "event": _event_to_dict(event)}))
+                    refinished.append(coid)
+                    if fill is not None:
+                        self._late_fill_alerts.append((coid, order.status, updated.status, fill.fill_id))
+                elif updated.status in _DONE and coid not in inherited:
                     # its final row travels with its last record: the flush builds nothing for it
                     bodies.append(encode_record({"kind": "event", "event": _event_to_dict(event),
                                                  "state": self._order_state(updated, self._created_ns[coid])}))
@@ -618,6 +732,8 @@ class OrderManager:
                 self._append_encoded(bodies, durable=durable)
                 if final:
                     self._final.update(final)
+                if refinished:
+                    self._final.difference_update(refinished)
             unresolved, touched, commit = self._unresolved, self._touched, self._commit
             for event, _, updated in applied:
                 coid = event.client_order_id
@@ -628,6 +744,10 @@ class OrderManager:
         for event, before, updated in applied:
             self._notify(event, updated)
             self._after_event(before, updated)
+        while self._late_fill_alerts:
+            coid, was, now, fill_id = self._late_fill_alerts.pop(0)
+            self._raise_alert("late_fill", f"{coid}: fill {fill_id} arrived after the order was {was}: booked; "
+                              f"the order is {now}")
         if refused is not None:
             raise refused
 
@@ -653,6 +773,8 @@ class OrderManager:
         kind = event.event_type
         if kind is _REPLACE_REQUESTED:
             self._replace_requests[coid] = event
+        elif kind is _OUTCOME_UNKNOWN:
+            self._unresolved_since.setdefault(coid, event.ts_init_ns)
         elif self._replace_requests and kind in _REPLACE_ANSWERS:
             self._replace_requests.pop(coid, None)
         if fill is not None:
@@ -741,6 +863,7 @@ class OrderManager:
     def _remember_loop(self) -> None:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
 
     def _raise_alert(self, kind: str, message: str) -> Alert:
         alert = Alert(self.clock(), kind, message)
@@ -1077,6 +1200,7 @@ class OrderManager:
                                  f"reading them ended at {offset}; was it written while this manager started?")
             self._pending_end = offset if self._pending_first else 0
             self._unresolved = {c for c, o in self._orders.items() if o.status in UNKNOWN_STATE_STATUSES}
+            self._unresolved |= {c for c in self._replayed_duplicates if c in self._orders}
             self._inherited = frozenset(self._working)
 
     def _touch_replayed(self, record: dict[str, Any]) -> None:
@@ -1101,6 +1225,7 @@ class OrderManager:
             self._created_ns[intent.client_order_id] = int(record["ts"])
         elif kind == "event":
             event = _event_from_dict(record["event"])
+            self._replayed_duplicates.discard(event.client_order_id)
             if event.fill is not None and event.fill.fill_id in self._fill_ids:
                 return
             self._commit(event, self._orders[event.client_order_id].apply(event), journal=False)
@@ -1118,6 +1243,9 @@ class OrderManager:
                 self._orphans_reported += 1
         elif kind == "rejection_code":
             self._reject_codes[record["client_order_id"]] = RejectCode(record["code"])
+        elif kind == "duplicate":
+            # the venue refused a copy of an order it holds: unresolved until reconciled (or a later event)
+            self._replayed_duplicates.add(record["event"]["client_order_id"])
         elif kind != "illegal":
             raise ValueError(f"unknown record kind {kind!r}")
 
@@ -1157,6 +1285,19 @@ class OrderManager:
             state = await self.venue.order_status(coid)
             with self._lock:
                 self._reconcile_order(coid, state, venue_fills.get(coid, []), alerts, to_send)
+        # fills the venue made on orders finished here (a fill after a cancel, missed while
+        # disconnected): booked once, by fill id, as the stream would have
+        with self._lock:
+            late = [f for coid, fills in venue_fills.items() if coid not in candidates and coid in self._orders
+                    for f in fills if f.fill_id not in self._fill_ids]
+        if late:
+            ts = self.clock()
+            late.sort(key=lambda f: (f.ts_event_ns, f.fill_id))
+            try:
+                self._on_events_here([OrderEvent(f.client_order_id, E.FILLED, f.ts_event_ns, ts, fill=f,
+                                                 reason="reconciled") for f in late])
+            except OrderError as exc:
+                alerts.append(self._raise_alert("reconcile_conflict", f"a venue fill could not be booked: {exc}"))
         for intent in to_send:
             await self._send(intent)
         with self._lock:
@@ -1192,11 +1333,14 @@ class OrderManager:
                 alerts.append(self._raise_alert("reconcile_conflict", f"{coid}: the venue says {event_type} but "
                                                 f"our order is {self._orders[coid].status}: {exc}"))
 
+        was_unresolved = order.status is S.UNRESOLVED
         if state is None:
+            if was_unresolved and ts - self._unresolved_since.get(coid, ts) < self.venue.order_visibility_grace_ns:
+                return  # the venue may not show an order it just received yet: still unresolved, ask again
             if order.status is S.PENDING:
                 self._apply_own(OrderEvent(coid, E.SUBMITTED, ts, ts, reason="reconciled: sent after restart"))
                 to_send.append(order.intent)
-            elif order.status is S.SUBMITTED:
+            elif order.status is S.SUBMITTED or was_unresolved:
                 adopt(E.REJECTED, NEVER_REACHED_VENUE_REASON)
                 self._append({"kind": "rejection_code", "client_order_id": coid,
                               "code": str(RejectCode.NEVER_REACHED_VENUE)})
@@ -1228,7 +1372,7 @@ class OrderManager:
         if venue_status in (S.CANCELLED, S.REJECTED, S.EXPIRED) and order.status is not venue_status:
             adopt({S.CANCELLED: E.CANCELLED, S.REJECTED: E.REJECTED, S.EXPIRED: E.EXPIRED}[venue_status])
         elif venue_status in (S.ACCEPTED, S.PARTIALLY_FILLED):
-            if order.status is S.SUBMITTED:
+            if order.status is S.SUBMITTED or order.status is S.UNRESOLVED:
                 adopt(E.ACCEPTED)
             elif order.status is S.PENDING_CANCEL:
                 adopt(E.CANCEL_REJECTED, "reconciled: the venue still has it working")
@@ -1243,6 +1387,15 @@ class OrderManager:
                           stop_price=asked.stop_price)
                 else:
                     adopt(E.REPLACE_REJECTED, "reconciled: the venue kept the old terms")
+        order = self._orders[coid]
+        if order.status is S.UNRESOLVED:
+            # the venue has it but says nothing our lifecycle can take (e.g. filled, its fills missing)
+            alerts.append(self._raise_alert("still_unresolved", f"{coid}: the venue has it as {venue_status}, "
+                                            f"filled {state.filled_qty}; still unresolved here"))
+            return
+        if was_unresolved:
+            alerts.append(self._raise_alert("unresolved_settled", f"{coid}: found at {self.venue.name} "
+                                            f"({venue_status}, filled {state.filled_qty}); now {order.status}"))
         self._unresolved.discard(coid)
 
     async def _reconcile_positions(self, adopt_venue: bool) -> list[Alert]:
@@ -1287,6 +1440,15 @@ class OrderManager:
 
 
 # -- helpers --------------------------------------------------------------------------------
+def _reject_code(code: Any) -> RejectCode:
+    """An adapter's RejectCode (or its value); anything else is the venue's other reason."""
+    try:
+        return RejectCode(code)
+    except ValueError:
+        log.warning("venue rejection code %r is not a RejectCode; recorded as %s", code, RejectCode.VENUE_OTHER)
+        return RejectCode.VENUE_OTHER
+
+
 def _instrument_lookup(instruments) -> Callable[[str], Instrument]:
     if instruments is None:
         return get_instrument

@@ -5,7 +5,11 @@ event) in :data:`TRANSITIONS` and raises :class:`IllegalTransitionError` when th
 pair is not there, so a bug surfaces at the first wrong step rather than in a
 position report days later. No order reaches ``filled`` without having been
 ``submitted``: ``pending`` (intent durable, not yet sent) only leads to
-``submitted`` or to ``rejected`` (refused before it left).
+``submitted`` or to ``rejected`` (refused before it left). A send whose outcome is unknown
+(a timeout or a dropped connection after sending) leaves the order ``unresolved`` until the
+venue is asked about it; a fill that arrives after a cancel or an expiry (a real race at
+every venue) is booked, and the order ends ``filled`` when it completes it, else stays
+cancelled (expired) with its filled quantity updated, as NautilusTrader's table has it.
 
 Money and quantities on the order path are :class:`~decimal.Decimal`: tick and lot
 arithmetic must be exact, and position and P&L sums must not drift. Times are int64
@@ -49,6 +53,9 @@ class OrderStatus(StrEnum):
     CANCELLED = "cancelled"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    # sent, outcome unknown (timeout, drop): the venue is asked by client order id. Last: the
+    # compiled simulator indexes statuses by their position (tradebook.sim.orders.STATUS_NAMES).
+    UNRESOLVED = "unresolved"
 
 
 TERMINAL_STATUSES = frozenset({OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED})
@@ -66,6 +73,7 @@ class OrderEventType(StrEnum):
     REPLACED = "replaced"
     REPLACE_REJECTED = "replace_rejected"
     EXPIRED = "expired"
+    OUTCOME_UNKNOWN = "outcome_unknown"  # we sent it and cannot tell whether it arrived
 
 
 S, E = OrderStatus, OrderEventType
@@ -84,6 +92,14 @@ TRANSITIONS: dict[tuple[OrderStatus, OrderEventType], str] = {
     (S.SUBMITTED, E.CANCEL_REQUESTED): S.PENDING_CANCEL,
     (S.SUBMITTED, E.CANCELLED): S.CANCELLED,
     (S.SUBMITTED, E.EXPIRED): S.EXPIRED,
+    (S.SUBMITTED, E.OUTCOME_UNKNOWN): S.UNRESOLVED,
+    # unresolved: whatever the venue (or reconciliation) says next settles it
+    (S.UNRESOLVED, E.OUTCOME_UNKNOWN): S.UNRESOLVED,
+    (S.UNRESOLVED, E.ACCEPTED): S.ACCEPTED,
+    (S.UNRESOLVED, E.REJECTED): S.REJECTED,
+    (S.UNRESOLVED, E.FILLED): _FILL,
+    (S.UNRESOLVED, E.CANCELLED): S.CANCELLED,
+    (S.UNRESOLVED, E.EXPIRED): S.EXPIRED,
 }
 for _status in (S.ACCEPTED, S.PARTIALLY_FILLED):
     TRANSITIONS.update({
@@ -111,6 +127,8 @@ TRANSITIONS.update({
 # rejection after the order has finished: it changes nothing.
 TRANSITIONS.update({(_done, _event): _done for _done in TERMINAL_STATUSES
                     for _event in (E.CANCEL_REJECTED, E.REPLACE_REJECTED)})
+# A fill that raced a cancel or an expiry and lost: booked (the venue traded), see next_status.
+TRANSITIONS.update({(S.CANCELLED, E.FILLED): _FILL, (S.EXPIRED, E.FILLED): _FILL})
 del _status
 
 
@@ -120,11 +138,13 @@ _ZERO = Decimal(0)
 _PENDING_CANCEL = S.PENDING_CANCEL
 _PENDING_REPLACE = S.PENDING_REPLACE
 _FILLED = S.FILLED
+_CANCELLED, _EXPIRED = S.CANCELLED, S.EXPIRED
 _PARTIALLY_FILLED = S.PARTIALLY_FILLED
 _ACCEPTED = S.ACCEPTED
 _FILLED_EVENT, _REPLACED_EVENT = E.FILLED, E.REPLACED
 # the events whose reason an order keeps (why it was rejected, cancelled or expired)
-_EVENTS_WITH_REASON = frozenset({E.REJECTED, E.CANCELLED, E.EXPIRED, E.CANCEL_REJECTED, E.REPLACE_REJECTED})
+_EVENTS_WITH_REASON = frozenset({E.REJECTED, E.CANCELLED, E.EXPIRED, E.CANCEL_REJECTED, E.REPLACE_REJECTED,
+                                 E.OUTCOME_UNKNOWN})
 
 
 class IllegalTransitionError(OrderError):
@@ -147,7 +167,7 @@ def _next_status(status: OrderStatus, event: OrderEventType, filled_qty: Decimal
     if filled_qty > quantity:
         raise IllegalTransitionError(f"fills of {filled_qty} exceed the order quantity {quantity}")
     if target == _FILL:
-        if status is _PENDING_CANCEL or status is _PENDING_REPLACE:
+        if status is _PENDING_CANCEL or status is _PENDING_REPLACE or status is _CANCELLED or status is _EXPIRED:
             return _FILLED if filled_qty == quantity else status
         return _FILLED if filled_qty == quantity else _PARTIALLY_FILLED
     if target == _WORKING:

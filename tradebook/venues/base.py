@@ -112,6 +112,9 @@ class VenuePort(ABC):
     account_id: str
     is_live: bool = False  # paper venues and broker paper accounts are False
     capabilities: frozenset[Capability] = frozenset()
+    # How long after a send the venue's order lookup may still miss an order it received
+    # (eventually consistent REST views): an unresolved order not found is rejected only after it.
+    order_visibility_grace_ns: int = 0
 
     @abstractmethod
     async def connect(self, on_event: EventHandler, *, on_events: BatchEventHandler | None = None) -> None:
