@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from ib_async import IB, CommissionReport, Execution, Stock
 from ib_async import OrderStatus as IbOrderStatus
 
 from tradebook.errors import ConfigError, VenueMappingError
 from tradebook.model.instruments import Side
 from tradebook.model.orders import OrderEventType, OrderStatus, OrderType, TimeInForce
+from tradebook.sandbox.tws import TwsServer
 from tradebook.venues import ib_mapping as m
+
+
+def wait_until(ib: IB, condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        ib.sleep(0.01)
 
 
 @pytest.mark.parametrize("order_type", list(OrderType))
@@ -127,3 +140,100 @@ def test_the_client_id_scheme() -> None:
         m.ib_client_id("orders", base=0)
     with pytest.raises(ConfigError, match=r"unknown IB client role 'market'; expected one of \['orders'"):
         m.ib_client_id("market")
+
+
+@pytest.mark.parametrize("status", sorted(m.ib_order_statuses()))
+def test_every_ib_status_is_a_step_or_none(status: str) -> None:
+    expected = {"PreSubmitted": OrderEventType.ACCEPTED, "Submitted": OrderEventType.ACCEPTED,
+                "Cancelled": OrderEventType.CANCELLED, "ApiCancelled": OrderEventType.CANCELLED,
+                "Inactive": OrderEventType.REJECTED}
+    assert m.event_from_ib_status(status) is expected.get(status)
+
+
+def test_an_unknown_status_is_no_step_but_an_error() -> None:
+    with pytest.raises(VenueMappingError, match="unknown IB order status 'Done'"):
+        m.event_from_ib_status("Done")
+
+
+def test_orders_built_for_ib_reach_the_tws_sandbox_as_meant() -> None:
+    built = {
+        "tbmkt": m.ib_order(side=Side.BUY, quantity=Decimal("10"), order_type=OrderType.MARKET,
+                            time_in_force=TimeInForce.DAY, client_order_id="tbmkt"),
+        "tblmt": m.ib_order(side=Side.SELL, quantity=Decimal("3"), order_type=OrderType.LIMIT,
+                            time_in_force=TimeInForce.GTC, client_order_id="tblmt", limit_price=Decimal("200.05")),
+        "tbstp": m.ib_order(side=Side.SELL, quantity=Decimal("2"), order_type=OrderType.STOP,
+                            time_in_force=TimeInForce.DAY, client_order_id="tbstp", stop_price=Decimal("150.5")),
+        "tbstl": m.ib_order(side=Side.BUY, quantity=Decimal("1"), order_type=OrderType.STOP_LIMIT,
+                            time_in_force=TimeInForce.IOC, client_order_id="tbstl", limit_price=Decimal("201"),
+                            stop_price=Decimal("200.5"), outside_rth=True),
+    }
+    with TwsServer() as tws:
+        ib = IB()
+        ib.connect(tws.host, tws.port, clientId=m.ib_client_id(m.IbClientRole.ORDERS), timeout=5)
+        try:
+            trades = [ib.placeOrder(Stock("AAPL", "SMART", "USD"), order) for order in built.values()]
+            wait_until(ib, lambda: all(t.orderStatus.status != "PendingSubmit" for t in trades), "the answers")
+            held = {o.order_ref: o for o in tws.orders()}
+        finally:
+            ib.disconnect()
+    assert set(held) == set(built) and held["tbmkt"].client_id == 10
+    assert (held["tblmt"].action, held["tblmt"].quantity, held["tblmt"].order_type, held["tblmt"].lmt_price,
+            held["tblmt"].tif) == ("SELL", Decimal(3), "LMT", Decimal("200.05"), "GTC")
+    assert (held["tbstp"].order_type, held["tbstp"].aux_price, held["tbstp"].lmt_price) == ("STP", Decimal("150.5"),
+                                                                                             None)
+    assert (held["tbstl"].order_type, held["tbstl"].lmt_price, held["tbstl"].aux_price, held["tbstl"].tif,
+            held["tbstl"].outside_rth) == ("STP LMT", Decimal(201), Decimal("200.5"), "IOC", True)
+
+
+def test_ib_order_refusals() -> None:
+    with pytest.raises(VenueMappingError, match="a limit order needs limit_price"):
+        m.ib_order(side=Side.BUY, quantity=Decimal(1), order_type=OrderType.LIMIT, time_in_force=TimeInForce.DAY,
+                   client_order_id="tb")
+    with pytest.raises(VenueMappingError, match="quantity 0.12345678901234567 does not survive IB's float"):
+        m.ib_order(side=Side.BUY, quantity=Decimal("0.12345678901234567"), order_type=OrderType.MARKET,
+                   time_in_force=TimeInForce.DAY, client_order_id="tb")
+
+
+def test_fills_from_executions_the_real_client_received() -> None:
+    with TwsServer() as tws:
+        tws.set_price("AAPL", "189.99", "190.01")
+        tws.set_fill_parts(2)
+        ib = IB()
+        ib.connect(tws.host, tws.port, clientId=1, timeout=5)
+        try:
+            order = m.ib_order(side=Side.BUY, quantity=Decimal("300"), order_type=OrderType.MARKET,
+                               time_in_force=TimeInForce.DAY, client_order_id="tbfill")
+            trade = ib.placeOrder(Stock("AAPL", "SMART", "USD"), order)
+            wait_until(ib, lambda: len(trade.fills) == 2 and all(f.commissionReport.execId for f in trade.fills),
+                       "two fills with their commissions")
+            fills = [m.fill_from_ib(f.execution, f.commissionReport, instrument_id="AAPL.XNAS", ts_init_ns=7)
+                     for f in trade.fills]
+            before = m.fill_from_ib(trade.fills[0].execution, instrument_id="AAPL.XNAS", ts_init_ns=7)
+            executions = tws.executions()
+        finally:
+            ib.disconnect()
+    assert [(f.fill_id, f.quantity, f.price, f.fee) for f in fills] == [
+        (e.exec_id, Decimal(150), Decimal("190.01"), Decimal("1.00")) for e in executions]
+    assert {(f.client_order_id, f.side, f.liquidity, f.instrument_id, f.ts_init_ns) for f in fills} == {
+        ("tbfill", Side.BUY, "taker", "AAPL.XNAS", 7)}
+    assert abs(fills[0].ts_event_ns - time.time_ns()) < 120 * 10**9
+    assert before.fee == 0 and before.fill_id == fills[0].fill_id  # the commission comes after the execution
+
+
+def test_fill_refusals() -> None:
+    moment = datetime(2026, 12, 7, 15, 30, tzinfo=UTC)
+    good = Execution(execId="e1", time=moment, side="SLD", shares=5.0, price=10.25, orderRef="tbx", lastLiquidity=1)
+    fill = m.fill_from_ib(good, CommissionReport(execId="e1", commission=1.0), instrument_id="X", ts_init_ns=1)
+    assert (fill.side, fill.liquidity, fill.price, fill.ts_event_ns) == (Side.SELL, "maker", Decimal("10.25"),
+                                                                         int(moment.timestamp()) * 10**9)
+    with pytest.raises(VenueMappingError, match="lacks orderRef .* not placed by tradebook"):
+        m.fill_from_ib(Execution(execId="e2", time=moment, side="BOT", shares=1.0, price=1.0), instrument_id="X",
+                       ts_init_ns=1)
+    with pytest.raises(VenueMappingError, match="has no time zone"):
+        m.fill_from_ib(Execution(execId="e3", time=datetime(2026, 12, 7), side="BOT", shares=1.0, price=1.0,
+                                 orderRef="tbx"), instrument_id="X", ts_init_ns=1)
+    with pytest.raises(VenueMappingError, match="commission report for 'e9' given with execution 'e1'"):
+        m.fill_from_ib(good, CommissionReport(execId="e9", commission=1.0), instrument_id="X", ts_init_ns=1)
+    with pytest.raises(VenueMappingError, match="shares 0.0 and price 10.25; expected both positive"):
+        m.fill_from_ib(Execution(execId="e4", time=moment, side="BOT", shares=0.0, price=10.25, orderRef="tbx"),
+                       instrument_id="X", ts_init_ns=1)

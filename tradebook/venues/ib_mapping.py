@@ -19,6 +19,11 @@ Errors: IB reports rejections, cancels and refusals as numbered error messages;
 :func:`ib_error_kind` gives the code's meaning as an :class:`IbErrorKind` (a decision code,
 never the text) and :func:`event_for_ib_error` the lifecycle event it stands for.
 
+Parsing and building: :func:`fill_from_ib` makes a tradebook Fill of an ib-async
+``Execution`` (the fill id is IB's ``execId``, the client order id travels as ``orderRef``),
+:func:`event_from_ib_status` the lifecycle event of a status report, and :func:`ib_order`
+the ib-async ``Order`` for a tradebook order (ib-async is imported there only).
+
 Client ids (:func:`ib_client_id`): one TWS or gateway serves several API connections, each
 with its own client id. TWS sends an order's live events (``openOrder``, ``orderStatus``,
 ``execDetails``) only to the client id that placed it, and ``reqOpenOrders`` /
@@ -32,12 +37,14 @@ binds manual orders to it.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from tradebook.errors import ConfigError, VenueMappingError
 from tradebook.model.instruments import Side
-from tradebook.model.orders import OrderEventType, OrderStatus, OrderType, TimeInForce
+from tradebook.model.orders import Fill, OrderEventType, OrderStatus, OrderType, TimeInForce
 
 _ZERO = Decimal(0)
 _WORKING = "working"  # resolved by the filled quantity
@@ -92,6 +99,20 @@ _STATUS_TO_REFUSED = {
 TRADEBOOK_ONLY_STATUSES = frozenset(_STATUS_TO_REFUSED)
 # tradebook statuses that do not come back as themselves through IB's words (see the module docstring)
 LOSSY_STATUSES = frozenset({OrderStatus.PENDING_REPLACE, OrderStatus.EXPIRED})
+
+
+# the lifecycle step a status report stands for; None: no step (ours, a fill's echo, or a warning)
+_EVENTS_FROM_STATUS: dict[str, OrderEventType | None] = {
+    "ApiPending": None, "PendingSubmit": None,  # our own send, not yet answered
+    "PreSubmitted": OrderEventType.ACCEPTED, "Submitted": OrderEventType.ACCEPTED,
+    "ApiUpdate": None, "ValidationError": None,  # the order stands; a warning is in the trade's log
+    "PendingCancel": None,  # our cancel request, echoed
+    "Cancelled": OrderEventType.CANCELLED, "ApiCancelled": OrderEventType.CANCELLED,
+    "Filled": None,  # fills come as executions (execDetails), each with its id; the status adds nothing
+    "Inactive": OrderEventType.REJECTED,
+}
+# execDetails' lastLiquidity: 1 added, 2 removed, 3 routed out (and took elsewhere)
+_LIQUIDITY = {1: "maker", 2: "taker", 3: "taker"}
 
 
 class IbErrorKind(StrEnum):
@@ -254,3 +275,83 @@ def event_for_ib_error(code: int) -> OrderEventType | None:
     later cannot trade twice.
     """
     return _EVENTS_FOR_ERRORS.get(ib_error_kind(code))
+
+
+def event_from_ib_status(value: str) -> OrderEventType | None:
+    """The lifecycle event an IB order status report stands for, or None when it is no step.
+
+    A repeated ``Submitted`` (after a modify or a reconnect) is a repeated ACCEPTED, which the
+    lifecycle takes as no change; ``Filled`` is None because fills arrive as executions.
+    """
+    if not isinstance(value, str) or value not in _EVENTS_FROM_STATUS:
+        raise VenueMappingError(f"unknown IB order status {value!r}; expected one of {sorted(_EVENTS_FROM_STATUS)}")
+    return _EVENTS_FROM_STATUS[value]
+
+
+# -- what ib-async returns and takes ---------------------------------------------------------------------
+def _decimal(value: float | int | str) -> Decimal:
+    # ib-async keeps prices and quantities as floats: taken by their repr, the shortest text that is that float
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+def _ns(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise VenueMappingError(f"IB execution time {moment!r} has no time zone; expected an aware datetime")
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
+
+
+def fill_from_ib(execution: Any, commission_report: Any | None = None, *, instrument_id: str,
+                 ts_init_ns: int) -> Fill:
+    """A tradebook Fill from ib-async's ``Execution`` (and its ``CommissionReport`` when it has come).
+
+    The fill id is IB's ``execId``, so a repeated execDetails or the same execution seen again
+    by ``reqExecutions`` after a reconnect is one fill; the client order id is the order's
+    ``orderRef`` (where tradebook writes it). The fee is the commission report's commission,
+    0 until it arrives (IB sends it after the execution); liquidity comes from
+    ``lastLiquidity`` (1 maker; 2 and 3, routed out, taker; unknown: taker, the costlier side).
+    """
+    missing = [name for name in ("execId", "orderRef", "side", "time") if not getattr(execution, name, None)]
+    if missing:
+        raise VenueMappingError(f"IB execution {getattr(execution, 'execId', '?')!r} lacks {', '.join(missing)} "
+                                "(an order without orderRef was not placed by tradebook)")
+    if not execution.shares > 0 or not execution.price > 0:
+        raise VenueMappingError(f"IB execution {execution.execId!r} has shares {execution.shares} and price "
+                                f"{execution.price}; expected both positive")
+    fee = _ZERO
+    if commission_report is not None and commission_report.execId:
+        if commission_report.execId != execution.execId:
+            raise VenueMappingError(f"IB commission report for {commission_report.execId!r} given with execution "
+                                    f"{execution.execId!r}")
+        fee = _decimal(commission_report.commission)
+    return Fill(execution.execId, execution.orderRef, instrument_id, side_from_ib(execution.side),
+                _decimal(execution.shares), _decimal(execution.price), fee,
+                _LIQUIDITY.get(execution.lastLiquidity, "taker"), _ns(execution.time), ts_init_ns)
+
+
+def ib_order(*, side: Side, quantity: Decimal, order_type: OrderType, time_in_force: TimeInForce,
+             client_order_id: str, limit_price: Decimal | None = None, stop_price: Decimal | None = None,
+             outside_rth: bool = False) -> Any:
+    """ib-async's ``Order`` for a tradebook order: the client order id travels as ``orderRef``.
+
+    Prices and quantities go as floats (ib-async types them so) made from the Decimals' text;
+    a Decimal that a float cannot hold exactly is refused rather than sent rounded.
+    """
+    from ib_async import Order
+
+    needs = {OrderType.LIMIT: ("limit_price",), OrderType.STOP: ("stop_price",),
+             OrderType.STOP_LIMIT: ("limit_price", "stop_price")}.get(OrderType(order_type), ())
+    prices = {"limit_price": limit_price, "stop_price": stop_price}
+    for name in needs:
+        if prices[name] is None:
+            raise VenueMappingError(f"a {order_type} order needs {name}")
+    for name, value in (("quantity", quantity), *prices.items()):
+        if value is not None and _decimal(float(value)) != value:
+            raise VenueMappingError(f"{name} {value} does not survive IB's float: expected at most 15 digits")
+    fields: dict[str, Any] = {"action": side_to_ib(side), "totalQuantity": float(quantity),
+                              "orderType": order_type_to_ib(order_type), "tif": time_in_force_to_ib(time_in_force),
+                              "orderRef": client_order_id, "outsideRth": outside_rth}
+    if "limit_price" in needs:
+        fields["lmtPrice"] = float(limit_price)  # type: ignore[arg-type]
+    if "stop_price" in needs:
+        fields["auxPrice"] = float(stop_price)  # type: ignore[arg-type]
+    return Order(**fields)
