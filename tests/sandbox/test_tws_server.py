@@ -244,13 +244,14 @@ def test_modify_cancel_and_a_stop_order(tws: TwsServer, connect: Callable[..., I
     assert tws.orders()[0].status == "Cancelled" and resting.fills == []
 
     stop = ib.placeOrder(AAPL, order(StopOrder, "SELL", 5, 189.50))
-    wait_until(ib, lambda: stop.orderStatus.status == "Submitted", "the stop's acknowledgement")
+    wait_until(ib, lambda: stop.orderStatus.status == "PreSubmitted", "the stop's acknowledgement")
     tws.set_price("AAPL", "189.60", "189.62")
     settle(ib)
-    assert stop.fills == []  # not triggered yet
+    assert stop.fills == [] and stop.orderStatus.status == "PreSubmitted"  # not triggered yet
     tws.set_price("AAPL", "189.40", "189.42")
     wait_until(ib, lambda: stop.orderStatus.status == "Filled", "the stop to trigger and fill")
     assert stop.fills[0].execution.price == 189.40
+    assert [e.status for e in stop.log if e.status in ("PreSubmitted", "Submitted")][-1] == "Submitted"
 
     errors: list[int] = []
     ib.errorEvent += lambda req_id, code, text, contract: errors.append(code)
@@ -325,7 +326,7 @@ def test_open_and_completed_orders_read_back_field_by_field(tws: TwsServer, conn
     assert (o.orderRef, o.clientId, o.orderId, o.account, o.permId) == (
         "tbfields", 3, working.order.orderId, tws.account, working.orderStatus.permId)
     assert (c.conId, c.symbol, c.secType, c.localSymbol) == (265598, "AAPL", "STK", "AAPL")
-    assert seen.orderStatus.status == "Submitted"
+    assert seen.orderStatus.status == "PreSubmitted"  # a stop IB holds until it triggers
     [completed] = other.reqCompletedOrders(apiOnly=False)
     assert (completed.order.orderRef, completed.order.filledQuantity, completed.orderStatus.status) == (
         "tbdone", 1.0, "Filled")

@@ -23,8 +23,9 @@ A quote given with a size offers that much once (fills deplete it; the rest of a
 waits for the next quote), without a size it is unlimited. Market orders fill at the touch;
 limit orders when the touch reaches their limit (at the touch); an order that meets no
 quote waits for one. Stops trigger when the touch reaches the stop price and then act as
-market (STP) or limit (STP LMT) orders. IOC fills what it can and cancels the rest; FOK
-fills all at once or is cancelled.
+market (STP) or limit (STP LMT) orders; until then they are ``PreSubmitted`` (held by IB),
+as IB shows its simulated stops. IOC fills what it can and cancels the rest; FOK fills all
+at once or is cancelled.
 :meth:`set_fill_parts` splits each fill into several executions (partial fills);
 :meth:`end_of_day` cancels every working DAY order, as IB does at the close. Clients that
 ask ``reqMktData`` receive each quote as bid and ask ticks (a snapshot, or a stream).
@@ -587,7 +588,8 @@ class TwsServer:
             return
         order = TwsOrder(conn.client_id, order_id, self._next_perm_id, contract, action, Decimal(qty), order_type,
                          tif, account or self.account, order_ref, decimal(lmt), decimal(aux), outside_rth,
-                         silent=self.faults.take(TwsFault.HANG_AFTER_ACCEPT) is not None)
+                         silent=self.faults.take(TwsFault.HANG_AFTER_ACCEPT) is not None,
+                         status="PreSubmitted" if order_type in ("STP", "STP LMT") else "Submitted")
         self._next_perm_id += 1
         self._next_id = max(self._next_id, order_id + 1)
         self._orders[(conn.client_id, order_id)] = order
@@ -719,6 +721,9 @@ class TwsServer:
 
     def _try_fill(self, order: TwsOrder) -> None:
         price = self._touch(order)
+        if order.status == "PreSubmitted" and order.triggered:  # IB held the stop; now it works at the exchange
+            order.status = "Submitted"
+            self._publish(order)
         quote = self._quotes.get(order.contract.con_id)
         size = None if quote is None else (quote.ask_size if order.action == "BUY" else quote.bid_size)
         qty = order.remaining if price is not None else Decimal(0)
