@@ -1528,7 +1528,8 @@ class Session:
                                        Decimal(repr(ask_sz)) if np.isfinite(ask_sz) and ask_sz > 0 else None, ts)
         return RiskContext(now_ns=self._now, equity=self.portfolio.equity, daily_pnl=self._daily_pnl(),
                            quote=reference, positions=self._net_positions(),
-                           prices=self.portfolio.last_prices(self.instruments), instruments=self.instruments)
+                           prices=self.portfolio.last_prices(self.instruments), instruments=self.instruments,
+                           unresolved_instruments=self.oms.blocked_instruments())
 
     def _daily_pnl(self) -> Decimal:
         day = self._now // (86_400 * _NS) * 86_400 * _NS
@@ -1576,9 +1577,6 @@ class Session:
             return []
         if not decision.accepted:
             return [self._refuse(intent, f"risk {decision.check}: {decision.reason}")]
-        if intent.instrument_id in self.oms.blocked_instruments():
-            return [self._refuse(intent, f"{intent.instrument_id} has orders in an unknown state after a fault; "
-                                         "no new order until reconciliation resolves them")]
         if not self.breaker.allow(self._now):  # the half-open trial went to another order meanwhile
             return [self._refuse(intent, f"circuit breaker open after repeated venue failures "
                                          f"({self.venue.name})")]
@@ -1602,8 +1600,11 @@ class Session:
             self._record_venue_outcome(order)
 
     def _record_venue_outcome(self, order: Order) -> None:
-        if order.status is OrderStatus.REJECTED and order.reason.startswith("venue error"):
-            self.breaker.record_failure(self._now, order.reason)
+        # the venue refused it, it never left, or its fate is unknown: a venue failure for the breaker
+        failed = order.status is OrderStatus.UNRESOLVED or order.status is OrderStatus.REJECTED and (
+            order.reason.startswith("venue error") or self.oms.rejection_code(order.client_order_id) is not None)
+        if failed:
+            self.breaker.record_failure(self._now, order.reason or str(order.status))
         else:
             self.breaker.record_success(self._now)
 
@@ -1700,6 +1701,8 @@ class Session:
             if order.status is OrderStatus.FILLED:
                 del self._children[coid]
                 continue
+            if order.status is OrderStatus.UNRESOLVED:
+                continue  # its fate at the venue is unknown: reconciliation settles it, nothing is resent blind
             rejected_by_venue = order.status is OrderStatus.REJECTED and not order.reason.startswith("risk")
             finished_short = order.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED) and order.remaining > 0
             if not (rejected_by_venue or finished_short):

@@ -75,6 +75,18 @@ def test_reduce_only_lets_only_reducing_orders_through():
     assert flip.check == "kill_switch" and flip.action is RiskAction.REJECT
 
 
+def test_an_instrument_with_an_unresolved_order_takes_nothing_new_even_a_reducing_order():
+    risk = PreTradeRisk()
+    blocked = ctx(SPY_QUOTE, positions={"SPY.ARCX": D(100)}, unresolved_instruments=frozenset({"SPY.ARCX"}))
+    decision = risk.check(intent(SPY, "sell", 100, limit="450.25"), SPY, blocked)
+    assert (decision.action, decision.check) == (RiskAction.REJECT, "unresolved")
+    assert "SPY.ARCX has an order whose outcome at the venue is unknown" in decision.reason
+    others = ctx(BTC_QUOTE, unresolved_instruments=frozenset({"SPY.ARCX"}))
+    assert accepted(risk.check(intent(BTC, "buy", "0.1", limit="61837.64"), BTC, others))
+    risk.kill_switch.halt("by hand", ts_ns=NOW)  # the kill switch still speaks first
+    assert risk.check(intent(SPY, "sell", 100, limit="450.25"), SPY, blocked).check == "kill_switch"
+
+
 def test_flatten_request_lets_closing_orders_pass_and_blocks_new_risk():
     risk = PreTradeRisk()
     risk.kill_switch.request_flatten("flatten from the dashboard", ts_ns=NOW)
@@ -302,7 +314,7 @@ def test_fourth_day_trade_in_a_small_margin_account_is_rejected():
 
 # -- order of checks and malformed intents ----------------------------------------------------------------------
 def test_checks_run_in_the_documented_order_and_the_first_failure_decides():
-    assert CHECK_ORDER == ("kill_switch", "quote", "price_collar", "spread", "max_position", "exposure",
+    assert CHECK_ORDER == ("kill_switch", "unresolved", "quote", "price_collar", "spread", "max_position", "exposure",
                            "order_rate", "daily_loss", "pdt")
     risk = PreTradeRisk(RiskConfig(max_orders_per_minute=1))
     risk.record_sent(NOW - S)

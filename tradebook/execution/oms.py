@@ -504,6 +504,9 @@ class OrderManager:
                 raise OrderError(f"order {client_order_id} is already {order.status}; there is nothing to cancel")
             if order.status is S.PENDING_CANCEL:
                 return order
+            if order.status is S.UNRESOLVED:
+                raise OrderError(f"order {client_order_id} is unresolved (its fate at {self.venue.name} is unknown); "
+                                 "reconcile() settles it before it can be cancelled")
             ts = self.clock()
             if order.status is S.PENDING:
                 self._unresolved.discard(client_order_id)
@@ -579,7 +582,7 @@ class OrderManager:
         for coid in targets:
             try:
                 result.append(await self.cancel(coid))
-            except IllegalTransitionError as exc:  # e.g. a replace in flight: the venue answers it first
+            except OrderError as exc:  # a replace in flight, an unresolved order: the venue answers first
                 self._raise_alert("cancel_failed", f"could not cancel {coid}: {exc}")
         return result
 

@@ -7,6 +7,9 @@ so the reason a notebook shows is always the most fundamental one:
 
 1. ``kill_switch``   halted: everything is rejected; reduce-only: only orders that reduce
                      the position (without flipping it) pass.
+   ``unresolved``    the instrument has an order whose outcome at the venue is unknown
+                     (a timeout or a drop after sending, ``ctx.unresolved_instruments``):
+                     nothing new for it, reducing or not, until reconciliation settles it.
 2. ``quote``         the reference quote: none, crossed or locked, or older than
                      ``max_quote_age_ms`` -> reject ("stale or crossed quote").
 3. ``price_collar``  a limit price more than ``price_collar_bps`` from the mid on the
@@ -62,7 +65,7 @@ if TYPE_CHECKING:
 
 RATE_WINDOW_NS = 60 * NS_PER_SECOND
 BPS = Decimal(10_000)
-CHECK_ORDER = ("kill_switch", "quote", "price_collar", "spread", "max_position", "exposure", "order_rate",
+CHECK_ORDER = ("kill_switch", "unresolved", "quote", "price_collar", "spread", "max_position", "exposure", "order_rate",
                "daily_loss", "pdt")
 STALE_OR_CROSSED = "stale or crossed quote"
 
@@ -155,13 +158,16 @@ class RiskContext:
     margin_account: bool | None = None  # None: risk.equity_margin_account from the config
     is_day_trade: bool = False
     fx_rates: Mapping[str, Decimal] = field(default_factory=dict)  # currency -> account currency per unit
+    # instruments with an order in an unknown state (OrderManager.blocked_instruments())
+    unresolved_instruments: frozenset[str] | set[str] = frozenset()
 
     def __init__(self, now_ns: int, equity: Decimal, daily_pnl: Decimal, quote: ReferenceQuote | None,
                  positions: Mapping[str, Decimal] = _NEW_DICT, prices: Mapping[str, Decimal] = _NEW_DICT,
                  instruments: Mapping[str, Instrument] | None = None,
                  recent_order_ts_ns: tuple[int, ...] | None = None, day_trades_last_5_days: int = 0,
                  margin_account: bool | None = None, is_day_trade: bool = False,
-                 fx_rates: Mapping[str, Decimal] = _NEW_DICT) -> None:
+                 fx_rates: Mapping[str, Decimal] = _NEW_DICT,
+                 unresolved_instruments: frozenset[str] | set[str] = frozenset()) -> None:
         # one per order: straight into __dict__ (a frozen dataclass's own __init__ sets its 13
         # fields one object.__setattr__ call at a time)
         state = self.__dict__
@@ -177,6 +183,7 @@ class RiskContext:
         state["margin_account"] = margin_account
         state["is_day_trade"] = is_day_trade
         state["fx_rates"] = {} if fx_rates is _NEW_DICT else fx_rates
+        state["unresolved_instruments"] = unresolved_instruments
 
 
 class RiskAction(StrEnum):
@@ -526,6 +533,10 @@ class PreTradeRisk:
         decision = None
         if self.kill_switch.mode is not _NORMAL:
             decision = self._check_kill_switch(intent, instrument, position, reducing)
+        if decision is None and ctx.unresolved_instruments and instrument.instrument_id in ctx.unresolved_instruments:
+            # a second order could double what the first may have done at the venue
+            decision = RiskDecision(_REJECT, "unresolved", f"{instrument.instrument_id} has an order whose outcome "
+                                    "at the venue is unknown; no new order until reconciliation settles it")
         if decision is None:
             decision = self._check_quote(instrument, ctx, limits)
         if decision is not None:
