@@ -259,6 +259,18 @@ def test_modify_cancel_and_a_stop_order(tws: TwsServer, connect: Callable[..., I
     wait_until(ib, lambda: errors == [10148], "the refusal to cancel a filled order")
 
 
+def test_global_cancel_reaches_every_clients_orders_and_the_clock(tws: TwsServer,
+                                                                    connect: Callable[..., IB]) -> None:
+    first, second = connect(1), connect(2)
+    one = first.placeOrder(AAPL, order(LimitOrder, "BUY", 1, 150.0))
+    two = second.placeOrder(AAPL, order(LimitOrder, "BUY", 1, 151.0))
+    wait_until(second, lambda: two.orderStatus.status == "Submitted", "the second acknowledgement")
+    second.reqGlobalCancel()
+    wait_until(second, lambda: two.orderStatus.status == "Cancelled", "the second's cancel")
+    wait_until(first, lambda: one.orderStatus.status == "Cancelled", "the first's cancel, heard by its own client")
+    assert abs(first.reqCurrentTime().timestamp() - time.time()) < 60
+
+
 def test_ioc_and_fok(tws: TwsServer, connect: Callable[..., IB]) -> None:
     ib = connect()
     tws.set_price("AAPL", "189.99", "190.01", ask_size="30")
