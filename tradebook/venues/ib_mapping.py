@@ -51,7 +51,7 @@ _WORKING = "working"  # resolved by the filled quantity
 
 _ORDER_TYPES = {OrderType.MARKET: "MKT", OrderType.LIMIT: "LMT", OrderType.STOP: "STP",
                 OrderType.STOP_LIMIT: "STP LMT"}
-# IB order types tradebook does not model, with what to do instead (the common ones; others are unknown)
+# IB order types tradebook does not model, with why (the common ones; any other is unknown)
 _ORDER_TYPES_REFUSED = {
     "TRAIL": "tradebook has no trailing stops", "TRAIL LIMIT": "tradebook has no trailing stops",
     "MOC": "at-the-close orders are not modelled", "LOC": "at-the-close orders are not modelled",
