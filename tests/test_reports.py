@@ -116,6 +116,21 @@ def test_the_session_report_of_a_paper_run_prints_its_html_path(calibrated_btc_s
     session.resume()
     session.wait(timeout=120)
     session.stop()
+    # each fill priced against the mid of the last quote at or before it; a buy paying above the mid costs > 0
+    from tradebook.run_summary import pick_run, run_days, run_fills
+
+    assert pick_run(store) == "report-test"
+    fills = run_fills(store, "report-test")
+    quotes = store.quotes(btc)
+    assert len(fills) >= 1
+    for fill in fills.itertuples():
+        before = quotes[quotes["ts_ns"] <= fill.ts_event].iloc[-1]
+        mid = (before["bid_px"] + before["ask_px"]) / 2
+        assert fill.mid == pytest.approx(mid)
+        assert fill.cost_bps == pytest.approx((1 if fill.side == "buy" else -1) * (fill.price - mid) / mid * 1e4)
+    assert run_days(fills)["fills"].sum() == len(fills)
+    with pytest.raises(ReportError, match="no orders of run 'nope' in .*; runs with orders: report-test"):
+        pick_run(store, "nope")
     path = store.path
     store.close()
 
