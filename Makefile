@@ -41,4 +41,4 @@ lab: setup
 # (<store>.runs/; <store>.session/ from before runs had names), and stores made inside notebooks/.
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis tradebook.duckdb tradebook.duckdb.wal tradebook.duckdb.holder \
-		*.duckdb.runs *.duckdb.session *.duckdb.cache notebooks/*.duckdb*
+		*.duckdb.runs *.duckdb.session *.duckdb.cache *.duckdb.reports notebooks/*.duckdb*
