@@ -235,3 +235,17 @@ def test_paper_replay_with_calibrated_costs_pays_spread_and_stores_derived_calib
 def test_runner_refuses_bars_without_the_strategys_instruments(daily_bars):
     with pytest.raises(ResearchError, match="not in these bars"):
         StrategyRunner(MeanReversion(instruments=["MSFT.XNAS"], window=60), daily_bars)
+
+
+class PeeksAtTomorrow(Strategy):
+    """Long when tomorrow's close is higher: the next bar's close, shift(-1)."""
+
+    def signals(self, bars: Bars) -> pd.DataFrame:
+        return (bars.close.shift(-1) > bars.close).astype(float).where(bars.close.shift(-1).notna(), 0.0)
+
+
+def test_runner_refuses_a_strategy_that_peeks_before_any_session(daily_bars):
+    from tradebook.errors import LookaheadError
+
+    with pytest.raises(LookaheadError):
+        StrategyRunner(PeeksAtTomorrow(instruments=["SPY.ARCX"], window=20), daily_bars)

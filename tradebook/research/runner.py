@@ -95,26 +95,30 @@ class StrategyRunner:
     ``bars``: the strategy's bars, at least up to the end of the session's feed (the runner
     only ever reads the complete ones: ``bars.until(now)``). ``backtest``: its
     BacktestResult (its ``sizing``; None: the cap, as the backtest's first pass).
-    ``window``: trailing bars handed to ``signals`` (None: the backtest's, else the
-    strategy's, else found by :func:`tradebook.research.causality.prepare`). ``sizing``
-    overrides the backtest's. ``strategy_id``: the session's strategy id (default the
-    strategy's name).
+    ``window``: trailing bars handed to ``signals`` (None: the backtest's, else the one
+    :func:`tradebook.research.causality.prepare` settles on: the strategy's, lengthened
+    when the trailing check finds it too short). Before anything else the runner calls
+    ``prepare`` on ``bars``: a strategy that peeks is refused here (LookaheadError), as
+    by the backtest. ``sizing`` overrides the backtest's. ``strategy_id``: the session's
+    strategy id (default the strategy's name).
     """
 
     def __init__(self, strategy: Any, bars: Any, *, backtest: Any = None, window: int | None = None,
                  sizing: Any = None, strategy_id: str | None = None, strength: float = 1.0,
                  instruments: Mapping[str, Any] | None = None) -> None:
         from tradebook.model.instruments import get_instrument
+        from tradebook.research.causality import prepare
         from tradebook.research.strategy import check_bars_for
 
         if tuple(bars.instruments) != tuple(strategy.instruments):
             bars = bars.select(list(strategy.instruments))
         check_bars_for(strategy, bars)
+        prepared = prepare(strategy, bars)
         self.strategy = strategy
         self.bars = bars
         self.strategy_id = strategy_id or strategy.name
         self.fraction = sizing_fraction(backtest, sizing)
-        self.window = self._window(window, backtest)
+        self.window = self._window(window, backtest, prepared.window)
         self.strength = float(strength)
         self.instruments = {i: (instruments or {}).get(i) or get_instrument(i) for i in strategy.instruments}
         self.steps: list[RunnerStep] = []
@@ -123,15 +127,14 @@ class StrategyRunner:
         self._starts = bars.start_ns
         self._bar_ns = int(bars.bar_seconds) * _NS
 
-    def _window(self, window: int | None, backtest: Any) -> int:
-        for candidate in (window, getattr(backtest, "window", None), getattr(self.strategy, "window", None)):
+    @staticmethod
+    def _window(window: int | None, backtest: Any, prepared: int | None) -> int:
+        for candidate in (window, getattr(backtest, "window", None), prepared):
             if candidate is not None:
                 if int(candidate) < 1:
                     raise ResearchError(f"window is {candidate!r}; expected a positive number of bars")
                 return int(candidate)
-        from tradebook.research.causality import check_trailing_window
-
-        return int(check_trailing_window(self.strategy, self.bars).window)
+        raise ResearchError("no trailing window: give window=, or a strategy the trailing check can size")
 
     def _bar_of(self, ts_ns: int) -> int | None:
         """Start of the bar holding ``ts_ns`` (None: no bar of these bars holds it)."""
