@@ -201,7 +201,7 @@ def text(value: Any) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, Decimal):
-        return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
+        return format(value.normalize(), "f")  # no exponent, no trailing zeros
     if isinstance(value, IntEnum):
         return str(int(value))
     return str(value)
