@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from tradebook.errors import ConfigError, ReportError
+from tradebook.errors import ReportError
 
 
 @dataclass(frozen=True)
@@ -66,27 +66,11 @@ def _stored_decision(store: Any, decision_id: str) -> pd.Series:
 
 
 def latest_account(store: Any, strategy: str) -> str | None:
-    """The paper account (run) of ``strategy`` run most recently: the newest state folder among its accounts.
+    """The paper account (run) of ``strategy`` run most recently (:func:`tradebook.run_summary.known_runs`)."""
+    from tradebook.run_summary import known_runs
 
-    Replays of the same period stamp their orders with the same market times, so the
-    wall-clock time of each run's state folder (``<store>.runs/<run>/``) tells them apart;
-    an account without a folder (a live account) counts by its last order. None: no orders.
-    """
-    from tradebook.paper import run_dir
-
-    rows = store.query("SELECT account_id, max(ts_last) AS last FROM orders WHERE strategy_id = ? "
-                       "GROUP BY account_id ORDER BY last", [strategy])
-    if rows.empty:
-        return None
-
-    def when(account: str, last: int) -> float:
-        try:
-            folder = run_dir(store.path, account)
-        except ConfigError:  # not a paper run's name (a live account): no state folder
-            return last / 1e9
-        return folder.stat().st_mtime if folder.exists() else last / 1e9
-
-    return max(zip(rows["account_id"], rows["last"]), key=lambda pair: when(*pair))[0]
+    runs = known_runs(store, strategy)
+    return runs[0] if runs else None
 
 
 def promotion_evidence(store: Any, strategy: str, *, backtest_id: str | None = None, account_id: str | None = None,

@@ -13,17 +13,35 @@ from typing import Any
 
 import pandas as pd
 
-from tradebook.errors import ReportError
+from tradebook.errors import ConfigError, ReportError
 
 
-def known_runs(store: Any) -> list[str]:
-    """Accounts with orders in the store, the most recently active first."""
-    frame = store.query("SELECT account_id, max(ts_last) AS last FROM orders GROUP BY account_id ORDER BY last DESC")
-    return frame["account_id"].tolist()
+def last_active(store: Any, account: str, last_ns: int) -> float:
+    """When ``account`` last ran, in wall-clock seconds: its paper run's state folder's time, else its last order's.
+
+    Replays stamp orders with market times (a 2021 replay run today is "older" than a 2024
+    capture), so the state folder (``<store>.runs/<run>/``) tells runs apart; an account
+    without one (a live account) counts by its last order.
+    """
+    from tradebook.paper import run_dir
+
+    try:
+        folder = run_dir(store.path, account)
+    except ConfigError:  # not a paper run's name: no state folder
+        return last_ns / 1e9
+    return folder.stat().st_mtime if folder.exists() else last_ns / 1e9
+
+
+def known_runs(store: Any, strategy: str | None = None) -> list[str]:
+    """Accounts with orders in the store (of ``strategy`` when given), the most recently run first."""
+    where, params = ("WHERE strategy_id = ? ", [strategy]) if strategy is not None else ("", [])
+    frame = store.query(f"SELECT account_id, max(ts_last) AS last FROM orders {where}GROUP BY account_id", params)
+    pairs = sorted(zip(frame["account_id"], frame["last"]), key=lambda pair: last_active(store, *pair), reverse=True)
+    return [account for account, _ in pairs]
 
 
 def pick_run(store: Any, run: str | None = None) -> str:
-    """``run`` if the store holds orders of it; None: the most recently active run; else ReportError listing runs."""
+    """``run`` if the store holds orders of it; None: the most recently run; else ReportError listing runs."""
     runs = known_runs(store)
     if not runs:
         raise ReportError(f"the store {store.path} holds no orders of any run; run a paper session first "
