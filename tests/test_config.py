@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tradebook.config import (
+    ADAPTER_ENV,
     RiskConfig,
     RouterConfig,
     SessionMode,
@@ -432,6 +433,7 @@ DOCUMENTED = {
     "TRADEBOOK_RISK__MAX_POSITION__PER_INSTRUMENT__SPY.ARCX__QUANTITY":
         ("500", lambda c: c.risk.max_position.limit_for("SPY.ARCX").quantity == D(500)),
     "TRADEBOOK_VENUES__ALPACA__ENABLED": ("true", lambda c: c.venues["alpaca"].enabled),
+    "TRADEBOOK_FORCE_PAPER": ("true", lambda c: c == TradebookConfig()),  # read by tradebook.venues.factory
 }
 
 
@@ -440,7 +442,20 @@ def _documented_variables() -> set[str]:
     names = set()
     for text_path in texts:
         names |= set(re.findall(r"\bTRADEBOOK_[A-Z0-9_.]*[A-Z0-9]\b", text_path.read_text(encoding="utf-8")))
-    return {n for n in names if "<" not in n and not n.endswith(("__KEY", "_SECTION"))}
+    # broker adapters' own variables (ADAPTER_ENV, read by their from_env) are not config keys: checked below;
+    # TRADEBOOK_ONLY_STATUSES is a constant of ib_mapping, not a variable
+    return {n for n in names if "<" not in n and not n.endswith(("__KEY", "_SECTION")) and not ADAPTER_ENV.match(n)
+            and n != "TRADEBOOK_ONLY_STATUSES"}
+
+
+def test_broker_adapter_variables_are_not_config_keys_and_never_shown():
+    env = {"TRADEBOOK_ALPACA_KEY_ID": "PKSECRETVALUE1", "TRADEBOOK_CCXT_BINANCE_SECRET": "s3cr3t-value",
+           "TRADEBOOK_IB_PORT": "7497", "TRADEBOOK_FORCE_PAPER": "true"}
+    assert load_config(env=env) == TradebookConfig()
+    shown = str(describe_config(env=env))
+    assert "PKSECRETVALUE1" not in shown and "s3cr3t-value" not in shown
+    with pytest.raises(ConfigError, match="TRADEBOOK_ALPACA__KEY_ID"):  # a config-style name is still checked
+        load_config(env={"TRADEBOOK_ALPACA__KEY_ID": "x"})
 
 
 def test_every_documented_variable_is_known_and_applies(write_yaml):

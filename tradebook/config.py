@@ -81,7 +81,12 @@ RESERVED_ENV: Mapping[str, str] = {
     ENV_STORE: "the workspace store (sets session.store_path)",
     ENV_DATA_DIR: "the bundled data folder",
     "TRADEBOOK_PROGRESS": "progress bars: 1 on, 0 off (tradebook.progress)",
+    "TRADEBOOK_FORCE_PAPER": "true: every order goes to the paper venue, whatever venues and routing say",
 }  # a new TRADEBOOK_ variable that is not a config key belongs here, or load_config refuses it as a typo
+# Broker adapters read their credentials and connection settings from these variables
+# (``from_env``): not config keys, never shown (TRADEBOOK_ALPACA_KEY_ID, TRADEBOOK_CCXT_BINANCE_SECRET,
+# TRADEBOOK_IB_PORT...). A single underscore after the broker: config keys use ``__``.
+ADAPTER_ENV = re.compile(r"^TRADEBOOK_(ALPACA|CCXT_[A-Z0-9]+|IB)_[A-Z0-9]+(_[A-Z0-9]+)*$")
 CONFIG_FILE_NAME = "tradebook.yaml"  # looked for when neither a path nor TRADEBOOK_CONFIG is given
 # money and quantities are stored as DECIMAL(38, 12): 26 digits before the point, 12 after
 DECIMAL_LIMIT = Decimal("1e26")
@@ -297,6 +302,9 @@ class VenueConfig(_Section):
     credentials_env: Mapping[str, str] = _opt(factory=dict, keys="lower",
                                               doc="credential -> name of the environment variable holding it")
     options: Mapping[str, str] = _opt(factory=dict, keys="lower", doc="non-secret settings (host, port, url...)")
+    adapter: str | None = _opt(None, doc="alpaca | ccxt | ib | paper; null: from the name (alpaca, ibkr, a ccxt "
+                                         "exchange id)")
+    account_id: str | None = _opt(None, doc="the broker account it trades (Session.arm_live confirms it)")
 
     def _where(self) -> str:
         return f"venues.{self.name}"
@@ -350,11 +358,17 @@ class TradebookConfig(_Section):
     router: RouterConfig = _opt(factory=RouterConfig, doc="order types, algos and retries")
     session: SessionConfig = _opt(factory=SessionConfig, doc="mode, account, store, hours, replay")
     venues: Mapping[str, VenueConfig] = _opt(factory=_default_venues, keys="lower", doc="venue name -> settings")
+    routing: Mapping[AssetClass, str] = _opt(factory=dict, keys="lower",
+                                             doc="asset class -> venue name; an unrouted class trades on paper")
 
     def _check(self) -> None:
         for key, venue in self.venues.items():
             if venue.name != key:
                 raise ConfigError(f"venues.{key}: its name is {venue.name!r}; expected the mapping key {key!r}")
+        for asset_class, name in self.routing.items():
+            if name not in self.venues:
+                raise ConfigError(f"routing.{asset_class} = {name!r}: no such venue; expected one of "
+                                  f"{sorted(self.venues)}")
         if self.session.mode is SessionMode.LIVE and not any(
                 v.enabled and name != "paper" for name, v in self.venues.items()):
             raise ConfigError("session.mode = 'live' but no venue other than paper is enabled: expected "
@@ -487,7 +501,7 @@ def _load(path: str | Path | None, env: Mapping[str, str] | None
         file_data = read_yaml(file)
         _merge(raw, file_data, TradebookConfig, "", {}, sources, f"in {file}")
     for name in sorted(env):
-        if name.startswith(ENV_PREFIX) and name not in RESERVED_ENV:
+        if name.startswith(ENV_PREFIX) and name not in RESERVED_ENV and not ADAPTER_ENV.match(name):
             _apply_env(raw, name, env[name], sources)
     _apply_store_variable(raw, env, sources)
     store_path, store_source = raw["session"].get("store_path"), sources.get("session.store_path", "")
