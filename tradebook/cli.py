@@ -45,9 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    demo = sub.add_parser("demo", help="load the bundled data into the store and summarise it",
+    demo = sub.add_parser("demo", help="the whole story on the bundled data: load, calibrate, research, paper, gate",
                           description="Run the main job on the bundled data: load every bundled file into the "
-                                      "store (files already stored are skipped) and print what the store holds.")
+                                      "store (files already stored are skipped), print what the store holds, "
+                                      "calibrate the fill model and show its fidelity, then research a strategy on "
+                                      "the older daily history, paper-trade the held-back sessions, print the "
+                                      "promotion gate's decision with its evidence and write the HTML report.")
     _store_arg(demo)
     demo.add_argument("--data-dir", type=Path, default=None, help="bundled data folder (default: the repo's data/)")
 
