@@ -208,3 +208,41 @@ async def _settle():
     import asyncio
 
     await asyncio.sleep(0.05)  # let the broadcasts already scheduled on the server's loop run
+
+
+# -- refusals, exchanges, replacement ids ----------------------------------------------------------------
+@pytest.mark.parametrize(("status", "code", "message", "expected"), [
+    (422, 40010001, "client_order_id must be unique", "duplicate_client_id"),
+    (403, 40310000, "insufficient buying power", "insufficient_funds"),
+    (403, 40310000, "forbidden", "insufficient_funds"),
+    (422, 40010001, 'asset "NOPE" not found', "unknown_instrument"),
+    (422, 42210000, 'order is already in "filled" state', "too_late_to_cancel"),
+    (422, 42210000, "fractional orders must be DAY orders", "unsupported_order"),
+    (422, 42210000, "extended hours order must be DAY limit orders", "unsupported_order"),
+    (422, 40010001, "qty must be > 0", "invalid_quantity"),
+    (422, 40010001, "limit_price is required for limit orders", "invalid_price"),
+    (429, 42910000, "rate limit exceeded", "rate_limited"),
+    (404, 40410000, "order not found", "unknown_order"),
+    (422, 40010001, "something new", "venue_other"),
+])
+def test_alpaca_refusals_map_to_reject_codes(status, code, message, expected):
+    from tradebook.execution.oms import RejectCode
+
+    ours = am.reject_code_from_alpaca(status, code, message)
+    assert ours == expected and RejectCode(ours)  # every value is a RejectCode member
+
+
+def test_exchanges_map_to_mics_and_unknown_ones_are_refused_by_name():
+    assert am.mic_from_alpaca("ARCA") == "ARCX" and am.mic_from_alpaca(alpaca_enums.AssetExchange.NASDAQ) == "XNAS"
+    with pytest.raises(VenueMappingError, match="'MOON'"):
+        am.mic_from_alpaca("MOON")
+
+
+def test_replacement_client_ids_name_the_tradebook_order():
+    coid = client_order_id_for("i-1", "acct")
+    second = am.replacement_client_order_id(am.replacement_client_order_id(coid, 1), 2)
+    assert second == coid + ".r2" and am.root_client_order_id(second) == coid and am.replacement_number(second) == 2
+    assert am.root_client_order_id(coid) == coid and am.replacement_number(coid) == 0
+    assert am.root_client_order_id("user.rx") == "user.rx"
+    with pytest.raises(VenueMappingError):
+        am.replacement_client_order_id(coid, 0)

@@ -179,18 +179,22 @@ def _ns(moment: Any) -> int:
     return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
 
 
-def order_event_from_trade_update(update: Any, *, instrument_id: str, ts_init_ns: int) -> OrderEvent | None:
+def order_event_from_trade_update(update: Any, *, instrument_id: str, ts_init_ns: int,
+                                  client_order_id: str | None = None) -> OrderEvent | None:
     """A tradebook OrderEvent from alpaca-py's ``TradeUpdate`` (None for state-only events).
 
     A fill carries the update's ``execution_id`` as its fill id (so a repeated message
     is one fill), its price and quantity as Decimals, no fee (Alpaca charges none on the
     update) and ``taker`` liquidity (Alpaca does not say; the costlier side is assumed).
-    A replacement's event names the new venue order id, quantity and prices.
+    A replacement's event names the new venue order id (its new terms are not in the update).
+    ``client_order_id`` overrides the update's (a replacing order carries its own id at
+    Alpaca; tradebook knows it under the id of the order it replaced).
     """
     kind = event_from_alpaca(update.event)
     if kind is None:
         return None
     order = update.order
+    coid = client_order_id or order.client_order_id
     ts_event_ns = _ns(update.timestamp)
     fill = None
     venue_order_id = str(order.id)
@@ -199,16 +203,16 @@ def order_event_from_trade_update(update: Any, *, instrument_id: str, ts_init_ns
         if update.execution_id is None or update.qty is None or update.price is None:
             raise VenueMappingError(f"Alpaca {_word(update.event)} for {order.client_order_id} lacks its "
                                     "execution_id, qty or price")
-        fill = Fill(str(update.execution_id), order.client_order_id, instrument_id, side_from_alpaca(order.side),
+        fill = Fill(str(update.execution_id), coid, instrument_id, side_from_alpaca(order.side),
                     _decimal(update.qty), _decimal(update.price), _ZERO, "taker", ts_event_ns, ts_init_ns)
     elif kind is OrderEventType.REPLACED:
+        # the update carries the replaced (old) order: the new terms are not in it. The adapter adds
+        # them from the replace reply, or the order manager from its own request
         venue_order_id = str(order.replaced_by) if order.replaced_by else venue_order_id
-        quantity, limit_price, stop_price = (_decimal(order.qty), _decimal(order.limit_price),
-                                             _decimal(order.stop_price))
     reason = ""
     if kind in (OrderEventType.REJECTED, OrderEventType.CANCELLED, OrderEventType.EXPIRED):
         reason = f"alpaca:{_word(update.event)}"
-    return OrderEvent(order.client_order_id, kind, ts_event_ns, ts_init_ns, venue_order_id=venue_order_id,
+    return OrderEvent(coid, kind, ts_event_ns, ts_init_ns, venue_order_id=venue_order_id,
                       fill=fill, reason=reason, quantity=quantity, limit_price=limit_price, stop_price=stop_price)
 
 
@@ -267,3 +271,137 @@ def order_request(*, symbol: str, side: Side, quantity: Decimal, order_type: Ord
                OrderType.STOP_LIMIT: alpaca_requests.StopLimitOrderRequest}
     order_type_to_alpaca(order_type)  # refuses what is not an order type
     return classes[order_type](**{k: v for k, v in fields.items() if v is not None})
+
+
+# -- refusals and failures -----------------------------------------------------------------------------
+# RejectCode values (tradebook.execution.oms.RejectCode), spelled here so the venue layer needs no
+# import from the order manager; tests/venues/test_alpaca_mapping.py holds each to a RejectCode member.
+# Alpaca answers most refusals 422 with code 40010001 or 42210000 whatever the cause, so the
+# message tells them apart: this table is the one place that reads Alpaca's prose.
+_REJECT_BY_MESSAGE: tuple[tuple[str, str], ...] = (
+    ("client_order_id must be unique", "duplicate_client_id"),
+    ("buying power", "insufficient_funds"),
+    ("insufficient qty", "insufficient_funds"),
+    ("not shortable", "not_shortable"),
+    ("cannot be sold short", "not_shortable"),
+    ("asset", "unknown_instrument"),  # 'asset "X" not found', 'asset not found for X'
+    ("already in", "too_late_to_cancel"),  # 'order is already in "filled" state'
+    ("fractional", "unsupported_order"),
+    ("extended hours", "unsupported_order"),
+    ("notional", "unsupported_order"),
+    ("order type", "unsupported_order"),
+    ("time_in_force", "unsupported_order"),
+    ("market is closed", "market_closed"),
+    ("qty", "invalid_quantity"),
+    ("limit_price", "invalid_price"),
+    ("stop_price", "invalid_price"),
+    ("price", "invalid_price"),
+)
+RETRYABLE_STATUSES = frozenset({429})  # refused before it was looked at: sent again after the wait
+
+
+def reject_code_from_alpaca(status: int | None, code: Any, message: str) -> str:
+    """The RejectCode value for an Alpaca refusal (HTTP status, Alpaca's code, its message)."""
+    if status == 429:
+        return "rate_limited"
+    if status == 404:
+        return "unknown_order"
+    text = (message or "").lower()
+    for needle, ours in _REJECT_BY_MESSAGE:
+        if needle in text:
+            return ours
+    if str(code) == "40310000":  # Alpaca's 'forbidden' for an order: buying power, day-trading rules
+        return "insufficient_funds"
+    return "venue_other"
+
+
+def api_error_parts(exc: Any) -> tuple[int | None, str | None, str]:
+    """(HTTP status, Alpaca's code, message) of an alpaca-py ``APIError`` whose body may not be JSON."""
+    status = getattr(exc, "status_code", None)
+    try:
+        code, message = exc.code, exc.message
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return status, None, str(exc)[:300]
+    return status, None if code is None else str(code), str(message)
+
+
+def retry_after_s(exc: Any, default: float) -> float:
+    """The wait an Alpaca 429 asks for (its ``Retry-After`` header, seconds), else ``default``."""
+    response = getattr(exc, "response", None)
+    value = None if response is None else response.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else default
+    except ValueError:
+        return default
+
+
+def connection_never_opened(exc: BaseException) -> bool:
+    """Whether a ``requests`` failure happened before the request left (refused, unresolvable, connect timeout)."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.exceptions.ConnectionError):
+        return False
+    from urllib3.exceptions import NameResolutionError, NewConnectionError
+
+    seen: set[int] = set()
+    pending: list[Any] = [exc]
+    while pending:  # the cause sits in args, __cause__ or a MaxRetryError's reason
+        item = pending.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, (NewConnectionError, NameResolutionError, ConnectionRefusedError)):
+            return True
+        if isinstance(item, BaseException):
+            pending.extend([item.__cause__, item.__context__, getattr(item, "reason", None),
+                            *[a for a in item.args if isinstance(a, BaseException)]])
+    return False
+
+
+# -- exchanges and replacement ids ---------------------------------------------------------------------
+# Alpaca's exchange names -> ISO 10383 MICs, which tradebook's equity instrument ids end with
+EXCHANGE_MICS = {"ARCA": "ARCX", "NYSEARCA": "ARCX", "NASDAQ": "XNAS", "NYSE": "XNYS", "AMEX": "XASE",
+                 "BATS": "BATS", "OTC": "OTCM", "CRYPTO": "CRYPTO"}
+
+
+def mic_from_alpaca(exchange: Any) -> str:
+    word = _word(exchange)
+    if word not in EXCHANGE_MICS:
+        raise VenueMappingError(f"unknown Alpaca exchange {word!r}; expected one of {sorted(EXCHANGE_MICS)}")
+    return EXCHANGE_MICS[word]
+
+
+# A replace at Alpaca makes a new order that needs a client order id of its own: tradebook's id
+# with a numbered suffix, so after a restart the replacement still names the tradebook order.
+_REPLACEMENT = ".r"
+
+
+def replacement_client_order_id(client_order_id: str, number: int) -> str:
+    if number < 1:
+        raise VenueMappingError(f"replacement number must be at least 1, got {number}")
+    return f"{root_client_order_id(client_order_id)}{_REPLACEMENT}{number}"
+
+
+def root_client_order_id(alpaca_client_order_id: str) -> str:
+    """Tradebook's client order id for an Alpaca order (a replacement's suffix removed)."""
+    root, sep, number = alpaca_client_order_id.rpartition(_REPLACEMENT)
+    return root if sep and root and number.isdigit() else alpaca_client_order_id
+
+
+def replacement_number(alpaca_client_order_id: str) -> int:
+    root, sep, number = alpaca_client_order_id.rpartition(_REPLACEMENT)
+    return int(number) if sep and root and number.isdigit() else 0
+
+
+def order_state_from_alpaca(order: Any, *, client_order_id: str, instrument_id: str) -> Any:
+    """The port's VenueOrderState of an alpaca-py ``Order`` (working statuses resolved by what has filled)."""
+    from tradebook.venues.base import VenueOrderState
+
+    quantity = _decimal(order.qty) or _ZERO
+    filled = _decimal(order.filled_qty) or _ZERO
+    return VenueOrderState(client_order_id, str(order.id), instrument_id,
+                           order_status_from_alpaca(order.status, filled_qty=filled, quantity=quantity),
+                           quantity, filled, _decimal(order.filled_avg_price), _decimal(order.limit_price),
+                           _decimal(order.stop_price))
