@@ -389,6 +389,7 @@ class BinanceSandbox(BackgroundServer):
         app.router.add_get("/api/v3/ping", self._ping)
         app.router.add_get("/api/v3/time", self._time)
         app.router.add_get("/api/v3/exchangeInfo", self._exchange_info)
+        app.router.add_get("/api/v3/ticker/bookTicker", self._book_ticker)
         app.router.add_post("/api/v3/order", self._new_order)
         app.router.add_get("/api/v3/order", self._query_order)
         app.router.add_delete("/api/v3/order", self._cancel_order)
@@ -470,6 +471,20 @@ class BinanceSandbox(BackgroundServer):
 
     async def _exchange_info(self, request: Any) -> Any:
         return self._json(self.exchange_info())
+
+    async def _book_ticker(self, request: Any) -> Any:
+        """The touch of one symbol (``symbol``) or of every symbol with a price (ccxt's fetch_bids_asks)."""
+        params = request[_PARAMS]
+        symbol = params.get("symbol")
+        if symbol is not None and symbol not in self.symbols:
+            return self._error(400, -1121, "Invalid symbol.")
+        with self.book.lock:
+            prices = dict(self.book.prices)
+        rows = [{"symbol": s, "bidPrice": _fmt(bid), "bidQty": "1.00000000", "askPrice": _fmt(ask),
+                 "askQty": "1.00000000"} for s, (bid, ask) in sorted(prices.items()) if symbol in (None, s)]
+        if symbol is not None:
+            return self._json(rows[0]) if rows else self._error(400, -1121, "Invalid symbol.")
+        return self._json(rows)
 
     def _symbol(self, params: dict[str, str]) -> str | Any:
         symbol = params.get("symbol")

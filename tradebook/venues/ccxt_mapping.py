@@ -14,6 +14,7 @@ carry no time in force (Binance answers -1106 to one).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -321,3 +322,118 @@ def instrument_spec_from_ccxt_market(market: Mapping[str, Any], *, venue: str) -
     if min_notional:
         spec["min_notional"] = str(min_notional)
     return spec
+
+
+# -- the user data stream (Binance executionReport, as ccxt.pro's watch_orders carries it in order['info']) --------
+BINANCE_EXECUTION_TYPES = ("NEW", "TRADE", "CANCELED", "REPLACED", "REJECTED", "EXPIRED", "TRADE_PREVENTION",
+                           "AMENDMENT")
+
+
+def client_order_id_from_binance_report(report: Mapping[str, Any]) -> str:
+    """The order's own client id: a cancel's report carries the cancel request's id in ``c``, the order's in ``C``."""
+    original = report.get("C")
+    if report.get("x") == "CANCELED" and original:
+        return str(original)
+    return str(report.get("c") or "")
+
+
+def fill_from_binance_report(report: Mapping[str, Any], *, symbol: str, client_order_id: str, instrument_id: str,
+                             ts_init_ns: int) -> Fill | None:
+    """The execution an executionReport with ``x == 'TRADE'`` carries (trade id ``t``, as REST's myTrades), or None."""
+    if report.get("x") != "TRADE":
+        return None
+    trade = {"id": report.get("t"), "side": str(report.get("S") or "").lower(), "amount": report.get("l"),
+             "price": report.get("L"), "timestamp": report.get("T"), "symbol": symbol,
+             "fee": {"cost": report.get("n"), "currency": report.get("N")},
+             "takerOrMaker": "maker" if report.get("m") else "taker"}
+    if trade["id"] is None or int(trade["id"]) < 0:
+        raise VenueMappingError(f"executionReport TRADE for {client_order_id} has no trade id: {report.get('t')!r}")
+    return fill_from_ccxt_trade(trade, client_order_id=client_order_id, instrument_id=instrument_id,
+                                ts_init_ns=ts_init_ns)
+
+
+# -- ccxt's exceptions to the port's errors --------------------------------------------------------------
+_VENUE_CODE = re.compile(r'"code"\s*:\s*"?(-?\d+)')
+_SIGNATURE = re.compile(r"(signature=)[0-9a-fA-F]+")
+
+
+def binance_code(exc: BaseException) -> str | None:
+    """The exchange's own error code in a ccxt exception's message (ccxt puts the reply body there), or None."""
+    found = _VENUE_CODE.search(str(exc))
+    return found.group(1) if found else None
+
+
+def _reject_code(exc: Any, ccxt: Any) -> tuple[str, str]:
+    """(RejectCode value, why) for an exception where the exchange answered and refused."""
+    text = str(exc)
+    if "Duplicate order sent" in text or isinstance(exc, ccxt.DuplicateOrderId):
+        return "duplicate_client_id", "the exchange already holds this client order id (open)"
+    if isinstance(exc, ccxt.InsufficientFunds):
+        return "insufficient_funds", "not enough balance"
+    if isinstance(exc, ccxt.MarketClosed) or "Market is closed" in text:
+        return "market_closed", "the market is closed"
+    if isinstance(exc, ccxt.OrderNotFound):
+        return "unknown_order", "the exchange does not know the order (or it is no longer open)"
+    if isinstance(exc, ccxt.BadSymbol):
+        return "unknown_instrument", "the exchange does not list the symbol"
+    if "NOTIONAL" in text:
+        return "min_notional", "price times quantity outside the NOTIONAL filter"
+    if "LOT_SIZE" in text:
+        return "invalid_quantity", "quantity outside the LOT_SIZE filter (step or bounds)"
+    if "PRICE_FILTER" in text:
+        return "invalid_price", "price outside the PRICE_FILTER (tick or bounds)"
+    if isinstance(exc, (ccxt.DDoSProtection, ccxt.RateLimitExceeded)):
+        return "rate_limited", "rate limited (429)"
+    if isinstance(exc, ccxt.NotSupported):
+        return "unsupported_order", "the exchange does not support this"
+    return "venue_other", "refused"
+
+
+def venue_error_from_ccxt(exc: BaseException, *, action: str, secrets: tuple[str, ...] = (),
+                          venue_code: str | None = None) -> Exception:
+    """The port's error for a ccxt exception raised by ``action`` (e.g. "submit tb1234 BUY 0.01 BTC/USDT").
+
+    - the connection was refused before anything was sent (aiohttp's ClientConnectorError under
+      ccxt's ExchangeNotAvailable), or the exchange said "timestamp outside recvWindow" (-1021,
+      InvalidNonce: checked before anything else) -> :class:`NotSentError`;
+    - a timeout (RequestTimeout), a dropped reply (other NetworkError), a garbled reply
+      (BadResponse) or anything not from ccxt -> :class:`OutcomeUnknownError`: it may have arrived;
+    - the exchange answered and refused (ExchangeError, 429) -> :class:`VenueRejectedError`
+      with a RejectCode value and Binance's own code (``"-2010"``).
+
+    ``venue_code``: the exchange's code when the caller read it from the reply (ccxt leaves it out
+    of some messages); otherwise it is read from the message. ``secrets`` (the API key and
+    secret) and request signatures are scrubbed from the message.
+    """
+    import ccxt
+
+    from tradebook.errors import NotSentError, OutcomeUnknownError, VenueRejectedError
+
+    text = _SIGNATURE.sub(r"\1<hidden>", str(exc))
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<hidden>")
+    where = f"{action}: {type(exc).__name__}: {text}"
+    if isinstance(exc, ccxt.InvalidNonce):
+        return NotSentError(f"{where} (the exchange refused the request's timestamp; clocks resynchronised)")
+    if isinstance(exc, (ccxt.DDoSProtection, ccxt.RateLimitExceeded)):
+        code, why = _reject_code(exc, ccxt)
+        return VenueRejectedError(f"{where} ({why})", code=code, venue_code=venue_code or binance_code(exc) or "429")
+    if isinstance(exc, ccxt.ExchangeNotAvailable) and _refused_before_sending(exc):
+        return NotSentError(f"{where} (the connection was refused: nothing was sent)")
+    if isinstance(exc, (ccxt.NetworkError, ccxt.BadResponse)) or not isinstance(exc, ccxt.BaseError):
+        return OutcomeUnknownError(f"{where} (the request may have reached the exchange)")
+    if isinstance(exc, ccxt.ExchangeError):
+        code, why = _reject_code(exc, ccxt)
+        return VenueRejectedError(f"{where} ({why})", code=code, venue_code=venue_code or binance_code(exc))
+    return OutcomeUnknownError(f"{where} (the request may have reached the exchange)")
+
+
+def _refused_before_sending(exc: BaseException) -> bool:
+    try:
+        from aiohttp import ClientConnectorError
+    except ImportError:  # pragma: no cover - ccxt's async support needs aiohttp
+        return False
+    cause = exc.__cause__
+    # a connect that timed out may have half-opened; only a refused or unreachable connect is certain
+    return isinstance(cause, ClientConnectorError) and not isinstance(cause, TimeoutError)
