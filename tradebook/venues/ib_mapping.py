@@ -355,3 +355,115 @@ def ib_order(*, side: Side, quantity: Decimal, order_type: OrderType, time_in_fo
     if "stop_price" in needs:
         fields["auxPrice"] = float(stop_price)  # type: ignore[arg-type]
     return Order(**fields)
+
+
+# -- refusals as RejectCode values -----------------------------------------------------------------------
+# RejectCode values (tradebook.execution.oms.RejectCode), spelled here so the venue layer needs no import
+# from the order manager; tests/venues/test_ib_mapping.py holds each to a RejectCode member.
+_REJECT_CODES: dict[int, str] = {
+    100: "rate_limited", 103: "duplicate_client_id", 110: "invalid_price", 200: "unknown_instrument",
+    203: "unsupported_order", 383: "invalid_quantity", 387: "unsupported_order", 434: "invalid_quantity",
+    104: "too_late_to_cancel", 161: "unknown_order", 10147: "unknown_order", 10148: "too_late_to_cancel",
+}
+
+
+def reject_code_for_ib_error(code: int) -> str:
+    """The RejectCode value for an IB refusal; 201 ('Order rejected - reason: ...') and unlisted codes are venue_other.
+
+    Decided by code: IB's 201 carries its reason only as text (margin, permissions,
+    price checks), which is kept as the rejection's prose, not parsed.
+    """
+    ib_error_kind(code)  # refuses a non-int
+    return _REJECT_CODES.get(code, "venue_other")
+
+
+# -- instruments and contracts -----------------------------------------------------------------------------
+# market identifier codes (ISO 10383, tradebook's instrument ids) <-> IB's primary exchange names
+_PRIMARY_EXCHANGES = {"XNAS": "NASDAQ", "XNYS": "NYSE", "ARCX": "ARCA", "BATS": "BATS", "XASE": "AMEX",
+                      "IEXG": "IEX"}
+_FUTURE_EXCHANGES = {"GLBX": "CME"}  # tradebook's futures venue (Databento's dataset) -> IB's exchange
+_MONTH_CODES = "FGHJKMNQUVXZ"  # January .. December
+
+
+def _future_month(local_symbol: str, root: str, today: datetime | None) -> str:
+    """IB's lastTradeDateOrContractMonth (YYYYMM) of a futures local symbol like ESH7 (root ES)."""
+    code = local_symbol[len(root):]
+    if len(code) not in (2, 3) or code[0] not in _MONTH_CODES or not code[1:].isdigit():
+        raise VenueMappingError(f"futures symbol {local_symbol!r} is not root + month code + year (e.g. ESH7)")
+    month = _MONTH_CODES.index(code[0]) + 1
+    year = (today or datetime.now().astimezone()).year
+    if len(code) == 3:
+        return f"{year // 100 * 100 + int(code[1:])}{month:02d}"
+    # one year digit: the year ending in it nearest to today (ESH4 read in 2026 is 2024, ESH7 is 2027)
+    base = year - year % 10 + int(code[1])
+    candidates = (base - 10, base, base + 10)
+    return f"{min(candidates, key=lambda y: abs(y - year))}{month:02d}"
+
+
+def ib_contract(instrument: Any, *, today: datetime | None = None) -> Any:
+    """ib-async's Contract for a tradebook Instrument.
+
+    A US equity is ``Stock(symbol, "SMART", currency)`` routed smart with its primary
+    exchange (from the instrument's venue MIC); a future is ``Future`` on IB's exchange for
+    its venue (GLBX: CME) with the contract month read off the local symbol (ESH7: 202703),
+    its multiplier and local symbol. Other asset classes are refused.
+    """
+    from ib_async import Future, Stock
+
+    kind = str(getattr(instrument, "asset_class", ""))
+    if kind == "equity":
+        primary = _PRIMARY_EXCHANGES.get(instrument.venue)
+        if primary is None:
+            raise VenueMappingError(f"{instrument.instrument_id}: venue {instrument.venue!r} has no IB primary "
+                                    f"exchange; expected one of {sorted(_PRIMARY_EXCHANGES)}")
+        return Stock(instrument.symbol, "SMART", instrument.currency, primaryExchange=primary)
+    if kind == "future":
+        exchange = _FUTURE_EXCHANGES.get(instrument.venue)
+        if exchange is None:
+            raise VenueMappingError(f"{instrument.instrument_id}: futures venue {instrument.venue!r} has no IB "
+                                    f"exchange; expected one of {sorted(_FUTURE_EXCHANGES)}")
+        root = instrument.symbol.rstrip("0123456789")[:-1]
+        return Future(root, _future_month(instrument.symbol, root, today), exchange,
+                      localSymbol=instrument.symbol, multiplier=format(instrument.multiplier.normalize(), "f"),
+                      currency=instrument.currency)
+    raise VenueMappingError(f"{getattr(instrument, 'instrument_id', instrument)!r}: asset class {kind!r} is not "
+                            "traded through IB here; expected equity or future")
+
+
+def instrument_id_from_ib(contract: Any) -> str:
+    """The tradebook instrument id of an IB contract (stock: SYMBOL.MIC by primary exchange; future: LOCAL.GLBX)."""
+    if contract.secType == "STK":
+        for mic, name in _PRIMARY_EXCHANGES.items():
+            if name == contract.primaryExchange:
+                return f"{contract.symbol}.{mic}"
+        raise VenueMappingError(f"IB stock {contract.symbol!r} has primary exchange {contract.primaryExchange!r}; "
+                                f"expected one of {sorted(_PRIMARY_EXCHANGES.values())}")
+    if contract.secType == "FUT":
+        for venue, name in _FUTURE_EXCHANGES.items():
+            if name == contract.exchange and contract.localSymbol:
+                return f"{contract.localSymbol}.{venue}"
+        raise VenueMappingError(f"IB future {contract.localSymbol or contract.symbol!r} on {contract.exchange!r}; "
+                                f"expected a local symbol on one of {sorted(_FUTURE_EXCHANGES.values())}")
+    raise VenueMappingError(f"IB contract type {contract.secType!r} is not mapped; expected STK or FUT")
+
+
+def instrument_from_ib(details: Any, template: Any) -> Any:
+    """``template`` (a tradebook Instrument) with its order grid from IB's ContractDetails.
+
+    tick from ``minTick``, lot from ``sizeIncrement`` (``minSize`` the minimum), multiplier
+    from the contract's; the description names the source.
+    """
+    from dataclasses import replace
+
+    tick = _decimal(details.minTick) if details.minTick and details.minTick > 0 else None
+    if tick is None:
+        raise VenueMappingError(f"IB contract details for {template.instrument_id} carry no minTick")
+    lot = _decimal(details.sizeIncrement) if details.sizeIncrement and details.sizeIncrement > 0 \
+        else template.lot_size
+    minimum = _decimal(details.minSize) if details.minSize and details.minSize > 0 else lot
+    multiplier = _decimal(details.contract.multiplier) if details.contract.multiplier else template.multiplier
+    source = (f"IB contract details (conId {details.contract.conId}): tick from minTick, lot from sizeIncrement, "
+              "minimum from minSize, multiplier from the contract")
+    return replace(template, tick_size=tick, lot_size=lot, min_quantity=minimum, multiplier=multiplier,
+                   tick_schedule=template.tick_schedule if tick == template.tick_size else (),
+                   description=f"{details.longName or template.description}; {source}")
