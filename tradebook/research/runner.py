@@ -17,6 +17,10 @@ magnitude below the instrument's minimum size is flat. It emits one market signa
 (strength 1) per instrument for the difference with the position held, with the signal
 id made of the bar's start and the instrument: a re-run sends nothing twice.
 
+Limit: the runner reads its bars from ``bars`` handed in up front (a replay of history,
+daily bars made into quotes). A live session would have to build the bars from its own
+feed as they complete; that is not built here (the live venues are another issue).
+
 :func:`paper_replay` puts it together on held-back history: synthetic quotes for the
 paper period, stored and labelled, a :class:`~tradebook.data.feeds.ReplayFeed` of them,
 and a :class:`~tradebook.session.Session` with the paper venue whose fill models are the
