@@ -237,3 +237,45 @@ def test_fill_refusals() -> None:
     with pytest.raises(VenueMappingError, match="shares 0.0 and price 10.25; expected both positive"):
         m.fill_from_ib(Execution(execId="e4", time=moment, side="BOT", shares=0.0, price=10.25, orderRef="tbx"),
                        instrument_id="X", ts_init_ns=1)
+
+
+# -- refusals and contracts --------------------------------------------------------------------------------
+def test_every_reject_code_is_a_reject_code_member() -> None:
+    from tradebook.execution.oms import RejectCode
+
+    for code in [*m._REJECT_CODES, 201, 999]:
+        assert RejectCode(m.reject_code_for_ib_error(code))
+    assert m.reject_code_for_ib_error(100) == RejectCode.RATE_LIMITED
+    assert m.reject_code_for_ib_error(110) == RejectCode.INVALID_PRICE
+    assert m.reject_code_for_ib_error(201) == RejectCode.VENUE_OTHER
+    with pytest.raises(VenueMappingError, match="an IB error code is an int"):
+        m.reject_code_for_ib_error("201")  # type: ignore[arg-type]
+
+
+def test_instruments_map_to_ib_contracts_and_back() -> None:
+    from dataclasses import replace
+
+    from ib_async import Future
+
+    from tradebook.model.instruments import BUNDLED_INSTRUMENTS
+
+    aapl = m.ib_contract(BUNDLED_INSTRUMENTS["AAPL.XNAS"])
+    assert (aapl.symbol, aapl.exchange, aapl.primaryExchange, aapl.currency) == ("AAPL", "SMART", "NASDAQ", "USD")
+    assert m.instrument_id_from_ib(aapl) == "AAPL.XNAS"
+    assert m.ib_contract(BUNDLED_INSTRUMENTS["SPY.ARCX"]).primaryExchange == "ARCA"
+    in_2026 = datetime(2026, 12, 7, tzinfo=UTC)
+    esh4 = m.ib_contract(BUNDLED_INSTRUMENTS["ESH4.GLBX"], today=in_2026)
+    assert isinstance(esh4, Future)
+    assert (esh4.symbol, esh4.exchange, esh4.lastTradeDateOrContractMonth, esh4.multiplier, esh4.localSymbol) == (
+        "ES", "CME", "202403", "50", "ESH4")
+    esh7 = replace(BUNDLED_INSTRUMENTS["ESH4.GLBX"], instrument_id="ESH7.GLBX", symbol="ESH7")
+    assert m.ib_contract(esh7, today=in_2026).lastTradeDateOrContractMonth == "202703"
+    assert m.instrument_id_from_ib(m.ib_contract(esh7, today=in_2026)) == "ESH7.GLBX"
+    with pytest.raises(VenueMappingError, match="asset class 'crypto_spot' is not traded through IB here"):
+        m.ib_contract(BUNDLED_INSTRUMENTS["BTCUSDT.BINANCE"])
+    with pytest.raises(VenueMappingError, match="venue 'XLON' has no IB primary exchange"):
+        m.ib_contract(replace(BUNDLED_INSTRUMENTS["AAPL.XNAS"], venue="XLON"))
+    with pytest.raises(VenueMappingError, match="is not root \\+ month code \\+ year"):
+        m.ib_contract(replace(esh7, symbol="ESA7"))
+    with pytest.raises(VenueMappingError, match="primary exchange 'LSE'"):
+        m.instrument_id_from_ib(Stock("VOD", "SMART", "GBP", primaryExchange="LSE"))
