@@ -35,8 +35,13 @@ not errors: an order refused by pre-trade risk, the kill switch or the breaker i
 as a rejected order with its reason and never sent; a signal outside the exchange's
 hours is recorded as a rejected decision.
 
-Paper is the default and the only mode that needs nothing more: a live session needs a
-live venue adapter, credentials from the environment and :meth:`Session.arm_live`.
+Paper is the default and the only mode that needs nothing more. Where each asset class
+would trade comes from the configuration (``routing``, built by
+:func:`tradebook.venues.factory.build_venues`); an asset class with no adapter, with
+``TRADEBOOK_FORCE_PAPER=true`` or whose adapter cannot be built trades on paper, and the
+status (``routes``), an alert and the store say so. A broker account trades only once
+:meth:`Session.arm_live` names it and repeats its account id, before :meth:`start`; if it
+then fails its health check at connect, the session trades on paper and says so.
 """
 
 from __future__ import annotations
@@ -436,7 +441,14 @@ class Session:
         if reset:
             removed = paper.reset_locked(store, self.run, self.state_dir, self._state_lock)
             log.info("paper run %s reset: removed %s", self.run, removed)
+        self._starting_cash = Decimal(starting_cash)
+        self._sync = sync
+        self.routing = None
         if venue is None:
+            from tradebook.venues.factory import build_venues
+
+            # where the configuration would send each traded asset class (adapters built, not connected)
+            self.routing = build_venues(self.config, asset_classes={i.asset_class for i in self.instruments.values()})
             venue = PaperVenue(self.state_dir / "paper", models=self._models, instruments=self.instruments,
                                account_id=self.account_id, starting_cash=Decimal(starting_cash), seed=seed,
                                clock=self._clock, sync=sync)
@@ -494,6 +506,9 @@ class Session:
         self._was_reset = False
         self._venue_closed = False
         self._pause_at: int | None = None  # wait_until(..., pause=True): pause once session time gets here
+        self._paper: tuple[VenuePort, OrderManager, Portfolio, CircuitBreaker] | None = None  # set by arm_live
+        self._armed_fallback: str | None = None  # why an armed venue was left for paper at connect
+        self._announce_fallbacks()
 
     # -- state that survives a restart ----------------------------------------------------
     def _recover_session_journal(self) -> int | None:
@@ -841,21 +856,124 @@ class Session:
             return self._call(self._submit_intent(item))
         raise OrderError(f"submit takes a Signal or an OrderIntent, got {type(item).__name__}")
 
-    def arm_live(self, venue: VenuePort, *, confirm: str) -> None:
-        """Live trading is never a default: it needs a live adapter and the account id typed as ``confirm``."""
-        if not getattr(venue, "is_live", False):
-            raise ConfigError(f"venue {venue.name!r} is not live; paper needs no arming")
-        if confirm != venue.account_id:
-            raise ConfigError(f"arming live trading needs confirm={venue.account_id!r} (the account id); "
-                              f"got {confirm!r}")
-        raise ConfigError("live adapters are not part of this release; the session stays in paper")
+    def arm_live(self, venue_or_account: VenuePort | str, *, confirm: str) -> None:
+        """Trade on a broker account from :meth:`start` on: never a default, one account per call.
+
+        ``venue_or_account``: an adapter (:class:`VenuePort`), or the name or account id of a
+        venue the configuration routes to (built by the factory). ``confirm`` must repeat the
+        account id exactly. Only before :meth:`start`; every instrument of the session must
+        trade on that venue. The account's orders get their own journal in the state
+        folder (``oms-<venue>-<account>.journal``); the paper run's stays as it is. At
+        connect the venue must pass its health check, else the session trades on paper
+        and its status, an alert and the store say why.
+        """
+        if self.state is not SessionState.CREATED or self._thread is not None:
+            raise SessionError(f"arm_live before start(): this session is {self.state}")
+        if self._paper is not None:
+            raise SessionError(f"this session is armed already ({self.venue.name}, account {self.venue.account_id})")
+        venue = self._venue_to_arm(venue_or_account)
+        if Capability.SIMULATED in venue.capabilities:
+            raise SessionError(f"venue {venue.name!r} is simulated: paper trading needs no arming")
+        if not isinstance(confirm, str) or confirm != venue.account_id:
+            raise SessionError(f"arming {venue.name} needs confirm={venue.account_id!r} (its account id, typed "
+                               f"out); got {confirm!r}")
+        if self.routing is not None and isinstance(venue_or_account, str):
+            elsewhere = sorted(i for i, inst in self.instruments.items()
+                               if self.routing.route_for(inst.asset_class).venue is not venue)
+            if elsewhere:
+                raise SessionError(f"{', '.join(elsewhere)} do not trade on {venue.name}: a session trades on one "
+                                   "venue; build one session per venue")
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{venue.name}-{venue.account_id}")
+        journal_file = self.state_dir / f"oms-{safe}.journal"
+        portfolio = Portfolio(self._starting_cash, currency=self.config.risk.account_currency)
+        oms = OrderManager(self.store, Journal(journal_file, sync=self._sync), venue, portfolio,
+                           mode="live" if venue.is_live else "paper", clock=self._clock, instruments=self._instrument,
+                           journal_name=f"{self.oms_journal_name}.{safe}")
+        self._paper = (self.venue, self.oms, self.portfolio, self.breaker)
+        self._paper_account = self.account_id
+        self.venue, self.oms, self.portfolio, self.account_id = venue, oms, portfolio, venue.account_id
+        self.breaker = CircuitBreaker.from_config(self.config.risk, self.kill_switch, venue.name)
+        oms.alert("armed", f"{venue.name} account {venue.account_id} armed "
+                           f"({'LIVE' if venue.is_live else 'broker paper'} endpoint); confirmed by hand")
+        log.warning("session armed on %s account %s (live=%s)", venue.name, venue.account_id, venue.is_live)
+
+    def _venue_to_arm(self, venue_or_account: VenuePort | str) -> VenuePort:
+        if isinstance(venue_or_account, VenuePort):
+            return venue_or_account
+        if not isinstance(venue_or_account, str):
+            raise SessionError(f"arm_live takes a VenuePort or a venue name or account id, got "
+                               f"{type(venue_or_account).__name__}")
+        routes = list(self.routing.routes.values()) if self.routing is not None else []
+        for route in routes:
+            if route.venue is not None and venue_or_account in (route.venue_name, route.venue.account_id):
+                return route.venue
+        for route in routes:
+            if route.wanted == venue_or_account and route.fallback is not None:
+                raise SessionError(f"{venue_or_account} cannot be armed: {route.reason}")
+        built = sorted({f"{r.venue_name} (account {r.venue.account_id})" for r in routes if r.venue is not None})
+        raise SessionError(f"no venue {venue_or_account!r} is routed for this session's instruments; "
+                           f"routed: {', '.join(built) or 'none (set routing and venues in the configuration)'}")
+
+    def _announce_fallbacks(self) -> None:
+        """Asset classes that trade on paper although the configuration routes venues: an alert each (once)."""
+        if self.routing is None or not (self.config.routing or self.routing.forced_paper):
+            return  # a plain paper session: nothing was asked for that it does not get
+        known = {(a.kind, a.message) for a in self.oms.alerts()}
+        classes = {i.asset_class for i in self.instruments.values()}
+        for route in self.routing.fallbacks(classes):
+            message = f"{route.asset_class} orders go to the paper venue: {route.reason}"
+            if ("paper_fallback", message) not in known:
+                self.oms.alert("paper_fallback", message)
+
+    def _routes_text(self) -> str | None:
+        if self._armed_fallback is not None:
+            return f"paper: {self._armed_fallback}"
+        if self._paper is not None:
+            return f"{self.venue.name} (account {self.venue.account_id})"
+        if self.routing is None:
+            return None
+        classes = sorted({i.asset_class for i in self.instruments.values()})
+        routes = self.routing.routes
+        return "; ".join(f"{c}: paper ({routes[c].venue_name} routed, not armed)" if routes[c].venue is not None
+                         else f"{c}: {routes[c].describe()}" for c in classes) or None
+
+    async def _connect_venue(self) -> None:
+        """Connect the session's venue; an armed one must pass its health check, else paper takes over."""
+        if self._paper is None:
+            await self.venue.connect(self.oms.on_event, on_events=self.oms.on_events)
+            return
+        from tradebook.venues.factory import DEFAULT_HEALTH_TIMEOUT_S
+
+        try:
+            await asyncio.wait_for(self.venue.connect(self.oms.on_event, on_events=self.oms.on_events),
+                                   DEFAULT_HEALTH_TIMEOUT_S * 2)
+            health = await asyncio.wait_for(self.venue.health(), DEFAULT_HEALTH_TIMEOUT_S)
+            ok, why = bool(health), health.reason
+        except Exception as exc:  # noqa: BLE001 - a venue that cannot connect or report is not healthy
+            ok, why = False, f"{type(exc).__name__}: {exc}"
+        if ok:
+            return
+        armed = self.venue
+        try:
+            await asyncio.wait_for(armed.close(), DEFAULT_HEALTH_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - leaving it is what matters; say what went wrong
+            log.warning("closing %s after its failed health check: %s", armed.name, exc)
+        self.oms.close(flush=True)
+        self.venue, self.oms, self.portfolio, self.breaker = self._paper
+        self.account_id = self._paper_account
+        self._paper = None
+        self._armed_fallback = f"{armed.name} account {armed.account_id} failed its health check: {why}"
+        self.oms.alert("paper_fallback", f"orders go to the paper venue: {self._armed_fallback}")
+        await self.venue.connect(self.oms.on_event, on_events=self.oms.on_events)
 
     # -- views ---------------------------------------------------------------------------------
     def status(self) -> SessionStatus:
         """Where the session stands: a read-only mapping of exact values (``status()["state"]``), shown as a table."""
         now = self._clock()
         return SessionStatus({
-            "state": str(self.state), "mode": "paper", "venue": self.venue.name, "account": self.account_id,
+            "state": str(self.state), "mode": "live" if self.venue.is_live else "paper", "venue": self.venue.name,
+            "account": self.account_id,
+            "routes": self._routes_text(),
             "session_time": ns_to_iso(now) if now else None,
             "run": self.run, "kill_switch": str(self.kill_switch.mode),
             "kill_switch_reason": self.kill_switch.reason, "breaker": str(self.breaker.state),
@@ -1031,11 +1149,16 @@ class Session:
         if not getattr(self, "_venue_closed", False):  # also on a half-built session
             self._venue_closed = True
             await self.venue.close()
+            set_aside = getattr(self, "_paper", None)
+            if set_aside is not None:  # the paper venue an armed session never connected: its files
+                await set_aside[0].close()
 
     def _close_files(self, *, release: bool = True) -> None:
         """Close what this session opened in its state folder (journals, a venue never connected), then
         (``release``) its lock. Safe on a half-built session and when called again."""
-        for journal in (getattr(getattr(self, "oms", None), "journal", None), getattr(self, "_journal", None)):
+        set_aside = getattr(self, "_paper", None)
+        for journal in (getattr(getattr(self, "oms", None), "journal", None), getattr(self, "_journal", None),
+                        set_aside[1].journal if set_aside is not None else None):
             if journal is not None:
                 journal.close()
         venue = getattr(self, "venue", None)
@@ -1072,7 +1195,7 @@ class Session:
                 f"tb.Session(..., {self._run_argument()}) (add reset=True to start it over)")
 
     async def _main(self) -> None:
-        await self.venue.connect(self.oms.on_event, on_events=self.oms.on_events)
+        await self._connect_venue()
         self.oms.recover()
         self.oms.start()
         self.alerts.extend(await self.oms.reconcile())

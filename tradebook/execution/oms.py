@@ -868,6 +868,10 @@ class OrderManager:
             self._loop = asyncio.get_running_loop()
             self._loop_thread = threading.get_ident()
 
+    def alert(self, kind: str, message: str) -> Alert:
+        """Journal an alert for a human (the store's ``alerts`` table gets it with the next flush)."""
+        return self._raise_alert(kind, message)
+
     def _raise_alert(self, kind: str, message: str) -> Alert:
         alert = Alert(self.clock(), kind, message)
         with self._lock:
