@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
@@ -19,9 +20,11 @@ from tradebook.errors import ConfigError, NotSentError, OutcomeUnknownError, Ven
 from tradebook.execution.oms import RejectCode
 from tradebook.model.instruments import BUNDLED_INSTRUMENTS, Side
 from tradebook.model.orders import OrderEvent, OrderEventType, OrderIntent, OrderStatus, OrderType, TimeInForce
-from tradebook.sandbox.tws import In, TwsFault, TwsServer
+from tradebook.sandbox.tws import DEFAULT_CONTRACTS, In, TwsContract, TwsFault, TwsServer
 from tradebook.venues.base import Capability
 from tradebook.venues.ib import IbVenue
+from test_session import IBM, frames, sessions, signal, store, template  # noqa: F401 (session fixtures)
+from test_session_live import ibm_batch
 
 E = OrderEventType
 AAPL = "AAPL.XNAS"
@@ -427,6 +430,62 @@ def test_a_future_order_goes_to_cme_with_its_month(tws: TwsServer) -> None:
         await v.close()
 
     run(scenario())
+
+
+# -- through the Session API ------------------------------------------------------------------------------
+IB_ACCOUNT = "DU7654321"
+
+
+def test_an_armed_ib_account_trades_halts_and_flattens_through_the_session(store, tmp_path, sessions,  # noqa: F811
+                                                                           frames, monkeypatch):  # noqa: F811
+    from tradebook.config import TradebookConfig
+    from tradebook.session import Session
+
+    ibm = TwsContract(8314, "IBM", "STK", "SMART", primary_exchange="NYSE", trading_class="IBM",
+                      long_name="INTERNATIONAL BUSINESS MACHINES")
+    with TwsServer(account=IB_ACCOUNT, contracts=(*DEFAULT_CONTRACTS, ibm)) as tws:
+        batch = ibm_batch(frames)
+        bid, ask = batch.last_quote(IBM)[1:3]
+        tws.set_price("IBM", f"{bid:.2f}", f"{ask:.2f}")
+        monkeypatch.setenv("TRADEBOOK_IB_PORT", str(tws.port))
+        monkeypatch.setenv("TRADEBOOK_IB_CLIENT_ID", "30")
+        config = TradebookConfig(routing={"equity": "ib"}, venues={"ib": {
+            "enabled": True, "account_id": IB_ACCOUNT, "options": {"ack_timeout_s": "2.0", "reconnect_min_s": "0.1"}}})
+        s = Session(store, calibrations=[IBM], state_dir=tmp_path / "s", config=config)
+        sessions.append(s)
+        s.arm_live("ib", confirm=IB_ACCOUNT)
+        s.start()
+        assert s.status()["routes"] == f"ibkr (account {IB_ACCOUNT})"
+        assert tws.connected_client_ids() == [30]
+        s.step(batch)
+        [order] = s.submit(signal("ib-live-1", instrument=IBM, quantity="10"))
+        wait_for(lambda: s.oms.order(order.client_order_id).status is OrderStatus.FILLED, "the fill")
+        assert s.oms.order(order.client_order_id).filled_qty == Decimal(10)
+        assert tws.positions() == {"IBM": Decimal(10)}
+        assert [o.order_ref for o in tws.orders()] == [order.client_order_id]
+
+        s.halt("enough")
+        [refused] = s.submit(signal("ib-live-2", instrument=IBM, quantity="10"))
+        assert refused.status is OrderStatus.REJECTED and "halt" in refused.reason
+        assert len(tws.orders()) == 1  # refused before it left
+        s.resume_trading("back")
+        s.flatten("risk off")
+        wait_for(lambda: tws.positions() == {} and not s.oms.working_orders(), "the flat position")
+        assert s.positions()["quantity"].tolist() == [Decimal(0)]
+        shown = repr(s) + repr(s.venue) + repr(s.status())
+        s.stop()
+    assert (tmp_path / "s" / f"oms-ibkr-{IB_ACCOUNT}.journal").exists()
+    assert store.con.execute("SELECT count(*) FROM fills").fetchone() == (2,)
+    assert "armed" in {a for (a,) in store.con.execute("SELECT kind FROM alerts").fetchall()}
+    assert IB_ACCOUNT in shown
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
 
 
 @pytest.fixture(autouse=True)
