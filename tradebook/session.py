@@ -939,6 +939,7 @@ class Session:
 
     async def _connect_venue(self) -> None:
         """Connect the session's venue; an armed one must pass its health check, else paper takes over."""
+        self.oms.bind_loop()  # a venue's stream or poller thread may deliver events from now on
         if self._paper is None:
             await self.venue.connect(self.oms.on_event, on_events=self.oms.on_events)
             return
@@ -964,6 +965,7 @@ class Session:
         self._paper = None
         self._armed_fallback = f"{armed.name} account {armed.account_id} failed its health check: {why}"
         self.oms.alert("paper_fallback", f"orders go to the paper venue: {self._armed_fallback}")
+        self.oms.bind_loop()
         await self.venue.connect(self.oms.on_event, on_events=self.oms.on_events)
 
     # -- views ---------------------------------------------------------------------------------

@@ -701,3 +701,16 @@ def test_submit_many_gives_what_a_loop_of_submits_gives(tmp_path, model, frames)
     assert run(venue.order_status(first.client_order_id)) is not None
     assert run(venue.order_status(last.client_order_id)) is None
     run(venue.submit_many([]))  # nothing to do
+
+
+# -- what the paper venue declares ------------------------------------------------------------
+def test_the_paper_venue_declares_itself_simulated_and_takes_its_instruments_from_calibrations(tmp_path, model):
+    from tradebook.venues.base import Capability
+
+    venue = make_venue(tmp_path / "v", model)
+    assert venue.capabilities == {Capability.SIMULATED, Capability.SUBMIT_MANY, Capability.NATIVE_REPLACE}
+    assert Capability.SHORTING not in venue.capabilities  # a cash account
+    with pytest.raises(NotImplementedError, match="venue 'paper' publishes no instrument metadata"):
+        run(venue.instruments())
+    assert run(venue.health()).ok
+    run(venue.close())

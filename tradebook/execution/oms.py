@@ -863,6 +863,11 @@ class OrderManager:
         if not task.cancelled() and task.exception() is not None:
             self._raise_alert("stop_not_sent", f"sending a protective stop failed: {task.exception()}")
 
+    def bind_loop(self) -> None:
+        """From now on, venue events from other threads are applied on the running loop (call it on the loop)."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+
     def _remember_loop(self) -> None:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
