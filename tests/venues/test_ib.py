@@ -48,7 +48,7 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) 
 def intent(n: int | str, *, side: Side = Side.BUY, qty: str = "10", order_type: OrderType = OrderType.MARKET,
            limit: str | None = None, stop: str | None = None, tif: TimeInForce = TimeInForce.DAY,
            instrument: str = AAPL) -> OrderIntent:
-    return OrderIntent(f"intent-{n}", "strat", "ib-test", instrument, side, Decimal(qty), order_type, tif, 0,
+    return OrderIntent(f"intent-{n}", "strat", "DU1234567", instrument, side, Decimal(qty), order_type, tif, 0,
                        limit_price=None if limit is None else Decimal(limit),
                        stop_price=None if stop is None else Decimal(stop))
 
@@ -430,6 +430,59 @@ def test_a_future_order_goes_to_cme_with_its_month(tws: TwsServer) -> None:
         await v.close()
 
     run(scenario())
+
+
+# -- the order manager on this adapter ---------------------------------------------------------------------
+def test_the_order_manager_on_ib_settles_every_fault_with_nothing_lost_or_doubled(tws: TwsServer, tmp_path) -> None:
+    from tradebook.execution.journal import Journal
+    from tradebook.execution.oms import OrderManager
+    from tradebook.portfolio import Portfolio
+    from tradebook.store import Store
+
+    store = Store(tmp_path / "tb.duckdb")
+    v = venue(tws)
+    oms = OrderManager(store, Journal(tmp_path / "orders.journal"), v, Portfolio(Decimal(1_000_000)), mode="paper")
+
+    async def scenario() -> None:
+        await v.connect(oms.on_event)
+        try:
+            # an accepted order never answered: unresolved, its instrument blocked, never resent; reconcile finds it
+            tws.fault(TwsFault.HANG_AFTER_ACCEPT)
+            hung = await oms.submit(intent("o1"))
+            assert oms.order(hung.client_order_id).status is OrderStatus.UNRESOLVED
+            assert oms.blocked_instruments() == {AAPL}
+            await oms.reconcile()
+            assert oms.order(hung.client_order_id).status is OrderStatus.FILLED
+            assert oms.blocked_instruments() == set() and tws.received_count(In.PLACE_ORDER) == 1
+            # a refusal is a rejection with its code
+            tws.fault(TwsFault.REJECT)
+            refused = await oms.submit(intent("o2"))
+            assert oms.order(refused.client_order_id).status is OrderStatus.REJECTED
+            assert "error 201" in oms.order(refused.client_order_id).reason
+            # a duplicate fill message, a fill after a cancel, a fill lost in a gap of the link
+            tws.fault(TwsFault.DUPLICATE_FILL)
+            twice = await oms.submit(intent("o3"))
+            raced = await oms.submit(intent("o4", order_type=OrderType.LIMIT, limit="180"))
+            tws.fault(TwsFault.FILL_AFTER_CANCEL)
+            await oms.cancel(raced.client_order_id)
+            gap = await oms.submit(intent("o5", order_type=OrderType.LIMIT, limit="185"))
+            tws.fault(TwsFault.DROP_STREAM_BEFORE_FILL)
+            await asyncio.to_thread(tws.set_price, "AAPL", "184.98", "185.00")
+            done = (twice.client_order_id, gap.client_order_id)
+            await until(lambda: all(oms.order(c).status is OrderStatus.FILLED for c in done), "every fill")
+            await until(lambda: oms.order(raced.client_order_id).filled_qty == Decimal(10), "the late fill")
+            assert await v.wait_connected(3.0)
+            alerts = await oms.reconcile()
+            assert [a for a in alerts if a.kind in ("position_mismatch", "fill_mismatch")] == []
+            held = {k: q for (_, k), q in oms.portfolio.net_positions(v.account_id).items()}
+            assert held == {AAPL: Decimal(40)} == await v.positions()
+            assert tws.positions() == {"AAPL": Decimal(40)}
+            assert all(len(oms.order(c).fill_ids) == 1 for c in (hung.client_order_id, *done))
+        finally:
+            await v.close()
+
+    run(scenario())
+    store.close()
 
 
 # -- through the Session API ------------------------------------------------------------------------------
