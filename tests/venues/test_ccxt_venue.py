@@ -19,6 +19,7 @@ from tradebook.model.orders import OrderEventType, OrderIntent, OrderStatus, Ord
 from tradebook.sandbox.binance import BinanceFault, BinanceSandbox
 from tradebook.venues.base import Capability
 from tradebook.venues.ccxt_venue import CcxtVenue
+from test_session import batches, frames, sessions, signal, store, template  # noqa: F401 (session fixtures)
 
 pytest.importorskip("ccxt")
 
@@ -407,3 +408,55 @@ def test_credentials_come_only_from_the_environment_and_never_show(server, monke
     assert refused.value.venue_code == "-1022"
     assert secret not in str(refused.value) and server.key not in str(refused.value)
     assert "signature=<hidden>" in str(refused.value) or "signature=" not in str(refused.value)
+
+
+
+# -- through the Session API ------------------------------------------------------------------------------
+def test_an_armed_binance_account_trades_halts_and_flattens_through_the_session(server, store, tmp_path,  # noqa: F811
+                                                                                sessions, batches,  # noqa: F811
+                                                                                monkeypatch):
+    from tradebook.config import TradebookConfig
+    from tradebook.session import Session
+
+    batch = batches[0]
+    bid, ask = batch.last_quote(BTC)[1:3]
+    server.set_price("BTCUSDT", f"{bid:.2f}", f"{ask:.2f}")
+    monkeypatch.setenv("TRADEBOOK_CCXT_BINANCE_API_KEY", server.key)
+    monkeypatch.setenv("TRADEBOOK_CCXT_BINANCE_SECRET", server.secret)
+    config = TradebookConfig(routing={"crypto_spot": "binance"}, venues={"binance": {
+        "enabled": True, "account_id": ACCOUNT,
+        "options": {"symbols": "BTC/USDT", "api_url": server.base_url, "poll_interval_s": "0.05"}}})
+    s = Session(store, calibrations=[BTC], state_dir=tmp_path / "s", config=config)
+    sessions.append(s)
+    s.arm_live("binance", confirm=ACCOUNT)
+    assert s.venue.name == "binance" and s.status()["account"] == ACCOUNT
+    s.start()
+    assert s.status()["routes"] == f"binance (account {ACCOUNT})"
+    s.step(batch)
+    [order] = s.submit(signal("live-1", quantity="0.01"))
+    wait_for_status(s, order.client_order_id, OrderStatus.FILLED)
+    assert s.oms.order(order.client_order_id).filled_qty == Decimal("0.01")
+    assert server.positions() == {"BTCUSDT": Decimal("1.01")}
+
+    s.halt("enough")
+    [refused] = s.submit(signal("live-2", quantity="0.01"))
+    assert refused.status is OrderStatus.REJECTED and "halt" in refused.reason
+    s.resume_trading("back")
+    s.flatten("risk off")
+    for _ in range(200):
+        if server.positions() == {"BTCUSDT": Decimal("1")} and not s.oms.working_orders():
+            break
+        time.sleep(0.05)
+    assert server.positions() == {"BTCUSDT": Decimal("1")}  # the session's 0.01 sold, the account's own BTC kept
+    assert s.positions()["quantity"].tolist() == [Decimal(0)]
+    s.stop()
+    assert (tmp_path / "s" / f"oms-binance-{ACCOUNT}.journal").exists()
+
+
+def wait_for_status(session, client_order_id: str, status: OrderStatus, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while session.oms.order(client_order_id).status is not status:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{client_order_id} is {session.oms.order(client_order_id).status} after "
+                                 f"{timeout} s, not {status}")
+        time.sleep(0.05)

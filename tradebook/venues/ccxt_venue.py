@@ -37,7 +37,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 from tradebook.errors import ConfigError, NotSentError, VenueError, VenueRejectedError
 from tradebook.model.instruments import Instrument, Side
@@ -51,8 +53,27 @@ log = logging.getLogger(__name__)
 E, S = OrderEventType, OrderStatus
 _ZERO = Decimal(0)
 _FINAL_EVENTS = {S.CANCELLED: E.CANCELLED, S.EXPIRED: E.EXPIRED, S.REJECTED: E.REJECTED}
-# exchanges without DAY orders etc. need no more; these are what a spot account reads with
+MAX_POLL_FAILURES = 3
+STREAM_CACHE_CHECK_S = 0.2  # how often ccxt.pro's order cache is read for updates no watch returned
+# a Binance spot account: load_markets reads exchangeInfo for spot only (no currencies, margin or futures endpoints)
 _BINANCE_OPTIONS = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}
+
+
+def _one_server(base: str, api_urls: Any) -> Any:
+    """ccxt's ``urls['api']`` table with every host replaced by ``base`` (paths kept; ws URLs stay ws)."""
+    if isinstance(api_urls, dict):
+        return {name: _one_server(base, value) for name, value in api_urls.items()}
+    if not isinstance(api_urls, str):
+        return api_urls
+    parts = urlsplit(api_urls)
+    root = base.replace("https://", "wss://").replace("http://", "ws://") if parts.scheme in ("ws", "wss") else base
+    return root + parts.path
+
+
+def _report_key(order: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What tells one stream update of an order from the next (execution type, trade id, status, filled)."""
+    info = order.get("info") or {}
+    return (info.get("x"), info.get("t"), info.get("X"), info.get("z"), order.get("status"), order.get("filled"))
 
 
 @dataclass
@@ -100,15 +121,16 @@ class CcxtVenue(VenuePort):
     """One spot account at a ccxt exchange (``binance`` first; ``coinbase``, ``kraken`` by ``exchange_id``).
 
     ``symbols``: the ccxt symbols traded (``"BTC/USDT"``); instruments are named
-    ``<market id>.<EXCHANGE>`` (``BTCUSDT.BINANCE``). ``api_urls``: a mapping that replaces
-    ``exchange.urls['api']``, or a function of it (``BinanceSandbox.ccxt_urls``): how tests
-    point the adapter at a local server. ``use_stream``: watch the user data stream
+    ``<market id>.<EXCHANGE>`` (``BTCUSDT.BINANCE``). ``api_url``: one server for every
+    endpoint (``http://127.0.0.1:PORT``, a local sandbox), or ``api_urls``: a mapping that
+    replaces ``exchange.urls['api']`` or a function of it (``BinanceSandbox.ccxt_urls``). ``use_stream``: watch the user data stream
     (ccxt.pro) where the exchange has one.
     """
 
     def __init__(self, exchange_id: str = "binance", *, api_key: str, secret: str, symbols: Sequence[str],
                  account_id: str | None = None, password: str | None = None,
                  api_urls: Mapping[str, Any] | Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 api_url: str | None = None,
                  live: bool = True, testnet: bool = False, use_stream: bool = True,
                  poll_interval_s: float = 1.0, stream_poll_interval_s: float = 10.0,
                  request_timeout_s: float = 10.0, rate_limit_max_wait_s: float = 30.0,
@@ -136,6 +158,10 @@ class CcxtVenue(VenuePort):
         self.rate_limit_max_wait_s = rate_limit_max_wait_s
         self.reconnect_backoff_s = reconnect_backoff_s
         self.order_visibility_grace_ns = int(order_visibility_grace_s * 1e9)
+        if api_urls is not None and api_url is not None:
+            raise ConfigError("give api_urls (the whole table) or api_url (one server for every entry), not both")
+        if api_url is not None:
+            api_urls = partial(_one_server, api_url.rstrip("/"))
         self._api_urls = api_urls
         self._testnet = testnet
         self._options = dict(options) if options is not None else (
@@ -152,19 +178,41 @@ class CcxtVenue(VenuePort):
         self._stream_ok = False
         self._limited_until = 0.0  # monotonic time before which no request goes (a 429's Retry-After)
         self._last_error: str = ""
+        self._poll_failures = 0  # REST polls failed in a row (health fails from MAX_POLL_FAILURES)
+        self._handled: dict[str, tuple[Any, ...]] = {}  # venue order id -> the last stream update handled
         self.reconnects = 0  # user data stream reconnections (for health and tests)
         self.recovered_fills = 0  # fills first learned by REST (poll or reconnect), not from the stream
 
     @classmethod
-    def from_env(cls, exchange_id: str = "binance", *, symbols: Sequence[str], **kwargs: Any) -> CcxtVenue:
-        """Credentials from TRADEBOOK_CCXT_<EXCHANGE>_API_KEY, _SECRET (and _PASSWORD where the exchange has one)."""
+    def from_env(cls, exchange_id: str = "binance", *, environ: Mapping[str, str] | None = None,
+                 **options: Any) -> CcxtVenue:
+        """A CcxtVenue with its credentials from the environment, never from a file.
+
+        ``TRADEBOOK_CCXT_<EXCHANGE>_API_KEY`` and ``_SECRET`` (required), ``_PASSWORD`` (where
+        the exchange has one); optional ``_SYMBOLS`` (comma-separated ccxt symbols),
+        ``_ACCOUNT``, ``_API_URL`` (a local server) and ``_TESTNET`` (true: the exchange's
+        test network). Keyword options go to the constructor and win over the environment.
+        """
+        env = os.environ if environ is None else environ
         prefix = f"TRADEBOOK_CCXT_{exchange_id.upper()}_"
-        missing = [prefix + n for n in ("API_KEY", "SECRET") if not os.environ.get(prefix + n)]
+        missing = [prefix + n for n in ("API_KEY", "SECRET") if not env.get(prefix + n)]
         if missing:
             raise ConfigError(f"set {' and '.join(missing)} in the environment for the {exchange_id} account "
                               "(credentials are read only from the environment)")
-        return cls(exchange_id, api_key=os.environ[prefix + "API_KEY"], secret=os.environ[prefix + "SECRET"],
-                   password=os.environ.get(prefix + "PASSWORD"), symbols=symbols, **kwargs)
+        settings: dict[str, Any] = {"password": env.get(prefix + "PASSWORD") or None,
+                                    "account_id": env.get(prefix + "ACCOUNT") or None,
+                                    "api_url": env.get(prefix + "API_URL") or None}
+        if env.get(prefix + "SYMBOLS"):
+            settings["symbols"] = [s.strip() for s in env[prefix + "SYMBOLS"].split(",") if s.strip()]
+        testnet = (env.get(prefix + "TESTNET") or "false").strip().lower()
+        if testnet not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"{prefix}TESTNET={testnet!r}: expected true or false")
+        settings["testnet"] = testnet in ("true", "1", "yes")
+        settings.update(options)
+        if not settings.get("symbols"):
+            raise ConfigError(f"the {exchange_id} venue needs the symbols it trades: venues.{exchange_id}.options."
+                              f"symbols or {prefix}SYMBOLS, e.g. BTC/USDT,ETH/USDT")
+        return cls(exchange_id, api_key=env[prefix + "API_KEY"], secret=env[prefix + "SECRET"], **settings)
 
     def __repr__(self) -> str:
         state = "connected" if self._connected else "not connected"
@@ -252,6 +300,9 @@ class CcxtVenue(VenuePort):
         wait = self._limited_until - time.monotonic()
         if wait > 0:
             return VenueHealth(False, f"{self.name}: rate limited for {wait:.1f} s more")
+        if self._poll_failures >= MAX_POLL_FAILURES:
+            return VenueHealth(False, f"{self.name}: {self._poll_failures} REST polls failed in a row "
+                               f"({self._last_error})")
         if Capability.STREAMING_FILLS in self.capabilities and not self._stream_ok:
             return VenueHealth(True, f"{self.name}: connected; user data stream down, REST polling "
                                f"({self._last_error or 'reconnecting'})")
@@ -615,13 +666,21 @@ class CcxtVenue(VenuePort):
         return track
 
     async def _fetch_by_client_id(self, client_order_id: str, symbol: str) -> dict[str, Any] | None:
-        try:
-            return await self._call(self.exchange.fetch_order, None, symbol, {"origClientOrderId": client_order_id},
-                                    what=f"order {client_order_id}")
-        except VenueRejectedError as exc:
-            if exc.code == "unknown_order":
-                return None
-            raise
+        """Binance answers a query by client id (origClientOrderId); elsewhere the open and recent orders are read."""
+        what = f"order {client_order_id}"
+        if self.exchange_id == "binance":
+            try:
+                return await self._call(self.exchange.fetch_order, None, symbol,
+                                        {"origClientOrderId": client_order_id}, what=what)
+            except VenueRejectedError as exc:
+                if exc.code == "unknown_order":
+                    return None
+                raise
+        orders = list(await self._call(self.exchange.fetch_open_orders, symbol, what=what))
+        if self.exchange.has.get("fetchClosedOrders"):
+            orders += await self._call(self.exchange.fetch_closed_orders, symbol, what=what)
+        found = [o for o in orders if o.get("clientOrderId") == client_order_id]
+        return max(found, key=lambda o: o.get("timestamp") or 0) if found else None
 
     async def _fetch_order(self, track: _Track) -> dict[str, Any] | None:
         if track.venue_order_id is not None:
@@ -724,9 +783,17 @@ class CcxtVenue(VenuePort):
         """Ask REST for the trades of every leg of the order; tell the ones not told yet, in trade order."""
         ts = now_ns()
         found: list[tuple[str, Fill]] = []
+        what = f"fills of {track.client_order_id}"
         for leg in track.legs:
-            trades = await self._call(self.exchange.fetch_my_trades, track.symbol, None, None, {"orderId": leg},
-                                      what=f"fills of {track.client_order_id}")
+            if self.exchange_id == "binance":
+                trades = await self._call(self.exchange.fetch_my_trades, track.symbol, None, None, {"orderId": leg},
+                                          what=what)
+            elif self.exchange.has.get("fetchOrderTrades"):
+                trades = await self._call(self.exchange.fetch_order_trades, leg, track.symbol, what=what)
+            else:
+                trades = [t for t in await self._call(self.exchange.fetch_my_trades, track.symbol,
+                                                      track.created_ms - 60_000, what=what)
+                          if str(t.get("order")) == leg]
             for trade in trades:
                 if str(trade["id"]) not in track.fill_ids:
                     found.append((leg, cm.fill_from_ccxt_trade(trade, client_order_id=track.client_order_id,
@@ -739,17 +806,32 @@ class CcxtVenue(VenuePort):
 
     # -- the user data stream and the poller ------------------------------------------------------------------
     async def _stream_loop(self) -> None:
+        """Watch orders; back off and watch again when the stream fails, then ask REST about the gap.
+
+        ccxt.pro resolves a watch only for a message that arrives while someone waits: an update
+        that lands while the last batch is being handled stays in ccxt's order cache until the
+        next message. So while waiting, the cache is read every ``STREAM_CACHE_CHECK_S`` for
+        updates not handled yet (local, no request).
+        """
         failures = 0
         resync = False
         while self._connected:
             watch = asyncio.ensure_future(self.exchange.watch_orders())
-            if resync:
-                # watching again: what happened during the gap is in REST (told once, by trade id)
-                await asyncio.sleep(0)
-                await self._poll_once(all_open=True)
-                resync = False
             try:
-                orders = await watch
+                if resync:
+                    # watching again: what happened during the gap is in REST (told once, by trade id)
+                    await asyncio.sleep(0)
+                    try:
+                        await self._poll_once(all_open=True)
+                        resync = False
+                    except VenueError as exc:  # asked again after the next update, and by the poller meanwhile
+                        log.warning("%s: REST resync after the reconnect failed: %s", self.name, exc)
+                while True:
+                    done, _ = await asyncio.wait({watch}, timeout=STREAM_CACHE_CHECK_S)
+                    if done:
+                        break
+                    await self._handle_stream_orders(self._unhandled_cached())
+                orders = watch.result()
             except asyncio.CancelledError:
                 watch.cancel()
                 raise
@@ -767,14 +849,25 @@ class CcxtVenue(VenuePort):
                 continue
             self._stream_ok = True
             failures = 0
-            for order in orders:
-                try:
-                    await self._on_stream_order(order)
-                except VenueError as exc:
-                    log.warning("%s: stream update for %s not settled (%s); the poller asks again", self.name,
-                                order.get("clientOrderId"), exc)
-                except Exception:  # noqa: BLE001 - one bad message must not stop the stream
-                    log.exception("%s: stream update could not be read: %s", self.name, order.get("id"))
+            await self._handle_stream_orders(list(orders) + self._unhandled_cached())
+
+    def _unhandled_cached(self) -> list[dict[str, Any]]:
+        cache = getattr(self.exchange, "orders", None) or []
+        return [o for o in list(cache) if _report_key(o) != self._handled.get(str(o.get("id")))]
+
+    async def _handle_stream_orders(self, orders: list[dict[str, Any]]) -> None:
+        for order in orders:
+            key = _report_key(order)
+            if key == self._handled.get(str(order.get("id"))):
+                continue
+            self._handled[str(order.get("id"))] = key
+            try:
+                await self._on_stream_order(order)
+            except VenueError as exc:
+                log.warning("%s: stream update for %s not settled (%s); the poller asks again", self.name,
+                            order.get("clientOrderId"), exc)
+            except Exception:  # noqa: BLE001 - one bad message must not stop the stream
+                log.exception("%s: stream update could not be read: %s", self.name, order.get("id"))
 
     async def _on_stream_order(self, order: Mapping[str, Any]) -> None:
         info = order.get("info") or {}
@@ -801,11 +894,13 @@ class CcxtVenue(VenuePort):
             await asyncio.sleep(self.stream_poll_interval_s if streaming else self.poll_interval_s)
             try:
                 await self._poll_once()
+                self._poll_failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a failed poll is retried at the next tick
+                self._poll_failures += 1
                 self._last_error = f"poll: {exc}"
-                log.warning("%s: poll failed: %s", self.name, exc)
+                log.warning("%s: poll failed (%d in a row): %s", self.name, self._poll_failures, exc)
 
     async def _poll_once(self, *, all_open: bool = False) -> None:
         """Ask REST for every order not final: its status and fills, told once."""
