@@ -346,7 +346,8 @@ def test_a_fill_lost_in_a_stream_gap_is_recovered_by_rest_once(harness):
     assert recovered.fill.quantity == 2 and "recovered" in recovered.reason
     assert h.venue.stream_connects == 2 and h.venue.recovered_fills == 1
     h.server.drop_stream()  # another gap with nothing in it: the fill is not delivered again
-    wait_for(lambda: h.venue.stream_connects == 3 and h.venue.recoveries >= 2, "a second reconnect and recovery")
+    wait_for(lambda: h.venue.stream_connects == 3 and h.venue.recoveries >= 2 and h.server.listens == 3,
+             "a second reconnect and recovery")
     assert h.venue.recover_fills() == 0
     assert h.events.quiet() == [] and h.venue.recovered_fills == 1
     h.run(h.venue.submit(h.intent("1")))  # the reconnected stream delivers what comes next
@@ -363,7 +364,7 @@ def test_the_poller_recovers_fills_when_the_stream_stays_silent():
             intent = h.limit("2", "449")
             h.run(h.venue.submit(intent))
             assert h.events.kinds(1) == [E.ACCEPTED]
-            server._sockets.clear()  # the stream connection stays open but hears nothing
+            server.mute_stream()  # the stream connection stays open but hears nothing
             server.set_price("SPY", "448.90", "448.95")
             filled = h.events.next()
             assert (filled.event_type, filled.client_order_id) == (E.FILLED, intent.client_order_id)
@@ -423,3 +424,74 @@ def test_from_env_reads_credentials_only_from_the_environment_and_never_shows_th
         assert SECRET not in shown and SECRET not in repr(vars(venue).keys())
     finally:
         h.run(venue.close())
+
+
+# -- the order manager on this adapter -------------------------------------------------------------
+async def _until(predicate, what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def test_the_order_manager_on_alpaca_settles_every_fault_with_nothing_lost_or_doubled(tmp_path):
+    from tradebook.execution.journal import Journal
+    from tradebook.execution.oms import OrderManager
+    from tradebook.portfolio import Portfolio
+    from tradebook.store import Store
+
+    with AlpacaSandbox(secret=SECRET) as server:
+        server.set_price("SPY", "450.00", "450.02")
+        venue = make_venue(server)
+        h = Harness(server, venue, Recorder())
+        store, journal = Store(tmp_path / "tb.duckdb"), Journal(tmp_path / "orders.journal")
+        oms = OrderManager(store, journal, venue, Portfolio(Decimal(100_000)), mode="paper")
+
+        async def scenario() -> None:
+            await venue.connect(oms.on_event)
+            try:
+                # an accepted order whose reply never comes, and a stream that hears nothing meanwhile:
+                # unresolved, its instrument blocked, never resent; reconcile() finds it by client id
+                server.fault(AlpacaFault.HANG_AFTER_ACCEPT)
+                server.mute_stream()
+                hung = await oms.submit(h.intent("3"))
+                assert oms.order(hung.client_order_id).status is OrderStatus.UNRESOLVED
+                assert oms.blocked_instruments() == {"SPY.ARCX"}
+                assert [a.kind for a in oms.alerts() if hung.client_order_id in a.message] == ["outcome_unknown"]
+                await oms.reconcile()
+                assert oms.order(hung.client_order_id).status is OrderStatus.FILLED
+                assert oms.blocked_instruments() == set() and h.posts() == 1
+                await asyncio.to_thread(server.drop_stream)  # the stream back; its REST recovery repeats nothing
+                await _until(lambda: venue.stream_connects == 2 and venue.recoveries >= 1 and server.listens == 2,
+                             "a reconnect")
+                # a duplicate fill message, a fill after a cancel, a fill lost in a stream gap
+                server.fault(AlpacaFault.DUPLICATE_FILL)
+                twice = await oms.submit(h.intent("1"))
+                raced = await oms.submit(h.limit("2", "449"))
+                await _until(lambda: oms.order(raced.client_order_id).status is OrderStatus.ACCEPTED, "an ack")
+                server.fault(AlpacaFault.FILL_AFTER_CANCEL)
+                await oms.cancel(raced.client_order_id)
+                gap = await oms.submit(h.limit("4", "448"))
+                await _until(lambda: oms.order(gap.client_order_id).status is OrderStatus.ACCEPTED, "an ack")
+                server.fault(AlpacaFault.DROP_STREAM_BEFORE_FILL)
+                await asyncio.to_thread(server.set_price, "SPY", "447.90", "447.95")
+                done = (twice.client_order_id, raced.client_order_id, gap.client_order_id)
+                await _until(lambda: all(oms.order(c).status is OrderStatus.FILLED for c in done), "every fill")
+                alerts = await oms.reconcile()
+                assert [a for a in alerts if a.kind in ("position_mismatch", "fill_mismatch")] == []
+                held = {k: v for (_, k), v in oms.portfolio.net_positions(venue.account_id).items()}
+                assert held == {"SPY.ARCX": Decimal(10)} == await venue.positions()
+                assert server.positions() == {"SPY": Decimal(10)}
+                assert venue.recovered_fills >= 2  # the hung order's (booked once), the gap's (and any lost
+                # between alpaca-py's 'listen' and the server's registering it)
+                assert len(oms.order(hung.client_order_id).fill_ids) == 1
+            finally:
+                await venue.close()
+                oms.close()
+
+        try:
+            asyncio.run(asyncio.wait_for(scenario(), 30))
+        finally:
+            journal.close()
+            store.close()

@@ -101,6 +101,7 @@ class AlpacaSandbox(BackgroundServer):
         self.assets: dict[str, str] = {"SPY": "ARCA", "AAPL": "NASDAQ", "IBM": "NYSE", **(assets or {})}
         self.market_open = market_open
         self._sockets: set[Any] = set()  # authorised, listening stream connections
+        self._muted: set[Any] = set()  # open stream connections sent nothing (mute_stream)
         self.listens = 0  # stream connections that have listened to trade_updates, reconnects included
         self._pending_rejects: set[str] = set()
         # the latest requests (method, path) and stream messages, for tests and for a user to look at
@@ -132,6 +133,14 @@ class AlpacaSandbox(BackgroundServer):
     def drop_stream(self) -> None:
         """Close every stream connection (alpaca-py reconnects by itself)."""
         self.call(self.on_disconnect_all())
+
+    def mute_stream(self) -> None:
+        """Keep the stream connections open but send them nothing more: a silent stream, fills only in REST."""
+        async def mute() -> None:
+            self._muted |= self._sockets
+            self._sockets = set()
+
+        self.call(mute())
 
     def order(self, order_id: str) -> BookOrder:
         return self._order_or_raise(order_id)
@@ -256,7 +265,7 @@ class AlpacaSandbox(BackgroundServer):
         await self._broadcast(message)  # nobody is listening: the fill is lost to the stream
 
     async def on_disconnect_all(self) -> None:
-        sockets, self._sockets = list(self._sockets), set()
+        sockets, self._sockets, self._muted = list(self._sockets | self._muted), set(), set()
         for ws in sockets:
             await ws.close()
 

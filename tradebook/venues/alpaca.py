@@ -111,6 +111,7 @@ class AlpacaVenue(VenuePort):
         self.poll_interval_s, self.fill_lookback_ns = poll_interval_s, int(fill_lookback_s * _SECOND_NS)
         self.rate_limit_retries, self.rate_limit_max_wait_s = rate_limit_retries, rate_limit_max_wait_s
         self.stream_reconnect_min_s = stream_reconnect_min_s
+        self.reconnect_settle_s = 1.0
         self.extended_hours = extended_hours  # send DAY limit orders with extended_hours=true
         self._client: Any = None
         self._stream: Any = None
@@ -458,7 +459,7 @@ class AlpacaVenue(VenuePort):
 
     # -- REST recovery of fills ------------------------------------------------------------------------
     def _on_stream_listening(self) -> None:
-        # the stream's thread, after each authorised (re)connect: recover what the gap may have lost
+        # the stream's thread, when Alpaca confirms each (re)connect's listen: recover what the gap lost
         with self._lock:
             self.stream_connects += 1
             again = self.stream_connects > 1
@@ -468,11 +469,18 @@ class AlpacaVenue(VenuePort):
             self._wake_poller.set()
 
     def _poll_loop(self) -> None:
+        again_at: float | None = None  # a second recovery after a reconnect has settled
         while not self._closed.is_set():
-            self._wake_poller.wait(self.poll_interval_s)
+            wait = self.poll_interval_s if again_at is None else max(0.0, again_at - time.monotonic())
+            woken = self._wake_poller.wait(min(wait, self.poll_interval_s))
             self._wake_poller.clear()
             if self._closed.is_set():
                 return
+            if woken:
+                # a fill racing the reconnect may reach REST just after this look: look once more later
+                again_at = time.monotonic() + self.reconnect_settle_s
+            elif again_at is not None and time.monotonic() >= again_at:
+                again_at = None
             try:
                 self.recover_fills()
             except Exception as exc:  # noqa: BLE001 - the next round tries again
@@ -490,10 +498,12 @@ class AlpacaVenue(VenuePort):
             for fill in fills:
                 if fill.fill_id in self._fill_ids:
                     continue
+                delivered += 1
+                self.recovered_fills += 1  # counted before it is handed over: a reader sees both together
+                log.warning("alpaca: fill %s of %s recovered by REST (the stream did not deliver it)",
+                            fill.fill_id, fill.client_order_id)
                 self._emit_locked(OrderEvent(fill.client_order_id, E.FILLED, fill.ts_event_ns, fill.ts_init_ns,
                                              fill=fill, reason="alpaca: recovered by REST"))
-                delivered += 1
-            self.recovered_fills += delivered
         return delivered
 
     def _fills_blocking(self, since_ns: int) -> list[Fill]:
@@ -589,9 +599,11 @@ class AlpacaVenue(VenuePort):
         venue = self
 
         class _Stream(TradingStream):
-            async def _start_ws(self) -> None:
-                await super()._start_ws()
-                venue._on_stream_listening()
+            async def _dispatch(self, msg: dict[str, Any]) -> None:
+                # Alpaca's answer to 'listen' (alpaca-py ignores it): from here on fills come by stream
+                if msg.get("stream") == "listening" and "trade_updates" in (msg.get("data") or {}).get("streams", []):
+                    venue._on_stream_listening()
+                await super()._dispatch(msg)
 
         stream = _Stream(self.__key_id, self.__secret_key, paper=self.paper, url_override=self._stream_endpoint())
         stream._reconnect_min_backoff = self.stream_reconnect_min_s
