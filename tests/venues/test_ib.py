@@ -29,7 +29,10 @@ from test_session_live import ibm_batch
 E = OrderEventType
 AAPL = "AAPL.XNAS"
 ESH7 = replace(BUNDLED_INSTRUMENTS["ESH4.GLBX"], instrument_id="ESH7.GLBX", symbol="ESH7")
-REGISTRY = {AAPL: BUNDLED_INSTRUMENTS[AAPL], "SPY.ARCX": BUNDLED_INSTRUMENTS["SPY.ARCX"], "ESH7.GLBX": ESH7}
+REGISTRY = {AAPL: BUNDLED_INSTRUMENTS[AAPL], "SPY.ARCX": BUNDLED_INSTRUMENTS["SPY.ARCX"], "ESH7.GLBX": ESH7,
+            "EURUSD.DUKASCOPY": BUNDLED_INSTRUMENTS["EURUSD.DUKASCOPY"]}
+EURUSD = TwsContract(12087792, "EUR", "CASH", "IDEALPRO", local_symbol="EUR.USD", trading_class="EUR.USD",
+                     min_tick=Decimal("0.00005"), long_name="European Monetary Union Euro")
 
 
 def run(scenario: Awaitable[Any], timeout: float = 20.0) -> Any:
@@ -68,7 +71,7 @@ class Events(list):
 
 @pytest.fixture
 def tws() -> Iterator[TwsServer]:
-    with TwsServer() as server:
+    with TwsServer(contracts=(*DEFAULT_CONTRACTS, EURUSD)) as server:
         server.set_price("AAPL", "189.99", "190.01")
         yield server
 
@@ -407,7 +410,8 @@ def test_instruments_come_from_contract_details_on_the_data_client(tws: TwsServe
     async def scenario() -> None:
         v, _ = await connected(tws)
         found = {i.instrument_id: i for i in await v.instruments()}
-        assert sorted(found) == ["AAPL.XNAS", "ESH7.GLBX", "SPY.ARCX"]
+        assert sorted(found) == ["AAPL.XNAS", "ESH7.GLBX", "EURUSD.DUKASCOPY", "SPY.ARCX"]
+        assert found["EURUSD.DUKASCOPY"].tick_size == Decimal("0.00005")
         es = found["ESH7.GLBX"]
         assert (es.tick_size, es.lot_size, es.multiplier) == (Decimal("0.25"), Decimal(1), Decimal(50))
         assert "IB contract details" in es.description
@@ -427,6 +431,21 @@ def test_a_future_order_goes_to_cme_with_its_month(tws: TwsServer) -> None:
         await until(lambda: events.fills(order.client_order_id), "the fill")
         assert events.fills(order.client_order_id)[0].price == Decimal("5000.25")
         assert await v.positions() == {"ESH7.GLBX": Decimal(2)}
+        await v.close()
+
+    run(scenario())
+
+
+def test_an_fx_order_trades_the_pair_on_idealpro(tws: TwsServer) -> None:
+    tws.set_price("EUR.USD", "1.08500", "1.08505")
+
+    async def scenario() -> None:
+        v, events = await connected(tws)
+        order = intent(20, qty="20000", instrument="EURUSD.DUKASCOPY")
+        await v.submit(order)
+        await until(lambda: events.fills(order.client_order_id), "the fill")
+        assert events.fills(order.client_order_id)[0].price == Decimal("1.08505")
+        assert await v.positions() == {"EURUSD.DUKASCOPY": Decimal(20000)}
         await v.close()
 
     run(scenario())

@@ -279,3 +279,12 @@ def test_instruments_map_to_ib_contracts_and_back() -> None:
         m.ib_contract(replace(esh7, symbol="ESA7"))
     with pytest.raises(VenueMappingError, match="primary exchange 'LSE'"):
         m.instrument_id_from_ib(Stock("VOD", "SMART", "GBP", primaryExchange="LSE"))
+
+
+def test_an_fx_pair_is_a_forex_contract_on_idealpro() -> None:
+    from tradebook.model.instruments import BUNDLED_INSTRUMENTS
+
+    pair = m.ib_contract(BUNDLED_INSTRUMENTS["EURUSD.DUKASCOPY"])
+    assert (pair.secType, pair.symbol, pair.currency, pair.exchange) == ("CASH", "EUR", "USD", "IDEALPRO")
+    with pytest.raises(VenueMappingError, match="maps to no single tradebook instrument"):
+        m.instrument_id_from_ib(pair)

@@ -332,8 +332,9 @@ class IbVenue(VenuePort):
         except VenueMappingError:
             pass
         # TWS leaves the primary exchange out of some messages (positions): the registry knows the symbol
-        name = contract.localSymbol or contract.symbol
-        kind = AssetClass.FUTURE if contract.secType == "FUT" else AssetClass.EQUITY
+        name = contract.symbol + contract.currency if contract.secType == "CASH" else \
+            contract.localSymbol or contract.symbol
+        kind = {"FUT": AssetClass.FUTURE, "CASH": AssetClass.FX_SPOT}.get(contract.secType, AssetClass.EQUITY)
         for instrument in self._registry.values():
             if instrument.asset_class is kind and instrument.symbol in (name, contract.symbol):
                 return instrument.instrument_id
@@ -573,14 +574,14 @@ class IbVenue(VenuePort):
             waiter = self._loop.create_future()
             self._waiters[coid] = waiter
             try:
-                order.orderId = ib.client.getReqId()
-                rec.order_id = order.orderId
-                self._coid_of_order_id[order.orderId] = coid
-                self._recs[coid] = rec
                 try:
+                    order.orderId = ib.client.getReqId()
+                    rec.order_id = order.orderId
+                    self._coid_of_order_id[order.orderId] = coid
+                    self._recs[coid] = rec
                     rec.trade = ib.placeOrder(contract, order)
                 except ConnectionError as exc:  # the socket was closed: nothing was written
-                    del self._recs[coid]
+                    self._recs.pop(coid, None)
                     raise NotSentError(f"submit {coid}: {exc}") from None
                 try:
                     outcome, code, text = await asyncio.wait_for(asyncio.shield(waiter), self.ack_timeout_s)
@@ -682,6 +683,11 @@ class IbVenue(VenuePort):
             self._undo(order, previous)
             rec.replace_pending = None
             raise NotSentError(f"replace {client_order_id}: {exc}") from None
+        except AssertionError:  # ib-async refuses to modify an order it holds as done: it just ended
+            self._undo(order, previous)
+            rec.replace_pending = None
+            raise VenueRejectedError(f"replace {client_order_id}: the order ended at IB "
+                                     f"({rec.trade.orderStatus.status})", code="too_late_to_cancel") from None
         answered = await self._wait(lambda: rec.replace_pending is None or rec.done, self.ack_timeout_s)
         if not answered:
             raise OutcomeUnknownError(f"replace {client_order_id}: TWS did not answer within {self.ack_timeout_s} s")
@@ -763,7 +769,7 @@ class IbVenue(VenuePort):
         return sorted(out, key=lambda f: f.ts_event_ns)
 
     async def instruments(self) -> list[Instrument]:
-        """The registry's equities and futures with their grid from IB's contract details (on the data client id).
+        """The registry's equities, futures and FX pairs with their grid from IB's contract details (on the data client id).
 
         An instrument IB does not know is left out (and logged).
         """
@@ -784,7 +790,7 @@ class IbVenue(VenuePort):
             self._data_ib = ib
         out = []
         for instrument in self._registry.values():
-            if instrument.asset_class not in (AssetClass.EQUITY, AssetClass.FUTURE):
+            if instrument.asset_class not in (AssetClass.EQUITY, AssetClass.FUTURE, AssetClass.FX_SPOT):
                 continue
             try:
                 contract = im.ib_contract(instrument)

@@ -403,7 +403,7 @@ def _future_month(local_symbol: str, root: str, today: datetime | None) -> str:
 def ib_contract(instrument: Any, *, today: datetime | None = None) -> Any:
     """ib-async's Contract for a tradebook Instrument.
 
-    A US equity is ``Stock(symbol, "SMART", currency)`` routed smart with its primary
+    An FX pair is ``Forex`` on IDEALPRO (base currency as symbol, quantities in it). A US equity is ``Stock(symbol, "SMART", currency)`` routed smart with its primary
     exchange (from the instrument's venue MIC); a future is ``Future`` on IB's exchange for
     its venue (GLBX: CME) with the contract month read off the local symbol (ESH7: 202703),
     its multiplier and local symbol. Other asset classes are refused.
@@ -426,8 +426,14 @@ def ib_contract(instrument: Any, *, today: datetime | None = None) -> Any:
         return Future(root, _future_month(instrument.symbol, root, today), exchange,
                       localSymbol=instrument.symbol, multiplier=format(instrument.multiplier.normalize(), "f"),
                       currency=instrument.currency)
+    if kind == "fx_spot":
+        from ib_async import Forex
+
+        if not instrument.base_currency:
+            raise VenueMappingError(f"{instrument.instrument_id}: an FX pair needs its base currency")
+        return Forex(symbol=instrument.base_currency, currency=instrument.currency, exchange="IDEALPRO")
     raise VenueMappingError(f"{getattr(instrument, 'instrument_id', instrument)!r}: asset class {kind!r} is not "
-                            "traded through IB here; expected equity or future")
+                            "traded through IB here; expected equity, future or fx_spot")
 
 
 def instrument_id_from_ib(contract: Any) -> str:
@@ -444,6 +450,9 @@ def instrument_id_from_ib(contract: Any) -> str:
                 return f"{contract.localSymbol}.{venue}"
         raise VenueMappingError(f"IB future {contract.localSymbol or contract.symbol!r} on {contract.exchange!r}; "
                                 f"expected a local symbol on one of {sorted(_FUTURE_EXCHANGES.values())}")
+    if contract.secType == "CASH":  # several tradebook FX instruments (one per data source) trade as one pair
+        raise VenueMappingError(f"IB FX pair {contract.symbol}{contract.currency} maps to no single tradebook "
+                                "instrument; look it up by symbol among the venue's instruments")
     raise VenueMappingError(f"IB contract type {contract.secType!r} is not mapped; expected STK or FUT")
 
 
