@@ -4,8 +4,9 @@ One rule: every order goes out under tradebook's own client order id, and everyt
 adapter learns about an order (the submit reply, the user data stream, a REST poll) goes
 through one tracker per client id that emits each lifecycle event once: accepted once, each
 fill once by the exchange's trade id, a final cancel or expiry once and after the fills
-the exchange reports for the order. So a duplicate stream message, a fill seen by both the
-stream and REST, or a poll after a reconnect never doubles anything.
+the exchange reports for the order (:mod:`tradebook.venues.ccxt_events`, the listening
+half). So a duplicate stream message, a fill seen by both the stream and REST, or a poll
+after a reconnect never doubles anything.
 
 Where events come from:
 
@@ -35,26 +36,25 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 from tradebook.errors import ConfigError, NotSentError, VenueError, VenueRejectedError
-from tradebook.model.instruments import Instrument, Side
+from tradebook.model.instruments import Instrument
 from tradebook.model.orders import Fill, OrderEvent, OrderEventType, OrderIntent, OrderStatus, OrderType
 from tradebook.model.time import now_ns
 from tradebook.venues import ccxt_mapping as cm
+from tradebook.venues.ccxt_events import CcxtEvents, OrderTrack
 from tradebook.venues.base import AccountState, Capability, EventHandler, VenueHealth, VenueOrderState, VenuePort
 
 log = logging.getLogger(__name__)
 
 E, S = OrderEventType, OrderStatus
 _ZERO = Decimal(0)
-_FINAL_EVENTS = {S.CANCELLED: E.CANCELLED, S.EXPIRED: E.EXPIRED, S.REJECTED: E.REJECTED}
 MAX_POLL_FAILURES = 3
-STREAM_CACHE_CHECK_S = 0.2  # how often ccxt.pro's order cache is read for updates no watch returned
 # a Binance spot account: load_markets reads exchangeInfo for spot only (no currencies, margin or futures endpoints)
 _BINANCE_OPTIONS = {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False, "fetchMargins": False}
 
@@ -70,12 +70,6 @@ def _one_server(base: str, api_urls: Any) -> Any:
     return root + parts.path
 
 
-def _report_key(order: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What tells one stream update of an order from the next (execution type, trade id, status, filled)."""
-    info = order.get("info") or {}
-    return (info.get("x"), info.get("t"), info.get("X"), info.get("z"), order.get("status"), order.get("filled"))
-
-
 @dataclass
 class FundingRate:
     """A perpetual's funding: ``rate`` per interval, the mark price, the next funding time (UTC ns)."""
@@ -87,44 +81,14 @@ class FundingRate:
     source: str
 
 
-@dataclass
-class _Track:
-    """What the adapter has told the order manager about one client order id (see the module docstring)."""
-
-    client_order_id: str
-    symbol: str
-    instrument_id: str
-    side: Side
-    quantity: Decimal
-    created_ms: int
-    venue_order_id: str | None = None
-    old_legs: list[str] = field(default_factory=list)  # venue ids of legs ended by a replace
-    old_legs_filled: Decimal = _ZERO
-    accepted: bool = False
-    fill_ids: set[str] = field(default_factory=set)
-    filled: Decimal = _ZERO
-    final: bool = False  # cancelled, expired or rejected told (a filled order ends with its last fill)
-    replacing: bool = False
-    unknown_since_ns: int | None = None  # submit outcome unknown, not found yet
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def done(self) -> bool:
-        return self.final or (self.filled >= self.quantity > 0)
-
-    @property
-    def legs(self) -> list[str]:
-        return self.old_legs + ([self.venue_order_id] if self.venue_order_id else [])
-
-
-class CcxtVenue(VenuePort):
+class CcxtVenue(CcxtEvents, VenuePort):
     """One spot account at a ccxt exchange (``binance`` first; ``coinbase``, ``kraken`` by ``exchange_id``).
 
     ``symbols``: the ccxt symbols traded (``"BTC/USDT"``); instruments are named
     ``<market id>.<EXCHANGE>`` (``BTCUSDT.BINANCE``). ``api_url``: one server for every
     endpoint (``http://127.0.0.1:PORT``, a local sandbox), or ``api_urls``: a mapping that
-    replaces ``exchange.urls['api']`` or a function of it (``BinanceSandbox.ccxt_urls``). ``use_stream``: watch the user data stream
-    (ccxt.pro) where the exchange has one.
+    replaces ``exchange.urls['api']`` or a function of it (``BinanceSandbox.ccxt_urls``).
+    ``use_stream``: watch the user data stream (ccxt.pro) where the exchange has one.
     """
 
     def __init__(self, exchange_id: str = "binance", *, api_key: str, secret: str, symbols: Sequence[str],
@@ -171,7 +135,7 @@ class CcxtVenue(VenuePort):
         self.exchange: Any = None
         self.capabilities = frozenset({Capability.FRACTIONAL})
         self._on_event: EventHandler | None = None
-        self._tracks: dict[str, _Track] = {}
+        self._tracks: dict[str, OrderTrack] = {}
         self._coid_by_venue_id: dict[str, str] = {}
         self._tasks: list[asyncio.Task] = []
         self._connected = False
@@ -426,7 +390,7 @@ class CcxtVenue(VenuePort):
             raise NotSentError(f"submit {coid}: {exc}") from None
         track = self._tracks.get(coid)
         if track is None or track.done:
-            track = _Track(coid, symbol, intent.instrument_id, intent.side, intent.quantity,
+            track = OrderTrack(coid, symbol, intent.instrument_id, intent.side, intent.quantity,
                            created_ms=now_ns() // 1_000_000)
             self._tracks[coid] = track
         params = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in args.params.items()}
@@ -457,7 +421,7 @@ class CcxtVenue(VenuePort):
             reply = await self._cancel_leg(track, f"cancel {client_order_id}")
             await self._observe(track, reply, source="cancel")
 
-    async def _cancel_leg(self, track: _Track, what: str) -> dict[str, Any]:
+    async def _cancel_leg(self, track: OrderTrack, what: str) -> dict[str, Any]:
         """Cancel the current leg; -2011 on an order that just filled is told as fills and TOO_LATE_TO_CANCEL."""
         try:
             return await self._call(self.exchange.cancel_order, track.venue_order_id, track.symbol,
@@ -555,7 +519,7 @@ class CcxtVenue(VenuePort):
             return None
         return self._state(track, order)
 
-    def _state(self, track: _Track, order: Mapping[str, Any]) -> VenueOrderState:
+    def _state(self, track: OrderTrack, order: Mapping[str, Any]) -> VenueOrderState:
         """The exchange's view of the order: its current leg, plus what legs ended by a replace filled."""
         leg_filled = cm._decimal(order.get("filled")) or _ZERO
         leg_amount = cm._decimal(order.get("amount")) or _ZERO
@@ -633,7 +597,7 @@ class CcxtVenue(VenuePort):
         return sorted(out, key=lambda f: (f.ts_event_ns, f.fill_id))
 
     # -- lookups ------------------------------------------------------------------------------------------
-    async def _track_for(self, client_order_id: str) -> _Track | None:
+    async def _track_for(self, client_order_id: str) -> OrderTrack | None:
         """The tracker of an order; one placed before a restart is looked up by client id in each market."""
         track = self._tracks.get(client_order_id)
         if track is not None:
@@ -644,7 +608,7 @@ class CcxtVenue(VenuePort):
                 return self._adopt(order, symbol)
         return None
 
-    def _adopt(self, order: Mapping[str, Any], symbol: str) -> _Track:
+    def _adopt(self, order: Mapping[str, Any], symbol: str) -> OrderTrack:
         """Track an order first learned from the exchange (placed before a restart, or elsewhere).
 
         Its acceptance is not told again (the order manager knows it, or the order is not
@@ -654,7 +618,7 @@ class CcxtVenue(VenuePort):
         coid = str(order.get("clientOrderId") or "")
         track = self._tracks.get(coid)
         if track is None:
-            track = _Track(coid, symbol, self.instrument_id(symbol), cm.side_from_ccxt(order["side"]),
+            track = OrderTrack(coid, symbol, self.instrument_id(symbol), cm.side_from_ccxt(order["side"]),
                            cm._decimal(order.get("amount")) or _ZERO, int(order.get("timestamp") or 0),
                            venue_order_id=str(order["id"]), accepted=True)
             if cm.order_status_from_ccxt_order(order) in (S.FILLED, S.CANCELLED, S.EXPIRED, S.REJECTED):
@@ -682,7 +646,7 @@ class CcxtVenue(VenuePort):
         found = [o for o in orders if o.get("clientOrderId") == client_order_id]
         return max(found, key=lambda o: o.get("timestamp") or 0) if found else None
 
-    async def _fetch_order(self, track: _Track) -> dict[str, Any] | None:
+    async def _fetch_order(self, track: OrderTrack) -> dict[str, Any] | None:
         if track.venue_order_id is not None:
             try:
                 return await self._call(self.exchange.fetch_order, track.venue_order_id, track.symbol,
@@ -708,211 +672,3 @@ class CcxtVenue(VenuePort):
             if coid:
                 self._coid_by_venue_id[venue_order_id] = coid
         return coid
-
-    # -- what the adapter tells: one path for every source --------------------------------------------------
-    async def _emit(self, track: _Track, event: OrderEvent) -> None:
-        handler = self._on_event
-        if handler is None:
-            return
-        try:
-            handler(event)
-        except Exception:  # noqa: BLE001 - the receiver's failure must not stop the stream or the poller
-            log.exception("%s: the event handler failed on %s %s", self.name, event.event_type,
-                          event.client_order_id)
-
-    async def _observe(self, track: _Track, order: Mapping[str, Any] | None, *, source: str,
-                       fill: Fill | None = None) -> None:
-        """Tell what ``order`` (the exchange's view of one leg) adds to what was told, once. Holds track.lock."""
-        if order is None:
-            return
-        venue_id = str(order.get("id")) if order.get("id") is not None else None
-        if venue_id is not None and venue_id in track.old_legs:
-            fill = fill if fill is not None and fill.fill_id not in track.fill_ids else None
-            if fill is not None:
-                await self._tell_fill(track, fill, venue_id)
-            return  # an ended leg adds only its fills (its cancel is the replace's)
-        if track.replacing and venue_id != track.venue_order_id:
-            return  # the new leg of a replace in flight: told once the replace is answered
-        if venue_id is not None and track.venue_order_id is None:
-            track.venue_order_id = venue_id
-            self._coid_by_venue_id[venue_id] = track.client_order_id
-        track.unknown_since_ns = None
-        status = cm.order_status_from_ccxt_order(order)
-        ts = now_ns()
-        ts_event = int(order.get("lastUpdateTimestamp") or order.get("timestamp") or ts // 1_000_000) * 1_000_000
-        if not track.accepted and status is not S.REJECTED:
-            track.accepted = True
-            await self._emit(track, OrderEvent(track.client_order_id, E.ACCEPTED, ts_event, ts,
-                                               venue_order_id=venue_id, reason=source))
-        if fill is not None and fill.fill_id not in track.fill_ids:
-            await self._tell_fill(track, fill, venue_id)
-        for fill in self._reply_fills(track, order, ts):
-            if fill.fill_id not in track.fill_ids:
-                await self._tell_fill(track, fill, venue_id)
-        leg_filled = cm._decimal(order.get("filled")) or _ZERO
-        if track.old_legs_filled + leg_filled > track.filled:
-            await self._sync_fills(track, recovering=source in ("poll", "reconnect"))
-        final = _FINAL_EVENTS.get(status)
-        if final is not None and not track.final and not track.replacing:
-            track.final = True
-            info = order.get("info") or {}
-            reason = f"{status} at {self.name}" + (f" ({info.get('r')})" if info.get("r") not in (None, "NONE") else "")
-            await self._emit(track, OrderEvent(track.client_order_id, final, ts_event, ts, venue_order_id=venue_id,
-                                               reason=reason))
-
-    async def _tell_fill(self, track: _Track, fill: Fill, venue_id: str | None) -> None:
-        track.fill_ids.add(fill.fill_id)
-        track.filled += fill.quantity
-        await self._emit(track, OrderEvent(track.client_order_id, E.FILLED, fill.ts_event_ns, fill.ts_init_ns,
-                                           venue_order_id=venue_id, fill=fill))
-
-    def _reply_fills(self, track: _Track, order: Mapping[str, Any], ts: int) -> list[Fill]:
-        """The fills a new-order reply carries (Binance's FULL reply): made on arrival, so taker fills."""
-        out = []
-        for trade in order.get("trades") or ():
-            if trade.get("id") is None:
-                continue
-            trade = {**trade, "side": trade.get("side") or cm.side_to_ccxt(track.side),
-                     "timestamp": trade.get("timestamp") or order.get("lastTradeTimestamp") or order.get("timestamp"),
-                     "takerOrMaker": trade.get("takerOrMaker") or "taker", "symbol": track.symbol}
-            out.append(cm.fill_from_ccxt_trade(trade, client_order_id=track.client_order_id,
-                                               instrument_id=track.instrument_id, ts_init_ns=ts))
-        return out
-
-    async def _sync_fills(self, track: _Track, *, recovering: bool = False) -> None:
-        """Ask REST for the trades of every leg of the order; tell the ones not told yet, in trade order."""
-        ts = now_ns()
-        found: list[tuple[str, Fill]] = []
-        what = f"fills of {track.client_order_id}"
-        for leg in track.legs:
-            if self.exchange_id == "binance":
-                trades = await self._call(self.exchange.fetch_my_trades, track.symbol, None, None, {"orderId": leg},
-                                          what=what)
-            elif self.exchange.has.get("fetchOrderTrades"):
-                trades = await self._call(self.exchange.fetch_order_trades, leg, track.symbol, what=what)
-            else:
-                trades = [t for t in await self._call(self.exchange.fetch_my_trades, track.symbol,
-                                                      track.created_ms - 60_000, what=what)
-                          if str(t.get("order")) == leg]
-            for trade in trades:
-                if str(trade["id"]) not in track.fill_ids:
-                    found.append((leg, cm.fill_from_ccxt_trade(trade, client_order_id=track.client_order_id,
-                                                                instrument_id=track.instrument_id, ts_init_ns=ts)))
-        for leg, fill in sorted(found, key=lambda lf: (lf[1].ts_event_ns, int(lf[1].fill_id)
-                                                       if lf[1].fill_id.isdigit() else 0)):
-            if fill.fill_id not in track.fill_ids:
-                self.recovered_fills += recovering
-                await self._tell_fill(track, fill, leg)
-
-    # -- the user data stream and the poller ------------------------------------------------------------------
-    async def _stream_loop(self) -> None:
-        """Watch orders; back off and watch again when the stream fails, then ask REST about the gap.
-
-        ccxt.pro resolves a watch only for a message that arrives while someone waits: an update
-        that lands while the last batch is being handled stays in ccxt's order cache until the
-        next message. So while waiting, the cache is read every ``STREAM_CACHE_CHECK_S`` for
-        updates not handled yet (local, no request).
-        """
-        failures = 0
-        resync = False
-        while self._connected:
-            watch = asyncio.ensure_future(self.exchange.watch_orders())
-            try:
-                if resync:
-                    # watching again: what happened during the gap is in REST (told once, by trade id)
-                    await asyncio.sleep(0)
-                    try:
-                        await self._poll_once(all_open=True)
-                        resync = False
-                    except VenueError as exc:  # asked again after the next update, and by the poller meanwhile
-                        log.warning("%s: REST resync after the reconnect failed: %s", self.name, exc)
-                while True:
-                    done, _ = await asyncio.wait({watch}, timeout=STREAM_CACHE_CHECK_S)
-                    if done:
-                        break
-                    await self._handle_stream_orders(self._unhandled_cached())
-                orders = watch.result()
-            except asyncio.CancelledError:
-                watch.cancel()
-                raise
-            except Exception as exc:  # noqa: BLE001 - any stream failure: back off, watch again, resync
-                self._stream_ok = False
-                failures += 1
-                self.reconnects += 1
-                self._last_error = f"user data stream: {type(exc).__name__}"
-                low, high = self.reconnect_backoff_s
-                delay = min(high, low * 2 ** (failures - 1))
-                log.warning("%s: user data stream failed (%s); watching again in %.2f s", self.name,
-                            type(exc).__name__, delay)
-                await asyncio.sleep(delay)
-                resync = True
-                continue
-            self._stream_ok = True
-            failures = 0
-            await self._handle_stream_orders(list(orders) + self._unhandled_cached())
-
-    def _unhandled_cached(self) -> list[dict[str, Any]]:
-        cache = getattr(self.exchange, "orders", None) or []
-        return [o for o in list(cache) if _report_key(o) != self._handled.get(str(o.get("id")))]
-
-    async def _handle_stream_orders(self, orders: list[dict[str, Any]]) -> None:
-        for order in orders:
-            key = _report_key(order)
-            if key == self._handled.get(str(order.get("id"))):
-                continue
-            self._handled[str(order.get("id"))] = key
-            try:
-                await self._on_stream_order(order)
-            except VenueError as exc:
-                log.warning("%s: stream update for %s not settled (%s); the poller asks again", self.name,
-                            order.get("clientOrderId"), exc)
-            except Exception:  # noqa: BLE001 - one bad message must not stop the stream
-                log.exception("%s: stream update could not be read: %s", self.name, order.get("id"))
-
-    async def _on_stream_order(self, order: Mapping[str, Any]) -> None:
-        info = order.get("info") or {}
-        symbol = order.get("symbol")
-        if symbol not in self.symbols:
-            return
-        coid = cm.client_order_id_from_binance_report(info) if info.get("e") == "executionReport" else \
-            str(order.get("clientOrderId") or "")
-        track = self._tracks.get(coid)
-        if track is None:
-            if not coid:
-                return
-            track = self._adopt({**order, "clientOrderId": coid}, symbol)
-        async with track.lock:
-            fill = None
-            if info.get("e") == "executionReport":
-                fill = cm.fill_from_binance_report(info, symbol=symbol, client_order_id=coid,
-                                                   instrument_id=track.instrument_id, ts_init_ns=now_ns())
-            await self._observe(track, order, source="stream", fill=fill)
-
-    async def _poll_loop(self) -> None:
-        while self._connected:
-            streaming = Capability.STREAMING_FILLS in self.capabilities and self._stream_ok
-            await asyncio.sleep(self.stream_poll_interval_s if streaming else self.poll_interval_s)
-            try:
-                await self._poll_once()
-                self._poll_failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a failed poll is retried at the next tick
-                self._poll_failures += 1
-                self._last_error = f"poll: {exc}"
-                log.warning("%s: poll failed (%d in a row): %s", self.name, self._poll_failures, exc)
-
-    async def _poll_once(self, *, all_open: bool = False) -> None:
-        """Ask REST for every order not final: its status and fills, told once."""
-        for track in [t for t in self._tracks.values() if not t.done]:
-            if track.replacing:
-                continue
-            async with track.lock:
-                order = await self._fetch_order(track)
-                if order is None:
-                    grace_over = (track.unknown_since_ns is not None
-                                  and now_ns() - track.unknown_since_ns > self.order_visibility_grace_ns)
-                    if grace_over:
-                        self._tracks.pop(track.client_order_id, None)  # never arrived: reconciliation rejects it
-                    continue
-                await self._observe(track, order, source="reconnect" if all_open else "poll")
