@@ -169,3 +169,33 @@ def test_an_armed_account_that_fails_its_health_check_at_connect_leaves_the_sess
     assert any(a.kind == "paper_fallback" and "failed its health check" in a.message for a in s.oms.alerts())
     s.stop()
     assert alerts_in_store(store, "paper_fallback")
+
+
+def test_an_order_whose_reply_is_lost_is_found_by_the_session_not_sent_twice(store, tmp_path, sessions,  # noqa: F811
+                                                                           frames, monkeypatch):  # noqa: F811
+    from tradebook.sandbox.alpaca import AlpacaFault
+
+    with AlpacaSandbox() as server:
+        credentials(monkeypatch, server)
+        batch = ibm_batch(frames)
+        bid, ask = batch.last_quote(IBM)[1:3]
+        server.set_price("IBM", f"{bid:.2f}", f"{ask:.2f}")
+        s = Session(store, calibrations=[IBM], state_dir=tmp_path / "s", config=config())
+        sessions.append(s)
+        s.arm_live("alpaca", confirm=ACCOUNT)
+        s.start()
+        s.step(batch)
+        server.fault(AlpacaFault.DROP_STREAM_BEFORE_FILL)  # the fill is not streamed: only asking finds it
+        server.fault(AlpacaFault.DROP_AFTER_ACCEPT)
+        [order] = s.submit(signal("lost-reply", instrument=IBM, quantity="10"))
+        # unresolved, unless the stream's acknowledgement won the race against the dropped reply
+        assert order.status in (OrderStatus.UNRESOLVED, OrderStatus.ACCEPTED)
+        for _ in range(300):  # the session asks Alpaca by client order id (or the adapter's recovery finds the fill)
+            if s.oms.order(order.client_order_id).status is OrderStatus.FILLED:
+                break
+            time.sleep(0.05)
+        assert s.oms.order(order.client_order_id).status is OrderStatus.FILLED and s.oms.unresolved() == []
+        if order.status is OrderStatus.UNRESOLVED:
+            assert "outcome_unknown" in {a.kind for a in s.oms.alerts()}
+        assert list(server.requests).count(("POST", "/v2/orders")) == 1 and server.positions() == {"IBM": Decimal(10)}
+        s.stop()

@@ -332,6 +332,10 @@ def _releases_state_on_failure(init: Callable[..., None]) -> Callable[..., None]
     return wrapper
 
 
+UNRESOLVED_RECONCILE_S = 1.0  # a session without a feed asks a broker about unresolved orders this often
+UNRESOLVED_RECONCILE_TIMEOUT_S = 30.0  # and gives one round of asking this long
+
+
 class Session:
     """Paper (default) or live trading from a notebook, with the loop in a background thread.
 
@@ -937,6 +941,14 @@ class Session:
         return "; ".join(f"{c}: paper ({routes[c].venue_name} routed, not armed)" if routes[c].venue is not None
                          else f"{c}: {routes[c].describe()}" for c in classes) or None
 
+    async def _reconcile_now(self) -> None:
+        try:
+            self.alerts.extend(await asyncio.wait_for(self.oms.reconcile(), UNRESOLVED_RECONCILE_TIMEOUT_S))
+        except Exception as exc:  # noqa: BLE001 - tried again at the next interval; the order stays blocked
+            log.warning("reconciling unresolved orders with %s failed: %s", self.venue.name, exc)
+            return
+        self._decide_unsent()
+
     async def _connect_venue(self) -> None:
         """Connect the session's venue; an armed one must pass its health check, else paper takes over."""
         self.oms.bind_loop()  # a venue's stream or poller thread may deliver events from now on
@@ -1207,8 +1219,15 @@ class Session:
         self._accepting = True
         self._ready.set()
         if self.feed is None:
+            loop = asyncio.get_running_loop()
+            asked = loop.time()
             while not self._stop.is_set():
                 await asyncio.sleep(0.02)
+                # a broker's unresolved orders are asked about by id, without waiting for market data
+                if self.oms.unresolved() and Capability.SIMULATED not in self.venue.capabilities \
+                        and loop.time() - asked >= UNRESOLVED_RECONCILE_S:
+                    asked = loop.time()
+                    await self._reconcile_now()
             return
         for batch in self.feed.batches(from_ns=self._resume_ns):
             while not self._running.is_set() and not self._stop.is_set():

@@ -264,7 +264,9 @@ class OrderManager:
         self._orphans_reported = 0
         self._alerts: list[Alert] = []
         self._unresolved: set[str] = set()
-        self._unresolved_since: dict[str, int] = {}  # unresolved order -> when its outcome became unknown
+        # unresolved order -> wall time (ns) its outcome became unknown, or this manager started: a venue's
+        # order lookup lags in real time, whatever the session's clock says (replays stand still)
+        self._unresolved_since: dict[str, int] = {}
         self._replayed_duplicates: set[str] = set()
         self._late_fill_alerts: list[tuple[str, OrderStatus, OrderStatus, str]] = []  # "duplicate" records not yet answered by a later event
         self._reject_codes: dict[str, RejectCode] = {}  # client order id -> why rejected (see RejectCode)
@@ -777,7 +779,7 @@ class OrderManager:
         if kind is _REPLACE_REQUESTED:
             self._replace_requests[coid] = event
         elif kind is _OUTCOME_UNKNOWN:
-            self._unresolved_since.setdefault(coid, event.ts_init_ns)
+            self._unresolved_since.setdefault(coid, now_ns())
         elif self._replace_requests and kind in _REPLACE_ANSWERS:
             self._replace_requests.pop(coid, None)
         if fill is not None:
@@ -1347,7 +1349,7 @@ class OrderManager:
 
         was_unresolved = order.status is S.UNRESOLVED
         if state is None:
-            if was_unresolved and ts - self._unresolved_since.get(coid, ts) < self.venue.order_visibility_grace_ns:
+            if was_unresolved and now_ns() - self._unresolved_since.get(coid, 0) < self.venue.order_visibility_grace_ns:
                 return  # the venue may not show an order it just received yet: still unresolved, ask again
             if order.status is S.PENDING:
                 self._apply_own(OrderEvent(coid, E.SUBMITTED, ts, ts, reason="reconciled: sent after restart"))
