@@ -295,3 +295,89 @@ def test_market_metadata_becomes_an_instrument_definition(binance):
     assert (instrument.currency, instrument.base_currency) == ("USDT", "BTC")
     with pytest.raises(VenueMappingError, match="not spot"):
         cm.instrument_spec_from_ccxt_market({**exchange.market("BTC/USDT"), "spot": False}, venue="BINANCE")
+
+
+# -- the user data stream's executionReport ---------------------------------------------------------------
+REPORT = {"e": "executionReport", "s": "BTCUSDT", "c": "tb-own", "S": "BUY", "o": "LIMIT", "x": "TRADE",
+          "X": "PARTIALLY_FILLED", "i": 7, "l": "0.04000000", "z": "0.04000000", "L": "59000.00000000",
+          "n": "2.36000000", "N": "USDT", "T": 1_700_000_000_123, "t": 42, "m": True, "C": ""}
+
+
+def test_a_trade_report_is_a_fill_under_its_trade_id_and_other_reports_are_none():
+    fill = cm.fill_from_binance_report(REPORT, symbol="BTC/USDT", client_order_id="tb-own",
+                                       instrument_id="BTCUSDT.BINANCE", ts_init_ns=5)
+    assert (fill.fill_id, fill.side, fill.quantity, fill.price, fill.fee, fill.liquidity, fill.ts_event_ns) == (
+        "42", Side.BUY, Decimal("0.04"), Decimal("59000"), Decimal("2.36"), "maker", 1_700_000_000_123_000_000)
+    assert cm.fill_from_binance_report({**REPORT, "x": "NEW"}, symbol="BTC/USDT", client_order_id="tb-own",
+                                       instrument_id="BTCUSDT.BINANCE", ts_init_ns=5) is None
+    with pytest.raises(VenueMappingError, match="no trade id"):
+        cm.fill_from_binance_report({**REPORT, "t": -1}, symbol="BTC/USDT", client_order_id="tb-own",
+                                    instrument_id="BTCUSDT.BINANCE", ts_init_ns=5)
+    with pytest.raises(VenueMappingError, match="not in the quote currency"):  # a fee in BNB is not booked as USDT
+        cm.fill_from_binance_report({**REPORT, "N": "BNB"}, symbol="BTC/USDT", client_order_id="tb-own",
+                                    instrument_id="BTCUSDT.BINANCE", ts_init_ns=5)
+
+
+def test_a_cancel_report_names_the_order_by_its_original_client_id():
+    assert cm.client_order_id_from_binance_report(REPORT) == "tb-own"
+    cancel = {**REPORT, "x": "CANCELED", "c": "cancel-req-1", "C": "tb-own"}
+    assert cm.client_order_id_from_binance_report(cancel) == "tb-own"
+
+
+# -- ccxt's exceptions to the port's errors -------------------------------------------------------------
+def _connect_refused():
+    import aiohttp
+
+    ccxt = pytest.importorskip("ccxt")
+    try:
+        try:
+            raise aiohttp.ClientConnectorError(None, OSError(111, "Connection refused"))
+        except aiohttp.ClientConnectorError as cause:
+            raise ccxt.ExchangeNotAvailable("binance POST http://127.0.0.1:1/api/v3/order") from cause
+    except ccxt.ExchangeNotAvailable as exc:
+        return exc
+
+
+def test_every_ccxt_failure_maps_to_not_sent_rejected_or_unknown():
+    ccxt = pytest.importorskip("ccxt")
+    from tradebook.errors import NotSentError, OutcomeUnknownError, VenueRejectedError
+
+    def mapped(exc):
+        return cm.venue_error_from_ccxt(exc, action="submit tb1")
+
+    body = 'binance {"code":%d,"msg":"%s"}'
+    rejected = {
+        ccxt.InvalidOrder(body % (-2010, "Duplicate order sent.")): ("duplicate_client_id", "-2010"),
+        ccxt.InsufficientFunds("binance Account has insufficient balance for requested action."):
+            ("insufficient_funds", None),
+        ccxt.BadRequest(body % (-1013, "Filter failure: NOTIONAL")): ("min_notional", "-1013"),
+        ccxt.InvalidOrder(body % (-1013, "Filter failure: LOT_SIZE")): ("invalid_quantity", "-1013"),
+        ccxt.InvalidOrder(body % (-1013, "Filter failure: PRICE_FILTER")): ("invalid_price", "-1013"),
+        ccxt.OrderNotFound(body % (-2011, "Unknown order sent.")): ("unknown_order", "-2011"),
+        ccxt.MarketClosed(body % (-2010, "Market is closed.")): ("market_closed", "-2010"),
+        ccxt.BadSymbol(body % (-1121, "Invalid symbol.")): ("unknown_instrument", "-1121"),
+        ccxt.DDoSProtection(body % (-1003, "Too many requests")): ("rate_limited", "-1003"),
+        ccxt.AuthenticationError(body % (-1022, "Signature for this request is not valid.")): ("venue_other",
+                                                                                                "-1022"),
+    }
+    for exc, (code, venue_code) in rejected.items():
+        error = mapped(exc)
+        assert isinstance(error, VenueRejectedError), exc
+        assert (error.code, error.venue_code) == (code, venue_code), exc
+    for exc in (ccxt.RequestTimeout("binance POST"), ccxt.NetworkError("dropped"),
+                ccxt.ExchangeNotAvailable("binance POST (server disconnected)"), ccxt.BadResponse("garbled"),
+                RuntimeError("not from ccxt")):
+        assert isinstance(mapped(exc), OutcomeUnknownError), exc
+    for exc in (ccxt.InvalidNonce(body % (-1021, "Timestamp outside of the recvWindow")), _connect_refused()):
+        assert isinstance(mapped(exc), NotSentError), exc
+    code_from_reply = cm.venue_error_from_ccxt(ccxt.InsufficientFunds("binance Account has insufficient balance"),
+                                               action="submit tb1", venue_code="-2010")
+    assert code_from_reply.venue_code == "-2010"
+
+
+def test_secrets_and_signatures_never_reach_the_message():
+    ccxt = pytest.importorskip("ccxt")
+    exc = ccxt.AuthenticationError('binance GET http://x/api/v3/account?timestamp=1&signature=ab12cd34 '
+                                   '{"code":-2014,"msg":"API-key format invalid."} key=Key0123456789abcdef')
+    text = str(cm.venue_error_from_ccxt(exc, action="balance", secrets=("Key0123456789abcdef",)))
+    assert "ab12cd34" not in text and "Key0123456789abcdef" not in text and "signature=<hidden>" in text
