@@ -534,8 +534,9 @@ class IbVenue(VenuePort):
     # -- orders ----------------------------------------------------------------------------------------
     def _require_connection(self, what: str) -> Any:
         if not self._connected or self._ib is None or not self._ib.isConnected():
+            trying = self._reconnect_task is not None and not self._reconnect_task.done()
             raise NotSentError(f"{what}: not connected to TWS at {self.host}:{self.port}"
-                               f"{' (reconnecting)' if self._reconnect_task and not self._reconnect_task.done() else ''}")
+                               f"{' (reconnecting)' if trying else ''}")
         return self._ib
 
     async def submit(self, intent: OrderIntent) -> None:
@@ -710,8 +711,8 @@ class IbVenue(VenuePort):
         if status is OrderStatus.CANCELLED and rec is not None and rec.final is E.EXPIRED:
             status = OrderStatus.EXPIRED
         unset = 1e308
-        return VenueOrderState(order.orderRef, str(order.permId or order.orderId), self._instrument_id(trade.contract), status,
-                               quantity, filled, avg,
+        return VenueOrderState(order.orderRef, str(order.permId or order.orderId), self._instrument_id(trade.contract),
+                               status, quantity, filled, avg,
                                im._decimal(order.lmtPrice) if order.lmtPrice and order.lmtPrice < unset else None,
                                im._decimal(order.auxPrice) if order.auxPrice and order.auxPrice < unset else None)
 
@@ -769,7 +770,7 @@ class IbVenue(VenuePort):
         return sorted(out, key=lambda f: f.ts_event_ns)
 
     async def instruments(self) -> list[Instrument]:
-        """The registry's equities, futures and FX pairs with their grid from IB's contract details (on the data client id).
+        """The registry's equities, futures and FX pairs, their grid from IB's contract details (data client id).
 
         An instrument IB does not know is left out (and logged).
         """

@@ -24,6 +24,13 @@ Parsing and building: :func:`fill_from_ib` makes a tradebook Fill of an ib-async
 :func:`event_from_ib_status` the lifecycle event of a status report, and :func:`ib_order`
 the ib-async ``Order`` for a tradebook order (ib-async is imported there only).
 
+Refusals and contracts: :func:`reject_code_for_ib_error` gives the RejectCode value for an
+IB error code (the adapter raises it with IB's code as ``venue_code``); :func:`ib_contract`
+the ib-async Contract for a tradebook instrument (stock: SMART with its primary exchange;
+future: CME with the month from its local symbol and its multiplier; FX: IDEALPRO),
+:func:`instrument_id_from_ib` the way back and :func:`instrument_from_ib` an instrument's grid
+from IB's contract details.
+
 Client ids (:func:`ib_client_id`): one TWS or gateway serves several API connections, each
 with its own client id. TWS sends an order's live events (``openOrder``, ``orderStatus``,
 ``execDetails``) only to the client id that placed it, and ``reqOpenOrders`` /
@@ -403,7 +410,8 @@ def _future_month(local_symbol: str, root: str, today: datetime | None) -> str:
 def ib_contract(instrument: Any, *, today: datetime | None = None) -> Any:
     """ib-async's Contract for a tradebook Instrument.
 
-    An FX pair is ``Forex`` on IDEALPRO (base currency as symbol, quantities in it). A US equity is ``Stock(symbol, "SMART", currency)`` routed smart with its primary
+    An FX pair is ``Forex`` on IDEALPRO (base currency as symbol, quantities in it). A US
+    equity is ``Stock(symbol, "SMART", currency)`` routed smart with its primary
     exchange (from the instrument's venue MIC); a future is ``Future`` on IB's exchange for
     its venue (GLBX: CME) with the contract month read off the local symbol (ESH7: 202703),
     its multiplier and local symbol. Other asset classes are refused.
