@@ -19,6 +19,7 @@ from tradebook.venues.base import Capability
 
 pytest.importorskip("alpaca")
 from tradebook.venues.alpaca import AlpacaVenue  # noqa: E402
+from test_session import frames, sessions, store, template  # noqa: E402,F401 (session fixtures)
 
 E = OrderEventType
 WAIT_S = 5.0
@@ -495,3 +496,49 @@ def test_the_order_manager_on_alpaca_settles_every_fault_with_nothing_lost_or_do
         finally:
             journal.close()
             store.close()
+
+
+# -- through the Session API ------------------------------------------------------------------------------
+def test_an_armed_alpaca_account_trades_cancels_halts_and_flattens_through_the_session(
+        store, tmp_path, sessions, frames, monkeypatch):  # noqa: F811 - test_session's fixtures
+    from test_session import IBM, signal
+    from test_session_live import ACCOUNT, config, credentials, ibm_batch
+    from tradebook.session import Session
+
+    with AlpacaSandbox(secret=SECRET) as server:
+        credentials(monkeypatch, server)
+        batch = ibm_batch(frames)
+        bid, ask = batch.last_quote(IBM)[1:3]
+        server.set_price("IBM", f"{bid:.2f}", f"{ask:.2f}")
+        s = Session(store, calibrations=[IBM], state_dir=tmp_path / "s", config=config())
+        sessions.append(s)
+        s.arm_live("alpaca", confirm=ACCOUNT)
+        s.start()
+        assert s.status()["routes"] == f"alpaca (account {ACCOUNT})"
+        s.step(batch)
+        server.fault(AlpacaFault.DUPLICATE_FILL)  # the stream says it twice: booked once
+        [order] = s.submit(signal("alpaca-live-1", instrument=IBM, quantity="10"))
+        wait_for(lambda: s.oms.order(order.client_order_id).status is OrderStatus.FILLED, "the fill")
+        assert s.oms.order(order.client_order_id).filled_qty == Decimal(10)
+        assert server.positions() == {"IBM": Decimal(10)}
+        # a resting limit order, cancelled through the session
+        resting = OrderIntent("alpaca-live-rest", "nb", ACCOUNT, IBM, Side.BUY, Decimal(5), OrderType.LIMIT,
+                              TimeInForce.GTC, time.time_ns(), limit_price=(Decimal(str(bid)) - 5).quantize(
+                                  Decimal("0.01")))
+        [rest] = s.submit(resting)
+        wait_for(lambda: s.oms.order(rest.client_order_id).status is OrderStatus.ACCEPTED, "the ack")
+        s.cancel_orders()
+        wait_for(lambda: s.oms.order(rest.client_order_id).status is OrderStatus.CANCELLED, "the cancel")
+        assert server.book.get_by_client_id(rest.client_order_id).status == "canceled"
+
+        s.halt("enough")
+        [refused] = s.submit(signal("alpaca-live-2", instrument=IBM, quantity="10"))
+        assert refused.status is OrderStatus.REJECTED and "halt" in refused.reason
+        assert len(server.book.orders) == 2  # refused before it left
+        s.resume_trading("back")
+        s.flatten("risk off")
+        wait_for(lambda: server.positions() == {} and not s.oms.working_orders(), "the flat position")
+        assert s.positions()["quantity"].tolist() == [Decimal(0)]
+        s.stop()
+    assert store.con.execute("SELECT count(*) FROM fills").fetchone() == (2,)
+    assert "armed" in {a for (a,) in store.con.execute("SELECT kind FROM alerts").fetchall()}
