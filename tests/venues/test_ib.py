@@ -169,6 +169,27 @@ def test_replace_cancel_expiry_and_stops_arrive_as_their_events(tws: TwsServer) 
     run(scenario())
 
 
+def test_a_refused_modify_leaves_the_order_working_although_ib_async_calls_it_cancelled(tws: TwsServer) -> None:
+    async def scenario() -> None:
+        v, events = await connected(tws)
+        tws.set_price("AAPL", "189.99", "190.01", ask_size="4")  # four to take: the rest of the order rests
+        order = intent(21, order_type=OrderType.LIMIT, limit="190.01")
+        await v.submit(order)
+        await until(lambda: events.fills(order.client_order_id), "the partial fill")
+        await v.replace(order.client_order_id, quantity=Decimal(3))  # below the filled 4: IB error 201
+        assert events.kinds(order.client_order_id)[-1] is E.REPLACE_REJECTED
+        assert "201" in events.of(order.client_order_id)[-1].reason
+        assert [o.status for o in tws.orders()] == ["Submitted"]
+        await v.cancel(order.client_order_id)  # still working, so cancellable
+        await until(lambda: E.CANCELLED in events.kinds(order.client_order_id), "the cancel")
+        assert events.kinds(order.client_order_id) == [E.ACCEPTED, E.FILLED, E.REPLACE_REJECTED, E.CANCELLED]
+        state = await v.order_status(order.client_order_id)
+        assert (state.status, state.filled_qty) == (OrderStatus.CANCELLED, Decimal(4))
+        await v.close()
+
+    run(scenario())
+
+
 # -- Done-when 2: the scripted faults ----------------------------------------------------------------------
 def test_an_accepted_order_whose_acknowledgement_never_comes_is_outcome_unknown_and_found_by_id(
         tws: TwsServer) -> None:
