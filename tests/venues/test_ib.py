@@ -562,6 +562,8 @@ def test_an_armed_ib_account_trades_halts_and_flattens_through_the_session(store
         assert refused.status is OrderStatus.REJECTED and "halt" in refused.reason
         assert len(tws.orders()) == 1  # refused before it left
         s.resume_trading("back")
+        tws.drop_connections()  # the link drops under the running session: the adapter reconnects on its loop
+        wait_for(lambda: s.venue.connects == 2 and s.venue.recoveries == 1, "the reconnect")
         s.flatten("risk off")
         wait_for(lambda: tws.positions() == {} and not s.oms.working_orders(), "the flat position")
         assert s.positions()["quantity"].tolist() == [Decimal(0)]
