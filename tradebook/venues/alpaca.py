@@ -594,6 +594,7 @@ class AlpacaVenue(VenuePort):
         return client
 
     def _start_stream(self) -> None:
+        import websockets
         from alpaca.trading.stream import TradingStream
 
         venue = self
@@ -604,6 +605,14 @@ class AlpacaVenue(VenuePort):
                 if msg.get("stream") == "listening" and "trade_updates" in (msg.get("data") or {}).get("streams", []):
                     venue._on_stream_listening()
                 await super()._dispatch(msg)
+
+            async def _consume(self) -> None:
+                try:
+                    await super()._consume()
+                except websockets.WebSocketException:
+                    if self._should_run:
+                        raise  # a real drop: alpaca-py reconnects (and our recovery follows the 'listening')
+                    # closed by close(): not worth alpaca-py's 'websocket error, restarting' warning
 
         stream = _Stream(self.__key_id, self.__secret_key, paper=self.paper, url_override=self._stream_endpoint())
         stream._reconnect_min_backoff = self.stream_reconnect_min_s

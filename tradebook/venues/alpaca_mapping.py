@@ -10,6 +10,10 @@ Statuses Alpaca holds while an order is still working (``new``, ``accepted``,
 ``pending_new``, ``held``, ``done_for_day``, ``replaced`` ...) resolve by what has
 filled: ``accepted``, ``partially_filled`` or ``filled``. An order ``replaced`` at Alpaca
 lives on under the id in ``replaced_by``, so for tradebook it is still working.
+
+Also here: Alpaca's refusals as RejectCode values (:func:`reject_code_from_alpaca`; Alpaca
+answers most of them 422 with one of two codes, so its message decides), its exchange
+names as MICs, and the client order ids of replacing orders (tradebook's id with ``.r<n>``).
 """
 
 from __future__ import annotations
