@@ -239,22 +239,25 @@ class IbVenue(IbEvents, VenuePort):
             self._reconnect_task = asyncio.ensure_future(self._reconnect())
 
     async def _reconnect(self) -> None:
+        """Connect again with backoff, then recover; a recovery cut short (the link went again) is tried again."""
         delay = self.reconnect_min_s
         attempt = 0
         while not self._closing:
             await asyncio.sleep(delay)
             attempt += 1
-            try:
-                await self._open()
-            except VenueError as exc:
-                log.info("%r: reconnect %d failed (%s); next in %.1f s", self, attempt, exc, delay)
-                delay = min(delay * 2, self.reconnect_max_s)
-                continue
+            if not self._connected:
+                try:
+                    await self._open()
+                except VenueError as exc:
+                    log.info("%r: reconnect %d failed (%s); next in %.1f s", self, attempt, exc, delay)
+                    delay = min(delay * 2, self.reconnect_max_s)
+                    continue
             try:
                 await self._recover(initial=False)
+                return
             except (VenueError, ConnectionError, asyncio.TimeoutError) as exc:
-                log.warning("%r: recovery after reconnect failed (%s); it runs again on the next", self, exc)
-            return
+                log.warning("%r: recovery after reconnect failed (%s); tried again in %.1f s", self, exc, delay)
+                delay = min(delay * 2, self.reconnect_max_s)
 
     async def wait_connected(self, timeout_s: float) -> bool:
         """Wait (at most ``timeout_s``) until the orders client is connected and recovered; whether it is."""
