@@ -227,3 +227,23 @@ def test_bad_requests_are_refused_with_what_was_expected(research):
 def costs_for(costs: CostModel, instruments: list[str]) -> CostModel:
     """The same calibrated costs for fewer instruments."""
     return CostModel({i: costs._priced[i] for i in instruments})
+
+
+def test_fill_costs_scatter_as_the_curve_was_fitted_so_the_gate_can_judge_residuals(research):
+    # priced by a model the paper engine never improves, the fills used to cost exactly the prediction:
+    # residual sd 0, and the gate's cost-residual threshold came out inf ("fails when t > inf")
+    from dataclasses import replace
+
+    from tradebook.promotion import calibrate_gate
+
+    bars, costs, _ = research
+    touch_only = CostModel({k: replace(p, improves=False) for k, p in costs._priced.items()})
+    result = backtest(MeanReversion(), bars.tail(2500), costs=touch_only)
+    residual = result.fills["cost_bps"] - result.fills["predicted_cost_bps"]
+    assert len(residual) > 500 and residual.std() > 0.1
+    # the draws follow the curve's fitted quantiles: their median is the prediction
+    assert abs(residual.median()) < 0.05
+    gate = calibrate_gate(result.daily, n_paths=1000, seed=1)
+    for length in gate.reviews:
+        low, high = gate.thresholds[length]["cost_residual_bps"]
+        assert low is None and high is not None and math.isfinite(high), (length, high)

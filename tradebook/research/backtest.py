@@ -15,8 +15,9 @@ with zero costs makes the same trades):
   :class:`Sizing`; with ``sizing=None`` the backtest runs once at the cap to measure the
   strategy's own win rate and average win and loss over its round trips, then again at the
   Half-Kelly fraction of those (no closed round trip at the cap: the cap is kept).
-- **Costs.** Each order fills at ``open x (1 +/- cost_bps / 1e4)``: ``cost_bps`` is drawn as the
-  paper venue fills (:meth:`CostModel.draw_bps`) at the order's size over the touch, the open's
+- **Costs.** Each order fills at ``open x (1 +/- cost_bps / 1e4)``: ``cost_bps`` is drawn from the
+  cost curve's fitted distribution and improved as the paper venue improves
+  (:meth:`CostModel.draw_bps`) at the order's size over the touch, the open's
   time of day and the volatility known at the instrument's previous close (:func:`order_vol_bps`);
   ``predicted_cost_bps`` is the model's median for that order. Fees: the venue's taker
   schedule on the fill's notional. The open is taken as the mid.
@@ -181,7 +182,8 @@ def _content_id(prefix: str, key: dict[str, Any]) -> str:
 # -- the compiled order loop --------------------------------------------------------------------
 @numba.njit(cache=True)
 def _simulate_nb(targets, open_, close, inst_of_col, group_of_col, fraction, start_equity, lot, min_qty,
-                 cost_a, cost_b, improve, draws, share, edges, ratios, touch_notional, taker_bps, per_unit):
+                 cost_a, cost_b, improve, draws, share, edges, ratios, touch_notional, taker_bps, per_unit,
+                 z, scatter_low, scatter_high):
     """Trade ``targets`` (bars x columns; a group of columns shares one account) at the next open.
 
     Prices, cost terms and draws are per instrument (``inst_of_col`` maps a column to its
@@ -245,9 +247,11 @@ def _simulate_nb(targets, open_, close, inst_of_col, group_of_col, fraction, sta
                 if k > n_buckets - 1:
                     k = n_buckets - 1
                 predicted = cost_a[t, i] + cost_b[t, i] * ratios[i, k]
-                realised = predicted
+                # the curve's fitted scatter (CostModel.draw_bps: a split normal through q05/q50/q95)
+                sd = scatter_low[i, k] if z[t, i] < 0.0 else scatter_high[i, k]
+                realised = predicted + cost_b[t, i] * z[t, i] * sd
                 if draws[t, i] < share[i]:
-                    realised = max(predicted - improve[t, i], 0.0)
+                    realised = max(realised - improve[t, i], 0.0)
                 side = 1.0 if d > 0 else -1.0
                 px = o * (1.0 + side * realised / 1e4)
                 f = abs(d) * px * taker_bps[i] / 1e4 + abs(d) * per_unit[i]
@@ -315,6 +319,9 @@ class _Market:
     share: np.ndarray
     edges: np.ndarray
     ratios: np.ndarray
+    z: np.ndarray  # standard normal per bar and instrument: the cost's draw from the curve's fitted scatter
+    scatter_low: np.ndarray  # instruments x buckets, see CostModel.draw_bps
+    scatter_high: np.ndarray
     touch_notional: np.ndarray
     taker_bps: np.ndarray
     per_unit: np.ndarray
@@ -379,16 +386,20 @@ def _market(bars: Bars, costs: CostModel, seed: int, adjusted: bool = True) -> _
         terms_list.append(terms)
     width = max(len(t.edges) for t in terms_list)
     edges = np.full((n, width), np.inf)
-    ratios = np.zeros((n, width - 1))
+    ratios, scatter_low, scatter_high = (np.zeros((n, width - 1)) for _ in range(3))
     for j, terms in enumerate(terms_list):
         edges[j, :len(terms.edges)] = terms.edges
-        ratios[j, :len(terms.ratios)] = terms.ratios
-        ratios[j, len(terms.ratios):] = terms.ratios[-1]
+        for table, values in ((ratios, terms.ratios), (scatter_low, terms.scatter_low),
+                              (scatter_high, terms.scatter_high)):
+            table[j, :len(values)] = values
+            table[j, len(values):] = values[-1]
     fee_rows = [costs.fee_schedule(i) for i in instruments]
-    draws = np.random.default_rng(seed).random((n_rows, n))
+    rng = np.random.default_rng(seed)
+    draws = rng.random((n_rows, n))
+    z = rng.standard_normal((n_rows, n))
     return _Market(
         instruments, bars.index, open_, close, fill_ts, vol_values, cost_a, cost_b, improve, draws,
-        np.array([t.improve_share for t in terms_list]), edges, ratios,
+        np.array([t.improve_share for t in terms_list]), edges, ratios, z, scatter_low, scatter_high,
         np.array([t.touch_notional for t in terms_list]), np.array([f.taker_bps for f in fee_rows], dtype=np.float64),
         np.array([f.per_unit for f in fee_rows], dtype=np.float64),
         np.array([float(s.lot_size) for s in specs]), np.array([float(s.min_quantity) for s in specs]),
@@ -420,7 +431,7 @@ def _simulate(market: _Market, targets: np.ndarray, fractions: np.ndarray, start
                        group_of_col, np.asarray(fractions, dtype=np.float64), float(starting_equity), market.lot,
                        market.min_qty, market.cost_a, market.cost_b, market.improve,
                        market.draws, market.share, market.edges, market.ratios, market.touch_notional,
-                       market.taker_bps, market.per_unit)
+                       market.taker_bps, market.per_unit, market.z, market.scatter_low, market.scatter_high)
     return _Run(*out)
 
 

@@ -28,9 +28,11 @@ What each number is, and what is assumed where the fill model has no answer:
   the price asked about, so a $5,000 order is the same share of the touch on IBM or SPY.
 - **Cost** (bps against the mid, positive = paid): the cost curve at the order's size
   over the touch, in half-spreads (``FillModel.marketable_cost_bps``). :meth:`draw_bps`
-  draws as the paper venue fills (the median, improved inside the spread with the model's
-  share and ratio where the paper engine improves: equities whose model walks a book), so a
-  backtest's fills scatter around the prediction the way paper fills do.
+  draws from the curve's own fitted distribution at that size (a split normal through its
+  q05/q50/q95 at the curve's interval levels: :func:`scatter_sd`), then improves inside the
+  spread with the model's share and ratio where the paper engine improves (equities whose
+  model walks a book), so a backtest's fills scatter around the prediction as the fitted
+  fills did, not at one point (a residual sd of 0 would leave the gate's cost check no scale).
 - **Fees**: the model's fee schedule (the venue's public base tier), taker side.
 
 :meth:`CostModel.zero` costs nothing at all: the equivalence test of the backtest and a
@@ -106,6 +108,8 @@ class CostTerms:
     improve_bps: np.ndarray  # what a price-improved fill saves, bps (the paper engine's draw)
     edges: np.ndarray  # size-over-touch bucket edges
     ratios: np.ndarray  # the curve's median per bucket
+    scatter_low: np.ndarray  # per bucket: the fitted sd of the curve's ratio below its median (scatter_sd)
+    scatter_high: np.ndarray  # ... and above it
     touch_notional: float  # inf: the touch never limits (the zero model)
     improve_share: float  # probability a fill is improved
 
@@ -276,7 +280,8 @@ class CostModel:
         n = len(ts)
         if self._priced is None:
             edges = np.array([0.0, np.inf])
-            return CostTerms(np.zeros(n), np.zeros(n), np.zeros(n), edges, np.zeros(1), math.inf, 0.0)
+            return CostTerms(np.zeros(n), np.zeros(n), np.zeros(n), edges, np.zeros(1), np.zeros(1), np.zeros(1),
+                             math.inf, 0.0)
         priced = self._get(instrument_id)
         model = priced.model
         vol = _vol_array(vol_bps, n)
@@ -292,8 +297,9 @@ class CostModel:
             a, b = np.full(n, base), half
         share = float(model.price_improvement_share) if priced.improves else 0.0
         improve = float(model.price_improvement_ratio) * half if share > 0 else np.zeros(n)
+        low, high = scatter_sd(curve)
         return CostTerms(a, b, improve, np.asarray(curve.edges, dtype=np.float64),
-                         np.asarray(curve.q50, dtype=np.float64), priced.touch_notional, share)
+                         np.asarray(curve.q50, dtype=np.float64), low, high, priced.touch_notional, share)
 
     def predict_bps(self, instrument_id: str, ts_ns: Any, quantity: Any, price: Any, vol_bps: Any = None,
                     quantile: float = 0.5) -> np.ndarray:
@@ -317,14 +323,17 @@ class CostModel:
 
     def draw_bps(self, instrument_id: str, ts_ns: Any, quantity: Any, price: Any, vol_bps: Any = None, *,
                  rng: np.random.Generator) -> np.ndarray:
-        """Costs drawn as the paper venue fills: the median cost, sometimes improved inside the spread.
+        """Costs drawn from the fitted distribution, then improved inside the spread as the paper venue does.
 
-        The paper engine (tradebook.sim.orders.walk_params) improves a print only for an equity
-        whose model walks a book (it has a depth profile or a completion model): then a fill is
-        improved by ``price_improvement_ratio`` half-spreads (at most to the mid) with probability
-        ``price_improvement_share``. Otherwise the engine takes at the cost curve's median, and so
-        does this draw. Read on the calibrated model: applied to another instrument with that
-        instrument's quotes (as the paper replay applies it) it keeps its completion model.
+        The cost curve's ratio at the order's size over the touch is drawn from the split normal
+        through the curve's q05/q50/q95 (:func:`scatter_sd`): ``a + b x (q50 + z x sd)``, sd the
+        fitted spread below or above the median as z < 0 or > 0, so the draws' quantiles are the
+        curve's. The paper engine (tradebook.sim.orders.walk_params) improves a print only for an
+        equity whose model walks a book (a depth profile or a completion model): such a draw is
+        then improved by ``price_improvement_ratio`` half-spreads (not below zero) with
+        probability ``price_improvement_share``. Read on the calibrated model: applied to another
+        instrument with that instrument's quotes (as the paper replay applies it) it keeps its
+        completion model. The backtest's compiled loop applies the same arithmetic to its orders.
         """
         ts = _ts_array(ts_ns)
         n = len(ts)
@@ -335,10 +344,17 @@ class CostModel:
         mid = self.predict_bps(instrument_id, ts, quantity, price, vol_bps)
         share = float(model.price_improvement_share) if priced.improves else 0.0
         improved = rng.random(n) < share
+        z = rng.standard_normal(n)
+        qty = np.abs(np.broadcast_to(np.asarray(quantity, dtype=np.float64), (n,)))
+        px = np.broadcast_to(np.asarray(price, dtype=np.float64), (n,))
+        terms = self.cost_terms(instrument_id, ts, vol_bps, price=px)
+        bucket = model.cost_curve.bucket(qty * px / terms.touch_notional)
+        sd = np.where(z < 0, terms.scatter_low[bucket], terms.scatter_high[bucket])
+        drawn = mid + terms.b * z * sd
         if share <= 0:
-            return mid
+            return drawn
         half = self.spread_bps(instrument_id, ts, vol_bps, price=price) / 2
-        return np.where(improved, np.maximum(mid - float(model.price_improvement_ratio) * half, 0.0), mid)
+        return np.where(improved, np.maximum(drawn - float(model.price_improvement_ratio) * half, 0.0), drawn)
 
     def fee(self, instrument_id: str, notional: Any, quantity: Any) -> np.ndarray:
         """Taker fees of marketable fills (notional and quantity: magnitudes, vectorised)."""
@@ -362,6 +378,24 @@ class CostModel:
         if self._priced is None:
             return "CostModel.zero()"
         return "CostModel(" + ", ".join(f"{k}: {p.calibration_id}" for k, p in self._priced.items()) + ")"
+
+
+def scatter_sd(curve: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per bucket, the sd of the cost curve's ratio below and above its median, from its fitted interval.
+
+    A split normal through the three fitted quantiles: ``(q50 - q05) / z`` below and
+    ``(q95 - q50) / z`` above, z the standard normal quantile of the curve's interval levels
+    (0.05/0.95 nominally, wider when validation widened them), so a draw ``q50 + z x sd``
+    has the curve's q05, q50 and q95 as its quantiles. A crossed interval scatters nothing.
+    """
+    from statistics import NormalDist
+
+    low_level, high_level = curve.interval_levels
+    z_low, z_high = -NormalDist().inv_cdf(float(low_level)), NormalDist().inv_cdf(float(high_level))
+    q05, q50, q95 = (np.asarray(q, dtype=np.float64) for q in (curve.q05, curve.q50, curve.q95))
+    low = np.nan_to_num(np.maximum(q50 - q05, 0.0) / z_low)
+    high = np.nan_to_num(np.maximum(q95 - q50, 0.0) / z_high)
+    return low, high
 
 
 def minute_vol_bps(close: pd.DataFrame, *, bar_seconds: int, lookback: int = 20,
@@ -430,4 +464,4 @@ def _vol_array(vol_bps: Any, n: int) -> np.ndarray:
     return np.array(np.broadcast_to(np.asarray(vol_bps, dtype=np.float64), (n,)))
 
 
-__all__ = ["CostModel", "CostTerms", "minute_vol_bps"]
+__all__ = ["CostModel", "CostTerms", "minute_vol_bps", "scatter_sd"]
