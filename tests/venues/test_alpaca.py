@@ -375,6 +375,41 @@ def test_the_poller_recovers_fills_when_the_stream_stays_silent():
             h.loop.close()
 
 
+
+def test_a_fresh_adapter_finds_a_replaced_order_and_its_fills_under_the_tradebook_id(harness):
+    h = harness
+    intent = h.limit("3", "449")
+    h.run(h.venue.submit(intent))
+    h.events.next()
+    h.run(h.venue.replace(intent.client_order_id, limit_price=Decimal("449.50")))
+    assert h.events.next().event_type is E.REPLACED
+    h.server.set_price("SPY", "449.40", "449.45")
+    assert h.events.next().event_type is E.FILLED
+    fresh = make_venue(h.server)  # a new process: it knows nothing of the replacement
+    h.run(fresh.connect(Recorder()))
+    try:
+        state = h.run(fresh.order_status(intent.client_order_id))
+        assert (state.client_order_id, state.status, state.limit_price) == (
+            intent.client_order_id, OrderStatus.FILLED, Decimal("449.5"))
+        [fill] = h.run(fresh.fills(0))
+        assert (fill.client_order_id, fill.instrument_id, fill.quantity) == (intent.client_order_id, "SPY.ARCX", 3)
+    finally:
+        h.run(fresh.close())
+
+
+def test_wrong_keys_are_refused_at_connect_without_showing_them():
+    with AlpacaSandbox(secret=SECRET) as server:
+        venue = make_venue(server, secret_key="a-wrong-secret-XYZ")
+        loop = asyncio.new_event_loop()
+        try:
+            with pytest.raises(VenueRejectedError, match="not authorised") as info:
+                loop.run_until_complete(asyncio.wait_for(venue.connect(Recorder()), 10))
+            assert "a-wrong-secret-XYZ" not in str(info.value) and "a-wrong-secret-XYZ" not in repr(venue)
+            loop.run_until_complete(venue.close())
+        finally:
+            loop.close()
+
+
 # -- metadata, health, credentials ------------------------------------------------------------------
 def test_instruments_come_from_alpaca_assets_with_their_source(harness):
     instruments = {i.instrument_id: i for i in harness.run(harness.venue.instruments())}
