@@ -506,3 +506,17 @@ def test_an_order_whose_reply_times_out_is_found_by_the_session_and_sent_once(se
     assert list(server.requests).count(("POST", "/api/v3/order")) == 1
     assert server.positions() == {"BTCUSDT": Decimal("1.01")}
     s.stop()
+
+
+def test_the_sdk_debug_log_shows_requests_without_the_credentials(server, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="tradebook.venues.ccxt_sdk")
+
+    async def scenario(venue, events):
+        await venue.submit(intent("logged", Side.BUY, "0.01"))
+
+    run(scenario, server, use_stream=False)
+    text = caplog.text
+    assert "POST" in text and "X-MBX-APIKEY" in text  # ccxt's own debug lines, headers included
+    assert server.key not in text and server.secret not in text and "<hidden>" in text

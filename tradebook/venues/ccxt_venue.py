@@ -70,6 +70,40 @@ def _one_server(base: str, api_urls: Any) -> Any:
     return root + parts.path
 
 
+class _ScrubbingLogger:
+    """The logger handed to ccxt: its debug lines print request headers (the API key); the credentials go out hidden."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        self._logger = logging.getLogger("tradebook.venues.ccxt_sdk")
+        self._secrets = tuple(s for s in secrets if s)
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if not self._logger.isEnabledFor(level):
+            return
+        try:
+            text = str(msg) % args if args else str(msg)
+        except (TypeError, ValueError):
+            text = " ".join(str(part) for part in (msg, *args))
+        for secret in self._secrets:
+            text = text.replace(secret, "<hidden>")
+        self._logger.log(level, "%s", text, exc_info=kwargs.get("exc_info"))
+
+    def debug(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        self.log(logging.DEBUG, msg, *args, **kwargs)
+
+    def info(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        self.log(logging.INFO, msg, *args, **kwargs)
+
+    def warning(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        self.log(logging.WARNING, msg, *args, **kwargs)
+
+    def error(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        self.log(logging.ERROR, msg, *args, **kwargs)
+
+    def exception(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        self.log(logging.ERROR, msg, *args, exc_info=True)
+
+
 @dataclass
 class FundingRate:
     """A perpetual's funding: ``rate`` per interval, the mark price, the next funding time (UTC ns)."""
@@ -203,7 +237,8 @@ class CcxtVenue(CcxtEvents, VenuePort):
             raise ConfigError(f"ccxt has no exchange {self.exchange_id!r}; e.g. binance, coinbase, kraken")
         key, secret, password = self.__credentials
         config: dict[str, Any] = {"apiKey": key, "secret": secret, "enableRateLimit": True,
-                                  "timeout": int(self.request_timeout_s * 1000), "options": dict(self._options)}
+                                  "timeout": int(self.request_timeout_s * 1000), "options": dict(self._options),
+                                  "logger": _ScrubbingLogger(self._secrets())}
         if password:
             config["password"] = password
         exchange = factory(config)
@@ -389,24 +424,23 @@ class CcxtVenue(CcxtEvents, VenuePort):
         except Exception as exc:  # VenueMappingError: refused here, nothing sent
             raise NotSentError(f"submit {coid}: {exc}") from None
         track = self._tracks.get(coid)
-        if track is None or track.done:
+        created = track is None or track.done
+        if created:
             track = OrderTrack(coid, symbol, intent.instrument_id, intent.side, intent.quantity,
-                           created_ms=now_ns() // 1_000_000)
-            self._tracks[coid] = track
+                               created_ms=now_ns() // 1_000_000)
+            self._tracks[coid] = track  # before sending: the stream may tell of it before the reply comes
         params = {k: (str(v) if isinstance(v, Decimal) else v) for k, v in args.params.items()}
         what = f"submit {coid} {intent.side} {intent.quantity} {symbol}"
         try:
             order = await self._call(self.exchange.create_order, symbol, args.type, args.side, float(args.amount),
                                      None if args.price is None else float(args.price), params, what=what)
-        except VenueRejectedError as exc:
-            if exc.code != "duplicate_client_id":
-                self._tracks.pop(coid, None)
-            raise
-        except NotSentError:
-            self._tracks.pop(coid, None)
-            raise
-        except VenueError:
-            track.unknown_since_ns = now_ns()  # the poller keeps asking for it by client id
+        except VenueError as exc:
+            refused = isinstance(exc, NotSentError) or (isinstance(exc, VenueRejectedError)
+                                                         and exc.code != "duplicate_client_id")
+            if refused and created and self._tracks.get(coid) is track:
+                del self._tracks[coid]  # the exchange does not hold it: nothing to follow
+            elif not refused and created:
+                track.unknown_since_ns = now_ns()  # the poller keeps asking for it by client id
             raise
         async with track.lock:
             await self._observe(track, order, source="submit")
