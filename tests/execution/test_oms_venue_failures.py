@@ -309,3 +309,25 @@ async def test_events_from_a_venue_thread_are_applied_on_the_session_loop_in_ord
     assert [s for _, s in seen] == [S.PARTIALLY_FILLED] * 3 + [S.FILLED]
     assert {t for t, _ in seen} == {loop_thread}
     assert rig.portfolio.net_position("acct", SPY) == D(4)
+
+
+@run
+async def test_an_order_sent_before_a_crash_gets_the_grace_period_before_it_is_declared_never_received(tmp_path):
+    from .test_oms import Crash
+
+    rig = faulty_rig(tmp_path)
+    await rig.connect()
+    rig.venue.crash_before_receiving = True
+    with pytest.raises(Crash):
+        await rig.oms.submit(intent(1))
+    rig.venue.crash_before_receiving = False
+    rig.venue.order_visibility_grace_ns = 300_000_000
+    oms = await rig.restart()
+    [order] = oms.unresolved()
+    assert order.status is S.SUBMITTED
+    await oms.reconcile()  # not found: perhaps not visible yet
+    assert oms.order(order.client_order_id).status is S.SUBMITTED and oms.blocked_instruments() == {SPY}
+    await asyncio.sleep(0.35)
+    await oms.reconcile()
+    assert oms.order(order.client_order_id).status is S.REJECTED
+    assert oms.never_reached_venue() == [order.client_order_id] and rig.venue.received == []

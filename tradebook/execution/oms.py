@@ -1215,6 +1215,9 @@ class OrderManager:
             self._pending_end = offset if self._pending_first else 0
             self._unresolved = {c for c, o in self._orders.items() if o.status in UNKNOWN_STATE_STATUSES}
             self._unresolved |= {c for c in self._replayed_duplicates if c in self._orders}
+            started = now_ns()
+            for coid in self._unresolved:  # sent before a crash: the venue's lookup may still lag behind it
+                self._unresolved_since.setdefault(coid, started)
             self._inherited = frozenset(self._working)
 
     def _touch_replayed(self, record: dict[str, Any]) -> None:
@@ -1349,7 +1352,8 @@ class OrderManager:
 
         was_unresolved = order.status is S.UNRESOLVED
         if state is None:
-            if was_unresolved and now_ns() - self._unresolved_since.get(coid, 0) < self.venue.order_visibility_grace_ns:
+            since = self._unresolved_since.get(coid, 0) if was_unresolved or order.status is S.SUBMITTED else 0
+            if now_ns() - since < self.venue.order_visibility_grace_ns:
                 return  # the venue may not show an order it just received yet: still unresolved, ask again
             if order.status is S.PENDING:
                 self._apply_own(OrderEvent(coid, E.SUBMITTED, ts, ts, reason="reconciled: sent after restart"))
