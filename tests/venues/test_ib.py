@@ -116,6 +116,21 @@ def test_a_market_order_is_accepted_and_filled_with_its_commission(tws: TwsServe
     run(scenario())
 
 
+def test_queries_asked_at_once_each_get_their_answer(tws: TwsServer) -> None:
+    async def scenario() -> None:
+        v, _ = await connected(tws)
+        orders = [intent(f"q{n}", order_type=OrderType.LIMIT, limit="180") for n in range(3)]
+        for order in orders:
+            await v.submit(order)
+        states = await asyncio.gather(*(v.order_status(o.client_order_id) for o in orders), v.open_orders(),
+                                      v.positions(), v.fills(), v.account())
+        assert [s.client_order_id for s in states[:3]] == [o.client_order_id for o in orders]
+        assert len(states[3]) == 3 and states[4] == {} and states[5] == []
+        await v.close()
+
+    run(scenario())
+
+
 def test_partial_fills_arrive_one_event_each(tws: TwsServer) -> None:
     tws.set_fill_parts(3)
 

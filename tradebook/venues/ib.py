@@ -117,6 +117,8 @@ class IbVenue(IbEvents, VenuePort):
         self._closing = False
         self._connected = False
         self._reconnect_task: asyncio.Task | None = None
+        # ib-async keys the open/completed orders and positions requests by name: one of each at a time
+        self._queries = asyncio.Lock()
         self._recs: dict[str, _Rec] = {}
         self._coid_of_order_id: dict[int, str] = {}
         self._waiters: dict[str, asyncio.Future] = {}
@@ -276,8 +278,9 @@ class IbVenue(IbEvents, VenuePort):
         order under one is refused); the order manager's reconcile does the rest.
         """
         ib = self._ib
-        executions = await self._executions(ib)
-        completed = await self._request(ib.reqCompletedOrdersAsync(False), "the completed orders")
+        async with self._queries:
+            executions = await self._executions(ib)
+            completed = await self._request(ib.reqCompletedOrdersAsync(False), "the completed orders")
         trades = [*ib.openTrades(), *completed]
         if initial:
             for trade in trades:
@@ -526,9 +529,10 @@ class IbVenue(IbEvents, VenuePort):
     async def order_status(self, client_order_id: str) -> VenueOrderState | None:
         """IB's view of the order with this ``orderRef`` (open, then completed), or None when IB has none."""
         ib = self._require_connection(f"order status of {client_order_id}")
-        open_trades = await self._request(ib.reqAllOpenOrdersAsync(), "the open orders")
-        completed = await self._request(ib.reqCompletedOrdersAsync(False), "the completed orders")
-        fills = await self._executions(ib)
+        async with self._queries:
+            open_trades = await self._request(ib.reqAllOpenOrdersAsync(), "the open orders")
+            completed = await self._request(ib.reqCompletedOrdersAsync(False), "the completed orders")
+            fills = await self._executions(ib)
         found = [t for t in (*open_trades, *completed) if t.order.orderRef == client_order_id]
         if not found:
             return None
@@ -536,20 +540,23 @@ class IbVenue(IbEvents, VenuePort):
 
     async def open_orders(self) -> list[VenueOrderState]:
         ib = self._require_connection("open orders")
-        trades = await self._request(ib.reqAllOpenOrdersAsync(), "the open orders")
-        fills = await self._executions(ib)
+        async with self._queries:
+            trades = await self._request(ib.reqAllOpenOrdersAsync(), "the open orders")
+            fills = await self._executions(ib)
         return [self._state(t, fills) for t in trades if t.order.orderRef]
 
     async def positions(self) -> dict[str, Decimal]:
         ib = self._require_connection("positions")
-        held = await self._request(ib.reqPositionsAsync(), "the positions")
+        async with self._queries:
+            held = await self._request(ib.reqPositionsAsync(), "the positions")
         return {self._instrument_id(p.contract): im._decimal(p.position) for p in held
                 if p.position and (not self.account_id or p.account == self.account_id)}
 
     async def account(self) -> AccountState:
         ib = self._require_connection("account")
-        ib.wrapper.acctSummary.clear()  # ib-async keeps the first summary; ask afresh
-        values = await self._request(ib.accountSummaryAsync(self.account_id), "the account summary")
+        async with self._queries:
+            ib.wrapper.acctSummary.clear()  # ib-async keeps the first summary; ask afresh
+            values = await self._request(ib.accountSummaryAsync(self.account_id), "the account summary")
         by_tag = {v.tag: v for v in values if v.currency not in ("", "BASE") or v.tag == "AccountType"}
         try:
             cash = by_tag["TotalCashValue"]
@@ -563,7 +570,8 @@ class IbVenue(IbEvents, VenuePort):
     async def fills(self, since_ns: int = 0) -> list[Fill]:
         """Every execution of a tradebook order (one with an orderRef) IB reports at or after ``since_ns``."""
         ib = self._require_connection("fills")
-        found = await self._executions(ib)
+        async with self._queries:
+            found = await self._executions(ib)
         out = []
         for fill in found:
             if not fill.execution.orderRef:
