@@ -442,6 +442,19 @@ def test_from_env_and_repr_hold_no_secret_and_name_what_is_wrong(caplog: pytest.
         IbVenue(base_client_id=0)
 
 
+def test_the_factory_builds_it_from_the_example_configurations_options() -> None:
+    from tradebook.config import TradebookConfig
+    from tradebook.venues.factory import build_venues
+
+    config = TradebookConfig(routing={"future": "ibkr", "equity": "ibkr"}, venues={"ibkr": {
+        "enabled": True, "account_id": "DU555", "options": {"host": "127.0.0.1", "port": "7497", "client_id": "1"}}})
+    routing = build_venues(config, env={"TRADEBOOK_IB_PAPER": "true"})
+    built = routing.route_for("future").venue
+    assert isinstance(built, IbVenue) and routing.route_for("equity").venue is built
+    assert (built.port, built.orders_client_id, built.data_client_id, built.account_id, built.is_live) == (
+        7497, 1, 2, "DU555", False)
+
+
 def test_instruments_come_from_contract_details_on_the_data_client(tws: TwsServer) -> None:
     async def scenario() -> None:
         v, _ = await connected(tws)

@@ -138,7 +138,8 @@ class IbVenue(IbEvents, VenuePort):
 
         ``TRADEBOOK_IB_HOST`` (127.0.0.1), ``TRADEBOOK_IB_PORT`` (7497), ``TRADEBOOK_IB_CLIENT_ID``
         (the base client id, 10), ``TRADEBOOK_IB_ACCOUNT`` and ``TRADEBOOK_IB_PAPER`` (``false``
-        for a live account; paper by default). Keyword options win over the environment.
+        for a live account; paper by default). Keyword options win over the environment
+        (``client_id``, as the configuration names it, is the base client id).
         """
         env = os.environ if environ is None else environ
         settings: dict[str, Any] = {"host": env.get(ENV_HOST) or "127.0.0.1"}
@@ -157,6 +158,8 @@ class IbVenue(IbEvents, VenuePort):
             raise ConfigError(f"{ENV_PAPER}={paper_text!r}: expected true or false")
         settings["paper"] = paper_text in ("true", "1", "yes")
         settings["account_id"] = env.get(ENV_ACCOUNT) or None
+        if "client_id" in options:  # the configuration's name for it (venues.<name>.options.client_id)
+            options["base_client_id"] = options.pop("client_id")
         settings.update(options)
         return cls(**settings)
 
