@@ -391,12 +391,15 @@ def test_not_connected_or_unknown_instrument_is_not_sent(server):
     assert ("POST", "/api/v3/order") not in server.requests
 
 
-def test_a_refused_connection_is_not_sent(server):
+@pytest.mark.parametrize("exchange_id", ["binance", "kraken", "coinbase"])
+def test_a_refused_connection_is_not_sent_for_each_configured_exchange(server, exchange_id):
     port = server.port
     server.stop()
-    venue = CcxtVenue("binance", api_key="k" * 16, secret="s" * 16, symbols=["BTC/USDT"],
-                      api_urls=lambda urls: {k: (f"http://127.0.0.1:{port}" if isinstance(v, str) else v)
-                                             for k, v in urls.items()})
+    prefix = f"TRADEBOOK_CCXT_{exchange_id.upper()}_"
+    venue = CcxtVenue.from_env(exchange_id, environ={prefix + "API_KEY": "k" * 16, prefix + "SECRET": "c2VjcmV0" * 4,
+                                                     prefix + "API_URL": f"http://127.0.0.1:{port}"},
+                               symbols=["BTC/USDT"])
+    assert venue.name == exchange_id and venue.account_id == exchange_id and venue.is_live
     with pytest.raises(NotSentError, match="refused"):
         asyncio.run(asyncio.wait_for(venue.connect(lambda e: None), 10))
 

@@ -196,6 +196,7 @@ class CcxtEvents:
                     done, _ = await asyncio.wait({watch}, timeout=STREAM_CACHE_CHECK_S)
                     if done:
                         break
+                    self._stream_ok = True  # subscribed and not refused: a refusal fails the watch at once
                     await self._handle_stream_orders(self._unhandled_cached())
                 orders = watch.result()
             except asyncio.CancelledError:
