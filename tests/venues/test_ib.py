@@ -408,6 +408,29 @@ def test_not_connected_is_not_sent(tws: TwsServer) -> None:
     run(scenario())
 
 
+def test_another_account_or_a_live_account_taken_for_paper_is_refused_at_connect() -> None:
+    async def scenario(tws: TwsServer, **options: Any) -> str:
+        v = venue(tws, **options)
+        with pytest.raises(ConfigError) as refused:
+            await v.connect(lambda e: None)
+        assert not await v.health() and tws.connected_client_ids() == []
+        return str(refused.value)
+
+    with TwsServer() as tws:
+        assert "manages ['DU1234567'], not account 'DU999'" in run(scenario(tws, account_id="DU999"))
+    with TwsServer(account="U7777777") as tws:
+        assert "U7777777 is a live account but this venue is configured as paper" in run(scenario(tws))
+
+        async def as_live() -> IbVenue:
+            live = venue(tws, paper=False)
+            await live.connect(lambda e: None)
+            await live.close()
+            return live
+
+        live = run(as_live())
+        assert live.is_live and live.account_id == "U7777777"
+
+
 def test_a_second_process_knows_the_orders_ib_holds(tws: TwsServer) -> None:
     async def scenario() -> None:
         first, _ = await connected(tws)

@@ -177,7 +177,22 @@ class IbVenue(IbEvents, VenuePort):
         self._loop = asyncio.get_running_loop()
         self._closing = False
         await self._open()
+        problem = self._account_problem(self._ib.managedAccounts())
+        if problem is not None:
+            await self.close()
+            raise ConfigError(problem)
         await self._recover(initial=True)
+
+    def _account_problem(self, managed: list[str]) -> str | None:
+        """Why this connection must not trade: another account than configured, or live money taken for paper."""
+        if self.account_id not in managed:
+            return (f"TWS at {self.host}:{self.port} manages {managed}, not account {self.account_id!r} "
+                    "(TRADEBOOK_IB_ACCOUNT / venues.<name>.account_id)")
+        if self.paper and not self.account_id.startswith("D"):
+            # IB's paper accounts are DU... (DF... for advisors); anything else trades real money
+            return (f"IB account {self.account_id} is a live account but this venue is configured as paper; set "
+                    "TRADEBOOK_IB_PAPER=false to trade it as live (and arm it as such)")
+        return None
 
     async def close(self) -> None:
         """Stop reconnecting and delivering; disconnect (working orders stay working at IB)."""
