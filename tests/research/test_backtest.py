@@ -247,3 +247,15 @@ def test_fill_costs_scatter_as_the_curve_was_fitted_so_the_gate_can_judge_residu
     for length in gate.reviews:
         low, high = gate.thresholds[length]["cost_residual_bps"]
         assert low is None and high is not None and math.isfinite(high), (length, high)
+
+
+def test_a_held_position_is_not_resized_by_a_share_as_equity_moves(research):
+    # with the whole difference traded at every bar, MeanReversion's history made about three fills per round
+    # trip (8,000 fills for 2,578 trades), most of them one- or two-share adjustments paying a spread each
+    bars, costs, result = research
+    fills, trades = result.fills, result.trades
+    assert len(fills) <= 2.3 * len(trades), (len(fills), len(trades))
+    every_bar = backtest(MeanReversion(), bars, costs=costs, sizing=result.sizing, rebalance_band=0.0)
+    assert len(every_bar.fills) > 2.6 * len(every_bar.trades)
+    with pytest.raises(ResearchError, match="rebalance_band"):
+        backtest(MeanReversion(), bars, costs=costs, rebalance_band=1.5)

@@ -8,8 +8,10 @@ with zero costs makes the same trades):
   instrument without an open at t+1 (no bar that day) trades at its next open, with the newest
   target then.
 - **Sizing.** ``quantity = target x fraction x equity_at_open / open``, rounded toward zero to
-  the instrument's lot, zero below its minimum quantity; the order is the difference with the
-  position held (so a held position is resized as equity moves). ``equity_at_open`` marks each
+  the instrument's lot, zero below its minimum quantity. The order is the difference with the
+  position held when the target changed since the last bar acted on; an unchanged target
+  re-sizes a held position only when it drifted more than ``rebalance_band`` (25%) from the
+  wanted quantity (:func:`tradebook.research.rebalance.should_trade`, the runner's rule too). ``equity_at_open`` marks each
   position at this bar's open (its last close when it has none), before any of this bar's
   orders. ``fraction`` is :func:`~tradebook.execution.sizing.half_kelly_fraction` of
   :class:`Sizing`; with ``sizing=None`` the backtest runs once at the cap to measure the
@@ -47,6 +49,7 @@ import pandas as pd
 from tradebook.errors import ResearchError
 from tradebook.research.bars import Bars
 from tradebook.research.costs import CostModel, minute_vol_bps
+from tradebook.research.rebalance import DEFAULT_BAND, should_trade
 
 DEFAULT_CAP = 0.05
 DEFAULT_EQUITY = 100_000.0
@@ -183,7 +186,7 @@ def _content_id(prefix: str, key: dict[str, Any]) -> str:
 @numba.njit(cache=True)
 def _simulate_nb(targets, open_, close, inst_of_col, group_of_col, fraction, start_equity, lot, min_qty,
                  cost_a, cost_b, improve, draws, share, edges, ratios, touch_notional, taker_bps, per_unit,
-                 z, scatter_low, scatter_high):
+                 z, scatter_low, scatter_high, band):
     """Trade ``targets`` (bars x columns; a group of columns shares one account) at the next open.
 
     Prices, cost terms and draws are per instrument (``inst_of_col`` maps a column to its
@@ -204,6 +207,7 @@ def _simulate_nb(targets, open_, close, inst_of_col, group_of_col, fraction, sta
     equity = np.empty((n_rows, n_groups))
     cash = np.full(n_groups, start_equity)
     pos = np.zeros(n_cols)
+    last_target = np.zeros(n_cols)  # the target of the last bar acted on (rebalance.should_trade)
     last = np.full(n_cols, np.nan)
     # round trips per column: cash flow and entry notional of the open trip; closed counts and sums
     trip_cf = np.zeros(n_cols)
@@ -236,6 +240,10 @@ def _simulate_nb(targets, open_, close, inst_of_col, group_of_col, fraction, sta
                     magnitude = lots * lot[i]
                     if magnitude >= min_qty[i] and magnitude > 0.0:
                         want = magnitude if raw > 0 else -magnitude
+                acted_on = last_target[c]
+                last_target[c] = target
+                if not should_trade(acted_on, target, pos[c], want, band):
+                    continue
                 d = want - pos[c]
                 if abs(d) <= lot[i] * 1e-9:
                     continue
@@ -421,7 +429,8 @@ class _Run:
     wins_at: np.ndarray  # bars x groups: of which with pnl > 0
 
 
-def _simulate(market: _Market, targets: np.ndarray, fractions: np.ndarray, starting_equity: float) -> _Run:
+def _simulate(market: _Market, targets: np.ndarray, fractions: np.ndarray, starting_equity: float,
+              band: float = DEFAULT_BAND) -> _Run:
     """Run the loop for ``targets`` (bars x (groups x instruments)) with one fraction per group."""
     n = len(market.instruments)
     n_cols = targets.shape[1]
@@ -431,7 +440,8 @@ def _simulate(market: _Market, targets: np.ndarray, fractions: np.ndarray, start
                        group_of_col, np.asarray(fractions, dtype=np.float64), float(starting_equity), market.lot,
                        market.min_qty, market.cost_a, market.cost_b, market.improve,
                        market.draws, market.share, market.edges, market.ratios, market.touch_notional,
-                       market.taker_bps, market.per_unit, market.z, market.scatter_low, market.scatter_high)
+                       market.taker_bps, market.per_unit, market.z, market.scatter_low, market.scatter_high,
+                       float(band))
     return _Run(*out)
 
 
@@ -585,13 +595,16 @@ def metrics_array(daily: dict[str, np.ndarray], *, periods_per_year: int,
 
 # -- the backtest ------------------------------------------------------------------------------
 def _key(strategy: Any, bars: Bars, costs: CostModel, seed: int, starting_equity: float,
-         sizing: Sizing | None, cap: float) -> dict[str, Any]:
+         sizing: Sizing | None, cap: float, band: float = DEFAULT_BAND) -> dict[str, Any]:
     return {"strategy": strategy.name, "class": strategy.key()[0], "params": {k: repr(v) for k, v in
                                                                                strategy.params.items()},
             "instruments": list(bars.instruments), "bar_seconds": bars.bar_seconds,
             "data": [int(bars.start_ns[0]), int(bars.end_ns[-1])], "bars": bars.fingerprint(),
             "costs": costs.describe(), "seed": int(seed), "starting_equity": float(starting_equity), "tick_floor": 1,
-            "sizing": None if sizing is None else sizing.to_dict(), "cap": float(cap)}
+            "sizing": None if sizing is None else sizing.to_dict(), "cap": float(cap),
+            # rules that changed what a backtest of the same inputs holds: fills drawn from the curve's
+            # fitted scatter, and the rebalance band (older stored backtests are not reused for these)
+            "cost_draws": "fitted scatter", "rebalance_band": float(band)}
 
 
 def _check_inputs(bars: Bars, starting_equity: float, seed: int) -> None:
@@ -607,7 +620,7 @@ def _check_inputs(bars: Bars, starting_equity: float, seed: int) -> None:
 
 def backtest(strategy: Any, bars: Bars, *, costs: CostModel | None = None, starting_equity: float = DEFAULT_EQUITY,
              sizing: Sizing | None = None, seed: int = 0, cap: float = DEFAULT_CAP,
-             prepared: Any = None, adjusted: bool = True) -> BacktestResult:
+             prepared: Any = None, adjusted: bool = True, rebalance_band: float = DEFAULT_BAND) -> BacktestResult:
     """Backtest ``strategy`` on ``bars`` with ``costs`` (None: no costs); see the module docstring for the rules.
 
     Runs :func:`tradebook.research.causality.prepare` first (the lookahead and trailing-window
@@ -615,11 +628,15 @@ def backtest(strategy: Any, bars: Bars, *, costs: CostModel | None = None, start
     Half-Kelly (two passes); a given ``Sizing`` is used as it is. ``adjusted``: the bars' prices
     are split-adjusted (``Bars.from_store``'s default), so the traded price a spread is floored at
     one tick of is recovered with the cost model's stored split factors; False: taken as traded.
+    ``rebalance_band``: an unchanged target re-sizes a held position only when it drifted more than this
+    share from the wanted quantity (:mod:`tradebook.research.rebalance`; the paper runner's default too).
     """
     from tradebook.research.causality import prepare
     from tradebook.research.strategy import check_bars_for
 
     _check_inputs(bars, starting_equity, seed)
+    if not (isinstance(rebalance_band, (int, float)) and 0 <= rebalance_band < 1):
+        raise ResearchError(f"rebalance_band {rebalance_band!r}: expected a share of the wanted quantity in [0, 1)")
     given = sizing
     costs = CostModel.zero() if costs is None else costs
     if not isinstance(costs, CostModel):
@@ -633,16 +650,17 @@ def backtest(strategy: Any, bars: Bars, *, costs: CostModel | None = None, start
     market = _market(bars, costs, seed, adjusted)
     n = len(market.instruments)
     if sizing is None:
-        first = _simulate(market, targets, np.array([cap]), starting_equity)
+        first = _simulate(market, targets, np.array([cap]), starting_equity, rebalance_band)
         sizing = _sizing_of(first.stats, n, cap)[0]
     elif not isinstance(sizing, Sizing):
         raise ResearchError(f"sizing is a {type(sizing).__name__}; expected tb.research Sizing(win_rate, avg_win, "
                             "avg_loss, cap) or None (measured)")
-    run = _simulate(market, targets, np.array([sizing.fraction]), starting_equity)
+    run = _simulate(market, targets, np.array([sizing.fraction]), starting_equity, rebalance_band)
     portfolio = _portfolio(market, run, starting_equity)
     equity = _checked_equity(portfolio, run, strategy.name)
     return _result(strategy, market, run, portfolio, equity, 0, sizing=sizing, costs=costs, seed=seed,
-                   starting_equity=starting_equity, key=_key(strategy, bars, costs, seed, starting_equity, given, cap),
+                   starting_equity=starting_equity, key=_key(strategy, bars, costs, seed, starting_equity, given, cap,
+                                                                   rebalance_band),
                    window=prepared.window, targets=prepared.targets, bars=bars)
 
 

@@ -14,8 +14,10 @@ with ``fraction`` the Half-Kelly fraction of the backtest's own statistics
 (:func:`tradebook.execution.sizing.half_kelly_fraction` of its ``Sizing``), ``equity``
 the session's equity marked at this quote (the view's), ``price`` this quote's mid; a
 magnitude below the instrument's minimum size is flat. It emits one market signal
-(strength 1) per instrument for the difference with the position held, with the signal
-id made of the bar's start and the instrument: a re-run sends nothing twice.
+(strength 1) per instrument for the difference with the position held when the backtest's
+rebalance rule says so (:func:`tradebook.research.rebalance.should_trade`: the target
+changed, or an unchanged one drifted beyond the band), with the signal id made of the
+bar's start and the instrument: a re-run sends nothing twice.
 
 Limit: the runner reads its bars from ``bars`` handed in up front (a replay of history,
 daily bars made into quotes). A live session would have to build the bars from its own
@@ -43,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from tradebook.errors import ResearchError
+from tradebook.research.rebalance import DEFAULT_BAND, should_trade
 
 DEFAULT_CAP = 0.05  # the Half-Kelly cap: a runner without a backtest stakes this fraction, as the backtest's first pass
 _NS = 1_000_000_000
@@ -104,12 +107,12 @@ class StrategyRunner:
     when the trailing check finds it too short). Before anything else the runner calls
     ``prepare`` on ``bars``: a strategy that peeks is refused here (LookaheadError), as
     by the backtest. ``sizing`` overrides the backtest's. ``strategy_id``: the session's
-    strategy id (default the strategy's name).
+    strategy id (default the strategy's name). ``rebalance_band``: None: the backtest's (25% by default).
     """
 
     def __init__(self, strategy: Any, bars: Any, *, backtest: Any = None, window: int | None = None,
                  sizing: Any = None, strategy_id: str | None = None, strength: float = 1.0,
-                 instruments: Mapping[str, Any] | None = None) -> None:
+                 instruments: Mapping[str, Any] | None = None, rebalance_band: float | None = None) -> None:
         from tradebook.model.instruments import get_instrument
         from tradebook.research.causality import prepare
         from tradebook.research.strategy import check_bars_for
@@ -127,6 +130,10 @@ class StrategyRunner:
         self.instruments = {i: (instruments or {}).get(i) or get_instrument(i) for i in strategy.instruments}
         self.steps: list[RunnerStep] = []
         self._acted: dict[str, int] = {}  # instrument -> start of the last bar acted on
+        self._last_target: dict[str, float] = {}  # instrument -> the target of that bar (should_trade)
+        if rebalance_band is None:  # the backtest's band, else the default
+            rebalance_band = (getattr(backtest, "key", None) or {}).get("rebalance_band", DEFAULT_BAND)
+        self.rebalance_band = float(rebalance_band)
         self._targets: dict[int, pd.Series] = {}  # newest complete bar's start -> its targets row
         self._starts = bars.start_ns
         self._bar_ns = int(bars.bar_seconds) * _NS
@@ -188,9 +195,11 @@ class StrategyRunner:
             equity = float(view.equity)
             wanted = target_quantity(target, self.fraction, equity, price, self.instruments[instrument_id])
             held = Decimal(view.positions.get(instrument_id, Decimal(0)))
+            acted_on = self._last_target.get(instrument_id, 0.0)
+            self._last_target[instrument_id] = target
             delta = wanted - held
             signal_id = None
-            if delta != 0:
+            if delta != 0 and should_trade(acted_on, target, float(held), float(wanted), self.rebalance_band):
                 signal_id = f"{pd.Timestamp(bar, unit='ns', tz='UTC').strftime('%Y%m%dT%H%M%S')}-{instrument_id}"
                 signals.append(Signal(self.strategy_id, signal_id, instrument_id,
                                       Side.BUY if delta > 0 else Side.SELL, int(view.now_ns),
