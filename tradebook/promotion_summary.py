@@ -85,7 +85,7 @@ def promotion_evidence(store: Any, strategy: str, *, backtest_id: str | None = N
     gate's PromotionError, which names what is missing.
     """
     from tradebook.promotion import decisions, paper_daily, review, stage_history
-    from tradebook.promotion.gate import _backtest_costs, _starting_equity
+    from tradebook.promotion.gate import backtest_costs, backtest_starting_equity
     from tradebook.research.backtest import load_backtest
 
     if account_id is None:
@@ -107,9 +107,9 @@ def promotion_evidence(store: Any, strategy: str, *, backtest_id: str | None = N
         start, end = result.period_start_ns, result.period_end_ns
     backtest = load_backtest(store, bt_id)
     traded = getattr(backtest, "strategy", None)
-    starting_equity = _starting_equity(store, bt_id)
+    starting_equity = backtest_starting_equity(store, bt_id)
     daily = paper_daily(store, strategy, account_id=account_id, start=start, end=end,
-                        costs=_backtest_costs(store, bt_id),
+                        costs=backtest_costs(store, bt_id),
                         instruments=list(traded.instruments) if traded is not None else None,
                         starting_equity=starting_equity,
                         calendar=backtest.daily.attrs.get("calendar", "XNYS"))

@@ -646,9 +646,6 @@ def backtest_costs(store: Any, backtest_id: str) -> Any:
     return CostModel.from_store(store, {k: v["calibration_id"] for k, v in instruments.items()})
 
 
-_starting_equity, _backtest_costs = backtest_starting_equity, backtest_costs  # older names
-
-
 def override(store: Any, strategy: Any, decision: Decision | str, reason: str, *,
              backtest_id: str | None = None, ts_ns: int | None = None) -> GateDecision:
     """Overrule the gate for ``strategy`` with ``decision``; the reason is required and stored as an override."""
