@@ -34,20 +34,34 @@ journal), returning the existing order instead. A re-run notebook cell sends not
 Crash recovery: constructing a manager replays its journal (no venue calls) and so
 rebuilds orders, fills and the portfolio exactly; :meth:`OrderManager.recover` then
 copies into DuckDB what it lacks. Orders whose last journaled state is ``pending``,
-``submitted``, ``pending_cancel`` or ``pending_replace`` are in an unknown state
-(:meth:`unresolved`): they count as working, and no new order for their instrument
+``submitted``, ``pending_cancel``, ``pending_replace`` or ``unresolved`` are in an unknown
+state (:meth:`unresolved`): they count as working, and no new order for their instrument
 is sent (:meth:`blocked_instruments`) until :meth:`reconcile` asks the venue.
+
+Venue failures (the port's typed errors, :mod:`tradebook.venues.base`): a request that
+certainly did not leave (``NotSentError``) is tried again under the same client order id
+(``not_sent_retries``), then rejected ``never_reached_venue``; a refusal
+(``VenueRejectedError``) rejects the order with its :class:`RejectCode` (a refused
+duplicate id means the venue holds the order: a ``duplicate`` record, and reconciliation
+asks); an unknown outcome (``OutcomeUnknownError``, or any other exception from a venue
+that is not simulated) moves the order to ``unresolved``: never resent, its instrument
+blocked, an alert, until :meth:`reconcile` finds it by client order id (its state and
+fills adopted) or, after the venue's ``order_visibility_grace_ns``, does not (rejected
+``never_reached_venue``). A fill after a cancel or an expiry is booked (with a
+``late_fill`` alert); a fill id already booked is ignored.
 
 Journal records (one JSON object per line): ``intent`` (an order is created),
 ``event`` (an :class:`OrderEvent`, fills included), ``orphan`` (an event for an
 order we do not know), ``illegal`` (an event the lifecycle refused; audit only),
 ``adjustment`` (a position adopted from the venue by reconciliation, booked as a
-synthetic fill), ``alert`` and ``rejection_code`` (why an order was rejected, as a
+synthetic fill), ``alert``, ``rejection_code`` (why an order was rejected, as a
 :class:`RejectCode`, where a program must tell it apart: an order made durable that
-never reached the venue).
+never reached the venue, a venue's refusal) and ``duplicate`` (the venue refused a copy
+of an order it holds; replayed as unresolved until a later event about it).
 
 Threads: the hot path runs on the session's event loop; ``flush`` may run on its own
-thread. One lock guards the in-memory state; it is held only for journal appends and
+thread; venue events delivered from another thread are handed to the loop
+(:meth:`bind_loop`, ``call_soon_threadsafe``) in the order they came. One lock guards the in-memory state; it is held only for journal appends and
 in-memory updates, never across an ``await`` or a DuckDB write.
 """
 
