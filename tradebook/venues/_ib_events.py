@@ -45,6 +45,7 @@ class _Rec:
     done: bool = False
     final: OrderEventType | None = None
     cancel_requested: bool = False
+    cancel_refused: bool = False  # IB answered the last cancel with a refusal (delivered as cancel_rejected)
     replace_pending: dict[str, Any] | None = None
     fill_ids: set[str] = field(default_factory=set)
 
@@ -112,6 +113,7 @@ class IbEvents:
                 if rec.replace_pending is not None:
                     self._refuse_replace(rec, code, text)
                 else:
+                    rec.cancel_refused = True
                     self._emit(OrderEvent(rec.coid, E.CANCEL_REJECTED, now_ns(), now_ns(), self._venue_id(rec),
                                           reason=f"IB error {code}: {text}"))
                 return
@@ -188,6 +190,7 @@ class IbEvents:
             return
         event = im.event_for_ib_error(code)
         if event is E.CANCEL_REJECTED:  # the order was done already (ib-async passed no status)
+            rec.cancel_refused = True
             self._emit(OrderEvent(rec.coid, E.CANCEL_REJECTED, now_ns(), now_ns(), self._venue_id(rec),
                                   reason=f"IB error {code}: {text}"))
         elif (event is E.REPLACE_REJECTED or kind is not im.IbErrorKind.WARNING) and rec.replace_pending:

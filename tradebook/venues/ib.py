@@ -457,7 +457,7 @@ class IbVenue(IbEvents, VenuePort):
         ``ack_timeout_s`` the outcome is unknown (reconcile settles it).
         """
         rec = self._working(client_order_id, "cancel")
-        rec.cancel_requested = True
+        rec.cancel_requested, rec.cancel_refused = True, False
         for attempt in range(self.pacing_retries + 1):
             ib = self._require_connection(f"cancel {client_order_id}")
             paced = self._pacing_errors
@@ -465,8 +465,9 @@ class IbVenue(IbEvents, VenuePort):
                 ib.cancelOrder(rec.trade.order)
             except ConnectionError as exc:
                 raise NotSentError(f"cancel {client_order_id}: {exc}") from None
-            answered = await self._wait(lambda: rec.done or self._pacing_errors > paced, self.ack_timeout_s)
-            if rec.done:
+            answered = await self._wait(lambda: rec.done or rec.cancel_refused or self._pacing_errors > paced,
+                                        self.ack_timeout_s)
+            if rec.done or rec.cancel_refused:
                 return
             if not answered:
                 raise OutcomeUnknownError(f"cancel {client_order_id}: TWS did not answer within "
