@@ -144,7 +144,8 @@ def test_an_armed_alpaca_account_trades_through_the_session_against_the_sandbox(
         filled = s.oms.order(order.client_order_id)
         assert filled.status is OrderStatus.FILLED and filled.filled_qty == Decimal(10)
         assert server.positions() == {"IBM": Decimal(10)}
-        assert "armed" in {a.kind for a in s.oms.alerts()}
+        kinds = {a.kind for a in s.oms.alerts()}
+        assert "armed" in kinds and not kinds & {"instrument_not_listed", "instrument_rules_differ"}  # IBM agrees
         shown = repr(s) + repr(s.venue) + repr(s.status()) + s.orders().to_string()
         s.stop()
     assert (tmp_path / "s" / f"oms-alpaca-{ACCOUNT}.journal").exists()
@@ -198,4 +199,18 @@ def test_an_order_whose_reply_is_lost_is_found_by_the_session_not_sent_twice(sto
         if order.status is OrderStatus.UNRESOLVED:
             assert "outcome_unknown" in {a.kind for a in s.oms.alerts()}
         assert list(server.requests).count(("POST", "/v2/orders")) == 1 and server.positions() == {"IBM": Decimal(10)}
+        s.stop()
+
+
+def test_an_instrument_the_broker_does_not_list_is_said_at_connect(store, tmp_path, sessions,  # noqa: F811
+                                                                   monkeypatch):
+    with AlpacaSandbox() as server:
+        server.assets.pop("IBM")  # Alpaca's asset list without IBM
+        credentials(monkeypatch, server)
+        s = Session(store, calibrations=[IBM], state_dir=tmp_path / "s", config=config())
+        sessions.append(s)
+        s.arm_live("alpaca", confirm=ACCOUNT)
+        s.start()
+        [alert] = [a for a in s.oms.alerts() if a.kind == "instrument_not_listed"]
+        assert alert.message == "IBM.XNYS is not among alpaca's instruments: its orders may be refused"
         s.stop()

@@ -949,6 +949,31 @@ class Session:
             return
         self._decide_unsent()
 
+    async def _compare_instruments(self, timeout_s: float) -> None:
+        """The broker's own rules for the session's instruments (its market metadata) against ours: an alert per
+        instrument it does not list or whose tick, lot, minimum size or notional differ (orders off its rules
+        would be refused there)."""
+        try:
+            listed = await asyncio.wait_for(self.venue.instruments(), timeout_s)
+        except NotImplementedError:
+            return
+        except Exception as exc:  # noqa: BLE001 - the check is advisory; trading goes on, said once
+            self.oms.alert("instruments_unread", f"{self.venue.name}: its instrument list could not be read: {exc}")
+            return
+        theirs = {i.instrument_id: i for i in listed}
+        for instrument_id, ours in sorted(self.instruments.items()):
+            venue_instrument = theirs.get(instrument_id)
+            if venue_instrument is None:
+                self.oms.alert("instrument_not_listed", f"{instrument_id} is not among {self.venue.name}'s "
+                                                        "instruments: its orders may be refused")
+                continue
+            differ = [f"{name} {getattr(ours, name)} here, {getattr(venue_instrument, name)} there"
+                      for name in ("tick_size", "lot_size", "min_quantity", "min_notional")
+                      if getattr(ours, name) != getattr(venue_instrument, name)]
+            if differ:
+                self.oms.alert("instrument_rules_differ", f"{instrument_id} at {self.venue.name}: {'; '.join(differ)} "
+                                                          f"({venue_instrument.description})")
+
     async def _connect_venue(self) -> None:
         """Connect the session's venue; an armed one must pass its health check, else paper takes over."""
         self.oms.bind_loop()  # a venue's stream or poller thread may deliver events from now on
@@ -965,6 +990,7 @@ class Session:
         except Exception as exc:  # noqa: BLE001 - a venue that cannot connect or report is not healthy
             ok, why = False, f"{type(exc).__name__}: {exc}"
         if ok:
+            await self._compare_instruments(DEFAULT_HEALTH_TIMEOUT_S)
             return
         armed = self.venue
         try:
