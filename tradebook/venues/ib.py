@@ -26,6 +26,10 @@ handled here:
   :class:`~tradebook.errors.NotSentError`. ib-async marks a live order ``Cancelled`` on any
   error that names it, even a refused modification or cancel; the adapter knows better and
   delivers ``replace_rejected``/``cancel_rejected`` instead.
+- ``connect`` refuses an account TWS does not manage, and a live account (IB's paper
+  accounts are ``D...``) on a venue configured as paper.
+- ib-async keys its open-orders, completed-orders and positions requests by name, so the
+  queries here take turns (two at once would leave one unanswered).
 - An expired DAY order looks like a cancel at IB: a ``Cancelled`` this adapter did not ask
   for on a DAY order is delivered as ``expired``; on other times in force as ``cancelled``.
 
