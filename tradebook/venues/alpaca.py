@@ -64,6 +64,7 @@ ENV_PAPER, ENV_ACCOUNT = "TRADEBOOK_ALPACA_PAPER", "TRADEBOOK_ALPACA_ACCOUNT"
 ENV_BASE_URL, ENV_STREAM_URL = "TRADEBOOK_ALPACA_BASE_URL", "TRADEBOOK_ALPACA_STREAM_URL"
 _STOP_TIMEOUT_S = 5.0
 _SECOND_NS = 1_000_000_000
+_CLOCK_SKEW_NS = 2 * _SECOND_NS
 # Alpaca's 'accepted' and 'pending_new' replies: received, not yet at the exchange (it may still reject)
 _LIVE_REPLY_STATUSES = frozenset({"new", "partially_filled", "filled", "done_for_day"})
 
@@ -132,6 +133,7 @@ class AlpacaVenue(VenuePort):
         self._delivered: dict[str, set[E]] = {}  # root -> kinds of events delivered
         self._fill_ids: set[str] = set()  # execution ids delivered (stream or REST)
         self._fill_watermark_ns = 0  # recover FILL activities from here (minus the lookback)
+        self._connected_ns = 0
         self.stream_connects = 0  # authorised stream connections, reconnects included
         self.recoveries = 0  # REST fill recoveries run
         self.recovered_fills = 0  # fills delivered by REST that the stream had not delivered
@@ -179,7 +181,7 @@ class AlpacaVenue(VenuePort):
         blocked = [flag for flag in ("trading_blocked", "account_blocked") if getattr(account, flag, False)]
         if blocked:
             raise NotSentError(f"Alpaca account {self.account_id}: {' and '.join(blocked)}; no order can be sent")
-        self._fill_watermark_ns = now_ns()
+        self._connected_ns = self._fill_watermark_ns = now_ns()
         self._deliver_thread = threading.Thread(target=self._deliver_loop, name="tradebook-alpaca-events",
                                                 daemon=True)
         self._deliver_thread.start()
@@ -490,7 +492,9 @@ class AlpacaVenue(VenuePort):
     def recover_fills(self) -> int:
         """Deliver the fills Alpaca recorded since the watermark that no stream message delivered (blocking)."""
         with self._lock:
-            since = max(0, self._fill_watermark_ns - self.fill_lookback_ns)
+            # fills from before this connection are the order manager's reconcile() at start: not
+            # re-delivered by every new process (the clocks may differ by a little: _CLOCK_SKEW_NS)
+            since = max(0, self._fill_watermark_ns - self.fill_lookback_ns, self._connected_ns - _CLOCK_SKEW_NS)
         fills = self._fills_blocking(since)
         delivered = 0
         with self._lock:
@@ -500,7 +504,7 @@ class AlpacaVenue(VenuePort):
                     continue
                 delivered += 1
                 self.recovered_fills += 1  # counted before it is handed over: a reader sees both together
-                log.warning("alpaca: fill %s of %s recovered by REST (the stream did not deliver it)",
+                log.warning("alpaca: fill %s of %s delivered from REST (not seen on the stream)",
                             fill.fill_id, fill.client_order_id)
                 self._emit_locked(OrderEvent(fill.client_order_id, E.FILLED, fill.ts_event_ns, fill.ts_init_ns,
                                              fill=fill, reason="alpaca: recovered by REST"))
