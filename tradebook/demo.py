@@ -281,7 +281,8 @@ def run_story(store: Store, out: Callable[[str], None] = print) -> StoryOutcome:
     out("\n== Backtest vs paper over the same sessions, under the calibrated model:")
     out(format_comparison(compare_with_backtest(strategy, bars, costs, best, paper)))
     out("(the backtest runs on from its 1998 start with its own equity, the paper run from $100,000 on "
-        f"{PAPER_PERIOD[0]}: sizes differ with equity, so the small rebalancing orders can too; with zero costs "
+        f"{PAPER_PERIOD[0]}: sizes differ with equity, so the re-sizing orders (a held position re-sized once it drifts "
+        "25% from its wanted size) can too; with zero costs "
         "and the same start both make the same trades, tests/research/test_equivalence.py)")
 
     promotion = _part("tradebook.promotion", "the promotion gate", out)

@@ -217,3 +217,23 @@ def test_stages_move_as_the_table_allows(store):
     assert stage(store, "mr") is Stage.PAPER
     with pytest.raises(PromotionError, match="unknown stage"):
         set_stage(store, "mr", "production", reason="x")
+
+
+def test_cost_residual_threshold_is_finite_when_a_period_s_fills_share_one_residual():
+    # the paper engine's draws: the median (residual 0), improved in a share of fills (residual < 0). A period
+    # without an improved fill has residual sd 0; studentised by its own sd its t was +inf, and enough such
+    # bootstrap paths put the check's threshold at inf ("fails when t > inf": it could never fail)
+    rng = np.random.default_rng(7)
+    predicted = np.full(5000, 1.5)
+    realised = np.where(rng.random(5000) < 0.15, 0.5, 1.5)
+    daily = simulated_daily(600, seed=11, fills_per_day=0.8, cost_pool=(realised, predicted))
+    gate = calibrate_gate(daily, n_paths=2000, seed=3)
+    assert gate.residual_sd_bps == pytest.approx(np.std(realised - predicted), rel=0.2)
+    for length in gate.reviews:
+        low, high = gate.thresholds[length]["cost_residual_bps"]
+        assert low is None and np.isfinite(high), (length, high)
+    # and a period whose every fill cost a basis point above the prediction fails it, with a finite threshold
+    costly = simulated_daily(40, seed=12, fills_per_day=1.0, cost_pool=(predicted + 1.0, predicted))
+    decision = judge(costly, gate, strategy="s")
+    row = decision.checks.set_index("metric").loc["cost_residual_bps"]
+    assert decision.decision is Decision.REJECT and not row["passed"] and np.isfinite(row["threshold"])

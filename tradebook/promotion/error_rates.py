@@ -55,7 +55,8 @@ def simulate_gate(daily: pd.DataFrame, thresholds: GateThresholds, *, n_paths: i
     per_review = review_metrics(paths, reviews, periods_per_year=thresholds.periods_per_year)
     out = run_gate(per_review, reviews, thresholds.thresholds, min_trades=thresholds.min_trades,
                    min_fills=thresholds.min_fills, residual_center_bps=thresholds.residual_center_bps,
-                   is_last=[i == len(reviews) - 1 for i in range(len(reviews))])
+                   is_last=[i == len(reviews) - 1 for i in range(len(reviews))],
+                   residual_sd_bps=thresholds.residual_sd_bps)
     at = out.review_index
     frame = pd.DataFrame({
         "decision": out.decision.astype(str), "code": out.code.astype(str),

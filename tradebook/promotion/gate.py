@@ -10,8 +10,12 @@ average cost per fill when too high; the number of trades and the turnover when 
 or too high (the strategy is not doing what it did in the backtest); and the cost
 residual (realised minus the fill model's prediction, per fill) when too high, judged as
 a studentised mean, t = (mean residual - backtest's mean residual) / (sd / sqrt(fills)),
-so its threshold is a one-sided confidence bound: costs fail when the lower bound of the
-paper's mean residual lies above what the backtest's fills showed.
+sd the backtest's own per-fill residual sd (pooled over all its fills), so its threshold is a
+one-sided confidence bound: costs fail when the lower bound of the paper's mean residual
+lies above what the backtest's fills showed. The backtest's sd, not the period's: a period
+whose fills happen to share one residual (none improved, say) would have sd 0 and t = inf,
+which put infinite thresholds on the check. Only a backtest whose fills all share one
+residual falls back to each period's own sd.
 
 **The reviews**: the paper period is judged at 30, 40, ... up to 90 trading days (by
 default), each review on the period's first L days with thresholds for that length, in
@@ -108,6 +112,7 @@ class GateThresholds:
     periods_per_year: int
     calibrated_rate: float
     n_backtest_days: int
+    residual_sd_bps: float = math.nan  # the backtest's per-fill residual sd the t is scaled by (NaN: each period's)
 
     @property
     def min_days(self) -> int:
@@ -126,6 +131,7 @@ class GateThresholds:
             "residual_center_bps": self.residual_center_bps, "block_length": self.block_length,
             "n_paths": self.n_paths, "seed": self.seed, "periods_per_year": self.periods_per_year,
             "calibrated_rate": self.calibrated_rate, "n_backtest_days": self.n_backtest_days,
+            "residual_sd_bps": None if math.isnan(self.residual_sd_bps) else self.residual_sd_bps,
         }
 
     def to_json(self) -> str:
@@ -142,6 +148,7 @@ class GateThresholds:
             residual_center_bps=float(d["residual_center_bps"]), block_length=float(d["block_length"]),
             n_paths=int(d["n_paths"]), seed=int(d["seed"]), periods_per_year=int(d["periods_per_year"]),
             calibrated_rate=float(d["calibrated_rate"]), n_backtest_days=int(d["n_backtest_days"]),
+            residual_sd_bps=math.nan if d.get("residual_sd_bps") is None else float(d["residual_sd_bps"]),
         )
 
     def table(self) -> pd.DataFrame:
@@ -167,11 +174,19 @@ def review_lengths(min_days: int, max_days: int, review_every: int) -> tuple[int
     return tuple(lengths)
 
 
-def check_values(metrics: Mapping[str, np.ndarray], residual_center_bps: float) -> dict[str, np.ndarray]:
-    """The values the checks compare: the metrics, with the cost residual studentised (t)."""
+def residual_sd(residual_sd_bps: float | None, metrics: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The per-fill residual sd a period's t is scaled by: the backtest's, else (None, NaN, 0) the period's own."""
+    if residual_sd_bps is not None and math.isfinite(residual_sd_bps) and residual_sd_bps > 0:
+        return np.full(np.shape(metrics["n_fills"]), float(residual_sd_bps))
+    return np.asarray(metrics["cost_residual_sd_bps"], dtype=float)
+
+
+def check_values(metrics: Mapping[str, np.ndarray], residual_center_bps: float,
+                 residual_sd_bps: float | None = None) -> dict[str, np.ndarray]:
+    """The values the checks compare: the metrics, with the cost residual studentised (t; see residual_sd)."""
     values = {m: np.asarray(metrics[m], dtype=float) for m in CHECKS}
     n = np.asarray(metrics["n_fills"], dtype=float)
-    sd = np.asarray(metrics["cost_residual_sd_bps"], dtype=float)
+    sd = residual_sd(residual_sd_bps, metrics)
     diff = values["cost_residual_bps"] - residual_center_bps
     with np.errstate(divide="ignore", invalid="ignore"):
         se = sd / np.sqrt(n)
@@ -204,7 +219,8 @@ class Outcomes:
 
 def run_gate(per_review: Sequence[Mapping[str, np.ndarray]], reviews: Sequence[int],
              thresholds: Mapping[int, Mapping[str, tuple[float | None, float | None]]], *,
-             min_trades: int, min_fills: int, residual_center_bps: float, is_last: Sequence[bool]) -> Outcomes:
+             min_trades: int, min_fills: int, residual_center_bps: float, is_last: Sequence[bool],
+             residual_sd_bps: float | None = None) -> Outcomes:
     """Apply the reviews in order to paths whose metrics at each review are ``per_review``."""
     n = len(np.asarray(per_review[0]["return"])) if per_review else 1
     decision = np.full(n, Decision.EXTEND.value, dtype=object)
@@ -213,7 +229,7 @@ def run_gate(per_review: Sequence[Mapping[str, np.ndarray]], reviews: Sequence[i
     failed = np.zeros((n, len(CHECKS)), dtype=bool)
     open_ = np.ones(n, dtype=bool)
     for i, (metrics, length) in enumerate(zip(per_review, reviews)):
-        values = check_values(metrics, residual_center_bps)
+        values = check_values(metrics, residual_center_bps, residual_sd_bps)
         ok = judged(metrics, min_trades, min_fills)
         fails = np.zeros((n, len(CHECKS)), dtype=bool)
         for k, m in enumerate(CHECKS):
@@ -306,6 +322,9 @@ def calibrate_gate(backtest_daily: pd.DataFrame, *, alpha: float = 0.05, min_day
     arrays = day_arrays(backtest_daily)
     fills = arrays["n_fills"].sum()
     center = float(arrays["residual_bps_sum"].sum() / fills) if fills > 0 else 0.0
+    # the backtest's per-fill residual sd (ddof 1): the scale of every period's t
+    pooled_var = ((arrays["residual_bps_sumsq"].sum() - fills * center * center) / (fills - 1)) if fills > 1 else 0.0
+    sd = math.sqrt(pooled_var) if pooled_var > 1e-18 else math.nan
     mean_block = float(block_length) if block_length is not None else _block_length(backtest_daily)
     # two independent sets of paths: one sets each check's thresholds (the shape), the other the common
     # level, so the thresholds' own sampling noise is inside the rate that is held at alpha
@@ -318,7 +337,7 @@ def calibrate_gate(backtest_daily: pd.DataFrame, *, alpha: float = 0.05, min_day
     sorted_values: dict[int, dict[str, np.ndarray]] = {}
     bands: dict[int, dict[str, dict[str, float]]] = {}
     for length, metrics in zip(reviews, per_review):
-        values, ok = check_values(metrics, center), judged(metrics, min_trades, min_fills)
+        values, ok = check_values(metrics, center, sd), judged(metrics, min_trades, min_fills)
         sorted_values[length] = {m: np.sort(values[m][ok[m] & ~np.isnan(values[m])]) for m in CHECKS}
         bands[length] = {}
         for m in CHECKS:
@@ -331,7 +350,7 @@ def calibrate_gate(backtest_daily: pd.DataFrame, *, alpha: float = 0.05, min_day
 
     def rate(level: float) -> float:
         out = run_gate(held_out, reviews, _thresholds_at(level, sorted_values, reviews), min_trades=min_trades,
-                       min_fills=min_fills, residual_center_bps=center, is_last=is_last)
+                       min_fills=min_fills, residual_center_bps=center, is_last=is_last, residual_sd_bps=sd)
         return float(np.mean(out.code == Code.CHECK_FAILED.value))
 
     lo, hi = 0.0, alpha  # one check alone at level alpha already rejects about alpha at the first review
@@ -348,7 +367,7 @@ def calibrate_gate(backtest_daily: pd.DataFrame, *, alpha: float = 0.05, min_day
         alpha=alpha, level=lo, reviews=reviews, thresholds=_thresholds_at(lo, sorted_values, reviews), bands=bands,
         min_trades=min_trades, min_fills=min_fills, residual_center_bps=center, block_length=mean_block,
         n_paths=n_paths, seed=seed, periods_per_year=periods_per_year, calibrated_rate=rate(lo),
-        n_backtest_days=n_days,
+        n_backtest_days=n_days, residual_sd_bps=sd,
     )
 
 
@@ -403,11 +422,13 @@ def _fmt(x: float | None) -> str:
 
 def _checks_frame(metrics: Mapping[str, float], thresholds: GateThresholds, length: int,
                   failed_row: np.ndarray) -> pd.DataFrame:
-    values = check_values({k: np.array([v]) for k, v in metrics.items()}, thresholds.residual_center_bps)
+    arrays = {k: np.array([v]) for k, v in metrics.items()}
+    values = check_values(arrays, thresholds.residual_center_bps, thresholds.residual_sd_bps)
     ok = judged({k: np.array([v]) for k, v in metrics.items()}, thresholds.min_trades, thresholds.min_fills)
     rows = []
     n_fills = metrics["n_fills"]
-    se = metrics["cost_residual_sd_bps"] / math.sqrt(n_fills) if n_fills > 1 else math.nan
+    per_fill_sd = float(residual_sd(thresholds.residual_sd_bps, arrays)[0])
+    se = per_fill_sd / math.sqrt(n_fills) if n_fills > 1 else math.nan
     for k, m in enumerate(CHECKS):
         side = METRICS[m]
         low, high = thresholds.thresholds[length][m]
@@ -415,12 +436,14 @@ def _checks_frame(metrics: Mapping[str, float], thresholds: GateThresholds, leng
         value = float(metrics[m])
         is_judged = bool(ok[m][0])
         if m == "cost_residual_bps":
-            # shown in bps: the t threshold at this period's own standard error
+            # shown in bps: the t threshold at this period's standard error (the per-fill sd over its fills)
             t = float(values[m][0])
             bps_high = thresholds.residual_center_bps + high * se if high is not None and se == se else None
             threshold = bps_high
             lower_bound = value - (high or 0.0) * se if se == se else math.nan
-            evidence = (f"mean residual {_fmt(value)} bps over {int(n_fills)} fills (se {_fmt(se)}), "
+            scale = "the backtest's" if thresholds.residual_sd_bps > 0 else "this period's"
+            evidence = (f"mean residual {_fmt(value)} bps over {int(n_fills)} fills (se {_fmt(se)}, from "
+                        f"{scale} per-fill sd {_fmt(per_fill_sd)}), "
                         f"t = {_fmt(t)} against the backtest's {_fmt(thresholds.residual_center_bps)} bps; "
                         f"fails when t > {_fmt(high)}: when the lower bound at the gate's level "
                         f"({_fmt(lower_bound)} bps here) lies above the backtest's")
@@ -470,7 +493,7 @@ def judge(paper_daily: pd.DataFrame, thresholds: GateThresholds, *, strategy: st
     is_last = [length == thresholds.max_days for length in reached]
     out = run_gate(per_review, reached, thresholds.thresholds, min_trades=thresholds.min_trades,
                    min_fills=thresholds.min_fills, residual_center_bps=thresholds.residual_center_bps,
-                   is_last=is_last)
+                   is_last=is_last, residual_sd_bps=thresholds.residual_sd_bps)
     i = int(out.review_index[0])
     length = reached[i]
     metrics = {k: float(v[0]) for k, v in per_review[i].items()}

@@ -197,7 +197,8 @@ class ReversionMonitor:
             metrics = review_metrics(arrays, (length,), periods_per_year=self.thresholds.periods_per_year)
             out = run_gate(metrics, (length,), self.thresholds.thresholds, min_trades=self.thresholds.min_trades,
                            min_fills=self.thresholds.min_fills,
-                           residual_center_bps=self.thresholds.residual_center_bps, is_last=[False])
+                           residual_center_bps=self.thresholds.residual_center_bps, is_last=[False],
+                           residual_sd_bps=self.thresholds.residual_sd_bps)
             failed = [c for c, f in zip(CHECKS, out.failed[0]) if f]
             if failed:
                 values = {c: float(metrics[0][c][0]) for c in failed}

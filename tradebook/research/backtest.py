@@ -11,15 +11,16 @@ with zero costs makes the same trades):
   the instrument's lot, zero below its minimum quantity. The order is the difference with the
   position held when the target changed since the last bar acted on; an unchanged target
   re-sizes a held position only when it drifted more than ``rebalance_band`` (25%) from the
-  wanted quantity (:func:`tradebook.research.rebalance.should_trade`, the runner's rule too). ``equity_at_open`` marks each
+  wanted quantity (:func:`tradebook.research.rebalance.should_trade`, the runner's rule too).
+  ``equity_at_open`` marks each
   position at this bar's open (its last close when it has none), before any of this bar's
   orders. ``fraction`` is :func:`~tradebook.execution.sizing.half_kelly_fraction` of
   :class:`Sizing`; with ``sizing=None`` the backtest runs once at the cap to measure the
   strategy's own win rate and average win and loss over its round trips, then again at the
   Half-Kelly fraction of those (no closed round trip at the cap: the cap is kept).
 - **Costs.** Each order fills at ``open x (1 +/- cost_bps / 1e4)``: ``cost_bps`` is drawn from the
-  cost curve's fitted distribution and improved as the paper venue improves
-  (:meth:`CostModel.draw_bps`) at the order's size over the touch, the open's
+  model's distribution (improved as the paper venue improves, else the cost curve's fitted
+  scatter: :meth:`CostModel.draw_bps`) at the order's size over the touch, the open's
   time of day and the volatility known at the instrument's previous close (:func:`order_vol_bps`);
   ``predicted_cost_bps`` is the model's median for that order. Fees: the venue's taker
   schedule on the fill's notional. The open is taken as the mid.
@@ -255,11 +256,14 @@ def _simulate_nb(targets, open_, close, inst_of_col, group_of_col, fraction, sta
                 if k > n_buckets - 1:
                     k = n_buckets - 1
                 predicted = cost_a[t, i] + cost_b[t, i] * ratios[i, k]
-                # the curve's fitted scatter (CostModel.draw_bps: a split normal through q05/q50/q95)
-                sd = scatter_low[i, k] if z[t, i] < 0.0 else scatter_high[i, k]
-                realised = predicted + cost_b[t, i] * z[t, i] * sd
-                if draws[t, i] < share[i]:
-                    realised = max(realised - improve[t, i], 0.0)
+                # CostModel.draw_bps: improved as the paper engine improves, else the curve's fitted scatter
+                realised = predicted
+                if share[i] > 0.0:
+                    if draws[t, i] < share[i]:
+                        realised = max(predicted - improve[t, i], 0.0)
+                else:
+                    sd = scatter_low[i, k] if z[t, i] < 0.0 else scatter_high[i, k]
+                    realised = predicted + cost_b[t, i] * z[t, i] * sd
                 side = 1.0 if d > 0 else -1.0
                 px = o * (1.0 + side * realised / 1e4)
                 f = abs(d) * px * taker_bps[i] / 1e4 + abs(d) * per_unit[i]

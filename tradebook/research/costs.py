@@ -28,11 +28,12 @@ What each number is, and what is assumed where the fill model has no answer:
   the price asked about, so a $5,000 order is the same share of the touch on IBM or SPY.
 - **Cost** (bps against the mid, positive = paid): the cost curve at the order's size
   over the touch, in half-spreads (``FillModel.marketable_cost_bps``). :meth:`draw_bps`
-  draws from the curve's own fitted distribution at that size (a split normal through its
-  q05/q50/q95 at the curve's interval levels: :func:`scatter_sd`), then improves inside the
-  spread with the model's share and ratio where the paper engine improves (equities whose
-  model walks a book), so a backtest's fills scatter around the prediction as the fitted
-  fills did, not at one point (a residual sd of 0 would leave the gate's cost check no scale).
+  draws from the model's own distribution of costs, never at one point (a residual sd of 0
+  leaves the gate's cost check no scale): where the paper engine improves prints (equities
+  whose model walks a book) as the engine does, the median improved inside the spread with
+  the model's share and ratio (on IBM's fit that mixture is the curve's fitted shape: q50 =
+  q95 = the touch, the lower tail the improved prints); elsewhere from the curve's fitted
+  quantiles (a split normal through q05/q50/q95 at its interval levels: :func:`scatter_sd`).
 - **Fees**: the model's fee schedule (the venue's public base tier), taker side.
 
 :meth:`CostModel.zero` costs nothing at all: the equivalence test of the backtest and a
@@ -323,17 +324,20 @@ class CostModel:
 
     def draw_bps(self, instrument_id: str, ts_ns: Any, quantity: Any, price: Any, vol_bps: Any = None, *,
                  rng: np.random.Generator) -> np.ndarray:
-        """Costs drawn from the fitted distribution, then improved inside the spread as the paper venue does.
+        """Costs drawn from the model's distribution: improved as the paper venue improves, else the curve's scatter.
 
-        The cost curve's ratio at the order's size over the touch is drawn from the split normal
-        through the curve's q05/q50/q95 (:func:`scatter_sd`): ``a + b x (q50 + z x sd)``, sd the
-        fitted spread below or above the median as z < 0 or > 0, so the draws' quantiles are the
-        curve's. The paper engine (tradebook.sim.orders.walk_params) improves a print only for an
-        equity whose model walks a book (a depth profile or a completion model): such a draw is
-        then improved by ``price_improvement_ratio`` half-spreads (not below zero) with
-        probability ``price_improvement_share``. Read on the calibrated model: applied to another
-        instrument with that instrument's quotes (as the paper replay applies it) it keeps its
-        completion model. The backtest's compiled loop applies the same arithmetic to its orders.
+        The paper engine (tradebook.sim.orders.walk_params) improves a print only for an equity
+        whose model walks a book (a depth profile or a completion model): its fills cost the
+        median, improved by ``price_improvement_ratio`` half-spreads (not below zero) with
+        probability ``price_improvement_share``, and so do these draws (on IBM's fit that mixture
+        is the fitted curve's shape: q50 = q95 = the touch, q05 an improved print). Read on the
+        calibrated model: applied to another instrument with that instrument's quotes (as the
+        paper replay applies it) it keeps its completion model. A model the engine never
+        improves draws the curve's ratio at the order's size over the touch from the split normal
+        through its q05/q50/q95 (:func:`scatter_sd`): ``a + b x (q50 + z x sd)``, sd the fitted
+        spread below or above the median as z < 0 or > 0, so the draws' quantiles are the curve's
+        (the median alone gave every fill a residual of exactly 0). The backtest's compiled loop
+        applies the same arithmetic to its orders.
         """
         ts = _ts_array(ts_ns)
         n = len(ts)
@@ -345,16 +349,15 @@ class CostModel:
         share = float(model.price_improvement_share) if priced.improves else 0.0
         improved = rng.random(n) < share
         z = rng.standard_normal(n)
+        if share > 0:
+            half = self.spread_bps(instrument_id, ts, vol_bps, price=price) / 2
+            return np.where(improved, np.maximum(mid - float(model.price_improvement_ratio) * half, 0.0), mid)
         qty = np.abs(np.broadcast_to(np.asarray(quantity, dtype=np.float64), (n,)))
         px = np.broadcast_to(np.asarray(price, dtype=np.float64), (n,))
         terms = self.cost_terms(instrument_id, ts, vol_bps, price=px)
         bucket = model.cost_curve.bucket(qty * px / terms.touch_notional)
         sd = np.where(z < 0, terms.scatter_low[bucket], terms.scatter_high[bucket])
-        drawn = mid + terms.b * z * sd
-        if share <= 0:
-            return drawn
-        half = self.spread_bps(instrument_id, ts, vol_bps, price=price) / 2
-        return np.where(improved, np.maximum(drawn - float(model.price_improvement_ratio) * half, 0.0), drawn)
+        return mid + terms.b * z * sd
 
     def fee(self, instrument_id: str, notional: Any, quantity: Any) -> np.ndarray:
         """Taker fees of marketable fills (notional and quantity: magnitudes, vectorised)."""
