@@ -181,7 +181,14 @@ class CcxtEvents:
         """
         failures = 0
         resync = False
+        live: list[Any] = []  # the websocket clients open at the last look: one closed or gone is a drop
         while self._connected:
+            if self._dropped(live):
+                # dropped between two watches: ccxt connects again without a word, the gap is in REST only
+                self.reconnects += 1
+                resync = True
+                log.warning("%s: user data stream reconnected; asking REST about the gap", self.name)
+            live = []
             watch = asyncio.ensure_future(self.exchange.watch_orders())
             try:
                 if resync:
@@ -196,8 +203,14 @@ class CcxtEvents:
                     done, _ = await asyncio.wait({watch}, timeout=STREAM_CACHE_CHECK_S)
                     if done:
                         break
+                    if self._dropped(live):
+                        # a watch made while the old connection closed waits on it for ever
+                        watch.cancel()
+                        raise ConnectionError("the user data stream's connection closed under a waiting watch")
+                    live = [c for c in self.exchange.clients.values() if not c.closed()]
                     self._stream_ok = True  # subscribed and not refused: a refusal fails the watch at once
                     await self._handle_stream_orders(self._unhandled_cached())
+                live = [c for c in self.exchange.clients.values() if not c.closed()]
                 orders = watch.result()
             except asyncio.CancelledError:
                 watch.cancel()
@@ -213,10 +226,16 @@ class CcxtEvents:
                             type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 resync = True
+                live = []  # counted here already
                 continue
             self._stream_ok = True
             failures = 0
             await self._handle_stream_orders(list(orders) + self._unhandled_cached())
+
+    def _dropped(self, live: list[Any]) -> bool:
+        """Whether a websocket client that was open at the last look has closed or been replaced since."""
+        clients = list(self.exchange.clients.values())
+        return any(c.closed() or not any(c is d for d in clients) for c in live)
 
     def _unhandled_cached(self) -> list[dict[str, Any]]:
         cache = getattr(self.exchange, "orders", None) or []
@@ -270,17 +289,30 @@ class CcxtEvents:
                 log.warning("%s: poll failed (%d in a row): %s", self.name, self._poll_failures, exc)
 
     async def _poll_once(self, *, all_open: bool = False) -> None:
-        """Ask REST for every order not final: its status and fills, told once."""
-        for track in [t for t in self._tracks.values() if not t.done]:
-            if track.replacing:
-                continue
-            async with track.lock:
-                order = await self._fetch_order(track)
-                if order is None:
-                    grace_over = (track.unknown_since_ns is not None
-                                  and now_ns() - track.unknown_since_ns > self.order_visibility_grace_ns)
-                    if grace_over:
-                        self._tracks.pop(track.client_order_id, None)  # never arrived: reconciliation rejects it
-                    continue
-                await self._observe(track, order, source="reconnect" if all_open else "poll")
+        """Ask REST about every order not final: its status and fills, told once.
 
+        One open-orders read per market covers every order still working (Binance weighs it
+        like one or two single-order reads); only an order missing from it (ended, or not yet
+        visible) is read on its own.
+        """
+        source = "reconnect" if all_open else "poll"
+        following = [t for t in self._tracks.values() if not t.done and not t.replacing]
+        for symbol in sorted({t.symbol for t in following}):
+            working = {str(o.get("clientOrderId")): o
+                       for o in await self._call(self.exchange.fetch_open_orders, symbol,
+                                                 what=f"open orders {symbol}")}
+            for track in [t for t in following if t.symbol == symbol]:
+                async with track.lock:
+                    if track.done or track.replacing:
+                        continue
+                    order = working.get(track.client_order_id)
+                    if order is None or (track.venue_order_id is not None
+                                         and str(order.get("id")) != track.venue_order_id):
+                        order = await self._fetch_order(track)
+                    if order is None:
+                        grace_over = (track.unknown_since_ns is not None
+                                      and now_ns() - track.unknown_since_ns > self.order_visibility_grace_ns)
+                        if grace_over:
+                            self._tracks.pop(track.client_order_id, None)  # never arrived: reconciliation rejects it
+                        continue
+                    await self._observe(track, order, source=source)

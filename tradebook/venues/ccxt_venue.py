@@ -130,7 +130,7 @@ class CcxtVenue(CcxtEvents, VenuePort):
                  api_urls: Mapping[str, Any] | Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                  api_url: str | None = None,
                  live: bool = True, testnet: bool = False, use_stream: bool = True,
-                 poll_interval_s: float = 1.0, stream_poll_interval_s: float = 10.0,
+                 poll_interval_s: float = 1.0, stream_poll_interval_s: float = 2.0,
                  request_timeout_s: float = 10.0, rate_limit_max_wait_s: float = 30.0,
                  reconnect_backoff_s: tuple[float, float] = (0.5, 30.0), order_visibility_grace_s: float = 2.0,
                  options: Mapping[str, Any] | None = None) -> None:
