@@ -608,7 +608,7 @@ def _key(strategy: Any, bars: Bars, costs: CostModel, seed: int, starting_equity
             "sizing": None if sizing is None else sizing.to_dict(), "cap": float(cap),
             # rules that changed what a backtest of the same inputs holds: fills drawn from the curve's
             # fitted scatter, and the rebalance band (older stored backtests are not reused for these)
-            "cost_draws": "fitted scatter", "rebalance_band": float(band)}
+            "cost_draws": "engine improvement, else fitted scatter", "rebalance_band": float(band)}
 
 
 def _check_inputs(bars: Bars, starting_equity: float, seed: int) -> None:
