@@ -393,6 +393,13 @@ def test_not_connected_or_unknown_instrument_is_not_sent(server):
     assert ("POST", "/api/v3/order") not in server.requests
 
 
+def test_a_symbol_the_exchange_does_not_list_is_a_config_error_naming_what_it_lists(server):
+    venue = make_venue(server, symbols=["BTC/USDT", "DOGE/USDT"])
+    with pytest.raises(ConfigError, match=r"lists no market \['DOGE/USDT'\]; it has e.g. \['BTC/USDT', 'ETH/USDT'\]"):
+        asyncio.run(asyncio.wait_for(venue.connect(lambda e: None), 10))
+    assert venue.exchange is None  # closed, nothing left open
+
+
 @pytest.mark.parametrize("exchange_id", ["binance", "kraken", "coinbase"])
 def test_a_refused_connection_is_not_sent_for_each_configured_exchange(server, exchange_id):
     port = server.port

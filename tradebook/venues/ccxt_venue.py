@@ -254,8 +254,13 @@ class CcxtVenue(CcxtEvents, VenuePort):
         return exchange, streaming
 
     async def connect(self, on_event: EventHandler, *, on_events: Any = None) -> None:
-        """Load the markets, check the keys (one balance read), start the stream and the poller."""
+        """Load the markets, check the keys (one balance read), start the stream and the poller.
+
+        Connected already: only the handler changes (events go to the new one from now on).
+        """
         self._on_event = on_event
+        if self._connected:
+            return
         if self.exchange is None:
             self.exchange, streaming = self._make_exchange()
         else:
@@ -263,14 +268,14 @@ class CcxtVenue(CcxtEvents, VenuePort):
         try:
             await self._call(self.exchange.load_markets, what="load markets")
             await self._call(self.exchange.fetch_balance, what="read the balance")
-        except VenueError:
+            unknown = [s for s in self.symbols if s not in self.exchange.markets]
+            if unknown:
+                raise ConfigError(f"{self.exchange_id} lists no market {unknown}; it has e.g. "
+                                  f"{sorted(self.exchange.markets)[:10]}")
+        except (VenueError, ConfigError):
             await self.exchange.close()
             self.exchange = None
             raise
-        unknown = [s for s in self.symbols if s not in self.exchange.markets]
-        if unknown:
-            raise ConfigError(f"{self.exchange_id} lists no market {unknown}; it has e.g. "
-                              f"{sorted(self.exchange.markets)[:10]}")
         self._connected = True
         if streaming:
             self._tasks.append(asyncio.create_task(self._stream_loop(), name=f"{self.name}-stream"))
