@@ -577,3 +577,33 @@ def test_an_armed_alpaca_account_trades_cancels_halts_and_flattens_through_the_s
         s.stop()
     assert store.con.execute("SELECT count(*) FROM fills").fetchone() == (2,)
     assert "armed" in {a for (a,) in store.con.execute("SELECT kind FROM alerts").fetchall()}
+
+
+def test_a_burst_of_alpaca_rejections_opens_the_sessions_breaker_and_nothing_more_leaves(
+        store, tmp_path, sessions, frames, monkeypatch):  # noqa: F811 - test_session's fixtures
+    from test_session import IBM, signal
+    from test_session_live import ACCOUNT, config, credentials, ibm_batch
+    from tradebook.session import Session
+
+    with AlpacaSandbox(secret=SECRET) as server:
+        credentials(monkeypatch, server)
+        batch = ibm_batch(frames)
+        bid, ask = batch.last_quote(IBM)[1:3]
+        server.set_price("IBM", f"{bid:.2f}", f"{ask:.2f}")
+        s = Session(store, calibrations=[IBM], state_dir=tmp_path / "s", config=config())
+        sessions.append(s)
+        s.arm_live("alpaca", confirm=ACCOUNT)
+        s.start()
+        s.step(batch)
+        failures = s.config.risk.breaker_failures
+        server.fault(AlpacaFault.REJECT, times=failures + 3)
+        for n in range(failures):
+            [order] = s.submit(signal(f"alpaca-rej-{n}", instrument=IBM, quantity="1"))
+            assert order.status is OrderStatus.REJECTED and "40310000" in order.reason
+            assert s.oms.rejection_code(order.client_order_id) == RejectCode.INSUFFICIENT_FUNDS
+        assert s.status()["breaker"] == "open"
+        [refused] = s.submit(signal("alpaca-rej-after", instrument=IBM, quantity="1"))
+        assert refused.status is OrderStatus.REJECTED
+        assert server.requests.count(("POST", "/v2/orders")) == failures  # the last never left
+        assert server.book.orders == {} and server.positions() == {}
+        s.stop()
