@@ -212,6 +212,14 @@ def test_restart_keeps_orders_and_answers_again_on_the_same_port(venue, exchange
     assert exchange.fetch_order(order["id"], SYMBOL)["status"] == "open"
 
 
+def test_book_ticker_gives_the_touch_of_each_priced_symbol(venue, exchange):
+    tickers = exchange.fetch_bids_asks(["BTC/USDT"])
+    assert (tickers["BTC/USDT"]["bid"], tickers["BTC/USDT"]["ask"]) == (60000.0, 60000.01)
+    assert list(exchange.fetch_bids_asks()) == ["BTC/USDT"]  # ETHUSDT has no price yet
+    with pytest.raises(ccxt.BadSymbol):
+        exchange.publicGetTickerBookTicker({"symbol": "DOGEUSDT"})
+
+
 def test_funding_rate_of_a_perpetual_from_premium_index(venue, exchange):
     venue.set_funding("BTCUSDT", "0.0001", mark_price="60001.5")
     reply = exchange.fapiPublicGetPremiumIndex({"symbol": "BTCUSDT"})
