@@ -213,6 +213,19 @@ def test_an_order_rejected_after_alpaca_took_it_arrives_as_rejected(harness):
     assert h.events.quiet() == []
 
 
+
+def test_an_order_rejected_after_it_was_announced_new_ends_cancelled_with_the_reason(harness):
+    h = harness
+    h.server.fault(AlpacaFault.REJECT_AFTER_ACCEPT, announce=True)
+    intent = h.intent("1")
+    h.run(h.venue.submit(intent))  # answered 'new', streamed 'new', then 'rejected'
+    accepted, ended = h.events.next(), h.events.next()
+    assert accepted.event_type is E.ACCEPTED
+    # the lifecycle has no accepted -> rejected step, and nothing traded: it ends cancelled, saying why
+    assert (ended.event_type, ended.client_order_id) == (E.CANCELLED, intent.client_order_id)
+    assert "rejected after it was accepted" in ended.reason
+    assert h.events.quiet() == []
+
 # -- refusals -----------------------------------------------------------------------------------------
 def test_a_burst_of_rejections_raises_venue_rejected_with_codes_then_an_order_goes_through(harness):
     h = harness

@@ -56,7 +56,8 @@ class AlpacaFault(StrEnum):
     GATEWAY_TIMEOUT_AFTER_ACCEPT = "gateway_timeout_after_accept"  # the order is taken, the reply is a 504
     RATE_LIMIT = "rate_limit"  # any request: 429 with Retry-After (option retry_after, seconds)
     REJECT = "reject"  # POST /v2/orders: 403 40310000 (options code, message, status)
-    REJECT_AFTER_ACCEPT = "reject_after_accept"  # accepted (200), then a 'rejected' event
+    # accepted (200), then a 'rejected' event; option announce=True: answered 'new' with a 'new' event first
+    REJECT_AFTER_ACCEPT = "reject_after_accept"
     DUPLICATE_FILL = "duplicate_fill"  # the next fill goes out twice on the stream, same execution_id
     FILL_AFTER_CANCEL = "fill_after_cancel"  # DELETE answered 204, then the order fills instead
     DROP_STREAM_BEFORE_FILL = "drop_stream_before_fill"  # stream connections close just before a fill
@@ -396,7 +397,9 @@ class AlpacaSandbox(BackgroundServer):
         if rejected is not None:
             return self._error(rejected.get("status", 403), rejected.get("code", 40310000),
                                rejected.get("message", "insufficient buying power"))
-        reject_later = self.faults.take(AlpacaFault.REJECT_AFTER_ACCEPT) is not None
+        late_reject = self.faults.take(AlpacaFault.REJECT_AFTER_ACCEPT)
+        reject_later = late_reject is not None
+        announced = bool(reject_later and late_reject.get("announce"))  # 'new' first, then 'rejected'
         hang = self.faults.take(AlpacaFault.HANG_AFTER_ACCEPT) is not None
         drop = self.faults.take(AlpacaFault.DROP_AFTER_ACCEPT) is not None
         gateway = self.faults.take(AlpacaFault.GATEWAY_TIMEOUT_AFTER_ACCEPT) is not None
@@ -404,10 +407,11 @@ class AlpacaSandbox(BackgroundServer):
             if self.book.get_by_client_id(checked.client_order_id) is not None:
                 return self._error(422, 40010001, "client_order_id must be unique")
             if reject_later:
-                self._pending_rejects.add(checked.client_order_id)
+                if not announced:
+                    self._pending_rejects.add(checked.client_order_id)
                 self.book.add(checked, match=False)
                 reply = self.order_json(checked)
-                reply["status"] = "accepted"
+                reply["status"] = "new" if announced else "accepted"
             else:
                 self.book.add(checked)
                 reply = self.order_json(checked)
