@@ -410,7 +410,7 @@ def test_a_fresh_adapter_finds_a_replaced_order_and_its_fills_under_the_tradeboo
         h.run(fresh.close())
 
 
-def test_wrong_keys_are_refused_at_connect_without_showing_them():
+def test_wrong_keys_are_refused_at_connect_without_showing_them_and_a_venue_connects_again_after_close():
     with AlpacaSandbox(secret=SECRET) as server:
         venue = make_venue(server, secret_key="a-wrong-secret-XYZ")
         loop = asyncio.new_event_loop()
@@ -418,7 +418,19 @@ def test_wrong_keys_are_refused_at_connect_without_showing_them():
             with pytest.raises(VenueRejectedError, match="not authorised") as info:
                 loop.run_until_complete(asyncio.wait_for(venue.connect(Recorder()), 10))
             assert "a-wrong-secret-XYZ" not in str(info.value) and "a-wrong-secret-XYZ" not in repr(venue)
-            loop.run_until_complete(venue.close())
+            assert "not connected" in repr(venue)
+            right = make_venue(server)
+            server.set_price("SPY", "450.00", "450.02")
+            recorder = Recorder()
+            loop.run_until_complete(asyncio.wait_for(right.connect(recorder), 10))
+            loop.run_until_complete(right.close())
+            loop.run_until_complete(asyncio.wait_for(right.connect(recorder), 10))  # again after close()
+            try:
+                loop.run_until_complete(right.submit(OrderIntent("again", "s", right.account_id, "SPY.ARCX", Side.BUY,
+                                                                 Decimal(1), OrderType.MARKET, TimeInForce.DAY, 1)))
+                assert [recorder.next().event_type for _ in range(2)] == [E.ACCEPTED, E.FILLED]
+            finally:
+                loop.run_until_complete(right.close())
         finally:
             loop.close()
 

@@ -176,21 +176,28 @@ class AlpacaVenue(VenuePort):
         self._handler = on_event
         self._closed.clear()
         self._listening.clear()
+        self._wake_poller.clear()
+        self._outbox = queue.Queue()  # a fresh one: close() left its end marker in the last
         self._client = self._build_client()
-        account = await self._rest(self._client.get_account, what="read the account")
-        blocked = [flag for flag in ("trading_blocked", "account_blocked") if getattr(account, flag, False)]
-        if blocked:
-            raise NotSentError(f"Alpaca account {self.account_id}: {' and '.join(blocked)}; no order can be sent")
-        self._connected_ns = self._fill_watermark_ns = now_ns()
-        self._deliver_thread = threading.Thread(target=self._deliver_loop, name="tradebook-alpaca-events",
-                                                daemon=True)
-        self._deliver_thread.start()
-        self._start_stream()
-        listening = await asyncio.to_thread(self._listening.wait, self.connect_timeout_s)
-        if not listening:
+        try:
+            account = await self._rest(self._client.get_account, what="read the account")
+            blocked = [flag for flag in ("trading_blocked", "account_blocked") if getattr(account, flag, False)]
+            if blocked:
+                raise NotSentError(f"Alpaca account {self.account_id}: {' and '.join(blocked)}; no order can be "
+                                   "sent")
+            self._connected_ns = self._fill_watermark_ns = now_ns()
+            self._deliver_thread = threading.Thread(target=self._deliver_loop, name="tradebook-alpaca-events",
+                                                    daemon=True)
+            self._deliver_thread.start()
+            self._start_stream()
+            listening = await asyncio.to_thread(self._listening.wait, self.connect_timeout_s)
+            if not listening:
+                raise NotSentError(f"Alpaca stream at {self._stream_endpoint()} did not authorise within "
+                                   f"{self.connect_timeout_s} s")
+        except BaseException:
             await self.close()
-            raise NotSentError(f"Alpaca stream at {self._stream_endpoint()} did not authorise within "
-                               f"{self.connect_timeout_s} s")
+            self._client = None  # not connected: connect() may be tried again
+            raise
         self._poll_thread = threading.Thread(target=self._poll_loop, name="tradebook-alpaca-poller", daemon=True)
         self._poll_thread.start()
 
