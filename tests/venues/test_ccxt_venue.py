@@ -532,3 +532,24 @@ def test_the_sdk_debug_log_shows_requests_without_the_credentials(server, caplog
     text = caplog.text
     assert "POST" in text and "X-MBX-APIKEY" in text  # ccxt's own debug lines, headers included
     assert server.key not in text and server.secret not in text and "<hidden>" in text
+
+
+def test_a_resting_limit_order_is_cancelled_through_the_session(server, store, tmp_path, sessions, batches,  # noqa: F811
+                                                                monkeypatch):
+    batch = batches[0]
+    s = armed_session(server, store, tmp_path, sessions, batch, monkeypatch)
+    s.arm_live("binance", confirm=ACCOUNT)
+    s.start()
+    s.step(batch)
+    bid = batch.last_quote(BTC)[1]
+    limit = (Decimal(str(bid)) * Decimal("0.99")).quantize(Decimal("0.01"))
+    resting = OrderIntent("nb:resting", "nb", ACCOUNT, BTC, Side.BUY, Decimal("0.01"), OrderType.LIMIT,
+                          TimeInForce.GTC, batch.end_ns - 1, limit_price=limit)
+    [order] = s.submit(resting)
+    wait_for_status(s, order.client_order_id, OrderStatus.ACCEPTED)
+    assert [o.client_order_id for o in server.book.open_orders()] == [order.client_order_id]
+    [asked] = s.cancel_orders(reason="changed my mind")
+    assert asked.client_order_id == order.client_order_id
+    wait_for_status(s, order.client_order_id, OrderStatus.CANCELLED)
+    assert server.book.open_orders() == [] and server.positions() == {"BTCUSDT": Decimal("1")}
+    s.stop()
