@@ -534,8 +534,8 @@ def test_the_sdk_debug_log_shows_requests_without_the_credentials(server, caplog
     assert server.key not in text and server.secret not in text and "<hidden>" in text
 
 
-def test_a_resting_limit_order_is_cancelled_through_the_session(server, store, tmp_path, sessions, batches,  # noqa: F811
-                                                                monkeypatch):
+def test_a_resting_limit_order_is_cancelled_through_the_session(server, store, tmp_path,  # noqa: F811
+                                                                sessions, batches, monkeypatch):  # noqa: F811
     batch = batches[0]
     s = armed_session(server, store, tmp_path, sessions, batch, monkeypatch)
     s.arm_live("binance", confirm=ACCOUNT)
