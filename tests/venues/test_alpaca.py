@@ -14,7 +14,7 @@ from tradebook.errors import ConfigError, NotSentError, OutcomeUnknownError, Ven
 from tradebook.execution.oms import RejectCode
 from tradebook.model.instruments import Side
 from tradebook.model.orders import OrderEvent, OrderEventType, OrderIntent, OrderStatus, OrderType, TimeInForce
-from tradebook.sandbox.alpaca import DEFAULT_KEY, DEFAULT_SECRET, AlpacaFault, AlpacaSandbox
+from tradebook.sandbox.alpaca import DEFAULT_KEY, AlpacaFault, AlpacaSandbox
 from tradebook.venues.base import Capability
 
 pytest.importorskip("alpaca")
