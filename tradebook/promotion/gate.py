@@ -447,6 +447,9 @@ def _checks_frame(metrics: Mapping[str, float], thresholds: GateThresholds, leng
                         f"t = {_fmt(t)} against the backtest's {_fmt(thresholds.residual_center_bps)} bps; "
                         f"fails when t > {_fmt(high)}: when the lower bound at the gate's level "
                         f"({_fmt(lower_bound)} bps here) lies above the backtest's")
+            if high is None:  # no path had a t: every backtest fill cost exactly its prediction (zero costs)
+                evidence = (f"mean residual {_fmt(value)} bps over {int(n_fills)} fills; no threshold: every "
+                            "backtest fill cost exactly its prediction, so there is no scale to judge a residual by")
             low_v, high_v = None, bps_high
         else:
             if side is Side.LOW:
