@@ -107,3 +107,15 @@ def test_the_health_check_sends_an_unhealthy_venue_to_paper_and_keeps_a_healthy_
     with AlpacaSandbox() as server:
         server.set_price("SPY", "450.00", "450.02")
         asyncio.run(scenario(server))
+
+
+def test_credentials_env_names_the_variables_the_keys_are_in_and_the_adapters_own_variable_wins():
+    config = routed(alpaca={"credentials_env": {"api_key": "APCA_API_KEY_ID", "secret_key": "APCA_API_SECRET_KEY"}})
+    env = {"APCA_API_KEY_ID": DEFAULT_KEY, "APCA_API_SECRET_KEY": DEFAULT_SECRET, "TRADEBOOK_ALPACA_ACCOUNT": "PA-TEST"}
+    route = build_venues(config, env=env, asset_classes=[EQ]).route_for(EQ)
+    assert isinstance(route.venue, AlpacaVenue) and route.fallback is None
+    missing = build_venues(config, env={"TRADEBOOK_ALPACA_ACCOUNT": "PA-TEST"}, asset_classes=[EQ]).route_for(EQ)
+    assert missing.is_paper and missing.fallback is FallbackReason.BUILD_FAILED
+    wrong = routed(alpaca={"credentials_env": {"passphrase": "MY_PASSPHRASE"}})
+    route = build_venues(wrong, env=alpaca_env(), asset_classes=[EQ]).route_for(EQ)
+    assert route.is_paper and "passphrase" in route.reason and "api_key" in route.reason

@@ -192,7 +192,8 @@ def _build(venue: VenueConfig, env: Mapping[str, str] | None) -> VenuePort | tup
     except (ImportError, AttributeError) as exc:
         return FallbackReason.NO_ADAPTER, f"the {adapter} adapter for {venue.name} is not available ({exc})"
     try:
-        built = cls.from_env(*_positional(adapter, venue), **_keywords(cls.from_env, venue, env))
+        environ = _credential_environ(adapter, venue, env)
+        built = cls.from_env(*_positional(adapter, venue), **_keywords(cls.from_env, venue, environ))
     except (ConfigError, ValueError, TypeError) as exc:
         # adapters keep credentials out of their messages (the contract); the class name says which
         return FallbackReason.BUILD_FAILED, f"{class_name} for {venue.name} could not be built: {exc}"
@@ -203,6 +204,39 @@ def _build(venue: VenueConfig, env: Mapping[str, str] | None) -> VenuePort | tup
                                              f"configuration names {venue.account_id!r} (venues.{venue.name}."
                                              "account_id)")
     return built
+
+
+# The variables each adapter's from_env reads, by the credential names of ``credentials_env``
+# ({exchange}: the ccxt exchange id, upper case).
+ADAPTER_CREDENTIAL_VARIABLES: dict[str, dict[str, str]] = {
+    "alpaca": {"api_key": "TRADEBOOK_ALPACA_KEY_ID", "secret_key": "TRADEBOOK_ALPACA_SECRET_KEY"},
+    "ccxt": {"api_key": "TRADEBOOK_CCXT_{exchange}_API_KEY", "secret": "TRADEBOOK_CCXT_{exchange}_SECRET",
+             "password": "TRADEBOOK_CCXT_{exchange}_PASSWORD"},
+    "ib": {},  # TWS or the gateway holds the login: nothing secret to read
+}
+
+
+def _credential_environ(adapter: str, venue: VenueConfig, env: Mapping[str, str] | None) -> Mapping[str, str] | None:
+    """The environment the adapter reads, with ``credentials_env``'s variables under the adapter's own names.
+
+    ``venues.alpaca.credentials_env: {api_key: APCA_API_KEY_ID, ...}`` lets a user keep their
+    keys in the variables they already have; the adapter's own ``TRADEBOOK_*`` variable wins
+    when both are set. A credential name the adapter does not read is a ConfigError.
+    """
+    if not venue.credentials_env:
+        return env
+    names = ADAPTER_CREDENTIAL_VARIABLES.get(adapter, {})
+    unknown = sorted(set(venue.credentials_env) - set(names))
+    if unknown:
+        raise ConfigError(f"venues.{venue.name}.credentials_env: {', '.join(unknown)} not read by the {adapter} "
+                          f"adapter; expected some of {sorted(names) or 'none (it takes no credentials)'}")
+    source = os.environ if env is None else env
+    merged = dict(source)
+    for credential, variable in venue.credentials_env.items():
+        own = names[credential].format(exchange=venue.name.upper())
+        if variable in source and own not in source:
+            merged[own] = source[variable]
+    return merged
 
 
 def _positional(adapter: str, venue: VenueConfig) -> tuple[Any, ...]:
