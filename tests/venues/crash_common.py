@@ -14,19 +14,22 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 PACE_S = 0.05  # between sends: a launch lives long enough to be killed in the middle of its work
 STARTING_CASH = Decimal(100_000)
+SEED = int(os.environ.get("CRASH_TEST_SEED", "13"))  # the random kill delays
 Plan = list[tuple[str, Decimal]]  # (side, quantity) of market orders, sent in order as intents <prefix>-<n>
 
 
 async def run_plan(state: Path, done: Path, venue: Any, instrument: str, plan: Plan, *, env_prefix: str,
-                   time_in_force: Any, intent_prefix: str = "k") -> None:
+                   time_in_force: Any, intent_prefix: str = "k", pace_s: float = PACE_S) -> None:
     """Recover, reconcile, send the intents of ``plan`` not held yet one by one, wait until none works, write ``done``.
 
     ``<env_prefix>_CRASH_AT=before_send:<intent id>`` (or ``after_send:``) kills the process
@@ -84,7 +87,7 @@ async def run_plan(state: Path, done: Path, venue: Any, instrument: str, plan: P
                 await settle()
             await oms.submit(intent)
             print(f"sent {intent_id}", flush=True)
-            await asyncio.sleep(PACE_S)
+            await asyncio.sleep(pace_s)
         deadline = time.monotonic() + 30
         while oms.working_orders() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -105,8 +108,13 @@ def launch(runner: Path, state: Path, done: Path, env: dict[str, str], log: Path
                                 stderr=subprocess.STDOUT)
 
 
+def kill_runs(env_prefix: str) -> int:
+    """How many launches to kill: ``<env_prefix>_CRASH_RUNS`` (20 by default)."""
+    return int(os.environ.get(f"{env_prefix}_CRASH_RUNS", "20"))
+
+
 def kill_at_random(runner: Path, state: Path, done: Path, env: dict[str, str], log: Path, *, runs: int,
-                   seed: int, max_delay_s: float = 3.0) -> int:
+                   seed: int = SEED, max_delay_s: float = 3.0) -> int:
     """Launch the runner ``runs`` times, each killed with SIGKILL after a random delay, then once to its end.
 
     Returns how many launches were killed (the others finished before their delay).
@@ -126,6 +134,58 @@ def kill_at_random(runner: Path, state: Path, done: Path, env: dict[str, str], l
             break
         launch(runner, state, done, env, log).wait(120)
     return kills
+
+
+@contextmanager
+def prices_moving(move: Callable[[int], None], every_s: float = 0.05) -> Iterator[None]:
+    """Call ``move(n)`` every ``every_s`` seconds from a thread while the block runs: fills keep coming."""
+    stop = threading.Event()
+
+    def run() -> None:
+        n = 0
+        while not stop.wait(every_s):
+            n += 1
+            move(n)
+
+    mover = threading.Thread(target=run, daemon=True)
+    mover.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        mover.join(5)
+
+
+def crash_at_random(runner: Path, tmp_path: Path, env: dict[str, str], move: Callable[[int], None], *, runs: int,
+                    seed: int = SEED) -> tuple[Path, int]:
+    """:func:`kill_at_random` while the prices move, then checks the last launch finished; (state folder, kills)."""
+    state, done, log = tmp_path / "state", tmp_path / "done", tmp_path / "runner.log"
+    state.mkdir()
+    with prices_moving(move):
+        kills = kill_at_random(runner, state, done, env, log, runs=runs, seed=seed)
+    assert done.exists() and done.read_text() == "done\n", log.read_text()[-3000:]
+    assert kills >= runs // 2, f"only {kills} of {runs} launches were killed; the runner finished too soon"
+    return state, kills
+
+
+def crash_at_send(runner: Path, tmp_path: Path, env: dict[str, str], crash_at: dict[str, str]) -> Path:
+    """One launch killed at ``crash_at`` (``{"<PREFIX>_CRASH_AT": "before_send:k-5"}``), one to the end; the state."""
+    state, done, log = tmp_path / "state", tmp_path / "done", tmp_path / "runner.log"
+    state.mkdir()
+    killed = launch(runner, state, done, env | crash_at, log)
+    assert killed.wait(60) == -signal.SIGKILL, log.read_text()[-3000:]
+    assert launch(runner, state, done, env, log).wait(60) == 0, log.read_text()[-3000:]
+    assert done.read_text() == "done\n"
+    return state
+
+
+def check_send_crash(when: str, at_venue: set[str], account_id: str, summary: str) -> None:
+    """After :func:`crash_at_send` at k-5: killed after its send, the venue holds it (found and adopted, not resent);
+    killed before, the venue never saw it and it is rejected as never having reached the venue."""
+    from tradebook.model.orders import client_order_id_for
+
+    assert (client_order_id_for("k-5", account_id) in at_venue) is (when == "after_send"), summary
+    assert ("never reached it: ['k-5']" in summary) is (when == "before_send"), summary
 
 
 def check_books(state: Path, make_venue: Callable[[], Any], *, venue_fills: dict[str, tuple[str, Decimal]],
@@ -167,8 +227,9 @@ def check_books(state: Path, make_venue: Callable[[], Any], *, venue_fills: dict
             assert sorted(r[0] for r in rows) == sorted(venue_fills)
             for order in oms.orders():
                 filled = venue_filled.get(order.client_order_id)
-                if order.status is OrderStatus.REJECTED and filled is None:
-                    never.append(order.intent.intent_id)  # never reached the venue, and never resent
+                if order.status is OrderStatus.REJECTED:
+                    assert filled is None, order  # never reached the venue, and never resent
+                    never.append(order.intent.intent_id)
                     continue
                 assert filled is not None and filled == order.filled_qty, order
             held = {k: v for (_, k), v in oms.portfolio.net_positions(venue.account_id).items() if v}

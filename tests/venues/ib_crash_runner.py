@@ -22,7 +22,8 @@ from tradebook.model.orders import TimeInForce
 from tradebook.venues.ib import IbVenue
 
 INSTRUMENT = "AAPL.XNAS"
-# (side, quantity) of market orders; the test quotes one share at a time, so most fill in parts
+# (side, quantity) of market orders; the test quotes one share at a time, so most fill in parts. Sent at
+# twice Alpaca's pace apart: a launch here starts and fills faster, and most launches must be killed mid-work
 PLAN = [("sell" if n % 3 == 2 else "buy", Decimal(1 + n % 4)) for n in range(int(os.environ.get("IB_CRASH_ORDERS",
                                                                                                   "120")))]
 
@@ -34,4 +35,4 @@ def make_venue() -> IbVenue:
 
 if __name__ == "__main__":
     asyncio.run(run_plan(Path(sys.argv[1]), Path(sys.argv[2]), make_venue(), INSTRUMENT, PLAN, env_prefix="IB",
-                         time_in_force=TimeInForce.DAY))
+                         time_in_force=TimeInForce.DAY, pace_s=0.1))

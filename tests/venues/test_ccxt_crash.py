@@ -18,8 +18,6 @@ A second test kills the runner just before and just after one order's POST.
 from __future__ import annotations
 
 import os
-import signal
-import threading
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -27,14 +25,13 @@ from pathlib import Path
 import pytest
 
 from tradebook.sandbox.binance import BinanceSandbox
-from venues.crash_common import check_books, kill_at_random, launch
+from venues.crash_common import check_books, check_send_crash, crash_at_random, crash_at_send, kill_runs
 
 pytest.importorskip("ccxt")
 pytestmark = pytest.mark.slow
 
 RUNNER = Path(__file__).with_name("ccxt_crash_runner.py")
-RUNS = int(os.environ.get("CCXT_CRASH_RUNS", "20"))
-SEED = int(os.environ.get("CRASH_TEST_SEED", "13"))
+RUNS = kill_runs("CCXT")
 ACCOUNT = "binance-crash"
 
 
@@ -63,46 +60,21 @@ def verify(server: BinanceSandbox, state: Path, env: dict[str, str], *, orders: 
 
 
 def test_kill_9_at_random_points_then_restart_loses_no_fill_and_sends_no_order_twice(tmp_path):
-    state, done, log = tmp_path / "state", tmp_path / "done", tmp_path / "runner.log"
-    state.mkdir()
     with BinanceSandbox(balances={"USDT": "100000"}, max_fill_qty="0.001") as server:
         server.set_price("BTCUSDT", "60000.00", "60000.01")
         env = environment(server)
-        moving = threading.Event()
-
-        def move_prices() -> None:  # fills keep coming, between launches too
-            n = 0
-            while not moving.wait(0.05):
-                n += 1
-                server.set_price("BTCUSDT", "60000.00", "60000.01" if n % 2 else "60000.02")
-
-        mover = threading.Thread(target=move_prices, daemon=True)
-        mover.start()
-        try:
-            kills = kill_at_random(RUNNER, state, done, env, log, runs=RUNS, seed=SEED)
-        finally:
-            moving.set()
-            mover.join(5)
-        assert done.exists() and done.read_text() == "done\n", log.read_text()[-3000:]
-        assert kills >= RUNS // 2, f"only {kills} of {RUNS} launches were killed; the runner finished too soon"
+        state, kills = crash_at_random(RUNNER, tmp_path, env, lambda n: server.set_price(
+            "BTCUSDT", "60000.00", "60000.01" if n % 2 else "60000.02"), runs=RUNS)
         summary = verify(server, state, env, orders=120)
         print(f"{kills} kills; {summary}")
 
 
 @pytest.mark.parametrize("when", ["before_send", "after_send"])
 def test_kill_9_on_either_side_of_a_send_then_restart(tmp_path, when):
-    state, done, log = tmp_path / "state", tmp_path / "done", tmp_path / "runner.log"
-    state.mkdir()
     with BinanceSandbox(balances={"USDT": "100000"}) as server:
         server.set_price("BTCUSDT", "60000.00", "60000.01")
         env = environment(server, CCXT_CRASH_ORDERS="8")
-        killed = launch(RUNNER, state, done, env | {"CCXT_CRASH_AT": f"{when}:k-5"}, log)
-        assert killed.wait(60) == -signal.SIGKILL, log.read_text()[-3000:]
-        assert launch(RUNNER, state, done, env, log).wait(60) == 0, log.read_text()[-3000:]
-        assert done.read_text() == "done\n"
+        state = crash_at_send(RUNNER, tmp_path, env, {"CCXT_CRASH_AT": f"{when}:k-5"})
         summary = verify(server, state, env, orders=8)
         at_binance = {o.client_order_id for o in server.book.orders.values()}
-    from tradebook.model.orders import client_order_id_for
-
-    assert (client_order_id_for("k-5", ACCOUNT) in at_binance) is (when == "after_send"), summary
-    assert ("never reached it: ['k-5']" in summary) is (when == "before_send"), summary
+    check_send_crash(when, at_binance, ACCOUNT, summary)

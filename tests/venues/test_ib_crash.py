@@ -18,22 +18,19 @@ A second test kills the runner just before and just after one order's placeOrder
 from __future__ import annotations
 
 import os
-import signal
-import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tradebook.sandbox.tws import In, TwsServer
-from venues.crash_common import check_books, kill_at_random, launch
+from venues.crash_common import check_books, check_send_crash, crash_at_random, crash_at_send, kill_runs
 
 pytest.importorskip("ib_async")
 pytestmark = pytest.mark.slow
 
 RUNNER = Path(__file__).with_name("ib_crash_runner.py")
-RUNS = int(os.environ.get("IB_CRASH_RUNS", "20"))
-SEED = int(os.environ.get("CRASH_TEST_SEED", "13"))
+RUNS = kill_runs("IB")
 ACCOUNT = "DU1234567"
 
 
@@ -59,46 +56,22 @@ def verify(tws: TwsServer, state: Path, env: dict[str, str], *, orders: int) -> 
 
 
 def test_kill_9_at_random_points_then_restart_loses_no_fill_and_sends_no_order_twice(tmp_path):
-    state, done, log = tmp_path / "state", tmp_path / "done", tmp_path / "runner.log"
-    state.mkdir()
     with TwsServer(account=ACCOUNT) as tws:
         tws.set_price("AAPL", "189.99", "190.01", bid_size="1", ask_size="1")
         env = environment(tws)
-        moving = threading.Event()
-
-        def move_prices() -> None:  # one share on each side per quote: executions keep coming, between launches too
-            n = 0
-            while not moving.wait(0.05):
-                n += 1
-                tws.set_price("AAPL", "189.99", "190.01" if n % 2 else "190.02", bid_size="1", ask_size="1")
-
-        mover = threading.Thread(target=move_prices, daemon=True)
-        mover.start()
-        try:
-            kills = kill_at_random(RUNNER, state, done, env, log, runs=RUNS, seed=SEED)
-        finally:
-            moving.set()
-            mover.join(5)
-        assert done.exists() and done.read_text() == "done\n", log.read_text()[-3000:]
-        assert kills >= RUNS // 2, f"only {kills} of {RUNS} launches were killed; the runner finished too soon"
+        # one share on each side per quote: executions keep coming, between launches too
+        state, kills = crash_at_random(RUNNER, tmp_path, env, lambda n: tws.set_price(
+            "AAPL", "189.99", "190.01" if n % 2 else "190.02", bid_size="1", ask_size="1"), runs=RUNS)
         summary = verify(tws, state, env, orders=120)
         print(f"{kills} kills; {summary}")
 
 
 @pytest.mark.parametrize("when", ["before_send", "after_send"])
 def test_kill_9_on_either_side_of_a_send_then_restart(tmp_path, when):
-    state, done, log = tmp_path / "state", tmp_path / "done", tmp_path / "runner.log"
-    state.mkdir()
     with TwsServer(account=ACCOUNT) as tws:
         tws.set_price("AAPL", "189.99", "190.01")
         env = environment(tws, IB_CRASH_ORDERS="8")
-        killed = launch(RUNNER, state, done, env | {"IB_CRASH_AT": f"{when}:k-5"}, log)
-        assert killed.wait(60) == -signal.SIGKILL, log.read_text()[-3000:]
-        assert launch(RUNNER, state, done, env, log).wait(60) == 0, log.read_text()[-3000:]
-        assert done.read_text() == "done\n"
+        state = crash_at_send(RUNNER, tmp_path, env, {"IB_CRASH_AT": f"{when}:k-5"})
         summary = verify(tws, state, env, orders=8)
         at_tws = {o.order_ref for o in tws.orders()}
-    from tradebook.model.orders import client_order_id_for
-
-    assert (client_order_id_for("k-5", ACCOUNT) in at_tws) is (when == "after_send"), summary
-    assert ("never reached it: ['k-5']" in summary) is (when == "before_send"), summary
+    check_send_crash(when, at_tws, ACCOUNT, summary)
