@@ -61,6 +61,7 @@ from tradebook.errors import PromotionError
 from tradebook.promotion.paths import block_length as _block_length
 from tradebook.promotion.paths import bootstrap_paths, day_arrays, review_metrics
 from tradebook.research.metrics import DAILY_COLUMNS, METRICS, Side, window_metrics_array
+from tradebook.research.metrics import periods_per_year as calendar_periods_per_year
 
 CHECKS: tuple[str, ...] = tuple(METRICS)
 _BAND_LEVELS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -318,7 +319,7 @@ def calibrate_gate(backtest_daily: pd.DataFrame, *, alpha: float = 0.05, min_day
         raise PromotionError(f"the backtest has {n_days} trading days; calibrating reviews up to {max_days} days "
                              f"needs at least {2 * max_days} (a longer backtest, or a shorter max_days)")
     if periods_per_year is None:
-        periods_per_year = 365 if backtest_daily.attrs.get("calendar") == "24/7" else 252
+        periods_per_year = calendar_periods_per_year(backtest_daily.attrs.get("calendar", "XNYS"))
     arrays = day_arrays(backtest_daily)
     fills = arrays["n_fills"].sum()
     center = float(arrays["residual_bps_sum"].sum() / fills) if fills > 0 else 0.0
