@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -172,7 +174,9 @@ def test_bad_calibration_requests_are_named(backtest_daily):
 
 def test_decisions_are_stored_with_their_evidence_and_overrides_need_a_reason(store, thresholds):
     d = judge(paper(30, returns=steady(30, 0.002), predicted_factor=0.7), thresholds, strategy="mr")
+    d = dataclasses.replace(d, period_start_ns=1_600_000_000 * 10**9, period_end_ns=1_603_000_000 * 10**9)
     decision_id = save_decision(store, d, backtest_id="bt1")
+    assert save_decision(store, d, backtest_id="bt1") == decision_id  # the same review again: one row
     stored = decisions(store, "mr")
     assert list(stored["decision_id"]) == [decision_id]
     row = stored.iloc[0]
@@ -192,6 +196,8 @@ def test_decisions_are_stored_with_their_evidence_and_overrides_need_a_reason(st
     stored = decisions(store, "mr")
     assert list(stored["override"]) == [False, True]
     assert stored["override_reason"].iloc[-1] == "costs were a data error, checked by hand"
+    save_decision(store, d, backtest_id="bt1")  # after an override the gate's own view is stored again
+    assert list(decisions(store, "mr")["override"]) == [False, True, False]
 
 
 def test_stages_move_as_the_table_allows(store):

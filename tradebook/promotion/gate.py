@@ -579,7 +579,12 @@ def _backtest_for(store: Any, name: str, backtest_id: str | None) -> str:
 
 def save_decision(store: Any, decision: GateDecision, *, backtest_id: str, ts_ns: int | None = None,
                   override_reason: str | None = None) -> str:
-    """Store ``decision`` with its evidence in promotion_decisions; returns its id."""
+    """Store ``decision`` with its evidence in promotion_decisions; returns its id.
+
+    The same review again (same backtest, paper period, decision and evidence as the latest
+    stored one, not an override) is not stored twice: its id is returned, so a demo or a
+    notebook run twice leaves one row.
+    """
     now = time.time_ns() if ts_ns is None else int(ts_ns)
     evidence = {
         "days": decision.days, "review_days": decision.review_days, "more_days_needed": decision.more_days_needed,
@@ -596,13 +601,25 @@ def save_decision(store: Any, decision: GateDecision, *, backtest_id: str, ts_ns
     decision_id = digest.hexdigest()[:16]
     start = decision.period_start_ns if decision.period_start_ns is not None else now
     end = decision.period_end_ns if decision.period_end_ns is not None else now
+    codes = orjson.dumps([c.value for c in decision.codes]).decode()
+    # a review run again on the same paper period says nothing new: keep one row
+    if override_reason is None and decision.period_start_ns is not None and decision.period_end_ns is not None:
+        latest = store.query(
+            "SELECT decision_id, backtest_id, period_start_ns, period_end_ns, decision, codes, evidence, override "
+            "FROM promotion_decisions WHERE strategy = ? ORDER BY ts_ns DESC LIMIT 1", [decision.strategy])
+        if len(latest):
+            row = latest.iloc[0]
+            if (not row["override"] and row["backtest_id"] == backtest_id and int(row["period_start_ns"]) == int(start)
+                    and int(row["period_end_ns"]) == int(end) and row["decision"] == decision.decision.value
+                    and row["codes"] == codes and row["evidence"] == raw.decode()):
+                return str(row["decision_id"])
     with store.transaction() as con:
         con.execute(
             "INSERT INTO promotion_decisions (decision_id, strategy, ts_ns, backtest_id, period_start_ns, "
             "period_end_ns, decision, codes, summary, evidence, override, override_reason) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [decision_id, decision.strategy, now, backtest_id, int(start), int(end), decision.decision.value,
-             orjson.dumps([c.value for c in decision.codes]).decode(), decision.summary, raw.decode(),
+             codes, decision.summary, raw.decode(),
              override_reason is not None, override_reason])
     return decision_id
 
