@@ -394,6 +394,103 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        6,
+        "execution quality: TCA per fill and per order, alert state, fill-model feedback provenance",
+        (
+            # One row per fill. Every *_bps column is signed so that positive is a cost to us; NULL
+            # where the quote it needs is not in the store (a markout horizon past the data's end).
+            f"""
+            CREATE TABLE tca_fills (
+                fill_id VARCHAR PRIMARY KEY,
+                client_order_id VARCHAR NOT NULL,
+                parent_order_id VARCHAR,
+                account_id VARCHAR NOT NULL,
+                strategy_id VARCHAR NOT NULL,
+                instrument_id VARCHAR NOT NULL,
+                mode VARCHAR NOT NULL,
+                venue VARCHAR NOT NULL,
+                side VARCHAR NOT NULL CHECK (side IN ('buy', 'sell')),
+                quantity {_MONEY} NOT NULL,
+                price DOUBLE NOT NULL,
+                liquidity VARCHAR NOT NULL,
+                ts_event BIGINT NOT NULL,
+                decision_ts_ns BIGINT,
+                decision_price DOUBLE,
+                arrival_ts_ns BIGINT,
+                arrival_mid DOUBLE,
+                mid_at_fill DOUBLE,
+                touch_at_fill DOUBLE,
+                delay_bps DOUBLE,
+                spread_bps DOUBLE,
+                execution_bps DOUBLE,
+                fee_bps DOUBLE,
+                shortfall_bps DOUBLE,
+                arrival_slippage_bps DOUBLE,
+                markout_1s_bps DOUBLE,
+                markout_10s_bps DOUBLE,
+                markout_60s_bps DOUBLE,
+                predicted_cost_bps DOUBLE,
+                realised_cost_bps DOUBLE,
+                calibration_id VARCHAR,
+                computed_at_ns BIGINT NOT NULL
+            )
+            """,
+            # One row per order and one per algo parent (level 'order' or 'parent'): the whole
+            # ordered quantity, so what did not fill is an opportunity cost, not left out.
+            f"""
+            CREATE TABLE tca_orders (
+                order_id VARCHAR NOT NULL,
+                level VARCHAR NOT NULL CHECK (level IN ('order', 'parent')),
+                account_id VARCHAR NOT NULL,
+                strategy_id VARCHAR NOT NULL,
+                instrument_id VARCHAR NOT NULL,
+                mode VARCHAR NOT NULL,
+                side VARCHAR NOT NULL CHECK (side IN ('buy', 'sell')),
+                order_type VARCHAR NOT NULL,
+                ordered_quantity {_MONEY} NOT NULL,
+                filled_quantity {_MONEY} NOT NULL,
+                fill_rate DOUBLE NOT NULL,
+                avg_fill_price DOUBLE,
+                limit_price DOUBLE,
+                decision_ts_ns BIGINT,
+                decision_price DOUBLE,
+                arrival_mid DOUBLE,
+                end_ts_ns BIGINT,
+                end_mid DOUBLE,
+                delay_bps DOUBLE,
+                spread_bps DOUBLE,
+                execution_bps DOUBLE,
+                fee_bps DOUBLE,
+                opportunity_bps DOUBLE,
+                shortfall_bps DOUBLE,
+                limit_slippage_bps DOUBLE,
+                arrival_slippage_bps DOUBLE,
+                market_vwap DOUBLE,
+                vwap_slippage_bps DOUBLE,
+                market_volume DOUBLE,
+                participation DOUBLE,
+                signal_to_submit_ms DOUBLE,
+                submit_to_ack_ms DOUBLE,
+                ack_to_first_fill_ms DOUBLE,
+                first_to_last_fill_ms DOUBLE,
+                status VARCHAR NOT NULL,
+                computed_at_ns BIGINT NOT NULL,
+                PRIMARY KEY (order_id, level)
+            )
+            """,
+            # Alerts become rules' output: deduplicated by key (one row per open condition, its
+            # count and last time growing), with a severity and what they are about.
+            "ALTER TABLE alerts ADD COLUMN severity VARCHAR NOT NULL DEFAULT 'warning'",
+            "ALTER TABLE alerts ADD COLUMN dedup_key VARCHAR NOT NULL DEFAULT ''",
+            "ALTER TABLE alerts ADD COLUMN subject VARCHAR NOT NULL DEFAULT ''",
+            "ALTER TABLE alerts ADD COLUMN repeat_count INTEGER NOT NULL DEFAULT 1",
+            "ALTER TABLE alerts ADD COLUMN last_ts_ns BIGINT",
+            # A calibration made from realised fills says which calibration it corrected and with
+            # how many fills ('' for one fitted from market data alone).
+            "ALTER TABLE calibrations ADD COLUMN provenance VARCHAR NOT NULL DEFAULT ''",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
