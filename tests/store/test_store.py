@@ -573,7 +573,7 @@ def test_calibrations_are_versioned_per_instrument_and_read_back(tmp_path):
         first = s.save_calibration("ESU4.GLBX", '{"a": 1}', data_start_ns=1, data_end_ns=5, dataset_ids=[3, 2],
                                    diagnostics={"mae": np.float64(0.5), "n": np.int64(7), "curve": np.arange(2)})
         second = s.save_calibration("ESU4.GLBX", '{"a": 2}', data_start_ns=1, data_end_ns=9, dataset_ids=[2],
-                                    diagnostics={"mae": float("nan")})
+                                    diagnostics={"mae": float("nan")}, provenance='{"corrects": "ESU4.GLBX@v1"}')
         other = s.save_calibration("IBM.XNYS", "{}", data_start_ns=0, data_end_ns=0, dataset_ids=[], diagnostics={})
     assert (first.calibration_id, second.calibration_id, other.calibration_id) == (
         "ESU4.GLBX@v1", "ESU4.GLBX@v2", "IBM.XNYS@v1")
@@ -582,6 +582,7 @@ def test_calibrations_are_versioned_per_instrument_and_read_back(tmp_path):
         again = s.calibration("ESU4.GLBX@v1")
         assert again.dataset_ids == (2, 3) and again.diagnostics == {"mae": 0.5, "n": 7, "curve": [0, 1]}
         assert np.isnan(s.calibration("ESU4.GLBX@v2").diagnostics["mae"])
+        assert (again.provenance, s.calibration("ESU4.GLBX@v2").provenance) == ("", '{"corrects": "ESU4.GLBX@v1"}')
         assert s.calibrations()["calibration_id"].tolist() == ["ESU4.GLBX@v1", "ESU4.GLBX@v2", "IBM.XNYS@v1"]
         with pytest.raises(StoreError, match="no calibration 'ESU4.GLBX@v9'.*ESU4.GLBX@v1"):
             s.calibration("ESU4.GLBX@v9")

@@ -52,6 +52,10 @@ TABLE_FOR_KIND: dict[DataKind, str] = {
 _PANDAS_READ_DTYPES = {"int": "int64", "Int": "Int64", "float": "float64", "str": "str", "flag": "boolean"}
 
 
+_CALIBRATION_COLUMNS = ("calibration_id, instrument_id, version, created_at_ns, data_start_ns, data_end_ns, "
+                        "dataset_ids, params, diagnostics, provenance")
+
+
 @dataclass(frozen=True)
 class CalibrationRecord:
     """A stored fill-model calibration: which data it came from, its params JSON and fit diagnostics."""
@@ -65,6 +69,9 @@ class CalibrationRecord:
     dataset_ids: tuple[int, ...]
     params: str
     diagnostics: dict[str, Any]
+    # '' for a model fitted from market data; for one corrected from realised fills, a JSON
+    # object naming the calibration it corrected, the fills and the runs/accounts (migration 6)
+    provenance: str = ""
 
 
 def _json_default(value: Any) -> Any:
@@ -1033,6 +1040,7 @@ class Store:
         data_end_ns: int,
         dataset_ids: Iterable[int],
         diagnostics: dict[str, Any],
+        provenance: str = "",
     ) -> CalibrationRecord:
         """Store a fitted fill model as the next version for ``instrument_id``.
 
@@ -1057,33 +1065,35 @@ class Store:
             calibration_id = f"{instrument_id}@v{version}"
             created = now_ns()
             con.execute(
-                "INSERT INTO calibrations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO calibrations ({_CALIBRATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [calibration_id, instrument_id, version, created, int(data_start_ns), int(data_end_ns),
-                 json.dumps(ids), params, diagnostics_text],
+                 json.dumps(ids), params, diagnostics_text, provenance],
             )
         return CalibrationRecord(calibration_id, instrument_id, int(version), created, int(data_start_ns),
-                                 int(data_end_ns), tuple(ids), params, json.loads(diagnostics_text))
+                                 int(data_end_ns), tuple(ids), params, json.loads(diagnostics_text), provenance)
 
     def calibration(self, name: str) -> CalibrationRecord:
         """A stored calibration by id (``'BTCUSDT.BINANCE@v2'``) or the latest for an instrument id."""
         with self._lock:
             if "@v" in name:
-                row = self.con.execute("SELECT * FROM calibrations WHERE calibration_id = ?", [name]).fetchone()
+                row = self.con.execute(f"SELECT {_CALIBRATION_COLUMNS} FROM calibrations WHERE calibration_id = ?",
+                                       [name]).fetchone()
             else:
                 row = self.con.execute(
-                    "SELECT * FROM calibrations WHERE instrument_id = ? ORDER BY version DESC LIMIT 1", [name]
+                    f"SELECT {_CALIBRATION_COLUMNS} FROM calibrations WHERE instrument_id = ? "
+                    "ORDER BY version DESC LIMIT 1", [name]
                 ).fetchone()
         if row is None:
             known = self.calibrations()["calibration_id"].tolist()
             raise StoreError(f"no calibration {name!r} in {self.path}; stored: {known or 'none (run tradebook calibrate)'}")
-        (calibration_id, instrument_id, version, created, start, end, ids, params, diagnostics) = row
+        (calibration_id, instrument_id, version, created, start, end, ids, params, diagnostics, provenance) = row
         return CalibrationRecord(calibration_id, instrument_id, int(version), int(created), int(start), int(end),
-                                 tuple(json.loads(ids)), params, json.loads(diagnostics))
+                                 tuple(json.loads(ids)), params, json.loads(diagnostics), provenance)
 
     def calibrations(self, instrument_id: str | None = None) -> pd.DataFrame:
         """Stored calibrations (without their params), newest version last per instrument."""
-        sql = ("SELECT calibration_id, instrument_id, version, created_at_ns, data_start_ns, data_end_ns, dataset_ids "
-               "FROM calibrations")
+        sql = ("SELECT calibration_id, instrument_id, version, created_at_ns, data_start_ns, data_end_ns, dataset_ids, "
+               "provenance FROM calibrations")
         if instrument_id is None:
             return self.query(sql + " ORDER BY instrument_id, version")
         return self.query(sql + " WHERE instrument_id = ? ORDER BY version", [instrument_id])
