@@ -36,7 +36,7 @@ LAYERS: dict[str, int] = {
     "portfolio": 2, "research": 2, "promotion": 2, "sandbox": 2, "strategies": 2,
     "session": 3, "paper": 3,
     "cli": 4, "__main__": 4, "notebook": 4, "figures": 4, "views": 4, "demo": 4, "reports": 4, "progress": 4,
-    "widgets": 4, "dashboard": 4, "tradebook": 4,
+    "widgets": 4, "dashboard": 4, "monitor": 4, "tradebook": 4,
     "run_summary": 4, "promotion_summary": 4,  # the tables and evidence the report notebooks show
 }
 
