@@ -33,7 +33,7 @@ LAYER_NAMES = ("model", "core", "analysis", "session", "presentation")
 LAYERS: dict[str, int] = {
     "model": 0, "errors": 0, "config": 0, "config_file": 0, "redaction": 0, "runtime": 0,
     "data": 1, "sim": 1, "store": 1, "execution": 1, "venues": 1,
-    "portfolio": 2, "research": 2, "promotion": 2, "sandbox": 2, "strategies": 2,
+    "portfolio": 2, "research": 2, "promotion": 2, "sandbox": 2, "strategies": 2, "tca": 2,
     "session": 3, "paper": 3,
     "cli": 4, "__main__": 4, "notebook": 4, "figures": 4, "views": 4, "demo": 4, "reports": 4, "progress": 4,
     "widgets": 4, "dashboard": 4, "monitor": 4, "tradebook": 4,

@@ -491,6 +491,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE calibrations ADD COLUMN provenance VARCHAR NOT NULL DEFAULT ''",
         ),
     ),
+    Migration(
+        7,
+        "execution quality: the decision price of each order and algo parent, and the signal type of TCA rows",
+        (
+            # What the session decided with: the mid of the reference quote it priced the order (or the
+            # algo parent, with its whole quantity) against, and when. Live sessions may store no
+            # quotes, so this is the only record of the decision price; TCA falls back to the stored
+            # quotes' mid at the order's creation where a row is missing.
+            f"""
+            CREATE TABLE tca_decisions (
+                order_id VARCHAR NOT NULL,
+                level VARCHAR NOT NULL CHECK (level IN ('order', 'parent')),
+                account_id VARCHAR NOT NULL,
+                strategy_id VARCHAR NOT NULL,
+                instrument_id VARCHAR NOT NULL,
+                side VARCHAR NOT NULL CHECK (side IN ('buy', 'sell')),
+                quantity {_MONEY} NOT NULL,
+                order_type VARCHAR NOT NULL,
+                signal_ts_ns BIGINT,
+                decision_ts_ns BIGINT NOT NULL,
+                decision_price DOUBLE,
+                PRIMARY KEY (order_id, level)
+            )
+            """,
+            "ALTER TABLE tca_fills ADD COLUMN signal_type VARCHAR NOT NULL DEFAULT ''",
+            "ALTER TABLE tca_orders ADD COLUMN signal_type VARCHAR NOT NULL DEFAULT ''",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
