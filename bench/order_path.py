@@ -63,7 +63,7 @@ import pandas as pd
 
 from tradebook.config import RiskConfig, TradebookConfig
 from tradebook.data import load_bundled
-from tradebook.execution.journal import Journal
+from tradebook.store.journal import Journal
 from tradebook.execution.oms import OrderManager
 from tradebook.execution.risk import CircuitBreaker, KillSwitch, PreTradeRisk, ReferenceQuote, RiskAction, RiskContext
 from tradebook.execution.router import OrderRouter, QuoteSnapshot

@@ -61,7 +61,8 @@ def install_crash_point(spec: str) -> None:
     """
     from collections import Counter
 
-    from tradebook.execution.journal import Journal, decode_record
+    from tradebook.store.journal import Journal
+    from tradebook.store.records import decode_record
     from tradebook.store.store import Store
 
     where, kind, nth = spec.split(":")

@@ -168,7 +168,7 @@ def check_on_disk(state: Path, where: str) -> None:
 
 def check_books(run_dir: Path, feed_start_ns: int, total_batches: int, where: str) -> dict[str, int]:
     """Open store, venue and order manager fresh after a run and compare their books."""
-    from tradebook.execution.journal import Journal
+    from tradebook.store.journal import Journal
     from tradebook.execution.oms import RECONCILIATION_STRATEGY, OrderManager
     from tradebook.model.orders import OrderStatus
     from tradebook.portfolio import Portfolio
@@ -582,7 +582,7 @@ def test_a_flush_never_puts_in_the_store_what_the_journal_has_not_made_durable(t
     """Acks are journaled without fdatasync; a DuckDB commit is durable. Were the store to copy
     an ack the journal could still lose (a power loss, unlike kill -9, drops unsynced writes),
     the next start would find the store ahead of its journal and refuse to run."""
-    from tradebook.execution.journal import Journal
+    from tradebook.store.journal import Journal
     from tradebook.execution.oms import OrderManager
     from tradebook.model.instruments import Side
     from tradebook.model.orders import OrderIntent, OrderStatus, OrderType, TimeInForce

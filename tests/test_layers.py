@@ -54,13 +54,14 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
         "the session reports replay progress itself instead of taking a callback",
     ("tradebook.session", "tradebook.views"):
         "the session builds its status views for notebooks; views should read the session, not the reverse",
+    ("tradebook.session", "tradebook.monitor.server"):
+        "session.dashboard() is a thin lazy wrapper handing the session to the monitor's server (presentation)",
 }
 # groups of top-level packages that import each other in a loop (directly or through others), with the reason
 KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"store", "execution", "venues"}):
-        "store parses the order manager's journal (execution.journal) while the order manager writes the store "
-        "(execution.oms -> store.store); the paper venue writes its journal with execution.journal while the "
-        "order manager speaks to venues.base: the journal codec needs one home below all three (issue 13)",
+    frozenset({"monitor", "session"}):
+        "session.dashboard() hands the session to the monitor (a thin lazy wrapper) and the monitor reads the "
+        "session (SessionSource): a notebook's one-call dashboard; the monitor should be given the session instead",
 }
 BROKER_SDKS = ("alpaca", "ccxt", "ib_async", "ib_insync", "ibapi")
 

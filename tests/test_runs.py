@@ -440,7 +440,7 @@ def test_a_run_folder_deleted_by_hand_is_named_and_reset_clears_the_rows(store, 
 
 
 def test_an_order_journal_that_cannot_be_replayed_is_named_and_the_run_let_go(store, frames):
-    from tradebook.execution.journal import encode_record, journal_line
+    from tradebook.store.records import encode_record, journal_line
 
     state = Path(f"{store.path}.runs/broken")
     state.mkdir(parents=True)

@@ -80,12 +80,14 @@ from tradebook.errors import (
     UnknownInstrumentError,
 )
 from tradebook.execution.algos import Escalation, ParentOrder, RetryPolicy, ScheduledChild, TwapSchedule, VwapSchedule
-from tradebook.execution.journal import Journal
+from tradebook.execution.bus import EventBus, SessionPublisher
 from tradebook import paper
 from tradebook.paper import new_run as new_run_id  # noqa: F401 (notebooks import it from here)
 from tradebook.paper import oms_journal_name
 from tradebook.runtime import tune_gc
-from tradebook.execution.oms import Alert, OrderManager, intent_from_record, intent_to_record
+from tradebook.execution.oms import Alert, OrderManager
+from tradebook.store.journal import Journal
+from tradebook.store.records import intent_from_record, intent_to_record
 from tradebook.execution.risk import (
     STALE_OR_CROSSED,
     BreakerState,
@@ -118,6 +120,7 @@ MAX_DEFERRED_STEPS = 30  # a deferred order is retried this many steps, then rej
 # A signal may be stamped this far ahead of session time (a strategy's clock read a moment
 # after the step's end); further ahead it comes from the future and is refused.
 SIGNAL_CLOCK_TOLERANCE_NS = 1 * NS_PER_SECOND
+BUS_CLOSE_TIMEOUT_S = 5.0  # at stop, how long the bus's subscribers get to finish their queued events
 
 
 class SessionState(StrEnum):
@@ -422,6 +425,8 @@ class Session:
                               f"got run={run!r}{' and a venue' if venue is not None else ''}")
         self.feed = feed
         self.strategy = strategy
+        # order, fill, alert, session, flushed and quote events for subscribers (TCA, alerts, dashboards)
+        self.bus = EventBus()
         self._replay = feed is not None
         self._now = feed.start_ns if feed is not None else 0
         self._last_end_ns = 0
@@ -463,6 +468,8 @@ class Session:
         self.oms = OrderManager(store, Journal(self.state_dir / "oms.journal", sync=sync), venue, self.portfolio,
                                 mode="paper", clock=self._clock, instruments=self._instrument,
                                 journal_name=self.oms_journal_name)
+        self._publisher = SessionPublisher(self.bus, self._clock)
+        self._publisher.attach(self.oms)
         self.kill_switch = KillSwitch()
         self.risk = PreTradeRisk(self.config.risk, self.kill_switch)
         self.breaker = CircuitBreaker.from_config(self.config.risk, self.kill_switch, venue.name)
@@ -497,6 +504,7 @@ class Session:
         self._resume_ns = self._recover_session_journal()
         # every kill-switch change (by hand, daily loss, the breaker) is journaled: a restart keeps it
         self.kill_switch.subscribe(self._journal_kill_switch)
+        self.kill_switch.subscribe(self._publisher.kill_switch)
         self.state = SessionState.CREATED
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -513,6 +521,18 @@ class Session:
         self._paper: tuple[VenuePort, OrderManager, Portfolio, CircuitBreaker] | None = None  # set by arm_live
         self._armed_fallback: str | None = None  # why an armed venue was left for paper at connect
         self._announce_fallbacks()
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @state.setter
+    def state(self, state: SessionState) -> None:
+        changed = getattr(self, "_state", None) is not state
+        self._state = state
+        publisher = getattr(self, "_publisher", None)
+        if changed and publisher is not None:
+            publisher.state(state)
 
     # -- state that survives a restart ----------------------------------------------------
     def _recover_session_journal(self) -> int | None:
@@ -896,6 +916,7 @@ class Session:
         self._paper = (self.venue, self.oms, self.portfolio, self.breaker)
         self._paper_account = self.account_id
         self.venue, self.oms, self.portfolio, self.account_id = venue, oms, portfolio, venue.account_id
+        self._publisher.attach(oms)
         self.breaker = CircuitBreaker.from_config(self.config.risk, self.kill_switch, venue.name)
         oms.alert("armed", f"{venue.name} account {venue.account_id} armed "
                            f"({'LIVE' if venue.is_live else 'broker paper'} endpoint); confirmed by hand")
@@ -1150,6 +1171,8 @@ class Session:
             # go of its state folder, and wait() returns.
             self._accepting = False
             self._loop_ended.set()
+            if self._stop.is_set() and self.state in (SessionState.RUNNING, SessionState.PAUSED):
+                self.state = SessionState.STOPPED  # said now: the bus closes with the journals
             steps: tuple[tuple[str, Callable[[], Any]], ...] = (
                 ("the final flush to the store", lambda: self.oms.close(flush=True)),
                 (f"closing the venue {self.venue.name}", lambda: loop.run_until_complete(self._close_venue())),
@@ -1201,6 +1224,9 @@ class Session:
                         set_aside[1].journal if set_aside is not None else None):
             if journal is not None:
                 journal.close()
+        bus = getattr(self, "bus", None)
+        if bus is not None:  # subscribers finish what is queued; one that hangs is left behind, logged
+            bus.close(BUS_CLOSE_TIMEOUT_S)
         venue = getattr(self, "venue", None)
         if venue is not None and self._thread_never_ran() and not getattr(self, "_venue_closed", False):
             # the loop never ran to close it; a thread of its own, since a notebook's loop may be running here
@@ -1295,6 +1321,7 @@ class Session:
             self._quotes[instrument_id] = last
             ts, bid, ask = last[0], last[1], last[2]
             if np.isfinite(bid) and np.isfinite(ask) and 0 < bid < ask:
+                self._publisher.quote(instrument_id, int(ts), float(bid), float(ask))
                 mid = (bid + ask) / 2
                 self.portfolio.mark(instrument_id, Decimal(repr(mid)), ts)
                 self._mids.setdefault(instrument_id, deque(maxlen=_VOL_WINDOW)).append(mid)

@@ -27,7 +27,8 @@ from tradebook.errors import (
     StoreError,
     UnknownInstrumentError,
 )
-from tradebook.execution.journal import Journal, encode_record
+from tradebook.store.journal import Journal
+from tradebook.store.records import encode_record
 from tradebook.execution.oms import RECONCILIATION_STRATEGY, Alert, OrderManager, RejectCode
 from tradebook.model.instruments import Side
 from tradebook.model.orders import (

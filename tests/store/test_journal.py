@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from tradebook.execution.journal import Journal, JournalCorruptError
+from tradebook.store.journal import Journal, JournalCorruptError
 from tradebook.errors import StoreError
 
 

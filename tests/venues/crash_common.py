@@ -36,7 +36,7 @@ async def run_plan(state: Path, done: Path, venue: Any, instrument: str, plan: P
     with SIGKILL on that side of the one send that matters.
     """
     from tradebook.errors import OrderError
-    from tradebook.execution.journal import Journal
+    from tradebook.store.journal import Journal
     from tradebook.execution.oms import OrderManager
     from tradebook.model.instruments import Side
     from tradebook.model.orders import OrderIntent, OrderType
@@ -197,7 +197,7 @@ def check_books(state: Path, make_venue: Callable[[], Any], *, venue_fills: dict
     ``venue_positions``: instrument id -> net quantity the server holds (flat ones left out).
     Returns the intent ids rejected as never having reached the venue.
     """
-    from tradebook.execution.journal import Journal
+    from tradebook.store.journal import Journal
     from tradebook.execution.oms import OrderManager
     from tradebook.model.orders import OrderStatus
     from tradebook.portfolio import Portfolio

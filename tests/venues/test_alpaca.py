@@ -497,7 +497,7 @@ async def _until(predicate, what: str, timeout: float = WAIT_S) -> None:
 
 
 def test_the_order_manager_on_alpaca_settles_every_fault_with_nothing_lost_or_doubled(tmp_path):
-    from tradebook.execution.journal import Journal
+    from tradebook.store.journal import Journal
     from tradebook.execution.oms import OrderManager
     from tradebook.portfolio import Portfolio
     from tradebook.store import Store

@@ -525,7 +525,7 @@ def test_an_fx_order_trades_the_pair_on_idealpro(tws: TwsServer) -> None:
 
 # -- the order manager on this adapter ---------------------------------------------------------------------
 def test_the_order_manager_on_ib_settles_every_fault_with_nothing_lost_or_doubled(tws: TwsServer, tmp_path) -> None:
-    from tradebook.execution.journal import Journal
+    from tradebook.store.journal import Journal
     from tradebook.execution.oms import OrderManager
     from tradebook.portfolio import Portfolio
     from tradebook.store import Store

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from tradebook.data import load_bundled
-from tradebook.execution.journal import Journal
+from tradebook.store.journal import Journal
 from tradebook.model.instruments import Side
 from tradebook.model.orders import (
     Order,
@@ -619,7 +619,7 @@ def test_order_path_records_are_the_bytes_encode_record_writes(tmp_path):
     journal line must be exactly what encode_record writes for the record it decodes to, also for text
     that JSON escapes, and a value the fast path does not take (a float clock) goes the slow way."""
 
-    from tradebook.execution.journal import decode_record, encode_record
+    from tradebook.store.records import decode_record, encode_record
 
     models = {BTC: FillModel(BTC, 0.01, touch_only_curve(), fees=FeeSchedule(taker_bps=7.5, per_unit=0.01),
                              latency=LatencyModel(0, 0, 0.0))}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tradebook.execution.journal import Journal
+from tradebook.store.journal import Journal
 from tradebook.venues.paper import JOURNAL_NAME, PaperVenue
 from tests.venues.test_paper import BTC, INIT_CLOCK, Recorder, feed, frames, intent, model, run  # noqa: F401
 

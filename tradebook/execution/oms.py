@@ -1,7 +1,7 @@
 """The order manager: write-ahead, idempotent, one append-only event log.
 
 The one rule: **nothing reaches a venue that is not durable on disk first.** Every
-intent is appended to the write-ahead :class:`~tradebook.execution.journal.Journal`
+intent is appended to the write-ahead :class:`~tradebook.store.journal.Journal`
 (``fdatasync``) before :meth:`VenuePort.submit` is called, and every event the venue
 sends back (acks, fills, cancels) is journaled before it changes an order or the
 portfolio; fills are fdatasync'd before they move a position (see ``SYNC_POLICIES``
@@ -90,7 +90,6 @@ from tradebook.errors import (
     UnknownInstrumentError,
     VenueRejectedError,
 )
-from tradebook.execution.journal import BODY_OFFSET, Journal, decode_record, encode_record
 from tradebook.model.instruments import Instrument, Side, get_instrument
 from tradebook.model.orders import (
     Fill,
@@ -107,6 +106,23 @@ from tradebook.model.orders import (
 )
 from tradebook.model.time import now_ns
 from tradebook.portfolio import Portfolio
+from tradebook.store.journal import Journal
+from tradebook.store.records import (
+    BODY_OFFSET,
+    adjustment_record,
+    alert_record,
+    decode_record,
+    duplicate_record,
+    event_from_record,
+    event_record,
+    fill_from_record,
+    illegal_record,
+    intent_from_record,
+    intent_record,
+    order_state,
+    orphan_record,
+    rejection_code_record,
+)
 from tradebook.store.store import OrderPathBatch, Store
 from tradebook.venues.base import Capability, VenueOrderState, VenuePort
 
@@ -130,8 +146,6 @@ DEFAULT_FILL_LOOKBACK_NS = 300 * 1_000_000_000  # venue clocks differ from ours;
 
 _ORDER_TYPES = frozenset(OrderType)
 _TIMES_IN_FORCE = frozenset(TimeInForce)
-_INTENT_FIELDS = tuple(f.name for f in dataclasses.fields(OrderIntent))
-_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(OrderEvent) if f.name != "fill")
 _FILL_FIELDS = tuple(f.name for f in dataclasses.fields(Fill))
 # enum members read on the order path, as module constants: on Python 3.11 ``E.FILLED`` is a
 # descriptor call on the enum class (~70 ns), paid several times per order
@@ -174,6 +188,8 @@ class RejectCode(StrEnum):
 
 
 NEVER_REACHED_VENUE_REASON = "never reached the venue"
+# the intent id of the protective stop an entry with ``stop_loss`` gets once filled: "<entry intent id>:stop"
+PROTECTIVE_STOP_SUFFIX = ":stop"
 
 
 @dataclass(frozen=True)
@@ -196,6 +212,8 @@ class RecoveryReport:
 
 OrderListener = Callable[[Order], None]
 FillListener = Callable[[Fill, Order], None]
+AlertListener = Callable[["Alert"], None]
+FlushListener = Callable[[str, int, int], None]  # (journal name, position now in the store, records written)
 
 
 # How venues word the refusal of a client order id they already hold (the paper venue,
@@ -295,6 +313,8 @@ class OrderManager:
         self._touched_positions: set[tuple[str, str, str]] = set()  # (account, strategy, instrument) they moved
         self._order_listeners: list[OrderListener] = [on_order] if on_order else []
         self._fill_listeners: list[FillListener] = [on_fill] if on_fill else []
+        self._alert_listeners: list[AlertListener] = []
+        self._flush_listeners: list[FlushListener] = []
         self._tasks: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -304,12 +324,19 @@ class OrderManager:
         self._replay()
 
     # -- listeners ----------------------------------------------------------------------
-    def subscribe(self, *, on_order: OrderListener | None = None, on_fill: FillListener | None = None) -> None:
-        """Call ``on_order(order)`` after every order change and ``on_fill(fill, order)`` after every fill."""
+    def subscribe(self, *, on_order: OrderListener | None = None, on_fill: FillListener | None = None,
+                  on_alert: AlertListener | None = None, on_flush: FlushListener | None = None) -> None:
+        """Call ``on_order(order)`` after every order change, ``on_fill(fill, order)`` after every fill,
+        ``on_alert(alert)`` after every alert and ``on_flush(journal, position, records)`` after every flush
+        that wrote records (on the flushing thread). Listeners must be quick and must not raise."""
         if on_order:
             self._order_listeners.append(on_order)
         if on_fill:
             self._fill_listeners.append(on_fill)
+        if on_alert:
+            self._alert_listeners.append(on_alert)
+        if on_flush:
+            self._flush_listeners.append(on_flush)
 
     # -- commands -----------------------------------------------------------------------
     async def submit(self, intent: OrderIntent) -> Order:
@@ -352,7 +379,7 @@ class OrderManager:
             self._check_not_blocked(intent.instrument_id)
             created = self.clock()
             order = Order(intent)
-            self._append_encoded((_intent_record(intent, created),), durable=False)
+            self._append_encoded((intent_record(intent, created),), durable=False)
             self._touched.add(coid)
             self._set_order(coid, order)
             self._created_ns[coid] = created
@@ -376,7 +403,7 @@ class OrderManager:
             events = [OrderEvent(i.client_order_id, submitted, created, created) for i in intents]
             updated = [orders[e.client_order_id].apply(e) for e in events]
             # one fdatasync: the intents written at staging and their "submitted", before the venue hears
-            self._append_encoded([encode_record({"kind": "event", "event": _event_to_dict(e)}) for e in events])
+            self._append_encoded([event_record(e) for e in events])
             for event, order in zip(events, updated):
                 self._commit(event, order, journal=False, track=True)
                 self._touched.add(event.client_order_id)
@@ -408,8 +435,7 @@ class OrderManager:
         order = Order(intent)
         event = OrderEvent(coid, first, created, created, reason=reason)
         updated = order.apply(event)
-        self._append_encoded((_intent_record(intent, created),
-                              encode_record({"kind": "event", "event": _event_to_dict(event)})))
+        self._append_encoded((intent_record(intent, created), event_record(event)))
         self._touched.add(coid)
         self._set_order(coid, order)
         self._created_ns[coid] = created
@@ -476,7 +502,7 @@ class OrderManager:
                 if code is RejectCode.DUPLICATE_CLIENT_ID:
                     # the venue holds this id already (an earlier send did arrive): its state is the venue's
                     event = OrderEvent(coid, E.REJECTED, ts, ts, reason=f"{DUPLICATE_REASON}: {exc}")
-                    self._append({"kind": "duplicate", "event": _event_to_dict(event)})
+                    self._append_encoded((duplicate_record(event),))
                     self._unresolved.add(coid)
                     self._raise_alert("duplicate_client_id", f"{name} already holds {coid}; reconciling its state")
                     return
@@ -492,7 +518,7 @@ class OrderManager:
                 self._apply_own(OrderEvent(coid, E.REJECTED, ts, ts, reason=f"venue error: {exc}"))
 
     def _record_code(self, coid: str, code: RejectCode) -> None:
-        self._append({"kind": "rejection_code", "client_order_id": coid, "code": str(code)})
+        self._append_encoded((rejection_code_record(coid, code),))
         self._reject_codes[coid] = code
 
     def reject(self, intent: OrderIntent, reason: str) -> Order:
@@ -696,7 +722,7 @@ class OrderManager:
                 coid = event.client_order_id
                 order = staged.get(coid) or orders.get(coid)
                 if order is None:
-                    bodies.append(encode_record({"kind": "orphan", "event": _event_to_dict(event)}))
+                    bodies.append(orphan_record(event))
                     durable = durable or event.fill is not None
                     self._orphans.append(event)
                     log.warning("event for unknown order %s from %s: %s", coid, self.venue.name, event.event_type)
@@ -710,7 +736,7 @@ class OrderManager:
                     # We sent an order the venue already holds (a resend after a fault): the refusal
                     # is about the copy, not the order. Its state is whatever the venue says:
                     # reconciliation asks.
-                    bodies.append(encode_record({"kind": "duplicate", "event": _event_to_dict(event)}))
+                    bodies.append(duplicate_record(event))
                     self._unresolved.add(coid)
                     log.warning("venue %s already holds %s; reconciling its state", self.venue.name, coid)
                     continue
@@ -724,24 +750,22 @@ class OrderManager:
                         self._check_fill(order, fill)
                     updated = order.apply(event)
                 except OrderError as exc:
-                    bodies.append(encode_record({"kind": "illegal", "event": _event_to_dict(event),
-                                                 "error": str(exc)}))
+                    bodies.append(illegal_record(event, str(exc)))
                     refused = refused or exc
                     continue
                 if order.status in _DONE:
                     # a fill after a cancel or expiry: booked; an order's row travels in one record
                     # at most, so this one (and its earlier final record) is rebuilt in Python
-                    bodies.append(encode_record({"kind": "event", "event": _event_to_dict(event)}))
+                    bodies.append(event_record(event))
                     refinished.append(coid)
                     if fill is not None:
                         self._late_fill_alerts.append((coid, order.status, updated.status, fill.fill_id))
                 elif updated.status in _DONE and coid not in inherited:
                     # its final row travels with its last record: the flush builds nothing for it
-                    bodies.append(encode_record({"kind": "event", "event": _event_to_dict(event),
-                                                 "state": self._order_state(updated, self._created_ns[coid])}))
+                    bodies.append(event_record(event, order_state(updated, self._created_ns[coid])))
                     final.append(coid)
                 else:
-                    bodies.append(encode_record({"kind": "event", "event": _event_to_dict(event)}))
+                    bodies.append(event_record(event))
                 if fill is not None:
                     durable = True
                     fill_ids.add(fill.fill_id)
@@ -786,7 +810,7 @@ class OrderManager:
         coid = event.client_order_id
         fill = event.fill
         if journal:
-            self._append({"kind": "event", "event": _event_to_dict(event)}, durable=fill is not None)
+            self._append_encoded((event_record(event),), durable=fill is not None)
             self._touched.add(coid)
         self._set_order(coid, updated)
         kind = event.event_type
@@ -811,9 +835,6 @@ class OrderManager:
             self._working.pop(coid, None)
         else:
             self._working[coid] = None
-
-    def _append(self, record: dict[str, Any], *, durable: bool = True) -> int:
-        return self._append_encoded((encode_record(record),), durable=durable)
 
     def _append_encoded(self, bodies: Sequence[bytes], *, durable: bool = True) -> int:
         """Write records with one write; fdatasync'd if ``durable`` (or the policy syncs everything).
@@ -896,9 +917,14 @@ class OrderManager:
     def _raise_alert(self, kind: str, message: str) -> Alert:
         alert = Alert(self.clock(), kind, message)
         with self._lock:
-            self._append({"kind": "alert", "alert": dataclasses.asdict(alert)})
+            self._append_encoded((alert_record(alert.ts_ns, alert.kind, alert.message),))
             self._alerts.append(alert)
         log.warning("alert %s: %s", kind, message)
+        for listener in self._alert_listeners:
+            try:
+                listener(alert)
+            except Exception:
+                log.exception("on_alert listener failed for %s", kind)
         return alert
 
     # -- validation ---------------------------------------------------------------------
@@ -1115,6 +1141,11 @@ class OrderManager:
                     self._touched_positions |= keys
                     self._pending_since_ns = 0  # due again at once: the background flush retries
                 raise
+            for flush_listener in self._flush_listeners:
+                try:
+                    flush_listener(self.journal_name, last, last - first + 1)
+                except Exception:
+                    log.exception("on_flush listener failed after flushing %s", self.journal_name)
             return last - first + 1
 
     def _order_json(self, order: Order, created: int) -> bytes:
@@ -1124,7 +1155,7 @@ class OrderManager:
         only the changing state is encoded at each flush.
         """
         coid = order.client_order_id
-        state = self._order_state(order, created)
+        state = order_state(order, created)
         fixed = self._order_fixed.pop(coid, None) if order.is_done else self._order_fixed.get(coid)
         if fixed is None:
             fixed = orjson.dumps(self._order_fixed_columns(order, created))[:-1] + b","
@@ -1132,20 +1163,6 @@ class OrderManager:
                 self._order_fixed[coid] = fixed
         # copies, not orjson's own buffers: each of those pins a 4 kB heap chunk for as long as the row is kept
         return fixed + orjson.dumps(state)[1:]
-
-    @staticmethod
-    def _order_state(order: Order, created: int) -> dict[str, Any]:
-        """What changes in an order's ``orders`` row, Decimals as plain text (DuckDB casts it exactly)."""
-        intent = order.intent
-        limit = order.limit_price if order.limit_price is not None else intent.limit_price
-        stop = order.stop_price if order.stop_price is not None else intent.stop_price
-        return {"quantity": format(order.total_quantity, "f"),
-                "limit_price": None if limit is None else format(limit, "f"),
-                "stop_price": None if stop is None else format(stop, "f"),
-                "venue_order_id": order.venue_order_id, "status": order.status.value,
-                "filled_quantity": format(order.filled_qty, "f"),
-                "avg_fill_price": None if order.avg_price is None else format(order.avg_price, "f"),
-                "ts_last": max(order.last_ts_ns, created), "reason": order.reason, "fees": format(order.fees, "f")}
 
     def _order_fixed_columns(self, order: Order, created: int) -> dict[str, Any]:
         intent = order.intent
@@ -1251,19 +1268,19 @@ class OrderManager:
     def _replay_record(self, record: dict[str, Any]) -> None:
         kind = record["kind"]
         if kind == "intent":
-            intent = _intent_from_dict(record["intent"])
+            intent = intent_from_record(record["intent"])
             self._set_order(intent.client_order_id, Order(intent))
             self._created_ns[intent.client_order_id] = int(record["ts"])
         elif kind == "event":
-            event = _event_from_dict(record["event"])
+            event = event_from_record(record["event"])
             self._replayed_duplicates.discard(event.client_order_id)
             if event.fill is not None and event.fill.fill_id in self._fill_ids:
                 return
             self._commit(event, self._orders[event.client_order_id].apply(event), journal=False)
         elif kind == "orphan":
-            self._orphans.append(_event_from_dict(record["event"]))
+            self._orphans.append(event_from_record(record["event"]))
         elif kind == "adjustment":
-            fill = _fill_from_dict(record["fill"])
+            fill = fill_from_record(record["fill"])
             self.portfolio.apply_fill(fill, self._instrument(fill.instrument_id), record["account_id"],
                                       record["strategy_id"])
             self._fills.append((fill, record["account_id"], record["strategy_id"]))
@@ -1373,9 +1390,8 @@ class OrderManager:
                 self._apply_own(OrderEvent(coid, E.SUBMITTED, ts, ts, reason="reconciled: sent after restart"))
                 to_send.append(order.intent)
             elif order.status is S.SUBMITTED or was_unresolved:
-                adopt(E.REJECTED, NEVER_REACHED_VENUE_REASON)
-                self._append({"kind": "rejection_code", "client_order_id": coid,
-                              "code": str(RejectCode.NEVER_REACHED_VENUE)})
+                adopt(E.REJECTED, NEVER_REACHED_VENUE_REASON, code=RejectCode.NEVER_REACHED_VENUE)
+                self._append_encoded((rejection_code_record(coid, RejectCode.NEVER_REACHED_VENUE),))
                 self._reject_codes[coid] = RejectCode.NEVER_REACHED_VENUE
                 alerts.append(self._raise_alert(
                     "never_reached_venue", f"{coid} ({order.intent.intent_id}) was made durable but never reached "
@@ -1461,8 +1477,7 @@ class OrderManager:
                     instrument_id=instrument_id, side=Side.BUY if difference > 0 else Side.SELL,
                     quantity=abs(difference), price=price, fee=Decimal(0), liquidity="taker", ts_event_ns=ts,
                     ts_init_ns=ts)
-        self._append({"kind": "adjustment", "account_id": account, "strategy_id": RECONCILIATION_STRATEGY,
-                      "fill": _fill_to_dict(fill)})
+        self._append_encoded((adjustment_record(account, RECONCILIATION_STRATEGY, fill),))
         self.portfolio.apply_fill(fill, instrument, account, RECONCILIATION_STRATEGY)
         self._fills.append((fill, account, RECONCILIATION_STRATEGY))
         self._fill_ids.add(fill.fill_id)
@@ -1506,71 +1521,9 @@ def _check_decimal(value: Any, name: str, where: str, *, positive: bool = True) 
 def _stop_intent(entry: Order, ts_ns: int) -> OrderIntent:
     intent = entry.intent
     return OrderIntent(
-        intent_id=f"{intent.intent_id}:stop", strategy_id=intent.strategy_id, account_id=intent.account_id,
+        intent_id=f"{intent.intent_id}{PROTECTIVE_STOP_SUFFIX}", strategy_id=intent.strategy_id,
+        account_id=intent.account_id,
         instrument_id=intent.instrument_id, side=Side.SELL if intent.side == Side.BUY else Side.BUY,
         quantity=entry.filled_qty, order_type=OrderType.STOP, time_in_force=TimeInForce.GTC, ts_ns=ts_ns,
         stop_price=intent.stop_loss, parent_id=intent.intent_id, reduce_only=True,
         reason=f"stop-loss of {intent.intent_id}")
-
-
-def intent_to_record(intent: OrderIntent) -> dict[str, Any]:
-    """An intent as a journal value (the journal keeps its Decimals exact); :func:`intent_from_record` reverses it."""
-    # spelled out, not a loop over fields: once per order on the hot path (checked against the fields below)
-    return {"intent_id": intent.intent_id, "strategy_id": intent.strategy_id, "account_id": intent.account_id,
-            "instrument_id": intent.instrument_id, "side": intent.side, "quantity": intent.quantity,
-            "order_type": intent.order_type, "time_in_force": intent.time_in_force, "ts_ns": intent.ts_ns,
-            "limit_price": intent.limit_price, "stop_price": intent.stop_price, "parent_id": intent.parent_id,
-            "reduce_only": intent.reduce_only, "stop_loss": intent.stop_loss, "reason": intent.reason}
-
-
-def intent_from_record(data: dict[str, Any]) -> OrderIntent:
-    return OrderIntent(**{**data, "side": Side(data["side"]), "order_type": OrderType(data["order_type"]),
-                          "time_in_force": TimeInForce(data["time_in_force"])})
-
-
-_intent_to_dict, _intent_from_dict = intent_to_record, intent_from_record
-
-
-def _intent_record(intent: OrderIntent, created: int) -> bytes:
-    """The journal record of a new order: its intent, when it was created, and the ids its row needs."""
-    record = {"kind": "intent", "ts": created, "client_order_id": intent.client_order_id,
-              "intent": _intent_to_dict(intent)}
-    if intent.parent_id is not None:
-        record["parent_order_id"] = client_order_id_for(intent.parent_id, intent.account_id)
-    return encode_record(record)
-
-
-def _fill_to_dict(fill: Fill) -> dict[str, Any]:
-    # spelled out, not a loop over fields: this runs for every fill on the hot path
-    return {"fill_id": fill.fill_id, "client_order_id": fill.client_order_id, "instrument_id": fill.instrument_id,
-            "side": fill.side, "quantity": fill.quantity, "price": fill.price, "fee": fill.fee,
-            "liquidity": fill.liquidity, "ts_event_ns": fill.ts_event_ns, "ts_init_ns": fill.ts_init_ns}
-
-
-def _fill_from_dict(data: dict[str, Any]) -> Fill:
-    return Fill(**{**data, "side": Side(data["side"])})
-
-
-def _event_to_dict(event: OrderEvent) -> dict[str, Any]:
-    # spelled out (3 events per order on the hot path); every OrderEvent field, checked below at import
-    fill = event.fill
-    return {"client_order_id": event.client_order_id, "event_type": event.event_type,
-            "ts_event_ns": event.ts_event_ns, "ts_init_ns": event.ts_init_ns, "venue_order_id": event.venue_order_id,
-            "reason": event.reason, "quantity": event.quantity, "limit_price": event.limit_price,
-            "stop_price": event.stop_price, "fill": _fill_to_dict(fill) if fill is not None else None}
-
-
-# the spelled-out encoders must keep up with the dataclasses: a field they missed would not be journaled
-if list(_event_to_dict(OrderEvent("x", E.SUBMITTED, 0, 0))) != [*_EVENT_FIELDS, "fill"] or \
-        list(_fill_to_dict(Fill("f", "x", "i", Side.BUY, Decimal(1), Decimal(1), Decimal(0), "taker", 0, 0))) \
-        != list(_FILL_FIELDS) or list(intent_to_record(OrderIntent("i", "s", "a", "x", Side.BUY, Decimal(1),
-                                                                  OrderType.MARKET, TimeInForce.DAY, 0))) \
-        != list(_INTENT_FIELDS):  # pragma: no cover - a guard for whoever adds a field
-    raise ImportError("oms._event_to_dict/_fill_to_dict/intent_to_record do not match OrderEvent/Fill/OrderIntent's "
-                      "fields; update them")
-
-
-def _event_from_dict(data: dict[str, Any]) -> OrderEvent:
-    fill = data.get("fill")
-    return OrderEvent(**{**data, "event_type": OrderEventType(data["event_type"]),
-                         "fill": _fill_from_dict(fill) if fill is not None else None})

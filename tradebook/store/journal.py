@@ -13,19 +13,14 @@ file is truncated back to the last whole record, so a crash never leaves a recor
 half-exists. Any other damaged line is an error: the journal is the source of truth and
 corrupt data is worse than no data.
 
-Decimals are written as strings (``{"$d": "0.001"}``) so amounts survive exactly.
+The record format (the JSON body, Decimals as ``{"$d": "0.001"}`` so amounts survive exactly,
+and the line around it) has its home in :mod:`tradebook.store.records`.
 
 Group commit: ``append(record, sync=False)`` writes without waiting for the disk and
 :meth:`Journal.commit` makes everything written so far durable with one ``fdatasync``
 (``fdatasync`` covers the whole file). A writer that must be durable only before it
 *speaks* (the paper venue: before it delivers events) appends unsynced and commits once
 at that boundary, instead of paying one fsync per record.
-
-Encoding uses orjson when it is installed (a dependency of ccxt; about 6x faster than
-the json module on these records), else the json module; both write the same compact
-JSON. One difference: orjson writes a NaN or infinite float as ``null`` where json
-refuses it; the order path writes no floats (amounts are Decimals, times ints), and
-checking every record for them would cost more than the encoding saves.
 
 Preallocation: a synced journal reserves disk space ahead of its end
 (``preallocate_bytes``, 1 MiB at a time) by writing zeros there (the next sync commits
@@ -43,68 +38,19 @@ exit) trims the file back to its records.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import weakref
-import zlib
-from collections.abc import Iterator
-from decimal import Decimal
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from tradebook.errors import StoreError
+from tradebook.store.records import BODY_OFFSET, decode_record, encode_record, journal_line, line_checks_out
 
 
 class JournalCorruptError(StoreError):
     """A journal line in the middle of the file does not check out: refuse to guess."""
-
-
-def _encode_default(value: Any) -> Any:
-    # json calls this only for what it cannot write itself: Decimals, exactly, as text
-    if isinstance(value, Decimal):
-        return {"$d": str(value)}
-    raise TypeError(f"journal records hold JSON values and Decimals, not {type(value).__name__}: {value!r}")
-
-
-def _decode_object(value: dict[str, Any]) -> Any:
-    if len(value) == 1 and "$d" in value:
-        return Decimal(value["$d"])
-    return value
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_encode_default)
-
-try:  # about 1 us a record instead of 6: the order path writes several records per order
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - orjson comes with ccxt
-    _orjson = None
-
-
-def encode_record(record: dict[str, Any]) -> bytes:
-    """A record as the journal writes it (compact JSON, Decimals as ``{"$d": "..."}``), without checksum or newline."""
-    try:
-        if _orjson is None:
-            return _ENCODER.encode(record).encode("utf-8")
-        # an exact-size copy: orjson writes into a 1 kB buffer and shrinks it in place, and a
-        # writer that keeps its records until the store has them (the order manager) would pin
-        # those chunks and fault in fresh heap pages for every record (measured: ~2.5 a record)
-        return bytes(memoryview(_orjson.dumps(record, default=_encode_default)))
-    except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
-        raise StoreError(f"journal records hold JSON values and Decimals only; refused {record!r}: {exc}") from exc
-
-
-def journal_line(body: bytes) -> bytes:
-    """A record body as one journal line: checksum, a space, the body, a newline."""
-    return b"%08x %b\n" % (zlib.crc32(body), body)
-
-
-BODY_OFFSET = 9  # where a line's body starts: after the 8 hex digits of its checksum and a space
-
-
-def decode_record(body: bytes) -> dict[str, Any]:
-    """The record :func:`encode_record` wrote, Decimals restored."""
-    return json.loads(body, object_hook=_decode_object)
 
 
 PREALLOCATE_BYTES = 1 << 20
@@ -156,7 +102,7 @@ class Journal:
             if newline < 0:
                 break  # torn tail: no newline
             line = data[position:newline]
-            if not self._valid(line):
+            if not line_checks_out(line):
                 if newline + 1 < len(data):
                     raise JournalCorruptError(
                         f"journal {self.path}: record {count + 1} (byte {position}) fails its checksum and more "
@@ -170,15 +116,6 @@ class Journal:
                 handle.flush()
                 os.fsync(handle.fileno())
         return count, good_end
-
-    @staticmethod
-    def _valid(line: bytes) -> bool:
-        if len(line) <= BODY_OFFSET or line[BODY_OFFSET - 1:BODY_OFFSET] != b" ":
-            return False
-        try:
-            return int(line[:BODY_OFFSET - 1], 16) == zlib.crc32(line[BODY_OFFSET:])
-        except ValueError:
-            return False
 
     def __len__(self) -> int:
         return self._records
@@ -196,7 +133,7 @@ class Journal:
         """
         return self.append_encoded((encode_record(record),), sync=sync)
 
-    def append_encoded(self, bodies, *, sync: bool | None = None) -> int:
+    def append_encoded(self, bodies: Sequence[bytes], *, sync: bool | None = None) -> int:
         """Write records already encoded by :func:`encode_record`, in one ``pwrite``; returns the last position.
 
         For writers that keep the encoded form (the order manager hands the same bytes to
@@ -260,7 +197,7 @@ class Journal:
                 if index < start:
                     continue
                 line = line.rstrip(b"\n")
-                if not self._valid(line):
+                if not line_checks_out(line):
                     return  # a record being written right now
                 yield line[BODY_OFFSET:]
 

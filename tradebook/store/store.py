@@ -30,7 +30,7 @@ from tradebook.data.loaders import MarketData
 from tradebook.data.schemas import SPECS, DataKind
 from tradebook.data import frames as _frames  # noqa: F401  (registers the df.tb accessor)
 from tradebook.errors import AmbiguousReadError, MigrationError, SchemaBehindError, StoreError, UnknownInstrumentError
-from tradebook.execution.journal import BODY_OFFSET, journal_line
+from tradebook.store.records import BODY_OFFSET, journal_line
 from tradebook.model.instruments import BUNDLED_INSTRUMENTS, AssetClass, Instrument, TradingHours
 from tradebook.model.time import now_ns, ns_to_iso
 from tradebook.store.holder import locked_error, release_holder, update_purpose, write_holder
@@ -101,7 +101,7 @@ class OrderPathBatch:
     The records are the journal's own bytes, in journal order: either read straight from
     the journal file (``journal_file``, bytes ``journal_bytes`` = [start, end) holding
     exactly these records, copied in the kernel), or given as ``records`` (bodies as
-    :func:`tradebook.execution.journal.encode_record` wrote them). DuckDB parses and
+    :func:`tradebook.store.records.encode_record` wrote them). DuckDB parses and
     numbers them itself, so a flush costs the writer's thread almost no Python (and no
     GIL while DuckDB works). An order's final row may ride on the record
     that finished it (``state``): DuckDB completes it from the order's intent record (or
@@ -1200,7 +1200,8 @@ class Store:
         con.execute(_ORDER_EVENTS_SQL)
         con.execute(_FILLS_SQL)
         # source: the journal's name, so a paper run's alerts can be told apart (and reset with it)
-        con.execute("INSERT INTO alerts SELECT alert.ts_ns, alert.kind, alert.message, ?, p FROM _op_records "
+        con.execute("INSERT INTO alerts (ts_ns, kind, message, source, journal_position) "
+                    "SELECT alert.ts_ns, alert.kind, alert.message, ?, p FROM _op_records "
                     "WHERE kind = 'alert' ORDER BY p", [batch.journal])
         con.execute("DROP TABLE _op_records; DROP TABLE _op_orders; DROP TABLE _op_currencies")
 

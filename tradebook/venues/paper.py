@@ -4,7 +4,7 @@
 (:class:`tradebook.venues.base.VenuePort`). It behaves like a broker account, not like
 a function of the order manager: it keeps its own durable state (every order it
 received, by ``client_order_id``, every acknowledgement, fill, cancel and replace, and
-the account's cash and positions) in a write-ahead :class:`~tradebook.execution.journal.Journal`
+the account's cash and positions) in a write-ahead :class:`~tradebook.store.journal.Journal`
 in ``state_dir``, separate from the order manager's, so that after a crash the two can
 be reconciled. Orders are filled by one :class:`~tradebook.sim.engine.SimEngine` per
 instrument (seeded, so a replay is reproducible), with the FillModel's cost curve, fees
@@ -157,7 +157,8 @@ from tradebook.errors import (
     TradebookError,
     UnknownInstrumentError,
 )
-from tradebook.execution.journal import Journal, JournalCorruptError, encode_record
+from tradebook.store.journal import Journal, JournalCorruptError
+from tradebook.store.records import encode_record
 from tradebook.model.instruments import AssetClass, Instrument, Side, get_instrument, to_decimal
 from tradebook.model.orders import (
     Fill,
