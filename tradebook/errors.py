@@ -92,8 +92,16 @@ class SessionLockedError(SessionError):
     """Another session (in this process or another) holds the state folder of a paper run."""
 
 
+class ControlError(SessionError):
+    """A control (pause, resume, halt, flatten) asked of something that cannot act: a read-only monitor source."""
+
+
 class SessionTimeoutError(SessionError, TimeoutError):
     """A wait on a session ran out of time; the message says what it waited for and the session's state."""
+
+
+class MonitorServerError(TradebookError):
+    """The dashboard server could not start (port taken, bad address) or did not stop in time."""
 
 
 class ResearchError(TradebookError):

@@ -37,12 +37,14 @@ class Holder:
     since_ns: int | None
     purpose: str
     writing: bool | None  # None: unknown (no holder file)
+    dashboard_url: str | None = None  # where the holder serves its monitor dashboard, when it does
 
     def describe(self) -> str:
         what = f"{self.purpose} in " if self.purpose else ""
         since = f" since {ns_to_iso(self.since_ns)[:19]}Z" if self.since_ns else ""
         how = {True: "for writing", False: "read-only", None: "open"}[self.writing]
-        return f"{what}PID {self.pid} `{self.command}` holds it {how}{since}"
+        shown = f" (its dashboard: {self.dashboard_url})" if self.dashboard_url else ""
+        return f"{what}PID {self.pid} `{self.command}` holds it {how}{since}{shown}"
 
 
 def holder_path(store_path: Path) -> Path:
@@ -105,6 +107,7 @@ def read_holder(store_path: Path) -> Holder | None:
         raw = json.loads(holder_path(store_path).read_text(encoding="utf-8"))
         pid, since = int(raw["pid"]), int(raw["since_ns"])
         command, purpose = str(raw.get("command", "?")), str(raw.get("purpose", ""))
+        dashboard_url = str(raw["dashboard_url"]) if raw.get("dashboard_url") else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if not _alive(pid):
@@ -112,7 +115,7 @@ def read_holder(store_path: Path) -> Holder | None:
     started = _process_start_ns(pid)
     if started is not None and started > since + 2_000_000_000:  # the PID was reused after the writer died
         return None
-    return Holder(pid, _one_line(command), since, _one_line(purpose), writing=True)
+    return Holder(pid, _one_line(command), since, _one_line(purpose), writing=True, dashboard_url=dashboard_url)
 
 
 def process_holder(pid: int) -> Holder:
@@ -136,11 +139,29 @@ def update_purpose(store_path: Path, purpose: str) -> None:
             _write(key, purpose)
 
 
-def _write(path: Path, purpose: str) -> None:
+def set_dashboard_url(store_path: Path, url: str | None) -> bool:
+    """Name where this process serves the store's monitor dashboard (None: no more), for others' messages.
+
+    Only while this process holds the store for writing (its holder file); returns whether it was written.
+    """
+    key = holder_path(store_path).resolve()
+    with _writers_lock:
+        if not _open_writers.get(key):
+            return False
+        own = _read_own_body(key)
+        _write(key, str(own.get("purpose", "")) if own else "", dashboard_url=url)
+        return True
+
+
+def _write(path: Path, purpose: str, *, dashboard_url: str | None | bool = False) -> None:
+    """Write the holder file; ``dashboard_url`` False keeps the URL the file names already."""
     body = {"pid": os.getpid(), "command": own_command(), "since_ns": now_ns(), "purpose": purpose}
-    current = _read_own(path)
-    if current is not None:  # keep the original start time when only the purpose changes
-        body["since_ns"] = current
+    own = _read_own_body(path)
+    if own is not None:  # keep the original start time (and the dashboard) when only the purpose changes
+        body["since_ns"] = int(own["since_ns"])
+    url = own.get("dashboard_url") if dashboard_url is False and own is not None else dashboard_url
+    if url:
+        body["dashboard_url"] = url
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         temporary.write_text(json.dumps(body), encoding="utf-8")
@@ -150,12 +171,19 @@ def _write(path: Path, purpose: str) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def _read_own(path: Path) -> int | None:
+def _read_own_body(path: Path) -> dict | None:
+    """The holder file's contents when this process wrote it, else None."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        return int(raw["since_ns"]) if int(raw["pid"]) == os.getpid() else None
+        int(raw["since_ns"])
+        return raw if int(raw["pid"]) == os.getpid() else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _read_own(path: Path) -> int | None:
+    own = _read_own_body(path)
+    return None if own is None else int(own["since_ns"])
 
 
 def release_holder(store_path: Path) -> None:

@@ -1,0 +1,498 @@
+"""Where a monitor (the dashboard, the read API, notebook controls) reads its data and sends its controls.
+
+DuckDB lets one process hold a store for writing or several hold it read-only, never both
+(DESIGN.md, "DuckDB ownership"). A monitor therefore reads in one of two ways:
+
+- :class:`SessionSource` runs in the session's own process. Live state (status, positions,
+  working orders, equity) comes from the session's memory; history (orders, fills, alerts,
+  TCA, strategy stages) from the store through a cursor of the session's own connection,
+  one per read, so any thread may read and no second connection is ever opened. Its
+  controls act on the session.
+- :class:`StoreSource` reads a store no session of this process runs on. Each read (or
+  each :meth:`StoreSource.reading` block) opens the file read-only and closes it again, so
+  a monitor never keeps a session from starting. While another process holds the file for
+  writing, reads return empty frames and :meth:`~StoreSource.status` names the holder and
+  its dashboard's URL (from the holder file, see :mod:`tradebook.store.holder`) instead of
+  raising a lock error. Its controls refuse with :class:`~tradebook.errors.ControlError`.
+
+Both return the same columns. Frames keep exact values (Decimal money and quantities,
+int64 UTC ns times) and lead with a tz-aware ``time`` column for people.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import duckdb
+import pandas as pd
+
+from tradebook.errors import ConfigError, ControlError, StoreError, StoreLockedError
+from tradebook.model.orders import TERMINAL_STATUSES
+from tradebook.model.time import now_ns
+from tradebook.store.holder import Holder, read_holder
+from tradebook.store.store import Store, default_store_path
+
+DEFAULT_LIMIT = 200
+MAX_LIMIT = 100_000
+
+ORDER_COLUMNS = ("client_order_id", "strategy_id", "account_id", "instrument_id", "side", "order_type",
+                 "time_in_force", "quantity", "filled_quantity", "limit_price", "stop_price", "avg_fill_price",
+                 "fees", "status", "reason", "venue_order_id", "parent_order_id", "mode", "venue", "ts_init",
+                 "ts_last")
+FILL_COLUMNS = ("fill_id", "client_order_id", "venue_order_id", "account_id", "strategy_id", "instrument_id", "side",
+                "quantity", "price", "fee", "fee_currency", "liquidity", "ts_event", "ts_init")
+POSITION_COLUMNS = ("account_id", "strategy_id", "instrument_id", "asset_class", "quantity", "avg_price",
+                    "mark_price", "market_value", "unrealised_pnl", "realised_pnl", "fees", "ts_last_ns")
+ALERT_COLUMNS = ("ts_ns", "last_ts_ns", "severity", "kind", "subject", "message", "repeat_count", "source")
+STAGE_COLUMNS = ("strategy", "stage", "ts_ns", "backtest_id", "reason")
+EQUITY_COLUMNS = ("ts_ns", "equity", "cash", "realised_pnl", "unrealised_pnl")
+
+# the int64 ns column each frame's leading ``time`` shows
+_TIME_OF = {"orders": "ts_last", "fills": "ts_event", "positions": "ts_last_ns", "alerts": "last_ts_ns",
+            "stages": "ts_ns", "tca_fills": "ts_event", "tca_orders": "decision_ts_ns", "equity": "ts_ns"}
+
+# the filters each history read takes (keyword -> SQL condition on one parameter)
+_FILTERS: dict[str, dict[str, str]] = {
+    "orders": {"instrument_id": "instrument_id = ?", "strategy_id": "strategy_id = ?", "status": "status = ?",
+               "since_ns": "ts_last >= ?"},
+    "fills": {"instrument_id": "instrument_id = ?", "strategy_id": "strategy_id = ?",
+              "client_order_id": "client_order_id = ?", "since_ns": "ts_event >= ?"},
+    "alerts": {"severity": "severity = ?", "kind": "kind = ?", "since_ns": "coalesce(last_ts_ns, ts_ns) >= ?"},
+    "tca_fills": {"instrument_id": "instrument_id = ?", "strategy_id": "strategy_id = ?", "since_ns": "ts_event >= ?"},
+    "tca_orders": {"instrument_id": "instrument_id = ?", "strategy_id": "strategy_id = ?", "level": "level = ?",
+                   "since_ns": "coalesce(end_ts_ns, decision_ts_ns, computed_at_ns) >= ?"},
+}
+
+_WORKING = "status NOT IN (" + ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES)) + ")"
+_SQL = {
+    "orders": f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders {{where}} "
+              "ORDER BY ts_last DESC, client_order_id LIMIT ?",
+    "working_orders": f"SELECT {', '.join(ORDER_COLUMNS)} FROM orders WHERE {_WORKING} "
+                      "ORDER BY ts_init, client_order_id",
+    "fills": f"SELECT {', '.join(FILL_COLUMNS)} FROM fills {{where}} ORDER BY ts_event DESC, fill_id LIMIT ?",
+    "positions": "SELECT p.account_id, p.strategy_id, p.instrument_id, i.asset_class, p.quantity, p.avg_price, "
+                 "NULL AS mark_price, NULL AS market_value, NULL AS unrealised_pnl, p.realized_pnl AS realised_pnl, "
+                 "p.fees, p.ts_last AS ts_last_ns FROM positions p LEFT JOIN instruments i USING (instrument_id) "
+                 "ORDER BY p.account_id, p.strategy_id, p.instrument_id",
+    "alerts": "SELECT ts_ns, coalesce(last_ts_ns, ts_ns) AS last_ts_ns, severity, kind, subject, message, "
+              "repeat_count, source FROM alerts {where} ORDER BY coalesce(last_ts_ns, ts_ns) DESC LIMIT ?",
+    "stages": "SELECT strategy, arg_max(stage, ts_ns) AS stage, max(ts_ns) AS ts_ns, "
+              "arg_max(backtest_id, ts_ns) AS backtest_id, arg_max(reason, ts_ns) AS reason "
+              "FROM strategy_stages GROUP BY strategy ORDER BY strategy",
+    "tca_fills": "SELECT * FROM tca_fills {where} ORDER BY ts_event DESC, fill_id LIMIT ?",
+    "tca_orders": "SELECT * FROM tca_orders {where} "
+                  "ORDER BY coalesce(end_ts_ns, decision_ts_ns, computed_at_ns) DESC, order_id LIMIT ?",
+    "counts": f"SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM orders WHERE {_WORKING}), "
+              "(SELECT count(*) FROM fills), (SELECT count(*) FROM alerts), "
+              "(SELECT sum(realized_pnl) FROM positions), "
+              "greatest((SELECT max(ts_last) FROM orders), (SELECT max(ts_event) FROM fills))",
+    "latest_order": "SELECT mode, venue, account_id FROM orders ORDER BY ts_last DESC LIMIT 1",
+}
+
+
+@runtime_checkable
+class MonitorSource(Protocol):
+    """What a monitor reads and controls; :class:`SessionSource` and :class:`StoreSource` implement it."""
+
+    @property
+    def can_control(self) -> bool: ...
+
+    def reading(self) -> Any: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def positions(self) -> pd.DataFrame: ...
+
+    def working_orders(self) -> pd.DataFrame: ...
+
+    def orders(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame: ...
+
+    def fills(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame: ...
+
+    def alerts(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame: ...
+
+    def stages(self) -> pd.DataFrame: ...
+
+    def tca_fills(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame: ...
+
+    def tca_orders(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame: ...
+
+    def equity(self) -> pd.DataFrame: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def halt(self, reason: str = ...) -> None: ...
+
+    def flatten(self, reason: str = ...) -> Any: ...
+
+
+# -- reading the store ---------------------------------------------------------------------------
+def _check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ConfigError(f"limit is {limit!r}; expected a whole number from 1 to {MAX_LIMIT}")
+    return limit
+
+
+def _where(table: str, filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    allowed = _FILTERS.get(table, {})
+    unknown = sorted(set(filters) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{table} cannot be filtered by {', '.join(unknown)}; expected "
+                          f"{', '.join(sorted(allowed)) or 'no filter'}")
+    chosen = [(allowed[name], value) for name, value in sorted(filters.items()) if value is not None]
+    if not chosen:
+        return "", []
+    return "WHERE " + " AND ".join(c for c, _ in chosen), [v for _, v in chosen]
+
+
+def _fetch(con: Any, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+    """Rows as a DataFrame of exact values: DuckDB hands DECIMAL columns to Python as Decimal."""
+    cursor = con.execute(sql, params or [])
+    columns = [d[0] for d in cursor.description]
+    return pd.DataFrame(cursor.fetchall(), columns=columns)
+
+
+def _with_time(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``frame`` led by a tz-aware ``time`` column made from its int64 ns column for ``name``."""
+    column = _TIME_OF[name]
+    shown = frame.copy()
+    ns = pd.to_numeric(shown[column], errors="coerce") if len(shown) else pd.Series([], dtype="float64")
+    shown.insert(0, "time", pd.to_datetime(ns, unit="ns", utc=True))
+    return shown
+
+
+def _empty(columns: tuple[str, ...] | list[str], name: str) -> pd.DataFrame:
+    return _with_time(pd.DataFrame({c: pd.Series([], dtype=object) for c in columns}), name)
+
+
+def _table_columns(con: Any, table: str) -> list[str]:
+    return [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                                      "ORDER BY ordinal_position", [table]).fetchall()]
+
+
+class _StoreReads:
+    """The history reads both sources share, over a connection (or cursor) given by :meth:`_connection`."""
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any | None]:  # None: the store cannot be read now (held elsewhere)
+        raise NotImplementedError
+
+    def _read(self, name: str, sql: str, params: list[Any], columns: tuple[str, ...] | None) -> pd.DataFrame:
+        with self._connection() as con:
+            if con is None:
+                return _empty(columns if columns is not None else _columns_of_schema(name), name)
+            return _with_time(_fetch(con, sql, params), name)
+
+    def _history(self, name: str, limit: int, filters: Mapping[str, Any],
+                 columns: tuple[str, ...] | None) -> pd.DataFrame:
+        where, params = _where(name, filters)
+        return self._read(name, _SQL[name].format(where=where), [*params, _check_limit(limit)], columns)
+
+    def orders(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame:
+        """The latest ``limit`` orders (current state), newest first; filters: instrument_id, strategy_id,
+        status, since_ns."""
+        return self._history("orders", limit, filters, ORDER_COLUMNS)
+
+    def fills(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame:
+        """The latest ``limit`` fills, newest first; filters: instrument_id, strategy_id, client_order_id, since_ns."""
+        return self._history("fills", limit, filters, FILL_COLUMNS)
+
+    def alerts(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame:
+        """The latest ``limit`` alerts by when they last fired; filters: severity, kind, since_ns."""
+        return self._history("alerts", limit, filters, ALERT_COLUMNS)
+
+    def stages(self) -> pd.DataFrame:
+        """Each strategy's stage now (research, paper, live, reverted), since when and why."""
+        return self._read("stages", _SQL["stages"], [], STAGE_COLUMNS)
+
+    def tca_fills(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame:
+        """The latest ``limit`` rows of ``tca_fills`` (costs in bps per fill), newest first."""
+        return self._history("tca_fills", limit, filters, None)
+
+    def tca_orders(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame:
+        """The latest ``limit`` rows of ``tca_orders`` (costs, fill rate and latencies per order and algo parent)."""
+        return self._history("tca_orders", limit, filters, None)
+
+    def _store_counts(self, con: Any) -> dict[str, Any]:
+        orders, working, fills, alerts, realised, last = con.execute(_SQL["counts"]).fetchone()
+        return {"orders": orders, "working_orders": working, "fills": fills, "alerts": alerts,
+                "realised_pnl": realised if realised is not None else Decimal(0), "last_event_ns": last}
+
+
+def _columns_of_schema(name: str) -> tuple[str, ...]:
+    """Columns of a table as the migrations create it (for an empty TCA frame when the store cannot be opened)."""
+    if name not in _TCA_COLUMNS:
+        con = duckdb.connect()
+        try:
+            from tradebook.store.migrations import MIGRATIONS
+
+            for migration in MIGRATIONS:
+                for statement in migration.statements:
+                    if f"CREATE TABLE {name} " in statement:
+                        con.execute(statement)
+            _TCA_COLUMNS[name] = tuple(_table_columns(con, name))
+        finally:
+            con.close()
+    return _TCA_COLUMNS[name]
+
+
+_TCA_COLUMNS: dict[str, tuple[str, ...]] = {}
+
+
+# -- in the session's process --------------------------------------------------------------------
+class SessionSource(_StoreReads):
+    """A monitor in the session's process: live state from the session, history through its store connection.
+
+    ``session``: a :class:`tradebook.session.Session` (started or not). Controls act on it
+    while it runs: :meth:`pause` and :meth:`resume` hold and release its feed (resume also
+    lifts a halt or reduce-only), :meth:`halt` and :meth:`flatten` are its kill switch.
+    Orders and fills come from the store, which the session copies its journal into in
+    the background (a fraction of a second behind); working orders and positions come
+    from the session itself.
+    """
+
+    kind = "session"
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.session.store.path)
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        cursor = self._cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+    def _cursor(self) -> Any:
+        """A cursor of the session's connection; a lazy writer swaps that connection at its first write and when
+        the session ends, so a read in that instant waits for the new one (up to a second)."""
+        deadline = _time.monotonic() + 1
+        while True:
+            try:
+                return self.session.store.con.cursor()
+            except (StoreError, duckdb.ConnectionException) as exc:
+                if _time.monotonic() > deadline:
+                    raise StoreError(f"cannot read {self.store_path} through the session: {exc}") from exc
+                _time.sleep(0.02)
+
+    @contextmanager
+    def reading(self) -> Iterator[SessionSource]:
+        """Several reads together (a dashboard refresh); each read takes its own cursor anyway."""
+        yield self
+
+    @property
+    def can_control(self) -> bool:
+        return str(self.session.state) in ("running", "paused")
+
+    def status(self) -> dict[str, Any]:
+        """State, mode, account, P&L, counts and kill switch, as exact values (``updated_ns``: when read)."""
+        status = dict(self.session.status())
+        status.update(
+            held_by=None, dashboard_url=None, can_control=self.can_control, source=self.kind,
+            store_path=str(self.store_path), updated_ns=now_ns(),
+            last_event_ns=int(self.session.now_ns) or None,
+        )
+        return status
+
+    def positions(self) -> pd.DataFrame:
+        """Every position of the session (flat ones keep their realised P&L), marked at the last quote."""
+        return _with_time(pd.DataFrame(self.session.positions())[list(POSITION_COLUMNS)], "positions")
+
+    def working_orders(self) -> pd.DataFrame:
+        """Orders not final yet, from the session's order manager (current to the last event), oldest first."""
+        mode = "live" if self.session.venue.is_live else "paper"
+        rows = []
+        for order in sorted(self.session.oms.working_orders(), key=lambda o: (o.intent.ts_ns, o.client_order_id)):
+            intent = order.intent
+            rows.append((order.client_order_id, intent.strategy_id, intent.account_id, intent.instrument_id,
+                         str(intent.side), str(intent.order_type), str(intent.time_in_force), order.total_quantity,
+                         order.filled_qty, order.limit_price if order.limit_price is not None else intent.limit_price,
+                         order.stop_price if order.stop_price is not None else intent.stop_price, order.avg_price,
+                         order.fees, str(order.status), order.reason, order.venue_order_id, intent.parent_id, mode,
+                         self.session.venue.name, intent.ts_ns, max(order.last_ts_ns, intent.ts_ns)))
+        return _with_time(pd.DataFrame(rows, columns=list(ORDER_COLUMNS)), "orders")
+
+    def equity(self) -> pd.DataFrame:
+        """Equity, cash and P&L once a minute of session time and now (float64)."""
+        frame = pd.DataFrame(self.session.equity_frame())
+        return _with_time(frame[list(EQUITY_COLUMNS)], "equity")
+
+    # -- controls ---------------------------------------------------------------------------------
+    def _require_running(self, what: str) -> None:
+        if not self.can_control:
+            raise ControlError(f"{what}: the session is {self.session.state}; controls act on a running or paused "
+                               "session")
+
+    def pause(self) -> None:
+        """Hold the feed (working orders stay working)."""
+        self._require_running("pause")
+        self.session.pause()
+
+    def resume(self) -> None:
+        """Release the feed and lift a halt or reduce-only (the kill switch back to normal)."""
+        self._require_running("resume")
+        self.session.resume()
+        if str(self.session.kill_switch.mode) != "normal":
+            self.session.resume_trading("resumed from the monitor")
+
+    def halt(self, reason: str = "halted from the monitor") -> None:
+        """Kill switch: no new orders (working orders stay)."""
+        self._require_running("halt")
+        self.session.halt(_reason(reason, "halt"))
+
+    def flatten(self, reason: str = "flattened from the monitor") -> list[Any]:
+        """Kill switch: cancel every working order, then close every position; returns the orders it asked."""
+        self._require_running("flatten")
+        return self.session.flatten(_reason(reason, "flatten"))
+
+
+def _reason(reason: str, what: str) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise ControlError(f"{what} needs a reason (a few words for the journal and the alert), got {reason!r}")
+    return reason.strip()
+
+
+# -- a closed store ------------------------------------------------------------------------------
+class StoreSource(_StoreReads):
+    """A monitor of a store no session of this process runs on: read-only, opened per read and closed again.
+
+    When another process holds the file for writing, reads return empty frames and
+    :meth:`status` says who holds it (``held_by``) and where its dashboard is
+    (``dashboard_url``, when that process serves one); :attr:`holder` keeps the holder of
+    the last read. Controls raise :class:`~tradebook.errors.ControlError` naming where they
+    would work.
+    """
+
+    kind = "store"
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.store_path = Path(path) if path is not None else default_store_path()
+        if not self.store_path.exists():
+            raise StoreError(f"no store at {self.store_path}; a session or `tradebook demo` creates one")
+        self.holder: Holder | None = None
+        self._held_message: str | None = None
+        self._open: Store | None = None  # inside reading()
+
+    @contextmanager
+    def reading(self) -> Iterator[StoreSource]:
+        """Several reads on one read-only open of the file (a dashboard refresh), closed at the end."""
+        if self._open is not None:
+            yield self
+            return
+        store = self._open_store()
+        self._open = store
+        try:
+            yield self
+        finally:
+            self._open = None
+            if store is not None:
+                store.close()
+
+    def _open_store(self) -> Store | None:
+        try:
+            store = Store(self.store_path, read_only=True)
+        except StoreLockedError as exc:
+            self.holder = read_holder(self.store_path)
+            self._held_message = str(exc)
+            return None
+        self.holder, self._held_message = None, None
+        return store
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any | None]:
+        if self._open is not None:
+            yield self._open.con
+            return
+        with self.reading():
+            yield self._open.con if self._open is not None else None
+
+    @property
+    def can_control(self) -> bool:
+        return False
+
+    def status(self) -> dict[str, Any]:
+        """What the store says: counts, realised P&L, the latest order's mode and account; or who holds it."""
+        status: dict[str, Any] = {
+            "state": "stopped", "mode": None, "venue": None, "account": None, "kill_switch": None,
+            "orders": None, "working_orders": None, "fills": None, "alerts": None, "realised_pnl": None,
+            "unrealised_pnl": None, "equity": None, "last_event_ns": None, "can_control": False,
+            "source": self.kind, "store_path": str(self.store_path),
+        }
+        with self._connection() as con:
+            if con is not None:
+                status.update(self._store_counts(con))
+                latest = con.execute(_SQL["latest_order"]).fetchone()
+                if latest is not None:
+                    status.update(mode=latest[0], venue=latest[1], account=latest[2])
+        held = self._held_message is not None
+        if held:
+            status["state"] = "held"
+        status.update(held_by=(self.holder.describe() if self.holder is not None else self._held_message)
+                      if held else None,
+                      dashboard_url=self.holder.dashboard_url if held and self.holder is not None else None,
+                      updated_ns=now_ns())
+        return status
+
+    def positions(self) -> pd.DataFrame:
+        """Stored positions (unmarked: a closed store has no live quote, so mark and unrealised P&L are empty)."""
+        return self._read("positions", _SQL["positions"], [], POSITION_COLUMNS)
+
+    def working_orders(self) -> pd.DataFrame:
+        """Orders the store holds as not final (as the session that wrote them last left them), oldest first."""
+        return self._read("orders", _SQL["working_orders"], [], ORDER_COLUMNS)
+
+    def equity(self) -> pd.DataFrame:
+        """Empty: the equity curve lives in a running session, the store keeps none."""
+        return _empty(EQUITY_COLUMNS, "equity")
+
+    def _refuse(self, what: str) -> ControlError:
+        if self.holder is not None:
+            where = (f"at its dashboard {self.holder.dashboard_url}" if self.holder.dashboard_url
+                     else f"in that process (PID {self.holder.pid})")
+            return ControlError(f"{what}: this monitor reads {self.store_path} read-only; the session that holds it "
+                                f"({self.holder.describe()}) is controlled {where}")
+        return ControlError(f"{what}: this monitor reads {self.store_path} read-only and no session runs on it; "
+                            "controls act on a running session (session.controls() or session.dashboard())")
+
+    def pause(self) -> None:
+        raise self._refuse("pause")
+
+    def resume(self) -> None:
+        raise self._refuse("resume")
+
+    def halt(self, reason: str = "halted from the monitor") -> None:
+        raise self._refuse("halt")
+
+    def flatten(self, reason: str = "flattened from the monitor") -> list[Any]:
+        raise self._refuse("flatten")
+
+
+def open_source(session_or_path: Any = None) -> MonitorSource:
+    """The source for a session (:class:`SessionSource`) or a store path or Store (:class:`StoreSource`).
+
+    None: the workspace store (:func:`tradebook.store.store.default_store_path`).
+    """
+    if session_or_path is None or isinstance(session_or_path, (str, Path)):
+        return StoreSource(session_or_path)
+    if isinstance(session_or_path, Store):
+        return StoreSource(session_or_path.path)
+    from tradebook.session import Session  # the session is heavy; a standalone monitor of a store needs none
+
+    if isinstance(session_or_path, Session):
+        return SessionSource(session_or_path)
+    raise ConfigError(f"open_source takes a Session, a Store or a store path, got {type(session_or_path).__name__}")
+
+
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "MonitorSource", "SessionSource", "StoreSource", "open_source"]
