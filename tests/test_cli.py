@@ -20,7 +20,7 @@ def tradebook(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def demo_store(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cli") / "demo.duckdb"
-    result = tradebook("demo", "--store", str(path), timeout=600)  # the whole story, report included
+    result = tradebook("demo", "--store", str(path), "--no-serve", timeout=600)  # the whole story, report included
     assert result.returncode == 0, result.stderr
     assert "37 datasets" in result.stdout
     # the story: research, paper on the held-back sessions, the gate's decision with its evidence, the report
@@ -33,7 +33,7 @@ def demo_store(tmp_path_factory) -> Path:
 
 
 def test_demo_is_idempotent(demo_store):
-    again = tradebook("demo", "--store", str(demo_store), timeout=600)
+    again = tradebook("demo", "--store", str(demo_store), "--no-serve", timeout=600)
     assert again.returncode == 0, again.stderr
     with Store(demo_store, read_only=True) as store:
         datasets = store.datasets()

@@ -45,7 +45,8 @@ def demo_workspace(tmp_path_factory) -> Path:
     """A workspace as `make clean` then `make demo` leave it: the demo's store, the bundled data beside it."""
     root = tmp_path_factory.mktemp("readme")
     (root / "data").symlink_to(bundled_data_dir())
-    built = subprocess.run([sys.executable, "-m", "tradebook", "demo", "--store", str(root / "tradebook.duckdb")],
+    built = subprocess.run([sys.executable, "-m", "tradebook", "demo", "--store", str(root / "tradebook.duckdb"),
+                            "--no-serve"],
                            cwd=root, capture_output=True, text=True, timeout=900)
     assert built.returncode == 0, built.stderr[-2000:]
     return root

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "promotion gate's decision with its evidence and write the HTML report.")
     _store_arg(demo)
     demo.add_argument("--data-dir", type=Path, default=None, help="bundled data folder (default: the repo's data/)")
+    demo.add_argument("--no-serve", action="store_true",
+                      help="end after the report instead of serving the dashboard over the demo's store "
+                           "(the demo serves it on 127.0.0.1 until Ctrl-C by default)")
 
     load = sub.add_parser("load", help="load one market-data file into the store",
                           description="Validate one CSV (or .csv.gz) file and store it. A file with errors is "
@@ -141,7 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                         help="a notebook parameter (repeatable); True/False/None, numbers, else text")
     report.add_argument("--output-dir", type=Path, default=None, help="folder for the executed notebook and HTML")
-    for subparser in (demo, load, info, calibrate, fidelity, config, report):
+    dashboard = sub.add_parser("dashboard", help="serve the monitoring dashboard and read API over a closed store",
+                               description="Serve the Panel dashboard (positions, orders, fills, TCA, alerts, "
+                                           "strategy stages) and the read API (/api/) over a store no session "
+                                           "holds, read-only, until Ctrl-C. While a session holds the store the "
+                                           "page says which one and where its own dashboard is "
+                                           "(session.dashboard()). Any address but 127.0.0.1 needs a token in "
+                                           "$TRADEBOOK_MONITOR_TOKEN.")
+    _store_arg(dashboard)
+    dashboard.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=0, help="port to listen on (default: any free port)")
+    for subparser in (demo, load, info, calibrate, fidelity, config, report, dashboard):
         _config_arg(subparser)
     return parser
 
@@ -183,7 +196,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from tradebook.demo import run_demo
 
-        run_demo(args.store, args.data_dir)
+        run_demo(args.store, args.data_dir, serve=not args.no_serve)
+        return 0
+    if args.command == "dashboard":
+        from tradebook.monitor.server import serve_until_interrupted
+        from tradebook.monitor.source import StoreSource
+
+        serve_until_interrupted(StoreSource(args.store), address=args.address, port=args.port)
         return 0
     if args.command == "load":
         from tradebook.data.loaders import load

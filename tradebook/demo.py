@@ -146,10 +146,11 @@ def _bar_label(bar_ns: int) -> str:
 
 
 def run_demo(store_path: str | Path | None = None, data_dir: Path | None = None,
-             out: Callable[[str], None] = print, *, story: bool = True) -> None:
+             out: Callable[[str], None] = print, *, story: bool = True, serve: bool = False) -> None:
     """``make demo``: load the bundled data, calibrate the simulator on it and show its fidelity on transfers,
     then (``story``) research a strategy, paper-trade the held-back sessions and print the gate's decision
-    (:func:`run_story`) and write the promotion report.
+    (:func:`run_story`) and write the promotion report; ``serve``: then serve the dashboard over the store
+    on 127.0.0.1 and print its URL, until Ctrl-C (``tradebook demo`` does; ``--no-serve`` skips it).
 
     Re-running reuses the store: files already stored are not loaded again, and a
     calibration on unchanged data is not stored again.
@@ -176,14 +177,25 @@ def run_demo(store_path: str | Path | None = None, data_dir: Path | None = None,
 
         if "promotion" not in known_reports():
             out("\n(the promotion report notebook is not in this checkout yet; no report written)")
-            return
-        out("\nWriting the promotion report (papermill, HTML) ...")
-        wanted = {"strategy": story.strategy, "backtest_id": story.backtest_id, "account_id": story.account_id,
-                  "decision_id": getattr(story.decision, "decision_id", None), "save": False}
-        declared = report_parameters("promotion")
-        report = run_report("promotion", {k: v for k, v in wanted.items() if k in declared and v is not None},
-                            store_path=path)
-        out(f"Report: {report.html_path}")
+        else:
+            out("\nWriting the promotion report (papermill, HTML) ...")
+            wanted = {"strategy": story.strategy, "backtest_id": story.backtest_id, "account_id": story.account_id,
+                      "decision_id": getattr(story.decision, "decision_id", None), "save": False}
+            declared = report_parameters("promotion")
+            report = run_report("promotion", {k: v for k, v in wanted.items() if k in declared and v is not None},
+                                store_path=path)
+            out(f"Report: {report.html_path}")
+    if serve:
+        _serve_dashboard(path, out)
+
+
+def _serve_dashboard(store_path: Path, out: Callable[[str], None]) -> None:
+    """The dashboard over the demo's store (closed: read-only), until Ctrl-C."""
+    from tradebook.monitor.server import serve_until_interrupted
+    from tradebook.monitor.source import StoreSource
+
+    out("\nServing the dashboard over the demo's store (its paper run's orders, fills and positions) ...")
+    serve_until_interrupted(StoreSource(store_path), out=out)
 
 
 # -- the story: research -> paper -> the promotion gate (issue 17) ---------------------------------------

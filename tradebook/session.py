@@ -1053,6 +1053,16 @@ class Session:
     def _repr_html_(self) -> str:
         return self.status()._repr_html_()
 
+    def dashboard(self, **kwargs: Any) -> Any:
+        """Serve the monitoring dashboard and the read API over this session, from its process; returns the server.
+
+        ``server.url`` is where to open it (127.0.0.1 unless ``address=`` and ``token=``),
+        ``server.stop()`` ends it. Keywords: those of :func:`tradebook.monitor.server.serve_monitor`.
+        """
+        from tradebook.monitor.server import serve_monitor  # presentation, loaded only when asked for
+
+        return serve_monitor(self, **kwargs)
+
     def _display_instrument(self) -> str | None:
         # money in views is rounded to the traded instrument's precision (the first one, when several)
         return next(iter(self.instruments), None)

@@ -38,14 +38,17 @@ LATENCY_COLUMNS = {"signal → submit": "signal_to_submit_ms", "submit → ack":
 STATE_COLOURS = {"running": "#1a7f37", "paused": "#9a6700", "halted": "#cf222e", "reduce_only": "#9a6700",
                  "stopped": "#57606a", "finished": "#57606a", "failed": "#cf222e", "closed": "#57606a"}
 
+# What each table shows, in order (the sources' frames lead with a tz-aware ``time``; columns a frame lacks are skipped)
 POSITION_COLUMNS = ("account_id", "strategy_id", "instrument_id", "quantity", "avg_price", "mark_price",
                     "market_value", "unrealised_pnl", "realised_pnl", "fees")
-ORDER_COLUMNS = ("ts_init_ns", "client_order_id", "strategy_id", "instrument_id", "side", "order_type", "quantity",
+ORDER_COLUMNS = ("time", "client_order_id", "strategy_id", "instrument_id", "side", "order_type", "quantity",
                  "filled_qty", "limit_price", "avg_price", "status", "reason")
-FILL_COLUMNS = ("ts_event_ns", "ts_event", "client_order_id", "strategy_id", "instrument_id", "side", "quantity",
-                "price", "fee", "liquidity")
-ALERT_COLUMNS = ("ts_ns", "last_ts_ns", "severity", "kind", "subject", "message", "repeat_count")
-STAGE_COLUMNS = ("strategy", "stage", "ts_ns", "reason", "decision", "codes", "summary")
+FILL_COLUMNS = ("time", "client_order_id", "strategy_id", "instrument_id", "side", "quantity", "price", "fee",
+                "liquidity")
+ALERT_COLUMNS = ("time", "severity", "kind", "subject", "message", "repeat_count")
+STAGE_COLUMNS = ("strategy", "stage", "time", "backtest_id", "reason")
+# the store's names for what the session's frames (and tradebook.views' rounding) call otherwise
+DISPLAY_NAMES = {"filled_quantity": "filled_qty", "avg_fill_price": "avg_price"}
 
 
 # -- small pieces ----------------------------------------------------------------------------------
@@ -70,15 +73,14 @@ def utc_times(values: pd.Series) -> pd.Series:
 def shown_table(frame: pd.DataFrame, columns: Sequence[str], *, newest_first: str | None = None,
                 rows: int = TABLE_ROWS) -> pd.DataFrame:
     """``frame`` as a person reads it: the named columns that exist, ns columns as UTC times, numbers rounded."""
-    shown = pd.DataFrame(frame)
+    shown = pd.DataFrame(frame).rename(columns=DISPLAY_NAMES)
     if newest_first is not None and newest_first in shown.columns:
         shown = shown.sort_values(newest_first, ascending=False, kind="stable")
     shown = shown[[c for c in columns if c in shown.columns]].head(rows)
     shown = rounded_for_display(shown.reset_index(drop=True))
-    for column in list(shown.columns):
-        if column.endswith("_ns") or column in ("ts_event", "ts_init", "ts_last"):
-            shown[column] = utc_times(shown[column])
-            shown = shown.rename(columns={column: column.removesuffix("_ns").removeprefix("ts_") or "time"})
+    if "time" in shown.columns:
+        times = utc_times(shown["time"]).dt.strftime("%Y-%m-%d %H:%M:%S.%f").str[:-3]
+        shown = shown.assign(time=times).rename(columns={"time": "time (UTC)"})
     return shown
 
 
@@ -146,9 +148,9 @@ def status_view(status: Mapping[str, Any], *, instrument_id: str | None = None) 
         value = status.get(key)
         return "-" if value is None else f"{int(value):,}"
 
-    updated = status.get("updated_ns")
-    updated_text = (utc_times(pd.Series([updated])).iloc[0].strftime("%Y-%m-%d %H:%M:%S UTC")
-                    if updated else "-")
+    def when(ns: Any) -> str:
+        return utc_times(pd.Series([ns])).iloc[0].strftime("%Y-%m-%d %H:%M:%S UTC") if ns else "-"
+
     kill_colour = STATE_COLOURS.get(kill, "#57606a") if kill != "normal" else "#1a7f37"
     cells = [
         cell("state", "tb-state", state, "tb-badge", STATE_COLOURS.get(state, "#57606a")),
@@ -163,12 +165,15 @@ def status_view(status: Mapping[str, Any], *, instrument_id: str | None = None) 
         cell("orders", "tb-orders", count("orders")),
         cell("working", "tb-working", count("working_orders")),
         cell("fills", "tb-fills", count("fills")),
-        cell("session time", "tb-session-time", str(status.get("session_time") or "-")),
-        cell("updated", "tb-updated", updated_text),
+        cell("last event", "tb-session-time", when(status.get("last_event_ns"))),
+        cell("updated", "tb-updated", when(status.get("updated_ns"))),
     ]
-    notes = [str(status[key]) for key in ("kill_switch_reason", "held_by", "message") if status.get(key)]
+    notes = [html.escape(str(status[key])) for key in ("kill_switch_reason", "held_by", "message") if status.get(key)]
+    url = status.get("dashboard_url")
+    if url:
+        notes.append(f'its dashboard: <a href="{html.escape(str(url))}">{html.escape(str(url))}</a>')
     if notes:
-        cells.append(f'<div id="tb-status-note" class="tb-note">{html.escape(" · ".join(notes))}</div>')
+        cells.append(f'<div id="tb-status-note" class="tb-note">{" · ".join(notes)}</div>')
     return pn.pane.HTML(f'<div class="tb-status">{"".join(cells)}</div>', stylesheets=[STATUS_CSS],
                         sizing_mode="stretch_width", css_classes=["tb-status-pane"])
 
@@ -220,31 +225,29 @@ def positions_view(positions: pd.DataFrame | None) -> pn.viewable.Viewable:
 
 def working_orders_view(orders: pd.DataFrame | None) -> pn.viewable.Viewable:
     """Orders still working at the venue, newest first."""
-    return table_view(orders, ORDER_COLUMNS, name="working-orders", newest_first="ts_init_ns",
+    return table_view(orders, ORDER_COLUMNS, name="working-orders", newest_first="time",
                       empty="No working orders.")
 
 
 def orders_view(orders: pd.DataFrame | None) -> pn.viewable.Viewable:
     """The latest orders whatever their status, newest first."""
-    return table_view(orders, ORDER_COLUMNS, name="orders", newest_first="ts_init_ns",
+    return table_view(orders, ORDER_COLUMNS, name="orders", newest_first="time",
                       empty="No orders yet: they appear when the strategy sends its first.")
 
 
 def fills_view(fills: pd.DataFrame | None) -> pn.viewable.Viewable:
     """The latest fills, newest first."""
-    newest = "ts_event_ns" if fills is not None and "ts_event_ns" in fills.columns else "ts_event"
-    return table_view(fills, FILL_COLUMNS, name="fills", newest_first=newest, empty="No fills yet.")
+    return table_view(fills, FILL_COLUMNS, name="fills", newest_first="time", empty="No fills yet.")
 
 
 def alerts_view(alerts: pd.DataFrame | None) -> pn.viewable.Viewable:
     """Alerts, newest first, with their severity and how often a deduplicated one repeated."""
-    newest = "last_ts_ns" if alerts is not None and "last_ts_ns" in alerts.columns else "ts_ns"
-    return table_view(alerts, ALERT_COLUMNS, name="alerts", newest_first=newest,
+    return table_view(alerts, ALERT_COLUMNS, name="alerts", newest_first="time",
                       empty="No alerts: slippage, cost, latency, unfilled orders, venue and P&L rules are quiet.")
 
 
 def stages_view(stages: pd.DataFrame | None) -> pn.viewable.Viewable:
-    """Each strategy's stage (research, paper, live, reverted) and the gate's latest decision with its evidence."""
+    """Each strategy's stage now (research, paper, live, reverted), since when, its backtest and why."""
     return table_view(stages, STAGE_COLUMNS, name="stages",
                       empty="No strategy has a stage yet: the promotion gate records one when it reviews a paper run.")
 
