@@ -294,7 +294,7 @@ def _marketable(side, limit, bid, ask):  # pragma: no cover - compiled
     return (side > 0 and limit >= ask) or (side < 0 and limit <= bid)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")  # inlined: a call passes the walk's state
 def _walk(oi, of, o, ts, bid, ask, bid_sz, ask_sz, p, ws):  # pragma: no cover - compiled
     # walk_book for order o at the quote: (fills in ws[3], ws[4], depletion after)
     offsets, sizes, walk, out_qty, out_px, seed, rows, state, state_ts, cursor, tau, levels = ws
@@ -318,7 +318,7 @@ def _walk(oi, of, o, ts, bid, ask, bid_sz, ask_sz, p, ws):  # pragma: no cover -
                      p[_P_SLIPPAGE], p[_P_LOT], out_qty, out_px, real_px, real_sz)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")  # inlined: a call passes the walk's state
 def _walk_fills(oi, of, fi, ff, n, o, ts, k, depleted, p, ws):  # pragma: no cover - compiled
     of[o, _F_DEPLETED] = depleted
     oi[o, _I_TAKE_TS] = ts
@@ -329,7 +329,7 @@ def _walk_fills(oi, of, fi, ff, n, o, ts, k, depleted, p, ws):  # pragma: no cov
     return fi, ff, n
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")  # inlined: a call passes the walk's state
 def _take(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p, ws):  # pragma: no cover
     if ws is not None:  # pruned at compile time for the touch-only model (ws None)
         k, depleted = _walk(oi, of, o, ts, bid, ask, bid_sz, ask_sz, p, ws)
@@ -344,7 +344,7 @@ def _take(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p, 
     return fi, ff, n
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")  # inlined: a call passes the walk's state
 def _rest(oi, of, o, bid, ask, bid_sz, ask_sz, ws):  # pragma: no cover - compiled
     # queue ahead from the quote that made the order passive (and the book behind it where the feed has one)
     oi[o, _I_PHASE] = _PH_RESTING
@@ -362,7 +362,7 @@ def _rest(oi, of, o, bid, ask, bid_sz, ask_sz, ws):  # pragma: no cover - compil
                                            levels[1][row] if side > 0 else levels[3][row])
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")  # inlined: a call passes the walk's state
 def _step_taking(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p, ws):  # pragma: no cover
     # An active order at a valid quote: take while marketable, rest from the first moment it is not.
     if _has_limit(oi, o) and not _marketable(oi[o, _I_SIDE], of[o, _F_LIMIT], bid, ask):
@@ -371,7 +371,7 @@ def _step_taking(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, rati
     return _take(oi, of, fi, ff, n, o, ts, bid, ask, bid_sz, ask_sz, edges, ratios, p, ws)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")  # inlined: a call passes the walk's state
 def _activate(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios, p, ws):  # pragma: no cover
     # The order becomes active at ts (arrival, replace, or a stop's trigger): IOC and FOK decide here.
     tif = oi[o, _I_TIF]
@@ -417,7 +417,7 @@ def _stop_triggered(oi, of, o, valid, bid, ask):  # pragma: no cover - compiled
     return (oi[o, _I_SIDE] > 0 and ask >= stop) or (oi[o, _I_SIDE] < 0 and bid <= stop)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")  # inlined: a call passes the walk's state
 def _arrive(oi, of, fi, ff, n, o, ts, valid, bid, ask, bid_sz, ask_sz, edges, ratios, p, ws):  # pragma: no cover
     t = oi[o, _I_TYPE]
     if (t == _STOP or t == _STOP_LIMIT) and oi[o, _I_TRIGGERED] == 0:
