@@ -100,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
                        help="L2 depth (snapshot + diffs) or a top-N book of the same capture")
     _definition_args(files, "YAML or JSON definition of an instrument outside the bundled ones (as for "
                             "`tradebook load`)")
+    fills = calibrate.add_argument_group("from realised fills", "correct a stored model with what its fills really "
+                                         "cost (paper: the recorded book or touch at arrival; live: the fill "
+                                         "against the mid at submission), store it as a new version with its "
+                                         "provenance and print the error before and after")
+    fills.add_argument("--from-fills", action="store_true",
+                       help="blend realised costs of the store's fills into the calibrated cost curve")
+    fills.add_argument("--account", default=None,
+                       help="only this account's fills (a paper run's name or a live account id; default: all)")
+    fills.add_argument("--base", default=None, metavar="CALIBRATION",
+                       help="the calibration to correct (default: the one that priced the fills, else the latest)")
+    fills.add_argument("--holdout", type=float, default=None, metavar="SHARE",
+                       help="newest share of the orders scored but not blended (default 0.25; 0 blends all)")
+    fills.add_argument("--prior-fills", type=float, default=None, metavar="K",
+                       help="fills the fitted curve counts as: weight of n fills is n / (n + K) (default 20)")
 
     fidelity = sub.add_parser("fidelity", help="fit on one capture or slice, score on others, print the report",
                               description="Score transfers: fit on each recording's first half and score its "
@@ -242,6 +256,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         from tradebook.sim.fidelity import format_calibrations, run_calibration
         from tradebook.store import Store
 
+        if args.from_fills:
+            return _calibrate_from_fills(args)
+        stray = [f"--{n.replace('_', '-')}" for n in ("account", "base", "holdout", "prior_fills")
+                 if getattr(args, n) is not None]
+        if stray:
+            raise TradebookError(f"{', '.join(stray)} belong to --from-fills; add it, or leave them out")
         if _calibrate_from_files_asked(args):
             return _calibrate_from_files(args)
         with Store(args.store) as store:
@@ -333,6 +353,28 @@ def _known_instrument(store, instrument_id: str):
             f"unknown instrument {instrument_id!r}: neither bundled nor in {store.path}; define it with "
             "--instrument-file FILE or --asset-class, --currency, --tick and --lot (see tradebook load --help)"
         ) from None
+
+
+def _calibrate_from_fills(args: argparse.Namespace) -> int:
+    """`tradebook calibrate --from-fills [--instrument ID] [--account A]`: correct, store, print before/after."""
+    from tradebook.store import Store
+    from tradebook.tca.feedback import (DEFAULT_HOLDOUT, PRIOR_FILLS, calibrate_from_fills, format_from_fills,
+                                        instruments_with_fills)
+
+    if args.quotes is not None or args.bundled:
+        raise TradebookError("--from-fills corrects a stored calibration with the store's fills; it takes neither "
+                             "--quotes nor --bundled")
+    with Store(args.store, purpose="`tradebook calibrate --from-fills`") as store:
+        chosen = args.instrument or instruments_with_fills(store, args.account)
+        if not chosen:
+            raise TradebookError(f"no taker fills{f' of account {args.account!r}' if args.account else ''} in "
+                                 f"{store.path}: run a paper session first")
+        results = [calibrate_from_fills(store, instrument_id, account_id=args.account, base=args.base,
+                                        holdout=DEFAULT_HOLDOUT if args.holdout is None else args.holdout,
+                                        prior_fills=PRIOR_FILLS if args.prior_fills is None else args.prior_fills)
+                   for instrument_id in chosen]
+        print(format_from_fills(results))
+    return 0
 
 
 def _calibrate_from_files_asked(args: argparse.Namespace) -> bool:
