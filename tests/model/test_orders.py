@@ -108,3 +108,20 @@ def test_hand_written_init_matches_the_fields(cls):
     assert dataclasses.replace(intent, reason="x") == OrderIntent(**{**dataclasses.asdict(intent), "reason": "x"})
     with pytest.raises(dataclasses.FrozenInstanceError):
         intent.quantity = D(1)  # type: ignore[misc]
+
+
+def test_a_venue_may_reject_an_order_it_accepted_until_something_fills_and_the_event_carries_the_code():
+    from tradebook.model.orders import RejectCode
+
+    order = Order(make_intent())
+    accepted = order.apply(event(order, E.SUBMITTED, 2)).apply(event(order, E.ACCEPTED, 3))
+    late = event(accepted, E.REJECTED, 4, reason="alpaca:rejected", code="insufficient_funds")
+    assert late.code is RejectCode.INSUFFICIENT_FUNDS  # a journal's text becomes the member
+    rejected = accepted.apply(late)
+    assert (rejected.status, rejected.reason) == (OrderStatus.REJECTED, "alpaca:rejected")
+    partly = accepted.apply(event(accepted, E.FILLED, 5, fill=a_fill("f1", accepted, "1", "450.20")))
+    with pytest.raises(IllegalTransitionError, match="partially_filled cannot take event rejected"):
+        partly.apply(event(partly, E.REJECTED, 6))  # something traded: it ends cancelled or expired instead
+    assert event(order, E.ACCEPTED, 3).code is None
+    with pytest.raises(ValueError):
+        event(order, E.REJECTED, 3, code="no_such_code")

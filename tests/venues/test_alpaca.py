@@ -210,21 +210,22 @@ def test_an_order_rejected_after_alpaca_took_it_arrives_as_rejected(harness):
     h.run(h.venue.submit(intent))  # answered 'accepted': received, not yet at the exchange
     rejected = h.events.next()
     assert (rejected.event_type, rejected.client_order_id) == (E.REJECTED, intent.client_order_id)
+    assert rejected.code is RejectCode.VENUE_OTHER  # Alpaca's update says that, not why
     assert h.events.quiet() == []
 
 
-
-def test_an_order_rejected_after_it_was_announced_new_ends_cancelled_with_the_reason(harness):
+def test_an_order_rejected_after_it_was_announced_new_arrives_as_rejected_with_its_code(harness):
     h = harness
     h.server.fault(AlpacaFault.REJECT_AFTER_ACCEPT, announce=True)
     intent = h.intent("1")
     h.run(h.venue.submit(intent))  # answered 'new', streamed 'new', then 'rejected'
     accepted, ended = h.events.next(), h.events.next()
     assert accepted.event_type is E.ACCEPTED
-    # the lifecycle has no accepted -> rejected step, and nothing traded: it ends cancelled, saying why
-    assert (ended.event_type, ended.client_order_id) == (E.CANCELLED, intent.client_order_id)
-    assert "rejected after it was accepted" in ended.reason
+    assert (ended.event_type, ended.client_order_id, ended.code) == (E.REJECTED, intent.client_order_id,
+                                                                     RejectCode.VENUE_OTHER)
+    assert ended.reason == "alpaca:rejected"
     assert h.events.quiet() == []
+
 
 # -- refusals -----------------------------------------------------------------------------------------
 def test_a_burst_of_rejections_raises_venue_rejected_with_codes_then_an_order_goes_through(harness):
@@ -632,3 +633,33 @@ def test_a_burst_of_alpaca_rejections_opens_the_sessions_breaker_and_nothing_mor
         assert server.requests.count(("POST", "/v2/orders")) == failures  # the last never left
         assert server.book.orders == {} and server.positions() == {}
         s.stop()
+
+
+def test_an_order_alpaca_rejects_after_accepting_ends_rejected_with_its_code_in_the_store(
+        store, tmp_path, sessions, frames, monkeypatch):  # noqa: F811 - test_session's fixtures
+    from test_session import IBM, signal
+    from test_session_live import ACCOUNT, config, credentials, ibm_batch
+    from tradebook.session import Session
+
+    with AlpacaSandbox(secret=SECRET) as server:
+        credentials(monkeypatch, server)
+        batch = ibm_batch(frames)
+        bid, ask = batch.last_quote(IBM)[1:3]
+        server.set_price("IBM", f"{bid:.2f}", f"{ask:.2f}")
+        s = Session(store, calibrations=[IBM], state_dir=tmp_path / "s", config=config())
+        sessions.append(s)
+        s.arm_live("alpaca", confirm=ACCOUNT)
+        s.start()
+        s.step(batch)
+        server.fault(AlpacaFault.REJECT_AFTER_ACCEPT, announce=True)
+        [order] = s.submit(signal("alpaca-late-reject", instrument=IBM, quantity="1"))
+        coid = order.client_order_id
+        wait_for(lambda: s.oms.order(coid).status is OrderStatus.REJECTED, "the late rejection")
+        assert s.oms.rejection_code(coid) is RejectCode.VENUE_OTHER
+        assert s.oms.order(coid).reason == "alpaca:rejected"
+        s.stop()
+    events = store.con.execute("SELECT event_type, payload FROM order_events WHERE client_order_id = ? "
+                               "ORDER BY journal_position, event_seq", [coid]).fetchall()
+    assert [kind for kind, _ in events][-2:] == ["accepted", "rejected"]
+    assert '"reject_code":"venue_other"' in events[-1][1]
+    assert store.con.execute("SELECT status FROM orders WHERE client_order_id = ?", [coid]).fetchone() == ("rejected",)

@@ -381,3 +381,15 @@ def test_secrets_and_signatures_never_reach_the_message():
                                    '{"code":-2014,"msg":"API-key format invalid."} key=Key0123456789abcdef')
     text = str(cm.venue_error_from_ccxt(exc, action="balance", secrets=("Key0123456789abcdef",)))
     assert "ab12cd34" not in text and "Key0123456789abcdef" not in text and "signature=<hidden>" in text
+
+
+def test_binance_reject_reasons_on_an_order_map_to_reject_codes():
+    from tradebook.model.orders import RejectCode
+
+    assert cm.reject_code_from_binance_reason("INSUFFICIENT_BALANCE") is RejectCode.INSUFFICIENT_FUNDS
+    assert cm.reject_code_from_binance_reason("DUPLICATE_ORDER") is RejectCode.DUPLICATE_CLIENT_ID
+    assert cm.reject_code_from_binance_reason("PRICE_QTY_EXCEED_HARD_LIMITS") is RejectCode.INVALID_PRICE
+    assert cm.reject_code_from_binance_reason("MARKET_CLOSED") is RejectCode.MARKET_CLOSED
+    # no reason, Binance's 'NONE' or one not listed: the venue's other reason, never an error
+    for reason in (None, "NONE", "SOMETHING_NEW"):
+        assert cm.reject_code_from_binance_reason(reason) is RejectCode.VENUE_OTHER

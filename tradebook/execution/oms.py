@@ -74,7 +74,6 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from enum import StrEnum
 from time import monotonic_ns
 from typing import Any
 
@@ -100,6 +99,7 @@ from tradebook.model.orders import (
     OrderIntent,
     OrderStatus,
     OrderType,
+    RejectCode,
     TERMINAL_STATUSES,
     TimeInForce,
     client_order_id_for,
@@ -159,32 +159,6 @@ _REPLACE_ANSWERS = (_REPLACED_EVENT, _REPLACE_REJECTED)
 _OUTCOME_UNKNOWN = E.OUTCOME_UNKNOWN
 _PENDING = S.PENDING
 _DONE = TERMINAL_STATUSES
-
-
-class RejectCode(StrEnum):
-    """Why an order was rejected, where a program acts on it (the order's ``reason`` is the prose)."""
-
-    # Made durable as ``submitted``, but the process stopped before the venue received it: on
-    # restart the venue does not know it, so it is rejected and never resent under its id (the
-    # id could still arrive late from a network buffer on a live venue). A session records a
-    # "not sent" decision for its signal; the same signal sent again goes under a new id. A
-    # protective stop is sent again by reconcile itself, as ``<entry>:stop:resend:<n>``.
-    NEVER_REACHED_VENUE = "never_reached_venue"
-    # The venue answered and refused (VenueRejectedError.code); adapters map their broker's
-    # codes onto these and keep the broker's own in ``venue_code``.
-    DUPLICATE_CLIENT_ID = "duplicate_client_id"
-    INSUFFICIENT_FUNDS = "insufficient_funds"
-    INVALID_PRICE = "invalid_price"
-    INVALID_QUANTITY = "invalid_quantity"
-    MIN_NOTIONAL = "min_notional"
-    RATE_LIMITED = "rate_limited"
-    MARKET_CLOSED = "market_closed"
-    UNKNOWN_ORDER = "unknown_order"
-    TOO_LATE_TO_CANCEL = "too_late_to_cancel"
-    UNKNOWN_INSTRUMENT = "unknown_instrument"
-    NOT_SHORTABLE = "not_shortable"
-    UNSUPPORTED_ORDER = "unsupported_order"
-    VENUE_OTHER = "venue_other"
 
 
 NEVER_REACHED_VENUE_REASON = "never reached the venue"
@@ -507,10 +481,12 @@ class OrderManager:
                     self._raise_alert("duplicate_client_id", f"{name} already holds {coid}; reconciling its state")
                     return
                 venue_code = f" [{exc.venue_code}]" if exc.venue_code else ""
-                self._apply_own(OrderEvent(coid, E.REJECTED, ts, ts, reason=f"{name} rejected: {exc}{venue_code}"))
+                self._apply_own(OrderEvent(coid, E.REJECTED, ts, ts, reason=f"{name} rejected: {exc}{venue_code}",
+                                           code=code))
                 self._record_code(coid, code)
             elif isinstance(exc, NotSentError):
-                self._apply_own(OrderEvent(coid, E.REJECTED, ts, ts, reason=f"{NEVER_REACHED_VENUE_REASON}: {exc}"))
+                self._apply_own(OrderEvent(coid, E.REJECTED, ts, ts, reason=f"{NEVER_REACHED_VENUE_REASON}: {exc}",
+                                           code=RejectCode.NEVER_REACHED_VENUE))
                 self._record_code(coid, RejectCode.NEVER_REACHED_VENUE)
                 self._raise_alert("not_sent", f"{coid} ({order.intent.intent_id}) could not be sent to {name}: "
                                   f"{exc}; rejected")
@@ -731,8 +707,8 @@ class OrderManager:
                 if fill is not None and (fill.fill_id in known_fills or fill.fill_id in fill_ids):
                     continue  # a repeated fill (after a reconnect): already booked
                 kind = event.event_type
-                if kind is _REJECTED_EVENT and event.reason.startswith(DUPLICATE_REASON) \
-                        and order.status is not _PENDING:
+                if kind is _REJECTED_EVENT and order.status is not _PENDING and (
+                        event.code is RejectCode.DUPLICATE_CLIENT_ID or event.reason.startswith(DUPLICATE_REASON)):
                     # We sent an order the venue already holds (a resend after a fault): the refusal
                     # is about the copy, not the order. Its state is whatever the venue says:
                     # reconciliation asks.
@@ -820,6 +796,8 @@ class OrderManager:
             self._unresolved_since.setdefault(coid, now_ns())
         elif self._replace_requests and kind in _REPLACE_ANSWERS:
             self._replace_requests.pop(coid, None)
+        elif event.code is not None and kind is _REJECTED_EVENT:  # a venue's rejected event says why
+            self._reject_codes[coid] = event.code
         if fill is not None:
             intent = updated.intent
             account_id, strategy_id = intent.account_id, intent.strategy_id

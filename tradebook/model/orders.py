@@ -76,6 +76,36 @@ class OrderEventType(StrEnum):
     OUTCOME_UNKNOWN = "outcome_unknown"  # we sent it and cannot tell whether it arrived
 
 
+class RejectCode(StrEnum):
+    """Why an order was rejected, where a program acts on it (the order's ``reason`` is the prose).
+
+    Venue adapters map their broker's refusals onto these in their mapping modules (and keep the
+    broker's own code as text), whether the refusal is raised from a call
+    (:class:`~tradebook.errors.VenueRejectedError`) or arrives later as a ``rejected`` event.
+    """
+
+    # Made durable as ``submitted``, but the process stopped before the venue received it: on
+    # restart the venue does not know it, so it is rejected and never resent under its id (the
+    # id could still arrive late from a network buffer on a live venue). A session records a
+    # "not sent" decision for its signal; the same signal sent again goes under a new id. A
+    # protective stop is sent again by reconcile itself, as ``<entry>:stop:resend:<n>``.
+    NEVER_REACHED_VENUE = "never_reached_venue"
+    # The venue answered and refused.
+    DUPLICATE_CLIENT_ID = "duplicate_client_id"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    INVALID_PRICE = "invalid_price"
+    INVALID_QUANTITY = "invalid_quantity"
+    MIN_NOTIONAL = "min_notional"
+    RATE_LIMITED = "rate_limited"
+    MARKET_CLOSED = "market_closed"
+    UNKNOWN_ORDER = "unknown_order"
+    TOO_LATE_TO_CANCEL = "too_late_to_cancel"
+    UNKNOWN_INSTRUMENT = "unknown_instrument"
+    NOT_SHORTABLE = "not_shortable"
+    UNSUPPORTED_ORDER = "unsupported_order"
+    VENUE_OTHER = "venue_other"
+
+
 S, E = OrderStatus, OrderEventType
 # The working status an order returns to when a pending cancel/replace is answered:
 # resolved by what has filled (see next_status).
@@ -101,6 +131,10 @@ TRANSITIONS: dict[tuple[OrderStatus, OrderEventType], str] = {
     (S.UNRESOLVED, E.CANCELLED): S.CANCELLED,
     (S.UNRESOLVED, E.EXPIRED): S.EXPIRED,
 }
+# Refused after it was acknowledged (Alpaca: received, then the exchange refuses it; a stop refused
+# when it triggers), as NautilusTrader's table has it. Nothing traded: a partly filled order that
+# ends early is cancelled or expired, not rejected.
+TRANSITIONS[S.ACCEPTED, E.REJECTED] = S.REJECTED
 for _status in (S.ACCEPTED, S.PARTIALLY_FILLED):
     TRANSITIONS.update({
         (_status, E.ACCEPTED): _status,  # a repeated ack (after reconnect) changes nothing
@@ -327,11 +361,12 @@ class OrderEvent:
     quantity: Decimal | None = None  # replace: the new total quantity
     limit_price: Decimal | None = None  # replace: the new limit
     stop_price: Decimal | None = None
+    code: RejectCode | None = None  # a rejection's code (the reason is the prose); None on other events
 
     def __init__(self, client_order_id: str, event_type: OrderEventType, ts_event_ns: int, ts_init_ns: int,
                  venue_order_id: str | None = None, fill: Fill | None = None, reason: str = "",
                  quantity: Decimal | None = None, limit_price: Decimal | None = None,
-                 stop_price: Decimal | None = None) -> None:
+                 stop_price: Decimal | None = None, code: RejectCode | None = None) -> None:
         state = self.__dict__
         state["client_order_id"] = client_order_id
         state["event_type"] = event_type
@@ -343,6 +378,7 @@ class OrderEvent:
         state["quantity"] = quantity
         state["limit_price"] = limit_price
         state["stop_price"] = stop_price
+        state["code"] = None if code is None else RejectCode(code)  # a journal gives the value as text
 
 
 _NO_FILLS: frozenset[str] = frozenset()

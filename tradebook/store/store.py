@@ -187,8 +187,8 @@ _RECORD_COLUMNS = {
               "fees VARCHAR)"),
     "event": (f"STRUCT(client_order_id VARCHAR, event_type VARCHAR, ts_event_ns BIGINT, ts_init_ns BIGINT, "
               f"venue_order_id VARCHAR, reason VARCHAR, quantity {_DEC}, limit_price {_DEC}, stop_price {_DEC}, "
-              f"fill {_FILL})"),
-    "error": "VARCHAR", "alert": "STRUCT(ts_ns BIGINT, kind VARCHAR, message VARCHAR)",
+              f"fill {_FILL}, code VARCHAR)"),
+    "error": "VARCHAR", "code": "VARCHAR", "alert": "STRUCT(ts_ns BIGINT, kind VARCHAR, message VARCHAR)",
     "account_id": "VARCHAR", "strategy_id": "VARCHAR", "fill": _FILL,
 }
 
@@ -262,10 +262,17 @@ SELECT client_order_id, event_type, ts_event, ts_init, venue_order_id, quantity,
                CASE WHEN event.fill IS NOT NULL THEN '"fill_id":' || to_json(event.fill.fill_id) END,
                CASE WHEN kind = 'illegal' THEN '"illegal":' || to_json(error) END,
                CASE WHEN kind = 'orphan' THEN '"orphan":true' END,
-               CASE WHEN event.stop_price IS NOT NULL THEN '"stop_price":' || to_json(event.stop_price."$d") END
+               CASE WHEN event.stop_price IS NOT NULL THEN '"stop_price":' || to_json(event.stop_price."$d") END,
+               CASE WHEN COALESCE(event.code, c.code) IS NOT NULL
+                    THEN '"reject_code":' || to_json(COALESCE(event.code, c.code)) END
            ) || '}}',
            p
-    FROM _op_records WHERE kind IN ('event', 'orphan', 'illegal')
+    FROM _op_records
+    -- journals written before rejected events carried their code: its 'rejection_code' record follows the event
+    LEFT JOIN (SELECT client_order_id AS coid, first(code ORDER BY p) AS code FROM _op_records
+               WHERE kind = 'rejection_code' GROUP BY client_order_id) c
+           ON event.event_type = 'rejected' AND c.coid = event.client_order_id
+    WHERE kind IN ('event', 'orphan', 'illegal')
 ) ORDER BY p
 """
 # Fills of known orders take their account and strategy from the order; position

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from tradebook.model.orders import OrderEvent, OrderEventType
+from tradebook.model.orders import OrderEvent, OrderEventType, RejectCode
 from tradebook.model.time import now_ns
 from tradebook.venues import ib_mapping as im
 from tradebook.venues.base import EventHandler
@@ -122,7 +122,7 @@ class IbEvents:
                     waiter.set_result(("error", code, text))
                     return
                 if not rec.done:
-                    self._end(rec, E.REJECTED, f"IB error {code}: {text}")
+                    self._end(rec, E.REJECTED, f"IB error {code}: {text}", im.reject_code_for_ib_error(code))
                 return
         if status in ("PendingSubmit", "ApiPending", "PendingCancel"):
             return
@@ -133,7 +133,7 @@ class IbEvents:
             waiter.set_result(("accepted", 0, ""))
         if status == "Inactive":
             if not rec.done:
-                self._end(rec, E.REJECTED, "IB holds the order inactive (refused)")
+                self._end(rec, E.REJECTED, "IB holds the order inactive (refused)", RejectCode.VENUE_OTHER)
             return
         self._accept(rec)
         if status in _WORKING and rec.replace_pending is not None:
@@ -158,11 +158,11 @@ class IbEvents:
             rec.accepted = True
             self._emit(OrderEvent(rec.coid, E.ACCEPTED, now_ns(), now_ns(), self._venue_id(rec)))
 
-    def _end(self, rec: _Rec, kind: OrderEventType, reason: str) -> None:
+    def _end(self, rec: _Rec, kind: OrderEventType, reason: str, code: RejectCode | None = None) -> None:
         for exec_id in [x for x, (f, _) in self._pending_fills.items() if f.execution.orderRef == rec.coid]:
             self._deliver_pending(exec_id)  # a fill before the end is delivered before it
         rec.done, rec.final = True, kind
-        self._emit(OrderEvent(rec.coid, kind, now_ns(), now_ns(), self._venue_id(rec), reason=reason))
+        self._emit(OrderEvent(rec.coid, kind, now_ns(), now_ns(), self._venue_id(rec), reason=reason, code=code))
 
     def _refuse_replace(self, rec: _Rec, code: int, text: str) -> None:
         old = rec.replace_pending or {}

@@ -403,12 +403,6 @@ class AlpacaVenue(VenuePort):
             self._fill_watermark_ns = max(self._fill_watermark_ns, event.fill.ts_event_ns)
         elif kind is E.ACCEPTED and seen:
             return  # a repeated ack, or an ack that lost the race to a fill or an end: no step
-        elif kind is E.REJECTED and E.ACCEPTED in seen:
-            # Alpaca may refuse an order it had acknowledged (the exchange rejects it later); the
-            # lifecycle has no accepted -> rejected step, and nothing traded: it ends cancelled
-            event = OrderEvent(root, E.CANCELLED, event.ts_event_ns, event.ts_init_ns,
-                               venue_order_id=event.venue_order_id, reason=f"{event.reason}: rejected after it "
-                               "was accepted")
         elif kind in (E.CANCELLED, E.EXPIRED, E.REJECTED) and kind in seen:
             return
         seen.add(event.event_type)

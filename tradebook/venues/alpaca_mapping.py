@@ -24,7 +24,7 @@ from typing import Any
 
 from tradebook.errors import VenueMappingError
 from tradebook.model.instruments import Side
-from tradebook.model.orders import Fill, OrderEvent, OrderEventType, OrderStatus, OrderType, TimeInForce
+from tradebook.model.orders import Fill, OrderEvent, OrderEventType, OrderStatus, OrderType, RejectCode, TimeInForce
 
 _ZERO = Decimal(0)
 _WORKING = "working"  # resolved by the filled quantity
@@ -216,8 +216,10 @@ def order_event_from_trade_update(update: Any, *, instrument_id: str, ts_init_ns
     reason = ""
     if kind in (OrderEventType.REJECTED, OrderEventType.CANCELLED, OrderEventType.EXPIRED):
         reason = f"alpaca:{_word(update.event)}"
-    return OrderEvent(coid, kind, ts_event_ns, ts_init_ns, venue_order_id=venue_order_id,
-                      fill=fill, reason=reason, quantity=quantity, limit_price=limit_price, stop_price=stop_price)
+    # a 'rejected' update carries the order, not why (Alpaca's order has no reject reason): the code says so
+    code = RejectCode.VENUE_OTHER if kind is OrderEventType.REJECTED else None
+    return OrderEvent(coid, kind, ts_event_ns, ts_init_ns, venue_order_id=venue_order_id, fill=fill, reason=reason,
+                      quantity=quantity, limit_price=limit_price, stop_price=stop_price, code=code)
 
 
 def fill_from_activity(activity: Any, *, client_order_id: str, instrument_id: str, ts_init_ns: int) -> Fill:
@@ -278,8 +280,7 @@ def order_request(*, symbol: str, side: Side, quantity: Decimal, order_type: Ord
 
 
 # -- refusals and failures -----------------------------------------------------------------------------
-# RejectCode values (tradebook.execution.oms.RejectCode), spelled here so the venue layer needs no
-# import from the order manager; tests/venues/test_alpaca_mapping.py holds each to a RejectCode member.
+# RejectCode values (tradebook.model.orders.RejectCode) by the words of Alpaca's message.
 # Alpaca answers most refusals 422 with code 40010001 or 42210000 whatever the cause, so the
 # message tells them apart: this table is the one place that reads Alpaca's prose.
 _REJECT_BY_MESSAGE: tuple[tuple[str, str], ...] = (
@@ -304,19 +305,19 @@ _REJECT_BY_MESSAGE: tuple[tuple[str, str], ...] = (
 RETRYABLE_STATUSES = frozenset({429})  # refused before it was looked at: sent again after the wait
 
 
-def reject_code_from_alpaca(status: int | None, code: Any, message: str) -> str:
-    """The RejectCode value for an Alpaca refusal (HTTP status, Alpaca's code, its message)."""
+def reject_code_from_alpaca(status: int | None, code: Any, message: str) -> RejectCode:
+    """The RejectCode for an Alpaca refusal (HTTP status, Alpaca's code, its message)."""
     if status == 429:
-        return "rate_limited"
+        return RejectCode.RATE_LIMITED
     if status == 404:
-        return "unknown_order"
+        return RejectCode.UNKNOWN_ORDER
     text = (message or "").lower()
     for needle, ours in _REJECT_BY_MESSAGE:
         if needle in text:
-            return ours
+            return RejectCode(ours)
     if str(code) == "40310000":  # Alpaca's 'forbidden' for an order: buying power, day-trading rules
-        return "insufficient_funds"
-    return "venue_other"
+        return RejectCode.INSUFFICIENT_FUNDS
+    return RejectCode.VENUE_OTHER
 
 
 def api_error_parts(exc: Any) -> tuple[int | None, str | None, str]:

@@ -123,8 +123,9 @@ class CcxtEvents:
             track.final = True
             info = order.get("info") or {}
             reason = f"{status} at {self.name}" + (f" ({info.get('r')})" if info.get("r") not in (None, "NONE") else "")
+            code = cm.reject_code_from_binance_reason(info.get("r")) if final is E.REJECTED else None
             await self._emit(track, OrderEvent(track.client_order_id, final, ts_event, ts, venue_order_id=venue_id,
-                                               reason=reason))
+                                               reason=reason, code=code))
 
     async def _tell_fill(self, track: OrderTrack, fill: Fill, venue_id: str | None) -> None:
         track.fill_ids.add(fill.fill_id)

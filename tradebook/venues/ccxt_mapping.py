@@ -22,7 +22,7 @@ from typing import Any
 
 from tradebook.errors import VenueMappingError
 from tradebook.model.instruments import Side
-from tradebook.model.orders import Fill, OrderStatus, OrderType, TimeInForce
+from tradebook.model.orders import Fill, OrderStatus, OrderType, RejectCode, TimeInForce
 
 _ZERO = Decimal(0)
 _WORKING = "working"  # accepted or partially filled, by the filled quantity
@@ -387,6 +387,21 @@ def _reject_code(exc: Any, ccxt: Any) -> tuple[str, str]:
     if isinstance(exc, ccxt.NotSupported):
         return "unsupported_order", "the exchange does not support this"
     return "venue_other", "refused"
+
+
+# Binance's orderRejectReason (the ``r`` of an executionReport) -> RejectCode
+_BINANCE_REJECT_REASONS = {
+    "UNKNOWN_INSTRUMENT": RejectCode.UNKNOWN_INSTRUMENT, "MARKET_CLOSED": RejectCode.MARKET_CLOSED,
+    "PRICE_QTY_EXCEED_HARD_LIMITS": RejectCode.INVALID_PRICE, "UNKNOWN_ORDER": RejectCode.UNKNOWN_ORDER,
+    "DUPLICATE_ORDER": RejectCode.DUPLICATE_CLIENT_ID, "INSUFFICIENT_BALANCE": RejectCode.INSUFFICIENT_FUNDS,
+    "UNKNOWN_ACCOUNT": RejectCode.VENUE_OTHER, "ACCOUNT_INACTIVE": RejectCode.VENUE_OTHER,
+    "ACCOUNT_CANNOT_SETTLE": RejectCode.VENUE_OTHER,
+}
+
+
+def reject_code_from_binance_reason(reason: str | None) -> RejectCode:
+    """The RejectCode of a rejection an exchange reports on the order itself (Binance's ``r``), else venue_other."""
+    return _BINANCE_REJECT_REASONS.get(reason or "", RejectCode.VENUE_OTHER)
 
 
 def venue_error_from_ccxt(exc: BaseException, *, action: str, secrets: tuple[str, ...] = (),

@@ -51,7 +51,7 @@ from typing import Any
 
 from tradebook.errors import ConfigError, VenueMappingError
 from tradebook.model.instruments import Side
-from tradebook.model.orders import Fill, OrderEventType, OrderStatus, OrderType, TimeInForce
+from tradebook.model.orders import Fill, OrderEventType, OrderStatus, OrderType, RejectCode, TimeInForce
 
 _ZERO = Decimal(0)
 _WORKING = "working"  # resolved by the filled quantity
@@ -365,8 +365,7 @@ def ib_order(*, side: Side, quantity: Decimal, order_type: OrderType, time_in_fo
 
 
 # -- refusals as RejectCode values -----------------------------------------------------------------------
-# RejectCode values (tradebook.execution.oms.RejectCode), spelled here so the venue layer needs no import
-# from the order manager; tests/venues/test_ib_mapping.py holds each to a RejectCode member.
+# RejectCode values (tradebook.model.orders.RejectCode) by IB error code.
 _REJECT_CODES: dict[int, str] = {
     100: "rate_limited", 103: "duplicate_client_id", 110: "invalid_price", 200: "unknown_instrument",
     203: "unsupported_order", 383: "invalid_quantity", 387: "unsupported_order", 434: "invalid_quantity",
@@ -374,14 +373,14 @@ _REJECT_CODES: dict[int, str] = {
 }
 
 
-def reject_code_for_ib_error(code: int) -> str:
+def reject_code_for_ib_error(code: int) -> RejectCode:
     """The RejectCode value for an IB refusal; 201 ('Order rejected - reason: ...') and unlisted codes are venue_other.
 
     Decided by code: IB's 201 carries its reason only as text (margin, permissions,
     price checks), which is kept as the rejection's prose, not parsed.
     """
     ib_error_kind(code)  # refuses a non-int
-    return _REJECT_CODES.get(code, "venue_other")
+    return RejectCode(_REJECT_CODES.get(code, RejectCode.VENUE_OTHER))
 
 
 # -- instruments and contracts -----------------------------------------------------------------------------
