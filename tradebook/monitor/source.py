@@ -56,8 +56,8 @@ EQUITY_COLUMNS = ("ts_ns", "equity", "cash", "realised_pnl", "unrealised_pnl")
 _TIME_OF = {"orders": "ts_last", "fills": "ts_event", "positions": "ts_last_ns", "alerts": "last_ts_ns",
             "stages": "ts_ns", "tca_fills": "ts_event", "tca_orders": "decision_ts_ns", "equity": "ts_ns"}
 
-# the filters each history read takes (keyword -> SQL condition on one parameter)
-_FILTERS: dict[str, dict[str, str]] = {
+# the filters each history read takes (keyword -> SQL condition on one parameter); the read API offers the same
+FILTERS: dict[str, dict[str, str]] = {
     "orders": {"instrument_id": "instrument_id = ?", "strategy_id": "strategy_id = ?", "status": "status = ?",
                "since_ns": "ts_last >= ?"},
     "fills": {"instrument_id": "instrument_id = ?", "strategy_id": "strategy_id = ?",
@@ -99,8 +99,13 @@ _SQL = {
 class MonitorSource(Protocol):
     """What a monitor reads and controls; :class:`SessionSource` and :class:`StoreSource` implement it."""
 
+    kind: str  # "session" or "store"
+
     @property
     def can_control(self) -> bool: ...
+
+    @property
+    def held_by(self) -> str | None: ...
 
     def reading(self) -> Any: ...
 
@@ -141,7 +146,7 @@ def _check_limit(limit: int) -> int:
 
 
 def _where(table: str, filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
-    allowed = _FILTERS.get(table, {})
+    allowed = FILTERS.get(table, {})
     unknown = sorted(set(filters) - set(allowed))
     if unknown:
         raise ConfigError(f"{table} cannot be filtered by {', '.join(unknown)}; expected "
@@ -296,6 +301,10 @@ class SessionSource(_StoreReads):
     def can_control(self) -> bool:
         return str(self.session.state) in ("running", "paused")
 
+    @property
+    def held_by(self) -> str | None:
+        return None  # the session's own process reads through it: nothing can lock it out
+
     def status(self) -> dict[str, Any]:
         """State, mode, account, P&L, counts and kill switch, as exact values (``updated_ns``: when read)."""
         status = dict(self.session.status())
@@ -422,6 +431,13 @@ class StoreSource(_StoreReads):
     def can_control(self) -> bool:
         return False
 
+    @property
+    def held_by(self) -> str | None:
+        """Who held the file for writing at the last read (its description), None when it was read."""
+        if self._held_message is None:
+            return None
+        return self.holder.describe() if self.holder is not None else self._held_message
+
     def status(self) -> dict[str, Any]:
         """What the store says: counts, realised P&L, the latest order's mode and account; or who holds it."""
         status: dict[str, Any] = {
@@ -439,8 +455,7 @@ class StoreSource(_StoreReads):
         held = self._held_message is not None
         if held:
             status["state"] = "held"
-        status.update(held_by=(self.holder.describe() if self.holder is not None else self._held_message)
-                      if held else None,
+        status.update(held_by=self.held_by,
                       dashboard_url=self.holder.dashboard_url if held and self.holder is not None else None,
                       updated_ns=now_ns())
         return status
