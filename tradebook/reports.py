@@ -95,7 +95,7 @@ def _failed_cell(error: Any) -> str:
 
 def run_report(name: str, parameters: Mapping[str, Any] | None = None, *, output_dir: str | Path | None = None,
                store_path: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT_S,
-               reports_dir: Path | None = None) -> ReportResult:
+               reports_dir: Path | None = None, progress: bool | None = None) -> ReportResult:
     """Execute report ``name`` with ``parameters`` and render it to HTML; returns where both are.
 
     ``store_path`` (default: the workspace store, :func:`tradebook.store.default_store_path`)
@@ -103,12 +103,14 @@ def run_report(name: str, parameters: Mapping[str, Any] | None = None, *, output
     one, and places the default output folder ``<store>.reports/<name>-<UTC time>/``.
     ``timeout`` bounds each cell, in seconds. Raises :class:`ReportError` for an unknown
     report, a parameter it does not declare, or a cell that fails (naming the cell and the
-    error; the executed notebook stays in the output folder).
+    error; the executed notebook stays in the output folder). ``progress``: a bar of the cells run
+    (None: only when a person watches, see :mod:`tradebook.progress`; the notebook's own bars stay off).
     """
     import papermill
     from nbclient.exceptions import DeadKernelError
 
     from tradebook.notebook import _environment, export_html
+    from tradebook.progress import progress_enabled
     from tradebook.store import default_store_path
 
     source = report_notebook(name, reports_dir)
@@ -128,10 +130,11 @@ def run_report(name: str, parameters: Mapping[str, Any] | None = None, *, output
     folder = Path(output_dir) if output_dir is not None else _default_output_dir(name, store)
     folder.mkdir(parents=True, exist_ok=True)
     executed = folder / f"{name}.ipynb"
+    show_bar = progress_enabled(progress)  # decided here: the kernel's environment turns bars off below
     with _environment({"TRADEBOOK_PROGRESS": "0"}):
         try:
             papermill.execute_notebook(str(source), str(executed), parameters=given, cwd=str(source.parent),
-                                       execution_timeout=int(timeout), progress_bar=False, log_output=False,
+                                       execution_timeout=int(timeout), progress_bar=show_bar, log_output=False,
                                        kernel_name="python3")
         except papermill.PapermillExecutionError as error:
             message = _ANSI.sub("", str(error.evalue)).strip()

@@ -112,7 +112,7 @@ class Momentum(MeanReversion):
             .where(rising.rolling(self.params["lookback"]).count() >= self.params["lookback"])
 
 
-def test_intraday_trials_are_summed_into_days_as_the_backtest_does():
+def test_intraday_trials_are_summed_into_days_as_the_backtest_does(capsys):
     from tradebook.research.bars import Bars
     from tradebook.research.metrics import trading_days
 
@@ -127,7 +127,8 @@ def test_intraday_trials_are_summed_into_days_as_the_backtest_does():
     bars = Bars.from_frames(open=frame(open_), high=frame(np.maximum(open_, close)), low=frame(np.minimum(open_, close)),
                             close=frame(close), volume=frame(np.full(len(index), 1e4)), bar_seconds=1800)
     strategy = Momentum(instruments=["SPY.ARCX"], bar_seconds=1800)
-    result = sweep(strategy, {"lookback": [2, 3]}, bars)
+    result = sweep(strategy, {"lookback": [2, 3]}, bars, progress=True)
+    assert "sweep momentum" in capsys.readouterr().err  # the bar of trials (quiet by default under pytest)
     assert len(result.trial_returns) == len(days)  # one return per trading day, not per bar
     alone = backtest(strategy.with_params(lookback=2), bars, sizing=result.trial_results()[0].sizing)
     assert len(alone.daily) == len(days)

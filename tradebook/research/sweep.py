@@ -154,7 +154,7 @@ def _by_day(records: dict, index: pd.DatetimeIndex, calendar: str, starting_equi
 
 def sweep(strategy: Any, grid: Mapping[str, Sequence], bars: Bars, *, costs: CostModel | None = None,
           store: Any = None, choose: str = "sharpe", starting_equity: float = DEFAULT_EQUITY, seed: int = 0,
-          cap: float = DEFAULT_CAP, adjusted: bool = True) -> SweepResult:
+          cap: float = DEFAULT_CAP, adjusted: bool = True, progress: bool | None = None) -> SweepResult:
     """Backtest every combination of ``grid`` (parameter -> values) of ``strategy`` on ``bars``.
 
     Each trial: the lookahead check (full on the grid's corners, light on the rest:
@@ -162,8 +162,10 @@ def sweep(strategy: Any, grid: Mapping[str, Sequence], bars: Bars, *, costs: Cos
     round trips, calibrated ``costs`` (None: none). ``choose``: the metric the best trial maximises
     (``max_drawdown``: minimises), one of :data:`CHOOSABLE`. With ``store`` every trial is stored
     (a research_backtests row with the sweep id and its equity; the chosen one with its fills and
-    trades) and the sweep's row with its DSR and PBO. ``adjusted``: as in backtest().
+    trades) and the sweep's row with its DSR and PBO. ``adjusted``: as in backtest(). ``progress``:
+    a bar of the trials simulated (None: only when a person watches, see :mod:`tradebook.progress`).
     """
+    from tradebook.progress import Bar
     from tradebook.research.causality import check_trailing_window, prepare_sweep
     from tradebook.research.metrics import DAILY_COLUMNS, periods_per_year
     from tradebook.research.stats import deflated_sharpe_ratio_of, probability_of_backtest_overfitting
@@ -191,17 +193,19 @@ def sweep(strategy: Any, grid: Mapping[str, Sequence], bars: Bars, *, costs: Cos
     per_chunk = max(1, _MAX_CELLS // max(len(bars) * n, 1))
     sizings: list[Sizing] = []
     equity_parts, record_parts = [], []
-    for first in range(0, n_trials, per_chunk):
-        chunk = prepared[first:first + per_chunk]
-        targets = np.hstack([p.targets.to_numpy(dtype=np.float64) for p in chunk])
-        measured = _simulate(market, targets, np.full(len(chunk), float(cap)), starting_equity)
-        chunk_sizing = _sizing_of(measured.stats, n, cap)
-        del measured
-        run = _simulate(market, targets, np.array([s.fraction for s in chunk_sizing]), starting_equity)
-        sizings.extend(chunk_sizing)
-        equity_parts.append(run.equity)
-        record_parts.append(_bar_records(market, run, starting_equity))
-        del run
+    with Bar(total=n_trials, desc=f"sweep {strategy.name}", unit="trial", progress=progress) as bar:
+        for first in range(0, n_trials, per_chunk):
+            chunk = prepared[first:first + per_chunk]
+            targets = np.hstack([p.targets.to_numpy(dtype=np.float64) for p in chunk])
+            measured = _simulate(market, targets, np.full(len(chunk), float(cap)), starting_equity)
+            chunk_sizing = _sizing_of(measured.stats, n, cap)
+            del measured
+            run = _simulate(market, targets, np.array([s.fraction for s in chunk_sizing]), starting_equity)
+            sizings.extend(chunk_sizing)
+            equity_parts.append(run.equity)
+            record_parts.append(_bar_records(market, run, starting_equity))
+            del run
+            bar.update(len(chunk))
     equity = np.hstack(equity_parts)
     records = {c: np.vstack([part[c] for part in record_parts]) for c in DAILY_COLUMNS}
     if bars.bar_seconds < 86_400:  # metrics are of days: intraday bars summed into their days
