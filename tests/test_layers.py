@@ -42,8 +42,6 @@ LAYERS: dict[str, int] = {
 
 # (importer, imported) -> why it is tolerated today. Issue 13's refactor removes them.
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    ("tradebook.execution.oms", "tradebook.portfolio"):
-        "the order manager books fills into positions itself; positions belong above the order path",
     ("tradebook.research.runner", "tradebook.session"):
         "paper_replay runs a strategy through a real Session: research drives a session from below",
     ("tradebook.sim.plots", "tradebook.figures"):
