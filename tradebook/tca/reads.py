@@ -1,0 +1,228 @@
+"""Read TCA from the store: per-row frames and the aggregates a dashboard refreshes every second.
+
+Each function takes a :class:`~tradebook.store.Store` or a DuckDB connection or cursor (a
+dashboard passes a cursor of the session's own connection) and keyword filters:
+``account_id``, ``strategy_id``, ``instrument_id``, ``mode``, ``start_ns`` and ``end_ns``
+(inclusive, on a fill's ``ts_event`` or an order's decision time). Pure SQL over the TCA
+tables (see :mod:`tradebook.tca.update` for what each number means and its sign); an
+empty store gives an empty frame with the same columns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from tradebook.errors import StoreError
+
+_FILTER_COLUMNS = ("account_id", "strategy_id", "instrument_id", "mode")
+
+
+def run_sql(source: Any, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+    """``sql`` on a Store (through its lock) or a DuckDB connection or cursor, as a DataFrame."""
+    if hasattr(source, "query") and hasattr(source, "transaction"):
+        return source.query(sql, params or [])
+    if not hasattr(source, "execute"):
+        raise StoreError(f"TCA reads take a Store or a DuckDB connection or cursor; got {type(source).__name__}")
+    return source.execute(sql, params or []).df()
+
+
+def where_clause(filters: dict[str, Any], *, ts_column: str, alias: str = "") -> tuple[str, list[Any]]:
+    """``WHERE ...`` (or '') and its parameters for the common filters; unknown filters are refused."""
+    unknown = set(filters) - {*_FILTER_COLUMNS, "start_ns", "end_ns"}
+    if unknown:
+        raise StoreError(f"unknown TCA filter(s) {sorted(unknown)}; expected any of "
+                         f"{[*_FILTER_COLUMNS, 'start_ns', 'end_ns']}")
+    prefix = f"{alias}." if alias else ""
+    parts, params = [], []
+    for column in _FILTER_COLUMNS:
+        value = filters.get(column)
+        if value is not None:
+            parts.append(f"{prefix}{column} = ?")
+            params.append(str(value))
+    if filters.get("start_ns") is not None:
+        parts.append(f"{prefix}{ts_column} >= ?")
+        params.append(int(filters["start_ns"]))
+    if filters.get("end_ns") is not None:
+        parts.append(f"{prefix}{ts_column} <= ?")
+        params.append(int(filters["end_ns"]))
+    return ("WHERE " + " AND ".join(parts) if parts else ""), params
+
+
+def _with_time(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    frame.insert(0, "time", pd.to_datetime(frame[column], unit="ns", utc=True))
+    return frame
+
+
+def _limit(limit: int | None) -> str:
+    if limit is None:
+        return ""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise StoreError(f"limit must be a non-negative int or None, got {limit!r}")
+    return f" LIMIT {limit}"
+
+
+def tca_fills(source: Any, *, limit: int | None = None, **filters: Any) -> pd.DataFrame:
+    """``tca_fills`` rows, newest first, quantity as float, with a tz-aware ``time`` (the fill's)."""
+    where, params = where_clause(filters, ts_column="ts_event")
+    frame = run_sql(source, f"SELECT * REPLACE (CAST(quantity AS DOUBLE) AS quantity) FROM tca_fills {where} "
+                            f"ORDER BY ts_event DESC, fill_id{_limit(limit)}", params)
+    return _with_time(frame, "ts_event")
+
+
+def tca_orders(source: Any, *, level: str | None = None, limit: int | None = None, **filters: Any) -> pd.DataFrame:
+    """``tca_orders`` rows (``level`` 'order' or 'parent', default both), newest decision first, with ``time``."""
+    where, params = where_clause(filters, ts_column="decision_ts_ns")
+    if level is not None:
+        if level not in ("order", "parent"):
+            raise StoreError(f"level must be 'order', 'parent' or None, got {level!r}")
+        where = f"{where} AND level = ?" if where else "WHERE level = ?"
+        params.append(level)
+    frame = run_sql(source, "SELECT * REPLACE (CAST(ordered_quantity AS DOUBLE) AS ordered_quantity, "
+                            "CAST(filled_quantity AS DOUBLE) AS filled_quantity) FROM tca_orders "
+                            f"{where} ORDER BY decision_ts_ns DESC NULLS LAST, order_id{_limit(limit)}", params)
+    return _with_time(frame, "decision_ts_ns")
+
+
+def cost_by_instrument(source: Any, *, window: int = 50, **filters: Any) -> pd.DataFrame:
+    """Per instrument: fills, orders, notional, fees, realised and predicted costs, markouts (see the contract).
+
+    ``realised_cost_bps`` is notional-weighted, the ``*_mean`` and the others plain means per
+    fill; ``rolling_cost_bps`` the mean realised cost of the instrument's last ``window``
+    fills; ``cost_vs_model`` the mean realised over the mean predicted cost (NaN when the
+    prediction is not positive).
+    """
+    where, params = where_clause(filters, ts_column="ts_event")
+    sql = f"""
+    WITH f AS (SELECT *, CAST(quantity AS DOUBLE) * price AS notional FROM tca_fills {where}),
+    recent AS (
+        SELECT instrument_id, avg(realised_cost_bps) AS rolling_cost_bps FROM (
+            SELECT instrument_id, realised_cost_bps,
+                   row_number() OVER (PARTITION BY instrument_id ORDER BY ts_event DESC) AS n FROM f)
+        WHERE n <= {int(window)} GROUP BY instrument_id
+    )
+    SELECT f.instrument_id, count(*) AS fills, count(DISTINCT client_order_id) AS orders, sum(notional) AS notional,
+           sum(fee_bps * CAST(quantity AS DOUBLE) * decision_price / 1e4) AS fees,
+           sum(realised_cost_bps * notional) / sum(notional) FILTER (WHERE realised_cost_bps IS NOT NULL)
+               AS realised_cost_bps,
+           avg(realised_cost_bps) AS realised_cost_bps_mean, avg(predicted_cost_bps) AS predicted_cost_bps,
+           CASE WHEN avg(predicted_cost_bps) > 0 THEN avg(realised_cost_bps) / avg(predicted_cost_bps) END
+               AS cost_vs_model,
+           avg(shortfall_bps) AS shortfall_bps, avg(arrival_slippage_bps) AS arrival_slippage_bps,
+           avg(markout_1s_bps) AS markout_1s_bps, avg(markout_10s_bps) AS markout_10s_bps,
+           avg(markout_60s_bps) AS markout_60s_bps,
+           quantile_cont(realised_cost_bps, 0.95) AS realised_cost_bps_p95,
+           any_value(r.rolling_cost_bps) AS rolling_cost_bps, min(ts_event) AS first_ns, max(ts_event) AS last_ns
+    FROM f LEFT JOIN recent r ON r.instrument_id = f.instrument_id
+    GROUP BY f.instrument_id ORDER BY f.instrument_id
+    """
+    return run_sql(source, sql, params)
+
+
+def cost_by_time_of_day(source: Any, *, bucket_minutes: int = 30, **filters: Any) -> pd.DataFrame:
+    """Per UTC time-of-day bucket with fills: bucket (minute of day at its start), label 'HH:MM', costs."""
+    if isinstance(bucket_minutes, bool) or not isinstance(bucket_minutes, int) or not 1 <= bucket_minutes <= 1440:
+        raise StoreError(f"bucket_minutes must be an int from 1 to 1440, got {bucket_minutes!r}")
+    where, params = where_clause(filters, ts_column="ts_event")
+    step = bucket_minutes * 60_000_000_000
+    sql = f"""
+    WITH f AS (SELECT *, CAST(quantity AS DOUBLE) * price AS notional,
+                      CAST((ts_event % 86400000000000) // {step} * {bucket_minutes} AS INTEGER) AS bucket
+               FROM tca_fills {where})
+    SELECT bucket, lpad(CAST(bucket // 60 AS VARCHAR), 2, '0') || ':' || lpad(CAST(bucket % 60 AS VARCHAR), 2, '0')
+               AS label,
+           count(*) AS fills, sum(notional) AS notional,
+           sum(realised_cost_bps * notional) / sum(notional) FILTER (WHERE realised_cost_bps IS NOT NULL)
+               AS realised_cost_bps,
+           avg(realised_cost_bps) AS realised_cost_bps_mean, avg(predicted_cost_bps) AS predicted_cost_bps,
+           avg(shortfall_bps) AS shortfall_bps, avg(markout_60s_bps) AS markout_60s_bps
+    FROM f GROUP BY bucket ORDER BY bucket
+    """
+    return run_sql(source, sql, params)
+
+
+def modelled_vs_realised(source: Any, *, limit: int | None = None, **filters: Any) -> pd.DataFrame:
+    """One row per fill with a prediction, newest first: predicted and realised cost and their difference."""
+    where, params = where_clause(filters, ts_column="ts_event")
+    where = f"{where} AND predicted_cost_bps IS NOT NULL" if where else "WHERE predicted_cost_bps IS NOT NULL"
+    frame = run_sql(source, "SELECT fill_id, ts_event, instrument_id, strategy_id, calibration_id, "
+                            "CAST(quantity AS DOUBLE) AS quantity, predicted_cost_bps, realised_cost_bps, "
+                            "realised_cost_bps - predicted_cost_bps AS error_bps "
+                            f"FROM tca_fills {where} ORDER BY ts_event DESC, fill_id{_limit(limit)}", params)
+    return _with_time(frame, "ts_event")
+
+
+def markouts(source: Any, **filters: Any) -> pd.DataFrame:
+    """Per instrument and horizon (1, 10, 60 s): fills with a markout, mean and median bps, share adverse (< 0)."""
+    where, params = where_clause(filters, ts_column="ts_event")
+    sql = f"""
+    WITH f AS (SELECT instrument_id, markout_1s_bps, markout_10s_bps, markout_60s_bps FROM tca_fills {where}),
+    long AS (
+        SELECT instrument_id, 1 AS horizon_s, markout_1s_bps AS bps FROM f
+        UNION ALL SELECT instrument_id, 10, markout_10s_bps FROM f
+        UNION ALL SELECT instrument_id, 60, markout_60s_bps FROM f
+    )
+    SELECT instrument_id, horizon_s, count(bps) AS fills, avg(bps) AS mean_bps, median(bps) AS median_bps,
+           avg(CASE WHEN bps < 0 THEN 1.0 WHEN bps IS NOT NULL THEN 0.0 END) AS adverse_share
+    FROM long GROUP BY instrument_id, horizon_s ORDER BY instrument_id, horizon_s
+    """
+    return run_sql(source, sql, params)
+
+
+_STAGES = ("signal_to_submit", "submit_to_ack", "ack_to_first_fill", "first_to_last_fill")
+
+
+def latency(source: Any, **filters: Any) -> pd.DataFrame:
+    """Per stage (signal_to_submit, submit_to_ack, ack_to_first_fill, first_to_last_fill) of orders: ms stats."""
+    where, params = where_clause(filters, ts_column="decision_ts_ns")
+    where = f"{where} AND level = 'order'" if where else "WHERE level = 'order'"
+    parts = [f"""SELECT {i} AS n, '{stage}' AS stage, count({stage}_ms) AS orders, avg({stage}_ms) AS mean_ms,
+                        quantile_cont({stage}_ms, 0.5) AS p50_ms, quantile_cont({stage}_ms, 0.95) AS p95_ms,
+                        max({stage}_ms) AS max_ms FROM o"""
+             for i, stage in enumerate(_STAGES)]
+    sql = (f"WITH o AS (SELECT * FROM tca_orders {where}) "
+           f"SELECT stage, orders, mean_ms, p50_ms, p95_ms, max_ms FROM ({' UNION ALL '.join(parts)}) ORDER BY n")
+    return run_sql(source, sql, params)
+
+
+def strategy_attribution(source: Any, **filters: Any) -> pd.DataFrame:
+    """Per strategy and signal type: orders, fills, notional, fees, P&L to the latest mid, win rate, shortfall.
+
+    A fill's P&L is s x (mark - price) x quantity x multiplier - fee, its instrument marked
+    at the mid in force at its latest fill in ``tca_fills`` (the fill price where no mid is
+    stored; the fee is read back from ``fee_bps``, 0 where the fill has no decision price):
+    over a strategy the fills' P&L sums to its realised plus unrealised P&L at that mark. ``win_rate`` is the share of orders whose fills' P&L is positive;
+    ``shortfall_cost`` the implementation shortfall of the fills in money, ``shortfall_bps``
+    its notional-weighted mean.
+    """
+    where, params = where_clause(filters, ts_column="ts_event", alias="f")
+    sql = f"""
+    WITH f AS (SELECT f.*, CAST(f.quantity AS DOUBLE) AS q, CASE f.side WHEN 'buy' THEN 1.0 ELSE -1.0 END AS s,
+                      COALESCE(CAST(i.multiplier AS DOUBLE), 1.0) AS mult
+               FROM tca_fills f LEFT JOIN instruments i ON i.instrument_id = f.instrument_id {where}),
+    mark AS (SELECT instrument_id, arg_max(COALESCE(mid_at_fill, price), ts_event) AS mark FROM f GROUP BY 1),
+    per_fill AS (
+        SELECT *, s * (mark - price) * q * mult - fee AS pnl FROM (
+            SELECT f.*, m.mark, f.q * f.price * f.mult AS notional,
+                   f.shortfall_bps * f.q * f.decision_price * f.mult / 1e4 AS shortfall_cost,
+                   COALESCE(f.fee_bps * f.q * f.decision_price * f.mult / 1e4, 0.0) AS fee
+            FROM f JOIN mark m ON m.instrument_id = f.instrument_id)
+    ),
+    per_order AS (
+        SELECT strategy_id, signal_type, client_order_id, count(*) AS fills, sum(notional) AS notional,
+               sum(fee) AS fees, sum(pnl) AS pnl, sum(shortfall_cost) AS shortfall_cost,
+               sum(shortfall_bps * notional) FILTER (WHERE shortfall_bps IS NOT NULL) AS weighted_shortfall,
+               sum(notional) FILTER (WHERE shortfall_bps IS NOT NULL) AS shortfall_notional
+        FROM per_fill GROUP BY strategy_id, signal_type, client_order_id
+    )
+    SELECT strategy_id, signal_type, count(*) AS orders, CAST(sum(fills) AS BIGINT) AS fills, sum(notional) AS notional,
+           sum(fees) AS fees, sum(pnl) AS pnl, avg(CASE WHEN pnl > 0 THEN 1.0 ELSE 0.0 END) AS win_rate,
+           sum(shortfall_cost) AS shortfall_cost, sum(weighted_shortfall) / sum(shortfall_notional) AS shortfall_bps
+    FROM per_order GROUP BY strategy_id, signal_type ORDER BY strategy_id, signal_type
+    """
+    return run_sql(source, sql, params)
+
+
+__all__ = ["cost_by_instrument", "cost_by_time_of_day", "latency", "markouts", "modelled_vs_realised",
+           "run_sql", "strategy_attribution", "tca_fills", "tca_orders", "where_clause"]
