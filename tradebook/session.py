@@ -1063,6 +1063,13 @@ class Session:
 
         return serve_monitor(self, **kwargs)
 
+    def controls(self, *, interval_s: float = 1.0) -> Any:
+        """Notebook controls (ipywidgets): state, P&L and counts, refreshed every ``interval_s`` while it runs, and
+        pause, resume, halt and flatten, each done only after a confirmation (see :mod:`tradebook.widgets`)."""
+        from tradebook.widgets import session_controls  # presentation, loaded only when asked for
+
+        return session_controls(self, interval_s=interval_s)
+
     def _display_instrument(self) -> str | None:
         # money in views is rounded to the traded instrument's precision (the first one, when several)
         return next(iter(self.instruments), None)
