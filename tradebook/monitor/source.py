@@ -138,6 +138,37 @@ class MonitorSource(Protocol):
     def flatten(self, reason: str = ...) -> Any: ...
 
 
+@runtime_checkable
+class MonitoredSession(Protocol):
+    """What :class:`SessionSource` uses of a :class:`tradebook.session.Session` (declared here, so the monitor
+    needs no import of the session: the session hands itself to the monitor)."""
+
+    store: Store
+    oms: Any
+    venue: Any
+    kill_switch: Any
+    state: Any
+
+    @property
+    def now_ns(self) -> int: ...
+
+    def status(self) -> Mapping[str, Any]: ...
+
+    def positions(self) -> pd.DataFrame: ...
+
+    def equity_frame(self) -> pd.DataFrame: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def halt(self, reason: str) -> None: ...
+
+    def resume_trading(self, reason: str) -> None: ...
+
+    def flatten(self, reason: str) -> list[Any]: ...
+
+
 # -- reading the store ---------------------------------------------------------------------------
 def _check_limit(limit: int) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
@@ -265,7 +296,7 @@ class SessionSource(_StoreReads):
 
     kind = "session"
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: MonitoredSession) -> None:
         self.session = session
 
     @property
@@ -503,9 +534,7 @@ def open_source(session_or_path: Any = None) -> MonitorSource:
         return StoreSource(session_or_path)
     if isinstance(session_or_path, Store):
         return StoreSource(session_or_path.path)
-    from tradebook.session import Session  # the session is heavy; a standalone monitor of a store needs none
-
-    if isinstance(session_or_path, Session):
+    if isinstance(session_or_path, MonitoredSession):
         return SessionSource(session_or_path)
     raise ConfigError(f"open_source takes a Session, a Store or a store path, got {type(session_or_path).__name__}")
 
