@@ -348,6 +348,60 @@ def _default_venues() -> dict[str, VenueConfig]:
     }
 
 
+# -- alerts -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EmailConfig(_Section):
+    """Where the email sink sends alerts (SMTP without authentication, e.g. a local relay); no host: no email."""
+
+    _path: ClassVar[str] = "alerts.email"
+
+    host: str | None = _opt(None, doc="SMTP server; null: no email")
+    port: int = _opt(25, gt=0, le=65_535, doc="SMTP port")
+    from_address: str = _opt("tradebook@localhost", doc="the sender")
+    to: tuple[str, ...] = _opt((), doc="recipients")
+    timeout_s: float = _opt(10.0, gt=0, le=300, doc="seconds before a silent server is given up")
+
+    def _check(self) -> None:
+        if self.host is not None and not self.to:
+            raise ConfigError(f"alerts.email.host = {self.host!r} but alerts.email.to is empty: expected at least "
+                              "one recipient")
+
+
+@dataclass(frozen=True)
+class AlertsConfig(_Section):
+    """The alert rules' thresholds and where alerts go (tradebook.alerts)."""
+
+    _path: ClassVar[str] = "alerts"
+
+    slippage_bps: float = _opt(10.0, gt=0, le=10_000, doc="a fill's slippage against the arrival mid above this alerts")
+    cost_vs_model: float = _opt(2.0, gt=1, le=1_000, doc="an instrument's realised cost above this x modelled alerts")
+    cost_normal: float = _opt(1.5, gt=0, le=1_000, doc="the cost alert closes (and a restriction lifts) below this x")
+    cost_window_fills: int = _opt(20, gt=0, le=100_000, doc="recent fills per instrument the cost ratio averages")
+    cost_min_fills: int = _opt(5, gt=0, le=100_000, doc="fills an instrument needs before its cost ratio is judged")
+    restrict_on_cost: bool = _opt(False, doc="an instrument whose cost alerts goes reduce-only until it normalises")
+    latency_s: float = _opt(5.0, gt=0, le=86_400, doc="submit to acknowledgement (or first fill) above this alerts")
+    unfilled_factor: float = _opt(3.0, gt=0, le=1_000, doc="working unfilled this many times the expected time alerts")
+    unfilled_expected_s: float = _opt(60.0, gt=0, le=86_400,
+                                      doc="expected time to fill when no calibrated model says (seconds)")
+    daily_pnl: Decimal | None = _opt(None, gt=0, doc="a loss today beyond this alerts, account currency (null: off)")
+    venue_check_s: float = _opt(30.0, gt=0, le=86_400, doc="seconds between venue health checks")
+    webhook_url: str | None = _opt(None, doc="alerts are POSTed here as JSON (null: no webhook)")
+    webhook_timeout_s: float = _opt(5.0, gt=0, le=300, doc="seconds before a silent webhook is given up")
+    email: EmailConfig = _opt(factory=EmailConfig, doc="the email sink")
+
+    def _check(self) -> None:
+        if self.cost_normal >= self.cost_vs_model:
+            raise ConfigError(f"alerts.cost_normal = {self.cost_normal} is not below alerts.cost_vs_model = "
+                              f"{self.cost_vs_model}: expected normal < alert")
+        if self.webhook_url is not None:
+            if not self.webhook_url.startswith(("http://", "https://")):
+                raise ConfigError(f"alerts.webhook_url = {redact(self.webhook_url)}: expected an http:// or "
+                                  "https:// URL")
+            if URL_PASSWORD.search(self.webhook_url):
+                raise ConfigError("alerts.webhook_url: a URL with a password (its value is not shown): secrets do "
+                                  "not belong in the configuration")
+
+
 # -- the whole ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TradebookConfig(_Section):
@@ -360,6 +414,7 @@ class TradebookConfig(_Section):
     venues: Mapping[str, VenueConfig] = _opt(factory=_default_venues, keys="lower", doc="venue name -> settings")
     routing: Mapping[AssetClass, str] = _opt(factory=dict, keys="lower",
                                              doc="asset class -> venue name; an unrouted class trades on paper")
+    alerts: AlertsConfig = _opt(factory=AlertsConfig, doc="alert thresholds and sinks (log, store, webhook, email)")
 
     def _check(self) -> None:
         for key, venue in self.venues.items():

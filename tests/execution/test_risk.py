@@ -314,8 +314,8 @@ def test_fourth_day_trade_in_a_small_margin_account_is_rejected():
 
 # -- order of checks and malformed intents ----------------------------------------------------------------------
 def test_checks_run_in_the_documented_order_and_the_first_failure_decides():
-    assert CHECK_ORDER == ("kill_switch", "unresolved", "quote", "price_collar", "spread", "max_position", "exposure",
-                           "order_rate", "daily_loss", "pdt")
+    assert CHECK_ORDER == ("kill_switch", "restricted", "unresolved", "quote", "price_collar", "spread",
+                           "max_position", "exposure", "order_rate", "daily_loss", "pdt")
     risk = PreTradeRisk(RiskConfig(max_orders_per_minute=1))
     risk.record_sent(NOW - S)
     stale = ReferenceQuote(D("449.00"), D("451.50"), D(300), D(400), NOW - 60 * S)

@@ -7,6 +7,8 @@ so the reason a notebook shows is always the most fundamental one:
 
 1. ``kill_switch``   halted: everything is rejected; reduce-only: only orders that reduce
                      the position (without flipping it) pass.
+   ``restricted``    the instrument is restricted (:meth:`PreTradeRisk.restrict`, e.g. by an
+                     alert on its cost): only orders that reduce its position pass.
    ``unresolved``    the instrument has an order whose outcome at the venue is unknown
                      (a timeout or a drop after sending, ``ctx.unresolved_instruments``):
                      nothing new for it, reducing or not, until reconciliation settles it.
@@ -65,8 +67,8 @@ if TYPE_CHECKING:
 
 RATE_WINDOW_NS = 60 * NS_PER_SECOND
 BPS = Decimal(10_000)
-CHECK_ORDER = ("kill_switch", "unresolved", "quote", "price_collar", "spread", "max_position", "exposure", "order_rate",
-               "daily_loss", "pdt")
+CHECK_ORDER = ("kill_switch", "restricted", "unresolved", "quote", "price_collar", "spread", "max_position",
+               "exposure", "order_rate", "daily_loss", "pdt")
 STALE_OR_CROSSED = "stale or crossed quote"
 
 
@@ -479,6 +481,21 @@ class PreTradeRisk:
         self._sent: deque[int] = deque()
         self._lock = threading.Lock()
         self._limits = _Limits(self.config)
+        self._restricted: dict[str, str] = {}  # instrument -> why only orders that reduce its position may go
+
+    # -- per-instrument restriction ----------------------------------------------------------
+    def restrict(self, instrument_id: str, reason: str) -> None:
+        """Only orders that reduce the position in ``instrument_id`` pass, until :meth:`unrestrict` (an alert's
+        restriction: its realised cost far above the modelled one)."""
+        self._restricted = {**self._restricted, instrument_id: reason}
+
+    def unrestrict(self, instrument_id: str) -> None:
+        self._restricted = {k: v for k, v in self._restricted.items() if k != instrument_id}
+
+    @property
+    def restricted(self) -> dict[str, str]:
+        """Instruments that only take reducing orders now, with why."""
+        return dict(self._restricted)
 
     def _limits_now(self) -> _Limits:
         """The converted limits of the current config (rebuilt if ``config`` was swapped)."""
@@ -533,6 +550,10 @@ class PreTradeRisk:
         decision = None
         if self.kill_switch.mode is not _NORMAL:
             decision = self._check_kill_switch(intent, instrument, position, reducing)
+        if decision is None and self._restricted and not reducing and instrument.instrument_id in self._restricted:
+            decision = RiskDecision(_REJECT, "restricted", f"{instrument.instrument_id} is restricted to reducing "
+                                    f"orders ({self._restricted[instrument.instrument_id]}): {intent.side} "
+                                    f"{intent.quantity} would not reduce the position {position:+}")
         if decision is None and ctx.unresolved_instruments and instrument.instrument_id in ctx.unresolved_instruments:
             # a second order could double what the first may have done at the venue
             decision = RiskDecision(_REJECT, "unresolved", f"{instrument.instrument_id} has an order whose outcome "
