@@ -44,7 +44,7 @@ from tradebook.model.orders import (
 )
 from tradebook.portfolio import Portfolio
 from tradebook.store import Store
-from tradebook.store.store import OrderPathBatch
+from tradebook.store.order_path import OrderPathBatch
 from tradebook.venues.base import AccountState, Capability, VenueOrderState, VenuePort
 
 E, S = OrderEventType, OrderStatus

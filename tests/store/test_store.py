@@ -603,7 +603,7 @@ def test_order_path_batch_read_from_a_journal_byte_range(tmp_path, where):
     """A batch names its records as bytes [start, end) of a journal file; the store copies exactly those
     (in the kernel, or by reading and writing where the kernel cannot copy across filesystems)."""
     from tradebook.store.journal import Journal
-    from tradebook.store.store import OrderPathBatch
+    from tradebook.store.order_path import OrderPathBatch
 
     directory = tmp_path
     if where == "another filesystem":  # tmpfs: the kernel refuses to copy across, the store reads and writes

@@ -14,7 +14,7 @@ import orjson
 
 from tradebook.model.orders import Order, client_order_id_for
 from tradebook.store.records import order_state
-from tradebook.store.store import OrderPathBatch
+from tradebook.store.order_path import OrderPathBatch
 
 log = logging.getLogger(__name__)
 

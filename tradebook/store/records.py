@@ -293,6 +293,6 @@ ORDER_STATE_SCHEMA: dict[str, Any] = {
 # every key of every kind, one shape: the union of what the kinds above write
 RECORD_SCHEMA: dict[str, Any] = {
     "kind": "text", "ts": "int", "client_order_id": "text", "intent": INTENT_SCHEMA, "parent_order_id": "text",
-    "state": ORDER_STATE_SCHEMA, "event": EVENT_SCHEMA, "error": "text",
+    "state": ORDER_STATE_SCHEMA, "event": EVENT_SCHEMA, "error": "text", "code": "text",
     "alert": {"ts_ns": "int", "kind": "text", "message": "text"},
     "account_id": "text", "strategy_id": "text", "fill": FILL_SCHEMA}
