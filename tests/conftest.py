@@ -140,3 +140,67 @@ def calibrated_btc_store(calibrated_btc_template, tmp_path) -> Store:
     store = Store(tmp_path / "store.duckdb")
     yield store
     store.close()
+
+
+# A paper run priced by a deliberately mis-calibrated model: what `calibrate --from-fills` corrects and the TCA
+# report shows (tests/tca/test_feedback.py, tests/test_reports.py).
+MISCALIBRATED_RUN = "miscalibrated"
+
+
+@pytest.fixture(scope="session")
+def miscalibrated_btc_run(tmp_path_factory) -> Path:
+    """The 2024 BTCUSDT capture with its L2 depth, its marketable calibration (v1: the cost curve alone, so the
+    paper venue prices every market order by the curve), the same model with its cost curve x3 (v2), and a paper
+    run of market orders of 0.05..4 BTC priced by v2 (round trips every 4 s); copy it, never open it."""
+    from dataclasses import replace
+    from decimal import Decimal
+
+    import numpy as np
+
+    from tradebook.config import RiskConfig, TradebookConfig
+    from tradebook.data.feeds import ReplayFeed
+    from tradebook.model.instruments import Side
+    from tradebook.model.orders import OrderIntent, OrderType, TimeInForce
+    from tradebook.session import Session
+    from tradebook.sim.calibrate import calibrate_marketable
+    from tradebook.sim.fidelity import default_fees, instrument_sweeps, store_instrument_data
+
+    btc = "BTCUSDT.BINANCE"
+    path = tmp_path_factory.mktemp("miscalibrated") / "template.duckdb"
+    quotes, trades = load_bundled(BTC_2024_FILES + "l1_quotes.csv.gz"), load_bundled(BTC_2024_FILES + "trades.csv.gz")
+    with Store(path) as store:
+        for data in (quotes, trades, load_bundled(BTC_2024_FILES + "l2_depth.csv.gz")):
+            store.ingest(data)
+        # the marketable part is all the paper venue prices market orders by without a depth profile
+        recorded = store_instrument_data(store, btc)
+        model = calibrate_marketable(btc, float(recorded.instrument.tick_size), instrument_sweeps(recorded),
+                                     median="validated", fees=default_fees(recorded.instrument))
+        span = {"data_start_ns": recorded.start_ns, "data_end_ns": recorded.end_ns,
+                "dataset_ids": recorded.dataset_ids}
+        store.save_calibration(btc, model.to_json(), **span, diagnostics={"note": "the cost curve alone"})
+        curve = model.cost_curve
+        tripled = replace(model, cost_curve=replace(curve, q05=tuple(3 * v for v in curve.q05),
+                                                    q50=tuple(3 * v for v in curve.q50),
+                                                    q95=tuple(3 * v for v in curve.q95)))
+        wrong = store.save_calibration(btc, tripled.to_json(), **span,
+                                       diagnostics={"note": "cost curve x3, on purpose"})
+        config = TradebookConfig(risk=RiskConfig(daily_loss_limit=None))  # the x3 costs and fees are the point
+        session = Session(store, calibrations=[wrong.calibration_id], run=MISCALIBRATED_RUN, config=config,
+                          starting_cash=Decimal(2_000_000)).start()
+        try:
+            rng = np.random.default_rng(7)
+            for i, batch in enumerate(ReplayFeed({btc: quotes.frame}, {btc: trades.frame}).batches()):
+                session.step(batch)
+                if i < 5 or i % 4 not in (0, 2):
+                    continue
+                if i % 4 == 0:  # buy a random size, sell what is held two seconds later
+                    side, quantity = Side.BUY, Decimal(str(rng.choice(("0.05", "0.2", "0.5", "1", "2", "4"))))
+                else:
+                    held = session.positions()
+                    side, quantity = Side.SELL, held["quantity"].sum() if len(held) else Decimal(0)
+                if quantity > 0:
+                    session.submit(OrderIntent(f"fb:{i}", "fb", session.account_id, btc, side, quantity,
+                                               OrderType.MARKET, TimeInForce.IOC, batch.end_ns - 1))
+        finally:
+            session.stop()
+    return path

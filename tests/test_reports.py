@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nbformat
@@ -81,8 +82,8 @@ def test_an_unknown_report_or_parameter_lists_what_exists(reports_dir: Path) -> 
 
 
 def test_the_bundled_reports_declare_a_store_path() -> None:
-    assert {"promotion", "session"} <= set(known_reports())
-    for name in ("promotion", "session"):
+    assert {"promotion", "session", "tca"} <= set(known_reports())
+    for name in ("promotion", "session", "tca"):
         assert "store_path" in report_parameters(name)
 
 
@@ -217,3 +218,27 @@ def test_the_promotion_evidence_judges_the_strategys_latest_run_by_default(promo
     with Store(promoted_store, read_only=True) as store:
         assert latest_account(store, "mean_reversion") == "report-paper"
         assert latest_account(store, "never_traded") is None
+
+
+def test_the_tca_report_shows_the_days_costs_and_the_model_error_before_and_after(miscalibrated_btc_run: Path,
+                                                                                 tmp_path: Path, capsys) -> None:
+    from tradebook.tca import update_tca
+    from tradebook.tca.feedback import calibrate_from_fills
+
+    path = tmp_path / "store.duckdb"
+    shutil.copy(miscalibrated_btc_run, path)
+    with Store(path) as store:
+        correction = calibrate_from_fills(store, "BTCUSDT.BINANCE", account_id="miscalibrated")
+        update_tca(store)
+        day_fills = store.query("SELECT count(*) AS n FROM tca_fills WHERE ts_event >= ?",
+                                [tb.to_ns("2024-08-09T00:00:00Z")])["n"].iloc[0]
+    out = tmp_path / "out"
+    assert main(["report", "tca", "--store", str(path), "-p", "day", "2024-08-09", "--output-dir", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "tca.html")
+    page = (out / "tca.html").read_text(encoding="utf-8")
+    assert f"2024-08-09 (UTC): {day_fills} fills of " in page and day_fills > 0
+    for section in ("Cost by instrument", "Cost by time of day", "Modelled against realised", "Markouts and latency",
+                    "Alerts of the day", "The fill model corrected from fills"):
+        assert section in page, section
+    before, after = correction.error("held out")
+    assert correction.record.calibration_id in page and f"{before:.6f}"[:6] in page and f"{after:.6f}"[:6] in page

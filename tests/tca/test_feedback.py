@@ -1,4 +1,4 @@
-"""`tradebook calibrate --from-fills`: realised costs of paper fills corrected into the fill model (issue 14, Done-when 5).
+"""`tradebook calibrate --from-fills`: realised costs of paper fills corrected into the fill model (issue 14 #5).
 
 The paper run trades the recorded 2024 BTCUSDT capture with a deliberately mis-calibrated
 model: the calibrated cost curve times three, without its depth profile so the paper venue
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
-from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +18,7 @@ import pandas as pd
 import pytest
 
 from tradebook.cli import main
-from tradebook.config import RiskConfig, TradebookConfig
-from tradebook.data import load_bundled
-from tradebook.data.feeds import ReplayFeed
 from tradebook.errors import DataError
-from tradebook.model.instruments import Side
-from tradebook.model.orders import OrderIntent, OrderType, TimeInForce
-from tradebook.session import Session
-from tradebook.sim.fidelity import load_model, run_calibration
 from tradebook.sim.fill_model import SIZE_BUCKET_EDGES, FillModel, touch_only_curve
 from tradebook.store import Store
 from tradebook.tca.feedback import (
@@ -39,54 +31,13 @@ from tradebook.tca.feedback import (
 )
 
 BTC = "BTCUSDT.BINANCE"
-FILES = "binance_spot_btcusdt_20240808T2354-20240809T0005_"
-RUN = "miscalibrated"
-SIZES = ("0.05", "0.2", "0.5", "1", "2", "4")  # BTC: from a thirtieth of the typical touch to about three touches
-
-
-@pytest.fixture(scope="module")
-def miscalibrated_store(tmp_path_factory) -> Path:
-    """The capture with depth, its calibration (v1), the x3 model (v2) and a paper run priced by v2; copy it."""
-    path = tmp_path_factory.mktemp("feedback") / "template.duckdb"
-    quotes, trades = load_bundled(FILES + "l1_quotes.csv.gz"), load_bundled(FILES + "trades.csv.gz")
-    with Store(path) as store:
-        for data in (quotes, trades, load_bundled(FILES + "l2_depth.csv.gz")):
-            store.ingest(data)
-        [fitted] = run_calibration(store, [BTC])
-        model = load_model(store, fitted.calibration_id)
-        curve = model.cost_curve
-        tripled = replace(model, depth=None, completion=None, cost_curve=replace(
-            curve, q05=tuple(3 * v for v in curve.q05), q50=tuple(3 * v for v in curve.q50),
-            q95=tuple(3 * v for v in curve.q95)))
-        wrong = store.save_calibration(BTC, tripled.to_json(), data_start_ns=fitted.data_start_ns,
-                                       data_end_ns=fitted.data_end_ns, dataset_ids=fitted.dataset_ids,
-                                       diagnostics={"note": "cost curve x3, on purpose"})
-        config = TradebookConfig(risk=RiskConfig(daily_loss_limit=None))  # the x3 costs and fees are the point
-        session = Session(store, calibrations=[wrong.calibration_id], run=RUN, config=config,
-                          starting_cash=Decimal(2_000_000)).start()
-        try:
-            rng = np.random.default_rng(7)
-            for i, batch in enumerate(ReplayFeed({BTC: quotes.frame}, {BTC: trades.frame}).batches()):
-                session.step(batch)
-                if i < 5 or i % 4 not in (0, 2):
-                    continue
-                if i % 4 == 0:  # buy a random size, sell what is held two seconds later
-                    side, quantity = Side.BUY, Decimal(str(rng.choice(SIZES)))
-                else:
-                    held = session.positions()
-                    quantity = held["quantity"].sum() if len(held) else Decimal(0)
-                    side = Side.SELL
-                if quantity > 0:
-                    session.submit(OrderIntent(f"fb:{i}", "fb", session.account_id, BTC, side, quantity,
-                                               OrderType.MARKET, TimeInForce.IOC, batch.end_ns - 1))
-        finally:
-            session.stop()
-    return path
+RUN = "miscalibrated"  # the paper run of tests/conftest.py: miscalibrated_btc_run
 
 
 @pytest.fixture
-def store_path(miscalibrated_store, tmp_path) -> Path:
-    shutil.copy(miscalibrated_store, tmp_path / "store.duckdb")
+def store_path(miscalibrated_btc_run, tmp_path) -> Path:
+    """A copy of the paper run priced by the x3 model (tests/conftest.py: miscalibrated_btc_run)."""
+    shutil.copy(miscalibrated_btc_run, tmp_path / "store.duckdb")
     return tmp_path / "store.duckdb"
 
 

@@ -412,16 +412,20 @@ def instruments_with_fills(store: Any, account_id: str | None = None) -> list[st
     return sorted(store.query(sql + " ORDER BY instrument_id", params)["instrument_id"].tolist())
 
 
-def from_fills_errors(store: Any, instrument_id: str | None = None) -> pd.DataFrame:
+def from_fills_errors(store: Any, instrument_id: str | None = None, *, latest: bool = False) -> pd.DataFrame:
     """The before/after errors stored with each from-fills calibration (what the TCA report shows).
 
-    One row per (calibration, part): calibration_id, instrument_id, corrects, orders,
+    One row per (calibration, part): calibration_id, instrument_id, corrects, part, orders,
     mae_before_bps, mae_after_bps, mean_realised_bps, mean_predicted_before_bps,
-    mean_predicted_after_bps; newest calibration last.
+    mean_predicted_after_bps; newest calibration last. ``latest``: only the newest
+    from-fills calibration of each instrument.
     """
     rows = []
     listed = store.calibrations(instrument_id)
-    for calibration_id in listed.loc[listed["provenance"] != "", "calibration_id"]:
+    listed = listed[listed["provenance"] != ""]
+    if latest:
+        listed = listed.groupby("instrument_id").tail(1)
+    for calibration_id in listed["calibration_id"]:
         record = store.calibration(calibration_id)
         corrects = provenance_of(record).get("corrects")
         for row in record.diagnostics.get("from_fills", {}).get("errors", []):
@@ -430,6 +434,15 @@ def from_fills_errors(store: Any, instrument_id: str | None = None) -> pd.DataFr
     columns = ["calibration_id", "instrument_id", "corrects", "part", "orders", "mae_before_bps", "mae_after_bps",
                "mean_realised_bps", "mean_predicted_before_bps", "mean_predicted_after_bps"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def from_fills_buckets(store: Any, calibration_id: str) -> pd.DataFrame:
+    """Per size bucket of a from-fills calibration: orders, weight, shift and the median before and after."""
+    rows = store.calibration(calibration_id).diagnostics.get("from_fills", {}).get("buckets", [])
+    if not rows:
+        raise DataError(f"{calibration_id} was not made from fills (no from-fills diagnostics); from-fills "
+                        f"calibrations: {from_fills_errors(store)['calibration_id'].unique().tolist()}")
+    return pd.DataFrame(rows)
 
 
 def format_from_fills(results: list[FromFills]) -> str:
