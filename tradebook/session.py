@@ -80,10 +80,11 @@ from tradebook.paper import oms_journal_name
 from tradebook.execution.oms import Alert, OrderManager
 from tradebook.store.journal import Journal
 from tradebook.execution.risk import CircuitBreaker, KillSwitch, KillSwitchMode, PreTradeRisk
-from tradebook.execution.router import OrderRouter, QuoteSnapshot, RouterConfig
+from tradebook.execution.router import OrderRouter, RouterConfig
 from tradebook.execution.sizing import sizer_from_config
 from tradebook.model.instruments import Instrument
 from tradebook.model.orders import Order, OrderIntent, Signal
+from tradebook.model.quotes import QuoteSnapshot
 from tradebook.model.time import NS_PER_SECOND, ns_to_iso
 from tradebook.portfolio import Portfolio
 from tradebook.progress import Bar, progress_enabled

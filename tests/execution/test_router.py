@@ -48,35 +48,6 @@ def route(sig: Signal, qty: D, quote: QuoteSnapshot, inst, *, adv: D | None = No
                         ts_ns=quote.ts_ns, **kw)
 
 
-# -- the quote ---------------------------------------------------------------------------------
-def test_quote_snapshot_from_a_real_row_has_exact_mid_and_spread():
-    row = load_bundled("binance_spot_btcusdt_20240808T2354-20240809T0005_l1_quotes.csv.gz").frame.iloc[48]
-    q = QuoteSnapshot.from_quote("BTCUSDT.BINANCE", row.ts_ns, row.bid_px, row.ask_px, row.bid_sz, row.ask_sz)
-    assert (q.bid, q.ask, q.bid_sz) == (D("61836.01"), D("61837.32"), D("0.00009"))
-    assert q.mid == D("61836.665")
-    assert q.spread_bps == (D("1.31") / D("61836.665") * 10_000)
-    assert SPY_WIDE.spread_bps > 43 and SPY_TIGHT.spread_bps < 1
-
-
-@pytest.mark.parametrize("bid, ask, words", [
-    ("100.02", "100.01", "crossed"),
-    ("100.01", "100.01", "locked"),
-    (float("nan"), "100.01", "finite"),
-    ("100.00", float("inf"), "finite"),
-    ("-1", "100.01", "positive"),
-])
-def test_quote_snapshot_refuses_crossed_locked_and_non_finite(bid, ask, words):
-    with pytest.raises(DataError, match=words):
-        QuoteSnapshot.from_quote("SPY.ARCX", 1381155300 * S, bid, ask, 100, 100)
-
-
-def test_quote_snapshot_refuses_floats_and_negative_sizes():
-    with pytest.raises(DataError, match="bid must be a Decimal"):
-        QuoteSnapshot("SPY.ARCX", 1381155300 * S, 167.66, D("167.67"))  # type: ignore[arg-type]
-    with pytest.raises(DataError, match="sizes must not be negative"):
-        QuoteSnapshot.from_quote("SPY.ARCX", 1381155300 * S, "167.66", "167.67", -5, 100)
-
-
 # -- rule 1: market ------------------------------------------------------------------------------
 def test_strong_signal_becomes_a_market_order():
     plan = route(signal("BTCUSDT.BINANCE", Side.BUY, 0.95), D("0.5"), BTC_Q, BTC, adv=D(10_000))

@@ -35,7 +35,6 @@ import re
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, Decimal
 from fractions import Fraction
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -43,10 +42,8 @@ import pandas as pd
 from tradebook.errors import ConfigError, ConformanceError, DataError, OrderError
 from tradebook.model.instruments import Instrument, Side
 from tradebook.model.orders import OrderIntent, OrderType
+from tradebook.model.quotes import QuoteSnapshot
 from tradebook.model.time import NS_PER_SECOND, check_ns_range
-
-if TYPE_CHECKING:  # the router imports this module; quotes are only read here
-    from tradebook.execution.router import QuoteSnapshot
 
 NS_PER_MINUTE = 60 * NS_PER_SECOND
 MINUTES_PER_DAY = 1440

@@ -63,7 +63,7 @@ from tradebook.model.orders import OrderIntent, OrderType
 from tradebook.model.time import NS_PER_SECOND
 
 if TYPE_CHECKING:
-    from tradebook.execution.router import QuoteSnapshot
+    from tradebook.model.quotes import QuoteSnapshot
 
 RATE_WINDOW_NS = 60 * NS_PER_SECOND
 BPS = Decimal(10_000)

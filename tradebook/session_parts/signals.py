@@ -17,7 +17,7 @@ from tradebook.errors import DataError, OrderError, TradebookError
 from tradebook.execution.algos import VwapSchedule
 from tradebook.store.records import intent_to_record
 from tradebook.execution.risk import STALE_OR_CROSSED, BreakerState, ReferenceQuote, RiskAction, RiskContext
-from tradebook.execution.router import QuoteSnapshot
+from tradebook.model.quotes import QuoteSnapshot
 from tradebook.model.calendars import is_trading
 from tradebook.model.instruments import MAX_INTEGER_DIGITS, Instrument, Side, check_amount, to_decimal
 from tradebook.model.orders import Order, OrderIntent, OrderStatus, Signal, client_order_id_for
