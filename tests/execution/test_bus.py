@@ -3,26 +3,20 @@ subscriber never holds up the publisher; a session publishes its orders, fills, 
 
 from __future__ import annotations
 
-import shutil
 import threading
 from decimal import Decimal
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tradebook.data import load_bundled
 from tradebook.data.feeds import FeedBatch, QuoteArrays
 from tradebook.errors import ConfigError, SessionError
 from tradebook.execution.bus import BusEvent, EventBus
 from tradebook.model.instruments import Side
 from tradebook.model.orders import Signal
 from tradebook.session import Session
-from tradebook.sim.fidelity import run_calibration
-from tradebook.store import Store
 
 BTC = "BTCUSDT.BINANCE"
-FILES = "binance_spot_btcusdt_20240808T2354-20240809T0005_"
 SECOND = 1_000_000_000
 START_NS = 1_723_161_300 * SECOND  # 2024-08-09T00:00:00Z, inside the bundled BTCUSDT hour
 
@@ -128,24 +122,11 @@ def test_bad_subscriptions_are_refused_and_bad_payloads_never_raise():
 
 
 # -- the session publishes ----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def template(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("bus") / "template.duckdb"
-    with Store(path) as store:
-        store.ingest(load_bundled(FILES + "l1_quotes.csv.gz"))
-        store.ingest(load_bundled(FILES + "trades.csv.gz"))
-        run_calibration(store, [BTC])
-    return path
-
-
 @pytest.fixture
-def session(template, tmp_path):
-    shutil.copy(template, tmp_path / "store.duckdb")
-    store = Store(tmp_path / "store.duckdb")
-    s = Session(store, calibrations=[BTC], state_dir=tmp_path / "state")
+def session(calibrated_btc_store, tmp_path):
+    s = Session(calibrated_btc_store, calibrations=[BTC], state_dir=tmp_path / "state")
     yield s
     s.stop()
-    store.close()
 
 
 def quarter_second_batches(seconds: int) -> list[FeedBatch]:

@@ -36,6 +36,7 @@ from tradebook.alerts import storage
 from tradebook.alerts.notice import AlertNotice, Cleared, Severity, Source
 from tradebook.alerts.rules import (
     RECONCILIATION_KINDS,
+    STOP_TYPES,
     CostVsModelRule,
     DailyPnlRule,
     OrderRules,
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 SINK_QUEUE = 1_000  # alerts a sink may fall behind by before its oldest are dropped (counted)
 JUDGED_FILLS_KEPT = 100_000  # fill ids remembered as judged (a TCA row of one the bus judged is skipped)
+ORDERS_KEPT = 100_000  # orders whose arrival mid is remembered (late fills of older ones are left to TCA)
 HEALTH_TIMEOUT_S = 10.0
 
 
@@ -89,7 +91,8 @@ class AlertCenter:
         self._lock = threading.RLock()
         self._open: dict[str, tuple[int, int]] = {}  # dedup_key -> (when it opened, how many times it fired)
         self._mids: dict[str, float] = {}
-        self._arrival: dict[str, float] = {}  # client order id -> the mid when it was first seen
+        # client order id -> what its fills are judged against (kept after it is done: its fill events come after)
+        self._arrival: OrderedDict[str, float] = OrderedDict()
         self._judged: OrderedDict[str, None] = OrderedDict()  # fills whose slippage was judged
         self._costed: OrderedDict[str, None] = OrderedDict()  # fills fed to the cost rule
         self._tca_watermark = 0  # computed_at_ns of the newest TCA row looked at
@@ -149,11 +152,9 @@ class AlertCenter:
             self._mids[payload["instrument_id"]] = (payload["bid"] + payload["ask"]) / 2
         elif kind == "order":
             coid = payload["client_order_id"]
-            if coid not in self._arrival and payload["instrument_id"] in self._mids:
-                self._arrival[coid] = self._mids[payload["instrument_id"]]
+            if coid not in self._arrival:
+                self._arrival_of(coid, payload)
             self.apply(self.orders.on_order(dict(payload), event.ts_ns))
-            if payload["status"] in ("filled", "cancelled", "rejected", "expired"):
-                self._arrival.pop(coid, None)
         elif kind == "fill":
             self._on_fill(payload, event.ts_ns)
         elif kind == "alert":
@@ -161,6 +162,16 @@ class AlertCenter:
         elif kind == "flushed":
             self.check_store()
         self._advance(event.ts_ns)
+
+    def _arrival_of(self, coid: str, order: Mapping[str, Any]) -> None:
+        """What the order's fills are judged against: a stop's own price (it arrives when it triggers), else the
+        mid when the order was first seen."""
+        if order["order_type"] in STOP_TYPES and order.get("stop_price") is not None:
+            self._arrival[coid] = float(order["stop_price"])
+        elif order["instrument_id"] in self._mids:
+            self._arrival[coid] = self._mids[order["instrument_id"]]
+        if len(self._arrival) > ORDERS_KEPT:
+            self._arrival.popitem(last=False)
 
     def _on_fill(self, fill: Mapping[str, Any], ts_ns: int) -> None:
         mid = self._arrival.get(fill["client_order_id"])
