@@ -52,6 +52,8 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
         "the transfer report (split out of sim.fidelity) reports progress itself instead of taking a callback",
     ("tradebook.session", "tradebook.progress"):
         "the session reports replay progress itself instead of taking a callback",
+    ("tradebook.research.sweep", "tradebook.progress"):
+        "a sweep reports the progress of its trials itself instead of taking a callback",
     ("tradebook.session", "tradebook.views"):
         "the session builds its status views for notebooks; views should read the session, not the reverse",
     ("tradebook.session", "tradebook.monitor.server"):
