@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from tradebook.errors import ConfigError, ReportError
+from tradebook.tca.mids import cost_against_mid, mids_for_fills
 
 
 def last_active(store: Any, account: str, last_ns: int) -> float:
@@ -64,19 +65,13 @@ def run_fills(store: Any, run: str) -> pd.DataFrame:
     """The run's fills with the mid of the last stored quote at or before each and the cost against it.
 
     ``cost_bps`` = (price − mid) / mid × 10⁴ for a buy, the negative for a sell: positive is
-    paid, negative is price improvement. ``mid`` is NaN where the store has no earlier quote
-    of the instrument (then so is the cost).
+    paid, negative is price improvement (:func:`tradebook.tca.cost_against_mid`). ``mid`` is
+    NaN where the store has no earlier quote of the instrument (then so is the cost).
     """
-    frame = store.query(
-        """
-        SELECT f.*, (q.bid_px + q.ask_px) / 2 AS mid, q.ts_ns AS quote_ts_ns
-        FROM (SELECT * FROM fills WHERE account_id = ?) f
-        ASOF LEFT JOIN quotes q ON q.instrument_id = f.instrument_id AND f.ts_event >= q.ts_ns
-        ORDER BY f.ts_event, f.fill_id
-        """, [run])
-    sign = frame["side"].map({"buy": 1.0, "sell": -1.0})
-    frame["notional"] = frame["price"] * frame["quantity"]
-    frame["cost_bps"] = sign * (frame["price"] - frame["mid"]) / frame["mid"] * 1e4
+    fills = store.query("SELECT * FROM fills WHERE account_id = ? ORDER BY ts_event, fill_id", [run])
+    mids = mids_for_fills(store, fills, ts_column="ts_event")
+    frame = cost_against_mid(fills, mids, strict=False, ts_column="ts_event")
+    frame.insert(frame.columns.get_loc("cost_bps"), "notional", frame["price"] * frame["quantity"])
     frame.insert(0, "time", pd.to_datetime(frame["ts_event"], unit="ns", utc=True))
     return frame
 

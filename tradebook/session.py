@@ -108,6 +108,7 @@ from tradebook.session_parts.state import (
     _Scheduled,
 )
 from tradebook.venues.base import Capability, VenuePort
+from tradebook.tca import TcaRecorder, TcaUpdater, calibration_ids
 from tradebook.views import SessionStatus, readable
 
 log = logging.getLogger(__name__)
@@ -292,6 +293,11 @@ class Session(SessionLoop, SignalPipeline, AlgoRunner, SessionRecovery, LiveVenu
         self._terms: dict[tuple[str, str], str] = {}  # what each decided signal asked for (_signal_terms)
         self._unsent_decided: set[str] = set()  # orders that never reached the venue, with their decision written
         self.alerts: list[Alert] = []
+        # TCA: the mid each order was priced against, and the update after each store flush (off the order path)
+        self.tca = TcaRecorder()
+        self._tca = TcaUpdater(store, self.tca, calibrations=calibration_ids(store, names),
+                               on_error=self._tca_failed)
+        self.bus.subscribe("tca", self._tca.on_flushed, kinds=("flushed",))
         self._quotes: dict[str, tuple[int, float, float, float, float]] = {}
         self._snapshots: dict[str, tuple[tuple, QuoteSnapshot]] = {}  # the last quote priced, per instrument
         self._staging = False  # during a strategy step on a simulated venue: orders are sent together
@@ -714,6 +720,13 @@ class Session(SessionLoop, SignalPipeline, AlgoRunner, SessionRecovery, LiveVenu
             frame[column] = frame[column].astype("float64")
         frame.insert(0, "time", pd.to_datetime(frame["ts_ns"].astype("int64"), unit="ns", utc=True).dt.floor("us"))
         return frame
+
+    def _tca_failed(self, message: str) -> None:
+        """A TCA update failed (on the bus's thread or at the end): an alert, never an error on the order path."""
+        alert = Alert(self._now, "tca_failed", message)
+        self.alerts.append(alert)
+        self._publisher.alert(alert)
+
 
 def _positive_decimal(value: Any, what: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (Decimal, int, float)):

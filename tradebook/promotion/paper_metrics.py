@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tradebook.errors import PromotionError, ResearchError, StoreError
+from tradebook.errors import DataError, PromotionError, ResearchError, StoreError
 from tradebook.model.instruments import get_instrument
 from tradebook.research.metrics import calendar_timezone, daily_records
+from tradebook.tca.mids import cost_against_mid, quote_mids
 
 _NS_PER_DAY = 86_400 * 1_000_000_000
 _VOL_LOOKBACK_DAYS = 45  # calendar days of bars before the period for a 20-day volatility
@@ -86,14 +87,6 @@ def round_trips(fills: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def quote_mids(store: Any, instrument_id: str, start_ns: int, end_ns: int) -> pd.DataFrame:
-    """ts_ns and mid of the stored quotes of ``instrument_id`` in [start_ns, end_ns]."""
-    q = store.quotes(instrument_id, start_ns=start_ns, end_ns=end_ns + 1)
-    q = q[(q["bid_px"] > 0) & (q["ask_px"] > 0)]
-    return pd.DataFrame({"ts_ns": q["ts_ns"].to_numpy("int64"),
-                         "mid": (q["bid_px"].to_numpy(float) + q["ask_px"].to_numpy(float)) / 2})
-
-
 def _vol_by_day(store: Any, instrument_id: str, start_ns: int, end_ns: int, tz: str) -> pd.Series:
     """One-minute volatility known before each local day (from daily bars up to the day before); empty if none."""
     from tradebook.research.bars import Bars
@@ -117,31 +110,21 @@ def fill_costs(fills: pd.DataFrame, mids: dict[str, pd.DataFrame], costs: Any, *
     is the last at or before it. ``vol_by_day``: per instrument the one-minute volatility
     (bps) by local day in ``tz`` for ``costs.predict_bps`` (None: the model's pooled regimes).
     """
-    out = fills.copy()
-    out["mid"] = np.nan
-    out["cost_bps"] = np.nan
+    try:  # the mid in force and the cost against it: the rule every report shares, strict here
+        out = cost_against_mid(fills, mids, strict=True).drop(columns="quote_ts_ns")
+    except DataError as exc:
+        raise PromotionError(str(exc)) from exc
     out["predicted_cost_bps"] = np.nan
     for iid, group in out.groupby("instrument_id"):
-        m = mids.get(str(iid))
-        if m is None or m.empty:
-            raise PromotionError(f"no quotes of {iid} to price its fills against")
         ts = group["ts_ns"].to_numpy("int64")
-        at = np.searchsorted(m["ts_ns"].to_numpy(), ts, side="right") - 1
-        if np.any(at < 0):
-            raise PromotionError(f"a fill of {iid} at {int(ts[int(np.argmax(at < 0))])} has no quote before it: "
-                                 "its cost against the mid cannot be known")
-        mid = m["mid"].to_numpy()[at]
-        s = np.where(group["side"].astype(str).to_numpy() == "buy", 1.0, -1.0)
         vol_bps = None
         vol = (vol_by_day or {}).get(str(iid))
         if vol is not None and len(vol):
             local = pd.DatetimeIndex(pd.to_datetime(ts, unit="ns", utc=True)).tz_convert(tz)
             days = local.tz_localize(None).normalize()
             vol_bps = vol.reindex(days).to_numpy(float)
-        out.loc[group.index, "mid"] = mid
-        out.loc[group.index, "cost_bps"] = s * (group["price"].to_numpy(float) - mid) / mid * 1e4
         out.loc[group.index, "predicted_cost_bps"] = costs.predict_bps(str(iid), ts, group["quantity"].to_numpy(float),
-                                                                       mid, vol_bps)
+                                                                       group["mid"].to_numpy(float), vol_bps)
     return out
 
 

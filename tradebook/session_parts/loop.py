@@ -95,6 +95,7 @@ class SessionLoop:
                 self.state = SessionState.STOPPED  # said now: the bus closes with the journals
             steps: tuple[tuple[str, Callable[[], Any]], ...] = (
                 ("the final flush to the store", lambda: self.oms.close(flush=True)),
+                ("the TCA of the session's fills", self._tca.finish),
                 (f"closing the venue {self.venue.name}", lambda: loop.run_until_complete(self._close_venue())),
                 ("closing the journals", lambda: self._close_files(release=False)),
                 ("closing the event loop", loop.close),

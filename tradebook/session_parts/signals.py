@@ -333,6 +333,8 @@ class SignalPipeline:
             # durable before any slice goes: a restart releases the slices still due
             self._journal.append(_algo_record(plan.algo, plan.children, self._now))
             self._parents[plan.algo.parent_id] = _Parent(plan.algo, self._now)
+            self.tca.note_parent(plan.algo.intent, plan.algo.schedule.name, decision_ts_ns=self._now,
+                                 decision_price=float(snapshot.mid), signal_ts_ns=routed.ts_ns or self._now)
             released = {intent.intent_id for intent in plan.intents}
             for child in plan.children:
                 if plan.algo.child_id(child.index) not in released:
@@ -508,6 +510,10 @@ class SignalPipeline:
         if not self.breaker.allow(self._now):  # the half-open trial went to another order meanwhile
             return [self._refuse(intent, f"circuit breaker open after repeated venue failures "
                                          f"({self.venue.name})")]
+        quote = self._quotes.get(intent.instrument_id)  # the decision price for TCA: the mid priced against
+        mid = (quote[1] + quote[2]) / 2 if quote is not None and math.isfinite(quote[1] + quote[2]) else None
+        signal_ts = signal.ts_ns if signal is not None and signal.ts_ns and intent.parent_id is None else self._now
+        self.tca.note_order(intent, decision_ts_ns=self._now, decision_price=mid, signal_ts_ns=signal_ts)
         if self._staging and self.breaker.state is BreakerState.CLOSED:
             order = self.oms.stage(intent)  # sent with the step's other orders (_send_staged)
             self.risk.record_sent(self._now)

@@ -4,7 +4,8 @@
   incrementally, in the process that holds the store's writer; a running session calls it
   after its store flushes and when it stops. Its module docstring states every convention
   (decision price, the delay/spread/execution split, signs, markouts).
-- :class:`TcaRecorder`: the decision prices a session notes as it decides.
+- :class:`TcaRecorder`: the decision prices a session notes as it decides; :class:`TcaUpdater`
+  runs the update for a running session (after flushes, off its order path, and at its end).
 - Reads (a Store or a DuckDB connection/cursor, keyword filters): :func:`tca_fills`,
   :func:`tca_orders`, :func:`cost_by_instrument`, :func:`cost_by_time_of_day`,
   :func:`modelled_vs_realised`, :func:`markouts`, :func:`latency`,
@@ -28,9 +29,11 @@ from tradebook.tca.reads import (
 )
 from tradebook.tca.recorder import DecisionNote, TcaRecorder
 from tradebook.tca.update import MARKOUT_HORIZONS_S, TcaUpdate, update_tca
+from tradebook.tca.updater import TcaUpdater, calibration_ids
 
 __all__ = [
-    "MARKOUT_HORIZONS_S", "DecisionNote", "TcaRecorder", "TcaUpdate", "cost_against_mid", "cost_by_instrument",
+    "MARKOUT_HORIZONS_S", "DecisionNote", "TcaRecorder", "TcaUpdate", "TcaUpdater", "calibration_ids",
+    "cost_against_mid", "cost_by_instrument",
     "cost_by_time_of_day", "latency", "markouts", "mids_for_fills", "modelled_vs_realised", "quote_mids",
     "session_performance", "strategy_attribution", "tca_fills", "tca_orders", "update_tca",
 ]

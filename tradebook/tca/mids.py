@@ -29,15 +29,19 @@ def quote_mids(store: Any, instrument_id: str, start_ns: int, end_ns: int) -> pd
 
 
 def mids_for_fills(store: Any, fills: pd.DataFrame, *, ts_column: str = "ts_ns") -> dict[str, pd.DataFrame]:
-    """Per instrument of ``fills``, the stored quotes' mids from the last quote at or before its first fill to its last."""
-    mids: dict[str, pd.DataFrame] = {}
-    for instrument_id, group in fills.groupby("instrument_id"):
-        first, last = int(group[ts_column].min()), int(group[ts_column].max())
-        before = store.query("SELECT max(ts_ns) AS t FROM quotes WHERE instrument_id = ? AND ts_ns <= ?",
-                             [str(instrument_id), first])["t"].iloc[0]
-        start = int(before) if pd.notna(before) else first
-        mids[str(instrument_id)] = quote_mids(store, str(instrument_id), start, last)
-    return mids
+    """Per instrument of ``fills``, the stored quotes (ts_ns, mid) in force at its fills, found in SQL.
+
+    Only the quote in force at each fill is read (one ``ASOF JOIN``), so memory grows with
+    the fills, not with the quotes; :func:`cost_against_mid` finds each fill's own among them.
+    """
+    if fills.empty:
+        return {}
+    found = store.query(
+        "SELECT DISTINCT f.instrument_id, q.ts_ns, (q.bid_px + q.ask_px) / 2 AS mid "
+        "FROM (SELECT unnest(?) AS instrument_id, unnest(?) AS t) f "
+        "ASOF JOIN quotes q ON q.instrument_id = f.instrument_id AND f.t >= q.ts_ns ORDER BY 1, 2",
+        [fills["instrument_id"].astype(str).tolist(), fills[ts_column].astype("int64").tolist()])
+    return {str(iid): group[["ts_ns", "mid"]].reset_index(drop=True) for iid, group in found.groupby("instrument_id")}
 
 
 def cost_against_mid(fills: pd.DataFrame, mids: Mapping[str, pd.DataFrame], *, strict: bool,

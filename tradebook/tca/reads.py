@@ -192,7 +192,8 @@ def strategy_attribution(source: Any, **filters: Any) -> pd.DataFrame:
     A fill's P&L is s x (mark - price) x quantity x multiplier - fee, its instrument marked
     at the mid in force at its latest fill in ``tca_fills`` (the fill price where no mid is
     stored; the fee is read back from ``fee_bps``, 0 where the fill has no decision price):
-    over a strategy the fills' P&L sums to its realised plus unrealised P&L at that mark. ``win_rate`` is the share of orders whose fills' P&L is positive;
+    over a strategy the fills' P&L sums to its realised plus unrealised P&L at that mark.
+    ``win_rate`` is the share of orders whose fills' P&L is positive;
     ``shortfall_cost`` the implementation shortfall of the fills in money, ``shortfall_bps``
     its notional-weighted mean.
     """

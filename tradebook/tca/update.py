@@ -224,7 +224,8 @@ GROUP BY c.parent_order_id
 """
 
 _UNIT_PROBES = " UNION ALL ".join(
-    f"SELECT order_id || '|' || level AS key, '{what}' AS what, instrument_id, {t} AS t FROM _tca_u WHERE {t} IS NOT NULL"
+    f"SELECT order_id || '|' || level AS key, '{what}' AS what, instrument_id, {t} AS t FROM _tca_u "
+    f"WHERE {t} IS NOT NULL"
     for what, t in (("d", "decision_ts_ns"), ("a", "COALESCE(submit_ts, decision_ts_ns)"), ("e", "end_ts_ns")))
 
 _ORDER_ROWS_SQL = f"""

@@ -1,0 +1,86 @@
+"""A short real paper session keeps its TCA: every fill gets a tca_fills row with its decision and predicted cost.
+
+The session runs on the bundled BTCUSDT capture, one 1 s batch at a time (as in
+tests/test_session.py), with a stored calibration; orders go through sizing, risk, the
+router and the order manager to the paper venue, and the store is written by the session
+itself. Nothing is computed here that the session did not record.
+"""
+
+from __future__ import annotations
+
+import shutil
+from decimal import Decimal
+
+import pytest
+
+from tradebook.data import load_bundled
+from tradebook.data.feeds import ReplayFeed
+from tradebook.model.instruments import Side
+from tradebook.model.orders import Signal
+from tradebook.session import Session
+from tradebook.sim.fidelity import run_calibration
+from tradebook.store import Store
+from tradebook.tca import cost_by_instrument, tca_fills, tca_orders
+
+BTC = "BTCUSDT.BINANCE"
+FILES = "binance_spot_btcusdt_20240808T2354-20240809T0005_"
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    return load_bundled(FILES + "l1_quotes.csv.gz"), load_bundled(FILES + "trades.csv.gz")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory, recorded):
+    path = tmp_path_factory.mktemp("tca_session") / "template.duckdb"
+    with Store(path) as store:
+        for data in recorded:
+            store.ingest(data)
+        run_calibration(store, [BTC])
+    return path
+
+
+def test_a_paper_session_writes_tca_for_each_of_its_fills(template, recorded, tmp_path):
+    shutil.copy(template, tmp_path / "store.duckdb")
+    store = Store(tmp_path / "store.duckdb")
+    quotes, trades = (data.frame for data in recorded)
+    batches = list(ReplayFeed({BTC: quotes}, {BTC: trades}).batches())
+    session = Session(store, calibrations=[BTC], state_dir=tmp_path / "state").start()
+    try:
+        for batch in batches[:5]:
+            session.step(batch)
+        decided_at = batches[4].end_ns - 1
+        last = quotes[quotes["ts_ns"] <= decided_at].iloc[-1]
+        [buy] = session.submit(Signal("nb", "in", BTC, Side.BUY, None, strength=0.95, quantity=Decimal("0.01")))
+        for batch in batches[5:10]:
+            session.step(batch)
+        [sell] = session.submit(Signal("nb", "out", BTC, Side.SELL, None, strength=0.95, quantity=Decimal("0.01")))
+        for batch in batches[10:15]:
+            session.step(batch)
+    finally:
+        session.stop()
+
+    fills = store.fills()
+    assert len(fills) >= 2
+    tca = tca_fills(store)
+    assert sorted(tca["fill_id"]) == sorted(fills["fill_id"])
+    assert tca["arrival_mid"].notna().all() and tca["predicted_cost_bps"].notna().all()
+    assert set(tca["calibration_id"]) == {store.calibration(BTC).calibration_id}
+    assert tca["realised_cost_bps"].notna().all() and tca["decision_price"].notna().all()
+    # the buy was priced against the quote in force when it was decided: that mid is its decision price
+    row = tca[tca["client_order_id"] == buy.client_order_id].iloc[0]
+    assert row["decision_price"] == (last["bid_px"] + last["ask_px"]) / 2
+    assert row["decision_ts_ns"] == decided_at
+    noted = store.query("SELECT * FROM tca_decisions WHERE order_id = ?", [buy.client_order_id])
+    assert (noted["level"].tolist(), noted["decision_price"].tolist()) == (["order"], [row["decision_price"]])
+    assert not [a for a in session.alerts if a.kind == "tca_failed"]
+    parts = tca[["delay_bps", "spread_bps", "execution_bps", "fee_bps"]].sum(axis=1)
+    assert parts.to_numpy() == pytest.approx(tca["shortfall_bps"].to_numpy(), rel=1e-9)
+
+    orders = tca_orders(store, level="order")
+    assert set(orders["order_id"]) == {buy.client_order_id, sell.client_order_id}
+    assert (orders["fill_rate"] == 1.0).all() and orders["submit_to_ack_ms"].notna().all()
+    by_instrument = cost_by_instrument(store)
+    assert by_instrument["fills"].tolist() == [len(fills)]
+    store.close()

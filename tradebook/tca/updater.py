@@ -1,0 +1,84 @@
+"""Keeping a running session's TCA current, off its order path.
+
+A session subscribes :meth:`TcaUpdater.on_flushed` to its bus's ``"flushed"`` events (the
+store's copy of the order journal caught up): the update runs on the bus's thread for this
+subscriber, at most once per ``min_interval_s`` of wall time, and :meth:`TcaUpdater.finish`
+runs a last one when the session stops. A failing update never reaches the order path:
+it is logged and handed to ``on_error`` (the session raises an alert), and the decision
+notes it could not write wait for the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from tradebook.tca.recorder import TcaRecorder
+from tradebook.tca.update import TcaUpdate, update_tca
+
+log = logging.getLogger(__name__)
+
+
+def calibration_ids(store: Any, names: Iterable[str]) -> dict[str, str]:
+    """instrument_id -> calibration id of the stored calibrations ``names`` ('X@v2', or an instrument: its latest)."""
+    out = {}
+    for name in names:
+        record = store.calibration(str(name))
+        out[record.instrument_id] = record.calibration_id
+    return out
+
+
+class TcaUpdater:
+    """Runs :func:`update_tca` for a session: after flushes (throttled) and once more at the end; never raises."""
+
+    def __init__(self, store: Any, recorder: TcaRecorder, *, calibrations: Mapping[str, str] | None = None,
+                 on_error: Callable[[str], None] | None = None, min_interval_s: float = 1.0) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.calibrations = dict(calibrations or {})
+        self.on_error = on_error
+        self.min_interval_s = min_interval_s
+        self.last: TcaUpdate | None = None
+        self.failures = 0
+        self._lock = threading.Lock()
+        self._last_started = float("-inf")
+        self._closed = False
+
+    def on_flushed(self, event: Any = None) -> None:
+        """A bus callback: update unless one ran less than ``min_interval_s`` ago (the end catches up)."""
+        if time.monotonic() - self._last_started < self.min_interval_s:
+            return
+        self.update_now()
+
+    def update_now(self) -> TcaUpdate | None:
+        """One update now (waiting for one in progress); None when it failed or the updater is finished."""
+        with self._lock:
+            if self._closed:
+                return None
+            self._last_started = time.monotonic()
+            try:
+                self.last = update_tca(self.store, recorder=self.recorder, calibrations=self.calibrations)
+            except Exception as exc:  # noqa: BLE001 - TCA must never break the session that runs it
+                self.failures += 1
+                message = f"TCA update failed ({type(exc).__name__}: {exc}); orders and fills are unaffected"
+                log.exception("TCA update failed")
+                if self.on_error is not None:
+                    try:
+                        self.on_error(message)
+                    except Exception:  # noqa: BLE001
+                        log.exception("TCA: the error callback failed")
+                return None
+            return self.last
+
+    def finish(self) -> TcaUpdate | None:
+        """The last update (after the session's final flush); later flush events do nothing."""
+        result = self.update_now()
+        with self._lock:
+            self._closed = True
+        return result
+
+
+__all__ = ["TcaUpdater", "calibration_ids"]
