@@ -1,6 +1,6 @@
 """Run every benchmark in bench/."""
 
-from bench import ingest, order_path, research, sim
+from bench import ingest, monitor, order_path, research, sim
 
 if __name__ == "__main__":
     ingest.main()
@@ -10,3 +10,5 @@ if __name__ == "__main__":
     order_path.main([])
     print()
     research.main()
+    print()
+    monitor.main([])

@@ -105,7 +105,8 @@ class SessionControls(widgets.VBox):
         try:
             done = self._act(action, reason)
         except TradebookError as exc:
-            self.message.value = f"<span style='color:#b00'>{html.escape(action)} refused: {html.escape(str(exc))}</span>"
+            refused = f"{action} refused: {exc}"
+            self.message.value = f"<span style='color:#b00'>{html.escape(refused)}</span>"
         else:
             self.message.value = html.escape(done)
         self.refresh()

@@ -21,8 +21,9 @@ int64 UTC ns times) and lead with a tz-aware ``time`` column for people.
 
 from __future__ import annotations
 
+import functools
 import time as _time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -31,10 +32,12 @@ from typing import Any, Protocol, runtime_checkable
 import duckdb
 import pandas as pd
 
+from tradebook import tca
 from tradebook.errors import ConfigError, ControlError, StoreError, StoreLockedError
 from tradebook.model.orders import TERMINAL_STATUSES
 from tradebook.model.time import now_ns
 from tradebook.store.holder import Holder, read_holder
+from tradebook.store.migrations import MIGRATIONS
 from tradebook.store.store import Store, default_store_path
 
 DEFAULT_LIMIT = 200
@@ -65,7 +68,7 @@ FILTERS: dict[str, dict[str, str]] = {
     "alerts": {"severity": "severity = ?", "kind": "kind = ?", "since_ns": "coalesce(last_ts_ns, ts_ns) >= ?"},
     "tca_fills": {"instrument_id": "instrument_id = ?", "strategy_id": "strategy_id = ?", "since_ns": "ts_event >= ?"},
     "tca_orders": {"instrument_id": "instrument_id = ?", "strategy_id": "strategy_id = ?", "level": "level = ?",
-                   "since_ns": "coalesce(end_ts_ns, decision_ts_ns, computed_at_ns) >= ?"},
+                   "since_ns": "decision_ts_ns >= ?"},
 }
 
 _WORKING = "status NOT IN (" + ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES)) + ")"
@@ -84,9 +87,6 @@ _SQL = {
     "stages": "SELECT strategy, arg_max(stage, ts_ns) AS stage, max(ts_ns) AS ts_ns, "
               "arg_max(backtest_id, ts_ns) AS backtest_id, arg_max(reason, ts_ns) AS reason "
               "FROM strategy_stages GROUP BY strategy ORDER BY strategy",
-    "tca_fills": "SELECT * FROM tca_fills {where} ORDER BY ts_event DESC, fill_id LIMIT ?",
-    "tca_orders": "SELECT * FROM tca_orders {where} "
-                  "ORDER BY coalesce(end_ts_ns, decision_ts_ns, computed_at_ns) DESC, order_id LIMIT ?",
     "counts": f"SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM orders WHERE {_WORKING}), "
               "(SELECT count(*) FROM fills), (SELECT count(*) FROM alerts), "
               "(SELECT sum(realized_pnl) FROM positions), "
@@ -220,14 +220,13 @@ class _StoreReads:
     def _connection(self) -> Iterator[Any | None]:  # None: the store cannot be read now (held elsewhere)
         raise NotImplementedError
 
-    def _read(self, name: str, sql: str, params: list[Any], columns: tuple[str, ...] | None) -> pd.DataFrame:
+    def _read(self, name: str, sql: str, params: list[Any], columns: tuple[str, ...]) -> pd.DataFrame:
         with self._connection() as con:
             if con is None:
-                return _empty(columns if columns is not None else _columns_of_schema(name), name)
+                return _empty(columns, name)
             return _with_time(_fetch(con, sql, params), name)
 
-    def _history(self, name: str, limit: int, filters: Mapping[str, Any],
-                 columns: tuple[str, ...] | None) -> pd.DataFrame:
+    def _history(self, name: str, limit: int, filters: Mapping[str, Any], columns: tuple[str, ...]) -> pd.DataFrame:
         where, params = _where(name, filters)
         return self._read(name, _SQL[name].format(where=where), [*params, _check_limit(limit)], columns)
 
@@ -249,12 +248,24 @@ class _StoreReads:
         return self._read("stages", _SQL["stages"], [], STAGE_COLUMNS)
 
     def tca_fills(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame:
-        """The latest ``limit`` rows of ``tca_fills`` (costs in bps per fill), newest first."""
-        return self._history("tca_fills", limit, filters, None)
+        """The latest ``limit`` rows of ``tca_fills`` (costs in bps per fill), newest first
+        (:func:`tradebook.tca.tca_fills`); filters: instrument_id, strategy_id, since_ns."""
+        return self._tca("tca_fills", tca.tca_fills, limit, filters)
 
     def tca_orders(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame:
-        """The latest ``limit`` rows of ``tca_orders`` (costs, fill rate and latencies per order and algo parent)."""
-        return self._history("tca_orders", limit, filters, None)
+        """The latest ``limit`` rows of ``tca_orders`` (costs, fill rate and latencies per order and algo
+        parent), newest decision first (:func:`tradebook.tca.tca_orders`); filters: instrument_id, strategy_id,
+        level, since_ns."""
+        return self._tca("tca_orders", tca.tca_orders, limit, filters)
+
+    def _tca(self, name: str, read: Callable[..., pd.DataFrame], limit: int,
+             filters: Mapping[str, Any]) -> pd.DataFrame:
+        _where(name, filters)  # refuses a filter it does not know, naming those it does
+        chosen = {"start_ns" if k == "since_ns" else k: v for k, v in filters.items() if v is not None}
+        with self._connection() as con:
+            if con is None:
+                return _empty(_schema_columns(name), name)
+            return read(con, limit=_check_limit(limit), **chosen)
 
     def _store_counts(self, con: Any) -> dict[str, Any]:
         orders, working, fills, alerts, realised, last = con.execute(_SQL["counts"]).fetchone()
@@ -262,24 +273,17 @@ class _StoreReads:
                 "realised_pnl": realised if realised is not None else Decimal(0), "last_event_ns": last}
 
 
-def _columns_of_schema(name: str) -> tuple[str, ...]:
-    """Columns of a table as the migrations create it (for an empty TCA frame when the store cannot be opened)."""
-    if name not in _TCA_COLUMNS:
-        con = duckdb.connect()
-        try:
-            from tradebook.store.migrations import MIGRATIONS
-
-            for migration in MIGRATIONS:
-                for statement in migration.statements:
-                    if f"CREATE TABLE {name} " in statement:
-                        con.execute(statement)
-            _TCA_COLUMNS[name] = tuple(_table_columns(con, name))
-        finally:
-            con.close()
-    return _TCA_COLUMNS[name]
-
-
-_TCA_COLUMNS: dict[str, tuple[str, ...]] = {}
+@functools.cache
+def _schema_columns(table: str) -> tuple[str, ...]:
+    """Columns of ``table`` as the migrations leave it (for its empty frame while the store cannot be opened)."""
+    con = duckdb.connect()
+    try:
+        for migration in MIGRATIONS:
+            for statement in migration.statements:
+                con.execute(statement)
+        return tuple(_table_columns(con, table))
+    finally:
+        con.close()
 
 
 # -- in the session's process --------------------------------------------------------------------
