@@ -3,7 +3,8 @@
 A file either loads whole or is refused with an error that names the file, the line
 and what was expected. Data that is dirty but usable (crossed quotes in a retail FX
 feed, pre-open auction states, bad prints in daily bars) loads unchanged and comes
-with a list of :class:`QualityFinding`: tradebook reports, it never cleans silently.
+with a list of :class:`QualityFinding` (computed in :mod:`tradebook.data.quality`):
+tradebook reports, it never cleans silently.
 
 Every frame is in plain price units with int64 UTC nanosecond times (``ts_ns``) and
 keeps the file's row order, which matters for rows sharing a timestamp.
@@ -18,17 +19,16 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from tradebook.data.quality import KIND_CHECKS, QualityFinding, common_findings, fail_at, first_index, no_checks
 from tradebook.data.schemas import ALIASES, SPECS, DataKind, KindSpec
 from tradebook.errors import DataError, SchemaError
-from tradebook.model.instruments import AssetClass, Instrument, get_instrument
-from tradebook.model.time import MAX_PLAUSIBLE_NS, MIN_PLAUSIBLE_NS, NS_PER_DAY, ns_to_iso
+from tradebook.model.instruments import Instrument, get_instrument
+from tradebook.model.time import MAX_PLAUSIBLE_NS, MIN_PLAUSIBLE_NS, ns_to_iso
 
-Severity = Literal["info", "warning"]
 
 _PANDAS_DTYPES = {"int": "int64", "Int": "Int64", "float": "float64", "str": "str", "flag": "Int64"}
 _EXPECTED = {
@@ -39,20 +39,6 @@ _EXPECTED = {
     "flag": "0 or 1",
 }
 _TIME_TEXT_COLUMNS = ("ts_iso", "timestamp", "time", "datetime")
-
-
-@dataclass(frozen=True)
-class QualityFinding:
-    """Something worth knowing about data that was nevertheless loaded as it is."""
-
-    severity: Severity
-    code: str
-    message: str
-    count: int = 0
-    first_line: int | None = None
-
-    def __str__(self) -> str:
-        return f"[{self.severity}] {self.code}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -146,7 +132,7 @@ def _refuse_bytes(frame: pd.DataFrame, source: str) -> None:
             continue
         is_bytes = frame[column].map(lambda v: isinstance(v, (bytes, bytearray, memoryview))).to_numpy(dtype=bool)
         if is_bytes.any():
-            i = _first(is_bytes)
+            i = first_index(is_bytes)
             raise SchemaError(f"column {column!r} holds the bytes value {bytes(frame[column].iloc[i])[:40]!r} at row "
                               f"{i} (line {i + 2} as a file); expected text or numbers: decode bytes first "
                               "(e.g. df[col].str.decode('utf-8'))", source=source, line=i + 2)
@@ -377,9 +363,9 @@ def _parse_integers(column: str, series: pd.Series, nullable: bool, source: str)
     digits = text.str.fullmatch(r"[+-]?\d{1,19}").to_numpy(dtype=bool, na_value=False)
     bad = present & ~digits
     if bad.any():
-        raise _bad_cell(column, series, _first(bad), "an integer (digits only)", source)
+        raise _bad_cell(column, series, first_index(bad), "an integer (digits only)", source)
     if not nullable and not present.all():
-        raise _bad_cell(column, series, _first(~present), "an integer", source)
+        raise _bad_cell(column, series, first_index(~present), "an integer", source)
     values = np.zeros(len(series), dtype="int64")
     try:
         values[present] = text[present].astype("int64").to_numpy()
@@ -409,26 +395,18 @@ def _coerce_frame(frame: pd.DataFrame, spec: KindSpec, source: str) -> pd.DataFr
                 numeric = pd.to_numeric(series, errors="coerce")
                 bad = (series.notna() & numeric.isna()).to_numpy()
                 if bad.any():
-                    raise _bad_cell(column, series, _first(bad), _EXPECTED[ctype], source)
+                    raise _bad_cell(column, series, first_index(bad), _EXPECTED[ctype], source)
                 series = numeric.astype("float64")
             frame[column] = series
         if ctype == "float":
             values = frame[column].to_numpy(dtype="float64")
             infinite_or_text_nan = ~np.isfinite(values) & ~np.isnan(values)
             if infinite_or_text_nan.any():
-                raise _bad_cell(column, frame[column], _first(infinite_or_text_nan), "a finite number", source)
+                raise _bad_cell(column, frame[column], first_index(infinite_or_text_nan), "a finite number", source)
     return frame
 
 
 # -- validation ----------------------------------------------------------------------
-def _fail(message: str, source: str, index: int | None = None) -> DataError:
-    return DataError(message, source=source, line=None if index is None else index + 2)
-
-
-def _first(mask: np.ndarray | pd.Series) -> int:
-    return int(np.flatnonzero(np.asarray(mask))[0])
-
-
 def _validate(
     frame: pd.DataFrame,
     kind: DataKind,
@@ -456,13 +434,13 @@ def _validate(
     ts = frame["ts_ns"].to_numpy()
     out_of_range = (ts < MIN_PLAUSIBLE_NS) | (ts >= MAX_PLAUSIBLE_NS)
     if out_of_range.any():
-        i = _first(out_of_range)
-        raise _fail(f"ts_ns {ts[i]} is outside 1970..2100; expected int64 nanoseconds since the epoch, UTC",
+        i = first_index(out_of_range)
+        raise fail_at(f"ts_ns {ts[i]} is outside 1970..2100; expected int64 nanoseconds since the epoch, UTC",
                     source, i)
     backwards = np.diff(ts) < 0
     if backwards.any():
-        i = _first(backwards) + 1
-        raise _fail(
+        i = first_index(backwards) + 1
+        raise fail_at(
             f"time goes backwards: ts_ns {ts[i]} ({ns_to_iso(ts[i])}) follows {ts[i - 1]} ({ns_to_iso(ts[i - 1])}); "
             "expected non-decreasing ts_ns", source, i)
     for column in spec.prices:
@@ -471,33 +449,33 @@ def _validate(
             present = ~np.isnan(values) if column in spec.nullable else np.ones(len(values), bool)
             bad = present & (~np.isfinite(values) | (values <= 0))
             if bad.any():
-                i = _first(bad)
-                raise _fail(f"{column} is {values[i]}; expected a positive finite price", source, i)
+                i = first_index(bad)
+                raise fail_at(f"{column} is {values[i]}; expected a positive finite price", source, i)
     for column in spec.sizes:
         if column in frame.columns:
             values = frame[column].to_numpy(dtype="float64", na_value=np.nan)
             present = ~np.isnan(values)
             if column not in spec.nullable and not present.all():
-                i = _first(~present)
-                raise _fail(f"{column} is NaN; expected a size >= 0", source, i)
+                i = first_index(~present)
+                raise fail_at(f"{column} is NaN; expected a size >= 0", source, i)
             bad = present & (~np.isfinite(values) | (values < 0))
             if bad.any():
-                i = _first(bad)
-                raise _fail(f"{column} is {values[i]}; expected a finite size >= 0", source, i)
+                i = first_index(bad)
+                raise fail_at(f"{column} is {values[i]}; expected a finite size >= 0", source, i)
     for column, allowed in spec.choices.items():
         if column in frame.columns:
             values = frame[column]
             bad = values.notna() & ~values.isin(allowed)
             if bad.any():
-                i = _first(bad)
-                raise _fail(f"{column} is {values.iloc[i]!r}; expected one of {sorted(allowed)}", source, i)
+                i = first_index(bad)
+                raise fail_at(f"{column} is {values.iloc[i]!r}; expected one of {sorted(allowed)}", source, i)
     for column in frame.columns:
         if column in spec.optional and spec.optional[column] == "flag":
             values = frame[column]
             bad = values.notna() & ~values.isin([0, 1])
             if bad.any():
-                i = _first(bad)
-                raise _fail(f"{column} is {values.iloc[i]}; expected 0 or 1", source, i)
+                i = first_index(bad)
+                raise fail_at(f"{column} is {values.iloc[i]}; expected 0 or 1", source, i)
             frame[column] = values.astype("boolean")
 
     bar_ns = None
@@ -510,11 +488,11 @@ def _validate(
             values = frame[column].to_numpy()
             bad = ~np.isfinite(values) | (values <= 0)
             if bad.any():
-                i = _first(bad)
-                raise _fail(f"{column} is {values[i]}; expected a positive factor", source, i)
+                i = first_index(bad)
+                raise fail_at(f"{column} is {values[i]}; expected a positive factor", source, i)
 
-    findings += _KIND_CHECKS.get(kind, _no_checks)(frame, instrument, source, bar_ns)
-    findings += _common_findings(frame, instrument, spec)
+    findings += KIND_CHECKS.get(kind, no_checks)(frame, instrument, source, bar_ns)
+    findings += common_findings(frame, instrument, spec)
     return MarketData(
         kind=kind,
         instrument_id=instrument.instrument_id,
@@ -533,13 +511,13 @@ def _derive_ts_ns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
         return frame
     text = frame[text_column]
     if text.isna().any():
-        i = _first(text.isna())
-        raise _fail(f"{text_column} is empty; expected an ISO-8601 instant with 'Z' or an offset", source, i)
+        i = first_index(text.isna())
+        raise fail_at(f"{text_column} is empty; expected an ISO-8601 instant with 'Z' or an offset", source, i)
     text = text.astype("str")
     aware = text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
     if not aware.all():
-        i = _first(~aware)
-        raise _fail(
+        i = first_index(~aware)
+        raise fail_at(
             f"{text_column} {text.iloc[i]!r} is a naive datetime; expected a UTC offset or 'Z' "
             "(tradebook never guesses a time zone)", source, i)
     try:
@@ -550,7 +528,7 @@ def _derive_ts_ns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
             try:
                 pd.Timestamp(value)
             except (ValueError, TypeError):
-                raise _fail(f"{text_column} {value!r} is not an ISO-8601 instant", source, i) from exc
+                raise fail_at(f"{text_column} {value!r} is not an ISO-8601 instant", source, i) from exc
         raise DataError(f"{text_column}: {exc}", source=source) from exc
     # pandas 3 keeps the parsed unit (ms, us...); pin nanoseconds before the int cast.
     derived = parsed.dt.as_unit("ns").astype("int64").to_numpy()
@@ -559,8 +537,8 @@ def _derive_ts_ns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     else:
         mismatch = frame["ts_ns"].to_numpy() != derived
         if mismatch.any():
-            i = _first(mismatch)
-            raise _fail(f"ts_ns {frame['ts_ns'].iloc[i]} and {text_column} {text.iloc[i]!r} disagree "
+            i = first_index(mismatch)
+            raise fail_at(f"ts_ns {frame['ts_ns'].iloc[i]} and {text_column} {text.iloc[i]!r} disagree "
                         f"({ns_to_iso(derived[i])}); expected the same instant", source, i)
     return frame
 
@@ -571,8 +549,8 @@ def _check_symbol(frame: pd.DataFrame, instrument: Instrument, source: str) -> N
     symbols = frame["symbol"]
     wrong = symbols.notna() & (symbols.astype("str").str.replace("-", "") != instrument.symbol.replace("-", ""))
     if wrong.any():
-        i = _first(wrong)
-        raise _fail(f"symbol {symbols.iloc[i]!r} does not match instrument {instrument.instrument_id} "
+        i = first_index(wrong)
+        raise fail_at(f"symbol {symbols.iloc[i]!r} does not match instrument {instrument.instrument_id} "
                     f"(symbol {instrument.symbol!r}); was the file loaded under the wrong instrument?", source, i)
 
 
@@ -582,15 +560,15 @@ def _derive_aggressor(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     maker = pd.to_numeric(frame["buyer_is_maker"], errors="coerce")
     bad = maker.isna() | ~maker.isin([0, 1])
     if bad.any():
-        i = _first(bad)
-        raise _fail(f"buyer_is_maker is {frame['buyer_is_maker'].iloc[i]!r}; expected 0 or 1", source, i)
+        i = first_index(bad)
+        raise fail_at(f"buyer_is_maker is {frame['buyer_is_maker'].iloc[i]!r}; expected 0 or 1", source, i)
     implied = np.where(maker.to_numpy() == 1, "SELL", "BUY")
     if "aggressor_side" not in frame.columns:
         return frame.assign(aggressor_side=pd.array(implied, dtype="str"))
     disagree = frame["aggressor_side"].to_numpy(dtype=object) != implied
     if disagree.any():
-        i = _first(disagree)
-        raise _fail(f"aggressor_side {frame['aggressor_side'].iloc[i]!r} contradicts buyer_is_maker "
+        i = first_index(disagree)
+        raise fail_at(f"aggressor_side {frame['aggressor_side'].iloc[i]!r} contradicts buyer_is_maker "
                     f"{int(maker.iloc[i])}; expected {implied[i]}", source, i)
     return frame
 
@@ -601,284 +579,5 @@ def _check_nulls(frame: pd.DataFrame, spec: KindSpec, source: str) -> None:
             continue
         missing = frame[column].isna()
         if missing.any():
-            i = _first(missing)
-            raise _fail(f"{column} is empty or NaN; expected {_EXPECTED[spec.column_type(column)]}", source, i)
-
-
-# -- findings ------------------------------------------------------------------------
-def _no_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
-    return []
-
-
-def _tick_array(instrument: Instrument, prices: np.ndarray) -> np.ndarray:
-    ticks = np.full(prices.shape, float(instrument.tick_size))
-    for threshold, tick in instrument.tick_schedule:
-        ticks = np.where(prices >= float(threshold), float(tick), ticks)
-    return ticks
-
-
-def _off_tick_count(instrument: Instrument, prices: np.ndarray) -> int:
-    prices = prices[~np.isnan(prices)]
-    steps = prices / _tick_array(instrument, prices)
-    return int((np.abs(steps - np.round(steps)) > 1e-6).sum())
-
-
-def _crossed_findings(bid: np.ndarray, ask: np.ndarray, ts: np.ndarray, what: str) -> list[QualityFinding]:
-    findings = []
-    crossed = bid > ask
-    locked = bid == ask
-    n = len(bid)
-    if crossed.any():
-        first = _first(crossed)
-        last = int(np.flatnonzero(crossed)[-1])
-        findings.append(QualityFinding(
-            "warning", "crossed_quotes",
-            f"{int(crossed.sum()):,} of {n:,} {what} are crossed (bid > ask, {crossed.mean():.2%}), "
-            f"from {ns_to_iso(ts[first])} to {ns_to_iso(ts[last])}; do not calibrate spreads on these rows",
-            count=int(crossed.sum()), first_line=first + 2))
-    if locked.any():
-        first = _first(locked)
-        findings.append(QualityFinding(
-            "warning" if locked.mean() > 0.01 else "info", "locked_quotes",
-            f"{int(locked.sum()):,} of {n:,} {what} are locked (bid = ask, {locked.mean():.2%})",
-            count=int(locked.sum()), first_line=first + 2))
-    return findings
-
-
-def _quote_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
-    bid, ask = frame["bid_px"].to_numpy(), frame["ask_px"].to_numpy()
-    findings = _crossed_findings(bid, ask, frame["ts_ns"].to_numpy(), "quotes")
-    for column in ("bid_sz", "ask_sz"):
-        if column in frame.columns:
-            sizes = frame[column].to_numpy(dtype="float64", na_value=np.nan)
-            if np.isnan(sizes).all():
-                findings.append(QualityFinding("info", "no_sizes", f"{column} is empty on every row: no sizes"))
-            elif (sizes == 0).any():
-                findings.append(QualityFinding("warning", "zero_size", f"{int((sizes == 0).sum()):,} quotes with "
-                                               f"{column} = 0", count=int((sizes == 0).sum()),
-                                               first_line=_first(sizes == 0) + 2))
-    if "bid_sz" not in frame.columns and "ask_sz" not in frame.columns:
-        findings.append(QualityFinding("info", "no_sizes", "the file has no bid/ask sizes"))
-    return findings
-
-
-def _book_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
-    findings = _crossed_findings(frame["bid_px_0"].to_numpy(), frame["ask_px_0"].to_numpy(),
-                                 frame["ts_ns"].to_numpy(), "book rows (top level)")
-    levels = sorted(int(c.rsplit("_", 1)[1]) for c in frame.columns if c.startswith("bid_px_"))
-    for level in levels[1:]:
-        for side, worse in (("bid", np.greater), ("ask", np.less)):
-            inner = frame[f"{side}_px_{level - 1}"].to_numpy(dtype="float64", na_value=np.nan)
-            outer = frame[f"{side}_px_{level}"].to_numpy(dtype="float64", na_value=np.nan)
-            bad = ~np.isnan(outer) & ~np.isnan(inner) & ~worse(inner, outer)
-            if bad.any():
-                i = _first(bad)
-                raise _fail(f"{side} level {level} price {outer[i]} is not behind level {level - 1} ({inner[i]}); "
-                            "expected levels ordered from the touch outwards", source, i)
-    return findings
-
-
-def _mbp1_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
-    return _crossed_findings(frame["bid_px"].to_numpy(), frame["ask_px"].to_numpy(), frame["ts_ns"].to_numpy(),
-                             "top-of-book states")
-
-
-def _ohlc_check(frame: pd.DataFrame, prefix: str, source: str) -> None:
-    o, h, l, c = (frame[f"{prefix}{name}"].to_numpy() for name in ("open", "high", "low", "close"))
-    bad = (h < np.maximum(o, c)) | (l > np.minimum(o, c)) | (l > h)
-    if bad.any():
-        i = _first(bad)
-        raise _fail(f"inconsistent {prefix or 'trade '}bar: open {o[i]}, high {h[i]}, low {l[i]}, close {c[i]}; "
-                    "expected low <= open, close <= high", source, i)
-
-
-def _trade_bar_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
-    _ohlc_check(frame, "", source)
-    findings = _bar_grid_findings(frame, bar_ns)
-    if bar_ns is not None and bar_ns >= NS_PER_DAY and len(frame) > 1:
-        o, h, l, c = (frame[n].to_numpy() for n in ("open", "high", "low", "close"))
-        ratio = o[1:] / c[:-1]
-        gaps = np.flatnonzero((ratio > 1.25) | (ratio < 0.75)) + 1
-        if len(gaps):
-            listed = ", ".join(f"{ns_to_iso(frame['ts_ns'].iloc[i])[:10]} x{ratio[i - 1]:.3f}" for i in gaps[:8])
-            findings.append(QualityFinding(
-                "warning", "overnight_gap",
-                f"{len(gaps)} overnight open/previous-close ratios beyond +/-25% (splits in raw prices, bad prints "
-                f"or real moves; adjust with the factor file): {listed}", count=len(gaps), first_line=int(gaps[0]) + 2))
-        body_hi, body_lo = np.maximum(o, c), np.minimum(o, c)
-        spikes = np.flatnonzero((h > body_hi * 1.12) | (l < body_lo / 1.12))
-        if len(spikes):
-            listed = ", ".join(ns_to_iso(frame["ts_ns"].iloc[i])[:10] for i in spikes[:8])
-            findings.append(QualityFinding(
-                "warning", "high_low_spike",
-                f"{len(spikes)} bars with a high or low more than 12% outside the open-close range (some real, many "
-                f"bad prints; filter before range-based volatility): {listed}{' ...' if len(spikes) > 8 else ''}",
-                count=len(spikes), first_line=int(spikes[0]) + 2))
-    return findings
-
-
-def _quote_bar_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
-    _ohlc_check(frame, "bid_", source)
-    _ohlc_check(frame, "ask_", source)
-    findings = _crossed_findings(frame["bid_close"].to_numpy(), frame["ask_close"].to_numpy(),
-                                 frame["ts_ns"].to_numpy(), "bar closes")
-    return findings + _bar_grid_findings(frame, bar_ns)
-
-
-def _bar_grid_findings(frame: pd.DataFrame, bar_ns: int | None) -> list[QualityFinding]:
-    if bar_ns is None or bar_ns >= NS_PER_DAY:
-        return []
-    ts = frame["ts_ns"].to_numpy()
-    off_grid = ts % bar_ns != 0
-    findings = []
-    if off_grid.any():
-        findings.append(QualityFinding("warning", "off_grid_bars", f"{int(off_grid.sum()):,} bar starts are not on "
-                                       f"the {bar_ns // 1_000_000_000}s grid", count=int(off_grid.sum()),
-                                       first_line=_first(off_grid) + 2))
-    repeated = np.diff(ts) == 0
-    if repeated.any():
-        findings.append(QualityFinding("warning", "repeated_bars", f"{int(repeated.sum()):,} bars share a start "
-                                       "time with the previous bar", count=int(repeated.sum()),
-                                       first_line=_first(repeated) + 3))
-    return findings
-
-
-def _trade_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
-    findings = []
-    size = frame["size"].to_numpy()
-    if (size == 0).any():
-        findings.append(QualityFinding("warning", "zero_size", f"{int((size == 0).sum()):,} trades of size 0",
-                                       count=int((size == 0).sum()), first_line=_first(size == 0) + 2))
-    if "aggressor_side" in frame.columns:
-        none = (frame["aggressor_side"] == "NONE").to_numpy(dtype=bool, na_value=False)
-        if none.any():
-            findings.append(QualityFinding("info", "no_aggressor", f"{int(none.sum()):,} trades carry no aggressor "
-                                           "side (auction prints)", count=int(none.sum()), first_line=_first(none) + 2))
-    else:
-        findings.append(QualityFinding("info", "no_aggressor", "no aggressor side: infer it from the prevailing "
-                                       "quote when needed"))
-    if "suspicious" in frame.columns:
-        flagged = frame["suspicious"].to_numpy(dtype=bool, na_value=False)
-        if flagged.any():
-            findings.append(QualityFinding("warning", "suspicious_trades", f"{int(flagged.sum()):,} trades flagged "
-                                           "suspicious by the vendor", count=int(flagged.sum()),
-                                           first_line=_first(flagged) + 2))
-    return findings
-
-
-def _depth_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
-    findings = []
-    snapshot = (frame["kind"] == "snapshot").to_numpy(dtype=bool)
-    if not snapshot.any():
-        findings.append(QualityFinding("warning", "no_snapshot", "no snapshot rows: the book cannot be rebuilt "
-                                       "from diffs alone"))
-        return findings
-    snap_ids = frame.loc[snapshot, "last_update_id"].unique()
-    first_snap = _first(snapshot)
-    snapshot_id = int(frame["last_update_id"].iloc[first_snap])
-    diffs = frame.loc[~snapshot, ["first_update_id", "last_update_id"]].drop_duplicates()
-    if diffs["first_update_id"].isna().any():
-        i = _first(~snapshot & frame["first_update_id"].isna().to_numpy())
-        raise _fail("first_update_id is empty on a diff row; expected an integer", source, i)
-    stale = diffs["last_update_id"] <= snapshot_id
-    live = diffs[~stale]
-    if len(live):
-        first_u, last_u = int(live["first_update_id"].iloc[0]), int(live["last_update_id"].iloc[0])
-        bridged = first_u <= snapshot_id + 1 <= last_u
-        breaks = int((live["first_update_id"].to_numpy()[1:] != live["last_update_id"].to_numpy()[:-1] + 1).sum())
-        if not bridged:
-            findings.append(QualityFinding("warning", "depth_not_bridged", f"no diff bridges the snapshot "
-                                           f"(lastUpdateId {snapshot_id}); the rebuilt book may be wrong"))
-        if breaks:
-            findings.append(QualityFinding("warning", "depth_sequence_break", f"{breaks} breaks in the diff "
-                                           "update-id sequence after the snapshot", count=breaks))
-    findings.append(QualityFinding(
-        "info", "depth_layout",
-        f"{len(snap_ids)} snapshot(s) ({int(snapshot.sum()):,} rows), {len(diffs):,} diff messages; "
-        f"{int(stale.sum()):,} diff messages precede the snapshot id {snapshot_id} and are dropped when rebuilding",
-        count=int(stale.sum())))
-    return findings
-
-
-_KIND_CHECKS = {
-    DataKind.QUOTES: _quote_checks,
-    DataKind.TRADES: _trade_checks,
-    DataKind.TRADE_BARS: _trade_bar_checks,
-    DataKind.QUOTE_BARS: _quote_bar_checks,
-    DataKind.DEPTH: _depth_checks,
-    DataKind.BOOK: _book_checks,
-    DataKind.MBP1: _mbp1_checks,
-}
-
-
-# Beyond these a value is a unit error or a corrupt print, not a market: no instrument trades above a
-# trillion per unit, and the order path's DECIMAL(38, 12) holds 12 decimals (so a price below 1e-12 is 0).
-PLAUSIBLE_PRICE = (1e-12, 1e12)
-PLAUSIBLE_SIZE = 1e15
-
-
-def _implausible_findings(frame: pd.DataFrame, spec: KindSpec) -> list[QualityFinding]:
-    findings = []
-    low, high = PLAUSIBLE_PRICE
-    for what, columns, bad_of in (
-            ("prices", spec.prices, lambda v: (v > high) | ((v > 0) & (v < low))),
-            ("sizes", spec.sizes, lambda v: v > PLAUSIBLE_SIZE)):
-        count, first_line, example = 0, None, None
-        for column in columns:
-            if column not in frame.columns:
-                continue
-            values = frame[column].to_numpy(dtype="float64", na_value=np.nan)
-            bad = bad_of(values)
-            if bad.any():
-                count += int(bad.sum())
-                i = _first(bad)
-                if first_line is None or i + 2 < first_line:
-                    first_line, example = i + 2, f"{column} {values[i]:g} on line {i + 2}"
-        if count:
-            limit = f"outside {low:g}..{high:g}" if what == "prices" else f"above {PLAUSIBLE_SIZE:g}"
-            findings.append(QualityFinding(
-                "warning", f"implausible_{what}",
-                f"{count:,} {what} {limit} (first: {example}): a unit error or a corrupt print; orders cannot be "
-                "placed at such values (the order path holds DECIMAL(38, 12))", count=count, first_line=first_line))
-    return findings
-
-
-def _common_findings(frame: pd.DataFrame, instrument: Instrument, spec: KindSpec) -> list[QualityFinding]:
-    findings = _implausible_findings(frame, spec) if spec.kind is not DataKind.ADJUSTMENT_FACTORS else []
-    ts = frame["ts_ns"].to_numpy()
-    repeated = int((np.diff(ts) == 0).sum())
-    if repeated and spec.kind not in (DataKind.DEPTH, DataKind.TRADE_BARS, DataKind.QUOTE_BARS):
-        findings.append(QualityFinding("info", "repeated_timestamps",
-                                       f"{repeated:,} rows share their timestamp with the previous row "
-                                       "(file order kept)", count=repeated))
-    off_tick = sum(_off_tick_count(instrument, frame[c].to_numpy(dtype="float64", na_value=np.nan))
-                   for c in spec.prices if c in frame.columns)
-    if off_tick and spec.kind is not DataKind.ADJUSTMENT_FACTORS:
-        findings.append(QualityFinding("warning", "off_tick_prices",
-                                       f"{off_tick:,} prices are not on {instrument.instrument_id}'s tick grid "
-                                       f"(tick {instrument.tick_size}): pre-2001 fractional prices, sub-penny or averaged prints; "
-                                       "orders are still conformed to the grid", count=off_tick))
-    if "ts_event_ns" in frame.columns:
-        event = frame["ts_event_ns"].to_numpy(dtype="float64", na_value=np.nan)
-        ok = ~np.isnan(event)
-        if ok.any():
-            offset_ms = float(np.median(ts[ok] - event[ok])) / 1e6
-            severity: Severity = "warning" if abs(offset_ms) > 1000 else "info"
-            findings.append(QualityFinding(severity, "clock_offset",
-                                           f"median ts_ns - ts_event_ns = {offset_ms:,.3f} ms"
-                                           + (" (capture clock is not the exchange clock: use ts_ns for order, "
-                                              "not for latency)" if severity == "warning" else "")))
-    if instrument.asset_class is AssetClass.EQUITY and len(ts) and spec.kind is not DataKind.ADJUSTMENT_FACTORS \
-            and not (spec.kind is DataKind.TRADE_BARS and len(ts) > 1 and np.median(np.diff(ts)) >= NS_PER_DAY):
-        local = pd.DatetimeIndex(ts.astype("datetime64[ns]"), tz="UTC").tz_convert(instrument.trading_hours.timezone)
-        minutes = local.hour * 60 + local.minute
-        hours = instrument.trading_hours
-        regular = (minutes >= hours.open.hour * 60 + hours.open.minute) & (
-            minutes < hours.close.hour * 60 + hours.close.minute)
-        outside = int((~regular).sum())
-        if outside:
-            findings.append(QualityFinding("info", "extended_hours",
-                                           f"{outside:,} rows ({outside / len(ts):.1%}) fall outside regular hours "
-                                           f"{hours.open:%H:%M}-{hours.close:%H:%M} {hours.timezone}; spreads there "
-                                           "are much wider: filter to regular hours for calibration", count=outside))
-    return findings
+            i = first_index(missing)
+            raise fail_at(f"{column} is empty or NaN; expected {_EXPECTED[spec.column_type(column)]}", source, i)
