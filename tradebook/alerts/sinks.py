@@ -115,7 +115,10 @@ def sinks_from_config(config: AlertsConfig) -> list[AlertSink]:
 
 
 def _why(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)  # urllib wraps the socket's error
-    if isinstance(exc, TimeoutError) or isinstance(reason, TimeoutError):
-        return "timed out"
+    """'timed out' when a timeout is behind ``exc`` (urllib keeps it as the reason, smtplib as the context)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError) or isinstance(getattr(seen, "reason", None), TimeoutError):
+            return "timed out"
+        seen = seen.__cause__ or seen.__context__
     return f"{type(exc).__name__}: {exc}"
