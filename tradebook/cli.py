@@ -357,6 +357,7 @@ def _known_instrument(store, instrument_id: str):
 
 def _calibrate_from_fills(args: argparse.Namespace) -> int:
     """`tradebook calibrate --from-fills [--instrument ID] [--account A]`: correct, store, print before/after."""
+    from tradebook.progress import track
     from tradebook.store import Store
     from tradebook.tca.feedback import (DEFAULT_HOLDOUT, PRIOR_FILLS, calibrate_from_fills, format_from_fills,
                                         instruments_with_fills)
@@ -372,7 +373,7 @@ def _calibrate_from_fills(args: argparse.Namespace) -> int:
         results = [calibrate_from_fills(store, instrument_id, account_id=args.account, base=args.base,
                                         holdout=DEFAULT_HOLDOUT if args.holdout is None else args.holdout,
                                         prior_fills=PRIOR_FILLS if args.prior_fills is None else args.prior_fills)
-                   for instrument_id in chosen]
+                   for instrument_id in track(chosen, total=len(chosen), desc="from fills", unit="instrument")]
         print(format_from_fills(results))
     return 0
 
