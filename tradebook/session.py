@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tradebook.alerts import AlertCenter
 from tradebook.config import SessionMode, TradebookConfig, load_config
 from tradebook.data.feeds import FeedBatch, ReplayFeed
 from tradebook.errors import (
@@ -107,7 +108,7 @@ from tradebook.session_parts.state import (
     _Parent,
     _Scheduled,
 )
-from tradebook.venues.base import Capability, VenuePort
+from tradebook.venues.base import Capability, VenueHealth, VenuePort
 from tradebook.tca import TcaRecorder, TcaUpdater, calibration_ids
 from tradebook.views import SessionStatus, readable
 
@@ -293,6 +294,7 @@ class Session(SessionLoop, SignalPipeline, AlgoRunner, SessionRecovery, LiveVenu
         self._terms: dict[tuple[str, str], str] = {}  # what each decided signal asked for (_signal_terms)
         self._unsent_decided: set[str] = set()  # orders that never reached the venue, with their decision written
         self.alerts: list[Alert] = []
+        self.alert_center: AlertCenter | None = None  # the alert rules, while the session runs (see _main)
         # TCA: the mid each order was priced against, and the update after each store flush (off the order path)
         self.tca = TcaRecorder()
         self._tca = TcaUpdater(store, self.tca, calibrations=calibration_ids(store, names),
@@ -646,6 +648,10 @@ class Session(SessionLoop, SignalPipeline, AlgoRunner, SessionRecovery, LiveVenu
         log.warning("session armed on %s account %s (live=%s)", venue.name, venue.account_id, venue.is_live)
 
     # -- views ---------------------------------------------------------------------------------
+    def venue_health(self, timeout: float = 10.0) -> VenueHealth:
+        """Ask the venue now whether it can take orders (connected, authenticated, not rate limited), and why."""
+        return self._call(asyncio.wait_for(self.venue.health(), timeout), timeout + 1)
+
     def status(self) -> SessionStatus:
         """Where the session stands: a read-only mapping of exact values (``status()["state"]``), shown as a table."""
         now = self._clock()

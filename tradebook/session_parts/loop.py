@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from tradebook.alerts import AlertCenter
 from tradebook.data.feeds import FeedBatch
 from tradebook.errors import SessionError, SessionTimeoutError, TradebookError
 from tradebook.runtime import tune_gc
@@ -148,6 +149,9 @@ class SessionLoop:
         bus = getattr(self, "bus", None)
         if bus is not None:  # subscribers finish what is queued; one that hangs is left behind, logged
             bus.close(BUS_CLOSE_TIMEOUT_S)
+        center = getattr(self, "alert_center", None)
+        if center is not None:  # its sinks get as long again to deliver what the bus's last events raised
+            center.close(BUS_CLOSE_TIMEOUT_S)
         venue = getattr(self, "venue", None)
         if venue is not None and self._thread_never_ran() and not getattr(self, "_venue_closed", False):
             # the loop never ran to close it; a thread of its own, since a notebook's loop may be running here
@@ -185,6 +189,10 @@ class SessionLoop:
         await self._connect_venue()
         self.oms.recover()
         self.oms.start()
+        self.alert_center = AlertCenter(
+            self.store, self.config.alerts, account_id=self.account_id, currency=self.config.risk.account_currency,
+            risk=self.risk, models=self._models, daily_pnl=self._daily_pnl,
+            venue_health=lambda: (self.venue.name, self.venue_health())).attach(self.bus)
         self.alerts.extend(await self.oms.reconcile())
         self._decide_unsent()
         self._reconciled_day = self._now // (86_400 * _NS) if self._now else -1
