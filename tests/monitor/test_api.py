@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from tests.monitor.conftest import BTC, RESTING_ID
-from tradebook.errors import ConfigError
+from tradebook.errors import ConfigError, MonitorServerError
 from tradebook.monitor.api import ENDPOINTS, json_value, serve_api
 from tradebook.monitor.auth import check_binding, is_loopback
 from tradebook.monitor.source import SessionSource, StoreSource
@@ -121,6 +121,15 @@ def test_beyond_loopback_a_token_is_required_to_start_and_on_every_request(tmp_p
         assert (code, body["count"], body["source"]) == (200, 0, "store")
         assert get(base + f"status?token={TOKEN}")[1]["state"] == "stopped"  # the token is not a filter
         assert get(base + "nope")[0] == 401  # unknown paths say nothing without the token
+
+
+def test_a_port_in_use_is_refused_saying_so(tmp_path):
+    source = StoreSource(_closed_store(tmp_path))
+    with serve_api(source) as first:
+        with pytest.raises(MonitorServerError, match=f"the read API cannot listen on 127.0.0.1:{first.port}: "):
+            serve_api(source, port=first.port)
+        assert get(first.url + "health")[0] == 200  # the first one is untouched
+    first.stop()  # a second stop is harmless
 
 
 def _closed_store(tmp_path):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,11 +38,10 @@ from tornado.web import Application, RequestHandler
 from tradebook.errors import ConfigError, MonitorServerError, TradebookError
 from tradebook.model.time import now_ns, ns_to_iso, to_ns
 from tradebook.monitor.auth import authorized, check_binding
+from tradebook.monitor.loop_thread import LoopThread, url_host
 from tradebook.monitor.source import DEFAULT_LIMIT, FILTERS, MAX_LIMIT, MonitorSource
 
 API_PREFIX = "/api/"
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 READ_THREADS = 2  # two cores on the machine; DuckDB releases the GIL while it reads
 
 
@@ -233,62 +231,28 @@ class ApiServer:
                  token: str | None = None) -> None:
         check_binding(address, token)
         self.address, self.token = address, token
-        self._sockets = bind_sockets(port, address or None)
-        self.port = int(self._sockets[0].getsockname()[1])
-        self._application = Application(api_routes(source, token=token))
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: HTTPServer | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="tradebook-api-server", daemon=True)
-        self._thread.start()
-        if not self._started.wait(START_TIMEOUT_S):
-            raise MonitorServerError(f"the read API on {address}:{self.port} did not start within "
-                                     f"{START_TIMEOUT_S} s")
-        if self._error is not None:
-            raise MonitorServerError(f"the read API could not start on {address}:{self.port}: {self._error}")
+        try:
+            sockets = bind_sockets(port, address or None)
+        except OSError as exc:
+            raise MonitorServerError(f"the read API cannot listen on {address or '*'}:{port}: {exc}") from exc
+        self.port = int(sockets[0].getsockname()[1])
+        application = Application(api_routes(source, token=token))
+
+        def listen() -> HTTPServer:
+            server = HTTPServer(application)
+            server.add_sockets(sockets)
+            return server
+
+        self._thread = LoopThread(listen, what=f"the read API on {address}:{self.port}", name="tradebook-api")
 
     @property
     def url(self) -> str:
         """The API's base URL (a wildcard address is shown as 127.0.0.1, where this machine reaches it)."""
-        host = "127.0.0.1" if self.address in ("", "0.0.0.0") else "[::1]" if self.address == "::" else self.address
-        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        return f"http://{host}:{self.port}{API_PREFIX}"
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        try:
-            self._server = HTTPServer(self._application)
-            self._server.add_sockets(self._sockets)
-        except BaseException as exc:  # noqa: BLE001 - handed to the starting thread, which raises it
-            self._error = exc
-            self._started.set()
-            loop.close()
-            return
-        self._started.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
+        return f"http://{url_host(self.address)}:{self.port}{API_PREFIX}"
 
     def stop(self) -> None:
         """Stop listening and end the loop's thread (safe to call twice); the port is free when it returns."""
-        loop, server = self._loop, self._server
-        if loop is None or loop.is_closed() or not self._thread.is_alive():
-            return
-
-        async def shut() -> None:
-            if server is not None:
-                server.stop()
-                await server.close_all_connections()
-            loop.stop()
-
-        asyncio.run_coroutine_threadsafe(shut(), loop)
-        self._thread.join(STOP_TIMEOUT_S)
-        if self._thread.is_alive():
-            raise MonitorServerError(f"the read API on {self.url} did not stop within {STOP_TIMEOUT_S} s")
+        self._thread.stop(lambda server: server.stop())
 
     def __enter__(self) -> ApiServer:
         return self
