@@ -77,10 +77,8 @@ import logging
 import struct
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -89,10 +87,28 @@ from tradebook.errors import ConfigError, SandboxError
 from tradebook.sandbox import _tws_wire as wire
 from tradebook.sandbox._server import FaultPlan
 from tradebook.sandbox._tws_account import TwsAccount
+from tradebook.sandbox._tws_requests import Connection, Touch, TwsRequests
 from tradebook.sandbox._tws_wire import (
-    DEFAULT_CONTRACTS, ERR_CANCEL_DONE, ERR_CANCEL_NOT_FOUND, ERR_CANCELLED, ERR_CLIENT_ID_IN_USE,
-    ERR_BAD_MESSAGE, ERR_MODIFY_DONE, ERR_NO_SECURITY, ERR_PACING, ERR_PRICE_TICK, ERR_REJECTED, ORDER_TYPES,
-    SERVER_VERSION, TICK_ASK, TICK_BID, TIMES_IN_FORCE, In, Out, TwsContract, TwsExecution, TwsOrder, decimal, encode,
+    DEFAULT_CONTRACTS,
+    ERR_CANCEL_DONE,
+    ERR_CANCEL_NOT_FOUND,
+    ERR_CANCELLED,
+    ERR_BAD_MESSAGE,
+    ERR_MODIFY_DONE,
+    ERR_NO_SECURITY,
+    ERR_PACING,
+    ERR_PRICE_TICK,
+    ERR_REJECTED,
+    ORDER_TYPES,
+    SERVER_VERSION,
+    TIMES_IN_FORCE,
+    In,
+    Out,
+    TwsContract,
+    TwsExecution,
+    TwsOrder,
+    decimal,
+    encode,
     now_text,
 )
 
@@ -117,25 +133,7 @@ class TwsFault(StrEnum):
     RATE_LIMIT = "rate_limit"
 
 
-@dataclass
-class _Quote:
-    bid: Decimal
-    ask: Decimal
-    bid_size: Decimal | None
-    ask_size: Decimal | None
-
-
-@dataclass
-class _Conn:
-    writer: asyncio.StreamWriter
-    client_id: int | None = None
-    positions: bool = False
-    account_updates: bool = False
-    market_data: dict[int, int] = field(default_factory=dict)  # reqId -> conId of streamed quotes
-    times: deque = field(default_factory=deque)
-
-
-class TwsServer:
+class TwsServer(TwsRequests):
     """A TWS/IB Gateway stand-in on 127.0.0.1: start/stop or ``with``; thread-safe public methods.
 
     Every public method runs on the server's own event loop (called from another thread it
@@ -157,11 +155,11 @@ class TwsServer:
                                    min_commission=Decimal(min_commission))
         self._orders: dict[tuple[int, int], TwsOrder] = {}
         self._executions: list[TwsExecution] = []
-        self._quotes: dict[int, _Quote] = {}
+        self._quotes: dict[int, Touch] = {}
         self._next_id = first_order_id
         self._next_perm_id = 1_000_001
         self._session = 1
-        self._conns: list[_Conn] = []
+        self._conns: list[Connection] = []
         self._fill_parts = 1
         self.faults = FaultPlan()  # armed by fault(); thread-safe; .spent counts what each kind did
         self._rate: int | None = None
@@ -250,7 +248,7 @@ class TwsServer:
                   bid_size: Decimal | str | None = None, ask_size: Decimal | str | None = None) -> None:
         """Quote ``symbol`` (a symbol or local symbol: ``AAPL``, ``ESH7``); resting orders that cross it fill."""
         con = self._contract_by_name(symbol)
-        quote = _Quote(Decimal(bid), Decimal(ask), None if bid_size is None else Decimal(bid_size),
+        quote = Touch(Decimal(bid), Decimal(ask), None if bid_size is None else Decimal(bid_size),
                        None if ask_size is None else Decimal(ask_size))
         if quote.bid > quote.ask:
             raise ConfigError(f"set_price({symbol!r}): bid {bid} is above ask {ask}; expected bid <= ask")
@@ -316,7 +314,7 @@ class TwsServer:
 
     # -- connections -------------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _Conn(writer)
+        conn = Connection(writer)
         try:
             if await reader.readexactly(4) != b"API\0":
                 return
@@ -345,19 +343,19 @@ class TwsServer:
         text = (await reader.readexactly(size)).decode(errors="backslashreplace")
         return text.split("\0")[:-1]
 
-    def _send(self, conn: _Conn, *fields: Any) -> None:
+    def _send(self, conn: Connection, *fields: Any) -> None:
         if not conn.writer.is_closing():
             conn.writer.write(encode(fields))
 
-    def _error(self, conn: _Conn, req_id: int, code: int, text: str) -> None:
+    def _error(self, conn: Connection, req_id: int, code: int, text: str) -> None:
         self._send(conn, Out.ERROR, 2, req_id, code, text, "")
 
-    def _owner(self, order: TwsOrder) -> list[_Conn]:
+    def _owner(self, order: TwsOrder) -> list[Connection]:
         """The connections that see an order's live events: its client id's, and the master's."""
         return [c for c in self._conns if c.client_id is not None
                 and (c.client_id == order.client_id or c.client_id == self.master_client_id)]
 
-    def _drop(self, conn: _Conn) -> None:
+    def _drop(self, conn: Connection) -> None:
         if conn in self._conns:
             self._conns.remove(conn)
         conn.writer.close()
@@ -384,7 +382,7 @@ class TwsServer:
         self._session += 1
         await self._listen()
 
-    def _dispatch(self, conn: _Conn, fields: list[str]) -> None:
+    def _dispatch(self, conn: Connection, fields: list[str]) -> None:
         msg_id = int(fields[0])
         self._received[msg_id] += 1
         if self.faults.take(TwsFault.RATE_LIMIT) is not None:
@@ -401,163 +399,18 @@ class TwsServer:
                             f"max={self._rate} rec={len(conn.times) + 1} (sandbox pacing)")
                 return
             conn.times.append(now)
-        handler = self._HANDLERS.get(msg_id)
+        handler = getattr(self, self._HANDLERS.get(msg_id, ""), None)
         if handler is None:
             _log.debug("TWS sandbox ignores message %s: %s", msg_id, fields)
             return
         try:
-            handler(self, conn, fields)
+            handler(conn, fields)
         except (ValueError, IndexError, ArithmeticError) as exc:  # a malformed message: said, not fatal
             _log.warning("TWS sandbox could not read message %s %s: %r", msg_id, fields, exc)
             self._error(conn, -1, ERR_BAD_MESSAGE, f"Error validating request: message {msg_id}: {exc!r}")
 
-    # -- handshake and sync requests -----------------------------------------------------------
-    def _start_api(self, conn: _Conn, fields: list[str]) -> None:
-        client_id = int(fields[2])
-        if any(c.client_id == client_id for c in self._conns):
-            self._error(conn, -1, ERR_CLIENT_ID_IN_USE,
-                        "Unable to connect as the client id is already in use. Retry with a unique client id.")
-            conn.writer.close()
-            return
-        conn.client_id = client_id
-        for order in self._orders.values():  # a new connection of this client hears its orders again
-            if order.client_id == client_id:
-                order.silent = False
-        self._send(conn, Out.NEXT_VALID_ID, 1, self._next_id)
-        self._send(conn, Out.MANAGED_ACCOUNTS, 1, self.account)
-
-    def _req_ids(self, conn: _Conn, fields: list[str]) -> None:
-        self._send(conn, Out.NEXT_VALID_ID, 1, self._next_id)
-
-    def _req_current_time(self, conn: _Conn, fields: list[str]) -> None:
-        self._send(conn, Out.CURRENT_TIME, 1, int(time.time()))
-
-    def _req_positions(self, conn: _Conn, fields: list[str]) -> None:
-        conn.positions = True
-        for con_id, pos in self._account.positions.items():
-            self._send(conn, Out.POSITION, 3, self.account, *self._contracts[con_id].fields(), pos.quantity,
-                       pos.avg_cost)
-        self._send(conn, Out.POSITION_END, 1)
-
-    def _cancel_positions(self, conn: _Conn, fields: list[str]) -> None:
-        conn.positions = False
-
-    def _visible(self, conn: _Conn, order: TwsOrder) -> bool:
-        return conn.client_id in (order.client_id, self.master_client_id)
-
-    def _req_open_orders(self, conn: _Conn, fields: list[str]) -> None:
-        everyone = int(fields[0]) == In.REQ_ALL_OPEN_ORDERS
-        for order in self._orders.values():
-            if not order.done and (everyone or self._visible(conn, order)):
-                self._send_open_order(conn, order)
-                self._send_status(conn, order)
-        self._send(conn, Out.OPEN_ORDER_END, 1)
-
-    def _req_completed_orders(self, conn: _Conn, fields: list[str]) -> None:
-        for order in self._orders.values():
-            if order.done:
-                self._send_completed_order(conn, order)
-        self._send(conn, Out.COMPLETED_ORDERS_END)
-
-    def _req_executions(self, conn: _Conn, fields: list[str]) -> None:
-        _, _, req_id, client_id, account, since, symbol, sec_type, exchange, side = (fields + [""] * 10)[:10]
-        for ex in self._executions:
-            con = self._contracts[ex.con_id]
-            if not (conn.client_id in (ex.client_id, self.master_client_id)
-                    and (not client_id or int(client_id) in (0, ex.client_id))
-                    and account in ("", ex.account) and symbol in ("", con.symbol)
-                    and sec_type in ("", con.sec_type) and exchange in ("", ex.exchange)
-                    and side in ("", ex.side, {"BOT": "BUY", "SLD": "SELL"}[ex.side])
-                    and (not since or ex.time[:17] >= since.replace("-", " ")[:17])):
-                continue
-            self._send_execution(conn, int(req_id), ex)
-            self._send_commission(conn, ex)
-        self._send(conn, Out.EXECUTION_DATA_END, 1, req_id)
-
-    def _account_values(self) -> list[tuple[str, Decimal | str, str]]:
-        return self._account.values(self._mark, self._contracts)
-
-    def _mark(self, con_id: int) -> Decimal:
-        quote = self._quotes.get(con_id)
-        return self._account.mark(con_id, None if quote is None else (quote.bid + quote.ask) / 2,
-                                  self._contracts[con_id])
-
-    def _req_account_updates(self, conn: _Conn, fields: list[str]) -> None:
-        conn.account_updates = fields[2] == "1"
-        if conn.account_updates:
-            self._send_account(conn)
-
-    def _send_account(self, conn: _Conn) -> None:
-        for key, value, currency in self._account_values():
-            self._send(conn, Out.ACCOUNT_VALUE, 2, key, value, currency, self.account)
-        for con_id, pos in self._account.positions.items():
-            mark = self._mark(con_id)
-            factor = self._contracts[con_id].factor
-            self._send(conn, Out.PORTFOLIO_VALUE, 8, *self._contracts[con_id].fields(exchange=False), pos.quantity,
-                       mark, pos.quantity * mark * factor, pos.avg_cost,
-                       pos.quantity * (mark * factor - pos.avg_cost), pos.realized, self.account)
-        self._send(conn, Out.ACCOUNT_UPDATE_TIME, 1, datetime.now(UTC).strftime("%H:%M"))
-        self._send(conn, Out.ACCOUNT_DOWNLOAD_END, 1, self.account)
-
-    def _req_account_updates_multi(self, conn: _Conn, fields: list[str]) -> None:
-        req_id, model = fields[2], fields[4]
-        for key, value, currency in self._account_values():
-            self._send(conn, Out.ACCOUNT_UPDATE_MULTI, 1, req_id, self.account, model, key, value, currency)
-        self._send(conn, Out.ACCOUNT_UPDATE_MULTI_END, 1, req_id)
-
-    def _req_account_summary(self, conn: _Conn, fields: list[str]) -> None:
-        req_id, tags = fields[2], set(fields[4].split(","))
-        for key, value, currency in self._account_values():
-            if key in tags:
-                self._send(conn, Out.ACCOUNT_SUMMARY, 1, req_id, self.account, key, value, currency)
-        self._send(conn, Out.ACCOUNT_SUMMARY_END, 1, req_id)
-
-    def _match_contract(self, con_id: str, symbol: str, sec_type: str, expiry: str, exchange: str,
-                        currency: str, local_symbol: str) -> list[TwsContract]:
-        if con_id and int(con_id):
-            return [c for c in (self._contracts.get(int(con_id)),) if c is not None]
-        return [c for c in self._contracts.values()
-                if symbol in ("", c.symbol) and sec_type in ("", c.sec_type)
-                and c.last_trade_date.startswith(expiry) and currency in ("", c.currency)
-                and local_symbol in ("", c.local_symbol or c.symbol)
-                and exchange in ("", "SMART", c.exchange, c.primary_exchange) and (symbol or local_symbol)]
-
-    def _req_contract_details(self, conn: _Conn, fields: list[str]) -> None:
-        req_id = int(fields[2])
-        (con_id, symbol, sec_type, expiry, _strike, _right, _mult, exchange, _primary, currency,
-         local_symbol, _tc) = fields[3:15]
-        found = self._match_contract(con_id, symbol, sec_type, expiry, exchange, currency, local_symbol)
-        if not found:
-            self._error(conn, req_id, ERR_NO_SECURITY, "No security definition has been found for the request")
-            return
-        for c in found:
-            self._send(conn, *wire.contract_details(req_id, c))
-        self._send(conn, Out.CONTRACT_DATA_END, 1, req_id)
-
-    def _req_mkt_data(self, conn: _Conn, fields: list[str]) -> None:
-        req_id = int(fields[2])
-        con_id, symbol, sec_type, expiry, *_, exchange, _primary, currency, local, _tc = fields[3:15]
-        found = self._match_contract(con_id, symbol, sec_type, expiry, exchange, currency, local)
-        if len(found) != 1:
-            self._error(conn, req_id, ERR_NO_SECURITY, "No security definition has been found for the request")
-            return
-        quote = self._quotes.get(found[0].con_id)
-        if quote is not None:
-            self._send_quote(conn, req_id, quote)
-        if fields[17] == "1":  # a snapshot: one quote and done
-            self._send(conn, Out.TICK_SNAPSHOT_END, 1, req_id)
-        else:
-            conn.market_data[req_id] = found[0].con_id
-
-    def _cancel_mkt_data(self, conn: _Conn, fields: list[str]) -> None:
-        conn.market_data.pop(int(fields[2]), None)
-
-    def _send_quote(self, conn: _Conn, req_id: int, quote: _Quote) -> None:
-        self._send(conn, *wire.tick_price(req_id, TICK_BID, quote.bid, quote.bid_size))
-        self._send(conn, *wire.tick_price(req_id, TICK_ASK, quote.ask, quote.ask_size))
-
     # -- orders --------------------------------------------------------------------------------
-    def _place_order(self, conn: _Conn, fields: list[str]) -> None:
+    def _place_order(self, conn: Connection, fields: list[str]) -> None:
         # placeOrder as ib-async's client.placeOrder writes it: 1 orderId, 2-13 the contract, 14-15 secIdType and
         # secId, 16 action, 17 totalQuantity, 18 orderType, 19 lmtPrice, 20 auxPrice, 21 tif, 22 ocaGroup,
         # 23 account, 24 openClose, 25 origin, 26 orderRef, 27 transmit, 28-32 parentId .. triggerMethod,
@@ -616,7 +469,7 @@ class TwsServer:
             return ERR_PRICE_TICK, "The price does not conform to the minimum price variation for this contract."
         return None
 
-    def _modify(self, conn: _Conn, order: TwsOrder, qty: Decimal, lmt: Decimal | None, aux: Decimal | None,
+    def _modify(self, conn: Connection, order: TwsOrder, qty: Decimal, lmt: Decimal | None, aux: Decimal | None,
                 tif: str) -> None:
         if order.done:
             self._error(conn, order.order_id, ERR_MODIFY_DONE, f"Can't modify a filled order (state: {order.status})")
@@ -631,7 +484,7 @@ class TwsServer:
         self._publish(order, open_order=True)
         self._try_fill(order)
 
-    def _cancel_order(self, conn: _Conn, fields: list[str]) -> None:
+    def _cancel_order(self, conn: Connection, fields: list[str]) -> None:
         order = self._orders.get((conn.client_id, int(fields[2])))
         if order is None:
             self._error(conn, int(fields[2]), ERR_CANCEL_NOT_FOUND,
@@ -639,7 +492,7 @@ class TwsServer:
             return
         self._cancel(conn, order)
 
-    def _cancel(self, conn: _Conn, order: TwsOrder) -> None:
+    def _cancel(self, conn: Connection, order: TwsOrder) -> None:
         if order.done:
             self._error(conn, order.order_id, ERR_CANCEL_DONE,
                         f"OrderId {order.order_id} that needs to be cancelled cannot be cancelled, state: "
@@ -673,7 +526,7 @@ class TwsServer:
                     self._error(c, order.order_id, ERR_CANCELLED, "Order Canceled - reason: the DAY order expired "
                                 "at the close")
 
-    def _global_cancel(self, conn: _Conn, fields: list[str]) -> None:
+    def _global_cancel(self, conn: Connection, fields: list[str]) -> None:
         for order in list(self._orders.values()):
             if not order.done:
                 self._cancel(conn, order)
@@ -692,7 +545,7 @@ class TwsServer:
             self._send_status(conn, order)
 
     # -- the fill rule ---------------------------------------------------------------------------
-    def _on_quote(self, con_id: int, quote: _Quote) -> None:
+    def _on_quote(self, con_id: int, quote: Touch) -> None:
         self._quotes[con_id] = quote
         for conn in self._conns:  # subscribers see the quote before it fills anything
             for req_id in [r for r, c in conn.market_data.items() if c == con_id]:
@@ -787,32 +640,31 @@ class TwsServer:
             if conn.account_updates:
                 self._send_account(conn)
 
-    def _send_status(self, conn: _Conn, order: TwsOrder) -> None:
+    def _send_status(self, conn: Connection, order: TwsOrder) -> None:
         self._send(conn, *wire.order_status(order))
 
-    def _send_execution(self, conn: _Conn, req_id: int, ex: TwsExecution) -> None:
+    def _send_execution(self, conn: Connection, req_id: int, ex: TwsExecution) -> None:
         self._send(conn, *wire.execution(req_id, ex, self._contracts[ex.con_id]))
 
-    def _send_commission(self, conn: _Conn, ex: TwsExecution) -> None:
+    def _send_commission(self, conn: Connection, ex: TwsExecution) -> None:
         self._send(conn, *wire.commission(ex))
 
-    def _send_open_order(self, conn: _Conn, order: TwsOrder) -> None:
+    def _send_open_order(self, conn: Connection, order: TwsOrder) -> None:
         self._send(conn, *wire.open_order(order))
 
-    def _send_completed_order(self, conn: _Conn, order: TwsOrder) -> None:
+    def _send_completed_order(self, conn: Connection, order: TwsOrder) -> None:
         self._send(conn, *wire.completed_order(order))
 
-    _HANDLERS: dict[int, Callable[[TwsServer, _Conn, list[str]], None]] = {
-        In.START_API: _start_api, In.REQ_IDS: _req_ids, In.REQ_CURRENT_TIME: _req_current_time,
-        In.REQ_POSITIONS: _req_positions, In.CANCEL_POSITIONS: _cancel_positions,
-        In.REQ_OPEN_ORDERS: _req_open_orders, In.REQ_ALL_OPEN_ORDERS: _req_open_orders,
-        In.REQ_COMPLETED_ORDERS: _req_completed_orders, In.REQ_EXECUTIONS: _req_executions,
-        In.REQ_ACCOUNT_UPDATES: _req_account_updates, In.REQ_ACCOUNT_UPDATES_MULTI: _req_account_updates_multi,
-        In.REQ_ACCOUNT_SUMMARY: _req_account_summary, In.REQ_CONTRACT_DETAILS: _req_contract_details,
-        In.REQ_MKT_DATA: _req_mkt_data, In.CANCEL_MKT_DATA: _cancel_mkt_data,
-        In.PLACE_ORDER: _place_order, In.CANCEL_ORDER: _cancel_order, In.REQ_GLOBAL_CANCEL: _global_cancel,
+    _HANDLERS: dict[int, str] = {  # message id -> the method that answers it
+        In.START_API: "_start_api", In.REQ_IDS: "_req_ids", In.REQ_CURRENT_TIME: "_req_current_time",
+        In.REQ_POSITIONS: "_req_positions", In.CANCEL_POSITIONS: "_cancel_positions",
+        In.REQ_OPEN_ORDERS: "_req_open_orders", In.REQ_ALL_OPEN_ORDERS: "_req_open_orders",
+        In.REQ_COMPLETED_ORDERS: "_req_completed_orders", In.REQ_EXECUTIONS: "_req_executions",
+        In.REQ_ACCOUNT_UPDATES: "_req_account_updates", In.REQ_ACCOUNT_UPDATES_MULTI: "_req_account_updates_multi",
+        In.REQ_ACCOUNT_SUMMARY: "_req_account_summary", In.REQ_CONTRACT_DETAILS: "_req_contract_details",
+        In.REQ_MKT_DATA: "_req_mkt_data", In.CANCEL_MKT_DATA: "_cancel_mkt_data",
+        In.PLACE_ORDER: "_place_order", In.CANCEL_ORDER: "_cancel_order", In.REQ_GLOBAL_CANCEL: "_global_cancel",
     }
-
 
 
 if __name__ == "__main__":  # python -m tradebook.sandbox.tws [--port N] [--price SYMBOL=BID/ASK ...]
