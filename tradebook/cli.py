@@ -261,7 +261,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         stray = [f"--{n.replace('_', '-')}" for n in ("account", "base", "holdout", "prior_fills")
                  if getattr(args, n) is not None]
         if stray:
-            raise TradebookError(f"{', '.join(stray)} belong to --from-fills; add it, or leave them out")
+            raise TradebookError(f"{', '.join(stray)} {'belongs' if len(stray) == 1 else 'belong'} to --from-fills; "
+                                 "add it, or leave them out")
         if _calibrate_from_files_asked(args):
             return _calibrate_from_files(args)
         with Store(args.store) as store:

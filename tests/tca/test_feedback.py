@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.tca.conftest import add_fill, add_order, at, intent
 from tradebook.cli import main
 from tradebook.errors import DataError
 from tradebook.sim.fill_model import SIZE_BUCKET_EDGES, FillModel, touch_only_curve
@@ -108,3 +109,33 @@ def test_an_account_without_fills_is_refused_with_the_reason(store_path):
                                                                     rf"realised cost to correct {BTC}@v2"):
         calibrate_from_fills(store, BTC, account_id="nobody", base=f"{BTC}@v2")
     assert main(["calibrate", "--store", str(store_path), "--account", RUN]) == 2
+
+
+def test_live_fills_cost_their_own_price_and_paper_fills_the_recorded_touch(hand_store):
+    # tests/tca/conftest.py's quotes (sizes 1): t=2 100/102, t=4 101/103, t=12 103/105; no depth recorded
+    store = hand_store
+    store.save_calibration(BTC, FillModel(BTC, 0.01, touch_only_curve()).to_json(), data_start_ns=at(0),
+                           data_end_ns=at(200), dataset_ids=[], diagnostics={})
+    live = add_order(store, intent("live", "buy", "0.5"), status="filled", filled="0.5", created=2.5, last=4)
+    with store.transaction() as con:  # as a live session's order manager would have copied it
+        con.execute("UPDATE orders SET mode = 'live' WHERE client_order_id = ?", [live])
+    add_fill(store, live, "f-live", "buy", "0.5", "102.5", 4)  # against the mid at submission (t=2.5: 101)
+    paper = add_order(store, intent("paper", "buy", "0.5"), status="filled", filled="0.5", created=3.5, last=4)
+    add_fill(store, paper, "f-paper", "buy", "0.5", "103", 4)  # the touch at arrival (t=4: 101/103) held 0.5
+    big = add_order(store, intent("big", "buy", "2"), status="filled", filled="2", created=12.2, last=12.5)
+    add_fill(store, big, "f-big", "buy", "2", "104", 12.5)  # twice the touch and no recorded book: no truth
+
+    result = calibrate_from_fills(store, BTC, holdout=0, prior_fills=20)
+    orders = result.orders.set_index("client_order_id")
+    assert result.skipped == {"beyond the touch with no recorded book": 1} and big not in orders.index
+    assert orders.loc[live, "truth"] == "own fill" and orders.loc[paper, "truth"] == "touch"
+    assert orders.loc[live, "realised_cost_bps"] == pytest.approx(1.5 / 101 * 1e4)
+    assert orders.loc[paper, "realised_cost_bps"] == pytest.approx(1 / 102 * 1e4)  # the half-spread
+    assert orders.loc[live, "predicted_before_bps"] == pytest.approx(1 / 101 * 1e4)  # touch-only: the half-spread
+    # residuals in half-spreads: live +0.5, paper 0 (both in the 0.5-1 bucket); pooled 0.25 x 2/22, the bucket
+    # 0.25 x 2/22 + 2/22 x (0.25 - 0.25 x 2/22); the median never falls with size
+    pooled = 0.25 * 2 / 22
+    bucket = pooled + 2 / 22 * (0.25 - pooled)
+    assert result.model.cost_curve.q50 == pytest.approx((1 + pooled,) * 4 + (1 + bucket,) * 6)
+    assert provenance_of(result.record)["modes"] == ["live", "paper"]
+    assert provenance_of(result.record)["truth"] == {"own fill": 1, "touch": 1}
