@@ -11,7 +11,9 @@ What a fill "really" cost depends on where it came from:
   with the filled quantity where the store holds depth (an L2 diff stream or a top-N
   book, from a second after its snapshot), else the touch when the displayed touch held
   the whole quantity. An order beyond the touch with no recorded book has no truth and
-  is left out (counted in ``skipped``), as is a fill on synthetic quotes;
+  is left out (counted in ``skipped``), as is an order with no recorded quote in the five
+  seconds before it (a fill on synthetic quotes built from bars, a live fill whose feed
+  was not stored);
 - a **live** fill's realised cost is its own: the volume-weighted price of the order's
   fills against the mid of the last valid quote at or before its submission.
 
@@ -62,6 +64,7 @@ from tradebook.sim.fill_model import SCALE_HALF_SPREAD, CostCurve, FillModel
 PRIOR_FILLS = 20  # a bucket's fitted quantiles count as this many fills (the fit's own minimum per bucket)
 DEFAULT_HOLDOUT = 0.25  # the newest quarter of the orders scores the correction
 BOOK_SETTLE_NS = 1_000_000_000  # a rebuilt L2 book is trusted from a second after its snapshot (as the fidelity report)
+MAX_QUOTE_AGE_NS = 5_000_000_000  # an older quote says nothing of the order's moment (the risk check's default)
 TRUTH_BOOK, TRUTH_TOUCH, TRUTH_OWN = "book walk", "touch", "own fill"
 _BPS = 1e4
 
@@ -198,8 +201,8 @@ def realised_costs(store: Any, instrument_id: str, *, account_id: str | None = N
     # paper: the engine priced the order when it reached the venue (its first fill); live: against the quote at submit
     when = np.where(live, orders["submit_ns"].to_numpy(np.int64), orders["arrival_ns"].to_numpy(np.int64))
     row = _prevailing(quotes, when)
-    in_data = (row >= 0) & (when <= int(quotes["ts_ns"].iloc[-1]))
     picked = quotes.iloc[np.clip(row, 0, None)]
+    in_data = (row >= 0) & (when - picked["ts_ns"].to_numpy(np.int64) <= MAX_QUOTE_AGE_NS)
     bid, ask = picked["bid_px"].to_numpy(np.float64), picked["ask_px"].to_numpy(np.float64)
     direction = np.where(orders["side"].to_numpy() == "buy", 1, -1)
     mid = (bid + ask) / 2
@@ -219,7 +222,7 @@ def realised_costs(store: Any, instrument_id: str, *, account_id: str | None = N
     at_touch = paper & ~known & (out["size_over_touch"].to_numpy() <= 1.0)
     realised[at_touch], truth[at_touch] = out["half_spread_bps"].to_numpy()[at_touch], TRUTH_TOUCH
     reasons = {
-        "no recorded quote at the order's time": ~in_data,
+        f"no recorded quote in the {MAX_QUOTE_AGE_NS // 10**9} s before the order": ~in_data,
         "the recorded book could not hold the quantity": from_book & ~np.isfinite(walked),
         "beyond the touch with no recorded book": paper & ~known & ~at_touch,
     }
