@@ -48,6 +48,10 @@ Reading the file lives in :mod:`tradebook.config_file`, telling secrets from nam
 :mod:`tradebook.redaction`. ``config/tradebook.example.yaml`` documents every key with its default;
 :func:`describe_config` (``tradebook config``) lists the effective settings and where
 each came from.
+
+Why this file is long: the sections and the reader that converts and range-checks every file key and
+variable by its field's type and metadata change together (a new field is read by its type), and the
+loader must build the sections it validates; YAML parsing and secret detection already live elsewhere.
 """
 
 from __future__ import annotations
