@@ -60,6 +60,7 @@ import pandas as pd
 
 from tradebook.errors import DataError, StoreError
 from tradebook.sim.fill_model import SCALE_HALF_SPREAD, CostCurve, FillModel
+from tradebook.tca.reads import where_clause
 
 PRIOR_FILLS = 20  # a bucket's fitted quantiles count as this many fills (the fit's own minimum per bucket)
 DEFAULT_HOLDOUT = 0.25  # the newest quarter of the orders scores the correction
@@ -102,26 +103,16 @@ class FromFills:
 def _marketable_orders(store: Any, instrument_id: str, account_id: str | None, mode: str | None,
                        start_ns: int | None, end_ns: int | None) -> pd.DataFrame:
     """Orders of ``instrument_id`` whose fills all took liquidity: filled quantity, VWAP, first fill, submit time."""
-    where, params = ["o.instrument_id = ?"], [instrument_id]
-    for column, value in (("o.account_id", account_id), ("o.mode", mode)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if start_ns is not None:
-        where.append("f.ts_event >= ?")
-        params.append(int(start_ns))
-    if end_ns is not None:
-        where.append("f.ts_event <= ?")
-        params.append(int(end_ns))
+    where, params = where_clause({"instrument_id": instrument_id, "account_id": account_id, "mode": mode,
+                                  "start_ns": start_ns, "end_ns": end_ns}, ts_column="ts_event")
     sql = f"""
-        SELECT o.client_order_id, o.account_id, o.mode, o.side, o.ts_init AS submit_ns,
-               min(f.ts_event) AS arrival_ns, max(f.ts_event) AS last_fill_ns,
-               sum(f.quantity)::DOUBLE AS quantity,
-               (sum(f.price * f.quantity) / sum(f.quantity))::DOUBLE AS avg_price, count(*) AS fills
-        FROM orders o JOIN fills f USING (client_order_id)
-        WHERE {' AND '.join(where)}
-        GROUP BY ALL HAVING bool_and(f.liquidity = 'taker')
-        ORDER BY arrival_ns, o.client_order_id
+        WITH x AS (SELECT f.*, o.mode, o.ts_init AS submit_ns FROM fills f JOIN orders o USING (client_order_id))
+        SELECT client_order_id, account_id, mode, side, submit_ns,
+               min(ts_event) AS arrival_ns, max(ts_event) AS last_fill_ns, sum(quantity)::DOUBLE AS quantity,
+               (sum(price * quantity) / sum(quantity))::DOUBLE AS avg_price, count(*) AS fills
+        FROM x {where}
+        GROUP BY ALL HAVING bool_and(liquidity = 'taker')
+        ORDER BY arrival_ns, client_order_id
     """
     return store.query(sql, params)
 
