@@ -20,7 +20,7 @@ from tradebook.model.orders import Signal
 from tradebook.session import Session
 from tradebook.sim.fidelity import run_calibration
 from tradebook.store import Store
-from tradebook.tca import cost_by_instrument, tca_fills, tca_orders
+from tradebook.tca import cost_by_instrument, modelled_vs_realised, tca_fills, tca_orders
 
 BTC = "BTCUSDT.BINANCE"
 FILES = "binance_spot_btcusdt_20240808T2354-20240809T0005_"
@@ -83,4 +83,7 @@ def test_a_paper_session_writes_tca_for_each_of_its_fills(template, recorded, tm
     assert (orders["fill_rate"] == 1.0).all() and orders["submit_to_ack_ms"].notna().all()
     by_instrument = cost_by_instrument(store)
     assert by_instrument["fills"].tolist() == [len(fills)]
+    modelled = modelled_vs_realised(store)  # the simulator's prediction next to what each fill cost
+    assert len(modelled) == len(fills)
+    assert (modelled["error_bps"] == modelled["realised_cost_bps"] - modelled["predicted_cost_bps"]).all()
     store.close()

@@ -51,12 +51,10 @@ def session_performance(source: Any, *, starting_equity: float = 100_000.0, **fi
 def _one_session(account: str, group: pd.DataFrame, starting_equity: float) -> list[Any]:
     cash = group.groupby("day")["cash"].sum().sort_index()
     day_index = cash.index
-    value = pd.Series(0.0, index=day_index)
-    for _, per in group.groupby("instrument_id"):
-        per = per.set_index("day").reindex(day_index)
-        held = per["dq"].fillna(0.0).cumsum()
-        mark = per["mark"].ffill().fillna(0.0)
-        value += held * mark * per["mult"].ffill().bfill().fillna(1.0)
+    held = group.pivot(index="day", columns="instrument_id", values="dq").reindex(day_index).fillna(0.0).cumsum()
+    mark = group.pivot(index="day", columns="instrument_id", values="mark").reindex(day_index).ffill().fillna(0.0)
+    mult = group.groupby("instrument_id")["mult"].first()
+    value = (held * mark * mult).sum(axis=1)
     equity = starting_equity + cash.cumsum() + value
     values = [account, str(group["mode"].iloc[0]), int(group["first_ns"].min()), int(group["last_ns"].max()),
               len(day_index), int(group["fills"].sum()), float(equity.iloc[-1] - starting_equity)]

@@ -91,19 +91,16 @@ def cost_by_instrument(source: Any, *, window: int = 50, **filters: Any) -> pd.D
     ``realised_cost_bps`` is notional-weighted, the ``*_mean`` and the others plain means per
     fill; ``rolling_cost_bps`` the mean realised cost of the instrument's last ``window``
     fills; ``cost_vs_model`` the mean realised over the mean predicted cost (NaN when the
-    prediction is not positive).
+    prediction is not positive). ``orders`` (distinct orders filled) is approximate
+    (HyperLogLog, within a few percent): an exact count costs several times the rest.
     """
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise StoreError(f"window must be a positive int (fills), got {window!r}")
     where, params = where_clause(filters, ts_column="ts_event")
     sql = f"""
-    WITH f AS (SELECT *, CAST(quantity AS DOUBLE) * price AS notional FROM tca_fills {where}),
-    recent AS (
-        SELECT instrument_id, avg(realised_cost_bps) AS rolling_cost_bps FROM (
-            SELECT instrument_id, realised_cost_bps,
-                   row_number() OVER (PARTITION BY instrument_id ORDER BY ts_event DESC) AS n FROM f)
-        WHERE n <= {int(window)} GROUP BY instrument_id
-    )
-    SELECT f.instrument_id, count(*) AS fills, count(DISTINCT client_order_id) AS orders, sum(notional) AS notional,
-           sum(fee_bps * CAST(quantity AS DOUBLE) * decision_price / 1e4) AS fees,
+    WITH f AS (SELECT *, CAST(quantity AS DOUBLE) * price AS notional FROM tca_fills {where})
+    SELECT instrument_id, count(*) AS fills, approx_count_distinct(client_order_id) AS orders,
+           sum(notional) AS notional, sum(fee_bps * CAST(quantity AS DOUBLE) * decision_price / 1e4) AS fees,
            sum(realised_cost_bps * notional) / sum(notional) FILTER (WHERE realised_cost_bps IS NOT NULL)
                AS realised_cost_bps,
            avg(realised_cost_bps) AS realised_cost_bps_mean, avg(predicted_cost_bps) AS predicted_cost_bps,
@@ -113,9 +110,9 @@ def cost_by_instrument(source: Any, *, window: int = 50, **filters: Any) -> pd.D
            avg(markout_1s_bps) AS markout_1s_bps, avg(markout_10s_bps) AS markout_10s_bps,
            avg(markout_60s_bps) AS markout_60s_bps,
            quantile_cont(realised_cost_bps, 0.95) AS realised_cost_bps_p95,
-           any_value(r.rolling_cost_bps) AS rolling_cost_bps, min(ts_event) AS first_ns, max(ts_event) AS last_ns
-    FROM f LEFT JOIN recent r ON r.instrument_id = f.instrument_id
-    GROUP BY f.instrument_id ORDER BY f.instrument_id
+           list_avg(max_by(realised_cost_bps, ts_event, {int(window)})) AS rolling_cost_bps,
+           min(ts_event) AS first_ns, max(ts_event) AS last_ns
+    FROM f GROUP BY instrument_id ORDER BY instrument_id
     """
     return run_sql(source, sql, params)
 
@@ -156,17 +153,15 @@ def modelled_vs_realised(source: Any, *, limit: int | None = None, **filters: An
 def markouts(source: Any, **filters: Any) -> pd.DataFrame:
     """Per instrument and horizon (1, 10, 60 s): fills with a markout, mean and median bps, share adverse (< 0)."""
     where, params = where_clause(filters, ts_column="ts_event")
-    sql = f"""
-    WITH f AS (SELECT instrument_id, markout_1s_bps, markout_10s_bps, markout_60s_bps FROM tca_fills {where}),
-    long AS (
-        SELECT instrument_id, 1 AS horizon_s, markout_1s_bps AS bps FROM f
-        UNION ALL SELECT instrument_id, 10, markout_10s_bps FROM f
-        UNION ALL SELECT instrument_id, 60, markout_60s_bps FROM f
-    )
-    SELECT instrument_id, horizon_s, count(bps) AS fills, avg(bps) AS mean_bps, median(bps) AS median_bps,
-           avg(CASE WHEN bps < 0 THEN 1.0 WHEN bps IS NOT NULL THEN 0.0 END) AS adverse_share
-    FROM long GROUP BY instrument_id, horizon_s ORDER BY instrument_id, horizon_s
-    """
+    per_horizon = ", ".join(
+        f"count(markout_{h}s_bps) AS n{h}, avg(markout_{h}s_bps) AS mean{h}, median(markout_{h}s_bps) AS median{h}, "
+        f"avg(CASE WHEN markout_{h}s_bps < 0 THEN 1.0 WHEN markout_{h}s_bps IS NOT NULL THEN 0.0 END) AS adverse{h}"
+        for h in (1, 10, 60))
+    unpivot = " UNION ALL ".join(
+        f"SELECT instrument_id, {h} AS horizon_s, n{h} AS fills, mean{h} AS mean_bps, median{h} AS median_bps, "
+        f"adverse{h} AS adverse_share FROM g" for h in (1, 10, 60))
+    sql = (f"WITH g AS (SELECT instrument_id, {per_horizon} FROM tca_fills {where} GROUP BY instrument_id) "
+           f"SELECT * FROM ({unpivot}) ORDER BY instrument_id, horizon_s")
     return run_sql(source, sql, params)
 
 
@@ -177,52 +172,68 @@ def latency(source: Any, **filters: Any) -> pd.DataFrame:
     """Per stage (signal_to_submit, submit_to_ack, ack_to_first_fill, first_to_last_fill) of orders: ms stats."""
     where, params = where_clause(filters, ts_column="decision_ts_ns")
     where = f"{where} AND level = 'order'" if where else "WHERE level = 'order'"
-    parts = [f"""SELECT {i} AS n, '{stage}' AS stage, count({stage}_ms) AS orders, avg({stage}_ms) AS mean_ms,
-                        quantile_cont({stage}_ms, 0.5) AS p50_ms, quantile_cont({stage}_ms, 0.95) AS p95_ms,
-                        max({stage}_ms) AS max_ms FROM o"""
-             for i, stage in enumerate(_STAGES)]
-    sql = (f"WITH o AS (SELECT * FROM tca_orders {where}) "
-           f"SELECT stage, orders, mean_ms, p50_ms, p95_ms, max_ms FROM ({' UNION ALL '.join(parts)}) ORDER BY n")
+    per_stage = ", ".join(
+        f"count({stage}_ms) AS n{i}, avg({stage}_ms) AS mean{i}, quantile_cont({stage}_ms, [0.5, 0.95]) AS q{i}, "
+        f"max({stage}_ms) AS max{i}" for i, stage in enumerate(_STAGES))
+    unpivot = " UNION ALL ".join(
+        f"SELECT {i} AS n, '{stage}' AS stage, n{i} AS orders, mean{i} AS mean_ms, q{i}[1] AS p50_ms, "
+        f"q{i}[2] AS p95_ms, max{i} AS max_ms FROM g" for i, stage in enumerate(_STAGES))
+    sql = (f"WITH g AS (SELECT {per_stage} FROM tca_orders {where}) "
+           f"SELECT stage, orders, mean_ms, p50_ms, p95_ms, max_ms FROM ({unpivot}) ORDER BY n")
     return run_sql(source, sql, params)
 
 
 def strategy_attribution(source: Any, **filters: Any) -> pd.DataFrame:
     """Per strategy and signal type: orders, fills, notional, fees, P&L to the latest mid, win rate, shortfall.
 
-    A fill's P&L is s x (mark - price) x quantity x multiplier - fee, its instrument marked
-    at the mid in force at its latest fill in ``tca_fills`` (the fill price where no mid is
-    stored; the fee is read back from ``fee_bps``, 0 where the fill has no decision price):
-    over a strategy the fills' P&L sums to its realised plus unrealised P&L at that mark.
-    ``win_rate`` is the share of orders whose fills' P&L is positive;
-    ``shortfall_cost`` the implementation shortfall of the fills in money, ``shortfall_bps``
-    its notional-weighted mean.
+    Read from the orders (level 'order'; filters on their decision time); ``fills`` counts the
+    fills of that strategy and type (filters on the fill's time).
+    An order's P&L is s x (mark - avg fill price) x filled x multiplier - fees, its
+    instrument marked at the mid in force at its latest fill in ``tca_fills`` (the fill price
+    where no mid is stored): over a strategy it sums to the realised plus unrealised P&L of
+    its fills at that mark (linear in the mark, so it needs no pass over each fill).
+    ``win_rate`` is the share of filled orders whose P&L is positive; ``shortfall_cost`` the
+    orders' implementation shortfall in money (opportunity cost included: the paper
+    notional Q x D x shortfall), ``shortfall_bps`` its mean weighted by that paper notional;
+    fees are read back from ``fee_bps`` (0 where an order has no decision price).
     """
-    where, params = where_clause(filters, ts_column="ts_event", alias="f")
+    where, params = where_clause(filters, ts_column="decision_ts_ns", alias="o")
+    level = f"{where} AND o.level = 'order'" if where else "WHERE o.level = 'order'"
+    fill_where, fill_params = where_clause(filters, ts_column="ts_event")
     sql = f"""
-    WITH f AS (SELECT f.*, CAST(f.quantity AS DOUBLE) AS q, CASE f.side WHEN 'buy' THEN 1.0 ELSE -1.0 END AS s,
-                      COALESCE(CAST(i.multiplier AS DOUBLE), 1.0) AS mult
-               FROM tca_fills f LEFT JOIN instruments i ON i.instrument_id = f.instrument_id {where}),
-    mark AS (SELECT instrument_id, arg_max(COALESCE(mid_at_fill, price), ts_event) AS mark FROM f GROUP BY 1),
-    per_fill AS (
-        SELECT *, s * (mark - price) * q * mult - fee AS pnl FROM (
-            SELECT f.*, m.mark, f.q * f.price * f.mult AS notional,
-                   f.shortfall_bps * f.q * f.decision_price * f.mult / 1e4 AS shortfall_cost,
-                   COALESCE(f.fee_bps * f.q * f.decision_price * f.mult / 1e4, 0.0) AS fee
-            FROM f JOIN mark m ON m.instrument_id = f.instrument_id)
-    ),
-    per_order AS (
-        SELECT strategy_id, signal_type, client_order_id, count(*) AS fills, sum(notional) AS notional,
-               sum(fee) AS fees, sum(pnl) AS pnl, sum(shortfall_cost) AS shortfall_cost,
-               sum(shortfall_bps * notional) FILTER (WHERE shortfall_bps IS NOT NULL) AS weighted_shortfall,
-               sum(notional) FILTER (WHERE shortfall_bps IS NOT NULL) AS shortfall_notional
-        FROM per_fill GROUP BY strategy_id, signal_type, client_order_id
+    WITH mark AS (SELECT instrument_id, arg_max(COALESCE(mid_at_fill, price), ts_event) AS mark
+                  FROM tca_fills GROUP BY instrument_id),
+    counted AS (SELECT strategy_id, signal_type, count(*) AS fills FROM tca_fills {fill_where}
+                GROUP BY strategy_id, signal_type),
+    o AS (
+        SELECT o.strategy_id, o.signal_type, o.filled_quantity > 0 AS filled,
+               CAST(o.filled_quantity AS DOUBLE) * COALESCE(CAST(i.multiplier AS DOUBLE), 1.0) AS units,
+               CASE o.side WHEN 'buy' THEN 1.0 ELSE -1.0 END AS s, o.avg_fill_price, m.mark,
+               COALESCE(o.fee_bps * CAST(o.ordered_quantity AS DOUBLE) * o.decision_price
+                        * COALESCE(CAST(i.multiplier AS DOUBLE), 1.0) / 1e4, 0.0) AS fees,
+               CAST(o.ordered_quantity AS DOUBLE) * o.decision_price * COALESCE(CAST(i.multiplier AS DOUBLE), 1.0)
+                   AS paper_notional,
+               o.shortfall_bps
+        FROM tca_orders o LEFT JOIN instruments i ON i.instrument_id = o.instrument_id
+        LEFT JOIN mark m ON m.instrument_id = o.instrument_id {level}
+    ), p AS (
+        SELECT *, CASE WHEN filled THEN s * (mark - avg_fill_price) * units - fees ELSE 0.0 END AS pnl FROM o
     )
-    SELECT strategy_id, signal_type, count(*) AS orders, CAST(sum(fills) AS BIGINT) AS fills, sum(notional) AS notional,
-           sum(fees) AS fees, sum(pnl) AS pnl, avg(CASE WHEN pnl > 0 THEN 1.0 ELSE 0.0 END) AS win_rate,
-           sum(shortfall_cost) AS shortfall_cost, sum(weighted_shortfall) / sum(shortfall_notional) AS shortfall_bps
-    FROM per_order GROUP BY strategy_id, signal_type ORDER BY strategy_id, signal_type
+    , per_type AS (
+        SELECT strategy_id, signal_type, count(*) AS orders,
+               sum(CASE WHEN filled THEN avg_fill_price * units ELSE 0.0 END) AS notional, sum(fees) AS fees,
+               sum(pnl) AS pnl, avg(CASE WHEN pnl > 0 THEN 1.0 ELSE 0.0 END) FILTER (WHERE filled) AS win_rate,
+               sum(shortfall_bps * paper_notional / 1e4) AS shortfall_cost,
+               sum(shortfall_bps * paper_notional) / sum(paper_notional) FILTER (WHERE shortfall_bps IS NOT NULL)
+                   AS shortfall_bps
+        FROM p GROUP BY strategy_id, signal_type
+    )
+    SELECT t.strategy_id, t.signal_type, t.orders, CAST(COALESCE(c.fills, 0) AS BIGINT) AS fills, t.notional, t.fees,
+           t.pnl, t.win_rate, t.shortfall_cost, t.shortfall_bps
+    FROM per_type t LEFT JOIN counted c ON c.strategy_id = t.strategy_id AND c.signal_type = t.signal_type
+    ORDER BY t.strategy_id, t.signal_type
     """
-    return run_sql(source, sql, params)
+    return run_sql(source, sql, fill_params + params)
 
 
 __all__ = ["cost_by_instrument", "cost_by_time_of_day", "latency", "markouts", "modelled_vs_realised",
