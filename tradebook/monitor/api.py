@@ -55,7 +55,7 @@ class Endpoint:
     limited: bool = False
 
     def filters(self) -> list[str]:
-        names = [n for n in FILTERS.get(self.table or "", {}) if n != "since_ns"]
+        names = [n for n in FILTERS.get(self.table or "", ()) if n != "since_ns"]
         return sorted(names + (["since"] if self.table else []))
 
     def parameters(self) -> list[str]:

@@ -59,17 +59,16 @@ EQUITY_COLUMNS = ("ts_ns", "equity", "cash", "realised_pnl", "unrealised_pnl")
 _TIME_OF = {"orders": "ts_last", "fills": "ts_event", "positions": "ts_last_ns", "alerts": "last_ts_ns",
             "stages": "ts_ns", "tca_fills": "ts_event", "tca_orders": "decision_ts_ns", "equity": "ts_ns"}
 
-# the filters each history read takes (keyword -> SQL condition on one parameter); the read API offers the same
-FILTERS: dict[str, dict[str, str]] = {
-    "orders": {"instrument_id": "instrument_id = ?", "strategy_id": "strategy_id = ?", "status": "status = ?",
-               "since_ns": "ts_last >= ?"},
-    "fills": {"instrument_id": "instrument_id = ?", "strategy_id": "strategy_id = ?",
-              "client_order_id": "client_order_id = ?", "since_ns": "ts_event >= ?"},
-    "alerts": {"severity": "severity = ?", "kind": "kind = ?", "since_ns": "coalesce(last_ts_ns, ts_ns) >= ?"},
-    "tca_fills": {"instrument_id": "instrument_id = ?", "strategy_id": "strategy_id = ?", "since_ns": "ts_event >= ?"},
-    "tca_orders": {"instrument_id": "instrument_id = ?", "strategy_id": "strategy_id = ?", "level": "level = ?",
-                   "since_ns": "decision_ts_ns >= ?"},
+# the filters each history read takes (the read API offers the same as query parameters)
+FILTERS: dict[str, tuple[str, ...]] = {
+    "orders": ("instrument_id", "strategy_id", "status", "since_ns"),
+    "fills": ("instrument_id", "strategy_id", "client_order_id", "since_ns"),
+    "alerts": ("severity", "kind", "since_ns"),
+    "tca_fills": ("instrument_id", "strategy_id", "since_ns"),  # tradebook.tca applies them
+    "tca_orders": ("instrument_id", "strategy_id", "level", "since_ns"),
 }
+# a filter as SQL over the store's own tables: the column compared, and the time ``since_ns`` is checked against
+_SINCE = {"orders": "ts_last", "fills": "ts_event", "alerts": "coalesce(last_ts_ns, ts_ns)"}
 
 _WORKING = "status NOT IN (" + ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES)) + ")"
 _SQL = {
@@ -176,16 +175,22 @@ def _check_limit(limit: int) -> int:
     return limit
 
 
-def _where(table: str, filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
-    allowed = FILTERS.get(table, {})
-    unknown = sorted(set(filters) - set(allowed))
+def _check_filters(table: str, filters: Mapping[str, Any]) -> None:
+    unknown = sorted(set(filters) - set(FILTERS[table]))
     if unknown:
         raise ConfigError(f"{table} cannot be filtered by {', '.join(unknown)}; expected "
-                          f"{', '.join(sorted(allowed)) or 'no filter'}")
-    chosen = [(allowed[name], value) for name, value in sorted(filters.items()) if value is not None]
-    if not chosen:
-        return "", []
-    return "WHERE " + " AND ".join(c for c, _ in chosen), [v for _, v in chosen]
+                          f"{', '.join(sorted(FILTERS[table]))}")
+
+
+def _where(table: str, filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """``WHERE ...`` (or '') and its parameters for ``filters`` of one of the store's tables."""
+    _check_filters(table, filters)
+    conditions, params = [], []
+    for name, value in sorted(filters.items()):
+        if value is not None:
+            conditions.append(f"{_SINCE[table]} >= ?" if name == "since_ns" else f"{name} = ?")
+            params.append(value)
+    return ("WHERE " + " AND ".join(conditions) if conditions else ""), params
 
 
 def _fetch(con: Any, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
@@ -260,7 +265,7 @@ class _StoreReads:
 
     def _tca(self, name: str, read: Callable[..., pd.DataFrame], limit: int,
              filters: Mapping[str, Any]) -> pd.DataFrame:
-        _where(name, filters)  # refuses a filter it does not know, naming those it does
+        _check_filters(name, filters)
         chosen = {"start_ns" if k == "since_ns" else k: v for k, v in filters.items() if v is not None}
         with self._connection() as con:
             if con is None:
