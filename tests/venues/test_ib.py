@@ -355,6 +355,26 @@ def test_a_burst_of_rejects_raises_with_codes(tws: TwsServer) -> None:
     run(scenario())
 
 
+def test_an_order_refused_after_tws_took_it_arrives_as_rejected_with_its_code(tws: TwsServer) -> None:
+    tws.fault(TwsFault.REJECT_AFTER_ACCEPT, code=201, reason="Order rejected - reason: exchange refused it")
+
+    async def scenario() -> None:
+        v, events = await connected(tws)
+        order = intent("late")
+        await v.submit(order)  # taken: submit returns
+        coid = order.client_order_id
+        await until(lambda: E.REJECTED in events.kinds(coid), "the late rejection")
+        assert events.kinds(coid) == [E.ACCEPTED, E.REJECTED]
+        rejected = events.of(coid)[-1]
+        assert rejected.code is RejectCode.VENUE_OTHER and "error 201" in rejected.reason
+        assert "exchange refused it" in rejected.reason
+        assert (await v.order_status(coid)).status is OrderStatus.REJECTED  # IB shows it Cancelled, error 201
+        assert tws.executions() == []  # nothing traded
+        await v.close()
+
+    run(scenario())
+
+
 def test_pacing_refusals_are_waited_out_and_no_order_is_lost(tws: TwsServer) -> None:
     async def scenario() -> None:
         v, events = await connected(tws)

@@ -55,6 +55,9 @@ occasion that meets one uses it up:
 ``fill_on_cancel``           the fill wins the race: the order fills, the cancel is refused
                              (error 10148)
 ``reject``                   a new order is refused with error ``code`` (201) and ``reason``
+``reject_after_accept``      a new order is taken (``Submitted``), then refused with error
+                             ``code`` (201) and ``reason`` and ends ``Cancelled``, as when
+                             the exchange refuses what TWS accepted
 ``rate_limit``               a message is refused with error 100 (an order so refused does not
                              exist); :meth:`TwsServer.limit_rate` paces every message instead
 ===========================  ============================================================
@@ -130,6 +133,7 @@ class TwsFault(StrEnum):
     FILL_AFTER_CANCEL = "fill_after_cancel"
     FILL_ON_CANCEL = "fill_on_cancel"
     REJECT = "reject"  # options: code (201), reason
+    REJECT_AFTER_ACCEPT = "reject_after_accept"  # options: code (201), reason
     RATE_LIMIT = "rate_limit"
 
 
@@ -449,6 +453,12 @@ class TwsServer(TwsRequests):
         if self.faults.take(TwsFault.DROP_AFTER_ACCEPT) is not None:  # taken; the link goes before any answer
             self._drop(conn)
         self._publish(order, open_order=True)
+        late = self.faults.take(TwsFault.REJECT_AFTER_ACCEPT)
+        if late is not None:  # refused before it can fill: the error, then its end
+            for owner in self._owner(order):
+                self._error(owner, order.order_id, late.get("code", ERR_REJECTED), late.get("reason", _REJECT_REASON))
+            self._finish(order, "Cancelled")
+            return
         self._try_fill(order)
 
     def _order_problem(self, contract: TwsContract, action: str, qty: Decimal, order_type: str,

@@ -541,8 +541,9 @@ class IbVenue(IbEvents, VenuePort):
         quantity = im._decimal(order.totalQuantity)
         status = im.order_status_from_ib(trade.orderStatus.status, filled_qty=filled, quantity=quantity)
         rec = self._recs.get(order.orderRef)
-        if status is OrderStatus.CANCELLED and rec is not None and rec.final is E.EXPIRED:
-            status = OrderStatus.EXPIRED
+        if status is OrderStatus.CANCELLED and rec is not None and rec.final in (E.EXPIRED, E.REJECTED):
+            # IB shows both as Cancelled: the error or the day's end that ended it said which
+            status = OrderStatus.EXPIRED if rec.final is E.EXPIRED else OrderStatus.REJECTED
         unset = 1e308
         return VenueOrderState(order.orderRef, str(order.permId or order.orderId), self._instrument_id(trade.contract),
                                status, quantity, filled, avg,
