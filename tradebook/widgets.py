@@ -14,13 +14,16 @@ from __future__ import annotations
 import html
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 
 from tradebook.errors import TradebookError
 from tradebook.model.formatting import html_table
 from tradebook.monitor.source import SessionSource
+
+if TYPE_CHECKING:
+    from tradebook.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ class SessionControls(widgets.VBox):
     runs (0: never; call :meth:`refresh`). :meth:`close` stops the refresher.
     """
 
-    def __init__(self, session: Any, *, interval_s: float = DEFAULT_INTERVAL_S) -> None:
+    def __init__(self, session: Session, *, interval_s: float = DEFAULT_INTERVAL_S) -> None:
         self.session = session
         self.source = SessionSource(session)
         self.status_html = widgets.HTML()
@@ -171,7 +174,7 @@ class SessionControls(widgets.VBox):
         super().close()
 
 
-def session_controls(session: Any, *, interval_s: float = DEFAULT_INTERVAL_S) -> SessionControls:
+def session_controls(session: Session, *, interval_s: float = DEFAULT_INTERVAL_S) -> SessionControls:
     """The controls of ``session`` (what :meth:`tradebook.session.Session.controls` returns)."""
     return SessionControls(session, interval_s=interval_s)
 
