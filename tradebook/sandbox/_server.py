@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from abc import ABC, abstractmethod
 from collections import Counter
 from enum import StrEnum
 from typing import Any
@@ -57,7 +58,7 @@ class FaultPlan:
             self._armed.clear()
 
 
-class BackgroundServer:
+class BackgroundServer(ABC):
     """An aiohttp application served from its own thread and event loop; subclasses build the app."""
 
     name = "sandbox"
@@ -75,8 +76,9 @@ class BackgroundServer:
         self.faults = FaultPlan()
 
     # -- subclass hooks ------------------------------------------------------------------
+    @abstractmethod
     def build_app(self) -> Any:  # -> aiohttp.web.Application
-        raise NotImplementedError
+        """The venue's routes: every sandbox answers its own protocol."""
 
     async def on_disconnect_all(self) -> None:
         """Close long-lived connections (websockets); called by restart() and stop()."""

@@ -474,10 +474,9 @@ class BinanceSandbox(BackgroundServer):
 
     async def _book_ticker(self, request: Any) -> Any:
         """The touch of one symbol (``symbol``) or of every symbol with a price (ccxt's fetch_bids_asks)."""
-        params = request[_PARAMS]
-        symbol = params.get("symbol")
-        if symbol is not None and symbol not in self.symbols:
-            return self._error(400, -1121, "Invalid symbol.")
+        symbol, refused = self._optional_symbol(request[_PARAMS])
+        if refused is not None:
+            return refused
         with self.book.lock:
             prices = dict(self.book.prices)
         rows = [{"symbol": s, "bidPrice": _fmt(bid), "bidQty": "1.00000000", "askPrice": _fmt(ask),
@@ -485,6 +484,13 @@ class BinanceSandbox(BackgroundServer):
         if symbol is not None:
             return self._json(rows[0]) if rows else self._error(400, -1121, "Invalid symbol.")
         return self._json(rows)
+
+    def _optional_symbol(self, params: dict[str, str]) -> tuple[str | None, Any]:
+        """(the ``symbol`` parameter or None for every symbol, None) or (None, the -1121 answer for one not listed)."""
+        symbol = params.get("symbol")
+        if symbol is not None and symbol not in self.symbols:
+            return None, self._error(400, -1121, "Invalid symbol.")
+        return symbol, None
 
     def _symbol(self, params: dict[str, str]) -> str | Any:
         symbol = params.get("symbol")
@@ -673,10 +679,9 @@ class BinanceSandbox(BackgroundServer):
         return self._json(reply)
 
     async def _open_orders(self, request: Any) -> Any:
-        params = request[_PARAMS]
-        symbol = params.get("symbol")
-        if symbol is not None and symbol not in self.symbols:
-            return self._error(400, -1121, "Invalid symbol.")
+        symbol, refused = self._optional_symbol(request[_PARAMS])
+        if refused is not None:
+            return refused
         with self.book.lock:
             orders = sorted(self.book.open_orders(symbol), key=lambda o: o.number)
             return self._json([self.order_json(o) for o in orders])
