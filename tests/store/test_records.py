@@ -57,7 +57,8 @@ def paper_venue(state_dir: Path) -> PaperVenue:
     return PaperVenue(state_dir, account_id=ACCOUNT, models={BTC: model}, sync=False, clock=lambda: T0)
 
 
-def intent(intent_id: str, side: Side = Side.BUY, quantity: str = "0.01", limit: str | None = "60000.00") -> OrderIntent:
+def intent(intent_id: str, side: Side = Side.BUY, quantity: str = "0.01",
+           limit: str | None = "60000.00") -> OrderIntent:
     return OrderIntent(intent_id=intent_id, strategy_id="s1", account_id=ACCOUNT, instrument_id=BTC, side=side,
                        quantity=D(quantity), order_type=OrderType.LIMIT if limit else OrderType.MARKET,
                        time_in_force=TimeInForce.GTC, ts_ns=T0, limit_price=D(limit) if limit else None)

@@ -615,7 +615,7 @@ def test_an_order_shape_is_conformed_once_and_a_bad_one_refused_every_time(tmp_p
 
 
 def test_order_path_records_are_the_bytes_encode_record_writes(tmp_path):
-    """The order, accepted and fill records are formatted without a dict (paper.py's fast path): every
+    """The order, accepted and fill records are formatted without a dict (venues/paper_records.py's fast path): every
     journal line must be exactly what encode_record writes for the record it decodes to, also for text
     that JSON escapes, and a value the fast path does not take (a float clock) goes the slow way."""
 
