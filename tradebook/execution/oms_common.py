@@ -127,6 +127,7 @@ class PositionBook(Protocol):
 
 
 def protective_stop(entry: Order, ts_ns: int) -> OrderIntent:
+    """The reduce-only stop an entry with ``stop_loss`` gets once it is done filling, for what it filled."""
     intent = entry.intent
     return OrderIntent(
         intent_id=f"{intent.intent_id}{PROTECTIVE_STOP_SUFFIX}", strategy_id=intent.strategy_id,
