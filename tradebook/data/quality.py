@@ -190,7 +190,8 @@ def _trade_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
         none = (frame["aggressor_side"] == "NONE").to_numpy(dtype=bool, na_value=False)
         if none.any():
             findings.append(QualityFinding("info", "no_aggressor", f"{int(none.sum()):,} trades carry no aggressor "
-                                           "side (auction prints)", count=int(none.sum()), first_line=first_index(none) + 2))
+                                           "side (auction prints)", count=int(none.sum()),
+                                           first_line=first_index(none) + 2))
     else:
         findings.append(QualityFinding("info", "no_aggressor", "no aggressor side: infer it from the prevailing "
                                        "quote when needed"))
@@ -293,8 +294,8 @@ def common_findings(frame: pd.DataFrame, instrument: Instrument, spec: KindSpec)
     if off_tick and spec.kind is not DataKind.ADJUSTMENT_FACTORS:
         findings.append(QualityFinding("warning", "off_tick_prices",
                                        f"{off_tick:,} prices are not on {instrument.instrument_id}'s tick grid "
-                                       f"(tick {instrument.tick_size}): pre-2001 fractional prices, sub-penny or averaged prints; "
-                                       "orders are still conformed to the grid", count=off_tick))
+                                       f"(tick {instrument.tick_size}): pre-2001 fractional prices, sub-penny or "
+                                       "averaged prints; orders are still conformed to the grid", count=off_tick))
     if "ts_event_ns" in frame.columns:
         event = frame["ts_event_ns"].to_numpy(dtype="float64", na_value=np.nan)
         ok = ~np.isnan(event)
