@@ -50,6 +50,21 @@ def ibm_batch(frames):  # noqa: F811 - the fixture's value
     return batch
 
 
+def armed_alpaca_session(store, tmp_path, sessions, frames, monkeypatch,  # noqa: F811 - the fixtures' values
+                         server: AlpacaSandbox) -> Session:
+    """A session armed on the sandbox's account, started and stepped once (IBM quoted there as in the batch)."""
+    credentials(monkeypatch, server)
+    batch = ibm_batch(frames)
+    bid, ask = batch.last_quote(IBM)[1:3]
+    server.set_price("IBM", f"{bid:.2f}", f"{ask:.2f}")
+    s = Session(store, calibrations=[IBM], state_dir=tmp_path / "s", config=config())
+    sessions.append(s)
+    s.arm_live("alpaca", confirm=ACCOUNT)
+    s.start()
+    s.step(batch)
+    return s
+
+
 def alerts_in_store(store, kind: str) -> list[str]:  # noqa: F811
     return [m for (m,) in store.con.execute("SELECT message FROM alerts WHERE kind = ?", [kind]).fetchall()]
 
@@ -177,15 +192,7 @@ def test_an_order_whose_reply_is_lost_is_found_by_the_session_not_sent_twice(sto
     from tradebook.sandbox.alpaca import AlpacaFault
 
     with AlpacaSandbox() as server:
-        credentials(monkeypatch, server)
-        batch = ibm_batch(frames)
-        bid, ask = batch.last_quote(IBM)[1:3]
-        server.set_price("IBM", f"{bid:.2f}", f"{ask:.2f}")
-        s = Session(store, calibrations=[IBM], state_dir=tmp_path / "s", config=config())
-        sessions.append(s)
-        s.arm_live("alpaca", confirm=ACCOUNT)
-        s.start()
-        s.step(batch)
+        s = armed_alpaca_session(store, tmp_path, sessions, frames, monkeypatch, server)
         server.fault(AlpacaFault.DROP_STREAM_BEFORE_FILL)  # the fill is not streamed: only asking finds it
         server.fault(AlpacaFault.DROP_AFTER_ACCEPT)
         [order] = s.submit(signal("lost-reply", instrument=IBM, quantity="10"))

@@ -608,19 +608,10 @@ def test_an_armed_alpaca_account_trades_cancels_halts_and_flattens_through_the_s
 def test_a_burst_of_alpaca_rejections_opens_the_sessions_breaker_and_nothing_more_leaves(
         store, tmp_path, sessions, frames, monkeypatch):  # noqa: F811 - test_session's fixtures
     from test_session import IBM, signal
-    from test_session_live import ACCOUNT, config, credentials, ibm_batch
-    from tradebook.session import Session
+    from test_session_live import armed_alpaca_session
 
     with AlpacaSandbox(secret=SECRET) as server:
-        credentials(monkeypatch, server)
-        batch = ibm_batch(frames)
-        bid, ask = batch.last_quote(IBM)[1:3]
-        server.set_price("IBM", f"{bid:.2f}", f"{ask:.2f}")
-        s = Session(store, calibrations=[IBM], state_dir=tmp_path / "s", config=config())
-        sessions.append(s)
-        s.arm_live("alpaca", confirm=ACCOUNT)
-        s.start()
-        s.step(batch)
+        s = armed_alpaca_session(store, tmp_path, sessions, frames, monkeypatch, server)
         failures = s.config.risk.breaker_failures
         server.fault(AlpacaFault.REJECT, times=failures + 3)
         for n in range(failures):
@@ -638,19 +629,10 @@ def test_a_burst_of_alpaca_rejections_opens_the_sessions_breaker_and_nothing_mor
 def test_an_order_alpaca_rejects_after_accepting_ends_rejected_with_its_code_in_the_store(
         store, tmp_path, sessions, frames, monkeypatch):  # noqa: F811 - test_session's fixtures
     from test_session import IBM, signal
-    from test_session_live import ACCOUNT, config, credentials, ibm_batch
-    from tradebook.session import Session
+    from test_session_live import armed_alpaca_session
 
     with AlpacaSandbox(secret=SECRET) as server:
-        credentials(monkeypatch, server)
-        batch = ibm_batch(frames)
-        bid, ask = batch.last_quote(IBM)[1:3]
-        server.set_price("IBM", f"{bid:.2f}", f"{ask:.2f}")
-        s = Session(store, calibrations=[IBM], state_dir=tmp_path / "s", config=config())
-        sessions.append(s)
-        s.arm_live("alpaca", confirm=ACCOUNT)
-        s.start()
-        s.step(batch)
+        s = armed_alpaca_session(store, tmp_path, sessions, frames, monkeypatch, server)
         server.fault(AlpacaFault.REJECT_AFTER_ACCEPT, announce=True)
         [order] = s.submit(signal("alpaca-late-reject", instrument=IBM, quantity="1"))
         coid = order.client_order_id
