@@ -205,3 +205,23 @@ def test_the_split_adds_up_and_a_second_update_changes_nothing(hand_store):
              store.query("SELECT * FROM tca_orders ORDER BY order_id"))
     for old, new in zip(before, after):
         assert old.equals(new)
+
+
+def test_a_quote_over_an_hour_old_is_no_mid_until_fresh_quotes_are_loaded(hand_store):
+    """Buy 1 @ 110 at t=8000 s: the last quote (t=200) is 2 h old, so no mid is known; a later load fills it in."""
+    store = hand_store
+    coid = add_order(store, intent("s:g", "buy", "1"), status="filled", filled="1", created=7999, last=8000,
+                     events=[("submitted", 7999)])
+    add_fill(store, coid, "g1", "buy", "1", "110", 8000)
+    update_tca(store)
+    f = fill_row(store, "g1")
+    for column in ("decision_price", "arrival_mid", "mid_at_fill", "shortfall_bps", "realised_cost_bps"):
+        assert f[column] != f[column], column  # NULL
+    assert update_tca(store).fills == 0  # nothing loaded since: not recomputed
+
+    ingest_quotes(store, [(7990, 108, 110)])
+    assert update_tca(store).fills == 1
+    f = fill_row(store, "g1")
+    assert (f["decision_price"], f["mid_at_fill"]) == (109.0, 109.0)
+    assert f["shortfall_bps"] == pytest.approx(bps(1 / 109), **APPROX)
+    assert order_row(store, coid)["shortfall_bps"] == pytest.approx(bps(1 / 109), **APPROX)

@@ -9,8 +9,8 @@ implementation shortfall are in bps of the **decision price** D.
   where no note exists, the mid in force at the order's creation (``orders.ts_init``) from
   the stored quotes. An algo parent's is the mid when its first slice was planned.
 - **Mid in force at t**: the mid of the last stored quote stamped at or before t (a quote
-  at the same instant as t counts as known); its touch is its ask for a buy, its bid for a
-  sell.
+  at the same instant as t counts as known) and at most :data:`MAX_QUOTE_AGE_S` older
+  (else none: NULL); its touch is its ask for a buy, its bid for a sell.
 - **Arrival mid A**: the mid in force when the order was submitted (its first
   ``submitted`` event; a parent's first child's).
 - **Per fill** (price P, quantity q, fee f, mid M and touch T in force at the fill):
@@ -38,8 +38,9 @@ implementation shortfall are in bps of the **decision price** D.
   Orders refused before they left (never submitted, nothing filled) have no row.
 
 :func:`update_tca` is incremental and idempotent: it (re)computes new fills and orders,
-orders whose status or filled quantity changed, and rows whose markouts or end mid were
-NULL and that the stored quotes now cover.
+orders whose status or filled quantity changed, and rows with a NULL mid (decision,
+arrival, fill, markout, end) when quotes of their instrument were loaded after the row was
+computed (``datasets.loaded_at_ns`` against ``computed_at_ns``, both wall time).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from tradebook.tca.recorder import DecisionNote, TcaRecorder
 log = logging.getLogger(__name__)
 
 MARKOUT_HORIZONS_S = (1, 10, 60)
+MAX_QUOTE_AGE_S = 3600  # an older quote is no mid "in force" (a live session's fills beside last year's capture)
 _NS = 1_000_000_000
 _TERMINAL = "('filled', 'cancelled', 'rejected', 'expired')"
 
@@ -85,7 +87,7 @@ _SIGNAL_TYPE = """CASE
 # -- step 1: the quotes' coverage per instrument (datasets metadata: no scan of the quotes) ------------
 _COVER_SQL = """
 CREATE OR REPLACE TEMP TABLE _tca_cover AS
-SELECT instrument_id, min(first_ts_ns) AS first_ns, max(last_ts_ns) AS last_ns
+SELECT instrument_id, min(first_ts_ns) AS first_ns, max(last_ts_ns) AS last_ns, max(loaded_at_ns) AS loaded_ns
 FROM datasets WHERE kind = 'quotes' GROUP BY instrument_id
 """
 
@@ -97,8 +99,8 @@ JOIN orders o ON o.client_order_id = f.client_order_id
 LEFT JOIN tca_fills t ON t.fill_id = f.fill_id
 LEFT JOIN _tca_cover c ON c.instrument_id = f.instrument_id
 WHERE t.fill_id IS NULL
-   OR (t.markout_60s_bps IS NULL AND c.last_ns >= f.ts_event + {60 * _NS} AND c.first_ns <= f.ts_event + {60 * _NS})
-   OR (t.mid_at_fill IS NULL AND c.first_ns <= f.ts_event)
+   OR (c.loaded_ns > t.computed_at_ns AND (t.markout_60s_bps IS NULL OR t.mid_at_fill IS NULL
+                                          OR t.arrival_mid IS NULL OR t.decision_price IS NULL))
 """
 
 _FIRST_EVENT_SQL = """
@@ -127,11 +129,12 @@ LEFT JOIN instruments i ON i.instrument_id = f.instrument_id
 """
 
 # One ASOF join for every time a row needs a quote at: (key, what, instrument, t) -> mid, bid, ask in force
-_ASOF_SQL = """
-CREATE OR REPLACE TEMP TABLE {out} AS
-SELECT p.key, p.what, (q.bid_px + q.ask_px) / 2 AS mid, q.bid_px AS bid, q.ask_px AS ask
-FROM ({probes}) p
-ASOF LEFT JOIN quotes q ON q.instrument_id = p.instrument_id AND p.t >= q.ts_ns
+_ASOF_SQL = f"""
+CREATE OR REPLACE TEMP TABLE {{out}} AS
+SELECT key, what, CASE WHEN fresh THEN (bid + ask) / 2 END AS mid, CASE WHEN fresh THEN bid END AS bid,
+       CASE WHEN fresh THEN ask END AS ask
+FROM (SELECT p.key, p.what, q.bid_px AS bid, q.ask_px AS ask, p.t - q.ts_ns <= {MAX_QUOTE_AGE_S * _NS} AS fresh
+      FROM ({{probes}}) p ASOF LEFT JOIN quotes q ON q.instrument_id = p.instrument_id AND p.t >= q.ts_ns)
 """
 
 _FILL_PROBES = " UNION ALL ".join(
@@ -181,7 +184,7 @@ WITH changed AS (
     LEFT JOIN tca_orders t ON t.order_id = o.client_order_id AND t.level = 'order'
     LEFT JOIN _tca_cover c ON c.instrument_id = o.instrument_id
     WHERE t.order_id IS NULL OR t.status <> o.status OR t.filled_quantity <> o.filled_quantity
-       OR (t.end_ts_ns IS NOT NULL AND t.end_mid IS NULL AND c.first_ns <= t.end_ts_ns)
+       OR (c.loaded_ns > t.computed_at_ns AND (t.end_mid IS NULL OR t.arrival_mid IS NULL OR t.decision_price IS NULL))
        OR o.client_order_id IN (SELECT client_order_id FROM _tca_f)
 )
 SELECT client_order_id AS order_id, 'order' AS level FROM changed
@@ -306,7 +309,8 @@ def update_tca(store: Any, *, now_ns: int | None = None, recorder: TcaRecorder |
     ``calibrations``: instrument_id -> the calibration the fills were simulated with (a
     session's own); an instrument not named is predicted with its latest stored
     calibration, and without one its fills have no prediction. ``now_ns``: the
-    ``computed_at_ns`` stamped on the rows (default: wall time).
+    ``computed_at_ns`` stamped on the rows, wall time (default: now); it is compared with
+    when quotes were loaded, so never pass session or market time.
     """
     started = time.perf_counter()
     stamp = int(now_ns) if now_ns is not None else wall_now_ns()
