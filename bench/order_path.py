@@ -61,9 +61,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tradebook.config import RiskConfig, TradebookConfig
+from tradebook.alerts import AlertCenter, recent_alerts
+from tradebook.config import AlertsConfig, RiskConfig, TradebookConfig
 from tradebook.data import load_bundled
 from tradebook.store.journal import Journal
+from tradebook.execution.bus import EventBus, SessionPublisher
 from tradebook.execution.oms import OrderManager
 from tradebook.execution.risk import CircuitBreaker, KillSwitch, PreTradeRisk, ReferenceQuote, RiskAction, RiskContext
 from tradebook.execution.router import OrderRouter, QuoteSnapshot
@@ -76,6 +78,7 @@ from tradebook.runtime import tune_gc
 from tradebook.sim.fidelity import load_model, run_calibration
 from tradebook.sim.fill_model import LatencyModel
 from tradebook.store import Store
+from tradebook.tca import TcaRecorder, TcaUpdater, calibration_ids, cost_by_instrument
 from tradebook.venues.paper import PaperVenue
 
 CAPTURE = "binance_spot_btcusdt_20240808T2354-20240809T0005_"
@@ -88,6 +91,7 @@ QUICK_ORDERS = 10_000
 REPLAY_ORDERS = 100_000
 QUICK_REPLAY_ORDERS = 20_000
 SESSION_ORDERS_PER_STEP = 20
+SUBSCRIBER_ORDERS = 20_000  # per run of the comparison with and without the bus's subscribers (4 runs)
 TARGET_P99_MS = 2.0
 TARGET_REPLAY_OPS = 10_000
 _NS = 1_000_000_000
@@ -140,7 +144,9 @@ def workload(tmp: Path) -> Workload:
     # zero latency: the ack and the fill come with the first quote after the submit
     model = dataclasses.replace(model, latency=LatencyModel(0, 0, 0.0))
     q = quotes.frame
-    ok = (q["bid_px"] < q["ask_px"]) & (q["bid_sz"] > 0) & (q["ask_sz"] > 0)
+    # touches at least one order deep: the paper venue fills a market order at most the displayed size (an IOC's
+    # remainder is cancelled), and every measured order must fill whole
+    ok = (q["bid_px"] < q["ask_px"]) & (q["bid_sz"] >= float(QUANTITY)) & (q["ask_sz"] >= float(QUANTITY))
     return Workload(store, model, store.instrument(INSTRUMENT), q[ok].reset_index(drop=True), trades.frame)
 
 
@@ -161,10 +167,53 @@ def bench_config() -> TradebookConfig:
     return dataclasses.replace(TradebookConfig(), risk=risk)
 
 
+class Subscribers:
+    """What a running session has on its event bus: the TCA updater (after each store flush), the alert center
+    (every event), and a dashboard-like reader (positions, orders, fills, alerts and TCA by instrument through a
+    cursor of the store's connection, at most once a second, as a dashboard refreshes)."""
+
+    def __init__(self, rig: Rig) -> None:
+        store = rig.work.store
+        self.bus = EventBus()
+        self.publisher = SessionPublisher(self.bus, lambda: rig.now)
+        self.publisher.attach(rig.oms)
+        self.tca = TcaUpdater(store, TcaRecorder(), calibrations=calibration_ids(store, [INSTRUMENT]))
+        self.bus.subscribe("tca", self.tca.on_flushed, kinds=("flushed",))
+        self.alerts = AlertCenter(store, AlertsConfig(), sinks=[], account_id=rig.venue.account_id, risk=rig.risk,
+                                  models={INSTRUMENT: rig.work.model}, daily_pnl=lambda: Decimal(0)).attach(self.bus)
+        self._cursor = store.con.cursor()
+        self._next_read = 0.0
+        self.reads = 0
+        self.bus.subscribe("dashboard", self._refresh)
+
+    def _refresh(self, event: object) -> None:
+        if time.monotonic() < self._next_read:
+            return
+        self._next_read = time.monotonic() + 1.0
+        cursor = self._cursor
+        cursor.execute("SELECT * FROM positions").df()
+        cursor.execute("SELECT * FROM orders ORDER BY ts_last DESC LIMIT 200").df()
+        cursor.execute("SELECT * FROM fills ORDER BY ts_event DESC LIMIT 200").df()
+        recent_alerts(cursor, 200)
+        cost_by_instrument(cursor)
+        self.reads += 1
+
+    def close(self) -> str:
+        """Stop them all; what each subscriber handled, dropped and failed."""
+        subscriptions = self.bus.subscriptions
+        self.bus.close(30)
+        self.alerts.close(30)
+        self.tca.finish()
+        self._cursor.close()
+        counts = ", ".join(f"{s.name} {s.delivered:,}/{s.dropped:,}/{s.failed:,}" for s in subscriptions)
+        return f"{self.bus.published:,} events published; handled/dropped/failed: {counts}; {self.reads} dashboard reads"
+
+
 class Rig:
     """One order manager + paper venue on a fresh state dir, and the pre-trade steps of a session."""
 
-    def __init__(self, work: Workload, state: Path, *, sync: bool, flush_thread: bool) -> None:
+    def __init__(self, work: Workload, state: Path, *, sync: bool, flush_thread: bool,
+                 subscribers: bool = False) -> None:
         self.work = work
         self.now = 0
         clock = lambda: self.now  # noqa: E731 - the replay clock
@@ -198,6 +247,7 @@ class Rig:
                 self.flushes += 1
 
         self.oms.flush = timed_flush  # measured, not changed
+        self.subscribers = Subscribers(self) if subscribers else None
 
     async def open(self) -> None:
         await self.venue.connect(self.oms.on_event, on_events=self.oms.on_events)
@@ -205,15 +255,18 @@ class Rig:
         if self.flush_thread:
             self.oms.start()
 
-    async def close(self) -> None:
+    async def close(self) -> str:
         self.oms.close(flush=True)
         await self.venue.close()
+        return self.subscribers.close() if self.subscribers is not None else ""
 
     def feed(self, ts: int, bid: float, ask: float, bid_sz: float, ask_sz: float) -> None:
         self.now = ts
         self.venue.on_quotes(INSTRUMENT, ts, bid, ask, bid_sz, ask_sz)
         self.quote = (ts, bid, ask, bid_sz, ask_sz)
         self.portfolio.mark(INSTRUMENT, Decimal(repr((bid + ask) / 2)), ts)
+        if self.subscribers is not None:
+            self.subscribers.publisher.quote(INSTRUMENT, ts, bid, ask)
 
     async def signal(self, signal: Signal, *, stage: bool = False):
         """Session._on_signal + Session._send for one signal; returns the order (None if not sent).
@@ -273,10 +326,12 @@ class LatencyResult:
     wall_s: float
     flush_busy_s: float
     flushes: int
+    subscribers: str = ""  # what the bus's subscribers did (a run with them attached)
 
 
-async def _latency_run(work: Workload, state: Path, orders: int, *, flush_thread: bool) -> LatencyResult:
-    rig = Rig(work, state, sync=True, flush_thread=flush_thread)
+async def _latency_run(work: Workload, state: Path, orders: int, *, flush_thread: bool,
+                       subscribers: bool = False, sync: bool = True) -> LatencyResult:
+    rig = Rig(work, state, sync=sync, flush_thread=flush_thread, subscribers=subscribers)
     await rig.open()
     ts, bid, ask, bid_sz, ask_sz = tiled_quotes(work.quotes, orders + 1)
     total, sub, fil, fs_ns, fs_n = (np.zeros(orders, np.int64) for _ in range(5))
@@ -299,8 +354,8 @@ async def _latency_run(work: Workload, state: Path, orders: int, *, flush_thread
             if rig.oms.order(order.client_order_id).status is not OrderStatus.FILLED:
                 raise AssertionError(f"order {i} is {rig.oms.order(order.client_order_id).status}, expected filled")
     wall = time.perf_counter() - wall
-    await rig.close()
-    return LatencyResult(total, sub, fil, fs_ns, fs_n, wall, rig.flush_busy_ns / 1e9, rig.flushes)
+    handled = await rig.close()
+    return LatencyResult(total, sub, fil, fs_ns, fs_n, wall, rig.flush_busy_ns / 1e9, rig.flushes, handled)
 
 
 # -- replay throughput ---------------------------------------------------------------------------------------------------
@@ -384,6 +439,27 @@ def _session_replay(work: Workload, state: Path, per_step: int) -> tuple[int, fl
     return sent, sent / elapsed, count[1] / elapsed
 
 
+def _subscriber_comparison(work: Workload, tmp_path: Path, orders: int) -> None:
+    """Signal -> fill durable with none and with every bus subscriber a session has (TCA updater, alert center,
+    dashboard reader), journals synced (what a session does) and not (the subscribers' CPU share shows alone)."""
+    print(f"  the order path with the session's event bus subscribers attached, next to none ({orders:,} orders each, "
+          "flush thread on):")
+    for sync in (True, False):
+        pct, notes = {}, ""
+        for attached in (False, True):
+            gc.collect()
+            result = asyncio.run(_latency_run(work, tmp_path / f"bus-{sync}-{attached}", orders, flush_thread=True,
+                                              subscribers=attached, sync=sync))
+            pct[attached] = _pct(result.total_ns)
+            notes = result.subscribers or notes
+        label = "synced    " if sync else "not synced"
+        print(f"    journals {label} none     {_fmt(pct[False])}")
+        print(f"    journals {label} attached {_fmt(pct[True])}")
+        print("    ratio attached / none          " + "  ".join(f"{k} x{pct[True][k] / pct[False][k]:.2f}"
+                                                              for k in pct[False]))
+        print(f"    {notes}")
+
+
 def _pct(values_ns: np.ndarray) -> dict[str, float]:
     ms = values_ns / 1e6
     return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
@@ -400,6 +476,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--orders", type=int, default=None, help="orders in the latency run")
     parser.add_argument("--interference", action="store_true",
                         help="also run the latency test with the DuckDB flush thread off (default with --quick)")
+    parser.add_argument("--latency-only", action="store_true", help="the latency runs only (no replays)")
     args = parser.parse_args(argv)
     orders = args.orders or (QUICK_ORDERS if args.quick else ORDERS)
     replay_orders = QUICK_REPLAY_ORDERS if args.quick else REPLAY_ORDERS
@@ -428,6 +505,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"    fdatasync per order {result.fsyncs.mean():.2f} ({np.percentile(result.fsync_ns, 50) / 1e6:.3f} "
                   f"ms at p50): {fsync_share:.0%} of the time, Python {1 - fsync_share:.0%}; flush thread busy "
                   f"{result.flush_busy_s:.1f} s of {result.wall_s:.0f} s ({result.flushes} flushes)")
+        _subscriber_comparison(work, tmp_path, min(orders, SUBSCRIBER_ORDERS))
+        if args.latency_only:
+            work.store.close()
+            restore_gc()
+            return
         rates = {}
         for sync in (False, True):
             gc.collect()

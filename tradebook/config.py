@@ -382,6 +382,8 @@ class AlertsConfig(_Section):
     cost_normal: float = _opt(1.5, gt=0, le=1_000, doc="the cost alert closes (and a restriction lifts) below this x")
     cost_window_fills: int = _opt(20, gt=0, le=100_000, doc="recent fills per instrument the cost ratio averages")
     cost_min_fills: int = _opt(5, gt=0, le=100_000, doc="fills an instrument needs before its cost ratio is judged")
+    cost_min_excess_bps: float = _opt(1.0, ge=0, le=10_000,
+                                      doc="the cost alert also needs realised this far above modelled (bps)")
     restrict_on_cost: bool = _opt(False, doc="an instrument whose cost alerts goes reduce-only until it normalises")
     latency_s: float = _opt(5.0, gt=0, le=86_400, doc="submit to acknowledgement (or first fill) above this alerts")
     unfilled_factor: float = _opt(3.0, gt=0, le=1_000, doc="working unfilled this many times the expected time alerts")

@@ -182,11 +182,11 @@ def test_a_venue_that_cannot_take_orders_fires_and_a_healthy_one_stays_quiet(scr
         assert "venue_disconnected" not in result["rows"]["kind"].tolist()
 
 
-def tca_rows(store: Store, realised: list[float], predicted: float, start: int = 0) -> None:
+def tca_rows(store: Store, realised: list[float], predicted: float, start: int, instrument: str = BTC) -> None:
     """``tca_fills`` rows as tradebook.tca.update_tca writes them (the columns the cost rule reads)."""
     frame = pd.DataFrame({
         "fill_id": [f"f{start + i}" for i in range(len(realised))], "client_order_id": "c", "account_id": "paper",
-        "strategy_id": "nb", "instrument_id": BTC, "mode": "paper", "venue": "paper", "side": "buy",
+        "strategy_id": "nb", "instrument_id": instrument, "mode": "paper", "venue": "paper", "side": "buy",
         "quantity": 0.01, "price": 60000.0, "liquidity": "taker",
         "ts_event": [START_NS + (start + i) * SECOND for i in range(len(realised))],
         "realised_cost_bps": realised, "predicted_cost_bps": predicted,
@@ -211,17 +211,18 @@ def test_cost_above_twice_the_model_flags_and_restricts_until_it_normalises(tmp_
     risk = PreTradeRisk()
     center = AlertCenter(store, AlertsConfig(restrict_on_cost=True, cost_min_fills=5, cost_window_fills=5),
                          sinks=[], account_id="paper", risk=risk)
-    tca_rows(store, [2.0, 2.2, 1.8, 2.0, 2.1], predicted=2.0)  # as modelled: quiet
-    center.check_store()
-    assert recent_alerts(store).empty and buy_passes(risk) == "all"
-    tca_rows(store, [9.0, 10.0, 11.0], predicted=2.0, start=5)  # 2.5x after the second, then 3.4x
-    center.check_store()
+    tca_rows(store, [0.05] * 5, predicted=0.01, start=0, instrument="ETHUSDT.BINANCE")  # 5x of next to nothing
+    tca_rows(store, [2.0, 2.2, 1.8, 2.0, 2.1], predicted=2.0, start=5)  # as modelled
+    center.check_store(force=True)
+    assert recent_alerts(store).empty and buy_passes(risk) == "all"  # both quiet
+    tca_rows(store, [9.0, 10.0, 11.0], predicted=2.0, start=10)  # 2.5x after the second, then 3.4x
+    center.check_store(force=True)
     rows = recent_alerts(store)
     assert rows["kind"].tolist() == ["cost_vs_model"] and rows.iloc[0].severity == "critical"
     assert "3.4x" in rows.iloc[0].message and rows.iloc[0].repeat_count == 2
     assert BTC in risk.restricted and buy_passes(risk) == "restricted"
-    tca_rows(store, [2.0] * 5, predicted=2.0, start=8)  # back to 1x: the alert closes, the restriction lifts
-    center.check_store()
+    tca_rows(store, [2.0] * 5, predicted=2.0, start=13)  # back to 1x: the alert closes, the restriction lifts
+    center.check_store(force=True)
     assert center.open_alerts == {} and risk.restricted == {} and buy_passes(risk) == "all"
     center.close()
     store.close()
@@ -239,10 +240,10 @@ def test_a_promotion_reversion_reaches_the_sinks_and_old_ones_do_not(tmp_path, c
     set_stage(store, "rev", Stage.LIVE, reason="armed again", venue="a paper venue standing in")
     center = AlertCenter(store, AlertsConfig())
     with caplog.at_level(logging.INFO):
-        center.check_store()
+        center.check_store(force=True)
         assert "drawdown" not in caplog.text
         revert(None, store, "rev", breach, ts_ns=START_NS + SECOND)
-        center.check_store()
+        center.check_store(force=True)
         assert center.drain()
     assert caplog.text.count("alert reversion [critical] rev reverted to paper: drawdown fired") == 1
     assert recent_alerts(store)["kind"].tolist() == ["reversion", "reversion"]  # stored by the reversion only

@@ -30,6 +30,8 @@ def center(tmp_path):
 def test_an_open_condition_is_one_row_whose_count_and_last_time_grow(center):
     for i, bps in enumerate([12.0, 15.0, 11.0]):
         center.notify(slippage(T0 + i * SECOND, bps))
+    assert recent_alerts(center.store)["repeat_count"].tolist() == [1]  # repeats wait (a row write a second at most)
+    center.flush()
     rows = recent_alerts(center.store)
     assert len(rows) == 1
     row = rows.iloc[0]
@@ -58,6 +60,7 @@ def test_recent_alerts_reads_a_cursor_newest_first_with_a_limit(center):
     center.notify(slippage(T0, 12.0))
     center.notify(AlertNotice(T0 + SECOND, "latency", Severity.WARNING, "BTCUSDT.BINANCE", "slow", "latency:BTC"))
     center.notify(slippage(T0 + 5 * SECOND, 14.0))  # the slippage row's last time is now the newest
+    center.flush()
     cursor = center.store.con.cursor()
     rows = recent_alerts(cursor, limit=2)
     assert rows["kind"].tolist() == ["slippage", "latency"]

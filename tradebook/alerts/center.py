@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -52,6 +53,8 @@ from tradebook.model.time import NS_PER_SECOND, now_ns
 
 log = logging.getLogger(__name__)
 
+STORE_CHECK_INTERVAL_S = 1.0  # TCA rows and reversions are looked for at most this often (wall time)
+REPEAT_WRITE_INTERVAL_S = 1.0  # an open alert's row is rewritten at most this often; repeats in between wait
 SINK_QUEUE = 1_000  # alerts a sink may fall behind by before its oldest are dropped (counted)
 JUDGED_FILLS_KEPT = 100_000  # fill ids remembered as judged (a TCA row of one the bus judged is skipped)
 ORDERS_KEPT = 100_000  # orders whose arrival mid is remembered (late fills of older ones are left to TCA)
@@ -84,12 +87,16 @@ class AlertCenter:
         self._venue_health = venue_health
         cfg = self.config
         self.slippage = SlippageRule(cfg.slippage_bps)
-        self.cost = CostVsModelRule(cfg.cost_vs_model, cfg.cost_normal, cfg.cost_window_fills, cfg.cost_min_fills)
+        self.cost = CostVsModelRule(cfg.cost_vs_model, cfg.cost_normal, cfg.cost_window_fills, cfg.cost_min_fills,
+                                    cfg.cost_min_excess_bps)
         self.orders = OrderRules(cfg.latency_s, cfg.unfilled_factor, cfg.unfilled_expected_s, self._expected_fill_s)
         self.venue = VenueRule()
         self.pnl = DailyPnlRule(cfg.daily_pnl, currency)
         self._lock = threading.RLock()
         self._open: dict[str, tuple[int, int]] = {}  # dedup_key -> (when it opened, how many times it fired)
+        self._repeats: dict[str, AlertNotice] = {}  # the latest repeat of an open alert not yet in its row
+        self._written: dict[str, float] = {}  # dedup_key -> when (monotonic) its row was last written
+        self._store_checked = float("-inf")  # when (monotonic) TCA rows and reversions were last looked for
         self._mids: dict[str, float] = {}
         # client order id -> what its fills are judged against (kept after it is done: its fill events come after)
         self._arrival: OrderedDict[str, float] = OrderedDict()
@@ -131,7 +138,19 @@ class AlertCenter:
             self.subscription.close(timeout)
         if self._health_thread is not None:
             self._health_thread.join(min(timeout, HEALTH_TIMEOUT_S))
+        self.check_store(force=True)  # what the session's last TCA update wrote; the repeats that waited
         return self._sink_bus.close(timeout)
+
+    def flush(self) -> None:
+        """Write the open alerts' repeats still waiting (their counts and last times) to their rows."""
+        with self._lock:
+            waiting, self._repeats = self._repeats, {}
+            try:
+                for key, notice in waiting.items():
+                    self._write_repeat(key, notice)
+            except Exception as exc:  # noqa: BLE001 - the counts are late, not lost to the log
+                self.errors += 1
+                log.error("alerts: could not update the rows of %s: %s: %s", sorted(waiting), type(exc).__name__, exc)
 
     @property
     def open_alerts(self) -> dict[str, tuple[int, int]]:
@@ -198,8 +217,12 @@ class AlertCenter:
             self._pnl_due_ns = ts_ns + NS_PER_SECOND
             self.apply(self.pnl.on_pnl(self.account_id, self._daily_pnl(), ts_ns))
 
-    def check_store(self) -> None:
-        """Look at TCA rows computed and promotion reversions stored since the last look."""
+    def check_store(self, *, force: bool = False) -> None:
+        """Look at TCA rows computed and promotion reversions stored since the last look (at most once a second
+        unless ``force``), and write the repeats that waited."""
+        if not force and time.monotonic() - self._store_checked < STORE_CHECK_INTERVAL_S:
+            return
+        self._store_checked = time.monotonic()
         try:
             rows = self.store.query(
                 "SELECT fill_id, instrument_id, arrival_slippage_bps, realised_cost_bps, predicted_cost_bps, "
@@ -225,6 +248,7 @@ class AlertCenter:
             self._promotion_row = max(self._promotion_row, int(row.row_id))
             self.notify(AlertNotice(int(row.ts_ns), row.kind, Severity.CRITICAL, row.kind, row.message,
                                     f"promotion:{row.row_id}", Source.PROMOTION))
+        self.flush()
 
     def check_venue(self) -> None:
         """Ask the venue's health once and apply the answer."""
@@ -257,13 +281,17 @@ class AlertCenter:
                 if notice.source is not Source.RULES:
                     self._deliver(notice)  # stored by whoever raised it
                     return
-                opened = self._open.get(notice.dedup_key)
-                if opened is not None:
+                key = notice.dedup_key
+                opened = self._open.get(key)
+                if opened is not None:  # sinks heard it when it opened; its row counts
                     count = opened[1] + 1
-                    self._open[notice.dedup_key] = (opened[0], count)
-                    storage.repeat_alert(self.store, opened[0], replace(notice, repeat_count=count))
-                    return  # sinks heard it when it opened
-                self._open[notice.dedup_key] = (notice.ts_ns, 1)
+                    self._open[key] = (opened[0], count)
+                    self._repeats[key] = replace(notice, repeat_count=count)
+                    if time.monotonic() - self._written.get(key, float("-inf")) >= REPEAT_WRITE_INTERVAL_S:
+                        self._write_repeat(key, self._repeats.pop(key))
+                    return
+                self._open[key] = (notice.ts_ns, 1)
+                self._written[key] = time.monotonic()
                 storage.insert_alert(self.store, notice)
                 self._deliver(notice)
                 if notice.kind == CostVsModelRule.kind and self.config.restrict_on_cost and self.risk is not None:
@@ -273,10 +301,23 @@ class AlertCenter:
             log.error("alerts: could not store alert %s (%s): %s: %s", notice.dedup_key, notice.message,
                       type(exc).__name__, exc)
 
+    def _write_repeat(self, key: str, notice: AlertNotice) -> None:
+        """The open alert's row takes ``notice``'s count, time and words (its key is open: under the lock)."""
+        storage.repeat_alert(self.store, self._open[key][0], notice)
+        self._written[key] = time.monotonic()
+
     def _clear(self, cleared: Cleared) -> None:
         with self._lock:
+            waiting = self._repeats.pop(cleared.dedup_key, None)
+            if waiting is not None:
+                try:
+                    self._write_repeat(cleared.dedup_key, waiting)
+                except Exception as exc:  # noqa: BLE001
+                    self.errors += 1
+                    log.error("alerts: could not update the row of %s: %s", cleared.dedup_key, exc)
             if self._open.pop(cleared.dedup_key, None) is None:
                 return
+            self._written.pop(cleared.dedup_key, None)
         log.info("alert %s closed: %s", cleared.dedup_key, cleared.message)
         kind, _, subject = cleared.dedup_key.partition(":")
         if kind == CostVsModelRule.kind and self.risk is not None and subject in self.risk.restricted:

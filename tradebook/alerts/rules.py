@@ -54,13 +54,15 @@ class SlippageRule:
 
 
 class CostVsModelRule:
-    """An instrument's realised cost above ``ratio`` x the simulator's prediction, over its last ``window`` fills
-    with a prediction (once it has ``min_fills``); the alert closes below ``normal`` x."""
+    """An instrument's realised cost above ``ratio`` x the simulator's prediction and at least ``min_excess_bps``
+    above it (a ratio of two costs near zero says nothing), over its last ``window`` fills with a prediction (once
+    it has ``min_fills``); the alert closes below ``normal`` x or when the excess is gone."""
 
     kind = "cost_vs_model"
 
-    def __init__(self, ratio: float, normal: float, window: int, min_fills: int) -> None:
+    def __init__(self, ratio: float, normal: float, window: int, min_fills: int, min_excess_bps: float = 1.0) -> None:
         self.ratio, self.normal, self.window, self.min_fills = ratio, normal, window, min_fills
+        self.min_excess_bps = min_excess_bps
         self._costs: dict[str, deque[tuple[float, float]]] = {}
         self._flagged: set[str] = set()
 
@@ -82,11 +84,12 @@ class CostVsModelRule:
         key = f"{self.kind}:{instrument_id}"
         figures = (f"realised {realised:.2f} bps against {predicted:.2f} bps modelled ({ratio:.1f}x) over its last "
                    f"{len(costs)} fills")
-        if ratio > self.ratio:
+        material = realised - predicted >= self.min_excess_bps
+        if ratio > self.ratio and material:
             self._flagged.add(instrument_id)
             return [AlertNotice(ts_ns, self.kind, Severity.CRITICAL, instrument_id,
                                 f"{instrument_id}: {figures}; above {self.ratio:g}x", key)]
-        if instrument_id in self._flagged and ratio < self.normal:
+        if instrument_id in self._flagged and (ratio < self.normal or not material):
             self._flagged.discard(instrument_id)
             return [Cleared(key, ts_ns, f"{instrument_id}: back to normal, {figures}")]
         return []
