@@ -16,10 +16,10 @@ values have ids ``tb-state``, ``tb-kill-switch``, ... see :func:`.views.status_v
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 REFRESH_MS = 1_000
 TABLE_LIMIT = views.TABLE_ROWS
+# Charts cost a second of server time to draw under load: redrawn at most this often (seconds)
+CHART_REFRESH_S = {"tca": 10.0, "equity": 10.0}
 TCA_LIMIT = 5_000  # the TCA charts summarise the latest fills and orders (the report covers whole days)
 READ_ONLY_REASON = ("Controls are off: this dashboard reads a closed store read-only. To pause, halt or flatten a "
                     "session, open the dashboard it serves (session.dashboard()).")
@@ -46,7 +48,7 @@ class Control:
     name: str
     label: str
     question: str
-    button_type: str
+    color: str
 
     def run(self, source: Any) -> Any:
         reason = f"{self.name} from the dashboard"
@@ -102,6 +104,12 @@ def _read_all(source: Any) -> Snapshot:
     return Snapshot(status, frames, "; ".join(errors) or None)
 
 
+def _same_pane(old: Any, new: Any) -> bool:
+    """Whether ``new`` can be shown by giving ``old`` its content (same kind of pane, same classes)."""
+    return (type(old) is type(new) and isinstance(old, pn.pane.PaneBase)
+            and list(old.css_classes) == list(new.css_classes))
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, pd.DataFrame) and isinstance(b, pd.DataFrame):
         return a.shape == b.shape and list(a.columns) == list(b.columns) and a.equals(b)
@@ -120,18 +128,18 @@ class MonitorApp:
         self.refresh_ms = refresh_ms
         self.title = title
         self._shown: dict[str, Any] = {}
-        self._reading = threading.Lock()  # one read at a time: a slow read skips ticks instead of piling them up
+        self._built_at: dict[str, float] = {}  # section -> time.monotonic() of its last build
         self.status_pane = pn.Column(sizing_mode="stretch_width", css_classes=["tb-status-section"])
         self.message = pn.pane.HTML("", css_classes=["tb-message"], sizing_mode="stretch_width")
         self.sections = {name: pn.Column(sizing_mode="stretch_width", css_classes=[f"tb-section-{name}"])
                          for name in ("accounts", "positions", "working_orders", "fills", "orders", "alerts",
                                       "stages", "tca", "equity")}
-        self.buttons = {c.name: pn.widgets.Button(name=c.label, button_type=c.button_type, width=110,
+        self.buttons = {c.name: pn.widgets.Button(label=c.label, color=c.color, width=110,
                                                   css_classes=["tb-control", f"tb-control-{c.name}"])
                         for c in CONTROLS}
         self.question = pn.pane.HTML("", css_classes=["tb-question"])
-        self.confirm = pn.widgets.Button(name="Confirm", button_type="danger", width=110, css_classes=["tb-confirm"])
-        self.cancel = pn.widgets.Button(name="Cancel", button_type="light", width=110, css_classes=["tb-cancel"])
+        self.confirm = pn.widgets.Button(label="Confirm", color="danger", width=110, css_classes=["tb-confirm"])
+        self.cancel = pn.widgets.Button(label="Cancel", color="light", width=110, css_classes=["tb-cancel"])
         self.confirm_row = pn.Row(self.question, self.confirm, self.cancel, visible=False,
                                   css_classes=["tb-confirm-row"])
         self.pending: Control | None = None
@@ -140,8 +148,8 @@ class MonitorApp:
         self.confirm.on_click(self._on_confirm)
         self.cancel.on_click(lambda _event: self.dismiss())
         self.control_note = pn.pane.HTML("", css_classes=["tb-control-note"], sizing_mode="stretch_width")
-        self.can_control = False
-        self.control_reason = READ_ONLY_REASON
+        self.can_control: bool | None = None  # set by the first _allow_controls
+        self.control_reason = ""
         self._allow_controls(bool(source.can_control), {})
 
     # -- controls ----------------------------------------------------------------------------------------
@@ -169,7 +177,7 @@ class MonitorApp:
             return
         self.pending = control
         self.question.object = f'<b class="tb-question-text">{html.escape(control.question)}</b>'
-        self.confirm.name = f"Confirm {control.name}"
+        self.confirm.label = f"Confirm {control.name}"
         self.confirm_row.visible = True
 
     def dismiss(self) -> None:
@@ -177,25 +185,38 @@ class MonitorApp:
         self.confirm_row.visible = False
 
     def act(self) -> str:
-        """Second step: run the pending control on the source; returns what the page says (raises nothing)."""
-        control, self.pending = self.pending, None
-        self.confirm_row.visible = False
+        """Second step: run the pending control on the source now; returns what the page says (raises nothing)."""
+        control = self._take_pending()
         if control is None:
             return ""
+        return self.say(*self._run(control))
+
+    def _take_pending(self) -> Control | None:
+        control, self.pending = self.pending, None
+        self.confirm_row.visible = False
+        return control
+
+    def _run(self, control: Control) -> tuple[str, bool]:
+        """(what to say, whether it failed): a refusal is shown, never raised into the server."""
         try:
             control.run(self.source)
         except TradebookError as exc:
-            return self.say(f"{control.label} refused: {exc}", error=True)
-        return self.say(f"{control.label}: done.")
+            return f"{control.label} refused: {exc}", True
+        return f"{control.label}: done.", False
 
-    async def _on_confirm(self, _event: Any) -> None:
-        # the session's control call waits for its loop: off the server's loop, so the page stays live
-        self.confirm.disabled = True
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, self.act)
-            await self.refresh_async()
-        finally:
-            self.confirm.disabled = False
+    def _on_confirm(self, _event: Any) -> None:
+        # the session's control call waits for its loop: run it in a thread, answer on the page's next tick
+        control = self._take_pending()
+        if control is None:
+            return
+        doc = pn.state.curdoc
+        self.say(f"{control.label}: sent, waiting for the session ...")
+
+        def work() -> None:
+            text, failed = self._run(control)
+            doc.add_next_tick_callback(lambda: self.say(text, error=failed))
+
+        threading.Thread(target=work, name=f"tradebook-monitor-{control.name}", daemon=True).start()
 
     def say(self, text: str, *, error: bool = False) -> str:
         css = "tb-error" if error else "tb-info"
@@ -210,19 +231,45 @@ class MonitorApp:
         self.show(snapshot)
         return snapshot
 
-    async def refresh_async(self) -> None:
-        """One tick: read in a worker thread, show on the server's loop; skipped while a read still runs."""
-        if not self._reading.acquire(blocking=False):
-            return
-        try:
-            snapshot = await asyncio.get_running_loop().run_in_executor(None, read_snapshot, self.source)
-        finally:
-            self._reading.release()
-        self.show(snapshot)
+    def start_refreshing(self, stop: threading.Event | None = None) -> None:
+        """Served: a thread reads the source every ``refresh_ms`` and hands the page each snapshot.
 
-    def start_refreshing(self) -> None:
-        """Served: refresh every ``refresh_ms`` while the tab is open (Panel stops it when the tab closes)."""
-        pn.state.add_periodic_callback(self.refresh_async, period=self.refresh_ms)
+        The read runs outside the page's document lock, so clicks are handled while it
+        runs; the next read waits until the page has shown the last one. The thread ends
+        when the tab closes or ``stop`` (the server's) is set.
+        """
+        doc = pn.state.curdoc
+        closed = threading.Event()
+        pn.state.on_session_destroyed(lambda _context: closed.set())
+        thread = threading.Thread(target=self._refresh_loop, args=(doc, closed, stop or threading.Event()),
+                                  name="tradebook-monitor-refresh", daemon=True)
+        thread.start()
+
+    def _refresh_loop(self, doc: Any, closed: threading.Event, stop: threading.Event) -> None:
+        shown = threading.Event()
+        shown.set()
+
+        def ended() -> bool:
+            return closed.is_set() or stop.is_set()
+
+        while not ended():
+            if not shown.wait(0.2):
+                continue  # the page has not shown the last snapshot yet (a busy browser or server)
+            if closed.wait(self.refresh_ms / 1000) or ended():
+                return
+            snapshot = read_snapshot(self.source)
+            shown.clear()
+
+            def put(snapshot: Snapshot = snapshot) -> None:
+                try:
+                    self.show(snapshot)
+                finally:
+                    shown.set()
+
+            try:
+                doc.add_next_tick_callback(put)
+            except Exception:  # noqa: BLE001 (the document is gone: the tab closed meanwhile)
+                return
 
     def show(self, snapshot: Snapshot) -> None:
         """Put a snapshot on the page: each section rebuilt only when its inputs changed."""
@@ -255,8 +302,17 @@ class MonitorApp:
         previous = self._shown.get(name)
         if previous is not None and len(previous) == len(inputs) and all(map(_same, previous, inputs)):
             return
+        now = time.monotonic()
+        if previous is not None and now - self._built_at.get(name, 0.0) < CHART_REFRESH_S.get(name, 0.0):
+            return  # a chart over history: redrawn at most every few seconds, the tables every second
+        self._built_at[name] = now
         target = self.status_pane if name == "status" else self.sections[name]
-        target.objects = build()
+        new = build()
+        old = target.objects
+        if len(old) == len(new) == 1 and _same_pane(old[0], new[0]):
+            old[0].object = new[0].object  # the page's element stays and only its content changes: no flicker
+        else:
+            target.objects = new
         self._shown[name] = inputs
 
     @staticmethod
@@ -269,7 +325,8 @@ class MonitorApp:
 
     # -- layout --------------------------------------------------------------------------------------------
     def layout(self) -> pn.viewable.Viewable:
-        """The page: status, controls, then positions, working orders and alerts; fills, orders, costs below."""
+        """The page: status and controls, accounts, positions, working orders and alerts; then tabs of fills,
+        orders, costs (TCA), strategies and equity."""
         def card(title: str, *objects: Any, name: str) -> pn.Card:
             return pn.Card(*objects, title=title, collapsible=False, sizing_mode="stretch_width",
                            css_classes=["tb-card", f"tb-card-{name}"], margin=(5, 5))
@@ -278,22 +335,23 @@ class MonitorApp:
         header = pn.pane.HTML(f'<h2 style="margin:4px 0">{html.escape(self.title)}</h2>', css_classes=["tb-title"])
         tabs = pn.Tabs(("Fills", self.sections["fills"]), ("Orders", self.sections["orders"]),
                        ("Costs (TCA)", self.sections["tca"]), ("Strategies", self.sections["stages"]),
-                       ("Equity", self.sections["equity"]), dynamic=False, sizing_mode="stretch_width",
+                       ("Equity", self.sections["equity"]), dynamic=True, sizing_mode="stretch_width",
                        css_classes=["tb-tabs"])
         return pn.Column(
             header, self.status_pane, controls, self.confirm_row, self.control_note, self.message,
             card("Accounts", self.sections["accounts"], name="accounts"),
-            pn.Row(card("Positions", self.sections["positions"], name="positions"),
-                   card("Working orders", self.sections["working_orders"], name="working-orders"),
-                   sizing_mode="stretch_width"),
+            card("Positions", self.sections["positions"], name="positions"),
+            card("Working orders", self.sections["working_orders"], name="working-orders"),
             card("Alerts", self.sections["alerts"], name="alerts"),
             tabs, sizing_mode="stretch_width", css_classes=["tb-monitor"])
 
 
-def build_app(source: Any, *, refresh_ms: int = REFRESH_MS, title: str = "tradebook monitor") -> pn.viewable.Viewable:
-    """The dashboard over ``source`` for one browser tab: painted once now, then refreshed while served."""
+def build_app(source: Any, *, refresh_ms: int = REFRESH_MS, title: str = "tradebook monitor",
+              stop: threading.Event | None = None) -> pn.viewable.Viewable:
+    """The dashboard over ``source`` for one browser tab: painted once now, then refreshed while served
+    (until the tab closes or ``stop`` is set)."""
     app = MonitorApp(source, refresh_ms=refresh_ms, title=title)
     app.refresh()
     if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-        app.start_refreshing()
+        app.start_refreshing(stop)
     return app.layout()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
-import ipaddress
 import logging
 import socket
 import threading
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tradebook.errors import ConfigError, MonitorServerError
+from tradebook.monitor.auth import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +36,12 @@ TOKEN_COOKIE = "tradebook_monitor_token"
 LOGIN_PATH = "/login"
 
 
-def _is_loopback(address: str) -> bool:
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
 def _websocket_origins(address: str) -> list[str]:
     """Hosts a page may open the server's websocket from (any port: the server's own is known only once bound)."""
     origins = ["127.0.0.1", "localhost"]
     if address in ("0.0.0.0", "::", ""):
         origins += ["*.*.*.*", socket.gethostname(), socket.getfqdn()]
-    elif not _is_loopback(address):
+    elif not is_loopback(address):
         origins.append(address)
     return sorted(set(origins))
 
@@ -128,6 +119,7 @@ class MonitorServer:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._stopped = False
+        self._stopping = threading.Event()  # the pages' refresh threads end with the server
         self._thread = threading.Thread(target=self._run, name=f"tradebook-monitor-{address}", daemon=True)
         self._thread.start()
         if not self._ready.wait(START_TIMEOUT_S):
@@ -169,7 +161,9 @@ class MonitorServer:
         from tradebook.monitor.api import api_routes
         from tradebook.monitor.app import build_app
 
-        app = functools.partial(build_app, self.source, refresh_ms=self._refresh_ms, title=self._title)
+        def app() -> Any:  # a new app per browser tab (Panel takes a function, not a partial, as a page maker)
+            return build_app(self.source, refresh_ms=self._refresh_ms, title=self._title, stop=self._stopping)
+
         options: dict[str, Any] = {}
         if self.token:
             options["auth_provider"] = _token_auth(self.token)
@@ -194,6 +188,7 @@ class MonitorServer:
         if self._stopped:
             return
         self._stopped = True
+        self._stopping.set()
         self._announce(None)
         loop, server = self._loop, self._server
 

@@ -87,7 +87,7 @@ def shown_table(frame: pd.DataFrame, columns: Sequence[str], *, newest_first: st
 def table_view(frame: pd.DataFrame | None, columns: Sequence[str], *, name: str, empty: str,
                newest_first: str | None = None, rows: int = TABLE_ROWS) -> pn.viewable.Viewable:
     """A plain HTML table of ``frame`` (the newest rows first), or the "nothing yet" pane."""
-    if frame is None or frame.empty:
+    if frame is None or frame.empty or not any(c in frame.columns for c in (*columns, *DISPLAY_NAMES)):
         return nothing_yet(empty, name)
     shown = shown_table(frame, columns, newest_first=newest_first, rows=rows)
     more = len(frame) - len(shown)
