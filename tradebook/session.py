@@ -731,7 +731,7 @@ class Session(SessionLoop, SignalPipeline, AlgoRunner, SessionRecovery, LiveVenu
         """A TCA update failed (on the bus's thread or at the end): an alert, never an error on the order path."""
         alert = Alert(self._now, "tca_failed", message)
         self.alerts.append(alert)
-        self._publisher.alert(alert)
+        self._publisher.alert(alert, journaled=False)
 
 
 def _positive_decimal(value: Any, what: str) -> Decimal:

@@ -7,6 +7,8 @@ import pytest
 
 from tradebook.alerts import AlertCenter, AlertNotice, Cleared, Severity, Source, recent_alerts
 from tradebook.errors import StoreError
+from tradebook.execution.bus import EventBus, SessionPublisher
+from tradebook.execution.oms import Alert
 from tradebook.store import Store
 
 SECOND = 1_000_000_000
@@ -77,3 +79,18 @@ def test_an_alert_that_cannot_be_stored_is_logged_not_raised(tmp_path, caplog):
     assert center.errors == 1
     assert "could not store alert slippage:BTCUSDT.BINANCE (slipped 12.0 bps)" in caplog.text
     center.close()
+
+
+def test_the_sessions_own_alerts_are_stored_once_and_the_order_managers_are_left_to_its_journal(center):
+    bus = EventBus()
+    center.attach(bus)
+    publisher = SessionPublisher(bus, lambda: T0)
+    publisher.alert(Alert(T0, "tca_failed", "TCA update failed (StoreError: disk full)"), journaled=False)
+    publisher.alert(Alert(T0 + SECOND, "tca_failed", "TCA update failed again"), journaled=False)
+    publisher.alert(Alert(T0 + SECOND, "cancel_failed", "could not cancel tb1"))  # the journal copy stores it
+    assert center.drain()
+    center.flush()
+    rows = recent_alerts(center.store)
+    assert rows[["kind", "repeat_count", "dedup_key"]].values.tolist() == [["tca_failed", 2, "session:tca_failed"]]
+    assert rows.iloc[0].message == "tca_failed: TCA update failed again"
+    bus.close()

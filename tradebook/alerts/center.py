@@ -48,7 +48,7 @@ from tradebook.alerts.rules import (
 )
 from tradebook.alerts.sinks import AlertSink, sinks_from_config
 from tradebook.config import AlertsConfig
-from tradebook.execution.bus import ALERT_SEVERITY, BusEvent, EventBus, Subscription
+from tradebook.execution.bus import BusEvent, EventBus, Subscription
 from tradebook.model.time import NS_PER_SECOND, now_ns
 
 log = logging.getLogger(__name__)
@@ -201,11 +201,15 @@ class AlertCenter:
         self.apply(self.slippage.on_fill(fill["instrument_id"], fill["fill_id"], slipped, ts_ns))
 
     def _forward_order_path_alert(self, alert: Mapping[str, Any], ts_ns: int) -> None:
+        """The order manager's alerts go to the sinks (its journal copy stores them); the session's own are stored
+        here too, one row per kind while they keep coming."""
         kind = alert["kind"]
-        severity = Severity.CRITICAL if kind in RECONCILIATION_KINDS else Severity(ALERT_SEVERITY.get(kind, "warning"))
+        severity = Severity.CRITICAL if kind in RECONCILIATION_KINDS else Severity(alert.get("severity", "warning"))
         label = "reconciliation mismatch" if kind in RECONCILIATION_KINDS else kind
+        journaled = alert.get("source", "oms") == "oms"
         self.notify(AlertNotice(ts_ns, kind, severity, alert.get("subject") or self.account_id,
-                                f"{label}: {alert['message']}", f"oms:{kind}", Source.ORDER_PATH))
+                                f"{label}: {alert['message']}", f"{alert.get('source', 'oms')}:{kind}",
+                                Source.ORDER_PATH if journaled else Source.RULES))
 
     def _advance(self, ts_ns: int) -> None:
         """Session time moved to ``ts_ns``: overdue orders, and today's P&L once a second."""

@@ -339,10 +339,12 @@ class SessionPublisher:
         if self.bus.wants("fill"):
             self.bus.publish("fill", fill_payload(fill, order), fill.ts_event_ns)
 
-    def alert(self, alert: Alert) -> None:
+    def alert(self, alert: Alert, *, journaled: bool = True) -> None:
+        """``journaled``: the order manager's journal holds it (its copy reaches the store's ``alerts``); the
+        session's own alerts (a failed TCA update) are not, and the alert center stores them."""
         self.bus.publish("alert", {"kind": alert.kind, "message": alert.message,
                                    "severity": ALERT_SEVERITY.get(alert.kind, "warning"), "subject": "",
-                                   "source": "oms"}, alert.ts_ns)
+                                   "source": "oms" if journaled else "session"}, alert.ts_ns)
 
     def flushed(self, journal: str, position: int, records: int) -> None:
         self.bus.publish("flushed", {"journal": journal, "position": position, "records": records}, self._now())
