@@ -259,11 +259,21 @@ WITH m AS (
     FROM _tca_u u LEFT JOIN m ON m.key = u.order_id || '|' || u.level
     LEFT JOIN agg a ON a.order_id = u.order_id AND a.level = u.level
     LEFT JOIN instruments i ON i.instrument_id = u.instrument_id
-), mkt AS (
-    SELECT u.order_id, u.level, sum(t.price * t.size) / nullif(sum(t.size), 0) AS vwap, sum(t.size) AS volume
-    FROM u JOIN trades t ON t.instrument_id = u.instrument_id AND t.ts_ns >= u.window_start
-                         AND t.ts_ns <= u.window_end
-    GROUP BY u.order_id, u.level
+), bounds AS (
+    SELECT instrument_id, min(window_start) AS lo, max(window_end) AS hi FROM u WHERE window_end IS NOT NULL
+    GROUP BY instrument_id
+), traded AS (  -- market value and volume traded up to each instant (from the earliest window on)
+    SELECT instrument_id, ts_ns, sum(pv) OVER w AS cpv, sum(v) OVER w AS cv FROM (
+        SELECT t.instrument_id, t.ts_ns, sum(t.price * t.size) AS pv, sum(t.size) AS v
+        FROM trades t JOIN bounds b ON b.instrument_id = t.instrument_id AND t.ts_ns BETWEEN b.lo AND b.hi
+        GROUP BY t.instrument_id, t.ts_ns)
+    WINDOW w AS (PARTITION BY instrument_id ORDER BY ts_ns ROWS UNBOUNDED PRECEDING)
+), mkt AS (  -- over [window_start, window_end]: what had traded by its end minus what had before its start
+    SELECT e.order_id, e.level, e.cv - COALESCE(b.cv, 0.0) AS volume,
+           (e.cpv - COALESCE(b.cpv, 0.0)) / nullif(e.cv - COALESCE(b.cv, 0.0), 0) AS vwap
+    FROM (SELECT u.order_id, u.level, u.instrument_id, u.window_start, t.cv, t.cpv FROM u
+          ASOF JOIN traded t ON t.instrument_id = u.instrument_id AND u.window_end >= t.ts_ns) e
+    ASOF LEFT JOIN traded b ON b.instrument_id = e.instrument_id AND e.window_start > b.ts_ns
 ), v AS (
     SELECT u.*, mkt.vwap, mkt.volume,
            CASE WHEN u.fq >= u.qo THEN 0.0 WHEN u.end_ts_ns IS NULL THEN NULL
