@@ -16,6 +16,7 @@ from tradebook.data.feeds import FeedBatch, ReplayFeed
 from tradebook.model.instruments import Side
 from tradebook.model.orders import OrderIntent, OrderType, Signal, TimeInForce
 from tradebook.session import Session
+from tradebook.tca import update_tca
 
 BTC = "BTCUSDT.BINANCE"
 FILES = "binance_spot_btcusdt_20240808T2354-20240809T0005_"
@@ -37,7 +38,8 @@ def last_bid(batches: list[FeedBatch]) -> Decimal:
 
 
 def trading_session(store, state_dir: Path, batches: list[FeedBatch]) -> Session:
-    """A started session holding 0.01 BTC bought at market and one resting limit buy 1% under the bid."""
+    """A started session holding 0.01 BTC bought at market and one resting limit buy 1% under the bid, flushed to the
+    store with their TCA rows."""
     session = Session(store, calibrations=[BTC], state_dir=state_dir).start()
     for batch in batches[:3]:
         session.step(batch)
@@ -50,6 +52,9 @@ def trading_session(store, state_dir: Path, batches: list[FeedBatch]) -> Session
                                TimeInForce.GTC, now, limit_price=limit))
     session.step(batches[5])
     session.oms.flush()
+    # the session's own TCA update follows flushes on its bus's thread, at most once a second: run it here so
+    # the TCA rows of both orders are there when a test reads
+    update_tca(session.store, recorder=session.tca)
     return session
 
 

@@ -6,7 +6,6 @@ import select
 import subprocess
 import sys
 import textwrap
-import time
 from decimal import Decimal
 
 import pandas as pd
@@ -27,7 +26,6 @@ from tradebook.store import Store
 
 DASHBOARD_URL = "http://127.0.0.1:5099/"
 READY_TIMEOUT_S = 60
-TCA_WAIT_S = 10
 
 # A writer in another process: holds the store read-write, names its dashboard, waits for a line on stdin.
 WRITER = textwrap.dedent(f"""
@@ -78,12 +76,9 @@ def test_a_session_is_read_live_through_itself_and_its_history_through_its_conne
     set_stage(session.store, "nb", "paper", reason="from research")
     assert source.stages()[["strategy", "stage", "reason"]].values.tolist() == [["nb", "paper", "from research"]]
     assert list(source.alerts().columns) == ["time", *ALERT_COLUMNS]
-    # the session computes TCA after each copy to the store, on its bus's thread: the row comes soon after
-    deadline = time.monotonic() + TCA_WAIT_S
-    while source.tca_fills().empty and time.monotonic() < deadline:
-        time.sleep(0.05)
     [tca] = source.tca_fills().to_dict("records")
     assert (tca["fill_id"], tca["instrument_id"]) == (fill["fill_id"], BTC) and "shortfall_bps" in tca
+    assert sorted(source.tca_orders(level="order")["order_id"]) == sorted(orders["client_order_id"])
 
     with pytest.raises(ConfigError, match="orders cannot be filtered by side; expected instrument_id, since_ns, "
                                           "status, strategy_id"):
