@@ -2,8 +2,10 @@
 
 A session subscribes :meth:`TcaUpdater.on_flushed` to its bus's ``"flushed"`` events (the
 store's copy of the order journal caught up): the update runs on the bus's thread for this
-subscriber, at most once per ``min_interval_s`` of wall time, and :meth:`TcaUpdater.finish`
-runs a last one when the session stops. A failing update never reaches the order path:
+subscriber, at most once per ``min_interval_s`` of wall time and never more than a tenth of
+the time (an update that took 0.3 s waits 3 s before the next: an update reads every fill
+to find the new ones, and the machine is shared with the session), and
+:meth:`TcaUpdater.finish` runs a last one when the session stops. A failing update never reaches the order path:
 it is logged and handed to ``on_error`` (the session raises an alert), and the decision
 notes it could not write wait for the next one.
 """
@@ -44,12 +46,12 @@ class TcaUpdater:
         self.last: TcaUpdate | None = None
         self.failures = 0
         self._lock = threading.Lock()
-        self._last_started = float("-inf")
+        self._next_due = float("-inf")  # monotonic seconds
         self._closed = False
 
     def on_flushed(self, event: Any = None) -> None:
-        """A bus callback: update unless one ran less than ``min_interval_s`` ago (the end catches up)."""
-        if time.monotonic() - self._last_started < self.min_interval_s:
+        """A bus callback: update unless the last one is too recent (see the module docstring; the end catches up)."""
+        if time.monotonic() < self._next_due:
             return
         self.update_now()
 
@@ -58,7 +60,7 @@ class TcaUpdater:
         with self._lock:
             if self._closed:
                 return None
-            self._last_started = time.monotonic()
+            started = time.monotonic()
             try:
                 self.last = update_tca(self.store, recorder=self.recorder, calibrations=self.calibrations)
             except Exception as exc:  # noqa: BLE001 - TCA must never break the session that runs it
@@ -71,6 +73,8 @@ class TcaUpdater:
                     except Exception:  # noqa: BLE001
                         log.exception("TCA: the error callback failed")
                 return None
+            finally:
+                self._next_due = started + max(self.min_interval_s, 10 * (time.monotonic() - started))
             return self.last
 
     def finish(self) -> TcaUpdate | None:
