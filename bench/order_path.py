@@ -206,7 +206,8 @@ class Subscribers:
         self.tca.finish()
         self._cursor.close()
         counts = ", ".join(f"{s.name} {s.delivered:,}/{s.dropped:,}/{s.failed:,}" for s in subscriptions)
-        return f"{self.bus.published:,} events published; handled/dropped/failed: {counts}; {self.reads} dashboard reads"
+        return (f"{self.bus.published:,} events published; handled/dropped/failed: {counts}; {self.reads} dashboard "
+                "reads")
 
 
 class Rig:

@@ -23,7 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AmbiguousReadError", "AssetClass", "BUNDLED_INSTRUMENTS", "ConfigError", "ConformanceError", "DataError",
     "Instrument", "SchemaError", "OrderError", "Session", "Side", "Signal", "Store", "StoreError", "StoreLockedError",
-    "TradebookError", "UnknownInstrumentError", "data", "paper", "research", "promotion", "Strategy", "Bars",
+    "TradebookError", "UnknownInstrumentError", "alerts", "data", "paper", "research", "promotion", "Strategy", "Bars",
     "default_store_path", "get_instrument", "instrument_from_dict", "load_config", "ns_to_iso", "open_store", "to_ns",
 ]
 
@@ -52,7 +52,7 @@ def __getattr__(name: str):
 
         module, attribute = _LAZY[name]
         return getattr(importlib.import_module(module), attribute)
-    if name in ("data", "paper", "research", "promotion"):  # subpackages: tb.data, tb.paper, tb.research, ...
+    if name in ("alerts", "data", "paper", "research", "promotion"):  # subpackages: tb.data, tb.paper, ...
         import importlib
 
         return importlib.import_module(f"tradebook.{name}")

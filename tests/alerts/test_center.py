@@ -171,7 +171,8 @@ def test_a_reconciliation_mismatch_reaches_the_sinks_stored_once_and_a_clean_run
 def test_a_venue_that_cannot_take_orders_fires_and_a_healthy_one_stays_quiet(scripted, tmp_path):
     store = Store(tmp_path / "venue.duckdb")
     alpaca = AlpacaVenue(key_id="PKTEST", secret_key="not-a-secret", account_id="PA-TEST")  # never connected
-    center = AlertCenter(store, AlertsConfig(), sinks=[], venue_health=lambda: (alpaca.name, asyncio.run(alpaca.health())))
+    center = AlertCenter(store, AlertsConfig(), sinks=[],
+                         venue_health=lambda: (alpaca.name, asyncio.run(alpaca.health())))
     center.check_venue()
     center.close()
     rows = recent_alerts(store)

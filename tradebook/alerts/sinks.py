@@ -57,7 +57,8 @@ class WebhookSink:
         self.url = url
         self.timeout_s = timeout_s
         parts = urllib.parse.urlsplit(url)
-        self.name = f"webhook {parts.scheme}://{parts.hostname}:{parts.port or ''}".rstrip(":")  # no path: may be secret
+        # scheme, host and port only: a webhook's path often holds its secret
+        self.name = f"webhook {parts.scheme}://{parts.hostname}:{parts.port or ''}".rstrip(":")
         self.sent = 0
         self.failures = 0
 
