@@ -214,12 +214,12 @@ def test_a_closed_store_disables_the_controls_and_says_why(running_session):
 def test_an_unchanged_section_is_not_rebuilt(running_session, btc_batches):
     app = MonitorApp(SessionSource(running_session))
     app.refresh()
-    positions = app.sections["positions"].objects[0]
-    tca = app.sections["tca"].objects[0]
-    app.refresh()  # the session did not step: same frames, same panes (charts are not redrawn for nothing)
-    assert app.sections["positions"].objects[0] is positions and app.sections["tca"].objects[0] is tca
+    table = app.sections["positions"].objects[0]
+    shown, tca = table.object, app.sections["tca"].objects[0]
+    app.refresh()  # the session did not step: same frames, nothing rebuilt (charts are not redrawn for nothing)
+    assert table.object is shown and app.sections["tca"].objects[0] is tca
     running_session.submit(Signal("nb", "more", BTC, Side.BUY, None, strength=0.95, quantity=Decimal("0.01")))
     running_session.step(btc_batches[6])  # the order fills: the position grows
     app.refresh()
-    assert app.sections["positions"].objects[0] is not positions
-    assert app.sections["positions"].objects[0].object["quantity"].tolist() == ["0.02"]
+    assert app.sections["positions"].objects[0] is table, "the page's table keeps its place, its rows change"
+    assert table.object is not shown and table.object["quantity"].tolist() == ["0.02"]

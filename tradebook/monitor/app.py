@@ -189,7 +189,8 @@ class MonitorApp:
         control = self._take_pending()
         if control is None:
             return ""
-        return self.say(*self._run(control))
+        text, failed = self._run(control)
+        return self.say(text, error=failed)
 
     def _take_pending(self) -> Control | None:
         control, self.pending = self.pending, None
