@@ -67,6 +67,9 @@ def test_recent_alerts_reads_a_cursor_newest_first_with_a_limit(center):
     rows = recent_alerts(cursor, limit=2)
     assert rows["kind"].tolist() == ["slippage", "latency"]
     assert recent_alerts(cursor, limit=1)["repeat_count"].tolist() == [2]
+    assert recent_alerts(cursor, kind="latency")["subject"].tolist() == ["BTCUSDT.BINANCE"]
+    assert recent_alerts(cursor, severity="critical").empty
+    assert recent_alerts(cursor, since_ns=T0 + 2 * SECOND)["kind"].tolist() == ["slippage"]
     with pytest.raises(StoreError, match="limit must be an int >= 1, got 0"):
         recent_alerts(cursor, limit=0)
 

@@ -48,19 +48,30 @@ def last_rowid(store: Any) -> int:
     return int(frame["r"].iloc[0])
 
 
-def recent_alerts(store_or_con: Any, limit: int = 200) -> pd.DataFrame:
+def recent_alerts(store_or_con: Any, limit: int = 200, *, severity: str | None = None, kind: str | None = None,
+                  since_ns: int | None = None) -> pd.DataFrame:
     """The newest alerts first (by their last occurrence): every source, with a tz-aware ``time``.
 
     ``store_or_con``: a :class:`~tradebook.store.Store` or a DuckDB connection or cursor (a
-    dashboard passes a cursor of the session's connection).
+    dashboard passes a cursor of the session's connection). Filters: ``severity``
+    (info, warning, critical), ``kind``, ``since_ns`` (last fired at or after, int64 UTC ns).
     """
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise StoreError(f"recent_alerts: limit must be an int >= 1, got {limit!r}")
+    parts, params = [], []
+    for column, value in (("severity", severity), ("kind", kind)):
+        if value is not None:
+            parts.append(f"{column} = ?")
+            params.append(str(value))
+    if since_ns is not None:
+        parts.append("coalesce(last_ts_ns, ts_ns) >= ?")
+        params.append(int(since_ns))
+    where = f"WHERE {' AND '.join(parts)} " if parts else ""
     sql = ("SELECT ts_ns, coalesce(last_ts_ns, ts_ns) AS last_ts_ns, kind, severity, subject, message, repeat_count, "
-           "dedup_key, source FROM alerts ORDER BY coalesce(last_ts_ns, ts_ns) DESC, ts_ns DESC LIMIT ?")
+           f"dedup_key, source FROM alerts {where}ORDER BY coalesce(last_ts_ns, ts_ns) DESC, ts_ns DESC LIMIT ?")
     if hasattr(store_or_con, "query") and hasattr(store_or_con, "transaction"):
-        frame = store_or_con.query(sql, [limit])  # a Store: through its lock
+        frame = store_or_con.query(sql, [*params, limit])  # a Store: through its lock
     else:
-        frame = store_or_con.execute(sql, [limit]).df()
+        frame = store_or_con.execute(sql, [*params, limit]).df()
     frame.insert(0, "time", pd.to_datetime(frame["last_ts_ns"].astype("int64"), unit="ns", utc=True))
     return frame[RECENT_COLUMNS]
