@@ -65,7 +65,8 @@ from tradebook.alerts import AlertCenter, recent_alerts
 from tradebook.config import AlertsConfig, RiskConfig, TradebookConfig
 from tradebook.data import load_bundled
 from tradebook.store.journal import Journal
-from tradebook.execution.bus import EventBus, SessionPublisher
+from tradebook.execution.bus import EventBus
+from tradebook.execution.publisher import SessionPublisher
 from tradebook.execution.oms import OrderManager
 from tradebook.execution.risk import CircuitBreaker, KillSwitch, PreTradeRisk, ReferenceQuote, RiskAction, RiskContext
 from tradebook.execution.router import OrderRouter, QuoteSnapshot

@@ -74,7 +74,8 @@ from tradebook.errors import (
     UnknownInstrumentError,
 )
 from tradebook.execution.algos import RetryPolicy
-from tradebook.execution.bus import EventBus, SessionPublisher
+from tradebook.execution.bus import EventBus
+from tradebook.execution.publisher import SessionPublisher
 from tradebook import paper
 from tradebook.paper import new_run as new_run_id
 from tradebook.paper import oms_journal_name

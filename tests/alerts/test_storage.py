@@ -7,7 +7,8 @@ import pytest
 
 from tradebook.alerts import AlertCenter, AlertNotice, Cleared, Severity, Source, recent_alerts
 from tradebook.errors import StoreError
-from tradebook.execution.bus import EventBus, SessionPublisher
+from tradebook.execution.bus import EventBus
+from tradebook.execution.publisher import SessionPublisher
 from tradebook.execution.oms import Alert
 from tradebook.store import Store
 

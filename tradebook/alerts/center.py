@@ -219,7 +219,13 @@ class AlertCenter:
         self.apply(self.orders.check(ts_ns))
         if self._daily_pnl is not None and self.pnl.threshold is not None and ts_ns >= self._pnl_due_ns:
             self._pnl_due_ns = ts_ns + NS_PER_SECOND
-            self.apply(self.pnl.on_pnl(self.account_id, self._daily_pnl(), ts_ns))
+            try:
+                pnl = self._daily_pnl()
+            except Exception as exc:  # noqa: BLE001 - the P&L is looked at again a second later
+                self.errors += 1
+                log.warning("alerts: today's P&L could not be read: %s: %s", type(exc).__name__, exc)
+                return
+            self.apply(self.pnl.on_pnl(self.account_id, pnl, ts_ns))
 
     def check_store(self, *, force: bool = False) -> None:
         """Look at TCA rows computed and promotion reversions stored since the last look (at most once a second
