@@ -35,7 +35,7 @@ from tradebook.data import load_bundled
 from tradebook.model import get_instrument
 from tradebook.sim.calibrate import calibrate_marketable
 from tradebook.sim.fill_model import DEFAULT_FEES, LatencyModel
-from tradebook.sim.orders import ORDER_TYPE_CODE, TIF_CODE, OrderType, TimeInForce, walk_params
+from tradebook.sim.orders import ORDER_TYPE_CODE, TIF_CODE, OrderType, TimeInForce
 from tradebook.sim.truth import aggressor_from_column, sweeps
 from tradebook.sim.vectorized import (
     ACTION_CODE,
@@ -46,6 +46,7 @@ from tradebook.sim.vectorized import (
     replay_arrays,
     replay_vectorized,
 )
+from tradebook.sim.walk import walk_params
 
 CAPTURE = "binance_spot_btcusdt_20240808T2354-20240809T0005_"
 INSTRUMENT = "BTCUSDT.BINANCE"

@@ -26,7 +26,8 @@ from tradebook.sim.calibrate import calibrate_marketable
 from tradebook.sim.depth import recent_touch_size
 from tradebook.sim.engine import SimResult, replay
 from tradebook.sim.fill_model import DEFAULT_FEES, FeeSchedule, LatencyModel
-from tradebook.sim.orders import take_liquidity, walk_params
+from tradebook.sim.orders import take_liquidity
+from tradebook.sim.walk import walk_params
 from tradebook.sim.truth import regular_hours_mask, sweeps
 from tradebook.sim.vectorized import replay_vectorized
 

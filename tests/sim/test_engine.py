@@ -563,7 +563,7 @@ def walk_model(*, refill_median_ns: float = 1_000.0, latency: LatencyModel = NO_
 
 
 def test_the_implied_ladder_is_the_depth_curve_in_whole_ticks():
-    from tradebook.sim.orders import implied_ladder, walk_params
+    from tradebook.sim.walk import implied_ladder, walk_params
     model = walk_model()
     offsets, sizes = implied_ladder(model.depth, BTC)
     assert offsets.tolist() == [1.0, 3.0, 4.0] and sizes.tolist() == [1.0, 1.0, 2.0]
@@ -590,7 +590,7 @@ def test_ladder_sizes_in_units_that_carry_follow_the_recent_touch_size():
 def test_the_recent_touch_size_both_faces_track_is_the_depth_models_own():
     """fold_touch_unit / touch_unit_at, fed in uneven batches, give recent_touch_size's value at any time."""
     from tradebook.sim.depth import recent_touch_size
-    from tradebook.sim.orders import TOUCH_STATE, fold_touch_unit, touch_unit_at
+    from tradebook.sim.walk import TOUCH_STATE, fold_touch_unit, touch_unit_at
     q = load_bundled(BTC_FILES + "l1_quotes.csv.gz").frame.iloc[:20_000]
     ts, bid_sz, ask_sz = (q[c].to_numpy() for c in ("ts_ns", "bid_sz", "ask_sz"))
     tau = 30 * 10**9

@@ -20,16 +20,18 @@ from tradebook.sim.book import ESH4_20231225_OPEN_NS
 from tradebook.sim.depth import TOUCH_UNIT_TAU_NS, recent_touch_size
 from tradebook.sim.fill_model import FillModel, baseline_model
 from tradebook.sim.passive import (
-    FEATURES,
     PassiveBaseline,
     PassiveModel,
     evaluate_passive,
     fit_passive_baseline,
     fit_passive_model,
+    reliability_curve,
+)
+from tradebook.sim.placements import (
+    FEATURES,
     passive_dataset,
     placement_features,
     quote_through_outcomes,
-    reliability_curve,
     sample_placements,
     time_split,
     typical_touch_size,

@@ -573,7 +573,7 @@ def test_engine_and_vectorized_fill_fx_resting_orders_by_the_rule_truth_states()
 
 
 def test_the_passive_model_is_fitted_on_the_rule_the_engine_fills_by():
-    from tradebook.sim.passive import passive_dataset, quote_through_outcomes
+    from tradebook.sim.placements import passive_dataset, quote_through_outcomes
 
     quotes = load_bundled("dukascopy_EURUSD_20260713T12_ticks.csv.gz").frame
     rng = np.random.default_rng(2)
@@ -626,7 +626,7 @@ def test_a_model_carries_its_quote_fill_rule_through_the_store_format():
 
 
 def test_reports_name_the_rule_a_passive_truth_was_judged_by():
-    from tradebook.sim.passive import passive_dataset
+    from tradebook.sim.placements import passive_dataset
 
     quotes = load_bundled("dukascopy_EURUSD_20260713T12_ticks.csv.gz").frame
     fx = passive_dataset(quotes, None, "EURUSD.DUKASCOPY", 50, np.random.default_rng(0), horizons_ns=(10**10,),

@@ -28,14 +28,8 @@ from tradebook.sim.depth import (
 )
 from tradebook.sim.fill_model import FORMAT_VERSION, FillModel, baseline_model
 from tradebook.sim.profile import fit_completion_model
-from tradebook.sim.passive import (
-    evaluate_passive,
-    fit_passive_baseline,
-    fit_passive_model,
-    passive_dataset,
-    placement_features,
-    time_split,
-)
+from tradebook.sim.passive import evaluate_passive, fit_passive_baseline, fit_passive_model
+from tradebook.sim.placements import passive_dataset, placement_features, time_split
 from tradebook.sim.truth import book_walk_truth, sweeps
 
 BTC = "BTCUSDT.BINANCE"

@@ -326,7 +326,7 @@ class CostModel:
                  rng: np.random.Generator) -> np.ndarray:
         """Costs drawn from the model's distribution: improved as the paper venue improves, else the curve's scatter.
 
-        The paper engine (tradebook.sim.orders.walk_params) improves a print only for an equity
+        The paper engine (tradebook.sim.walk.walk_params) improves a print only for an equity
         whose model walks a book (a depth profile or a completion model): its fills cost the
         median, improved by ``price_improvement_ratio`` half-spreads (not below zero) with
         probability ``price_improvement_share``, and so do these draws (on IBM's fit that mixture
@@ -420,7 +420,7 @@ def minute_vol_bps(close: pd.DataFrame, *, bar_seconds: int, lookback: int = 20,
 
 
 def _improves(source: FillModel, instrument: Any) -> bool:
-    """Whether the paper engine prints this model's fills inside the spread (tradebook.sim.orders.walk_params).
+    """Whether the paper engine prints this model's fills inside the spread (tradebook.sim.walk.walk_params).
 
     Read on the calibrated (source) model: a paper venue given the model applied to another
     instrument with that instrument's quotes (tradebook.research.runner.paper_calibrations)

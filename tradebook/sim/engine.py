@@ -1,12 +1,16 @@
 """Event-driven face of the paper-fill simulator: orders filled against a feed as it arrives.
 
+Why this file is long: :class:`SimEngine` is one state machine (working orders, the quote
+in force, the walk's state, listeners) run in a hot loop; its methods share that state, and
+splitting the class would spread one reading of the matching rules over several files.
+
 :class:`SimEngine` is what the paper venue runs on a live or recorded feed: submit,
 cancel and replace requests go in with their timestamps, quotes and trades go in as
 they arrive (one row or a batch of rows at a time), fills come out. It implements the
 matching rules written in :mod:`tradebook.sim.orders` (the contract; read them there)
 and gives the same fills as the vectorized face (:mod:`tradebook.sim.vectorized`),
 because both take liquidity with the same compiled primitives
-(:func:`~tradebook.sim.orders.walk_book` for the whole model, which walks the
+(:func:`~tradebook.sim.walk.walk_book` for the whole model, which walks the
 L1-implied book, :func:`~tradebook.sim.orders.take_liquidity` for a cost curve alone)
 and draw latencies with :func:`~tradebook.sim.orders.latency_ns`. :func:`replay` runs the engine
 over recorded frames and returns a :class:`SimResult`.
@@ -95,13 +99,9 @@ from tradebook.sim.orders import (  # noqa: F401 - frame helpers and columns re-
     take_liquidity,
     trade_arrays,
     trade_at_limit,
-    TOUCH_STATE,
     book_levels,
-    fold_touch_unit,
-    touch_unit_at,
-    walk_book,
-    walk_params,
 )
+from tradebook.sim.walk import TOUCH_STATE, fold_touch_unit, touch_unit_at, walk_book, walk_params
 
 # What a working order waits for (its phase).
 _NONE, _TAKING, _RESTING, _STOP = 0, 1, 2, 3

@@ -114,7 +114,7 @@ _FILL_NEEDS = ("distance_ticks", "spread_ticks", "vol_ticks", "horizon_s", "fill
 def _fill_design(frame: pd.DataFrame) -> np.ndarray:
     missing = [c for c in _FILL_NEEDS[:-1] if c not in frame.columns]
     if missing:
-        raise DataError(f"placements lack {missing}; expected tradebook.sim.passive.passive_dataset columns")
+        raise DataError(f"placements lack {missing}; expected tradebook.sim.placements.passive_dataset columns")
     distance = frame["distance_ticks"].to_numpy(np.float64)
     spread = frame["spread_ticks"].to_numpy(np.float64)
     vol = frame["vol_ticks"].to_numpy(np.float64)
@@ -147,7 +147,7 @@ class FillReference:
 
 
 def fit_fill_reference(placements: pd.DataFrame) -> FillReference:
-    """Fit :class:`FillReference` on placements with outcomes (:func:`tradebook.sim.passive.passive_dataset`)."""
+    """Fit :class:`FillReference` on placements with outcomes (:func:`tradebook.sim.placements.passive_dataset`)."""
     from sklearn.linear_model import LogisticRegression
 
     if "filled" not in placements.columns or not len(placements):

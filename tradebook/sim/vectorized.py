@@ -7,7 +7,7 @@ the request), with every order's state in arrays. It implements the matching rul
 written in :mod:`tradebook.sim.orders` (read them there: they are the contract) and
 must give the same fills as the event engine (:mod:`tradebook.sim.engine`) on the
 same orders and data; both take liquidity through
-:func:`~tradebook.sim.orders.walk_book` (the whole model) or
+:func:`~tradebook.sim.walk.walk_book` (the whole model) or
 :func:`~tradebook.sim.orders.take_liquidity` (a cost curve alone) and draw latencies with
 :func:`~tradebook.sim.orders.latency_ns`, so prices and times never differ for
 implementation reasons.
@@ -61,8 +61,10 @@ from tradebook.sim.orders import (  # noqa: F401 - ACTION_CODE, STATUS_NAMES re-
     queue_ahead_book,
     take_liquidity,
     trade_at_limit,
-    TOUCH_STATE,
     book_levels,
+)
+from tradebook.sim.walk import (
+    TOUCH_STATE,
     fold_touch_unit,
     touch_unit_at,
     walk_book,
@@ -141,7 +143,7 @@ class ArrayParams:
     ack_median_ns: int
     fill_median_ns: int
     latency_sigma: float
-    # the whole model's walk (:class:`~tradebook.sim.orders.WalkParams`); ``walk`` empty: the cost curve prices
+    # the whole model's walk (:class:`~tradebook.sim.walk.WalkParams`); ``walk`` empty: the cost curve prices
     walk_offsets: np.ndarray = field(default_factory=lambda: np.zeros(0))
     walk_sizes: np.ndarray = field(default_factory=lambda: np.zeros(0))
     # tick, refill/ns, refill unit, improvement share and ratio; empty: no walk
