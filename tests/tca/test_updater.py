@@ -38,3 +38,11 @@ def test_flush_events_closer_than_the_interval_run_one_update(hand_store):
     updater.on_flushed(None)  # within the hour: skipped, the order waits for the next update (or the end)
     assert updater.last is first
     assert updater.update_now().orders == 1
+
+
+def test_a_session_that_flushed_nothing_costs_no_update_at_its_end(hand_store):
+    updater = TcaUpdater(hand_store, TcaRecorder())
+    add_order(hand_store, intent("s:w", "buy", "1"), status="submitted", filled="0", created=3, last=3,
+              events=[("submitted", 3)])
+    assert updater.finish() is None and updater.last is None  # no flush seen, no note: nothing to do
+    assert hand_store.query("SELECT count(*) AS n FROM tca_orders")["n"].iloc[0] == 0

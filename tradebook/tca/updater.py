@@ -47,10 +47,12 @@ class TcaUpdater:
         self.failures = 0
         self._lock = threading.Lock()
         self._next_due = float("-inf")  # monotonic seconds
+        self._flushed = False  # the store took order-path records since the last update
         self._closed = False
 
     def on_flushed(self, event: Any = None) -> None:
         """A bus callback: update unless the last one is too recent (see the module docstring; the end catches up)."""
+        self._flushed = True
         if time.monotonic() < self._next_due:
             return
         self.update_now()
@@ -61,9 +63,11 @@ class TcaUpdater:
             if self._closed:
                 return None
             started = time.monotonic()
+            flushed, self._flushed = self._flushed, False
             try:
                 self.last = update_tca(self.store, recorder=self.recorder, calibrations=self.calibrations)
             except Exception as exc:  # noqa: BLE001 - TCA must never break the session that runs it
+                self._flushed = self._flushed or flushed  # still to do
                 self.failures += 1
                 message = f"TCA update failed ({type(exc).__name__}: {exc}); orders and fills are unaffected"
                 log.exception("TCA update failed")
@@ -78,8 +82,9 @@ class TcaUpdater:
             return self.last
 
     def finish(self) -> TcaUpdate | None:
-        """The last update (after the session's final flush); later flush events do nothing."""
-        result = self.update_now()
+        """The last update (after the session's final flush), if anything was flushed or noted since the previous
+        one (a session that sent nothing costs nothing at its end); later flush events do nothing."""
+        result = self.update_now() if self._flushed or len(self.recorder) else None
         with self._lock:
             self._closed = True
         return result
