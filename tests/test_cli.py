@@ -426,3 +426,29 @@ def test_bad_files_through_load_are_one_line_and_change_nothing(small_store, tmp
         assert message in result.stderr and name in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
         assert _table_counts(small_store) == before
+
+
+def test_dashboard_serves_a_closed_store_until_ctrl_c(tmp_path):
+    import select
+    import signal
+    import urllib.request
+
+    path = tmp_path / "closed.duckdb"
+    Store(path).close()
+    process = subprocess.Popen([sys.executable, "-m", "tradebook", "dashboard", "--store", str(path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 60)  # the URL is printed once the server listens
+        assert ready, "tradebook dashboard printed nothing within 60 s"
+        line = process.stdout.readline()
+        assert line.startswith("Dashboard: http://127.0.0.1:"), line + process.stderr.read()
+        url = line.split()[1]
+        with urllib.request.urlopen(url + "api/health", timeout=30) as response:
+            assert response.status == 200
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0 and "Dashboard stopped." in out and "Traceback" not in err, out + err
