@@ -87,3 +87,36 @@ def test_a_paper_session_writes_tca_for_each_of_its_fills(template, recorded, tm
     assert len(modelled) == len(fills)
     assert (modelled["error_bps"] == modelled["realised_cost_bps"] - modelled["predicted_cost_bps"]).all()
     store.close()
+
+
+def test_a_twap_parent_of_a_paper_session_has_its_row_with_its_own_decision(template, recorded, tmp_path):
+    shutil.copy(template, tmp_path / "store.duckdb")
+    store = Store(tmp_path / "store.duckdb")
+    quotes, trades = (data.frame for data in recorded)
+    batches = list(ReplayFeed({BTC: quotes}, {BTC: trades}).batches())
+    # ADV 10 BTC: 0.5 BTC is 5 % of it, so the router works it as a TWAP of 5 slices 60 s apart
+    session = Session(store, calibrations=[BTC], state_dir=tmp_path / "state", adv={BTC: Decimal("10")}).start()
+    try:
+        for batch in batches[:3]:
+            session.step(batch)
+        decided_at = batches[2].end_ns - 1
+        last = quotes[quotes["ts_ns"] <= decided_at].iloc[-1]
+        [first] = session.submit(Signal("nb", "twap", BTC, Side.BUY, None, strength=0.5, quantity=Decimal("0.5")))
+        for batch in batches[3:3 + 4 * 60 + 5]:
+            session.step(batch)
+    finally:
+        session.stop()
+
+    parent_id = first.intent.parent_id
+    [parent] = tca_orders(store, level="parent").to_dict("records")
+    children = store.query("SELECT * FROM orders WHERE parent_order_id IS NOT NULL")
+    assert set(children["parent_order_id"]) == {parent["order_id"]} and parent_id == "nb:twap"
+    assert (parent["order_type"], parent["ordered_quantity"], parent["signal_type"]) == ("twap", 0.5, "twap parent")
+    assert parent["decision_price"] == pytest.approx((last["bid_px"] + last["ask_px"]) / 2, rel=1e-15)
+    assert parent["decision_ts_ns"] == decided_at
+    assert parent["filled_quantity"] == pytest.approx(float(children["filled_quantity"].astype(float).sum()))
+    parts = sum(parent[k] for k in ("delay_bps", "spread_bps", "execution_bps", "fee_bps", "opportunity_bps"))
+    assert parts == pytest.approx(parent["shortfall_bps"], rel=1e-9, abs=1e-9)
+    child_fills = tca_fills(store)
+    assert len(child_fills) and set(child_fills["parent_order_id"]) == {parent["order_id"]}
+    store.close()
