@@ -40,13 +40,14 @@ QUIET = AlertsConfig(unfilled_factor=1000.0, daily_pnl=Decimal("1000"))
 
 
 def market(seconds: int, bid: float, start_s: float) -> list[FeedBatch]:
-    """Quotes each quarter second at ``bid``/``bid + 0.5`` (5 BTC each side), from ``start_s`` s after START_NS."""
+    """One quote a second at ``bid``/``bid + 0.5`` (5 BTC each side), each in its 1 s batch, from ``start_s`` s
+    after START_NS."""
     out = []
-    for i in range(seconds * 4):
-        ts = START_NS + int(start_s * SECOND) + i * SECOND // 4
+    for i in range(seconds):
+        ts = START_NS + int(start_s * SECOND) + i * SECOND
         quotes = QuoteArrays(np.array([ts], dtype=np.int64), np.array([bid]), np.array([bid + 0.5]),
                              np.array([5.0]), np.array([5.0]))
-        out.append(FeedBatch(ts, ts + SECOND // 4, {BTC: quotes}))
+        out.append(FeedBatch(ts, ts + SECOND, {BTC: quotes}))
     return out
 
 
