@@ -75,7 +75,12 @@ def test_a_session_is_read_live_through_itself_and_its_history_through_its_conne
 
     set_stage(session.store, "nb", "paper", reason="from research")
     assert source.stages()[["strategy", "stage", "reason"]].values.tolist() == [["nb", "paper", "from research"]]
-    assert list(source.alerts().columns) == ["time", *ALERT_COLUMNS]
+    session.oms.alert("note", "a note for the monitor")
+    session.oms.flush()
+    alerts = source.alerts(kind="note")
+    assert list(alerts.columns) == ["time", *ALERT_COLUMNS]
+    assert alerts[["kind", "message"]].values.tolist() == [["note", "a note for the monitor"]]
+    assert source.alerts(kind="note", since_ns=int(alerts["last_ts_ns"].iloc[0]) + 1).empty
     [tca] = source.tca_fills().to_dict("records")
     assert (tca["fill_id"], tca["instrument_id"]) == (fill["fill_id"], BTC) and "shortfall_bps" in tca
     assert sorted(source.tca_orders(level="order")["order_id"]) == sorted(orders["client_order_id"])

@@ -33,6 +33,7 @@ import duckdb
 import pandas as pd
 
 from tradebook import tca
+from tradebook.alerts import recent_alerts
 from tradebook.errors import ConfigError, ControlError, StoreError, StoreLockedError
 from tradebook.model.orders import TERMINAL_STATUSES
 from tradebook.model.time import now_ns
@@ -51,7 +52,8 @@ FILL_COLUMNS = ("fill_id", "client_order_id", "venue_order_id", "account_id", "s
                 "quantity", "price", "fee", "fee_currency", "liquidity", "ts_event", "ts_init")
 POSITION_COLUMNS = ("account_id", "strategy_id", "instrument_id", "asset_class", "quantity", "avg_price",
                     "mark_price", "market_value", "unrealised_pnl", "realised_pnl", "fees", "ts_last_ns")
-ALERT_COLUMNS = ("ts_ns", "last_ts_ns", "severity", "kind", "subject", "message", "repeat_count", "source")
+ALERT_COLUMNS = ("ts_ns", "last_ts_ns", "kind", "severity", "subject", "message", "repeat_count", "dedup_key",
+                 "source")
 STAGE_COLUMNS = ("strategy", "stage", "ts_ns", "backtest_id", "reason")
 EQUITY_COLUMNS = ("ts_ns", "equity", "cash", "realised_pnl", "unrealised_pnl")
 
@@ -63,12 +65,12 @@ _TIME_OF = {"orders": "ts_last", "fills": "ts_event", "positions": "ts_last_ns",
 FILTERS: dict[str, tuple[str, ...]] = {
     "orders": ("instrument_id", "strategy_id", "status", "since_ns"),
     "fills": ("instrument_id", "strategy_id", "client_order_id", "since_ns"),
-    "alerts": ("severity", "kind", "since_ns"),
+    "alerts": ("severity", "kind", "since_ns"),  # tradebook.alerts applies them
     "tca_fills": ("instrument_id", "strategy_id", "since_ns"),  # tradebook.tca applies them
     "tca_orders": ("instrument_id", "strategy_id", "level", "since_ns"),
 }
 # a filter as SQL over the store's own tables: the column compared, and the time ``since_ns`` is checked against
-_SINCE = {"orders": "ts_last", "fills": "ts_event", "alerts": "coalesce(last_ts_ns, ts_ns)"}
+_SINCE = {"orders": "ts_last", "fills": "ts_event"}
 
 _WORKING = "status NOT IN (" + ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES)) + ")"
 _SQL = {
@@ -81,8 +83,6 @@ _SQL = {
                  "NULL AS mark_price, NULL AS market_value, NULL AS unrealised_pnl, p.realized_pnl AS realised_pnl, "
                  "p.fees, p.ts_last AS ts_last_ns FROM positions p LEFT JOIN instruments i USING (instrument_id) "
                  "ORDER BY p.account_id, p.strategy_id, p.instrument_id",
-    "alerts": "SELECT ts_ns, coalesce(last_ts_ns, ts_ns) AS last_ts_ns, severity, kind, subject, message, "
-              "repeat_count, source FROM alerts {where} ORDER BY coalesce(last_ts_ns, ts_ns) DESC LIMIT ?",
     "stages": "SELECT strategy, arg_max(stage, ts_ns) AS stage, max(ts_ns) AS ts_ns, "
               "arg_max(backtest_id, ts_ns) AS backtest_id, arg_max(reason, ts_ns) AS reason "
               "FROM strategy_stages GROUP BY strategy ORDER BY strategy",
@@ -245,8 +245,9 @@ class _StoreReads:
         return self._history("fills", limit, filters, FILL_COLUMNS)
 
     def alerts(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame:
-        """The latest ``limit`` alerts by when they last fired; filters: severity, kind, since_ns."""
-        return self._history("alerts", limit, filters, ALERT_COLUMNS)
+        """The latest ``limit`` alerts by when they last fired (:func:`tradebook.alerts.recent_alerts`); filters:
+        severity, kind, since_ns."""
+        return self._analysis("alerts", recent_alerts, limit, filters, ALERT_COLUMNS)
 
     def stages(self) -> pd.DataFrame:
         """Each strategy's stage now (research, paper, live, reverted), since when and why."""
@@ -255,21 +256,24 @@ class _StoreReads:
     def tca_fills(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame:
         """The latest ``limit`` rows of ``tca_fills`` (costs in bps per fill), newest first
         (:func:`tradebook.tca.tca_fills`); filters: instrument_id, strategy_id, since_ns."""
-        return self._tca("tca_fills", tca.tca_fills, limit, filters)
+        return self._analysis("tca_fills", tca.tca_fills, limit, filters, _schema_columns("tca_fills"),
+                              since="start_ns")
 
     def tca_orders(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame:
         """The latest ``limit`` rows of ``tca_orders`` (costs, fill rate and latencies per order and algo
         parent), newest decision first (:func:`tradebook.tca.tca_orders`); filters: instrument_id, strategy_id,
         level, since_ns."""
-        return self._tca("tca_orders", tca.tca_orders, limit, filters)
+        return self._analysis("tca_orders", tca.tca_orders, limit, filters, _schema_columns("tca_orders"),
+                              since="start_ns")
 
-    def _tca(self, name: str, read: Callable[..., pd.DataFrame], limit: int,
-             filters: Mapping[str, Any]) -> pd.DataFrame:
+    def _analysis(self, name: str, read: Callable[..., pd.DataFrame], limit: int, filters: Mapping[str, Any],
+                  columns: tuple[str, ...], *, since: str = "since_ns") -> pd.DataFrame:
+        """A read of another package (TCA, alerts) over this source's connection; ``since``: its name for since_ns."""
         _check_filters(name, filters)
-        chosen = {"start_ns" if k == "since_ns" else k: v for k, v in filters.items() if v is not None}
+        chosen = {since if k == "since_ns" else k: v for k, v in filters.items() if v is not None}
         with self._connection() as con:
             if con is None:
-                return _empty(_schema_columns(name), name)
+                return _empty(columns, name)
             return read(con, limit=_check_limit(limit), **chosen)
 
     def _store_counts(self, con: Any) -> dict[str, Any]:
