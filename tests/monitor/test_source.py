@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 import subprocess
 import sys
@@ -170,7 +171,12 @@ def test_open_source_refuses_what_it_cannot_read(tmp_path):
         open_source(3)
     with pytest.raises(Exception, match="no store at"):
         open_source(tmp_path / "missing.duckdb")
-    with Store(tmp_path / "empty.duckdb") as store:
-        source = open_source(store)  # this process holds it for writing: read through the same file
-        assert source.status()["orders"] == 0
+    with Store(tmp_path / "empty.duckdb", purpose="a notebook") as store:
+        source = open_source(store)  # this process holds it for writing: read through the same file, saying so
+        status = source.status()
+        assert (status["state"], status["orders"]) == ("held", 0)
+        assert status["held_by"].startswith(f"a notebook in PID {os.getpid()} ")
         assert isinstance(source.orders(), pd.DataFrame) and source.orders().empty
+        with pytest.raises(ControlError, match=r"is controlled here, through the session \(session.controls\(\)"):
+            source.pause()
+    assert open_source(tmp_path / "empty.duckdb").status()["held_by"] is None  # closed: nobody holds it

@@ -22,6 +22,7 @@ int64 UTC ns times) and lead with a tz-aware ``time`` column for people.
 from __future__ import annotations
 
 import functools
+import os
 import time as _time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -424,8 +425,9 @@ class StoreSource(_StoreReads):
     When another process holds the file for writing, reads return empty frames and
     :meth:`status` says who holds it (``held_by``) and where its dashboard is
     (``dashboard_url``, when that process serves one); :attr:`holder` keeps the holder of
-    the last read. Controls raise :class:`~tradebook.errors.ControlError` naming where they
-    would work.
+    the last read. A writer in this process (a notebook's store or session) shares its
+    connection: the data is read, and ``held_by`` names it too. Controls raise
+    :class:`~tradebook.errors.ControlError` naming where they would work.
     """
 
     kind = "store"
@@ -460,7 +462,11 @@ class StoreSource(_StoreReads):
             self.holder = read_holder(self.store_path)
             self._held_message = str(exc)
             return None
-        self.holder, self._held_message = None, None
+        # a writer in this process (a session, a notebook's store) shares its connection: readable, but it is
+        # that writer's data as of now, and its controls are there
+        here = read_holder(self.store_path)
+        self.holder = here if here is not None and here.pid == os.getpid() else None
+        self._held_message = None
         return store
 
     @contextmanager
@@ -477,10 +483,10 @@ class StoreSource(_StoreReads):
 
     @property
     def held_by(self) -> str | None:
-        """Who held the file for writing at the last read (its description), None when it was read."""
-        if self._held_message is None:
-            return None
-        return self.holder.describe() if self.holder is not None else self._held_message
+        """Who held the file for writing at the last read (another process, or a writer in this one), else None."""
+        if self.holder is not None:
+            return self.holder.describe()
+        return self._held_message
 
     def status(self) -> dict[str, Any]:
         """What the store says: counts, realised P&L, the latest order's mode and account; or who holds it."""
@@ -496,11 +502,9 @@ class StoreSource(_StoreReads):
                 latest = con.execute(_SQL["latest_order"]).fetchone()
                 if latest is not None:
                     status.update(mode=latest[0], venue=latest[1], account=latest[2])
-        held = self._held_message is not None
-        if held:
+        if self.held_by is not None:
             status["state"] = "held"
-        status.update(held_by=self.held_by,
-                      dashboard_url=self.holder.dashboard_url if held and self.holder is not None else None,
+        status.update(held_by=self.held_by, dashboard_url=self.holder.dashboard_url if self.holder else None,
                       updated_ns=now_ns())
         return status
 
@@ -519,7 +523,8 @@ class StoreSource(_StoreReads):
     def _refuse(self, what: str) -> ControlError:
         if self.holder is not None:
             where = (f"at its dashboard {self.holder.dashboard_url}" if self.holder.dashboard_url
-                     else f"in that process (PID {self.holder.pid})")
+                     else "here, through the session (session.controls(), session.dashboard())"
+                     if self.holder.pid == os.getpid() else f"in that process (PID {self.holder.pid})")
             return ControlError(f"{what}: this monitor reads {self.store_path} read-only; the session that holds it "
                                 f"({self.holder.describe()}) is controlled {where}")
         return ControlError(f"{what}: this monitor reads {self.store_path} read-only and no session runs on it; "
