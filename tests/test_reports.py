@@ -220,6 +220,7 @@ def test_the_promotion_evidence_judges_the_strategys_latest_run_by_default(promo
         assert latest_account(store, "never_traded") is None
 
 
+@pytest.mark.slow
 def test_the_tca_report_shows_the_days_costs_and_the_model_error_before_and_after(miscalibrated_btc_run: Path,
                                                                                  tmp_path: Path, capsys) -> None:
     from tradebook.tca import update_tca
