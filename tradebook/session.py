@@ -301,6 +301,7 @@ class Session(SessionLoop, SignalPipeline, AlgoRunner, SessionRecovery, LiveVenu
         self._tca = TcaUpdater(store, self.tca, calibrations=calibration_ids(store, names),
                                on_error=self._tca_failed)
         self.bus.subscribe("tca", self._tca.on_flushed, kinds=("flushed",))
+        self.oms.subscribe(on_flush=self._tca.flushed)  # at once, so the final update never misses the last flush
         self._quotes: dict[str, tuple[int, float, float, float, float]] = {}
         self._snapshots: dict[str, tuple[tuple, QuoteSnapshot]] = {}  # the last quote priced, per instrument
         self._staging = False  # during a strategy step on a simulated venue: orders are sent together

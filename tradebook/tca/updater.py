@@ -50,6 +50,10 @@ class TcaUpdater:
         self._flushed = False  # the store took order-path records since the last update
         self._closed = False
 
+    def flushed(self, journal: str = "", position: int = 0, records: int = 0) -> None:
+        """The order manager's flush listener (called in its flush, before the bus hears): there is work to do."""
+        self._flushed = True
+
     def on_flushed(self, event: Any = None) -> None:
         """A bus callback: update unless the last one is too recent (see the module docstring; the end catches up)."""
         self._flushed = True
