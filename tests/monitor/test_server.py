@@ -94,7 +94,7 @@ def test_a_port_in_use_is_an_error_naming_it(closed_store):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(MonitorServerError, match=f"could not listen on 127.0.0.1:{port}"):
+        with pytest.raises(MonitorServerError, match=f"dashboard server on 127.0.0.1:{port} could not start"):
             serve_monitor(StoreSource(closed_store), port=port)
 
 

@@ -16,7 +16,6 @@ so a monitor opened on the same store elsewhere points to it, and takes it out a
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hmac
 import logging
@@ -26,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from tradebook.errors import ConfigError, MonitorServerError
-from tradebook.monitor.auth import is_loopback
+from tradebook.monitor.auth import check_binding, is_loopback
+from tradebook.monitor.loop_thread import LoopThread, url_host
 
 log = logging.getLogger(__name__)
 
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 TOKEN_COOKIE = "tradebook_monitor_token"
 LOGIN_PATH = "/login"
 
@@ -102,8 +100,6 @@ class MonitorServer:
 
     def __init__(self, source: Any, *, address: str = "127.0.0.1", port: int = 0, token: str | None = None,
                  refresh_ms: int = 1_000, title: str = "tradebook monitor") -> None:
-        from tradebook.monitor.auth import check_binding
-
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65_535:
             raise ConfigError(f"port is {port!r}; expected 0 (any free port) to 65535")
         check_binding(address, token)
@@ -114,49 +110,16 @@ class MonitorServer:
         self._requested_port = port
         self._refresh_ms = refresh_ms
         self._title = title
-        self._server: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._stopped = False
         self._stopping = threading.Event()  # the pages' refresh threads end with the server
-        self._thread = threading.Thread(target=self._run, name=f"tradebook-monitor-{address}", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(START_TIMEOUT_S):
-            raise MonitorServerError(f"the dashboard server on {address}:{port} did not start within "
-                                     f"{START_TIMEOUT_S:.0f} s")
-        if self._error is not None:
-            self._thread.join(STOP_TIMEOUT_S)
-            raise MonitorServerError(f"the dashboard server could not listen on {address}:{port}: "
-                                     f"{self._error}") from self._error
+        self._thread = LoopThread(self._start_server, what=f"the dashboard server on {address}:{port}",
+                                  name=f"tradebook-monitor-{address}")
+        self.port = int(self._thread.server.port)
         self._announce(self.url)
 
-    # -- the server's thread ---------------------------------------------------------------------------
-    def _run(self) -> None:
-        from tornado.ioloop import IOLoop
-
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        io_loop = IOLoop.current()
-        self._loop = loop
-        try:
-            self._server = self._make_server(io_loop)
-            self._server.start()
-            self.port = self._server.port
-        except BaseException as exc:  # noqa: BLE001 (handed to the caller of the constructor)
-            self._error = exc
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    def _make_server(self, io_loop: Any) -> Any:
+    def _start_server(self) -> Any:
+        """Build and start the Bokeh/Panel server (on the loop thread, where tornado wants it)."""
         from panel.io.server import get_server
+        from tornado.ioloop import IOLoop
 
         from tradebook.monitor.api import api_routes
         from tradebook.monitor.app import build_app
@@ -167,45 +130,37 @@ class MonitorServer:
         options: dict[str, Any] = {}
         if self.token:
             options["auth_provider"] = _token_auth(self.token)
-        return get_server({"/": app}, port=self._requested_port, address=self.address, loop=io_loop,
-                          start=False, show=False, title=self._title, verbose=False,
-                          websocket_origin=_websocket_origins(self.address),
-                          extra_patterns=api_routes(self.source, token=self.token), **options)
+        server = get_server({"/": app}, port=self._requested_port, address=self.address, loop=IOLoop.current(),
+                            start=False, show=False, title=self._title, verbose=False,
+                            websocket_origin=_websocket_origins(self.address),
+                            extra_patterns=api_routes(self.source, token=self.token), **options)
+        server.start()
+        return server
 
     # -- the caller's side ----------------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        host = "127.0.0.1" if self.address in ("0.0.0.0", "") else "[::1]" if self.address == "::" \
-            else f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
+        return f"http://{url_host(self.address)}:{self.port}/" + (f"?token={self.token}" if self.token else "")
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive() and not self._stopped
+        return self._thread.running
 
     def stop(self) -> None:
         """Stop serving: the listening socket and the loop are closed when this returns (twice is fine)."""
-        if self._stopped:
+        if not self._thread.running:
             return
-        self._stopped = True
         self._stopping.set()
         self._announce(None)
-        loop, server = self._loop, self._server
 
-        def shut() -> None:
+        def shut(server: Any) -> None:
             try:
                 server.stop()
             except AssertionError:  # bokeh refuses a second stop; already stopped is what we want
                 pass
             _forget_panel_server(server)
-            loop.stop()
 
-        if loop is not None and server is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(shut)
-        self._thread.join(STOP_TIMEOUT_S)
-        if self._thread.is_alive():
-            raise MonitorServerError(f"the dashboard server on port {self.port} did not stop within "
-                                     f"{STOP_TIMEOUT_S:.0f} s")
+        self._thread.stop(shut)
 
     def _announce(self, url: str | None) -> None:
         """A session's server names its URL in the store's holder file (None at stop), for monitors elsewhere."""
