@@ -46,3 +46,7 @@ def test_a_session_that_flushed_nothing_costs_no_update_at_its_end(hand_store):
               events=[("submitted", 3)])
     assert updater.finish() is None and updater.last is None  # no flush seen, no note: nothing to do
     assert hand_store.query("SELECT count(*) AS n FROM tca_orders")["n"].iloc[0] == 0
+    # the order manager's flush listener says there is work, before (or without) the bus's event
+    told = TcaUpdater(hand_store, TcaRecorder())
+    told.flushed("oms", 2, 2)
+    assert told.finish().orders == 1
