@@ -35,7 +35,8 @@ BTC = "BTCUSDT.BINANCE"
 SECOND = 1_000_000_000
 START_NS = 1_723_161_300 * SECOND
 
-FIRING = AlertsConfig(slippage_bps=0.01, latency_s=1e-6, unfilled_factor=1.0, daily_pnl=Decimal("1"))
+FIRING = AlertsConfig(slippage_bps=0.01, latency_s=1e-6, unfilled_factor=1.0, unfilled_expected_s=2.0,
+                      daily_pnl=Decimal("1"))
 QUIET = AlertsConfig(unfilled_factor=1000.0, daily_pnl=Decimal("1000"))
 
 

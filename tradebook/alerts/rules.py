@@ -115,8 +115,9 @@ class OrderRules:
       instrument, closed by its next order answered in time.
     - unfilled: an order acknowledged and working with nothing filled for longer than
       ``unfilled_factor`` x its expected time to fill (``expected_fill_s(instrument, quantity)``,
-      the calibrated completion model's, else ``default_expected_s``); stop orders wait for
-      their trigger and are left alone. One alert per order, closed when it fills or ends.
+      the calibrated completion model's, else ``default_expected_s``, which is also a resting
+      limit's least); stop orders wait for their trigger and are left alone. One alert per
+      order, closed when it fills or ends.
     - stop reached: a stop order's first fill (a protective stop triggered).
     """
 
@@ -189,13 +190,17 @@ class OrderRules:
         return out
 
     def _expected_s(self, working: _Working) -> float:
+        """A market order's: the completion model's time to take the quantity; a resting limit's at least the
+        configured time (the model says how fast liquidity is taken, not how long a queue takes to reach it)."""
         expected = None
         if self.expected_fill_s is not None:
             try:
                 expected = self.expected_fill_s(working.instrument_id, working.quantity)
             except Exception:  # noqa: BLE001 - a model that cannot say falls back to the configured time
                 expected = None
-        return expected if expected is not None and expected > 0 else self.default_expected_s
+        if expected is None or not expected > 0:
+            return self.default_expected_s
+        return expected if working.order_type == "market" else max(expected, self.default_expected_s)
 
 
 class VenueRule:
