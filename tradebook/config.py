@@ -388,7 +388,8 @@ class AlertsConfig(_Section):
     latency_s: float = _opt(5.0, gt=0, le=86_400, doc="submit to acknowledgement (or first fill) above this alerts")
     unfilled_factor: float = _opt(3.0, gt=0, le=1_000, doc="working unfilled this many times the expected time alerts")
     unfilled_expected_s: float = _opt(60.0, gt=0, le=86_400,
-                                      doc="expected time to fill without a calibrated model, and a resting limit's least")
+                                      doc="expected time to fill without a calibrated model; a resting limit's "
+                                          "least")
     daily_pnl: Decimal | None = _opt(None, gt=0, doc="a loss today beyond this alerts, account currency (null: off)")
     venue_check_s: float = _opt(30.0, gt=0, le=86_400, doc="seconds between venue health checks")
     webhook_url: str | None = _opt(None, doc="alerts are POSTed here as JSON (null: no webhook)")
