@@ -11,7 +11,9 @@ Market trades: t=3.5 1 @ 102, t=4.5 3 @ 103.
 
 from __future__ import annotations
 
+import shutil
 from decimal import Decimal
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -83,11 +85,19 @@ def add_fill(store: Store, coid: str, fill_id: str, side: str, quantity: str, pr
                     "VALUES (?, 'filled', ?, ?, ?, ?)", [coid, at(t), at(t), quantity, price])
 
 
+@pytest.fixture(scope="session")
+def hand_template(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tca_hand") / "template.duckdb"
+    with Store(path) as store:
+        ingest_quotes(store, QUOTES)
+        ingest_trades(store, TRADES)
+    return path
+
+
 @pytest.fixture
-def hand_store(tmp_path):
-    """The quotes and trades above, with no orders yet."""
+def hand_store(hand_template, tmp_path):
+    """The quotes and trades above, with no orders yet (a copy of one store built once)."""
+    shutil.copy(hand_template, tmp_path / "tca.duckdb")
     store = Store(tmp_path / "tca.duckdb")
-    ingest_quotes(store, QUOTES)
-    ingest_trades(store, TRADES)
     yield store
     store.close()
