@@ -8,7 +8,6 @@ itself. Nothing is computed here that the session did not record.
 
 from __future__ import annotations
 
-import shutil
 from decimal import Decimal
 
 import pytest
@@ -18,8 +17,6 @@ from tradebook.data.feeds import ReplayFeed
 from tradebook.model.instruments import Side
 from tradebook.model.orders import Signal
 from tradebook.session import Session
-from tradebook.sim.fidelity import run_calibration
-from tradebook.store import Store
 from tradebook.tca import cost_by_instrument, modelled_vs_realised, tca_fills, tca_orders
 
 BTC = "BTCUSDT.BINANCE"
@@ -31,19 +28,8 @@ def recorded():
     return load_bundled(FILES + "l1_quotes.csv.gz"), load_bundled(FILES + "trades.csv.gz")
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory, recorded):
-    path = tmp_path_factory.mktemp("tca_session") / "template.duckdb"
-    with Store(path) as store:
-        for data in recorded:
-            store.ingest(data)
-        run_calibration(store, [BTC])
-    return path
-
-
-def test_a_paper_session_writes_tca_for_each_of_its_fills(template, recorded, tmp_path):
-    shutil.copy(template, tmp_path / "store.duckdb")
-    store = Store(tmp_path / "store.duckdb")
+def test_a_paper_session_writes_tca_for_each_of_its_fills(calibrated_btc_store, recorded, tmp_path):
+    store = calibrated_btc_store  # tests/conftest.py: the same capture, ingested and calibrated once
     quotes, trades = (data.frame for data in recorded)
     batches = list(ReplayFeed({BTC: quotes}, {BTC: trades}).batches())
     session = Session(store, calibrations=[BTC], state_dir=tmp_path / "state").start()
@@ -86,12 +72,10 @@ def test_a_paper_session_writes_tca_for_each_of_its_fills(template, recorded, tm
     modelled = modelled_vs_realised(store)  # the simulator's prediction next to what each fill cost
     assert len(modelled) == len(fills)
     assert (modelled["error_bps"] == modelled["realised_cost_bps"] - modelled["predicted_cost_bps"]).all()
-    store.close()
 
 
-def test_a_twap_parent_of_a_paper_session_has_its_row_with_its_own_decision(template, recorded, tmp_path):
-    shutil.copy(template, tmp_path / "store.duckdb")
-    store = Store(tmp_path / "store.duckdb")
+def test_a_twap_parent_of_a_paper_session_has_its_row_with_its_own_decision(calibrated_btc_store, recorded, tmp_path):
+    store = calibrated_btc_store
     quotes, trades = (data.frame for data in recorded)
     batches = list(ReplayFeed({BTC: quotes}, {BTC: trades}).batches())
     # ADV 10 BTC: 0.5 BTC is 5 % of it, so the router works it as a TWAP of 5 slices 60 s apart
@@ -119,4 +103,3 @@ def test_a_twap_parent_of_a_paper_session_has_its_row_with_its_own_decision(temp
     assert parts == pytest.approx(parent["shortfall_bps"], rel=1e-9, abs=1e-9)
     child_fills = tca_fills(store)
     assert len(child_fills) and set(child_fills["parent_order_id"]) == {parent["order_id"]}
-    store.close()
