@@ -1,10 +1,10 @@
 """The monitoring dashboard: the view functions of :mod:`.views` composed over one :class:`MonitorSource`.
 
-One :class:`MonitorApp` per browser tab. Every second (``refresh_ms``) it reads the source
-in a worker thread (a store opened read-only, or the session's own connection: never on
-the server's event loop, so the page stays responsive while a read runs) and puts the new
-frames on the page; a section whose frame did not change is left alone (charts are not
-redrawn for nothing). A read that fails shows its reason in the page's message line and
+One :class:`MonitorApp` per browser tab. Every second (``refresh_ms``) a thread of its own
+reads the source (a store opened read-only, or the session's own connection) outside the
+page's document lock, so clicks are handled while a read runs, and hands the snapshot to
+the page's next tick; a section whose frame did not change is left alone, and charts are
+redrawn at most every 10 s (``CHART_REFRESH_S``). A read that fails shows its reason in the page's message line and
 the next tick tries again.
 
 Controls: pause, resume, halt and flatten, each in two steps: the button asks (a confirm and
@@ -29,6 +29,7 @@ import panel as pn
 
 from tradebook.errors import TradebookError
 from tradebook.monitor import views
+from tradebook.monitor.source import MonitorSource
 
 log = logging.getLogger(__name__)
 
@@ -36,34 +37,32 @@ REFRESH_MS = 1_000
 TABLE_LIMIT = views.TABLE_ROWS
 # Charts cost a second of server time to draw under load: redrawn at most this often (seconds)
 CHART_REFRESH_S = {"tca": 10.0, "equity": 10.0}
-TCA_LIMIT = 5_000  # the TCA charts summarise the latest fills and orders (the report covers whole days)
+TCA_LIMIT = 2_000  # the TCA charts summarise the latest fills and orders (the daily report covers whole days)
 READ_ONLY_REASON = ("Controls are off: this dashboard reads a closed store read-only. To pause, halt or flatten a "
                     "session, open the dashboard it serves (session.dashboard()).")
 
 
 @dataclass(frozen=True)
 class Control:
-    """One control: what the button says, what the confirmation asks, and the source's method it calls."""
+    """One control: what the button says, what the confirmation asks, its colour, and what it does to the source."""
 
     name: str
     label: str
     question: str
     color: str
-
-    def run(self, source: Any) -> Any:
-        reason = f"{self.name} from the dashboard"
-        if self.name in ("halt", "flatten"):
-            return getattr(source, self.name)(reason)
-        return getattr(source, self.name)()
+    run: Callable[[MonitorSource], Any]
 
 
 CONTROLS = (
     Control("pause", "Pause", "Pause the session? It stops reading the feed; working orders stay working.",
-            "warning"),
-    Control("resume", "Resume", "Resume the session? It reads the feed again from where it paused.", "success"),
-    Control("halt", "Halt", "Halt trading (kill switch)? New orders are refused; working orders stay.", "danger"),
+            "warning", lambda source: source.pause()),
+    Control("resume", "Resume", "Resume the session? It reads the feed again from where it paused, and lifts a "
+                                "halt.", "success", lambda source: source.resume()),
+    Control("halt", "Halt", "Halt trading (kill switch)? New orders are refused; working orders stay.", "danger",
+            lambda source: source.halt("halt from the dashboard")),
     Control("flatten", "Flatten", "Flatten? Every working order is cancelled, then every position is closed "
-                                  "at market, and only reducing orders pass after.", "danger"),
+                                  "at market, and only reducing orders pass after.", "danger",
+            lambda source: source.flatten("flatten from the dashboard")),
 )
 
 
@@ -76,13 +75,16 @@ class Snapshot:
     error: str | None = None
 
 
-def read_snapshot(source: Any) -> Snapshot:
-    """Everything the page shows, read from ``source`` once (a failure is kept as the snapshot's error)."""
+def read_snapshot(source: MonitorSource, *, charts: bool = True) -> Snapshot:
+    """Everything the page shows, read from ``source`` once (a failure is kept as the snapshot's error).
+
+    ``charts=False`` leaves out the TCA rows (the heaviest reads), for a tick whose charts are not due.
+    """
     with source.reading():  # a closed store is opened once per refresh and closed again
-        return _read_all(source)
+        return _read_all(source, charts)
 
 
-def _read_all(source: Any) -> Snapshot:
+def _read_all(source: MonitorSource, charts: bool) -> Snapshot:
     try:
         status = dict(source.status())
     except TradebookError as exc:
@@ -93,9 +95,10 @@ def _read_all(source: Any) -> Snapshot:
         "positions": source.positions, "working_orders": source.working_orders,
         "orders": lambda: source.orders(TABLE_LIMIT), "fills": lambda: source.fills(TABLE_LIMIT),
         "alerts": lambda: source.alerts(TABLE_LIMIT), "stages": source.stages,
-        "tca_fills": lambda: source.tca_fills(TCA_LIMIT), "tca_orders": lambda: source.tca_orders(TCA_LIMIT),
         "equity": source.equity,
     }
+    if charts:
+        reads.update(tca_fills=lambda: source.tca_fills(TCA_LIMIT), tca_orders=lambda: source.tca_orders(TCA_LIMIT))
     for name, read in reads.items():
         try:
             frames[name] = read()
@@ -123,7 +126,8 @@ class MonitorApp:
     app refreshes itself every ``refresh_ms`` (:meth:`start_refreshing`).
     """
 
-    def __init__(self, source: Any, *, refresh_ms: int = REFRESH_MS, title: str = "tradebook monitor") -> None:
+    def __init__(self, source: MonitorSource, *, refresh_ms: int = REFRESH_MS,
+                 title: str = "tradebook monitor") -> None:
         self.source = source
         self.refresh_ms = refresh_ms
         self.title = title
@@ -202,7 +206,9 @@ class MonitorApp:
         try:
             control.run(self.source)
         except TradebookError as exc:
+            log.warning("dashboard: %s refused: %s", control.name, exc)
             return f"{control.label} refused: {exc}", True
+        log.info("dashboard: %s done", control.name)
         return f"{control.label}: done.", False
 
     def _on_confirm(self, _event: Any) -> None:
@@ -249,6 +255,7 @@ class MonitorApp:
     def _refresh_loop(self, doc: Any, closed: threading.Event, stop: threading.Event) -> None:
         shown = threading.Event()
         shown.set()
+        charts_read_at = time.monotonic()  # the first paint read them
 
         def ended() -> bool:
             return closed.is_set() or stop.is_set()
@@ -258,7 +265,14 @@ class MonitorApp:
                 continue  # the page has not shown the last snapshot yet (a busy browser or server)
             if closed.wait(self.refresh_ms / 1000) or ended():
                 return
-            snapshot = read_snapshot(self.source)
+            charts_due = time.monotonic() - charts_read_at >= CHART_REFRESH_S["tca"]
+            if charts_due:
+                charts_read_at = time.monotonic()
+            try:
+                snapshot = read_snapshot(self.source, charts=charts_due)
+            except Exception as exc:  # noqa: BLE001 (an unexpected failure is shown; the next tick tries again)
+                log.exception("dashboard: reading %s failed", type(self.source).__name__)
+                snapshot = Snapshot({}, {}, f"{type(exc).__name__}: {exc}")
             shown.clear()
 
             def put(snapshot: Snapshot = snapshot) -> None:
@@ -275,6 +289,9 @@ class MonitorApp:
     def show(self, snapshot: Snapshot) -> None:
         """Put a snapshot on the page: each section rebuilt only when its inputs changed."""
         frames, status = snapshot.frames, snapshot.status
+        if not status:  # the read failed before anything: the page keeps what it showed, and says why
+            self.say(f"Could not read the source: {snapshot.error}", error=True)
+            return
         self._allow_controls(bool(status.get("can_control", False)), status)
         instrument = self._instrument(frames)
         self._update("status", (status,), lambda: [views.status_view(status, instrument_id=instrument)])
@@ -347,7 +364,7 @@ class MonitorApp:
             tabs, sizing_mode="stretch_width", css_classes=["tb-monitor"])
 
 
-def build_app(source: Any, *, refresh_ms: int = REFRESH_MS, title: str = "tradebook monitor",
+def build_app(source: MonitorSource, *, refresh_ms: int = REFRESH_MS, title: str = "tradebook monitor",
               stop: threading.Event | None = None) -> pn.viewable.Viewable:
     """The dashboard over ``source`` for one browser tab: painted once now, then refreshed while served
     (until the tab closes or ``stop`` is set)."""
