@@ -128,13 +128,16 @@ LEFT JOIN ({_FIRST_EVENT_SQL.format(kind='submitted', among='fills JOIN _tca_fil
 LEFT JOIN instruments i ON i.instrument_id = f.instrument_id
 """
 
-# One ASOF join for every time a row needs a quote at: (key, what, instrument, t) -> mid, bid, ask in force
+# One ASOF join for every time a row needs a quote at: (key, what, instrument, t) -> mid, bid, ask in force.
+# Only the quotes that can be in force at those times are read (an incremental update reads a few).
 _ASOF_SQL = f"""
 CREATE OR REPLACE TEMP TABLE {{out}} AS
-SELECT key, what, CASE WHEN fresh THEN (bid + ask) / 2 END AS mid, CASE WHEN fresh THEN bid END AS bid,
-       CASE WHEN fresh THEN ask END AS ask
-FROM (SELECT p.key, p.what, q.bid_px AS bid, q.ask_px AS ask, p.t - q.ts_ns <= {MAX_QUOTE_AGE_S * _NS} AS fresh
-      FROM ({{probes}}) p ASOF LEFT JOIN quotes q ON q.instrument_id = p.instrument_id AND p.t >= q.ts_ns)
+WITH p AS ({{probes}}),
+span AS (SELECT instrument_id, min(t) - {MAX_QUOTE_AGE_S * _NS} AS lo, max(t) AS hi FROM p GROUP BY instrument_id),
+q AS (SELECT q.instrument_id, q.ts_ns, q.bid_px, q.ask_px FROM quotes q
+      JOIN span ON span.instrument_id = q.instrument_id AND q.ts_ns BETWEEN span.lo AND span.hi)
+SELECT p.key, p.what, (q.bid_px + q.ask_px) / 2 AS mid, q.bid_px AS bid, q.ask_px AS ask
+FROM p ASOF LEFT JOIN q ON q.instrument_id = p.instrument_id AND p.t >= q.ts_ns
 """
 
 _FILL_PROBES = " UNION ALL ".join(
