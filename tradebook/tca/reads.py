@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import duckdb
 import pandas as pd
 
 from tradebook.errors import StoreError
@@ -25,7 +26,10 @@ def run_sql(source: Any, sql: str, params: list[Any] | None = None) -> pd.DataFr
         return source.query(sql, params or [])
     if not hasattr(source, "execute"):
         raise StoreError(f"TCA reads take a Store or a DuckDB connection or cursor; got {type(source).__name__}")
-    return source.execute(sql, params or []).df()
+    try:
+        return source.execute(sql, params or []).df()
+    except duckdb.Error as exc:  # as Store.query says it: one error type for a failed read
+        raise StoreError(f"TCA query failed: {exc}") from exc
 
 
 def where_clause(filters: dict[str, Any], *, ts_column: str, alias: str = "") -> tuple[str, list[Any]]:
