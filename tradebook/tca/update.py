@@ -7,7 +7,8 @@ implementation shortfall are in bps of the **decision price** D.
 - **Decision price D**: the mid of the reference quote the session priced the order
   against, noted when it decided (``tca_decisions``, :class:`~tradebook.tca.TcaRecorder`);
   where no note exists, the mid in force at the order's creation (``orders.ts_init``) from
-  the stored quotes. An algo parent's is the mid when its first slice was planned.
+  the stored quotes. An algo parent's is the mid when the router planned its slices; an
+  algo slice's own, the mid at its release.
 - **Mid in force at t**: the mid of the last stored quote stamped at or before t (a quote
   at the same instant as t counts as known) and at most :data:`MAX_QUOTE_AGE_S` older
   (else none: NULL); its touch is its ask for a buy, its bid for a sell.
@@ -34,7 +35,8 @@ implementation shortfall are in bps of the **decision price** D.
   slices). Slippage against the limit, the arrival mid and the market VWAP (stored
   ``trades`` from submission to the end, or to the last fill) are s(avg fill - ref)/ref;
   participation is F over the market volume of that window; fill rate F/Q; latency in ms
-  between signal, submit, acknowledgement (first ``accepted``), first and last fill.
+  between signal (the signal's time; an algo slice's release), submit, acknowledgement
+  (first ``accepted``), first and last fill.
   Orders refused before they left (never submitted, nothing filled) have no row.
 
 :func:`update_tca` is incremental and idempotent: it (re)computes new fills and orders,
