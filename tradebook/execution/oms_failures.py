@@ -14,7 +14,7 @@ from tradebook.model.orders import OrderEvent, OrderEventType, OrderStatus, Reje
 from tradebook.store.records import duplicate_record, rejection_code_record
 from tradebook.venues.base import Capability
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tradebook.execution.oms")  # the order manager logs under one name, whichever part speaks
 
 
 def reject_code_of(code: Any) -> RejectCode:

@@ -16,7 +16,7 @@ from tradebook.model.orders import Order, client_order_id_for
 from tradebook.store.records import order_state
 from tradebook.store.order_path import OrderPathBatch
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tradebook.execution.oms")  # the order manager logs under one name, whichever part speaks
 
 
 class StoreCopy:
