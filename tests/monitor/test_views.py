@@ -59,9 +59,9 @@ def test_a_view_without_rows_says_nothing_yet(view, frame):
     assert pane.object.strip(), "the empty pane says what will appear there"
 
 
-def test_the_tca_grid_with_nothing_shows_five_empty_panes():
-    grid = views.tca_view(pd.DataFrame(), None)
-    assert [type(p) for p in grid.objects] == [pn.pane.Alert] * 5
+def test_the_tca_charts_with_nothing_show_five_empty_panes():
+    rows = views.tca_view(pd.DataFrame(), None).objects
+    assert [type(p) for row in rows for p in row.objects] == [pn.pane.Alert] * 5
 
 
 # -- tables from a real session ---------------------------------------------------------------------
@@ -223,3 +223,10 @@ def test_an_unchanged_section_is_not_rebuilt(running_session, btc_batches):
     app.refresh()
     assert app.sections["positions"].objects[0] is table, "the page's table keeps its place, its rows change"
     assert table.object is not shown and table.object["quantity"].tolist() == ["0.02"]
+
+
+def test_a_missing_value_reads_as_a_dash():
+    positions = pd.DataFrame({"instrument_id": [BTC], "quantity": [Decimal("0")], "mark_price": [None],
+                              "unrealised_pnl": [float("nan")], "realised_pnl": [Decimal("-247.7")]})
+    [row] = views.positions_view(positions).object.to_dict("records")
+    assert row["mark_price"] == "-" and row["unrealised_pnl"] == "-" and row["realised_pnl"] == "-247.70"

@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 import panel as pn
 
-from tradebook.figures import HEIGHT, LEGEND, PLAIN_TICKS, WIDTH, cost_figure, equity_figure
+from tradebook.figures import LEGEND, PLAIN_TICKS, cost_figure, equity_figure
 from tradebook.model.formatting import format_decimal, money_places
 from tradebook.views import rounded_for_display
 
 TABLE_ROWS = 50  # rows a table shows; the API and the store hold the rest
-CHART_WIDTH = WIDTH // 2 + 60  # two TCA charts side by side on a laptop screen
-CHART_HEIGHT = HEIGHT - 40
+CHART_WIDTH = 640  # two TCA charts side by side on a laptop screen (legend and axes included)
+CHART_HEIGHT = 300
 MARKOUT_COLUMNS = {"1 s": "markout_1s_bps", "10 s": "markout_10s_bps", "60 s": "markout_60s_bps"}
 LATENCY_COLUMNS = {"signal → submit": "signal_to_submit_ms", "submit → ack": "submit_to_ack_ms",
                    "ack → first fill": "ack_to_first_fill_ms", "first → last fill": "first_to_last_fill_ms"}
@@ -81,7 +81,7 @@ def shown_table(frame: pd.DataFrame, columns: Sequence[str], *, newest_first: st
     if "time" in shown.columns:
         times = utc_times(shown["time"]).dt.strftime("%Y-%m-%d %H:%M:%S.%f").str[:-3]
         shown = shown.assign(time=times).rename(columns={"time": "time (UTC)"})
-    return shown
+    return shown.astype(object).where(shown.notna(), "-")  # a mark a closed store does not have reads "-"
 
 
 def table_view(frame: pd.DataFrame | None, columns: Sequence[str], *, name: str, empty: str,
@@ -262,7 +262,10 @@ def equity_view(equity: pd.DataFrame | None, *, currency: str = "USD") -> pn.vie
 
 # -- transaction costs ---------------------------------------------------------------------------------
 def _chart(obj: hv.core.Dimensioned, name: str) -> pn.pane.HoloViews:
-    return pn.pane.HoloViews(obj, css_classes=["tb-chart", f"tb-{name}"], linked_axes=False)
+    """A chart of fixed size with its toolbar above the plot (beside it, the toolbar squeezed the plot)."""
+    sized = obj.opts(width=CHART_WIDTH, height=CHART_HEIGHT, toolbar="above")
+    return pn.pane.HoloViews(sized, css_classes=["tb-chart", f"tb-{name}"], linked_axes=False,
+                             width=CHART_WIDTH, height=CHART_HEIGHT + 40)
 
 
 def _bps(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -344,10 +347,10 @@ def latency_view(tca_orders: pd.DataFrame | None) -> pn.viewable.Viewable:
 
 
 def tca_view(tca_fills: pd.DataFrame | None, tca_orders: pd.DataFrame | None) -> pn.viewable.Viewable:
-    """The four TCA charts and the latency chart in a grid of two columns."""
-    return pn.GridBox(cost_by_instrument_view(tca_fills), cost_by_time_of_day_view(tca_fills),
-                      modelled_vs_realised_view(tca_fills), markouts_view(tca_fills), latency_view(tca_orders),
-                      ncols=2, css_classes=["tb-tca"])
+    """The four TCA charts and the latency chart, two to a row."""
+    charts = [cost_by_instrument_view(tca_fills), cost_by_time_of_day_view(tca_fills),
+              modelled_vs_realised_view(tca_fills), markouts_view(tca_fills), latency_view(tca_orders)]
+    return pn.Column(*(pn.Row(*charts[i:i + 2]) for i in range(0, len(charts), 2)), css_classes=["tb-tca"])
 
 
 __all__ = [
