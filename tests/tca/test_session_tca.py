@@ -17,7 +17,8 @@ from tradebook.data.feeds import ReplayFeed
 from tradebook.model.instruments import Side
 from tradebook.model.orders import Signal
 from tradebook.session import Session
-from tradebook.tca import cost_by_instrument, modelled_vs_realised, tca_fills, tca_orders
+from tests.tca.conftest import add_fill, add_order, at, intent
+from tradebook.tca import TcaRecorder, cost_by_instrument, modelled_vs_realised, tca_fills, tca_orders, update_tca
 
 BTC = "BTCUSDT.BINANCE"
 FILES = "binance_spot_btcusdt_20240808T2354-20240809T0005_"
@@ -103,3 +104,17 @@ def test_a_twap_parent_of_a_paper_session_has_its_row_with_its_own_decision(cali
     assert parts == pytest.approx(parent["shortfall_bps"], rel=1e-9, abs=1e-9)
     child_fills = tca_fills(store)
     assert len(child_fills) and set(child_fills["parent_order_id"]) == {parent["order_id"]}
+
+
+def test_a_live_fill_without_stored_quotes_is_predicted_at_its_decision_price(calibrated_btc_store):
+    """No quote of 2023 in the store (the capture is of 2024): only the session's note knows the mid it decided at."""
+    store, recorder = calibrated_btc_store, TcaRecorder()
+    buy = intent("live:a", "buy", "0.01")
+    recorder.note_order(buy, decision_ts_ns=at(0), decision_price=36_000.0)
+    coid = add_order(store, buy, status="filled", filled="0.01", created=1, last=2, events=[("submitted", 1)])
+    add_fill(store, coid, "live1", "buy", "0.01", "36018", 2, fee="0.36018")
+    update_tca(store, recorder=recorder)
+    [row] = tca_fills(store).to_dict("records")
+    assert row["mid_at_fill"] != row["mid_at_fill"] and row["realised_cost_bps"] != row["realised_cost_bps"]  # NULL
+    assert row["shortfall_bps"] == pytest.approx(18 / 36_000 * 1e4 + 0.36018 / 360 * 1e4, rel=1e-12)
+    assert row["calibration_id"] == store.calibration(BTC).calibration_id and row["predicted_cost_bps"] > 0

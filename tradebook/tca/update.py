@@ -20,7 +20,8 @@ implementation shortfall are in bps of the **decision price** D.
   shortfall = s(P - D)/D + fee = delay + spread + execution + fee. All x 1e4.
   ``realised_cost_bps`` = s(P - M)/M (what the fill paid against the mid in force, fees
   apart: :func:`tradebook.tca.mids.cost_against_mid`'s rule) next to
-  ``predicted_cost_bps``, the fill model's prediction for a marketable order of q at M
+  ``predicted_cost_bps``, the fill model's prediction for a marketable order of q at M (at D
+  where no quote is stored: a live session's)
   (:meth:`tradebook.research.costs.CostModel.predict_bps`, pooled volatility regimes) with
   the calibration it came from. ``arrival_slippage_bps`` = s(P - A)/A.
 - **Markouts** are the exception to the sign rule, as is usual: s(mid at t+h - P)/P x 1e4
@@ -387,9 +388,11 @@ def _write_decisions(con: Any, notes: list[DecisionNote]) -> None:
 
 
 def _predict(store: Any, con: Any, calibrations: Mapping[str, str]) -> None:
-    """The fill model's predicted cost for new fills (those with no calibration yet and a mid to price at)."""
-    todo = con.execute("SELECT fill_id, instrument_id, ts_event, CAST(quantity AS DOUBLE) AS quantity, mid_at_fill "
-                       "FROM _tca_new_fills WHERE calibration_id IS NULL AND mid_at_fill IS NOT NULL").df()
+    """The fill model's predicted cost for new fills (no calibration yet), priced at the mid in force or, where the
+    store holds no quotes then (a live session's), at the decision price."""
+    todo = con.execute("SELECT fill_id, instrument_id, ts_event, CAST(quantity AS DOUBLE) AS quantity, "
+                       "COALESCE(mid_at_fill, decision_price) AS mid FROM _tca_new_fills "
+                       "WHERE calibration_id IS NULL AND COALESCE(mid_at_fill, decision_price) IS NOT NULL").df()
     if todo.empty:
         return
     from tradebook.errors import TradebookError
@@ -403,7 +406,7 @@ def _predict(store: Any, con: Any, calibrations: Mapping[str, str]) -> None:
         try:
             model = CostModel.from_store(store, {str(instrument_id): name})
             predicted = model.predict_bps(str(instrument_id), group["ts_event"].to_numpy("int64"),
-                                          group["quantity"].to_numpy(float), group["mid_at_fill"].to_numpy(float))
+                                          group["quantity"].to_numpy(float), group["mid"].to_numpy(float))
             calibration_id = model.calibrations[str(instrument_id)]
         except TradebookError as exc:  # a calibration that cannot price: no prediction, said once per update
             log.warning("TCA: no predicted cost for %s fills: %s", instrument_id, exc)
