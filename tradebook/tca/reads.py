@@ -222,8 +222,7 @@ def strategy_attribution(source: Any, **filters: Any) -> pd.DataFrame:
         LEFT JOIN mark m ON m.instrument_id = o.instrument_id {level}
     ), p AS (
         SELECT *, CASE WHEN filled THEN s * (mark - avg_fill_price) * units - fees ELSE 0.0 END AS pnl FROM o
-    )
-    , per_type AS (
+    ), per_type AS (
         SELECT strategy_id, signal_type, count(*) AS orders,
                sum(CASE WHEN filled THEN avg_fill_price * units ELSE 0.0 END) AS notional, sum(fees) AS fees,
                sum(pnl) AS pnl, avg(CASE WHEN pnl > 0 THEN 1.0 ELSE 0.0 END) FILTER (WHERE filled) AS win_rate,
