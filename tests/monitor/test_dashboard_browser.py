@@ -109,12 +109,13 @@ def test_the_dashboard_shows_the_replay_trading_and_halts_it(page, replaying):  
 
     session, server = replaying
     page.goto(server.url, timeout=WAIT_MS)
-    fills, equity = page.locator("#tb-fills"), page.locator("#tb-equity")
+    fills, equity, realised = page.locator("#tb-fills"), page.locator("#tb-equity"), page.locator("#tb-realised-pnl")
     expect(page.locator("#tb-state")).to_have_text("running", timeout=WAIT_MS)
-    first_fills, first_equity = shown(fills), shown(equity)
-    # the page refreshes itself every second: both move while the strategy trades
+    first_fills, first_equity, first_realised = shown(fills), shown(equity), shown(realised)
+    # the page refreshes itself every second: they move while the strategy trades
     expect(fills).not_to_have_text(first_fills, timeout=WAIT_MS)
     expect(equity).not_to_have_text(first_equity, timeout=WAIT_MS)
+    expect(realised).not_to_have_text(first_realised, timeout=WAIT_MS)  # each flip closes a position
     assert int(shown(fills).replace(",", "")) > int(first_fills.replace(",", ""))
     expect(page.locator(".tb-fills table tbody tr").first).to_be_visible(timeout=WAIT_MS)
 
