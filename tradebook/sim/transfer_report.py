@@ -12,17 +12,18 @@ from typing import Any
 import pandas as pd
 
 from tradebook.errors import DataError
-from tradebook.sim.fill_model import FillModel
 from tradebook.sim.fidelity import _NS, Calibration, _fmt, calibrate_instrument
+from tradebook.sim.fill_model import FillModel
 from tradebook.sim.transfer_scores import (
-    _block,
-    _score_engine_marketable,
-    _score_engine_resting,
-    _score_passive,
-    _score_sweeps,
-    _score_walks,
+    block_ns_of,
+    score_engine_marketable,
+    score_engine_resting,
+    score_passive,
+    score_sweeps,
+    score_walks,
 )
 from tradebook.sim.transfers import ACROSS, Capture, Figure, Transfer, TransferFidelity, store_captures, transfers
+
 
 def _calibration_for(t: Transfer, cache: dict | None, seed: int) -> Calibration:
     key = (t.fit.instrument_id, t.fit.start_ns, t.fit.end_ns, seed)
@@ -72,14 +73,14 @@ def score_transfer(t: Transfer, *, seed: int = 0, calibrations: dict | None = No
             not_applicable[name] = f"the data cannot support it: {exc}"
             return None
 
-    part("sweeps", _score_sweeps, t, model, seed, figures, lines, tables, not_applicable)
-    part("book walks", _score_walks, t, model, typical, seed, figures, lines, tables, not_applicable)
+    part("sweeps", score_sweeps, t, model, seed, figures, lines, tables, not_applicable)
+    part("book walks", score_walks, t, model, typical, seed, figures, lines, tables, not_applicable)
     if engine:
-        part("engine market orders", _score_engine_marketable, t, model, typical, seed, figures, lines, tables,
+        part("engine market orders", score_engine_marketable, t, model, typical, seed, figures, lines, tables,
              not_applicable)
-    ref = part("passive", _score_passive, t, model, seed, figures, lines, tables, not_applicable)
+    ref = part("passive", score_passive, t, model, seed, figures, lines, tables, not_applicable)
     if engine:
-        part("engine resting orders", _score_engine_resting, t, model, ref, seed, figures, lines, not_applicable)
+        part("engine resting orders", score_engine_resting, t, model, ref, seed, figures, lines, not_applicable)
     return TransferFidelity(t, tuple(figures), tuple(lines), not_applicable, tables)
 
 
@@ -104,14 +105,14 @@ def format_transfer_report(results: list[TransferFidelity]) -> str:
     from tradebook.model.time import ns_to_iso
 
     lines = ["Fill-model fidelity on transfers (fit on one slice or capture, score on another); each figure "
-             "with its 90% block-bootstrap band (blocks of a minute, shorter on short data); a target is MISSED when its whole band "
-             "is on the wrong side", ""]
+             "with its 90% block-bootstrap band (blocks of a minute, shorter on short data); a target is MISSED "
+             "when its whole band is on the wrong side", ""]
     for r in results:
         t = r.transfer
         lines.append(f"== {t.name}")
         lines.append(f"   fit   {ns_to_iso(t.fit.start_ns)} .. {ns_to_iso(t.fit.end_ns)}")
         lines.append(f"   score {ns_to_iso(t.score.start_ns)} .. {ns_to_iso(t.score.end_ns)} (bands: blocks of "
-                     f"{_block(t) / _NS:.3g} s)")
+                     f"{block_ns_of(t) / _NS:.3g} s)")
         lines.extend(f"   {text}" for text in r.lines)
         lines.extend(f"   {f.line()}" for f in r.figures)
         lines.extend(f"   {name}: not scored ({why})" for name, why in r.not_applicable.items())

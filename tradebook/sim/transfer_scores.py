@@ -83,7 +83,7 @@ def _vol(data: InstrumentData, ts: np.ndarray) -> np.ndarray:
     return recent_volatility_bps(data.quotes, np.asarray(ts, dtype=np.int64))
 
 
-def _block(t: Transfer) -> int:
+def block_ns_of(t: Transfer) -> int:
     from tradebook.sim.bootstrap import block_length_ns
 
     return block_length_ns(t.score.end_ns - t.score.start_ns)
@@ -98,7 +98,8 @@ def _coverage_figures(prefix: str, ts: np.ndarray, cost: np.ndarray, low: np.nda
     open_ = ((low + eps < cost) & (cost < high - eps)).astype(np.float64)
     return [_target(f"{prefix} 90% interval coverage, closed", mean_band(ts, closed, block_ns=block, seed=seed), ">=",
                     COVERAGE_CLOSED),
-            _target(f"{prefix} 90% interval coverage, open", mean_band(ts, open_, block_ns=block, seed=seed), "<=", COVERAGE_OPEN)]
+            _target(f"{prefix} 90% interval coverage, open", mean_band(ts, open_, block_ns=block, seed=seed), "<=",
+                    COVERAGE_OPEN)]
 
 
 def _visible_walk_bps(data: InstrumentData, ts: np.ndarray, side: np.ndarray, quantity: np.ndarray,
@@ -135,7 +136,7 @@ def _visible_walk_bps(data: InstrumentData, ts: np.ndarray, side: np.ndarray, qu
     return out, walked
 
 
-def _score_sweeps(t: Transfer, model: FillModel, seed: int, figures: list, lines: list, tables: dict,
+def score_sweeps(t: Transfer, model: FillModel, seed: int, figures: list, lines: list, tables: dict,
                   not_applicable: dict) -> None:
     from tradebook.sim.bootstrap import ratio_band
     from tradebook.sim.reference import describe, fit_cost_reference
@@ -160,13 +161,14 @@ def _score_sweeps(t: Transfer, model: FillModel, seed: int, figures: list, lines
     baseline_b, walked = _visible_walk_bps(t.score, ts, side, size, mid, hs)
     err_model, err_b = np.abs(cost - predicted[0.5]), np.abs(cost - baseline_b)
     err_a, err_c = np.abs(cost - hs - 2.0), np.abs(cost - ref_median)
-    figures.append(_target("sweeps: MAE model / baseline (b) touch" + (" walking visible depth" if walked else ""), ratio_band(ts, err_model, err_b, block_ns=_block(t), seed=seed),
-                           "<=", 1.0))
-    figures.append(_target("sweeps: MAE model / reference (c)", ratio_band(ts, err_model, err_c, block_ns=_block(t), seed=seed),
-                           "<=", 1.0))
-    figures.append(Figure("sweeps: MAE model / baseline (a) touch+2bps", ratio_band(ts, err_model, err_a,
-                                                                                      block_ns=_block(t), seed=seed)))
-    figures.extend(_coverage_figures("sweeps:", ts, cost, predicted[0.05], predicted[0.95], seed, _block(t)))
+    block = block_ns_of(t)
+    figures.append(_target("sweeps: MAE model / baseline (b) touch" + (" walking visible depth" if walked else ""),
+                           ratio_band(ts, err_model, err_b, block_ns=block, seed=seed), "<=", 1.0))
+    figures.append(_target("sweeps: MAE model / reference (c)",
+                           ratio_band(ts, err_model, err_c, block_ns=block, seed=seed), "<=", 1.0))
+    figures.append(Figure("sweeps: MAE model / baseline (a) touch+2bps",
+                          ratio_band(ts, err_model, err_a, block_ns=block, seed=seed)))
+    figures.extend(_coverage_figures("sweeps:", ts, cost, predicted[0.05], predicted[0.95], seed, block))
     lines.append(f"sweeps, {len(cost):,} real: MAE model {_fmt(err_model.mean())} bps | (a) {_fmt(err_a.mean())} | "
                  f"(b) {_fmt(err_b.mean())} ({walked:,} priced by walking the visible book before them, the rest "
                  f"at the touch) | (c) {_fmt(err_c.mean())}; {describe(ref)}")
@@ -183,7 +185,7 @@ def _score_sweeps(t: Transfer, model: FillModel, seed: int, figures: list, lines
         "reference_c_bps": g["c"].median().to_numpy()})
 
 
-def _score_walks(t: Transfer, model: FillModel, typical: float, seed: int, figures: list, lines: list,
+def score_walks(t: Transfer, model: FillModel, typical: float, seed: int, figures: list, lines: list,
                  tables: dict, not_applicable: dict) -> None:
     from tradebook.sim.bootstrap import ratio_band
     from tradebook.sim.reference import fit_cost_reference
@@ -209,9 +211,9 @@ def _score_walks(t: Transfer, model: FillModel, typical: float, seed: int, figur
     cost, hs = truth["cost_bps"].to_numpy(), truth["half_spread_bps"].to_numpy()
     err_model, err_b = np.abs(cost - median), np.abs(cost - hs)
     limit = WALK_RATIO_SPLIT if t.kind == HALF_HALF else WALK_RATIO_TRANSFER
-    figures.append(_target("book walks from L1: MAE model / baseline (b)", ratio_band(ts, err_model, err_b,
-                                                                                     block_ns=_block(t), seed=seed), "<=", limit))
-    figures.extend(_coverage_figures("book walks:", ts, cost, low, high, seed, _block(t)))
+    figures.append(_target("book walks from L1: MAE model / baseline (b)",
+                           ratio_band(ts, err_model, err_b, block_ns=block_ns_of(t), seed=seed), "<=", limit))
+    figures.extend(_coverage_figures("book walks:", ts, cost, low, high, seed, block_ns_of(t)))
     ref_c = np.full(len(cost), np.nan)
     fit_truth = _walk_rows(t.fit, np.random.default_rng(seed + 12), typical)
     if fit_truth is not None and len(fit_truth) >= 10:
@@ -219,7 +221,7 @@ def _score_walks(t: Transfer, model: FillModel, typical: float, seed: int, figur
                                  fit_truth["vol_bps"].to_numpy(), fit_truth["cost_bps"].to_numpy(), seed=seed)
         ref_c = ref.cost_bps(truth["size_over_touch"].to_numpy(), hs, truth["vol_bps"].to_numpy())
         figures.append(Figure("book walks: MAE model / reference (c)",
-                              ratio_band(ts, err_model, np.abs(cost - ref_c), block_ns=_block(t), seed=seed)))
+                              ratio_band(ts, err_model, np.abs(cost - ref_c), block_ns=block_ns_of(t), seed=seed)))
     err_c = np.abs(cost - ref_c)
     mae_c = _fmt(float(np.mean(err_c))) if np.isfinite(err_c).all() else "n/a (the fit data has no book to fit it on)"
     lines.append(f"book walks from L1 only, {len(cost):,} true walks of {typical:g} x 0.5..20: MAE model "
@@ -248,7 +250,7 @@ def _lot_floor(quantity: np.ndarray, instrument: Instrument) -> np.ndarray:
     return np.floor(np.asarray(quantity) / lot + 1e-9) * lot
 
 
-def _score_engine_marketable(t: Transfer, model: FillModel, typical: float, seed: int, figures: list,
+def score_engine_marketable(t: Transfer, model: FillModel, typical: float, seed: int, figures: list,
                              lines: list, tables: dict, not_applicable: dict) -> None:
     """Market orders of 0.5..20x the touch sent to the engine at random times, against the true walk."""
     from tradebook.sim.bootstrap import ratio_band
@@ -314,7 +316,7 @@ def _score_engine_marketable(t: Transfer, model: FillModel, typical: float, seed
     err_engine, err_b = np.abs(engine_cost - true_cost)[ok], np.abs(true_cost - hs)[ok]
     limit = WALK_RATIO_SPLIT if t.kind == HALF_HALF else WALK_RATIO_TRANSFER
     figures.append(_target("engine market orders (L1 feed) vs true walk: MAE engine / baseline (b)",
-                           ratio_band(ts, err_engine, err_b, block_ns=_block(t), seed=seed), "<=", limit))
+                           ratio_band(ts, err_engine, err_b, block_ns=block_ns_of(t), seed=seed), "<=", limit))
     lines.append(f"engine: {int(ok.sum()):,} market orders of {'/'.join(f'{r:g}' for r in ENGINE_SIZES_REL_TOUCH)}"
                  f" x {typical:g} on the L1 feed, priced against the real book at arrival: MAE engine "
                  f"{_fmt(err_engine.mean())} bps | (b) {_fmt(err_b.mean())}; mean cost engine "
@@ -339,7 +341,7 @@ def _passive_sets(t: Transfer, model: FillModel, seed: int) -> tuple[pd.DataFram
     return fit_set, held
 
 
-def _score_passive(t: Transfer, model: FillModel, seed: int, figures: list, lines: list, tables: dict,
+def score_passive(t: Transfer, model: FillModel, seed: int, figures: list, lines: list, tables: dict,
                    not_applicable: dict) -> Any:
     from tradebook.sim.bootstrap import ratio_band
     from tradebook.sim.reference import brier, fit_fill_reference
@@ -357,7 +359,8 @@ def _score_passive(t: Transfer, model: FillModel, seed: int, figures: list, line
     p_model, p_ref = model.passive.fill_probability(held), ref.fill_probability(held)
     ts = held["placement_ts_ns"].to_numpy(np.int64)
     figures.append(_target("passive ex ante: Brier model / reference (c)",
-                           ratio_band(ts, brier(p_model, y), brier(p_ref, y), block_ns=_block(t), seed=seed), "<=", 1.0))
+                           ratio_band(ts, brier(p_model, y), brier(p_ref, y), block_ns=block_ns_of(t), seed=seed),
+                           "<=", 1.0))
     lines.append(f"passive ex ante, {len(y):,} placements (truth: {truth_label(held)}): fill rate "
                  f"{_fmt(y.mean())}; Brier model {_fmt(brier(p_model, y).mean(), 4)} | (c) "
                  f"{_fmt(brier(p_ref, y).mean(), 4)}")
@@ -372,7 +375,7 @@ def _score_passive(t: Transfer, model: FillModel, seed: int, figures: list, line
     return ref
 
 
-def _score_engine_resting(t: Transfer, model: FillModel, ref: Any, seed: int, figures: list, lines: list,
+def score_engine_resting(t: Transfer, model: FillModel, ref: Any, seed: int, figures: list, lines: list,
                           not_applicable: dict) -> None:
     """Limit orders rested in the engine at random times, against the queue rule on the recorded tape."""
     from tradebook.sim.bootstrap import ratio_band
@@ -426,7 +429,8 @@ def _score_engine_resting(t: Transfer, model: FillModel, ref: Any, seed: int, fi
     ts = truth["ts"].to_numpy(np.int64)
     err_engine, err_ref = brier(engine, y), brier(truth["p_ref"].to_numpy(), y)
     figures.append(_target("engine resting orders vs queue rule: Brier engine / reference (c)",
-                           ratio_band(ts, err_engine, err_ref, block_ns=_block(t), seed=seed), "<=", ENGINE_RESTING_RATIO))
+                           ratio_band(ts, err_engine, err_ref, block_ns=block_ns_of(t), seed=seed), "<=",
+                           ENGINE_RESTING_RATIO))
     lines.append(f"engine resting orders, {len(y):,} ({n} placements x {len(ENGINE_RESTING_DISTANCES)} distances x "
                  f"{len(horizons)} horizons): true fill rate {_fmt(y.mean())}, engine {_fmt(engine.mean())}; Brier "
                  f"engine {_fmt(err_engine.mean(), 4)} | (c) {_fmt(err_ref.mean(), 4)}")
