@@ -142,4 +142,6 @@ def test_the_dashboard_shows_the_replay_trading_and_halts_it(page, replaying):  
     session.pause()  # the refused orders stop coming: the page catches up with the session's count
     expect(page.locator("#tb-state")).to_have_text("paused", timeout=WAIT_MS)
     expect(page.locator("#tb-orders")).to_have_text(f"{session.status()['orders']:,}", timeout=WAIT_MS)
+    realised_now = f"{session.status()['realised_pnl']:+,.2f}"
+    expect(page.locator(".tb-accounts-paper")).to_contain_text(f"realised {realised_now}", timeout=WAIT_MS)
     assert page.outside == [], f"the page asked for resources off this machine: {page.outside[:5]}"

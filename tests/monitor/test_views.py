@@ -119,10 +119,10 @@ def test_accounts_put_paper_and_live_side_by_side():
                               "market_value": [Decimal("600"), Decimal("0"), Decimal("30000")],
                               "unrealised_pnl": [Decimal("1.5"), Decimal("0"), Decimal("-20")],
                               "realised_pnl": [Decimal("0"), Decimal("4"), Decimal("0")]})
-    paper, live = views.accounts_view(positions).objects
-    assert "tb-accounts-paper" in paper.css_classes and "tb-accounts-live" in live.css_classes
-    assert "**run-a**: 1 open position(s), market value 600.00, unrealised +1.50, realised +4.00" in paper.object
-    assert "**U123**: 1 open position(s), market value 30,000.00, unrealised -20.00" in live.object
+    shown = views.accounts_view(positions).object
+    paper, live = shown.split('class="tb-account-card tb-accounts-paper"')[1].split('tb-accounts-live')
+    assert "<b>run-a</b>: 1 open position(s), market value 600.00, unrealised +1.50, realised +4.00" in paper
+    assert "<b>U123</b>: 1 open position(s), market value 30,000.00, unrealised -20.00" in live
 
 
 # -- TCA charts ------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ Rules every view follows:
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -134,8 +135,6 @@ def status_view(status: Mapping[str, Any], *, instrument_id: str | None = None) 
     in an element with a stable id (``tb-state``, ``tb-kill-switch``, ``tb-realised-pnl``,
     ``tb-unrealised-pnl``, ``tb-equity``, ``tb-orders``, ``tb-fills``, ``tb-working``) for the browser test.
     """
-    import html
-
     state = str(status.get("state") or "-")
     kill = str(status.get("kill_switch") or "normal")
 
@@ -202,19 +201,19 @@ def accounts_view(positions: pd.DataFrame | None, status: Mapping[str, Any] | No
                 row[column] = float(values.fillna(0).sum())
     if not rows:
         return nothing_yet("No account yet: accounts appear with the session's first position.", "accounts")
-    cards = []
-    for mode in ("paper", "live"):
+    columns = []
+    for mode in ("paper", "live"):  # one pane (its content swapped in place each refresh), a column per mode
         mine = {a: r for a, r in rows.items() if r["mode"] == mode}
-        lines = [f"### {mode.capitalize()}"]
+        lines = [f"<h3>{mode.capitalize()}</h3>"]
         if not mine:
-            lines.append(f"no {mode} account in this session")
+            lines.append(f"<p>no {mode} account in this session</p>")
         for account, row in mine.items():
-            lines.append(f"**{account}**: {row.get('positions', 0)} open position(s), market value "
+            lines.append(f"<p><b>{html.escape(account)}</b>: {row.get('positions', 0)} open position(s), market value "
                          f"{row.get('market_value', 0):,.2f}, unrealised {row.get('unrealised_pnl', 0):+,.2f}, "
-                         f"realised {row.get('realised_pnl', 0):+,.2f}")
-        cards.append(pn.pane.Markdown("\n\n".join(lines), css_classes=["tb-account-card", f"tb-accounts-{mode}"],
-                                      sizing_mode="stretch_width"))
-    return pn.Row(*cards, sizing_mode="stretch_width", css_classes=["tb-accounts"])
+                         f"realised {row.get('realised_pnl', 0):+,.2f}</p>")
+        columns.append(f'<div class="tb-account-card tb-accounts-{mode}" style="flex:1">{"".join(lines)}</div>')
+    return pn.pane.HTML(f'<div style="display:flex;gap:24px">{"".join(columns)}</div>', sizing_mode="stretch_width",
+                        css_classes=["tb-accounts"])
 
 
 def positions_view(positions: pd.DataFrame | None) -> pn.viewable.Viewable:
