@@ -163,11 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
                                            "strategy stages) and the read API (/api/) over a store no session "
                                            "holds, read-only, until Ctrl-C. While a session holds the store the "
                                            "page says which one and where its own dashboard is "
-                                           "(session.dashboard()). Any address but 127.0.0.1 needs a token in "
-                                           "$TRADEBOOK_MONITOR_TOKEN.")
+                                           "(session.dashboard()). Any address but 127.0.0.1 needs a token "
+                                           "(--token or $TRADEBOOK_MONITOR_TOKEN).")
     _store_arg(dashboard)
     dashboard.add_argument("--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     dashboard.add_argument("--port", type=int, default=0, help="port to listen on (default: any free port)")
+    dashboard.add_argument("--token", default=None,
+                           help="token the page and the API ask for (needed beyond 127.0.0.1); default "
+                                "$TRADEBOOK_MONITOR_TOKEN, which other users cannot read in the process list")
     for subparser in (demo, load, info, calibrate, fidelity, config, report, dashboard):
         _config_arg(subparser)
     return parser
@@ -216,7 +219,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from tradebook.monitor.server import serve_until_interrupted
         from tradebook.monitor.source import StoreSource
 
-        serve_until_interrupted(StoreSource(args.store), address=args.address, port=args.port)
+        serve_until_interrupted(StoreSource(args.store), address=args.address, port=args.port, token=args.token)
         return 0
     if args.command == "load":
         from tradebook.data.loaders import load

@@ -220,18 +220,18 @@ def serve_monitor(source: Any, *, address: str = "127.0.0.1", port: int = 0, tok
     return server
 
 
-TOKEN_ENV = "TRADEBOOK_MONITOR_TOKEN"  # where the CLI and the demo read a token from (never from argv: ps shows it)
+TOKEN_ENV = "TRADEBOOK_MONITOR_TOKEN"  # the default token of the CLI and the demo (unlike --token, not shown by ps)
 
 
-def serve_until_interrupted(source: Any, *, address: str = "127.0.0.1", port: int = 0,
+def serve_until_interrupted(source: Any, *, address: str = "127.0.0.1", port: int = 0, token: str | None = None,
                             out: Any = print, wait: threading.Event | None = None) -> None:
     """Serve the dashboard, print its URL and block until Ctrl-C (or ``wait`` is set); then stop cleanly.
 
-    The token, when the address needs one, comes from ``$TRADEBOOK_MONITOR_TOKEN``.
+    ``token`` (needed beyond 127.0.0.1): default ``$TRADEBOOK_MONITOR_TOKEN``.
     """
     import os
 
-    server = serve_monitor(source, address=address, port=port, token=os.environ.get(TOKEN_ENV) or None)
+    server = serve_monitor(source, address=address, port=port, token=token or os.environ.get(TOKEN_ENV) or None)
     done = wait or threading.Event()
     try:
         out(f"Dashboard: {server.url}  (read API under /api/; Ctrl-C stops it)")
