@@ -25,6 +25,8 @@ $(CHROMIUM):
 		echo "warning: $(CHROMIUM) missing and apt-get unavailable: install chromium for tests/test_notebooks_browser.py"; \
 	fi
 
+# Ends by serving the monitoring dashboard over the demo's store on 127.0.0.1 until Ctrl-C (`tradebook demo --no-serve`
+# stops after the report).
 demo: setup
 	$(BIN)/tradebook demo
 
