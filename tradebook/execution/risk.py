@@ -54,16 +54,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from tradebook.config import PositionLimit, RiskConfig, SpreadAction
 from tradebook.errors import OrderError
-from tradebook.model.instruments import BUNDLED_INSTRUMENTS, AssetClass, Instrument, Side, cached_value, get_instrument
+from tradebook.model.instruments import BUNDLED_INSTRUMENTS, AssetClass, Instrument, Side, get_instrument
 from tradebook.model.orders import OrderIntent, OrderType
+from tradebook.model.quotes import ReferenceQuote
 from tradebook.model.time import NS_PER_SECOND
 
-if TYPE_CHECKING:
-    from tradebook.model.quotes import QuoteSnapshot
 
 RATE_WINDOW_NS = 60 * NS_PER_SECOND
 BPS = Decimal(10_000)
@@ -73,65 +71,6 @@ STALE_OR_CROSSED = "stale or crossed quote"
 
 
 # -- values -----------------------------------------------------------------------------------
-@dataclass(frozen=True, init=False)
-class ReferenceQuote:
-    """The last quote of the intent's instrument; sizes None when unknown (quotes made from bars)."""
-
-    bid: Decimal
-    ask: Decimal
-    bid_sz: Decimal | None
-    ask_sz: Decimal | None
-    ts_ns: int
-
-    def __init__(self, bid: Decimal, ask: Decimal, bid_sz: Decimal | None, ask_sz: Decimal | None,
-                 ts_ns: int) -> None:
-        # one per order: straight into __dict__ (a frozen dataclass's own __init__ sets field by field)
-        state = self.__dict__
-        state["bid"] = bid
-        state["ask"] = ask
-        state["bid_sz"] = bid_sz
-        state["ask_sz"] = ask_sz
-        state["ts_ns"] = ts_ns
-
-    @classmethod
-    def from_snapshot(cls, snapshot: QuoteSnapshot) -> ReferenceQuote:
-        """The router's snapshot of the same quote, for the risk checks without converting it again.
-
-        The same Decimals and mid; a size of 0 (``QuoteSnapshot``'s "not known") becomes None,
-        as a session's reference quote has it (sizes must be positive to be known).
-        """
-        global _last_from_snapshot
-        last_snapshot, last = _last_from_snapshot
-        if snapshot is last_snapshot and cls is ReferenceQuote:
-            return last  # several orders priced against one snapshot share its (immutable) reference
-        bid_sz, ask_sz = snapshot.bid_sz, snapshot.ask_sz
-        reference = cls(snapshot.bid, snapshot.ask, bid_sz if bid_sz > 0 else None, ask_sz if ask_sz > 0 else None,
-                        snapshot.ts_ns)
-        reference.__dict__["mid"] = snapshot.mid  # (bid + ask) / 2 of the same two Decimals
-        if cls is ReferenceQuote:
-            _last_from_snapshot = (snapshot, reference)  # one tuple: a reader sees the pair whole
-        return reference
-
-    @cached_value
-    def mid(self) -> Decimal:
-        """(bid + ask) / 2, computed on first read."""
-        return (self.bid + self.ask) / 2
-
-    # what the quote and spread checks compute from the quote alone, kept on first read (a quote
-    # is frozen, and several orders are usually checked against one)
-    @cached_value
-    def prices_valid(self) -> bool:
-        """Bid and ask finite and positive, bid below ask."""
-        bid, ask = self.bid, self.ask
-        return bid.is_finite() and ask.is_finite() and 0 < bid < ask
-
-    @cached_value
-    def spread_bps(self) -> Decimal:
-        """(ask - bid) / mid in basis points."""
-        return (self.ask - self.bid) / self.mid * BPS
-
-
-_last_from_snapshot: tuple[object, ReferenceQuote | None] = (None, None)  # see ReferenceQuote.from_snapshot
 _NEW_DICT: dict = {}  # RiskContext's default for its mappings: a new empty dict each time, like default_factory
 
 

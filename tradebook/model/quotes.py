@@ -1,9 +1,11 @@
-"""The quote the order path prices against: best bid and offer at a time, checked when built.
+"""The quote the order path prices against: best bid and offer at a time, as exact Decimals.
 
-:class:`QuoteSnapshot` is the one quote type of the order path: the session builds it from its
-feed's last quote, the router prices orders and algo slices against it, retries re-price
-against it, and pre-trade risk reads the same Decimals (``ReferenceQuote.from_snapshot``).
-Prices and sizes are Decimal (exact tick arithmetic); a size of 0 means "not known".
+:class:`QuoteSnapshot` is the order path's quote, checked when built (never crossed, locked
+or non-positive): the session builds it from its feed's last quote, the router prices orders
+and algo slices against it, retries re-price against it; a size of 0 means "not known".
+:class:`ReferenceQuote` is the same quote as pre-trade risk reads it, not checked when built
+(judging a crossed, locked or stale quote is the risk check's job; sizes None when unknown);
+:meth:`ReferenceQuote.from_snapshot` takes a snapshot's Decimals and mid without converting.
 """
 
 from __future__ import annotations
@@ -138,3 +140,64 @@ def _quote_number(value: Decimal | float | str, name: str) -> Decimal:
         return to_decimal(value, name)
     # float(v): numpy's float64 is a float whose repr ('np.float64(1.5)') Decimal cannot read
     return to_decimal(float(value) if isinstance(value, float) else value, name)
+
+
+@dataclass(frozen=True, init=False)
+class ReferenceQuote:
+    """The last quote of the intent's instrument; sizes None when unknown (quotes made from bars)."""
+
+    bid: Decimal
+    ask: Decimal
+    bid_sz: Decimal | None
+    ask_sz: Decimal | None
+    ts_ns: int
+
+    def __init__(self, bid: Decimal, ask: Decimal, bid_sz: Decimal | None, ask_sz: Decimal | None,
+                 ts_ns: int) -> None:
+        # one per order: straight into __dict__ (a frozen dataclass's own __init__ sets field by field)
+        state = self.__dict__
+        state["bid"] = bid
+        state["ask"] = ask
+        state["bid_sz"] = bid_sz
+        state["ask_sz"] = ask_sz
+        state["ts_ns"] = ts_ns
+
+    @classmethod
+    def from_snapshot(cls, snapshot: QuoteSnapshot) -> ReferenceQuote:
+        """The router's snapshot of the same quote, for the risk checks without converting it again.
+
+        The same Decimals and mid; a size of 0 (``QuoteSnapshot``'s "not known") becomes None,
+        as a session's reference quote has it (sizes must be positive to be known).
+        """
+        global _last_from_snapshot
+        last_snapshot, last = _last_from_snapshot
+        if snapshot is last_snapshot and cls is ReferenceQuote:
+            return last  # several orders priced against one snapshot share its (immutable) reference
+        bid_sz, ask_sz = snapshot.bid_sz, snapshot.ask_sz
+        reference = cls(snapshot.bid, snapshot.ask, bid_sz if bid_sz > 0 else None, ask_sz if ask_sz > 0 else None,
+                        snapshot.ts_ns)
+        reference.__dict__["mid"] = snapshot.mid  # (bid + ask) / 2 of the same two Decimals
+        if cls is ReferenceQuote:
+            _last_from_snapshot = (snapshot, reference)  # one tuple: a reader sees the pair whole
+        return reference
+
+    @cached_value
+    def mid(self) -> Decimal:
+        """(bid + ask) / 2, computed on first read."""
+        return (self.bid + self.ask) / 2
+
+    # what the quote and spread checks compute from the quote alone, kept on first read (a quote
+    # is frozen, and several orders are usually checked against one)
+    @cached_value
+    def prices_valid(self) -> bool:
+        """Bid and ask finite and positive, bid below ask."""
+        bid, ask = self.bid, self.ask
+        return bid.is_finite() and ask.is_finite() and 0 < bid < ask
+
+    @cached_value
+    def spread_bps(self) -> Decimal:
+        """(ask - bid) / mid in basis points."""
+        return (self.ask - self.bid) / self.mid * BPS
+
+
+_last_from_snapshot: tuple[object, ReferenceQuote | None] = (None, None)  # see ReferenceQuote.from_snapshot
