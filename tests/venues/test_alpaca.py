@@ -624,6 +624,10 @@ def test_a_burst_of_alpaca_rejections_opens_the_sessions_breaker_and_nothing_mor
         assert server.requests.count(("POST", "/v2/orders")) == failures  # the last never left
         assert server.book.orders == {} and server.positions() == {}
         s.stop()
+    payloads = [p for (p,) in store.con.execute("SELECT payload FROM order_events WHERE event_type = 'rejected' "
+                                                "ORDER BY journal_position").fetchall()]
+    # Alpaca's refusals keep their code in the store; the breaker's own refusal has none
+    assert payloads == ['{"reject_code":"insufficient_funds"}'] * failures + ["{}"]
 
 
 def test_an_order_alpaca_rejects_after_accepting_ends_rejected_with_its_code_in_the_store(
