@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from tests.tca.conftest import add_fill, add_order, at, intent
 from tradebook.store import Store
 from tradebook.tca import TcaRecorder, TcaUpdater
@@ -35,9 +37,24 @@ def test_flush_events_closer_than_the_interval_run_one_update(hand_store):
     first = updater.last
     add_order(hand_store, intent("s:v", "buy", "1"), status="submitted", filled="0", created=3, last=3,
               events=[("submitted", 3)])
-    updater.on_flushed(None)  # within the hour: skipped, the order waits for the next update (or the end)
+    updater.on_flushed(None)  # within the hour: left to a timer due in an hour (or the end)
     assert updater.last is first
-    assert updater.update_now().orders == 1
+    assert updater.finish().orders == 1  # the end catches up and cancels the timer
+
+
+def test_a_flush_that_came_too_soon_is_updated_when_due_without_another_flush(hand_store):
+    updater = TcaUpdater(hand_store, TcaRecorder(), min_interval_s=0.2)
+    updater.on_flushed(None)
+    first = updater.last
+    add_order(hand_store, intent("s:t", "buy", "1"), status="submitted", filled="0", created=3, last=3,
+              events=[("submitted", 3)])
+    updater.on_flushed(None)  # too soon: no update now, and no later flush will come (a quiet market)
+    assert updater.last is first
+    deadline = time.monotonic() + 30
+    while updater.last is first and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert updater.last is not first and updater.last.orders == 1, "the skipped flush was never updated"
+    updater.finish()
 
 
 def test_a_session_that_flushed_nothing_costs_no_update_at_its_end(hand_store):

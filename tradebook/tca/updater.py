@@ -4,8 +4,9 @@ A session subscribes :meth:`TcaUpdater.on_flushed` to its bus's ``"flushed"`` ev
 store's copy of the order journal caught up): the update runs on the bus's thread for this
 subscriber, at most once per ``min_interval_s`` of wall time and never more than a tenth of
 the time (an update that took 0.3 s waits 3 s before the next: an update reads every fill
-to find the new ones, and the machine is shared with the session), and
-:meth:`TcaUpdater.finish` runs a last one when the session stops. A failing update never reaches the order path:
+to find the new ones, and the machine is shared with the session). A flush that comes too soon
+is not dropped: a timer runs the update when it is due, so the last fills of a burst followed by
+a quiet market get their rows within the interval, not only at the end. :meth:`TcaUpdater.finish` runs a last one when the session stops. A failing update never reaches the order path:
 it is logged and handed to ``on_error`` (the session raises an alert), and the decision
 notes it could not write wait for the next one.
 """
@@ -49,6 +50,7 @@ class TcaUpdater:
         self._next_due = float("-inf")  # monotonic seconds
         self._flushed = False  # the store took order-path records since the last update
         self._closed = False
+        self._trailing: threading.Timer | None = None  # the update a too-early flush left for later
 
     def flushed(self, journal: str = "", position: int = 0, records: int = 0) -> None:
         """The order manager's flush listener (called in its flush, before the bus hears): there is work to do."""
@@ -57,9 +59,24 @@ class TcaUpdater:
     def on_flushed(self, event: Any = None) -> None:
         """A bus callback: update unless the last one is too recent (see the module docstring; the end catches up)."""
         self._flushed = True
-        if time.monotonic() < self._next_due:
+        wait = self._next_due - time.monotonic()
+        if wait > 0:
+            self._schedule_trailing(wait)
             return
         self.update_now()
+
+    def _schedule_trailing(self, wait: float) -> None:
+        with self._lock:
+            if self._closed or (self._trailing is not None and self._trailing.is_alive()):
+                return
+            self._trailing = threading.Timer(wait, self._trailing_update)
+            self._trailing.daemon = True
+            self._trailing.name = "tca-trailing-update"
+            self._trailing.start()
+
+    def _trailing_update(self) -> None:
+        if self._flushed:
+            self.update_now()
 
     def update_now(self) -> TcaUpdate | None:
         """One update now (waiting for one in progress); None when it failed or the updater is finished."""
@@ -88,6 +105,10 @@ class TcaUpdater:
     def finish(self) -> TcaUpdate | None:
         """The last update (after the session's final flush), if anything was flushed or noted since the previous
         one (a session that sent nothing costs nothing at its end); later flush events do nothing."""
+        with self._lock:
+            trailing, self._trailing = self._trailing, None
+        if trailing is not None:
+            trailing.cancel()
         result = self.update_now() if self._flushed or len(self.recorder) else None
         with self._lock:
             self._closed = True
