@@ -98,16 +98,16 @@ from tradebook.session_parts.signals import SignalPipeline
 from tradebook.session_parts.state import (
     MAX_DEFERRED_STEPS,
     SIGNAL_CLOCK_TOLERANCE_NS,
+    AlgoParent,
     AlgoStatus,
     Decision,
     DecisionCode,
     DecisionOutcome,
+    DeferredOrder,
+    ScheduledSlice,
     SessionState,
     SessionView,
-    _Child,
-    _Deferred,
-    _Parent,
-    _Scheduled,
+    WatchedSlice,
 )
 from tradebook.venues.base import Capability, VenueHealth, VenuePort
 from tradebook.tca import TcaRecorder, TcaUpdater, calibration_ids
@@ -307,13 +307,13 @@ class Session(SessionLoop, SignalPipeline, AlgoRunner, SessionRecovery, LiveVenu
         self._staging = False  # during a strategy step on a simulated venue: orders are sent together
         self._volatility: dict[str, tuple[tuple, float]] = {}  # per instrument: (mids' state, bps)
         self._mids: dict[str, deque[float]] = {}
-        self._scheduled: list[_Scheduled] = []
-        self._children: dict[str, _Child] = {}
-        self._parents: dict[str, _Parent] = {}  # algo parents by parent id, in the order they started
+        self._scheduled: list[ScheduledSlice] = []
+        self._children: dict[str, WatchedSlice] = {}
+        self._parents: dict[str, AlgoParent] = {}  # algo parents by parent id, in the order they started
         self._refused: set[str] = set()  # client order ids refused before they left (hours, breaker, risk)
         self._reconciled_day = -1
         self.retry_policy = RetryPolicy(max_retries=self.config.router.max_retries)
-        self._deferred: list[_Deferred] = []
+        self._deferred: list[DeferredOrder] = []
         self._flatten_request: tuple[str, str] | None = None  # (request id, reason) until closing orders are out
         self._equity_curve: list[tuple[int, Decimal, Decimal, Decimal, Decimal]] = []  # one point a minute
         self._day_start_ns = 0

@@ -14,23 +14,23 @@ import pandas as pd
 from tradebook.errors import DataError
 from tradebook.execution.algos import Escalation, ParentOrder, ScheduledChild, TwapSchedule
 from tradebook.execution.oms import Alert
-from tradebook.store.records import intent_to_record
 from tradebook.model.orders import Order, OrderIntent, OrderStatus, Signal
 from tradebook.session_parts.state import (
     _NS,
     MAX_DEFERRED_STEPS,
+    AlgoParent,
     AlgoStatus,
     Decision,
     DecisionCode,
     DecisionOutcome,
-    _Child,
-    _Parent,
+    WatchedSlice,
 )
+from tradebook.store.records import intent_to_record
 
 log = logging.getLogger(__name__)
 
 
-def _algo_record(parent: ParentOrder, children: Iterable[ScheduledChild], ts_ns: int) -> dict[str, Any]:
+def algo_record(parent: ParentOrder, children: Iterable[ScheduledChild], ts_ns: int) -> dict[str, Any]:
     schedule = parent.schedule
     if isinstance(schedule, TwapSchedule):
         described: dict[str, Any] = {"type": "twap", "slices": schedule.slices, "interval_s": schedule.interval_s}
@@ -50,7 +50,7 @@ class AlgoRunner:
                      key=lambda s: (s.release_ts_ns, s.child.index))
         self._scheduled = [s for s in self._scheduled if s.release_ts_ns > self._now]
         for item in due:
-            if self._parents.get(item.parent.parent_id, _Parent(None, 0)).stopped_reason is not None:
+            if self._parents.get(item.parent.parent_id, AlgoParent(None, 0)).stopped_reason is not None:
                 continue  # an earlier slice of this step was refused: this one is cancelled with the rest
             instrument_id = item.parent.intent.instrument_id
             try:
@@ -86,7 +86,7 @@ class AlgoRunner:
             if order.client_order_id in self._refused:  # final: retrying cannot help, and neither can the rest
                 refused = order
             else:
-                self._children[order.client_order_id] = _Child(intent, signal, self._now, interval)
+                self._children[order.client_order_id] = WatchedSlice(intent, signal, self._now, interval)
         return refused
 
     def _stop_algo(self, refused: Order) -> None:
@@ -171,7 +171,7 @@ class AlgoRunner:
                 if retried.client_order_id in self._refused:
                     self._stop_algo(retried)
                 else:
-                    self._children[retried.client_order_id] = _Child(outcome, child.signal, self._now,
+                    self._children[retried.client_order_id] = WatchedSlice(outcome, child.signal, self._now,
                                                                      child.interval_s, attempt)
 
     def scheduled(self) -> pd.DataFrame:

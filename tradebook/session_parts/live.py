@@ -7,8 +7,8 @@ import asyncio
 import logging
 
 from tradebook.errors import SessionError
-from tradebook.venues.base import VenuePort
 from tradebook.session_parts.loop import UNRESOLVED_RECONCILE_TIMEOUT_S
+from tradebook.venues.base import VenuePort
 
 log = logging.getLogger(__name__)
 

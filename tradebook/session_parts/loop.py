@@ -19,11 +19,11 @@ import numpy as np
 from tradebook.alerts import AlertCenter
 from tradebook.data.feeds import FeedBatch
 from tradebook.errors import SessionError, SessionTimeoutError, TradebookError
-from tradebook.runtime import tune_gc
 from tradebook.model.orders import Order, OrderStatus
 from tradebook.model.time import ns_to_iso
+from tradebook.runtime import tune_gc
+from tradebook.session_parts.state import _NS, VOLATILITY_WINDOW, SessionState, SessionView
 from tradebook.venues.base import Capability
-from tradebook.session_parts.state import _NS, _VOL_WINDOW, SessionState, SessionView
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ class SessionLoop:
                 self._publisher.quote(instrument_id, int(ts), float(bid), float(ask))
                 mid = (bid + ask) / 2
                 self.portfolio.mark(instrument_id, Decimal(repr(mid)), ts)
-                self._mids.setdefault(instrument_id, deque(maxlen=_VOL_WINDOW)).append(mid)
+                self._mids.setdefault(instrument_id, deque(maxlen=VOLATILITY_WINDOW)).append(mid)
         self._sample_equity()
         self._check_daily_loss()
         await self._close_positions_if_flattening()

@@ -9,18 +9,18 @@ from typing import Any
 import pandas as pd
 
 from tradebook.execution.algos import ParentOrder, ScheduledChild, TwapSchedule, VwapSchedule
-from tradebook.store.records import intent_from_record
 from tradebook.execution.risk import KillSwitchTransition
 from tradebook.model.orders import OrderStatus
 from tradebook.session_parts.state import (
+    AlgoParent,
     Decision,
     DecisionCode,
-    _Child,
-    _Deferred,
-    _Parent,
-    _Scheduled,
-    _attempt_number,
+    DeferredOrder,
+    ScheduledSlice,
+    WatchedSlice,
+    attempt_number,
 )
+from tradebook.store.records import intent_from_record
 
 
 class SessionRecovery:
@@ -31,7 +31,7 @@ class SessionRecovery:
         resume = None
         algos: list[dict[str, Any]] = []
         stopped: dict[str, str] = {}  # algo parents whose remaining slices were cancelled, with why
-        deferred: dict[str, _Deferred] = {}  # deferrals by client order id, with the steps tried since
+        deferred: dict[str, DeferredOrder] = {}  # deferrals by client order id, with the steps tried since
         for record in self._journal.records():
             kind = record["kind"]
             if kind == "batch":
@@ -72,8 +72,9 @@ class SessionRecovery:
                 stopped[record["parent_id"]] = record["reason"]
             elif kind == "deferred":
                 intent = intent_from_record(record["intent"])
-                deferred.setdefault(intent.client_order_id, _Deferred(intent, None, record["ts_ns"], record["reason"],
-                                                                      attempts=-1))  # its own step is no retry
+                # attempts=-1: its own step is no retry
+                deferred.setdefault(intent.client_order_id,
+                                    DeferredOrder(intent, None, record["ts_ns"], record["reason"], attempts=-1))
         known = {o.client_order_id for o in self.oms.orders()}  # sent or refused since: settled
         self._deferred = [entry for coid, entry in deferred.items() if coid not in known]
         for record in algos:
@@ -92,7 +93,7 @@ class SessionRecovery:
             profile = pd.Series({int(m): float(w) for m, w in schedule["weights"]})
             plan_schedule = VwapSchedule(duration_minutes=int(schedule["duration_minutes"]), profile=profile)
         parent = ParentOrder(parent_intent, plan_schedule, instrument, record.get("reference_price"))
-        self._parents[parent.parent_id] = _Parent(parent, int(record["ts_ns"]), stopped.get(parent.parent_id))
+        self._parents[parent.parent_id] = AlgoParent(parent, int(record["ts_ns"]), stopped.get(parent.parent_id))
         interval = float(getattr(plan_schedule, "interval_s", 60.0))
         by_intent = {o.intent.intent_id: o for o in self.oms.orders() if o.intent.parent_id == parent.parent_id}
         for index, release_ts, quantity in record["children"]:
@@ -100,15 +101,15 @@ class SessionRecovery:
             if child_id not in by_intent:
                 if parent.parent_id in stopped:
                     continue  # cancelled when a slice was refused
-                self._scheduled.append(_Scheduled(int(release_ts), parent, ScheduledChild(int(index), int(release_ts),
-                                                                                         quantity), None))
+                child = ScheduledChild(int(index), int(release_ts), quantity)
+                self._scheduled.append(ScheduledSlice(int(release_ts), parent, child, None))
                 continue
             attempts = [o for i, o in by_intent.items() if i == child_id or i.startswith(child_id + ":retry:")]
-            latest = max(attempts, key=lambda o: _attempt_number(o.intent.intent_id, "retry"))
+            latest = max(attempts, key=lambda o: attempt_number(o.intent.intent_id, "retry"))
             if latest.status is not OrderStatus.FILLED:
-                retries = _attempt_number(latest.intent.intent_id, "retry")
-                self._children[latest.client_order_id] = _Child(latest.intent, None, latest.intent.ts_ns, interval,
-                                                                retries)
+                retries = attempt_number(latest.intent.intent_id, "retry")
+                self._children[latest.client_order_id] = WatchedSlice(latest.intent, None, latest.intent.ts_ns,
+                                                                      interval, retries)
 
     def _journal_kill_switch(self, transition: KillSwitchTransition) -> None:
         if transition.to_mode is not transition.from_mode:

@@ -15,25 +15,25 @@ import numpy as np
 
 from tradebook.errors import DataError, OrderError, TradebookError
 from tradebook.execution.algos import VwapSchedule
-from tradebook.store.records import intent_to_record
 from tradebook.execution.risk import STALE_OR_CROSSED, BreakerState, ReferenceQuote, RiskAction, RiskContext
-from tradebook.model.quotes import QuoteSnapshot
 from tradebook.model.calendars import is_trading
 from tradebook.model.instruments import MAX_INTEGER_DIGITS, Instrument, Side, check_amount, to_decimal
 from tradebook.model.orders import Order, OrderIntent, OrderStatus, Signal, client_order_id_for
+from tradebook.model.quotes import QuoteSnapshot
 from tradebook.model.time import ns_to_iso
-from tradebook.session_parts.algos import _algo_record
+from tradebook.session_parts.algos import algo_record
 from tradebook.session_parts.state import (
     _NS,
     SIGNAL_CLOCK_TOLERANCE_NS,
+    AlgoParent,
     Decision,
     DecisionCode,
     DecisionOutcome,
-    _Deferred,
-    _Parent,
-    _Scheduled,
-    _attempt_number,
+    DeferredOrder,
+    ScheduledSlice,
+    attempt_number,
 )
+from tradebook.store.records import intent_to_record
 
 log = logging.getLogger(__name__)
 
@@ -331,14 +331,14 @@ class SignalPipeline:
             return []
         if plan.algo is not None:
             # durable before any slice goes: a restart releases the slices still due
-            self._journal.append(_algo_record(plan.algo, plan.children, self._now))
-            self._parents[plan.algo.parent_id] = _Parent(plan.algo, self._now)
+            self._journal.append(algo_record(plan.algo, plan.children, self._now))
+            self._parents[plan.algo.parent_id] = AlgoParent(plan.algo, self._now)
             self.tca.note_parent(plan.algo.intent, plan.algo.schedule.name, decision_ts_ns=self._now,
                                  decision_price=float(snapshot.mid), signal_ts_ns=routed.ts_ns or self._now)
             released = {intent.intent_id for intent in plan.intents}
             for child in plan.children:
                 if plan.algo.child_id(child.index) not in released:
-                    self._scheduled.append(_Scheduled(child.release_ts_ns, plan.algo, child, routed))
+                    self._scheduled.append(ScheduledSlice(child.release_ts_ns, plan.algo, child, routed))
         orders: list[Order] = []
         deferred = False
         refused_slice: Order | None = None
@@ -385,7 +385,7 @@ class SignalPipeline:
         lost = set(unsent)
         if not all(o.client_order_id in lost for o in entries):
             return 0
-        return 1 + max(_attempt_number(o.intent.intent_id, "resend") for o in entries)
+        return 1 + max(attempt_number(o.intent.intent_id, "resend") for o in entries)
 
     def _decide_unsent(self) -> None:
         """A "not sent" decision for each order reconciliation found never reached the venue (once each).
@@ -408,7 +408,7 @@ class SignalPipeline:
             else:  # decided in the moment the process stopped: its id is the intent's
                 strategy_id = intent.strategy_id
                 signal_id = base_id.removeprefix(f"{strategy_id}:").removesuffix(":stop")
-            resend = _attempt_number(intent.intent_id, "resend") + 1
+            resend = attempt_number(intent.intent_id, "resend") + 1
             again = f"{base_id}:resend:{resend}"
             reason = (f"order {coid} ({intent.intent_id}) was made durable but never reached {self.venue.name} "
                       f"(the process stopped first); rejected, not resent under its id; "
@@ -478,7 +478,8 @@ class SignalPipeline:
             return self._now - opened < self.breaker.cooldown_ns
         return False
 
-    async def _send(self, intent: OrderIntent, signal: Signal | None, deferred: _Deferred | None = None) -> list[Order]:
+    async def _send(self, intent: OrderIntent, signal: Signal | None,
+                    deferred: DeferredOrder | None = None) -> list[Order]:
         """Hours, breaker, risk, then the order manager (which makes the intent durable before the venue sees it).
 
         Returns [] when the spread filter deferred the order (it is tried again at the next steps).
@@ -497,7 +498,7 @@ class SignalPipeline:
         decision = self.risk.check(intent, instrument, self._risk_context(intent.instrument_id))
         if decision.action is RiskAction.DEFER:
             if deferred is None:
-                deferred = _Deferred(intent, signal, self._now, decision.reason)
+                deferred = DeferredOrder(intent, signal, self._now, decision.reason)
                 # journaled: a restart retries it instead of forgetting the signal it came from
                 self._journal.append({"kind": "deferred", "intent": intent_to_record(intent), "ts_ns": self._now,
                                       "reason": decision.reason})

@@ -13,9 +13,8 @@ from typing import Any
 from tradebook.model.orders import OrderIntent, Signal
 from tradebook.model.time import NS_PER_SECOND
 
-
 _NS = NS_PER_SECOND
-_VOL_WINDOW = 60  # batch-end mids kept per instrument for the volatility that widens offsets
+VOLATILITY_WINDOW = 60  # batch-end mids kept per instrument for the volatility that widens offsets
 MAX_DEFERRED_STEPS = 30  # a deferred order is retried this many steps, then rejected
 
 
@@ -96,7 +95,9 @@ class SessionView:
 
 
 @dataclass
-class _Scheduled:
+class ScheduledSlice:
+    """An algo slice not released yet: due at ``release_ts_ns``, priced when it goes."""
+
     release_ts_ns: int
     parent: Any  # algos.ParentOrder
     child: Any  # algos.ScheduledChild
@@ -104,7 +105,7 @@ class _Scheduled:
 
 
 @dataclass
-class _Child:
+class WatchedSlice:
     """An algo slice at the venue, watched so that a rejected or unfilled one is retried."""
 
     intent: OrderIntent
@@ -124,14 +125,18 @@ class AlgoStatus(StrEnum):
 
 
 @dataclass
-class _Parent:
+class AlgoParent:
+    """An algo parent the session works, since ``ts_ns``; ``stopped_reason`` once a refused slice stopped it."""
+
     parent: Any  # algos.ParentOrder
     ts_ns: int
     stopped_reason: str | None = None
 
 
 @dataclass
-class _Deferred:
+class DeferredOrder:
+    """An order the spread filter held back, tried again at each step up to MAX_DEFERRED_STEPS."""
+
     intent: OrderIntent
     signal: Signal | None  # None: an intent submitted as it was
     first_ts_ns: int
@@ -139,7 +144,7 @@ class _Deferred:
     attempts: int = 0
 
 
-def _attempt_number(intent_id: str, marker: str) -> int:
+def attempt_number(intent_id: str, marker: str) -> int:
     """n of an intent id ending ``:<marker>:<n>`` (a retry or a resend), else 0."""
     head, sep, tail = intent_id.rpartition(f":{marker}:")
     return int(tail) if sep and tail.isdigit() else 0
