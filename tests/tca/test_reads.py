@@ -135,3 +135,19 @@ def test_strategy_attribution_and_session_performance(three_days):
 
 def test_modelled_vs_realised_lists_only_fills_with_a_prediction(three_days):
     assert modelled_vs_realised(three_days).empty  # no calibration stored: no fill has a prediction
+
+
+def test_tca_rows_read_only_the_columns_asked_for_and_refuse_unknown_ones(tmp_path):
+    from tradebook.errors import StoreError
+    from tradebook.store import Store
+    from tradebook.tca import tca_fills, tca_orders
+
+    with Store(tmp_path / "empty.duckdb") as store:
+        fills = tca_fills(store, columns=["realised_cost_bps", "instrument_id", "quantity"])
+        assert list(fills.columns) == ["time", "ts_event", "realised_cost_bps", "instrument_id", "quantity"]
+        orders = tca_orders(store, columns=["fill_rate"])
+        assert list(orders.columns) == ["time", "decision_ts_ns", "fill_rate"]
+        with pytest.raises(StoreError, match=r"tca_fills has no column\(s\) \['price_bps'\]"):
+            tca_fills(store, columns=["price_bps"])
+        with pytest.raises(StoreError, match="expected a list of"):
+            tca_fills(store, columns="realised_cost_bps")

@@ -21,10 +21,9 @@ int64 UTC ns times) and lead with a tz-aware ``time`` column for people.
 
 from __future__ import annotations
 
-import functools
 import os
 import time as _time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -39,7 +38,7 @@ from tradebook.errors import ConfigError, ControlError, StoreError, StoreLockedE
 from tradebook.model.orders import TERMINAL_STATUSES
 from tradebook.model.time import now_ns
 from tradebook.store.holder import Holder, read_holder
-from tradebook.store.migrations import MIGRATIONS
+from tradebook.store.migrations import schema_columns
 from tradebook.store.store import Store, default_store_path
 
 DEFAULT_LIMIT = 200
@@ -123,9 +122,11 @@ class MonitorSource(Protocol):
 
     def stages(self) -> pd.DataFrame: ...
 
-    def tca_fills(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame: ...
+    def tca_fills(self, limit: int = DEFAULT_LIMIT, *, columns: Sequence[str] | None = None,
+                  **filters: Any) -> pd.DataFrame: ...
 
-    def tca_orders(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame: ...
+    def tca_orders(self, limit: int = DEFAULT_LIMIT, *, columns: Sequence[str] | None = None,
+                   **filters: Any) -> pd.DataFrame: ...
 
     def equity(self) -> pd.DataFrame: ...
 
@@ -214,11 +215,6 @@ def _empty(columns: tuple[str, ...] | list[str], name: str) -> pd.DataFrame:
     return _with_time(pd.DataFrame({c: pd.Series([], dtype=object) for c in columns}), name)
 
 
-def _table_columns(con: Any, table: str) -> list[str]:
-    return [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ? "
-                                      "ORDER BY ordinal_position", [table]).fetchall()]
-
-
 class _StoreReads:
     """The history reads both sources share, over a connection (or cursor) given by :meth:`_connection`."""
 
@@ -254,46 +250,39 @@ class _StoreReads:
         """Each strategy's stage now (research, paper, live, reverted), since when and why."""
         return self._read("stages", _SQL["stages"], [], STAGE_COLUMNS)
 
-    def tca_fills(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame:
+    def tca_fills(self, limit: int = DEFAULT_LIMIT, *, columns: Sequence[str] | None = None,
+                  **filters: Any) -> pd.DataFrame:
         """The latest ``limit`` rows of ``tca_fills`` (costs in bps per fill), newest first
-        (:func:`tradebook.tca.tca_fills`); filters: instrument_id, strategy_id, since_ns."""
-        return self._analysis("tca_fills", tca.tca_fills, limit, filters, _schema_columns("tca_fills"),
-                              since="start_ns")
+        (:func:`tradebook.tca.tca_fills`; ``columns``: only these); filters: instrument_id, strategy_id, since_ns."""
+        return self._analysis("tca_fills", tca.tca_fills, limit, filters, schema_columns("tca_fills"),
+                              since="start_ns", subset=columns, time_column="ts_event")
 
-    def tca_orders(self, limit: int = DEFAULT_LIMIT, **filters: Any) -> pd.DataFrame:
+    def tca_orders(self, limit: int = DEFAULT_LIMIT, *, columns: Sequence[str] | None = None,
+                   **filters: Any) -> pd.DataFrame:
         """The latest ``limit`` rows of ``tca_orders`` (costs, fill rate and latencies per order and algo
         parent), newest decision first (:func:`tradebook.tca.tca_orders`); filters: instrument_id, strategy_id,
         level, since_ns."""
-        return self._analysis("tca_orders", tca.tca_orders, limit, filters, _schema_columns("tca_orders"),
-                              since="start_ns")
+        return self._analysis("tca_orders", tca.tca_orders, limit, filters, schema_columns("tca_orders"),
+                              since="start_ns", subset=columns, time_column="decision_ts_ns")
 
     def _analysis(self, name: str, read: Callable[..., pd.DataFrame], limit: int, filters: Mapping[str, Any],
-                  columns: tuple[str, ...], *, since: str = "since_ns") -> pd.DataFrame:
-        """A read of another package (TCA, alerts) over this source's connection; ``since``: its name for since_ns."""
+                  columns: tuple[str, ...], *, since: str = "since_ns", **options: Any) -> pd.DataFrame:
+        """A read of another package (TCA, alerts) over this source's connection; ``since``: its name for since_ns;
+        ``options``: ``subset`` (only these columns) and the ``time_column`` a subset keeps."""
         _check_filters(name, filters)
         chosen = {since if k == "since_ns" else k: v for k, v in filters.items() if v is not None}
+        subset, time_column = options.pop("subset", None), options.pop("time_column", None)
         with self._connection() as con:
             if con is None:
-                return _empty(columns, name)
+                return _empty(columns if subset is None else (time_column, *subset), name)
+            if subset is not None:
+                chosen["columns"] = subset
             return read(con, limit=_check_limit(limit), **chosen)
 
     def _store_counts(self, con: Any) -> dict[str, Any]:
         orders, working, fills, alerts, realised, last = con.execute(_SQL["counts"]).fetchone()
         return {"orders": orders, "working_orders": working, "fills": fills, "alerts": alerts,
                 "realised_pnl": realised if realised is not None else Decimal(0), "last_event_ns": last}
-
-
-@functools.cache
-def _schema_columns(table: str) -> tuple[str, ...]:
-    """Columns of ``table`` as the migrations leave it (for its empty frame while the store cannot be opened)."""
-    con = duckdb.connect()
-    try:
-        for migration in MIGRATIONS:
-            for statement in migration.statements:
-                con.execute(statement)
-        return tuple(_table_columns(con, table))
-    finally:
-        con.close()
 
 
 # -- in the session's process --------------------------------------------------------------------

@@ -13,6 +13,7 @@ construction and keeps the file order of rows that share a timestamp.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -522,3 +523,21 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
+
+
+@functools.cache
+def schema_columns(table: str) -> tuple[str, ...]:
+    """Columns of ``table`` as the migrations leave it, in order (empty for no such table): for an empty frame
+    while a store cannot be opened, and to check a requested column list without a store."""
+    import duckdb  # the store's own dependency; imported here so the schema module stays declarative
+
+    con = duckdb.connect()
+    try:
+        for migration in MIGRATIONS:
+            for statement in migration.statements:
+                con.execute(statement)
+        rows = con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                           "ORDER BY ordinal_position", [table]).fetchall()
+        return tuple(r[0] for r in rows)
+    finally:
+        con.close()

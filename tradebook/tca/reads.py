@@ -10,12 +10,14 @@ empty store gives an empty frame with the same columns.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import duckdb
 import pandas as pd
 
 from tradebook.errors import StoreError
+from tradebook.store.migrations import schema_columns
 
 _FILTER_COLUMNS = ("account_id", "strategy_id", "instrument_id", "mode")
 
@@ -67,24 +69,43 @@ def _limit(limit: int | None) -> str:
     return f" LIMIT {limit}"
 
 
-def tca_fills(source: Any, *, limit: int | None = None, **filters: Any) -> pd.DataFrame:
-    """``tca_fills`` rows, newest first, quantity as float, with a tz-aware ``time`` (the fill's)."""
+def _select_list(table: str, columns: Sequence[str] | None, time_column: str, casts: Sequence[str]) -> str:
+    """The SELECT list: every column, or only ``columns`` (plus the time column): a dashboard reading a few
+    columns of thousands of rows should not materialise all of them. Unknown names are refused."""
+    cast = {name: f"CAST({name} AS DOUBLE) AS {name}" for name in casts}
+    if columns is None:
+        return f"* REPLACE ({', '.join(cast.values())})"
+    known = schema_columns(table)
+    unknown = [c for c in columns if c not in known]
+    if unknown or isinstance(columns, str):
+        raise StoreError(f"{table} has no column(s) {unknown or [columns]}; expected a list of {sorted(known)}")
+    wanted = [time_column, *(c for c in dict.fromkeys(columns) if c != time_column)]
+    return ", ".join(cast.get(c, c) for c in wanted)
+
+
+def tca_fills(source: Any, *, limit: int | None = None, columns: Sequence[str] | None = None,
+              **filters: Any) -> pd.DataFrame:
+    """``tca_fills`` rows, newest first, quantity as float, with a tz-aware ``time`` (the fill's); ``columns``:
+    only these (and ``ts_event``)."""
     where, params = where_clause(filters, ts_column="ts_event")
-    frame = run_sql(source, f"SELECT * REPLACE (CAST(quantity AS DOUBLE) AS quantity) FROM tca_fills {where} "
+    select = _select_list("tca_fills", columns, "ts_event", ("quantity",))
+    frame = run_sql(source, f"SELECT {select} FROM tca_fills {where} "
                             f"ORDER BY ts_event DESC, fill_id{_limit(limit)}", params)
     return _with_time(frame, "ts_event")
 
 
-def tca_orders(source: Any, *, level: str | None = None, limit: int | None = None, **filters: Any) -> pd.DataFrame:
-    """``tca_orders`` rows (``level`` 'order' or 'parent', default both), newest decision first, with ``time``."""
+def tca_orders(source: Any, *, level: str | None = None, limit: int | None = None,
+               columns: Sequence[str] | None = None, **filters: Any) -> pd.DataFrame:
+    """``tca_orders`` rows (``level`` 'order' or 'parent', default both), newest decision first, with ``time``;
+    ``columns``: only these (and ``decision_ts_ns``)."""
     where, params = where_clause(filters, ts_column="decision_ts_ns")
     if level is not None:
         if level not in ("order", "parent"):
             raise StoreError(f"level must be 'order', 'parent' or None, got {level!r}")
         where = f"{where} AND level = ?" if where else "WHERE level = ?"
         params.append(level)
-    frame = run_sql(source, "SELECT * REPLACE (CAST(ordered_quantity AS DOUBLE) AS ordered_quantity, "
-                            "CAST(filled_quantity AS DOUBLE) AS filled_quantity) FROM tca_orders "
+    select = _select_list("tca_orders", columns, "decision_ts_ns", ("ordered_quantity", "filled_quantity"))
+    frame = run_sql(source, f"SELECT {select} FROM tca_orders "
                             f"{where} ORDER BY decision_ts_ns DESC NULLS LAST, order_id{_limit(limit)}", params)
     return _with_time(frame, "decision_ts_ns")
 
