@@ -15,7 +15,7 @@ import pytest
 
 from test_session import BTC, IBM, frames, sessions, signal, store, template  # noqa: F401 (fixtures)
 from tradebook.config import TradebookConfig
-from tradebook.data.feeds import ReplayFeed
+from tradebook.data.feeds import FeedBatch, ReplayFeed
 from tradebook.errors import SessionError
 from tradebook.model.orders import OrderStatus
 from tradebook.sandbox.alpaca import DEFAULT_KEY, DEFAULT_SECRET, AlpacaSandbox
@@ -50,9 +50,10 @@ def ibm_batch(frames):  # noqa: F811 - the fixture's value
     return batch
 
 
-def armed_alpaca_session(store, tmp_path, sessions, frames, monkeypatch,  # noqa: F811 - the fixtures' values
-                         server: AlpacaSandbox) -> Session:
-    """A session armed on the sandbox's account, started and stepped once (IBM quoted there as in the batch)."""
+def alpaca_session(store, tmp_path, sessions, frames, monkeypatch,  # noqa: F811 - the fixtures' values
+                   server: AlpacaSandbox) -> tuple[Session, FeedBatch]:
+    """A session armed on the sandbox's account, not started, and the batch to step it with (IBM quoted there as in
+    the batch)."""
     credentials(monkeypatch, server)
     batch = ibm_batch(frames)
     bid, ask = batch.last_quote(IBM)[1:3]
@@ -60,6 +61,13 @@ def armed_alpaca_session(store, tmp_path, sessions, frames, monkeypatch,  # noqa
     s = Session(store, calibrations=[IBM], state_dir=tmp_path / "s", config=config())
     sessions.append(s)
     s.arm_live("alpaca", confirm=ACCOUNT)
+    return s, batch
+
+
+def armed_alpaca_session(store, tmp_path, sessions, frames, monkeypatch,  # noqa: F811 - the fixtures' values
+                         server: AlpacaSandbox) -> Session:
+    """:func:`alpaca_session`, started and stepped once."""
+    s, batch = alpaca_session(store, tmp_path, sessions, frames, monkeypatch, server)
     s.start()
     s.step(batch)
     return s
@@ -140,13 +148,7 @@ def test_an_armed_alpaca_account_trades_through_the_session_against_the_sandbox(
                                                                                frames, monkeypatch, caplog):  # noqa: F811
     caplog.set_level("DEBUG")
     with AlpacaSandbox(key=KEY_ID, secret=SECRET_KEY) as server:
-        credentials(monkeypatch, server)
-        batch = ibm_batch(frames)
-        bid, ask = batch.last_quote(IBM)[1:3]
-        server.set_price("IBM", f"{bid:.2f}", f"{ask:.2f}")
-        s = Session(store, calibrations=[IBM], state_dir=tmp_path / "s", config=config())
-        sessions.append(s)
-        s.arm_live("alpaca", confirm=ACCOUNT)
+        s, batch = alpaca_session(store, tmp_path, sessions, frames, monkeypatch, server)
         assert s.venue.name == "alpaca" and s.status()["account"] == ACCOUNT
         s.start()
         assert s.status()["routes"] == f"alpaca (account {ACCOUNT})" and s.status()["mode"] == "paper"

@@ -563,17 +563,11 @@ def test_the_order_manager_on_alpaca_settles_every_fault_with_nothing_lost_or_do
 def test_an_armed_alpaca_account_trades_cancels_halts_and_flattens_through_the_session(
         store, tmp_path, sessions, frames, monkeypatch):  # noqa: F811 - test_session's fixtures
     from test_session import IBM, signal
-    from test_session_live import ACCOUNT, config, credentials, ibm_batch
-    from tradebook.session import Session
+    from test_session_live import ACCOUNT, alpaca_session
 
     with AlpacaSandbox(secret=SECRET) as server:
-        credentials(monkeypatch, server)
-        batch = ibm_batch(frames)
-        bid, ask = batch.last_quote(IBM)[1:3]
-        server.set_price("IBM", f"{bid:.2f}", f"{ask:.2f}")
-        s = Session(store, calibrations=[IBM], state_dir=tmp_path / "s", config=config())
-        sessions.append(s)
-        s.arm_live("alpaca", confirm=ACCOUNT)
+        s, batch = alpaca_session(store, tmp_path, sessions, frames, monkeypatch, server)
+        bid = batch.last_quote(IBM)[1]
         s.start()
         assert s.status()["routes"] == f"alpaca (account {ACCOUNT})"
         s.step(batch)
