@@ -7,6 +7,7 @@ import select
 import subprocess
 import sys
 import textwrap
+import threading
 from decimal import Decimal
 
 import pandas as pd
@@ -162,6 +163,26 @@ def test_a_closed_store_is_read_without_holding_it_and_a_writer_elsewhere_is_nam
 
     again = source.status()
     assert (again["state"], again["held_by"], again["orders"]) == ("stopped", None, 2)
+
+    # a dashboard page and an /api/ request refresh the same closed store at once: each thread reads through
+    # its own open, never one another thread is closing
+    errors: list[BaseException] = []
+
+    def refresh() -> None:
+        try:
+            for _ in range(15):
+                with source.reading():
+                    assert source.status()["orders"] == 2 and len(source.orders()) == 2
+                    assert len(source.working_orders()) == 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=refresh) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors
     with pytest.raises(ControlError, match="no session runs on it"):
         source.flatten("nothing to flatten")
 

@@ -22,6 +22,7 @@ int64 UTC ns times) and lead with a tz-aware ``time`` column for people.
 from __future__ import annotations
 
 import os
+import threading
 import time as _time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -427,20 +428,22 @@ class StoreSource(_StoreReads):
             raise StoreError(f"no store at {self.store_path}; a session or `tradebook demo` creates one")
         self.holder: Holder | None = None
         self._held_message: str | None = None
-        self._open: Store | None = None  # inside reading()
+        # the store open inside reading(), per thread: a dashboard page and an /api/ request refresh at once,
+        # and one must never read through (or close) the other's open
+        self._local = threading.local()
 
     @contextmanager
     def reading(self) -> Iterator[StoreSource]:
         """Several reads on one read-only open of the file (a dashboard refresh), closed at the end."""
-        if self._open is not None:
+        if getattr(self._local, "open", None) is not None:
             yield self
             return
         store = self._open_store()
-        self._open = store
+        self._local.open = store
         try:
             yield self
         finally:
-            self._open = None
+            self._local.open = None
             if store is not None:
                 store.close()
 
@@ -460,11 +463,13 @@ class StoreSource(_StoreReads):
 
     @contextmanager
     def _connection(self) -> Iterator[Any | None]:
-        if self._open is not None:
-            yield self._open.con
+        store = getattr(self._local, "open", None)
+        if store is not None:
+            yield store.con
             return
         with self.reading():
-            yield self._open.con if self._open is not None else None
+            store = self._local.open
+            yield store.con if store is not None else None
 
     @property
     def can_control(self) -> bool:
