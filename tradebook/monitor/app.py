@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 import panel as pn
+from panel.io.state import set_curdoc
 
 from tradebook.errors import TradebookError
 from tradebook.monitor import views
@@ -221,7 +222,11 @@ class MonitorApp:
 
         def work() -> None:
             text, failed = self._run(control)
-            doc.add_next_tick_callback(lambda: self.say(text, error=failed))
+            def answer() -> None:
+                with set_curdoc(doc):
+                    self.say(text, error=failed)
+
+            doc.add_next_tick_callback(answer)
 
         threading.Thread(target=work, name=f"tradebook-monitor-{control.name}", daemon=True).start()
 
@@ -242,15 +247,20 @@ class MonitorApp:
         """Served: a thread reads the source every ``refresh_ms`` and hands the page each snapshot.
 
         The read runs outside the page's document lock, so clicks are handled while it
-        runs; the next read waits until the page has shown the last one. The thread ends
-        when the tab closes or ``stop`` (the server's) is set.
+        runs; the next read waits until the page has shown the last one. It starts once
+        the page has loaded (its websocket open: before that Panel defers changes, and a
+        section replaced then could stay stale in the browser) and ends when the tab
+        closes or ``stop`` (the server's) is set.
         """
         doc = pn.state.curdoc
         closed = threading.Event()
         pn.state.on_session_destroyed(lambda _context: closed.set())
-        thread = threading.Thread(target=self._refresh_loop, args=(doc, closed, stop or threading.Event()),
-                                  name="tradebook-monitor-refresh", daemon=True)
-        thread.start()
+
+        def begin() -> None:
+            threading.Thread(target=self._refresh_loop, args=(doc, closed, stop or threading.Event()),
+                             name="tradebook-monitor-refresh", daemon=True).start()
+
+        pn.state.onload(begin)
 
     def _refresh_loop(self, doc: Any, closed: threading.Event, stop: threading.Event) -> None:
         shown = threading.Event()
@@ -277,7 +287,8 @@ class MonitorApp:
 
             def put(snapshot: Snapshot = snapshot) -> None:
                 try:
-                    self.show(snapshot)
+                    with set_curdoc(doc):  # Panel applies the changes to this page now, not on a later tick
+                        self.show(snapshot)
                 finally:
                     shown.set()
 
@@ -325,7 +336,12 @@ class MonitorApp:
             return  # a chart over history: redrawn at most every few seconds, the tables every second
         self._built_at[name] = now
         target = self.status_pane if name == "status" else self.sections[name]
-        new = build()
+        try:
+            new = build()
+        except Exception as exc:  # noqa: BLE001 (one view's failure is shown in its place; the others still update)
+            log.exception("dashboard: the %s view failed", name)
+            new = [views.nothing_yet(f"Could not draw {name.replace('_', ' ')}: {type(exc).__name__}: {exc}", name)]
+            inputs = ()  # tried again at the next refresh
         old = target.objects
         if len(old) == len(new) == 1 and _same_pane(old[0], new[0]):
             old[0].object = new[0].object  # the page's element stays and only its content changes: no flicker
