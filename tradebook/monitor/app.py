@@ -99,7 +99,8 @@ def _read_all(source: MonitorSource, charts: bool) -> Snapshot:
         "equity": source.equity,
     }
     if charts:
-        reads.update(tca_fills=lambda: source.tca_fills(TCA_LIMIT), tca_orders=lambda: source.tca_orders(TCA_LIMIT))
+        reads.update(tca_fills=lambda: source.tca_fills(TCA_LIMIT, columns=views.TCA_FILL_COLUMNS),
+                     tca_orders=lambda: source.tca_orders(TCA_LIMIT, columns=views.TCA_ORDER_COLUMNS))
     for name, read in reads.items():
         try:
             frames[name] = read()

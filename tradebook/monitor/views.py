@@ -36,6 +36,9 @@ CHART_HEIGHT = 300
 MARKOUT_COLUMNS = {"1 s": "markout_1s_bps", "10 s": "markout_10s_bps", "60 s": "markout_60s_bps"}
 LATENCY_COLUMNS = {"signal → submit": "signal_to_submit_ms", "submit → ack": "submit_to_ack_ms",
                    "ack → first fill": "ack_to_first_fill_ms", "first → last fill": "first_to_last_fill_ms"}
+# the TCA columns the charts read (a source reads only these: the rest of a row is for the API and reports)
+TCA_FILL_COLUMNS = ("instrument_id", "ts_event", "realised_cost_bps", "predicted_cost_bps", *MARKOUT_COLUMNS.values())
+TCA_ORDER_COLUMNS = tuple(LATENCY_COLUMNS.values())
 STATE_COLOURS = {"running": "#1a7f37", "paused": "#9a6700", "halted": "#cf222e", "reduce_only": "#9a6700",
                  "stopped": "#57606a", "finished": "#57606a", "failed": "#cf222e", "closed": "#57606a"}
 
@@ -47,7 +50,7 @@ ORDER_COLUMNS = ("time", "client_order_id", "strategy_id", "instrument_id", "sid
 FILL_COLUMNS = ("time", "client_order_id", "strategy_id", "instrument_id", "side", "quantity", "price", "fee",
                 "liquidity")
 ALERT_COLUMNS = ("time", "severity", "kind", "subject", "message", "repeat_count")
-STAGE_COLUMNS = ("strategy", "stage", "time", "backtest_id", "reason")
+STAGE_COLUMNS = ("strategy", "stage", "time", "backtest_id", "reason", "decision", "codes", "summary")
 # the store's names for what the session's frames (and tradebook.views' rounding) call otherwise
 DISPLAY_NAMES = {"filled_quantity": "filled_qty", "avg_fill_price": "avg_price"}
 
