@@ -434,6 +434,8 @@ DOCUMENTED = {
         ("500", lambda c: c.risk.max_position.limit_for("SPY.ARCX").quantity == D(500)),
     "TRADEBOOK_VENUES__ALPACA__ENABLED": ("true", lambda c: c.venues["alpaca"].enabled),
     "TRADEBOOK_FORCE_PAPER": ("true", lambda c: c == TradebookConfig()),  # read by tradebook.venues.factory
+    # the dashboard's and read API's token, read by tradebook.monitor.server: a secret, never a config key
+    "TRADEBOOK_MONITOR_TOKEN": ("s3cret-token", lambda c: c == TradebookConfig()),
 }
 
 
@@ -450,10 +452,12 @@ def _documented_variables() -> set[str]:
 
 def test_broker_adapter_variables_are_not_config_keys_and_never_shown():
     env = {"TRADEBOOK_ALPACA_KEY_ID": "PKSECRETVALUE1", "TRADEBOOK_CCXT_BINANCE_SECRET": "s3cr3t-value",
-           "TRADEBOOK_IB_PORT": "7497", "TRADEBOOK_FORCE_PAPER": "true"}
+           "TRADEBOOK_IB_PORT": "7497", "TRADEBOOK_FORCE_PAPER": "true", "TRADEBOOK_MONITOR_TOKEN": "plain-words-tok"}
     assert load_config(env=env) == TradebookConfig()
-    shown = str(describe_config(env=env))
-    assert "PKSECRETVALUE1" not in shown and "s3cr3t-value" not in shown
+    report = describe_config(env=env)
+    shown = str(report)
+    assert "PKSECRETVALUE1" not in shown and "s3cr3t-value" not in shown and "plain-words-tok" not in shown
+    assert "TRADEBOOK_MONITOR_TOKEN" in {v.key for v in report.variables}  # said to be set, its value not shown
     with pytest.raises(ConfigError, match="TRADEBOOK_ALPACA__KEY_ID"):  # a config-style name is still checked
         load_config(env={"TRADEBOOK_ALPACA__KEY_ID": "x"})
 

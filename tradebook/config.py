@@ -16,10 +16,11 @@ reads a YAML file, then applies environment overrides, then validates everything
   (venue names, asset classes and credential names are lower-cased). Values are parsed to
   the field's type: Decimal for money and quantities, int, float, bool (``true``/``false``/
   ``1``/``0``), str, enums, comma-separated lists; ``null``/``none`` clears an optional
-  value. Four variables are not config keys (:data:`RESERVED_ENV`): ``TRADEBOOK_CONFIG``
+  value. Some variables are not config keys (:data:`RESERVED_ENV`): ``TRADEBOOK_CONFIG``
   (the file), ``TRADEBOOK_DATA_DIR`` (the bundled data folder, read by
-  :mod:`tradebook.data.catalog`), ``TRADEBOOK_PROGRESS`` (progress bars) and
-  ``TRADEBOOK_STORE``, the workspace store, which sets ``session.store_path`` like
+  :mod:`tradebook.data.catalog`), ``TRADEBOOK_PROGRESS`` (progress bars),
+  ``TRADEBOOK_FORCE_PAPER``, ``TRADEBOOK_MONITOR_TOKEN`` (the dashboard's token, shown
+  redacted) and ``TRADEBOOK_STORE``, the workspace store, which sets ``session.store_path`` like
   ``TRADEBOOK_SESSION__STORE_PATH`` does. Any other ``TRADEBOOK_`` variable is refused as a
   typo, with the nearest name suggested.
 - Unknown keys, in the file or in the environment under the prefix, are refused naming the
@@ -86,7 +87,9 @@ RESERVED_ENV: Mapping[str, str] = {
     ENV_DATA_DIR: "the bundled data folder",
     "TRADEBOOK_PROGRESS": "progress bars: 1 on, 0 off (tradebook.progress)",
     "TRADEBOOK_FORCE_PAPER": "true: every order goes to the paper venue, whatever venues and routing say",
+    "TRADEBOOK_MONITOR_TOKEN": "the dashboard's and read API's token (tradebook.monitor.server), shown redacted",
 }  # a new TRADEBOOK_ variable that is not a config key belongs here, or load_config refuses it as a typo
+SECRET_ENV = frozenset({"TRADEBOOK_MONITOR_TOKEN"})  # reserved variables whose value is never shown
 # Broker adapters read their credentials and connection settings from these variables
 # (``from_env``): not config keys, never shown (TRADEBOOK_ALPACA_KEY_ID, TRADEBOOK_CCXT_BINANCE_SECRET,
 # TRADEBOOK_IB_PORT...). A single underscore after the broker: config keys use ``__``.
@@ -517,8 +520,8 @@ def describe_config(path: str | Path | None = None, env: Mapping[str, str] | Non
         else:
             shown = _plain(key, value)
         settings.append(ConfigSetting(key, shown, sources.get(key, "default")))
-    variables = tuple(ConfigSetting(name, _plain(name, env[name]), what) for name, what in RESERVED_ENV.items()
-                      if env.get(name))
+    variables = tuple(ConfigSetting(name, redact(env[name]) if name in SECRET_ENV else _plain(name, env[name]), what)
+                      for name, what in RESERVED_ENV.items() if env.get(name))
     return ConfigReport(config, file, reason, tuple(settings), variables)
 
 
