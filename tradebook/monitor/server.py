@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tradebook.errors import ConfigError, MonitorServerError
-from tradebook.monitor.auth import check_binding, is_loopback
+from tradebook.monitor.auth import authorized, check_binding, is_loopback
 from tradebook.monitor.loop_thread import LoopThread, url_host
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,6 @@ def _token_auth(token: str) -> Any:
     """A Bokeh auth provider: a page or websocket passes with the token (header, ``?token=``, or its cookie)."""
     from bokeh.server.auth_provider import AuthProvider
     from tornado.web import RequestHandler
-
-    from tradebook.monitor.auth import authorized
 
     class NeedToken(RequestHandler):
         def get(self) -> None:
