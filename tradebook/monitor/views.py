@@ -128,6 +128,7 @@ STATUS_CSS = """
 .tb-status .tb-badge {color:white; border-radius:4px; padding:2px 8px; font-size:18px;}
 .tb-status .tb-up {color:#1a7f37;} .tb-status .tb-down {color:#cf222e;}
 .tb-status .tb-note {font-size:13px; color:#57606a; flex-basis:100%;}
+.tb-status .tb-time {font-size:14px; padding-top:5px;}
 """
 
 
@@ -167,8 +168,8 @@ def status_view(status: Mapping[str, Any], *, instrument_id: str | None = None) 
         cell("orders", "tb-orders", count("orders")),
         cell("working", "tb-working", count("working_orders")),
         cell("fills", "tb-fills", count("fills")),
-        cell("last event", "tb-session-time", when(status.get("last_event_ns"))),
-        cell("updated", "tb-updated", when(status.get("updated_ns"))),
+        cell("last event", "tb-session-time", when(status.get("last_event_ns")), "tb-time"),
+        cell("updated", "tb-updated", when(status.get("updated_ns")), "tb-time"),
     ]
     notes = [html.escape(str(status[key])) for key in ("kill_switch_reason", "held_by", "message") if status.get(key)]
     url = status.get("dashboard_url")
