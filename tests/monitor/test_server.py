@@ -107,3 +107,19 @@ def test_a_sessions_dashboard_is_named_in_the_holder_file_while_it_serves(runnin
     finally:
         server.stop()
     assert read_holder(Path(running_session.store.path)).dashboard_url is None
+
+
+def test_the_panel_serve_script_builds_the_dashboard_over_a_store(closed_store, monkeypatch):
+    import runpy
+
+    import panel as pn
+
+    script = Path(__file__).resolve().parents[2] / "dashboards" / "monitor.py"
+    monkeypatch.setattr("sys.argv", [str(script), str(closed_store)])  # what `panel serve ... --args STORE` passes
+    built = []
+    monkeypatch.setattr(pn.viewable.Viewable, "servable", lambda self, *a, **k: built.append(self) or self)
+    runpy.run_path(str(script), run_name="__main__")
+    [page] = built
+    assert "tb-monitor" in page.css_classes
+    buttons = [w for w in page.select(pn.widgets.Button) if "tb-control" in w.css_classes]
+    assert len(buttons) == 4 and all(b.disabled for b in buttons)  # a closed store: read-only
