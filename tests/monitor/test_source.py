@@ -77,6 +77,16 @@ def test_a_session_is_read_live_through_itself_and_its_history_through_its_conne
 
     set_stage(session.store, "nb", "paper", reason="from research")
     assert source.stages()[["strategy", "stage", "reason"]].values.tolist() == [["nb", "paper", "from research"]]
+    session.store.con.execute(  # the gate's verdict on it, and on a strategy reviewed that never changed stage
+        "INSERT INTO promotion_decisions VALUES (?, ?, ?, 'bt1', 0, 1, ?, ?, ?, '{}', FALSE, NULL)",
+        ["d1", "nb", 5, "extend", "PAPER_DAYS_SHORT", "12 of 30 days"])
+    session.store.con.execute("INSERT INTO promotion_decisions VALUES ('d2', 'other', 6, 'bt2', 0, 1, 'reject', "
+                              "'SHARPE_OUT_OF_RANGE', 'Sharpe below its band', '{}', FALSE, NULL)")
+    stages = source.stages().set_index("strategy")
+    assert stages.loc["nb", ["stage", "decision", "codes", "summary"]].tolist() == \
+        ["paper", "extend", "PAPER_DAYS_SHORT", "12 of 30 days"]
+    assert stages.loc["other", ["decision", "backtest_id"]].tolist() == ["reject", "bt2"]
+    assert pd.isna(stages.loc["other", "stage"])
     session.oms.alert("note", "a note for the monitor")
     session.oms.flush()
     alerts = source.alerts(kind="note")

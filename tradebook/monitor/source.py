@@ -55,7 +55,7 @@ POSITION_COLUMNS = ("account_id", "strategy_id", "instrument_id", "asset_class",
                     "mark_price", "market_value", "unrealised_pnl", "realised_pnl", "fees", "ts_last_ns")
 ALERT_COLUMNS = ("ts_ns", "last_ts_ns", "kind", "severity", "subject", "message", "repeat_count", "dedup_key",
                  "source")
-STAGE_COLUMNS = ("strategy", "stage", "ts_ns", "backtest_id", "reason")
+STAGE_COLUMNS = ("strategy", "stage", "ts_ns", "backtest_id", "reason", "decision", "codes", "summary", "decided_ns")
 EQUITY_COLUMNS = ("ts_ns", "equity", "cash", "realised_pnl", "unrealised_pnl")
 
 # the int64 ns column each frame's leading ``time`` shows
@@ -84,9 +84,17 @@ _SQL = {
                  "NULL AS mark_price, NULL AS market_value, NULL AS unrealised_pnl, p.realized_pnl AS realised_pnl, "
                  "p.fees, p.ts_last AS ts_last_ns FROM positions p LEFT JOIN instruments i USING (instrument_id) "
                  "ORDER BY p.account_id, p.strategy_id, p.instrument_id",
-    "stages": "SELECT strategy, arg_max(stage, ts_ns) AS stage, max(ts_ns) AS ts_ns, "
+    # each strategy's stage now and the gate's latest decision with its evidence (a strategy the gate reviewed
+    # that never changed stage shows too)
+    "stages": "WITH s AS (SELECT strategy, arg_max(stage, ts_ns) AS stage, max(ts_ns) AS ts_ns, "
               "arg_max(backtest_id, ts_ns) AS backtest_id, arg_max(reason, ts_ns) AS reason "
-              "FROM strategy_stages GROUP BY strategy ORDER BY strategy",
+              "FROM strategy_stages GROUP BY strategy), "
+              "d AS (SELECT strategy, arg_max(decision, ts_ns) AS decision, arg_max(codes, ts_ns) AS codes, "
+              "arg_max(summary, ts_ns) AS summary, max(ts_ns) AS decided_ns, "
+              "arg_max(backtest_id, ts_ns) AS decided_backtest FROM promotion_decisions GROUP BY strategy) "
+              "SELECT coalesce(s.strategy, d.strategy) AS strategy, s.stage, coalesce(s.ts_ns, d.decided_ns) AS ts_ns, "
+              "coalesce(s.backtest_id, d.decided_backtest) AS backtest_id, s.reason, d.decision, d.codes, d.summary, "
+              "d.decided_ns FROM s FULL OUTER JOIN d ON s.strategy = d.strategy ORDER BY 1",
     "counts": f"SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM orders WHERE {_WORKING}), "
               "(SELECT count(*) FROM fills), (SELECT count(*) FROM alerts), "
               "(SELECT sum(realized_pnl) FROM positions), "
@@ -248,7 +256,8 @@ class _StoreReads:
         return self._analysis("alerts", recent_alerts, limit, filters, ALERT_COLUMNS)
 
     def stages(self) -> pd.DataFrame:
-        """Each strategy's stage now (research, paper, live, reverted), since when and why."""
+        """Each strategy's stage now (research, paper, live, reverted), since when and why, and the promotion
+        gate's latest decision on it (decision, codes, summary, when)."""
         return self._read("stages", _SQL["stages"], [], STAGE_COLUMNS)
 
     def tca_fills(self, limit: int = DEFAULT_LIMIT, *, columns: Sequence[str] | None = None,
