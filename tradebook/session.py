@@ -683,11 +683,19 @@ class Session(SessionLoop, SignalPipeline, AlgoRunner, SessionRecovery, LiveVenu
         """Serve the monitoring dashboard and the read API over this session, from its process; returns the server.
 
         ``server.url`` is where to open it (127.0.0.1 unless ``address=`` and ``token=``),
-        ``server.stop()`` ends it. Keywords: those of :func:`tradebook.monitor.server.serve_monitor`.
+        ``server.stop()`` ends it, and so does the session's stop (``tradebook dashboard`` serves the
+        closed store). Asked again, it gives the one already serving; with other keywords it
+        replaces it. Keywords: those of :func:`tradebook.monitor.server.serve_monitor`.
         """
         from tradebook.monitor.server import serve_monitor  # presentation, loaded only when asked for
 
-        return serve_monitor(self, **kwargs)
+        current = getattr(self, "_dashboard", None)
+        if current is not None and current.running:
+            if not kwargs:
+                return current
+            current.stop()
+        self._dashboard = serve_monitor(self, **kwargs)
+        return self._dashboard
 
     def controls(self, *, interval_s: float = 1.0) -> Any:
         """Notebook controls (ipywidgets): state, P&L and counts, refreshed every ``interval_s`` while it runs, and

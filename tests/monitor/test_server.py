@@ -109,6 +109,15 @@ def test_a_sessions_dashboard_is_named_in_the_holder_file_while_it_serves(runnin
     assert read_holder(Path(running_session.store.path)).dashboard_url is None
 
 
+def test_a_sessions_dashboard_is_one_server_and_ends_with_the_session(running_session):
+    server = running_session.dashboard()
+    assert running_session.dashboard() is server  # asked again: the same one, not a second port
+    replaced = running_session.dashboard(port=0)  # other keywords: it replaces the first
+    assert replaced is not server and not server.running and replaced.running
+    running_session.stop()
+    assert not replaced.running  # it read through the session's store, which the stop closes
+
+
 def test_the_panel_serve_script_builds_the_dashboard_over_a_store(closed_store, monkeypatch):
     import runpy
 

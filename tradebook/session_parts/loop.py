@@ -141,6 +141,9 @@ class SessionLoop:
     def _close_files(self, *, release: bool = True) -> None:
         """Close what this session opened in its state folder (journals, a venue never connected), then
         (``release``) its lock. Safe on a half-built session and when called again."""
+        dashboard = getattr(self, "_dashboard", None)
+        if dashboard is not None:  # it reads through this session's store, which closes now
+            dashboard.stop()
         set_aside = getattr(self, "_paper", None)
         for journal in (getattr(getattr(self, "oms", None), "journal", None), getattr(self, "_journal", None),
                         set_aside[1].journal if set_aside is not None else None):
