@@ -50,8 +50,8 @@ def ingest_trades(store: Store, rows: list[tuple[float, float, float]]) -> None:
 
 
 def intent(intent_id: str, side: str, quantity: str, order_type: str = "market", limit: str | None = None,
-           parent_id: str | None = None) -> OrderIntent:
-    return OrderIntent(intent_id, STRATEGY, ACCOUNT, BTC, Side(side), Decimal(quantity), OrderType(order_type),
+           parent_id: str | None = None, instrument_id: str = BTC) -> OrderIntent:
+    return OrderIntent(intent_id, STRATEGY, ACCOUNT, instrument_id, Side(side), Decimal(quantity), OrderType(order_type),
                        TimeInForce.GTC, 0, limit_price=None if limit is None else Decimal(limit), parent_id=parent_id)
 
 
@@ -65,7 +65,7 @@ def add_order(store: Store, order: OrderIntent, *, status: str, filled: str, cre
             "INSERT INTO orders (client_order_id, intent_id, strategy_id, account_id, mode, venue, instrument_id, "
             "side, order_type, time_in_force, quantity, limit_price, parent_order_id, status, filled_quantity, "
             "ts_init, ts_last, tags) VALUES (?, ?, ?, ?, 'paper', 'paper', ?, ?, ?, 'gtc', ?, ?, ?, ?, ?, ?, ?, ?)",
-            [coid, order.intent_id, STRATEGY, ACCOUNT, BTC, str(order.side), str(order.order_type),
+            [coid, order.intent_id, STRATEGY, ACCOUNT, order.instrument_id, str(order.side), str(order.order_type),
              str(order.quantity), None if order.limit_price is None else str(order.limit_price), parent, status,
              filled, at(created), at(last), '{"reduce_only":false,"why":"%s"}' % why])
         for kind, t in events:
@@ -75,12 +75,12 @@ def add_order(store: Store, order: OrderIntent, *, status: str, filled: str, cre
 
 
 def add_fill(store: Store, coid: str, fill_id: str, side: str, quantity: str, price: str, t: float,
-             fee: str = "0") -> None:
+             fee: str = "0", instrument_id: str = BTC) -> None:
     with store.transaction() as con:
         con.execute("INSERT INTO fills (fill_id, client_order_id, account_id, strategy_id, instrument_id, side, "
                     "quantity, price, fee, fee_currency, liquidity, ts_event, ts_init) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'USDT', 'taker', ?, ?)",
-                    [fill_id, coid, ACCOUNT, STRATEGY, BTC, side, quantity, price, fee, at(t), at(t)])
+                    [fill_id, coid, ACCOUNT, STRATEGY, instrument_id, side, quantity, price, fee, at(t), at(t)])
         con.execute("INSERT INTO order_events (client_order_id, event_type, ts_event, ts_init, quantity, price) "
                     "VALUES (?, 'filled', ?, ?, ?, ?)", [coid, at(t), at(t), quantity, price])
 

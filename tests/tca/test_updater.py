@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import threading
 import time
 
-from tests.tca.conftest import add_fill, add_order, at, intent
+from tests.tca.conftest import BTC, add_fill, add_order, at, intent
+from tradebook.sim.fill_model import FillModel
 from tradebook.store import Store
-from tradebook.tca import TcaRecorder, TcaUpdater
+from tradebook.tca import TcaRecorder, TcaUpdater, tca_fills
+
+EURUSD = "EURUSD.FXCM"  # sorts after BTC: the last instrument the update tries to price
 
 
 def test_a_failed_update_calls_back_keeps_the_notes_and_the_next_one_writes_them(hand_store, tmp_path):
@@ -67,3 +73,39 @@ def test_a_session_that_flushed_nothing_costs_no_update_at_its_end(hand_store):
     told = TcaUpdater(hand_store, TcaRecorder())
     told.flushed("oms", 2, 2)
     assert told.finish().orders == 1
+
+
+def test_an_update_beside_a_pending_result_prices_what_it_can_and_says_once_what_it_cannot(calibrated_btc_store,
+                                                                                          caplog):
+    """DuckDB refuses register() on a connection holding an unfinished result (a fetchone's, another thread's or
+    the update's own): the update runs on a cursor of its own. A calibration that cannot price (no spread profile)
+    leaves its fills without a prediction, said once at info level, never a warning per update."""
+    store, recorder = calibrated_btc_store, TcaRecorder()
+    btc = store.calibration(BTC)
+    unpriceable = dataclasses.replace(FillModel.from_json(btc.params), spread_profile=None)
+    store.save_calibration(EURUSD, unpriceable.to_json(), data_start_ns=btc.data_start_ns,
+                           data_end_ns=btc.data_end_ns, dataset_ids=btc.dataset_ids, diagnostics={})
+    for n, (instrument, price) in enumerate(((BTC, "36018"), (EURUSD, "1.1002"), (EURUSD, "1.1003"))):
+        buy = intent(f"live:{n}", "buy", "0.01", instrument_id=instrument)
+        recorder.note_order(buy, decision_ts_ns=at(n), decision_price=float(price) * 0.9995)
+        coid = add_order(store, buy, status="filled", filled="0.01", created=n, last=n + 1,
+                         events=[("submitted", n)])
+        add_fill(store, coid, f"live{n}", "buy", "0.01", price, n + 1, instrument_id=instrument)
+    pending = threading.Thread(target=lambda: store.con.execute("SELECT * FROM quotes").fetchone())
+    pending.start()
+    pending.join(10)  # the store's shared connection now holds an unfinished result of another thread
+
+    errors: list[str] = []
+    updater = TcaUpdater(store, recorder, on_error=errors.append, min_interval_s=0)
+    with caplog.at_level(logging.DEBUG, logger="tradebook.tca"):
+        first = updater.update_now()
+        again = updater.update_now()  # nothing new: the same calibration is not said again
+    assert errors == [] and updater.failures == 0, errors
+    assert first.fills == 3 and set(first.unpriced) == {EURUSD} and "no spread profile" in first.unpriced[EURUSD]
+    assert again.fills == 0
+    rows = tca_fills(store).set_index("instrument_id")
+    assert rows.loc[BTC, "calibration_id"] == btc.calibration_id and rows.loc[BTC, "predicted_cost_bps"] > 0
+    assert rows.loc[EURUSD, "predicted_cost_bps"].isna().all()
+    said = [r for r in caplog.records if "no predicted cost" in r.getMessage() and r.levelno >= logging.INFO]
+    assert len(said) == 1 and said[0].levelno == logging.INFO and EURUSD in said[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -382,6 +382,33 @@ class Store(InstrumentTables, MarketDataTables, CalibrationTables, OrderPathTabl
                 except duckdb.Error as exc:
                     raise StoreError(f"commit failed, nothing was written: {exc}") from exc
 
+    @contextmanager
+    def cursor_transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Like :meth:`transaction`, on a cursor of its own: for background work (a session's TCA update) that
+        registers frames and makes temp tables. The shared connection's users leave results pending on it
+        (``fetchone``), which DuckDB lets no ``register`` pass; a cursor has its own results, views and temp
+        tables. The store's lock is held throughout, so the connection is neither swapped (a lazy writer's first
+        write, :meth:`release_writer`) nor closed under the cursor, which closing it would kill."""
+        self._require_writer()
+        with self._lock:
+            cursor = self.con.cursor()
+            try:
+                cursor.execute("BEGIN TRANSACTION")
+                try:
+                    yield cursor
+                except BaseException:
+                    try:
+                        cursor.execute("ROLLBACK")
+                    except duckdb.Error:  # already rolled back by the failure: the real error is on its way
+                        pass
+                    raise
+                try:
+                    cursor.execute("COMMIT")
+                except duckdb.Error as exc:
+                    raise StoreError(f"commit failed, nothing was written: {exc}") from exc
+            finally:
+                cursor.close()
+
     # -- reading ------------------------------------------------------------------------
     def query(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
         """Run a read query and return a DataFrame."""

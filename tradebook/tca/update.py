@@ -51,7 +51,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -76,6 +76,8 @@ class TcaUpdate:
     orders: int
     parents: int
     seconds: float
+    #: instrument_id -> why its new fills have no predicted cost (a calibration that cannot price them)
+    unpriced: Mapping[str, str] = field(default_factory=dict)
 
 
 # The signal type of an order, from its tags' ``why`` (the intent's reason): the router's rule
@@ -332,15 +334,15 @@ def update_tca(store: Any, *, now_ns: int | None = None, recorder: TcaRecorder |
     stamp = int(now_ns) if now_ns is not None else wall_now_ns()
     notes = recorder.drain() if recorder is not None else []
     try:
-        with store.transaction() as con:
+        with store.cursor_transaction() as con:  # its own results: see Store.cursor_transaction
             _write_decisions(con, notes)
             con.execute(_COVER_SQL)
             con.execute(_FILL_TODO_SQL)
             con.execute(_FILL_BASE_SQL)
             con.execute(_ASOF_SQL.format(out="_tca_fill_quotes", probes=_FILL_PROBES))
             con.execute(_FILL_ROWS_SQL, {"now": stamp})
-            _predict(store, con, calibrations or {})
-            fills = con.execute("SELECT count(*) FROM _tca_new_fills").fetchone()[0]
+            unpriced = _predict(store, con, calibrations or {})
+            fills = con.execute("SELECT count(*) FROM _tca_new_fills").fetchall()[0][0]
             con.execute(f"INSERT OR REPLACE INTO tca_fills ({_TCA_FILLS_COLUMNS}) "
                         f"SELECT {_TCA_FILLS_COLUMNS} FROM _tca_new_fills")
             con.execute(_UNIT_TODO_SQL)
@@ -353,7 +355,7 @@ def update_tca(store: Any, *, now_ns: int | None = None, recorder: TcaRecorder |
             con.execute(_ORDER_ROWS_SQL, {"now": stamp})
             orders, parents = con.execute(
                 "SELECT count(*) FILTER (WHERE level = 'order'), count(*) FILTER (WHERE level = 'parent') "
-                "FROM _tca_new_orders").fetchone()
+                "FROM _tca_new_orders").fetchall()[0]
             con.execute("INSERT OR REPLACE INTO tca_orders BY NAME SELECT * FROM _tca_new_orders")
             for table in _TEMP_TABLES:
                 con.execute(f"DROP TABLE IF EXISTS {table}")
@@ -361,7 +363,7 @@ def update_tca(store: Any, *, now_ns: int | None = None, recorder: TcaRecorder |
         if recorder is not None:
             recorder.restore(notes)
         raise
-    return TcaUpdate(int(fills), int(orders), int(parents), time.perf_counter() - started)
+    return TcaUpdate(int(fills), int(orders), int(parents), time.perf_counter() - started, unpriced)
 
 
 def _write_decisions(con: Any, notes: list[DecisionNote]) -> None:
@@ -387,14 +389,16 @@ def _write_decisions(con: Any, notes: list[DecisionNote]) -> None:
         con.unregister("_tca_notes")
 
 
-def _predict(store: Any, con: Any, calibrations: Mapping[str, str]) -> None:
+def _predict(store: Any, con: Any, calibrations: Mapping[str, str]) -> dict[str, str]:
     """The fill model's predicted cost for new fills (no calibration yet), priced at the mid in force or, where the
-    store holds no quotes then (a live session's), at the decision price."""
+    store holds no quotes then (a live session's), at the decision price. Returns instrument_id -> why its fills
+    could not be priced (said once by the caller: an update runs every second or so)."""
     todo = con.execute("SELECT fill_id, instrument_id, ts_event, CAST(quantity AS DOUBLE) AS quantity, "
                        "COALESCE(mid_at_fill, decision_price) AS mid FROM _tca_new_fills "
                        "WHERE calibration_id IS NULL AND COALESCE(mid_at_fill, decision_price) IS NOT NULL").df()
+    unpriced: dict[str, str] = {}
     if todo.empty:
-        return
+        return unpriced
     from tradebook.errors import TradebookError
     from tradebook.research.costs import CostModel
 
@@ -408,25 +412,27 @@ def _predict(store: Any, con: Any, calibrations: Mapping[str, str]) -> None:
             predicted = model.predict_bps(str(instrument_id), group["ts_event"].to_numpy("int64"),
                                           group["quantity"].to_numpy(float), group["mid"].to_numpy(float))
             calibration_id = model.calibrations[str(instrument_id)]
-        except TradebookError as exc:  # a calibration that cannot price: no prediction, said once per update
-            log.warning("TCA: no predicted cost for %s fills: %s", instrument_id, exc)
+        except TradebookError as exc:  # a calibration that cannot price: no prediction
+            log.debug("TCA: no predicted cost for %s fills: %s", instrument_id, exc)
+            unpriced[str(instrument_id)] = str(exc)
             continue
         parts.append(pd.DataFrame({"fill_id": group["fill_id"].to_numpy(), "predicted": predicted,
                                    "calibration_id": calibration_id}))
     if not parts:
-        return
+        return unpriced
     con.register("_tca_predicted", pd.concat(parts, ignore_index=True))
     try:
         con.execute("UPDATE _tca_new_fills SET predicted_cost_bps = p.predicted, calibration_id = p.calibration_id "
                     "FROM _tca_predicted p WHERE _tca_new_fills.fill_id = p.fill_id")
     finally:
         con.unregister("_tca_predicted")
+    return unpriced
 
 
 def _latest_calibration(con: Any, instrument_id: str) -> str | None:
-    row = con.execute("SELECT calibration_id FROM calibrations WHERE instrument_id = ? ORDER BY version DESC LIMIT 1",
-                      [instrument_id]).fetchone()
-    return None if row is None else str(row[0])
+    rows = con.execute("SELECT calibration_id FROM calibrations WHERE instrument_id = ? ORDER BY version DESC LIMIT 1",
+                       [instrument_id]).fetchall()  # fetched to the end: a pending result would block register()
+    return str(rows[0][0]) if rows else None
 
 
 __all__ = ["MARKOUT_HORIZONS_S", "TcaUpdate", "update_tca"]

@@ -6,9 +6,13 @@ subscriber, at most once per ``min_interval_s`` of wall time and never more than
 the time (an update that took 0.3 s waits 3 s before the next: an update reads every fill
 to find the new ones, and the machine is shared with the session). A flush that comes too soon
 is not dropped: a timer runs the update when it is due, so the last fills of a burst followed by
-a quiet market get their rows within the interval, not only at the end. :meth:`TcaUpdater.finish` runs a last one when the session stops. A failing update never reaches the order path:
-it is logged and handed to ``on_error`` (the session raises an alert), and the decision
-notes it could not write wait for the next one.
+a quiet market get their rows within the interval, not only at the end. :meth:`TcaUpdater.finish`
+runs a last one when the session stops; no update starts after it, so the session may let go of
+the store. A failing update never reaches the order path: it is handed to ``on_error`` (the
+session raises an alert, which says it; without one it is a warning) and logged in one line, the
+traceback at debug level (a notebook shows no traceback from a background step); the decision
+notes it could not write wait for the next one. Fills a calibration cannot price (no predicted
+cost) are said once per instrument and reason, at info level, not at every update.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class TcaUpdater:
         self._flushed = False  # the store took order-path records since the last update
         self._closed = False
         self._trailing: threading.Timer | None = None  # the update a too-early flush left for later
+        self._unpriced_said: set[tuple[str, str]] = set()  # (instrument_id, reason) already logged
 
     def flushed(self, journal: str = "", position: int = 0, records: int = 0) -> None:
         """The order manager's flush listener (called in its flush, before the bus hears): there is work to do."""
@@ -91,7 +96,8 @@ class TcaUpdater:
                 self._flushed = self._flushed or flushed  # still to do
                 self.failures += 1
                 message = f"TCA update failed ({type(exc).__name__}: {exc}); orders and fills are unaffected"
-                log.exception("TCA update failed")
+                log.log(logging.INFO if self.on_error is not None else logging.WARNING, message)
+                log.debug("TCA update failed", exc_info=exc)
                 if self.on_error is not None:
                     try:
                         self.on_error(message)
@@ -100,7 +106,15 @@ class TcaUpdater:
                 return None
             finally:
                 self._next_due = started + max(self.min_interval_s, 10 * (time.monotonic() - started))
+            self._say_unpriced(self.last.unpriced)
             return self.last
+
+    def _say_unpriced(self, unpriced: Mapping[str, str]) -> None:
+        for instrument_id, reason in unpriced.items():
+            if (instrument_id, reason) not in self._unpriced_said:
+                self._unpriced_said.add((instrument_id, reason))
+                log.info("TCA: fills of %s have no predicted cost (realised costs are computed): %s",
+                         instrument_id, reason)
 
     def finish(self) -> TcaUpdate | None:
         """The last update (after the session's final flush), if anything was flushed or noted since the previous
@@ -112,6 +126,9 @@ class TcaUpdater:
         result = self.update_now() if self._flushed or len(self.recorder) else None
         with self._lock:
             self._closed = True
+            trailing, self._trailing = self._trailing, None  # one a flush left meanwhile would find it closed
+        if trailing is not None:
+            trailing.cancel()
         return result
 
 
