@@ -8,11 +8,13 @@ import threading
 import time
 
 from tests.tca.conftest import BTC, add_fill, add_order, at, intent
+from tradebook.model.instruments import get_instrument
 from tradebook.sim.fill_model import FillModel
 from tradebook.store import Store
 from tradebook.tca import TcaRecorder, TcaUpdater, tca_fills
 
 EURUSD = "EURUSD.FXCM"  # sorts after BTC: the last instrument the update tries to price
+OTHER_CRYPTO = "BTCUSDT2.TEST"
 
 
 def test_a_failed_update_calls_back_keeps_the_notes_and_the_next_one_writes_them(hand_store, tmp_path):
@@ -109,3 +111,28 @@ def test_an_update_beside_a_pending_result_prices_what_it_can_and_says_once_what
     said = [r for r in caplog.records if "no predicted cost" in r.getMessage() and r.levelno >= logging.INFO]
     assert len(said) == 1 and said[0].levelno == logging.INFO and EURUSD in said[0].getMessage()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_calibration_applied_from_another_instrument_is_priced_by_the_one_it_was_derived_from(
+        calibrated_btc_store):
+    """A paper replay stores the model it applied to an instrument as that instrument's calibration, naming its
+    source (``derived_from``); with no spread profile of its own it cannot price, so TCA predicts with the source
+    (what research prices the instrument with) and names it; one with no source stays unpriced."""
+    store, recorder = calibrated_btc_store, TcaRecorder()
+    btc = store.calibration(BTC)
+    other = dataclasses.replace(get_instrument(BTC), instrument_id=OTHER_CRYPTO, symbol="BTCUSDT2")
+    store.register_instruments([other])  # another crypto pair: the asset class a BTC model may be applied to
+    applied = dataclasses.replace(FillModel.from_json(btc.params), spread_profile=None)
+    derived = store.save_calibration(OTHER_CRYPTO, applied.to_json(), data_start_ns=btc.data_start_ns,
+                                     data_end_ns=btc.data_end_ns, dataset_ids=btc.dataset_ids,
+                                     diagnostics={"derived": f"applied from {btc.calibration_id}",
+                                                  "derived_from": btc.calibration_id})
+    buy = intent("applied:0", "buy", "0.01", instrument_id=OTHER_CRYPTO)
+    recorder.note_order(buy, decision_ts_ns=at(0), decision_price=36000.0)
+    coid = add_order(store, buy, status="filled", filled="0.01", created=0, last=1, events=[("submitted", 0)])
+    add_fill(store, coid, "applied0", "buy", "0.01", "36018", 1, instrument_id=OTHER_CRYPTO)
+
+    done = TcaUpdater(store, recorder, calibrations={OTHER_CRYPTO: derived.calibration_id}).update_now()
+    assert done.fills == 1 and done.unpriced == {}
+    [row] = tca_fills(store).to_dict("records")
+    assert row["calibration_id"] == btc.calibration_id and row["predicted_cost_bps"] > 0

@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from tradebook.errors import ResearchError
-from tradebook.model.instruments import get_instrument
+from tradebook.model.instruments import Instrument, UnknownInstrumentError, get_instrument
 from tradebook.sim.fill_model import SCALE_SPREAD_VOL, FeeSchedule, FillModel
 
 BPS = 1e4
@@ -115,6 +115,14 @@ class CostTerms:
     improve_share: float  # probability a fill is improved
 
 
+def instrument_of(store: Any, instrument_id: str) -> Instrument:
+    """The store's definition of ``instrument_id`` (a user's own instrument), else the bundled one."""
+    try:
+        return store.instrument(instrument_id)
+    except UnknownInstrumentError:
+        return get_instrument(instrument_id)
+
+
 class CostModel:
     """Calibrated costs per instrument for research (see the module docstring for each number's meaning)."""
 
@@ -161,8 +169,8 @@ class CostModel:
                 raise ResearchError(f"calibration {record.calibration_id} has no spread profile (fitted without "
                                     f"sizes at the touch?); {target} cannot be priced with it: expected a "
                                     "calibration of quotes with sizes")
-            model = source if target == record.instrument_id else source.for_instrument(get_instrument(target))
-            spec = get_instrument(target)
+            spec = instrument_of(store, target)
+            model = source if target == record.instrument_id else source.for_instrument(spec)
             split_ts, split_factor = _splits(store, target)
             priced[target] = _Priced(target, record.calibration_id, model, profile, _touch_notional(profile),
                                      _spread_tables(profile), _improves(source, spec),

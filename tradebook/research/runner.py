@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from tradebook.errors import ResearchError
+from tradebook.research.costs import instrument_of
 from tradebook.research.rebalance import DEFAULT_BAND, should_trade
 
 DEFAULT_CAP = 0.05  # the Half-Kelly cap: a runner without a backtest stakes this fraction, as the backtest's first pass
@@ -242,10 +243,7 @@ def paper_calibrations(store: Any, costs: Any, instruments: Iterable[str],
     """
     ids = []
     for instrument_id in instruments:
-        instrument = store.instrument(instrument_id) if _known(store, instrument_id) else None
-        if instrument is None:
-            from tradebook.model.instruments import get_instrument
-            instrument = get_instrument(instrument_id)
+        instrument = instrument_of(store, instrument_id)
         if costs.is_zero:
             model, derived, source = zero_cost_model(instrument), "zero cost (research equivalence)", None
         else:
@@ -268,14 +266,6 @@ def paper_calibrations(store: Any, costs: Any, instruments: Iterable[str],
             derived, source = f"applied from {record.calibration_id}", record
         ids.append(_store_model(store, instrument_id, model, derived, source))
     return ids
-
-
-def _known(store: Any, instrument_id: str) -> bool:
-    try:
-        store.instrument(instrument_id)
-        return True
-    except Exception:  # noqa: BLE001 - unknown to the store: the bundled definition is used
-        return False
 
 
 def _store_model(store: Any, instrument_id: str, model: Any, derived: str, source: Any) -> str:

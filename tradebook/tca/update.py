@@ -400,7 +400,6 @@ def _predict(store: Any, con: Any, calibrations: Mapping[str, str]) -> dict[str,
     if todo.empty:
         return unpriced
     from tradebook.errors import TradebookError
-    from tradebook.research.costs import CostModel
 
     parts = []
     for instrument_id, group in todo.groupby("instrument_id"):
@@ -408,10 +407,7 @@ def _predict(store: Any, con: Any, calibrations: Mapping[str, str]) -> dict[str,
         if name is None:
             continue
         try:
-            model = CostModel.from_store(store, {str(instrument_id): name})
-            predicted = model.predict_bps(str(instrument_id), group["ts_event"].to_numpy("int64"),
-                                          group["quantity"].to_numpy(float), group["mid"].to_numpy(float))
-            calibration_id = model.calibrations[str(instrument_id)]
+            predicted, calibration_id = _predicted_bps(store, str(instrument_id), name, group)
         except TradebookError as exc:  # a calibration that cannot price: no prediction
             log.debug("TCA: no predicted cost for %s fills: %s", instrument_id, exc)
             unpriced[str(instrument_id)] = str(exc)
@@ -427,6 +423,31 @@ def _predict(store: Any, con: Any, calibrations: Mapping[str, str]) -> dict[str,
     finally:
         con.unregister("_tca_predicted")
     return unpriced
+
+
+def _predicted_bps(store: Any, instrument_id: str, name: str, fills: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """The cost model's prediction for ``fills`` and the calibration that made it.
+
+    A calibration applied to this instrument from another's (a paper replay's, stored with
+    ``derived_from`` in its diagnostics) may carry no spread profile of its own; research prices
+    the instrument with the model it was derived from, and so does TCA then, naming that one.
+    """
+    from tradebook.errors import TradebookError
+    from tradebook.research.costs import CostModel
+
+    def predict(calibration: str) -> tuple[np.ndarray, str]:
+        model = CostModel.from_store(store, {instrument_id: calibration})
+        predicted = model.predict_bps(instrument_id, fills["ts_event"].to_numpy("int64"),
+                                      fills["quantity"].to_numpy(float), fills["mid"].to_numpy(float))
+        return predicted, model.calibrations[instrument_id]
+
+    try:
+        return predict(name)
+    except TradebookError:
+        source = store.calibration(name).diagnostics.get("derived_from")
+        if not source or source == name:
+            raise
+        return predict(str(source))
 
 
 def _latest_calibration(con: Any, instrument_id: str) -> str | None:
