@@ -288,8 +288,9 @@ def cost_by_instrument_view(tca_fills: pd.DataFrame | None) -> pn.viewable.Viewa
     if long.empty:
         return nothing_yet("No priced fill yet (no quote before them in the store).", "cost-by-instrument")
     chart = long.hvplot.bar(x="instrument_id", y="bps", by="cost", xlabel="", ylabel="mean cost (bps)",
-                            title="Cost by instrument", width=CHART_WIDTH, height=CHART_HEIGHT, legend="top_right")
-    return _chart(chart.opts(yformatter=PLAIN_TICKS, show_grid=True), "cost-by-instrument")
+                            title="Cost by instrument", width=CHART_WIDTH, height=CHART_HEIGHT, legend="right")
+    # one label per instrument, realised and predicted told apart by colour (nested labels overlapped)
+    return _chart(chart.opts(yformatter=PLAIN_TICKS, show_grid=True, multi_level=False), "cost-by-instrument")
 
 
 def cost_by_time_of_day_view(tca_fills: pd.DataFrame | None) -> pn.viewable.Viewable:
