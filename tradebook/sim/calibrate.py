@@ -389,6 +389,16 @@ def _scored(model: FillModel, sweeps: pd.DataFrame, quotes: pd.DataFrame | None,
     return _check_sweeps(sweeps, what)
 
 
+def _widening(usable: pd.DataFrame, quotes: pd.DataFrame | None, vol: np.ndarray | None) -> dict:
+    """The volatility and staleness the intervals read (:mod:`tradebook.sim.staleness`), given the scored quotes."""
+    if quotes is None:
+        return {"recent_vol_bps": vol}
+    from tradebook.sim.staleness import stale_age_ns
+
+    ts = usable["ts_ns"].to_numpy(np.int64)
+    return {"recent_vol_bps": recent_vol_bps(quotes, ts) if vol is None else vol, "stale_ns": stale_age_ns(quotes, ts)}
+
+
 def evaluate_marketable(model: FillModel, sweeps: pd.DataFrame,
                         slippage_bps: float = DEFAULT_BASE_SLIPPAGE_BPS,
                         quotes: pd.DataFrame | None = None) -> MarketableFidelity:
@@ -397,10 +407,10 @@ def evaluate_marketable(model: FillModel, sweeps: pd.DataFrame,
     cost = usable["cost_bps"].to_numpy()
     hs = usable["half_spread_bps"].to_numpy()
     size, touch = usable["quantity"].to_numpy(), usable["touch_size"].to_numpy()
-    vol = _vol(usable)
-    predicted = model.marketable_cost_bps(size, hs, touch, 0.5, vol)
-    low = model.marketable_cost_bps(size, hs, touch, 0.05, vol)
-    high = model.marketable_cost_bps(size, hs, touch, 0.95, vol)
+    widening = _widening(usable, quotes, _vol(usable))
+    predicted = model.marketable_cost_bps(size, hs, touch, 0.5, **widening)
+    low = model.marketable_cost_bps(size, hs, touch, 0.05, **widening)
+    high = model.marketable_cost_bps(size, hs, touch, 0.95, **widening)
     baseline_a = baseline_model(model.instrument_id, model.tick_size, slippage_bps).marketable_cost_bps(size, hs, touch)
     # Costs at exactly the half-spread differ from its prediction only by float rounding.
     eps = 1e-9 * np.maximum(np.abs(cost), 1.0)
@@ -434,8 +444,8 @@ def marketable_by_size(model: FillModel, sweeps: pd.DataFrame,
     usable = _scored(model, sweeps, quotes, f"costs by size for {model.instrument_id}")
     cost = usable["cost_bps"].to_numpy()
     hs, size, touch = (usable[c].to_numpy() for c in ("half_spread_bps", "quantity", "touch_size"))
-    vol = _vol(usable)
-    predicted = {q: model.marketable_cost_bps(size, hs, touch, q, vol) for q in QUANTILES}
+    widening = _widening(usable, quotes, _vol(usable))
+    predicted = {q: model.marketable_cost_bps(size, hs, touch, q, **widening) for q in QUANTILES}
     baseline_a = hs + slippage_bps
     bucket = model.cost_curve.bucket(usable["size_over_touch"].to_numpy())
     frame = pd.DataFrame({"bucket": bucket, "cost": cost, "median": predicted[0.5], "q05": predicted[0.05],

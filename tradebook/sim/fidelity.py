@@ -312,6 +312,7 @@ def calibrate_instrument(
     from tradebook.sim.depth import fit_depth_profile
     from tradebook.sim.passive import fit_passive_model
     from tradebook.sim.profile import fit_completion_model, fit_spread_profile
+    from tradebook.sim.staleness import stale_age_ns
 
     rng = np.random.default_rng(seed)
     work: dict[str, Any] = {}
@@ -323,6 +324,10 @@ def calibrate_instrument(
         diagnostics["median_at_touch"] = all(v == 1.0 for v in model.cost_curve.q50)
         diagnostics["cost_curve_counts"] = list(model.cost_curve.counts)
         diagnostics["interval_levels"] = list(model.cost_curve.interval_levels)
+        # how stale the quotes the fit's sweeps met were (a sampled feed's snapshots): already in the quantiles
+        stale = stale_age_ns(data.quotes, fit_sweeps["ts_ns"].to_numpy(np.int64))
+        model = replace(model, fitted_stale_ns=float(np.median(stale)))
+        diagnostics["fitted_stale_ms"] = model.fitted_stale_ns / 1e6
     else:
         # No trades: costs of marketable orders are the touch (what quotes alone can say).
         model = FillModel(instrument.instrument_id, tick, touch_only_curve(), **model_fields)
@@ -424,8 +429,9 @@ def fidelity(fit: InstrumentData, held_out: InstrumentData, *, calibration: Cali
     report_lines: list[str] = []
     held_sweeps = instrument_sweeps(held_out)
     if len(held_sweeps) and calibration.diagnostics.get("sweeps", 0) > 0:
-        marketable = evaluate_marketable(model, held_sweeps)
-        tables["marketable_by_size"] = marketable_by_size(model, held_sweeps)
+        # the held-out quotes: intervals widen over a sampled feed's snapshot age (tradebook.sim.staleness)
+        marketable = evaluate_marketable(model, held_sweeps, quotes=held_out.quotes)
+        tables["marketable_by_size"] = marketable_by_size(model, held_sweeps, quotes=held_out.quotes)
         targets.extend(_targets("sweeps", marketable))
     else:
         not_applicable["marketable vs real sweeps"] = "no trades in the data: no real sweeps to score against"

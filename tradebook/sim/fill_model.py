@@ -200,6 +200,9 @@ class FillModel:
     # the limit) or 'touch' (reaching it fills); '' = the default for the instrument,
     # 'through' for spot FX (tradebook.sim.truth.quote_fill_rule_of, which every face reads).
     quote_fill_rule: str = ""
+    # The median staleness (ns) of the quotes the fit's sweeps met (tradebook.sim.staleness):
+    # zero on an event feed; on a sampled one its quantiles already hold that much diffusion.
+    fitted_stale_ns: float = 0.0
 
     @property
     def away_from_data(self) -> bool:
@@ -291,18 +294,34 @@ class FillModel:
         touch_size: np.ndarray,
         quantile: float = 0.5,
         recent_vol_bps: np.ndarray | None = None,
+        stale_ns: np.ndarray | None = None,
     ) -> np.ndarray:
         """Predicted cost against the mid, in bps, of marketable orders of ``size`` (vectorised).
 
         ``recent_vol_bps`` is the one-second volatility of the mid just before each order
         (:func:`tradebook.sim.calibrate.recent_vol_bps`), read by curves on the
-        ``half_spread_plus_vol`` scale.
+        ``half_spread_plus_vol`` scale and by the staleness widening. ``stale_ns``
+        (:func:`tradebook.sim.staleness.stale_age_ns`: the quote's age on a sampled feed,
+        zero on an event feed) widens the quantiles other than the median by the mid's
+        diffusion over the staleness beyond what the fit's own quotes had, added in
+        quadrature (:func:`tradebook.sim.staleness.staleness_widening_bps`).
         """
         size = np.asarray(size, dtype="float64")
         touch = np.asarray(touch_size, dtype="float64")
         with np.errstate(divide="ignore", invalid="ignore"):
             x = np.where(touch > 0, size / touch, np.inf)
-        return self.cost_curve.cost_bps(x, half_spread_bps, quantile, recent_vol_bps) + self.base_slippage_bps
+        cost = self.cost_curve.cost_bps(x, half_spread_bps, quantile, recent_vol_bps) + self.base_slippage_bps
+        if stale_ns is None or quantile == 0.5:
+            return cost
+        if recent_vol_bps is None:
+            raise DataError("stale_ns needs recent_vol_bps: the widening is the mid's diffusion at its recent "
+                            "volatility (tradebook.sim.calibrate.recent_vol_bps of the quotes before each order)")
+        from tradebook.sim.staleness import staleness_widening_bps
+
+        median = self.cost_curve.cost_bps(x, half_spread_bps, 0.5, recent_vol_bps) + self.base_slippage_bps
+        widening = staleness_widening_bps(stale_ns, recent_vol_bps, self.fitted_stale_ns)
+        side = 1.0 if quantile > 0.5 else -1.0
+        return median + side * np.hypot(cost - median, widening)
 
     def take_params(self, lot: float) -> TakeParams:
         """The marketable-cost table as arrays for the compiled matching code (median cost / half-spread).

@@ -155,7 +155,14 @@ def score_sweeps(t: Transfer, model: FillModel, seed: int, figures: list, lines:
     keep = np.isfinite(cost) & np.isfinite(hs) & (touch > 0)
     ts, cost, hs, size, touch, x = ts[keep], cost[keep], hs[keep], size[keep], touch[keep], x[keep]
     vol = _vol(t.score, ts)
-    predicted = {q: model.marketable_cost_bps(size, hs, touch, q) for q in (0.05, 0.5, 0.95)}
+    # on a sampled feed the quote a sweep met may be a snapshot's age old: the interval widens by the mid's
+    # diffusion over it (zero on an event feed), at the scored instrument's own one-second volatility
+    from tradebook.sim.calibrate import recent_vol_bps
+    from tradebook.sim.staleness import stale_age_ns
+
+    stale, vol_1s = stale_age_ns(t.score.quotes, ts), recent_vol_bps(t.score.quotes, ts)
+    predicted = {q: model.marketable_cost_bps(size, hs, touch, q, recent_vol_bps=vol_1s, stale_ns=stale)
+                 for q in (0.05, 0.5, 0.95)}
     ref_median = ref.cost_bps(x, hs, vol)
     side, mid = held["side"].to_numpy()[keep], held["mid"].to_numpy()[keep]
     baseline_b, walked = _visible_walk_bps(t.score, ts, side, size, mid, hs)
