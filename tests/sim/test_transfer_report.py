@@ -137,8 +137,25 @@ _MISSED_TODAY = (
     "the touch and waits for refills; the depth 2021's touch depletions imply would walk at 0.28x (b) here, but "
     "the fit's own check refutes it (2021 sweeps beyond the touch: MAE with it / touch alone 1.20 [1.002, 1.45], "
     "the whole band above 1; on sweeps at quotes < 10 ms old 1.44 vs 0.94 bps), so keeping it would be chosen "
-    "after seeing this transfer. (The 2024->2021 sweep interval, 0.68 before, is met since the intervals widen "
+    "after seeing this transfer; on the other captures the check decides right (overridden, the depth BTCUSDT "
+    "2024's own L1 implies walks its books at 1.72x and 1.15x (b), the check refuting it; ESH4's at 0.15x, kept). "
+    "(The 2024->2021 sweep interval, 0.68 before, is met since the intervals widen "
     "by the mid's diffusion over a sampled feed's snapshot age: 0.86 [0.82, 0.90].)")
+
+
+# The misses _MISSED_TODAY explains, by transfer and figure: any other miss fails the test below.
+_KNOWN_MISSES = {
+    (f"{EARLY_LATE}: BTCUSDT.BINANCE 2021-01-08 1st third -> BTCUSDT.BINANCE 2021-01-08 last third",
+     "sweeps: MAE model / reference (c)"),
+    (f"{ACROSS}: BTCUSDT.BINANCE 2021-01-08 -> BTCUSDT.BINANCE 2024-08-08",
+     "engine market orders (L1 feed) vs true walk: MAE engine / baseline (b)"),
+}
+
+
+def test_no_bundled_target_is_missed_but_the_two_explained(transfer_results):
+    missed = {(name, f.name) for name, r in transfer_results.items() for f in r.missed}
+    unexplained = missed - _KNOWN_MISSES
+    assert not unexplained, "\n".join(f"{name}: {figure}" for name, figure in sorted(unexplained))
 
 
 @pytest.mark.xfail(strict=True, reason=_MISSED_TODAY)
