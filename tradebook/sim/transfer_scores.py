@@ -179,6 +179,11 @@ def score_sweeps(t: Transfer, model: FillModel, seed: int, figures: list, lines:
     lines.append(f"sweeps, {len(cost):,} real: MAE model {_fmt(err_model.mean())} bps | (a) {_fmt(err_a.mean())} | "
                  f"(b) {_fmt(err_b.mean())} ({walked:,} priced by walking the visible book before them, the rest "
                  f"at the touch) | (c) {_fmt(err_c.mean())}; {describe(ref)}")
+    if (stale > 0).any():
+        lines.append(f"sweeps met quotes of a sampled feed ({(stale > 0).mean():.0%} of them, median staleness "
+                     f"{np.median(stale[stale > 0]) / 1e6:.0f} ms, the fit's sweeps {model.fitted_stale_ns / 1e6:.0f} ms): "
+                     "intervals widened by the mid's diffusion over the staleness beyond the fit's "
+                     "(tradebook.sim.staleness)")
     edges = np.array([0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, np.inf])
     bucket = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
     frame = pd.DataFrame({"bucket": bucket, "real": cost, "model": predicted[0.5], "q05": predicted[0.05],
