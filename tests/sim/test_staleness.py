@@ -19,6 +19,8 @@ from tradebook.sim.staleness import (
     sampled_feed,
     stale_age_ns,
     staleness_widening_bps,
+    sweep_trade_shift_bps,
+    trade_shift,
 )
 
 MS = 1_000_000
@@ -125,3 +127,40 @@ def test_the_bundled_feeds_the_2021_snapshots_sampled_the_2024_book_ticker_not()
         when = np.sort(np.random.default_rng(0).integers(ts[0], ts[-1], 500))
         share = sampled_feed(ts, when).mean()
         assert (share > 0.9) if sampled else (share < 0.01), (name, share)
+
+
+def _trades(ts: list[int], price: list[float], venue: list[str] | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame({"ts_ns": np.asarray(ts, dtype=np.int64), "price": price, "size": np.ones(len(ts))})
+    if venue is not None:
+        frame["venue"] = venue
+    return frame
+
+
+def test_prints_since_the_quote_move_it_only_when_they_print_beyond_it():
+    quotes = _quotes(np.array([0, 100 * MS]))  # bid 99, ask 101
+    trades = _trades([50 * MS, 110 * MS, 120 * MS, 130 * MS, 140 * MS], [105.0, 101.5, 100.0, 98.0, 97.0],
+                     venue=["Q", "Q", "Q", "Q", "D"])
+    when = np.array([105 * MS, 115 * MS, 125 * MS, 135 * MS, 145 * MS, 130 * MS])
+    shift = trade_shift(quotes, trades, when)
+    # before any print since the 100 ms quote (the 50 ms print is older than it); above the ask; inside;
+    # below the bid; an off-exchange print does not count (the 130 ms one stands); a print at the time itself
+    # is not before it (the 120 ms one stands, inside)
+    assert shift.tolist() == [0.0, 0.5, 0.0, -1.0, -1.0, 0.0]
+    assert trade_shift(quotes, None, when).tolist() == [0.0] * 6
+    with pytest.raises(DataError, match="price"):
+        trade_shift(quotes, pd.DataFrame({"ts_ns": [1]}), when)
+
+
+def test_sweep_shift_is_in_bps_against_the_order_and_moves_every_quantile():
+    quotes = _quotes(np.array([0]))
+    trades = _trades([10 * MS], [102.0])
+    sweeps = pd.DataFrame({"ts_ns": [20 * MS, 20 * MS], "side": [1, -1], "mid": [100.0, 100.0]})
+    shift = sweep_trade_shift_bps(sweeps, quotes, trades)
+    assert shift.tolist() == pytest.approx([100.0, -100.0])  # the ask moved up 1: a buy pays it, a sell gains
+    with pytest.raises(DataError, match="side"):
+        sweep_trade_shift_bps(sweeps.drop(columns="side"), quotes, trades)
+    model = _model()
+    size, hs, touch = np.array([0.5, 0.5]), np.array([2.0, 2.0]), np.array([1.0, 1.0])
+    for q in (0.05, 0.5, 0.95):
+        plain = model.marketable_cost_bps(size, hs, touch, q)
+        assert model.marketable_cost_bps(size, hs, touch, q, trade_shift_bps=shift) == pytest.approx(plain + shift)

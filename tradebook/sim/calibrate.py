@@ -389,25 +389,38 @@ def _scored(model: FillModel, sweeps: pd.DataFrame, quotes: pd.DataFrame | None,
     return _check_sweeps(sweeps, what)
 
 
-def _widening(usable: pd.DataFrame, quotes: pd.DataFrame | None, vol: np.ndarray | None) -> dict:
-    """The volatility and staleness the intervals read (:mod:`tradebook.sim.staleness`), given the scored quotes."""
+def _widening(usable: pd.DataFrame, quotes: pd.DataFrame | None, vol: np.ndarray | None,
+              trades: pd.DataFrame | None) -> dict:
+    """What the predictions read of the scored data (:mod:`tradebook.sim.staleness`): its quotes and prints.
+
+    The recent volatility; with quotes, the staleness of a sampled feed's snapshots; with
+    quotes and trades, how far the prints since each sweep's quote show the book moved.
+    """
     if quotes is None:
         return {"recent_vol_bps": vol}
-    from tradebook.sim.staleness import stale_age_ns
+    from tradebook.sim.staleness import stale_age_ns, sweep_trade_shift_bps
 
     ts = usable["ts_ns"].to_numpy(np.int64)
-    return {"recent_vol_bps": recent_vol_bps(quotes, ts) if vol is None else vol, "stale_ns": stale_age_ns(quotes, ts)}
+    out = {"recent_vol_bps": recent_vol_bps(quotes, ts) if vol is None else vol, "stale_ns": stale_age_ns(quotes, ts)}
+    if trades is not None:
+        out["trade_shift_bps"] = sweep_trade_shift_bps(usable, quotes, trades)
+    return out
 
 
 def evaluate_marketable(model: FillModel, sweeps: pd.DataFrame,
                         slippage_bps: float = DEFAULT_BASE_SLIPPAGE_BPS,
-                        quotes: pd.DataFrame | None = None) -> MarketableFidelity:
-    """Compare the model and both baselines with real held-out sweeps (``quotes``: the scored data's, for the vol)."""
+                        quotes: pd.DataFrame | None = None,
+                        trades: pd.DataFrame | None = None) -> MarketableFidelity:
+    """Compare the model and both baselines with real held-out sweeps.
+
+    ``quotes`` and ``trades``: the scored data's, for the recent volatility, a sampled
+    feed's staleness and the prints since each sweep's quote (:mod:`tradebook.sim.staleness`).
+    """
     usable = _scored(model, sweeps, quotes, f"evaluating {model.instrument_id}")
     cost = usable["cost_bps"].to_numpy()
     hs = usable["half_spread_bps"].to_numpy()
     size, touch = usable["quantity"].to_numpy(), usable["touch_size"].to_numpy()
-    widening = _widening(usable, quotes, _vol(usable))
+    widening = _widening(usable, quotes, _vol(usable), trades)
     predicted = model.marketable_cost_bps(size, hs, touch, 0.5, **widening)
     low = model.marketable_cost_bps(size, hs, touch, 0.05, **widening)
     high = model.marketable_cost_bps(size, hs, touch, 0.95, **widening)
@@ -432,7 +445,8 @@ def evaluate_marketable(model: FillModel, sweeps: pd.DataFrame,
 
 def marketable_by_size(model: FillModel, sweeps: pd.DataFrame,
                        slippage_bps: float = DEFAULT_BASE_SLIPPAGE_BPS,
-                       quotes: pd.DataFrame | None = None) -> pd.DataFrame:
+                       quotes: pd.DataFrame | None = None,
+                       trades: pd.DataFrame | None = None) -> pd.DataFrame:
     """Real and predicted costs per size-over-touch bucket (the table behind the cost-curve plot).
 
     One row per bucket with sweeps: ``size_over_touch`` (bucket's lower edge),
@@ -444,7 +458,7 @@ def marketable_by_size(model: FillModel, sweeps: pd.DataFrame,
     usable = _scored(model, sweeps, quotes, f"costs by size for {model.instrument_id}")
     cost = usable["cost_bps"].to_numpy()
     hs, size, touch = (usable[c].to_numpy() for c in ("half_spread_bps", "quantity", "touch_size"))
-    widening = _widening(usable, quotes, _vol(usable))
+    widening = _widening(usable, quotes, _vol(usable), trades)
     predicted = {q: model.marketable_cost_bps(size, hs, touch, q, **widening) for q in QUANTILES}
     baseline_a = hs + slippage_bps
     bucket = model.cost_curve.bucket(usable["size_over_touch"].to_numpy())

@@ -429,9 +429,11 @@ def fidelity(fit: InstrumentData, held_out: InstrumentData, *, calibration: Cali
     report_lines: list[str] = []
     held_sweeps = instrument_sweeps(held_out)
     if len(held_sweeps) and calibration.diagnostics.get("sweeps", 0) > 0:
-        # the held-out quotes: intervals widen over a sampled feed's snapshot age (tradebook.sim.staleness)
-        marketable = evaluate_marketable(model, held_sweeps, quotes=held_out.quotes)
-        tables["marketable_by_size"] = marketable_by_size(model, held_sweeps, quotes=held_out.quotes)
+        # the held-out quotes and prints: the quote moved by the prints since it, intervals widened over a
+        # sampled feed's snapshot age (tradebook.sim.staleness)
+        marketable = evaluate_marketable(model, held_sweeps, quotes=held_out.quotes, trades=held_out.trades)
+        tables["marketable_by_size"] = marketable_by_size(model, held_sweeps, quotes=held_out.quotes,
+                                                          trades=held_out.trades)
         targets.extend(_targets("sweeps", marketable))
     else:
         not_applicable["marketable vs real sweeps"] = "no trades in the data: no real sweeps to score against"

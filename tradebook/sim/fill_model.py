@@ -295,6 +295,7 @@ class FillModel:
         quantile: float = 0.5,
         recent_vol_bps: np.ndarray | None = None,
         stale_ns: np.ndarray | None = None,
+        trade_shift_bps: np.ndarray | None = None,
     ) -> np.ndarray:
         """Predicted cost against the mid, in bps, of marketable orders of ``size`` (vectorised).
 
@@ -305,12 +306,17 @@ class FillModel:
         zero on an event feed) widens the quantiles other than the median by the mid's
         diffusion over the staleness beyond what the fit's own quotes had, added in
         quadrature (:func:`tradebook.sim.staleness.staleness_widening_bps`).
+        ``trade_shift_bps`` moves every quantile by how far the prints since the quote show
+        the book moved, in bps of the mid, positive against the order
+        (:func:`tradebook.sim.staleness.trade_shift` times the order's side).
         """
         size = np.asarray(size, dtype="float64")
         touch = np.asarray(touch_size, dtype="float64")
         with np.errstate(divide="ignore", invalid="ignore"):
             x = np.where(touch > 0, size / touch, np.inf)
         cost = self.cost_curve.cost_bps(x, half_spread_bps, quantile, recent_vol_bps) + self.base_slippage_bps
+        if trade_shift_bps is not None:
+            cost = cost + np.asarray(trade_shift_bps, dtype="float64")
         if stale_ns is None or quantile == 0.5:
             return cost
         if recent_vol_bps is None:
@@ -319,6 +325,8 @@ class FillModel:
         from tradebook.sim.staleness import staleness_widening_bps
 
         median = self.cost_curve.cost_bps(x, half_spread_bps, 0.5, recent_vol_bps) + self.base_slippage_bps
+        if trade_shift_bps is not None:
+            median = median + np.asarray(trade_shift_bps, dtype="float64")
         widening = staleness_widening_bps(stale_ns, recent_vol_bps, self.fitted_stale_ns)
         side = 1.0 if quantile > 0.5 else -1.0
         return median + side * np.hypot(cost - median, widening)

@@ -98,3 +98,54 @@ def staleness_widening_bps(stale_ns: np.ndarray, vol_1s_bps: np.ndarray, fitted_
     extra_s = np.maximum(stale - float(fitted_stale_ns), 0.0) / 1e9
     widening = z * np.where(np.isfinite(vol), np.maximum(vol, 0.0), 0.0) * np.sqrt(extra_s)
     return widening
+
+
+def trade_shift(quotes: pd.DataFrame, trades: pd.DataFrame | None, ts_ns: np.ndarray) -> np.ndarray:
+    """How far the trades since the quote in force show the book moved beyond it, in price, per time.
+
+    The quote in force is the last one stamped strictly before each time; the last print
+    that is liquidity (:func:`tradebook.data.frames.liquidity_mask`) stamped after that quote
+    and strictly before the time tells where the touch is now when it printed beyond the
+    quote: above the ask, the ask has moved up at least that far (positive); below the bid,
+    the bid has moved down (negative). Zero where no print came since the quote, or the last
+    one printed inside it. On a sampled feed this is most of what happened since the
+    snapshot; on an event feed the trade stream often runs a few milliseconds ahead of the
+    quotes.
+    """
+    when = np.asarray(ts_ns, dtype=np.int64)
+    out = np.zeros(len(when))
+    if trades is None or not len(trades) or not len(when):
+        return out
+    for frame, what in ((quotes, "quotes"), (trades, "trades")):
+        missing = [c for c in (("ts_ns", "bid_px", "ask_px") if what == "quotes" else ("ts_ns", "price"))
+                   if c not in frame.columns]
+        if missing:
+            raise DataError(f"{what} lack {missing}; expected a {what} frame of tradebook's schema")
+    from tradebook.data.frames import liquidity_mask
+
+    lit = liquidity_mask(trades)
+    t_ts = trades["ts_ns"].to_numpy(np.int64)[lit]
+    price = trades["price"].to_numpy(np.float64)[lit]
+    q_ts = quotes["ts_ns"].to_numpy(np.int64)
+    bid, ask = quotes["bid_px"].to_numpy(np.float64), quotes["ask_px"].to_numpy(np.float64)
+    quote = np.searchsorted(q_ts, when, side="left") - 1
+    last = np.searchsorted(t_ts, when, side="left") - 1
+    known = (quote >= 0) & (last >= 0)
+    qi, ti = np.clip(quote, 0, None), np.clip(last, 0, None)
+    known &= t_ts[ti] > q_ts[qi]
+    p = price[ti]
+    with np.errstate(invalid="ignore"):
+        shift = np.maximum(p - ask[qi], 0.0) + np.minimum(p - bid[qi], 0.0)
+    out[known] = np.nan_to_num(shift[known], nan=0.0)
+    return out
+
+
+def sweep_trade_shift_bps(sweeps: pd.DataFrame, quotes: pd.DataFrame, trades: pd.DataFrame | None) -> np.ndarray:
+    """:func:`trade_shift` at each sweep of ``sweeps`` (:func:`tradebook.sim.truth.sweeps`), in bps of its mid, against it."""
+    missing = [c for c in ("ts_ns", "side", "mid") if c not in sweeps.columns]
+    if missing:
+        raise DataError(f"sweeps lack {missing}; build them with tradebook.sim.truth.sweeps")
+    if not len(sweeps):
+        return np.zeros(0)
+    shift = trade_shift(quotes, trades, sweeps["ts_ns"].to_numpy(np.int64))
+    return sweeps["side"].to_numpy(np.float64) * shift / sweeps["mid"].to_numpy(np.float64) * 1e4

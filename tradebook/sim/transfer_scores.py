@@ -155,16 +155,19 @@ def score_sweeps(t: Transfer, model: FillModel, seed: int, figures: list, lines:
     keep = np.isfinite(cost) & np.isfinite(hs) & (touch > 0)
     ts, cost, hs, size, touch, x = ts[keep], cost[keep], hs[keep], size[keep], touch[keep], x[keep]
     vol = _vol(t.score, ts)
-    # on a sampled feed the quote a sweep met may be a snapshot's age old: the interval widens by the mid's
-    # diffusion over it (zero on an event feed), at the scored instrument's own one-second volatility
+    # the quote a sweep met, moved by the prints since it; on a sampled feed that quote may be a snapshot's age
+    # old: the interval widens by the mid's diffusion over it (zero on an event feed), at the scored instrument's
+    # own one-second volatility
     from tradebook.sim.calibrate import recent_vol_bps
-    from tradebook.sim.staleness import stale_age_ns
+    from tradebook.sim.staleness import stale_age_ns, trade_shift
 
     stale, vol_1s = stale_age_ns(t.score.quotes, ts), recent_vol_bps(t.score.quotes, ts)
-    predicted = {q: model.marketable_cost_bps(size, hs, touch, q, recent_vol_bps=vol_1s, stale_ns=stale)
+    side, mid = held["side"].to_numpy()[keep], held["mid"].to_numpy()[keep]
+    shift = side * trade_shift(t.score.quotes, t.score.trades, ts) / mid * 1e4
+    predicted = {q: model.marketable_cost_bps(size, hs, touch, q, recent_vol_bps=vol_1s, stale_ns=stale,
+                                              trade_shift_bps=shift)
                  for q in (0.05, 0.5, 0.95)}
     ref_median = ref.cost_bps(x, hs, vol)
-    side, mid = held["side"].to_numpy()[keep], held["mid"].to_numpy()[keep]
     baseline_b, walked = _visible_walk_bps(t.score, ts, side, size, mid, hs)
     err_model, err_b = np.abs(cost - predicted[0.5]), np.abs(cost - baseline_b)
     err_a, err_c = np.abs(cost - hs - 2.0), np.abs(cost - ref_median)
