@@ -205,25 +205,26 @@ def score_walks(t: Transfer, model: FillModel, typical: float, seed: int, figure
     from tradebook.sim.bootstrap import ratio_band
     from tradebook.sim.reference import fit_cost_reference
 
-    if model.depth is None:
-        not_applicable["book walks"] = "the fit data has no depth: no L1-implied depth was fitted"
-        return
     rng = np.random.default_rng(seed + 11)
     truth = _walk_rows(t.score, rng, typical)
     if truth is None or not len(truth):
         not_applicable["book walks"] = "the scored data has no depth (L1 only): no true walk to score against"
         return
     ts = truth["ts_ns"].to_numpy(np.int64)
-    args = [truth[c].to_numpy() for c in ("side", "quantity", "bid_px", "ask_px", "bid_sz", "ask_sz")]
-    extra = {}
-    try:  # the instrument's own recent touch, from quotes at or before each walk: the unit depth carries in
+    cost, hs = truth["cost_bps"].to_numpy(), truth["half_spread_bps"].to_numpy()
+    if model.depth is None:
+        # no depth to walk (the fit data had no book and kept no L1-implied depth): the model prices every walk at
+        # the touch, which is baseline (b), and its interval is the touch too; scored as such, not left out
+        median = low = high = hs
+        lines.append("book walks: the model has no depth profile (the fit data has no book, and the depth its L1 "
+                     "implies was not kept): it prices every walk at the touch")
+    else:
+        args = [truth[c].to_numpy() for c in ("side", "quantity", "bid_px", "ask_px", "bid_sz", "ask_sz")]
+        # the instrument's own recent touch, from quotes at or before each walk: the unit depth carries in
         from tradebook.sim.depth import recent_touch_size
 
-        extra["touch_unit"] = recent_touch_size(t.score.quotes, ts)
-    except ImportError:  # a depth profile in the fit's units
-        pass
-    median, low, high = (model.depth.cost_bps(*args, quantile=q, **extra) for q in (0.5, 0.05, 0.95))
-    cost, hs = truth["cost_bps"].to_numpy(), truth["half_spread_bps"].to_numpy()
+        touch_unit = recent_touch_size(t.score.quotes, ts)
+        median, low, high = (model.depth.cost_bps(*args, quantile=q, touch_unit=touch_unit) for q in (0.5, 0.05, 0.95))
     err_model, err_b = np.abs(cost - median), np.abs(cost - hs)
     limit = WALK_RATIO_SPLIT if t.kind == HALF_HALF else WALK_RATIO_TRANSFER
     figures.append(_target("book walks from L1: MAE model / baseline (b)",
