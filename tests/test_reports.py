@@ -49,6 +49,17 @@ def test_a_report_runs_with_its_parameters_and_renders_html(reports_dir: Path, t
     assert result.parameters["store_path"] == str((tmp_path / "s.duckdb").resolve())
 
 
+def test_the_report_kernel_talks_over_local_sockets_not_plain_tcp(reports_dir: Path, tmp_path: Path,
+                                                                  capfd) -> None:
+    _write(reports_dir, "transport", "from ipykernel.kernelapp import IPKernelApp\n"
+                                     "print('transport is ' + IPKernelApp.instance().transport)")
+    result = run_report("transport", store_path=tmp_path / "s.duckdb", output_dir=tmp_path / "out",
+                        reports_dir=reports_dir)
+    assert "transport is ipc" in result.html_path.read_text(encoding="utf-8")
+    assert "running over TCP" not in capfd.readouterr().err  # ipykernel's plain-text warning, printed before
+    assert not list(reports_dir.glob("*ipc*")) and not list((tmp_path / "out").glob("*ipc*"))
+
+
 def test_default_output_goes_next_to_the_store(reports_dir: Path, tmp_path: Path) -> None:
     result = run_report("fine", store_path=tmp_path / "s.duckdb", reports_dir=reports_dir)
     assert result.output_dir.parent == tmp_path / "s.duckdb.reports"

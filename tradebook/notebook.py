@@ -18,6 +18,7 @@ From a shell::
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -93,10 +94,28 @@ def execute(ipynb: str | Path, out: str | Path, *, parameters: Mapping[str, Any]
         try:
             papermill.execute_notebook(str(source), str(target), parameters=dict(parameters or {}),
                                        cwd=str(cwd or source.parent), execution_timeout=int(timeout),
-                                       progress_bar=False, log_output=False, kernel_name="python3")
+                                       progress_bar=False, log_output=False, kernel_name="python3",
+                                       kernel_manager_class=ipc_kernel_manager())
         except papermill.PapermillExecutionError as error:
             raise ExportError(f"{source.name}: cell {error.exec_count} raised {error.ename}: {error.evalue}") from None
     return target
+
+
+@functools.lru_cache(maxsize=1)
+def ipc_kernel_manager() -> type:
+    """A kernel manager whose kernel talks over local sockets (IPC), not TCP.
+
+    Over TCP without keys the kernel's traffic (code and outputs) is plain text on the
+    loopback, readable by any local user, and ipykernel says so in a warning that papermill
+    printed into every report run. The socket files live beside the kernel's connection
+    file and go with it.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IpcKernelManager(AsyncKernelManager):
+        transport = "ipc"
+
+    return IpcKernelManager
 
 
 def _offline_notebook(nb: Any) -> Any:

@@ -109,7 +109,7 @@ def run_report(name: str, parameters: Mapping[str, Any] | None = None, *, output
     import papermill
     from nbclient.exceptions import DeadKernelError
 
-    from tradebook.notebook import _environment, export_html
+    from tradebook.notebook import _environment, export_html, ipc_kernel_manager
     from tradebook.progress import progress_enabled
     from tradebook.store import default_store_path
 
@@ -135,7 +135,7 @@ def run_report(name: str, parameters: Mapping[str, Any] | None = None, *, output
         try:
             papermill.execute_notebook(str(source), str(executed), parameters=given, cwd=str(source.parent),
                                        execution_timeout=int(timeout), progress_bar=show_bar, log_output=False,
-                                       kernel_name="python3")
+                                       kernel_name="python3", kernel_manager_class=ipc_kernel_manager())
         except papermill.PapermillExecutionError as error:
             message = _ANSI.sub("", str(error.evalue)).strip()
             raise ReportError(f"report {name!r} failed in {_failed_cell(error)}: {error.ename}: {message} "
