@@ -222,6 +222,13 @@ def test_fill_model_applied_to_a_copy_and_refused_elsewhere(capture, passive_fit
         np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-9)
     fit_on_copy = evaluate_marketable(copy, swept_copy)
     assert fit_on_copy.mae_model_bps == pytest.approx(evaluate_marketable(model, swept).mae_model_bps, rel=1e-9)
+    # with the scored data's quotes and prints (the quote moved by the prints since it, a sampled feed's
+    # staleness): the same scores on the copy, and the prints moved the quote somewhere
+    read = evaluate_marketable(model, swept, quotes=capture["quotes"], trades=trades)
+    read_copy = evaluate_marketable(copy, swept_copy, quotes=capture["quotes_copy"], trades=passive_fit["trades_copy"])
+    for name in ("mae_model_bps", "coverage_closed", "coverage_open"):
+        assert getattr(read_copy, name) == pytest.approx(getattr(read, name), rel=1e-9, abs=1e-12), name
+    assert read.mae_model_bps != pytest.approx(evaluate_marketable(model, swept).mae_model_bps, rel=1e-6)
     # another asset class is refused, naming both
     with pytest.raises(DataError, match="crypto_spot.*IBM.XNYS, a equity instrument"):
         model.for_instrument(get_instrument("IBM.XNYS"))
