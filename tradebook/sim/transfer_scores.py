@@ -182,6 +182,10 @@ def score_sweeps(t: Transfer, model: FillModel, seed: int, figures: list, lines:
     lines.append(f"sweeps, {len(cost):,} real: MAE model {_fmt(err_model.mean())} bps | (a) {_fmt(err_a.mean())} | "
                  f"(b) {_fmt(err_b.mean())} ({walked:,} priced by walking the visible book before them, the rest "
                  f"at the touch) | (c) {_fmt(err_c.mean())}; {describe(ref)}")
+    if (shift != 0).any():
+        lines.append(f"sweeps: the model prices each against the quote in force moved by the prints since it "
+                     f"(tradebook.sim.staleness.trade_shift): {(shift != 0).mean():.1%} of them met a quote the "
+                     "prints had moved")
     if (stale > 0).any():
         lines.append(f"sweeps met quotes of a sampled feed ({(stale > 0).mean():.0%} of them, median staleness "
                      f"{np.median(stale[stale > 0]) / 1e6:.0f} ms, the fit's sweeps {model.fitted_stale_ns / 1e6:.0f} ms): "
