@@ -235,21 +235,26 @@ def test_an_l1_implied_profile_walks_the_levels_the_touch_revealed():
         fit_l1_depth_profile(flat, 0.5, instrument_id="HAND")
 
 
-def test_the_l1_implied_depth_is_kept_only_where_the_fit_sweeps_do_not_refute_it():
+def test_a_fit_without_a_book_keeps_the_l1_implied_depth_with_its_sweeps_check_beside_it():
     from tradebook.sim.depth import fit_l1_depth_profile, l1_depth_check
     from tradebook.sim.fidelity import bundled_captures, calibrate_instrument, instrument_sweeps
 
     captures = {c.label: c.data for c in bundled_captures(["ESU4.GLBX", "BTCUSDT.BINANCE"])}
     esu4, btc2021 = captures["ESU4.GLBX 2024-07-01"], captures["BTCUSDT.BINANCE 2021-01-08"]
-    # ESU4's touch absorbed every sweep of its four minutes: nothing refutes the depth its touch revealed
+    # ESU4's touch absorbed every sweep of its four minutes: nothing in the trades speaks against it
     calibration = calibrate_instrument(esu4)
     assert calibration.diagnostics["depth_source"] == "l1 (touch depletions)"
     assert calibration.diagnostics["l1_depth_check"]["sweeps_beyond_touch"] == 0
     assert calibration.model.depth is not None and calibration.model.depth.carries
-    # BTCUSDT 2021: its sweeps beyond the touch are priced better by the touch alone than by the L1 ladder
-    profile = fit_l1_depth_profile(btc2021.quotes, 0.01, instrument_id="BTCUSDT.BINANCE")
-    check = l1_depth_check(profile, instrument_sweeps(btc2021), btc2021.quotes)
+    # BTCUSDT 2021: its sweeps beyond the touch cost about the touch (as BTCUSDT 2024's do against its recorded
+    # book), so the check says the touch prices them better; the depth is kept (a paper order larger than the
+    # touch must walk something) and the verdict stored beside it
+    calibration = calibrate_instrument(btc2021)
+    assert calibration.diagnostics["depth_source"] == "l1 (touch depletions)"
+    check = calibration.diagnostics["l1_depth_check"]
     assert check["sweeps_beyond_touch"] > 100 and not check["holds"]
     assert check["mae_profile_bps"] > check["mae_touch_bps"]
-    # no sweeps at all: nothing to check it against, not kept
+    assert calibration.model.depth is not None and calibration.model.depth.carries
+    profile = fit_l1_depth_profile(btc2021.quotes, 0.01, instrument_id="BTCUSDT.BINANCE")
+    # no sweeps at all: nothing to check it against
     assert not l1_depth_check(profile, instrument_sweeps(btc2021).iloc[:0], btc2021.quotes)["holds"]

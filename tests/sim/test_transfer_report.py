@@ -122,41 +122,7 @@ def test_transfer_figures_and_tables(transfer_results):
     assert ("#fde2e1" in html) == any(r.missed for r in results)
 
 
-# Measured with today's model (engine walking depth, units that carry) on the bundled captures,
-# 2026-12-07 20:20 UTC: see the reason for what is missed and why. strict: the day every target is
-# met this fails, and the mark must go.
-_MISSED_TODAY = (
-    "issue 16 Done-when 2 is MISSED by today's model on bundled data, 3 of 110 targets, all on one transfer "
-    "for one reason (90% block-bootstrap bands, measured 2026-12-07 23:30 UTC): BTCUSDT 2021->2024, walks of "
-    "0.5-20x the 2024 capture's own touch (1.39 BTC). Engine market orders on the L1 feed vs the true walk: "
-    "1.16 [0.99, 1.31] x (b); the model's book walks: 1.000 x (b), closed coverage 0.235: the 2021 fit has no "
-    "book, so the model prices walks at the touch and the engine walks the touch and waits for refills; the depth 2021's touch depletions "
-    "imply would walk at 0.28x (b) here, but the fit's own check refutes it (2021 sweeps beyond the touch: MAE "
-    "with it / touch alone 1.20 [1.002, 1.45], the whole band above 1; on sweeps at quotes < 10 ms old 1.44 vs "
-    "0.94 bps), so keeping it would be chosen after seeing this transfer; on the other captures the check "
-    "decides right (overridden, the depth BTCUSDT 2024's own L1 implies walks its books at 1.72x and 1.15x (b), "
-    "the check refuting it; ESH4's at 0.15x, kept). (Met since session 8: the 2024->2021 sweep interval, 0.68 "
-    "before, 0.91 [0.88, 0.94] once intervals widen by the mid's diffusion over a sampled feed's snapshot age; "
-    "the 2021 early->late sweep MAE / (c), a 1.001 tie before, 0.585 [0.538, 0.623] once the quote a sweep "
-    "meets is moved by the prints since it.)")
-
-
-# The misses _MISSED_TODAY explains, by transfer and figure: any other miss fails the test below.
-_ACROSS_BTC = f"{ACROSS}: BTCUSDT.BINANCE 2021-01-08 -> BTCUSDT.BINANCE 2024-08-08"
-_KNOWN_MISSES = {
-    (_ACROSS_BTC, "engine market orders (L1 feed) vs true walk: MAE engine / baseline (b)"),
-    (_ACROSS_BTC, "book walks from L1: MAE model / baseline (b)"),
-    (_ACROSS_BTC, "book walks: 90% interval coverage, closed"),
-}
-
-
-def test_no_bundled_target_is_missed_but_the_one_explained(transfer_results):
-    missed = {(name, f.name) for name, r in transfer_results.items() for f in r.missed}
-    unexplained = missed - _KNOWN_MISSES
-    assert not unexplained, "\n".join(f"{name}: {figure}" for name, figure in sorted(unexplained))
-
-
-@pytest.mark.xfail(strict=True, reason=_MISSED_TODAY)
+# Issue 16, Done-when 2: every target of every transfer the bundled captures allow, judged against its band.
 def test_every_transfer_target_is_met_against_its_band(transfer_results):
     missed = [f"{name}: {f.line()}" for name, r in transfer_results.items() for f in r.missed]
     assert not missed, "\n".join(missed)
