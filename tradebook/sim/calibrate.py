@@ -389,21 +389,23 @@ def _scored(model: FillModel, sweeps: pd.DataFrame, quotes: pd.DataFrame | None,
     return _check_sweeps(sweeps, what)
 
 
-def _widening(usable: pd.DataFrame, quotes: pd.DataFrame | None, vol: np.ndarray | None,
-              trades: pd.DataFrame | None) -> dict:
-    """What the predictions read of the scored data (:mod:`tradebook.sim.staleness`): its quotes and prints.
+def prediction_inputs(sweeps: pd.DataFrame, quotes: pd.DataFrame | None, trades: pd.DataFrame | None = None,
+                      vol: np.ndarray | None = None) -> dict:
+    """What predictions of ``sweeps``' costs read of the scored data (:mod:`tradebook.sim.staleness`).
 
-    The recent volatility; with quotes, the staleness of a sampled feed's snapshots; with
-    quotes and trades, how far the prints since each sweep's quote show the book moved.
+    Keyword arguments of :meth:`FillModel.marketable_cost_bps`: the recent volatility
+    (``vol`` when the sweeps carry it, else from ``quotes``); with quotes, the staleness of a
+    sampled feed's snapshots; with quotes and trades, how far the prints since each sweep's
+    quote show the book moved.
     """
     if quotes is None:
         return {"recent_vol_bps": vol}
     from tradebook.sim.staleness import stale_age_ns, sweep_trade_shift_bps
 
-    ts = usable["ts_ns"].to_numpy(np.int64)
+    ts = sweeps["ts_ns"].to_numpy(np.int64)
     out = {"recent_vol_bps": recent_vol_bps(quotes, ts) if vol is None else vol, "stale_ns": stale_age_ns(quotes, ts)}
     if trades is not None:
-        out["trade_shift_bps"] = sweep_trade_shift_bps(usable, quotes, trades)
+        out["trade_shift_bps"] = sweep_trade_shift_bps(sweeps, quotes, trades)
     return out
 
 
@@ -420,10 +422,10 @@ def evaluate_marketable(model: FillModel, sweeps: pd.DataFrame,
     cost = usable["cost_bps"].to_numpy()
     hs = usable["half_spread_bps"].to_numpy()
     size, touch = usable["quantity"].to_numpy(), usable["touch_size"].to_numpy()
-    widening = _widening(usable, quotes, _vol(usable), trades)
-    predicted = model.marketable_cost_bps(size, hs, touch, 0.5, **widening)
-    low = model.marketable_cost_bps(size, hs, touch, 0.05, **widening)
-    high = model.marketable_cost_bps(size, hs, touch, 0.95, **widening)
+    inputs = prediction_inputs(usable, quotes, trades, _vol(usable))
+    predicted = model.marketable_cost_bps(size, hs, touch, 0.5, **inputs)
+    low = model.marketable_cost_bps(size, hs, touch, 0.05, **inputs)
+    high = model.marketable_cost_bps(size, hs, touch, 0.95, **inputs)
     baseline_a = baseline_model(model.instrument_id, model.tick_size, slippage_bps).marketable_cost_bps(size, hs, touch)
     # Costs at exactly the half-spread differ from its prediction only by float rounding.
     eps = 1e-9 * np.maximum(np.abs(cost), 1.0)
@@ -458,8 +460,8 @@ def marketable_by_size(model: FillModel, sweeps: pd.DataFrame,
     usable = _scored(model, sweeps, quotes, f"costs by size for {model.instrument_id}")
     cost = usable["cost_bps"].to_numpy()
     hs, size, touch = (usable[c].to_numpy() for c in ("half_spread_bps", "quantity", "touch_size"))
-    widening = _widening(usable, quotes, _vol(usable), trades)
-    predicted = {q: model.marketable_cost_bps(size, hs, touch, q, **widening) for q in QUANTILES}
+    inputs = prediction_inputs(usable, quotes, trades, _vol(usable))
+    predicted = {q: model.marketable_cost_bps(size, hs, touch, q, **inputs) for q in QUANTILES}
     baseline_a = hs + slippage_bps
     bucket = model.cost_curve.bucket(usable["size_over_touch"].to_numpy())
     frame = pd.DataFrame({"bucket": bucket, "cost": cost, "median": predicted[0.5], "q05": predicted[0.05],

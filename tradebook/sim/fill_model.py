@@ -315,21 +315,18 @@ class FillModel:
         with np.errstate(divide="ignore", invalid="ignore"):
             x = np.where(touch > 0, size / touch, np.inf)
         cost = self.cost_curve.cost_bps(x, half_spread_bps, quantile, recent_vol_bps) + self.base_slippage_bps
+        if stale_ns is not None and quantile != 0.5:
+            if recent_vol_bps is None:
+                raise DataError("stale_ns needs recent_vol_bps: the widening is the mid's diffusion at its recent "
+                                "volatility (tradebook.sim.calibrate.recent_vol_bps of the quotes before each order)")
+            from tradebook.sim.staleness import staleness_widening_bps
+
+            median = self.cost_curve.cost_bps(x, half_spread_bps, 0.5, recent_vol_bps) + self.base_slippage_bps
+            widening = staleness_widening_bps(stale_ns, recent_vol_bps, self.fitted_stale_ns)
+            cost = median + (1.0 if quantile > 0.5 else -1.0) * np.hypot(cost - median, widening)
         if trade_shift_bps is not None:
             cost = cost + np.asarray(trade_shift_bps, dtype="float64")
-        if stale_ns is None or quantile == 0.5:
-            return cost
-        if recent_vol_bps is None:
-            raise DataError("stale_ns needs recent_vol_bps: the widening is the mid's diffusion at its recent "
-                            "volatility (tradebook.sim.calibrate.recent_vol_bps of the quotes before each order)")
-        from tradebook.sim.staleness import staleness_widening_bps
-
-        median = self.cost_curve.cost_bps(x, half_spread_bps, 0.5, recent_vol_bps) + self.base_slippage_bps
-        if trade_shift_bps is not None:
-            median = median + np.asarray(trade_shift_bps, dtype="float64")
-        widening = staleness_widening_bps(stale_ns, recent_vol_bps, self.fitted_stale_ns)
-        side = 1.0 if quantile > 0.5 else -1.0
-        return median + side * np.hypot(cost - median, widening)
+        return cost
 
     def take_params(self, lot: float) -> TakeParams:
         """The marketable-cost table as arrays for the compiled matching code (median cost / half-spread).

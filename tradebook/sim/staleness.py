@@ -29,7 +29,6 @@ from tradebook.errors import DataError
 # bursts included). A Poisson-like stream sits on the line and may be judged either way:
 # judged a sampler, its intervals widen by a diffusion the fit did not need (medians stay).
 POISSON_GAP_SPREAD = (math.log(10.0) - math.log(10.0 / 9.0)) / math.log(2.0)
-SAMPLER_GAP_SPREAD = POISSON_GAP_SPREAD
 SAMPLING_WINDOW = 200  # the gaps between the last quotes before a decision that judge the feed
 MIN_GAPS = 20  # fewer gaps before a decision: not judged (treated as an event feed, no widening)
 NOMINAL_Z = 1.6448536269514722  # the normal's 95% quantile: the widening of a 90% interval
@@ -48,11 +47,11 @@ def sampled_feed(quote_ts_ns: np.ndarray, ts_ns: np.ndarray, *, window: int = SA
     if len(q) > 1 and (np.diff(q) < 0).any():
         raise DataError("quote ts_ns goes backwards; expected quotes in time order")
     out = np.zeros(len(when), dtype=bool)
-    gaps = np.diff(np.unique(q))  # distinct stamps: zero gaps dropped
+    distinct = np.unique(q)
+    gaps = np.diff(distinct)  # between distinct stamps: zero gaps dropped
     if len(gaps) < min_gaps or not len(when):
         return out
     # the number of distinct stamps strictly before each time; gaps[:k-1] lie between them
-    distinct = np.unique(q)
     before = np.searchsorted(distinct, when, side="left")
     n_gaps = before - 1
     judged = np.flatnonzero(n_gaps >= min_gaps)
@@ -64,7 +63,7 @@ def sampled_feed(quote_ts_ns: np.ndarray, ts_ns: np.ndarray, *, window: int = SA
     for i, end in enumerate(ends):
         recent = gaps[max(0, end - window):end]
         p10, p50, p90 = np.quantile(recent, (0.1, 0.5, 0.9))
-        verdict[i] = p50 > 0 and (p90 - p10) / p50 < SAMPLER_GAP_SPREAD
+        verdict[i] = p50 > 0 and (p90 - p10) / p50 < POISSON_GAP_SPREAD
     out[judged] = verdict[inverse]
     return out
 
@@ -96,8 +95,7 @@ def staleness_widening_bps(stale_ns: np.ndarray, vol_1s_bps: np.ndarray, fitted_
     stale = np.asarray(stale_ns, dtype=np.float64)
     vol = np.asarray(vol_1s_bps, dtype=np.float64)
     extra_s = np.maximum(stale - float(fitted_stale_ns), 0.0) / 1e9
-    widening = z * np.where(np.isfinite(vol), np.maximum(vol, 0.0), 0.0) * np.sqrt(extra_s)
-    return widening
+    return z * np.where(np.isfinite(vol), np.maximum(vol, 0.0), 0.0) * np.sqrt(extra_s)
 
 
 def trade_shift(quotes: pd.DataFrame, trades: pd.DataFrame | None, ts_ns: np.ndarray) -> np.ndarray:
@@ -116,9 +114,9 @@ def trade_shift(quotes: pd.DataFrame, trades: pd.DataFrame | None, ts_ns: np.nda
     out = np.zeros(len(when))
     if trades is None or not len(trades) or not len(when):
         return out
-    for frame, what in ((quotes, "quotes"), (trades, "trades")):
-        missing = [c for c in (("ts_ns", "bid_px", "ask_px") if what == "quotes" else ("ts_ns", "price"))
-                   if c not in frame.columns]
+    for frame, what, needed in ((quotes, "quotes", ("ts_ns", "bid_px", "ask_px")),
+                                (trades, "trades", ("ts_ns", "price"))):
+        missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise DataError(f"{what} lack {missing}; expected a {what} frame of tradebook's schema")
     from tradebook.data.frames import liquidity_mask
@@ -141,7 +139,7 @@ def trade_shift(quotes: pd.DataFrame, trades: pd.DataFrame | None, ts_ns: np.nda
 
 
 def sweep_trade_shift_bps(sweeps: pd.DataFrame, quotes: pd.DataFrame, trades: pd.DataFrame | None) -> np.ndarray:
-    """:func:`trade_shift` at each sweep of ``sweeps`` (:func:`tradebook.sim.truth.sweeps`), in bps of its mid, against it."""
+    """:func:`trade_shift` at each of ``sweeps`` (:func:`tradebook.sim.truth.sweeps`), in bps of its mid, against it."""
     missing = [c for c in ("ts_ns", "side", "mid") if c not in sweeps.columns]
     if missing:
         raise DataError(f"sweeps lack {missing}; build them with tradebook.sim.truth.sweeps")

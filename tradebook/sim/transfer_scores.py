@@ -158,15 +158,12 @@ def score_sweeps(t: Transfer, model: FillModel, seed: int, figures: list, lines:
     # the quote a sweep met, moved by the prints since it; on a sampled feed that quote may be a snapshot's age
     # old: the interval widens by the mid's diffusion over it (zero on an event feed), at the scored instrument's
     # own one-second volatility
-    from tradebook.sim.calibrate import recent_vol_bps
-    from tradebook.sim.staleness import stale_age_ns, trade_shift
+    from tradebook.sim.calibrate import prediction_inputs
 
-    stale, vol_1s = stale_age_ns(t.score.quotes, ts), recent_vol_bps(t.score.quotes, ts)
+    inputs = prediction_inputs(held[keep], t.score.quotes, t.score.trades)
+    stale, shift = inputs["stale_ns"], inputs["trade_shift_bps"]
     side, mid = held["side"].to_numpy()[keep], held["mid"].to_numpy()[keep]
-    shift = side * trade_shift(t.score.quotes, t.score.trades, ts) / mid * 1e4
-    predicted = {q: model.marketable_cost_bps(size, hs, touch, q, recent_vol_bps=vol_1s, stale_ns=stale,
-                                              trade_shift_bps=shift)
-                 for q in (0.05, 0.5, 0.95)}
+    predicted = {q: model.marketable_cost_bps(size, hs, touch, q, **inputs) for q in (0.05, 0.5, 0.95)}
     ref_median = ref.cost_bps(x, hs, vol)
     baseline_b, walked = _visible_walk_bps(t.score, ts, side, size, mid, hs)
     err_model, err_b = np.abs(cost - predicted[0.5]), np.abs(cost - baseline_b)
@@ -188,7 +185,8 @@ def score_sweeps(t: Transfer, model: FillModel, seed: int, figures: list, lines:
                      "prints had moved")
     if (stale > 0).any():
         lines.append(f"sweeps met quotes of a sampled feed ({(stale > 0).mean():.0%} of them, median staleness "
-                     f"{np.median(stale[stale > 0]) / 1e6:.0f} ms, the fit's sweeps {model.fitted_stale_ns / 1e6:.0f} ms): "
+                     f"{np.median(stale[stale > 0]) / 1e6:.0f} ms, the fit's sweeps "
+                     f"{model.fitted_stale_ns / 1e6:.0f} ms): "
                      "intervals widened by the mid's diffusion over the staleness beyond the fit's "
                      "(tradebook.sim.staleness)")
     edges = np.array([0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, np.inf])
@@ -217,11 +215,11 @@ def score_walks(t: Transfer, model: FillModel, typical: float, seed: int, figure
     ts = truth["ts_ns"].to_numpy(np.int64)
     cost, hs = truth["cost_bps"].to_numpy(), truth["half_spread_bps"].to_numpy()
     if model.depth is None:
-        # no depth to walk (the fit data had no book and kept no L1-implied depth): the model prices every walk at
+        # no depth to walk (the fit data had no book and its quotes imply none): the model prices every walk at
         # the touch, which is baseline (b), and its interval is the touch too; scored as such, not left out
         median = low = high = hs
-        lines.append("book walks: the model has no depth profile (the fit data has no book, and the depth its L1 "
-                     "implies was not kept): it prices every walk at the touch")
+        lines.append("book walks: the model has no depth profile (the fit data has no book, and its quotes never "
+                     "show the touch used up): it prices every walk at the touch")
     else:
         args = [truth[c].to_numpy() for c in ("side", "quantity", "bid_px", "ask_px", "bid_sz", "ask_sz")]
         # the instrument's own recent touch, from quotes at or before each walk: the unit depth carries in
