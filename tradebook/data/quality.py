@@ -42,6 +42,16 @@ def first_index(mask: np.ndarray | pd.Series) -> int:
     return int(np.flatnonzero(np.asarray(mask))[0])
 
 
+def _rows_finding(level: str, code: str, mask: np.ndarray, what: str, line_offset: int = 2) -> QualityFinding:
+    """A finding about the rows ``mask`` marks: their count (``"{count:,} {what}"``) and the first one's file line.
+
+    ``line_offset``: the first marked row's index to its line in the file (the header is
+    line 1, so row 0 is line 2; a check on row differences marks the row before).
+    """
+    count = int(np.asarray(mask).sum())
+    return QualityFinding(level, code, f"{count:,} {what}", count=count, first_line=first_index(mask) + line_offset)
+
+
 # -- findings ------------------------------------------------------------------------
 def no_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
     return []
@@ -91,9 +101,7 @@ def _quote_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
             if np.isnan(sizes).all():
                 findings.append(QualityFinding("info", "no_sizes", f"{column} is empty on every row: no sizes"))
             elif (sizes == 0).any():
-                findings.append(QualityFinding("warning", "zero_size", f"{int((sizes == 0).sum()):,} quotes with "
-                                               f"{column} = 0", count=int((sizes == 0).sum()),
-                                               first_line=first_index(sizes == 0) + 2))
+                findings.append(_rows_finding("warning", "zero_size", sizes == 0, f"quotes with {column} = 0"))
     if "bid_sz" not in frame.columns and "ask_sz" not in frame.columns:
         findings.append(QualityFinding("info", "no_sizes", "the file has no bid/ask sizes"))
     return findings
@@ -169,14 +177,12 @@ def _bar_grid_findings(frame: pd.DataFrame, bar_ns: int | None) -> list[QualityF
     off_grid = ts % bar_ns != 0
     findings = []
     if off_grid.any():
-        findings.append(QualityFinding("warning", "off_grid_bars", f"{int(off_grid.sum()):,} bar starts are not on "
-                                       f"the {bar_ns // 1_000_000_000}s grid", count=int(off_grid.sum()),
-                                       first_line=first_index(off_grid) + 2))
+        findings.append(_rows_finding("warning", "off_grid_bars", off_grid,
+                                      f"bar starts are not on the {bar_ns // 1_000_000_000}s grid"))
     repeated = np.diff(ts) == 0
     if repeated.any():
-        findings.append(QualityFinding("warning", "repeated_bars", f"{int(repeated.sum()):,} bars share a start "
-                                       "time with the previous bar", count=int(repeated.sum()),
-                                       first_line=first_index(repeated) + 3))
+        findings.append(_rows_finding("warning", "repeated_bars", repeated,
+                                      "bars share a start time with the previous bar", line_offset=3))
     return findings
 
 
@@ -184,23 +190,20 @@ def _trade_checks(frame, instrument, source, bar_ns) -> list[QualityFinding]:
     findings = []
     size = frame["size"].to_numpy()
     if (size == 0).any():
-        findings.append(QualityFinding("warning", "zero_size", f"{int((size == 0).sum()):,} trades of size 0",
-                                       count=int((size == 0).sum()), first_line=first_index(size == 0) + 2))
+        findings.append(_rows_finding("warning", "zero_size", size == 0, "trades of size 0"))
     if "aggressor_side" in frame.columns:
         none = (frame["aggressor_side"] == "NONE").to_numpy(dtype=bool, na_value=False)
         if none.any():
-            findings.append(QualityFinding("info", "no_aggressor", f"{int(none.sum()):,} trades carry no aggressor "
-                                           "side (auction prints)", count=int(none.sum()),
-                                           first_line=first_index(none) + 2))
+            findings.append(_rows_finding("info", "no_aggressor", none,
+                                          "trades carry no aggressor side (auction prints)"))
     else:
         findings.append(QualityFinding("info", "no_aggressor", "no aggressor side: infer it from the prevailing "
                                        "quote when needed"))
     if "suspicious" in frame.columns:
         flagged = frame["suspicious"].to_numpy(dtype=bool, na_value=False)
         if flagged.any():
-            findings.append(QualityFinding("warning", "suspicious_trades", f"{int(flagged.sum()):,} trades flagged "
-                                           "suspicious by the vendor", count=int(flagged.sum()),
-                                           first_line=first_index(flagged) + 2))
+            findings.append(_rows_finding("warning", "suspicious_trades", flagged,
+                                          "trades flagged suspicious by the vendor"))
     return findings
 
 
